@@ -1,5 +1,8 @@
 """A replay upstream whose behaviour each test scripts, request by request.
 
+By default every answer is :data:`~tests.support.recorded.SCRIPTED_ANSWER`, so the fake needs no
+public data; pass ``recorded=load_recorded(...)`` to answer with real recorded text instead.
+
 Queue :class:`~tests.support.scenario.Scenario` objects; each chat-completion request takes the
 oldest one, and a request that finds the queue empty gets the default scenario (a plain replay
 unless :meth:`FakeUpstream.set_default` changed it)::
@@ -29,9 +32,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from pathlib import Path
 
-from tests.support.recorded import ALL_SOURCES, RecordedAnswers
+from tests.support.recorded import RecordedAnswers, scripted_answers
 from tests.support.replay_upstream import ReplayOptions, ReplayUpstream
 from tests.support.scenario import Scenario
 
@@ -48,10 +50,10 @@ class FakeUpstream(ReplayUpstream):
         port: int = 0,
         options: ReplayOptions | None = None,
         recorded: RecordedAnswers | None = None,
-        data_dir: Path | None = None,
-        sources: frozenset[str] = ALL_SOURCES,
     ) -> None:
-        super().__init__(model, port=port, options=options, recorded=recorded, data_dir=data_dir, sources=sources)
+        if recorded is None:
+            recorded = scripted_answers(model)
+        super().__init__(model, port=port, options=options, recorded=recorded)
         self._scenarios: deque[Scenario] = deque()
         self._default = Scenario.replay()
         self._scenario_lock = threading.Lock()

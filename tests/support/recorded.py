@@ -12,6 +12,8 @@ Sources, all read from the public data folder (see :func:`shared_data_dir`):
   ``output_2`` is the answer of the model named in ``generator_2``. The instructions' dataset
   card is CC BY-NC 4.0, so benchmarks leave this source out and only tests load it.
 
+:func:`scripted_answers` builds a one-answer stand-in that needs no data, for the fake upstream.
+
 Two model names from different sources are merged into one recorded model because both name
 the same weights: RouterBench's ``mistralai/mixtral-8x7b-chat`` and RouteLLM's
 ``mistralai/Mixtral-8x7B-Instruct-v0.1`` (Mixtral 8x7B Instruct v0.1), and ``gpt4_1106_preview``
@@ -266,6 +268,22 @@ def load_alpacaeval(data_dir: Path, into: RecordedAnswers) -> None:
                 seen.add((generator, index))
                 answer = RecordedAnswer(text, "alpacaeval", f"alpaca_eval/{index}")
                 into.model(generator).add([record["instruction"]], answer)
+
+
+SCRIPTED_ANSWER = (
+    "This answer comes from the scripted fake upstream. It is long enough to stream in several "
+    "chunks, so a test can cut, pause or fail the stream in the middle of it."
+)
+
+
+def scripted_answers(model: str, text: str = SCRIPTED_ANSWER) -> RecordedAnswers:
+    """Return answers for ``model`` made of one fixed ``text``, for tests that need no public data.
+
+    Every prompt gets ``text`` with match kind ``fallback``, since no prompt was recorded.
+    """
+    answers = RecordedAnswers()
+    answers.model(model).add([], RecordedAnswer(text, "scripted", "scripted/0"))
+    return answers
 
 
 _LOADERS = {

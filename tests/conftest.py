@@ -1,0 +1,9 @@
+"""Shared pytest configuration: the upstream fixtures live in tests/support/fixtures.py."""
+
+from tests.support.fixtures import (  # noqa: F401 (imported so pytest registers the fixtures)
+    fake_upstream,
+    replay_policy,
+    replay_stack,
+    replay_upstreams,
+    shared_data,
+)
