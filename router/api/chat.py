@@ -1,0 +1,218 @@
+"""``POST /v1/chat/completions``: validate, route, serve from cache or upstream, record."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from router.api.auth import tenant_of
+from router.api.schemas import ChatRequest, find_forbidden_parameter
+from router.api.streaming import stream_cached, stream_upstream
+from router.cache.keys import cache_key, is_cacheable
+from router.errors import GatewayError, InvalidRequest, ModelNotFound, RequestTooLarge
+from router.outcomes.record import Outcome
+from router.policy.schema import Policy
+from router.routing.decide import Decision, RequestNeeds, decide
+from router.routing.tokens import count_prompt_tokens
+from router.runtime import Runtime
+from router.upstream.dispatch import Dispatcher
+
+log = structlog.get_logger("tierwise.request")
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    loaded = runtime.policies.current
+    outcome = Outcome(
+        request_id=request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex}",
+        tenant=tenant_of(request),
+        requested_model="",
+        policy_version=loaded.version,
+        classifier_version=getattr(runtime.scorer, "version", None),
+        stream=False,
+    )
+    try:
+        body = await read_json_body(request, runtime.settings.max_body_bytes)
+        chat = parse_chat_request(body)
+        outcome.requested_model, outcome.stream = chat.model, chat.stream
+        if loaded.policy.outcomes.store_prompts:
+            outcome.prompt = body["messages"]
+        return await _serve(runtime, loaded.policy, body, chat, outcome)
+    except GatewayError as exc:
+        outcome.error, outcome.status = exc.code, exc.status
+        finish(runtime, loaded.policy, outcome)
+        exc.headers = {"x-request-id": outcome.request_id}
+        raise
+
+
+async def _serve(
+    runtime: Runtime, policy: Policy, body: dict[str, Any], chat: ChatRequest, outcome: Outcome
+) -> Response:
+    decision = route(runtime, policy, body, chat, outcome)
+    first = decision.candidates[0]
+    key = None
+    if policy.cache.enabled and is_cacheable(body, policy.cache.cache_nonzero_temperature):
+        key = cache_key(outcome.tenant, first.deployment.name, body)
+        cached = await runtime.cache.get(key)
+        if cached is not None:
+            outcome.cache_hit, outcome.tier, outcome.deployment = True, first.tier, first.deployment
+            completion = orjson.loads(cached)
+            outcome.set_usage(completion.get("usage"))
+            if chat.stream:
+                return stream_cached(runtime, policy, completion, chat, outcome, decision)
+            finish(runtime, policy, outcome)
+            return json_response(completion, headers(outcome, decision))
+
+    dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts)
+    if chat.stream:
+        served, first_chunk, rest = await dispatcher.open_stream(decision.candidates, body)
+        outcome.tier, outcome.deployment = served.tier, served.deployment
+        return stream_upstream(runtime, policy, chat, outcome, decision, first_chunk, rest, key)
+
+    served, completion = await dispatcher.complete(decision.candidates, body)
+    outcome.tier, outcome.deployment = served.tier, served.deployment
+    outcome.set_usage(completion.get("usage"))
+    if key is not None and _complete_answer(completion):
+        key = cache_key(outcome.tenant, served.deployment.name, body)
+        await runtime.cache.set(key, orjson.dumps(completion), policy.cache.ttl_s)
+    finish(runtime, policy, outcome)
+    return json_response(completion, headers(outcome, decision))
+
+
+def route(
+    runtime: Runtime, policy: Policy, body: dict[str, Any], chat: ChatRequest, outcome: Outcome
+) -> Decision:
+    """Score the conversation (for router aliases) and choose the candidate deployments."""
+    alias = policy.aliases.get(chat.model)
+    if alias is None and policy.find_deployment(chat.model) is None:
+        raise ModelNotFound(
+            f"The model '{chat.model}' does not exist on this gateway. "
+            "Use a router alias such as 'auto' or a model listed by GET /v1/models.",
+            param="model",
+        )
+    if alias is not None:
+        outcome.scores = runtime.scorer.score(body["messages"])
+    smallest_window = min(d.context_window for d in policy.all_deployments())
+    needs = RequestNeeds(
+        prompt_tokens=count_prompt_tokens(body["messages"], fits_below=smallest_window),
+        max_output_tokens=chat.output_token_limit,
+        tools=bool(chat.tools),
+        json_schema=chat.needs_json_schema,
+        multiple_choices=chat.n > 1,
+        images=chat.has_images,
+    )
+    decision = decide(
+        policy,
+        outcome.scores or {},
+        needs,
+        requested=chat.model,
+        is_available=runtime.is_available,
+        min_tier=alias.min_tier if alias is not None else None,
+    )
+    outcome.tier = decision.tier
+    return decision
+
+
+async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
+    """Read and parse the body; raise RequestTooLarge or InvalidRequest."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"The request body is not valid JSON ({exc.msg} at position {exc.pos}).",
+            code="invalid_json",
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
+    forbidden = find_forbidden_parameter(body)
+    if forbidden is not None:
+        raise InvalidRequest(
+            f"The parameter '{forbidden}' cannot be set by clients; the gateway's policy chooses "
+            "the provider endpoint and credentials.",
+            param=forbidden,
+            code="unsupported_parameter",
+        )
+    try:
+        return ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        param = _param_name(error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise InvalidRequest(f"Invalid value for '{param}': {message}.", param=param) from None
+
+
+def _param_name(location: tuple[Any, ...]) -> str:
+    name = ""
+    for part in location:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif not str(part).startswith(("str", "list[", "literal[", "function-")):
+            name += f".{part}" if name else str(part)
+    return name or "body"
+
+
+def _complete_answer(completion: dict[str, Any]) -> bool:
+    choices = completion.get("choices") or []
+    return bool(choices) and all(c.get("finish_reason") in ("stop", "tool_calls", "length") for c in choices)
+
+
+def headers(outcome: Outcome, decision: Decision | None) -> dict[str, str]:
+    result = {
+        "x-request-id": outcome.request_id,
+        "x-tierwise-tier": outcome.tier or "",
+        "x-tierwise-model": outcome.deployment.name if outcome.deployment else "",
+        "x-tierwise-cache": "hit" if outcome.cache_hit else "miss",
+    }
+    if decision is not None and decision.score is not None:
+        result["x-tierwise-score"] = f"{decision.score:.4f}"
+    if not outcome.stream or outcome.cache_hit:
+        result["x-tierwise-cost-usd"] = f"{outcome.cost_usd():.8f}"
+    return result
+
+
+def json_response(payload: dict[str, Any], response_headers: dict[str, str]) -> Response:
+    return Response(orjson.dumps(payload), media_type="application/json", headers=response_headers)
+
+
+def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
+    """Emit the outcome record and the request's one summary log line."""
+    record = outcome.as_record(policy)
+    runtime.outcomes.emit(record)
+    log.info(
+        "request",
+        request_id=outcome.request_id,
+        tenant=outcome.tenant,
+        tier=record["tier"],
+        model=record["model"],
+        tokens_in=record["tokens_in"],
+        tokens_out=record["tokens_out"],
+        cost_usd=record["cost_usd"],
+        latency_ms=record["latency_ms"],
+        cache="hit" if outcome.cache_hit else "miss",
+        status=outcome.status,
+        error=outcome.error,
+        fallbacks=max(0, len(outcome.attempts) - 1),
+    )
+
+
+def elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

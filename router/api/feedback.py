@@ -1,0 +1,47 @@
+"""``POST /v1/feedback``: attach a quality score to an earlier request."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from router.api.auth import tenant_of
+from router.api.chat import read_json_body
+from router.errors import InvalidRequest
+from router.runtime import Runtime
+
+router = APIRouter()
+
+
+class Feedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=200)
+    score: float = Field(ge=0.0, le=1.0, description="Quality of the answer, 0 (bad) to 1 (good).")
+    label: str | None = Field(default=None, max_length=200)
+
+
+@router.post("/v1/feedback")
+async def post_feedback(request: Request) -> dict[str, Any]:
+    runtime: Runtime = request.app.state.runtime
+    body = await read_json_body(request, runtime.settings.max_body_bytes)
+    try:
+        feedback = Feedback.model_validate(body)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        param = ".".join(str(p) for p in error["loc"]) or "body"
+        raise InvalidRequest(f"Invalid value for '{param}': {error['msg']}.", param=param) from None
+    runtime.outcomes.emit(
+        {
+            "type": "feedback",
+            "request_id": feedback.request_id,
+            "tenant": tenant_of(request),
+            "score": feedback.score,
+            "label": feedback.label,
+            "ts": round(time.time(), 3),
+        }
+    )
+    return {"object": "feedback", "request_id": feedback.request_id, "accepted": True}

@@ -1,0 +1,120 @@
+"""Validation of OpenAI chat-completion request bodies.
+
+Parameters the gateway does not interpret are kept (``extra="allow"``) and forwarded, so
+new OpenAI parameters work without a release.  Parameters that would let a client pick
+the provider endpoint or credentials are rejected.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Body keys that litellm or provider SDKs would treat as connection settings.
+FORBIDDEN_PARAMETERS = frozenset(
+    {
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "api_type",
+        "organization",
+        "custom_llm_provider",
+        "extra_headers",
+        "extra_body",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_region_name",
+        "vertex_project",
+        "vertex_location",
+        "vertex_credentials",
+        "azure_ad_token",
+        "mock_response",
+        "litellm_params",
+        "proxy_server_request",
+    }
+)
+
+
+def find_forbidden_parameter(body: dict[str, Any]) -> str | None:
+    """Return the first provider connection parameter set in ``body``, if any."""
+    forbidden = FORBIDDEN_PARAMETERS.intersection(body)
+    return min(forbidden) if forbidden else None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _check_content(self) -> Message:
+        if self.content is None and self.role in ("system", "developer", "user"):
+            raise ValueError(f"a {self.role} message needs content (a string or a list of parts)")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id")
+        if isinstance(self.content, list):
+            for part in self.content:
+                if not isinstance(part.get("type"), str):
+                    raise ValueError("each content part needs a string 'type'")
+        return self
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(default=1, ge=1, le=128)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("response_format")
+    @classmethod
+    def _check_response_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type") not in ("text", "json_object", "json_schema"):
+            raise ValueError("response_format.type must be 'text', 'json_object' or 'json_schema'")
+        return value
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+    @property
+    def output_token_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def effective_temperature(self) -> float:
+        """The temperature the model uses: OpenAI's default is 1 when the field is absent."""
+        return 1.0 if self.temperature is None else self.temperature
+
+    @property
+    def needs_json_schema(self) -> bool:
+        return self.response_format is not None and self.response_format.get("type") in (
+            "json_schema",
+            "json_object",
+        )
+
+    @property
+    def has_images(self) -> bool:
+        return any(
+            isinstance(m.content, list) and any(p.get("type") == "image_url" for p in m.content)
+            for m in self.messages
+        )

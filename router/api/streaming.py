@@ -1,0 +1,193 @@
+"""Server-sent event responses: relaying an upstream stream and replaying a cached answer.
+
+Both end the same way: one usage chunk (``choices: []``) when the client asked for
+``stream_options.include_usage``, then ``data: [DONE]``.  A failure after the first byte
+becomes an error event and the stream ends without ``[DONE]``, so no client mistakes a
+cut answer for a whole one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.responses import StreamingResponse
+
+from router.errors import UpstreamFailed, UpstreamTimeout, sse_error_event
+from router.routing.tokens import count_prompt_tokens
+from router.upstream.base import UpstreamError
+from router.upstream.sse import DONE, KEEPALIVE, StreamAssembler, completion_to_chunks, encode_event
+
+if TYPE_CHECKING:
+    from router.api.schemas import ChatRequest
+    from router.outcomes.record import Outcome
+    from router.policy.schema import Policy
+    from router.routing.decide import Decision
+    from router.runtime import Runtime
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _response(body: AsyncIterator[bytes], extra_headers: dict[str, str]) -> StreamingResponse:
+    return StreamingResponse(
+        body, media_type="text/event-stream", headers={**STREAM_HEADERS, **extra_headers}
+    )
+
+
+def stream_cached(
+    runtime: Runtime,
+    policy: Policy,
+    completion: dict[str, Any],
+    chat: ChatRequest,
+    outcome: Outcome,
+    decision: Decision,
+) -> StreamingResponse:
+    from router.api.chat import finish, headers
+
+    async def replay() -> AsyncIterator[bytes]:
+        try:
+            for chunk in completion_to_chunks(completion, chat.include_usage):
+                yield encode_event(chunk)
+            yield DONE
+        finally:
+            finish(runtime, policy, outcome)
+
+    return _response(replay(), headers(outcome, decision))
+
+
+def stream_upstream(
+    runtime: Runtime,
+    policy: Policy,
+    chat: ChatRequest,
+    outcome: Outcome,
+    decision: Decision,
+    first_chunk: dict[str, Any],
+    rest: AsyncIterator[dict[str, Any]],
+    cache_key: str | None,
+) -> StreamingResponse:
+    from router.api.chat import finish, headers
+
+    outcome.first_byte_ms = (time.perf_counter() - outcome.started) * 1000
+
+    async def relay() -> AsyncIterator[bytes]:
+        assembler = StreamAssembler()
+        complete = False
+        try:
+            async for item in _with_keepalive(_prepend(first_chunk, rest), runtime):
+                if item is None:
+                    yield KEEPALIVE
+                    continue
+                assembler.add(item)
+                event = _client_chunk(item)
+                if event is not None:
+                    yield encode_event(event)
+            complete = True
+        except UpstreamError as exc:
+            outcome.error, outcome.status = f"stream_{exc.kind}", 502
+            error = UpstreamTimeout("The model stopped answering.") if exc.kind == "timeout" else (
+                UpstreamFailed("The model's stream failed before the answer was complete.")
+            )
+            yield sse_error_event(error)
+        finally:
+            _account(assembler, chat, outcome)
+            if complete and cache_key is not None and assembler.finished:
+                await runtime.cache.set(
+                    cache_key, orjson.dumps(assembler.completion()), policy.cache.ttl_s
+                )
+            finish(runtime, policy, outcome)
+        if not complete:
+            return
+        if chat.include_usage:
+            yield encode_event(_usage_chunk(assembler, outcome))
+        yield DONE
+
+    return _response(relay(), headers(outcome, decision))
+
+
+def _client_chunk(chunk: dict[str, Any]) -> dict[str, Any] | None:
+    """The chunk as the client sees it: usage is removed and sent once at the end."""
+    if "usage" not in chunk:
+        return chunk
+    if not chunk.get("choices"):
+        return None
+    return {key: value for key, value in chunk.items() if key != "usage"}
+
+
+def _usage_chunk(assembler: StreamAssembler, outcome: Outcome) -> dict[str, Any]:
+    return {
+        **{k: v for k, v in assembler.head.items() if k != "system_fingerprint"},
+        "object": "chat.completion.chunk",
+        "choices": [],
+        "usage": assembler.usage
+        or {
+            "prompt_tokens": outcome.tokens_in,
+            "completion_tokens": outcome.tokens_out,
+            "total_tokens": outcome.tokens_in + outcome.tokens_out,
+        },
+    }
+
+
+def _account(assembler: StreamAssembler, chat: ChatRequest, outcome: Outcome) -> None:
+    if assembler.usage:
+        outcome.set_usage(assembler.usage)
+        return
+    # The upstream sent no usage: estimate it, so that cost is never silently zero.
+    completion = assembler.completion()
+    outcome.tokens_in = count_prompt_tokens([m.model_dump() for m in chat.messages], fits_below=0)
+    outcome.tokens_out = count_prompt_tokens(
+        [c["message"] for c in completion["choices"]], fits_below=0
+    )
+
+
+async def _prepend(
+    first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
+async def _with_keepalive(
+    chunks: AsyncIterator[dict[str, Any]], runtime: Runtime
+) -> AsyncIterator[dict[str, Any] | None]:
+    """Yield the chunks, and None whenever the upstream was silent for the keep-alive interval.
+
+    A pump task reads the upstream, because cancelling a read on a timeout would break the
+    upstream connection; waiting on the queue can be cancelled safely.
+    """
+    interval = runtime.settings.keepalive_interval_s
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=64)
+
+    async def pump() -> None:
+        try:
+            async for chunk in chunks:
+                await queue.put(("chunk", chunk))
+            await queue.put(("end", None))
+        except UpstreamError as exc:
+            await queue.put(("error", exc))
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            try:
+                kind, value = await asyncio.wait_for(queue.get(), interval)
+            except TimeoutError:
+                yield None
+                continue
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()

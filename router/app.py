@@ -1,0 +1,91 @@
+"""The FastAPI application factory: wiring only."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from router.api import chat, feedback, health, models
+from router.errors import GatewayError, InvalidRequest, ModelNotFound, render_error
+from router.runtime import Runtime, Scorer
+from router.settings import Settings
+
+log = structlog.get_logger("tierwise.app")
+
+
+def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -> FastAPI:
+    """Build the gateway app; raises PolicyError or ArtifactError when a file is invalid."""
+    settings = settings or Settings()
+    runtime = Runtime.build(settings, scorer)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.started_at = time.time()
+        await runtime.start()
+        log.info(
+            "gateway_started",
+            policy=str(settings.policy),
+            policy_version=runtime.policies.current.version,
+            classifier=runtime.scorer.version,
+            cache=runtime.cache.backend,
+            outcomes=runtime.outcomes.backend,
+        )
+        try:
+            yield
+        finally:
+            await runtime.stop()
+            log.info("gateway_stopped")
+
+    app = FastAPI(title="Tierwise", version="0.1.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    for module in (chat, models, health, feedback):
+        app.include_router(module.router)
+    _add_error_handlers(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def gateway_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        return render_error(exc)
+
+    async def validation_error(_: Request, exc: Exception) -> Response:
+        return render_error(InvalidRequest("The request is invalid: check the parameters."))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            error: GatewayError = ModelNotFound(
+                f"Unknown path {request.url.path}. This gateway serves /v1/chat/completions, "
+                "/v1/models and /v1/feedback.",
+                code="not_found",
+            )
+        else:
+            error = InvalidRequest(f"{request.method} is not supported on {request.url.path}.")
+        error.status = exc.status_code
+        return render_error(error)
+
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        # Exception text can carry keys, prompts or upstream internals, so only the type and
+        # the place it was raised are logged, and the client gets a fixed message.
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        log.error(
+            "internal_error",
+            path=request.url.path,
+            error=type(exc).__name__,
+            at=f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else None,
+        )
+        return render_error(GatewayError())
+
+    app.add_exception_handler(GatewayError, gateway_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)

@@ -1,0 +1,45 @@
+"""Cache key derivation.
+
+The key covers the tenant, the deployment that answers, and the whole request body except
+the fields that only change how the answer is delivered.  Unknown parameters are part of
+the key, so a parameter this gateway has never heard of can only cause a miss, never a
+wrong hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+# Fields that do not change the answer's content: delivery format and client bookkeeping.
+DELIVERY_ONLY_FIELDS = frozenset({"model", "stream", "stream_options", "user", "metadata", "store"})
+
+KEY_PREFIX = "tw:cache:"
+
+
+def cache_key(tenant: str, deployment_name: str, body: dict[str, Any]) -> str:
+    """Derive the cache key of a request body served by ``deployment_name`` for ``tenant``.
+
+    The body is serialized with sorted keys, so field order does not matter; message parts,
+    including image URLs and data URIs, are hashed byte for byte.
+    """
+    content = {k: v for k, v in body.items() if k not in DELIVERY_ONLY_FIELDS}
+    material = orjson.dumps(
+        {"tenant": tenant, "deployment": deployment_name, "request": content},
+        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+    )
+    return KEY_PREFIX + hashlib.sha256(material).hexdigest()
+
+
+def is_cacheable(body: dict[str, Any], cache_nonzero_temperature: bool) -> bool:
+    """Whether an answer to ``body`` may be served again.
+
+    A missing temperature means 1, OpenAI's default, so only an explicit 0 is deterministic
+    enough to cache unless the policy allows caching sampled answers.
+    """
+    if cache_nonzero_temperature:
+        return True
+    temperature = body.get("temperature")
+    return temperature is not None and float(temperature) == 0.0

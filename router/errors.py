@@ -1,0 +1,143 @@
+"""The gateway's error tree and the one handler that renders it.
+
+Every error a client can see is a ``GatewayError``; each subclass carries its HTTP status
+and OpenAI error ``type``, and ``render_error`` turns it into OpenAI's body
+``{"error": {"message", "type", "param", "code"}}``::
+
+    GatewayError                      500 api_error (fixed message, never exception text)
+    ├── InvalidRequest                400 invalid_request_error
+    │   ├── ContextTooLong            400 invalid_request_error, code context_length_exceeded
+    │   └── UnsupportedParameter      400 invalid_request_error, code unsupported_parameter
+    ├── AuthenticationFailed          401 authentication_error
+    ├── ModelNotFound                 404 invalid_request_error, code model_not_found
+    ├── RequestTooLarge               413 invalid_request_error
+    ├── BudgetExceeded                429 insufficient_quota
+    ├── UpstreamFailed                502 api_error (every eligible deployment failed)
+    ├── NoDeploymentAvailable         503 api_error (no tier has a usable deployment)
+    └── UpstreamTimeout               504 api_error
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+
+class GatewayError(Exception):
+    """Base class; raised directly only for the gateway's own faults."""
+
+    status = 500
+    error_type = "api_error"
+    default_code: str | None = "internal_error"
+
+    def __init__(
+        self,
+        message: str = "The gateway failed to process the request. Retry, or report the request id.",
+        *,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.headers: dict[str, str] | None = None
+
+
+class InvalidRequest(GatewayError):
+    """Raised when the request body or its parameters are invalid."""
+
+    status = 400
+    error_type = "invalid_request_error"
+    default_code = "invalid_request"
+
+
+class ContextTooLong(InvalidRequest):
+    """Raised when the conversation fits no deployment's context window."""
+
+    default_code = "context_length_exceeded"
+
+
+class UnsupportedParameter(InvalidRequest):
+    """Raised when a parameter no eligible deployment supports, or a forbidden one, is set."""
+
+    default_code = "unsupported_parameter"
+
+
+class AuthenticationFailed(GatewayError):
+    """Raised when keys are configured and the request's key is missing or unknown."""
+
+    status = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class ModelNotFound(GatewayError):
+    """Raised when ``model`` is neither a router alias nor a deployment the policy lists."""
+
+    status = 404
+    error_type = "invalid_request_error"
+    default_code = "model_not_found"
+
+
+class RequestTooLarge(GatewayError):
+    """Raised when the request body exceeds the configured size limit."""
+
+    status = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class BudgetExceeded(GatewayError):
+    """Raised when a tenant is over its budget."""
+
+    status = 429
+    error_type = "insufficient_quota"
+    default_code = "budget_exceeded"
+
+
+class UpstreamFailed(GatewayError):
+    """Raised when every eligible deployment failed before sending an answer."""
+
+    status = 502
+    default_code = "upstream_error"
+
+
+class NoDeploymentAvailable(GatewayError):
+    """Raised when no tier has a deployment that can serve the request."""
+
+    status = 503
+    default_code = "no_deployment_available"
+
+
+class UpstreamTimeout(GatewayError):
+    """Raised when the last eligible deployment timed out."""
+
+    status = 504
+    default_code = "upstream_timeout"
+
+
+def error_body(
+    message: str, error_type: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """Build OpenAI's error object."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def render_error(error: GatewayError) -> Response:
+    """Render ``error`` as an OpenAI-shaped JSON response."""
+    body = error_body(error.message, error.error_type, param=error.param, code=error.code)
+    return Response(
+        orjson.dumps(body),
+        status_code=error.status,
+        media_type="application/json",
+        headers=error.headers,
+    )
+
+
+def sse_error_event(error: GatewayError) -> bytes:
+    """Encode ``error`` as one SSE event, for failures after a stream has started."""
+    body = error_body(error.message, error.error_type, param=error.param, code=error.code)
+    return b"data: " + orjson.dumps(body) + b"\n\n"

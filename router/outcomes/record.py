@@ -1,0 +1,82 @@
+"""The outcome record: what happened to one request, for cost reports and retraining."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.policy.schema import Deployment, Policy
+
+
+@dataclass
+class Outcome:
+    """Mutable while the request runs; ``as_record`` freezes it into a plain dict."""
+
+    request_id: str
+    tenant: str
+    requested_model: str
+    policy_version: str
+    classifier_version: str | None
+    stream: bool
+    started: float = field(default_factory=time.perf_counter)
+    timestamp: float = field(default_factory=time.time)
+    scores: dict[str, float] | None = None
+    tier: str | None = None
+    deployment: Deployment | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cache_hit: bool = False
+    attempts: list[Any] = field(default_factory=list)
+    """Dispatch attempts; each has ``as_record()``."""
+    error: str | None = None
+    status: int = 200
+    first_byte_ms: float | None = None
+    prompt: Any = None
+
+    def cost_usd(self) -> float:
+        if self.cache_hit or self.deployment is None:
+            return 0.0
+        return self.deployment.cost_usd(self.tokens_in, self.tokens_out)
+
+    def set_usage(self, usage: dict[str, Any] | None) -> None:
+        if usage:
+            self.tokens_in = int(usage.get("prompt_tokens") or 0)
+            self.tokens_out = int(usage.get("completion_tokens") or 0)
+
+    def as_record(self, policy: Policy) -> dict[str, Any]:
+        latency_ms = (time.perf_counter() - self.started) * 1000
+        record: dict[str, Any] = {
+            "type": "request",
+            "request_id": self.request_id,
+            "ts": round(self.timestamp, 3),
+            "tenant": self.tenant,
+            "requested_model": self.requested_model,
+            "policy_version": self.policy_version,
+            "classifier_version": self.classifier_version,
+            "scores": self.scores,
+            "tier": self.tier,
+            "model": self.deployment.name if self.deployment else None,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "cost_usd": round(self.cost_usd(), 8),
+            "baseline_cost_usd": round(baseline_cost(policy, self.tokens_in, self.tokens_out), 8),
+            "latency_ms": round(latency_ms, 2),
+            "first_byte_ms": None if self.first_byte_ms is None else round(self.first_byte_ms, 2),
+            "cache_hit": self.cache_hit,
+            "stream": self.stream,
+            "attempts": [attempt.as_record() for attempt in self.attempts],
+            "error": self.error,
+            "status": self.status,
+        }
+        if self.prompt is not None:
+            record["messages"] = self.prompt
+        return record
+
+
+def baseline_cost(policy: Policy, tokens_in: int, tokens_out: int) -> float:
+    """What the same tokens would cost on the most capable tier's first deployment."""
+    tiers = policy.ordered_tiers()
+    if not tiers:
+        return 0.0
+    return tiers[-1][1].deployments[0].cost_usd(tokens_in, tokens_out)

@@ -1,0 +1,108 @@
+"""Load a policy YAML file into a validated ``Policy``, with line-numbered errors."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from router.policy.schema import Policy
+
+
+class PolicyError(Exception):
+    """Raised when a policy file cannot be read, parsed or validated.
+
+    ``problems`` holds one line per problem, each naming the file, line, key, what was
+    expected and what was found.
+    """
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(f"invalid policy {path}:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    policy: Policy
+    path: Path
+    version: str
+    """Content hash of the file, so that two replicas with the same file agree."""
+
+
+def load_policy(path: Path) -> LoadedPolicy:
+    """Read, parse and validate the policy at ``path``.
+
+    Raises ``PolicyError`` for a missing file, invalid YAML or a schema violation.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(path, [f"{path}: cannot read the file: {exc.strerror}"]) from None
+    return parse_policy(text, path)
+
+
+def parse_policy(text: str, path: Path) -> LoadedPolicy:
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(path, [f"{where}: invalid YAML: {problem}"]) from None
+    if not isinstance(data, dict):
+        found = type(data).__name__ if data is not None else "an empty file"
+        raise PolicyError(path, [f"{path}:1: expected a mapping at the top level, found {found}"])
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(path, [_describe(error, root, path) for error in exc.errors()]) from None
+    version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return LoadedPolicy(policy=policy, path=path, version=version)
+
+
+def _describe(error: Any, root: yaml.Node | None, path: Path) -> str:
+    location = [part for part in error["loc"] if not _is_validator_name(part)]
+    line = _line_of(root, location)
+    key = ".".join(str(part) for part in location) or "(top level)"
+    found = error.get("input")
+    found_text = _short(found) if error["type"] != "missing" else "nothing"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{path}:{line}: {key}: {message} (found {found_text})"
+
+
+def _is_validator_name(part: Any) -> bool:
+    # pydantic puts the branch name of a Literal/union check into the location.
+    return isinstance(part, str) and part.startswith(("literal[", "function-"))
+
+
+def _line_of(node: yaml.Node | None, location: list[Any]) -> int:
+    """1-based line of the deepest YAML node that ``location`` reaches."""
+    line = node.start_mark.line + 1 if node is not None else 1
+    for part in location:
+        child = _child(node, part)
+        if child is None:
+            break
+        node = child
+        line = node.start_mark.line + 1
+    return line
+
+
+def _child(node: yaml.Node | None, part: Any) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if key_node.value == str(part):
+                return value_node if not isinstance(value_node, yaml.ScalarNode) else key_node
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part]
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

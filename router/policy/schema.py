@@ -1,0 +1,159 @@
+"""Typed models of the policy YAML.
+
+Unknown keys are rejected (``extra="forbid"``) so that a typo in a policy fails the check
+instead of silently turning a setting off.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TIER_ORDER: tuple[str, ...] = ("edge", "mid", "frontier")
+
+# litellm model prefixes whose upstreams speak the OpenAI protocol, so the direct path can
+# forward requests without translation.
+OPENAI_COMPATIBLE_PREFIXES = ("openai/", "hosted_vllm/", "openai_like/", "llamafile/", "lm_studio/")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(StrictModel):
+    """Prices in USD per million tokens."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
+class Capabilities(StrictModel):
+    tools: bool = True
+    json_schema: bool = True
+    n: bool = True
+    vision: bool = False
+
+
+class Deployment(StrictModel):
+    """One model endpoint of a tier."""
+
+    name: str = Field(min_length=1, description="Public name; clients may request it directly.")
+    model: str = Field(min_length=1, description="litellm model string, e.g. openai/gpt-4o-mini.")
+    api_base: str | None = None
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable that holds the provider key."
+    )
+    transport: Literal["auto", "direct", "litellm"] = "auto"
+    price: Price
+    context_window: int = Field(gt=0)
+    capabilities: Capabilities = Capabilities()
+    local_model: bool = Field(
+        default=False,
+        description="Served by the local edge model that `tierwise serve` starts (the edge extra).",
+    )
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+
+    @property
+    def uses_direct_path(self) -> bool:
+        """Whether requests skip litellm and go straight to an OpenAI-compatible api_base."""
+        if self.transport != "auto":
+            return self.transport == "direct"
+        return self.api_base is not None and self.model.startswith(OPENAI_COMPATIBLE_PREFIXES)
+
+    @property
+    def upstream_model(self) -> str:
+        """The model name sent upstream on the direct path (the litellm prefix removed)."""
+        provider, _, rest = self.model.partition("/")
+        return rest if rest and f"{provider}/" in OPENAI_COMPATIBLE_PREFIXES else self.model
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def unavailable_reason(self) -> str | None:
+        """Why this deployment cannot be used now, or None when it can."""
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            return f"environment variable {self.api_key_env} is not set"
+        return None
+
+    def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
+        return (
+            tokens_in * self.price.input_per_million + tokens_out * self.price.output_per_million
+        ) / 1_000_000
+
+
+class Tier(StrictModel):
+    deployments: list[Deployment] = Field(min_length=1)
+
+
+class Alias(StrictModel):
+    description: str = "Routed to the cheapest tier the classifier expects to answer well."
+    min_tier: Literal["edge", "mid", "frontier"] | None = None
+
+
+class Routing(StrictModel):
+    """Thresholds: a tier is chosen when its adequacy score is at least its threshold.
+
+    Tiers are tried cheapest first; the most capable available tier is the fallback.
+    """
+
+    thresholds: dict[str, float] = Field(default_factory=lambda: {"edge": 0.7, "mid": 0.6})
+    escalate_on_error: bool = True
+
+    @field_validator("thresholds")
+    @classmethod
+    def _check_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        for tier, threshold in value.items():
+            if tier not in TIER_ORDER:
+                raise ValueError(f"unknown tier {tier!r}; expected one of {', '.join(TIER_ORDER)}")
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"threshold for {tier!r} must be between 0 and 1, got {threshold}")
+        return value
+
+
+class CachePolicy(StrictModel):
+    enabled: bool = True
+    ttl_s: int = Field(default=3600, gt=0)
+    max_entries: int = Field(default=10_000, gt=0, description="In-process cache size.")
+    cache_nonzero_temperature: bool = False
+
+
+class OutcomePolicy(StrictModel):
+    store_prompts: bool = False
+
+
+class Policy(StrictModel):
+    version: Literal[1] = 1
+    name: str = "default"
+    aliases: dict[str, Alias] = Field(default_factory=lambda: {"auto": Alias()})
+    tiers: dict[Literal["edge", "mid", "frontier"], Tier] = Field(min_length=1)
+    routing: Routing = Routing()
+    cache: CachePolicy = CachePolicy()
+    outcomes: OutcomePolicy = OutcomePolicy()
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Policy:
+        seen: set[str] = set()
+        for deployment in self.all_deployments():
+            if deployment.name in seen:
+                raise ValueError(f"deployment name {deployment.name!r} is used twice")
+            if deployment.name in self.aliases:
+                raise ValueError(f"deployment name {deployment.name!r} is also a router alias")
+            seen.add(deployment.name)
+        return self
+
+    def ordered_tiers(self) -> list[tuple[str, Tier]]:
+        """Tiers from cheapest to most capable."""
+        return [(name, self.tiers[name]) for name in TIER_ORDER if name in self.tiers]  # type: ignore[index]
+
+    def all_deployments(self) -> list[Deployment]:
+        return [d for _, tier in self.ordered_tiers() for d in tier.deployments]
+
+    def find_deployment(self, name: str) -> tuple[str, Deployment] | None:
+        for tier_name, tier in self.ordered_tiers():
+            for deployment in tier.deployments:
+                if deployment.name == name:
+                    return tier_name, deployment
+        return None

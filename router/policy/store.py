@@ -1,0 +1,73 @@
+"""The live policy, hot-reloaded from its file.
+
+A request reads ``store.current`` once and keeps that object for its whole life, so a
+reload never changes the policy under a request that has already started.  A file that
+fails validation is logged and ignored: the last good policy keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import structlog
+
+from router.policy.loader import LoadedPolicy, PolicyError, load_policy
+
+log = structlog.get_logger("tierwise.policy")
+
+
+class PolicyStore:
+    def __init__(self, path: Path, interval_s: float) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self.current: LoadedPolicy = load_policy(path)
+        self.last_error: str | None = None
+        self._signature = self._file_signature()
+        self._task: asyncio.Task[None] | None = None
+
+    def _file_signature(self) -> tuple[float, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return (stat.st_mtime, stat.st_size)
+
+    def reload(self) -> bool:
+        """Load the file again; return whether a new valid policy was swapped in."""
+        try:
+            loaded = load_policy(self.path)
+        except PolicyError as exc:
+            self.last_error = str(exc)
+            log.error("policy_reload_rejected", path=str(self.path), problems=exc.problems)
+            return False
+        self.last_error = None
+        if loaded.version == self.current.version:
+            return False
+        previous = self.current.version
+        self.current = loaded
+        log.info("policy_reloaded", path=str(self.path), previous=previous, version=loaded.version)
+        return True
+
+    def check_for_change(self) -> None:
+        signature = self._file_signature()
+        if signature is not None and signature != self._signature:
+            self._signature = signature
+            self.reload()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            self.check_for_change()
+
+    def start(self) -> None:
+        if self.interval_s > 0 and self._task is None:
+            self._task = asyncio.create_task(self._watch(), name="policy-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,88 @@
+"""The gateway's one Redis connection pool, guarded by a circuit breaker.
+
+Redis is an accelerator here, never a dependency of a request: when it is slow or down,
+callers get ``None`` or ``False`` quickly and carry on without it.  After
+``failures_to_open`` consecutive failures the breaker stops calling Redis for
+``reset_after_s`` seconds, then lets one call through to probe it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as redis_asyncio
+import structlog
+from redis.exceptions import RedisError
+
+log = structlog.get_logger("tierwise.redis")
+
+T = TypeVar("T")
+
+
+class CircuitBreaker:
+    def __init__(self, failures_to_open: int = 3, reset_after_s: float = 5.0) -> None:
+        self.failures_to_open = failures_to_open
+        self.reset_after_s = reset_after_s
+        self.consecutive_failures = 0
+        self.open_until = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self.consecutive_failures >= self.failures_to_open
+
+    def allow(self) -> bool:
+        if not self.is_open:
+            return True
+        now = time.monotonic()
+        if now >= self.open_until:
+            self.open_until = now + self.reset_after_s  # one probe per interval
+            return True
+        return False
+
+    def record_success(self) -> None:
+        if self.is_open:
+            log.info("redis_recovered")
+        self.consecutive_failures = 0
+
+    def record_failure(self, error: BaseException) -> None:
+        self.consecutive_failures += 1
+        if self.consecutive_failures == self.failures_to_open:
+            self.open_until = time.monotonic() + self.reset_after_s
+            log.warning("redis_circuit_open", error=type(error).__name__)
+
+
+class RedisLink:
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url
+        self.client = redis_asyncio.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=0,
+            retry_on_timeout=False,
+        )
+        self.breaker = CircuitBreaker()
+
+    @property
+    def state(self) -> str:
+        return "degraded" if self.breaker.is_open else "ok"
+
+    async def call(self, operation: Callable[[Any], Awaitable[T]], default: T) -> T:
+        """Run ``operation(client)``; return ``default`` when Redis fails or the breaker is open."""
+        if not self.breaker.allow():
+            return default
+        try:
+            result = await operation(self.client)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.breaker.record_failure(exc)
+            return default
+        self.breaker.record_success()
+        return result
+
+    async def ping(self) -> bool:
+        return await self.call(lambda client: client.ping(), False)
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,115 @@
+"""The gateway's long-lived components, built from settings and owned by the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from router.cache.memory import MemoryCache
+from router.cache.redis_store import RedisCache
+from router.outcomes.log import OutcomeLog
+from router.policy.schema import Deployment
+from router.policy.store import PolicyStore
+from router.redis_link import RedisLink
+from router.settings import Settings
+from router.upstream.direct import DirectTransport
+from router.upstream.litellm_path import LitellmTransport
+
+log = structlog.get_logger("tierwise.runtime")
+
+
+class Scorer(Protocol):
+    version: str
+    tiers: tuple[str, ...]
+
+    def score(self, messages: list[Any]) -> dict[str, float]: ...
+
+
+class ResponseCache(Protocol):
+    backend: str
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    policies: PolicyStore
+    scorer: Scorer
+    cache: ResponseCache
+    outcomes: OutcomeLog
+    direct: DirectTransport
+    litellm: LitellmTransport
+    redis: RedisLink | None
+    started_at: float = 0.0
+    local_model_status: str = "not started: run `tierwise serve` with the edge extra installed"
+    """Why deployments marked ``local_model`` are unavailable, or "ready"."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def unavailable_reason(self, deployment: Deployment) -> str | None:
+        if deployment.local_model and self.local_model_status != "ready":
+            return self.local_model_status
+        return deployment.unavailable_reason()
+
+    def is_available(self, deployment: Deployment) -> bool:
+        return self.unavailable_reason(deployment) is None
+
+    @classmethod
+    def build(cls, settings: Settings, scorer: Scorer | None = None) -> Runtime:
+        """Build every component; raises PolicyError or ArtifactError on bad files."""
+        policies = PolicyStore(settings.policy, settings.policy_reload_interval_s)
+        link = RedisLink(settings.redis_url, settings.redis_timeout_s) if settings.redis_url else None
+        cache: ResponseCache = (
+            RedisCache(link)
+            if link is not None
+            else MemoryCache(policies.current.policy.cache.max_entries)
+        )
+        return cls(
+            settings=settings,
+            policies=policies,
+            scorer=scorer or load_scorer(settings),
+            cache=cache,
+            outcomes=OutcomeLog(settings.resolved_outcomes_path, link),
+            direct=DirectTransport(),
+            litellm=LitellmTransport(),
+            redis=link,
+        )
+
+    async def start(self) -> None:
+        self.policies.start()
+        self.outcomes.start()
+        if self.redis is not None and not await self.redis.ping():
+            log.warning("redis_unreachable_at_start", hint="serving without cache until it answers")
+        self._log_tiers()
+
+    async def stop(self) -> None:
+        await self.policies.stop()
+        await self.outcomes.stop()
+        await self.direct.close()
+        await self.cache.close()
+        if self.redis is not None:
+            await self.redis.close()
+
+    def _log_tiers(self) -> None:
+        for tier, config in self.policies.current.policy.ordered_tiers():
+            for deployment in config.deployments:
+                reason = self.unavailable_reason(deployment)
+                if reason is None:
+                    log.info("deployment_ready", tier=tier, deployment=deployment.name)
+                else:
+                    log.warning(
+                        "deployment_unavailable", tier=tier, deployment=deployment.name, reason=reason
+                    )
+
+
+def load_scorer(settings: Settings) -> Scorer:
+    from classifiers import load_artifact, load_default
+
+    scorer: Scorer = load_artifact(settings.classifier) if settings.classifier else load_default()
+    return scorer

@@ -1,0 +1,52 @@
+"""Process settings, read from arguments, then environment variables, then defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The checkout's policies/ folder; container images copy it and set TIERWISE_POLICY.
+BUNDLED_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+
+
+class Settings(BaseSettings):
+    """Settings of one gateway process.
+
+    Explicit constructor arguments win over ``TIERWISE_*`` environment variables, which win
+    over the defaults below.  ``REDIS_URL`` is also read without the prefix because that is
+    the name deployment platforms use.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TIERWISE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    policy: Path = Field(default=BUNDLED_POLICY, description="Policy YAML file.")
+    classifier: Path | None = Field(
+        default=None, description="Classifier artifact folder; the bundled model when unset."
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("TIERWISE_REDIS_URL", "REDIS_URL", "redis_url")
+    )
+    data_dir: Path = Field(
+        default=Path("var"), description="Folder for the local outcome log when Redis is not set."
+    )
+    outcomes_path: Path | None = Field(
+        default=None, description="Local outcome log (JSONL); <data_dir>/outcomes.jsonl when unset."
+    )
+    policy_reload_interval_s: float = 2.0
+    max_body_bytes: int = 4 * 1024 * 1024
+    redis_timeout_s: float = 0.25
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+    keepalive_interval_s: float = 10.0
+    local_model: bool = Field(
+        default=True, description="Start the local edge model when the edge extra is installed."
+    )
+
+    @property
+    def resolved_outcomes_path(self) -> Path:
+        return self.outcomes_path or self.data_dir / "outcomes.jsonl"

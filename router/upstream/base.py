@@ -1,0 +1,68 @@
+"""What every upstream transport provides, and how upstream failures are classified."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any, Literal, Protocol
+
+from router.policy.schema import Deployment
+
+ErrorKind = Literal["context", "timeout", "connection", "server", "client", "stream"]
+
+# Providers word context-length errors differently; these cover OpenAI, Anthropic, vLLM,
+# llama.cpp, Ollama and litellm's own wording.
+_CONTEXT_PATTERN = re.compile(
+    r"context[_ ]length|context window|maximum context|too many tokens|prompt is too long"
+    r"|input is too long|exceeds? the (?:maximum|context)|reduce the length|n_ctx|token limit",
+    re.IGNORECASE,
+)
+
+
+class UpstreamError(Exception):
+    """Raised by a transport when a deployment fails to answer.
+
+    ``kind`` decides what the dispatcher does next: ``client`` errors go back to the caller,
+    every other kind moves on to the next candidate deployment.  ``message`` is the
+    provider's text, which is logged but only reaches clients for ``client`` errors.
+    """
+
+    def __init__(self, kind: ErrorKind, message: str, status: int | None = None) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind: ErrorKind = kind
+        self.message = message
+        self.status = status
+
+
+def classify_http_error(status: int, message: str) -> UpstreamError:
+    """Turn an upstream HTTP error status and message into an ``UpstreamError``."""
+    if _CONTEXT_PATTERN.search(message):
+        return UpstreamError("context", message, status)
+    if status in (408, 504):
+        return UpstreamError("timeout", message, status)
+    if status in (401, 403, 429) or status >= 500:
+        # A rejected provider key or a rate limit is the deployment's problem, not the caller's.
+        return UpstreamError("server", message, status)
+    return UpstreamError("client", message, status)
+
+
+def error_message_of(payload: Any) -> str:
+    """Extract the human-readable message from an OpenAI-style error payload."""
+    if isinstance(payload, dict):
+        error = payload.get("error", payload)
+        if isinstance(error, dict):
+            return str(error.get("message") or error)
+        return str(error)
+    return str(payload)
+
+
+class Transport(Protocol):
+    async def complete(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+        """Send a non-streaming request; return the completion as a dict."""
+        ...
+
+    def stream(self, deployment: Deployment, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Send a streaming request; yield chunk dicts until the upstream's [DONE]."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,142 @@
+"""Try the decision's candidate deployments in order until one answers.
+
+A candidate that fails before anything reached the client (a timeout, a refused
+connection, a 5xx, a context-length error, an error event as the first stream event)
+hands the request to the next candidate; every attempt is recorded for the outcome log.
+A ``client`` error (the request itself is wrong) ends the loop at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from router.errors import GatewayError, InvalidRequest, UpstreamFailed, UpstreamTimeout
+from router.policy.schema import Deployment
+from router.routing.decide import Candidate
+from router.upstream.base import Transport, UpstreamError
+
+log = structlog.get_logger("tierwise.dispatch")
+
+
+@dataclass
+class Attempt:
+    tier: str
+    deployment: str
+    error: str | None = None
+    latency_ms: float = 0.0
+
+    def as_record(self) -> dict[str, Any]:
+        return {"tier": self.tier, "deployment": self.deployment, "error": self.error}
+
+
+@dataclass
+class Dispatcher:
+    direct: Transport
+    litellm: Transport
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def transport_for(self, deployment: Deployment) -> Transport:
+        return self.direct if deployment.uses_direct_path else self.litellm
+
+    async def complete(
+        self, candidates: tuple[Candidate, ...], body: dict[str, Any]
+    ) -> tuple[Candidate, dict[str, Any]]:
+        """Return the first candidate that answered and its completion."""
+        last_error: UpstreamError | None = None
+        for candidate in candidates:
+            attempt = Attempt(candidate.tier, candidate.deployment.name)
+            self.attempts.append(attempt)
+            started = time.perf_counter()
+            try:
+                completion = await self.transport_for(candidate.deployment).complete(
+                    candidate.deployment, _upstream_body(candidate.deployment, body)
+                )
+            except UpstreamError as exc:
+                attempt.latency_ms = (time.perf_counter() - started) * 1000
+                last_error = self._failed(attempt, exc)
+                continue
+            attempt.latency_ms = (time.perf_counter() - started) * 1000
+            return candidate, completion
+        raise _final_error(last_error)
+
+    async def open_stream(
+        self, candidates: tuple[Candidate, ...], body: dict[str, Any]
+    ) -> tuple[Candidate, dict[str, Any], AsyncIterator[dict[str, Any]]]:
+        """Return the first candidate whose stream produced a first chunk, that chunk, and the rest."""
+        last_error: UpstreamError | None = None
+        for candidate in candidates:
+            attempt = Attempt(candidate.tier, candidate.deployment.name)
+            self.attempts.append(attempt)
+            started = time.perf_counter()
+            stream = self.transport_for(candidate.deployment).stream(
+                candidate.deployment, _upstream_body(candidate.deployment, body, streaming=True)
+            )
+            try:
+                first = await stream.__anext__()
+            except StopAsyncIteration:
+                last_error = self._failed(attempt, UpstreamError("stream", "empty stream"))
+                continue
+            except UpstreamError as exc:
+                attempt.latency_ms = (time.perf_counter() - started) * 1000
+                last_error = self._failed(attempt, exc)
+                await _close(stream)
+                continue
+            attempt.latency_ms = (time.perf_counter() - started) * 1000
+            return candidate, first, stream
+        raise _final_error(last_error)
+
+    def _failed(self, attempt: Attempt, exc: UpstreamError) -> UpstreamError:
+        attempt.error = exc.kind
+        log.warning(
+            "upstream_failed",
+            tier=attempt.tier,
+            deployment=attempt.deployment,
+            kind=exc.kind,
+            status=exc.status,
+            detail=exc.message[:300],
+        )
+        if exc.kind == "client":
+            raise InvalidRequest(
+                f"The model rejected the request: {exc.message[:500]}", code="upstream_rejected"
+            )
+        return exc
+
+
+def _upstream_body(
+    deployment: Deployment, body: dict[str, Any], streaming: bool = False
+) -> dict[str, Any]:
+    upstream = dict(body)
+    upstream["model"] = deployment.upstream_model if deployment.uses_direct_path else deployment.model
+    if streaming:
+        # Usage is always asked for, because cost accounting needs it; the gateway drops the
+        # usage chunk again when the client did not ask for it.
+        upstream["stream"] = True
+        upstream["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    else:
+        upstream.pop("stream", None)
+        upstream.pop("stream_options", None)
+    return upstream
+
+
+def _final_error(last_error: UpstreamError | None) -> GatewayError:
+    if last_error is not None and last_error.kind == "timeout":
+        return UpstreamTimeout("Every eligible deployment timed out. Retry later.")
+    if last_error is not None and last_error.kind == "context":
+        return InvalidRequest(
+            "The conversation is too long for every eligible deployment's context window. "
+            "Shorten it or lower max_tokens.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    return UpstreamFailed("Every eligible deployment failed to answer. Retry later.")
+
+
+async def _close(stream: AsyncIterator[dict[str, Any]]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,82 @@
+"""The litellm path: every provider that needs request translation.
+
+litellm is imported on first use, because importing it takes about a second and most
+deployments of the embedded default go through the direct path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from router.policy.schema import Deployment
+from router.upstream.base import UpstreamError, classify_http_error
+
+# Without this, importing litellm tries to download its model price map from the internet.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def _litellm() -> Any:
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    litellm.drop_params = False
+    return litellm
+
+
+class LitellmTransport:
+    async def close(self) -> None:
+        return None
+
+    @staticmethod
+    def _arguments(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+        arguments = {key: value for key, value in body.items() if key != "model"}
+        arguments["model"] = deployment.model
+        arguments["timeout"] = deployment.timeout_s
+        arguments["num_retries"] = 0
+        if deployment.api_base:
+            arguments["api_base"] = deployment.api_base
+        key = deployment.api_key()
+        if key:
+            arguments["api_key"] = key
+        elif deployment.api_base:
+            # OpenAI-compatible local servers need no key, but the OpenAI SDK insists on one.
+            arguments["api_key"] = "unused"
+        return arguments
+
+    async def complete(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+        litellm = _litellm()
+        try:
+            response = await litellm.acompletion(**self._arguments(deployment, body))
+        except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
+            raise _translate(litellm, exc) from None
+        return response.model_dump(exclude_none=True)  # type: ignore[no-any-return]
+
+    async def stream(
+        self, deployment: Deployment, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        litellm = _litellm()
+        try:
+            response = await litellm.acompletion(**self._arguments(deployment, body))
+            async for chunk in response:
+                yield chunk.model_dump(exclude_none=True)
+        except UpstreamError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
+            raise _translate(litellm, exc) from None
+
+
+def _translate(litellm: Any, exc: Exception) -> UpstreamError:
+    message = str(getattr(exc, "message", "") or type(exc).__name__)
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        return UpstreamError("context", message, 400)
+    if isinstance(exc, litellm.Timeout):
+        return UpstreamError("timeout", message, 504)
+    if isinstance(exc, litellm.APIConnectionError):
+        return UpstreamError("connection", message)
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return classify_http_error(status, message)
+    return UpstreamError("server", message)

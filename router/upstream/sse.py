@@ -1,0 +1,129 @@
+"""Conversions between streamed chunks, whole completions and SSE bytes.
+
+A streamed answer is assembled into one completion so that it can be cached, and a cached
+completion is replayed as chunks, so both request styles share one cache entry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+DONE = b"data: [DONE]\n\n"
+KEEPALIVE = b": keep-alive\n\n"
+
+
+def encode_event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class StreamAssembler:
+    """Accumulates chunks into the equivalent non-streaming completion."""
+
+    def __init__(self) -> None:
+        self.head: dict[str, Any] = {}
+        self.usage: dict[str, Any] | None = None
+        self._choices: dict[int, dict[str, Any]] = {}
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        if not self.head:
+            self.head = {k: chunk[k] for k in ("id", "created", "model") if k in chunk}
+            if "system_fingerprint" in chunk:
+                self.head["system_fingerprint"] = chunk["system_fingerprint"]
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            self._add_choice(choice)
+
+    def _add_choice(self, choice: dict[str, Any]) -> None:
+        index = choice.get("index", 0)
+        state = self._choices.setdefault(
+            index, {"role": "assistant", "content": [], "reasoning": [], "tools": {}, "finish": None}
+        )
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            state["content"].append(delta["content"])
+        if delta.get("reasoning_content"):
+            state["reasoning"].append(delta["reasoning_content"])
+        for call in delta.get("tool_calls") or ():
+            self._add_tool_call(state["tools"], call)
+        if choice.get("finish_reason"):
+            state["finish"] = choice["finish_reason"]
+
+    @staticmethod
+    def _add_tool_call(tools: dict[int, dict[str, Any]], call: dict[str, Any]) -> None:
+        slot = tools.setdefault(
+            call.get("index", 0), {"id": None, "type": "function", "name": "", "arguments": []}
+        )
+        if call.get("id"):
+            slot["id"] = call["id"]
+        function = call.get("function") or {}
+        if function.get("name"):
+            slot["name"] += function["name"]
+        if function.get("arguments"):
+            slot["arguments"].append(function["arguments"])
+
+    @property
+    def finished(self) -> bool:
+        """Whether every choice seen so far has a finish reason."""
+        return bool(self._choices) and all(c["finish"] for c in self._choices.values())
+
+    def completion(self) -> dict[str, Any]:
+        choices = []
+        for index in sorted(self._choices):
+            state = self._choices[index]
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(state["content"])}
+            if state["reasoning"]:
+                message["reasoning_content"] = "".join(state["reasoning"])
+            if state["tools"]:
+                message["tool_calls"] = [
+                    {
+                        "id": slot["id"],
+                        "type": slot["type"],
+                        "function": {"name": slot["name"], "arguments": "".join(slot["arguments"])},
+                    }
+                    for _, slot in sorted(state["tools"].items())
+                ]
+                if not message["content"]:
+                    message["content"] = None
+            choices.append({"index": index, "message": message, "finish_reason": state["finish"]})
+        completion = {"object": "chat.completion", **self.head, "choices": choices}
+        if self.usage is not None:
+            completion["usage"] = self.usage
+        return completion
+
+
+def completion_to_chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+    """Render a whole completion as the chunks a streaming upstream would have sent."""
+    head = {
+        "id": completion.get("id", ""),
+        "object": "chat.completion.chunk",
+        "created": completion.get("created", 0),
+        "model": completion.get("model", ""),
+    }
+    chunks: list[dict[str, Any]] = []
+    for choice in completion.get("choices", ()):
+        chunks.extend(_choice_chunks(head, choice))
+    if include_usage:
+        chunks.append({**head, "choices": [], "usage": completion.get("usage")})
+    return chunks
+
+
+def _choice_chunks(head: dict[str, Any], choice: dict[str, Any]) -> list[dict[str, Any]]:
+    index = choice.get("index", 0)
+    message = choice.get("message") or {}
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+    if message.get("reasoning_content"):
+        deltas.append({"reasoning_content": message["reasoning_content"]})
+    if message.get("content"):
+        deltas.append({"content": message["content"]})
+    for position, call in enumerate(message.get("tool_calls") or ()):
+        deltas.append({"tool_calls": [{"index": position, **call}]})
+    chunks = [
+        {**head, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
+        for delta in deltas
+    ]
+    finish = {"index": index, "delta": {}, "finish_reason": choice.get("finish_reason") or "stop"}
+    chunks.append({**head, "choices": [finish]})
+    return chunks
