@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 from typing import Any, Protocol
 
 import structlog
@@ -84,11 +87,51 @@ class Runtime:
     async def start(self) -> None:
         self.policies.start()
         self.outcomes.start()
+        self._start_local_model()
         if self.redis is not None and not await self.redis.ping():
             log.warning("redis_unreachable_at_start", hint="serving without cache until it answers")
         self._log_tiers()
 
+    def _start_local_model(self) -> None:
+        local = [d for d in self.policies.current.policy.all_deployments() if d.local_model]
+        if not local:
+            return
+        if not self.settings.local_model:
+            self.local_model_status = "disabled by settings (TIERWISE_LOCAL_MODEL=false)"
+            return
+        from router.edge import EdgeModelServer
+
+        available, reason = EdgeModelServer.is_available()
+        if not available:
+            self.local_model_status = f"edge extra not installed: {reason}"
+            return
+        port = urlsplit(local[0].api_base or "").port
+        server = EdgeModelServer(port=port)
+        self.extra["local_model"] = server
+        self.local_model_status = "starting"
+        # The model loads in the background, so the gateway serves the other tiers at once.
+        self.extra["local_model_task"] = asyncio.create_task(self._run_local_model(server))
+
+    async def _run_local_model(self, server: Any) -> None:
+        from router.edge import EdgeModelError
+
+        try:
+            await server.start()
+        except EdgeModelError as exc:
+            self.local_model_status = f"failed to start: {exc}"
+            log.warning("local_model_unavailable", reason=str(exc))
+            return
+        self.local_model_status = "ready"
+
     async def stop(self) -> None:
+        task = self.extra.pop("local_model_task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        server = self.extra.pop("local_model", None)
+        if server is not None:
+            await server.stop()
         await self.policies.stop()
         await self.outcomes.stop()
         await self.direct.close()

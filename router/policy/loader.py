@@ -68,7 +68,10 @@ def parse_policy(text: str, path: Path) -> LoadedPolicy:
 
 def _describe(error: Any, root: yaml.Node | None, path: Path) -> str:
     location = [part for part in error["loc"] if not _is_validator_name(part)]
-    line = _line_of(root, location)
+    is_key_error = bool(location) and location[-1] == "[key]"
+    if is_key_error:
+        location = location[:-1]
+    line = _line_of(root, location, key_line=is_key_error)
     key = ".".join(str(part) for part in location) or "(top level)"
     found = error.get("input")
     found_text = _short(found) if error["type"] != "missing" else "nothing"
@@ -81,11 +84,15 @@ def _is_validator_name(part: Any) -> bool:
     return isinstance(part, str) and part.startswith(("literal[", "function-"))
 
 
-def _line_of(node: yaml.Node | None, location: list[Any]) -> int:
-    """1-based line of the deepest YAML node that ``location`` reaches."""
+def _line_of(node: yaml.Node | None, location: list[Any], key_line: bool = False) -> int:
+    """1-based line of the deepest YAML node that ``location`` reaches.
+
+    With ``key_line`` the last step stops at the mapping key instead of its value.
+    """
     line = node.start_mark.line + 1 if node is not None else 1
-    for part in location:
-        child = _child(node, part)
+    for position, part in enumerate(location):
+        at_key = key_line and position == len(location) - 1
+        child = _child(node, part, at_key)
         if child is None:
             break
         node = child
@@ -93,11 +100,14 @@ def _line_of(node: yaml.Node | None, location: list[Any]) -> int:
     return line
 
 
-def _child(node: yaml.Node | None, part: Any) -> yaml.Node | None:
+def _child(node: yaml.Node | None, part: Any, at_key: bool = False) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if key_node.value == str(part):
-                return value_node if not isinstance(value_node, yaml.ScalarNode) else key_node
+                # A scalar's own line is its key's line; nested nodes start on the next line.
+                if at_key or isinstance(value_node, yaml.ScalarNode):
+                    return key_node
+                return value_node
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
         return node.value[part]
     return None

@@ -1,0 +1,136 @@
+"""The routing decision, as a pure function of needs, scores and the policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.errors import ContextTooLong, NoDeploymentAvailable, UnsupportedParameter
+from router.policy.schema import Policy
+from router.routing.decide import RequestNeeds, decide
+
+
+def make_policy(**routing: object) -> Policy:
+    def deployment(name: str, window: int, **capabilities: bool) -> dict[str, object]:
+        return {
+            "name": name,
+            "model": f"openai/{name}",
+            "api_base": "http://127.0.0.1:9/v1",
+            "price": {"input_per_million": 1, "output_per_million": 1},
+            "context_window": window,
+            "capabilities": capabilities,
+        }
+
+    return Policy.model_validate(
+        {
+            "aliases": {"auto": {}, "auto-quality": {"min_tier": "mid"}},
+            "tiers": {
+                "edge": {"deployments": [deployment("small", 4096, tools=False, json_schema=False)]},
+                "mid": {"deployments": [deployment("medium", 32000)]},
+                "frontier": {"deployments": [deployment("large", 128000, n=False)]},
+            },
+            "routing": routing or {"thresholds": {"edge": 0.7, "mid": 0.6}},
+        }
+    )
+
+
+SHORT = RequestNeeds(prompt_tokens=100)
+ALL_AVAILABLE = {"is_available": lambda d: True}
+
+
+def names(decision: object) -> list[str]:
+    return [c.deployment.name for c in decision.candidates]  # type: ignore[attr-defined]
+
+
+def test_cheapest_tier_over_threshold_is_chosen() -> None:
+    decision = decide(make_policy(), {"edge": 0.9, "mid": 0.9}, SHORT, requested="auto", **ALL_AVAILABLE)
+    assert decision.tier == "edge"
+    assert names(decision) == ["small", "medium", "large"]
+    assert decision.reason == "edge score 0.900 >= threshold 0.700"
+
+
+def test_low_edge_score_goes_to_mid() -> None:
+    decision = decide(make_policy(), {"edge": 0.3, "mid": 0.65}, SHORT, requested="auto", **ALL_AVAILABLE)
+    assert decision.tier == "mid"
+    assert names(decision) == ["medium", "large"]
+
+
+def test_no_threshold_met_goes_to_frontier() -> None:
+    decision = decide(make_policy(), {"edge": 0.1, "mid": 0.1}, SHORT, requested="auto", **ALL_AVAILABLE)
+    assert decision.tier == "frontier"
+    assert names(decision) == ["large"]
+
+
+def test_min_tier_alias_never_uses_edge() -> None:
+    policy = make_policy()
+    decision = decide(
+        policy, {"edge": 1.0, "mid": 1.0}, SHORT, requested="auto-quality", min_tier="mid", **ALL_AVAILABLE
+    )
+    assert decision.tier == "mid"
+
+
+def test_escalation_can_be_turned_off() -> None:
+    policy = make_policy(thresholds={"edge": 0.7}, escalate_on_error=False)
+    decision = decide(policy, {"edge": 0.9}, SHORT, requested="auto", **ALL_AVAILABLE)
+    assert names(decision) == ["small"]
+
+
+def test_tier_too_small_for_context_is_skipped() -> None:
+    needs = RequestNeeds(prompt_tokens=5000)
+    decision = decide(make_policy(), {"edge": 0.99, "mid": 0.99}, needs, requested="auto", **ALL_AVAILABLE)
+    assert decision.tier == "mid"
+    assert decision.skipped == {"small": "context"}
+
+
+def test_max_tokens_counts_against_context() -> None:
+    needs = RequestNeeds(prompt_tokens=3000, max_output_tokens=2000)
+    decision = decide(make_policy(), {"edge": 0.99, "mid": 0.99}, needs, requested="auto", **ALL_AVAILABLE)
+    assert decision.tier == "mid"
+
+
+def test_too_long_for_every_tier_raises_context_error() -> None:
+    with pytest.raises(ContextTooLong) as caught:
+        decide(make_policy(), {}, RequestNeeds(prompt_tokens=200_000), requested="auto", **ALL_AVAILABLE)
+    assert caught.value.param == "messages"
+    assert caught.value.code == "context_length_exceeded"
+
+
+def test_tools_skip_tiers_without_tool_support() -> None:
+    needs = RequestNeeds(prompt_tokens=10, tools=True)
+    decision = decide(make_policy(), {"edge": 0.99, "mid": 0.99}, needs, requested="auto", **ALL_AVAILABLE)
+    assert decision.tier == "mid"
+    assert decision.skipped == {"small": "capability:tools"}
+
+
+def test_unsupported_parameter_on_named_model_names_it() -> None:
+    needs = RequestNeeds(prompt_tokens=10, json_schema=True)
+    with pytest.raises(UnsupportedParameter) as caught:
+        decide(make_policy(), {}, needs, requested="small", **ALL_AVAILABLE)
+    assert caught.value.param == "response_format"
+    assert caught.value.message == (
+        "No available deployment supports the 'response_format' parameter of this request. "
+        "Remove it, or add a deployment that supports it to the policy."
+    )
+
+
+def test_named_deployment_is_served_directly() -> None:
+    decision = decide(make_policy(), {}, SHORT, requested="medium", **ALL_AVAILABLE)
+    assert decision.tier == "mid"
+    assert names(decision) == ["medium"]
+    assert decision.reason == "model requested by name"
+
+
+def test_unavailable_tiers_fall_back_to_best_available() -> None:
+    decision = decide(
+        make_policy(),
+        {"edge": 0.1, "mid": 0.1},
+        SHORT,
+        requested="auto",
+        is_available=lambda d: d.name != "large",
+    )
+    assert decision.tier == "mid"
+    assert decision.reason == "no tier met its threshold; mid is the most capable available tier"
+
+
+def test_nothing_available_raises() -> None:
+    with pytest.raises(NoDeploymentAvailable):
+        decide(make_policy(), {}, SHORT, requested="auto", is_available=lambda d: False)

@@ -1,0 +1,130 @@
+"""Policy validation: errors name the file, the line, the key, what was expected and found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.policy.loader import PolicyError, load_policy
+from router.settings import BUNDLED_POLICY
+
+REPO = Path(__file__).resolve().parents[2]
+
+VALID = """\
+version: 1
+tiers:
+  edge:
+    deployments:
+      - name: small
+        model: openai/small
+        api_base: http://127.0.0.1:9/v1
+        price: {input_per_million: 0.1, output_per_million: 0.2}
+        context_window: 4096
+  frontier:
+    deployments:
+      - name: big
+        model: openai/big
+        api_base: http://127.0.0.1:9/v1
+        price: {input_per_million: 5, output_per_million: 15}
+        context_window: 128000
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_bundled_and_example_policies_are_valid() -> None:
+    paths = [BUNDLED_POLICY, *sorted((REPO / "policies" / "examples").glob("*.yaml"))]
+    assert len(paths) >= 2
+    for path in paths:
+        loaded = load_policy(path)
+        assert loaded.policy.tiers
+
+
+def test_valid_policy_loads_with_defaults(tmp_path: Path) -> None:
+    loaded = load_policy(write(tmp_path, VALID))
+    assert [name for name, _ in loaded.policy.ordered_tiers()] == ["edge", "frontier"]
+    assert loaded.policy.aliases["auto"].min_tier is None
+    assert loaded.policy.cache.cache_nonzero_temperature is False
+    assert len(loaded.version) == 12
+
+
+def test_wrong_type_names_line_key_and_found_value(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("context_window: 4096", "context_window: lots"))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [
+        f"{path}:9: tiers.edge.deployments.0.context_window: Input should be a valid integer, "
+        "unable to parse string as an integer (found 'lots')"
+    ]
+
+
+def test_misspelled_key_is_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("context_window: 4096", "context_window: 4096\n        timout_s: 3"))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [
+        f"{path}:10: tiers.edge.deployments.0.timout_s: Extra inputs are not permitted (found 3)"
+    ]
+
+
+def test_missing_key_says_found_nothing(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("        context_window: 4096\n", ""))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [
+        f"{path}:5: tiers.edge.deployments.0.context_window: Field required (found nothing)"
+    ]
+
+
+def test_unknown_tier_name_is_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("  frontier:", "  premium:"))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [
+        f"{path}:10: tiers.premium: Input should be 'edge', 'mid' or 'frontier' (found 'premium')"
+    ]
+
+
+def test_threshold_out_of_range_is_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "routing:\n  thresholds: {edge: 1.5}\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [
+        f"{path}:18: routing.thresholds: threshold for 'edge' must be between 0 and 1, got 1.5 "
+        "(found {'edge': 1.5})"
+    ]
+
+
+def test_duplicate_deployment_name_is_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("name: big", "name: small"))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert "deployment name 'small' is used twice" in caught.value.problems[0]
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "version: 1\ntiers: [1, 2\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [
+        f"{path}:3: invalid YAML: expected ',' or ']', but got '<stream end>'"
+    ]
+
+
+def test_empty_file_is_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [f"{path}:1: expected a mapping at the top level, found an empty file"]
+
+
+def test_missing_file_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [f"{path}: cannot read the file: No such file or directory"]
