@@ -37,3 +37,55 @@ def check(
         typer.echo(f"{path}: valid (version {loaded.version}; tiers: {tiers})")
     if failed:
         raise typer.Exit(1)
+
+
+@policy_app.command("explain")
+def explain(
+    prompt: Annotated[str | None, typer.Argument(help="The user message to route.")] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(envvar="TIERWISE_POLICY", help="Policy YAML file; the bundled default when unset."),
+    ] = None,
+    messages: Annotated[
+        Path | None, typer.Option(help="A JSON file with an OpenAI messages list, instead of PROMPT.")
+    ] = None,
+    model: Annotated[str, typer.Option(help="The requested model or router alias.")] = "auto",
+    expected_output_tokens: Annotated[
+        int, typer.Option(help="Output tokens assumed for the cost estimate.")
+    ] = 300,
+    classifier: Annotated[
+        Path | None,
+        typer.Option(envvar="TIERWISE_CLASSIFIER", help="Classifier artifact folder; the bundled model when unset."),
+    ] = None,
+) -> None:
+    """Show how the policy would route a conversation, without sending any request.
+
+    Example: tierwise policy explain --policy policies/default.yaml "Prove that sqrt(2) is irrational"
+    """
+    from router.cli.explain import explain_routing
+
+    typer.echo(explain_routing(prompt, policy, messages, model, expected_output_tokens, classifier))
+
+
+@policy_app.command("diff")
+def diff(
+    old: Annotated[Path, typer.Argument(help="The current policy file.")],
+    new: Annotated[Path, typer.Argument(help="The proposed policy file.")],
+) -> None:
+    """Describe the changes from OLD to NEW in sentences; exit 1 when either is invalid.
+
+    Example: tierwise policy diff policies/default.yaml proposed.yaml
+    """
+    from router.policy.diff import describe_changes
+    from router.policy.loader import PolicyError, load_policy
+
+    try:
+        before, after = load_policy(old), load_policy(new)
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    changes = describe_changes(before.policy, after.policy)
+    if not changes:
+        typer.echo("The policies route identically: no differences.")
+    for change in changes:
+        typer.echo(f"- {change}")

@@ -1,0 +1,83 @@
+"""The text of ``tierwise policy explain``: features, scores, the deciding rule, the cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from router.errors import GatewayError
+from router.policy.loader import PolicyError, load_policy
+from router.routing.decide import RequestNeeds, decide
+from router.routing.tokens import count_prompt_tokens
+from router.settings import BUNDLED_POLICY
+
+
+def _read_messages(prompt: str | None, messages_file: Path | None) -> list[dict[str, Any]]:
+    if messages_file is not None:
+        try:
+            messages = json.loads(messages_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise typer.BadParameter(f"cannot read messages from {messages_file}: {exc}") from None
+        if not isinstance(messages, list) or not messages:
+            raise typer.BadParameter(f"{messages_file} must hold a non-empty JSON list of messages")
+        return messages
+    if not prompt:
+        raise typer.BadParameter("give a PROMPT or --messages FILE")
+    return [{"role": "user", "content": prompt}]
+
+
+def explain_routing(
+    prompt: str | None,
+    policy_path: Path | None,
+    messages_file: Path | None,
+    model: str,
+    expected_output_tokens: int,
+    classifier_path: Path | None,
+) -> str:
+    from classifiers import load_artifact, load_default
+
+    messages = _read_messages(prompt, messages_file)
+    try:
+        loaded = load_policy(policy_path or BUNDLED_POLICY)
+    except PolicyError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    policy = loaded.policy
+    scorer = load_artifact(classifier_path) if classifier_path else load_default()
+    alias = policy.aliases.get(model)
+    scores = scorer.score(messages) if alias is not None else {}
+    tokens = count_prompt_tokens(messages, fits_below=0)
+    needs = RequestNeeds(prompt_tokens=tokens)
+    lines = [f"policy      {loaded.path} (version {loaded.version})", f"classifier  {scorer.version}"]
+    features = getattr(scorer, "features", None)
+    if callable(features):
+        shown = ", ".join(f"{k}={_number(v)}" for k, v in features(messages).items())
+        lines.append(f"features    {shown}")
+    lines.append(f"tokens      {tokens} prompt tokens (cl100k count)")
+    for tier, _ in policy.ordered_tiers():
+        threshold = policy.routing.thresholds.get(tier)
+        rule = f">= {threshold:.3f} to choose" if threshold is not None else "fallback tier"
+        score = f"{scores[tier]:.3f}" if tier in scores else "-"
+        lines.append(f"score       {tier:<9} {score:>6}   ({rule})")
+    try:
+        decision = decide(policy, scores, needs, requested=model, min_tier=alias.min_tier if alias else None)
+    except GatewayError as exc:
+        lines.append(f"decision    no deployment: {exc.message}")
+        return "\n".join(lines)
+    deployment = decision.candidates[0].deployment
+    cost = deployment.cost_usd(tokens, expected_output_tokens)
+    lines.append(f"decision    {decision.tier} -> {deployment.name} ({decision.reason})")
+    fallbacks = ", ".join(c.deployment.name for c in decision.candidates[1:]) or "none"
+    lines.append(f"fallbacks   {fallbacks}")
+    for name, why in decision.skipped.items():
+        lines.append(f"skipped     {name}: {why}")
+    lines.append(
+        f"cost        ${cost:.6f} expected for {tokens} prompt + {expected_output_tokens} output tokens"
+    )
+    return "\n".join(lines)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,85 @@
+"""Differences between two policies, in sentences a reviewer can read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from router.policy.schema import Deployment, Policy
+
+
+def describe_changes(old: Policy, new: Policy) -> list[str]:
+    """List the changes from ``old`` to ``new``, one sentence each; empty when equal."""
+    changes: list[str] = []
+    changes += _alias_changes(old, new)
+    changes += _deployment_changes(old, new)
+    changes += _threshold_changes(old, new)
+    changes += _section_changes("routing", old.routing.model_dump(exclude={"thresholds"}), new.routing.model_dump(exclude={"thresholds"}))
+    changes += _section_changes("cache", old.cache.model_dump(), new.cache.model_dump())
+    changes += _section_changes("outcomes", old.outcomes.model_dump(), new.outcomes.model_dump())
+    return changes
+
+
+def _alias_changes(old: Policy, new: Policy) -> list[str]:
+    changes = [f"Router alias '{name}' is added." for name in new.aliases.keys() - old.aliases.keys()]
+    changes += [f"Router alias '{name}' is removed." for name in old.aliases.keys() - new.aliases.keys()]
+    for name in sorted(old.aliases.keys() & new.aliases.keys()):
+        if old.aliases[name].min_tier != new.aliases[name].min_tier:
+            changes.append(
+                f"Router alias '{name}' minimum tier changes from "
+                f"{old.aliases[name].min_tier or 'none'} to {new.aliases[name].min_tier or 'none'}."
+            )
+    return sorted(changes)
+
+
+def _placement(policy: Policy) -> dict[str, tuple[str, Deployment]]:
+    return {d.name: (tier, d) for tier, config in policy.ordered_tiers() for d in config.deployments}
+
+
+def _deployment_changes(old: Policy, new: Policy) -> list[str]:
+    before, after = _placement(old), _placement(new)
+    changes = [
+        f"Deployment '{name}' ({after[name][1].model}) is added to the {after[name][0]} tier."
+        for name in sorted(after.keys() - before.keys())
+    ]
+    changes += [
+        f"Deployment '{name}' is removed from the {before[name][0]} tier."
+        for name in sorted(before.keys() - after.keys())
+    ]
+    for name in sorted(before.keys() & after.keys()):
+        (old_tier, old_d), (new_tier, new_d) = before[name], after[name]
+        if old_tier != new_tier:
+            changes.append(f"Deployment '{name}' moves from the {old_tier} tier to the {new_tier} tier.")
+        changes += _field_changes(f"Deployment '{name}'", old_d.model_dump(), new_d.model_dump())
+    return changes
+
+
+def _threshold_changes(old: Policy, new: Policy) -> list[str]:
+    changes = []
+    for tier in ("edge", "mid", "frontier"):
+        a, b = old.routing.thresholds.get(tier), new.routing.thresholds.get(tier)
+        if a == b:
+            continue
+        if a is None or b is None:
+            changes.append(f"The {tier} threshold changes from {a} to {b}.")
+            continue
+        direction = "fewer" if b > a else "more"
+        changes.append(
+            f"The {tier} threshold changes from {a:.3f} to {b:.3f}, so {direction} requests "
+            f"go to the {tier} tier."
+        )
+    return changes
+
+
+def _section_changes(section: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return _field_changes(f"Setting '{section}'", old, new)
+
+
+def _field_changes(subject: str, old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    changes = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += _field_changes(subject, a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{subject}: {prefix}{key} changes from {a!r} to {b!r}.")
+    return changes
