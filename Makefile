@@ -4,7 +4,8 @@
 #   make test    install test dependencies, start a Redis if none is running, run the tests
 #
 # Each recipe runs as one bash script (.ONESHELL), so a trap set early in a recipe
-# still fires when a later line fails.
+# still fires when a later line fails. A recipe whose first line starts with @ is not
+# echoed as a whole.
 
 SHELL := /bin/bash
 .ONESHELL:
@@ -25,18 +26,21 @@ help:
 	@echo "make test    install test dependencies, start a Redis if none is running, run the tests"
 
 $(VENV)/bin/python:
+	@echo "== creating $(VENV) with $$($(PYTHON) --version)"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
 # The edge extra compiles llama-cpp-python from source on first install (about 12 minutes
 # on 2 cores); pip's wheel cache makes later installs take seconds.
 serve: $(VENV)/bin/python
+	@echo "== pip install -e '.[edge]' into $(VENV)"
 	$(PIP) install -e '.[edge]'
 	exec $(VENV)/bin/tierwise serve
 
 # Redis is started only when nothing answers on REDIS_PORT, and is shut down again when
 # the tests end. A Redis that was already running is left alone.
 test: $(VENV)/bin/python
+	@echo "== pip install -e '.[test,edge]' into $(VENV)"
 	$(PIP) install -e '.[test,edge]'
 
 	redis_ping() { redis-cli -h 127.0.0.1 -p $(REDIS_PORT) ping >/dev/null 2>&1; }
@@ -50,7 +54,9 @@ test: $(VENV)/bin/python
 	}
 	trap stop_redis EXIT
 
-	if ! redis_ping; then
+	if redis_ping; then
+		echo "== using the Redis already running on 127.0.0.1:$(REDIS_PORT)"
+	else
 		if ! command -v redis-server >/dev/null; then
 			if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 				echo "redis-server not found; installing the Debian package redis-server"
@@ -72,7 +78,7 @@ test: $(VENV)/bin/python
 			--logfile "$$redis_dir/redis.log" --save '' --appendonly no
 		for _ in $$(seq 50); do redis_ping && break; sleep 0.1; done
 		if ! redis_ping; then
-			echo "Redis did not answer on 127.0.0.1:$(REDIS_PORT) within 5 s; its log:" >&2
+			echo "Redis did not respond on 127.0.0.1:$(REDIS_PORT) within 5 s; its log:" >&2
 			cat "$$redis_dir/redis.log" >&2
 			exit 1
 		fi
@@ -80,6 +86,7 @@ test: $(VENV)/bin/python
 	fi
 
 	export TIERWISE_TEST_REDIS_URL=redis://127.0.0.1:$(REDIS_PORT)/15
+	echo "== pytest with TIERWISE_TEST_REDIS_URL=$$TIERWISE_TEST_REDIS_URL"
 	status=0
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) || status=$$?
 	# pytest exits 5 when it collected no tests; that is not a test failure.
