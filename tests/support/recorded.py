@@ -146,36 +146,45 @@ class RecordedAnswers:
 
     def model(self, name: str) -> RecordedModel:
         """Return the recorded model for ``name``, creating it when missing (loaders use this)."""
-        key = _canonical(name)
+        key = canonical_model_name(name)
         if key not in self.models:
             self.models[key] = RecordedModel(key)
         return self.models[key]
 
     def resolve(self, requested: str) -> RecordedModel:
-        """Return the recorded model that ``requested`` names.
-
-        Matching ignores case and tries, in order: the full name; the name without its leading
-        ``provider/`` segments (so ``openai/mistralai/mistral-7b-chat`` works); and the last path
-        segment when exactly one recorded model ends with it (so ``mistral-7b-chat`` works).
+        """Return the recorded model that ``requested`` names (see :func:`resolve_model_name`).
 
         Raises:
             UnknownModelError: no recorded model matches; the message lists the known names.
         """
-        segments = _canonical(requested).split("/")
-        for start in range(len(segments)):
-            candidate = _canonical("/".join(segments[start:]))
-            if candidate in self.models:
-                return self.models[candidate]
-        tails = [m for key, m in self.models.items() if key.split("/")[-1] == segments[-1]]
-        if len(tails) == 1:
-            return tails[0]
+        name = resolve_model_name(requested, self.models)
+        if name is not None:
+            return self.models[name]
         known = ", ".join(sorted(self.models))
         raise UnknownModelError(f"no recorded answers for model {requested!r}; known models: {known}")
 
 
-def _canonical(name: str) -> str:
+def canonical_model_name(name: str) -> str:
+    """Return the lower-case recorded-model key of ``name``, with merged source names unified."""
     lowered = name.strip().lower()
     return _MERGED_NAMES.get(lowered, lowered)
+
+
+def resolve_model_name(requested: str, known: Iterable[str]) -> str | None:
+    """Return the key among ``known`` (canonical keys) that ``requested`` names, or None.
+
+    Matching ignores case and tries, in order: the full name; the name without its leading
+    ``provider/`` segments (so ``openai/mistralai/mistral-7b-chat`` works); and the last path
+    segment when exactly one known key ends with it (so ``mistral-7b-chat`` works).
+    """
+    keys = set(known)
+    segments = canonical_model_name(requested).split("/")
+    for start in range(len(segments)):
+        candidate = canonical_model_name("/".join(segments[start:]))
+        if candidate in keys:
+            return candidate
+    tails = [key for key in keys if key.split("/")[-1] == segments[-1]]
+    return tails[0] if len(tails) == 1 else None
 
 
 def _require(path: Path) -> Path:

@@ -404,6 +404,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one replay upstream until interrupted; print its base URL once it listens."""
     args = parse_args(argv)
+    # stdout carries only the banner line, which a parent process may read through a pipe.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     options = ReplayOptions(args.first_byte_delay_ms / 1000, args.chunk_delay_ms / 1000, args.chunk_tokens)
     sources = frozenset(name.strip() for name in args.sources.split(",") if name.strip())
     try:
