@@ -1,0 +1,227 @@
+"""Routing and escalation through a running gateway, with a stub classifier and fake tiers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.gateway.conftest import DEPLOYMENT_NAMES, GatewayKit, StubScorer, chat_body
+from tests.support.scenario import CONTEXT_LENGTH_ERRORS, Scenario, context_length_error
+
+
+def attempts_of(record: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    return [(a["tier"], a["deployment"], a["error"]) for a in record["attempts"]]
+
+
+async def test_high_edge_score_routes_to_edge(kit: GatewayKit) -> None:
+    async with kit.running(scorer=StubScorer(edge=0.95)) as gateway:
+        response = await gateway.chat(chat_body())
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-tier"] == "edge"
+    assert response.headers["x-tierwise-model"] == "edge-small"
+    assert response.headers["x-tierwise-score"] == "0.9500"
+    assert len(kit.fakes["edge"].requests) == 1
+    assert kit.fakes["edge"].requests[0].body["model"] == "fake-edge"
+    assert kit.fakes["mid"].requests == []
+
+
+async def test_low_edge_score_routes_to_mid(kit: GatewayKit) -> None:
+    async with kit.running(scorer=StubScorer(edge=0.2, mid=0.8)) as gateway:
+        response = await gateway.chat(chat_body())
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-tier"] == "mid"
+    assert kit.fakes["edge"].requests == []
+    assert len(kit.fakes["mid"].requests) == 1
+
+
+async def test_no_threshold_met_routes_to_frontier(kit: GatewayKit) -> None:
+    async with kit.running(scorer=StubScorer(edge=0.1, mid=0.1, frontier=0.1)) as gateway:
+        response = await gateway.chat(chat_body())
+
+    assert response.headers["x-tierwise-tier"] == "frontier"
+    assert response.headers["x-tierwise-model"] == "frontier-large"
+
+
+async def test_min_tier_alias_skips_edge(kit: GatewayKit) -> None:
+    async with kit.running(scorer=StubScorer(edge=0.99)) as gateway:
+        response = await gateway.chat(chat_body(model="auto-quality"))
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-tier"] == "mid"
+    assert kit.fakes["edge"].requests == []
+
+
+async def test_deployment_by_name_skips_classifier(kit: GatewayKit) -> None:
+    scorer = StubScorer()
+    async with kit.running(scorer=scorer) as gateway:
+        response = await gateway.chat(chat_body(model="frontier-large"))
+        records = await gateway.request_records()
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-model"] == "frontier-large"
+    assert "x-tierwise-score" not in response.headers
+    assert scorer.calls == 0
+    assert records[0]["scores"] is None
+    assert records[0]["requested_model"] == "frontier-large"
+
+
+async def test_prompt_too_long_for_edge_goes_to_mid(kit: GatewayKit) -> None:
+    prompt = "word " * 3000
+    async with kit.running(context_windows={"edge": 1024}) as gateway:
+        response = await gateway.chat(chat_body(prompt))
+        records = await gateway.request_records()
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-tier"] == "mid"
+    assert kit.fakes["edge"].requests == []
+    # The edge tier was never eligible, so it was not attempted.
+    assert attempts_of(records[0]) == [("mid", "mid-medium", None)]
+
+
+@pytest.mark.parametrize("server", sorted(CONTEXT_LENGTH_ERRORS))
+async def test_context_length_error_escalates_to_mid(kit: GatewayKit, server: str) -> None:
+    kit.fakes["edge"].enqueue(context_length_error(server))
+    async with kit.running() as gateway:
+        response = await gateway.chat(chat_body())
+        records = await gateway.request_records()
+
+    assert response.status_code == 200, response.text
+    assert response.headers["x-tierwise-tier"] == "mid"
+    assert response.headers["x-tierwise-model"] == "mid-medium"
+    assert len(kit.fakes["edge"].requests) == 1
+    assert len(kit.fakes["mid"].requests) == 1
+    assert len(records) == 1
+    assert records[0]["tier"] == "mid"
+    assert records[0]["model"] == "mid-medium"
+    assert attempts_of(records[0]) == [("edge", "edge-small", "context"), ("mid", "mid-medium", None)]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+async def test_server_error_escalates_to_mid(kit: GatewayKit, status: int) -> None:
+    kit.fakes["edge"].enqueue(Scenario.http_error(status, "The server is overloaded."))
+    async with kit.running() as gateway:
+        response = await gateway.chat(chat_body())
+        records = await gateway.request_records()
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-tier"] == "mid"
+    assert attempts_of(records[0]) == [("edge", "edge-small", "server"), ("mid", "mid-medium", None)]
+    assert records[0]["status"] == 200
+    assert records[0]["error"] is None
+
+
+async def test_refused_connection_escalates_to_mid(kit: GatewayKit) -> None:
+    kit.fakes["edge"].stop()
+    async with kit.running() as gateway:
+        response = await gateway.chat(chat_body())
+        records = await gateway.request_records()
+
+    assert response.status_code == 200
+    assert attempts_of(records[0]) == [("edge", "edge-small", "connection"), ("mid", "mid-medium", None)]
+
+
+async def test_two_failures_escalate_to_frontier(kit: GatewayKit) -> None:
+    kit.fakes["edge"].enqueue(Scenario.http_error(500, "boom"))
+    kit.fakes["mid"].enqueue(context_length_error("openai"))
+    async with kit.running() as gateway:
+        response = await gateway.chat(chat_body())
+        records = await gateway.request_records()
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-tier"] == "frontier"
+    assert attempts_of(records[0]) == [
+        ("edge", "edge-small", "server"),
+        ("mid", "mid-medium", "context"),
+        ("frontier", "frontier-large", None),
+    ]
+
+
+async def test_every_tier_failing_returns_502(kit: GatewayKit) -> None:
+    for fake in kit.fakes.values():
+        fake.set_default(Scenario.http_error(500, "internal upstream detail: do-not-leak"))
+    async with kit.running() as gateway:
+        response = await gateway.chat(chat_body())
+        records = await gateway.request_records()
+
+    assert response.status_code == 502
+    assert response.json() == {
+        "error": {
+            "message": "Every eligible deployment failed to answer. Retry later.",
+            "type": "api_error",
+            "param": None,
+            "code": "upstream_error",
+        }
+    }
+    assert "do-not-leak" not in response.text
+    assert records[0]["status"] == 502
+    assert records[0]["error"] == "upstream_error"
+    assert [a[0] for a in attempts_of(records[0])] == ["edge", "mid", "frontier"]
+
+
+async def test_every_tier_context_error_returns_400(kit: GatewayKit) -> None:
+    for fake in kit.fakes.values():
+        fake.set_default(context_length_error("openai"))
+    async with kit.running() as gateway:
+        response = await gateway.chat(chat_body())
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": "The conversation is too long for every eligible deployment's context window. "
+        "Shorten it or lower max_tokens.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+
+
+async def test_escalation_disabled_returns_502(kit: GatewayKit) -> None:
+    kit.fakes["edge"].enqueue(Scenario.http_error(500, "boom"))
+    async with kit.running(escalate_on_error=False) as gateway:
+        response = await gateway.chat(chat_body())
+
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_error"
+    assert kit.fakes["mid"].requests == []
+
+
+async def test_upstream_client_error_is_not_escalated(kit: GatewayKit) -> None:
+    kit.fakes["edge"].enqueue(
+        Scenario.http_error(400, "Invalid value for 'logit_bias'.", "invalid_request_error", param="logit_bias")
+    )
+    async with kit.running() as gateway:
+        response = await gateway.chat(chat_body())
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": "The model rejected the request: Invalid value for 'logit_bias'.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "upstream_rejected",
+    }
+    assert kit.fakes["mid"].requests == []
+
+
+async def test_upstream_body_names_upstream_model(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        await gateway.chat(chat_body(temperature=0.3, user="end-user-7"))
+
+    received = kit.fakes["edge"].requests[0]
+    assert received.body["model"] == "fake-edge"
+    assert received.body["temperature"] == 0.3
+    assert received.body["user"] == "end-user-7"
+    assert "stream" not in received.body
+    # The client's bearer token belongs to the gateway, never to the upstream.
+    assert "authorization" not in received.headers
+
+
+@pytest.mark.parametrize("tier", ["edge", "mid", "frontier"])
+async def test_tier_names_its_deployment(kit: GatewayKit, tier: str) -> None:
+    scores = {"edge": 0.1, "mid": 0.1} | ({tier: 0.99} if tier != "frontier" else {})
+    async with kit.running(scorer=StubScorer(**scores)) as gateway:
+        response = await gateway.chat(chat_body())
+
+    assert response.headers["x-tierwise-tier"] == tier
+    assert response.headers["x-tierwise-model"] == DEPLOYMENT_NAMES[tier]
