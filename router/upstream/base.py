@@ -11,9 +11,10 @@ from router.policy.schema import Deployment
 ErrorKind = Literal["context", "timeout", "connection", "server", "client", "stream"]
 
 # Providers word context-length errors differently; these cover OpenAI, Anthropic, vLLM,
-# llama.cpp, Ollama and litellm's own wording.
+# llama.cpp ("the request exceeds the available context size"), Ollama and litellm's own
+# wording.
 _CONTEXT_PATTERN = re.compile(
-    r"context[_ ]length|context window|maximum context|too many tokens|prompt is too long"
+    r"context[_ ](?:length|size)|context window|maximum context|too many tokens|prompt is too long"
     r"|input is too long|exceeds? the (?:maximum|context)|reduce the length|n_ctx|token limit",
     re.IGNORECASE,
 )
