@@ -8,5 +8,15 @@ The gateway uses this package through one small interface:
 ``score`` returns, per tier name, the estimated probability that the tier's answer is
 adequate for the conversation.  It takes OpenAI-style message dicts (``role``,
 ``content`` as a string, a list of content parts or None) and never raises on odd
-content.  The package knows nothing of HTTP.
+content.  ``load_artifact`` raises ``ArtifactError`` on a missing, corrupt or
+incompatible artifact.  The package knows nothing of HTTP.
+
+Training, data conversion and evaluation live in ``classifiers.training``,
+``classifiers.datasets`` and ``classifiers.evaluation``; they need scikit-learn at
+training time only in the sense that serving uses nothing of it but murmurhash.
 """
+
+from classifiers.artifact import ArtifactError, load_artifact, load_default
+from classifiers.scorer import Scorer
+
+__all__ = ["ArtifactError", "Scorer", "load_artifact", "load_default"]

@@ -1,0 +1,123 @@
+"""Typer apps for the classifier commands.
+
+``app`` is mounted by the gateway CLI as ``tierwise classifier`` (train, import-data);
+``evaluate_app`` is mounted as ``tierwise evaluate``.  User mistakes (missing files,
+malformed records, unknown data sets) end with a one-line error and exit code 2.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from classifiers.datasets import CONVERTERS, DEFAULT_OUT_DIR, DatasetError, convert
+from classifiers.outcomes import OutcomesError, parse_tier_map, write_outcomes
+from classifiers.training import TrainConfig, TrainingError
+
+app = typer.Typer(help="Train the prompt classifier and convert public routing data.",
+                  no_args_is_help=True)
+_console = Console(stderr=True)
+
+if TYPE_CHECKING:
+    from classifiers.trainer import TrainReport
+
+DEFAULT_TIERS = "edge,mid,frontier"
+
+
+def _fail(message: str) -> typer.Exit:
+    _console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=2)
+
+
+@app.command("import-data")
+def import_data(
+    name: Annotated[str, typer.Argument(help=f"Data set: {', '.join(CONVERTERS)}.")],
+    source: Annotated[Path | None, typer.Option(
+        help="Source folder (default: its folder under TIERWISE_SHARED_DATA).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Output JSONL file (default: var/data/NAME.jsonl).")] = None,
+) -> None:
+    """Convert a public data set into labelled-outcomes JSONL.
+
+    Example: tierwise classifier import-data routerbench --out var/data/routerbench.jsonl
+    """
+    target = out or DEFAULT_OUT_DIR / f"{name}.jsonl"
+    try:
+        count = write_outcomes(target, convert(name, source))
+    except DatasetError as exc:
+        raise _fail(str(exc)) from None
+    _console.print(f"wrote {count} records to {target}")
+
+
+@app.command("train")
+def train(
+    data: Annotated[list[Path], typer.Option(help="Labelled-outcomes JSONL file; repeat for more.")],
+    out: Annotated[Path, typer.Option(help="Artifact directory to write.")],
+    tier_map: Annotated[list[str] | None, typer.Option(
+        help="TIER=MODEL, repeatable or comma-separated; without it outcome keys are tiers.")] = None,
+    tiers: Annotated[str, typer.Option(help="Tier names, cheapest first.")] = DEFAULT_TIERS,
+    seed: Annotated[int, typer.Option(help="Random seed for the hold-out draw and solver.")] = 0,
+    holdout: Annotated[float, typer.Option(
+        help="Fraction of rows without a split to hold out for metrics (0 to 1).")] = 0.0,
+    c: Annotated[float, typer.Option(help="Inverse L2 regularisation strength.")] = 1.0,
+    n_features: Annotated[int, typer.Option(help="Hashed word columns (a power of two).")] = 2**17,
+    struct_weight: Annotated[float, typer.Option(help="Scale of the structural features.")] = 1.0,
+    threshold: Annotated[float, typer.Option(help="Quality at or above which an answer is adequate.")] = 0.5,
+    version: Annotated[str | None, typer.Option(help="Model version (default: today's date-1).")] = None,
+) -> None:
+    """Train per-tier classifiers, print held-out metrics, and write an artifact.
+
+    Example: tierwise classifier train --data var/data/routerbench.jsonl --out var/model
+    --tier-map edge=mistralai/mistral-7b-chat --tier-map mid=mistralai/mixtral-8x7b-chat
+    --tier-map frontier=gpt-4-1106-preview
+    """
+    from classifiers.trainer import TrainRequest, run_training
+
+    try:
+        request = TrainRequest(
+            data=list(data), out=out, tiers=_split_names(tiers), tier_map=parse_tier_map(tier_map),
+            config=TrainConfig(n_features=n_features, struct_weight=struct_weight, c=c,
+                               threshold=threshold),
+            seed=seed, holdout=holdout, version=version, command=_command_line(),
+        )
+        with _console.status("training") as status:
+            report = run_training(request, progress=lambda text: status.update(text))
+    except (OutcomesError, TrainingError) as exc:
+        raise _fail(str(exc)) from None
+    _print_training_report(report)
+
+
+def _print_training_report(report: TrainReport) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"held-out metrics, model {report.version}")
+    for column in ("source", "tier", "rows", "adequate rate", "ROC AUC", "Brier"):
+        table.add_column(column)
+    for group, tiers in report.metrics.items():
+        for tier, values in tiers.items():
+            auc = "n/a" if values["auc"] is None else f"{values['auc']:.3f}"
+            table.add_row(group, tier, str(int(values["n"])), f"{values['positive_rate']:.3f}",
+                          auc, f"{values['brier']:.3f}")
+    Console().print(table)
+    _console.print(f"trained on {report.n_train} rows, held out {report.n_test}; "
+                   f"wrote {report.artifact}")
+
+
+def _split_names(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise OutcomesError("--tiers must name at least one tier")
+    return names
+
+
+def _command_line() -> str:
+    """Return the command as typed, with the program name shortened to its base name."""
+    program = Path(sys.argv[0]).name
+    if program == "__main__.py":
+        program = "python -m classifiers"
+    return " ".join([program, shlex.join(sys.argv[1:])])

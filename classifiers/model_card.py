@@ -1,0 +1,128 @@
+"""Render MODEL_CARD.md beside an artifact from its ``model.json`` metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from classifiers import conversation
+
+MODEL_CARD_FILE = "MODEL_CARD.md"
+
+# Public names and licenses of the source groups the converters in
+# classifiers.datasets produce; a group missing here is listed as "see its source".
+KNOWN_SOURCES: dict[str, tuple[str, str]] = {
+    "routerbench": ("RouterBench 0-shot subset (ARC-Challenge, MBPP, Winogrande; RouterDC split)",
+                    "MIT (RouterBench code repository)"),
+    "routellm-mmlu": ("RouteLLM evals: MMLU responses of Mixtral-8x7B-Instruct and GPT-4-1106",
+                      "Apache-2.0"),
+    "routellm-gsm8k": ("RouteLLM evals: GSM8K responses of Mixtral-8x7B-Instruct and GPT-4-1106",
+                       "Apache-2.0"),
+    "gsm8k-openai": ("GSM8K test set with GPT-3 solutions (openai/grade-school-math)", "MIT"),
+    "gateway-log": ("Tierwise outcome log with user feedback", "your own data"),
+}
+
+
+def write_model_card(directory: str | Path, metadata: dict[str, Any]) -> Path:
+    """Write MODEL_CARD.md into ``directory`` and return its path."""
+    path = Path(directory) / MODEL_CARD_FILE
+    path.write_text(render_model_card(metadata))
+    return path
+
+
+def render_model_card(metadata: dict[str, Any]) -> str:
+    """Return the model card text for artifact ``metadata``."""
+    training = metadata.get("training", {})
+    sections = [
+        f"# Tierwise prompt classifier {metadata['version']}\n",
+        _summary(metadata),
+        _data_section(training),
+        _metrics_section(metadata.get("heldout_metrics", {})),
+        _features_section(metadata),
+        _reproduce_section(training),
+        _notes_section(metadata),
+    ]
+    return "\n".join(sections)
+
+
+def _summary(metadata: dict[str, Any]) -> str:
+    tiers = ", ".join(metadata["tiers"])
+    return (
+        "One L2-regularised logistic regression per tier estimates P(the tier's answer is "
+        f"adequate) for a chat conversation. Tiers: {tiers}. The artifact stores numbers only "
+        "(hashed-feature coefficients, intercepts, structural-feature scaling), no prompt text "
+        "or vocabulary. It is loaded without pickle; `weights.npz` is checked against the "
+        f"SHA-256 in `model.json` (`{metadata['weights_sha256'][:16]}...`).\n"
+    )
+
+
+def _data_section(training: dict[str, Any]) -> str:
+    rows = training.get("rows", {})
+    train, test = rows.get("train", {}), rows.get("test", {})
+    lines = ["## Training data\n", "| source | public name | license | train rows | held-out rows |",
+             "|---|---|---|---|---|"]
+    for group in sorted(set(train) | set(test)):
+        name, license_name = KNOWN_SOURCES.get(group, (group, "see its source"))
+        lines.append(f"| {group} | {name} | {license_name} | {train.get(group, 0)} | "
+                     f"{test.get(group, 0)} |")
+    tier_map = training.get("tier_map") or {}
+    if tier_map:
+        mapping = ", ".join(f"{model} -> {tier}" for model, tier in tier_map.items())
+        lines.append(f"\nModels mapped to tiers: {mapping}.")
+    threshold = training.get("config", {}).get("threshold")
+    lines.append(f"\nA tier's answer counts as adequate when its quality is >= {threshold}. "
+                 "Tiers missing from a record are unlabelled for it (masked), not failures.\n")
+    return "\n".join(lines)
+
+
+def _metrics_section(metrics: dict[str, Any]) -> str:
+    if not metrics:
+        return "## Held-out metrics\n\nNo rows were held out.\n"
+    lines = ["## Held-out metrics\n", "| source | tier | rows | adequate rate | ROC AUC | Brier |",
+             "|---|---|---|---|---|---|"]
+    for group, tiers in metrics.items():
+        for tier, values in tiers.items():
+            auc = "n/a" if values.get("auc") is None else f"{values['auc']:.3f}"
+            lines.append(f"| {group} | {tier} | {int(values['n'])} | {values['positive_rate']:.3f} | "
+                         f"{auc} | {values['brier']:.3f} |")
+    lines.append("\nRouting metrics (APGR, cost at 90/95% of frontier quality) come from "
+                 "`tierwise evaluate`; see the classifiers README.\n")
+    return "\n".join(lines)
+
+
+def _features_section(metadata: dict[str, Any]) -> str:
+    features = metadata["features"]
+    structural = ", ".join(features["structural"])
+    return (
+        "## Features\n\n"
+        f"- Word 1-{features['ngram_max']}-grams (token pattern `{features['token_pattern']}`, "
+        f"lowercased), hashed with MurmurHash3 into {features['n_features']} columns as scikit-learn's "
+        "HashingVectorizer does. The last user message counts with weight 1 (capped to its "
+        f"first {conversation.LAST_HEAD_CHARS} and last {conversation.LAST_TAIL_CHARS} "
+        f"characters); earlier user turns with weights {conversation.EARLIER_USER_WEIGHTS} "
+        f"and the assistant turn just before it with {conversation.ASSISTANT_WEIGHT} "
+        f"({conversation.CONTEXT_CHARS} characters each). The row is L2-normalised.\n"
+        f"- Structural features, standardised and multiplied by {features['struct_weight']}: "
+        f"{structural}.\n"
+    )
+
+
+def _reproduce_section(training: dict[str, Any]) -> str:
+    libraries = ", ".join(f"{k} {v}" for k, v in training.get("libraries", {}).items())
+    config = training.get("config", {})
+    return (
+        "## How it was built\n\n"
+        f"```\n{training.get('command') or '(command not recorded)'}\n```\n\n"
+        f"Hyperparameters: {config}. Seed {training.get('seed')}. Trained at "
+        f"{training.get('trained_at')} with {libraries}.\n"
+    )
+
+
+def _notes_section(metadata: dict[str, Any]) -> str:
+    return (
+        "## Limits\n\n"
+        "- The training prompts are benchmark questions (multiple choice, grade-school math, "
+        "short coding tasks). Scores on chat traffic far from those are less reliable; "
+        "retrain on your own outcome log when you have one.\n"
+        "- Probabilities are those of the logistic regressions, not recalibrated.\n"
+    )

@@ -1,0 +1,119 @@
+"""The serving-time scorer: hashed features dotted with exported linear coefficients.
+
+For each tier the model is a logistic regression over one feature row:
+
+    x = [ word n-gram counts (weighted per turn, L2-normalised),
+          struct_weight * (structural features - mean) / scale ]
+    P(tier adequate) = sigmoid(x . coef[:, tier] + intercept[tier])
+
+``Scorer`` computes that row in pure Python plus two small numpy products, which keeps
+a call far below the cost of a scikit-learn ``predict_proba``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+
+from classifiers.conversation import STRUCTURAL_FEATURES, structural_vector, view_conversation
+from classifiers.hashing import TermHasher
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LinearWeights:
+    """Exported coefficients of one linear model per tier.
+
+    ``word_coef`` has shape (n_features, n_tiers) and ``struct_coef`` has shape
+    (len(STRUCTURAL_FEATURES), n_tiers); ``intercept`` has one value per tier.
+    """
+
+    word_coef: np.ndarray
+    struct_coef: np.ndarray
+    intercept: np.ndarray
+    struct_mean: np.ndarray
+    struct_scale: np.ndarray
+    struct_weight: float
+
+
+class Scorer:
+    """Scores conversations per tier with the fast linear path.
+
+    ``score`` never raises on message content: malformed messages are coerced (see
+    ``classifiers.conversation``).  ``version`` and ``tiers`` come from the artifact.
+    """
+
+    def __init__(
+        self,
+        *,
+        version: str,
+        tiers: Sequence[str],
+        weights: LinearWeights,
+        ngram_max: int,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        n_features, n_tiers = weights.word_coef.shape
+        if n_tiers != len(tiers) or weights.struct_coef.shape != (len(STRUCTURAL_FEATURES), n_tiers):
+            raise ValueError("coefficient shapes do not match the tiers and structural features")
+        self.version = version
+        self.tiers: tuple[str, ...] = tuple(tiers)
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self._weights = weights
+        self._hasher = TermHasher(n_features, ngram_max)
+
+    def score(self, messages: Any) -> dict[str, float]:
+        """Return, per tier, the probability that the tier's answer is adequate."""
+        try:
+            logits = self._logits(messages)
+        except Exception:  # noqa: BLE001 - a scoring bug must not fail the request
+            # Fall back to the base rates (the intercepts) and leave a trace without the prompt.
+            _log.exception("classifier_score_failed", version=self.version)
+            logits = self._weights.intercept
+        return {tier: _sigmoid(float(z)) for tier, z in zip(self.tiers, logits)}
+
+    def features(self, messages: Any) -> dict[str, float]:
+        """Return the structural features of ``messages`` (unscaled) for explanations."""
+        view = view_conversation(messages)
+        return dict(view.structure)
+
+    def _logits(self, messages: Any) -> np.ndarray:
+        view = view_conversation(messages)
+        w = self._weights
+        logits = w.intercept + self._struct_row(structural_vector(view)) @ w.struct_coef
+        columns, values = self._word_row(view.segments)
+        norm = math.sqrt(float(values @ values)) if values.size else 0.0
+        if norm > 0.0:
+            logits = logits + (values / norm) @ np.take(w.word_coef, columns, axis=0)
+        return logits
+
+    def _word_row(self, segments: list[tuple[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """Return the distinct word columns of ``segments`` and their weighted counts."""
+        all_columns: list[int] = []
+        weights: list[float] = []
+        lengths: list[int] = []
+        for text, weight in segments:
+            columns = self._hasher.columns(text)
+            all_columns.extend(columns)
+            weights.append(weight)
+            lengths.append(len(columns))
+        flat = np.fromiter(all_columns, dtype=np.intp, count=len(all_columns))
+        columns, inverse = np.unique(flat, return_inverse=True)
+        values = np.bincount(inverse, weights=np.repeat(weights, lengths), minlength=columns.size)
+        return columns, values
+
+    def _struct_row(self, raw: list[float]) -> np.ndarray:
+        w = self._weights
+        return (np.asarray(raw, dtype=np.float64) - w.struct_mean) / w.struct_scale * w.struct_weight
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)

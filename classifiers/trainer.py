@@ -1,0 +1,177 @@
+"""One training run: read labelled files, hold out test rows, fit, measure, save.
+
+``run_training`` is what ``tierwise classifier train`` calls.  Rows whose ``split`` is
+``"test"`` are held out; when ``holdout`` is above zero, that fraction of the rows
+without a split is held out too (chosen with the seed).  Held-out metrics are computed
+per tier and per source group before the artifact is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifiers.artifact import save_artifact
+from classifiers.outcomes import LabelledPrompt, read_outcomes
+from classifiers.training import TierModel, TrainConfig, fit_tier_model, label_matrix
+
+Progress = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class TrainRequest:
+    """Inputs of one training run; ``command`` is recorded in the model card."""
+
+    data: list[Path]
+    out: Path
+    tiers: list[str]
+    tier_map: dict[str, str] = field(default_factory=dict)
+    config: TrainConfig = TrainConfig()
+    seed: int = 0
+    holdout: float = 0.0
+    version: str | None = None
+    command: str = ""
+
+
+@dataclass(slots=True)
+class TrainReport:
+    """What a run produced: the artifact path, row counts and held-out metrics."""
+
+    artifact: Path
+    version: str
+    n_train: int
+    n_test: int
+    metrics: dict[str, dict[str, dict[str, float | None]]]
+
+
+def merge_duplicates(records: Sequence[LabelledPrompt]) -> list[LabelledPrompt]:
+    """Merge records with the same conversation, uniting their per-tier labels.
+
+    A merged record is a test row when any of its parts is, so a prompt that occurs in
+    two files or two splits can never be both trained on and scored.
+    """
+    merged: dict[str, LabelledPrompt] = {}
+    for record in records:
+        key = json.dumps(record.messages, sort_keys=True, ensure_ascii=False)
+        if key not in merged:
+            merged[key] = LabelledPrompt(record.id, record.messages, dict(record.quality),
+                                         dict(record.cost), record.split, record.source)
+            continue
+        target = merged[key]
+        target.quality.update(record.quality)
+        target.cost.update(record.cost)
+        if record.split == "test":
+            target.split = "test"
+    return list(merged.values())
+
+
+def split_records(records: Sequence[LabelledPrompt], holdout: float,
+                  seed: int) -> tuple[list[LabelledPrompt], list[LabelledPrompt]]:
+    """Return (train, test): test rows plus ``holdout`` of the rows without a split."""
+    rng = np.random.default_rng(seed)
+    draws = rng.random(len(records))
+    train: list[LabelledPrompt] = []
+    test: list[LabelledPrompt] = []
+    for record, draw in zip(records, draws):
+        is_test = record.split == "test" or (record.split is None and draw < holdout)
+        (test if is_test else train).append(record)
+    return train, test
+
+
+def source_group(record: LabelledPrompt) -> str:
+    """Return the data set part of a source such as ``routellm-mmlu/anatomy``."""
+    return (record.source or "unknown").split("/")[0]
+
+
+def heldout_metrics(model: TierModel, test: Sequence[LabelledPrompt],
+                    threshold: float) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Return metrics[group][tier] = {n, positive_rate, auc, brier} on held-out rows."""
+    if not test:
+        return {}
+    probabilities = model.predict_proba([r.messages for r in test])
+    labels = label_matrix(test, model.tiers, threshold)
+    groups = {source_group(r) for r in test}
+    result: dict[str, dict[str, dict[str, float | None]]] = {}
+    for group in sorted(groups) + ["all"]:
+        rows = np.array([group in ("all", source_group(r)) for r in test])
+        result[group] = {tier: _binary_metrics(labels[rows, j], probabilities[rows, j])
+                         for j, tier in enumerate(model.tiers)
+                         if np.any(~np.isnan(labels[rows, j]))}
+    return result
+
+
+def run_training(request: TrainRequest, progress: Progress = lambda _: None) -> TrainReport:
+    """Train on ``request.data``, save the artifact and model card, and report metrics."""
+    progress(f"reading {len(request.data)} file(s)")
+    records = merge_duplicates(read_outcomes(request.data, request.tier_map or None))
+    train, test = split_records(records, request.holdout, request.seed)
+    progress(f"fitting {len(request.tiers)} tier(s) on {len(train)} rows ({len(test)} held out)")
+    model = fit_tier_model(train, request.tiers, request.config, request.seed)
+    progress("scoring held-out rows")
+    metrics = heldout_metrics(model, test, request.config.threshold)
+    version = request.version or default_version()
+    info = _training_info(request, train, test, metrics)
+    artifact = save_artifact(request.out, version=version, tiers=list(model.tiers),
+                             weights=model.export(), ngram_max=request.config.ngram_max,
+                             extra=info)
+    from classifiers.model_card import write_model_card
+
+    write_model_card(request.out, json.loads(artifact.read_text()))
+    return TrainReport(artifact, version, len(train), len(test), metrics)
+
+
+def default_version(today: dt.date | None = None) -> str:
+    """Return a date-based version such as ``2026.12.04-1``."""
+    day = today or dt.datetime.now(dt.UTC).date()
+    return f"{day:%Y.%m.%d}-1"
+
+
+def _binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float | None]:
+    from sklearn.metrics import roc_auc_score
+
+    mask = ~np.isnan(labels)
+    y, p = labels[mask], probabilities[mask]
+    # AUC is undefined (None, which JSON can store) when the rows hold one class only.
+    auc = float(roc_auc_score(y, p)) if np.unique(y).size == 2 else None
+    return {"n": float(y.size), "positive_rate": float(y.mean()), "auc": auc,
+            "brier": float(np.mean((p - y) ** 2))}
+
+
+def _training_info(request: TrainRequest, train: Sequence[LabelledPrompt],
+                   test: Sequence[LabelledPrompt], metrics: dict[str, Any]) -> dict[str, Any]:
+    import platform
+
+    import scipy
+    import sklearn
+
+    return {
+        "training": {
+            "command": request.command,
+            "data_files": [p.name for p in request.data],
+            "tier_map": request.tier_map,
+            "config": {"n_features": request.config.n_features, "ngram_max": request.config.ngram_max,
+                       "struct_weight": request.config.struct_weight, "c": request.config.c,
+                       "threshold": request.config.threshold},
+            "seed": request.seed,
+            "holdout": request.holdout,
+            "rows": {"train": _count_by_group(train), "test": _count_by_group(test)},
+            "libraries": {"python": platform.python_version(), "numpy": np.__version__,
+                          "scipy": scipy.__version__, "scikit-learn": sklearn.__version__},
+            "trained_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        "heldout_metrics": metrics,
+    }
+
+
+def _count_by_group(records: Sequence[LabelledPrompt]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in records:
+        group = source_group(record)
+        counts[group] = counts.get(group, 0) + 1
+    return dict(sorted(counts.items()))

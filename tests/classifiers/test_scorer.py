@@ -1,0 +1,143 @@
+"""The fast scorer: contract, odd inputs, and agreement with the scikit-learn model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from classifiers import Scorer, load_default
+from classifiers.conversation import STRUCTURAL_FEATURES
+from classifiers.datasets import routerbench_records
+from classifiers.outcomes import LabelledPrompt
+from classifiers.training import TrainConfig, fit_tier_model
+from tests.classifiers.conftest import make_records
+
+HAND_WRITTEN: list[Any] = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Prove that there are infinitely many primes."}],
+    [{"role": "system", "content": "You are terse."},
+     {"role": "user", "content": "Write a Rust lock-free queue with tests."},
+     {"role": "assistant", "content": "Shall I use crossbeam's epoch GC?"},
+     {"role": "user", "content": "yes, go ahead"}],
+    [{"role": "user", "content": [{"type": "text", "text": "Describe this chart"},
+                                  {"type": "image_url", "image_url": {"url": "data:x"}}]}],
+    [{"role": "user", "content": "```python\ndef f(x):\n    return x ** 2\n```\nWhy slow?"}],
+    [{"role": "user", "content": "東京の天気は？ 请用中文回答。 x² + y² = z²"}],
+]
+
+ODD_INPUTS: list[Any] = [
+    [],
+    None,
+    "a bare string",
+    [{"role": "user", "content": None}],
+    [{"role": "user", "content": ""}],
+    [{"role": "user"}],
+    [{"content": "no role"}],
+    [{"role": "assistant", "content": None,
+      "tool_calls": [{"id": "1", "type": "function",
+                      "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]}],
+    [{"role": "tool", "tool_call_id": "1", "content": "12 degrees"}],
+    [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:x"}}]}],
+    [{"role": "user", "content": [{"type": "input_audio"}, 42, None, {"text": 3}]}],
+    [{"role": "user", "content": {"unexpected": "dict"}}],
+    [{"role": "user", "content": "x" * 200_000}],
+    [{"role": "user", "content": "word " * 40_000}],
+    [{"role": "user", "content": "界" * 50_000}],
+    [{"role": "user", "content": "\ud800 lone surrogate \udfff"}],
+    [{"role": "system", "content": "only a system prompt"}],
+    [42, "text", None, {"role": "user", "content": "fine"}],
+]
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[Any, Scorer]:
+    """A small model trained on synthetic rows, and its fast scorer."""
+    model = fit_tier_model(make_records(), ("edge", "frontier"), TrainConfig(n_features=2**12))
+    return model, model.to_scorer("test-1")
+
+
+def test_default_model_loads_with_contract_fields() -> None:
+    scorer = load_default()
+    assert isinstance(scorer.version, str) and scorer.version
+    assert scorer.tiers == ("edge", "mid", "frontier")
+
+
+def test_default_scores_are_probabilities_per_tier() -> None:
+    scores = load_default().score(HAND_WRITTEN[0])
+    assert set(scores) == {"edge", "mid", "frontier"}
+    for value in scores.values():
+        assert isinstance(value, float)
+        assert 0.0 <= value <= 1.0
+
+
+@pytest.mark.parametrize("messages", ODD_INPUTS, ids=range(len(ODD_INPUTS)))
+def test_score_accepts_odd_input(messages: Any) -> None:
+    scores = load_default().score(messages)
+    assert set(scores) == {"edge", "mid", "frontier"}
+    assert all(0.0 <= v <= 1.0 and math.isfinite(v) for v in scores.values())
+
+
+@pytest.mark.parametrize("messages", ODD_INPUTS, ids=range(len(ODD_INPUTS)))
+def test_features_accept_odd_input(messages: Any) -> None:
+    features = load_default().features(messages)
+    assert tuple(features) == STRUCTURAL_FEATURES
+    assert all(math.isfinite(v) for v in features.values())
+
+
+def test_long_input_is_truncated_and_counted() -> None:
+    features = load_default().features([{"role": "user", "content": "x " * 100_000}])
+    assert features["truncated"] == 1.0
+    assert features["log_last_chars"] == pytest.approx(math.log1p(200_000))
+
+
+def test_image_and_tool_parts_are_counted() -> None:
+    features = load_default().features(ODD_INPUTS[7] + ODD_INPUTS[9])
+    assert features["images"] == 1.0
+    assert features["tool_calls"] == 1.0
+
+
+def test_short_followup_inherits_context() -> None:
+    scorer = load_default()
+    alone = scorer.score([{"role": "user", "content": "yes, go ahead"}])
+    followup = scorer.score(HAND_WRITTEN[2])
+    assert scorer.features(HAND_WRITTEN[2])["short_followup"] == 1.0
+    assert alone != followup
+
+
+@pytest.mark.parametrize("messages", HAND_WRITTEN + ODD_INPUTS, ids=range(24))
+def test_fast_scorer_matches_sklearn_on_written_strings(trained: Any, messages: Any) -> None:
+    model, scorer = trained
+    expected = model.predict_proba([messages])[0]
+    actual = np.array([scorer.score(messages)[t] for t in scorer.tiers])
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.shared_data
+def test_fast_scorer_matches_sklearn_on_routerbench(routerbench_dir: Path) -> None:
+    rows = [r for r in routerbench_records(routerbench_dir)
+            if {"mistralai/mistral-7b-chat", "gpt-4-1106-preview"} <= set(r["outcomes"])]
+    records = [_record(row, [{"role": "user", "content": row["prompt"]}]) for row in rows[::4]]
+    # Real multi-turn shapes: an earlier prompt, an assistant reply, and a short follow-up.
+    for first, second in zip(rows[1::40], rows[2::40]):
+        turns = [{"role": "user", "content": first["prompt"]},
+                 {"role": "assistant", "content": second["prompt"]},
+                 {"role": "user", "content": "ok, and the next one?"}]
+        records.append(_record(first, turns))
+    model = fit_tier_model(records, ("edge", "frontier"), TrainConfig(n_features=2**16))
+    scorer = model.to_scorer()
+    conversations = [r.messages for r in records]
+    expected = model.predict_proba(conversations)
+    actual = np.array([[scorer.score(c)[t] for t in scorer.tiers] for c in conversations])
+    assert len(conversations) > 700
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-9)
+
+
+def _record(row: dict[str, Any], messages: list[dict[str, Any]]) -> LabelledPrompt:
+    outcomes = row["outcomes"]
+    return LabelledPrompt(id=row["id"], messages=messages,
+                          quality={"edge": outcomes["mistralai/mistral-7b-chat"]["quality"],
+                                   "frontier": outcomes["gpt-4-1106-preview"]["quality"]})
