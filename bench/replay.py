@@ -250,18 +250,23 @@ def quality_summary(
     frontier = resolve_model_name(frontier_deployment(deployments).model, known)
     delivered: list[float] = []
     always_frontier: list[float] = []
+    unscored = 0
     for result in results:
+        if result.error is not None or result.id not in correctness.scores:
+            continue
         view = deployments.get(result.deployment)
         model = resolve_model_name(view.model, known) if view else None
         used = correctness.score(result.id, model) if model else None
         best = correctness.score(result.id, frontier) if frontier else None
-        if result.error is None and used is not None and best is not None:
-            delivered.append(used)
-            always_frontier.append(best)
-    with_outcomes = sum(1 for r in results if r.id in correctness.scores)
+        if used is None or best is None:
+            unscored += 1
+            continue
+        delivered.append(used)
+        always_frontier.append(best)
     return {
-        "prompts_with_recorded_correctness": with_outcomes,
+        "prompts_with_recorded_correctness": len(delivered) + unscored,
         "prompts_compared": len(delivered),
+        "prompts_used_model_unscored": unscored,
         "delivered_accuracy": statistics.fmean(delivered) if delivered else None,
         "always_frontier_accuracy": statistics.fmean(always_frontier) if always_frontier else None,
     }
@@ -314,9 +319,10 @@ def print_report(summary: dict[str, Any]) -> None:
     if summary["latency_p50_s"] is not None:
         print(f"latency: p50 {summary['latency_p50_s'] * 1000:.0f} ms, p95 {summary['latency_p95_s'] * 1000:.0f} ms")
     print(
-        f"quality on {quality['prompts_compared']} prompts with recorded correctness for the used and the"
-        f" frontier model ({quality['prompts_with_recorded_correctness']} sent had any): delivered"
-        f" {_percent(quality['delivered_accuracy'])} vs always-frontier {_percent(quality['always_frontier_accuracy'])}"
+        f"quality on {quality['prompts_compared']} prompts with recorded correctness of both the used and"
+        f" the frontier model: delivered {_percent(quality['delivered_accuracy'])} vs always-frontier"
+        f" {_percent(quality['always_frontier_accuracy'])}"
+        f" ({quality['prompts_used_model_unscored']} more had no score for the model used)"
     )
 
 

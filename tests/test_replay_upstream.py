@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import csv
 import json
 import subprocess
@@ -553,3 +554,109 @@ def test_fake_openai_client_sees_stream_error(fake_upstream: FakeUpstream) -> No
 
 def test_normalize_prompt_collapses_whitespace() -> None:
     assert normalize_prompt("  a\n\n b\tc ") == "a b c"
+
+
+# Replay driver (bench/replay.py) -------------------------------------------------------------
+
+
+def load_bench_module() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "replay.py"
+    spec = importlib.util.spec_from_file_location("tierwise_bench_replay", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench() -> Any:
+    return load_bench_module()
+
+
+@pytest.fixture(scope="module")
+def correctness(shared_data: Path) -> Any:
+    from tests.support.correctness import load_correctness
+
+    return load_correctness(shared_data)
+
+
+def test_bench_prompts_skip_nc_and_train(bench: Any, shared_data: Path, correctness: Any) -> None:
+    prompts = bench.load_prompts(shared_data, correctness, count=100_000, seed=7)
+    sources = {p.source for p in prompts}
+    assert "wizardlm_testset" not in sources
+    assert "alpaca_eval" not in sources
+    routerbench_ids = {p.id for p in prompts if p.source == "routerbench"}
+    assert routerbench_ids
+    assert routerbench_ids <= correctness.routerbench_test_ids
+    assert {"chatterbot", "gsm8k", "mmlu"} <= sources
+
+
+def test_bench_prompt_order_is_seeded(bench: Any, shared_data: Path, correctness: Any) -> None:
+    first = bench.load_prompts(shared_data, correctness, count=50, seed=7)
+    again = bench.load_prompts(shared_data, correctness, count=50, seed=7)
+    other = bench.load_prompts(shared_data, correctness, count=50, seed=8)
+    assert [p.id for p in first] == [p.id for p in again]
+    assert [p.id for p in first] != [p.id for p in other]
+    assert len(first) == 50
+
+
+def test_bench_prompt_filters(bench: Any, shared_data: Path, correctness: Any) -> None:
+    prompts = bench.load_prompts(shared_data, correctness, count=300, seed=1, sources={"gsm8k"}, max_chars=200)
+    assert {p.source for p in prompts} == {"gsm8k"}
+    assert all(len(p.text) <= 200 for p in prompts)
+
+
+def test_bench_summary_costs_and_quality(bench: Any) -> None:
+    from tests.support.correctness import Correctness
+
+    deployments = {
+        "small": bench.DeploymentView("small", "edge", f"openai/{MISTRAL}", 1.0, 1.0),
+        "big": bench.DeploymentView("big", "frontier", f"openai/{GPT4}", 10.0, 30.0),
+    }
+    scores = Correctness(scores={"a": {MISTRAL: 1.0, GPT4: 1.0}, "b": {MISTRAL: 0.0, GPT4: 1.0}, "c": {GPT4: 0.0}})
+    results = [
+        bench.Result("a", "s", tier="edge", deployment="small", cost_usd=0.5, prompt_tokens=1000, completion_tokens=0),
+        bench.Result("b", "s", tier="edge", deployment="small", prompt_tokens=1000, completion_tokens=1000),
+        bench.Result("c", "s", tier="edge", deployment="small", cost_usd=0.0, cache="hit", prompt_tokens=0, completion_tokens=1000),
+        bench.Result("d", "s", error="HTTP 500"),
+    ]
+    summary = bench.summarize(results, deployments, scores)
+    assert summary["cost_usd"] == pytest.approx(0.5 + 0.002)
+    assert summary["all_frontier_cost_usd"] == pytest.approx(0.01 + 0.04 + 0.03)
+    assert summary["cache_hits"] == 1
+    assert summary["errors"] == {"HTTP 500": 1}
+    assert summary["tiers"] == {"edge": 3}
+    quality = summary["quality"]
+    assert quality["prompts_compared"] == 2
+    assert quality["prompts_used_model_unscored"] == 1
+    assert quality["delivered_accuracy"] == pytest.approx(0.5)
+    assert quality["always_frontier_accuracy"] == pytest.approx(1.0)
+
+
+def test_bench_sends_through_openai_client(bench: Any, gpt4: ReplayUpstream, gsm8k_row: dict[str, str]) -> None:
+    prompts = [bench.Prompt("gsm8k/test/0", "gsm8k", gsm8k_row["prompt"]), bench.Prompt("x", "chatterbot", "Hello")]
+    for stream in (False, True):
+        results = asyncio.run(
+            bench.send_all(gpt4.base_url, prompts, model=GPT4, concurrency=2, stream=stream, timeout_s=30.0)
+        )
+        assert [r.error for r in results] == [None, None]
+        assert results[0].completion_tokens == tokens.count_text_tokens(gsm8k_row["gpt-4-1106-preview_response"])
+        assert results[0].prompt_tokens == expected_prompt_tokens(gsm8k_row["prompt"])
+
+
+def test_bench_runs_through_gateway_stack(bench: Any, shared_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("router.app", reason="the gateway package is not importable")
+    from tests.support.stack import run_replay_stack
+
+    args = bench.parse_args(["--start-stack", "--count", "60", "--concurrency", "6"])
+    with run_replay_stack(REPLAY_STACK, tmp_path) as running:
+        summary = bench.run(args, running.gateway_url, running.policy_path, shared_data)
+    assert summary["requests"] == 60
+    assert summary["errors"] == {}
+    assert set(summary["tiers"]) <= {"edge", "mid", "frontier"}
+    assert sum(summary["tiers"].values()) == 60
+    assert 0 < summary["cost_usd"] <= summary["all_frontier_cost_usd"]
+    assert summary["quality"]["prompts_compared"] > 0
