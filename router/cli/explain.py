@@ -72,6 +72,9 @@ def explain_routing(
     fallbacks = ", ".join(c.deployment.name for c in decision.candidates[1:]) or "none"
     lines.append(f"fallbacks   {fallbacks}")
     for name, why in decision.skipped.items():
+        found = policy.find_deployment(name)
+        if why == "unavailable" and found is not None:
+            why = found[1].unavailable_reason() or why
         lines.append(f"skipped     {name}: {why}")
     lines.append(
         f"cost        ${cost:.6f} expected for {tokens} prompt + {expected_output_tokens} output tokens"
