@@ -194,7 +194,7 @@ class EdgeModelServer:
         *,
         model_dir: Path | None = None,
         port: int | None = None,
-        n_ctx: int = 2048,
+        n_ctx: int = 8192,
         n_threads: int | None = None,
         startup_timeout_s: float = 60.0,
         stop_grace_s: float = 5.0,
