@@ -1,0 +1,375 @@
+"""Invalid requests and the gateway's own faults: OpenAI-shaped errors with exact messages."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import pytest
+
+from router.app import create_app
+from tests.gateway.conftest import (
+    INTERNAL_ERROR_MESSAGE,
+    FailingScorer,
+    GatewayKit,
+    LiveGateway,
+    chat_body,
+    policy_document,
+    write_yaml,
+)
+
+
+def invalid(message: str, param: str | None = None, code: str = "invalid_request") -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+
+
+FORBIDDEN_MESSAGE = (
+    "The parameter '{0}' cannot be set by clients; the gateway's policy chooses the provider "
+    "endpoint and credentials."
+)
+
+# (case id, request body, expected status, expected error body)
+INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
+    (
+        "truncated_json",
+        b'{"model": "auto", ',
+        400,
+        invalid("The request body is not valid JSON (unexpected end of data at position 18).", code="invalid_json"),
+    ),
+    (
+        "empty_body",
+        b"",
+        400,
+        invalid(
+            "The request body is not valid JSON (Input is a zero-length, empty document at position 0).",
+            code="invalid_json",
+        ),
+    ),
+    ("json_array", [chat_body()], 400, invalid("The request body must be a JSON object.", code="invalid_json")),
+    ("json_string", "hello", 400, invalid("The request body must be a JSON object.", code="invalid_json")),
+    (
+        "messages_string",
+        {"model": "auto", "messages": "Hello"},
+        400,
+        invalid("Invalid value for 'messages': Input should be a valid list.", "messages"),
+    ),
+    (
+        "temperature_word",
+        chat_body(temperature="hot"),
+        400,
+        invalid(
+            "Invalid value for 'temperature': Input should be a valid number, unable to parse string as a number.",
+            "temperature",
+        ),
+    ),
+    (
+        "temperature_above_two",
+        chat_body(temperature=2.5),
+        400,
+        invalid("Invalid value for 'temperature': Input should be less than or equal to 2.", "temperature"),
+    ),
+    ("n_zero", chat_body(n=0), 400, invalid("Invalid value for 'n': Input should be greater than or equal to 1.", "n")),
+    (
+        "max_tokens_zero",
+        chat_body(max_tokens=0),
+        400,
+        invalid("Invalid value for 'max_tokens': Input should be greater than or equal to 1.", "max_tokens"),
+    ),
+    (
+        "empty_messages",
+        {"model": "auto", "messages": []},
+        400,
+        invalid("Invalid value for 'messages': List should have at least 1 item after validation, not 0.", "messages"),
+    ),
+    (
+        "user_content_null",
+        {"model": "auto", "messages": [{"role": "user", "content": None}]},
+        400,
+        invalid(
+            "Invalid value for 'messages[0]': a user message needs content (a string or a list of parts).",
+            "messages[0]",
+        ),
+    ),
+    (
+        "unknown_role",
+        {"model": "auto", "messages": [{"role": "wizard", "content": "Hi"}]},
+        400,
+        invalid(
+            "Invalid value for 'messages[0].role': Input should be 'system', 'developer', 'user', "
+            "'assistant', 'tool' or 'function'.",
+            "messages[0].role",
+        ),
+    ),
+    (
+        "tool_message_without_id",
+        {"model": "auto", "messages": [{"role": "tool", "content": "42"}]},
+        400,
+        invalid("Invalid value for 'messages[0]': a tool message needs tool_call_id.", "messages[0]"),
+    ),
+    (
+        "content_part_without_type",
+        {"model": "auto", "messages": [{"role": "user", "content": [{"text": "Hi"}]}]},
+        400,
+        invalid("Invalid value for 'messages[0]': each content part needs a string 'type'.", "messages[0]"),
+    ),
+    (
+        "missing_model",
+        {"messages": [{"role": "user", "content": "Hi"}]},
+        400,
+        invalid("Invalid value for 'model': Field required.", "model"),
+    ),
+    (
+        "response_format_xml",
+        chat_body(response_format={"type": "xml"}),
+        400,
+        invalid(
+            "Invalid value for 'response_format': response_format.type must be 'text', 'json_object' or "
+            "'json_schema'.",
+            "response_format",
+        ),
+    ),
+    (
+        "unknown_model",
+        chat_body(model="gpt-9"),
+        404,
+        invalid(
+            "The model 'gpt-9' does not exist on this gateway. Use a router alias such as 'auto' or a "
+            "model listed by GET /v1/models.",
+            "model",
+            "model_not_found",
+        ),
+    ),
+    *[
+        (
+            f"forbidden_{name}",
+            chat_body(**{name: "http://127.0.0.1:1/v1" if name != "api_key" else "sk-client"}),
+            400,
+            invalid(FORBIDDEN_MESSAGE.format(name), name, "unsupported_parameter"),
+        )
+        for name in ("api_base", "base_url", "api_key")
+    ],
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "expected"),
+    [case[1:] for case in INVALID_REQUESTS],
+    ids=[case[0] for case in INVALID_REQUESTS],
+)
+async def test_invalid_request_gets_openai_error(
+    kit: GatewayKit, body: Any, status: int, expected: dict[str, Any]
+) -> None:
+    async with kit.running() as gateway:
+        response = await gateway.chat(body)
+
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == expected
+    assert response.headers["x-request-id"].startswith("req-")
+    for fake in kit.fakes.values():
+        assert fake.requests == []
+
+
+async def test_client_request_id_is_echoed(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        ok = await gateway.chat(chat_body(), headers={"x-request-id": "client-42"})
+        failed = await gateway.chat(chat_body(model="gpt-9"), headers={"x-request-id": "client-43"})
+
+    assert ok.headers["x-request-id"] == "client-42"
+    assert failed.headers["x-request-id"] == "client-43"
+
+
+async def test_forbidden_parameter_is_never_forwarded(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        response = await gateway.chat(chat_body(custom_llm_provider="openai", mock_response="hi"))
+
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "custom_llm_provider"
+    assert kit.fakes["edge"].requests == []
+
+
+async def test_body_over_limit_gets_413(kit: GatewayKit) -> None:
+    kit.write_policy()
+    settings = kit.settings(max_body_bytes=4096)
+    async with kit.running(settings=settings) as gateway:
+        response = await gateway.chat(chat_body("x" * 5000))
+        small = await gateway.chat(chat_body("x" * 100))
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": {
+            "message": "The request body exceeds the limit of 4096 bytes.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "request_too_large",
+        }
+    }
+    assert small.status_code == 200
+
+
+async def test_chunked_body_over_limit_gets_413(kit: GatewayKit) -> None:
+    # Without Content-Length the limit is checked on the bytes actually read.
+    kit.write_policy()
+    async with kit.running(settings=kit.settings(max_body_bytes=4096)) as gateway:
+
+        async def chunks() -> Any:
+            yield b'{"model": "auto", "messages": [{"role": "user", "content": "'
+            yield b"x" * 5000
+            yield b'"}]}'
+
+        response = await gateway.client.post(
+            "/v1/chat/completions", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+async def test_unknown_path_gets_openai_404(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        response = await gateway.client.post("/v1/embeddings", json={"input": "hi"})
+
+    assert response.status_code == 404
+    assert response.json() == invalid(
+        "Unknown path /v1/embeddings. This gateway serves /v1/chat/completions, /v1/models and /v1/feedback.",
+        code="not_found",
+    )
+
+
+async def test_wrong_method_gets_openai_405(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        response = await gateway.client.get("/v1/chat/completions")
+
+    assert response.status_code == 405
+    assert response.json() == invalid("GET is not supported on /v1/chat/completions.")
+
+
+async def test_no_context_window_fits_gets_400(kit: GatewayKit) -> None:
+    prompt = "lorem " * 3000
+    async with kit.running(context_windows={"edge": 1024, "mid": 1024, "frontier": 2048}) as gateway:
+        response = await gateway.chat(chat_body(prompt))
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == "messages"
+    assert error["code"] == "context_length_exceeded"
+    assert error["message"].startswith("The conversation needs about ")
+    assert error["message"].endswith(
+        " tokens plus the requested output, which exceeds the context window of every deployment "
+        "that could serve it. Shorten the conversation or lower max_tokens."
+    )
+    for fake in kit.fakes.values():
+        assert fake.requests == []
+
+
+async def test_max_tokens_beyond_every_window_gets_400(kit: GatewayKit) -> None:
+    async with kit.running(context_windows={"edge": 1024, "mid": 1024, "frontier": 2048}) as gateway:
+        response = await gateway.chat(chat_body(max_tokens=4096))
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+
+
+async def test_no_deployment_supports_images_gets_400(kit: GatewayKit) -> None:
+    no_vision = {tier: {"vision": False} for tier in ("edge", "mid", "frontier")}
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    body = {"model": "auto", "messages": [{"role": "user", "content": [{"type": "text", "text": "What is it?"}, image]}]}
+    async with kit.running(capabilities=no_vision) as gateway:
+        response = await gateway.chat(body)
+
+    assert response.status_code == 400
+    assert response.json() == invalid(
+        "No available deployment supports image input of this request. Remove it, or add a deployment "
+        "that supports it to the policy.",
+        "messages",
+        "unsupported_parameter",
+    )
+
+
+async def test_unavailable_deployments_get_503(kit: GatewayKit, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIERWISE_TEST_UNSET_KEY", raising=False)
+    document = policy_document(kit.base_urls)
+    for tier in document["tiers"].values():
+        tier["deployments"][0]["api_key_env"] = "TIERWISE_TEST_UNSET_KEY"
+    write_yaml(kit.policy_path, document)
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body())
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": {
+            "message": "No deployment is available for this request: every tier is disabled or missing its "
+            "provider key. Set the provider keys named in the policy, or start the local edge model.",
+            "type": "api_error",
+            "param": None,
+            "code": "no_deployment_available",
+        }
+    }
+
+
+async def test_scorer_fault_gets_fixed_500(kit: GatewayKit, capfd: pytest.CaptureFixture[str]) -> None:
+    async with kit.running(scorer=FailingScorer()) as gateway:
+        response = await gateway.chat(chat_body(), headers={"x-request-id": "req-fault-1"})
+        records = await gateway.request_records()
+
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"message": INTERNAL_ERROR_MESSAGE, "type": "api_error", "param": None, "code": "internal_error"}
+    }
+    assert response.headers["x-request-id"] == "req-fault-1"
+    assert [(r["request_id"], r["status"], r["error"]) for r in records] == [("req-fault-1", 500, "internal_error")]
+    captured = capfd.readouterr()
+    assert FailingScorer.secret not in response.text
+    assert FailingScorer.secret not in captured.out + captured.err
+    assert FailingScorer.secret not in str(records)
+
+
+def test_live_scorer_fault_leaks_nothing(
+    kit: GatewayKit, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # uvicorn logs the traceback of any exception that leaves the app, so this runs on a live
+    # server to prove that none does.
+    caplog.set_level(logging.DEBUG)
+    kit.write_policy()
+    app = create_app(kit.settings(), FailingScorer())
+    with LiveGateway(app) as live:
+        response = httpx.post(f"{live.base_url}/chat/completions", json=chat_body(), timeout=10)
+        models = httpx.get(f"{live.base_url}/models", timeout=10)
+
+    assert response.status_code == 500
+    assert response.json()["error"]["message"] == INTERNAL_ERROR_MESSAGE
+    assert response.headers["x-request-id"].startswith("req-")
+    # The server keeps serving after the fault.
+    assert models.status_code == 200
+    captured = capfd.readouterr()
+    assert FailingScorer.secret not in response.text
+    assert FailingScorer.secret not in caplog.text
+    assert FailingScorer.secret not in captured.out + captured.err
+    assert "internal_error" in captured.out + captured.err + caplog.text
+    assert "Exception in ASGI application" not in caplog.text
+
+
+async def test_invalid_requests_never_get_5xx(kit: GatewayKit) -> None:
+    bodies: list[Any] = [
+        b"\xff\xfe",
+        b"null",
+        b"{}",
+        {"model": ["auto"], "messages": [{"role": "user", "content": "x"}]},
+        {"model": "auto", "messages": [None]},
+        {"model": "auto", "messages": [{"role": "user", "content": [1, 2]}]},
+        {"model": "auto", "messages": [{"role": "user", "content": {"text": "x"}}]},
+        {"model": "auto", "messages": [{"content": "x"}]},
+        chat_body(stream_options="yes"),
+        chat_body(tools="all"),
+        chat_body(n=1000),
+        chat_body(max_tokens=-5),
+        chat_body(response_format="json"),
+        chat_body(temperature=None, top_p="high"),
+    ]
+    async with kit.running() as gateway:
+        statuses = [(await gateway.chat(body)).status_code for body in bodies]
+
+    for body, status in zip(bodies, statuses, strict=True):
+        assert 400 <= status < 500 or status == 200, (body, status)
