@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from router.api import chat, feedback, health, models
+from router.api.internal_error import InternalErrorMiddleware
 from router.errors import GatewayError, InvalidRequest, ModelNotFound, render_error
 from router.runtime import Runtime, Scorer
 from router.settings import Settings
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
     for module in (chat, models, health, feedback):
         app.include_router(module.router)
     _add_error_handlers(app)
+    app.add_middleware(InternalErrorMiddleware)
     return app
 
 
@@ -73,19 +74,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         error.status = exc.status_code
         return render_error(error)
 
-    async def unexpected_error(request: Request, exc: Exception) -> Response:
-        # Exception text can carry keys, prompts or upstream internals, so only the type and
-        # the place it was raised are logged, and the client gets a fixed message.
-        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-        log.error(
-            "internal_error",
-            path=request.url.path,
-            error=type(exc).__name__,
-            at=f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else None,
-        )
-        return render_error(GatewayError())
-
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected_error)

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from router.api.auth import tenant_of
+from router.api.internal_error import REQUEST_ID_STATE
 from router.api.schemas import ChatRequest, find_forbidden_parameter
 from router.api.streaming import stream_cached, stream_upstream
 from router.cache.keys import cache_key, is_cacheable
@@ -40,6 +41,7 @@ async def chat_completions(request: Request) -> Response:
         classifier_version=getattr(runtime.scorer, "version", None),
         stream=False,
     )
+    setattr(request.state, REQUEST_ID_STATE, outcome.request_id)
     try:
         body = await read_json_body(request, runtime.settings.max_body_bytes)
         chat = parse_chat_request(body)
@@ -51,6 +53,12 @@ async def chat_completions(request: Request) -> Response:
         outcome.error, outcome.status = exc.code, exc.status
         finish(runtime, loaded.policy, outcome)
         exc.headers = {"x-request-id": outcome.request_id}
+        raise
+    except Exception:
+        # The gateway's own fault: InternalErrorMiddleware renders the fixed 500 response,
+        # and the record keeps only the fixed code, never the exception text.
+        outcome.error, outcome.status = GatewayError.default_code, GatewayError.status
+        finish(runtime, loaded.policy, outcome)
         raise
 
 
