@@ -81,7 +81,9 @@ class DeploymentView:
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Return the price of ``prompt_tokens`` in and ``completion_tokens`` out, in USD."""
-        return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / 1e6
+        return (
+            prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million
+        ) / 1e6
 
 
 # Prompt selection ----------------------------------------------------------------------------
@@ -91,7 +93,11 @@ def _traffic_records(data_dir: Path) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     for path in sorted((data_dir / "traffic-mix" / "tidy").glob("traffic-*.jsonl")):
         # Not splitlines(): prompts contain U+2028, which it treats as a line break.
-        records.extend(json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip())
+        records.extend(
+            json.loads(line)
+            for line in path.read_text(encoding="utf-8").split("\n")
+            if line.strip()
+        )
     if not records:
         raise FileNotFoundError(f"no traffic-mix records under {data_dir / 'traffic-mix' / 'tidy'}")
     return records
@@ -118,7 +124,8 @@ def load_prompts(
     pool = [
         Prompt(record["id"], record["source"], record["prompt"])
         for record in _traffic_records(data_dir)
-        if _eligible(record, correctness, sources) and (max_chars is None or len(record["prompt"]) <= max_chars)
+        if _eligible(record, correctness, sources)
+        and (max_chars is None or len(record["prompt"]) <= max_chars)
     ]
     random.Random(seed).shuffle(pool)
     return pool[:count]
@@ -141,10 +148,16 @@ def load_deployments(policy_path: Path) -> dict[str, DeploymentView]:
         for entry in body.get("deployments") or []:
             price = entry["price"]
             views[entry["name"]] = DeploymentView(
-                entry["name"], tier, entry["model"], float(price["input_per_million"]), float(price["output_per_million"])
+                entry["name"],
+                tier,
+                entry["model"],
+                float(price["input_per_million"]),
+                float(price["output_per_million"]),
             )
     if not any(view.tier == "frontier" for view in views.values()):
-        raise ValueError(f"policy {policy_path} has no frontier tier; the all-frontier baseline needs one")
+        raise ValueError(
+            f"policy {policy_path} has no frontier tier; the all-frontier baseline needs one"
+        )
     return views
 
 
@@ -199,7 +212,11 @@ async def send_one(
     import openai
 
     result = Result(prompt.id, prompt.source)
-    request = {"model": model, "messages": [{"role": "user", "content": prompt.text}], "temperature": 0}
+    request = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt.text}],
+        "temperature": 0,
+    }
     async with limit:
         started = time.perf_counter()
         try:
@@ -213,15 +230,25 @@ async def send_one(
 
 
 async def send_all(
-    base_url: str, prompts: Sequence[Prompt], *, model: str, concurrency: int, stream: bool, timeout_s: float
+    base_url: str,
+    prompts: Sequence[Prompt],
+    *,
+    model: str,
+    concurrency: int,
+    stream: bool,
+    timeout_s: float,
 ) -> list[Result]:
     """Send every prompt with at most ``concurrency`` requests in flight; keep the prompt order."""
     import openai
 
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="replay-bench", max_retries=0, timeout=timeout_s)
+    client = openai.AsyncOpenAI(
+        base_url=base_url, api_key="replay-bench", max_retries=0, timeout=timeout_s
+    )
     limit = asyncio.Semaphore(concurrency)
     try:
-        return list(await asyncio.gather(*(send_one(client, p, model, stream, limit) for p in prompts)))
+        return list(
+            await asyncio.gather(*(send_one(client, p, model, stream, limit) for p in prompts))
+        )
     finally:
         await client.close()
 
@@ -286,7 +313,8 @@ def summarize(
         "errors": dict(Counter(r.error for r in results if r.error)),
         "tiers": dict(Counter(r.tier for r in ok)),
         "tiers_by_source": {
-            source: dict(Counter(r.tier for r in ok if r.source == source)) for source in sorted({r.source for r in ok})
+            source: dict(Counter(r.tier for r in ok if r.source == source))
+            for source in sorted({r.source for r in ok})
         },
         "cache_hits": sum(1 for r in ok if r.cache == "hit"),
         "cost_usd": cost,
@@ -307,9 +335,15 @@ def print_report(summary: dict[str, Any]) -> None:
     """Print ``summary`` as a short plain-text report."""
     quality = summary["quality"]
     print(f"requests: {summary['requests']}  errors: {summary['errors'] or 'none'}")
-    print("per tier: " + ", ".join(f"{tier or '?'} {n}" for tier, n in sorted(summary["tiers"].items())))
+    print(
+        "per tier: "
+        + ", ".join(f"{tier or '?'} {n}" for tier, n in sorted(summary["tiers"].items()))
+    )
     for source, tiers in summary["tiers_by_source"].items():
-        print(f"  {source:20s} " + ", ".join(f"{tier or '?'} {n}" for tier, n in sorted(tiers.items())))
+        print(
+            f"  {source:20s} "
+            + ", ".join(f"{tier or '?'} {n}" for tier, n in sorted(tiers.items()))
+        )
     print(f"cache hits: {summary['cache_hits']}")
     print(
         f"cost: ${summary['cost_usd']:.4f} vs all-frontier ${summary['all_frontier_cost_usd']:.4f}"
@@ -317,7 +351,9 @@ def print_report(summary: dict[str, Any]) -> None:
         f" ${summary['frontier_price_per_million'][0]} / ${summary['frontier_price_per_million'][1]})"
     )
     if summary["latency_p50_s"] is not None:
-        print(f"latency: p50 {summary['latency_p50_s'] * 1000:.0f} ms, p95 {summary['latency_p95_s'] * 1000:.0f} ms")
+        print(
+            f"latency: p50 {summary['latency_p50_s'] * 1000:.0f} ms, p95 {summary['latency_p95_s'] * 1000:.0f} ms"
+        )
     print(
         f"quality on {quality['prompts_compared']} prompts with recorded correctness of both the used and"
         f" the frontier model: delivered {_percent(quality['delivered_accuracy'])} vs always-frontier"
@@ -337,24 +373,66 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         epilog="Example: python bench/replay.py --start-stack --count 500 --concurrency 16",
     )
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--base-url", help="OpenAI base URL of a running gateway, e.g. http://127.0.0.1:8080/v1")
-    target.add_argument("--start-stack", action="store_true", help="start 3 replay upstreams and a gateway, then stop them")
-    parser.add_argument("--policy", type=Path, help="policy YAML the running gateway serves (needed with --base-url)")
-    parser.add_argument("--count", type=int, default=500, help="number of prompts to send (default 500)")
-    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at once (default 8)")
-    parser.add_argument("--seed", type=int, default=7, help="shuffle seed for the prompt order (default 7)")
-    parser.add_argument("--model", default="auto", help="model field of each request (default: the auto alias)")
-    parser.add_argument("--stream", action="store_true", help="stream answers; cost then comes from usage x price")
-    parser.add_argument("--sources", help="comma-separated traffic-mix sources to draw from (default: all eligible)")
-    parser.add_argument("--max-prompt-chars", type=int, help="skip prompts longer than this many characters")
-    parser.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds (default 120)")
-    parser.add_argument("--thresholds", help="with --start-stack: routing thresholds, e.g. edge=0.7,mid=0.6")
-    parser.add_argument("--workdir", type=Path, help="with --start-stack: folder for the policy, logs and outcomes (default: a new temporary folder, kept)")
-    parser.add_argument("--data-dir", type=Path, help="public data folder (default: $TIERWISE_SHARED_DATA or ../shared/data)")
-    parser.add_argument("--json-out", type=Path, help="also write the summary and per-request rows (no prompt text) as JSON")
+    target.add_argument(
+        "--base-url", help="OpenAI base URL of a running gateway, e.g. http://127.0.0.1:8080/v1"
+    )
+    target.add_argument(
+        "--start-stack",
+        action="store_true",
+        help="start 3 replay upstreams and a gateway, then stop them",
+    )
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        help="policy YAML the running gateway serves (needed with --base-url)",
+    )
+    parser.add_argument(
+        "--count", type=int, default=500, help="number of prompts to send (default 500)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="requests in flight at once (default 8)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=7, help="shuffle seed for the prompt order (default 7)"
+    )
+    parser.add_argument(
+        "--model", default="auto", help="model field of each request (default: the auto alias)"
+    )
+    parser.add_argument(
+        "--stream", action="store_true", help="stream answers; cost then comes from usage x price"
+    )
+    parser.add_argument(
+        "--sources", help="comma-separated traffic-mix sources to draw from (default: all eligible)"
+    )
+    parser.add_argument(
+        "--max-prompt-chars", type=int, help="skip prompts longer than this many characters"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="per-request timeout in seconds (default 120)"
+    )
+    parser.add_argument(
+        "--thresholds", help="with --start-stack: routing thresholds, e.g. edge=0.7,mid=0.6"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="with --start-stack: folder for the policy, logs and outcomes (default: a new temporary folder, kept)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="public data folder (default: $TIERWISE_SHARED_DATA or ../shared/data)",
+    )
+    parser.add_argument(
+        "--json-out",
+        type=Path,
+        help="also write the summary and per-request rows (no prompt text) as JSON",
+    )
     args = parser.parse_args(argv)
     if args.base_url and args.policy is None:
-        parser.error("--policy is required with --base-url (for deployment models and the frontier price)")
+        parser.error(
+            "--policy is required with --base-url (for deployment models and the frontier price)"
+        )
     return args
 
 
@@ -365,27 +443,46 @@ def _parse_thresholds(text: str | None) -> dict[str, float] | None:
     return {tier.strip(): float(value) for tier, value in pairs}
 
 
-def run(args: argparse.Namespace, base_url: str, policy_path: Path, data_dir: Path) -> dict[str, Any]:
+def run(
+    args: argparse.Namespace, base_url: str, policy_path: Path, data_dir: Path
+) -> dict[str, Any]:
     """Send the prompts, print the report and return the summary."""
     from tests.support.correctness import load_correctness
 
     correctness = load_correctness(data_dir)
     sources = {s.strip() for s in args.sources.split(",")} if args.sources else None
     prompts = load_prompts(
-        data_dir, correctness, count=args.count, seed=args.seed, sources=sources, max_chars=args.max_prompt_chars
+        data_dir,
+        correctness,
+        count=args.count,
+        seed=args.seed,
+        sources=sources,
+        max_chars=args.max_prompt_chars,
     )
     deployments = load_deployments(policy_path)
-    print(f"sending {len(prompts)} prompts to {base_url} with concurrency {args.concurrency}", flush=True)
+    print(
+        f"sending {len(prompts)} prompts to {base_url} with concurrency {args.concurrency}",
+        flush=True,
+    )
     started = time.perf_counter()
     results = asyncio.run(
-        send_all(base_url, prompts, model=args.model, concurrency=args.concurrency, stream=args.stream, timeout_s=args.timeout)
+        send_all(
+            base_url,
+            prompts,
+            model=args.model,
+            concurrency=args.concurrency,
+            stream=args.stream,
+            timeout_s=args.timeout,
+        )
     )
     summary = summarize(results, deployments, correctness)
     summary["wall_time_s"] = time.perf_counter() - started
     print_report(summary)
     if args.json_out:
         rows = [asdict(result) for result in results]
-        args.json_out.write_text(json.dumps({"summary": summary, "requests": rows}, indent=1), encoding="utf-8")
+        args.json_out.write_text(
+            json.dumps({"summary": summary, "requests": rows}, indent=1), encoding="utf-8"
+        )
     return summary
 
 
@@ -404,7 +501,14 @@ def run_with_stack(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             f" per 1M tokens (least-squares fit to {price.rows} RouterBench call costs, R^2 {price.r_squared:.4f})"
         )
         stack.append(
-            TierModel(spec.tier, spec.deployment, spec.model, price.input_per_million, price.output_per_million, spec.context_window)
+            TierModel(
+                spec.tier,
+                spec.deployment,
+                spec.model,
+                price.input_per_million,
+                price.output_per_million,
+                spec.context_window,
+            )
         )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tierwise-replay-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -424,7 +528,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     data_dir = (args.data_dir or shared_data_dir()).resolve()
     if not data_dir.is_dir():
-        print(f"error: public data folder not found at {data_dir}; pass --data-dir or set TIERWISE_SHARED_DATA", file=sys.stderr)
+        print(
+            f"error: public data folder not found at {data_dir}; pass --data-dir or set TIERWISE_SHARED_DATA",
+            file=sys.stderr,
+        )
         return 2
     try:
         if args.start_stack:

@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 import yaml
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support import tokens
 from tests.support.fake_upstream import FakeUpstream
@@ -35,6 +36,7 @@ from tests.support.scenario import CONTEXT_LENGTH_ERRORS, Scenario, ToolCall, co
 MISTRAL = "mistralai/mistral-7b-chat"
 MIXTRAL = "mistralai/mixtral-8x7b-chat"
 GPT4 = "gpt-4-1106-preview"
+HI_MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
 
 
 # Helpers -------------------------------------------------------------------------------------
@@ -51,7 +53,11 @@ def first_row(path: Path) -> dict[str, str]:
 
 
 def chat_body(prompt: str, **extra: Any) -> dict[str, Any]:
-    return {"model": extra.pop("model", "unused"), "messages": [{"role": "user", "content": prompt}], **extra}
+    return {
+        "model": extra.pop("model", "unused"),
+        "messages": [{"role": "user", "content": prompt}],
+        **extra,
+    }
 
 
 def post(base_url: str, body: dict[str, Any], timeout: float = 10.0) -> httpx.Response:
@@ -63,7 +69,9 @@ def stream_payloads(base_url: str, body: dict[str, Any]) -> list[str]:
     with httpx.stream("POST", f"{base_url}/chat/completions", json=body, timeout=10.0) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        return [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")]
+        return [
+            line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")
+        ]
 
 
 def chunks(payloads: list[str]) -> list[dict[str, Any]]:
@@ -109,7 +117,9 @@ def gsm8k_row(shared_data: Path) -> dict[str, str]:
 # Recorded answers ----------------------------------------------------------------------------
 
 
-def test_routerbench_prompt_gets_recorded_answer(mistral: ReplayUpstream, mbpp_row: dict[str, str]) -> None:
+def test_routerbench_prompt_gets_recorded_answer(
+    mistral: ReplayUpstream, mbpp_row: dict[str, str]
+) -> None:
     prompt = ast.literal_eval(mbpp_row["prompt"])[0]
     expected = ast.literal_eval(mbpp_row[f"{MISTRAL}|model_response"])[0]
     response = post(mistral.base_url, chat_body(prompt, model=MISTRAL))
@@ -120,7 +130,9 @@ def test_routerbench_prompt_gets_recorded_answer(mistral: ReplayUpstream, mbpp_r
 
 
 def test_routerbench_final_question_matches(mistral: ReplayUpstream, shared_data: Path) -> None:
-    row = first_row(shared_data / "routerbench-subset/datasets/routerbench_zs/arc_challenge_test.csv")
+    row = first_row(
+        shared_data / "routerbench-subset/datasets/routerbench_zs/arc_challenge_test.csv"
+    )
     full_prompt = ast.literal_eval(row["prompt"])[0]
     question = full_prompt.split("\n\n")[-1]
     assert len(question) < len(full_prompt)
@@ -133,10 +145,15 @@ def test_routerbench_final_question_matches(mistral: ReplayUpstream, shared_data
 def test_gsm8k_prompt_gets_gpt4_answer(gpt4: ReplayUpstream, gsm8k_row: dict[str, str]) -> None:
     response = post(gpt4.base_url, chat_body(gsm8k_row["prompt"], model=GPT4))
     assert response.headers["x-replay-match"] == "exact"
-    assert response.json()["choices"][0]["message"]["content"] == gsm8k_row["gpt-4-1106-preview_response"]
+    assert (
+        response.json()["choices"][0]["message"]["content"]
+        == gsm8k_row["gpt-4-1106-preview_response"]
+    )
 
 
-def test_gsm8k_mixtral_answer_via_request_model(gpt4: ReplayUpstream, gsm8k_row: dict[str, str]) -> None:
+def test_gsm8k_mixtral_answer_via_request_model(
+    gpt4: ReplayUpstream, gsm8k_row: dict[str, str]
+) -> None:
     body = chat_body(gsm8k_row["prompt"], model="openai/mistralai/Mixtral-8x7B-Instruct-v0.1")
     response = post(gpt4.base_url, body)
     assert response.headers["x-replay-model"] == MIXTRAL
@@ -144,7 +161,9 @@ def test_gsm8k_mixtral_answer_via_request_model(gpt4: ReplayUpstream, gsm8k_row:
     assert response.json()["choices"][0]["message"]["content"] == expected
 
 
-def test_unknown_request_model_uses_instance_model(mistral: ReplayUpstream, mbpp_row: dict[str, str]) -> None:
+def test_unknown_request_model_uses_instance_model(
+    mistral: ReplayUpstream, mbpp_row: dict[str, str]
+) -> None:
     prompt = ast.literal_eval(mbpp_row["prompt"])[0]
     response = post(mistral.base_url, chat_body(prompt, model="no-such-model"))
     assert response.headers["x-replay-model"] == MISTRAL
@@ -181,7 +200,7 @@ def test_traffic_mix_benchmark_prompts_match(shared_data: Path) -> None:
                 continue
             record = json.loads(line)
             for model in models.get(record["source"], []):
-                answer, match = recorded.resolve(model).lookup(record["prompt"])
+                _answer, match = recorded.resolve(model).lookup(record["prompt"])
                 assert match == "exact", (model, record["id"])
                 checked += 1
     assert checked == 3164 * 3 + 1319 * 2
@@ -211,7 +230,10 @@ def test_usage_counts_equal_tiktoken(mistral: ReplayUpstream, mbpp_row: dict[str
     encoding = tokens.encoding()
     assert body["usage"]["prompt_tokens"] == expected_prompt_tokens(prompt)
     assert body["usage"]["completion_tokens"] == len(encoding.encode(text))
-    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    assert (
+        body["usage"]["total_tokens"]
+        == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    )
 
 
 def test_max_tokens_truncates_with_length(gpt4: ReplayUpstream, gsm8k_row: dict[str, str]) -> None:
@@ -232,7 +254,10 @@ def test_n_repeats_answer_per_index(gpt4: ReplayUpstream, gsm8k_row: dict[str, s
 
 
 def test_tools_request_gets_text(gpt4: ReplayUpstream, gsm8k_row: dict[str, str]) -> None:
-    tool = {"type": "function", "function": {"name": "calc", "parameters": {"type": "object", "properties": {}}}}
+    tool = {
+        "type": "function",
+        "function": {"name": "calc", "parameters": {"type": "object", "properties": {}}},
+    }
     body = post(gpt4.base_url, chat_body(gsm8k_row["prompt"], tools=[tool])).json()
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["choices"][0]["message"]["content"] == gsm8k_row["gpt-4-1106-preview_response"]
@@ -282,15 +307,21 @@ def test_stream_without_usage_option(gpt4: ReplayUpstream, gsm8k_row: dict[str, 
 def test_stream_chunk_size_option(shared_data: Path, gsm8k_row: dict[str, str]) -> None:
     options = ReplayOptions(first_byte_delay_s=0.01, chunk_delay_s=0.001, chunk_tokens=1)
     with ReplayUpstream(GPT4, options=options) as upstream:
-        parsed = chunks(stream_payloads(upstream.base_url, chat_body(gsm8k_row["prompt"], stream=True)))
+        parsed = chunks(
+            stream_payloads(upstream.base_url, chat_body(gsm8k_row["prompt"], stream=True))
+        )
     full = gsm8k_row["gpt-4-1106-preview_response"]
     content_chunks = [c for c in parsed if c["choices"][0]["delta"].get("content")]
     assert joined(parsed, "content") == full
     assert len(content_chunks) == tokens.count_text_tokens(full)
 
 
-def test_stream_max_tokens_ends_with_length(gpt4: ReplayUpstream, gsm8k_row: dict[str, str]) -> None:
-    parsed = chunks(stream_payloads(gpt4.base_url, chat_body(gsm8k_row["prompt"], stream=True, max_tokens=5)))
+def test_stream_max_tokens_ends_with_length(
+    gpt4: ReplayUpstream, gsm8k_row: dict[str, str]
+) -> None:
+    parsed = chunks(
+        stream_payloads(gpt4.base_url, chat_body(gsm8k_row["prompt"], stream=True, max_tokens=5))
+    )
     assert parsed[-1]["choices"][0]["finish_reason"] == "length"
     assert tokens.count_text_tokens(joined(parsed, "content")) <= 5
 
@@ -307,19 +338,20 @@ def test_multibyte_text_streams_intact() -> None:
 
 def test_openai_client_against_replay(gpt4: ReplayUpstream, gsm8k_row: dict[str, str]) -> None:
     client = openai.OpenAI(base_url=gpt4.base_url, api_key="test-key", max_retries=0)
-    messages = [{"role": "user", "content": gsm8k_row["prompt"]}]
-    raw = client.chat.completions.with_raw_response.create(model=GPT4, messages=messages)  # type: ignore[arg-type]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": gsm8k_row["prompt"]}]
+    raw = client.chat.completions.with_raw_response.create(model=GPT4, messages=messages)
     completion = raw.parse()
     assert raw.headers["x-replay-match"] == "exact"
     assert completion.choices[0].message.content == gsm8k_row["gpt-4-1106-preview_response"]
+    assert completion.usage is not None
     stream = client.chat.completions.create(
-        model=GPT4, messages=messages, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+        model=GPT4, messages=messages, stream=True, stream_options={"include_usage": True}
     )
     streamed = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
     assert text == gsm8k_row["gpt-4-1106-preview_response"]
     assert streamed[-1].usage is not None
-    assert streamed[-1].usage.completion_tokens == completion.usage.completion_tokens  # type: ignore[union-attr]
+    assert streamed[-1].usage.completion_tokens == completion.usage.completion_tokens
 
 
 def test_models_endpoint_lists_model(gpt4: ReplayUpstream) -> None:
@@ -331,7 +363,12 @@ def test_models_endpoint_lists_model(gpt4: ReplayUpstream) -> None:
 def test_received_requests_are_recorded(gpt4: ReplayUpstream) -> None:
     gpt4.clear_requests()
     body = chat_body("Hi", model=GPT4, temperature=0.2)
-    httpx.post(f"{gpt4.base_url}/chat/completions", json=body, headers={"x-request-id": "req-1"}, timeout=10.0)
+    httpx.post(
+        f"{gpt4.base_url}/chat/completions",
+        json=body,
+        headers={"x-request-id": "req-1"},
+        timeout=10.0,
+    )
     received = gpt4.requests
     assert len(received) == 1
     assert received[0].path == "/v1/chat/completions"
@@ -340,25 +377,48 @@ def test_received_requests_are_recorded(gpt4: ReplayUpstream) -> None:
 
 
 def test_cli_serves_recorded_answers(shared_data: Path, gsm8k_row: dict[str, str]) -> None:
-    command = [sys.executable, "-m", "tests.support.replay_upstream", "--model", GPT4, "--sources", "gsm8k"]
+    command = [
+        sys.executable,
+        "-m",
+        "tests.support.replay_upstream",
+        "--model",
+        GPT4,
+        "--sources",
+        "gsm8k",
+    ]
     repo = Path(__file__).resolve().parents[1]
-    process = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     try:
         assert process.stdout is not None
         banner = process.stdout.readline()
         base_url = banner.rsplit(" ", 1)[-1].strip()
         assert base_url.startswith("http://127.0.0.1:")
         response = post(base_url, chat_body(gsm8k_row["prompt"]))
-        assert response.json()["choices"][0]["message"]["content"] == gsm8k_row["gpt-4-1106-preview_response"]
+        assert (
+            response.json()["choices"][0]["message"]["content"]
+            == gsm8k_row["gpt-4-1106-preview_response"]
+        )
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
 def test_cli_rejects_unknown_model(shared_data: Path) -> None:
-    command = [sys.executable, "-m", "tests.support.replay_upstream", "--model", "gpt-5", "--sources", "gsm8k"]
+    command = [
+        sys.executable,
+        "-m",
+        "tests.support.replay_upstream",
+        "--model",
+        "gpt-5",
+        "--sources",
+        "gsm8k",
+    ]
     repo = Path(__file__).resolve().parents[1]
-    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        command, check=False, cwd=repo, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert "no recorded answers for model 'gpt-5'" in result.stderr
 
@@ -375,8 +435,12 @@ def test_price_fit_reproduces_table(shared_data: Path) -> None:
 
 
 def test_written_policy_validates(tmp_path: Path) -> None:
-    schema = pytest.importorskip("router.policy.schema", reason="the gateway's policy schema is not importable")
-    upstreams = [TierUpstream(spec, f"http://127.0.0.1:{9000 + i}/v1") for i, spec in enumerate(REPLAY_STACK)]
+    schema = pytest.importorskip(
+        "router.policy.schema", reason="the gateway's policy schema is not importable"
+    )
+    upstreams = [
+        TierUpstream(spec, f"http://127.0.0.1:{9000 + i}/v1") for i, spec in enumerate(REPLAY_STACK)
+    ]
     path = write_policy(tmp_path / "policy.yaml", upstreams, thresholds={"edge": 0.5, "mid": 0.4})
     policy = schema.Policy.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
     edge = policy.tiers["edge"].deployments[0]
@@ -394,7 +458,9 @@ def test_policy_groups_deployments_by_tier() -> None:
     assert [d["name"] for d in tiers["mid"]["deployments"]] == ["mixtral-8x7b"]
 
 
-def test_replay_stack_fixture_serves_each_tier(replay_upstreams: dict[str, str], shared_data: Path) -> None:
+def test_replay_stack_fixture_serves_each_tier(
+    replay_upstreams: dict[str, str], shared_data: Path
+) -> None:
     row = first_row(shared_data / "routerbench-subset/datasets/routerbench_zs/winograde_test.csv")
     question = ast.literal_eval(row["prompt"])[0].split("\n\n")[-1]
     for spec in REPLAY_STACK:
@@ -415,9 +481,13 @@ def test_fake_default_is_scripted_replay(fake_upstream: FakeUpstream) -> None:
 def test_fake_cut_stream_after_events(fake_upstream: FakeUpstream) -> None:
     fake_upstream.enqueue(Scenario.cut(after_events=3))
     received: list[str] = []
-    with pytest.raises(httpx.RemoteProtocolError):
-        with httpx.stream("POST", f"{fake_upstream.base_url}/chat/completions", json=chat_body("Hi", stream=True)) as r:
-            received.extend(line for line in r.iter_lines() if line.startswith("data: "))
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
+            "POST", f"{fake_upstream.base_url}/chat/completions", json=chat_body("Hi", stream=True)
+        ) as r,
+    ):
+        received.extend(line for line in r.iter_lines() if line.startswith("data: "))
     assert len(received) == 3
     assert "[DONE]" not in received[-1]
 
@@ -441,12 +511,19 @@ def test_fake_stream_error_event(fake_upstream: FakeUpstream, after_events: int)
     payloads = stream_payloads(fake_upstream.base_url, chat_body("Hi", stream=True))
     assert len(payloads) == after_events + 1
     assert json.loads(payloads[-1]) == {
-        "error": {"message": "upstream exploded", "type": "server_error", "param": None, "code": None}
+        "error": {
+            "message": "upstream exploded",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
     }
 
 
 def test_fake_http_error_body(fake_upstream: FakeUpstream) -> None:
-    fake_upstream.enqueue(Scenario.http_error(503, "The engine is currently overloaded.", "server_error"))
+    fake_upstream.enqueue(
+        Scenario.http_error(503, "The engine is currently overloaded.", "server_error")
+    )
     response = post(fake_upstream.base_url, chat_body("Hi"))
     assert response.status_code == 503
     assert response.json()["error"]["message"] == "The engine is currently overloaded."
@@ -480,7 +557,11 @@ def test_fake_streamed_tool_calls(fake_upstream: FakeUpstream) -> None:
     arguments = '{"city": "Paris", "unit": "celsius"}'
     fake_upstream.enqueue(Scenario.tools(ToolCall("get_weather", arguments, "call_abc")))
     parsed = chunks(stream_payloads(fake_upstream.base_url, chat_body("Weather?", stream=True)))
-    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in parsed if c["choices"][0]["delta"].get("tool_calls")]
+    calls = [
+        c["choices"][0]["delta"]["tool_calls"][0]
+        for c in parsed
+        if c["choices"][0]["delta"].get("tool_calls")
+    ]
     assert calls[0]["id"] == "call_abc"
     assert calls[0]["function"]["name"] == "get_weather"
     assert "".join(call["function"]["arguments"] for call in calls) == arguments
@@ -493,7 +574,10 @@ def test_fake_json_tool_calls(fake_upstream: FakeUpstream) -> None:
     message = post(fake_upstream.base_url, chat_body("Find x")).json()["choices"][0]
     assert message["finish_reason"] == "tool_calls"
     assert message["message"]["content"] is None
-    assert message["message"]["tool_calls"][0]["function"] == {"name": "lookup", "arguments": '{"q": "x"}'}
+    assert message["message"]["tool_calls"][0]["function"] == {
+        "name": "lookup",
+        "arguments": '{"q": "x"}',
+    }
 
 
 def test_fake_n2_streams_both_indexes(fake_upstream: FakeUpstream) -> None:
@@ -538,7 +622,7 @@ def test_fake_queue_from_many_threads(fake_upstream: FakeUpstream) -> None:
 
 def test_fake_records_forwarded_headers(fake_upstream: FakeUpstream) -> None:
     client = openai.OpenAI(base_url=fake_upstream.base_url, api_key="sk-forwarded", max_retries=0)
-    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}])
+    client.chat.completions.create(model="m", messages=HI_MESSAGES)
     received = fake_upstream.requests[-1]
     assert received.headers["authorization"] == "Bearer sk-forwarded"
     assert received.body["messages"] == [{"role": "user", "content": "Hi"}]
@@ -547,7 +631,7 @@ def test_fake_records_forwarded_headers(fake_upstream: FakeUpstream) -> None:
 def test_fake_openai_client_sees_stream_error(fake_upstream: FakeUpstream) -> None:
     fake_upstream.enqueue(Scenario.stream_error(after_events=2, message="boom"))
     client = openai.OpenAI(base_url=fake_upstream.base_url, api_key="k", max_retries=0)
-    stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], stream=True)
+    stream = client.chat.completions.create(model="m", messages=HI_MESSAGES, stream=True)
     with pytest.raises(openai.APIError, match="boom"):
         list(stream)
 
@@ -604,7 +688,9 @@ def test_bench_prompt_order_is_seeded(bench: Any, shared_data: Path, correctness
 
 
 def test_bench_prompt_filters(bench: Any, shared_data: Path, correctness: Any) -> None:
-    prompts = bench.load_prompts(shared_data, correctness, count=300, seed=1, sources={"gsm8k"}, max_chars=200)
+    prompts = bench.load_prompts(
+        shared_data, correctness, count=300, seed=1, sources={"gsm8k"}, max_chars=200
+    )
     assert {p.source for p in prompts} == {"gsm8k"}
     assert all(len(p.text) <= 200 for p in prompts)
 
@@ -616,11 +702,32 @@ def test_bench_summary_costs_and_quality(bench: Any) -> None:
         "small": bench.DeploymentView("small", "edge", f"openai/{MISTRAL}", 1.0, 1.0),
         "big": bench.DeploymentView("big", "frontier", f"openai/{GPT4}", 10.0, 30.0),
     }
-    scores = Correctness(scores={"a": {MISTRAL: 1.0, GPT4: 1.0}, "b": {MISTRAL: 0.0, GPT4: 1.0}, "c": {GPT4: 0.0}})
+    scores = Correctness(
+        scores={"a": {MISTRAL: 1.0, GPT4: 1.0}, "b": {MISTRAL: 0.0, GPT4: 1.0}, "c": {GPT4: 0.0}}
+    )
     results = [
-        bench.Result("a", "s", tier="edge", deployment="small", cost_usd=0.5, prompt_tokens=1000, completion_tokens=0),
-        bench.Result("b", "s", tier="edge", deployment="small", prompt_tokens=1000, completion_tokens=1000),
-        bench.Result("c", "s", tier="edge", deployment="small", cost_usd=0.0, cache="hit", prompt_tokens=0, completion_tokens=1000),
+        bench.Result(
+            "a",
+            "s",
+            tier="edge",
+            deployment="small",
+            cost_usd=0.5,
+            prompt_tokens=1000,
+            completion_tokens=0,
+        ),
+        bench.Result(
+            "b", "s", tier="edge", deployment="small", prompt_tokens=1000, completion_tokens=1000
+        ),
+        bench.Result(
+            "c",
+            "s",
+            tier="edge",
+            deployment="small",
+            cost_usd=0.0,
+            cache="hit",
+            prompt_tokens=0,
+            completion_tokens=1000,
+        ),
         bench.Result("d", "s", error="HTTP 500"),
     ]
     summary = bench.summarize(results, deployments, scores)
@@ -636,14 +743,23 @@ def test_bench_summary_costs_and_quality(bench: Any) -> None:
     assert quality["always_frontier_accuracy"] == pytest.approx(1.0)
 
 
-def test_bench_sends_through_openai_client(bench: Any, gpt4: ReplayUpstream, gsm8k_row: dict[str, str]) -> None:
-    prompts = [bench.Prompt("gsm8k/test/0", "gsm8k", gsm8k_row["prompt"]), bench.Prompt("x", "chatterbot", "Hello")]
+def test_bench_sends_through_openai_client(
+    bench: Any, gpt4: ReplayUpstream, gsm8k_row: dict[str, str]
+) -> None:
+    prompts = [
+        bench.Prompt("gsm8k/test/0", "gsm8k", gsm8k_row["prompt"]),
+        bench.Prompt("x", "chatterbot", "Hello"),
+    ]
     for stream in (False, True):
         results = asyncio.run(
-            bench.send_all(gpt4.base_url, prompts, model=GPT4, concurrency=2, stream=stream, timeout_s=30.0)
+            bench.send_all(
+                gpt4.base_url, prompts, model=GPT4, concurrency=2, stream=stream, timeout_s=30.0
+            )
         )
         assert [r.error for r in results] == [None, None]
-        assert results[0].completion_tokens == tokens.count_text_tokens(gsm8k_row["gpt-4-1106-preview_response"])
+        assert results[0].completion_tokens == tokens.count_text_tokens(
+            gsm8k_row["gpt-4-1106-preview_response"]
+        )
         assert results[0].prompt_tokens == expected_prompt_tokens(gsm8k_row["prompt"])
 
 

@@ -52,7 +52,11 @@ def _jsonl(path: Path) -> Iterator[dict[str, object]]:
 
 
 def _model_columns(fieldnames: list[str]) -> list[str]:
-    return [name for name in fieldnames if name not in _NOT_MODEL_COLUMNS and "|" not in name and "oracle" not in name]
+    return [
+        name
+        for name in fieldnames
+        if name not in _NOT_MODEL_COLUMNS and "|" not in name and "oracle" not in name
+    ]
 
 
 def load_routerbench_scores(data_dir: Path, into: Correctness) -> None:
@@ -65,12 +69,16 @@ def load_routerbench_scores(data_dir: Path, into: Correctness) -> None:
         reader = csv.DictReader(handle)
         models = _model_columns(list(reader.fieldnames or []))
         for row in reader:
-            split_ids = into.routerbench_test_ids if row["split"] == "test" else into.routerbench_train_ids
+            split_ids = (
+                into.routerbench_test_ids if row["split"] == "test" else into.routerbench_train_ids
+            )
             split_ids.add(row["sample_id"])
             if row["sample_id"] in into.scores:
                 continue
             into.scores[row["sample_id"]] = {
-                canonical_model_name(model): float(row[model]) for model in models if row[model] != ""
+                canonical_model_name(model): float(row[model])
+                for model in models
+                if row[model] != ""
             }
 
 
@@ -85,7 +93,9 @@ def load_routellm_scores(data_dir: Path, into: Correctness) -> None:
             if not isinstance(scores, dict):
                 continue
             into.scores[str(record["id"])] = {
-                canonical_model_name(model): float(value) for model, value in scores.items() if value is not None
+                canonical_model_name(model): float(value)
+                for model, value in scores.items()
+                if value is not None
             }
 
 

@@ -45,9 +45,27 @@ class TierModel:
 
 # Context windows: Mistral-7B-Instruct v0.1 8k, Mixtral-8x7B-Instruct 32k, GPT-4 Turbo 128k.
 REPLAY_STACK: tuple[TierModel, ...] = (
-    TierModel("edge", "mistral-7b", "mistralai/mistral-7b-chat", *ROUTERBENCH_PRICES["mistralai/mistral-7b-chat"], 8192),
-    TierModel("mid", "mixtral-8x7b", "mistralai/mixtral-8x7b-chat", *ROUTERBENCH_PRICES["mistralai/mixtral-8x7b-chat"], 32768),
-    TierModel("frontier", "gpt-4-turbo", "gpt-4-1106-preview", *ROUTERBENCH_PRICES["gpt-4-1106-preview"], 128000),
+    TierModel(
+        "edge",
+        "mistral-7b",
+        "mistralai/mistral-7b-chat",
+        *ROUTERBENCH_PRICES["mistralai/mistral-7b-chat"],
+        8192,
+    ),
+    TierModel(
+        "mid",
+        "mixtral-8x7b",
+        "mistralai/mixtral-8x7b-chat",
+        *ROUTERBENCH_PRICES["mistralai/mixtral-8x7b-chat"],
+        32768,
+    ),
+    TierModel(
+        "frontier",
+        "gpt-4-turbo",
+        "gpt-4-1106-preview",
+        *ROUTERBENCH_PRICES["gpt-4-1106-preview"],
+        128000,
+    ),
 )
 
 
@@ -69,7 +87,10 @@ def deployment_entry(upstream: TierUpstream, timeout_s: float = 30.0) -> dict[st
         "api_base": upstream.base_url,
         "api_key_env": None,
         "transport": "direct",
-        "price": {"input_per_million": spec.input_per_million, "output_per_million": spec.output_per_million},
+        "price": {
+            "input_per_million": spec.input_per_million,
+            "output_per_million": spec.output_per_million,
+        },
         "context_window": spec.context_window,
         "capabilities": {"tools": True, "json_schema": True, "n": True, "vision": False},
         "timeout_s": timeout_s,
@@ -104,7 +125,9 @@ def write_policy(path: Path, upstreams: Iterable[TierUpstream], **options: Any) 
 
     ``options`` are the keyword arguments of :func:`policy_dict`.
     """
-    path.write_text(yaml.safe_dump(policy_dict(upstreams, **options), sort_keys=False), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump(policy_dict(upstreams, **options), sort_keys=False), encoding="utf-8"
+    )
     return path
 
 
@@ -122,7 +145,9 @@ def start_replay_stack(
     with contextlib.ExitStack() as servers:
         started: dict[str, TierUpstream] = {}
         for spec in stack:
-            upstream = servers.enter_context(ReplayUpstream(spec.model, options=options, sources=sources))
+            upstream = servers.enter_context(
+                ReplayUpstream(spec.model, options=options, sources=sources)
+            )
             started[spec.tier] = TierUpstream(spec, upstream.base_url, upstream)
         yield started
 
@@ -130,7 +155,9 @@ def start_replay_stack(
 def _skip_without_shared_data() -> Path:
     folder = shared_data_dir()
     if not folder.is_dir():
-        pytest.skip(f"public data folder not found at {folder}; set TIERWISE_SHARED_DATA to replay recorded answers")
+        pytest.skip(
+            f"public data folder not found at {folder}; set TIERWISE_SHARED_DATA to replay recorded answers"
+        )
     return folder
 
 

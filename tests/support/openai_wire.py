@@ -86,7 +86,11 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     if not isinstance(body, dict):
         raise InvalidRequestError("request body must be a JSON object")
     messages = body.get("messages")
-    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(isinstance(m, dict) for m in messages)
+    ):
         raise InvalidRequestError("messages must be a non-empty list of objects", "messages")
     max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
     options = body.get("stream_options") or {}
@@ -100,7 +104,9 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     )
 
 
-def error_body(message: str, error_type: str, param: str | None = None, code: Any = None) -> dict[str, Any]:
+def error_body(
+    message: str, error_type: str, param: str | None = None, code: Any = None
+) -> dict[str, Any]:
     """Return an OpenAI error body."""
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
@@ -141,7 +147,12 @@ def _message(completion: Completion) -> dict[str, Any]:
 def completion_body(completion: Completion) -> dict[str, Any]:
     """Return the non-streaming ``chat.completion`` body (each of the ``n`` choices is the same)."""
     choices = [
-        {"index": index, "message": _message(completion), "logprobs": None, "finish_reason": completion.finish_reason}
+        {
+            "index": index,
+            "message": _message(completion),
+            "logprobs": None,
+            "finish_reason": completion.finish_reason,
+        }
         for index in range(completion.n)
     ]
     return {
@@ -167,7 +178,9 @@ class _ChunkFactory:
         self.completion = completion
         self.include_usage = include_usage
 
-    def chunk(self, index: int, delta: Mapping[str, Any], finish_reason: str | None = None) -> bytes:
+    def chunk(
+        self, index: int, delta: Mapping[str, Any], finish_reason: str | None = None
+    ) -> bytes:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         payload: dict[str, Any] = {
             "id": self.completion.id,
@@ -198,7 +211,12 @@ class _ChunkFactory:
 def _tool_call_deltas(calls: tuple[ToolCall, ...], chunk_tokens: int) -> list[dict[str, Any]]:
     deltas: list[dict[str, Any]] = []
     for index, call in enumerate(calls):
-        opening = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+        opening = {
+            "index": index,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
         deltas.append({"tool_calls": [opening]})
         for piece in tokens.split_tokens(tokens.encode(call.arguments), chunk_tokens):
             deltas.append({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})

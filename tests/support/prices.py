@@ -62,7 +62,10 @@ def _fit(features: list[tuple[int, int]], costs: list[float]) -> FittedPrice:
     spread = float(((target - target.mean()) ** 2).sum())
     r_squared = 1.0 - residual / spread if spread > 0 else 1.0
     return FittedPrice(
-        round(float(coefficients[0]) * 1e6, 3), round(float(coefficients[1]) * 1e6, 3), r_squared, len(costs)
+        round(float(coefficients[0]) * 1e6, 3),
+        round(float(coefficients[1]) * 1e6, 3),
+        r_squared,
+        len(costs),
     )
 
 

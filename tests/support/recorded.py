@@ -161,7 +161,9 @@ class RecordedAnswers:
         if name is not None:
             return self.models[name]
         known = ", ".join(sorted(self.models))
-        raise UnknownModelError(f"no recorded answers for model {requested!r}; known models: {known}")
+        raise UnknownModelError(
+            f"no recorded answers for model {requested!r}; known models: {known}"
+        )
 
 
 def canonical_model_name(name: str) -> str:

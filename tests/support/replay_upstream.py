@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import orjson
 import structlog
@@ -147,7 +147,7 @@ class ReplayUpstream:
         app.on_shutdown.append(self._on_shutdown)
         return app
 
-    def start(self) -> ReplayUpstream:
+    def start(self) -> Self:
         """Start serving on a background thread and return once the port accepts connections.
 
         Raises:
@@ -159,14 +159,21 @@ class ReplayUpstream:
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
-            target=self._serve_in_thread, args=(sock, ready), name=f"replay-{self._port}", daemon=True
+            target=self._serve_in_thread,
+            args=(sock, ready),
+            name=f"replay-{self._port}",
+            daemon=True,
         )
         self._thread.start()
         if not ready.wait(STARTUP_TIMEOUT_S):
-            raise RuntimeError(f"replay upstream on port {self._port} did not start in {STARTUP_TIMEOUT_S} s")
+            raise RuntimeError(
+                f"replay upstream on port {self._port} did not start in {STARTUP_TIMEOUT_S} s"
+            )
         if self._startup_error is not None:
             self._thread = None
-            raise RuntimeError(f"replay upstream on port {self._port} failed to start") from self._startup_error
+            raise RuntimeError(
+                f"replay upstream on port {self._port} failed to start"
+            ) from self._startup_error
         log.info("replay upstream started", model=self.model, url=self.base_url)
         return self
 
@@ -179,11 +186,14 @@ class ReplayUpstream:
         self._thread = None
         log.info("replay upstream stopped", model=self.model, url=self.base_url)
 
-    def __enter__(self) -> ReplayUpstream:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -194,7 +204,7 @@ class ReplayUpstream:
         try:
             self._loop.run_until_complete(self._runner.setup())
             self._loop.run_until_complete(web.SockSite(self._runner, sock).start())
-        except Exception as error:  # reported by start() in the caller's thread
+        except Exception as error:  # noqa: BLE001 (start() re-raises it in the caller's thread)
             self._startup_error = error
             self._loop.close()
             return
@@ -255,7 +265,11 @@ class ReplayUpstream:
         text = answer.text if scenario.text is None else scenario.text
         answer_tokens = tokens.encode(text)
         finish_reason = "tool_calls" if scenario.tool_calls else "stop"
-        if chat.max_tokens is not None and len(answer_tokens) > chat.max_tokens and not scenario.tool_calls:
+        if (
+            chat.max_tokens is not None
+            and len(answer_tokens) > chat.max_tokens
+            and not scenario.tool_calls
+        ):
             answer_tokens = answer_tokens[: chat.max_tokens]
             text = tokens.decode_prefix(answer_tokens)
             finish_reason = "length"
@@ -280,7 +294,8 @@ class ReplayUpstream:
         if scenario.tool_calls:
             # Approximation: real servers also count the tool-call framing tokens.
             answer_tokens = sum(
-                tokens.count_text_tokens(c.name) + tokens.count_text_tokens(c.arguments) for c in scenario.tool_calls
+                tokens.count_text_tokens(c.name) + tokens.count_text_tokens(c.arguments)
+                for c in scenario.tool_calls
             )
         return answer_tokens + tokens.count_text_tokens(scenario.reasoning or "")
 
@@ -332,7 +347,9 @@ class ReplayUpstream:
         headers: dict[str, str],
         scenario: Scenario,
     ) -> web.StreamResponse:
-        events = openai_wire.stream_events(completion, self.options.chunk_tokens, chat.include_usage)
+        events = openai_wire.stream_events(
+            completion, self.options.chunk_tokens, chat.include_usage
+        )
         response = web.StreamResponse(
             headers={"content-type": "text/event-stream", "cache-control": "no-cache", **headers}
         )
@@ -367,8 +384,12 @@ def _dumps(value: Any) -> str:
 
 
 def _error_response(scenario: Scenario) -> web.Response:
-    body = dict(scenario.body) if scenario.body is not None else {"error": dict(scenario.error or {})}
-    return web.json_response(body, status=scenario.status, headers=dict(scenario.headers), dumps=_dumps)
+    body = (
+        dict(scenario.body) if scenario.body is not None else {"error": dict(scenario.error or {})}
+    )
+    return web.json_response(
+        body, status=scenario.status, headers=dict(scenario.headers), dumps=_dumps
+    )
 
 
 def _abort(request: web.Request) -> web.StreamResponse:
@@ -388,11 +409,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Serve recorded answers of one model as an OpenAI-compatible API on 127.0.0.1.",
         epilog="Example: python -m tests.support.replay_upstream --model mistralai/mistral-7b-chat --port 9101",
     )
-    parser.add_argument("--model", required=True, help="recorded model to answer as, e.g. gpt-4-1106-preview")
-    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a free port)")
-    parser.add_argument("--first-byte-delay-ms", type=float, default=0.0, help="delay before each response, in ms")
-    parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay after each stream chunk, in ms")
-    parser.add_argument("--chunk-tokens", type=int, default=4, help="tokens per streamed content chunk")
+    parser.add_argument(
+        "--model", required=True, help="recorded model to answer as, e.g. gpt-4-1106-preview"
+    )
+    parser.add_argument(
+        "--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a free port)"
+    )
+    parser.add_argument(
+        "--first-byte-delay-ms", type=float, default=0.0, help="delay before each response, in ms"
+    )
+    parser.add_argument(
+        "--chunk-delay-ms", type=float, default=0.0, help="delay after each stream chunk, in ms"
+    )
+    parser.add_argument(
+        "--chunk-tokens", type=int, default=4, help="tokens per streamed content chunk"
+    )
     parser.add_argument(
         "--sources",
         default=",".join(sorted(ALL_SOURCES)),
@@ -406,7 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # stdout carries only the banner line, which a parent process may read through a pipe.
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-    options = ReplayOptions(args.first_byte_delay_ms / 1000, args.chunk_delay_ms / 1000, args.chunk_tokens)
+    options = ReplayOptions(
+        args.first_byte_delay_ms / 1000, args.chunk_delay_ms / 1000, args.chunk_tokens
+    )
     sources = frozenset(name.strip() for name in args.sources.split(",") if name.strip())
     try:
         upstream = ReplayUpstream(args.model, port=args.port, options=options, sources=sources)

@@ -92,7 +92,9 @@ class Scenario:
 
     @classmethod
     def stream_error(
-        cls, after_events: int = 0, message: str = "The server had an error while processing your request."
+        cls,
+        after_events: int = 0,
+        message: str = "The server had an error while processing your request.",
     ) -> Scenario:
         """Return a stream that sends ``data: {"error": ...}`` at ``after_events`` and ends."""
         error = {"message": message, "type": "server_error", "param": None, "code": None}

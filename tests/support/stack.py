@@ -105,7 +105,9 @@ def wait_ready(base: str, process: subprocess.Popen[str], log_path: Path) -> Non
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise StackStartError(f"gateway exited with status {process.returncode}; see {log_path}")
+            raise StackStartError(
+                f"gateway exited with status {process.returncode}; see {log_path}"
+            )
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{base}/readyz", timeout=2.0).status_code == 200:
                 return
@@ -133,7 +135,12 @@ def start_gateway(
     process_env = {**os.environ, "TIERWISE_DATA_DIR": str(workdir), **(env or {})}
     with log_path.open("w", encoding="utf-8") as log_file:
         process = subprocess.Popen(
-            command, cwd=repo_root(), stdout=log_file, stderr=subprocess.STDOUT, env=process_env, text=True
+            command,
+            cwd=repo_root(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=process_env,
+            text=True,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -163,10 +170,14 @@ def run_replay_stack(
     try:
         upstreams: dict[str, TierUpstream] = {}
         for spec in stack:
-            process, url = start_replay_process(spec, workdir / f"replay-{spec.tier}.log", sources, replay_args)
+            process, url = start_replay_process(
+                spec, workdir / f"replay-{spec.tier}.log", sources, replay_args
+            )
             processes.append((f"replay {spec.model}", process))
             upstreams[spec.tier] = TierUpstream(spec, url)
-        policy_path = write_policy(workdir / "policy.yaml", upstreams.values(), thresholds=thresholds)
+        policy_path = write_policy(
+            workdir / "policy.yaml", upstreams.values(), thresholds=thresholds
+        )
         gateway, gateway_url = start_gateway(policy_path, workdir, gateway_env)
         processes.append(("gateway", gateway))
         log.info("replay stack ready", gateway=gateway_url, workdir=str(workdir))
