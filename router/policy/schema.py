@@ -53,6 +53,12 @@ class Deployment(StrictModel):
         default=False,
         description="Served by the local edge model that `tierwise serve` starts (the edge extra).",
     )
+    default_max_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="max_tokens sent when the request sets none; base models otherwise "
+        "generate until their context is full.",
+    )
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
 

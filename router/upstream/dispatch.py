@@ -112,6 +112,12 @@ def _upstream_body(
 ) -> dict[str, Any]:
     upstream = dict(body)
     upstream["model"] = deployment.upstream_model if deployment.uses_direct_path else deployment.model
+    if (
+        deployment.default_max_tokens is not None
+        and upstream.get("max_tokens") is None
+        and upstream.get("max_completion_tokens") is None
+    ):
+        upstream["max_tokens"] = deployment.default_max_tokens
     if streaming:
         # Usage is always asked for, because cost accounting needs it; the gateway drops the
         # usage chunk again when the client did not ask for it.
