@@ -119,6 +119,7 @@ def policy_document(
     cache_enabled: bool = True,
     cache_nonzero_temperature: bool = False,
     aliases: Mapping[str, Any] | None = None,
+    store_prompts: bool = False,
 ) -> dict[str, Any]:
     """Return a policy mapping with one deployment per tier of ``base_urls``.
 
@@ -153,6 +154,7 @@ def policy_document(
             "ttl_s": 600,
             "cache_nonzero_temperature": cache_nonzero_temperature,
         },
+        "outcomes": {"store_prompts": store_prompts},
     }
 
 
