@@ -1,0 +1,375 @@
+"""The official ``openai`` client against a live gateway (uvicorn on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from router.app import create_app
+from tests.gateway.conftest import TIERS, GatewayKit, LiveGateway, StubScorer, new_api_key
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.recorded import SCRIPTED_ANSWER
+from tests.support.scenario import Scenario, ToolCall
+
+MESSAGES: list[Any] = [{"role": "user", "content": "Say hello in one short sentence."}]
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+NO_JSON_SCHEMA_MESSAGE = (
+    "No available deployment supports the 'response_format' parameter of this request. "
+    "Remove it, or add a deployment that supports it to the policy."
+)
+
+
+@dataclass
+class LiveStack:
+    gateway: LiveGateway
+    fakes: dict[str, FakeUpstream]
+    kit: GatewayKit
+
+    def client(self, **options: Any) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=self.gateway.base_url, api_key=new_api_key(), max_retries=0, timeout=15, **options
+        )
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    """One live gateway for the module; its edge tier has no JSON-schema support."""
+    fakes = {tier: FakeUpstream(f"fake-{tier}").start() for tier in TIERS}
+    kit = GatewayKit(tmp_path_factory.mktemp("openai-client"), fakes)
+    try:
+        kit.write_policy(capabilities={"edge": {"json_schema": False}}, timeout_s=5.0)
+        app = create_app(kit.settings(keepalive_interval_s=0.1), StubScorer())
+        with LiveGateway(app) as gateway:
+            yield LiveStack(gateway, fakes, kit)
+    finally:
+        for fake in fakes.values():
+            fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def reset_fakes(live: LiveStack) -> None:
+    for fake in live.fakes.values():
+        fake.reset()
+
+
+def test_chat_completion(live: LiveStack) -> None:
+    raw = live.client().chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)
+    completion = raw.parse()
+
+    assert raw.headers["x-tierwise-tier"] == "edge"
+    assert raw.headers["x-tierwise-model"] == "edge-small"
+    assert raw.headers["x-tierwise-cache"] == "miss"
+    assert raw.headers["x-request-id"].startswith("req-")
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].message.content == SCRIPTED_ANSWER
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+
+
+def test_stream_with_usage(live: LiveStack) -> None:
+    chunks = list(
+        live.client().chat.completions.create(
+            model="auto", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
+
+    with_usage = [chunk for chunk in chunks if chunk.usage is not None]
+    assert len(with_usage) == 1
+    assert chunks[-1] is with_usage[0]
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks[:-1])
+    assert text == SCRIPTED_ANSWER
+    assert chunks[-2].choices[0].finish_reason == "stop"
+
+
+def test_stream_without_usage(live: LiveStack) -> None:
+    chunks = list(live.client().chat.completions.create(model="auto", messages=MESSAGES, stream=True))
+
+    assert all(chunk.usage is None for chunk in chunks)
+    assert all(chunk.choices for chunk in chunks)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_raw_stream_ends_with_usage_then_done(live: LiveStack) -> None:
+    body = {"model": "auto", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", f"{live.gateway.base_url}/chat/completions", json=body, timeout=15) as response:
+        data = [line[5:].strip() for line in response.iter_lines() if line.startswith("data:")]
+        headers = response.headers
+
+    assert headers["content-type"].startswith("text/event-stream")
+    assert headers["cache-control"] == "no-cache"
+    assert headers["x-accel-buffering"] == "no"
+    assert data[-1] == "[DONE]"
+    assert data.count("[DONE]") == 1
+    usage_events = [item for item in data[:-1] if json.loads(item).get("usage")]
+    assert usage_events == [data[-2]]
+    assert json.loads(data[-2])["choices"] == []
+
+
+def test_tools_reach_upstream(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(Scenario.tools(ToolCall("get_weather", '{"city": "Paris"}', id="call_7")))
+    completion = live.client().chat.completions.create(
+        model="auto",
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER_TOOL],
+        tool_choice="auto",
+        parallel_tool_calls=False,
+    )
+
+    received = live.fakes["edge"].requests[0].body
+    assert received["tools"] == [WEATHER_TOOL]
+    assert received["tool_choice"] == "auto"
+    assert received["parallel_tool_calls"] is False
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
+    assert choice.message.tool_calls[0].id == "call_7"
+    assert choice.message.tool_calls[0].function.name == "get_weather"
+    assert json.loads(choice.message.tool_calls[0].function.arguments) == {"city": "Paris"}
+
+
+def test_streamed_tool_call_then_tool_result(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(Scenario.tools(ToolCall("get_weather", '{"city": "Oslo"}', id="call_8")))
+    client = live.client()
+    chunks = list(
+        client.chat.completions.create(
+            model="auto",
+            messages=[{"role": "user", "content": "Weather in Oslo?"}],
+            tools=[WEATHER_TOOL],
+            stream=True,
+        )
+    )
+    arguments = "".join(
+        call.function.arguments or ""
+        for chunk in chunks
+        for choice in chunk.choices
+        for call in choice.delta.tool_calls or ()
+        if call.function is not None
+    )
+    follow_up = client.chat.completions.create(
+        model="auto",
+        messages=[
+            {"role": "user", "content": "Weather in Oslo?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_8", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_8", "content": '{"temp_c": 4}'},
+        ],
+        tools=[WEATHER_TOOL],
+    )
+
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert arguments == '{"city": "Oslo"}'
+    assert follow_up.choices[0].finish_reason == "stop"
+
+
+def test_json_mode_passes_response_format(live: LiveStack) -> None:
+    raw = live.client().chat.completions.with_raw_response.create(
+        model="auto", messages=MESSAGES, response_format={"type": "json_object"}
+    )
+
+    # The edge deployment lacks JSON support, so the request goes to the mid tier.
+    assert raw.headers["x-tierwise-tier"] == "mid"
+    assert live.fakes["edge"].requests == []
+    assert live.fakes["mid"].requests[0].body["response_format"] == {"type": "json_object"}
+    assert raw.parse().choices[0].message.content == SCRIPTED_ANSWER
+
+
+def test_json_schema_passes_through(live: LiveStack) -> None:
+    response_format: dict[str, Any] = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "greeting",
+            "strict": True,
+            "schema": {
+                "type": "object",
+                "properties": {"text": {"type": "string"}},
+                "required": ["text"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    live.client().chat.completions.create(model="auto", messages=MESSAGES, response_format=response_format)  # type: ignore[arg-type]
+
+    assert live.fakes["mid"].requests[0].body["response_format"] == response_format
+
+
+def test_json_mode_on_incapable_deployment_is_400(live: LiveStack) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        live.client().chat.completions.create(
+            model="edge-small", messages=MESSAGES, response_format={"type": "json_object"}
+        )
+
+    error = caught.value
+    assert error.status_code == 400
+    assert error.body == {
+        "message": NO_JSON_SCHEMA_MESSAGE,
+        "type": "invalid_request_error",
+        "param": "response_format",
+        "code": "unsupported_parameter",
+    }
+    assert error.param == "response_format"
+    assert live.fakes["edge"].requests == []
+
+
+def test_unknown_model_raises_not_found(live: LiveStack) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        live.client().chat.completions.create(model="gpt-9", messages=MESSAGES)
+
+    error = caught.value
+    assert error.status_code == 404
+    assert error.code == "model_not_found"
+    assert error.param == "model"
+    assert error.type == "invalid_request_error"
+    assert error.body == {
+        "message": "The model 'gpt-9' does not exist on this gateway. Use a router alias such as 'auto' "
+        "or a model listed by GET /v1/models.",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
+
+
+def test_invalid_value_raises_bad_request(live: LiveStack) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        live.client().chat.completions.create(model="auto", messages=MESSAGES, temperature=3)
+
+    assert caught.value.body == {
+        "message": "Invalid value for 'temperature': Input should be less than or equal to 2.",
+        "type": "invalid_request_error",
+        "param": "temperature",
+        "code": "invalid_request",
+    }
+
+
+def test_forbidden_parameter_raises_bad_request(live: LiveStack) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        live.client().chat.completions.create(
+            model="auto", messages=MESSAGES, extra_body={"api_base": "http://127.0.0.1:9/v1"}
+        )
+
+    assert caught.value.param == "api_base"
+    assert caught.value.code == "unsupported_parameter"
+
+
+def test_upstream_failure_raises_internal_server_error(live: LiveStack) -> None:
+    for fake in live.fakes.values():
+        fake.enqueue(Scenario.http_error(503, "overloaded"))
+
+    with pytest.raises(openai.InternalServerError) as caught:
+        live.client().chat.completions.create(model="auto", messages=MESSAGES)
+
+    assert caught.value.status_code == 502
+    assert caught.value.body == {
+        "message": "Every eligible deployment failed to answer. Retry later.",
+        "type": "api_error",
+        "param": None,
+        "code": "upstream_error",
+    }
+
+
+def test_timeout_raises_internal_server_error(tmp_path: Path, fakes: dict[str, FakeUpstream]) -> None:
+    for fake in fakes.values():
+        fake.set_default(Scenario.hang())
+    kit = GatewayKit(tmp_path, fakes)
+    kit.write_policy(timeout_s=0.3)
+    with LiveGateway(create_app(kit.settings(), StubScorer())) as gateway:
+        client = openai.OpenAI(base_url=gateway.base_url, api_key=new_api_key(), max_retries=0, timeout=15)
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.chat.completions.create(model="auto", messages=MESSAGES)
+
+    assert caught.value.status_code == 504
+    assert caught.value.code == "upstream_timeout"
+    assert caught.value.body == {
+        "message": "Every eligible deployment timed out. Retry later.",
+        "type": "api_error",
+        "param": None,
+        "code": "upstream_timeout",
+    }
+
+
+def test_cut_stream_raises_api_error(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(Scenario.cut(after_events=3))
+    stream = live.client().chat.completions.create(model="auto", messages=MESSAGES, stream=True)
+    received = []
+
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in stream:
+            received.append(chunk)
+
+    assert len(received) == 3
+    assert caught.value.message == "The model's stream failed before the answer was complete."
+    assert caught.value.code == "upstream_error"
+
+
+def test_client_reads_through_keepalives(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(Scenario.pause(after_events=2, seconds=0.5))
+    chunks = list(live.client().chat.completions.create(model="auto", messages=MESSAGES, stream=True))
+
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == SCRIPTED_ANSWER
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_keepalive_comments_on_the_wire(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(Scenario.pause(after_events=2, seconds=0.5))
+    body = {"model": "auto", "messages": MESSAGES, "stream": True}
+    with httpx.stream("POST", f"{live.gateway.base_url}/chat/completions", json=body, timeout=15) as response:
+        lines = list(response.iter_lines())
+
+    assert lines.count(": keep-alive") >= 2
+    assert [line for line in lines if line][-1] == "data: [DONE]"
+
+
+def test_n2_returns_two_choices(live: LiveStack) -> None:
+    completion = live.client().chat.completions.create(model="auto", messages=MESSAGES, n=2)
+    chunks = list(live.client().chat.completions.create(model="auto", messages=MESSAGES, n=2, stream=True))
+
+    assert [choice.index for choice in completion.choices] == [0, 1]
+    finishes = {choice.index: choice.finish_reason for chunk in chunks for choice in chunk.choices if choice.finish_reason}
+    assert finishes == {0: "stop", 1: "stop"}
+
+
+async def test_async_client_streams(live: LiveStack) -> None:
+    client = openai.AsyncOpenAI(base_url=live.gateway.base_url, api_key=new_api_key(), max_retries=0, timeout=15)
+    stream = await client.chat.completions.create(
+        model="auto-quality", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk async for chunk in stream]
+    await client.close()
+
+    assert chunks[-1].usage is not None
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == SCRIPTED_ANSWER
+    assert live.fakes["edge"].requests == []
+    assert len(live.fakes["mid"].requests) == 1
+
+
+def test_models_list(live: LiveStack) -> None:
+    ids = [model.id for model in live.client().models.list()]
+
+    assert ids == ["auto", "auto-quality", "edge-small", "mid-medium", "frontier-large"]
