@@ -14,7 +14,7 @@ always using the frontier model on the same prompts.
 
 Examples (from the repository root):
 
-    python bench/replay.py --start-stack                    # replay upstreams + gateway, 500 prompts
+    python bench/replay.py --start-stack      # replay upstreams and a gateway, 500 prompts
     python bench/replay.py --base-url http://127.0.0.1:8080/v1 --policy policies/replay.yaml
 """
 
@@ -54,7 +54,7 @@ class Prompt:
 
 @dataclass(slots=True)
 class Result:
-    """What the gateway returned for one prompt. Cost is in USD; latency in seconds."""
+    """The gateway's response to one prompt, from its headers and usage (USD, seconds)."""
 
     id: str
     source: str
@@ -257,7 +257,7 @@ async def send_all(
 
 
 def _cost(result: Result, deployments: dict[str, DeploymentView]) -> float:
-    """Return the gateway's cost header, or the policy price of the usage when the header is absent."""
+    """Return the gateway's cost header, else the policy price of the response's usage."""
     if result.cost_usd is not None:
         return result.cost_usd
     view = deployments.get(result.deployment)
@@ -334,6 +334,7 @@ def _percent(value: float | None) -> str:
 def print_report(summary: dict[str, Any]) -> None:
     """Print ``summary`` as a short plain-text report."""
     quality = summary["quality"]
+    input_price, output_price = summary["frontier_price_per_million"]
     print(f"requests: {summary['requests']}  errors: {summary['errors'] or 'none'}")
     print(
         "per tier: "
@@ -348,15 +349,17 @@ def print_report(summary: dict[str, Any]) -> None:
     print(
         f"cost: ${summary['cost_usd']:.4f} vs all-frontier ${summary['all_frontier_cost_usd']:.4f}"
         f" (saving {_percent(summary['saving_fraction'])}; frontier price in/out per 1M tokens:"
-        f" ${summary['frontier_price_per_million'][0]} / ${summary['frontier_price_per_million'][1]})"
+        f" ${input_price} / ${output_price})"
     )
     if summary["latency_p50_s"] is not None:
         print(
-            f"latency: p50 {summary['latency_p50_s'] * 1000:.0f} ms, p95 {summary['latency_p95_s'] * 1000:.0f} ms"
+            f"latency: p50 {summary['latency_p50_s'] * 1000:.0f} ms,"
+            f" p95 {summary['latency_p95_s'] * 1000:.0f} ms"
         )
     print(
-        f"quality on {quality['prompts_compared']} prompts with recorded correctness of both the used and"
-        f" the frontier model: delivered {_percent(quality['delivered_accuracy'])} vs always-frontier"
+        f"quality on {quality['prompts_compared']} prompts with recorded correctness of both the"
+        f" used and the frontier model: delivered {_percent(quality['delivered_accuracy'])}"
+        " vs always-frontier"
         f" {_percent(quality['always_frontier_accuracy'])}"
         f" ({quality['prompts_used_model_unscored']} more had no score for the model used)"
     )
@@ -365,13 +368,7 @@ def print_report(summary: dict[str, Any]) -> None:
 # Command line --------------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python bench/replay.py",
-        description="Replay public traffic-mix prompts through a Tierwise gateway and report routing, cost and quality.",
-        epilog="Example: python bench/replay.py --start-stack --count 500 --concurrency 16",
-    )
+def _add_target_options(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--base-url", help="OpenAI base URL of a running gateway, e.g. http://127.0.0.1:8080/v1"
@@ -387,19 +384,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="policy YAML the running gateway serves (needed with --base-url)",
     )
     parser.add_argument(
-        "--count", type=int, default=500, help="number of prompts to send (default 500)"
+        "--thresholds", help="with --start-stack: routing thresholds, e.g. edge=0.7,mid=0.6"
     )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="with --start-stack: folder for the policy, logs and outcome records"
+        " (default: a new temporary folder, kept after the run)",
+    )
+
+
+def _add_traffic_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--count", type=int, default=500, help="prompts to send (default 500)")
     parser.add_argument(
         "--concurrency", type=int, default=8, help="requests in flight at once (default 8)"
     )
-    parser.add_argument(
-        "--seed", type=int, default=7, help="shuffle seed for the prompt order (default 7)"
-    )
+    parser.add_argument("--seed", type=int, default=7, help="shuffle seed (default 7)")
     parser.add_argument(
         "--model", default="auto", help="model field of each request (default: the auto alias)"
     )
     parser.add_argument(
-        "--stream", action="store_true", help="stream answers; cost then comes from usage x price"
+        "--stream",
+        action="store_true",
+        help="stream responses; their cost is then usage times the policy price",
     )
     parser.add_argument(
         "--sources", help="comma-separated traffic-mix sources to draw from (default: all eligible)"
@@ -410,14 +417,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="per-request timeout in seconds (default 120)"
     )
-    parser.add_argument(
-        "--thresholds", help="with --start-stack: routing thresholds, e.g. edge=0.7,mid=0.6"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line; exit with status 2 on invalid options, as argparse does."""
+    parser = argparse.ArgumentParser(
+        prog="python bench/replay.py",
+        description="Replay public traffic-mix prompts through a Tierwise gateway and report"
+        " routing, cost and quality.",
+        epilog="Example: python bench/replay.py --start-stack --count 500 --concurrency 16",
     )
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        help="with --start-stack: folder for the policy, logs and outcomes (default: a new temporary folder, kept)",
-    )
+    _add_target_options(parser)
+    _add_traffic_options(parser)
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -428,10 +439,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         help="also write the summary and per-request rows (no prompt text) as JSON",
     )
+
     args = parser.parse_args(argv)
     if args.base_url and args.policy is None:
         parser.error(
-            "--policy is required with --base-url (for deployment models and the frontier price)"
+            "--policy is required with --base-url (for model names and the frontier price)"
         )
     return args
 
@@ -497,8 +509,9 @@ def run_with_stack(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     for spec in REPLAY_STACK:
         price = fitted[spec.model]
         print(
-            f"{spec.tier:8s} {spec.model}: ${price.input_per_million} in / ${price.output_per_million} out"
-            f" per 1M tokens (least-squares fit to {price.rows} RouterBench call costs, R^2 {price.r_squared:.4f})"
+            f"{spec.tier:8s} {spec.model}: ${price.input_per_million} in"
+            f" / ${price.output_per_million} out per 1M tokens (least-squares fit to"
+            f" {price.rows} RouterBench call costs, R^2 {price.r_squared:.4f})"
         )
         stack.append(
             TierModel(
@@ -529,7 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_dir = (args.data_dir or shared_data_dir()).resolve()
     if not data_dir.is_dir():
         print(
-            f"error: public data folder not found at {data_dir}; pass --data-dir or set TIERWISE_SHARED_DATA",
+            f"error: public data folder not found at {data_dir};"
+            " pass --data-dir or set TIERWISE_SHARED_DATA",
             file=sys.stderr,
         )
         return 2

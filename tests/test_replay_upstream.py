@@ -174,7 +174,10 @@ def test_chatterbot_reply_is_exact(shared_data: Path) -> None:
     with ReplayUpstream("chatterbot") as upstream:
         response = post(upstream.base_url, chat_body("  What is AI? "))
     assert response.headers["x-replay-match"] == "exact"
-    expected = "Artificial Intelligence is the branch of engineering and science devoted to constructing machines that think."
+    expected = (
+        "Artificial Intelligence is the branch of engineering and science devoted to"
+        " constructing machines that think."
+    )
     assert response.json()["choices"][0]["message"]["content"] == expected
 
 

@@ -7,9 +7,10 @@ Sources, keyed by the traffic-mix record id:
 - RouteLLM GSM8K and MMLU (``routellm-evals/tidy/{gsm8k,mmlu}-NN.jsonl``): 0/1 for
   Mixtral-8x7B-Instruct and GPT-4 Turbo, keyed by ``gsm8k/test/N`` and ``mmlu/<subject>/N``.
 
-Model names are canonical recorded-model keys (:func:`~tests.support.recorded.canonical_model_name`),
-so RouteLLM's Mixtral counts as ``mistralai/mixtral-8x7b-chat``, the same weights RouterBench
-names that way. MT-Bench ratings (1-10) are not correctness and are left out.
+Model names are canonical recorded-model keys
+(:func:`~tests.support.recorded.canonical_model_name`). RouteLLM's Mixtral therefore counts as
+``mistralai/mixtral-8x7b-chat``, because RouterBench gives that name to the same weights.
+MT-Bench ratings (1-10) are not correctness and are left out.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from tests.support.replay_upstream import ReplayOptions, ReplayUpstream
 
 @dataclass(frozen=True, slots=True)
 class TierModel:
-    """A tier's deployment: its public name, recorded model, prices (USD per 1M tokens) and window."""
+    """A tier's deployment: public name, recorded model, USD per 1M tokens, context window."""
 
     tier: str
     deployment: str
@@ -71,7 +71,7 @@ REPLAY_STACK: tuple[TierModel, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class TierUpstream:
-    """A tier's deployment, the base URL that serves it, and the server when this process runs it."""
+    """A tier's deployment, its base URL, and its server when this process runs it."""
 
     spec: TierModel
     base_url: str
@@ -156,7 +156,8 @@ def _skip_without_shared_data() -> Path:
     folder = shared_data_dir()
     if not folder.is_dir():
         pytest.skip(
-            f"public data folder not found at {folder}; set TIERWISE_SHARED_DATA to replay recorded answers"
+            f"public data folder not found at {folder};"
+            " set TIERWISE_SHARED_DATA to replay recorded answers"
         )
     return folder
 

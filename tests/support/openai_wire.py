@@ -40,7 +40,7 @@ class ChatRequest:
     max_tokens: int | None
 
     def last_user_text(self) -> str:
-        """Return the text of the last ``user`` message, or of the last message when none is a user's."""
+        """Return the text of the last ``user`` message, else of the last message."""
         for message in reversed(self.messages):
             if message.get("role") == "user":
                 return tokens.message_text(message.get("content"))
@@ -77,7 +77,8 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     """Parse a chat-completion request body.
 
     Raises:
-        InvalidRequestError: the body is not JSON, or ``messages``, ``n`` or ``max_tokens`` is invalid.
+        InvalidRequestError: the body is not a JSON object, or ``messages``, ``n`` or
+            ``max_tokens`` is invalid.
     """
     try:
         body = orjson.loads(raw)

@@ -7,7 +7,8 @@ prompt and response tokens of every row with tiktoken ``cl100k_base`` and solves
 (R² = 1.000 for all 11 models), which shows that RouterBench itself counted tokens with
 ``cl100k_base``. The fitted prices match the list prices of late 2023: for example Mistral-7B at
 $0.20 per million tokens, Mixtral-8x7B at $0.60, and GPT-4 Turbo at $10 input / $30 output.
-:data:`ROUTERBENCH_PRICES` holds the fitted values (rounded to 3 decimals) so fixtures need no fit.
+:data:`ROUTERBENCH_PRICES` contains the fitted values (rounded to 3 decimals), so fixtures
+need no fit.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def repo_root() -> Path:
 
 
 def shared_data_dir() -> Path:
-    """Return the public data folder: ``$TIERWISE_SHARED_DATA``, else ``shared/data`` beside the checkout.
+    """Return the public data folder: ``$TIERWISE_SHARED_DATA``, else ``../shared/data``.
 
     The folder may be missing: callers check ``.is_dir()`` or let a loader raise
     :class:`SharedDataMissingError`.
@@ -89,7 +89,7 @@ def normalize_prompt(text: str) -> str:
 
 
 def final_question(text: str) -> str:
-    """Return the last non-blank block of ``text`` split on blank lines (the few-shot-free question)."""
+    """Return the last block of ``text`` between blank lines: the question, without examples."""
     blocks = [block for block in text.split("\n\n") if block.strip()]
     return blocks[-1] if blocks else text
 
@@ -118,7 +118,7 @@ class RecordedModel:
     answers: list[RecordedAnswer] = field(default_factory=list)
 
     def add(self, prompts: Iterable[str], answer: RecordedAnswer) -> None:
-        """Index ``answer`` under each of ``prompts``, keeping earlier answers for a repeated prompt."""
+        """Index ``answer`` under each of ``prompts``; an earlier answer to a prompt is kept."""
         self.answers.append(answer)
         for prompt in prompts:
             self.by_prompt.setdefault(normalize_prompt(prompt), answer)
@@ -175,9 +175,9 @@ def canonical_model_name(name: str) -> str:
 def resolve_model_name(requested: str, known: Iterable[str]) -> str | None:
     """Return the key among ``known`` (canonical keys) that ``requested`` names, or None.
 
-    Matching ignores case and tries, in order: the full name; the name without its leading
-    ``provider/`` segments (so ``openai/mistralai/mistral-7b-chat`` works); and the last path
-    segment when exactly one known key ends with it (so ``mistral-7b-chat`` works).
+    Matching ignores case. It tries the full name first, then the name without each leading
+    ``provider/`` segment, so ``openai/mistralai/mistral-7b-chat`` works. Last, it tries the
+    final path segment alone when exactly one known key ends with it, so ``mistral-7b-chat`` works.
     """
     keys = set(known)
     segments = canonical_model_name(requested).split("/")
@@ -307,7 +307,7 @@ _LOADERS = {
 
 @functools.lru_cache(maxsize=4)
 def load_recorded(data_dir: Path, sources: frozenset[str] = ALL_SOURCES) -> RecordedAnswers:
-    """Load the recorded answers of ``sources`` from ``data_dir``, once per process and argument set.
+    """Load the recorded answers of ``sources`` from ``data_dir``, once per process and arguments.
 
     Sources load in a fixed order (routerbench, gsm8k, chatterbot, alpacaeval), so a fallback
     answer chosen by hash is the same on every run. Takes about 1-2 s for all sources.

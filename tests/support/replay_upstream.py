@@ -59,7 +59,7 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ReceivedRequest:
-    """A request the upstream received. Header names are lower case; ``body`` is None unless JSON."""
+    """A request the upstream received. Header names are lower case, and ``body`` is parsed JSON."""
 
     method: str
     path: str
@@ -407,7 +407,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tests.support.replay_upstream",
         description="Serve recorded answers of one model as an OpenAI-compatible API on 127.0.0.1.",
-        epilog="Example: python -m tests.support.replay_upstream --model mistralai/mistral-7b-chat --port 9101",
+        epilog="Example: python -m tests.support.replay_upstream"
+        " --model mistralai/mistral-7b-chat --port 9101",
     )
     parser.add_argument(
         "--model", required=True, help="recorded model to answer as, e.g. gpt-4-1106-preview"

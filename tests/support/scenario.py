@@ -23,13 +23,14 @@ class ToolCall:
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """How the upstream answers one request. Build it with the class methods below.
+    """The upstream's behaviour for one request. Build it with the class methods below.
 
     Attributes:
         status: HTTP status. With a status of 400 or more the upstream sends ``body`` (or
             ``{"error": error}``) as JSON and nothing else.
         error: OpenAI error object (``message``, ``type``, ``param``, ``code``). With status 200
-            and a streaming request it is sent as ``data: {"error": ...}`` at ``error_after_events``.
+            and a streaming request it is sent as ``data: {"error": ...}`` at
+            ``error_after_events``.
         body: whole JSON body of an HTTP error, for servers whose error is not under ``"error"``.
         error_after_events: stream position of the error event (see the module docstring).
         cut_after_events: stream position at which the connection is aborted with no final chunk

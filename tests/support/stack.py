@@ -97,7 +97,7 @@ def start_replay_process(
 
 
 def wait_ready(base: str, process: subprocess.Popen[str], log_path: Path) -> None:
-    """Poll ``base``/readyz until it answers 200.
+    """Poll ``base``/readyz until it returns HTTP 200.
 
     Raises:
         StackStartError: the gateway exited or was not ready within 120 s (see ``log_path``).
