@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from router.api import chat, feedback, health, models
+from router.api import chat, feedback, health, models, usage
 from router.api.internal_error import InternalErrorMiddleware
 from router.errors import GatewayError, InvalidRequest, ModelNotFound, render_error
 from router.runtime import Runtime, Scorer
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
 
     app = FastAPI(title="Tierwise", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
-    for module in (chat, models, health, feedback):
+    for module in (chat, models, health, feedback, usage):
         app.include_router(module.router)
     _add_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from router.budgets import BudgetLedger
 from router.cache.memory import MemoryCache
 from router.cache.redis_store import RedisCache
 from router.outcomes.log import OutcomeLog
@@ -50,6 +51,7 @@ class Runtime:
     direct: DirectTransport
     litellm: LitellmTransport
     redis: RedisLink | None
+    budgets: BudgetLedger
     started_at: float = 0.0
     local_model_status: str = "not started: run `tierwise serve` with the edge extra installed"
     """Why deployments marked ``local_model`` are unavailable, or "ready"."""
@@ -82,11 +84,13 @@ class Runtime:
             direct=DirectTransport(),
             litellm=LitellmTransport(),
             redis=link,
+            budgets=BudgetLedger(link),
         )
 
     async def start(self) -> None:
         self.policies.start()
         self.outcomes.start()
+        self.budgets.start()
         self._start_local_model()
         if self.redis is not None and not await self.redis.ping():
             log.warning("redis_unreachable_at_start", hint="serving without cache until it answers")
@@ -134,6 +138,7 @@ class Runtime:
             await server.stop()
         await self.policies.stop()
         await self.outcomes.stop()
+        await self.budgets.stop()
         await self.direct.close()
         await self.cache.close()
         if self.redis is not None:

@@ -1,28 +1,67 @@
-"""Tenant identification from the request's API key."""
+"""Tenant identification from the request's API key.
+
+Keys are compared by SHA-256 digest, so the policy holds digests and no key is ever
+stored or logged.  A key that matches a policy tenant gets that tenant's name and
+overrides; any other key is its own tenant, named by a prefix of its digest, unless the
+policy's ``tenants.require_key`` rejects it.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from starlette.requests import Request
+
+from router.errors import AuthenticationFailed
+from router.policy.schema import Policy, Tenant
 
 ANONYMOUS_TENANT = "anonymous"
 
 
+@dataclass(frozen=True)
+class TenantContext:
+    name: str
+    config: Tenant | None = None
+    """The policy's entry for this tenant, when the key matched one."""
+
+
 def bearer_token(request: Request) -> str | None:
+    """The API key from ``Authorization: Bearer`` or, as Anthropic clients send it, ``x-api-key``."""
     header = request.headers.get("authorization")
     if not header:
-        return request.headers.get("x-api-key")
+        return request.headers.get("x-api-key") or None
     scheme, _, token = header.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
 
 
-def tenant_of(request: Request) -> str:
-    """Identify the tenant: a hash of the API key, so that keys are never stored or logged.
-
-    Requests without a key share the anonymous tenant.
-    """
+def identify(request: Request, policy: Policy) -> TenantContext:
+    """Identify the tenant; raise AuthenticationFailed when the policy requires a known key."""
     token = bearer_token(request)
+    tenants = policy.tenants
     if not token:
+        if tenants.require_key:
+            raise AuthenticationFailed(
+                "Missing API key. Send it as 'Authorization: Bearer KEY'.", code="missing_api_key"
+            )
+        return TenantContext(ANONYMOUS_TENANT)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    name = tenants.tenant_for_digest(digest) if tenants.entries else None
+    if name is not None:
+        return TenantContext(name, tenants.entries[name])
+    if tenants.require_key:
+        raise AuthenticationFailed("Invalid API key.")
+    return TenantContext("key-" + digest[:16])
+
+
+def tenant_of(request: Request, policy: Policy | None = None) -> str:
+    """The tenant's name, without enforcing ``require_key``."""
+    if policy is None:
+        token = bearer_token(request)
+        return "key-" + hashlib.sha256(token.encode()).hexdigest()[:16] if token else ANONYMOUS_TENANT
+    try:
+        return identify(request, policy).name
+    except AuthenticationFailed:
         return ANONYMOUS_TENANT
-    return "key-" + hashlib.sha256(token.encode()).hexdigest()[:16]

@@ -12,15 +12,15 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from router.api.auth import tenant_of
+from router.api.auth import TenantContext, identify
 from router.api.internal_error import REQUEST_ID_STATE
 from router.api.schemas import ChatRequest, find_forbidden_parameter
 from router.api.streaming import stream_cached, stream_upstream
 from router.cache.keys import cache_key, is_cacheable
 from router.errors import GatewayError, InvalidRequest, ModelNotFound, RequestTooLarge
 from router.outcomes.record import Outcome
-from router.policy.schema import Policy
-from router.routing.decide import Decision, RequestNeeds, decide
+from router.policy.schema import TIER_ORDER, Policy
+from router.routing.decide import Decision, RequestNeeds, decide, highest_tier
 from router.routing.tokens import count_prompt_tokens
 from router.runtime import Runtime
 from router.upstream.dispatch import Dispatcher
@@ -35,7 +35,7 @@ async def chat_completions(request: Request) -> Response:
     loaded = runtime.policies.current
     outcome = Outcome(
         request_id=request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex}",
-        tenant=tenant_of(request),
+        tenant="unidentified",
         requested_model="",
         policy_version=loaded.version,
         classifier_version=getattr(runtime.scorer, "version", None),
@@ -43,12 +43,17 @@ async def chat_completions(request: Request) -> Response:
     )
     setattr(request.state, REQUEST_ID_STATE, outcome.request_id)
     try:
+        tenant = identify(request, loaded.policy)
+        outcome.tenant = tenant.name
         body = await read_json_body(request, runtime.settings.max_body_bytes)
         chat = parse_chat_request(body)
         outcome.requested_model, outcome.stream = chat.model, chat.stream
         if loaded.policy.outcomes.store_prompts:
             outcome.prompt = body["messages"]
-        return await _serve(runtime, loaded.policy, body, chat, outcome)
+        if tenant.config is not None:
+            await runtime.budgets.check(tenant.name, tenant.config.budget)
+        hint = request.headers.get("x-tierwise-min-tier")
+        return await _serve(runtime, loaded.policy, body, chat, outcome, tenant, hint)
     except GatewayError as exc:
         outcome.error, outcome.status = exc.code, exc.status
         finish(runtime, loaded.policy, outcome)
@@ -63,9 +68,15 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _serve(
-    runtime: Runtime, policy: Policy, body: dict[str, Any], chat: ChatRequest, outcome: Outcome
+    runtime: Runtime,
+    policy: Policy,
+    body: dict[str, Any],
+    chat: ChatRequest,
+    outcome: Outcome,
+    tenant: TenantContext,
+    min_tier_hint: str | None,
 ) -> Response:
-    decision = route(runtime, policy, body, chat, outcome)
+    decision = route(runtime, policy, body, chat, outcome, tenant, min_tier_hint)
     first = decision.candidates[0]
     key = None
     if policy.cache.enabled and is_cacheable(body, policy.cache.cache_nonzero_temperature):
@@ -97,7 +108,13 @@ async def _serve(
 
 
 def route(
-    runtime: Runtime, policy: Policy, body: dict[str, Any], chat: ChatRequest, outcome: Outcome
+    runtime: Runtime,
+    policy: Policy,
+    body: dict[str, Any],
+    chat: ChatRequest,
+    outcome: Outcome,
+    tenant: TenantContext | None = None,
+    min_tier_hint: str | None = None,
 ) -> Decision:
     """Score the conversation (for router aliases) and choose the candidate deployments."""
     alias = policy.aliases.get(chat.model)
@@ -124,10 +141,26 @@ def route(
         needs,
         requested=chat.model,
         is_available=runtime.is_available,
-        min_tier=alias.min_tier if alias is not None else None,
+        min_tier=highest_tier(
+            alias.min_tier if alias is not None else None,
+            tenant.config.min_tier if tenant and tenant.config else None,
+            _allowed_hint(policy, min_tier_hint),
+        ),
+        blocked_tiers=frozenset(tenant.config.blocked_tiers) if tenant and tenant.config else frozenset(),
     )
     outcome.tier = decision.tier
     return decision
+
+
+def _allowed_hint(policy: Policy, hint: str | None) -> str | None:
+    if hint is None or not policy.tenants.allow_min_tier_header:
+        return None
+    if hint not in TIER_ORDER:
+        raise InvalidRequest(
+            f"The x-tierwise-min-tier header must be one of {', '.join(TIER_ORDER)}; got '{hint}'.",
+            param="x-tierwise-min-tier",
+        )
+    return hint
 
 
 async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
@@ -205,6 +238,7 @@ def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
     """Emit the outcome record and the request's one summary log line."""
     record = outcome.as_record(policy)
     runtime.outcomes.emit(record)
+    runtime.budgets.record(outcome.tenant, record["cost_usd"])
     log.info(
         "request",
         request_id=outcome.request_id,

@@ -38,7 +38,7 @@ async def post_feedback(request: Request) -> dict[str, Any]:
         {
             "type": "feedback",
             "request_id": feedback.request_id,
-            "tenant": tenant_of(request),
+            "tenant": tenant_of(request, runtime.policies.current.policy),
             "score": feedback.score,
             "label": feedback.label,
             "ts": round(time.time(), 3),

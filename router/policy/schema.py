@@ -130,6 +130,55 @@ class OutcomePolicy(StrictModel):
     store_prompts: bool = False
 
 
+TierName = Literal["edge", "mid", "frontier"]
+
+
+class Budget(StrictModel):
+    """Spending limits in USD; a tenant over either limit gets 429 until the period ends (UTC)."""
+
+    usd_per_day: float | None = Field(default=None, gt=0)
+    usd_per_month: float | None = Field(default=None, gt=0)
+
+
+class Tenant(StrictModel):
+    key_sha256: list[str] = Field(
+        default_factory=list,
+        description="Hex SHA-256 digests of the tenant's API keys; keys are never stored.",
+    )
+    min_tier: TierName | None = None
+    blocked_tiers: list[TierName] = Field(default_factory=list)
+    budget: Budget = Budget()
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _check_digests(cls, value: list[str]) -> list[str]:
+        for digest in value:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(
+                    "each key_sha256 entry must be 64 lowercase hex characters "
+                    "(printf %s KEY | sha256sum)"
+                )
+        return value
+
+
+class Tenants(StrictModel):
+    require_key: bool = Field(
+        default=False,
+        description="Reject requests whose API key matches no tenant (401).",
+    )
+    allow_min_tier_header: bool = Field(
+        default=False,
+        description="Honour the x-tierwise-min-tier request header.",
+    )
+    entries: dict[str, Tenant] = Field(default_factory=dict)
+
+    def tenant_for_digest(self, digest: str) -> str | None:
+        for name, tenant in self.entries.items():
+            if digest in tenant.key_sha256:
+                return name
+        return None
+
+
 class Policy(StrictModel):
     version: Literal[1] = 1
     name: str = "default"
@@ -138,6 +187,7 @@ class Policy(StrictModel):
     routing: Routing = Routing()
     cache: CachePolicy = CachePolicy()
     outcomes: OutcomePolicy = OutcomePolicy()
+    tenants: Tenants = Tenants()
 
     @model_validator(mode="after")
     def _check_names(self) -> Policy:

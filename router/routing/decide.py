@@ -68,6 +68,7 @@ def decide(
     requested: str,
     is_available: Callable[[Deployment], bool] = lambda d: d.unavailable_reason() is None,
     min_tier: str | None = None,
+    blocked_tiers: frozenset[str] = frozenset(),
 ) -> Decision:
     """Choose where ``requested`` (a router alias or a deployment name) goes.
 
@@ -79,6 +80,11 @@ def decide(
     direct = policy.find_deployment(requested)
     if direct is not None:
         tier, deployment = direct
+        if tier in blocked_tiers:
+            raise NoDeploymentAvailable(
+                f"The model '{requested}' is in the {tier} tier, which this API key may not use.",
+                code="tier_blocked",
+            )
         eligible = _eligible(deployment, needs, is_available, skipped)
         if not eligible:
             _raise_for(skipped, needs)
@@ -91,7 +97,8 @@ def decide(
             if _eligible(d, needs, is_available, skipped)
         ]
         for tier, tier_config in policy.ordered_tiers()
-        if min_tier is None or TIER_ORDER.index(tier) >= TIER_ORDER.index(min_tier)
+        if (min_tier is None or TIER_ORDER.index(tier) >= TIER_ORDER.index(min_tier))
+        and tier not in blocked_tiers
     }
     usable = [tier for tier, candidates in per_tier.items() if candidates]
     if not usable:
@@ -103,6 +110,12 @@ def decide(
         for tier in usable[usable.index(chosen) + 1 :]:
             chain.extend(per_tier[tier])
     return Decision(chosen, tuple(chain), reason, scores.get(chosen), skipped)
+
+
+def highest_tier(*tiers: str | None) -> str | None:
+    """The most capable of the given tiers, ignoring None; None when all are None."""
+    named = [tier for tier in tiers if tier is not None]
+    return max(named, key=TIER_ORDER.index) if named else None
 
 
 def _choose_tier(

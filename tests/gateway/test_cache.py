@@ -119,11 +119,13 @@ async def test_different_request_misses(
 
 async def test_other_tenant_misses(redis_kit: GatewayKit) -> None:
     other_key = new_api_key()
+    # The anonymous tenant is shared by every run against this Redis, so the body is unique.
+    body = chat_body(f"Say hello to run {new_api_key()}.", temperature=0)
     async with redis_kit.running(use_redis=True) as gateway:
-        await gateway.chat(BASE)
-        own_hit = await gateway.chat(BASE)
-        other = await gateway.chat(BASE, api_key=other_key)
-        anonymous = await gateway.client.post("/v1/chat/completions", json=BASE)
+        await gateway.chat(body)
+        own_hit = await gateway.chat(body)
+        other = await gateway.chat(body, api_key=other_key)
+        anonymous = await gateway.client.post("/v1/chat/completions", json=body)
 
     assert own_hit.headers["x-tierwise-cache"] == "hit"
     assert other.headers["x-tierwise-cache"] == "miss"

@@ -1,0 +1,29 @@
+"""``GET /v1/usage``: the calling tenant's spend and budget, and nobody else's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from router.api.auth import identify
+from router.runtime import Runtime
+
+router = APIRouter()
+
+
+@router.get("/v1/usage")
+async def get_usage(request: Request) -> dict[str, Any]:
+    runtime: Runtime = request.app.state.runtime
+    tenant = identify(request, runtime.policies.current.policy)
+    day, month = await runtime.budgets.spent(tenant.name)
+    budget = tenant.config.budget if tenant.config is not None else None
+    return {
+        "object": "usage",
+        "tenant": tenant.name,
+        "spend_usd": {"day": round(day, 8), "month": round(month, 8)},
+        "budget_usd": {
+            "day": budget.usd_per_day if budget else None,
+            "month": budget.usd_per_month if budget else None,
+        },
+    }

@@ -1,0 +1,124 @@
+"""Per-tenant spend, per UTC day and month, for budget checks and ``GET /v1/usage``.
+
+Spend is recorded without waiting: ``record`` adds to an in-memory pending total, and a
+background task moves pending totals into Redis with ``INCRBYFLOAT``, which is atomic, so
+replicas sharing one Redis add up correctly.  Without Redis, or while it is unreachable,
+the totals stay in this process.
+
+NOTE: the check happens before dispatch and the spend is known only after the answer, so
+concurrent requests of one tenant can overshoot a budget by what they cost together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from typing import Any
+
+from router.errors import BudgetExceeded
+from router.policy.schema import Budget
+from router.redis_link import RedisLink
+
+FLUSH_INTERVAL_S = 0.2
+DAY_TTL_S = 2 * 86400
+MONTH_TTL_S = 32 * 86400
+
+
+def period_keys(tenant: str, now: float | None = None) -> tuple[str, str]:
+    """Redis keys of the tenant's spend today and this month (UTC).
+
+    The ``{tw:tenant}`` hash tag keeps a tenant's keys in one Redis Cluster slot.
+    """
+    stamp = time.gmtime(now if now is not None else time.time())
+    day = time.strftime("%Y%m%d", stamp)
+    month = time.strftime("%Y%m", stamp)
+    return f"{{tw:{tenant}}}:spend:day:{day}", f"{{tw:{tenant}}}:spend:month:{month}"
+
+
+class BudgetLedger:
+    def __init__(self, link: RedisLink | None) -> None:
+        self.link = link
+        self._pending: dict[str, float] = defaultdict(float)
+        self._local: dict[str, float] = defaultdict(float)
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, tenant: str, usd: float) -> None:
+        """Add ``usd`` to the tenant's spend; never blocks."""
+        if usd <= 0:
+            return
+        for key in period_keys(tenant):
+            self._pending[key] += usd
+
+    async def spent(self, tenant: str) -> tuple[float, float]:
+        """USD spent today and this month, including spend not yet flushed."""
+        day_key, month_key = period_keys(tenant)
+        stored = await self._stored([day_key, month_key])
+        return (
+            stored[0] + self._pending.get(day_key, 0.0),
+            stored[1] + self._pending.get(month_key, 0.0),
+        )
+
+    async def check(self, tenant: str, budget: Budget) -> None:
+        """Raise BudgetExceeded when the tenant has used up its daily or monthly budget."""
+        if budget.usd_per_day is None and budget.usd_per_month is None:
+            return
+        day, month = await self.spent(tenant)
+        if budget.usd_per_day is not None and day >= budget.usd_per_day:
+            raise BudgetExceeded(
+                "This API key has used its daily budget. It resets at 00:00 UTC; "
+                "ask the gateway's operators to raise it."
+            )
+        if budget.usd_per_month is not None and month >= budget.usd_per_month:
+            raise BudgetExceeded(
+                "This API key has used its monthly budget. It resets on the first day of the "
+                "month (UTC); ask the gateway's operators to raise it."
+            )
+
+    async def _stored(self, keys: list[str]) -> list[float]:
+        if self.link is None:
+            return [self._local.get(key, 0.0) for key in keys]
+        values = await self.link.call(lambda client: client.mget(keys), None)
+        if values is None:
+            return [self._local.get(key, 0.0) for key in keys]
+        return [float(v) if v is not None else 0.0 for v in values]
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="budget-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = dict(self._pending), defaultdict(float)
+        if self.link is None:
+            for key, usd in pending.items():
+                self._local[key] += usd
+            return
+
+        async def increment(client: Any) -> bool:
+            pipe = client.pipeline(transaction=False)
+            for key, usd in pending.items():
+                pipe.incrbyfloat(key, usd)
+                pipe.expire(key, DAY_TTL_S if ":day:" in key else MONTH_TTL_S)
+            await pipe.execute()
+            return True
+
+        if not await self.link.call(increment, False):
+            # Redis is away: keep the spend pending so it is added when Redis answers again.
+            for key, usd in pending.items():
+                self._pending[key] += usd

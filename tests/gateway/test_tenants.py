@@ -1,0 +1,92 @@
+"""API keys, tenant overrides, budgets and GET /v1/usage."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from tests.gateway.conftest import GatewayKit, chat_body, policy_document, write_yaml
+
+GENERIC_401 = {"message": "Invalid API key.", "type": "authentication_error", "param": None, "code": "invalid_api_key"}
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def write_tenant_policy(kit: GatewayKit, tenants: dict[str, Any], **options: Any) -> None:
+    document = policy_document(kit.base_urls, **options)
+    document["tenants"] = tenants
+    write_yaml(kit.policy_path, document)
+
+
+async def test_missing_and_wrong_keys_get_401(kit: GatewayKit) -> None:
+    key = f"sk-team-a-{uuid.uuid4().hex}"
+    write_tenant_policy(kit, {"require_key": True, "entries": {"team-a": {"key_sha256": [digest(key)]}}})
+    async with kit.running(settings=kit.settings()) as gateway:
+        missing = await gateway.client.post("/v1/chat/completions", json=chat_body())
+        wrong = await gateway.chat(chat_body(), api_key="sk-wrong-key-1234")
+        right = await gateway.chat(chat_body(), api_key=key)
+    assert missing.status_code == 401
+    assert missing.json()["error"] == {
+        "message": "Missing API key. Send it as 'Authorization: Bearer KEY'.",
+        "type": "authentication_error",
+        "param": None,
+        "code": "missing_api_key",
+    }
+    assert wrong.status_code == 401
+    assert wrong.json()["error"] == GENERIC_401
+    assert "sk-wrong" not in wrong.text
+    assert right.status_code == 200
+
+
+async def test_tenant_min_tier_and_blocked_tier_apply(kit: GatewayKit) -> None:
+    key = f"sk-{uuid.uuid4().hex}"
+    entries = {"premium": {"key_sha256": [digest(key)], "blocked_tiers": ["edge"], "min_tier": "mid"}}
+    write_tenant_policy(kit, {"entries": entries})
+    async with kit.running(settings=kit.settings()) as gateway:
+        routed = await gateway.chat(chat_body(), api_key=key)
+        anonymous = await gateway.chat(chat_body())
+    assert routed.headers["x-tierwise-tier"] == "mid"
+    assert anonymous.headers["x-tierwise-tier"] == "edge"
+
+
+async def test_min_tier_header_is_ignored_unless_allowed(kit: GatewayKit) -> None:
+    write_tenant_policy(kit, {"allow_min_tier_header": False})
+    async with kit.running(settings=kit.settings()) as gateway:
+        ignored = await gateway.chat(chat_body(), headers={"x-tierwise-min-tier": "frontier"})
+    write_tenant_policy(kit, {"allow_min_tier_header": True})
+    async with kit.running(settings=kit.settings()) as gateway:
+        honoured = await gateway.chat(chat_body(), headers={"x-tierwise-min-tier": "frontier"})
+        invalid = await gateway.chat(chat_body(), headers={"x-tierwise-min-tier": "huge"})
+    assert ignored.headers["x-tierwise-tier"] == "edge"
+    assert honoured.headers["x-tierwise-tier"] == "frontier"
+    assert invalid.status_code == 400
+    assert invalid.json()["error"]["param"] == "x-tierwise-min-tier"
+
+
+async def test_budget_exceeded_gets_429_and_usage_reports_spend(kit: GatewayKit, redis_url: str) -> None:
+    key = f"sk-{uuid.uuid4().hex}"
+    tenant = f"team-{uuid.uuid4().hex[:8]}"
+    entries = {tenant: {"key_sha256": [digest(key)], "budget": {"usd_per_day": 0.0000001}}}
+    write_tenant_policy(kit, {"entries": entries}, cache_enabled=False)
+    kit.redis_url = redis_url
+    async with kit.running(settings=kit.settings(use_redis=True)) as gateway:
+        first = await gateway.chat(chat_body(), api_key=key)
+        await gateway.runtime.budgets.flush()
+        second = await gateway.chat(chat_body(), api_key=key)
+        usage = await gateway.client.get("/v1/usage", headers={"Authorization": f"Bearer {key}"})
+    assert first.status_code == 200
+    assert second.status_code == 429
+    assert second.json()["error"] == {
+        "message": "This API key has used its daily budget. It resets at 00:00 UTC; "
+        "ask the gateway's operators to raise it.",
+        "type": "insufficient_quota",
+        "param": None,
+        "code": "budget_exceeded",
+    }
+    body = usage.json()
+    assert body["tenant"] == tenant
+    assert body["spend_usd"]["day"] == float(first.headers["x-tierwise-cost-usd"])
+    assert body["budget_usd"] == {"day": 0.0000001, "month": None}
