@@ -4,6 +4,7 @@ from tests.support.fixtures import (  # noqa: F401 (imported so pytest registers
     fake_upstream,
     replay_policy,
     replay_stack,
+    replay_upstream_factory,
     replay_upstreams,
     shared_data,
 )

@@ -21,7 +21,13 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support import tokens
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.fixtures import REPLAY_STACK, TierUpstream, policy_dict, write_policy
+from tests.support.fixtures import (
+    REPLAY_STACK,
+    ReplayFactory,
+    TierUpstream,
+    policy_dict,
+    write_policy,
+)
 from tests.support.prices import ROUTERBENCH_PRICES, fit_routerbench_prices
 from tests.support.recorded import (
     BENCH_SOURCES,
@@ -307,12 +313,12 @@ def test_stream_without_usage_option(gpt4: ReplayUpstream, gsm8k_row: dict[str, 
     assert parsed[-1]["choices"][0]["finish_reason"] == "stop"
 
 
-def test_stream_chunk_size_option(shared_data: Path, gsm8k_row: dict[str, str]) -> None:
+def test_stream_chunk_size_option(
+    replay_upstream_factory: ReplayFactory, gsm8k_row: dict[str, str]
+) -> None:
     options = ReplayOptions(first_byte_delay_s=0.01, chunk_delay_s=0.001, chunk_tokens=1)
-    with ReplayUpstream(GPT4, options=options) as upstream:
-        parsed = chunks(
-            stream_payloads(upstream.base_url, chat_body(gsm8k_row["prompt"], stream=True))
-        )
+    upstream = replay_upstream_factory(GPT4, options)
+    parsed = chunks(stream_payloads(upstream.base_url, chat_body(gsm8k_row["prompt"], stream=True)))
     full = gsm8k_row["gpt-4-1106-preview_response"]
     content_chunks = [c for c in parsed if c["choices"][0]["delta"].get("content")]
     assert joined(parsed, "content") == full

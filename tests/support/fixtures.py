@@ -8,6 +8,8 @@ Fixtures:
         ``upstream.requests`` calls ``clear_requests()`` first.
     replay_upstreams: the stack's base URLs, ``{"edge": "http://127.0.0.1:PORT/v1", ...}``.
     replay_policy: a policy YAML file (in the test's tmp_path) whose tiers point at the stack.
+    replay_upstream_factory: a function that starts one more replay upstream for any recorded
+        model, ``factory(model, options=None)``; the test's upstreams stop when it ends.
     fake_upstream: a :class:`FakeUpstream` for one test, answering with scripted text, so it
         needs no public data.
 
@@ -17,7 +19,7 @@ Outside pytest, :func:`start_replay_stack` and :func:`write_policy` do the same 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,6 +187,20 @@ def replay_upstreams(replay_stack: dict[str, TierUpstream]) -> dict[str, str]:
 def replay_policy(tmp_path: Path, replay_stack: dict[str, TierUpstream]) -> Path:
     """A policy YAML whose edge, mid and frontier tiers point at the replay stack."""
     return write_policy(tmp_path / "policy.yaml", replay_stack.values())
+
+
+ReplayFactory = Callable[..., ReplayUpstream]
+
+
+@pytest.fixture
+def replay_upstream_factory(shared_data: Path) -> Iterator[ReplayFactory]:
+    """A function that starts a replay upstream for a model; all stop after the test."""
+    with contextlib.ExitStack() as servers:
+
+        def start(model: str, options: ReplayOptions | None = None) -> ReplayUpstream:
+            return servers.enter_context(ReplayUpstream(model, options=options))
+
+        yield start
 
 
 @pytest.fixture
