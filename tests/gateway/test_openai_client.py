@@ -323,7 +323,12 @@ def test_cut_stream_raises_api_error(live: LiveStack) -> None:
         for chunk in stream:
             received.append(chunk)
 
-    assert len(received) == 3
+    # The fake aborts the connection with a reset, which can drop events still in flight, so
+    # the client sees between one and three chunks, never the whole answer.
+    assert 1 <= len(received) <= 3
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in received)
+    assert SCRIPTED_ANSWER.startswith(text)
+    assert text != SCRIPTED_ANSWER
     assert caught.value.message == "The model's stream failed before the answer was complete."
     assert caught.value.code == "upstream_error"
 

@@ -111,7 +111,10 @@ async def test_cut_stream_ends_with_error_event(kit: GatewayKit) -> None:
     assert response.status_code == 200
     assert not sse.done
     assert "[DONE]" not in sse.data
-    assert len(sse.chunks) == 40
+    # The fake aborts with a reset, which can drop events still in flight: at most 40 arrive.
+    assert 1 <= len(sse.chunks) <= 40
+    assert LONG_ANSWER.startswith(sse.text())
+    assert len(sse.text()) < len(LONG_ANSWER)
     assert sse.errors == [STREAM_FAILED]
     assert sse.payloads[-1] == STREAM_FAILED
     assert sse.finish_reasons() == {}
@@ -168,6 +171,7 @@ async def test_later_error_event_reaches_client(kit: GatewayKit) -> None:
     assert response.status_code == 200
     assert not sse.done
     assert len(sse.chunks) == 4
+    assert SCRIPTED_ANSWER.startswith(sse.text())
     assert sse.errors == [STREAM_FAILED]
     assert "do-not-leak" not in response.text
     assert records[0]["error"] == "stream_server"
