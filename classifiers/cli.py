@@ -7,6 +7,7 @@ malformed records, unknown data sets) end with a one-line error and exit code 2.
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from classifiers.datasets import CONVERTERS, DEFAULT_OUT_DIR, DatasetError, convert
 from classifiers.outcomes import OutcomesError, parse_tier_map, write_outcomes
@@ -21,7 +23,8 @@ from classifiers.training import TrainConfig, TrainingError
 
 app = typer.Typer(help="Train the prompt classifier and convert public routing data.",
                   no_args_is_help=True)
-_console = Console(stderr=True)
+# soft_wrap keeps each error on one line, whatever the terminal width.
+_console = Console(stderr=True, soft_wrap=True)
 
 if TYPE_CHECKING:
     from classifiers.trainer import TrainReport
@@ -30,7 +33,7 @@ DEFAULT_TIERS = "edge,mid,frontier"
 
 
 def _fail(message: str) -> typer.Exit:
-    _console.print(f"[red]error:[/red] {message}")
+    _console.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code=2)
 
 
@@ -121,3 +124,51 @@ def _command_line() -> str:
     if program == "__main__.py":
         program = "python -m classifiers"
     return " ".join([program, shlex.join(sys.argv[1:])])
+
+
+evaluate_app = typer.Typer(help="Evaluate routing on held-out rows beside baselines.")
+
+
+# A callback rather than a command, so that add_typer(evaluate_app, name="evaluate")
+# gives `tierwise evaluate --data ...` without a second "evaluate".
+@evaluate_app.callback(invoke_without_command=True)
+def evaluate(
+    data: Annotated[list[Path], typer.Option(help="Labelled-outcomes JSONL file; repeat for more.")],
+    tiers: Annotated[str, typer.Option(help="Tier names, cheapest first; two tiers give "
+                                            "RouteLLM metrics.")] = DEFAULT_TIERS,
+    tier_map: Annotated[list[str] | None, typer.Option(
+        help="TIER=MODEL, repeatable or comma-separated; without it outcome keys are tiers.")] = None,
+    folds: Annotated[int, typer.Option(help="Folds when the data has no test split.")] = 5,
+    split: Annotated[str, typer.Option(
+        help="auto (the file's own split if it has test rows), own, or kfold.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed for folds and solvers.")] = 0,
+    c: Annotated[float, typer.Option(help="Inverse L2 regularisation strength.")] = 1.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write all metrics as JSON.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of the curves (needs matplotlib).")] = None,
+) -> None:
+    """Train on training rows only, score held-out rows, and compare routers.
+
+    Example: tierwise evaluate --data var/data/routellm-mmlu.jsonl --tiers mid,frontier
+    --tier-map mid=mistralai/Mixtral-8x7B-Instruct-v0.1 --tier-map frontier=gpt-4-1106-preview
+    """
+    from classifiers.evaluation import evaluate_records
+    from classifiers.outcomes import read_outcomes
+    from classifiers.report import print_evaluation, write_plot
+
+    if split not in ("auto", "own", "kfold"):
+        raise _fail(f"--split must be auto, own or kfold, got {split!r}")
+    use_split = None if split == "auto" else split == "own"
+    try:
+        records = read_outcomes(data, parse_tier_map(tier_map) or None)
+        with _console.status("evaluating") as status:
+            result = evaluate_records(records, _split_names(tiers), folds=folds, seed=seed,
+                                      use_split=use_split, config=TrainConfig(c=c),
+                                      progress=lambda text: status.update(text))
+    except (OutcomesError, TrainingError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    print_evaluation(result, Console())
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    if plot is not None:
+        write_plot(result, plot)

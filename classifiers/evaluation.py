@@ -1,0 +1,184 @@
+"""Held-out routing evaluation of the classifier beside simple baselines.
+
+``evaluate_records`` trains the classifier on training rows only and scores held-out
+rows: either the file's own split (rows with ``split == "test"``) or k folds, where
+every row is scored by the model of the fold that left it out.  Duplicated
+conversations are merged first, so no prompt is both trained on and scored.
+
+Routers compared:
+- ``classifier``: the per-tier logistic regressions of ``classifiers.training``.  For
+  two models it sends to the strong model the prompts with the largest
+  P(strong adequate) - P(weak adequate), the expected quality gain;
+- ``prompt-length``: one logistic regression per tier on the log length of the last
+  user message, fitted on the same training rows;
+- ``random``: constant scores (ties are averaged, so exactly the random router);
+- ``always-<tier>`` for each tier, and ``oracle`` (the best tier for each prompt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold
+
+from classifiers.conversation import STRUCTURAL_FEATURES
+from classifiers.metrics import aiq, cost_share_for, routellm_metrics, tier_metrics, upper_hull
+from classifiers.outcomes import LabelledPrompt
+from classifiers.trainer import merge_duplicates
+from classifiers.training import ConversationFeaturizer, TrainConfig, fit_heads, label_matrix
+
+Progress = Callable[[str], None]
+_LENGTH_COLUMN = STRUCTURAL_FEATURES.index("log_last_chars")
+
+
+@dataclass(slots=True)
+class Predictions:
+    """Held-out P(adequate) of each router, shape (n_scored, n_tiers), and their rows."""
+
+    records: list[LabelledPrompt]
+    routers: dict[str, np.ndarray]
+    mode: str
+
+
+def evaluate_records(records: Sequence[LabelledPrompt], tiers: Sequence[str], *,
+                     folds: int = 5, seed: int = 0, use_split: bool | None = None,
+                     config: TrainConfig = TrainConfig(),
+                     progress: Progress = lambda _: None) -> dict[str, Any]:
+    """Return routing metrics of the classifier and the baselines on held-out rows.
+
+    ``use_split`` None means: the file's own split when it has test rows, else k folds.
+    """
+    predictions = held_out_predictions(merge_duplicates(records), tiers, folds=folds, seed=seed,
+                                       use_split=use_split, config=config, progress=progress)
+    result: dict[str, Any] = {"seed": seed, "mode": predictions.mode, "tiers": list(tiers),
+                              "rows_scored": len(predictions.records)}
+    quality = _quality_matrix(predictions.records, tiers)
+    pair = _pair_rows(quality)
+    if pair.any():
+        result["routellm"] = _routellm_table(predictions, quality, pair)
+    cost = _cost_matrix(predictions.records, tiers)
+    complete = ~np.isnan(quality).any(axis=1) & ~np.isnan(cost).any(axis=1)
+    if len(tiers) >= 3 and complete.any():
+        result["cost_quality"] = _cost_table(predictions, quality, cost, complete, tiers)
+    return result
+
+
+def held_out_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[str], *, folds: int,
+                         seed: int, use_split: bool | None, config: TrainConfig,
+                         progress: Progress) -> Predictions:
+    """Fit on training rows and predict held-out rows for the classifier and length baseline."""
+    has_split = any(r.split == "test" for r in records)
+    own_split = has_split if use_split is None else use_split
+    featurizer = ConversationFeaturizer(config.n_features, config.ngram_max, config.struct_weight)
+    progress(f"featurising {len(records)} rows")
+    raw = featurizer.raw([r.messages for r in records])
+    labels = label_matrix(records, tiers, config.threshold)
+    scored = np.zeros(len(records), dtype=bool)
+    classifier = np.full(labels.shape, np.nan)
+    length = np.full(labels.shape, np.nan)
+    for number, (train, test) in enumerate(_splits(records, folds, seed, own_split), start=1):
+        progress(f"fold {number}: training on {len(train)} rows, scoring {len(test)}")
+        featurizer.fit_raw(_subset(raw, train))
+        rows = featurizer.assemble(raw)
+        heads = fit_heads(rows[train], labels[train], tiers, config, seed)
+        for j, tier in enumerate(tiers):
+            classifier[test, j] = heads[tier].predict_proba(rows[test])[:, 1]
+        length[test] = _length_baseline(raw.struct, labels, train, test, tiers)
+        scored[test] = True
+    kept = [r for r, keep in zip(records, scored) if keep]
+    mode = "own split" if own_split else f"{folds}-fold"
+    return Predictions(kept, {"classifier": classifier[scored], "prompt-length": length[scored]}, mode)
+
+
+def _splits(records: Sequence[LabelledPrompt], folds: int, seed: int,
+            own_split: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    if own_split:
+        is_test = np.array([r.split == "test" for r in records])
+        yield np.flatnonzero(~is_test), np.flatnonzero(is_test)
+        return
+    if folds < 2:
+        raise ValueError(f"--folds must be at least 2 without a test split, got {folds}")
+    yield from KFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(records)))
+
+
+def _subset(raw: Any, index: np.ndarray) -> Any:
+    return type(raw)(raw.word[index], raw.struct[index])
+
+
+def _length_baseline(struct: np.ndarray, labels: np.ndarray, train: np.ndarray,
+                     test: np.ndarray, tiers: Sequence[str]) -> np.ndarray:
+    lengths = struct[:, [_LENGTH_COLUMN]]
+    out = np.full((len(test), len(tiers)), np.nan)
+    for j in range(len(tiers)):
+        mask = ~np.isnan(labels[train, j])
+        y = labels[train, j][mask]
+        if np.unique(y).size < 2:
+            continue
+        model = LogisticRegression().fit(lengths[train][mask], y)
+        out[:, j] = model.predict_proba(lengths[test])[:, 1]
+    return out
+
+
+def _quality_matrix(records: Sequence[LabelledPrompt], tiers: Sequence[str]) -> np.ndarray:
+    """Return recorded quality (not the thresholded label), NaN where unlabelled."""
+    return np.array([[r.quality.get(t, np.nan) for t in tiers] for r in records]).reshape(-1, len(tiers))
+
+
+def _cost_matrix(records: Sequence[LabelledPrompt], tiers: Sequence[str]) -> np.ndarray:
+    return np.array([[r.cost.get(t, np.nan) for t in tiers] for r in records]).reshape(-1, len(tiers))
+
+
+def _pair_rows(quality: np.ndarray) -> np.ndarray:
+    return ~np.isnan(quality[:, 0]) & ~np.isnan(quality[:, -1])
+
+
+def _routellm_table(predictions: Predictions, quality: np.ndarray,
+                    rows: np.ndarray) -> dict[str, Any]:
+    """Metrics for the cheapest (weak) and last (strong) tier on rows labelled for both."""
+    weak, strong = quality[rows, 0], quality[rows, -1]
+    table: dict[str, Any] = {"rows": int(rows.sum())}
+    for name, probabilities in predictions.routers.items():
+        expected_loss = probabilities[rows, 0] - probabilities[rows, -1]
+        table[name] = routellm_metrics(expected_loss, weak, strong)
+    table["random"] = routellm_metrics(np.zeros(weak.size), weak, strong)
+    table["oracle"] = routellm_metrics(weak - strong, weak, strong)
+    return table
+
+
+def _cost_table(predictions: Predictions, quality: np.ndarray, cost: np.ndarray,
+                rows: np.ndarray, tiers: Sequence[str]) -> dict[str, Any]:
+    """Cost-quality metrics on rows with quality and cost for every tier."""
+    q, c = quality[rows], cost[rows]
+    always = np.column_stack([c.mean(axis=0), q.mean(axis=0)])
+    table: dict[str, Any] = {"rows": int(rows.sum()), "frontier_cost": float(always[-1, 0]),
+                             "frontier_quality": float(always[-1, 1])}
+    for name, probabilities in predictions.routers.items():
+        table[name] = tier_metrics(probabilities[rows], q, c)
+    table["random"] = _fixed_points_metrics(always, always)
+    table["oracle"] = _fixed_points_metrics(np.vstack([always, _oracle_point(q, c)]), always)
+    for index, name in enumerate(tiers):
+        table[f"always-{name}"] = {"cost_share": float(always[index, 0] / always[-1, 0]),
+                                   "quality": float(always[index, 1])}
+    return table
+
+
+def _fixed_points_metrics(points: np.ndarray, always: np.ndarray) -> dict[str, Any]:
+    hull = upper_hull(points)
+    low, high = float(always[:, 0].min()), float(always[-1, 0])
+    result: dict[str, Any] = {"aiq": aiq(hull, low, high), "curve": hull.tolist()}
+    for target in (0.9, 0.95, 1.0):
+        result[f"cost_share_{round(target * 100)}"] = cost_share_for(hull, target * always[-1, 1], high)
+    return result
+
+
+def _oracle_point(quality: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Return (mean cost, mean quality) of picking, per prompt, the cheapest best tier."""
+    best = quality.max(axis=1, keepdims=True)
+    candidates = np.where(quality >= best, cost, np.inf)
+    chosen = np.argmin(candidates, axis=1)
+    rows = np.arange(len(quality))
+    return np.array([cost[rows, chosen].mean(), quality[rows, chosen].mean()])

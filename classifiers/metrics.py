@@ -1,0 +1,178 @@
+"""Routing metrics: RouteLLM's for two models, cost-quality curves for more tiers.
+
+Two models (weak, strong), after RouteLLM (Ong et al. 2024, "RouteLLM: Learning to
+Route LLMs with Preference Data"):
+
+- A router ranks prompts by a score, lowest first, and sends the first ``k`` of ``n``
+  to the strong model.  Prompts with equal scores are sent in random order, so the
+  curve is averaged over ties (linear between the ends of a tied run).
+- ``PGR(k) = (quality(k) - quality_weak) / (quality_strong - quality_weak)``.
+- ``APGR`` is the area under PGR over the strong-call share ``k / n`` in [0, 1]
+  (trapezoids over every k; RouteLLM samples 10 thresholds, so values differ slightly).
+- ``CPT(x)`` is the smallest strong-call share whose PGR reaches ``x``.
+
+Several tiers with per-call costs, after RouterBench (Hu et al. 2024):
+
+- Two decision rules give (mean cost, mean quality) points.  Threshold rule: for a
+  threshold t, each prompt goes to the cheapest tier whose P(adequate) >= t, else to the
+  last (frontier) tier.  Utility rule: for a price weight w, each prompt goes to the
+  tier that maximises P(adequate) - w * (tier's mean cost / frontier's mean cost).
+  Both are swept over their parameter.
+- Mixing two routers at random reaches any point between them, so the curve is the
+  upper convex hull of the points.  ``AIQ`` is its mean quality over the cost range
+  from the cheapest to the frontier tier's cost.
+- ``cost_share_for(x)``: the least cost, as a share of always-frontier cost, at which
+  the hull reaches ``x`` times the frontier's quality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def pgr_curve(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> np.ndarray:
+    """Return PGR for k = 0..n strong calls (length n + 1), averaging over tied scores.
+
+    Raises ValueError when the strong model is not better than the weak one on average,
+    because PGR is undefined then.
+    """
+    gap = float(np.mean(strong) - np.mean(weak))
+    if gap <= 0.0:
+        raise ValueError(f"strong mean quality must exceed weak; gap is {gap:.4f}")
+    gains = _tie_averaged_gains(np.asarray(scores, float), np.asarray(strong, float) - weak)
+    cumulative = np.concatenate([[0.0], np.cumsum(gains)]) / len(gains)
+    return cumulative / gap
+
+
+def apgr(curve: np.ndarray) -> float:
+    """Return the area under a PGR curve sampled at k / n for k = 0..n."""
+    shares = np.linspace(0.0, 1.0, len(curve))
+    return float(np.trapezoid(curve, shares))
+
+
+def cpt(curve: np.ndarray, target: float) -> float:
+    """Return the smallest strong-call share k / n with PGR >= ``target`` (1.0 if never)."""
+    reached = np.flatnonzero(curve >= target - 1e-12)
+    return float(reached[0] / (len(curve) - 1)) if reached.size else 1.0
+
+
+def routellm_metrics(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> dict[str, float]:
+    """Return APGR, CPT(50%), CPT(80%) and the weak/strong mean qualities."""
+    curve = pgr_curve(scores, weak, strong)
+    return {"apgr": apgr(curve), "cpt50": cpt(curve, 0.5), "cpt80": cpt(curve, 0.8),
+            "weak_quality": float(np.mean(weak)), "strong_quality": float(np.mean(strong))}
+
+
+def threshold_points(probabilities: np.ndarray, quality: np.ndarray,
+                     cost: np.ndarray) -> np.ndarray:
+    """Return (mean cost, mean quality) for every distinct threshold, shape (m, 2).
+
+    All arrays have shape (n, n_tiers) with tiers ordered cheapest first.
+    """
+    n, n_tiers = probabilities.shape
+    thresholds = np.unique(np.concatenate([probabilities.ravel(), [np.inf]]))
+    points = np.empty((len(thresholds), 2))
+    rows = np.arange(n)
+    for index, threshold in enumerate(thresholds):
+        passing = probabilities >= threshold
+        passing[:, -1] = True
+        chosen = np.argmax(passing, axis=1)
+        points[index] = cost[rows, chosen].mean(), quality[rows, chosen].mean()
+    return points
+
+
+def utility_points(probabilities: np.ndarray, quality: np.ndarray, cost: np.ndarray,
+                   weights: np.ndarray | None = None) -> np.ndarray:
+    """Return (mean cost, mean quality) of the utility rule for each price weight.
+
+    Tier prices are the mean cost per tier over the rows, relative to the last tier.
+    """
+    prices = cost.mean(axis=0) / cost.mean(axis=0)[-1]
+    grid = np.concatenate([[0.0], np.logspace(-4, 4, 321)]) if weights is None else weights
+    rows = np.arange(len(probabilities))
+    points = np.empty((len(grid), 2))
+    for index, weight in enumerate(grid):
+        chosen = np.argmax(probabilities - weight * prices, axis=1)
+        points[index] = cost[rows, chosen].mean(), quality[rows, chosen].mean()
+    return points
+
+
+def upper_hull(points: np.ndarray) -> np.ndarray:
+    """Return the upper-left convex hull of (cost, quality) points, sorted by cost.
+
+    The hull is non-decreasing: a point that costs more without adding quality is dropped.
+    """
+    ordered = points[np.lexsort((-points[:, 1], points[:, 0]))]
+    hull: list[np.ndarray] = []
+    for point in ordered:
+        if hull and point[1] <= hull[-1][1]:
+            continue
+        while len(hull) >= 2 and _cross(hull[-2], hull[-1], point) >= 0:
+            hull.pop()
+        hull.append(point)
+    return np.array(hull)
+
+
+def hull_quality_at(hull: np.ndarray, cost: float) -> float:
+    """Return the hull's quality at ``cost`` (flat beyond its ends)."""
+    return float(np.interp(cost, hull[:, 0], hull[:, 1]))
+
+
+def aiq(hull: np.ndarray, low: float, high: float, samples: int = 2001) -> float:
+    """Return the mean hull quality over costs in [low, high]."""
+    if high <= low:
+        return hull_quality_at(hull, low)
+    grid = np.linspace(low, high, samples)
+    return float(np.trapezoid(np.interp(grid, hull[:, 0], hull[:, 1]), grid) / (high - low))
+
+
+def cost_share_for(hull: np.ndarray, target_quality: float, frontier_cost: float) -> float | None:
+    """Return the least cost / frontier_cost at which the hull reaches ``target_quality``.
+
+    Returns None when the hull never reaches it.
+    """
+    for (c0, q0), (c1, q1) in zip(hull[:-1], hull[1:]):
+        if q0 >= target_quality:
+            return float(c0 / frontier_cost)
+        if q1 >= target_quality:
+            share = (target_quality - q0) / (q1 - q0)
+            return float((c0 + share * (c1 - c0)) / frontier_cost)
+    if hull[-1][1] >= target_quality:
+        return float(hull[-1][0] / frontier_cost)
+    return None
+
+
+def tier_metrics(probabilities: np.ndarray, quality: np.ndarray, cost: np.ndarray,
+                 targets: Sequence[float] = (0.9, 0.95, 1.0)) -> dict[str, object]:
+    """Return the curve, AIQ and cost shares at ``targets`` x frontier quality.
+
+    The curve is the hull of both decision rules' points.
+    """
+    points = np.vstack([threshold_points(probabilities, quality, cost),
+                        utility_points(probabilities, quality, cost)])
+    hull = upper_hull(points)
+    always_cost = cost.mean(axis=0)
+    frontier_quality = float(quality[:, -1].mean())
+    result: dict[str, object] = {
+        "aiq": aiq(hull, float(always_cost.min()), float(always_cost[-1])),
+        "curve": hull.tolist(),
+    }
+    for target in targets:
+        result[f"cost_share_{round(target * 100)}"] = cost_share_for(
+            hull, target * frontier_quality, float(always_cost[-1]))
+    return result
+
+
+def _tie_averaged_gains(scores: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """Return gains ordered by score ascending, each tied run replaced by its mean."""
+    order = np.argsort(scores, kind="stable")
+    sorted_scores, sorted_gains = scores[order], gains[order]
+    starts = np.flatnonzero(np.concatenate([[True], sorted_scores[1:] != sorted_scores[:-1]]))
+    run_means = np.add.reduceat(sorted_gains, starts) / np.diff(np.append(starts, len(scores)))
+    return np.repeat(run_means, np.diff(np.append(starts, len(scores))))
+
+
+def _cross(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
+    return float((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))

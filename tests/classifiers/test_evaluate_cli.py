@@ -1,0 +1,100 @@
+"""The evaluate and train commands on small generated files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from classifiers import load_artifact
+from classifiers.cli import app, evaluate_app
+
+runner = CliRunner()
+
+
+def _write_generated(path: Path, tiers: tuple[str, ...], rows: int = 200) -> None:
+    """Write prompts whose difficulty shows in their words: 'proof' beats cheap tiers."""
+    rng = np.random.default_rng(7)
+    with path.open("w") as handle:
+        for i in range(rows):
+            hard = rng.random() < 0.4
+            text = f"write a formal proof about lemma {i}" if hard else f"greet user number {i}"
+            outcomes = {}
+            for rank, tier in enumerate(tiers):
+                strong_enough = rank == len(tiers) - 1 or not hard
+                quality = float(strong_enough if rng.random() < 0.9 else not strong_enough)
+                outcomes[tier] = {"quality": quality, "cost_usd": 10.0 ** rank / 1000}
+            record = {"id": str(i), "prompt": text, "outcomes": outcomes}
+            handle.write(json.dumps(record) + "\n")
+
+
+def test_evaluate_two_tiers_reports_routellm(tmp_path: Path) -> None:
+    data = tmp_path / "two.jsonl"
+    _write_generated(data, ("weak", "strong"))
+    out = tmp_path / "result.json"
+    result = runner.invoke(evaluate_app, ["--data", str(data), "--tiers", "weak,strong",
+                                          "--folds", "3", "--seed", "5", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "seed: 5" in result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["mode"] == "3-fold"
+    assert metrics["rows_scored"] == 200
+    table = metrics["routellm"]
+    assert table["random"]["apgr"] == pytest.approx(0.5)
+    assert table["classifier"]["apgr"] > 0.7
+    assert table["oracle"]["apgr"] >= table["classifier"]["apgr"]
+    assert "cost_quality" not in metrics
+
+
+def test_evaluate_three_tiers_reports_cost_curve(tmp_path: Path) -> None:
+    data = tmp_path / "three.jsonl"
+    _write_generated(data, ("edge", "mid", "frontier"))
+    out = tmp_path / "result.json"
+    result = runner.invoke(evaluate_app, ["--data", str(data), "--folds", "4", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    table = json.loads(out.read_text())["cost_quality"]
+    assert set(table) >= {"classifier", "prompt-length", "random", "oracle", "always-edge",
+                          "always-mid", "always-frontier"}
+    assert table["always-frontier"]["cost_share"] == pytest.approx(1.0)
+    assert table["classifier"]["aiq"] > table["random"]["aiq"]
+    assert table["classifier"]["cost_share_90"] < 0.5
+
+
+def test_evaluate_rejects_bad_split_option(tmp_path: Path) -> None:
+    result = runner.invoke(evaluate_app, ["--data", str(tmp_path / "x.jsonl"), "--split", "odd"])
+    assert result.exit_code == 2
+    assert "--split must be auto, own or kfold" in result.output
+
+
+def test_evaluate_reports_missing_file(tmp_path: Path) -> None:
+    result = runner.invoke(evaluate_app, ["--data", str(tmp_path / "missing.jsonl")])
+    assert result.exit_code == 2
+    assert "missing.jsonl: cannot open" in result.output
+
+
+def test_train_writes_loadable_artifact(tmp_path: Path) -> None:
+    data = tmp_path / "three.jsonl"
+    _write_generated(data, ("edge", "mid", "frontier"))
+    out = tmp_path / "model"
+    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(out), "--holdout",
+                                 "0.25", "--version", "2026.01.01-9", "--n-features", "1024"])
+    assert result.exit_code == 0, result.output
+    scorer = load_artifact(out)
+    assert scorer.version == "2026.01.01-9"
+    assert scorer.metadata["heldout_metrics"]["all"]["edge"]["auc"] > 0.7
+    assert "## Held-out metrics" in (out / "MODEL_CARD.md").read_text()
+    hard = scorer.score([{"role": "user", "content": "write a formal proof about lemma 3"}])
+    easy = scorer.score([{"role": "user", "content": "greet user number 3"}])
+    assert hard["edge"] < easy["edge"]
+
+
+def test_train_rejects_bad_tier_map(tmp_path: Path) -> None:
+    data = tmp_path / "three.jsonl"
+    _write_generated(data, ("edge", "mid", "frontier"), rows=20)
+    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "m"),
+                                 "--tier-map", "edge"])
+    assert result.exit_code == 2
+    assert "invalid tier map entry 'edge'" in result.output
