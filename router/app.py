@@ -14,6 +14,8 @@ from starlette.responses import Response
 
 from router.api import chat, feedback, health, models, usage
 from router.api.internal_error import InternalErrorMiddleware
+from router.api.openapi import install_request_schemas
+from router.api.schemas import ChatRequest
 from router.errors import GatewayError, InvalidRequest, ModelNotFound, render_error
 from router.runtime import Runtime, Scorer
 from router.settings import Settings
@@ -50,6 +52,9 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
         app.include_router(module.router)
     _add_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)
+    install_request_schemas(
+        app, {"/v1/chat/completions": ChatRequest, "/v1/feedback": feedback.Feedback}
+    )
     return app
 
 
