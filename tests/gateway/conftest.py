@@ -369,17 +369,24 @@ class GatewayKit:
         self,
         *,
         scorer: Scorer | None = None,
+        bundled_classifier: bool = False,
         use_redis: bool = False,
         settings: Settings | None = None,
         **policy_options: Any,
     ) -> AsyncIterator[Gateway]:
-        """Write the policy (unless ``settings`` is given) and run a gateway on it."""
+        """Write the policy (unless ``settings`` is given) and run a gateway on it.
+
+        The gateway scores with ``scorer``, a :class:`StubScorer` when that is None, or the
+        classifier bundled in ``classifiers/default`` when ``bundled_classifier`` is set.
+        """
+        if not bundled_classifier:
+            scorer = scorer or StubScorer()
         if settings is None:
             self.write_policy(**policy_options)
             settings = self.settings(use_redis=use_redis)
         redis_client = redis.Redis.from_url(self.redis_url) if settings.redis_url and self.redis_url else None
         try:
-            async with open_gateway(settings, scorer or StubScorer(), redis_client) as gateway:
+            async with open_gateway(settings, scorer, redis_client) as gateway:
                 yield gateway
         finally:
             if redis_client is not None:

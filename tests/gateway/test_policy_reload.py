@@ -1,0 +1,107 @@
+"""Policy hot reload: a broken file keeps the last good policy, a valid change applies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tests.gateway.conftest import GatewayKit, chat_body, policy_document, write_yaml
+from tests.support.fake_upstream import FakeUpstream
+
+RELOAD_INTERVAL_S = 0.05
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], attempts: int = 100) -> bool:
+    """Poll ``condition`` every reload interval; return whether it became true."""
+    for _ in range(attempts):
+        if await condition():
+            return True
+        await asyncio.sleep(RELOAD_INTERVAL_S)
+    return False
+
+
+async def test_invalid_policy_keeps_old_then_valid_applies(kit: GatewayKit) -> None:
+    kit.write_policy()
+    settings = kit.settings(policy_reload_interval_s=RELOAD_INTERVAL_S)
+    with FakeUpstream("fake-replacement") as replacement:
+        async with kit.running(settings=settings) as gateway:
+            first_version = gateway.runtime.policies.current.version
+            before = await gateway.chat(chat_body())
+
+            # A policy without tiers is invalid: the gateway keeps serving the old one.
+            broken = policy_document(kit.base_urls)
+            del broken["tiers"]
+            write_yaml(kit.policy_path, broken)
+
+            async def reports_error() -> bool:
+                ready = (await gateway.client.get("/readyz")).json()
+                return bool(ready["policy"]["last_reload_error"])
+
+            assert await eventually(reports_error)
+            during = await gateway.chat(chat_body())
+            ready_during = (await gateway.client.get("/readyz")).json()
+
+            # A valid change pointing the edge tier at another upstream applies to new requests.
+            changed = policy_document({**kit.base_urls, "edge": replacement.base_url})
+            write_yaml(kit.policy_path, changed)
+
+            async def reloaded() -> bool:
+                return gateway.runtime.policies.current.version != first_version
+
+            assert await eventually(reloaded)
+            after = await gateway.chat(chat_body())
+            ready_after = (await gateway.client.get("/readyz")).json()
+            records = await gateway.request_records()
+
+    assert [r.status_code for r in (before, during, after)] == [200, 200, 200]
+    assert ready_during["status"] == "ready"
+    assert ready_during["policy"]["version"] == first_version
+    assert ready_during["policy"]["last_reload_error"] is True
+    assert ready_after["policy"]["last_reload_error"] is False
+    assert ready_after["policy"]["version"] != first_version
+    # The first two requests went to the original edge upstream, the third to the replacement.
+    assert len(kit.fakes["edge"].requests) == 2
+    assert len(replacement.requests) == 1
+    assert replacement.requests[0].body["model"] == "fake-edge"
+    assert [r["policy_version"] for r in records] == [first_version, first_version, ready_after["policy"]["version"]]
+
+
+async def test_reload_changes_routing_thresholds(kit: GatewayKit) -> None:
+    kit.write_policy()
+    settings = kit.settings(policy_reload_interval_s=RELOAD_INTERVAL_S)
+    async with kit.running(settings=settings) as gateway:
+        before = await gateway.chat(chat_body())
+        # The stub scores every tier 0.9; an edge threshold of 0.95 sends requests to mid.
+        document: dict[str, Any] = policy_document(kit.base_urls, thresholds={"edge": 0.95, "mid": 0.6})
+        write_yaml(kit.policy_path, document)
+        version = gateway.runtime.policies.current.version
+
+        async def reloaded() -> bool:
+            return gateway.runtime.policies.current.version != version
+
+        assert await eventually(reloaded)
+        after = await gateway.chat(chat_body())
+
+    assert before.headers["x-tierwise-tier"] == "edge"
+    assert after.headers["x-tierwise-tier"] == "mid"
+
+
+async def test_unreadable_yaml_keeps_old_policy(kit: GatewayKit) -> None:
+    kit.write_policy()
+    settings = kit.settings(policy_reload_interval_s=RELOAD_INTERVAL_S)
+    async with kit.running(settings=settings) as gateway:
+        version = gateway.runtime.policies.current.version
+        kit.policy_path.write_text("tiers: [unclosed\n", encoding="utf-8")
+
+        async def rejected() -> bool:
+            return gateway.runtime.policies.last_error is not None
+
+        assert await eventually(rejected)
+        response = await gateway.chat(chat_body())
+        error = gateway.runtime.policies.last_error
+
+    assert response.status_code == 200
+    assert gateway.runtime.policies.current.version == version
+    assert error is not None
+    assert f"{kit.policy_path}:2: invalid YAML" in error
