@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from router.cli.outcomes import outcomes_app
 from router.cli.policy import policy_app
 
 app = typer.Typer(
@@ -18,19 +19,17 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(policy_app, name="policy")
+app.add_typer(outcomes_app, name="outcomes")
 
 
 def _mount_classifier_commands() -> None:
     try:
         from classifiers.cli import app as classifier_app
+        from classifiers.cli import evaluate_app
     except ImportError:
         return
     app.add_typer(classifier_app, name="classifier")
-    try:
-        from classifiers.cli import evaluate_command
-    except ImportError:
-        return
-    app.command("evaluate")(evaluate_command)
+    app.add_typer(evaluate_app, name="evaluate")
 
 
 @app.command()
