@@ -95,6 +95,8 @@ async def _serve(
     if chat.stream:
         served, first_chunk, rest = await dispatcher.open_stream(decision.candidates, body)
         outcome.tier, outcome.deployment = served.tier, served.deployment
+        if key is not None:
+            key = cache_key(outcome.tenant, served.deployment.name, body)
         return stream_upstream(runtime, policy, chat, outcome, decision, first_chunk, rest, key)
 
     served, completion = await dispatcher.complete(decision.candidates, body)
