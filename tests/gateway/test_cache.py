@@ -266,6 +266,21 @@ async def test_failed_answer_is_not_cached(redis_kit: GatewayKit) -> None:
     assert again.headers["x-tierwise-tier"] == "edge"
 
 
+async def test_escalated_stream_cached_under_server(redis_kit: GatewayKit) -> None:
+    # An answer is stored under the deployment that produced it, streamed or not, so a hit
+    # is never attributed to a deployment that did not answer.
+    redis_kit.fakes["edge"].enqueue(Scenario.stream_error(after_events=0))
+    async with redis_kit.running(use_redis=True) as gateway:
+        streamed = await gateway.chat({**BASE, "stream": True})
+        again = await gateway.chat(BASE)
+
+    assert streamed.headers["x-tierwise-tier"] == "mid"
+    assert parse_sse(streamed.content).done
+    assert again.headers["x-tierwise-cache"] == "miss"
+    assert again.headers["x-tierwise-tier"] == "edge"
+    assert again.headers["x-tierwise-model"] == "edge-small"
+
+
 async def test_memory_cache_without_redis(kit: GatewayKit) -> None:
     async with kit.running() as gateway:
         assert gateway.runtime.cache.backend == "memory"
