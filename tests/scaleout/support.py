@@ -1,0 +1,67 @@
+"""Helpers shared by the scale-out tests: their Redis URL, stream records, exported rows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import redis
+
+SCALEOUT_DB = 14
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+
+
+def scaleout_redis_url() -> str:
+    """Return ``$TIERWISE_TEST_REDIS_URL`` (or the local default) switched to database 14."""
+    parts = urlsplit(os.environ.get("TIERWISE_TEST_REDIS_URL") or DEFAULT_REDIS_URL)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{SCALEOUT_DB}", parts.query, ""))
+
+
+def outcome_record(request_id: str) -> dict[str, Any]:
+    """Return a small request record of the shape the gateway writes."""
+    return {
+        "type": "request",
+        "request_id": request_id,
+        "tenant": "key-test",
+        "tier": "edge",
+        "scores": {"edge": 0.9, "mid": 0.95, "frontier": 0.97},
+        "attempts": [{"deployment": "edge-small", "status": 200}],
+        "tokens_in": 12,
+        "tokens_out": 30,
+    }
+
+
+def add_records(client: redis.Redis, stream: str, count: int, prefix: str = "req") -> list[str]:
+    """Add ``count`` records with request ids ``<prefix>-<n>`` and return their stream ids."""
+    pipe = client.pipeline(transaction=False)
+    for number in range(count):
+        pipe.xadd(stream, {"record": orjson.dumps(outcome_record(f"{prefix}-{number}"))})
+    return [entry_id.decode() for entry_id in pipe.execute()]
+
+
+def stream_ids(client: redis.Redis, stream: str) -> list[str]:
+    """Return the id of every entry of ``stream``, oldest first."""
+    entries: Any = client.xrange(stream)
+    return [entry_id.decode() for entry_id, _ in entries]
+
+
+def exported_rows(out_dir: Path) -> list[dict[str, Any]]:
+    """Return every row of the JSONL and Parquet part files under ``out_dir``."""
+    rows: list[dict[str, Any]] = []
+    for path in sorted(out_dir.glob("date=*/part-*.jsonl")):
+        rows.extend(orjson.loads(line) for line in path.read_bytes().splitlines() if line)
+    parquet_files = sorted(out_dir.glob("date=*/part-*.parquet"))
+    if parquet_files:
+        import pyarrow.parquet as pq
+
+        for path in parquet_files:
+            rows.extend(pq.read_table(path).to_pylist())
+    return rows
+
+
+def pending_count(client: redis.Redis, stream: str, group: str) -> int:
+    """Return how many entries ``group`` has delivered but not acknowledged."""
+    return int(client.xpending(stream, group)["pending"])

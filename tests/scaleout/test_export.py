@@ -1,0 +1,301 @@
+"""The outcome exporter: partitioned files, exactly once across crashes and restarts."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from typer.testing import CliRunner
+
+from router.cli.main import app
+from router.outcomes.export import (
+    ExportError,
+    ExportOptions,
+    ExportSummary,
+    OutcomeExporter,
+    part_file_range,
+)
+from tests.scaleout.support import add_records, exported_rows, pending_count, stream_ids
+from tests.support.recorded import repo_root
+
+GROUP = "tierwise-export"
+HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
+
+
+def run_export(
+    client: redis.Redis, stream: str, out: Path, **options: object
+) -> ExportSummary:
+    exporter = OutcomeExporter(client, ExportOptions(out_dir=out, stream=stream, **options))  # type: ignore[arg-type]
+    return exporter.run()
+
+
+def assert_exported_once(client: redis.Redis, stream: str, out: Path) -> list[dict[str, Any]]:
+    """Assert that the files hold every stream entry exactly once and nothing is pending."""
+    rows = exported_rows(out)
+    exported = [str(row["stream_id"]) for row in rows]
+    assert len(exported) == len(set(exported)), "an entry was exported twice"
+    assert sorted(set(exported)) == sorted(stream_ids(client, stream)), "an entry is missing"
+    assert pending_count(client, stream, GROUP) == 0
+    return rows
+
+
+def run_crashing_export(
+    redis_url: str, stream: str, out: Path, crash_before: str, crash_at: int, batch: int = 10
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable, "-m", "tests.scaleout.crashing_export", "--redis-url", redis_url,
+        "--stream", stream, "--out", str(out), "--batch", str(batch),
+        "--crash-before", crash_before, "--crash-at", str(crash_at),
+    ]  # fmt: skip
+    return subprocess.run(
+        command, check=False, cwd=repo_root(), capture_output=True, text=True, timeout=120
+    )
+
+
+def test_export_writes_each_record_once(
+    redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    add_records(redis_client, stream_key, 120)
+
+    summary = run_export(redis_client, stream_key, tmp_path, batch=50)
+
+    assert summary.records == 120
+    assert summary.files == 3
+    rows = assert_exported_once(redis_client, stream_key, tmp_path)
+    assert sorted(row["request_id"] for row in rows) == sorted(f"req-{n}" for n in range(120))
+    assert run_export(redis_client, stream_key, tmp_path, batch=50).records == 0
+
+
+def test_export_names_files_by_stream_ids(
+    redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    ids = add_records(redis_client, stream_key, 25)
+
+    summary = run_export(redis_client, stream_key, tmp_path, batch=10)
+
+    names = sorted(path.name for path in summary.paths)
+    expected = sorted(
+        f"part-{ids[start]}-{ids[min(start + 9, 24)]}.jsonl" for start in range(0, 25, 10)
+    )
+    assert names == expected
+    for path in summary.paths:
+        assert part_file_range(path) is not None
+
+
+def test_export_partitions_by_utc_day(
+    redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    # 2023-11-14 22:13:20 UTC, then two entries two hours later, on the next day.
+    for entry_id in ("1700000000000-0", "1700007200000-0", "1700007200000-1"):
+        redis_client.xadd(stream_key, {"record": b'{"request_id": "r"}'}, id=entry_id)
+
+    summary = run_export(redis_client, stream_key, tmp_path, batch=10)
+
+    assert sorted(str(path.relative_to(tmp_path)) for path in summary.paths) == [
+        "date=2023-11-14/part-1700000000000-0-1700000000000-0.jsonl",
+        "date=2023-11-15/part-1700007200000-0-1700007200000-1.jsonl",
+    ]
+
+
+def test_crash_before_ack_then_restart(
+    redis_url: str, redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    add_records(redis_client, stream_key, 100)
+
+    crashed = run_crashing_export(redis_url, stream_key, tmp_path, "ack", crash_at=3)
+
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert len(list(tmp_path.glob("date=*/part-*.jsonl"))) == 3
+    assert pending_count(redis_client, stream_key, GROUP) == 10
+    summary = run_export(redis_client, stream_key, tmp_path, batch=10)
+    assert summary.recovered == 10
+    assert summary.already_exported == 10
+    assert summary.records == 70
+    assert_exported_once(redis_client, stream_key, tmp_path)
+
+
+def test_crash_before_rename_then_restart(
+    redis_url: str, redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    add_records(redis_client, stream_key, 100)
+
+    crashed = run_crashing_export(redis_url, stream_key, tmp_path, "rename", crash_at=2)
+
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert len(list(tmp_path.glob("date=*/.part-*.tmp"))) == 1
+    summary = run_export(redis_client, stream_key, tmp_path, batch=10)
+    assert summary.recovered == 10
+    assert summary.already_exported == 0
+    assert list(tmp_path.glob("date=*/.part-*.tmp")) == []
+    assert_exported_once(redis_client, stream_key, tmp_path)
+
+
+def test_restart_with_other_batch_size(
+    redis_url: str, redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    add_records(redis_client, stream_key, 100)
+    crashed = run_crashing_export(redis_url, stream_key, tmp_path, "ack", crash_at=4, batch=10)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+
+    summary = run_export(redis_client, stream_key, tmp_path, batch=7)
+
+    assert summary.already_exported == 10
+    assert_exported_once(redis_client, stream_key, tmp_path)
+
+
+def test_kill_during_follow_then_restart(
+    redis_url: str, redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    add_records(redis_client, stream_key, 2000, prefix="before")
+    command = [
+        sys.executable, "-m", "router", "outcomes", "export", "--redis-url", redis_url,
+        "--stream", stream_key, "--out", str(tmp_path), "--batch", "5", "--follow",
+        "--log-format", "json",
+    ]  # fmt: skip
+    exporter = subprocess.Popen(
+        command, cwd=repo_root(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    producer = threading.Thread(
+        target=add_records, args=(redis_client, stream_key, 500), kwargs={"prefix": "during"}
+    )
+    try:
+        producer.start()
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("date=*/part-*.jsonl"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(exporter.pid, signal.SIGKILL)
+    finally:
+        producer.join()
+        exporter.kill()
+        exporter.wait(timeout=30)
+
+    assert exporter.returncode == -signal.SIGKILL
+    first_run = len(exported_rows(tmp_path))
+    assert first_run < 2500, "the exporter finished before it was killed"
+    run_export(redis_client, stream_key, tmp_path, batch=50)
+    rows = assert_exported_once(redis_client, stream_key, tmp_path)
+    assert len(rows) == 2500
+
+
+def test_trimmed_pending_entry_is_counted(
+    redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    ids = add_records(redis_client, stream_key, 10)
+    redis_client.xgroup_create(stream_key, GROUP, id="0")
+    redis_client.xreadgroup(GROUP, "exporter", {stream_key: ">"}, count=10)
+    redis_client.xdel(stream_key, ids[4])
+
+    summary = run_export(redis_client, stream_key, tmp_path, batch=10)
+
+    assert summary.missing == 1
+    assert summary.records == 9
+    assert_exported_once(redis_client, stream_key, tmp_path)
+
+
+def test_claims_entries_of_dead_consumer(
+    redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    add_records(redis_client, stream_key, 30)
+    redis_client.xgroup_create(stream_key, GROUP, id="0")
+    redis_client.xreadgroup(GROUP, "gone", {stream_key: ">"}, count=20)
+
+    summary = run_export(redis_client, stream_key, tmp_path, batch=10, claim_idle_ms=0)
+
+    assert summary.recovered == 20
+    assert summary.records == 30
+    assert_exported_once(redis_client, stream_key, tmp_path)
+
+
+def test_invalid_record_is_exported_raw(
+    redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    redis_client.xadd(stream_key, {"record": b"not json"})
+    add_records(redis_client, stream_key, 2)
+
+    summary = run_export(redis_client, stream_key, tmp_path)
+
+    assert summary.invalid == 1
+    rows = assert_exported_once(redis_client, stream_key, tmp_path)
+    assert rows[0]["type"] == "invalid"
+    assert rows[0]["raw"] == "not json"
+
+
+def test_batch_below_one_is_rejected(redis_client: redis.Redis, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="batch must be at least 1, got 0"):
+        OutcomeExporter(redis_client, ExportOptions(out_dir=tmp_path, batch=0))
+
+
+def test_unknown_format_is_rejected(redis_client: redis.Redis, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="unknown format 'csv'; expected one of jsonl, parquet"):
+        OutcomeExporter(redis_client, ExportOptions(out_dir=tmp_path, file_format="csv"))
+
+
+@pytest.mark.skipif(not HAS_PYARROW, reason="the parquet format needs pyarrow (pip install pyarrow)")
+def test_parquet_export_after_crash(
+    redis_url: str, redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    add_records(redis_client, stream_key, 40)
+    command = [
+        sys.executable, "-m", "tests.scaleout.crashing_export", "--redis-url", redis_url,
+        "--stream", stream_key, "--out", str(tmp_path), "--batch", "10", "--format", "parquet",
+        "--crash-before", "ack", "--crash-at", "2",
+    ]  # fmt: skip
+    crashed = subprocess.run(
+        command, check=False, cwd=repo_root(), capture_output=True, text=True, timeout=120
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+
+    summary = run_export(redis_client, stream_key, tmp_path, batch=10, file_format="parquet")
+
+    assert summary.already_exported == 10
+    rows = assert_exported_once(redis_client, stream_key, tmp_path)
+    assert orjson.loads(str(rows[0]["scores"])) == {"edge": 0.9, "mid": 0.95, "frontier": 0.97}
+
+
+def test_cli_export_prints_counts(redis_url: str, redis_client: redis.Redis, stream_key: str,
+                                  tmp_path: Path) -> None:
+    add_records(redis_client, stream_key, 12)
+
+    result = CliRunner().invoke(app, [
+        "outcomes", "export", "--redis-url", redis_url, "--stream", stream_key,
+        "--out", str(tmp_path), "--batch", "5", "--log-format", "json",
+    ])  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert f"exported 12 records into 3 files under {tmp_path}" in result.stdout
+
+
+def test_cli_unreachable_redis_hides_password(tmp_path: Path) -> None:
+    with socket_without_listener() as port:
+        result = CliRunner().invoke(app, [
+            "outcomes", "export", "--redis-url", f"redis://user:s3cret@127.0.0.1:{port}/0",
+            "--out", str(tmp_path), "--log-format", "json",
+        ])  # fmt: skip
+
+    assert result.exit_code == 1
+    assert f"error: Redis at redis://127.0.0.1:{port}/0 failed:" in result.stderr
+    assert "s3cret" not in result.output
+
+
+class socket_without_listener:
+    """A port on 127.0.0.1 that is bound but not listening, so connections are refused."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))
+        return int(self._socket.getsockname()[1])
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._socket.close()
