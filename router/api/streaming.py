@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from router.runtime import Runtime
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Outcome status of a stream the client abandoned; nginx logs the same case as 499.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def _response(body: AsyncIterator[bytes], extra_headers: dict[str, str]) -> StreamingResponse:
@@ -92,6 +94,11 @@ def stream_upstream(
                 UpstreamFailed("The model's stream failed before the answer was complete.")
             )
             yield sse_error_event(error)
+        except (GeneratorExit, asyncio.CancelledError):
+            # The server closed the body early because the client went away; a cut answer
+            # recorded as a success would mislead cost reports and retraining.
+            outcome.error, outcome.status = "client_disconnected", CLIENT_CLOSED_REQUEST
+            raise
         finally:
             _account(assembler, chat, outcome)
             if complete and cache_key is not None and assembler.finished:
