@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -256,3 +257,29 @@ def test_live_server_flushes_records_on_stop(kit: GatewayKit) -> None:
     assert statuses == [200] * 20
     assert len(records) == 20
     assert len({r["request_id"] for r in records}) == 20
+
+
+def test_client_disconnect_mid_stream_is_recorded(kit: GatewayKit) -> None:
+    # A stream the client abandoned is not a success: the partial answer must not be
+    # mistaken for a whole one by cost reports or retraining.
+    kit.fakes["edge"].enqueue(Scenario.pause(after_events=3, seconds=1.0))
+    kit.write_policy()
+    app = create_app(kit.settings(), StubScorer())
+    with LiveGateway(app) as live:
+        path = live.runtime.outcomes.path
+        body = chat_body(stream=True)
+        with httpx.stream("POST", f"{live.base_url}/chat/completions", json=body, timeout=10) as response:
+            first_lines = [line for _, line in zip(range(2), response.iter_lines())]
+
+        records: list[dict[str, Any]] = []
+        for _ in range(100):
+            records = read_file_records(path)
+            if records:
+                break
+            time.sleep(0.1)
+
+    assert first_lines[0].startswith("data: ")
+    assert len(records) == 1
+    assert records[0]["status"] == 499
+    assert records[0]["error"] == "client_disconnected"
+    assert records[0]["stream"] is True
