@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, cast
 
 import httpx
 import orjson
@@ -45,11 +45,21 @@ TIERS: tuple[str, ...] = ("edge", "mid", "frontier")
 
 # Public deployment names and prices (USD per million tokens, input and output) of the test
 # policy's tiers.  The prices are RouterBench's for Mistral-7B, Mixtral-8x7B and GPT-4 Turbo.
-DEPLOYMENT_NAMES: dict[str, str] = {"edge": "edge-small", "mid": "mid-medium", "frontier": "frontier-large"}
-TIER_PRICES: dict[str, tuple[float, float]] = {"edge": (0.2, 0.2), "mid": (0.6, 0.6), "frontier": (10.0, 30.0)}
+DEPLOYMENT_NAMES: dict[str, str] = {
+    "edge": "edge-small",
+    "mid": "mid-medium",
+    "frontier": "frontier-large",
+}
+TIER_PRICES: dict[str, tuple[float, float]] = {
+    "edge": (0.2, 0.2),
+    "mid": (0.6, 0.6),
+    "frontier": (10.0, 30.0),
+}
 ALL_CAPABILITIES: dict[str, bool] = {"tools": True, "json_schema": True, "n": True, "vision": True}
 
-INTERNAL_ERROR_MESSAGE = "The gateway failed to process the request. Retry, or report the request id."
+INTERNAL_ERROR_MESSAGE = (
+    "The gateway failed to process the request. Retry, or report the request id."
+)
 
 
 # Scorers ------------------------------------------------------------------------------------
@@ -230,7 +240,11 @@ def parse_sse(raw: bytes) -> SseBody:
 
 def chat_body(prompt: str = "Say hello in one short sentence.", **extra: Any) -> dict[str, Any]:
     """Return a chat-completion body for ``model`` (default ``auto``) with one user message."""
-    return {"model": extra.pop("model", "auto"), "messages": [{"role": "user", "content": prompt}], **extra}
+    return {
+        "model": extra.pop("model", "auto"),
+        "messages": [{"role": "user", "content": prompt}],
+        **extra,
+    }
 
 
 def tenant_of_key(api_key: str) -> str:
@@ -242,16 +256,23 @@ def new_api_key() -> str:
     return f"sk-test-{uuid.uuid4().hex}"
 
 
+StreamEntry = tuple[bytes, dict[bytes, bytes]]
+
+
+def stream_entries(client: redis.Redis, after: str = "0-0") -> list[StreamEntry]:
+    """Entries of the outcome stream added after entry ``after``, oldest first."""
+    return cast(list[StreamEntry], client.xrange(STREAM_KEY, min=f"({after}", max="+"))
+
+
 def redis_stream_tip(client: redis.Redis) -> str:
     """The id of the newest entry of the outcome stream, or ``0-0`` when it is empty."""
-    newest = client.xrevrange(STREAM_KEY, count=1)
+    newest = cast(list[StreamEntry], client.xrevrange(STREAM_KEY, count=1))
     return newest[0][0].decode() if newest else "0-0"
 
 
 def read_stream_records(client: redis.Redis, after: str, tenants: set[str]) -> list[dict[str, Any]]:
     """Outcome records of ``tenants`` that were added to the stream after entry ``after``."""
-    entries = client.xrange(STREAM_KEY, min=f"({after}", max="+")
-    records = [orjson.loads(fields[b"record"]) for _, fields in entries]
+    records = [orjson.loads(fields[b"record"]) for _, fields in stream_entries(client, after)]
     return [record for record in records if record.get("tenant") in tenants]
 
 
@@ -323,11 +344,13 @@ async def open_gateway(
     app = create_app(settings, scorer)
     stream_start = redis_stream_tip(redis_client) if redis_client is not None else "0-0"
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            gateway = Gateway(app, client, new_api_key(), redis_client, stream_start)
-            gateway.tenants.add(gateway.tenant)
-            yield gateway
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
+    ):
+        gateway = Gateway(app, client, new_api_key(), redis_client, stream_start)
+        gateway.tenants.add(gateway.tenant)
+        yield gateway
 
 
 @dataclass
@@ -384,7 +407,9 @@ class GatewayKit:
         if settings is None:
             self.write_policy(**policy_options)
             settings = self.settings(use_redis=use_redis)
-        redis_client = redis.Redis.from_url(self.redis_url) if settings.redis_url and self.redis_url else None
+        redis_client = (
+            redis.Redis.from_url(self.redis_url) if settings.redis_url and self.redis_url else None
+        )
         try:
             async with open_gateway(settings, scorer, redis_client) as gateway:
                 yield gateway
@@ -410,7 +435,10 @@ class LiveGateway:
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self._socket]}, name=f"gateway-{self.port}", daemon=True
+            target=self.server.run,
+            kwargs={"sockets": [self._socket]},
+            name=f"gateway-{self.port}",
+            daemon=True,
         )
 
     @property
@@ -439,8 +467,9 @@ class LiveGateway:
         self._thread.join(timeout=30)
         self._socket.close()
 
-    def __enter__(self) -> LiveGateway:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()

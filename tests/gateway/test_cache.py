@@ -46,14 +46,24 @@ DIFFERENT_REQUESTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("n", BASE, {**BASE, "n": 2}),
     ("reasoning_effort", BASE, {**BASE, "reasoning_effort": "low"}),
     ("response_format", BASE, {**BASE, "response_format": {"type": "json_object"}}),
-    ("system_message", BASE, {**BASE, "messages": [{"role": "system", "content": "Be brief."}, *BASE["messages"]]}),
+    (
+        "system_message",
+        BASE,
+        {**BASE, "messages": [{"role": "system", "content": "Be brief."}, *BASE["messages"]]},
+    ),
     ("prompt_text", BASE, chat_body("What is the capital of Spain?", temperature=0)),
-    ("image_bytes", image_body("iVBORw0KGgoAAAANSUhEUgAAAAE="), image_body("iVBORw0KGgoAAAANSUhEUgAAAAI=")),
+    (
+        "image_bytes",
+        image_body("iVBORw0KGgoAAAANSUhEUgAAAAE="),
+        image_body("iVBORw0KGgoAAAANSUhEUgAAAAI="),
+    ),
     ("unknown_parameter", BASE, {**BASE, "frequency_penalty": 0.5}),
 ]
 
 
-async def test_identical_temperature_zero_hits(redis_kit: GatewayKit, redis_client: redis.Redis) -> None:
+async def test_identical_temperature_zero_hits(
+    redis_kit: GatewayKit, redis_client: redis.Redis
+) -> None:
     async with redis_kit.running(use_redis=True) as gateway:
         first = await gateway.chat(BASE)
         second = await gateway.chat(BASE)
@@ -87,7 +97,9 @@ async def test_cache_entry_lives_in_redis(redis_kit: GatewayKit, redis_client: r
     assert len(new_keys) == 1
     key = new_keys.pop()
     assert 0 < redis_client.ttl(key) <= 600
-    assert SCRIPTED_ANSWER.encode() in redis_client.get(key)
+    stored = redis_client.get(key)
+    assert isinstance(stored, bytes)
+    assert SCRIPTED_ANSWER.encode() in stored
     # The key is a hash: neither the prompt nor the API key appears in it.
     assert b"France" not in key
     assert gateway.api_key.encode() not in key
@@ -172,7 +184,9 @@ async def test_cache_disabled_never_hits(redis_kit: GatewayKit) -> None:
 async def test_stream_after_cached_replays_chunks(redis_kit: GatewayKit) -> None:
     async with redis_kit.running(use_redis=True) as gateway:
         first = await gateway.chat(BASE)
-        streamed = await gateway.chat({**BASE, "stream": True, "stream_options": {"include_usage": True}})
+        streamed = await gateway.chat(
+            {**BASE, "stream": True, "stream_options": {"include_usage": True}}
+        )
         plain_stream = await gateway.chat({**BASE, "stream": True})
         records = await gateway.request_records()
 
@@ -197,7 +211,10 @@ async def test_stream_after_cached_replays_chunks(redis_kit: GatewayKit) -> None
     assert plain_sse.finish_reasons() == {0: "stop"}
 
     assert len(redis_kit.fakes["edge"].requests) == 1
-    assert [(r["stream"], r["cache_hit"], r["cost_usd"]) for r in records][1:] == [(True, True, 0), (True, True, 0)]
+    assert [(r["stream"], r["cache_hit"], r["cost_usd"]) for r in records][1:] == [
+        (True, True, 0),
+        (True, True, 0),
+    ]
 
 
 async def test_streamed_answer_is_cached_for_json(redis_kit: GatewayKit) -> None:
@@ -217,8 +234,14 @@ async def test_streamed_answer_is_cached_for_json(redis_kit: GatewayKit) -> None
 
 async def test_reasoning_content_survives_cache(redis_kit: GatewayKit) -> None:
     reasoning = "The capital of France is a well-known fact."
-    redis_kit.fakes["edge"].enqueue(Scenario.with_reasoning(reasoning), Scenario.with_reasoning(reasoning))
-    streamed_body = {**BASE, "messages": [{"role": "user", "content": "And of Italy?"}], "stream": True}
+    redis_kit.fakes["edge"].enqueue(
+        Scenario.with_reasoning(reasoning), Scenario.with_reasoning(reasoning)
+    )
+    streamed_body = {
+        **BASE,
+        "messages": [{"role": "user", "content": "And of Italy?"}],
+        "stream": True,
+    }
     async with redis_kit.running(use_redis=True) as gateway:
         first = await gateway.chat(BASE)
         hit = await gateway.chat(BASE)
@@ -248,7 +271,11 @@ async def test_tool_calls_survive_cache(redis_kit: GatewayKit) -> None:
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] is None
     assert choice["message"]["tool_calls"] == [
-        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        }
     ]
     assert parse_sse(replayed.content).finish_reasons() == {0: "tool_calls"}
 

@@ -20,8 +20,12 @@ from tests.gateway.conftest import (
 )
 
 
-def invalid(message: str, param: str | None = None, code: str = "invalid_request") -> dict[str, Any]:
-    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+def invalid(
+    message: str, param: str | None = None, code: str = "invalid_request"
+) -> dict[str, Any]:
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    }
 
 
 FORBIDDEN_MESSAGE = (
@@ -35,7 +39,10 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         "truncated_json",
         b'{"model": "auto", ',
         400,
-        invalid("The request body is not valid JSON (unexpected end of data at position 18).", code="invalid_json"),
+        invalid(
+            "The request body is not valid JSON (unexpected end of data at position 18).",
+            code="invalid_json",
+        ),
     ),
     (
         "empty_body",
@@ -46,8 +53,18 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
             code="invalid_json",
         ),
     ),
-    ("json_array", [chat_body()], 400, invalid("The request body must be a JSON object.", code="invalid_json")),
-    ("json_string", "hello", 400, invalid("The request body must be a JSON object.", code="invalid_json")),
+    (
+        "json_array",
+        [chat_body()],
+        400,
+        invalid("The request body must be a JSON object.", code="invalid_json"),
+    ),
+    (
+        "json_string",
+        "hello",
+        400,
+        invalid("The request body must be a JSON object.", code="invalid_json"),
+    ),
     (
         "messages_string",
         {"model": "auto", "messages": "Hello"},
@@ -67,20 +84,34 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         "temperature_above_two",
         chat_body(temperature=2.5),
         400,
-        invalid("Invalid value for 'temperature': Input should be less than or equal to 2.", "temperature"),
+        invalid(
+            "Invalid value for 'temperature': Input should be less than or equal to 2.",
+            "temperature",
+        ),
     ),
-    ("n_zero", chat_body(n=0), 400, invalid("Invalid value for 'n': Input should be greater than or equal to 1.", "n")),
+    (
+        "n_zero",
+        chat_body(n=0),
+        400,
+        invalid("Invalid value for 'n': Input should be greater than or equal to 1.", "n"),
+    ),
     (
         "max_tokens_zero",
         chat_body(max_tokens=0),
         400,
-        invalid("Invalid value for 'max_tokens': Input should be greater than or equal to 1.", "max_tokens"),
+        invalid(
+            "Invalid value for 'max_tokens': Input should be greater than or equal to 1.",
+            "max_tokens",
+        ),
     ),
     (
         "empty_messages",
         {"model": "auto", "messages": []},
         400,
-        invalid("Invalid value for 'messages': List should have at least 1 item after validation, not 0.", "messages"),
+        invalid(
+            "Invalid value for 'messages': List should have at least 1 item after validation, not 0.",
+            "messages",
+        ),
     ),
     (
         "user_content_null",
@@ -105,13 +136,18 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         "tool_message_without_id",
         {"model": "auto", "messages": [{"role": "tool", "content": "42"}]},
         400,
-        invalid("Invalid value for 'messages[0]': a tool message needs tool_call_id.", "messages[0]"),
+        invalid(
+            "Invalid value for 'messages[0]': a tool message needs tool_call_id.", "messages[0]"
+        ),
     ),
     (
         "content_part_without_type",
         {"model": "auto", "messages": [{"role": "user", "content": [{"text": "Hi"}]}]},
         400,
-        invalid("Invalid value for 'messages[0]': each content part needs a string 'type'.", "messages[0]"),
+        invalid(
+            "Invalid value for 'messages[0]': each content part needs a string 'type'.",
+            "messages[0]",
+        ),
     ),
     (
         "missing_model",
@@ -247,7 +283,9 @@ async def test_wrong_method_gets_openai_405(kit: GatewayKit) -> None:
 
 async def test_no_context_window_fits_gets_400(kit: GatewayKit) -> None:
     prompt = "lorem " * 3000
-    async with kit.running(context_windows={"edge": 1024, "mid": 1024, "frontier": 2048}) as gateway:
+    async with kit.running(
+        context_windows={"edge": 1024, "mid": 1024, "frontier": 2048}
+    ) as gateway:
         response = await gateway.chat(chat_body(prompt))
 
     assert response.status_code == 400
@@ -265,7 +303,9 @@ async def test_no_context_window_fits_gets_400(kit: GatewayKit) -> None:
 
 
 async def test_max_tokens_beyond_every_window_gets_400(kit: GatewayKit) -> None:
-    async with kit.running(context_windows={"edge": 1024, "mid": 1024, "frontier": 2048}) as gateway:
+    async with kit.running(
+        context_windows={"edge": 1024, "mid": 1024, "frontier": 2048}
+    ) as gateway:
         response = await gateway.chat(chat_body(max_tokens=4096))
 
     assert response.status_code == 400
@@ -275,7 +315,10 @@ async def test_max_tokens_beyond_every_window_gets_400(kit: GatewayKit) -> None:
 async def test_no_deployment_supports_images_gets_400(kit: GatewayKit) -> None:
     no_vision = {tier: {"vision": False} for tier in ("edge", "mid", "frontier")}
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
-    body = {"model": "auto", "messages": [{"role": "user", "content": [{"type": "text", "text": "What is it?"}, image]}]}
+    body = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "What is it?"}, image]}],
+    }
     async with kit.running(capabilities=no_vision) as gateway:
         response = await gateway.chat(body)
 
@@ -288,7 +331,9 @@ async def test_no_deployment_supports_images_gets_400(kit: GatewayKit) -> None:
     )
 
 
-async def test_unavailable_deployments_get_503(kit: GatewayKit, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_unavailable_deployments_get_503(
+    kit: GatewayKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("TIERWISE_TEST_UNSET_KEY", raising=False)
     document = policy_document(kit.base_urls)
     for tier in document["tiers"].values():
@@ -309,17 +354,26 @@ async def test_unavailable_deployments_get_503(kit: GatewayKit, monkeypatch: pyt
     }
 
 
-async def test_scorer_fault_gets_fixed_500(kit: GatewayKit, capfd: pytest.CaptureFixture[str]) -> None:
+async def test_scorer_fault_gets_fixed_500(
+    kit: GatewayKit, capfd: pytest.CaptureFixture[str]
+) -> None:
     async with kit.running(scorer=FailingScorer()) as gateway:
         response = await gateway.chat(chat_body(), headers={"x-request-id": "req-fault-1"})
         records = await gateway.request_records()
 
     assert response.status_code == 500
     assert response.json() == {
-        "error": {"message": INTERNAL_ERROR_MESSAGE, "type": "api_error", "param": None, "code": "internal_error"}
+        "error": {
+            "message": INTERNAL_ERROR_MESSAGE,
+            "type": "api_error",
+            "param": None,
+            "code": "internal_error",
+        }
     }
     assert response.headers["x-request-id"] == "req-fault-1"
-    assert [(r["request_id"], r["status"], r["error"]) for r in records] == [("req-fault-1", 500, "internal_error")]
+    assert [(r["request_id"], r["status"], r["error"]) for r in records] == [
+        ("req-fault-1", 500, "internal_error")
+    ]
     captured = capfd.readouterr()
     assert FailingScorer.secret not in response.text
     assert FailingScorer.secret not in captured.out + captured.err

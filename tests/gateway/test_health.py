@@ -14,7 +14,9 @@ from tests.gateway.conftest import GatewayKit, policy_document, write_yaml
 def bundled_classifier_version() -> str:
     metadata_path = DEFAULT_DIR / "model.json"
     if not metadata_path.exists():
-        pytest.skip(f"no bundled classifier at {DEFAULT_DIR}; train one with `tierwise classifier train`")
+        pytest.skip(
+            f"no bundled classifier at {DEFAULT_DIR}; train one with `tierwise classifier train`"
+        )
     return str(json.loads(metadata_path.read_text(encoding="utf-8"))["version"])
 
 
@@ -58,10 +60,15 @@ async def test_readyz_names_bundled_classifier(kit: GatewayKit) -> None:
     version = bundled_classifier_version()
     async with kit.running(bundled_classifier=True) as gateway:
         response = await gateway.client.get("/readyz")
-        answer = await gateway.chat({"model": "auto", "messages": [{"role": "user", "content": "Hi!"}]})
+        answer = await gateway.chat(
+            {"model": "auto", "messages": [{"role": "user", "content": "Hi!"}]}
+        )
         records = await gateway.request_records()
 
-    assert response.json()["classifier"] == {"version": version, "tiers": ["edge", "mid", "frontier"]}
+    assert response.json()["classifier"] == {
+        "version": version,
+        "tiers": ["edge", "mid", "frontier"],
+    }
     assert answer.status_code == 200
     assert records[0]["classifier_version"] == version
     assert set(records[0]["scores"]) == {"edge", "mid", "frontier"}
@@ -76,7 +83,13 @@ async def test_models_lists_aliases_then_deployments(kit: GatewayKit) -> None:
     body = response.json()
     assert response.status_code == 200
     assert body["object"] == "list"
-    assert [m["id"] for m in body["data"]] == ["auto", "auto-quality", "edge-small", "mid-medium", "frontier-large"]
+    assert [m["id"] for m in body["data"]] == [
+        "auto",
+        "auto-quality",
+        "edge-small",
+        "mid-medium",
+        "frontier-large",
+    ]
     assert body["data"][1] == {
         "id": "auto-quality",
         "object": "model",
@@ -100,14 +113,18 @@ async def test_models_lists_aliases_then_deployments(kit: GatewayKit) -> None:
     }
 
 
-async def test_models_marks_unavailable_deployment(kit: GatewayKit, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_models_marks_unavailable_deployment(
+    kit: GatewayKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("TIERWISE_TEST_MISSING_KEY", raising=False)
     document: dict[str, Any] = policy_document(kit.base_urls)
     document["tiers"]["frontier"]["deployments"][0]["api_key_env"] = "TIERWISE_TEST_MISSING_KEY"
     write_yaml(kit.policy_path, document)
     async with kit.running(settings=kit.settings()) as gateway:
         response = await gateway.client.get("/v1/models")
-        routed = await gateway.chat({"model": "frontier-large", "messages": [{"role": "user", "content": "Hi"}]})
+        routed = await gateway.chat(
+            {"model": "frontier-large", "messages": [{"role": "user", "content": "Hi"}]}
+        )
 
     availability = {m["id"]: m["tierwise"].get("available") for m in response.json()["data"]}
     assert availability == {

@@ -11,6 +11,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCall,
+)
+from openai.types.shared_params import ResponseFormatJSONSchema
 
 from router.app import create_app
 from tests.gateway.conftest import TIERS, GatewayKit, LiveGateway, StubScorer, new_api_key
@@ -19,7 +24,7 @@ from tests.support.recorded import SCRIPTED_ANSWER
 from tests.support.scenario import Scenario, ToolCall
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Say hello in one short sentence."}]
-WEATHER_TOOL: dict[str, Any] = {
+WEATHER_TOOL: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -45,7 +50,11 @@ class LiveStack:
 
     def client(self, **options: Any) -> openai.OpenAI:
         return openai.OpenAI(
-            base_url=self.gateway.base_url, api_key=new_api_key(), max_retries=0, timeout=15, **options
+            base_url=self.gateway.base_url,
+            api_key=new_api_key(),
+            max_retries=0,
+            timeout=15,
+            **options,
         )
 
 
@@ -83,7 +92,10 @@ def test_chat_completion(live: LiveStack) -> None:
     assert completion.choices[0].message.content == SCRIPTED_ANSWER
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None
-    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    assert (
+        completion.usage.total_tokens
+        == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
 
 
 def test_stream_with_usage(live: LiveStack) -> None:
@@ -105,7 +117,9 @@ def test_stream_with_usage(live: LiveStack) -> None:
 
 
 def test_stream_without_usage(live: LiveStack) -> None:
-    chunks = list(live.client().chat.completions.create(model="auto", messages=MESSAGES, stream=True))
+    chunks = list(
+        live.client().chat.completions.create(model="auto", messages=MESSAGES, stream=True)
+    )
 
     assert all(chunk.usage is None for chunk in chunks)
     assert all(chunk.choices for chunk in chunks)
@@ -113,8 +127,15 @@ def test_stream_without_usage(live: LiveStack) -> None:
 
 
 def test_raw_stream_ends_with_usage_then_done(live: LiveStack) -> None:
-    body = {"model": "auto", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
-    with httpx.stream("POST", f"{live.gateway.base_url}/chat/completions", json=body, timeout=15) as response:
+    body = {
+        "model": "auto",
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.stream(
+        "POST", f"{live.gateway.base_url}/chat/completions", json=body, timeout=15
+    ) as response:
         data = [line[5:].strip() for line in response.iter_lines() if line.startswith("data:")]
         headers = response.headers
 
@@ -129,7 +150,9 @@ def test_raw_stream_ends_with_usage_then_done(live: LiveStack) -> None:
 
 
 def test_tools_reach_upstream(live: LiveStack) -> None:
-    live.fakes["edge"].enqueue(Scenario.tools(ToolCall("get_weather", '{"city": "Paris"}', id="call_7")))
+    live.fakes["edge"].enqueue(
+        Scenario.tools(ToolCall("get_weather", '{"city": "Paris"}', id="call_7"))
+    )
     completion = live.client().chat.completions.create(
         model="auto",
         messages=[{"role": "user", "content": "What is the weather in Paris?"}],
@@ -145,13 +168,17 @@ def test_tools_reach_upstream(live: LiveStack) -> None:
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.tool_calls is not None
-    assert choice.message.tool_calls[0].id == "call_7"
-    assert choice.message.tool_calls[0].function.name == "get_weather"
-    assert json.loads(choice.message.tool_calls[0].function.arguments) == {"city": "Paris"}
+    call = choice.message.tool_calls[0]
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+    assert call.id == "call_7"
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
 
 
 def test_streamed_tool_call_then_tool_result(live: LiveStack) -> None:
-    live.fakes["edge"].enqueue(Scenario.tools(ToolCall("get_weather", '{"city": "Oslo"}', id="call_8")))
+    live.fakes["edge"].enqueue(
+        Scenario.tools(ToolCall("get_weather", '{"city": "Oslo"}', id="call_8"))
+    )
     client = live.client()
     chunks = list(
         client.chat.completions.create(
@@ -176,7 +203,11 @@ def test_streamed_tool_call_then_tool_result(live: LiveStack) -> None:
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "call_8", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+                    {
+                        "id": "call_8",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": arguments},
+                    }
                 ],
             },
             {"role": "tool", "tool_call_id": "call_8", "content": '{"temp_c": 4}'},
@@ -202,7 +233,7 @@ def test_json_mode_passes_response_format(live: LiveStack) -> None:
 
 
 def test_json_schema_passes_through(live: LiveStack) -> None:
-    response_format: dict[str, Any] = {
+    response_format: ResponseFormatJSONSchema = {
         "type": "json_schema",
         "json_schema": {
             "name": "greeting",
@@ -215,7 +246,9 @@ def test_json_schema_passes_through(live: LiveStack) -> None:
             },
         },
     }
-    live.client().chat.completions.create(model="auto", messages=MESSAGES, response_format=response_format)  # type: ignore[arg-type]
+    live.client().chat.completions.create(
+        model="auto", messages=MESSAGES, response_format=response_format
+    )
 
     assert live.fakes["mid"].requests[0].body["response_format"] == response_format
 
@@ -294,13 +327,17 @@ def test_upstream_failure_raises_internal_server_error(live: LiveStack) -> None:
     }
 
 
-def test_timeout_raises_internal_server_error(tmp_path: Path, fakes: dict[str, FakeUpstream]) -> None:
+def test_timeout_raises_internal_server_error(
+    tmp_path: Path, fakes: dict[str, FakeUpstream]
+) -> None:
     for fake in fakes.values():
         fake.set_default(Scenario.hang())
     kit = GatewayKit(tmp_path, fakes)
     kit.write_policy(timeout_s=0.3)
     with LiveGateway(create_app(kit.settings(), StubScorer())) as gateway:
-        client = openai.OpenAI(base_url=gateway.base_url, api_key=new_api_key(), max_retries=0, timeout=15)
+        client = openai.OpenAI(
+            base_url=gateway.base_url, api_key=new_api_key(), max_retries=0, timeout=15
+        )
         with pytest.raises(openai.InternalServerError) as caught:
             client.chat.completions.create(model="auto", messages=MESSAGES)
 
@@ -321,7 +358,7 @@ def test_cut_stream_raises_api_error(live: LiveStack) -> None:
 
     with pytest.raises(openai.APIError) as caught:
         for chunk in stream:
-            received.append(chunk)
+            received.append(chunk)  # noqa: PERF402 - keeps the chunks read before the error
 
     # The fake aborts the connection with a reset, which can drop events still in flight, so
     # the client sees between one and three chunks, never the whole answer.
@@ -335,7 +372,9 @@ def test_cut_stream_raises_api_error(live: LiveStack) -> None:
 
 def test_client_reads_through_keepalives(live: LiveStack) -> None:
     live.fakes["edge"].enqueue(Scenario.pause(after_events=2, seconds=0.5))
-    chunks = list(live.client().chat.completions.create(model="auto", messages=MESSAGES, stream=True))
+    chunks = list(
+        live.client().chat.completions.create(model="auto", messages=MESSAGES, stream=True)
+    )
 
     assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == SCRIPTED_ANSWER
     assert chunks[-1].choices[0].finish_reason == "stop"
@@ -344,7 +383,9 @@ def test_client_reads_through_keepalives(live: LiveStack) -> None:
 def test_keepalive_comments_on_the_wire(live: LiveStack) -> None:
     live.fakes["edge"].enqueue(Scenario.pause(after_events=2, seconds=0.5))
     body = {"model": "auto", "messages": MESSAGES, "stream": True}
-    with httpx.stream("POST", f"{live.gateway.base_url}/chat/completions", json=body, timeout=15) as response:
+    with httpx.stream(
+        "POST", f"{live.gateway.base_url}/chat/completions", json=body, timeout=15
+    ) as response:
         lines = list(response.iter_lines())
 
     assert lines.count(": keep-alive") >= 2
@@ -353,15 +394,24 @@ def test_keepalive_comments_on_the_wire(live: LiveStack) -> None:
 
 def test_n2_returns_two_choices(live: LiveStack) -> None:
     completion = live.client().chat.completions.create(model="auto", messages=MESSAGES, n=2)
-    chunks = list(live.client().chat.completions.create(model="auto", messages=MESSAGES, n=2, stream=True))
+    chunks = list(
+        live.client().chat.completions.create(model="auto", messages=MESSAGES, n=2, stream=True)
+    )
 
     assert [choice.index for choice in completion.choices] == [0, 1]
-    finishes = {choice.index: choice.finish_reason for chunk in chunks for choice in chunk.choices if choice.finish_reason}
+    finishes = {
+        choice.index: choice.finish_reason
+        for chunk in chunks
+        for choice in chunk.choices
+        if choice.finish_reason
+    }
     assert finishes == {0: "stop", 1: "stop"}
 
 
 async def test_async_client_streams(live: LiveStack) -> None:
-    client = openai.AsyncOpenAI(base_url=live.gateway.base_url, api_key=new_api_key(), max_retries=0, timeout=15)
+    client = openai.AsyncOpenAI(
+        base_url=live.gateway.base_url, api_key=new_api_key(), max_retries=0, timeout=15
+    )
     stream = await client.chat.completions.create(
         model="auto-quality", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     )

@@ -10,14 +10,14 @@ import pytest
 import redis
 
 from router.app import create_app
-from router.outcomes.log import STREAM_KEY
 from tests.gateway.conftest import (
-    GatewayKit,
     Gateway,
+    GatewayKit,
     LiveGateway,
     StubScorer,
     chat_body,
     read_file_records,
+    stream_entries,
     tenant_of_key,
 )
 from tests.support.scenario import Scenario
@@ -72,7 +72,9 @@ async def send_mixed_requests(gateway: Gateway) -> list[str]:
 def fail_last_request(kit: GatewayKit) -> None:
     """Queue scenarios so that only the sixth request of send_mixed_requests fails on every tier."""
     # Requests 1 and 3 reach the edge tier (2 is a cache hit, 4 and 5 are rejected early).
-    kit.fakes["edge"].enqueue(Scenario.replay(), Scenario.replay(), Scenario.http_error(500, "boom"))
+    kit.fakes["edge"].enqueue(
+        Scenario.replay(), Scenario.replay(), Scenario.http_error(500, "boom")
+    )
     kit.fakes["mid"].enqueue(Scenario.http_error(500, "boom"))
     kit.fakes["frontier"].enqueue(Scenario.http_error(500, "boom"))
 
@@ -81,7 +83,14 @@ def check_mixed_records(records: list[dict[str, Any]], request_ids: list[str], t
     assert [r["request_id"] for r in records] == request_ids
     assert all(set(r) == RECORD_KEYS for r in records), [set(r) ^ RECORD_KEYS for r in records]
     assert [r["status"] for r in records] == [200, 200, 200, 400, 404, 502]
-    assert [r["error"] for r in records] == [None, None, None, "invalid_json", "model_not_found", "upstream_error"]
+    assert [r["error"] for r in records] == [
+        None,
+        None,
+        None,
+        "invalid_json",
+        "model_not_found",
+        "upstream_error",
+    ]
     assert [r["cache_hit"] for r in records] == [False, True, False, False, False, False]
     assert [r["stream"] for r in records] == [False, False, True, False, False, False]
     assert all(r["tenant"] == tenant for r in records)
@@ -110,7 +119,9 @@ async def test_file_log_one_record_per_request(kit: GatewayKit) -> None:
     assert gateway.api_key not in path.read_text()
 
 
-async def test_redis_stream_one_record_per_request(redis_kit: GatewayKit, redis_client: redis.Redis) -> None:
+async def test_redis_stream_one_record_per_request(
+    redis_kit: GatewayKit, redis_client: redis.Redis
+) -> None:
     fail_last_request(redis_kit)
     async with redis_kit.running(use_redis=True) as gateway:
         assert gateway.runtime.outcomes.backend == "redis-stream"
@@ -119,7 +130,7 @@ async def test_redis_stream_one_record_per_request(redis_kit: GatewayKit, redis_
 
     check_mixed_records(records, request_ids, gateway.tenant)
     assert not (redis_kit.tmp_path / "var" / "outcomes.jsonl").exists()
-    raw = redis_client.xrange(STREAM_KEY, min=f"({gateway.stream_start}", max="+")
+    raw = stream_entries(redis_client, gateway.stream_start)
     assert all(set(fields) == {b"record"} for _, fields in raw)
     assert all(gateway.api_key.encode() not in fields[b"record"] for _, fields in raw)
 
@@ -132,7 +143,10 @@ async def test_record_costs_follow_prices(kit: GatewayKit) -> None:
     usage = response.json()["usage"]
     record = records[0]
     assert record["tier"] == "mid"
-    assert (record["tokens_in"], record["tokens_out"]) == (usage["prompt_tokens"], usage["completion_tokens"])
+    assert (record["tokens_in"], record["tokens_out"]) == (
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
     mid_cost = (usage["prompt_tokens"] * 0.6 + usage["completion_tokens"] * 0.6) / 1_000_000
     frontier_cost = (usage["prompt_tokens"] * 10.0 + usage["completion_tokens"] * 30.0) / 1_000_000
     assert record["cost_usd"] == pytest.approx(mid_cost, abs=1e-8)
@@ -148,7 +162,9 @@ async def test_store_prompts_keeps_messages(kit: GatewayKit) -> None:
     assert records[0]["messages"] == [{"role": "user", "content": PROMPT}]
 
 
-async def test_summary_log_has_no_prompt(kit: GatewayKit, capfd: pytest.CaptureFixture[str]) -> None:
+async def test_summary_log_has_no_prompt(
+    kit: GatewayKit, capfd: pytest.CaptureFixture[str]
+) -> None:
     async with kit.running() as gateway:
         await gateway.chat(chat_body(PROMPT), headers={"x-request-id": "req-log-1"})
 
@@ -201,13 +217,55 @@ async def test_feedback_reaches_redis_stream(redis_kit: GatewayKit) -> None:
 
 
 INVALID_FEEDBACK: list[tuple[str, Any, str, str | None, str]] = [
-    ("score_above_one", {"request_id": "r1", "score": 1.5}, "Invalid value for 'score': Input should be less than or equal to 1.", "score", "invalid_request"),
-    ("score_below_zero", {"request_id": "r1", "score": -0.1}, "Invalid value for 'score': Input should be greater than or equal to 0.", "score", "invalid_request"),
-    ("score_word", {"request_id": "r1", "score": "great"}, "Invalid value for 'score': Input should be a valid number, unable to parse string as a number.", "score", "invalid_request"),
-    ("missing_request_id", {"score": 0.5}, "Invalid value for 'request_id': Field required.", "request_id", "invalid_request"),
-    ("empty_request_id", {"request_id": "", "score": 0.5}, "Invalid value for 'request_id': String should have at least 1 character.", "request_id", "invalid_request"),
-    ("unknown_field", {"request_id": "r1", "score": 0.5, "rating": 3}, "Invalid value for 'rating': Extra inputs are not permitted.", "rating", "invalid_request"),
-    ("json_array", [{"request_id": "r1", "score": 0.5}], "The request body must be a JSON object.", None, "invalid_json"),
+    (
+        "score_above_one",
+        {"request_id": "r1", "score": 1.5},
+        "Invalid value for 'score': Input should be less than or equal to 1.",
+        "score",
+        "invalid_request",
+    ),
+    (
+        "score_below_zero",
+        {"request_id": "r1", "score": -0.1},
+        "Invalid value for 'score': Input should be greater than or equal to 0.",
+        "score",
+        "invalid_request",
+    ),
+    (
+        "score_word",
+        {"request_id": "r1", "score": "great"},
+        "Invalid value for 'score': Input should be a valid number, unable to parse string as a number.",
+        "score",
+        "invalid_request",
+    ),
+    (
+        "missing_request_id",
+        {"score": 0.5},
+        "Invalid value for 'request_id': Field required.",
+        "request_id",
+        "invalid_request",
+    ),
+    (
+        "empty_request_id",
+        {"request_id": "", "score": 0.5},
+        "Invalid value for 'request_id': String should have at least 1 character.",
+        "request_id",
+        "invalid_request",
+    ),
+    (
+        "unknown_field",
+        {"request_id": "r1", "score": 0.5, "rating": 3},
+        "Invalid value for 'rating': Extra inputs are not permitted.",
+        "rating",
+        "invalid_request",
+    ),
+    (
+        "json_array",
+        [{"request_id": "r1", "score": 0.5}],
+        "The request body must be a JSON object.",
+        None,
+        "invalid_json",
+    ),
 ]
 
 
@@ -251,7 +309,10 @@ def test_live_server_flushes_records_on_stop(kit: GatewayKit) -> None:
     with LiveGateway(app) as live:
         path = live.runtime.outcomes.path
         with httpx.Client(base_url=live.base_url, timeout=10) as client:
-            statuses = [client.post("/chat/completions", json=chat_body(f"Question {i}")).status_code for i in range(20)]
+            statuses = [
+                client.post("/chat/completions", json=chat_body(f"Question {i}")).status_code
+                for i in range(20)
+            ]
 
     records = read_file_records(path)
     assert statuses == [200] * 20
@@ -268,7 +329,9 @@ def test_client_disconnect_mid_stream_is_recorded(kit: GatewayKit) -> None:
     with LiveGateway(app) as live:
         path = live.runtime.outcomes.path
         body = chat_body(stream=True)
-        with httpx.stream("POST", f"{live.base_url}/chat/completions", json=body, timeout=10) as response:
+        with httpx.stream(
+            "POST", f"{live.base_url}/chat/completions", json=body, timeout=10
+        ) as response:
             first_lines = [line for _, line in zip(range(2), response.iter_lines())]
 
         records: list[dict[str, Any]] = []

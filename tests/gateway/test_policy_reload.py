@@ -64,7 +64,11 @@ async def test_invalid_policy_keeps_old_then_valid_applies(kit: GatewayKit) -> N
     assert len(kit.fakes["edge"].requests) == 2
     assert len(replacement.requests) == 1
     assert replacement.requests[0].body["model"] == "fake-edge"
-    assert [r["policy_version"] for r in records] == [first_version, first_version, ready_after["policy"]["version"]]
+    assert [r["policy_version"] for r in records] == [
+        first_version,
+        first_version,
+        ready_after["policy"]["version"],
+    ]
 
 
 async def test_reload_changes_routing_thresholds(kit: GatewayKit) -> None:
@@ -73,7 +77,9 @@ async def test_reload_changes_routing_thresholds(kit: GatewayKit) -> None:
     async with kit.running(settings=settings) as gateway:
         before = await gateway.chat(chat_body())
         # The stub scores every tier 0.9; an edge threshold of 0.95 sends requests to mid.
-        document: dict[str, Any] = policy_document(kit.base_urls, thresholds={"edge": 0.95, "mid": 0.6})
+        document: dict[str, Any] = policy_document(
+            kit.base_urls, thresholds={"edge": 0.95, "mid": 0.6}
+        )
         write_yaml(kit.policy_path, document)
         version = gateway.runtime.policies.current.version
 

@@ -69,7 +69,9 @@ def traffic_prompts(shared_data: Path, count: int, rng: random.Random) -> list[R
     return rng.sample(allowed, count)
 
 
-def routerbench_test_prompts(shared_data: Path, count: int, rng: random.Random) -> list[ReplayPrompt]:
+def routerbench_test_prompts(
+    shared_data: Path, count: int, rng: random.Random
+) -> list[ReplayPrompt]:
     """Sample ``count`` whole prompts (few-shot examples included) from RouterBench's test split."""
     csv.field_size_limit(1 << 30)
     folder = shared_data / "routerbench-subset" / "datasets" / "routerbench_zs"
@@ -104,7 +106,10 @@ def send(client: httpx.Client, number: int, prompt: ReplayPrompt) -> ReplayResul
         ok = sse.done and not sse.errors and bool(sse.finish_reasons())
         return ReplayResult(request_id, 200, ok, f"stream done={sse.done} errors={sse.errors}")
     choice = response.json()["choices"][0]
-    ok = isinstance(choice["message"]["content"], str) and choice["finish_reason"] in ("stop", "length")
+    ok = isinstance(choice["message"]["content"], str) and choice["finish_reason"] in (
+        "stop",
+        "length",
+    )
     return ReplayResult(request_id, 200, ok, f"finish_reason={choice['finish_reason']}")
 
 
@@ -145,11 +150,11 @@ def test_replay_prompts_through_live_gateway(
     with LiveGateway(app) as live:
         outcome_path = live.runtime.outcomes.path
         limits = httpx.Limits(max_connections=CONCURRENCY)
-        with httpx.Client(base_url=live.base_url, timeout=60, limits=limits) as client:
-            with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
-                results = list(
-                    pool.map(lambda item: send(client, *item), enumerate(replay_prompts))
-                )
+        with (
+            httpx.Client(base_url=live.base_url, timeout=60, limits=limits) as client,
+            ThreadPoolExecutor(max_workers=CONCURRENCY) as pool,
+        ):
+            results = list(pool.map(lambda item: send(client, *item), enumerate(replay_prompts)))
 
     failures = [result for result in results if not result.ok]
     assert failures == [], failures[:5]

@@ -96,7 +96,10 @@ async def test_context_length_error_escalates_to_mid(kit: GatewayKit, server: st
     assert len(records) == 1
     assert records[0]["tier"] == "mid"
     assert records[0]["model"] == "mid-medium"
-    assert attempts_of(records[0]) == [("edge", "edge-small", "context"), ("mid", "mid-medium", None)]
+    assert attempts_of(records[0]) == [
+        ("edge", "edge-small", "context"),
+        ("mid", "mid-medium", None),
+    ]
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
@@ -108,7 +111,10 @@ async def test_server_error_escalates_to_mid(kit: GatewayKit, status: int) -> No
 
     assert response.status_code == 200
     assert response.headers["x-tierwise-tier"] == "mid"
-    assert attempts_of(records[0]) == [("edge", "edge-small", "server"), ("mid", "mid-medium", None)]
+    assert attempts_of(records[0]) == [
+        ("edge", "edge-small", "server"),
+        ("mid", "mid-medium", None),
+    ]
     assert records[0]["status"] == 200
     assert records[0]["error"] is None
 
@@ -120,7 +126,10 @@ async def test_refused_connection_escalates_to_mid(kit: GatewayKit) -> None:
         records = await gateway.request_records()
 
     assert response.status_code == 200
-    assert attempts_of(records[0]) == [("edge", "edge-small", "connection"), ("mid", "mid-medium", None)]
+    assert attempts_of(records[0]) == [
+        ("edge", "edge-small", "connection"),
+        ("mid", "mid-medium", None),
+    ]
 
 
 async def test_two_failures_escalate_to_frontier(kit: GatewayKit) -> None:
@@ -189,7 +198,9 @@ async def test_escalation_disabled_returns_502(kit: GatewayKit) -> None:
 
 async def test_upstream_client_error_is_not_escalated(kit: GatewayKit) -> None:
     kit.fakes["edge"].enqueue(
-        Scenario.http_error(400, "Invalid value for 'logit_bias'.", "invalid_request_error", param="logit_bias")
+        Scenario.http_error(
+            400, "Invalid value for 'logit_bias'.", "invalid_request_error", param="logit_bias"
+        )
     )
     async with kit.running() as gateway:
         response = await gateway.chat(chat_body())
@@ -219,8 +230,9 @@ async def test_upstream_body_names_upstream_model(kit: GatewayKit) -> None:
 
 @pytest.mark.parametrize("tier", ["edge", "mid", "frontier"])
 async def test_tier_names_its_deployment(kit: GatewayKit, tier: str) -> None:
-    scores = {"edge": 0.1, "mid": 0.1} | ({tier: 0.99} if tier != "frontier" else {})
-    async with kit.running(scorer=StubScorer(**scores)) as gateway:
+    # Only the tier under test meets its threshold; the frontier tier has none.
+    scorer = StubScorer(edge=0.99 if tier == "edge" else 0.1, mid=0.99 if tier == "mid" else 0.1)
+    async with kit.running(scorer=scorer) as gateway:
         response = await gateway.chat(chat_body())
 
     assert response.headers["x-tierwise-tier"] == tier

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from tests.gateway.conftest import GatewayKit, Gateway, SseBody, chat_body, parse_sse
+from tests.gateway.conftest import Gateway, GatewayKit, SseBody, chat_body, parse_sse
 from tests.support.recorded import SCRIPTED_ANSWER
 from tests.support.scenario import Scenario, ToolCall
 
@@ -22,7 +22,9 @@ STREAM_FAILED = {
 }
 
 
-async def stream(gateway: Gateway, body: dict[str, Any], **headers: str) -> tuple[httpx.Response, SseBody]:
+async def stream(
+    gateway: Gateway, body: dict[str, Any], **headers: str
+) -> tuple[httpx.Response, SseBody]:
     response = await gateway.chat({**body, "stream": True}, headers=headers)
     return response, parse_sse(response.content)
 
@@ -162,7 +164,9 @@ async def test_first_event_error_everywhere_gets_http_502(kit: GatewayKit) -> No
 
 
 async def test_later_error_event_reaches_client(kit: GatewayKit) -> None:
-    kit.fakes["edge"].enqueue(Scenario.stream_error(after_events=4, message="upstream detail: do-not-leak"))
+    kit.fakes["edge"].enqueue(
+        Scenario.stream_error(after_events=4, message="upstream detail: do-not-leak")
+    )
     async with kit.running() as gateway:
         response, sse = await stream(gateway, chat_body(temperature=0))
         records = await gateway.request_records()
@@ -183,7 +187,9 @@ async def test_later_error_event_reaches_client(kit: GatewayKit) -> None:
 
 async def test_too_long_stream_gets_json_400(kit: GatewayKit) -> None:
     prompt = "lorem " * 3000
-    async with kit.running(context_windows={"edge": 1024, "mid": 1024, "frontier": 1024}) as gateway:
+    async with kit.running(
+        context_windows={"edge": 1024, "mid": 1024, "frontier": 1024}
+    ) as gateway:
         response, _ = await stream(gateway, chat_body(prompt))
 
     assert response.status_code == 400
@@ -279,7 +285,9 @@ async def test_pause_sends_keepalive_comments(kit: GatewayKit) -> None:
 
 async def test_n2_stream_has_both_indexes(kit: GatewayKit) -> None:
     async with kit.running() as gateway:
-        response, sse = await stream(gateway, chat_body(n=2, stream_options={"include_usage": True}))
+        response, sse = await stream(
+            gateway, chat_body(n=2, stream_options={"include_usage": True})
+        )
 
     assert response.status_code == 200
     assert sse.done
