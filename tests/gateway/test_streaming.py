@@ -109,7 +109,7 @@ async def test_cut_stream_ends_with_error_event(kit: GatewayKit) -> None:
         records = await gateway.request_records()
         retry, retry_sse = await stream(gateway, chat_body(temperature=0))
 
-    # The status line went out before the cut, so the body must say the answer is incomplete.
+    # The status line went out before the cut, so the body must show that the answer is incomplete.
     assert response.status_code == 200
     assert not sse.done
     assert "[DONE]" not in sse.data
