@@ -1,15 +1,15 @@
 """Soak a Tierwise gateway with mixed traffic while its Redis is killed and paused.
 
 The soak starts its own ``redis-server`` (127.0.0.1, free port, no persistence), three replay
-upstreams and ``python -m router serve --redis-url ...`` as processes, then sends public
-traffic-mix prompts (the ones ``bench/replay.py`` may use, so no CC BY-NC record) for a bounded
-time and request count: JSON and streamed chat completions, temperature-0 repeats that the cache
-can answer, and feedback posts. Every chat request carries its own ``x-request-id``, which the
+upstreams and ``python -m router serve`` with that Redis, each as a process. It then sends the
+traffic-mix prompts that ``bench/replay.py`` may use (so no CC BY-NC record) for a bounded time
+and request count. The mix has JSON and streamed chat completions, temperature-0 repeats that the
+cache can answer, and feedback posts. Every chat request carries its own ``x-request-id``, which the
 gateway uses as the outcome record's ``request_id``.
 
 During the run Redis is killed with SIGKILL and started again, and paused with SIGSTOP and resumed
 with SIGCONT. A Redis without persistence loses its stream when killed, so a background thread
-keeps a copy of every ``tw:outcomes`` entry; just before the kill the soak pauses Redis writes
+keeps a copy of every ``tw:outcomes`` entry. Just before the kill the soak pauses Redis writes
 (``CLIENT PAUSE ... WRITE``) and reads the stream to its end. Writes refused by that pause time
 out in the gateway, which spools them to ``<data dir>/outcomes-spool.jsonl`` like any other.
 
@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import shutil
 import signal
@@ -41,7 +40,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,13 +55,23 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STREAM_KEY = "tw:outcomes"
 FAULT_KINDS = ("kill", "pause")
-# Shares of the traffic mix; the rest are fresh chat prompts.
+# Shares of the traffic mix. The other requests are chat completions with a new prompt.
 FEEDBACK_SHARE = 0.08
 REPEAT_SHARE = 0.20
 STREAM_SHARE = 0.35
 FRESH_TEMPERATURE_ZERO_SHARE = 0.6
 RSS_FLAT_TOLERANCE = 0.10
 SPOOL_DELIVERY_TIMEOUT_S = 60.0
+# The gateway spools outcome records here, in its data folder, while Redis is away.
+SPOOL_NAME = "outcomes-spool.jsonl"
+
+
+Seen = tuple[str, str, bool]
+"""An outcome record reduced to what the soak checks: type, request id and cache hit."""
+
+
+def seen(record: dict[str, Any]) -> Seen:
+    return str(record.get("type")), str(record.get("request_id")), record.get("cache_hit") is True
 
 
 class SoakSetupError(RuntimeError):
@@ -91,7 +100,6 @@ class SoakOptions:
 class Planned:
     """One request of the traffic mix: a chat completion, or feedback on ``target``."""
 
-    number: int
     kind: str
     request_id: str
     text: str = ""
@@ -103,7 +111,7 @@ class Planned:
 
 @dataclass(slots=True)
 class Tally:
-    """What the client saw: counts, failure reasons, and ids whose records must arrive."""
+    """The client's view of the run: counts, failure reasons, and ids whose records must arrive."""
 
     chat_sent: int = 0
     streamed: int = 0
@@ -132,24 +140,32 @@ class PrivateRedis:
         self.folder = folder
         self.port = port
         self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+        self.process_ids: list[int] = []
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self, timeout_s: float = 2.0) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        return redis.Redis(
+            port=self.port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
 
     def start(self) -> None:
-        """Start redis-server and wait for PING; raise SoakSetupError after 30 s."""
-        self.starts += 1
+        """Start redis-server and wait for PING.
+
+        Raises:
+            SoakSetupError: Redis did not reply to PING within 30 s.
+        """
         command = [
             "redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
             "--appendonly", "no", "--dir", str(self.folder),
-            "--logfile", str(self.folder / f"redis-{self.starts}.log"),
+            "--logfile", str(self.folder / f"redis-{len(self.process_ids) + 1}.log"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.process_ids.append(self.process.pid)
         deadline = time.monotonic() + 30
         with self.client() as client:
             while time.monotonic() < deadline:
@@ -157,14 +173,16 @@ class PrivateRedis:
                     if client.ping():
                         return
                 time.sleep(0.05)
-        raise SoakSetupError(f"redis-server on port {self.port} did not answer PING in 30 s")
+        raise SoakSetupError(
+            f"redis-server on port {self.port} did not reply to PING within 30 s; see {self.folder}"
+        )
 
     def send_signal(self, number: int) -> None:
         assert self.process is not None
         self.process.send_signal(number)
 
     def kill(self) -> None:
-        """Kill redis-server with SIGKILL; its data is gone, as after a crash."""
+        """Kill redis-server with SIGKILL, which loses its data as a crash would."""
         assert self.process is not None
         self.process.kill()
         self.process.wait(timeout=30)
@@ -180,14 +198,15 @@ class PrivateRedis:
 class StreamCollector:
     """A background thread that copies every outcome stream entry into memory.
 
-    It polls XRANGE after the last id seen. :meth:`hold` stops the polling so that the caller can
-    drain the stream and restart Redis; :meth:`reset` starts again at the new stream's beginning.
+    It polls XRANGE after the last id seen. :meth:`hold` stops the polling while the caller
+    drains the stream and restarts Redis, and :meth:`reset` then starts at the new stream's
+    first entry.
     """
 
     def __init__(self, server: PrivateRedis, poll_s: float = 0.25) -> None:
         self.server = server
         self.poll_s = poll_s
-        self.records: list[dict[str, Any]] = []
+        self.records: list[Seen] = []
         self.read_errors = 0
         self._last_id = "0-0"
         self._lock = threading.RLock()
@@ -212,15 +231,17 @@ class StreamCollector:
             self._last_id = "0-0"
 
     def drain(self) -> None:
-        """Read every entry up to the stream's end; raise redis.RedisError when Redis fails."""
+        """Read every entry up to the stream's end; redis.RedisError propagates when Redis fails."""
         with self._lock, self.server.client() as client:
             while self._read_batch(client):
                 pass
 
     def _read_batch(self, client: redis.Redis) -> int:
-        entries = client.xrange(STREAM_KEY, min=f"({self._last_id}", count=1000)
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(  # type: ignore[assignment]
+            STREAM_KEY, min=f"({self._last_id}", count=1000
+        )  # redis-py types the reply loosely. Without decode_responses it is bytes.
         for entry_id, fields in entries:
-            self.records.append(json.loads(fields[b"record"]))
+            self.records.append(seen(json.loads(fields[b"record"])))
             self._last_id = entry_id.decode()
         return len(entries)
 
@@ -232,48 +253,31 @@ class StreamCollector:
                         while self._read_batch(client):
                             pass
                 except redis.RedisError:
-                    # Redis is down or paused on purpose; the next poll tries again.
+                    # Redis is down or paused on purpose, and the next poll tries again.
                     self.read_errors += 1
 
 
-class RssSampler:
-    """A background thread that reads a process's VmRSS (kB) from /proc every ``interval_s``."""
-
-    def __init__(self, pid: int, interval_s: float) -> None:
-        self.pid = pid
-        self.interval_s = interval_s
-        self.samples: list[tuple[float, int]] = []
-        self._started = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def start(self) -> None:
-        self._started = time.monotonic()
-        self._sample()
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        self._sample()
-
-    def _sample(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    kilobytes = int(line.split()[1])
-                    self.samples.append((time.monotonic() - self._started, kilobytes))
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
+async def sample_rss(
+    pid: int, interval_s: float, samples: list[tuple[float, int]], done: asyncio.Event
+) -> None:
+    """Append (seconds since the start, VmRSS in kB) of ``pid`` every ``interval_s`` until done."""
+    started = time.monotonic()
+    while True:
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            line = next(line for line in status if line.startswith("VmRSS:"))
+            samples.append((round(time.monotonic() - started, 1), int(line.split()[1])))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), interval_s)
+        if done.is_set():
+            return
 
 
 # Traffic -------------------------------------------------------------------------------------
 
 
 class TrafficPlan:
-    """Chooses each request's kind from the mix shares, with a seeded random generator."""
+    """A seeded generator of requests that follows the mix shares."""
 
     def __init__(self, prompts: Sequence[Prompt], seed: int, run_tag: str) -> None:
         self.prompts = prompts
@@ -286,21 +290,21 @@ class TrafficPlan:
         request_id = f"soak-{self.run_tag}-{number:06d}"
         draw = self.random.random()
         if draw < FEEDBACK_SHARE and tally.feedback_targets:
-            return Planned(number, "feedback", request_id, target=tally.feedback_targets.pop())
+            return Planned("feedback", request_id, target=tally.feedback_targets.pop())
         stream = self.random.random() < STREAM_SHARE
         if draw < FEEDBACK_SHARE + REPEAT_SHARE and self.repeatable:
             text = self.random.choice(self.repeatable)
-            return Planned(number, "chat", request_id, text, 0.0, stream, repeat=True)
+            return Planned("chat", request_id, text, 0.0, stream, repeat=True)
         text = self.prompts[self.next_fresh % len(self.prompts)].text
         self.next_fresh += 1
         if self.random.random() < FRESH_TEMPERATURE_ZERO_SHARE:
             self.repeatable.append(text)
-            return Planned(number, "chat", request_id, text, 0.0, stream)
-        return Planned(number, "chat", request_id, text, 0.7, stream)
+            return Planned("chat", request_id, text, 0.0, stream)
+        return Planned("chat", request_id, text, 0.7, stream)
 
 
 class Pacer:
-    """Spaces request starts ``1 / rps`` seconds apart; no waiting when ``rps`` is None."""
+    """A limiter that spaces request starts ``1 / rps`` seconds apart (no limit when None)."""
 
     def __init__(self, rps: float | None) -> None:
         self.interval_s = 1.0 / rps if rps else 0.0
@@ -345,7 +349,7 @@ async def _read_stream(raw: Any) -> bool:
 
 
 async def send_chat(driver: Driver, item: Planned) -> None:
-    """Send one chat completion and count the result; an error is counted by its reason."""
+    """Send one chat completion and count the result, or the failure by its reason."""
     import openai
 
     tally = driver.tally
@@ -383,7 +387,7 @@ async def send_chat(driver: Driver, item: Planned) -> None:
 
 
 async def send_feedback(driver: Driver, item: Planned) -> None:
-    """Post a score for an earlier request; its feedback record must reach the stream."""
+    """Post a score for an earlier request, whose feedback record must then reach the stream."""
     import httpx
 
     tally = driver.tally
@@ -443,7 +447,7 @@ async def inject_faults(
     traffic_done: asyncio.Event,
     events: list[dict[str, Any]],
 ) -> None:
-    """Run each fault at an even share of the duration; skip the rest once traffic has ended."""
+    """Run each fault at an even share of the duration, and no more faults after traffic ends."""
     started = time.monotonic()
     for index, kind in enumerate(options.faults):
         due = started + options.duration_s * (index + 1) / (len(options.faults) + 1)
@@ -456,36 +460,40 @@ async def inject_faults(
             await asyncio.to_thread(kill_and_restart, server, collector, options.down_s)
         else:
             await asyncio.to_thread(pause_and_resume, server, options.pause_s)
-        events.append({"kind": kind, "at_s": round(at_s, 1), "took_s": round(time.monotonic() - started - at_s, 1)})
+        took_s = time.monotonic() - started - at_s
+        events.append({"kind": kind, "at_s": round(at_s, 1), "took_s": round(took_s, 1)})
         print(f"fault: {kind} at {at_s:.1f} s, Redis answering again", flush=True)
 
 
 async def drive_traffic(
-    options: SoakOptions,
-    base_url: str,
-    plan: TrafficPlan,
-    server: PrivateRedis,
-    collector: StreamCollector,
-    faults: list[dict[str, Any]],
+    options: SoakOptions, stack: Stack, plan: TrafficPlan, collector: StreamCollector
 ) -> Tally:
-    """Send the traffic mix with ``concurrency`` workers while the faults run; return the tally."""
+    """Send the traffic mix while faults run and RSS is sampled; return the client's tally."""
     import httpx
     import openai
 
+    assert stack.gateway is not None
     chat_client = openai.AsyncOpenAI(
-        base_url=base_url, api_key="soak", max_retries=0, timeout=options.timeout_s
+        base_url=stack.gateway_url, api_key="soak", max_retries=0, timeout=options.timeout_s
     )
-    http = httpx.AsyncClient(base_url=base_url.removesuffix("/v1"), timeout=options.timeout_s)
+    http = httpx.AsyncClient(
+        base_url=stack.gateway_url.removesuffix("/v1"), timeout=options.timeout_s
+    )
     deadline = time.monotonic() + options.duration_s
     driver = Driver(options, plan, chat_client, http, deadline, Pacer(options.rps_limit))
-    traffic_done = asyncio.Event()
-    fault_task = asyncio.create_task(inject_faults(options, server, collector, traffic_done, faults))
+    done = asyncio.Event()
+    background = [
+        asyncio.create_task(inject_faults(options, stack.redis, collector, done, stack.faults)),
+        asyncio.create_task(
+            sample_rss(stack.gateway.pid, options.rss_interval_s, stack.rss_samples, done)
+        ),
+    ]
     try:
         await asyncio.gather(*(_worker(driver) for _ in range(options.concurrency)))
     finally:
-        traffic_done.set()
+        done.set()
         # A fault that has begun runs to its end, so Redis is never left stopped.
-        await fault_task
+        await asyncio.gather(*background)
         await chat_client.close()
         await http.aclose()
     return driver.tally
@@ -496,21 +504,23 @@ async def drive_traffic(
 
 @dataclass(slots=True)
 class Stack:
-    """The processes of one soak, and the folders they write to."""
+    """The processes of one soak, what happened to them, and the folders they write to."""
 
     workdir: Path
-    data_dir: Path
     redis: PrivateRedis
     processes: list[tuple[str, subprocess.Popen[str]]] = field(default_factory=list)
     policy_path: Path | None = None
     gateway: subprocess.Popen[str] | None = None
     gateway_url: str = ""
-    gateway_starts: int = 0
     gateway_exit_codes: list[int | None] = field(default_factory=list)
+    process_ids: list[int] = field(default_factory=list)
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    rss_samples: list[tuple[float, int]] = field(default_factory=list)
 
     @property
-    def spool_path(self) -> Path:
-        return self.data_dir / "outcomes-spool.jsonl"
+    def data_dir(self) -> Path:
+        """The gateway's data folder, shared by every start so that a spool survives a restart."""
+        return self.workdir / "data"
 
 
 def start_upstreams(stack: Stack) -> None:
@@ -524,24 +534,25 @@ def start_upstreams(stack: Stack) -> None:
         log_path = stack.workdir / f"replay-{spec.tier}.log"
         process, url = start_replay_process(spec, log_path, BENCH_SOURCES)
         stack.processes.append((f"replay {spec.model}", process))
+        stack.process_ids.append(process.pid)
         upstreams.append(TierUpstream(spec, url))
     stack.policy_path = write_policy(stack.workdir / "policy.yaml", upstreams)
 
 
 def start_gateway(stack: Stack) -> None:
-    """Start the gateway with the soak's Redis and data folder; each start logs to its own folder."""
+    """Start the gateway on the soak's Redis and data folder; each start logs to its own folder."""
     from tests.support.stack import start_gateway as start_gateway_process
 
     assert stack.policy_path is not None
-    stack.gateway_starts += 1
-    log_dir = stack.workdir / f"gateway-{stack.gateway_starts}"
+    log_dir = stack.workdir / f"gateway-{len(stack.gateway_exit_codes) + 1}"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {"TIERWISE_REDIS_URL": stack.redis.url, "TIERWISE_DATA_DIR": str(stack.data_dir)}
     stack.gateway, stack.gateway_url = start_gateway_process(stack.policy_path, log_dir, env)
+    stack.process_ids.append(stack.gateway.pid)
 
 
 def stop_gateway(stack: Stack) -> None:
-    """Send SIGTERM (SIGKILL after 15 s) and keep the exit code; shutdown flushes outcomes."""
+    """Send SIGTERM (SIGKILL after 15 s), whose graceful shutdown flushes queued outcomes."""
     from tests.support.stack import stop_process
 
     if stack.gateway is not None:
@@ -552,15 +563,16 @@ def stop_gateway(stack: Stack) -> None:
 
 def deliver_spool(stack: Stack) -> bool:
     """Start the gateway again until it has sent its spool to Redis; return whether it did."""
-    if not stack.spool_path.exists():
+    spool = stack.data_dir / SPOOL_NAME
+    if not spool.exists():
         return True
-    print(f"a spool was left at {stack.spool_path}; starting the gateway again to deliver it")
+    print(f"a spool was left at {spool}; starting the gateway again to deliver it", flush=True)
     start_gateway(stack)
     deadline = time.monotonic() + SPOOL_DELIVERY_TIMEOUT_S
-    while stack.spool_path.exists() and time.monotonic() < deadline:
+    while spool.exists() and time.monotonic() < deadline:
         time.sleep(0.25)
     stop_gateway(stack)
-    return not stack.spool_path.exists()
+    return not spool.exists()
 
 
 def stop_all(stack: Stack) -> None:
@@ -577,63 +589,56 @@ def stop_all(stack: Stack) -> None:
 # Accounting and report -----------------------------------------------------------------------
 
 
-def read_spool(path: Path) -> list[dict[str, Any]]:
+def read_spool(path: Path) -> list[Seen]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
+    lines = path.read_text(encoding="utf-8").split("\n")
+    return [seen(json.loads(line)) for line in lines if line.strip()]
 
 
-def account_records(
-    stream: list[dict[str, Any]], spool: list[dict[str, Any]], tally: Tally
-) -> dict[str, Any]:
-    """Compare the records that arrived with the ids the client expects; counts and a sample."""
-    found: Counter[tuple[str, str]] = Counter(
-        (record.get("type", "?"), str(record.get("request_id"))) for record in stream + spool
-    )
-    expected = {("request", rid) for rid in tally.answered} | {
-        ("feedback", rid) for rid in tally.feedback_accepted
-    }
+def account_records(stream: list[Seen], spool: list[Seen], tally: Tally) -> dict[str, Any]:
+    """Compare the records that arrived with the ids the client expects, as counts and a sample."""
+    found = Counter((kind, request_id) for kind, request_id, _ in stream + spool)
+    expected = {("request", request_id) for request_id in tally.answered}
+    expected |= {("feedback", request_id) for request_id in tally.feedback_accepted}
     missing = sorted(expected - found.keys())
+    in_stream = {(kind, request_id) for kind, request_id, _ in stream}
     return {
         "expected_records": len(expected),
-        "stream_request_ids": len({rid for kind, rid in _keys(stream) if kind == "request"}),
-        "stream_feedback_ids": len({rid for kind, rid in _keys(stream) if kind == "feedback"}),
+        "stream_request_ids": sum(1 for kind, _ in in_stream if kind == "request"),
+        "stream_feedback_ids": sum(1 for kind, _ in in_stream if kind == "feedback"),
         "spool_records": len(spool),
         "missing": len(missing),
-        "missing_sample": [f"{kind} {rid}" for kind, rid in missing[:10]],
+        "missing_sample": [f"{kind} {request_id}" for kind, request_id in missing[:10]],
         "duplicates": sum(count - 1 for count in found.values()),
         "unexpected": len(found.keys() - expected),
-        "record_cache_hits": sum(1 for r in stream + spool if r.get("cache_hit") is True),
+        "record_cache_hits": len({request_id for _, request_id, hit in stream + spool if hit}),
     }
-
-
-def _keys(records: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
-    return ((r.get("type", "?"), str(r.get("request_id"))) for r in records)
 
 
 def rss_figures(samples: list[tuple[float, int]], duration_s: float) -> dict[str, Any]:
     """RSS (kB) first, after warm-up ("start"), at the middle and at the end, and whether flat.
 
-    Warm-up is the first tenth of the run (at least 5 s): imports, caches and pools grow then.
-    Flat means the middle and end samples are within 10% of the start sample.
+    Warm-up is the first tenth of the run (at least 5 s), while imports, caches and connection
+    pools still grow. Flat means the middle and end samples are within 10% of the start sample.
     """
     if not samples:
         return {"flat": None}
     warmup_s = max(5.0, duration_s / 10)
-    after = [s for s in samples if s[0] >= warmup_s] or samples[-1:]
+    after = [sample for sample in samples if sample[0] >= warmup_s] or samples[-1:]
     start, end = after[0][1], after[-1][1]
-    middle = min(after, key=lambda s: abs(s[0] - duration_s / 2))[1]
+    middle = min(after, key=lambda sample: abs(sample[0] - duration_s / 2))[1]
     change = max(abs(middle - start), abs(end - start)) / start
     return {
         "first_kb": samples[0][1],
         "start_kb": start,
         "middle_kb": middle,
         "end_kb": end,
-        "peak_kb": max(s[1] for s in samples),
+        "peak_kb": max(kilobytes for _, kilobytes in samples),
         "warmup_s": warmup_s,
         "max_change": round(change, 4),
         "flat": change <= RSS_FLAT_TOLERANCE,
-        "samples": len(samples),
+        "samples": samples,
     }
 
 
@@ -645,26 +650,51 @@ def gateway_log_events(workdir: Path) -> dict[str, int]:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
-                events["(not JSON)"] += bool(line.strip())
-                continue
+                entry = None
             if not isinstance(entry, dict):
-                events["(not JSON)"] += 1
-                continue
-            level = str(entry.get("level", ""))
-            if level not in ("info", "debug"):
-                events[f"{level} {entry.get('event')}"] += 1
+                events["(not JSON)"] += bool(line.strip())
+            elif entry.get("level") not in ("info", "debug"):
+                events[f"{entry.get('level')} {entry.get('event')}"] += 1
     return dict(events.most_common())
+
+
+def build_report(
+    options: SoakOptions, stack: Stack, tally: Tally, records: dict[str, Any], traffic_s: float
+) -> dict[str, Any]:
+    """Return the soak's figures, where ``passed`` is False if a request failed or a record is missing."""
+    return {
+        "traffic_s": round(traffic_s, 1),
+        "concurrency": options.concurrency,
+        "rps_limit": options.rps_limit,
+        "sent": tally.sent,
+        "chat_sent": tally.chat_sent,
+        "streamed": tally.streamed,
+        "repeats": tally.repeats,
+        "feedback_sent": tally.feedback_sent,
+        "succeeded": tally.succeeded,
+        "failures": dict(tally.failures.most_common()),
+        "cache_hits": tally.cache_hits,
+        "records": records,
+        "faults": stack.faults,
+        "rss": rss_figures(stack.rss_samples, traffic_s),
+        "gateway_exit_codes": stack.gateway_exit_codes,
+        "log_events": gateway_log_events(stack.workdir),
+        "process_ids": [*stack.process_ids, *stack.redis.process_ids],
+        "workdir": str(stack.workdir),
+        "passed": not tally.failures and records["missing"] == 0 and tally.succeeded > 0,
+    }
 
 
 def print_report(report: dict[str, Any]) -> None:
     """Print the soak's figures as a short plain-text summary."""
     records, rss = report["records"], report["rss"]
-    rate = f"{report['rps_limit']} rps limit" if report["rps_limit"] else "no rate limit"
+    rate = f"at most {report['rps_limit']} requests/s" if report["rps_limit"] else "no rate limit"
     print(f"traffic: {report['traffic_s']:.0f} s, concurrency {report['concurrency']}, {rate}")
     print(
         f"requests sent: {report['sent']} (chat {report['chat_sent']}: {report['streamed']}"
         f" streamed, {report['repeats']} temperature-0 repeats; feedback {report['feedback_sent']})"
     )
+
     print(f"succeeded: {report['succeeded']}  failed: {sum(report['failures'].values())}")
     for reason, count in report["failures"].items():
         print(f"  {count:6d}  {reason}")
@@ -677,16 +707,21 @@ def print_report(report: dict[str, Any]) -> None:
     )
     if records["missing_sample"]:
         print("  missing, first 10: " + ", ".join(records["missing_sample"]))
-    print(f"cache hits: {report['cache_hits']} (responses), {records['record_cache_hits']} (records)")
+
+    print(f"cache hits: {report['cache_hits']} responses, {records['record_cache_hits']} records")
     faults = ", ".join(f"{f['kind']} at {f['at_s']} s ({f['took_s']} s)" for f in report["faults"])
-    print(f"redis faults: {faults or 'none'}; stream reads that failed: {report['read_errors']}")
-    if rss.get("flat") is not None:
+    print(f"redis faults: {faults or 'none'}")
+    if rss["flat"] is not None:
+        megabytes = {
+            key: rss[f"{key}_kb"] / 1024 for key in ("first", "start", "middle", "end", "peak")
+        }
         print(
-            f"gateway RSS (MB): first {rss['first_kb'] / 1024:.0f}, start {rss['start_kb'] / 1024:.0f}"
-            f" (after {rss['warmup_s']:.0f} s), middle {rss['middle_kb'] / 1024:.0f},"
-            f" end {rss['end_kb'] / 1024:.0f}, peak {rss['peak_kb'] / 1024:.0f};"
-            f" max change {100 * rss['max_change']:.1f}%: {'flat' if rss['flat'] else 'NOT flat'}"
+            "gateway RSS (MB): "
+            + ", ".join(f"{key} {value:.0f}" for key, value in megabytes.items())
+            + f"; start is after {rss['warmup_s']:.0f} s of warm-up; max change"
+            f" {100 * rss['max_change']:.1f}%: {'flat' if rss['flat'] else 'NOT flat'}"
         )
+
     print(f"gateway exit codes: {report['gateway_exit_codes']}; log warnings and errors:")
     for event, count in report["log_events"].items():
         print(f"  {count:6d}  {event}")
@@ -706,50 +741,22 @@ def load_soak_prompts(data_dir: Path, seed: int) -> list[Prompt]:
 
 def soak(options: SoakOptions, stack: Stack, prompts: list[Prompt]) -> dict[str, Any]:
     """Run traffic and faults on a started stack, stop the gateway, and return the report."""
-    assert stack.gateway is not None
     collector = StreamCollector(stack.redis)
-    sampler = RssSampler(stack.gateway.pid, options.rss_interval_s)
     plan = TrafficPlan(prompts, options.seed, run_tag=f"{int(time.time()):x}")
-    faults: list[dict[str, Any]] = []
     collector.start()
-    sampler.start()
     started = time.monotonic()
     try:
-        tally = asyncio.run(
-            drive_traffic(options, stack.gateway_url, plan, stack.redis, collector, faults)
-        )
+        tally = asyncio.run(drive_traffic(options, stack, plan, collector))
         traffic_s = time.monotonic() - started
         print(f"traffic stopped after {traffic_s:.0f} s; stopping the gateway", flush=True)
     finally:
-        sampler.stop()
         stop_gateway(stack)
         delivered = deliver_spool(stack)
-        collector.drain()
         collector.stop()
-    spool = [] if delivered else read_spool(stack.spool_path)
+    collector.drain()
+    spool = [] if delivered else read_spool(stack.data_dir / SPOOL_NAME)
     records = account_records(collector.records, spool, tally)
-    failed = sum(tally.failures.values())
-    return {
-        "traffic_s": traffic_s,
-        "concurrency": options.concurrency,
-        "rps_limit": options.rps_limit,
-        "sent": tally.sent,
-        "chat_sent": tally.chat_sent,
-        "streamed": tally.streamed,
-        "repeats": tally.repeats,
-        "feedback_sent": tally.feedback_sent,
-        "succeeded": tally.succeeded,
-        "failures": dict(tally.failures.most_common()),
-        "cache_hits": tally.cache_hits,
-        "records": records,
-        "faults": faults,
-        "read_errors": collector.read_errors,
-        "rss": rss_figures(sampler.samples, traffic_s),
-        "gateway_exit_codes": stack.gateway_exit_codes,
-        "log_events": gateway_log_events(stack.workdir),
-        "workdir": str(stack.workdir),
-        "passed": failed == 0 and records["missing"] == 0 and tally.sent > 0,
-    }
+    return build_report(options, stack, tally, records, traffic_s)
 
 
 def run_soak(options: SoakOptions) -> dict[str, Any]:
@@ -763,62 +770,68 @@ def run_soak(options: SoakOptions) -> dict[str, Any]:
     from tests.support.stack import free_port
 
     if shutil.which("redis-server") is None:
-        raise SoakSetupError("redis-server not found; install it with: apt-get install redis-server")
+        raise SoakSetupError(
+            "redis-server not found on PATH. Install it: apt-get install redis-server"
+        )
     data_dir = (options.data_dir or shared_data_dir()).resolve()
     if not data_dir.is_dir():
         raise SoakSetupError(
-            f"public data folder not found at {data_dir}; pass --data-dir or set TIERWISE_SHARED_DATA"
+            f"public data folder not found at {data_dir}. Pass --data-dir or set"
+            " TIERWISE_SHARED_DATA."
         )
     prompts = load_soak_prompts(data_dir, options.seed)
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="tierwise-soak-"))
-    for folder in (workdir / "redis", workdir / "data"):
+    stack = Stack(workdir, PrivateRedis(workdir / "redis", free_port()))
+    for folder in (stack.redis.folder, stack.data_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    print(f"{len(prompts)} prompts; policy, logs and the gateway's data folder go to {workdir}")
-    stack = Stack(workdir, workdir / "data", PrivateRedis(workdir / "redis", free_port()))
+    print(f"{len(prompts)} prompts; the policy, logs and gateway data go to {workdir}", flush=True)
     try:
         stack.redis.start()
         start_upstreams(stack)
         start_gateway(stack)
-        print(f"gateway {stack.gateway_url} (pid {stack.gateway.pid}), Redis {stack.redis.url}")
+        print(f"gateway {stack.gateway_url}, Redis {stack.redis.url}", flush=True)
         return soak(options, stack, prompts)
     finally:
         stop_all(stack)
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[SoakOptions, Path | None]:
-    """Parse the command line into options and the JSON report path; exit 2 on invalid options."""
+    """Parse the command line into options and the JSON report path; argparse exits 2 on errors."""
     parser = argparse.ArgumentParser(
         prog="python bench/soak.py",
         description="Soak a Tierwise gateway with mixed traffic while its Redis is killed and"
         " paused, then check that every request succeeded and every outcome record arrived.",
         epilog="Example: python bench/soak.py --minutes 10 --concurrency 8",
     )
-    parser.add_argument("--minutes", type=float, default=10.0, help="traffic duration (default 10)")
-    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
-    parser.add_argument("--rps-limit", type=float, help="max requests started per second")
-    parser.add_argument(
-        "--max-requests", type=int, default=50_000, help="stop after this many (default 50000)"
-    )
-    parser.add_argument(
+    add = parser.add_argument
+    add("--minutes", type=float, default=10.0, help="traffic duration in minutes (default 10)")
+    add("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    add("--rps-limit", type=float, help="max requests started per second (default: no limit)")
+    add("--max-requests", type=int, default=50_000, help="request bound (default 50000)")
+    add(
         "--faults",
         default=",".join(FAULT_KINDS),
         help="Redis faults in order, spread evenly over the run: kill (SIGKILL, then start"
-        " again) and pause (SIGSTOP, then SIGCONT); default kill,pause; 'none' for no fault",
+        " again) and pause (SIGSTOP, then SIGCONT); 'none' for no fault (default kill,pause)",
     )
-    parser.add_argument("--down-s", type=float, default=3.0, help="seconds Redis stays killed")
-    parser.add_argument("--pause-s", type=float, default=5.0, help="seconds Redis stays stopped")
-    parser.add_argument("--rss-interval", type=float, default=5.0, help="seconds between RSS samples")
-    parser.add_argument("--seed", type=int, default=7, help="prompt order and mix seed (default 7)")
-    parser.add_argument("--workdir", type=Path, help="folder for logs and data (default: a new temp folder)")
-    parser.add_argument("--data-dir", type=Path, help="public data folder (default: $TIERWISE_SHARED_DATA or ../shared/data)")
-    parser.add_argument("--json-out", type=Path, help="also write the report as JSON to this file")
+    add("--down-s", type=float, default=3.0, help="seconds Redis stays killed (default 3)")
+    add("--pause-s", type=float, default=5.0, help="seconds Redis stays stopped (default 5)")
+    add("--rss-interval", type=float, default=5.0, help="seconds between RSS samples (default 5)")
+    add("--seed", type=int, default=7, help="seed of the prompt order and the mix (default 7)")
+    add("--workdir", type=Path, help="folder for logs and data (default: a new temporary one)")
+    add("--data-dir", type=Path, help="public data (default: $TIERWISE_SHARED_DATA)")
+    add("--json-out", type=Path, help="also write the report as JSON to this file")
+
     args = parser.parse_args(argv)
-    faults = tuple(f.strip() for f in args.faults.split(",") if f.strip() not in ("", "none"))
+    faults = tuple(
+        kind.strip() for kind in args.faults.split(",") if kind.strip() not in ("", "none")
+    )
     unknown = sorted(set(faults) - set(FAULT_KINDS))
     if unknown:
         parser.error(f"unknown fault {', '.join(unknown)}; expected kill, pause or none")
-    if args.minutes <= 0 or args.concurrency < 1 or args.max_requests < 1:
+    if min(args.minutes, args.concurrency, args.max_requests) <= 0:
         parser.error("--minutes, --concurrency and --max-requests must be positive")
+
     options = SoakOptions(
         duration_s=args.minutes * 60, concurrency=args.concurrency, rps_limit=args.rps_limit,
         max_requests=args.max_requests, faults=faults, down_s=args.down_s, pause_s=args.pause_s,
@@ -829,9 +842,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[SoakOptions, Path | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the soak; return 0 when it passed, 1 when an invariant failed, 2 on a setup error."""
+    """Run the soak and return 0 if it passed, 1 if an invariant failed, 2 on a setup error."""
     options, json_out = parse_args(argv)
-    # The helpers live in tests/support and bench/; a script run puts only bench/ on sys.path.
+    # The helpers live in tests/support and bench/, but a script run puts only bench/ on sys.path.
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     from tests.support.stack import StackStartError
