@@ -180,11 +180,17 @@ async def _with_keepalive(
     task = asyncio.create_task(pump())
     try:
         while True:
-            try:
-                kind, value = await asyncio.wait_for(queue.get(), interval)
-            except TimeoutError:
-                yield None
-                continue
+            if queue.empty():
+                # asyncio.timeout does not wrap get() in a new task, as wait_for does on Python 3.11.
+                try:
+                    async with asyncio.timeout(interval):
+                        kind, value = await queue.get()
+                except TimeoutError:
+                    yield None
+                    continue
+            else:
+                # Events that arrived in one read are already queued; no timer is needed.
+                kind, value = queue.get_nowait()
             if kind == "end":
                 return
             if kind == "error":
