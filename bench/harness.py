@@ -114,6 +114,7 @@ class ManagedProcess:
     log_path: Path
     cpu: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = REPO_ROOT
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
 
@@ -135,7 +136,7 @@ class ManagedProcess:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.env},
-            cwd=REPO_ROOT,
+            cwd=self.cwd,
             start_new_session=True,
         )
         log_file.close()

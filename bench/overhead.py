@@ -10,6 +10,8 @@ Run from the repository root:
 
     python -m bench.overhead            # 3 repetitions, 1,500 requests per cell
     python -m bench.overhead --quick    # 3 repetitions, 300 requests per cell
+    python -m bench.overhead --targets baseline,tierwise --baseline-checkout /tmp/old \
+        --modes stream --concurrency 16    # before/after of a change, interleaved
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ from typing import Any
 
 import orjson
 
-from bench.harness import CLIENT_CPU, RESULTS_DIR, memory_kb, pin_self
+from bench.harness import CLIENT_CPU, REPO_ROOT, RESULTS_DIR, memory_kb, pin_self
 from bench.loadgen import LoadConfig, LoadResult, build_bodies, run
 from bench.prompts import load_prompts
 from bench.targets import Target, start_litellm, start_mock, start_tierwise
 
 MODES = (("json", False), ("stream", True))
 CONCURRENCY = (1, 16, 64)
-TARGETS = ("direct", "tierwise", "litellm")
+TARGETS = ("direct", "baseline", "tierwise", "litellm")
 STREAM_CHUNKS = 20
 # Every target gets an Authorization header, because LiteLLM's proxy requires its master key;
 # Tierwise derives the tenant from it and the mock ignores it.
@@ -53,15 +55,46 @@ FULL = Plan(repetitions=3, requests=1500, warmup=200, time_limit_s=30.0)
 QUICK = Plan(repetitions=3, requests=300, warmup=50, time_limit_s=10.0)
 
 
+@dataclass(frozen=True)
+class Cells:
+    """Which request modes and concurrency levels to run."""
+
+    modes: tuple[tuple[str, bool], ...] = MODES
+    concurrency: tuple[int, ...] = CONCURRENCY
+
+    def __iter__(self) -> Iterator[tuple[str, bool, int]]:
+        for mode, stream in self.modes:
+            for level in self.concurrency:
+                yield mode, stream, level
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What one run measures, shared by every target."""
+
+    workdir: Path
+    plan: Plan
+    cells: Cells
+    prompts: list[str]
+    checkout: Path = REPO_ROOT
+    """Source tree of the target ``tierwise``."""
+    baseline: Path | None = None
+    """Source tree of the target ``baseline``, another version of Tierwise."""
+
+
 @contextmanager
-def _gateway(name: str, workdir: Path, mock: Target) -> Iterator[Target]:
+def _gateway(name: str, mock: Target, setup: Setup) -> Iterator[Target]:
     """Start the named system for one repetition and stop it afterwards."""
     mock_base = mock.chat_url.removesuffix("/v1/chat/completions")
+    workdir = setup.workdir
     starters: dict[str, Callable[[], Target]] = {
         "direct": lambda: mock,
-        "tierwise": lambda: start_tierwise(workdir, mock_base),
+        "tierwise": lambda: start_tierwise(workdir, mock_base, checkout=setup.checkout),
         "litellm": lambda: start_litellm(workdir, mock_base),
     }
+    if setup.baseline is not None:
+        baseline = setup.baseline
+        starters["baseline"] = lambda: start_tierwise(workdir, mock_base, checkout=baseline)
     target = starters[name]()
     try:
         yield target
@@ -70,26 +103,21 @@ def _gateway(name: str, workdir: Path, mock: Target) -> Iterator[Target]:
             target.process.stop()
 
 
-def _cells(plan: Plan) -> Iterator[tuple[str, bool, int]]:
-    for mode, stream in MODES:
-        for concurrency in CONCURRENCY:
-            yield mode, stream, concurrency
-
-
-def run_target(name: str, workdir: Path, mock: Target, plan: Plan, prompts: list[str]) -> dict[str, Any]:
+def run_target(name: str, mock: Target, setup: Setup) -> dict[str, Any]:
     """Run every cell against one freshly started system; return its results and memory."""
-    with _gateway(name, workdir, mock) as target:
+    plan = setup.plan
+    with _gateway(name, mock, setup) as target:
         watch = {"mock": mock.process.pid} if mock.process else {}
         if target is not mock and target.process is not None:
             watch["server"] = target.process.pid
         results: list[dict[str, Any]] = []
-        for mode, stream, concurrency in _cells(plan):
+        for mode, stream, concurrency in setup.cells:
             config = LoadConfig(
                 url=target.chat_url, stream=stream, concurrency=concurrency,
                 requests=plan.requests, warmup=plan.warmup, time_limit_s=plan.time_limit_s,
                 watch=watch, api_key=target.api_key or CLIENT_KEY,
             )
-            result = run(config, build_bodies(prompts, config), name)
+            result = run(config, build_bodies(setup.prompts, config), name)
             results.append({"mode": mode, **asdict(result)})
             _print_progress(name, mode, result)
         memory = memory_kb(watch["server"]) if "server" in watch else None
@@ -163,32 +191,43 @@ def _ratio(value: float | None, reference: float | None) -> str:
 
 
 def render_tables(summary: dict[str, dict[str, Any]], targets: tuple[str, ...]) -> str:
-    """Render the per-cell figures and the Tierwise/LiteLLM ratios as Markdown tables."""
+    """Render the per-cell figures, then Tierwise's ratios to LiteLLM and to the baseline."""
     lines = ["| mode | conc | target | p50 ms | p95 ms | p99 ms | TTFB p50 ms | req/s "
              "| server CPU ms/req | added p50 ms |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for mode, _, concurrency in _cells(FULL):
+    for mode, _, concurrency in Cells():
         direct = summary.get(f"direct/{mode}/{concurrency}", {})
         for target in targets:
             cell = summary.get(f"{target}/{mode}/{concurrency}")
             if cell is None:
                 continue
-            added = (cell["p50_ms"] - direct["p50_ms"]) if direct and target != "direct" else None
+            added = None
+            if direct and target != "direct":
+                added = cell["p50_ms"] - direct["p50_ms"]
             lines.append(
                 f"| {mode} | {concurrency} | {target} | {_fmt(cell['p50_ms'])} | {_fmt(cell['p95_ms'])} "
                 f"| {_fmt(cell['p99_ms'])} | {_fmt(cell['ttfb_p50_ms'])} | {_fmt(cell['rps'], 0)} "
                 f"| {_fmt(cell['server_cpu_ms'])} | {_fmt(added)} |"
             )
-    if "tierwise" in targets and "litellm" in targets:
-        lines += ["", "Tierwise / LiteLLM (below 1: Tierwise is faster or uses less CPU):", "",
-                  "| mode | conc | p50 | p99 | TTFB p50 | req/s | server CPU/req |", "|---|---|---|---|---|---|---|"]
-        for mode, _, concurrency in _cells(FULL):
-            ours = summary.get(f"tierwise/{mode}/{concurrency}", {})
-            theirs = summary.get(f"litellm/{mode}/{concurrency}", {})
-            figures = ("p50_ms", "p99_ms", "ttfb_p50_ms", "rps", "server_cpu_ms")
-            ratios = " | ".join(_ratio(ours.get(f), theirs.get(f)) for f in figures)
-            lines.append(f"| {mode} | {concurrency} | {ratios} |")
+    for reference in ("litellm", "baseline"):
+        if "tierwise" in targets and reference in targets:
+            lines += ["", *_ratio_table(summary, reference)]
     return "\n".join(lines)
+
+
+def _ratio_table(summary: dict[str, dict[str, Any]], reference: str) -> list[str]:
+    lines = [f"Tierwise / {reference} (below 1: Tierwise is faster or uses less CPU):", "",
+             "| mode | conc | p50 | p99 | TTFB p50 | req/s | server CPU/req |",
+             "|---|---|---|---|---|---|---|"]
+    figures = ("p50_ms", "p99_ms", "ttfb_p50_ms", "rps", "server_cpu_ms")
+    for mode, _, concurrency in Cells():
+        ours = summary.get(f"tierwise/{mode}/{concurrency}")
+        theirs = summary.get(f"{reference}/{mode}/{concurrency}")
+        if ours is None or theirs is None:
+            continue
+        ratios = " | ".join(_ratio(ours.get(f), theirs.get(f)) for f in figures)
+        lines.append(f"| {mode} | {concurrency} | {ratios} |")
+    return lines
 
 
 def render_servers(servers: dict[str, dict[str, float | None]]) -> str:
@@ -202,8 +241,14 @@ def render_servers(servers: dict[str, dict[str, float | None]]) -> str:
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="300 requests per cell instead of 1,500.")
-    parser.add_argument("--targets", default=",".join(TARGETS),
-                        help="Comma-separated subset of direct,tierwise,litellm.")
+    parser.add_argument("--targets", default="direct,tierwise,litellm",
+                        help="Comma-separated subset of direct,baseline,tierwise,litellm.")
+    parser.add_argument("--checkout", type=Path, default=REPO_ROOT,
+                        help="Tierwise source tree of the target 'tierwise'; this checkout by default.")
+    parser.add_argument("--baseline-checkout", type=Path, default=None,
+                        help="Another Tierwise source tree, run as the target 'baseline'.")
+    parser.add_argument("--modes", default="json,stream", help="Comma-separated: json, stream.")
+    parser.add_argument("--concurrency", default="1,16,64", help="Comma-separated levels.")
     parser.add_argument("--repetitions", type=int, default=None, help="Override the repetitions (>= 1).")
     return parser.parse_args(argv)
 
@@ -214,18 +259,24 @@ def main(argv: list[str] | None = None) -> None:
     if args.repetitions:
         plan = Plan(args.repetitions, plan.requests, plan.warmup, plan.time_limit_s)
     targets = tuple(name for name in args.targets.split(",") if name in TARGETS)
+    if "baseline" in targets and args.baseline_checkout is None:
+        raise SystemExit("error: the target 'baseline' needs --baseline-checkout DIR")
+    modes = tuple(mode for mode in MODES if mode[0] in args.modes.split(","))
+    cells = Cells(modes, tuple(int(level) for level in args.concurrency.split(",")))
     pin_self(CLIENT_CPU)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = RESULTS_DIR / f"overhead-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
     prompts, origin = load_prompts()
+    setup = Setup(workdir, plan, cells, prompts, args.checkout.resolve(),
+                  args.baseline_checkout.resolve() if args.baseline_checkout else None)
     print(f"prompts: {origin}; plan: {plan}", flush=True)
     mock = start_mock(workdir, chunks=STREAM_CHUNKS)
     repetitions: list[list[dict[str, Any]]] = []
     try:
         for index in range(plan.repetitions):
             print(f"repetition {index + 1}/{plan.repetitions}", flush=True)
-            repetitions.append([run_target(name, workdir, mock, plan, prompts) for name in targets])
+            repetitions.append([run_target(name, mock, setup) for name in targets])
     finally:
         assert mock.process is not None
         mock.process.stop()

@@ -82,9 +82,16 @@ def write_tierwise_policy(path: Path, mock_base: str, cache: bool = False) -> Pa
 
 
 def start_tierwise(
-    workdir: Path, mock_base: str, cache: bool = False, redis_url: str | None = None
+    workdir: Path,
+    mock_base: str,
+    cache: bool = False,
+    redis_url: str | None = None,
+    checkout: Path = REPO_ROOT,
 ) -> Target:
-    """Start ``python -m router serve`` on the server core with the bench policy."""
+    """Start ``python -m router serve`` on the server core with the bench policy.
+
+    ``checkout`` is the source tree to run, so that two versions can be compared.
+    """
     port = free_port()
     policy = write_tierwise_policy(workdir / "tierwise-policy.yaml", mock_base, cache)
     argv = [sys.executable, "-m", "router", "serve", "--policy", str(policy), "--port", str(port),
@@ -92,7 +99,9 @@ def start_tierwise(
     env = {"TIERWISE_DATA_DIR": str(workdir / "tierwise-data")}
     if redis_url:
         env["TIERWISE_REDIS_URL"] = redis_url
-    process = ManagedProcess("tierwise", argv, workdir / "tierwise.log", SERVER_CPU, env).start()
+    process = ManagedProcess(
+        "tierwise", argv, workdir / "tierwise.log", SERVER_CPU, env, cwd=checkout
+    ).start()
     base = f"http://127.0.0.1:{port}"
     target = Target("tierwise", process, f"{base}/v1/chat/completions", f"{base}/readyz")
     target.startup_s = process.wait_ready(target.ready_url)
