@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 
 from router import edge
 from router.edge import (
@@ -34,10 +35,18 @@ PROMPT = [{"role": "user", "content": "Name one colour of the sky."}]
 MAX_TOKENS = 8
 
 
+@pytest.fixture(autouse=True)
+def default_structlog() -> None:
+    # A test elsewhere that runs a CLI command in-process configures structlog to print to
+    # that command's captured stderr, which is closed afterwards; logging would then raise.
+    structlog.reset_defaults()
+
+
 @pytest.fixture(scope="module")
 def edge_server() -> Iterator[EdgeModelServer]:
     # start() and stop() run in their own event loops: the server is a plain child process,
     # so one instance serves every test in this module.
+    structlog.reset_defaults()  # runs before the function-scoped default_structlog
     server = EdgeModelServer(startup_timeout_s=120.0)
     asyncio.run(server.start())
     try:
