@@ -35,6 +35,7 @@ class OutcomeLog:
         self._pending: list[dict[str, Any]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.written = 0
 
     @property
@@ -49,19 +50,24 @@ class OutcomeLog:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name="outcome-writer")
 
     async def stop(self) -> None:
-        """Stop the writer and write everything still queued."""
+        """Let the writer finish the flush it is running, then write everything still queued.
+
+        The writer is not cancelled, because a cancel during a Redis write would drop the
+        batch that the flush had already taken from the queue.
+        """
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._wakeup.set()
+            await self._task
             self._task = None
         await self.flush()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), FLUSH_INTERVAL_S)
             self._wakeup.clear()
