@@ -85,7 +85,7 @@ class SoakOptions:
     duration_s: float = 600.0
     concurrency: int = 8
     rps_limit: float | None = None
-    max_requests: int = 50_000
+    max_requests: int = 100_000
     faults: tuple[str, ...] = FAULT_KINDS
     down_s: float = 3.0
     pause_s: float = 5.0
@@ -807,7 +807,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[SoakOptions, Path | None]:
     add("--minutes", type=float, default=10.0, help="traffic duration in minutes (default 10)")
     add("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     add("--rps-limit", type=float, help="max requests started per second (default: no limit)")
-    add("--max-requests", type=int, default=50_000, help="request bound (default 50000)")
+    add("--max-requests", type=int, default=100_000, help="request bound (default 100000)")
     add(
         "--faults",
         default=",".join(FAULT_KINDS),
