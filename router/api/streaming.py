@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import structlog
 from starlette.responses import StreamingResponse
 
 from router.errors import UpstreamFailed, UpstreamTimeout, sse_error_event
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from router.policy.schema import Policy
     from router.routing.decide import Decision
     from router.runtime import Runtime
+
+log = structlog.get_logger("tierwise.stream")
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Outcome status of a stream the client abandoned; nginx logs the same case as 499.
@@ -176,6 +179,9 @@ async def _with_keepalive(
             await queue.put(("end", None))
         except UpstreamError as exc:
             await queue.put(("error", exc))
+        except Exception as exc:  # noqa: BLE001 - a dead pump would leave only keep-alives
+            log.error("stream_pump_failed", error=type(exc).__name__)
+            await queue.put(("error", UpstreamError("stream", type(exc).__name__)))
 
     task = asyncio.create_task(pump())
     try:

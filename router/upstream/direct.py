@@ -17,6 +17,11 @@ import orjson
 from router.policy.schema import Deployment
 from router.upstream.base import UpstreamError, classify_http_error, error_message_of
 
+# Longest SSE line accepted from an upstream (one event's JSON); a longer line ends the
+# stream as a failure instead of growing the buffer without bound.
+MAX_SSE_LINE_BYTES = 16 * 1024 * 1024
+_DONE = object()
+
 
 class DirectTransport:
     def __init__(self) -> None:
@@ -92,22 +97,57 @@ class DirectTransport:
 
 
 async def _parse_events(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
-    """Yield the JSON payload of each SSE ``data:`` line until ``[DONE]``."""
-    async for raw_line in content:
-        line = raw_line.strip()
-        if not line.startswith(b"data:"):
-            continue  # comments (keep-alives), event names, blank separators
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            return
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamError("stream", "the upstream sent an invalid SSE event") from None
-        if isinstance(event, dict) and "error" in event:
-            raise classify_http_error(500, error_message_of(event))
+    """Yield the JSON payload of each SSE ``data:`` line until ``[DONE]``.
+
+    Raises UpstreamError for an invalid event, an error event, a line longer than
+    MAX_SSE_LINE_BYTES, or a stream that ends before ``[DONE]``.
+    """
+    # Lines are split here because StreamReader.readline raises LineTooLong, which is not
+    # a ClientError, for lines past twice its 256 KiB buffer (aiohttp 3.14).
+    partial: list[bytes] = []
+    partial_size = 0
+    async for data in content.iter_any():
+        if b"\n" not in data:
+            partial.append(data)
+            partial_size += len(data)
+            if partial_size > MAX_SSE_LINE_BYTES:
+                raise UpstreamError("stream", f"an SSE line exceeds {MAX_SSE_LINE_BYTES} bytes")
+            continue
+        if partial:
+            data = b"".join(partial) + data
+        lines = data.split(b"\n")
+        last = lines.pop()
+        partial, partial_size = ([last], len(last)) if last else ([], 0)
+        for line in lines:
+            event = _decode_line(line)
+            if event is _DONE:
+                return
+            if event is not None:
+                yield event
+    # Like readline, a last line without a newline still counts.
+    event = _decode_line(b"".join(partial)) if partial else None
+    if event is _DONE:
+        return
+    if event is not None:
         yield event
     raise UpstreamError("connection", "the upstream closed the stream before [DONE]")
+
+
+def _decode_line(raw_line: bytes) -> Any:
+    """Return the event of one SSE line, _DONE, or None for lines that carry no data."""
+    line = raw_line.strip()
+    if not line.startswith(b"data:"):
+        return None  # comments (keep-alives), event names, blank separators
+    data = line[5:].strip()
+    if data == b"[DONE]":
+        return _DONE
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamError("stream", "the upstream sent an invalid SSE event") from None
+    if isinstance(event, dict) and "error" in event:
+        raise classify_http_error(500, error_message_of(event))
+    return event
 
 
 def _message(payload: bytes) -> str:
