@@ -119,6 +119,6 @@ class BudgetLedger:
             return True
 
         if not await self.link.call(increment, False):
-            # Redis is away: keep the spend pending so it is added when Redis answers again.
+            # Redis is unreachable, so the spend stays pending and is added once Redis responds.
             for key, usd in pending.items():
                 self._pending[key] += usd

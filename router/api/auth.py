@@ -1,6 +1,6 @@
 """Tenant identification from the request's API key.
 
-Keys are compared by SHA-256 digest, so the policy holds digests and no key is ever
+Keys are compared by SHA-256 digest, so the policy contains digests and no key is ever
 stored or logged.  A key that matches a policy tenant gets that tenant's name and
 overrides; any other key is its own tenant, named by a prefix of its digest, unless the
 policy's ``tenants.require_key`` rejects it.
@@ -27,7 +27,7 @@ class TenantContext:
 
 
 def bearer_token(request: Request) -> str | None:
-    """The API key from ``Authorization: Bearer`` or, as Anthropic clients send it, ``x-api-key``."""
+    """Return the API key from ``Authorization: Bearer``, or from ``x-api-key`` as Anthropic clients send it."""
     header = request.headers.get("authorization")
     if not header:
         return request.headers.get("x-api-key") or None
@@ -57,7 +57,7 @@ def identify(request: Request, policy: Policy) -> TenantContext:
 
 
 def tenant_of(request: Request, policy: Policy | None = None) -> str:
-    """The tenant's name, without enforcing ``require_key``."""
+    """Return the tenant's name without enforcing ``require_key``."""
     if policy is None:
         token = bearer_token(request)
         return "key-" + hashlib.sha256(token.encode()).hexdigest()[:16] if token else ANONYMOUS_TENANT

@@ -1,4 +1,4 @@
-"""``GET /v1/usage``: the calling tenant's spend and budget, and nobody else's."""
+"""``GET /v1/usage``: the calling tenant's own spend and budget; other tenants are never shown."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from router.policy.schema import TIER_ORDER, Deployment, Policy
 
 @dataclass(frozen=True)
 class RequestNeeds:
-    """What a deployment must support to serve the request."""
+    """The capabilities and context a deployment needs to serve the request."""
 
     prompt_tokens: int
     max_output_tokens: int | None = None
@@ -25,7 +25,7 @@ class RequestNeeds:
     images: bool = False
 
     def missing_capability(self, deployment: Deployment) -> str | None:
-        """The request parameter that ``deployment`` cannot honour, or None."""
+        """Return the request parameter that ``deployment`` cannot honour, or None."""
         capabilities = deployment.capabilities
         if self.tools and not capabilities.tools:
             return "tools"
@@ -113,7 +113,7 @@ def decide(
 
 
 def highest_tier(*tiers: str | None) -> str | None:
-    """The most capable of the given tiers, ignoring None; None when all are None."""
+    """Return the most capable of the given tiers, ignoring None (None when all are None)."""
     named = [tier for tier in tiers if tier is not None]
     return max(named, key=TIER_ORDER.index) if named else None
 
