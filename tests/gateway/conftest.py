@@ -264,6 +264,11 @@ def stream_entries(client: redis.Redis, after: str = "0-0") -> list[StreamEntry]
     return cast(list[StreamEntry], client.xrange(STREAM_KEY, min=f"({after}", max="+"))
 
 
+def open_redis_client(url: str) -> redis.Redis:
+    """A Redis client whose calls fail after 5 s, so a stalled server fails a test, never hangs it."""
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+
 def redis_stream_tip(client: redis.Redis) -> str:
     """The id of the newest entry of the outcome stream, or ``0-0`` when it is empty."""
     newest = cast(list[StreamEntry], client.xrevrange(STREAM_KEY, count=1))
@@ -408,7 +413,7 @@ class GatewayKit:
             self.write_policy(**policy_options)
             settings = self.settings(use_redis=use_redis)
         redis_client = (
-            redis.Redis.from_url(self.redis_url) if settings.redis_url and self.redis_url else None
+            open_redis_client(self.redis_url) if settings.redis_url and self.redis_url else None
         )
         try:
             async with open_gateway(settings, scorer, redis_client) as gateway:
@@ -513,7 +518,7 @@ def redis_url() -> str:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+    client = open_redis_client(redis_url)
     try:
         yield client
     finally:
