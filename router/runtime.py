@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -20,6 +20,9 @@ from router.redis_link import RedisLink
 from router.settings import Settings
 from router.upstream.direct import DirectTransport
 from router.upstream.litellm_path import LitellmTransport
+
+if TYPE_CHECKING:
+    from router.distribution.watcher import DistributionWatcher
 
 log = structlog.get_logger("tierwise.runtime")
 
@@ -56,6 +59,8 @@ class Runtime:
     local_model_status: str = "not started: run `tierwise serve` with the edge extra installed"
     """Why deployments marked ``local_model`` are unavailable, or "ready"."""
     extra: dict[str, Any] = field(default_factory=dict)
+    distribution: DistributionWatcher | None = None
+    """Applies classifiers and policies published through Redis; None without Redis."""
 
     def unavailable_reason(self, deployment: Deployment) -> str | None:
         if deployment.local_model and self.local_model_status != "ready":
@@ -91,10 +96,20 @@ class Runtime:
         self.policies.start()
         self.outcomes.start()
         self.budgets.start()
+        if self.redis is not None:
+            await self._start_distribution(self.redis.url)
         self._start_local_model()
         if self.redis is not None and not await self.redis.ping():
             log.warning("redis_unreachable_at_start", hint="serving without cache until it answers")
         self._log_tiers()
+
+    async def _start_distribution(self, redis_url: str) -> None:
+        from router.distribution.watcher import DistributionWatcher
+
+        self.distribution = DistributionWatcher(
+            self, redis_url, connect_timeout_s=self.settings.redis_timeout_s
+        )
+        await self.distribution.start()
 
     def _start_local_model(self) -> None:
         local = [d for d in self.policies.current.policy.all_deployments() if d.local_model]
@@ -128,6 +143,8 @@ class Runtime:
         self.local_model_status = "ready"
 
     async def stop(self) -> None:
+        if self.distribution is not None:
+            await self.distribution.stop()
         task = self.extra.pop("local_model_task", None)
         if task is not None:
             task.cancel()

@@ -41,4 +41,7 @@ async def readyz(request: Request) -> JSONResponse:
         "cache": runtime.cache.backend,
         "outcomes": runtime.outcomes.backend,
     }
+    if runtime.distribution is not None:
+        # Versions published through Redis, including one that this replica rejected.
+        body["published"] = runtime.distribution.status()
     return JSONResponse(body)

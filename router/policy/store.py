@@ -24,6 +24,8 @@ class PolicyStore:
         self.interval_s = interval_s
         self.current: LoadedPolicy = load_policy(path)
         self.last_error: str | None = None
+        self.published = False
+        """True once a policy published through Redis replaced the file's policy."""
         self._signature = self._file_signature()
         self._task: asyncio.Task[None] | None = None
 
@@ -50,7 +52,21 @@ class PolicyStore:
         log.info("policy_reloaded", path=str(self.path), previous=previous, version=loaded.version)
         return True
 
+    def use_published(self, loaded: LoadedPolicy) -> None:
+        """Serve ``loaded``, a validated published policy, and stop following the file.
+
+        The file is no longer reloaded, so that an edit on one replica cannot undo a policy
+        that every replica received.
+        """
+        previous = self.current.version
+        self.current = loaded
+        self.published = True
+        self.last_error = None
+        log.info("policy_replaced_by_published", previous=previous, version=loaded.version)
+
     def check_for_change(self) -> None:
+        if self.published:
+            return
         signature = self._file_signature()
         if signature is not None and signature != self._signature:
             self._signature = signature

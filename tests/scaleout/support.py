@@ -65,3 +65,42 @@ def exported_rows(out_dir: Path) -> list[dict[str, Any]]:
 def pending_count(client: redis.Redis, stream: str, group: str) -> int:
     """Return how many entries ``group`` has delivered but not acknowledged."""
     return int(client.xpending(stream, group)["pending"])
+
+
+def make_artifact(
+    directory: Path,
+    version: str,
+    tiers: tuple[str, ...] = ("edge", "mid", "frontier"),
+    seed: int = 0,
+) -> Path:
+    """Write a small valid classifier artifact (random coefficients) and return its folder.
+
+    The artifact follows the structural features of the installed package, so it loads
+    whatever model the package bundles.
+    """
+    import numpy as np
+
+    from classifiers.artifact import save_artifact
+    from classifiers.conversation import STRUCTURAL_FEATURES
+    from classifiers.scorer import LinearWeights
+
+    generator = np.random.default_rng(seed)
+    n_struct = len(STRUCTURAL_FEATURES)
+    weights = LinearWeights(
+        word_coef=generator.normal(0.0, 0.5, (1024, len(tiers))),
+        struct_coef=generator.normal(0.0, 0.1, (n_struct, len(tiers))),
+        intercept=np.linspace(-0.5, 1.5, len(tiers)),
+        struct_mean=np.zeros(n_struct),
+        struct_scale=np.ones(n_struct),
+        struct_weight=1.0,
+    )
+    save_artifact(directory, version=version, tiers=list(tiers), weights=weights, ngram_max=2)
+    (directory / "MODEL_CARD.md").write_text(f"# Test model {version}\n", encoding="utf-8")
+    return directory
+
+
+def delete_namespace(client: redis.Redis, namespace: str) -> None:
+    """Delete every key of a distribution namespace (``{namespace}:*``)."""
+    keys = list(client.scan_iter(match=f"{{{namespace}}}:*", count=500))
+    if keys:
+        client.delete(*keys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,9 +16,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from typer.testing import CliRunner
 
-from router.cli.main import app
 from router.outcomes.export import (
     ExportError,
     ExportOptions,
@@ -32,9 +31,7 @@ GROUP = "tierwise-export"
 HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
 
 
-def run_export(
-    client: redis.Redis, stream: str, out: Path, **options: object
-) -> ExportSummary:
+def run_export(client: redis.Redis, stream: str, out: Path, **options: object) -> ExportSummary:
     exporter = OutcomeExporter(client, ExportOptions(out_dir=out, stream=stream, **options))  # type: ignore[arg-type]
     return exporter.run()
 
@@ -240,7 +237,9 @@ def test_unknown_format_is_rejected(redis_client: redis.Redis, tmp_path: Path) -
         OutcomeExporter(redis_client, ExportOptions(out_dir=tmp_path, file_format="csv"))
 
 
-@pytest.mark.skipif(not HAS_PYARROW, reason="the parquet format needs pyarrow (pip install pyarrow)")
+@pytest.mark.skipif(
+    not HAS_PYARROW, reason="the parquet format needs pyarrow (pip install pyarrow)"
+)
 def test_parquet_export_after_crash(
     redis_url: str, redis_client: redis.Redis, stream_key: str, tmp_path: Path
 ) -> None:
@@ -262,40 +261,37 @@ def test_parquet_export_after_crash(
     assert orjson.loads(str(rows[0]["scores"])) == {"edge": 0.9, "mid": 0.95, "frontier": 0.97}
 
 
-def test_cli_export_prints_counts(redis_url: str, redis_client: redis.Redis, stream_key: str,
-                                  tmp_path: Path) -> None:
+def run_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run ``tierwise`` in a child process, because the command configures logging globally."""
+    command = [sys.executable, "-m", "router", *arguments, "--log-format", "json"]
+    return subprocess.run(
+        command, check=False, cwd=repo_root(), capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_export_prints_counts(
+    redis_url: str, redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
     add_records(redis_client, stream_key, 12)
 
-    result = CliRunner().invoke(app, [
+    result = run_cli(
         "outcomes", "export", "--redis-url", redis_url, "--stream", stream_key,
-        "--out", str(tmp_path), "--batch", "5", "--log-format", "json",
-    ])  # fmt: skip
+        "--out", str(tmp_path), "--batch", "5",
+    )  # fmt: skip
 
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.stderr
     assert f"exported 12 records into 3 files under {tmp_path}" in result.stdout
 
 
 def test_cli_unreachable_redis_hides_password(tmp_path: Path) -> None:
-    with socket_without_listener() as port:
-        result = CliRunner().invoke(app, [
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+        result = run_cli(
             "outcomes", "export", "--redis-url", f"redis://user:s3cret@127.0.0.1:{port}/0",
-            "--out", str(tmp_path), "--log-format", "json",
-        ])  # fmt: skip
+            "--out", str(tmp_path),
+        )  # fmt: skip
 
-    assert result.exit_code == 1
+    assert result.returncode == 1
     assert f"error: Redis at redis://127.0.0.1:{port}/0 failed:" in result.stderr
-    assert "s3cret" not in result.output
-
-
-class socket_without_listener:
-    """A port on 127.0.0.1 that is bound but not listening, so connections are refused."""
-
-    def __enter__(self) -> int:
-        import socket
-
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind(("127.0.0.1", 0))
-        return int(self._socket.getsockname()[1])
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._socket.close()
+    assert "s3cret" not in result.stdout + result.stderr

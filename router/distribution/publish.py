@@ -1,0 +1,132 @@
+"""Store a verified bundle under its version, move ``current`` to it, and announce it.
+
+The publisher uses a synchronous Redis client (it runs in the CLI).  Storing is one
+MULTI/EXEC guarded by WATCH on the version key, so a version is written once and the
+pointer never names a version that is not stored.  Publishing a version that already
+exists with the same content only moves the pointer, which is how a rollback works.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from router.distribution.bundle import MANIFEST_FIELD, Bundle
+from router.distribution.keys import DistributionKeys, Kind
+
+DEFAULT_KEEP = 5
+
+
+class PublishError(Exception):
+    """Raised when a version exists with other content, or ``keep`` is below 1."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """Result of one publish: ``stored`` is False when the version was already stored."""
+
+    kind: Kind
+    version: str
+    digest: str
+    stored: bool
+    previous: str | None
+    """The version that ``current`` named before, or None."""
+    removed: list[str] = field(default_factory=list)
+    """Old versions deleted to keep the newest ``keep``."""
+
+
+def store_bundle(
+    client: redis.Redis, bundle: Bundle, keys: DistributionKeys
+) -> tuple[bool, str | None]:
+    """Store ``bundle`` (unless stored) and point ``current`` at it, without verifying it.
+
+    Returns whether it was newly stored, and the previous current version.  Raises
+    PublishError when the version exists with different content.
+    """
+    version_key = keys.version(bundle.kind, bundle.version)
+    now = datetime.now(UTC)
+    outcome: dict[str, Any] = {}
+
+    def write(pipe: Any) -> None:
+        existing = pipe.hget(version_key, MANIFEST_FIELD)
+        previous = pipe.get(keys.current(bundle.kind))
+        if existing is not None:
+            _check_same_content(existing, bundle)
+        pipe.multi()
+        if existing is None:
+            pipe.hset(version_key, mapping=bundle.hash_fields(now.isoformat()))
+        pipe.set(keys.current(bundle.kind), bundle.version)
+        pipe.zadd(keys.versions(bundle.kind), {bundle.version: int(now.timestamp() * 1000)})
+        outcome.update(stored=existing is None, previous=previous.decode() if previous else None)
+
+    client.transaction(write, version_key, keys.current(bundle.kind))
+    return outcome["stored"], outcome["previous"]
+
+
+def _check_same_content(existing: bytes, bundle: Bundle) -> None:
+    try:
+        digest = json.loads(existing).get("digest")
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        digest = None
+    if digest != bundle.digest:
+        raise PublishError(
+            f"{bundle.kind} version {bundle.version} is already published with different "
+            "content; give the new one another version"
+        )
+
+
+def publish_bundle(
+    client: redis.Redis,
+    bundle: Bundle,
+    keys: DistributionKeys | None = None,
+    keep: int = DEFAULT_KEEP,
+) -> PublishResult:
+    """Store ``bundle``, make it current, announce it, and delete versions beyond ``keep``.
+
+    The caller verifies the bundle first.  Raises PublishError, or a Redis error.
+    """
+    if keep < 1:
+        raise PublishError(f"keep must be at least 1, got {keep}")
+    keys = keys or DistributionKeys()
+    stored, previous = store_bundle(client, bundle, keys)
+    message = {"kind": bundle.kind, "version": bundle.version}
+    client.publish(keys.channel, json.dumps(message))
+    removed = remove_old_versions(client, keys, bundle.kind, keep)
+    return PublishResult(bundle.kind, bundle.version, bundle.digest, stored, previous, removed)
+
+
+def remove_old_versions(
+    client: redis.Redis, keys: DistributionKeys, kind: Kind, keep: int
+) -> list[str]:
+    """Delete all but the newest ``keep`` versions of ``kind``, never the current one."""
+    current = _text(client.get(keys.current(kind)))
+    stored: Any = client.zrange(keys.versions(kind), 0, -1)
+    versions = [_text(version) for version in stored]
+    old = [version for version in versions[: max(len(versions) - keep, 0)] if version != current]
+    if old:
+        pipe = client.pipeline(transaction=True)
+        for version in old:
+            pipe.delete(keys.version(kind, version))
+        pipe.zrem(keys.versions(kind), *old)
+        pipe.execute()
+    return old
+
+
+def published_version(client: redis.Redis, keys: DistributionKeys, kind: Kind) -> Bundle | None:
+    """Return the current bundle of ``kind``, or None when nothing is published.
+
+    Raises BundleError when the stored bundle does not match its manifest.
+    """
+    version = _text(client.get(keys.current(kind)))
+    if version is None:
+        return None
+    fields: Any = client.hgetall(keys.version(kind, version))
+    return Bundle.from_hash(kind, version, fields) if fields else None
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
