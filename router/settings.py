@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     local_model: bool = Field(
         default=True, description="Start the local edge model when the edge extra is installed."
     )
+    evaluation_report: Path | None = Field(
+        default=None,
+        description="JSON report of `tierwise evaluate --json` whose cost-quality curve the "
+        "dashboard shows.",
+    )
 
     @property
     def resolved_outcomes_path(self) -> Path:
