@@ -13,6 +13,9 @@ import structlog
 from router.budgets import BudgetLedger
 from router.cache.memory import MemoryCache
 from router.cache.redis_store import RedisCache
+from router.dashboard.aggregates import DashboardAggregates
+from router.dashboard.evaluation import EvaluationReport
+from router.metrics import GatewayMetrics, gateway_state
 from router.outcomes.log import OutcomeLog
 from router.policy.schema import Deployment
 from router.policy.store import PolicyStore
@@ -61,6 +64,14 @@ class Runtime:
     extra: dict[str, Any] = field(default_factory=dict)
     distribution: DistributionWatcher | None = None
     """Applies classifiers and policies published through Redis; None without Redis."""
+    metrics: GatewayMetrics = field(init=False)
+    dashboard: DashboardAggregates = field(init=False)
+    evaluation: EvaluationReport = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = GatewayMetrics(lambda: gateway_state(self))
+        self.dashboard = DashboardAggregates()
+        self.evaluation = EvaluationReport(self.settings.evaluation_report)
 
     def unavailable_reason(self, deployment: Deployment) -> str | None:
         if deployment.local_model and self.local_model_status != "ready":
