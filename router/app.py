@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from router.api import chat, feedback, health, models, usage
+from router.api import chat, dashboard, feedback, health, metrics, models, usage
 from router.api.internal_error import InternalErrorMiddleware
 from router.api.openapi import install_request_schemas
 from router.api.schemas import ChatRequest
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
 
     app = FastAPI(title="Tierwise", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
-    for module in (chat, models, health, feedback, usage):
+    for module in (chat, models, health, feedback, usage, metrics, dashboard):
         app.include_router(module.router)
     _add_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)

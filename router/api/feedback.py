@@ -34,14 +34,16 @@ async def post_feedback(request: Request) -> dict[str, Any]:
         error = exc.errors()[0]
         param = ".".join(str(p) for p in error["loc"]) or "body"
         raise InvalidRequest(f"Invalid value for '{param}': {error['msg']}.", param=param) from None
+    tenant = tenant_of(request, runtime.policies.current.policy)
     runtime.outcomes.emit(
         {
             "type": "feedback",
             "request_id": feedback.request_id,
-            "tenant": tenant_of(request, runtime.policies.current.policy),
+            "tenant": tenant,
             "score": feedback.score,
             "label": feedback.label,
             "ts": round(time.time(), 3),
         }
     )
+    runtime.dashboard.observe_feedback(tenant, feedback.request_id, feedback.score)
     return {"object": "feedback", "request_id": feedback.request_id, "accepted": True}
