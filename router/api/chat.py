@@ -208,9 +208,16 @@ def _param_name(location: tuple[Any, ...]) -> str:
     for part in location:
         if isinstance(part, int):
             name += f"[{part}]"
-        elif not str(part).startswith(("str", "list[", "literal[", "function-")):
+        elif not _is_type_tag(str(part)):
             name += f".{part}" if name else str(part)
     return name or "body"
+
+
+def _is_type_tag(part: str) -> bool:
+    """Tell whether a pydantic error location part names a union branch, not a field."""
+    return part in ("str", "int", "float", "bool", "dict[str,any]") or part.startswith(
+        ("list[", "literal[", "function-", "dict[")
+    )
 
 
 def _complete_answer(completion: dict[str, Any]) -> bool:
@@ -237,12 +244,10 @@ def json_response(payload: dict[str, Any], response_headers: dict[str, str]) -> 
 
 
 def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
-    """Emit the outcome record, count it in metrics and the dashboard, and log one summary line."""
+    """Emit the outcome record and the request's one summary log line."""
     record = outcome.as_record(policy)
     runtime.outcomes.emit(record)
     runtime.budgets.record(outcome.tenant, record["cost_usd"])
-    runtime.metrics.observe(record, policy)
-    runtime.dashboard.observe(record)
     log.info(
         "request",
         request_id=outcome.request_id,

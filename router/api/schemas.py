@@ -44,7 +44,8 @@ def find_forbidden_parameter(body: dict[str, Any]) -> str | None:
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Strict: the validated body is forwarded as sent, so "0.5" must not pass as a number.
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
@@ -66,13 +67,13 @@ class Message(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     include_usage: bool = False
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)

@@ -76,9 +76,21 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         chat_body(temperature="hot"),
         400,
         invalid(
-            "Invalid value for 'temperature': Input should be a valid number, unable to parse string as a number.",
+            "Invalid value for 'temperature': Input should be a valid number.",
             "temperature",
         ),
+    ),
+    (
+        "temperature_numeric_string",
+        chat_body(temperature="0.5"),
+        400,
+        invalid("Invalid value for 'temperature': Input should be a valid number.", "temperature"),
+    ),
+    (
+        "stream_word",
+        chat_body(stream="yes"),
+        400,
+        invalid("Invalid value for 'stream': Input should be a valid boolean.", "stream"),
     ),
     (
         "temperature_above_two",
