@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from router.errors import ModelNotFound
 from router.runtime import Runtime
 
 router = APIRouter()
@@ -13,7 +14,22 @@ router = APIRouter()
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    runtime: Runtime = request.app.state.runtime
+    return {"object": "list", "data": _model_entries(request.app.state.runtime)}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
+    for entry in _model_entries(request.app.state.runtime):
+        if entry["id"] == model_id:
+            return entry
+    raise ModelNotFound(
+        f"The model '{model_id}' does not exist on this gateway. GET /v1/models lists the "
+        "router aliases and deployments.",
+        param="model",
+    )
+
+
+def _model_entries(runtime: Runtime) -> list[dict[str, Any]]:
     loaded = runtime.policies.current
     created = int(runtime.started_at)
     data: list[dict[str, Any]] = [
@@ -44,4 +60,4 @@ async def list_models(request: Request) -> dict[str, Any]:
                     },
                 }
             )
-    return {"object": "list", "data": data}
+    return data

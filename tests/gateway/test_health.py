@@ -136,3 +136,16 @@ async def test_models_marks_unavailable_deployment(
     }
     assert routed.status_code == 503
     assert routed.json()["error"]["code"] == "no_deployment_available"
+
+
+async def test_retrieve_model_by_id(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        alias = await gateway.client.get("/v1/models/auto")
+        missing = await gateway.client.get("/v1/models/no-such-model")
+
+    assert alias.status_code == 200
+    assert alias.json()["id"] == "auto"
+    assert alias.json()["tierwise"]["kind"] == "router"
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found"
+    assert missing.json()["error"]["param"] == "model"
