@@ -18,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import runpy
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -71,6 +74,10 @@ _CHILD_ENV_NAMES = frozenset(
     }
 )
 _CHILD_ENV_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_", "GGML_")
+# How often the child checks that the gateway process is still its parent, in seconds.
+_PARENT_POLL_S = 1.0
+# How long an orphaned child waits for its own graceful shutdown before it exits hard.
+_ORPHAN_GRACE_S = 10.0
 
 
 class EdgeModelError(RuntimeError):
@@ -189,8 +196,8 @@ class EdgeModelServer:
     or ``async with EdgeModelServer() as server: ...``. `start` and `stop` may be awaited
     from different event loops, because the child is a plain `subprocess.Popen`.
 
-    NOTE: the child is not killed if this process dies without calling `stop`, for
-    example on SIGKILL. It then keeps its port until it is stopped by hand.
+    The child runs through `run_server_child`, which stops it once this process has
+    exited, so a gateway killed with SIGKILL does not leave a model server behind.
     """
 
     def __init__(
@@ -257,7 +264,7 @@ class EdgeModelServer:
 
         Raises `EdgeModelUnavailable` when the extra is missing and `EdgeModelStartFailed`
         when the model cannot be assembled, the port is taken, the server exits, or
-        ``/v1/models`` does not answer within ``startup_timeout_s``. Calling it while the
+        ``/v1/models`` does not list the model within ``startup_timeout_s``. Calling it while the
         server runs does nothing.
         """
         if self.running:
@@ -272,17 +279,18 @@ class EdgeModelServer:
         self._spawn(self.model_path, port)
         try:
             await self._wait_until_ready(started)
+            self.load_time_s = time.monotonic() - started
+            log.info(
+                "edge_model.started",
+                port=port,
+                model_path=str(self.model_path),
+                load_time_s=round(self.load_time_s, 3),
+                pid=self._process.pid if self._process else None,
+            )
         except BaseException:
+            # Any failure here, cancellation included, stops the child before it propagates.
             await self.stop()
             raise
-        self.load_time_s = time.monotonic() - started
-        log.info(
-            "edge_model.started",
-            port=port,
-            model_path=str(self.model_path),
-            load_time_s=round(self.load_time_s, 3),
-            pid=self._process.pid if self._process else None,
-        )
 
     async def stop(self) -> None:
         """Stop the server: SIGTERM, then SIGKILL after ``stop_grace_s``. Safe to repeat."""
@@ -326,7 +334,7 @@ class EdgeModelServer:
 
     def _server_command(self, model_path: Path, port: int) -> list[str]:
         command = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", "router.edge", str(os.getpid()),
             "--model", str(model_path),
             "--model_alias", MODEL_ALIAS,
             "--chat_format", CHAT_FORMAT,
@@ -403,3 +411,34 @@ class EdgeModelServer:
         if not text:
             return "no server output"
         return f"last server output: {text[-_LOG_TAIL_CHARS:]}"
+
+
+def _stop_when_orphaned(parent_pid: int) -> None:
+    # os.getppid() changes once the parent has exited and the child has been re-parented.
+    while os.getppid() == parent_pid:
+        time.sleep(_PARENT_POLL_S)
+    print(f"tierwise edge: parent process {parent_pid} exited; stopping", file=sys.stderr)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(_ORPHAN_GRACE_S)
+    os._exit(1)
+
+
+def run_server_child(argv: list[str]) -> None:
+    """Run ``llama_cpp.server`` with ``argv[1:]`` until process ``argv[0]`` exits.
+
+    This is the child's entry point (``python -m router.edge PARENT_PID FLAGS...``). A
+    daemon thread polls the parent's pid once a second. When the parent is gone, the thread
+    sends SIGTERM to this process, which uvicorn handles as a graceful shutdown. If that
+    shutdown hangs, the thread exits the process ``_ORPHAN_GRACE_S`` seconds later.
+    """
+    parent_pid = int(argv[0])
+    watcher = threading.Thread(
+        target=_stop_when_orphaned, args=(parent_pid,), name="parent-watch", daemon=True
+    )
+    watcher.start()
+    sys.argv = ["llama_cpp.server", *argv[1:]]
+    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    run_server_child(sys.argv[1:])

@@ -10,7 +10,12 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,8 +42,8 @@ MAX_TOKENS = 8
 
 @pytest.fixture(autouse=True)
 def default_structlog() -> None:
-    # A test elsewhere that runs a CLI command in-process configures structlog to print to
-    # that command's captured stderr, which is closed afterwards; logging would then raise.
+    # A test elsewhere runs a CLI command in-process, which configures structlog to print to
+    # that command's captured stderr. That stream is closed afterwards, so logging would raise.
     structlog.reset_defaults()
 
 
@@ -48,8 +53,8 @@ def edge_server() -> Iterator[EdgeModelServer]:
     # so one instance serves every test in this module.
     structlog.reset_defaults()  # runs before the function-scoped default_structlog
     server = EdgeModelServer(startup_timeout_s=120.0)
-    asyncio.run(server.start())
     try:
+        asyncio.run(server.start())
         yield server
     finally:
         asyncio.run(server.stop())
@@ -135,8 +140,8 @@ def test_child_environment_drops_server_settings(monkeypatch: pytest.MonkeyPatch
 def test_server_command_pins_host_and_chat_format(tmp_path: Path) -> None:
     server = EdgeModelServer(n_ctx=1024, n_threads=2)
     command = server._server_command(tmp_path / "m.gguf", 9000)
-    flags = dict(zip(command[3::2], command[4::2], strict=True))
-    assert command[1:3] == ["-m", "llama_cpp.server"]
+    flags = dict(zip(command[4::2], command[5::2], strict=True))
+    assert command[1:4] == ["-m", "router.edge", str(os.getpid())]
     assert flags == {
         "--model": str(tmp_path / "m.gguf"),
         "--model_alias": MODEL_ALIAS,
@@ -287,3 +292,59 @@ async def test_invalid_model_file_fails_start(
     ):
         await server.start()
     assert server.running is False
+
+
+# Started by the orphan test as the "gateway": prints READY, the child's pid and its port,
+# then waits. structlog's default configuration also prints to stdout.
+_PARENT_SCRIPT = """
+import asyncio, sys
+from router.edge import EdgeModelServer
+
+async def main():
+    server = EdgeModelServer(startup_timeout_s=120.0)
+    await server.start()
+    print("READY", server._process.pid, server.port, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def _process_is_gone(pid: int) -> bool:
+    # A zombie that its new parent has not reaped yet has stopped and released its port.
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@requires_edge
+@pytest.mark.edge
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc, which is Linux-only")
+def test_server_stops_when_parent_killed() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT_SCRIPT],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(edge.__file__).resolve().parent.parent,
+    )
+    child_pid = 0
+    try:
+        assert parent.stdout is not None
+        ready = next(line for line in parent.stdout if line.startswith("READY "))
+        child_pid, port = (int(field) for field in ready.split()[1:])
+        assert _port_accepts(port)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        # Bounded wait: the child polls once a second, then shuts down gracefully.
+        deadline = time.monotonic() + 60
+        while not _process_is_gone(child_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _process_is_gone(child_pid)
+        assert not _port_accepts(port)
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+        if child_pid and not _process_is_gone(child_pid):
+            os.kill(child_pid, signal.SIGKILL)
