@@ -9,6 +9,7 @@ import typer
 
 from router.cli.outcomes import outcomes_app
 from router.cli.policy import policy_app
+from router.cli.publish import publish_classifier_command, publish_policy_command
 
 app = typer.Typer(
     name="tierwise",
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(policy_app, name="policy")
 app.add_typer(outcomes_app, name="outcomes")
+policy_app.command("publish")(publish_policy_command)
 
 
 def _mount_classifier_commands() -> None:
@@ -28,6 +30,7 @@ def _mount_classifier_commands() -> None:
         from classifiers.cli import evaluate_app
     except ImportError:
         return
+    classifier_app.command("publish")(publish_classifier_command)
     app.add_typer(classifier_app, name="classifier")
     app.add_typer(evaluate_app, name="evaluate")
 

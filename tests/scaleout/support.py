@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -104,3 +108,34 @@ def delete_namespace(client: redis.Redis, namespace: str) -> None:
     keys = list(client.scan_iter(match=f"{{{namespace}}}:*", count=500))
     if keys:
         client.delete(*keys)
+
+
+# Gateways always use the default namespace, so every test or benchmark that starts gateway
+# processes on database 14, or publishes there, takes this lock and clears the namespace.
+LOCK_KEY = "tierwise-scaleout:lock"
+LOCK_TTL_S = 600
+LOCK_WAIT_S = 240.0
+_RELEASE_SCRIPT = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+
+
+@contextlib.contextmanager
+def exclusive_default_namespace(client: redis.Redis) -> Iterator[None]:
+    """Hold the scale-out lock, with the ``{tw}`` keys deleted before and after.
+
+    Raises TimeoutError when another run holds the lock for longer than 240 s.  The lock
+    expires after 600 s, so a killed run blocks others for at most that long.
+    """
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while not client.set(LOCK_KEY, token, nx=True, ex=LOCK_TTL_S):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"another run has held the Redis key {LOCK_KEY} for over 240 s")
+        time.sleep(0.5)
+    try:
+        delete_namespace(client, "tw")
+        yield
+    finally:
+        delete_namespace(client, "tw")
+        client.eval(_RELEASE_SCRIPT, 1, LOCK_KEY, token)

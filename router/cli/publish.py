@@ -1,0 +1,165 @@
+"""``tierwise classifier publish`` and ``tierwise policy publish``: roll out through Redis.
+
+Both commands first run the checks that every gateway runs again before it serves a
+version.  A classifier must load without pickle and score smoke conversations in [0, 1].
+A policy must validate.  The policy's threshold tiers must be tiers that the classifier
+scores.  Then the commands store the version and announce it.
+Invalid input ends with a one-line error and exit code 2, a Redis failure with exit code 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from router.cli.outcomes import redact_url
+
+# The bundled classifier is about 1.3 MB; storing it must not hit a short socket timeout.
+REDIS_SOCKET_TIMEOUT_S = 10.0
+
+RedisUrlOption = Annotated[
+    str,
+    typer.Option(envvar=["TIERWISE_REDIS_URL", "REDIS_URL"], help="Redis URL of the gateways."),
+]
+KeepOption = Annotated[
+    int, typer.Option(help="Stored versions to keep; older ones are deleted, never the current.")
+]
+
+
+def publish_classifier_command(
+    directory: Annotated[
+        Path, typer.Argument(help="Artifact folder with model.json, its weights and MODEL_CARD.md.")
+    ],
+    redis_url: RedisUrlOption,
+    keep: KeepOption = 5,
+) -> None:
+    """Verify a classifier artifact, store it in Redis, and make every gateway serve it.
+
+    The version is the one in model.json.  Publishing a version that is already stored
+    with the same files makes it current again (a rollback).
+
+    Example: tierwise classifier publish var/model --redis-url redis://127.0.0.1:6379/0
+    """
+    from router.distribution import (
+        BundleError,
+        VerificationError,
+        classifier_bundle,
+        verify_classifier,
+    )
+
+    try:
+        bundle = classifier_bundle(directory)
+    except BundleError as exc:
+        raise _fail(str(exc), 2) from None
+    with _redis_session(redis_url) as client:
+        required_tiers = _published_threshold_tiers(client)
+        try:
+            verify_classifier(bundle, required_tiers)
+        except VerificationError as exc:
+            raise _fail(f"{directory}: {exc}", 2) from None
+        _publish(client, bundle, keep)
+
+
+def publish_policy_command(
+    file: Annotated[Path, typer.Argument(help="Policy YAML file.")],
+    redis_url: RedisUrlOption,
+    keep: KeepOption = 5,
+) -> None:
+    """Validate a policy, store it in Redis, and make every gateway serve it.
+
+    Gateways that apply a published policy stop reloading their local policy file.
+
+    Example: tierwise policy publish policies/default.yaml --redis-url redis://127.0.0.1:6379/0
+    """
+    from router.distribution import BundleError, VerificationError, policy_bundle, verify_policy
+    from router.policy.loader import PolicyError, load_policy
+
+    try:
+        bundle = policy_bundle(file, load_policy(file).version)
+    except PolicyError as exc:
+        raise _fail(str(exc), 2) from None
+    except BundleError as exc:
+        raise _fail(str(exc), 2) from None
+    with _redis_session(redis_url) as client:
+        try:
+            verify_policy(bundle, _published_classifier_tiers(client))
+        except VerificationError as exc:
+            raise _fail(f"{file}: {exc}", 2) from None
+        _publish(client, bundle, keep)
+
+
+@contextlib.contextmanager
+def _redis_session(url: str) -> Iterator[Any]:
+    """Yield a Redis client; a Redis error ends the command with exit code 1."""
+    import redis
+
+    client = redis.Redis.from_url(
+        url, socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=5.0
+    )
+    try:
+        yield client
+    except redis.RedisError as exc:
+        raise _fail(
+            f"Redis at {redact_url(url)} failed: {exc}. Check --redis-url and that Redis is running.",
+            1,
+        ) from None
+    finally:
+        client.close()
+
+
+def _publish(client: Any, bundle: Any, keep: int) -> None:
+    from router.distribution import PublishError, publish_bundle
+
+    try:
+        result = publish_bundle(client, bundle, keep=keep)
+    except PublishError as exc:
+        raise _fail(str(exc), 2) from None
+    action = "stored and published" if result.stored else "already stored; made current"
+    typer.echo(
+        f"{result.kind} {result.version}: {action} (digest {result.digest[:12]}, "
+        f"previous {result.previous or 'none'}). Gateways apply it within a few seconds."
+    )
+    if result.removed:
+        typer.echo(f"deleted old versions: {', '.join(result.removed)}")
+
+
+def _published_threshold_tiers(client: Any) -> list[str]:
+    """Return the threshold tiers of the published policy, or [] when none is published."""
+    from router.distribution import BundleError, VerificationError, verify_policy
+    from router.distribution.keys import DistributionKeys
+    from router.distribution.publish import published_version
+    from router.distribution.verify import threshold_tiers
+
+    try:
+        bundle = published_version(client, DistributionKeys(), "policy")
+        return threshold_tiers(verify_policy(bundle)) if bundle is not None else []
+    except (BundleError, VerificationError):
+        # Gateways keep their last good policy when the published one is broken.
+        return []
+
+
+def _published_classifier_tiers(client: Any) -> list[str] | None:
+    """Return the tiers of the published classifier, or None when none is published."""
+    from router.distribution import BundleError
+    from router.distribution.bundle import MODEL_FILE
+    from router.distribution.keys import DistributionKeys
+    from router.distribution.publish import published_version
+
+    try:
+        bundle = published_version(client, DistributionKeys(), "classifier")
+        if bundle is None:
+            return None
+        tiers = json.loads(bundle.files[MODEL_FILE])["tiers"]
+    except (BundleError, KeyError, ValueError, TypeError):
+        return None
+    return [str(tier) for tier in tiers]
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)

@@ -1,0 +1,115 @@
+"""``tierwise classifier publish`` and ``tierwise policy publish`` against the test Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from router.distribution import DistributionKeys
+from router.policy.loader import load_policy
+from tests.scaleout.support import exclusive_default_namespace, make_artifact
+from tests.scaleout.test_distribution import write_test_policy
+from tests.support.recorded import repo_root
+
+KEYS = DistributionKeys()
+
+
+def run_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "router", *arguments]
+    return subprocess.run(
+        command, check=False, cwd=repo_root(), capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def default_namespace(redis_client: redis.Redis) -> Iterator[None]:
+    """The gateways' own ``{tw}`` keys, held exclusively and empty."""
+    with exclusive_default_namespace(redis_client):
+        yield
+
+
+def test_publish_classifier_then_roll_back(
+    redis_url: str, redis_client: redis.Redis, default_namespace: None, tmp_path: Path
+) -> None:
+    first = make_artifact(tmp_path / "first", "cli-1")
+    second = make_artifact(tmp_path / "second", "cli-2", seed=1)
+
+    published = run_cli("classifier", "publish", str(first), "--redis-url", redis_url)
+    run_cli("classifier", "publish", str(second), "--redis-url", redis_url)
+    rollback = run_cli("classifier", "publish", str(first), "--redis-url", redis_url)
+
+    assert published.returncode == 0, published.stderr
+    assert published.stdout.startswith("classifier cli-1: stored and published (digest ")
+    assert "previous none" in published.stdout
+    assert rollback.returncode == 0, rollback.stderr
+    assert rollback.stdout.startswith("classifier cli-1: already stored; made current")
+    assert "previous cli-2" in rollback.stdout
+    assert redis_client.get(KEYS.current("classifier")) == b"cli-1"
+
+
+def test_publish_policy_stores_text(
+    redis_url: str, redis_client: redis.Redis, default_namespace: None, tmp_path: Path
+) -> None:
+    path = write_test_policy(tmp_path / "policy.yaml")
+    version = load_policy(path).version
+
+    result = run_cli("policy", "publish", str(path), "--redis-url", redis_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"policy {version}: stored and published")
+    assert redis_client.get(KEYS.current("policy")) == version.encode()
+    stored = redis_client.hget(KEYS.version("policy", version), "file:policy.yaml")
+    assert stored == path.read_bytes()
+    manifest = json.loads(redis_client.hget(KEYS.version("policy", version), "manifest") or b"")
+    assert manifest["origin"] == "policy.yaml"
+
+
+def test_publish_policy_rejects_unscored_tier(
+    redis_url: str, default_namespace: None, tmp_path: Path
+) -> None:
+    artifact = make_artifact(tmp_path / "two-tiers", "cli-two", tiers=("edge", "frontier"))
+    assert run_cli("classifier", "publish", str(artifact), "--redis-url", redis_url).returncode == 0
+    path = write_test_policy(tmp_path / "policy.yaml")
+
+    result = run_cli("policy", "publish", str(path), "--redis-url", redis_url)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {path}: the thresholds name tiers ['mid']")
+
+
+def test_publish_corrupt_classifier_fails(redis_url: str, tmp_path: Path) -> None:
+    folder = make_artifact(tmp_path / "model", "cli-bad")
+    weights = folder / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+
+    result = run_cli("classifier", "publish", str(folder), "--redis-url", redis_url)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"error: {folder}: the artifact does not load: classifier cli-bad/weights.npz: SHA-256"
+    )
+
+
+def test_publish_invalid_policy_fails(redis_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("tiers: 5\n", encoding="utf-8")
+
+    result = run_cli("policy", "publish", str(path), "--redis-url", redis_url)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: invalid policy {path}:")
+
+
+def test_publish_missing_folder_fails(redis_url: str, tmp_path: Path) -> None:
+    result = run_cli("classifier", "publish", str(tmp_path / "none"), "--redis-url", redis_url)
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: {tmp_path / 'none' / 'model.json'}: cannot read the file (No such file or directory)\n"
+    )
