@@ -62,6 +62,10 @@ STREAM_SHARE = 0.35
 FRESH_TEMPERATURE_ZERO_SHARE = 0.6
 RSS_FLAT_TOLERANCE = 0.10
 SPOOL_DELIVERY_TIMEOUT_S = 60.0
+# Shorter than the gateway's keep-alive timeout (uvicorn's default, 5 s). A client that reuses a
+# connection at the moment the server closes it gets a reset before the request reaches the app.
+KEEPALIVE_EXPIRY_S = 2.0
+FAILURE_SAMPLES = 20
 # The gateway spools outcome records here, in its data folder, while Redis is away.
 SPOOL_NAME = "outcomes-spool.jsonl"
 
@@ -120,6 +124,9 @@ class Tally:
     succeeded: int = 0
     cache_hits: int = 0
     failures: Counter[str] = field(default_factory=Counter)
+    failure_samples: list[str] = field(default_factory=list)
+    """The first failures, with request id and seconds since the traffic started."""
+    started: float = field(default_factory=time.monotonic)
     answered: set[str] = field(default_factory=set)
     """Chat request ids that got an HTTP response, so the gateway must have a record of them."""
     feedback_accepted: set[str] = field(default_factory=set)
@@ -128,6 +135,12 @@ class Tally:
     @property
     def sent(self) -> int:
         return self.chat_sent + self.feedback_sent
+
+    def fail(self, request_id: str, reason: str) -> None:
+        self.failures[reason] += 1
+        if len(self.failure_samples) < FAILURE_SAMPLES:
+            at_s = time.monotonic() - self.started
+            self.failure_samples.append(f"{request_id} at {at_s:.1f} s: {reason}")
 
 
 # Redis and the copy of its stream ------------------------------------------------------------
@@ -379,7 +392,7 @@ async def send_chat(driver: Driver, item: Planned) -> None:
     except openai.APIError as exc:
         error = type(exc).__name__
     if error is not None:
-        tally.failures[f"chat: {error}"] += 1
+        tally.fail(item.request_id, f"chat: {error}")
         return
     tally.succeeded += 1
     tally.cache_hits += cache_hit
@@ -398,10 +411,10 @@ async def send_feedback(driver: Driver, item: Planned) -> None:
             "/v1/feedback", json={"request_id": item.target, "score": score}
         )
     except httpx.HTTPError as exc:
-        tally.failures[f"feedback: {type(exc).__name__}"] += 1
+        tally.fail(item.target, f"feedback: {type(exc).__name__}")
         return
     if response.status_code != 200:
-        tally.failures[f"feedback: HTTP {response.status_code}"] += 1
+        tally.fail(item.target, f"feedback: HTTP {response.status_code}")
         return
     tally.succeeded += 1
     tally.feedback_accepted.add(item.target)
@@ -473,11 +486,21 @@ async def drive_traffic(
     import openai
 
     assert stack.gateway is not None
+    # openai builds its client on its own httpx flavour, so its Limits class is taken from it.
+    chat_limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
+        max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_EXPIRY_S
+    )
     chat_client = openai.AsyncOpenAI(
-        base_url=stack.gateway_url, api_key="soak", max_retries=0, timeout=options.timeout_s
+        base_url=stack.gateway_url,
+        api_key="soak",
+        max_retries=0,
+        timeout=options.timeout_s,
+        http_client=openai.DefaultAsyncHttpxClient(limits=chat_limits),
     )
     http = httpx.AsyncClient(
-        base_url=stack.gateway_url.removesuffix("/v1"), timeout=options.timeout_s
+        base_url=stack.gateway_url.removesuffix("/v1"),
+        timeout=options.timeout_s,
+        limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S),
     )
     deadline = time.monotonic() + options.duration_s
     driver = Driver(options, plan, chat_client, http, deadline, Pacer(options.rps_limit))
@@ -673,6 +696,7 @@ def build_report(
         "feedback_sent": tally.feedback_sent,
         "succeeded": tally.succeeded,
         "failures": dict(tally.failures.most_common()),
+        "failure_samples": tally.failure_samples,
         "cache_hits": tally.cache_hits,
         "records": records,
         "faults": stack.faults,
@@ -698,6 +722,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"succeeded: {report['succeeded']}  failed: {sum(report['failures'].values())}")
     for reason, count in report["failures"].items():
         print(f"  {count:6d}  {reason}")
+    for sample in report["failure_samples"]:
+        print(f"  {sample}")
     print(
         f"outcome records: {records['stream_request_ids']} request ids and"
         f" {records['stream_feedback_ids']} feedback ids in the stream,"
