@@ -207,7 +207,7 @@
 
   function drawCache(data) {
     const chart = newChart("chart-cache", 600, 220);
-    drawGrid(chart, { max: 1, step: 0.25 }, percent);
+    drawGrid(chart, { max: 1, step: 0.25 }, function (v) { return Math.round(v * 100) + "%"; });
     const plotWidth = chart.width - PAD.left - PAD.right;
     const plotHeight = chart.height - PAD.top - PAD.bottom;
     const slot = plotWidth / data.minutes.length;
@@ -332,8 +332,8 @@
       row.appendChild(cell);
       body.appendChild(row);
     }
-    setText("feedback-note", count(data.feedback.received) + " feedback records received, " +
-      count(data.feedback.unmatched) + " for requests this process no longer remembers.");
+    setText("feedback-note", count(data.feedback.received) + " feedback records received, of which " +
+      count(data.feedback.unmatched) + " matched no recent successful request of the same tenant.");
   }
 
   function render(data) {
