@@ -244,10 +244,12 @@ def json_response(payload: dict[str, Any], response_headers: dict[str, str]) -> 
 
 
 def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
-    """Emit the outcome record and the request's one summary log line."""
+    """Emit the outcome record, count it in metrics and the dashboard, and log one summary line."""
     record = outcome.as_record(policy)
     runtime.outcomes.emit(record)
     runtime.budgets.record(outcome.tenant, record["cost_usd"])
+    runtime.metrics.observe(record, policy)
+    runtime.dashboard.observe(record)
     log.info(
         "request",
         request_id=outcome.request_id,
