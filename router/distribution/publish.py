@@ -48,6 +48,7 @@ def store_bundle(
     PublishError when the version exists with different content.
     """
     version_key = keys.version(bundle.kind, bundle.version)
+    versions_key = keys.versions(bundle.kind)
     now = datetime.now(UTC)
     outcome: dict[str, Any] = {}
 
@@ -56,14 +57,18 @@ def store_bundle(
         previous = pipe.get(keys.current(bundle.kind))
         if existing is not None:
             _check_same_content(existing, bundle)
+        # Scores must grow with each publish, also within one millisecond, because the
+        # newest versions are the ones kept.
+        newest = pipe.zrange(versions_key, -1, -1, withscores=True)
+        score = max(int(now.timestamp() * 1000), int(newest[0][1]) + 1 if newest else 0)
         pipe.multi()
         if existing is None:
             pipe.hset(version_key, mapping=bundle.hash_fields(now.isoformat()))
         pipe.set(keys.current(bundle.kind), bundle.version)
-        pipe.zadd(keys.versions(bundle.kind), {bundle.version: int(now.timestamp() * 1000)})
+        pipe.zadd(versions_key, {bundle.version: score})
         outcome.update(stored=existing is None, previous=previous.decode() if previous else None)
 
-    client.transaction(write, version_key, keys.current(bundle.kind))
+    client.transaction(write, version_key, versions_key, keys.current(bundle.kind))
     return outcome["stored"], outcome["previous"]
 
 
