@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -31,6 +32,18 @@ router = APIRouter()
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(request: Request) -> Response:
+    return await serve_chat(request)
+
+
+async def serve_chat(
+    request: Request, translate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> Response:
+    """Serve one request through routing, cache and upstream, and record its outcome.
+
+    ``translate`` turns another API's request body into an OpenAI chat body before it is
+    validated.  Raises GatewayError with the ``x-request-id`` header set; any other exception
+    is the gateway's own fault and is re-raised after its outcome is recorded.
+    """
     runtime: Runtime = request.app.state.runtime
     loaded = runtime.policies.current
     outcome = Outcome(
@@ -46,6 +59,8 @@ async def chat_completions(request: Request) -> Response:
         tenant = identify(request, loaded.policy)
         outcome.tenant = tenant.name
         body = await read_json_body(request, runtime.settings.max_body_bytes)
+        if translate is not None:
+            body = translate(body)
         chat = parse_chat_request(body)
         outcome.requested_model, outcome.stream = chat.model, chat.stream
         if loaded.policy.outcomes.store_prompts:
