@@ -1,0 +1,540 @@
+"""Translation between Anthropic's Messages API and the OpenAI chat body the gateway serves.
+
+``POST /v1/messages`` validates an Anthropic request, turns it into an OpenAI chat-completion
+body that the chat serving path routes, caches and records, and turns the OpenAI completion
+back into an Anthropic message (:func:`to_message`); :mod:`router.api.anthropic_stream`
+translates streamed answers.
+
+Why not litellm's adapter: litellm 1.110.2 ships one
+(``litellm.llms.anthropic.messages.adapters.transformation.LiteLLMAnthropicMessagesAdapter``)
+and its request side maps the fields correctly, at 80-165 µs per request on the development
+container.  It is not used, because its answer side takes litellm ``ModelResponse`` objects
+where the gateway holds plain dicts; because for model names litellm does not know, such as
+every router alias, it prints litellm's provider list to stdout on each request; because it
+adds ``"thinking_blocks": null`` to assistant messages, an unknown field for strict
+OpenAI-compatible servers; and because it imports all of litellm, which deployments on the
+direct path never load otherwise.
+
+Request mapping:
+
+- ``system`` (a string or text blocks) becomes one system message; blocks are joined with a
+  blank line.  ``cache_control`` on any block is accepted and dropped.
+- ``text`` and ``image`` blocks become OpenAI content parts; a base64 image becomes a data URL.
+- ``tool_use`` blocks become the assistant's ``tool_calls``; each ``tool_result`` becomes a
+  ``tool`` message (text only, prefixed ``Error: `` when ``is_error``).  OpenAI tool messages
+  carry no images, so images in tool results move to a user message after the tool messages.
+- ``thinking`` blocks of earlier turns are dropped: only Anthropic can verify their signatures.
+- ``stop_sequences`` -> ``stop``; ``metadata.user_id`` -> ``user``; ``tool_choice`` ``any`` ->
+  ``required`` and ``tool`` -> a named function; ``disable_parallel_tool_use`` ->
+  ``parallel_tool_calls: false``; ``top_k`` is forwarded as is (vLLM and llama.cpp read it).
+- ``output_config.format`` (a JSON schema) -> ``response_format`` of type ``json_schema``,
+  so routing picks a deployment that supports it; ``output_config.effort`` is ignored.
+- ``service_tier``, ``inference_geo``, ``speed`` and top-level ``cache_control`` are accepted
+  and ignored: they steer Anthropic's own capacity, region and prompt cache.
+- ``thinking`` is not forwarded.  It only decides whether an upstream's ``reasoning_content``
+  comes back as ``thinking`` blocks, whose ``signature`` is empty.
+- Unknown top-level parameters are rejected, as Anthropic's API rejects them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.responses import Response
+
+from router.errors import GatewayError, InvalidRequest
+
+ENDPOINT = "/v1/messages"
+
+# Anthropic's error ``type`` for each HTTP status the gateway returns; others are api_error.
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+}
+
+# OpenAI finish_reason -> Anthropic stop_reason.
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+# Request models ---------------------------------------------------------------------------
+
+
+class ToolParam(BaseModel):
+    """A client tool; ``cache_control`` and other hints are accepted and dropped."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+    input_schema: dict[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_server_tools(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("type") not in (None, "custom"):
+            raise ValueError(
+                f"the server tool '{value['type']}' is not supported, "
+                "so define a custom tool with name and input_schema"
+            )
+        return value
+
+
+class ToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+    @model_validator(mode="after")
+    def _check_name(self) -> ToolChoice:
+        if self.type == "tool" and not self.name:
+            raise ValueError("a tool_choice of type 'tool' needs 'name'")
+        return self
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = None
+
+
+class Thinking(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    budget_tokens: int | None = None
+
+
+class OutputFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    type: Literal["json_schema"]
+    json_schema: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: OutputFormat | None = None
+    # NOTE: effort has no OpenAI-compatible counterpart that servers agree on, so it is ignored.
+    effort: str | None = None
+
+
+class MessageParam(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+
+class MessagesRequest(BaseModel):
+    """The fields of an Anthropic Messages request, with Anthropic's value ranges."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    messages: list[MessageParam] = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    system: str | list[dict[str, Any]] | None = None
+    stop_sequences: list[str] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    tools: list[ToolParam] | None = None
+    tool_choice: ToolChoice | None = None
+    metadata: Metadata | None = None
+    stream: bool = False
+    thinking: Thinking | None = None
+    output_config: OutputConfig | None = None
+    # Hints about Anthropic's own capacity, region and prompt cache.  They do not apply to
+    # other providers and do not change the output, so they are accepted and ignored.
+    service_tier: str | None = None
+    inference_geo: str | None = None
+    speed: str | None = None
+    cache_control: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Translation:
+    """The OpenAI chat body of one request, and what the response translation needs."""
+
+    body: dict[str, Any]
+    stop_sequences: tuple[str, ...] = ()
+    thinking: bool = False
+
+
+# Request translation ----------------------------------------------------------------------
+
+
+def to_chat_body(body: dict[str, Any]) -> Translation:
+    """Validate an Anthropic Messages body and translate it.  Raises InvalidRequest."""
+    request = _validate(body)
+    chat: dict[str, Any] = {
+        "model": request.model,
+        "messages": _system_messages(request.system) + _conversation(request.messages),
+        "max_tokens": request.max_tokens,
+    }
+    optional = {
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "top_k": request.top_k,
+        "stop": request.stop_sequences or None,
+        "user": request.metadata.user_id if request.metadata else None,
+    }
+    chat.update({key: value for key, value in optional.items() if value is not None})
+    if request.tools:
+        chat["tools"] = [_function_tool(tool) for tool in request.tools]
+    if request.tool_choice is not None:
+        _apply_tool_choice(chat, request.tool_choice)
+    if request.output_config is not None and request.output_config.format is not None:
+        schema = {"name": "output", "schema": request.output_config.format.json_schema}
+        chat["response_format"] = {"type": "json_schema", "json_schema": schema}
+    if request.stream:
+        # Usage is always requested, so that message_delta can carry the final counts.
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}
+    thinking = request.thinking is not None and request.thinking.type != "disabled"
+    return Translation(chat, tuple(request.stop_sequences or ()), thinking)
+
+
+def _validate(body: dict[str, Any]) -> MessagesRequest:
+    try:
+        return MessagesRequest.model_validate(body)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        param = _param_name(error["loc"])
+        if error["type"] == "extra_forbidden":
+            raise InvalidRequest(
+                f"The parameter '{param}' is not supported on {ENDPOINT}. Remove it.",
+                param=param,
+                code="unsupported_parameter",
+            ) from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise InvalidRequest(f"Invalid value for '{param}': {message}.", param=param) from None
+
+
+def _param_name(location: tuple[Any, ...]) -> str:
+    """Render a pydantic error location as ``messages[0].content``, without union member names."""
+    name = ""
+    for part in location:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif not str(part).startswith(("str", "list[", "literal[", "function-")):
+            name += f".{part}" if name else str(part)
+    return name or "body"
+
+
+def _system_messages(system: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    if system is None:
+        return []
+    if isinstance(system, str):
+        return [{"role": "system", "content": system}] if system else []
+    texts = [_text(block, f"system[{index}]") for index, block in enumerate(system)]
+    return [{"role": "system", "content": "\n\n".join(texts)}] if texts else []
+
+
+def _conversation(messages: list[MessageParam]) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = []
+    for position, message in enumerate(messages):
+        if message.role == "user":
+            result.extend(_user_messages(message.content, position))
+        else:
+            result.append(_assistant_message(message.content, position))
+    return result
+
+
+def _user_messages(content: str | list[dict[str, Any]], position: int) -> list[dict[str, Any]]:
+    """Translate one user turn: its tool results first, then one user message."""
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    if not content:
+        raise _invalid(f"messages[{position}].content", "a user message needs at least one block")
+    tool_messages: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for index, block in enumerate(content):
+        where = f"messages[{position}].content[{index}]"
+        kind = _block_type(block, where)
+        if kind == "tool_result":
+            message, images = _tool_result(block, where)
+            tool_messages.append(message)
+            parts.extend(images)
+        elif kind == "text":
+            parts.append({"type": "text", "text": _text(block, where)})
+        elif kind == "image":
+            parts.append(_image_part(block, where))
+        else:
+            raise _unsupported_block(kind, where)
+    if parts:
+        tool_messages.append({"role": "user", "content": _compact(parts)})
+    return tool_messages
+
+
+def _assistant_message(content: str | list[dict[str, Any]], position: int) -> dict[str, Any]:
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for index, block in enumerate(content):
+        where = f"messages[{position}].content[{index}]"
+        kind = _block_type(block, where)
+        if kind == "text":
+            texts.append(_text(block, where))
+        elif kind == "tool_use":
+            calls.append(_tool_call(block, where))
+        elif kind not in ("thinking", "redacted_thinking"):
+            raise _unsupported_block(kind, where)
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
+    if calls:
+        message["tool_calls"] = calls
+        message["content"] = message["content"] or None
+    return message
+
+
+def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Return the tool message of a tool_result block and the image parts it carried."""
+    tool_use_id = _required_string(block, "tool_use_id", where)
+    content = block.get("content", "")
+    texts: list[str] = []
+    images: list[dict[str, Any]] = []
+    if isinstance(content, str):
+        texts.append(content)
+    elif isinstance(content, list):
+        for index, item in enumerate(content):
+            item_where = f"{where}.content[{index}]"
+            kind = _block_type(item, item_where)
+            if kind == "text":
+                texts.append(_text(item, item_where))
+            elif kind == "image":
+                images.append(_image_part(item, item_where))
+            else:
+                raise _unsupported_block(kind, item_where)
+    else:
+        raise _invalid(f"{where}.content", "expected a string or a list of text and image blocks")
+    text = "\n".join(texts)
+    if block.get("is_error") is True:
+        text = f"Error: {text}"
+    return {"role": "tool", "tool_call_id": tool_use_id, "content": text}, images
+
+
+def _tool_call(block: dict[str, Any], where: str) -> dict[str, Any]:
+    arguments = block.get("input", {})
+    if not isinstance(arguments, dict):
+        raise _invalid(f"{where}.input", "expected an object")
+    return {
+        "id": _required_string(block, "id", where),
+        "type": "function",
+        "function": {
+            "name": _required_string(block, "name", where),
+            "arguments": orjson.dumps(arguments).decode(),
+        },
+    }
+
+
+def _image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise _invalid(f"{where}.source", "an image block needs a 'source' object")
+    kind = source.get("type")
+    if kind == "base64":
+        media_type = _required_string(source, "media_type", f"{where}.source")
+        data = _required_string(source, "data", f"{where}.source")
+        url = f"data:{media_type};base64,{data}"
+    elif kind == "url":
+        url = _required_string(source, "url", f"{where}.source")
+    else:
+        raise _invalid(f"{where}.source.type", f"expected 'base64' or 'url', got {kind!r}")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _compact(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Return a lone text part as a plain string, which every OpenAI-compatible server accepts."""
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        text: str = parts[0]["text"]
+        return text
+    return parts
+
+
+def _function_tool(tool: ToolParam) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name, "parameters": tool.input_schema}
+    if tool.description:
+        function["description"] = tool.description
+    return {"type": "function", "function": function}
+
+
+def _apply_tool_choice(chat: dict[str, Any], choice: ToolChoice) -> None:
+    if choice.type == "tool":
+        chat["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+    else:
+        chat["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[choice.type]
+    if choice.disable_parallel_tool_use:
+        chat["parallel_tool_calls"] = False
+
+
+def _block_type(block: Any, where: str) -> str:
+    kind = block.get("type") if isinstance(block, dict) else None
+    if not isinstance(kind, str):
+        raise _invalid(where, "each content block needs a string 'type'")
+    return kind
+
+
+def _text(block: dict[str, Any], where: str) -> str:
+    if block.get("type") != "text":
+        raise _invalid(f"{where}.type", "expected a text block")
+    text = block.get("text")
+    if not isinstance(text, str):
+        raise _invalid(f"{where}.text", "expected a string")
+    return text
+
+
+def _required_string(block: dict[str, Any], key: str, where: str) -> str:
+    value = block.get(key)
+    if not isinstance(value, str) or not value:
+        raise _invalid(f"{where}.{key}", "expected a non-empty string")
+    return value
+
+
+def _invalid(param: str, reason: str) -> InvalidRequest:
+    return InvalidRequest(f"Invalid value for '{param}': {reason}.", param=param)
+
+
+def _unsupported_block(kind: str, where: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"The content block type '{kind}' at '{where}' is not supported on {ENDPOINT}. "
+        "Send text, image, tool_use (assistant) or tool_result (user) blocks.",
+        param=f"{where}.type",
+        code="unsupported_parameter",
+    )
+
+
+# Response translation ---------------------------------------------------------------------
+
+
+def to_message(completion: dict[str, Any], translation: Translation) -> dict[str, Any]:
+    """Translate an OpenAI chat completion (its first choice) into an Anthropic message."""
+    choice = (completion.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content")
+    if translation.thinking and isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    text = _answer_text(message.get("content"))
+    if text:
+        content.append({"type": "text", "text": text})
+    calls = message.get("tool_calls") or []
+    content.extend(_tool_use_block(call) for call in calls)
+    stop_reason, stop_sequence = stop_details(choice, bool(calls), translation.stop_sequences)
+    return {
+        "id": message_id(completion.get("id")),
+        "type": "message",
+        "role": "assistant",
+        "model": completion.get("model") or "",
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": anthropic_usage(completion.get("usage")),
+    }
+
+
+def stop_details(
+    choice: dict[str, Any], has_tool_calls: bool, stop_sequences: tuple[str, ...]
+) -> tuple[str, str | None]:
+    """Return Anthropic's ``stop_reason`` and ``stop_sequence`` for an OpenAI choice.
+
+    OpenAI reports a matched stop sequence as plain ``stop``.  The sequence is known only when
+    the server names it in ``choice.stop_reason``, as vLLM does.
+    """
+    finish = choice.get("finish_reason") or "stop"
+    matched = choice.get("stop_reason")
+    if finish == "stop" and isinstance(matched, str) and matched in stop_sequences:
+        return "stop_sequence", matched
+    if finish == "stop" and has_tool_calls:
+        # Some servers end a tool-calling response with "stop", but clients run tools on tool_use.
+        return "tool_use", None
+    return STOP_REASONS.get(finish, "end_turn"), None
+
+
+def anthropic_usage(usage: dict[str, Any] | None) -> dict[str, int]:
+    usage = usage or {}
+    return {
+        "input_tokens": int(usage.get("prompt_tokens") or 0),
+        "output_tokens": int(usage.get("completion_tokens") or 0),
+    }
+
+
+def message_id(completion_id: Any) -> str:
+    """Derive an Anthropic-style ``msg_`` id from the completion id, so it stays traceable."""
+    if not isinstance(completion_id, str) or not completion_id:
+        return f"msg_{uuid.uuid4().hex}"
+    return completion_id if completion_id.startswith("msg_") else f"msg_{completion_id}"
+
+
+def tool_use_id(call_id: Any) -> str:
+    """Return the call's id, or a new ``toolu_`` id when the upstream sent none."""
+    return call_id if isinstance(call_id, str) and call_id else f"toolu_{uuid.uuid4().hex}"
+
+
+def _answer_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+    return ""
+
+
+def _tool_use_block(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function") or {}
+    return {
+        "type": "tool_use",
+        "id": tool_use_id(call.get("id")),
+        "name": function.get("name") or "",
+        "input": _tool_input(function.get("arguments")),
+    }
+
+
+def _tool_input(arguments: Any) -> dict[str, Any]:
+    # NOTE: arguments that are not a JSON object (cut by max_tokens, or malformed by the
+    # model) become {}, because Anthropic's tool_use.input must be an object.
+    if isinstance(arguments, dict):
+        return arguments
+    if not isinstance(arguments, str) or not arguments.strip():
+        return {}
+    try:
+        parsed = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+# Errors -----------------------------------------------------------------------------------
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """Build Anthropic's error object for an HTTP status."""
+    error_type = ERROR_TYPES.get(status, "api_error")
+    return {"type": "error", "error": {"type": error_type, "message": message}}
+
+
+def render_error(error: GatewayError) -> Response:
+    """Render ``error`` as an Anthropic-shaped JSON response with the error's status."""
+    return Response(
+        orjson.dumps(error_body(error.status, error.message)),
+        status_code=error.status,
+        media_type="application/json",
+        headers=error.headers,
+    )
