@@ -12,7 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from router.api import chat, dashboard, feedback, health, metrics, models, usage
+from router.api import chat, dashboard, feedback, health, messages, metrics, models, usage
+from router.api.anthropic_format import MessagesRequest
 from router.api.internal_error import InternalErrorMiddleware
 from router.api.openapi import install_request_schemas
 from router.api.schemas import ChatRequest
@@ -48,12 +49,17 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
 
     app = FastAPI(title="Tierwise", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
-    for module in (chat, models, health, feedback, usage, metrics, dashboard):
+    for module in (chat, messages, models, health, feedback, usage, metrics, dashboard):
         app.include_router(module.router)
     _add_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)
     install_request_schemas(
-        app, {"/v1/chat/completions": ChatRequest, "/v1/feedback": feedback.Feedback}
+        app,
+        {
+            "/v1/chat/completions": ChatRequest,
+            "/v1/messages": MessagesRequest,
+            "/v1/feedback": feedback.Feedback,
+        },
     )
     return app
 
