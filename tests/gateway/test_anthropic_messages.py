@@ -1,0 +1,1044 @@
+"""``POST /v1/messages``: the official ``anthropic`` client against a live gateway, the
+in-process app for outcome records and faults, and the translation functions on their own."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from router.api.anthropic_format import Translation, to_chat_body, to_message
+from router.api.anthropic_stream import StreamTranslator
+from router.app import create_app
+from router.errors import InvalidRequest
+from tests.gateway.conftest import (
+    INTERNAL_ERROR_MESSAGE,
+    TIERS,
+    FailingScorer,
+    GatewayKit,
+    LiveGateway,
+    StubScorer,
+    new_api_key,
+    tenant_of_key,
+)
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.recorded import SCRIPTED_ANSWER
+from tests.support.scenario import Scenario, ToolCall
+
+anthropic = pytest.importorskip(
+    "anthropic", reason="the anthropic client is in the test extra: pip install -e '.[test]'"
+)
+
+PROMPT = "Say hello in one short sentence."
+MESSAGES: list[Any] = [{"role": "user", "content": PROMPT}]
+WEATHER_TOOL: dict[str, Any] = {
+    "name": "get_weather",
+    "description": "Current weather for a city.",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+OPENAI_WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": WEATHER_TOOL["input_schema"],
+        "description": "Current weather for a city.",
+    },
+}
+UNKNOWN_MODEL_MESSAGE = (
+    "The model 'claude-9' does not exist on this gateway. Use a router alias such as 'auto' "
+    "or a model listed by GET /v1/models."
+)
+
+
+@dataclass
+class LiveStack:
+    gateway: LiveGateway
+    fakes: dict[str, FakeUpstream]
+
+    @property
+    def root_url(self) -> str:
+        """The Anthropic base URL: the client appends ``/v1/messages`` itself."""
+        return f"http://127.0.0.1:{self.gateway.port}"
+
+    def client(self, api_key: str | None = None) -> Any:
+        return anthropic.Anthropic(
+            base_url=self.root_url, api_key=api_key or new_api_key(), max_retries=0, timeout=15
+        )
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    fakes = {tier: FakeUpstream(f"fake-{tier}").start() for tier in TIERS}
+    kit = GatewayKit(tmp_path_factory.mktemp("anthropic-client"), fakes)
+    try:
+        kit.write_policy(timeout_s=5.0)
+        app = create_app(kit.settings(keepalive_interval_s=0.1), StubScorer())
+        with LiveGateway(app) as gateway:
+            yield LiveStack(gateway, fakes)
+    finally:
+        for fake in fakes.values():
+            fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def reset_fakes(request: pytest.FixtureRequest) -> None:
+    if "live" in request.fixturenames:
+        for fake in request.getfixturevalue("live").fakes.values():
+            fake.reset()
+
+
+def sse_events(lines: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Pair each ``event:`` line with the JSON of the ``data:`` line after it."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    name = ""
+    for line in lines:
+        if line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            events.append((name, json.loads(line[5:])))
+    return events
+
+
+def stream_raw(live: LiveStack, body: dict[str, Any]) -> tuple[httpx.Headers, list[str]]:
+    url = f"{live.root_url}/v1/messages"
+    headers = {"x-api-key": new_api_key(), "anthropic-version": "2023-06-01"}
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=15) as response:
+        return response.headers, list(response.iter_lines())
+
+
+# The official client ------------------------------------------------------------------------
+
+
+def test_plain_text_message(live: LiveStack) -> None:
+    raw = live.client().messages.with_raw_response.create(
+        model="auto", max_tokens=256, messages=MESSAGES
+    )
+    message = raw.parse()
+
+    assert raw.headers["x-tierwise-tier"] == "edge"
+    assert raw.headers["x-tierwise-model"] == "edge-small"
+    assert raw.headers["x-tierwise-cache"] == "miss"
+    assert raw.headers["content-type"] == "application/json"
+    assert message.type == "message"
+    assert message.role == "assistant"
+    assert message.id.startswith("msg_")
+    assert [block.type for block in message.content] == ["text"]
+    assert message.content[0].text == SCRIPTED_ANSWER
+    assert message.stop_reason == "end_turn"
+    assert message.stop_sequence is None
+    assert message.usage.input_tokens > 0
+    assert message.usage.output_tokens > 0
+
+
+def test_request_reaches_upstream_as_chat_body(live: LiveStack) -> None:
+    live.client().messages.create(
+        model="auto",
+        max_tokens=256,
+        messages=MESSAGES,
+        stop_sequences=["END"],
+        metadata={"user_id": "user-7"},
+        # This client release no longer has sampling arguments; the API still takes them.
+        extra_body={"temperature": 0.5, "top_p": 0.9, "top_k": 40},
+    )
+
+    received = live.fakes["edge"].requests[0].body
+    assert received["messages"] == MESSAGES
+    assert received["max_tokens"] == 256
+    assert received["temperature"] == 0.5
+    assert received["top_p"] == 0.9
+    assert received["top_k"] == 40
+    assert received["stop"] == ["END"]
+    assert received["user"] == "user-7"
+    assert received["model"] == "fake-edge"
+    assert "stream" not in received
+
+
+def test_system_prompt_string_and_blocks(live: LiveStack) -> None:
+    client = live.client()
+    client.messages.create(model="auto", max_tokens=256, system="Be brief.", messages=MESSAGES)
+    client.messages.create(
+        model="auto",
+        max_tokens=256,
+        system=[
+            {"type": "text", "text": "Be brief."},
+            {"type": "text", "text": "Answer in English.", "cache_control": {"type": "ephemeral"}},
+        ],
+        messages=MESSAGES,
+    )
+
+    first, second = (request.body["messages"] for request in live.fakes["edge"].requests)
+    assert first == [{"role": "system", "content": "Be brief."}, *MESSAGES]
+    assert second == [{"role": "system", "content": "Be brief.\n\nAnswer in English."}, *MESSAGES]
+
+
+def test_max_tokens_stop_reason(live: LiveStack) -> None:
+    message = live.client().messages.create(model="auto", max_tokens=5, messages=MESSAGES)
+
+    assert message.stop_reason == "max_tokens"
+    assert message.usage.output_tokens == 5
+    assert SCRIPTED_ANSWER.startswith(message.content[0].text)
+
+
+def test_stream_text_deltas_assemble(live: LiveStack) -> None:
+    with live.client().messages.stream(model="auto", max_tokens=256, messages=MESSAGES) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+
+    assert text == SCRIPTED_ANSWER
+    assert final.content[0].text == SCRIPTED_ANSWER
+    assert final.stop_reason == "end_turn"
+    assert final.usage.input_tokens > 0
+    assert final.usage.output_tokens > 0
+    received = live.fakes["edge"].requests[0].body
+    assert received["stream"] is True
+    assert received["stream_options"] == {"include_usage": True}
+
+
+def test_stream_usage_matches_non_streaming(live: LiveStack) -> None:
+    client = live.client()
+    whole = client.messages.create(model="auto", max_tokens=256, messages=MESSAGES)
+    with client.messages.stream(model="auto", max_tokens=256, messages=MESSAGES) as stream:
+        streamed = stream.get_final_message()
+
+    assert streamed.usage.input_tokens == whole.usage.input_tokens
+    assert streamed.usage.output_tokens == whole.usage.output_tokens
+
+
+def test_raw_stream_event_order(live: LiveStack) -> None:
+    headers, lines = stream_raw(
+        live, {"model": "auto", "max_tokens": 256, "messages": MESSAGES, "stream": True}
+    )
+    events = sse_events(lines)
+    names = [name for name, _ in events]
+
+    assert headers["content-type"].startswith("text/event-stream")
+    assert headers["x-tierwise-tier"] == "edge"
+    assert all(name == data["type"] for name, data in events)
+    assert names[0] == "message_start"
+    assert names[1] == "content_block_start"
+    assert set(names[2:-3]) == {"content_block_delta"}
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    start = events[0][1]["message"]
+    assert start["role"] == "assistant"
+    assert start["content"] == []
+    assert start["stop_reason"] is None
+    assert events[1][1] == {
+        "type": "content_block_start",
+        "index": 0,
+        "content_block": {"type": "text", "text": ""},
+    }
+    text = "".join(data["delta"]["text"] for name, data in events if name == "content_block_delta")
+    assert text == SCRIPTED_ANSWER
+    delta = events[-2][1]
+    assert delta["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
+    assert delta["usage"]["output_tokens"] > 0
+    assert delta["usage"]["input_tokens"] > 0
+
+
+def test_tool_use_round_trip(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(
+        Scenario.tools(ToolCall("get_weather", '{"city": "Oslo"}', id="call_8"))
+    )
+    client = live.client()
+    question = {"role": "user", "content": "What is the weather in Oslo?"}
+    first = client.messages.create(
+        model="auto",
+        max_tokens=256,
+        messages=[question],
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "auto"},
+    )
+    follow_up = client.messages.create(
+        model="auto",
+        max_tokens=256,
+        messages=[
+            question,
+            {"role": "assistant", "content": first.content},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "call_8", "content": "4 degrees"}
+                ],
+            },
+        ],
+        tools=[WEATHER_TOOL],
+    )
+
+    assert first.stop_reason == "tool_use"
+    assert [block.type for block in first.content] == ["tool_use"]
+    call = first.content[0]
+    assert call.id == "call_8"
+    assert call.name == "get_weather"
+    assert call.input == {"city": "Oslo"}
+    first_body, second_body = (request.body for request in live.fakes["edge"].requests)
+    assert first_body["tools"] == [OPENAI_WEATHER_TOOL]
+    assert first_body["tool_choice"] == "auto"
+    assert second_body["messages"] == [
+        question,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_8",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_8", "content": "4 degrees"},
+    ]
+    assert follow_up.stop_reason == "end_turn"
+    assert follow_up.content[0].text == SCRIPTED_ANSWER
+
+
+def test_streamed_tool_use(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(
+        Scenario.tools(ToolCall("get_weather", '{"city": "Paris"}', id="call_9"))
+    )
+    with live.client().messages.stream(
+        model="auto",
+        max_tokens=256,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+
+    json_deltas = [
+        event.delta.partial_json
+        for event in events
+        if event.type == "content_block_delta" and event.delta.type == "input_json_delta"
+    ]
+    assert "".join(json_deltas) == '{"city": "Paris"}'
+    assert final.stop_reason == "tool_use"
+    assert final.content[0].type == "tool_use"
+    assert final.content[0].id == "call_9"
+    assert final.content[0].input == {"city": "Paris"}
+    received = live.fakes["edge"].requests[0].body
+    assert received["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert received["parallel_tool_calls"] is False
+
+
+def test_cache_hit_on_repeat_temperature_zero(live: LiveStack) -> None:
+    client = live.client()
+
+    def ask() -> Any:
+        return client.messages.with_raw_response.create(
+            model="auto", max_tokens=256, messages=MESSAGES, extra_body={"temperature": 0}
+        )
+
+    first, second = ask(), ask()
+    with client.messages.stream(
+        model="auto", max_tokens=256, messages=MESSAGES, extra_body={"temperature": 0}
+    ) as stream:
+        streamed_text = "".join(stream.text_stream)
+        streamed = stream.get_final_message()
+        stream_cache = stream.response.headers["x-tierwise-cache"]
+
+    assert first.headers["x-tierwise-cache"] == "miss"
+    assert second.headers["x-tierwise-cache"] == "hit"
+    assert stream_cache == "hit"
+    assert len(live.fakes["edge"].requests) == 1
+    assert second.parse().content == first.parse().content
+    assert second.parse().usage == first.parse().usage
+    assert streamed_text == SCRIPTED_ANSWER
+    assert streamed.usage.output_tokens == first.parse().usage.output_tokens
+
+
+def test_request_id_header_for_client(live: LiveStack) -> None:
+    raw = live.client().messages.with_raw_response.create(
+        model="auto", max_tokens=256, messages=MESSAGES
+    )
+
+    assert raw.headers["request-id"] == raw.headers["x-request-id"]
+    assert raw.parse()._request_id == raw.headers["x-request-id"]
+
+
+def test_unknown_model_raises_not_found(live: LiveStack) -> None:
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        live.client().messages.create(model="claude-9", max_tokens=256, messages=MESSAGES)
+
+    error = caught.value
+    assert error.status_code == 404
+    assert error.body == {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": UNKNOWN_MODEL_MESSAGE},
+    }
+    assert error.request_id is not None
+    assert error.request_id.startswith("req-")
+
+
+def test_invalid_temperature_raises_bad_request(live: LiveStack) -> None:
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        live.client().messages.create(
+            model="auto", max_tokens=256, messages=MESSAGES, extra_body={"temperature": 1.5}
+        )
+
+    assert caught.value.status_code == 400
+    assert caught.value.body == {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "Invalid value for 'temperature': Input should be less than or equal to 1.",
+        },
+    }
+
+
+def test_unknown_parameter_raises_bad_request(live: LiveStack) -> None:
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        live.client().messages.create(
+            model="auto",
+            max_tokens=256,
+            messages=MESSAGES,
+            extra_body={"api_base": "http://127.0.0.1:9"},
+        )
+
+    assert caught.value.type == "invalid_request_error"
+    assert caught.value.api_message == (
+        "The parameter 'api_base' is not supported on /v1/messages. Remove it."
+    )
+    assert live.fakes["edge"].requests == []
+
+
+def test_missing_max_tokens_is_400(live: LiveStack) -> None:
+    response = httpx.post(
+        f"{live.root_url}/v1/messages",
+        json={"model": "auto", "messages": MESSAGES},
+        headers={"x-api-key": new_api_key()},
+        timeout=15,
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "Invalid value for 'max_tokens': Field required.",
+        },
+    }
+
+
+def test_invalid_json_is_400(live: LiveStack) -> None:
+    response = httpx.post(
+        f"{live.root_url}/v1/messages",
+        content=b'{"model": "auto",',
+        headers={"x-api-key": new_api_key(), "content-type": "application/json"},
+        timeout=15,
+    )
+
+    assert response.status_code == 400
+    assert response.json()["type"] == "error"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert response.json()["error"]["message"].startswith("The request body is not valid JSON")
+
+
+def test_upstream_failure_raises_internal_server_error(live: LiveStack) -> None:
+    for fake in live.fakes.values():
+        fake.enqueue(Scenario.http_error(503, "overloaded"))
+
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        live.client().messages.create(model="auto", max_tokens=256, messages=MESSAGES)
+
+    assert caught.value.status_code == 502
+    assert caught.value.body == {
+        "type": "error",
+        "error": {
+            "type": "api_error",
+            "message": "Every eligible deployment failed to answer. Retry later.",
+        },
+    }
+
+
+def test_cut_stream_raises_api_error(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(Scenario.cut(after_events=3))
+    texts: list[str] = []
+
+    client = live.client()
+    with (
+        pytest.raises(anthropic.APIStatusError) as caught,
+        client.messages.stream(model="auto", max_tokens=256, messages=MESSAGES) as stream,
+    ):
+        texts.extend(stream.text_stream)
+
+    assert caught.value.type == "api_error"
+    assert caught.value.api_message == "The model's stream failed before the answer was complete."
+    assert "".join(texts) != SCRIPTED_ANSWER
+
+
+def test_cut_stream_ends_without_message_stop(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(Scenario.cut(after_events=3))
+    _, lines = stream_raw(
+        live, {"model": "auto", "max_tokens": 256, "messages": MESSAGES, "stream": True}
+    )
+    names = [name for name, _ in sse_events(lines)]
+
+    assert names[0] == "message_start"
+    assert names[-1] == "error"
+    assert "message_stop" not in names
+    assert "message_delta" not in names
+
+
+def test_keepalives_become_pings(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(Scenario.pause(after_events=2, seconds=0.5))
+    _, lines = stream_raw(
+        live, {"model": "auto", "max_tokens": 256, "messages": MESSAGES, "stream": True}
+    )
+    names = [name for name, _ in sse_events(lines)]
+
+    assert names.count("ping") >= 2
+    assert names[0] == "message_start"
+    assert names[-1] == "message_stop"
+
+
+# In process: outcome records, images, thinking, own faults --------------------------------
+
+
+async def post_messages(
+    gateway: Any, body: dict[str, Any], api_key: str | None = None
+) -> httpx.Response:
+    key = api_key or gateway.api_key
+    gateway.tenants.add(tenant_of_key(key))
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    response: httpx.Response = await gateway.client.post("/v1/messages", json=body, headers=headers)
+    return response
+
+
+async def test_outcome_record_and_tenant_from_x_api_key(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        response = await post_messages(
+            gateway, {"model": "auto", "max_tokens": 256, "messages": MESSAGES, "temperature": 0}
+        )
+        records = await gateway.request_records()
+
+    assert response.status_code == 200
+    assert len(records) == 1
+    record = records[0]
+    assert record["tenant"] == gateway.tenant
+    assert record["requested_model"] == "auto"
+    assert record["tier"] == "edge"
+    assert record["model"] == "edge-small"
+    assert record["status"] == 200
+    assert record["tokens_in"] == response.json()["usage"]["input_tokens"]
+    assert record["tokens_out"] == response.json()["usage"]["output_tokens"]
+    assert record["scores"] == StubScorer().scores
+
+
+async def test_streamed_outcome_record(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        response = await post_messages(
+            gateway, {"model": "auto", "max_tokens": 256, "messages": MESSAGES, "stream": True}
+        )
+        records = await gateway.request_records()
+
+    assert response.status_code == 200
+    assert len(records) == 1
+    assert records[0]["stream"] is True
+    assert records[0]["tokens_out"] > 0
+
+
+async def test_error_outcome_record(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        response = await post_messages(
+            gateway, {"model": "claude-9", "max_tokens": 256, "messages": MESSAGES}
+        )
+        records = await gateway.request_records()
+
+    assert response.status_code == 404
+    assert response.headers["x-request-id"] == records[0]["request_id"]
+    assert records[0]["status"] == 404
+    assert records[0]["error"] == "model_not_found"
+
+
+async def test_image_block_reaches_upstream(kit: GatewayKit) -> None:
+    data = base64.b64encode(b"\x89PNG fake").decode()
+    content = [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}},
+        {"type": "text", "text": "Describe the image."},
+    ]
+    async with kit.running() as gateway:
+        response = await post_messages(
+            gateway,
+            {
+                "model": "auto",
+                "max_tokens": 256,
+                "messages": [{"role": "user", "content": content}],
+            },
+        )
+
+    assert response.status_code == 200
+    received = kit.fakes["edge"].requests[0].body["messages"]
+    assert received == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}},
+                {"type": "text", "text": "Describe the image."},
+            ],
+        }
+    ]
+
+
+async def test_reasoning_becomes_thinking_block(kit: GatewayKit) -> None:
+    kit.fakes["edge"].set_default(Scenario.with_reasoning("First, greet."))
+    body = {
+        "model": "auto",
+        "max_tokens": 256,
+        "messages": MESSAGES,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+    async with kit.running() as gateway:
+        whole = await post_messages(gateway, body)
+        streamed = await post_messages(gateway, {**body, "stream": True})
+        plain = await post_messages(gateway, {k: v for k, v in body.items() if k != "thinking"})
+
+    assert whole.json()["content"] == [
+        {"type": "thinking", "thinking": "First, greet.", "signature": ""},
+        {"type": "text", "text": SCRIPTED_ANSWER},
+    ]
+    events = sse_events(streamed.text.split("\n"))
+    starts = [
+        data["content_block"]["type"] for name, data in events if name == "content_block_start"
+    ]
+    thinking = "".join(
+        data["delta"]["thinking"]
+        for name, data in events
+        if name == "content_block_delta" and data["delta"]["type"] == "thinking_delta"
+    )
+    assert starts == ["thinking", "text"]
+    assert thinking == "First, greet."
+    assert [block["type"] for block in plain.json()["content"]] == ["text"]
+    assert "thinking" not in kit.fakes["edge"].requests[0].body
+
+
+async def test_own_fault_is_fixed_500_in_anthropic_shape(kit: GatewayKit) -> None:
+    async with kit.running(scorer=FailingScorer()) as gateway:
+        response = await post_messages(
+            gateway, {"model": "auto", "max_tokens": 256, "messages": MESSAGES}
+        )
+        records = await gateway.request_records()
+
+    assert response.status_code == 500
+    assert response.json() == {
+        "type": "error",
+        "error": {"type": "api_error", "message": INTERNAL_ERROR_MESSAGE},
+    }
+    assert FailingScorer.secret not in response.text
+    assert "RuntimeError" not in response.text
+    assert response.headers["x-request-id"] == records[0]["request_id"]
+    assert records[0]["status"] == 500
+
+
+async def test_chat_completions_unchanged(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        response = await gateway.chat({"model": "auto", "messages": MESSAGES})
+
+    assert response.status_code == 200
+    assert response.json()["object"] == "chat.completion"
+    assert response.json()["choices"][0]["message"]["content"] == SCRIPTED_ANSWER
+
+
+# Request translation ----------------------------------------------------------------------
+
+
+def translate(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": "auto", "max_tokens": 64, "messages": MESSAGES} | fields
+    return to_chat_body(body).body
+
+
+def translation_error(**fields: Any) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as caught:
+        translate(**fields)
+    return caught.value
+
+
+def test_tool_result_with_image_and_error() -> None:
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    messages = [
+        {"role": "user", "content": "Chart?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Draw it.", "signature": "sig"},
+                {"type": "text", "text": "Drawing."},
+                {"type": "tool_use", "id": "toolu_1", "name": "draw", "input": {}},
+                {"type": "tool_use", "id": "toolu_2", "name": "lookup", "input": {"q": "x"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [{"type": "text", "text": "done"}, image],
+                },
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_2",
+                    "content": "not found",
+                    "is_error": True,
+                },
+                {"type": "text", "text": "Explain."},
+            ],
+        },
+    ]
+
+    result = translate(messages=messages)["messages"]
+
+    assert result[1] == {
+        "role": "assistant",
+        "content": "Drawing.",
+        "tool_calls": [
+            {"id": "toolu_1", "type": "function", "function": {"name": "draw", "arguments": "{}"}},
+            {
+                "id": "toolu_2",
+                "type": "function",
+                "function": {"name": "lookup", "arguments": '{"q":"x"}'},
+            },
+        ],
+    }
+    assert result[2] == {"role": "tool", "tool_call_id": "toolu_1", "content": "done"}
+    assert result[3] == {"role": "tool", "tool_call_id": "toolu_2", "content": "Error: not found"}
+    assert result[4] == {
+        "role": "user",
+        "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+            {"type": "text", "text": "Explain."},
+        ],
+    }
+    assert len(result) == 5
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ({"type": "auto"}, "auto"),
+        ({"type": "any"}, "required"),
+        ({"type": "none"}, "none"),
+        (
+            {"type": "tool", "name": "get_weather"},
+            {"type": "function", "function": {"name": "get_weather"}},
+        ),
+    ],
+)
+def test_tool_choice_mapping(choice: dict[str, Any], expected: Any) -> None:
+    body = translate(tools=[WEATHER_TOOL], tool_choice=choice)
+
+    assert body["tool_choice"] == expected
+    assert "parallel_tool_calls" not in body
+
+
+def test_output_format_becomes_response_format() -> None:
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+    body = translate(
+        output_config={"format": {"type": "json_schema", "schema": schema}, "effort": "low"}
+    )
+
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema},
+    }
+    assert "effort" not in body
+
+
+def test_anthropic_only_hints_are_ignored() -> None:
+    body = translate(
+        service_tier="auto",
+        inference_geo="eu",
+        speed="fast",
+        cache_control={"type": "ephemeral"},
+    )
+
+    assert body == {"model": "auto", "messages": MESSAGES, "max_tokens": 64}
+
+
+def test_streaming_asks_for_usage() -> None:
+    body = translate(stream=True)
+
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "message"),
+    [
+        (
+            {"max_tokens": 0},
+            "max_tokens",
+            "Invalid value for 'max_tokens': Input should be greater than or equal to 1.",
+        ),
+        (
+            {"messages": []},
+            "messages",
+            "Invalid value for 'messages': List should have at least 1 item after validation, not 0.",
+        ),
+        (
+            {"messages": [{"role": "system", "content": "x"}]},
+            "messages[0].role",
+            "Invalid value for 'messages[0].role': Input should be 'user' or 'assistant'.",
+        ),
+        (
+            {"tool_choice": {"type": "tool"}},
+            "tool_choice",
+            "Invalid value for 'tool_choice': a tool_choice of type 'tool' needs 'name'.",
+        ),
+        (
+            {"tools": [{"type": "web_search_20250305", "name": "web_search"}]},
+            "tools[0]",
+            (
+                "Invalid value for 'tools[0]': the server tool 'web_search_20250305' is not "
+                "supported, so define a custom tool with name and input_schema."
+            ),
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"text": "no type"}]}]},
+            "messages[0].content[0]",
+            "Invalid value for 'messages[0].content[0]': each content block needs a string 'type'.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": []}]},
+            "messages[0].content",
+            "Invalid value for 'messages[0].content': a user message needs at least one block.",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}],
+                    }
+                ]
+            },
+            "messages[0].content[0].source.type",
+            "Invalid value for 'messages[0].content[0].source.type': expected 'base64' or 'url', got 'file'.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "tool_result", "content": "x"}]}]},
+            "messages[0].content[0].tool_use_id",
+            "Invalid value for 'messages[0].content[0].tool_use_id': expected a non-empty string.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
+            "messages[0].content[0].type",
+            (
+                "The content block type 'document' at 'messages[0].content[0]' is not supported "
+                "on /v1/messages. Send text, image, tool_use (assistant) or tool_result (user) "
+                "blocks."
+            ),
+        ),
+        (
+            {"metadata": {"session": "s"}},
+            "metadata.session",
+            "The parameter 'metadata.session' is not supported on /v1/messages. Remove it.",
+        ),
+    ],
+)
+def test_invalid_requests(fields: dict[str, Any], param: str, message: str) -> None:
+    error = translation_error(**fields)
+
+    assert error.param == param
+    assert error.message == message
+    assert error.status == 400
+
+
+# Response translation ---------------------------------------------------------------------
+
+
+def completion(message: dict[str, Any], finish: str = "stop", **choice: Any) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "model": "fake-edge",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", **message},
+                "finish_reason": finish,
+                **choice,
+            }
+        ],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+    }
+
+
+def test_message_from_completion() -> None:
+    message = to_message(completion({"content": "Hi."}), Translation({}))
+
+    assert message == {
+        "id": "msg_chatcmpl-1",
+        "type": "message",
+        "role": "assistant",
+        "model": "fake-edge",
+        "content": [{"type": "text", "text": "Hi."}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 11, "output_tokens": 7},
+    }
+
+
+@pytest.mark.parametrize(
+    ("finish", "extra", "expected"),
+    [
+        ("length", {}, ("max_tokens", None)),
+        ("content_filter", {}, ("refusal", None)),
+        ("stop", {"stop_reason": "END"}, ("stop_sequence", "END")),
+        ("stop", {"stop_reason": "OTHER"}, ("end_turn", None)),
+        ("stop", {"stop_reason": 2}, ("end_turn", None)),
+    ],
+)
+def test_stop_reason_mapping(
+    finish: str, extra: dict[str, Any], expected: tuple[str, str | None]
+) -> None:
+    message = to_message(completion({"content": "Hi."}, finish, **extra), Translation({}, ("END",)))
+
+    assert (message["stop_reason"], message["stop_sequence"]) == expected
+
+
+def test_tool_calls_with_stop_finish_are_tool_use() -> None:
+    calls = [
+        {"id": None, "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}},
+        {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": "{not json"}},
+    ]
+    message = to_message(completion({"content": None, "tool_calls": calls}), Translation({}))
+
+    assert message["stop_reason"] == "tool_use"
+    first, second = message["content"]
+    assert first["type"] == "tool_use"
+    assert first["id"].startswith("toolu_")
+    assert first["input"] == {"a": 1}
+    assert second == {"type": "tool_use", "id": "call_2", "name": "g", "input": {}}
+
+
+def openai_event(delta: dict[str, Any] | None = None, finish: str | None = None) -> bytes:
+    """Encode one OpenAI chunk event for choice 0, or the usage chunk when ``delta`` is None."""
+    head: dict[str, Any] = {
+        "id": "chatcmpl-2",
+        "object": "chat.completion.chunk",
+        "model": "fake-edge",
+    }
+    if delta is None:
+        chunk = {**head, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 9}}
+    else:
+        chunk = {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def tool_call_delta(index: int, arguments: str, **fields: str) -> dict[str, Any]:
+    """Return a delta with one tool-call piece; ``fields`` may set ``id`` and ``name``."""
+    function = {"arguments": arguments} | ({"name": fields["name"]} if "name" in fields else {})
+    call = {"index": index, "function": function} | ({"id": fields["id"]} if "id" in fields else {})
+    return {"tool_calls": [call]}
+
+
+def test_stream_translator_tool_calls_then_usage() -> None:
+    translator = StreamTranslator(Translation({}))
+    raw = b"".join(
+        [
+            openai_event({"role": "assistant", "content": "Let me look."}),
+            openai_event(tool_call_delta(0, '{"a"', id="call_1", name="f")),
+            openai_event(tool_call_delta(0, ": 1}")),
+            openai_event(tool_call_delta(1, "{}", id="call_2", name="g")),
+            openai_event({}, finish="tool_calls"),
+            openai_event(None),
+            b"data: [DONE]\n\n",
+        ]
+    )
+
+    events = sse_events(translator.translate(raw).decode().split("\n"))
+
+    assert [name for name, _ in events] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert events[4][1]["content_block"] == {
+        "type": "tool_use",
+        "id": "call_1",
+        "name": "f",
+        "input": {},
+    }
+    assert [data["index"] for name, data in events if name == "content_block_start"] == [0, 1, 2]
+    partial = "".join(
+        data["delta"]["partial_json"]
+        for name, data in events
+        if name == "content_block_delta" and data["index"] == 1
+    )
+    assert partial == '{"a": 1}'
+    assert events[-2][1] == {
+        "type": "message_delta",
+        "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+        "usage": {"input_tokens": 5, "output_tokens": 9},
+    }
+
+
+def test_stream_translator_timeout_error_event() -> None:
+    translator = StreamTranslator(Translation({}))
+    error = {
+        "error": {
+            "message": "The model stopped answering.",
+            "type": "api_error",
+            "code": "upstream_timeout",
+        }
+    }
+
+    events = sse_events(
+        translator.translate(b"data: " + orjson.dumps(error) + b"\n\n").decode().split("\n")
+    )
+
+    assert events == [
+        (
+            "error",
+            {
+                "type": "error",
+                "error": {"type": "timeout_error", "message": "The model stopped answering."},
+            },
+        )
+    ]
+
+
+# Fuzzing --------------------------------------------------------------------------------------
+
+
+def test_generated_requests_never_get_5xx(live: LiveStack) -> None:
+    schemathesis = pytest.importorskip(
+        "schemathesis", reason="schemathesis is in the test extra: pip install -e '.[test]'"
+    )
+    from hypothesis import HealthCheck, given, settings
+
+    schema = schemathesis.openapi.from_url(f"{live.root_url}/openapi.json")
+    operation = schema["/v1/messages"]["POST"]
+
+    for mode in ("positive", "negative"):
+
+        @given(case=operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode)))
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+        def check(case: Any) -> None:
+            response = case.call()
+            assert response.status_code < 500, response.text[:300]
+            if response.status_code >= 400:
+                body = response.json()
+                assert body["type"] == "error"
+                assert set(body["error"]) == {"type", "message"}
+
+        check()
