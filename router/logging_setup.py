@@ -8,6 +8,20 @@ import sys
 import structlog
 
 
+class _StandardError:
+    """A file object that writes to whatever ``sys.stderr`` is at the time of each write.
+
+    Loggers are cached on first use, so binding the stream object itself would keep writing
+    to a stream that a test runner or an embedding program has since replaced or closed.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     """Configure structlog and the standard library's root logger.
 
@@ -28,7 +42,7 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_StandardError()),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=sys.stderr)

@@ -133,7 +133,7 @@ class Runtime:
 
         available, reason = EdgeModelServer.is_available()
         if not available:
-            self.local_model_status = f"edge extra not installed: {reason}"
+            self.local_model_status = f"edge extra unavailable: {reason}"
             return
         port = urlsplit(local[0].api_base or "").port
         server = EdgeModelServer(port=port)
