@@ -77,7 +77,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             error: GatewayError = ModelNotFound(
                 f"Unknown path {request.url.path}. This gateway serves /v1/chat/completions, "
-                "/v1/models and /v1/feedback.",
+                "/v1/messages, /v1/models, /v1/feedback, /v1/usage, /metrics and /dashboard.",
                 code="not_found",
             )
         else:
