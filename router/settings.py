@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
     keepalive_interval_s: float = 10.0
+    http_idle_timeout_s: float = Field(
+        default=75.0,
+        gt=0,
+        description="How long an idle client connection stays open; keep it above the load "
+        "balancer's idle timeout (60 s on AWS ALB), or the balancer may reuse a connection the "
+        "gateway is closing.",
+    )
     local_model: bool = Field(
         default=True, description="Start the local edge model when the edge extra is installed."
     )

@@ -89,6 +89,7 @@ def serve(
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=30,
+        timeout_keep_alive=int(settings.http_idle_timeout_s),
     )
 
 
