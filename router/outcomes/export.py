@@ -52,6 +52,8 @@ RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 30.0
 CLAIM_EVERY_S = 30.0
 
+# Consumer names become part of temporary file names.
+_CONSUMER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _PART_NAME = re.compile(r"^part-(\d+)-(\d+)-(\d+)-(\d+)\.(jsonl|parquet)$")
 
 StreamId = tuple[int, int]
@@ -217,12 +219,15 @@ def file_format(name: str) -> FileFormat:
     raise ExportError(f"unknown format {name!r}; expected one of {', '.join(FORMATS)}")
 
 
-def write_atomically(path: Path, rows: list[dict[str, Any]], writer: FileFormat) -> None:
+def write_atomically(
+    path: Path, rows: list[dict[str, Any]], writer: FileFormat, owner: str
+) -> None:
     """Write ``rows`` to a temporary name beside ``path``, fsync, rename, and fsync the folder.
 
-    A reader never sees a partial file, and a crash leaves at most a ``.part-*.tmp`` file.
+    A reader never sees a partial file, and a crash leaves at most a ``.part-*.<owner>.tmp``
+    file.  ``owner`` (the consumer name) keeps exporters that share a folder apart.
     """
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = path.with_name(f".{path.name}.{owner}.tmp")
     writer.write(temporary, rows)
     os.replace(temporary, path)
     _fsync_directory(path.parent)
@@ -248,6 +253,10 @@ class OutcomeExporter:
     def __init__(self, client: redis.Redis, options: ExportOptions) -> None:
         if options.batch < 1:
             raise ExportError(f"batch must be at least 1, got {options.batch}")
+        if not _CONSUMER_NAME.match(options.consumer):
+            raise ExportError(
+                f"invalid consumer name {options.consumer!r}: use letters, digits, '.', '_' or '-'"
+            )
         self.client = client
         self.options = options
         self.writer = file_format(options.file_format)
@@ -292,7 +301,7 @@ class OutcomeExporter:
                 f"cannot create the output folder {self.options.out_dir}: {exc.strerror}"
             ) from None
         # A temporary file is what a crash before the rename leaves; its entries are pending.
-        for stale in self.options.out_dir.glob("date=*/.part-*.tmp"):
+        for stale in self.options.out_dir.glob(f"date=*/.part-*.{self.options.consumer}.tmp"):
             stale.unlink(missing_ok=True)
             log.info("export_stale_file_removed", path=str(stale))
 
@@ -424,7 +433,7 @@ class OutcomeExporter:
             _fsync_directory(self.options.out_dir)
         name = part_file_name(rows[0]["stream_id"], rows[-1]["stream_id"], self.writer.extension)
         path = directory / name
-        write_atomically(path, rows, self.writer)
+        write_atomically(path, rows, self.writer, self.options.consumer)
         self.summary.records += len(rows)
         self.summary.files += 1
         self.summary.paths.append(path)

@@ -129,11 +129,17 @@ def test_crash_before_rename_then_restart(
     crashed = run_crashing_export(redis_url, stream_key, tmp_path, "rename", crash_at=2)
 
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    assert len(list(tmp_path.glob("date=*/.part-*.tmp"))) == 1
+    temporary_files = list(tmp_path.glob("date=*/.part-*.exporter.tmp"))
+    assert len(temporary_files) == 1
+    other_consumer_file = temporary_files[0].with_name(".part-1-0-2-0.jsonl.other.tmp")
+    other_consumer_file.write_bytes(b"")
+
     summary = run_export(redis_client, stream_key, tmp_path, batch=10)
+
     assert summary.recovered == 10
     assert summary.already_exported == 0
-    assert list(tmp_path.glob("date=*/.part-*.tmp")) == []
+    assert list(tmp_path.glob("date=*/.part-*.exporter.tmp")) == []
+    assert other_consumer_file.exists()
     assert_exported_once(redis_client, stream_key, tmp_path)
 
 
@@ -230,6 +236,11 @@ def test_invalid_record_is_exported_raw(
 def test_batch_below_one_is_rejected(redis_client: redis.Redis, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="batch must be at least 1, got 0"):
         OutcomeExporter(redis_client, ExportOptions(out_dir=tmp_path, batch=0))
+
+
+def test_consumer_name_with_slash_is_rejected(redis_client: redis.Redis, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="invalid consumer name 'a/b'"):
+        OutcomeExporter(redis_client, ExportOptions(out_dir=tmp_path, consumer="a/b"))
 
 
 def test_unknown_format_is_rejected(redis_client: redis.Redis, tmp_path: Path) -> None:
