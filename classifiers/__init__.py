@@ -12,8 +12,8 @@ content.  ``load_artifact`` raises ``ArtifactError`` on a missing, corrupt or
 incompatible artifact.  The package knows nothing of HTTP.
 
 Training, data conversion and evaluation live in ``classifiers.training``,
-``classifiers.datasets`` and ``classifiers.evaluation``; they need scikit-learn at
-training time only in the sense that serving uses nothing of it but murmurhash.
+``classifiers.datasets`` and ``classifiers.evaluation``.  Serving uses only
+scikit-learn's murmurhash function.
 """
 
 from classifiers.artifact import ArtifactError, load_artifact, load_default

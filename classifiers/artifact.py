@@ -85,7 +85,7 @@ def save_artifact(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     weights_path = out / WEIGHTS_FILE
-    np.savez_compressed(weights_path, **_weight_arrays(weights))
+    np.savez_compressed(weights_path, allow_pickle=False, **_weight_arrays(weights))
     metadata = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,

@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from classifiers.datasets import CONVERTERS, DEFAULT_OUT_DIR, DatasetError, convert
 from classifiers.outcomes import OutcomesError, parse_tier_map, write_outcomes
-from classifiers.training import TrainConfig, TrainingError
+from classifiers.training import DEFAULT_C, TrainConfig, TrainingError
 
 app = typer.Typer(help="Train the prompt classifier and convert public routing data.",
                   no_args_is_help=True)
@@ -67,11 +67,15 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed for the hold-out draw and solver.")] = 0,
     holdout: Annotated[float, typer.Option(
         help="Fraction of rows without a split to hold out for metrics (0 to 1).")] = 0.0,
-    c: Annotated[float, typer.Option(help="Inverse L2 regularisation strength.")] = 1.0,
+    c: Annotated[float, typer.Option(help="Inverse L2 regularisation strength.")] = DEFAULT_C,
     n_features: Annotated[int, typer.Option(help="Hashed word columns (a power of two).")] = 2**17,
     struct_weight: Annotated[float, typer.Option(help="Scale of the structural features.")] = 1.0,
     threshold: Annotated[float, typer.Option(help="Quality at or above which an answer is adequate.")] = 0.5,
     version: Annotated[str | None, typer.Option(help="Model version (default: today's date-1).")] = None,
+    source_power: Annotated[float, typer.Option(
+        help="Row weight (rows in its source group)^-POWER: 0 equal rows, 1 equal groups.")] = 0.0,
+    evaluation: Annotated[list[Path] | None, typer.Option(
+        help="JSON written by `evaluate --json`, summarised in the model card; repeatable.")] = None,
 ) -> None:
     """Train per-tier classifiers, print held-out metrics, and write an artifact.
 
@@ -85,12 +89,13 @@ def train(
         request = TrainRequest(
             data=list(data), out=out, tiers=_split_names(tiers), tier_map=parse_tier_map(tier_map),
             config=TrainConfig(n_features=n_features, struct_weight=struct_weight, c=c,
-                               threshold=threshold),
+                               threshold=threshold, source_power=source_power),
             seed=seed, holdout=holdout, version=version, command=_command_line(),
+            evaluations=list(evaluation or []),
         )
         with _console.status("training") as status:
             report = run_training(request, progress=lambda text: status.update(text))
-    except (OutcomesError, TrainingError) as exc:
+    except (OutcomesError, TrainingError, OSError, json.JSONDecodeError) as exc:
         raise _fail(str(exc)) from None
     _print_training_report(report)
 
@@ -104,7 +109,7 @@ def _print_training_report(report: TrainReport) -> None:
     for group, tiers in report.metrics.items():
         for tier, values in tiers.items():
             auc = "n/a" if values["auc"] is None else f"{values['auc']:.3f}"
-            table.add_row(group, tier, str(int(values["n"])), f"{values['positive_rate']:.3f}",
+            table.add_row(group, tier, str(int(values["n"] or 0)), f"{values['positive_rate']:.3f}",
                           auc, f"{values['brier']:.3f}")
     Console().print(table)
     _console.print(f"trained on {report.n_train} rows, held out {report.n_test}; "
@@ -142,7 +147,11 @@ def evaluate(
     split: Annotated[str, typer.Option(
         help="auto (the file's own split if it has test rows), own, or kfold.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed for folds and solvers.")] = 0,
-    c: Annotated[float, typer.Option(help="Inverse L2 regularisation strength.")] = 1.0,
+    c: Annotated[float, typer.Option(help="Inverse L2 regularisation strength.")] = DEFAULT_C,
+    source_power: Annotated[float, typer.Option(
+        help="Row weight (rows in its source group)^-POWER: 0 equal rows, 1 equal groups.")] = 0.0,
+    train_extra: Annotated[list[Path] | None, typer.Option(
+        help="Labelled file added to every training fold and never scored; repeatable.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write all metrics as JSON.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of the curves (needs matplotlib).")] = None,
 ) -> None:
@@ -159,16 +168,23 @@ def evaluate(
         raise _fail(f"--split must be auto, own or kfold, got {split!r}")
     use_split = None if split == "auto" else split == "own"
     try:
-        records = read_outcomes(data, parse_tier_map(tier_map) or None)
+        mapping = parse_tier_map(tier_map) or None
+        records = read_outcomes(data, mapping)
+        extras = read_outcomes(train_extra or [], mapping)
+        config = TrainConfig(c=c, source_power=source_power)
         with _console.status("evaluating") as status:
             result = evaluate_records(records, _split_names(tiers), folds=folds, seed=seed,
-                                      use_split=use_split, config=TrainConfig(c=c),
+                                      use_split=use_split, config=config, extra_train=extras,
                                       progress=lambda text: status.update(text))
     except (OutcomesError, TrainingError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    result["command"] = _command_line()
     print_evaluation(result, Console())
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2) + "\n")
     if plot is not None:
-        write_plot(result, plot)
+        try:
+            write_plot(result, plot)
+        except RuntimeError as exc:
+            raise _fail(str(exc)) from None

@@ -18,10 +18,11 @@ from typing import Any
 
 # Character caps for hashed text.  The last user message keeps its head and its tail
 # because long prompts often put the actual question after a long pasted context.
-LAST_HEAD_CHARS = 1000
-LAST_TAIL_CHARS = 300
-CONTEXT_CHARS = 240
-# Earlier user turns, newest first, and the assistant turn the last message answers.
+LAST_HEAD_CHARS = 600
+LAST_TAIL_CHARS = 200
+CONTEXT_CHARS = 200
+# Weights of earlier user turns (newest first) and of the assistant turn that the last
+# user message replies to.
 EARLIER_USER_WEIGHTS = (0.5, 0.25, 0.125)
 ASSISTANT_WEIGHT = 0.3
 # A "short follow-up" is a last user message this short in a conversation with history.
@@ -50,6 +51,12 @@ _CLASS_TABLE = _class_table()
 # Lines that start like a multiple-choice option: "A.", "B)", "(C)", "D:".
 _CHOICE_LINE = re.compile(rb"\n\(?[A-D][.):]")
 _CODE_FENCE = b"```"
+# Numbers in word problems: each quantity is roughly one more reasoning step.  A
+# number is a run of digits, "." and "," that starts and ends with a digit; translating
+# every other byte to a space and splitting finds them about five times faster than a
+# regex does.
+_NUMBER_TABLE = bytes(c if chr(c) in "0123456789.," else 32 for c in range(256))
+_SENTENCE_END = re.compile(rb"[.!?](?:\s|$)")
 
 STRUCTURAL_FEATURES: tuple[str, ...] = (
     "log_last_chars",
@@ -74,6 +81,11 @@ STRUCTURAL_FEATURES: tuple[str, ...] = (
     "non_ascii_ratio",
     "upper_ratio",
     "mean_word_length",
+    "log_numbers",
+    "decimal_numbers",
+    "large_numbers",
+    "percent_marks",
+    "log_sentences",
 )
 
 
@@ -102,8 +114,8 @@ class ConversationView:
 def view_conversation(messages: Any) -> ConversationView:
     """Build the hashed segments and structural features of one conversation.
 
-    ``messages`` is a list of OpenAI chat message dicts; a plain string is taken as one
-    user message and anything else that is not a list as an empty conversation.
+    ``messages`` is a list of OpenAI chat message dicts.  A plain string counts as one
+    user message, and any other value that is not a list as an empty conversation.
     """
     turns = [_to_turn(m) for m in _coerce_messages(messages)]
     last_index = _last_user_index(turns)
@@ -206,7 +218,7 @@ def _context_segments(turns: list[Turn], last_index: int | None) -> list[tuple[s
         segments.append((turn.text[:CONTEXT_CHARS], weight))
     previous = turns[last_index - 1] if last_index > 0 else None
     if previous is not None and previous.role == "assistant":
-        # The tail of an answer usually holds the offer or question a follow-up accepts.
+        # The tail of a reply usually contains the offer or question that a follow-up accepts.
         segments.append((previous.text[-CONTEXT_CHARS:], ASSISTANT_WEIGHT))
     return segments
 
@@ -221,6 +233,7 @@ def _structure(turns: list[Turn], last: Turn) -> dict[str, float]:
     # A leading newline lets the choice markers match on the first line too.
     lines = b"\n" + ascii_bytes
     user_turns = sum(1 for t in turns if t.role == "user")
+    numbers = _numbers(ascii_bytes)
     return {
         "log_last_chars": math.log1p(len(text)),
         "log_last_words": math.log1p(len(words)),
@@ -244,4 +257,19 @@ def _structure(turns: list[Turn], last: Turn) -> dict[str, float]:
         "non_ascii_ratio": (len(capped) - len(ascii_bytes)) / chars,
         "upper_ratio": classes.count(_UPPER) / chars,
         "mean_word_length": min(sum(map(len, words)) / len(words), 20.0) if words else 0.0,
+        "log_numbers": math.log1p(len(numbers)),
+        "decimal_numbers": float(min(sum(b"." in n for n in numbers), 10)),
+        "large_numbers": float(min(sum(_is_large(n) for n in numbers), 10)),
+        "percent_marks": float(min(ascii_bytes.count(b"%") + ascii_bytes.count(b"percent"), 10)),
+        "log_sentences": math.log1p(len(_SENTENCE_END.findall(ascii_bytes))),
     }
+
+
+def _numbers(ascii_bytes: bytes) -> list[bytes]:
+    runs = (run.strip(b".,") for run in ascii_bytes.translate(_NUMBER_TABLE).split())
+    return [run for run in runs if run]
+
+
+def _is_large(number: bytes) -> bool:
+    """Return whether a number's integer part has four or more digits (1000, 12,500)."""
+    return len(number.split(b".")[0].replace(b",", b"")) >= 4

@@ -27,9 +27,15 @@ from sklearn.model_selection import KFold
 
 from classifiers.conversation import STRUCTURAL_FEATURES
 from classifiers.metrics import aiq, cost_share_for, routellm_metrics, tier_metrics, upper_hull
-from classifiers.outcomes import LabelledPrompt
+from classifiers.outcomes import LabelledPrompt, conversation_key
 from classifiers.trainer import merge_duplicates
-from classifiers.training import ConversationFeaturizer, TrainConfig, fit_heads, label_matrix
+from classifiers.training import (
+    ConversationFeaturizer,
+    TrainConfig,
+    fit_heads,
+    label_matrix,
+    source_weights,
+)
 
 Progress = Callable[[str], None]
 _LENGTH_COLUMN = STRUCTURAL_FEATURES.index("log_last_chars")
@@ -46,16 +52,24 @@ class Predictions:
 
 def evaluate_records(records: Sequence[LabelledPrompt], tiers: Sequence[str], *,
                      folds: int = 5, seed: int = 0, use_split: bool | None = None,
-                     config: TrainConfig = TrainConfig(),
+                     config: TrainConfig | None = None,
+                     extra_train: Sequence[LabelledPrompt] = (),
                      progress: Progress = lambda _: None) -> dict[str, Any]:
     """Return routing metrics of the classifier and the baselines on held-out rows.
 
     ``use_split`` None means: the file's own split when it has test rows, else k folds.
+    ``extra_train`` rows join every training fold and are never scored.  An extra row
+    whose conversation also occurs in ``records`` is dropped, so it cannot leak.
     """
-    predictions = held_out_predictions(merge_duplicates(records), tiers, folds=folds, seed=seed,
-                                       use_split=use_split, config=config, progress=progress)
+    config = config or TrainConfig()
+    evaluated = merge_duplicates(records)
+    extras = _without_overlap(merge_duplicates(extra_train), evaluated)
+    predictions = held_out_predictions(evaluated, tiers, folds=folds, seed=seed,
+                                       use_split=use_split, config=config, extra_train=extras,
+                                       progress=progress)
     result: dict[str, Any] = {"seed": seed, "mode": predictions.mode, "tiers": list(tiers),
-                              "rows_scored": len(predictions.records)}
+                              "rows_scored": len(predictions.records),
+                              "extra_train_rows": len(extras)}
     quality = _quality_matrix(predictions.records, tiers)
     pair = _pair_rows(quality)
     if pair.any():
@@ -69,29 +83,40 @@ def evaluate_records(records: Sequence[LabelledPrompt], tiers: Sequence[str], *,
 
 def held_out_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[str], *, folds: int,
                          seed: int, use_split: bool | None, config: TrainConfig,
-                         progress: Progress) -> Predictions:
+                         extra_train: Sequence[LabelledPrompt] = (),
+                         progress: Progress = lambda _: None) -> Predictions:
     """Fit on training rows and predict held-out rows for the classifier and length baseline."""
     has_split = any(r.split == "test" for r in records)
     own_split = has_split if use_split is None else use_split
     featurizer = ConversationFeaturizer(config.n_features, config.ngram_max, config.struct_weight)
-    progress(f"featurising {len(records)} rows")
-    raw = featurizer.raw([r.messages for r in records])
-    labels = label_matrix(records, tiers, config.threshold)
-    scored = np.zeros(len(records), dtype=bool)
+    everything = [*records, *extra_train]
+    progress(f"featurising {len(everything)} rows")
+    raw = featurizer.raw([r.messages for r in everything])
+    labels = label_matrix(everything, tiers, config.threshold)
+    weights = source_weights(everything, config.source_power)
+    extra_rows = np.arange(len(records), len(everything))
+    scored = np.zeros(len(everything), dtype=bool)
     classifier = np.full(labels.shape, np.nan)
     length = np.full(labels.shape, np.nan)
     for number, (train, test) in enumerate(_splits(records, folds, seed, own_split), start=1):
+        train = np.concatenate([train, extra_rows])
         progress(f"fold {number}: training on {len(train)} rows, scoring {len(test)}")
         featurizer.fit_raw(_subset(raw, train))
         rows = featurizer.assemble(raw)
-        heads = fit_heads(rows[train], labels[train], tiers, config, seed)
+        heads = fit_heads(rows[train], labels[train], tiers, config, seed, weights[train])
         for j, tier in enumerate(tiers):
             classifier[test, j] = heads[tier].predict_proba(rows[test])[:, 1]
         length[test] = _length_baseline(raw.struct, labels, train, test, tiers)
         scored[test] = True
-    kept = [r for r, keep in zip(records, scored) if keep]
+    scored_records = [r for r, keep in zip(everything, scored) if keep]
     mode = "own split" if own_split else f"{folds}-fold"
-    return Predictions(kept, {"classifier": classifier[scored], "prompt-length": length[scored]}, mode)
+    return Predictions(scored_records, {"classifier": classifier[scored], "prompt-length": length[scored]}, mode)
+
+
+def _without_overlap(extras: Sequence[LabelledPrompt],
+                     evaluated: Sequence[LabelledPrompt]) -> list[LabelledPrompt]:
+    seen = {conversation_key(r) for r in evaluated}
+    return [r for r in extras if conversation_key(r) not in seen]
 
 
 def _splits(records: Sequence[LabelledPrompt], folds: int, seed: int,

@@ -28,6 +28,7 @@ Several tiers with per-call costs, after RouterBench (Hu et al. 2024):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 
@@ -71,7 +72,7 @@ def threshold_points(probabilities: np.ndarray, quality: np.ndarray,
 
     All arrays have shape (n, n_tiers) with tiers ordered cheapest first.
     """
-    n, n_tiers = probabilities.shape
+    n = probabilities.shape[0]
     thresholds = np.unique(np.concatenate([probabilities.ravel(), [np.inf]]))
     points = np.empty((len(thresholds), 2))
     rows = np.arange(n)
@@ -133,7 +134,7 @@ def cost_share_for(hull: np.ndarray, target_quality: float, frontier_cost: float
 
     Returns None when the hull never reaches it.
     """
-    for (c0, q0), (c1, q1) in zip(hull[:-1], hull[1:]):
+    for (c0, q0), (c1, q1) in pairwise(hull):
         if q0 >= target_quality:
             return float(c0 / frontier_cost)
         if q1 >= target_quality:

@@ -18,7 +18,8 @@ KNOWN_SOURCES: dict[str, tuple[str, str]] = {
                       "Apache-2.0"),
     "routellm-gsm8k": ("RouteLLM evals: GSM8K responses of Mixtral-8x7B-Instruct and GPT-4-1106",
                        "Apache-2.0"),
-    "gsm8k-openai": ("GSM8K test set with GPT-3 solutions (openai/grade-school-math)", "MIT"),
+    "gsm8k-openai": (("GSM8K test set with correctness of four GPT-3 systems (6B and 175B, "
+                      "fine-tuned or verifier-ranked; openai/grade-school-math)"), "MIT"),
     "gateway-log": ("Tierwise outcome log with user feedback", "your own data"),
 }
 
@@ -38,6 +39,7 @@ def render_model_card(metadata: dict[str, Any]) -> str:
         _summary(metadata),
         _data_section(training),
         _metrics_section(metadata.get("heldout_metrics", {})),
+        _evaluations_section(metadata.get("evaluations", [])),
         _features_section(metadata),
         _reproduce_section(training),
         _notes_section(metadata),
@@ -58,13 +60,16 @@ def _summary(metadata: dict[str, Any]) -> str:
 
 def _data_section(training: dict[str, Any]) -> str:
     rows = training.get("rows", {})
-    train, test = rows.get("train", {}), rows.get("test", {})
-    lines = ["## Training data\n", "| source | public name | license | train rows | held-out rows |",
-             "|---|---|---|---|---|"]
-    for group in sorted(set(train) | set(test)):
+    train, test, inputs = rows.get("train", {}), rows.get("test", {}), rows.get("input", {})
+    lines = ["## Training data\n",
+             "| source | public name | license | input rows | train rows | held-out rows |",
+             "|---|---|---|---|---|---|"]
+    for group in sorted(set(train) | set(test) | set(inputs)):
         name, license_name = KNOWN_SOURCES.get(group, (group, "see its source"))
-        lines.append(f"| {group} | {name} | {license_name} | {train.get(group, 0)} | "
-                     f"{test.get(group, 0)} |")
+        lines.append(f"| {group} | {name} | {license_name} | {inputs.get(group, 0)} | "
+                     f"{train.get(group, 0)} | {test.get(group, 0)} |")
+    lines.append("\nRecords with the same conversation are merged across files and counted "
+                 "under the source of the first; their labels are united.")
     tier_map = training.get("tier_map") or {}
     if tier_map:
         mapping = ", ".join(f"{model} -> {tier}" for model, tier in tier_map.items())
@@ -81,6 +86,8 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
     lines = ["## Held-out metrics\n", "| source | tier | rows | adequate rate | ROC AUC | Brier |",
              "|---|---|---|---|---|---|"]
     for group, tiers in metrics.items():
+        if group == "all" and len(metrics) == 2:
+            continue  # one source: its rows are all the rows
         for tier, values in tiers.items():
             auc = "n/a" if values.get("auc") is None else f"{values['auc']:.3f}"
             lines.append(f"| {group} | {tier} | {int(values['n'])} | {values['positive_rate']:.3f} | "
@@ -88,6 +95,51 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
     lines.append("\nRouting metrics (APGR, cost at 90/95% of frontier quality) come from "
                  "`tierwise evaluate`; see the classifiers README.\n")
     return "\n".join(lines)
+
+
+def _evaluations_section(evaluations: list[dict[str, Any]]) -> str:
+    if not evaluations:
+        return ""
+    lines = ["## Routing evaluation (held-out rows, `evaluate`)\n",
+             ("Each evaluation trains new models on its training rows only (the command shows "
+              "the files and options) and scores rows that those models never saw. Files "
+              "given with `--train-extra` join every training fold and are never scored.\n")]
+    for summary in evaluations:
+        lines.append(f"### {summary['name']}: {summary['mode']}, seed {summary['seed']}, "
+                     f"{summary['rows_scored']} rows\n")
+        lines.append(f"```\n{summary.get('command') or '(command not recorded)'}\n```\n")
+        if "routellm" in summary:
+            lines += _routellm_lines(summary["routellm"])
+        if "cost_quality" in summary:
+            lines += _cost_lines(summary["cost_quality"])
+    return "\n".join(lines)
+
+
+def _routellm_lines(table: dict[str, Any]) -> list[str]:
+    lines = ["| router | APGR | CPT(50%) | CPT(80%) |", "|---|---|---|---|"]
+    for router, values in table.items():
+        lines.append(f"| {router} | {values['apgr']:.3f} | {values['cpt50']:.1%} | "
+                     f"{values['cpt80']:.1%} |")
+    return lines + [""]
+
+
+def _cost_lines(table: dict[str, Any]) -> list[str]:
+    lines = ["| router | AIQ | cost for 90% | cost for 95% | cost for 100% | fixed cost | quality |",
+             "|---|---|---|---|---|---|---|"]
+    for router, values in table.items():
+        if "aiq" in values:
+            shares = [_share(values.get(f"cost_share_{t}")) for t in (90, 95, 100)]
+            lines.append(f"| {router} | {values['aiq']:.3f} | {' | '.join(shares)} | | |")
+        else:
+            lines.append(f"| {router} | | | | | {values['cost_share']:.1%} | "
+                         f"{values['quality']:.3f} |")
+    lines.append("\nCosts are shares of always-frontier cost; \"cost for 90%\" is the least cost "
+                 "at which the router reaches 90% of the frontier tier's mean quality.\n")
+    return lines
+
+
+def _share(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.1%}"
 
 
 def _features_section(metadata: dict[str, Any]) -> str:
@@ -113,6 +165,8 @@ def _reproduce_section(training: dict[str, Any]) -> str:
     return (
         "## How it was built\n\n"
         f"```\n{training.get('command') or '(command not recorded)'}\n```\n\n"
+        "The data files were written by `python -m classifiers import-data NAME` for each "
+        "source above, from the public data folder.\n\n"
         f"Hyperparameters: {config}. Seed {training.get('seed')}. Trained at "
         f"{training.get('trained_at')} with {libraries}.\n"
     )
@@ -125,4 +179,6 @@ def _notes_section(metadata: dict[str, Any]) -> str:
         "short coding tasks). Scores on chat traffic far from those are less reliable; "
         "retrain on your own outcome log when you have one.\n"
         "- Probabilities are those of the logistic regressions, not recalibrated.\n"
+        "- The routing evaluations are in-domain: folds or splits of the same benchmark, never "
+        "the same prompt. Expect lower numbers on other prompt distributions.\n"
     )

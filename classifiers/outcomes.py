@@ -67,8 +67,9 @@ def read_outcomes(
 ) -> list[LabelledPrompt]:
     """Read labelled-outcomes JSONL files, mapping outcome keys to tiers.
 
-    Keys that are neither in ``tier_map`` nor tier names of ``tier_map`` are kept as
-    they are when no tier map is given, and dropped otherwise.  Raises OutcomesError
+    Without a tier map, outcome keys are tier names.  With one, a model name maps
+    through it, a key that is already one of its tier names stays, and any other key
+    is dropped.  Raises OutcomesError
     naming the file and line of a malformed record.
     """
     records: list[LabelledPrompt] = []
@@ -91,6 +92,16 @@ def write_outcomes(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def conversation_key(record: LabelledPrompt) -> str:
+    """Return a string that is equal for records with the same conversation."""
+    return json.dumps(record.messages, sort_keys=True, ensure_ascii=False)
+
+
+def source_group(record: LabelledPrompt) -> str:
+    """Return the data set part of a source such as ``routellm-mmlu/anatomy``."""
+    return (record.source or "unknown").split("/")[0]
 
 
 def adequate(quality: float, threshold: float = DEFAULT_THRESHOLD) -> bool:
@@ -146,13 +157,13 @@ def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
 def _parse_record(raw: str, tier_map: Mapping[str, str] | None) -> LabelledPrompt:
     record = json.loads(raw)
     if not isinstance(record, dict):
-        raise ValueError("record is not a JSON object")
+        raise TypeError("record is not a JSON object")
     messages = _conversation(record)
     if not messages:
         raise ValueError("record has neither 'messages' nor 'prompt'")
     outcomes = record.get("outcomes")
     if not isinstance(outcomes, dict):
-        raise ValueError("field 'outcomes' must be an object of model -> {quality, ...}")
+        raise TypeError("field 'outcomes' must be an object of model -> {quality, ...}")
     prompt = LabelledPrompt(id=str(record.get("id", "")), messages=messages,
                             split=record.get("split"), source=record.get("source"))
     for key, outcome in outcomes.items():

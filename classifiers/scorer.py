@@ -13,6 +13,7 @@ a call far below the cost of a scikit-learn ``predict_proba``.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -94,17 +95,20 @@ class Scorer:
 
     def _word_row(self, segments: list[tuple[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         """Return the distinct word columns of ``segments`` and their weighted counts."""
-        all_columns: list[int] = []
-        weights: list[float] = []
-        lengths: list[int] = []
-        for text, weight in segments:
-            columns = self._hasher.columns(text)
-            all_columns.extend(columns)
-            weights.append(weight)
-            lengths.append(len(columns))
-        flat = np.fromiter(all_columns, dtype=np.intp, count=len(all_columns))
-        columns, inverse = np.unique(flat, return_inverse=True)
-        values = np.bincount(inverse, weights=np.repeat(weights, lengths), minlength=columns.size)
+        if not segments:
+            return np.empty(0, dtype=np.intp), np.empty(0)
+        # Counter counts in C; the first segment is the long one (the last user message).
+        first_text, first_weight = segments[0]
+        counts = Counter(self._hasher.columns(first_text))
+        row: dict[int, float] = (
+            counts if first_weight == 1.0  # type: ignore[assignment]  # int counts are fine here
+            else {column: n * first_weight for column, n in counts.items()}
+        )
+        for text, weight in segments[1:]:
+            for column in self._hasher.columns(text):
+                row[column] = row.get(column, 0.0) + weight
+        columns = np.fromiter(row.keys(), dtype=np.intp, count=len(row))
+        values = np.fromiter(row.values(), dtype=np.float64, count=len(row))
         return columns, values
 
     def _struct_row(self, raw: list[float]) -> np.ndarray:

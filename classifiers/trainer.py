@@ -1,8 +1,8 @@
 """One training run: read labelled files, hold out test rows, fit, measure, save.
 
-``run_training`` is what ``tierwise classifier train`` calls.  Rows whose ``split`` is
-``"test"`` are held out; when ``holdout`` is above zero, that fraction of the rows
-without a split is held out too (chosen with the seed).  Held-out metrics are computed
+``tierwise classifier train`` calls ``run_training``.  Rows whose ``split`` is
+``"test"`` are held out.  When ``holdout`` is above zero, that fraction of the rows
+without a split is held out too, drawn with the seed.  Held-out metrics are computed
 per tier and per source group before the artifact is written.
 """
 
@@ -18,7 +18,12 @@ from typing import Any
 import numpy as np
 
 from classifiers.artifact import save_artifact
-from classifiers.outcomes import LabelledPrompt, read_outcomes
+from classifiers.outcomes import (
+    LabelledPrompt,
+    conversation_key,
+    read_outcomes,
+    source_group,
+)
 from classifiers.training import TierModel, TrainConfig, fit_tier_model, label_matrix
 
 Progress = Callable[[str], None]
@@ -32,16 +37,17 @@ class TrainRequest:
     out: Path
     tiers: list[str]
     tier_map: dict[str, str] = field(default_factory=dict)
-    config: TrainConfig = TrainConfig()
+    config: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
     holdout: float = 0.0
     version: str | None = None
     command: str = ""
+    evaluations: list[Path] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class TrainReport:
-    """What a run produced: the artifact path, row counts and held-out metrics."""
+    """Result of one training run: the artifact path, row counts and held-out metrics."""
 
     artifact: Path
     version: str
@@ -58,7 +64,7 @@ def merge_duplicates(records: Sequence[LabelledPrompt]) -> list[LabelledPrompt]:
     """
     merged: dict[str, LabelledPrompt] = {}
     for record in records:
-        key = json.dumps(record.messages, sort_keys=True, ensure_ascii=False)
+        key = conversation_key(record)
         if key not in merged:
             merged[key] = LabelledPrompt(record.id, record.messages, dict(record.quality),
                                          dict(record.cost), record.split, record.source)
@@ -84,11 +90,6 @@ def split_records(records: Sequence[LabelledPrompt], holdout: float,
     return train, test
 
 
-def source_group(record: LabelledPrompt) -> str:
-    """Return the data set part of a source such as ``routellm-mmlu/anatomy``."""
-    return (record.source or "unknown").split("/")[0]
-
-
 def heldout_metrics(model: TierModel, test: Sequence[LabelledPrompt],
                     threshold: float) -> dict[str, dict[str, dict[str, float | None]]]:
     """Return metrics[group][tier] = {n, positive_rate, auc, brier} on held-out rows."""
@@ -109,7 +110,8 @@ def heldout_metrics(model: TierModel, test: Sequence[LabelledPrompt],
 def run_training(request: TrainRequest, progress: Progress = lambda _: None) -> TrainReport:
     """Train on ``request.data``, save the artifact and model card, and report metrics."""
     progress(f"reading {len(request.data)} file(s)")
-    records = merge_duplicates(read_outcomes(request.data, request.tier_map or None))
+    raw_records = read_outcomes(request.data, request.tier_map or None)
+    records = merge_duplicates(raw_records)
     train, test = split_records(records, request.holdout, request.seed)
     progress(f"fitting {len(request.tiers)} tier(s) on {len(train)} rows ({len(test)} held out)")
     model = fit_tier_model(train, request.tiers, request.config, request.seed)
@@ -117,6 +119,8 @@ def run_training(request: TrainRequest, progress: Progress = lambda _: None) -> 
     metrics = heldout_metrics(model, test, request.config.threshold)
     version = request.version or default_version()
     info = _training_info(request, train, test, metrics)
+    info["training"]["rows"]["input"] = _count_by_group(raw_records)
+    info["evaluations"] = [summarise_evaluation(path) for path in request.evaluations]
     artifact = save_artifact(request.out, version=version, tiers=list(model.tiers),
                              weights=model.export(), ngram_max=request.config.ngram_max,
                              extra=info)
@@ -124,6 +128,18 @@ def run_training(request: TrainRequest, progress: Progress = lambda _: None) -> 
 
     write_model_card(request.out, json.loads(artifact.read_text()))
     return TrainReport(artifact, version, len(train), len(test), metrics)
+
+
+def summarise_evaluation(path: Path) -> dict[str, Any]:
+    """Return the headline numbers of an ``evaluate --json`` file, without the curves."""
+    result = json.loads(path.read_text(encoding="utf-8"))
+    summary = {key: result.get(key) for key in ("command", "mode", "seed", "rows_scored", "tiers")}
+    summary["name"] = path.stem
+    for table in ("routellm", "cost_quality"):
+        if table in result:
+            summary[table] = {router: {k: v for k, v in values.items() if k != "curve"}
+                              for router, values in result[table].items() if isinstance(values, dict)}
+    return summary
 
 
 def default_version(today: dt.date | None = None) -> str:
@@ -157,7 +173,8 @@ def _training_info(request: TrainRequest, train: Sequence[LabelledPrompt],
             "tier_map": request.tier_map,
             "config": {"n_features": request.config.n_features, "ngram_max": request.config.ngram_max,
                        "struct_weight": request.config.struct_weight, "c": request.config.c,
-                       "threshold": request.config.threshold},
+                       "threshold": request.config.threshold,
+                       "source_power": request.config.source_power},
             "seed": request.seed,
             "holdout": request.holdout,
             "rows": {"train": _count_by_group(train), "test": _count_by_group(test)},

@@ -3,9 +3,9 @@
 ``ConversationFeaturizer`` is the scikit-learn reference for the features that
 ``classifiers.scorer.Scorer`` computes by hand: word n-grams through
 ``HashingVectorizer`` (one call per turn segment, weighted, summed, L2-normalised)
-followed by standardised structural features.  ``TierModel`` holds the featurizer and
-one ``LogisticRegression`` per tier; ``TierModel.export`` rounds the coefficients to
-float32 in place, so the scikit-learn model and the saved artifact score alike.
+followed by standardised structural features.  ``TierModel`` contains the featurizer
+and one ``LogisticRegression`` per tier.  ``TierModel.export`` rounds the coefficients
+to float32 in place, so the scikit-learn model and the saved artifact score alike.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
 from classifiers.artifact import round_weights
-from classifiers.conversation import STRUCTURAL_FEATURES, structural_vector, view_conversation
+from classifiers.conversation import structural_vector, view_conversation
 from classifiers.hashing import TOKEN_PATTERN
-from classifiers.outcomes import DEFAULT_THRESHOLD, LabelledPrompt
+from classifiers.outcomes import DEFAULT_THRESHOLD, LabelledPrompt, source_group
 from classifiers.scorer import LinearWeights, Scorer
+
+# Picked by held-out APGR and cost share on the public sets (see the classifiers README).
+DEFAULT_C = 0.3
 
 
 class TrainingError(ValueError):
@@ -38,15 +41,18 @@ class TrainConfig:
     """Hyperparameters of the featurizer and the per-tier logistic regressions.
 
     ``c`` is scikit-learn's inverse L2 regularisation strength.  ``threshold`` turns a
-    quality in [0, 1] into the binary "adequate" label.
+    quality in [0, 1] into the binary "adequate" label.  ``source_power`` re-weights
+    rows by source group: each row weighs (rows in its group) ** -source_power, scaled to
+    a mean of 1, so 0 leaves rows equal and 1 gives every group the same total weight.
     """
 
     n_features: int = 2**17
     ngram_max: int = 2
     struct_weight: float = 1.0
-    c: float = 1.0
+    c: float = DEFAULT_C
     threshold: float = DEFAULT_THRESHOLD
     max_iter: int = 2000
+    source_power: float = 0.0
 
 
 @dataclass(slots=True)
@@ -180,23 +186,33 @@ def fit_tier_model(records: Sequence[LabelledPrompt], tiers: Sequence[str],
     featurizer.fit_raw(raw)
     rows = featurizer.assemble(raw)
     labels = label_matrix(records, tiers, config.threshold)
-    return TierModel(featurizer, fit_heads(rows, labels, tiers, config, seed))
+    weights = source_weights(records, config.source_power)
+    return TierModel(featurizer, fit_heads(rows, labels, tiers, config, seed, weights))
 
 
-def fit_heads(rows: sp.csr_matrix, labels: np.ndarray, tiers: Sequence[str],
-              config: TrainConfig, seed: int) -> dict[str, LogisticRegression]:
+def source_weights(records: Sequence[LabelledPrompt], power: float) -> np.ndarray:
+    """Return per-row weights (rows in the row's source group) ** -power, with mean 1."""
+    groups = [source_group(r) for r in records]
+    sizes = {group: groups.count(group) for group in set(groups)}
+    weights = np.array([sizes[group] ** -power for group in groups], dtype=np.float64)
+    return weights / weights.mean() if weights.size else weights
+
+
+def fit_heads(rows: sp.csr_matrix, labels: np.ndarray, tiers: Sequence[str], config: TrainConfig,
+              seed: int, weights: np.ndarray | None = None) -> dict[str, LogisticRegression]:
     """Fit one logistic regression per tier on the rows labelled for that tier."""
+    row_weights = np.ones(rows.shape[0]) if weights is None else weights
     models: dict[str, LogisticRegression] = {}
     # One BLAS thread: these problems are small, and on a busy machine extra BLAS
     # threads made the solver about ten times slower, not faster.
     with threadpool_limits(limits=1):
         for j, tier in enumerate(tiers):
-            models[tier] = _fit_head(rows, labels[:, j], tier, config, seed)
+            models[tier] = _fit_head(rows, labels[:, j], row_weights, tier, config, seed)
     return models
 
 
-def _fit_head(rows: sp.csr_matrix, labels: np.ndarray, tier: str, config: TrainConfig,
-              seed: int) -> LogisticRegression:
+def _fit_head(rows: sp.csr_matrix, labels: np.ndarray, weights: np.ndarray, tier: str,
+              config: TrainConfig, seed: int) -> LogisticRegression:
     mask = ~np.isnan(labels)
     y = labels[mask]
     if y.size == 0 or np.unique(y).size < 2:
@@ -207,4 +223,4 @@ def _fit_head(rows: sp.csr_matrix, labels: np.ndarray, tier: str, config: TrainC
     # liblinear solves these sparse problems about ten times faster than lbfgs.
     model = LogisticRegression(C=config.c, solver="liblinear", max_iter=config.max_iter,
                                random_state=seed)
-    return model.fit(rows[mask], y)
+    return model.fit(rows[mask], y, sample_weight=weights[mask])

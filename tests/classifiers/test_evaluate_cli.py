@@ -98,3 +98,30 @@ def test_train_rejects_bad_tier_map(tmp_path: Path) -> None:
                                  "--tier-map", "edge"])
     assert result.exit_code == 2
     assert "invalid tier map entry 'edge'" in result.output
+
+
+def test_evaluate_extra_rows_train_but_are_not_scored(tmp_path: Path) -> None:
+    data = tmp_path / "two.jsonl"
+    extra = tmp_path / "extra.jsonl"
+    _write_generated(data, ("weak", "strong"), rows=90)
+    _write_generated(extra, ("weak", "strong"), rows=150)
+    out = tmp_path / "result.json"
+    result = runner.invoke(evaluate_app, ["--data", str(data), "--train-extra", str(extra),
+                                          "--tiers", "weak,strong", "--folds", "3",
+                                          "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["rows_scored"] == 90
+    # Both files number their prompts from 0, so the first 90 extra prompts repeat
+    # evaluated ones and are dropped to keep them out of training.
+    assert metrics["extra_train_rows"] == 60
+
+
+def test_evaluate_writes_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="plotting needs the optional matplotlib extra")
+    data = tmp_path / "three.jsonl"
+    _write_generated(data, ("edge", "mid", "frontier"), rows=80)
+    plot = tmp_path / "curve.png"
+    result = runner.invoke(evaluate_app, ["--data", str(data), "--folds", "2", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes().startswith(b"\x89PNG")

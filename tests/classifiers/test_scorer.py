@@ -50,6 +50,8 @@ ODD_INPUTS: list[Any] = [
     [{"role": "user", "content": "\ud800 lone surrogate \udfff"}],
     [{"role": "system", "content": "only a system prompt"}],
     [42, "text", None, {"role": "user", "content": "fine"}],
+    [{"role": "user", "content": "earlier question about matrices"},
+     {"role": "assistant", "content": "an answer"}, {"role": "user", "content": None}],
 ]
 
 
@@ -108,7 +110,7 @@ def test_short_followup_inherits_context() -> None:
     assert alone != followup
 
 
-@pytest.mark.parametrize("messages", HAND_WRITTEN + ODD_INPUTS, ids=range(24))
+@pytest.mark.parametrize("messages", HAND_WRITTEN + ODD_INPUTS, ids=range(len(HAND_WRITTEN) + len(ODD_INPUTS)))
 def test_fast_scorer_matches_sklearn_on_written_strings(trained: Any, messages: Any) -> None:
     model, scorer = trained
     expected = model.predict_proba([messages])[0]
