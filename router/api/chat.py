@@ -142,7 +142,11 @@ def route(
             param="model",
         )
     if alias is not None:
-        outcome.scores = runtime.scorer.score(body["messages"])
+        # One read of runtime.scorer, so that a classifier swapped in meanwhile cannot pair
+        # one version's scores with the other's version in the outcome record.
+        scorer = runtime.scorer
+        outcome.classifier_version = scorer.version
+        outcome.scores = scorer.score(body["messages"])
     smallest_window = min(d.context_window for d in policy.all_deployments())
     needs = RequestNeeds(
         prompt_tokens=count_prompt_tokens(body["messages"], fits_below=smallest_window),
