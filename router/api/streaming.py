@@ -82,14 +82,13 @@ def stream_upstream(
         assembler = StreamAssembler()
         complete = False
         try:
-            async for item in _with_keepalive(_prepend(first_chunk, rest), runtime):
-                if item is None:
+            async for batch in _with_keepalive(_prepend(first_chunk, rest), runtime):
+                if batch is None:
                     yield KEEPALIVE
                     continue
-                assembler.add(item)
-                event = _client_chunk(item)
-                if event is not None:
-                    yield encode_event(event)
+                events = _client_events(batch, assembler)
+                if events:
+                    yield events
             complete = True
         except UpstreamError as exc:
             outcome.error, outcome.status = f"stream_{exc.kind}", 502
@@ -116,6 +115,21 @@ def stream_upstream(
         yield DONE
 
     return _response(relay(), headers(outcome, decision))
+
+
+def _client_events(batch: list[dict[str, Any]], assembler: StreamAssembler) -> bytes:
+    """Add ``batch`` to ``assembler`` and return its SSE events for the client as one write.
+
+    Chunks that arrived together go out in one ASGI message, because each message costs
+    the server a send() call; the bytes on the wire are the same as one write per event.
+    """
+    events = []
+    for chunk in batch:
+        assembler.add(chunk)
+        event = _client_chunk(chunk)
+        if event is not None:
+            events.append(encode_event(event))
+    return b"".join(events)
 
 
 def _client_chunk(chunk: dict[str, Any]) -> dict[str, Any] | None:
@@ -163,8 +177,9 @@ async def _prepend(
 
 async def _with_keepalive(
     chunks: AsyncIterator[dict[str, Any]], runtime: Runtime
-) -> AsyncIterator[dict[str, Any] | None]:
-    """Yield the chunks, and None whenever the upstream was silent for the keep-alive interval.
+) -> AsyncIterator[list[dict[str, Any]] | None]:
+    """Yield the chunks in lists of those already queued, and None whenever the upstream was
+    silent for the keep-alive interval.
 
     A pump task reads the upstream, because cancelling a read on a timeout would break the
     upstream connection; waiting on the queue can be cancelled safely.
@@ -195,13 +210,20 @@ async def _with_keepalive(
                     yield None
                     continue
             else:
-                # Events that arrived in one read are already queued; no timer is needed.
                 kind, value = queue.get_nowait()
+            # Events that arrived in one read are already queued: take them all at once.
+            batch = []
+            while kind == "chunk":
+                batch.append(value)
+                if queue.empty():
+                    break
+                kind, value = queue.get_nowait()
+            if batch:
+                yield batch
             if kind == "end":
                 return
             if kind == "error":
                 raise value
-            yield value
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
