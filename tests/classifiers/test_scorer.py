@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from classifiers import Scorer, load_default
 from classifiers.conversation import STRUCTURAL_FEATURES
@@ -78,9 +81,44 @@ def test_default_scores_are_probabilities_per_tier() -> None:
 
 @pytest.mark.parametrize("messages", ODD_INPUTS, ids=range(len(ODD_INPUTS)))
 def test_score_accepts_odd_input(messages: Any) -> None:
-    scores = load_default().score(messages)
+    with capture_logs() as logs:
+        scores = load_default().score(messages)
     assert set(scores) == {"edge", "mid", "frontier"}
     assert all(0.0 <= v <= 1.0 and math.isfinite(v) for v in scores.values())
+    # The fallback must not be what kept score() from raising.
+    assert logs == []
+
+
+_JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+_JSON = st.recursive(_JSON_LEAVES, lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.sampled_from(["role", "content", "type", "text",
+                                                        "tool_calls", "function", "name",
+                                                        "arguments", "image_url"]),
+                                       inner, max_size=4), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=st.lists(_JSON, max_size=5) | _JSON)
+def test_score_never_falls_back_on_random_json(messages: Any) -> None:
+    with capture_logs() as logs:
+        scores = load_default().score(messages)
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    assert logs == []
+
+
+def test_score_failure_returns_base_rates(monkeypatch: pytest.MonkeyPatch) -> None:
+    scorer = load_default()
+
+    def broken(messages: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("classifiers.scorer.view_conversation", broken)
+    with capture_logs() as logs:
+        scores = scorer.score([{"role": "user", "content": "hi"}])
+    expected = [1.0 / (1.0 + math.exp(-z)) for z in scorer._weights.intercept]
+    assert list(scores.values()) == pytest.approx(expected)
+    assert [entry["event"] for entry in logs] == ["classifier_score_failed"]
+    assert "hi" not in str(logs)
 
 
 @pytest.mark.parametrize("messages", ODD_INPUTS, ids=range(len(ODD_INPUTS)))
