@@ -97,9 +97,9 @@ def memory_kb(pid: int) -> dict[str, int]:
 
 
 def http_ok(url: str, timeout_s: float = 1.0) -> bool:
-    """Return whether a GET of ``url`` answers with status 200."""
+    """Return whether a GET of ``url`` returns status 200."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
@@ -143,7 +143,7 @@ class ManagedProcess:
         return self
 
     def wait_ready(self, url: str, timeout_s: float = 120.0) -> float:
-        """Poll ``url`` until it answers 200; return seconds since start.
+        """Poll ``url`` until it returns status 200; return the seconds since start.
 
         Raises RuntimeError (with the log's tail) when the process exits or the time runs out.
         """

@@ -157,7 +157,7 @@ async def _worker(
         counter[0] += 1
         try:
             await _one_request(session, config, bodies[index % len(bodies)], tally)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             if tally is not None:
                 tally.fail(f"{type(exc).__name__}: {exc}")
 

@@ -57,7 +57,7 @@ QUICK = Plan(repetitions=3, requests=300, warmup=50, time_limit_s=10.0)
 
 @dataclass(frozen=True)
 class Cells:
-    """Which request modes and concurrency levels to run."""
+    """The request modes and concurrency levels of a run."""
 
     modes: tuple[tuple[str, bool], ...] = MODES
     concurrency: tuple[int, ...] = CONCURRENCY
@@ -70,7 +70,7 @@ class Cells:
 
 @dataclass(frozen=True)
 class Setup:
-    """What one run measures, shared by every target."""
+    """Settings of one run, shared by every target."""
 
     workdir: Path
     plan: Plan
@@ -192,8 +192,8 @@ def _ratio(value: float | None, reference: float | None) -> str:
 
 def render_tables(summary: dict[str, dict[str, Any]], targets: tuple[str, ...]) -> str:
     """Render the per-cell figures, then Tierwise's ratios to LiteLLM and to the baseline."""
-    lines = ["| mode | conc | target | p50 ms | p95 ms | p99 ms | TTFB p50 ms | req/s "
-             "| server CPU ms/req | added p50 ms |",
+    lines = [("| mode | conc | target | p50 ms | p95 ms | p99 ms | TTFB p50 ms | req/s "
+              "| server CPU ms/req | added p50 ms |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
     for mode, _, concurrency in Cells():
         direct = summary.get(f"direct/{mode}/{concurrency}", {})
@@ -253,8 +253,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = _parse_args(argv)
+def _setup(args: argparse.Namespace) -> tuple[tuple[str, ...], Setup, str]:
+    """Return the targets, the run's settings and the prompts' origin; create the workdir."""
     plan = QUICK if args.quick else FULL
     if args.repetitions:
         plan = Plan(args.repetitions, plan.requests, plan.warmup, plan.time_limit_s)
@@ -263,33 +263,37 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("error: the target 'baseline' needs --baseline-checkout DIR")
     modes = tuple(mode for mode in MODES if mode[0] in args.modes.split(","))
     cells = Cells(modes, tuple(int(level) for level in args.concurrency.split(",")))
-    pin_self(CLIENT_CPU)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    workdir = RESULTS_DIR / f"overhead-{stamp}"
+
+    workdir = RESULTS_DIR / f"overhead-{time.strftime('%Y%m%d-%H%M%S')}"
     workdir.mkdir(parents=True, exist_ok=True)
     prompts, origin = load_prompts()
-    setup = Setup(workdir, plan, cells, prompts, args.checkout.resolve(),
-                  args.baseline_checkout.resolve() if args.baseline_checkout else None)
-    print(f"prompts: {origin}; plan: {plan}", flush=True)
-    mock = start_mock(workdir, chunks=STREAM_CHUNKS)
+    baseline = args.baseline_checkout.resolve() if args.baseline_checkout else None
+    return targets, Setup(workdir, plan, cells, prompts, args.checkout.resolve(), baseline), origin
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    pin_self(CLIENT_CPU)
+    targets, setup, origin = _setup(args)
+    print(f"prompts: {origin}; plan: {setup.plan}", flush=True)
+
+    mock = start_mock(setup.workdir, chunks=STREAM_CHUNKS)
     repetitions: list[list[dict[str, Any]]] = []
     try:
-        for index in range(plan.repetitions):
-            print(f"repetition {index + 1}/{plan.repetitions}", flush=True)
+        for index in range(setup.plan.repetitions):
+            print(f"repetition {index + 1}/{setup.plan.repetitions}", flush=True)
             repetitions.append([run_target(name, mock, setup) for name in targets])
     finally:
         assert mock.process is not None
         mock.process.stop()
+
     summary = summarize(repetitions)
     servers = _server_summary(repetitions)
-    report = {"plan": asdict(plan), "prompts": origin, "summary": summary, "servers": servers,
-              "runs": repetitions}
-    out = RESULTS_DIR / f"overhead-{stamp}.json"
+    report = {"plan": asdict(setup.plan), "prompts": origin, "summary": summary,
+              "servers": servers, "runs": repetitions}
+    out = setup.workdir.with_suffix(".json")
     out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    print()
-    print(render_tables(summary, targets))
-    print()
-    print(render_servers(servers))
+    print(f"\n{render_tables(summary, targets)}\n\n{render_servers(servers)}")
     print(f"\nraw results: {out.relative_to(RESULTS_DIR.parent.parent)}")
 
 

@@ -23,12 +23,14 @@ FALLBACK_PROMPTS = (
     "What is the capital of Australia?",
     "Translate 'good morning' into French, Spanish and German.",
     "Write a Python function that returns the n-th Fibonacci number iteratively, with tests.",
-    "Explain the difference between a process and a thread, and when to prefer each, "
-    "with an example from a web server that handles many slow clients.",
-    "A train leaves at 9:00 travelling 80 km/h; a second leaves the same station at 10:30 "
-    "travelling 120 km/h on the same track. When does the second catch the first? Show steps.",
-    "Summarise the following text in three bullet points. " + "The committee met to discuss "
-    "the budget, the new hiring plan and the office move, and agreed on next steps. " * 8,
+    ("Explain the difference between a process and a thread, and when to prefer each, "
+     "with an example from a web server that handles many slow clients."),
+    ("A train leaves at 9:00 travelling 80 km/h; a second leaves the same station at 10:30 "
+     "travelling 120 km/h on the same track. When does the second catch the first? Show steps."),
+    "Summarise the following text in three bullet points. " + 8 * (
+        "The committee met to discuss the budget, the new hiring plan and the office move, "
+        "and agreed on next steps. "
+    ),
 )
 
 

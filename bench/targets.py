@@ -37,7 +37,7 @@ class Target:
 
 
 def start_mock(workdir: Path, chunks: int = 20, delay_ms: float = 0.0) -> Target:
-    """Start the mock upstream on the client core and wait until it answers."""
+    """Start the mock upstream on the client core and wait until it is ready."""
     port = free_port()
     process = ManagedProcess(
         "mock",
@@ -124,7 +124,7 @@ def ensure_litellm_venv() -> Path:
         steps = [[sys.executable, "-m", "venv", str(LITELLM_VENV)],
                  [str(pip), "install", "--quiet", f"litellm[proxy]=={LITELLM_VERSION}"]]
         for step in steps:
-            if subprocess.run(step, stdout=log_file, stderr=subprocess.STDOUT).returncode != 0:
+            if subprocess.run(step, stdout=log_file, stderr=subprocess.STDOUT, check=False).returncode:
                 raise RuntimeError(f"{' '.join(step)} failed; see {log_path}")
     marker.touch()
     return command

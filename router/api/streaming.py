@@ -121,7 +121,7 @@ def _client_events(batch: list[dict[str, Any]], assembler: StreamAssembler) -> b
     """Add ``batch`` to ``assembler`` and return its SSE events for the client as one write.
 
     Chunks that arrived together go out in one ASGI message, because each message costs
-    the server a send() call; the bytes on the wire are the same as one write per event.
+    the server a send() call. The bytes on the wire are the same as with one write per event.
     """
     events = []
     for chunk in batch:

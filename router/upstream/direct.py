@@ -17,8 +17,8 @@ import orjson
 from router.policy.schema import Deployment
 from router.upstream.base import UpstreamError, classify_http_error, error_message_of
 
-# Longest SSE line accepted from an upstream (one event's JSON); a longer line ends the
-# stream as a failure instead of growing the buffer without bound.
+# Longest SSE line (one event's JSON) accepted from an upstream. A longer line ends the
+# stream as a failure, so the buffer cannot grow without bound.
 MAX_SSE_LINE_BYTES = 16 * 1024 * 1024
 _DONE = object()
 
