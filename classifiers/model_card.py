@@ -92,8 +92,7 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
             auc = "n/a" if values.get("auc") is None else f"{values['auc']:.3f}"
             lines.append(f"| {group} | {tier} | {int(values['n'])} | {values['positive_rate']:.3f} | "
                          f"{auc} | {values['brier']:.3f} |")
-    lines.append("\nRouting metrics (APGR, cost at 90/95% of frontier quality) come from "
-                 "`tierwise evaluate`; see the classifiers README.\n")
+    lines.append("")
     return "\n".join(lines)
 
 
