@@ -1,7 +1,8 @@
 """Typer apps for the classifier commands.
 
 ``app`` is mounted by the gateway CLI as ``tierwise classifier`` (train, import-data);
-``evaluate_app`` is mounted as ``tierwise evaluate``.  User mistakes (missing files,
+``evaluate_app`` is mounted as ``tierwise evaluate`` and ``calibrate_app`` as
+``tierwise calibrate``.  User mistakes (missing files,
 malformed records, unknown data sets) end with a one-line error and exit code 2.
 """
 
@@ -17,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from classifiers.calibrate import calibrate as calibrate_command
 from classifiers.datasets import CONVERTERS, DEFAULT_OUT_DIR, DatasetError, convert
 from classifiers.outcomes import OutcomesError, parse_tier_map, write_outcomes
 from classifiers.training import DEFAULT_C, TrainConfig, TrainingError
@@ -188,3 +190,8 @@ def evaluate(
             write_plot(result, plot)
         except RuntimeError as exc:
             raise _fail(str(exc)) from None
+
+
+calibrate_app = typer.Typer(help="Choose routing thresholds on held-out rows and write a policy copy.")
+# Registered as a callback for the same reason as evaluate: `tierwise calibrate --data ...`.
+calibrate_app.callback(invoke_without_command=True)(calibrate_command)

@@ -27,12 +27,13 @@ policy_app.command("publish")(publish_policy_command)
 def _mount_classifier_commands() -> None:
     try:
         from classifiers.cli import app as classifier_app
-        from classifiers.cli import evaluate_app
+        from classifiers.cli import calibrate_app, evaluate_app
     except ImportError:
         return
     classifier_app.command("publish")(publish_classifier_command)
     app.add_typer(classifier_app, name="classifier")
     app.add_typer(evaluate_app, name="evaluate")
+    app.add_typer(calibrate_app, name="calibrate")
 
 
 @app.command()

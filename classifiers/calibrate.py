@@ -1,0 +1,324 @@
+"""Choose the policy's routing thresholds from held-out labelled outcomes.
+
+The gateway routes a prompt to the cheapest tier whose score is at or above that tier's
+threshold (edge, then mid) and sends the rest to the frontier tier.  ``simulate_grid``
+replays exactly that rule over a grid of (edge, mid) threshold pairs on rows the
+classifier did not train on, and ``pick`` chooses a pair:
+
+- target mode: the lowest mean cost whose mean quality reaches ``target`` times the
+  always-frontier mean quality (ties: higher quality, then higher edge threshold, then
+  higher mid threshold, so the highest thresholds among equal pairs);
+- budget mode: the highest mean quality whose cost per 1,000 requests is at most the
+  budget (ties: lower cost, then the same threshold order).
+
+Costs are USD per request as recorded in the data; figures are printed per 1,000
+requests.  ``write_policy`` puts the chosen thresholds into a copy of a policy file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from classifiers.outcomes import LabelledPrompt
+from classifiers.training import DEFAULT_C
+
+TIERS = ("edge", "mid", "frontier")
+GRID = np.arange(101) / 100  # i / 100 is correctly rounded, so 0.07 equals float("0.07").
+_console = Console(stderr=True, soft_wrap=True)
+
+
+class CalibrationError(ValueError):
+    """Raised when no threshold pair meets the goal or the rows cannot be simulated."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One simulated threshold pair: mean cost (USD per request), mean quality, tier shares."""
+
+    edge: float
+    mid: float
+    cost: float
+    quality: float
+    shares: tuple[float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """Simulated routing for every (edge, mid) pair; arrays have shape (len(grid), len(grid))."""
+
+    thresholds: np.ndarray
+    cost: np.ndarray
+    quality: np.ndarray
+    edge_share: np.ndarray
+    mid_share: np.ndarray
+    frontier_cost: float
+    frontier_quality: float
+
+    def outcome(self, i: int, j: int) -> Outcome:
+        """Return the outcome of edge threshold ``thresholds[i]`` and mid ``thresholds[j]``."""
+        edge, mid = float(self.edge_share[i, j]), float(self.mid_share[i, j])
+        return Outcome(float(self.thresholds[i]), float(self.thresholds[j]),
+                       float(self.cost[i, j]), float(self.quality[i, j]),
+                       (edge, mid, 1.0 - edge - mid))
+
+
+def simulate_grid(scores: np.ndarray, quality: np.ndarray, cost: np.ndarray,
+                  thresholds: np.ndarray = GRID) -> Grid:
+    """Replay the gateway's rule for every (edge, mid) threshold pair.
+
+    ``scores``, ``quality`` and ``cost`` have shape (n, 3), columns edge, mid, frontier.
+    A row goes to edge when its edge score >= the edge threshold, else to mid when its
+    mid score >= the mid threshold, else to frontier.  Raises CalibrationError on NaN.
+    """
+    if not len(scores) or np.isnan(scores[:, :2]).any() or np.isnan(quality).any() or np.isnan(cost).any():
+        raise CalibrationError("no rows to simulate, or a row is missing an edge or mid score, "
+                               "or the quality or cost of a tier; check --tier-map")
+    n = len(scores)
+    to_edge = (scores[None, :, 0] >= thresholds[:, None]).astype(float)  # (edge grid, rows)
+    mid_ok = (scores[None, :, 1] >= thresholds[:, None]).astype(float)   # (mid grid, rows)
+    rest = 1.0 - to_edge
+
+    def mean_of(values: np.ndarray) -> np.ndarray:
+        after_edge = mid_ok * values[:, 1] + (1.0 - mid_ok) * values[:, 2]
+        return ((to_edge @ values[:, 0])[:, None] + rest @ after_edge.T) / n
+
+    return Grid(thresholds, mean_of(cost), mean_of(quality),
+                np.repeat(to_edge.mean(axis=1)[:, None], len(thresholds), axis=1),
+                rest @ mid_ok.T / n, float(cost[:, 2].mean()), float(quality[:, 2].mean()))
+
+
+def pick(grid: Grid, *, target: float | None = None, budget_per_1k: float | None = None) -> Outcome:
+    """Return the chosen pair for a quality ``target`` share or a USD ``budget_per_1k``.
+
+    Exactly one of the two must be given.  Raises CalibrationError when no pair meets it.
+    """
+    if (target is None) == (budget_per_1k is None):
+        raise CalibrationError("give exactly one of --target-quality and --budget-per-1k")
+    # Rounding keeps float noise from splitting pairs with equal routing into non-ties.
+    cost, quality = np.round(grid.cost, 12), np.round(grid.quality, 12)
+    if target is not None:
+        feasible = quality >= np.round(target * grid.frontier_quality, 12)
+        keys = (cost, -quality)
+        goal = f"{target:.0%} of always-frontier quality"
+    else:
+        assert budget_per_1k is not None  # exactly one of the two is set, checked above
+        feasible = cost * 1000 <= budget_per_1k + 1e-12
+        keys = (-quality, cost)
+        goal = f"a budget of {budget_per_1k} USD per 1,000 requests"
+    if not feasible.any():
+        raise CalibrationError(f"no threshold pair reaches {goal}")
+    edge_t, mid_t = np.meshgrid(grid.thresholds, grid.thresholds, indexing="ij")
+    # np.lexsort sorts by its last key first; negated thresholds prefer the higher ones.
+    order = np.lexsort((-mid_t[feasible], -edge_t[feasible], keys[1][feasible], keys[0][feasible]))
+    i, j = (index[order[0]] for index in np.nonzero(feasible))
+    return grid.outcome(int(i), int(j))
+
+
+def report_lines(chosen: Outcome, grid: Grid) -> list[str]:
+    """Return the printed summary of one outcome beside always-frontier."""
+    edge, mid, frontier = chosen.shares
+    return [
+        f"thresholds: edge {chosen.edge:.2f}, mid {chosen.mid:.2f}",
+        (f"expected cost per 1,000 requests: {chosen.cost * 1000:.4f} USD "
+         f"(always-frontier {grid.frontier_cost * 1000:.4f} USD)"),
+        f"cost share vs always-frontier: {chosen.cost / grid.frontier_cost:.1%}",
+        (f"quality share vs always-frontier: {chosen.quality / grid.frontier_quality:.1%} "
+         f"(mean quality {chosen.quality:.4f} vs {grid.frontier_quality:.4f})"),
+        f"tier mix: edge {edge:.1%}, mid {mid:.1%}, frontier {frontier:.1%}",
+    ]
+
+
+_BLOCK = re.compile(r"^(?P<indent>[ \t]+)thresholds:[ \t]*(?P<flow>\{[^}\n]*\})?[ \t]*(?P<comment>#.*)?$",
+                    re.MULTILINE)
+
+
+def substitute_thresholds(text: str, edge: float, mid: float) -> str | None:
+    """Return ``text`` with the ``routing.thresholds`` block replaced, keeping comments.
+
+    Returns None when the block is not found in a form this text edit understands.
+    """
+    routing = re.search(r"^routing:[ \t]*(#.*)?$", text, re.MULTILINE)
+    match = _BLOCK.search(text, routing.end()) if routing else None
+    if match is None:
+        return None
+    indent = match["indent"]
+    lines = [f"{indent}  edge: {edge:.2f}", f"{indent}  mid: {mid:.2f}"]
+    end = match.end() if match["flow"] is not None else _block_end(text, match.end(), indent)
+    head = f"{indent}thresholds:" + (f"  {match['comment']}" if match["comment"] else "")
+    return text[:match.start()] + "\n".join([head, *lines]) + text[end:]
+
+
+def _block_end(text: str, start: int, indent: str) -> int:
+    """Return the offset after the last line indented deeper than ``indent`` from ``start``."""
+    end, offset = start, start
+    for line in text[start:].split("\n")[1:]:
+        offset += 1 + len(line)
+        if not line.strip():
+            continue  # a blank line belongs to the block only if a child line follows
+        if not line.startswith(indent) or not line[len(indent):][:1].isspace():
+            break
+        end = offset
+    return end
+
+
+def policy_text(source: Path, edge: float, mid: float) -> tuple[str, bool]:
+    """Return the new policy text and whether comments were kept (text edit) or lost."""
+    import yaml
+
+    text = source.read_text(encoding="utf-8")
+    edited = substitute_thresholds(text, edge, mid)
+    if edited is not None and _thresholds_of(edited) == {"edge": edge, "mid": mid}:
+        return edited, True
+    data = yaml.safe_load(text) or {}
+    data.setdefault("routing", {})["thresholds"] = {"edge": edge, "mid": mid}
+    return yaml.safe_dump(data, sort_keys=False), False
+
+
+def _thresholds_of(text: str) -> dict[str, float] | None:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+        return dict(data["routing"]["thresholds"])
+    except (yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
+
+
+def write_policy(text: str, out: Path) -> None:
+    """Validate ``text`` with the gateway's policy loader, then write it to ``out``.
+
+    The text goes to a temporary file beside ``out`` first, so an invalid policy never
+    replaces an existing file.  Raises router.policy.loader.PolicyError when invalid.
+    """
+    from router.policy.loader import load_policy
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=".calibrate-", suffix=".yaml", dir=out.parent)
+    temporary = Path(name)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        load_policy(temporary)
+        temporary.replace(out)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def matrices(records: Sequence[LabelledPrompt]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (keep, quality, cost): rows with quality and cost for all three tiers."""
+    quality = np.array([[r.quality.get(t, np.nan) for t in TIERS] for r in records]).reshape(-1, 3)
+    cost = np.array([[r.cost.get(t, np.nan) for t in TIERS] for r in records]).reshape(-1, 3)
+    keep = ~np.isnan(quality).any(axis=1) & ~np.isnan(cost).any(axis=1)
+    return keep, quality[keep], cost[keep]
+
+
+def held_out_scores(records: Sequence[LabelledPrompt], classifier: Path | None, *, folds: int,
+                    seed: int, use_split: bool | None, c: float, source_power: float,
+                    extra: Sequence[LabelledPrompt]) -> tuple[list[LabelledPrompt], np.ndarray, str]:
+    """Return the scored rows, their (n, 3) scores and a description of how they were held out."""
+    from classifiers.evaluation import _without_overlap, held_out_predictions
+    from classifiers.trainer import merge_duplicates
+    from classifiers.training import TrainConfig
+
+    merged = merge_duplicates(records)
+    if classifier is not None:
+        return _artifact_scores(merged, classifier, use_split)
+    predictions = held_out_predictions(
+        merged, TIERS, folds=folds, seed=seed, use_split=use_split,
+        config=TrainConfig(c=c, source_power=source_power),
+        extra_train=_without_overlap(merge_duplicates(extra), merged))
+    return predictions.records, predictions.routers["classifier"], predictions.mode
+
+
+def _artifact_scores(records: list[LabelledPrompt], classifier: Path,
+                     use_split: bool | None) -> tuple[list[LabelledPrompt], np.ndarray, str]:
+    from classifiers import load_artifact
+
+    scorer = load_artifact(classifier)
+    test = [r for r in records if r.split == "test"]
+    rows = test if (use_split is not False and test) else records
+    scores = np.array([[scorer.score(r.messages).get(t, np.nan) for t in TIERS] for r in rows])
+    described = "the file's test split" if rows is test else "all rows"
+    return rows, scores.reshape(-1, 3), f"{described}, scored by {classifier}"
+
+
+def calibrate(
+    data: Annotated[list[Path], typer.Option(help="Labelled-outcomes JSONL file; repeat for more.")],
+    policy: Annotated[Path, typer.Option(help="Policy YAML to copy the thresholds into.")],
+    tier_map: Annotated[list[str] | None, typer.Option(
+        help="TIER=MODEL, repeatable or comma-separated; without it outcome keys are tiers.")] = None,
+    classifier: Annotated[Path | None, typer.Option(
+        help="Score with this artifact instead of cross-fitting; its training data must not "
+             "include the scored rows.")] = None,
+    target_quality: Annotated[float | None, typer.Option(
+        help="Share of always-frontier mean quality to reach at the lowest cost.")] = None,
+    budget_per_1k: Annotated[float | None, typer.Option(
+        help="USD per 1,000 requests; the best quality within it is chosen.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Policy YAML to write (default: print only).")] = None,
+    folds: Annotated[int, typer.Option(help="Folds when the data has no test split.")] = 5,
+    split: Annotated[str, typer.Option(
+        help="auto (the file's own split if it has test rows), own, or kfold.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed for folds and solvers.")] = 0,
+    c: Annotated[float, typer.Option(help="Inverse L2 regularisation strength.")] = DEFAULT_C,
+    source_power: Annotated[float, typer.Option(
+        help="Row weight (rows in its source group)^-POWER, as in evaluate.")] = 0.0,
+    train_extra: Annotated[list[Path] | None, typer.Option(
+        help="Labelled file added to every training fold and never scored; repeatable.")] = None,
+) -> None:
+    """Choose edge and mid thresholds on held-out rows and write them into a policy copy.
+
+    Example: tierwise calibrate --data var/data/routerbench.jsonl --tier-map
+    edge=mistralai/mistral-7b-chat,mid=mistralai/mixtral-8x7b-chat,frontier=gpt-4-1106-preview
+    --target-quality 0.95 --policy policies/default.yaml --out var/policy.yaml
+    """
+    from classifiers.artifact import ArtifactError
+    from classifiers.outcomes import OutcomesError, parse_tier_map, read_outcomes
+    from classifiers.training import TrainingError
+    from router.policy.loader import PolicyError, load_policy
+
+    if split not in ("auto", "own", "kfold"):
+        raise _fail(f"--split must be auto, own or kfold, got {split!r}")
+    try:
+        load_policy(policy)
+        mapping = parse_tier_map(tier_map) or None
+        rows, scores, mode = held_out_scores(
+            read_outcomes(data, mapping), classifier, folds=folds, seed=seed,
+            use_split=None if split == "auto" else split == "own", c=c,
+            source_power=source_power, extra=read_outcomes(train_extra or [], mapping))
+        keep, quality, cost = matrices(rows)
+        grid = simulate_grid(scores[keep], quality, cost)
+        chosen = pick(grid, target=target_quality, budget_per_1k=budget_per_1k)
+        text, kept_comments = policy_text(policy, chosen.edge, chosen.mid)
+        if out is not None:
+            write_policy(text, out)
+    except (OutcomesError, TrainingError, CalibrationError, ArtifactError, PolicyError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    _print_result(chosen, grid, mode, int(keep.sum()), classifier is not None)
+    if out is not None:
+        note = "comments kept" if kept_comments else "rewritten with yaml.safe_dump, comments dropped"
+        _console.print(f"wrote {out} ({note})")
+
+
+def _print_result(chosen: Outcome, grid: Grid, mode: str, rows: int, from_artifact: bool) -> None:
+    console = Console(soft_wrap=True)
+    console.print(f"held-out rows: {rows} ({escape(mode)})")
+    if from_artifact:
+        console.print("note: these rows must not have been in the classifier's training data")
+    for line in report_lines(chosen, grid):
+        console.print(escape(line))
+
+
+def _fail(message: str) -> typer.Exit:
+    _console.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code=2)
