@@ -46,6 +46,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.responses import Response
 
+from router.api.schemas import error_parameter
 from router.errors import GatewayError, InvalidRequest
 
 ENDPOINT = "/v1/messages"
@@ -218,7 +219,7 @@ def _validate(body: dict[str, Any]) -> MessagesRequest:
         return MessagesRequest.model_validate(body)
     except ValidationError as exc:
         error = exc.errors()[0]
-        param = _param_name(error["loc"])
+        param = error_parameter(error["loc"])
         if error["type"] == "extra_forbidden":
             raise InvalidRequest(
                 f"The parameter '{param}' is not supported on {ENDPOINT}. Remove it.",
@@ -227,17 +228,6 @@ def _validate(body: dict[str, Any]) -> MessagesRequest:
             ) from None
         message = str(error["msg"]).removeprefix("Value error, ")
         raise InvalidRequest(f"Invalid value for '{param}': {message}.", param=param) from None
-
-
-def _param_name(location: tuple[Any, ...]) -> str:
-    """Render a pydantic error location as ``messages[0].content``, without union member names."""
-    name = ""
-    for part in location:
-        if isinstance(part, int):
-            name += f"[{part}]"
-        elif not str(part).startswith(("str", "list[", "literal[", "function-")):
-            name += f".{part}" if name else str(part)
-    return name or "body"
 
 
 def _system_messages(system: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from router.api.auth import TenantContext, identify
 from router.api.internal_error import REQUEST_ID_STATE
-from router.api.schemas import ChatRequest, find_forbidden_parameter
+from router.api.schemas import ChatRequest, error_parameter, find_forbidden_parameter
 from router.api.streaming import stream_cached, stream_upstream
 from router.cache.keys import cache_key, is_cacheable
 from router.errors import GatewayError, InvalidRequest, ModelNotFound, RequestTooLarge
@@ -217,26 +217,9 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         return ChatRequest.model_validate(body)
     except ValidationError as exc:
         error = exc.errors()[0]
-        param = _param_name(error["loc"])
+        param = error_parameter(error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
         raise InvalidRequest(f"Invalid value for '{param}': {message}.", param=param) from None
-
-
-def _param_name(location: tuple[Any, ...]) -> str:
-    name = ""
-    for part in location:
-        if isinstance(part, int):
-            name += f"[{part}]"
-        elif not _is_type_tag(str(part)):
-            name += f".{part}" if name else str(part)
-    return name or "body"
-
-
-def _is_type_tag(part: str) -> bool:
-    """Tell whether a pydantic error location part names a union branch, not a field."""
-    return part in ("str", "int", "float", "bool", "dict[str,any]") or part.startswith(
-        ("list[", "literal[", "function-", "dict[")
-    )
 
 
 def _complete_answer(completion: dict[str, Any]) -> bool:

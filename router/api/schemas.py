@@ -62,7 +62,8 @@ class Message(BaseModel):
         if isinstance(self.content, list):
             for part in self.content:
                 if not isinstance(part.get("type"), str):
-                    raise ValueError("each content part needs a string 'type'")
+                    # pydantic reports only ValueError (not TypeError) as a validation error.
+                    raise ValueError("each content part needs a string 'type'")  # noqa: TRY004
         return self
 
 
@@ -119,3 +120,21 @@ class ChatRequest(BaseModel):
             isinstance(m.content, list) and any(p.get("type") == "image_url" for p in m.content)
             for m in self.messages
         )
+
+
+def error_parameter(location: tuple[Any, ...]) -> str:
+    """Render a pydantic error location as ``messages[0].content``, without union branch names."""
+    name = ""
+    for part in location:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif not _is_type_tag(str(part)):
+            name += f".{part}" if name else str(part)
+    return name or "body"
+
+
+def _is_type_tag(part: str) -> bool:
+    """Tell whether a pydantic error location part names a union branch, not a field."""
+    return part in ("str", "int", "float", "bool", "dict[str,any]") or part.startswith(
+        ("list[", "literal[", "function-", "dict[")
+    )

@@ -38,6 +38,7 @@ from router.outcomes.log import STREAM_KEY
 from router.runtime import Runtime, Scorer
 from router.settings import Settings
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.redis_check import require_redis
 
 REDIS_URL_ENV = "TIERWISE_TEST_REDIS_URL"
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -500,20 +501,7 @@ def fakes() -> Iterator[dict[str, FakeUpstream]]:
 def redis_url() -> str:
     """The test Redis URL; the test is skipped (failed under CI) when Redis does not answer."""
     url = os.environ.get(REDIS_URL_ENV, DEFAULT_TEST_REDIS_URL)
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as exc:
-        reason = (
-            f"Redis at {url} did not answer ({type(exc).__name__}); start redis-server "
-            f"(make test starts one) or set {REDIS_URL_ENV}"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    finally:
-        client.close()
-    return url
+    return require_redis(url, f"start redis-server (make test starts one) or set {REDIS_URL_ENV}")
 
 
 @pytest.fixture

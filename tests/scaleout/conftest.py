@@ -8,7 +8,6 @@ entries.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -16,26 +15,17 @@ import pytest
 import redis
 
 from tests.scaleout.support import SCALEOUT_DB, scaleout_redis_url
+from tests.support.redis_check import require_redis
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """Database 14 of the test Redis; the test is skipped (failed under CI) when it does not answer."""
-    url = scaleout_redis_url()
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as exc:
-        reason = (
-            f"Redis at {url} did not answer ({type(exc).__name__}); start redis-server "
-            f"(make test starts one) or set TIERWISE_TEST_REDIS_URL (database {SCALEOUT_DB} is used)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    finally:
-        client.close()
-    return url
+    return require_redis(
+        scaleout_redis_url(),
+        "start redis-server (make test starts one) or set TIERWISE_TEST_REDIS_URL "
+        f"(database {SCALEOUT_DB} is used)",
+    )
 
 
 @pytest.fixture
