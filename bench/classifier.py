@@ -1,0 +1,174 @@
+"""Classifier cost: per-prompt scoring latency, and training time and memory at scale.
+
+Scoring: every prompt of the public traffic mix (CC BY-NC records removed) is scored once
+as a single-turn conversation with the bundled model (or ``--artifact``), first with an
+empty term memo ("cold"), then ``--repeat`` more times ("warm", the steady state of a
+running gateway).  Latency is this thread's CPU time per call (``--clock wall`` for wall
+time), so waiting for a busy core is left out.  The process is pinned to one core.
+
+Training (``--train-rows N``): a child process fits the per-tier logistic regressions on N
+labelled conversations made by cycling through the traffic mix (each copy made distinct by
+a numbered suffix) with synthetic labels from prompt length, and reports fit time and
+its own peak RSS.  The labels only give the solver realistic work; the model is thrown away.
+
+Run from the repository root:
+
+    python -m bench.classifier                    # scoring latency
+    python -m bench.classifier --train-rows 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.harness import CLIENT_CPU, RESULTS_DIR, pin_self
+from bench.prompts import load_traffic_prompts
+
+LENGTH_BUCKETS = ((0, 100), (100, 1_000), (1_000, 10_000), (10_000, 10**9))
+
+
+def _clock(name: str) -> Callable[[], int]:
+    return time.thread_time_ns if name == "cpu" else time.perf_counter_ns
+
+
+def time_scores(scorer: Any, conversations: list[list[dict[str, str]]], clock: Callable[[], int]) -> np.ndarray:
+    """Score each conversation once; return the time of each call in microseconds."""
+    samples = np.empty(len(conversations))
+    for index, messages in enumerate(conversations):
+        started = clock()
+        scorer.score(messages)
+        samples[index] = (clock() - started) / 1000
+    return samples
+
+
+def describe(samples: np.ndarray) -> dict[str, float]:
+    """Return p50/p90/p99/max/mean of ``samples`` (microseconds)."""
+    p50, p90, p99 = np.percentile(samples, [50, 90, 99])
+    return {"n": int(samples.size), "p50_us": float(p50), "p90_us": float(p90),
+            "p99_us": float(p99), "max_us": float(samples.max()), "mean_us": float(samples.mean())}
+
+
+def by_length(samples: np.ndarray, lengths: np.ndarray) -> dict[str, dict[str, float]]:
+    """Return ``describe`` per prompt-length bucket (characters)."""
+    result = {}
+    for low, high in LENGTH_BUCKETS:
+        mask = (lengths >= low) & (lengths < high)
+        if mask.any():
+            label = f"{low}-{high} chars" if high < 10**9 else f">={low} chars"
+            result[label] = describe(samples[mask])
+    return result
+
+
+def scoring_report(artifact: Path | None, repeat: int, clock_name: str) -> dict[str, Any]:
+    """Measure cold and warm scoring latency over the traffic mix."""
+    from classifiers import load_artifact, load_default
+
+    scorer = load_artifact(artifact) if artifact else load_default()
+    records = load_traffic_prompts()
+    if not records:
+        raise SystemExit("error: the traffic mix was not found; set TIERWISE_SHARED_DATA")
+    conversations = [[{"role": "user", "content": r["prompt"]}] for r in records]
+    lengths = np.array([len(r["prompt"]) for r in records])
+    clock = _clock(clock_name)
+    cold = time_scores(scorer, conversations, clock)
+    warm = np.concatenate([time_scores(scorer, conversations, clock) for _ in range(repeat)])
+    return {
+        "classifier": scorer.version,
+        "prompts": len(records),
+        "clock": clock_name,
+        "cold": describe(cold),
+        "warm": describe(warm),
+        "warm_by_length": by_length(warm, np.tile(lengths, repeat)),
+    }
+
+
+def _training_rows(count: int) -> list[Any]:
+    from classifiers.outcomes import LabelledPrompt
+
+    prompts = [r["prompt"] for r in load_traffic_prompts()]
+    rows = []
+    for index in range(count):
+        text = f"{prompts[index % len(prompts)]} (variant {index // len(prompts)})"
+        length = len(text)
+        # Longer prompts are labelled harder, so every tier has both classes.
+        quality = {"edge": float(length < 150), "mid": float(length < 600), "frontier": 1.0 - (index % 7 == 0)}
+        rows.append(LabelledPrompt(id=str(index), messages=[{"role": "user", "content": text}],
+                                   quality=quality))
+    return rows
+
+
+def train_child(count: int) -> None:
+    """Fit on ``count`` rows in this process and print the timings as JSON."""
+    from classifiers.training import fit_tier_model
+
+    started = time.perf_counter()
+    rows = _training_rows(count)
+    built = time.perf_counter()
+    cpu_before = time.process_time()
+    fit_tier_model(rows, ["edge", "mid", "frontier"])
+    fit_s = time.perf_counter() - built
+    print(json.dumps({"rows": count, "build_rows_s": built - started, "fit_wall_s": fit_s,
+                      "fit_cpu_s": time.process_time() - cpu_before}))
+
+
+def training_report(count: int) -> dict[str, Any]:
+    """Run ``train_child`` in a child process; add its peak RSS (ru_maxrss) in MB."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.classifier", "--train-child", str(count)],
+        capture_output=True, text=True, check=False,
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"error: the training child failed:\n{completed.stderr[-2000:]}")
+    report: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return report
+
+
+def _print_scoring(report: dict[str, Any]) -> None:
+    print(f"classifier {report['classifier']}, {report['prompts']} prompts, {report['clock']} time")
+    print("| pass | n | p50 us | p90 us | p99 us | max us | mean us |")
+    print("|---|---|---|---|---|---|---|")
+    rows = [("cold", report["cold"]), ("warm", report["warm"]), *report["warm_by_length"].items()]
+    for name, figures in rows:
+        print(f"| {name} | {figures['n']} | {figures['p50_us']:.0f} | {figures['p90_us']:.0f} "
+              f"| {figures['p99_us']:.0f} | {figures['max_us']:.0f} | {figures['mean_us']:.0f} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--artifact", type=Path, default=None,
+                        help="Classifier artifact folder; the bundled model when unset.")
+    parser.add_argument("--repeat", type=int, default=3, help="Warm passes over all prompts.")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="cpu: this thread's CPU time; wall: elapsed time.")
+    parser.add_argument("--train-rows", type=int, default=0,
+                        help="Also time training on this many rows (0: skip).")
+    parser.add_argument("--train-child", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    pin_self(CLIENT_CPU)
+    if args.train_child:
+        train_child(args.train_child)
+        return
+    report: dict[str, Any] = {"scoring": scoring_report(args.artifact, args.repeat, args.clock)}
+    _print_scoring(report["scoring"])
+    if args.train_rows:
+        report["training"] = training_report(args.train_rows)
+        print(json.dumps(report["training"]))
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"classifier-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"raw results: {out.relative_to(RESULTS_DIR.parent.parent)}")
+
+
+if __name__ == "__main__":
+    main()
