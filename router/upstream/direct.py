@@ -1,8 +1,8 @@
 """The direct path: OpenAI-compatible upstreams over one pooled aiohttp session.
 
-It skips litellm's request translation, which costs about 11 ms of CPU per call (34 ms
-streamed) against about 0.3 ms for a plain aiohttp call on the same machine; see
-bench/README.md for the measurement.
+It skips litellm's request translation. Measured with ``python -m bench.transports``
+(litellm 1.110.2, 2-core AMD EPYC VM), a call through litellm costs about 4.6 ms of CPU
+(17.8 ms for a 20-chunk stream), against 0.16 ms (0.25 ms) on this path.
 """
 
 from __future__ import annotations
