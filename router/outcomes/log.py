@@ -34,6 +34,8 @@ class OutcomeLog:
         self.link = link
         self._pending: list[dict[str, Any]] = []
         self._wakeup = asyncio.Event()
+        # One flush at a time, so two batches never append to a file concurrently.
+        self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.written = 0
@@ -74,13 +76,19 @@ class OutcomeLog:
             await self.flush()
 
     async def flush(self) -> None:
+        async with self._flush_lock:
+            await self._flush_pending()
+
+    async def _flush_pending(self) -> None:
         batch, self._pending = self._pending, []
+        # The write and its fsync run in a worker thread: an fsync takes milliseconds, and on
+        # the event loop it would stall every request in flight.
         if self.link is None:
             if batch:
-                self._append(self.path, batch)
+                await asyncio.to_thread(self._append, self.path, batch)
             return
         if batch and not await self._send(batch):
-            self._append(self.spool_path, batch)
+            await asyncio.to_thread(self._append, self.spool_path, batch)
             return
         await self._drain_spool()
 
