@@ -89,3 +89,58 @@ def diff(
         typer.echo("The policies route identically: no differences.")
     for change in changes:
         typer.echo(f"- {change}")
+
+
+@policy_app.command("simulate")
+def simulate_command(
+    policy: Annotated[Path, typer.Option(help="The proposed policy YAML.")],
+    outcomes: Annotated[
+        Path, typer.Option(help="Outcome log JSONL (the gateway's local file or an export part).")
+    ],
+    against: Annotated[
+        Path | None,
+        typer.Option(help="The current policy, for a side-by-side comparison."),
+    ] = None,
+) -> None:
+    """Replay logged traffic through a policy and print tier mix, cost and known quality.
+
+    Example: tierwise policy simulate --policy proposed.yaml --outcomes var/outcomes.jsonl --against policies/default.yaml
+    """
+    from router.policy.loader import PolicyError, load_policy
+    from router.policy.simulate import load_records, simulate, tier_shift_warnings
+
+    try:
+        new = load_policy(policy).policy
+        old = load_policy(against).policy if against is not None else None
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    try:
+        records, feedback = load_records(outcomes)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"cannot read outcome records from {outcomes}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not records:
+        typer.echo(f"{outcomes} has no routed request records with scores; nothing to simulate.")
+        raise typer.Exit(1)
+
+    results = {"proposed": simulate(new, records, feedback)}
+    if old is not None:
+        results["current"] = simulate(old, records, feedback)
+    tiers = [name for name, _ in new.ordered_tiers()]
+    typer.echo(f"{len(records)} logged requests, {len(feedback)} with feedback")
+    typer.echo(f"{'':<16}" + "".join(f"{name:>14}" for name in results))
+    for tier in tiers:
+        cells = "".join(f"{r.share(tier):>14.1%}" for r in results.values())
+        typer.echo(f"{tier + ' share':<16}{cells}")
+    typer.echo(f"{'cost USD':<16}" + "".join(f"{r.cost_usd:>14.6f}" for r in results.values()))
+    quality = "".join(
+        f"{r.quality:>14.3f}" if r.quality is not None else f"{'-':>14}" for r in results.values()
+    )
+    typer.echo(f"{'quality':<16}{quality}")
+    typer.echo(
+        "quality: mean feedback score of requests whose simulated tier is the tier that answered"
+    )
+    if "current" in results:
+        for warning in tier_shift_warnings(results["proposed"], results["current"], tiers):
+            typer.echo(warning)

@@ -1,0 +1,101 @@
+"""Replay logged traffic through a policy, offline, with the scores recorded at the time.
+
+Each request record of the outcome log carries the classifier scores and token counts of a
+real request, so the routing decision a different policy would have made, and what it
+would have cost, can be computed without sending anything.  Quality is known only for
+requests with feedback, and only for the tier that actually answered them, so a simulated
+quality figure covers the requests whose simulated tier equals the logged one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from router.errors import GatewayError
+from router.policy.schema import Policy
+from router.routing.decide import RequestNeeds, decide
+
+
+@dataclass
+class SimulationResult:
+    requests: int = 0
+    unroutable: int = 0
+    tiers: Counter[str] = field(default_factory=Counter)
+    cost_usd: float = 0.0
+    quality_sum: float = 0.0
+    quality_count: int = 0
+
+    @property
+    def quality(self) -> float | None:
+        return self.quality_sum / self.quality_count if self.quality_count else None
+
+    def share(self, tier: str) -> float:
+        return self.tiers[tier] / self.requests if self.requests else 0.0
+
+
+def load_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Read routed request records and the latest feedback score per request id.
+
+    Cache hits and failed requests are skipped: they say nothing about routing.
+    """
+    requests: list[dict[str, Any]] = []
+    feedback: dict[str, float] = {}
+    for line in path.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        record = orjson.loads(line)
+        if record.get("type") == "feedback":
+            feedback[record["request_id"]] = float(record["score"])
+        elif record.get("type") == "request" and _usable(record):
+            requests.append(record)
+    return requests, feedback
+
+
+def _usable(record: dict[str, Any]) -> bool:
+    return bool(record.get("scores")) and not record.get("cache_hit") and record.get("status") == 200
+
+
+def simulate(policy: Policy, records: list[dict[str, Any]], feedback: dict[str, float]) -> SimulationResult:
+    """Route every record with ``policy`` and add up tiers, cost and known quality."""
+    result = SimulationResult()
+    for record in records:
+        result.requests += 1
+        needs = RequestNeeds(prompt_tokens=int(record.get("tokens_in") or 0))
+        try:
+            decision = decide(
+                policy, record["scores"], needs, requested="auto", is_available=lambda d: True
+            )
+        except GatewayError:
+            result.unroutable += 1
+            continue
+        tier = decision.tier
+        result.tiers[tier] += 1
+        deployment = decision.candidates[0].deployment
+        result.cost_usd += deployment.cost_usd(
+            int(record.get("tokens_in") or 0), int(record.get("tokens_out") or 0)
+        )
+        score = feedback.get(record["request_id"])
+        if score is not None and tier == record.get("tier"):
+            result.quality_sum += score
+            result.quality_count += 1
+    return result
+
+
+def tier_shift_warnings(
+    new: SimulationResult, old: SimulationResult, tiers: list[str], limit: float = 0.10
+) -> list[str]:
+    """Warn for each tier whose share of traffic grows by more than ``limit`` (absolute)."""
+    warnings = []
+    for tier in tiers:
+        growth = new.share(tier) - old.share(tier)
+        if growth > limit:
+            warnings.append(
+                f"WARNING: the {tier} tier would take {new.share(tier):.1%} of requests instead "
+                f"of {old.share(tier):.1%} (+{growth:.1%})."
+            )
+    return warnings

@@ -1,0 +1,90 @@
+"""Policy simulation over logged outcome records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from typer.testing import CliRunner
+
+from router.cli.main import app
+from router.policy.schema import Policy
+from router.policy.simulate import load_records, simulate
+
+POLICY = {
+    "tiers": {
+        tier: {
+            "deployments": [
+                {
+                    "name": f"{tier}-model",
+                    "model": f"openai/{tier}",
+                    "api_base": "http://127.0.0.1:9/v1",
+                    "price": {"input_per_million": price, "output_per_million": price},
+                    "context_window": 100000,
+                }
+            ]
+        }
+        for tier, price in (("edge", 1.0), ("mid", 10.0), ("frontier", 100.0))
+    },
+    "routing": {"thresholds": {"edge": 0.7, "mid": 0.6}},
+}
+
+
+def record(request_id: str, edge: float, mid: float, tier: str) -> dict[str, object]:
+    return {
+        "type": "request",
+        "request_id": request_id,
+        "scores": {"edge": edge, "mid": mid, "frontier": 0.9},
+        "tier": tier,
+        "tokens_in": 1000,
+        "tokens_out": 0,
+        "cache_hit": False,
+        "status": 200,
+    }
+
+
+def write_log(path: Path) -> Path:
+    rows = [
+        record("a", 0.9, 0.9, "edge"),
+        record("b", 0.5, 0.65, "mid"),
+        record("c", 0.1, 0.1, "frontier"),
+        {**record("d", 0.9, 0.9, "edge"), "cache_hit": True},
+        {"type": "feedback", "request_id": "a", "score": 1.0},
+        {"type": "feedback", "request_id": "b", "score": 0.5},
+    ]
+    path.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    return path
+
+
+def test_simulation_counts_tiers_cost_and_quality(tmp_path: Path) -> None:
+    records, feedback = load_records(write_log(tmp_path / "log.jsonl"))
+    result = simulate(Policy.model_validate(POLICY), records, feedback)
+    assert result.requests == 3
+    assert dict(result.tiers) == {"edge": 1, "mid": 1, "frontier": 1}
+    assert result.cost_usd == (1000 * 1.0 + 1000 * 10.0 + 1000 * 100.0) / 1_000_000
+    assert result.quality == 0.75
+
+
+def test_stricter_edge_threshold_moves_traffic(tmp_path: Path) -> None:
+    records, feedback = load_records(write_log(tmp_path / "log.jsonl"))
+    stricter = Policy.model_validate({**POLICY, "routing": {"thresholds": {"edge": 0.95, "mid": 0.6}}})
+    result = simulate(stricter, records, feedback)
+    assert dict(result.tiers) == {"mid": 2, "frontier": 1}
+    assert result.quality == 0.5
+
+
+def test_simulate_command_warns_about_tier_growth(tmp_path: Path) -> None:
+    import yaml
+
+    log = write_log(tmp_path / "log.jsonl")
+    current = tmp_path / "current.yaml"
+    current.write_text(yaml.safe_dump(POLICY))
+    proposed = tmp_path / "proposed.yaml"
+    proposed.write_text(yaml.safe_dump({**POLICY, "routing": {"thresholds": {"edge": 0.0, "mid": 0.6}}}))
+    result = CliRunner().invoke(
+        app,
+        ["policy", "simulate", "--policy", str(proposed), "--outcomes", str(log), "--against", str(current)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "3 logged requests, 2 with feedback" in result.output
+    assert "WARNING: the edge tier would take 100.0% of requests instead of 33.3% (+66.7%)." in result.output
