@@ -147,9 +147,8 @@ def route(
         scorer = runtime.scorer
         outcome.classifier_version = scorer.version
         outcome.scores = scorer.score(body["messages"])
-    smallest_window = min(d.context_window for d in policy.all_deployments())
     needs = RequestNeeds(
-        prompt_tokens=count_prompt_tokens(body["messages"], fits_below=smallest_window),
+        prompt_tokens=count_prompt_tokens(body["messages"], fits_below=policy.smallest_context_window),
         max_output_tokens=chat.output_token_limit,
         tools=bool(chat.tools),
         json_schema=chat.needs_json_schema,

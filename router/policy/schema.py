@@ -7,6 +7,7 @@ instead of silently turning a setting off.
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -206,6 +207,11 @@ class Policy(StrictModel):
 
     def all_deployments(self) -> list[Deployment]:
         return [d for _, tier in self.ordered_tiers() for d in tier.deployments]
+
+    @cached_property
+    def smallest_context_window(self) -> int:
+        """The smallest context window of any deployment, computed once per loaded policy."""
+        return min(d.context_window for d in self.all_deployments())
 
     def find_deployment(self, name: str) -> tuple[str, Deployment] | None:
         for tier_name, tier in self.ordered_tiers():
