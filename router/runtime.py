@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -60,7 +60,7 @@ class Runtime:
     budgets: BudgetLedger
     started_at: float = 0.0
     local_model_status: str = "not started: run `tierwise serve` with the edge extra installed"
-    """Why deployments marked ``local_model`` are unavailable, or "ready"."""
+    """The reason deployments marked ``local_model`` are unavailable, or "ready"."""
     extra: dict[str, Any] = field(default_factory=dict)
     distribution: DistributionWatcher | None = None
     """Applies classifiers and policies published through Redis; None without Redis."""
@@ -111,7 +111,7 @@ class Runtime:
             await self._start_distribution(self.redis.url)
         self._start_local_model()
         if self.redis is not None and not await self.redis.ping():
-            log.warning("redis_unreachable_at_start", hint="serving without cache until it answers")
+            log.warning("redis_unreachable_at_start", hint="serving without cache until it responds")
         self._log_tiers()
 
     async def _start_distribution(self, redis_url: str) -> None:

@@ -133,7 +133,7 @@ def _client_events(batch: list[dict[str, Any]], assembler: StreamAssembler) -> b
 
 
 def _client_chunk(chunk: dict[str, Any]) -> dict[str, Any] | None:
-    """The chunk as the client sees it: usage is removed and sent once at the end."""
+    """Return the chunk as the client sees it: usage is removed and sent once at the end."""
     if "usage" not in chunk:
         return chunk
     if not chunk.get("choices"):
@@ -182,7 +182,7 @@ async def _with_keepalive(
     silent for the keep-alive interval.
 
     A pump task reads the upstream, because cancelling a read on a timeout would break the
-    upstream connection; waiting on the queue can be cancelled safely.
+    upstream connection. Waiting on the queue, by contrast, can be cancelled safely.
     """
     interval = runtime.settings.keepalive_interval_s
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=64)

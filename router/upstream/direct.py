@@ -7,7 +7,6 @@ It skips litellm's request translation. Measured with ``python -m bench.transpor
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -64,12 +63,12 @@ class DirectTransport:
                 if response.status >= 400:
                     raise classify_http_error(response.status, _message(payload))
                 return orjson.loads(payload)  # type: ignore[no-any-return]
-        except (TimeoutError, asyncio.TimeoutError):
-            raise UpstreamError("timeout", f"no answer within {deployment.timeout_s} s") from None
+        except TimeoutError:
+            raise UpstreamError("timeout", f"no response within {deployment.timeout_s} s") from None
         except aiohttp.ClientError as exc:
             raise UpstreamError("connection", type(exc).__name__) from None
         except orjson.JSONDecodeError:
-            raise UpstreamError("server", "the upstream answered with invalid JSON") from None
+            raise UpstreamError("server", "the upstream responded with invalid JSON") from None
 
     async def stream(
         self, deployment: Deployment, body: dict[str, Any]
@@ -90,7 +89,7 @@ class DirectTransport:
                     raise classify_http_error(response.status, _message(await response.read()))
                 async for chunk in _parse_events(response.content):
                     yield chunk
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise UpstreamError("timeout", f"silent for {deployment.timeout_s} s") from None
         except aiohttp.ClientError as exc:
             raise UpstreamError("connection", type(exc).__name__) from None
