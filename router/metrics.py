@@ -2,8 +2,9 @@
 
 Each app owns a ``CollectorRegistry`` (never the process-wide default), so several apps in
 one process, as in the tests, keep separate counts.  Label values come from the policy
-(tier, deployment, alias names) and the gateway's own error codes, never from free client
-input: a requested model that the policy does not know is counted as ``unknown``.
+(tier, deployment, alias names), the gateway's own error codes and the fixed prompt
+categories, never from free client input: a requested model that the policy does not know
+is counted as ``unknown``.
 
 Per-request cost is a few dictionary look-ups and counter increments, because the label
 children of each (tier, model) pair and each request label set are bound once and reused.
@@ -20,6 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+
+from router.routing.category import CATEGORIES
 
 if TYPE_CHECKING:
     from router.policy.schema import Policy
@@ -109,6 +112,7 @@ class GatewayMetrics:
         self._error_children: dict[str, Any] = {}
         self._fallback_children: dict[tuple[str, str], Any] = {}
         self._score_children: dict[str, Any] = {}
+        self._routed_children: dict[tuple[str, str], Any] = {}
 
     def _define_request_metrics(self) -> None:
         registry = self.registry
@@ -147,6 +151,13 @@ class GatewayMetrics:
             buckets=SCORE_BUCKETS,
             registry=registry,
         )
+        self.routed = Counter(
+            "tierwise_routed_requests",
+            "Requests that were given a tier, by tier and prompt category (a fixed set of "
+            "topics from keyword rules on the last user message).",
+            ["tier", "category"],
+            registry=registry,
+        )
         self.fallbacks = Counter(
             "tierwise_fallbacks",
             "Escalations from a failed deployment's tier to the next candidate's tier.",
@@ -178,14 +189,22 @@ class GatewayMetrics:
             registry=registry,
         )
 
-    def observe(self, record: Mapping[str, Any], policy: Policy) -> None:
-        """Count one finished request from its outcome record (``Outcome.as_record``)."""
+    def observe(
+        self, record: Mapping[str, Any], policy: Policy, category: str | None = None
+    ) -> None:
+        """Count one finished request from its outcome record (``Outcome.as_record``).
+
+        ``category`` is the request's prompt category (``router.routing.category``), which
+        the record does not contain; requests with a tier but no category count as ``other``.
+        """
         tier = record["tier"] or NONE_LABEL
         model = record["model"] or NONE_LABEL
         status: int = record["status"]
         cache = "hit" if record["cache_hit"] else "miss"
         requested = _requested_label(record["requested_model"], policy)
         self._request_child(tier, model, f"{status // 100}xx", cache, requested).inc()
+        if record["tier"] is not None:
+            self._routed_child(record["tier"], category).inc()
         if record["error"] is not None or status >= 400:
             self._error_child(record["error"] or f"http_{status}").inc()
         self._observe_deployment(self._series_for(tier, model), record)
@@ -227,6 +246,14 @@ class GatewayMetrics:
         child = self._request_children.get(labels)
         if child is None:
             child = self._request_children[labels] = self.requests.labels(*labels)
+        return child
+
+    def _routed_child(self, tier: str, category: str | None) -> Any:
+        # Any value outside the fixed set is counted as "other", so the series stay bounded.
+        label = category if category in CATEGORIES else "other"
+        child = self._routed_children.get((tier, label))
+        if child is None:
+            child = self._routed_children[(tier, label)] = self.routed.labels(tier, label)
         return child
 
     def _error_child(self, code: str) -> Any:

@@ -21,6 +21,7 @@ from router.cache.keys import cache_key, is_cacheable
 from router.errors import GatewayError, InvalidRequest, ModelNotFound, RequestTooLarge
 from router.outcomes.record import Outcome
 from router.policy.schema import TIER_ORDER, Policy
+from router.routing.category import prompt_category
 from router.routing.decide import Decision, RequestNeeds, decide, highest_tier
 from router.routing.tokens import count_prompt_tokens
 from router.runtime import Runtime
@@ -147,6 +148,7 @@ def route(
         scorer = runtime.scorer
         outcome.classifier_version = scorer.version
         outcome.scores = scorer.score(body["messages"])
+    outcome.category = prompt_category(body["messages"])
     needs = RequestNeeds(
         prompt_tokens=count_prompt_tokens(body["messages"], fits_below=policy.smallest_context_window),
         max_output_tokens=chat.output_token_limit,
@@ -249,7 +251,7 @@ def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
     record = outcome.as_record(policy)
     runtime.outcomes.emit(record)
     runtime.budgets.record(outcome.tenant, record["cost_usd"])
-    runtime.metrics.observe(record, policy)
+    runtime.metrics.observe(record, policy, outcome.category)
     runtime.dashboard.observe(record)
     log.info(
         "request",

@@ -22,6 +22,8 @@ class Outcome:
     started: float = field(default_factory=time.perf_counter)
     timestamp: float = field(default_factory=time.time)
     scores: dict[str, float] | None = None
+    category: str | None = None
+    """Coarse topic of the last user message, set by routing; counted in ``/metrics`` only."""
     tier: str | None = None
     deployment: Deployment | None = None
     tokens_in: int = 0

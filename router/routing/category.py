@@ -1,0 +1,135 @@
+"""A coarse topic category of a prompt, for the tier mix per category in ``/metrics``.
+
+The category comes from keyword and symbol rules on the first ``SCAN_CHARS`` characters of
+the last user message, so it costs a few microseconds and never calls a model.  It is a
+label for operators, not a routing input: the classifier alone decides the tier.
+
+The set of categories is fixed (:data:`CATEGORIES`), so a metric labelled with it keeps a
+bounded number of series whatever clients send.
+
+NOTE: the rules match English words only; prompts in other languages fall into ``chat``
+(when short) or ``other``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+CATEGORIES: tuple[str, ...] = (
+    "math", "code", "science", "legal", "medical", "writing", "chat", "other",
+)  # fmt: skip
+SCAN_CHARS = 256
+"""Characters of the message that the rules read: the start of a prompt usually names its
+topic, and the cost grows with the characters read."""
+CHAT_MAX_WORDS = 12
+"""A message with no keyword and at most this many words counts as ``chat``."""
+
+_WORD = re.compile(r"[a-z]+")
+# Symbols that rarely occur outside their category: code fences and operators, math notation.
+_CODE_MARKERS: tuple[str, ...] = ("```", "def ", "();", "=>", "#include", "</", "::", "!=", "&&")
+_MATH_PATTERN = re.compile(r"[∫∑√π≤≥≠∞^]|\d ?[-+*/=<>] ?\d|\\(?:frac|sqrt)")
+
+_KEYWORDS: dict[str, frozenset[str]] = {
+    "math": frozenset(
+        "equation equations solve integral derivative derivatives calculus algebra algebraic "
+        "geometry theorem prove proof lemma matrix matrices probability polynomial factorial "
+        "arithmetic fraction fractions sum product divisible prime primes triangle circle "
+        "radius angle percent percentage average median multiply divide logarithm sqrt "
+        "integer integers remainder".split()
+    ),
+    "code": frozenset(
+        "code python javascript typescript java rust golang cpp sql function functions class "
+        "method compile compiler bug debug error exception stacktrace api regex script "
+        "programming program implement algorithm array string json html css variable loop "
+        "recursion git docker kubernetes bash shell linux refactor".split()
+    ),
+    "science": frozenset(
+        "physics chemistry biology molecule molecules atom atoms electron quantum energy "
+        "gravity cell cells evolution species reaction chemical photosynthesis dna protein "
+        "planet planets astronomy climate ecosystem experiment hypothesis velocity "
+        "acceleration thermodynamics".split()
+    ),
+    "legal": frozenset(
+        "law laws legal lawyer attorney court contract contracts lawsuit sue liability "
+        "statute regulation regulations copyright trademark patent tenant landlord "
+        "jurisdiction plaintiff defendant clause gdpr".split()
+    ),
+    "medical": frozenset(
+        "doctor medical medicine symptom symptoms disease diagnosis treatment patient "
+        "patients drug drugs dose dosage pain infection cancer diabetes blood surgery "
+        "therapy vaccine clinical pregnancy allergy".split()
+    ),
+    "writing": frozenset(
+        "write essay story poem poems letter email blog article rewrite paraphrase "
+        "summarize summary draft edit proofread slogan lyrics novel character plot tone "
+        "headline outline cover".split()
+    ),
+    "chat": frozenset(
+        "hi hello hey thanks thank bye morning evening joke jokes feel feeling favorite "
+        "opinion recommend advice chat".split()
+    ),
+}
+# Ties go to the earlier category: a keyword of a specialised field outweighs a generic one.
+_ORDER: tuple[str, ...] = ("math", "code", "science", "legal", "medical", "writing", "chat")
+_CATEGORY_OF_WORD: dict[str, str] = {
+    word: name for name in reversed(_ORDER) for word in _KEYWORDS[name]
+}
+"""Each keyword mapped to its category; a word listed twice maps to the earlier category."""
+_ALL_KEYWORDS: frozenset[str] = frozenset(_CATEGORY_OF_WORD)
+
+
+def prompt_category(messages: Sequence[Any]) -> str:
+    """Return the category (one of :data:`CATEGORIES`) of the last user message.
+
+    ``messages`` are OpenAI-style messages, as dicts or objects with ``role`` and ``content``
+    attributes.  A conversation without a user text message is ``other``.
+    """
+    text = _last_user_text(messages)
+    if not text:
+        return "other"
+    return categorize_text(text)
+
+
+def categorize_text(text: str) -> str:
+    """Return the category of ``text``; see the module docstring for the rules."""
+    head = text[:SCAN_CHARS].lower()
+    if any(marker in head for marker in _CODE_MARKERS):
+        return "code"
+    words = _WORD.findall(head)
+    # One set intersection finds the few keywords present; only those are then counted.
+    counts = dict.fromkeys(_ORDER, 0)
+    for word in _ALL_KEYWORDS.intersection(words):
+        counts[_CATEGORY_OF_WORD[word]] += 1
+    if _MATH_PATTERN.search(head):
+        counts["math"] += 2
+    best = max(_ORDER, key=counts.__getitem__)
+    if counts[best] > 0:
+        return best
+    return "chat" if len(words) <= CHAT_MAX_WORDS else "other"
+
+
+def _last_user_text(messages: Sequence[Any]) -> str:
+    for message in reversed(messages):
+        role = _field(message, "role")
+        if role != "user":
+            continue
+        content = _field(message, "content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            return " ".join(_part_text(part) for part in content)
+        return ""
+    return ""
+
+
+def _field(message: Any, name: str) -> Any:
+    if isinstance(message, Mapping):
+        return message.get(name)
+    return getattr(message, name, None)
+
+
+def _part_text(part: Any) -> str:
+    text = part.get("text") if isinstance(part, Mapping) else None
+    return text if isinstance(text, str) else ""
