@@ -20,7 +20,12 @@ from rich.markup import escape
 
 from classifiers.calibrate import calibrate as calibrate_command
 from classifiers.datasets import CONVERTERS, DEFAULT_OUT_DIR, DatasetError, convert
-from classifiers.outcomes import OutcomesError, parse_tier_map, write_outcomes
+from classifiers.outcomes import (
+    OutcomesError,
+    parse_implied_tiers,
+    parse_tier_map,
+    write_outcomes,
+)
 from classifiers.training import DEFAULT_C, TrainConfig, TrainingError
 
 app = typer.Typer(help="Train the prompt classifier and convert public routing data.",
@@ -66,6 +71,9 @@ def train(
     tier_map: Annotated[list[str] | None, typer.Option(
         help="TIER=MODEL, repeatable or comma-separated; without it outcome keys are tiers.")] = None,
     tiers: Annotated[str, typer.Option(help="Tier names, cheapest first.")] = DEFAULT_TIERS,
+    implied_tier: Annotated[list[str] | None, typer.Option(
+        help="TIER=A+B: where TIER is unlabelled, label it with the minimum quality of tiers "
+             "A and B; repeatable.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed for the hold-out draw and solver.")] = 0,
     holdout: Annotated[float, typer.Option(
         help="Fraction of rows without a split to hold out for metrics (0 to 1).")] = 0.0,
@@ -90,6 +98,7 @@ def train(
     try:
         request = TrainRequest(
             data=list(data), out=out, tiers=_split_names(tiers), tier_map=parse_tier_map(tier_map),
+            implied=parse_implied_tiers(implied_tier),
             config=TrainConfig(n_features=n_features, struct_weight=struct_weight, c=c,
                                threshold=threshold, source_power=source_power),
             seed=seed, holdout=holdout, version=version, command=_command_line(),
@@ -154,6 +163,12 @@ def evaluate(
         help="Row weight (rows in its source group)^-POWER: 0 equal rows, 1 equal groups.")] = 0.0,
     train_extra: Annotated[list[Path] | None, typer.Option(
         help="Labelled file added to every training fold and never scored; repeatable.")] = None,
+    implied_tier: Annotated[list[str] | None, typer.Option(
+        help="TIER=A+B: where TIER is unlabelled, label it with the minimum quality of tiers "
+             "A and B; repeatable.")] = None,
+    model: Annotated[Path | None, typer.Option(
+        help="Score with this fixed artifact instead of training; the rows must not be in its "
+             "training data.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write all metrics as JSON.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of the curves (needs matplotlib).")] = None,
 ) -> None:
@@ -162,8 +177,9 @@ def evaluate(
     Example: tierwise evaluate --data var/data/routellm-mmlu.jsonl --tiers mid,frontier
     --tier-map mid=mistralai/Mixtral-8x7B-Instruct-v0.1 --tier-map frontier=gpt-4-1106-preview
     """
+    from classifiers.artifact import ArtifactError, load_artifact
     from classifiers.evaluation import evaluate_records
-    from classifiers.outcomes import read_outcomes
+    from classifiers.outcomes import imply_tiers, read_outcomes
     from classifiers.report import print_evaluation, write_plot
 
     if split not in ("auto", "own", "kfold"):
@@ -171,14 +187,16 @@ def evaluate(
     use_split = None if split == "auto" else split == "own"
     try:
         mapping = parse_tier_map(tier_map) or None
-        records = read_outcomes(data, mapping)
-        extras = read_outcomes(train_extra or [], mapping)
+        implied = parse_implied_tiers(implied_tier)
+        records = imply_tiers(read_outcomes(data, mapping), implied)
+        extras = imply_tiers(read_outcomes(train_extra or [], mapping), implied)
         config = TrainConfig(c=c, source_power=source_power)
+        scorer = load_artifact(model) if model is not None else None
         with _console.status("evaluating") as status:
             result = evaluate_records(records, _split_names(tiers), folds=folds, seed=seed,
                                       use_split=use_split, config=config, extra_train=extras,
-                                      progress=lambda text: status.update(text))
-    except (OutcomesError, TrainingError, ValueError) as exc:
+                                      scorer=scorer, progress=lambda text: status.update(text))
+    except (OutcomesError, TrainingError, ArtifactError, ValueError) as exc:
         raise _fail(str(exc)) from None
     result["command"] = _command_line()
     print_evaluation(result, Console())

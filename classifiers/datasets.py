@@ -10,6 +10,7 @@ them at run time.  Each converter reads the folder layout described in the folde
 | routellm-mmlu   | routellm-evals          | Apache-2.0  | Mixtral-8x7B-Instruct, GPT-4-1106        |
 | routellm-gsm8k  | routellm-evals          | Apache-2.0  | Mixtral-8x7B-Instruct, GPT-4-1106        |
 | gsm8k-openai    | gsm8k-openai            | MIT         | four GPT-3 systems, Mixtral, GPT-4-1106  |
+| routerarena     | routerarena-cached      | Apache-2.0  | Claude 3 Haiku, Gemini 2.0 Flash, USD    |
 
 The public data folder is found through ``TIERWISE_SHARED_DATA``; its default is the
 ``shared/data`` folder beside the repository checkout.
@@ -110,11 +111,34 @@ def gsm8k_openai_records(source: Path) -> Iterator[dict[str, Any]]:
         }
 
 
+def routerarena_records(source: Path) -> Iterator[dict[str, Any]]:
+    """Yield RouterArena records (78 benchmark sources) from ``tidy/routerarena.csv``.
+
+    Quality is RouterArena's 0-1 score (METEOR for translation and NarrativeQA, else
+    mostly 0/1), and ``cost_usd`` its recorded inference cost.  Prompts include
+    RouterArena's task instruction and answer-format request, as they were sent.
+    """
+    rows = _read_csv(source / "tidy" / "routerarena.csv")
+    models = [key.removesuffix("|score") for key in (rows[0] if rows else {}) if key.endswith("|score")]
+    seen: set[str] = set()
+    for row in rows:
+        if row["question"] in seen:
+            continue
+        seen.add(row["question"])
+        yield {
+            "id": f"routerarena/{row['global_index']}",
+            "prompt": row["question"],
+            "outcomes": {m: _routerarena_outcome(row, m) for m in models if row[f"{m}|score"] != ""},
+            "source": f"routerarena/{row['source']}",
+        }
+
+
 CONVERTERS: dict[str, tuple[str, Callable[[Path], Iterator[dict[str, Any]]]]] = {
     "routerbench": ("routerbench-subset", routerbench_records),
     "routellm-mmlu": ("routellm-evals", routellm_mmlu_records),
     "routellm-gsm8k": ("routellm-evals", routellm_gsm8k_records),
     "gsm8k-openai": ("gsm8k-openai", gsm8k_openai_records),
+    "routerarena": ("routerarena-cached", routerarena_records),
 }
 
 
@@ -147,6 +171,16 @@ def _routerbench_outcome(row: dict[str, str], model: str) -> dict[str, float]:
     cost = row.get(f"{model}|total_cost", "")
     if cost:
         outcome["cost_usd"] = float(cost)
+    return outcome
+
+
+def _routerarena_outcome(row: dict[str, str], model: str) -> dict[str, float]:
+    outcome = {"quality": float(row[f"{model}|score"])}
+    for field_name, key in (("cost_usd", "cost_usd"), ("input_tokens", "tokens_in"),
+                            ("output_tokens", "tokens_out")):
+        value = row.get(f"{model}|{field_name}", "")
+        if value:
+            outcome[key] = float(value)
     return outcome
 
 

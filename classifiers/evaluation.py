@@ -28,6 +28,7 @@ from sklearn.model_selection import KFold
 from classifiers.conversation import STRUCTURAL_FEATURES
 from classifiers.metrics import aiq, cost_share_for, routellm_metrics, tier_metrics, upper_hull
 from classifiers.outcomes import LabelledPrompt, conversation_key
+from classifiers.scorer import Scorer
 from classifiers.trainer import merge_duplicates
 from classifiers.training import (
     ConversationFeaturizer,
@@ -54,19 +55,25 @@ def evaluate_records(records: Sequence[LabelledPrompt], tiers: Sequence[str], *,
                      folds: int = 5, seed: int = 0, use_split: bool | None = None,
                      config: TrainConfig | None = None,
                      extra_train: Sequence[LabelledPrompt] = (),
+                     scorer: Scorer | None = None,
                      progress: Progress = lambda _: None) -> dict[str, Any]:
     """Return routing metrics of the classifier and the baselines on held-out rows.
 
     ``use_split`` None means: the file's own split when it has test rows, else k folds.
     ``extra_train`` rows join every training fold and are never scored.  An extra row
-    whose conversation also occurs in ``records`` is dropped, so it cannot leak.
+    whose conversation also occurs in ``records`` is dropped, so it cannot leak.  With
+    ``scorer``, that fixed model scores the rows instead (see ``fixed_model_predictions``).
     """
     config = config or TrainConfig()
     evaluated = merge_duplicates(records)
     extras = _without_overlap(merge_duplicates(extra_train), evaluated)
-    predictions = held_out_predictions(evaluated, tiers, folds=folds, seed=seed,
-                                       use_split=use_split, config=config, extra_train=extras,
-                                       progress=progress)
+    if scorer is not None:
+        predictions = fixed_model_predictions(evaluated, tiers, scorer, folds=folds, seed=seed,
+                                              use_split=use_split, config=config)
+    else:
+        predictions = held_out_predictions(evaluated, tiers, folds=folds, seed=seed,
+                                           use_split=use_split, config=config, extra_train=extras,
+                                           progress=progress)
     result: dict[str, Any] = {"seed": seed, "mode": predictions.mode, "tiers": list(tiers),
                               "rows_scored": len(predictions.records),
                               "extra_train_rows": len(extras)}
@@ -111,6 +118,34 @@ def held_out_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[str]
     scored_records = [r for r, keep in zip(everything, scored) if keep]
     mode = "own split" if own_split else f"{folds}-fold"
     return Predictions(scored_records, {"classifier": classifier[scored], "prompt-length": length[scored]}, mode)
+
+
+def fixed_model_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[str],
+                            scorer: Scorer, *, folds: int, seed: int, use_split: bool | None,
+                            config: TrainConfig) -> Predictions:
+    """Score ``records`` with a fixed model, beside a prompt-length baseline fitted on them.
+
+    The scored rows are the file's test split (unless ``use_split`` is False) or all rows.
+    The length baseline is cross-fitted on those rows with k folds, so it has seen the
+    file's own distribution while the fixed model may not have; that favours the baseline.
+    The rows must not be in the fixed model's training data, which is not checked here.
+    """
+    has_split = any(r.split == "test" for r in records)
+    own_split = has_split if use_split is None else use_split
+    rows = [r for r in records if r.split == "test"] if own_split else list(records)
+    missing = [t for t in tiers if t not in scorer.tiers]
+    if missing:
+        raise ValueError(f"the model has no tier {missing[0]!r}; its tiers are {', '.join(scorer.tiers)}")
+    classifier = np.array([[scorer.score(r.messages)[t] for t in tiers] for r in rows])
+    featurizer = ConversationFeaturizer(config.n_features, config.ngram_max, config.struct_weight)
+    struct = featurizer.raw([r.messages for r in rows]).struct
+    labels = label_matrix(rows, tiers, config.threshold)
+    length = np.full(labels.shape, np.nan)
+    for train, test in _splits(rows, folds, seed, own_split=False):
+        length[test] = _length_baseline(struct, labels, train, test, tiers)
+    mode = f"{'test split' if own_split else 'all rows'}, fixed model {scorer.version}"
+    return Predictions(rows, {"classifier": classifier.reshape(-1, len(tiers)),
+                              "prompt-length": length}, mode)
 
 
 def _without_overlap(extras: Sequence[LabelledPrompt],

@@ -62,6 +62,39 @@ def parse_tier_map(entries: Sequence[str] | None) -> dict[str, str]:
     return mapping
 
 
+def parse_implied_tiers(entries: Sequence[str] | None) -> dict[str, tuple[str, ...]]:
+    """Parse ``["edge=mid+frontier"]`` into ``{"edge": ("mid", "frontier")}``.
+
+    Raises OutcomesError on an entry without ``=`` or without source tiers.
+    """
+    rules: dict[str, tuple[str, ...]] = {}
+    for entry in entries or ():
+        tier, sep, sources = entry.strip().partition("=")
+        names = tuple(name.strip() for name in sources.split("+") if name.strip())
+        if not sep or not tier.strip() or not names:
+            raise OutcomesError(f"invalid implied tier {entry!r}; expected TIER=TIER+TIER, "
+                                "e.g. edge=mid+frontier")
+        rules[tier.strip()] = names
+    return rules
+
+
+def imply_tiers(records: Iterable[LabelledPrompt],
+                rules: Mapping[str, Sequence[str]]) -> list[LabelledPrompt]:
+    """Label each rule's tier, where a record lacks it, with the minimum of its source tiers.
+
+    The rule ``edge=mid+frontier`` assumes a weaker model answers adequately only prompts
+    that both stronger models answer adequately.  That is a proxy, not a measurement: it
+    counts every prompt the stronger models share as easy enough.  A record missing any
+    source tier is left unlabelled for the rule's tier.  Records are changed in place.
+    """
+    result = list(records)
+    for record in result:
+        for tier, sources in rules.items():
+            if tier not in record.quality and all(s in record.quality for s in sources):
+                record.quality[tier] = min(record.quality[s] for s in sources)
+    return result
+
+
 def read_outcomes(
     paths: Iterable[str | Path], tier_map: Mapping[str, str] | None = None
 ) -> list[LabelledPrompt]:

@@ -21,6 +21,7 @@ from classifiers.artifact import save_artifact
 from classifiers.outcomes import (
     LabelledPrompt,
     conversation_key,
+    imply_tiers,
     read_outcomes,
     source_group,
 )
@@ -37,6 +38,7 @@ class TrainRequest:
     out: Path
     tiers: list[str]
     tier_map: dict[str, str] = field(default_factory=dict)
+    implied: dict[str, tuple[str, ...]] = field(default_factory=dict)
     config: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
     holdout: float = 0.0
@@ -111,7 +113,7 @@ def run_training(request: TrainRequest, progress: Progress = lambda _: None) -> 
     """Train on ``request.data``, save the artifact and model card, and report metrics."""
     progress(f"reading {len(request.data)} file(s)")
     raw_records = read_outcomes(request.data, request.tier_map or None)
-    records = merge_duplicates(raw_records)
+    records = imply_tiers(merge_duplicates(raw_records), request.implied)
     train, test = split_records(records, request.holdout, request.seed)
     progress(f"fitting {len(request.tiers)} tier(s) on {len(train)} rows ({len(test)} held out)")
     model = fit_tier_model(train, request.tiers, request.config, request.seed)
@@ -171,6 +173,7 @@ def _training_info(request: TrainRequest, train: Sequence[LabelledPrompt],
             "command": request.command,
             "data_files": [p.name for p in request.data],
             "tier_map": request.tier_map,
+            "implied_tiers": {tier: list(sources) for tier, sources in request.implied.items()},
             "config": {"n_features": request.config.n_features, "ngram_max": request.config.ngram_max,
                        "struct_weight": request.config.struct_weight, "c": request.config.c,
                        "threshold": request.config.threshold,
