@@ -19,27 +19,32 @@ from typing import Any
 
 from router.errors import BudgetExceeded
 from router.policy.schema import Budget
-from router.redis_link import RedisLink
+from router.redis_link import DEFAULT_KEY_PREFIX, RedisLink
 
 FLUSH_INTERVAL_S = 0.2
 DAY_TTL_S = 2 * 86400
 MONTH_TTL_S = 32 * 86400
 
 
-def period_keys(tenant: str, now: float | None = None) -> tuple[str, str]:
+def period_keys(
+    tenant: str, now: float | None = None, prefix: str = DEFAULT_KEY_PREFIX
+) -> tuple[str, str]:
     """Redis keys of the tenant's spend today and this month (UTC).
 
-    The ``{tw:tenant}`` hash tag keeps a tenant's keys in one Redis Cluster slot.
+    The ``{<prefix>:<tenant>}`` hash tag keeps a tenant's keys in one Redis Cluster slot, so
+    the MGET of both works there, while different tenants spread over the slots.
     """
     stamp = time.gmtime(now if now is not None else time.time())
     day = time.strftime("%Y%m%d", stamp)
     month = time.strftime("%Y%m", stamp)
-    return f"{{tw:{tenant}}}:spend:day:{day}", f"{{tw:{tenant}}}:spend:month:{month}"
+    tag = f"{{{prefix}:{tenant}}}"
+    return f"{tag}:spend:day:{day}", f"{tag}:spend:month:{month}"
 
 
 class BudgetLedger:
-    def __init__(self, link: RedisLink | None) -> None:
+    def __init__(self, link: RedisLink | None, prefix: str = DEFAULT_KEY_PREFIX) -> None:
         self.link = link
+        self.prefix = prefix
         self._pending: dict[str, float] = defaultdict(float)
         self._local: dict[str, float] = defaultdict(float)
         self._task: asyncio.Task[None] | None = None
@@ -48,12 +53,12 @@ class BudgetLedger:
         """Add ``usd`` to the tenant's spend; never blocks."""
         if usd <= 0:
             return
-        for key in period_keys(tenant):
+        for key in period_keys(tenant, prefix=self.prefix):
             self._pending[key] += usd
 
     async def spent(self, tenant: str) -> tuple[float, float]:
         """USD spent today and this month, including spend not yet flushed."""
-        day_key, month_key = period_keys(tenant)
+        day_key, month_key = period_keys(tenant, prefix=self.prefix)
         stored = await self._stored([day_key, month_key])
         return (
             stored[0] + self._pending.get(day_key, 0.0),

@@ -4,6 +4,10 @@ Redis is an accelerator here, never a dependency of a request: when it is slow o
 callers get ``None`` or ``False`` quickly and carry on without it.  After
 ``failures_to_open`` consecutive failures the breaker stops calling Redis for
 ``reset_after_s`` seconds, then lets one call through to probe it.
+
+With ``cluster=True`` the URL names one node of a Redis Cluster, and the client discovers
+the others and routes each key to the node that owns its slot.  Every multi-key command
+and script of the gateway uses keys that share a hash tag, so none of them spans slots.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ from typing import Any, TypeVar
 
 import redis.asyncio as redis_asyncio
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 log = structlog.get_logger("tierwise.redis")
 
 T = TypeVar("T")
+
+DEFAULT_KEY_PREFIX = "tw"
+"""Namespace of every Redis key, stream and channel unless TIERWISE_REDIS_KEY_PREFIX is set."""
 
 
 class CircuitBreaker:
@@ -53,16 +60,29 @@ class CircuitBreaker:
             log.warning("redis_circuit_open", error=type(error).__name__)
 
 
-class RedisLink:
-    def __init__(self, url: str, timeout_s: float) -> None:
-        self.url = url
-        self.client = redis_asyncio.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            health_check_interval=0,
-            retry_on_timeout=False,
+def connect(url: str, timeout_s: float, cluster: bool) -> Any:
+    """Return an asyncio client for ``url``: a RedisCluster client when ``cluster`` is set.
+
+    Neither client connects before its first command.
+    """
+    if cluster:
+        return redis_asyncio.RedisCluster.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
+    return redis_asyncio.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=0,
+        retry_on_timeout=False,
+    )
+
+
+class RedisLink:
+    def __init__(self, url: str, timeout_s: float, cluster: bool = False) -> None:
+        self.url = url
+        self.cluster = cluster
+        self.client = connect(url, timeout_s, cluster)
         self.breaker = CircuitBreaker()
 
     @property
@@ -75,7 +95,8 @@ class RedisLink:
             return default
         try:
             result = await operation(self.client)
-        except (RedisError, OSError, TimeoutError) as exc:
+        # RedisClusterException (no node reachable at start) does not derive from RedisError.
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             self.breaker.record_failure(exc)
             return default
         self.breaker.record_success()

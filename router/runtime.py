@@ -21,6 +21,8 @@ from router.policy.schema import Deployment
 from router.policy.store import PolicyStore
 from router.redis_link import RedisLink
 from router.settings import Settings
+from router.shadow.budget import ShadowBudget
+from router.shadow.sampler import ShadowSampler
 from router.upstream.direct import DirectTransport
 from router.upstream.litellm_path import LitellmTransport
 
@@ -67,11 +69,21 @@ class Runtime:
     metrics: GatewayMetrics = field(init=False)
     dashboard: DashboardAggregates = field(init=False)
     evaluation: EvaluationReport = field(init=False)
+    shadow: ShadowSampler = field(init=False)
+    """Runs shadow evaluation jobs; idle unless the policy enables ``shadow``."""
 
     def __post_init__(self) -> None:
         self.metrics = GatewayMetrics(lambda: gateway_state(self))
         self.dashboard = DashboardAggregates()
         self.evaluation = EvaluationReport(self.settings.evaluation_report)
+        self.shadow = ShadowSampler(
+            self.direct,
+            self.litellm,
+            self.outcomes,
+            ShadowBudget(self.redis),
+            self.metrics.shadow,
+            self.is_available,
+        )
 
     def unavailable_reason(self, deployment: Deployment) -> str | None:
         if deployment.local_model and self.local_model_status != "ready":
@@ -85,9 +97,14 @@ class Runtime:
     def build(cls, settings: Settings, scorer: Scorer | None = None) -> Runtime:
         """Build every component; raises PolicyError or ArtifactError on bad files."""
         policies = PolicyStore(settings.policy, settings.policy_reload_interval_s)
-        link = RedisLink(settings.redis_url, settings.redis_timeout_s) if settings.redis_url else None
+        link = (
+            RedisLink(settings.redis_url, settings.redis_timeout_s, settings.redis_cluster)
+            if settings.redis_url
+            else None
+        )
+        prefix = settings.redis_key_prefix
         cache: ResponseCache = (
-            RedisCache(link)
+            RedisCache(link, prefix)
             if link is not None
             else MemoryCache(policies.current.policy.cache.max_entries)
         )
@@ -96,11 +113,13 @@ class Runtime:
             policies=policies,
             scorer=scorer or load_scorer(settings),
             cache=cache,
-            outcomes=OutcomeLog(settings.resolved_outcomes_path, link),
+            outcomes=OutcomeLog(
+                settings.resolved_outcomes_path, link, settings.resolved_spool_dir, prefix
+            ),
             direct=DirectTransport(),
             litellm=LitellmTransport(),
             redis=link,
-            budgets=BudgetLedger(link),
+            budgets=BudgetLedger(link, prefix),
         )
 
     async def start(self) -> None:
@@ -117,8 +136,14 @@ class Runtime:
     async def _start_distribution(self, redis_url: str) -> None:
         from router.distribution.watcher import DistributionWatcher
 
+        from router.distribution.keys import DistributionKeys
+
         self.distribution = DistributionWatcher(
-            self, redis_url, connect_timeout_s=self.settings.redis_timeout_s
+            self,
+            redis_url,
+            keys=DistributionKeys(self.settings.redis_key_prefix),
+            connect_timeout_s=self.settings.redis_timeout_s,
+            cluster=self.settings.redis_cluster,
         )
         await self.distribution.start()
 
@@ -154,6 +179,8 @@ class Runtime:
         self.local_model_status = "ready"
 
     async def stop(self) -> None:
+        # Shadow jobs end first, while the outcome log and the transports still work.
+        await self.shadow.stop()
         if self.distribution is not None:
             await self.distribution.stop()
         task = self.extra.pop("local_model_task", None)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The checkout's policies/ folder; container images copy it and set TIERWISE_POLICY.
 BUNDLED_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+# Braces would change the Redis Cluster hash tag of every key, and ':' separates key parts.
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 
 
 class Settings(BaseSettings):
@@ -31,11 +34,25 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("TIERWISE_REDIS_URL", "REDIS_URL", "redis_url")
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="Treat the Redis URL as one node of a Redis Cluster and use a cluster client.",
+    )
+    redis_key_prefix: str = Field(
+        default="tw",
+        description="Namespace of every Redis key, stream and channel, so that gateways of "
+        "two deployments (staging, production) can share one Redis.",
+    )
     data_dir: Path = Field(
         default=Path("var"), description="Folder for the local outcome log when Redis is not set."
     )
     outcomes_path: Path | None = Field(
         default=None, description="Local outcome log (JSONL); <data_dir>/outcomes.jsonl when unset."
+    )
+    outcome_spool_dir: Path | None = Field(
+        default=None,
+        description="Folder where outcome records wait until the Redis stream has them; "
+        "<data_dir>/spool when unset. Keep it across container restarts (an emptyDir volume).",
     )
     policy_reload_interval_s: float = 2.0
     max_body_bytes: int = 4 * 1024 * 1024
@@ -58,6 +75,20 @@ class Settings(BaseSettings):
         description="JSON report of `tierwise evaluate --json` whose cost-quality curve the "
         "dashboard shows.",
     )
+
+    @field_validator("redis_key_prefix")
+    @classmethod
+    def _check_key_prefix(cls, value: str) -> str:
+        if not _KEY_PREFIX.match(value):
+            raise ValueError(
+                f"invalid Redis key prefix {value!r}: use 1 to 32 letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit"
+            )
+        return value
+
+    @property
+    def resolved_spool_dir(self) -> Path:
+        return self.outcome_spool_dir or self.data_dir / "spool"
 
     @property
     def resolved_outcomes_path(self) -> Path:

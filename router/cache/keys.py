@@ -16,14 +16,15 @@ import orjson
 # Fields that do not change the answer's content: delivery format and client bookkeeping.
 DELIVERY_ONLY_FIELDS = frozenset({"model", "stream", "stream_options", "user", "metadata", "store"})
 
-KEY_PREFIX = "tw:cache:"
+KEY_PREFIX = "cache:"
 
 
 def cache_key(tenant: str, deployment_name: str, body: dict[str, Any]) -> str:
     """Derive the cache key of a request body served by ``deployment_name`` for ``tenant``.
 
     The body is serialized with sorted keys, so field order does not matter; message parts,
-    including image URLs and data URIs, are hashed byte for byte.
+    including image URLs and data URIs, are hashed byte for byte.  The key is
+    ``cache:<sha256>``; the Redis store adds the deployment's key prefix in front.
     """
     content = {k: v for k, v in body.items() if k not in DELIVERY_ONLY_FIELDS}
     material = orjson.dumps(

@@ -8,6 +8,9 @@ that passes replaces ``target.scorer`` or the policy store's current policy.  A 
 that fails is logged, reported by :meth:`DistributionWatcher.status` (and so by /readyz),
 and not tried again until the pointer moves or the other kind changes.
 
+In a Redis Cluster, the watcher reads keys through a cluster client and subscribes on the
+node that the URL names: a PUBLISH on any node reaches the subscribers of every node.
+
 Redis errors never stop the gateway: the watcher logs the first one, keeps serving what it
 has, and checks again at the next interval.
 """
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import redis.asyncio as redis_asyncio
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from router.distribution.bundle import Bundle, BundleError
 from router.distribution.keys import KINDS, DistributionKeys, Kind
@@ -83,13 +86,23 @@ class DistributionWatcher:
         keys: DistributionKeys | None = None,
         poll_interval_s: float = POLL_INTERVAL_S,
         connect_timeout_s: float = 1.0,
+        cluster: bool = False,
     ) -> None:
         self.target = target
         self.keys = keys or DistributionKeys()
         self.poll_interval_s = poll_interval_s
-        self.client = redis_asyncio.Redis.from_url(
+        self.client: Any = (
+            redis_asyncio.RedisCluster.from_url(
+                redis_url, socket_timeout=FETCH_TIMEOUT_S, socket_connect_timeout=connect_timeout_s
+            )
+            if cluster
+            else None
+        )
+        self.subscriber = redis_asyncio.Redis.from_url(
             redis_url, socket_timeout=FETCH_TIMEOUT_S, socket_connect_timeout=connect_timeout_s
         )
+        if self.client is None:
+            self.client = self.subscriber
         self.states: dict[Kind, KindState] = {kind: KindState() for kind in KINDS}
         self._locks: dict[Kind, asyncio.Lock] = {kind: asyncio.Lock() for kind in KINDS}
         self._tasks: list[asyncio.Task[None]] = []
@@ -120,6 +133,8 @@ class DistributionWatcher:
                 log.warning("distribution_task_not_stopped", task=task.get_name())
         self._tasks = []
         await self.client.aclose()
+        if self.subscriber is not self.client:
+            await self.subscriber.aclose()
 
     def status(self) -> dict[str, Any]:
         """Return the state of each kind, with the version serving now, for /readyz."""
@@ -138,7 +153,7 @@ class DistributionWatcher:
         async with self._locks[kind]:
             try:
                 await self._check(kind)
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 self._record_error(kind, f"Redis failed ({type(exc).__name__})")
 
     async def _check(self, kind: Kind) -> None:
@@ -212,7 +227,7 @@ class DistributionWatcher:
     async def _listen(self) -> None:
         delay = RECONNECT_FIRST_S
         while not self._stopping.is_set():
-            pubsub = self.client.pubsub()
+            pubsub = self.subscriber.pubsub()
             try:
                 await pubsub.subscribe(self.keys.channel)
                 delay = RECONNECT_FIRST_S

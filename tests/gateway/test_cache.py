@@ -334,5 +334,6 @@ async def test_unreachable_redis_still_serves(kit: GatewayKit) -> None:
     assert ready.json()["redis"] == "degraded"
     assert ready.json()["status"] == "degraded"
     # Records wait in the local spool until Redis answers again.
-    spool = gateway.runtime.outcomes.spool_path
-    assert len(spool.read_bytes().splitlines()) == 2
+    spool = list(gateway.runtime.outcomes.spool_dir.glob("outcomes-*.jsonl"))
+    assert len(spool) == 1
+    assert len(spool[0].read_bytes().splitlines()) == 2

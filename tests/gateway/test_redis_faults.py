@@ -111,13 +111,13 @@ async def test_paused_redis_degrades_to_misses_and_loses_no_outcome(
             sent.append(response.headers["x-request-id"])
         await gateway.runtime.outcomes.flush()
         ready = (await gateway.client.get("/readyz")).json()
-        spooled = gateway.runtime.outcomes.spool_path.exists()
+        spooled = gateway.runtime.outcomes.undelivered_bytes > 0
 
         private_redis.signal(signal.SIGCONT)
         await asyncio.sleep(0.1)
         # The breaker lets a probe through after its reset interval; then the spool drains.
         deadline = time.monotonic() + 15
-        while gateway.runtime.outcomes.spool_path.exists() and time.monotonic() < deadline:
+        while gateway.runtime.outcomes.undelivered_bytes and time.monotonic() < deadline:
             await gateway.runtime.outcomes.flush()
             await asyncio.sleep(0.25)
 
@@ -138,8 +138,9 @@ async def test_gateway_starts_and_serves_with_redis_down(kit: GatewayKit, tmp_pa
         response = await gateway.chat(chat_body("Hello while Redis is down.", temperature=0))
         ready = (await gateway.client.get("/readyz")).json()
         await gateway.runtime.outcomes.flush()
-        spool = gateway.runtime.outcomes.spool_path
-        spooled = [orjson.loads(line) for line in spool.read_bytes().splitlines()]
+        spool_dir = gateway.runtime.outcomes.spool_dir
+        lines = b"".join(path.read_bytes() for path in spool_dir.glob("outcomes-*.jsonl"))
+        spooled = [orjson.loads(line) for line in lines.splitlines()]
 
     assert response.status_code == 200
     assert ready["redis"] == "degraded"
@@ -161,7 +162,7 @@ async def test_killed_redis_records_arrive_after_restart(
         await gateway.runtime.outcomes.flush()
         private_redis.start()
         deadline = time.monotonic() + 15
-        while gateway.runtime.outcomes.spool_path.exists() and time.monotonic() < deadline:
+        while gateway.runtime.outcomes.undelivered_bytes and time.monotonic() < deadline:
             await gateway.runtime.outcomes.flush()
             await asyncio.sleep(0.25)
 
