@@ -61,3 +61,16 @@ def test_convert_rejects_unknown_name() -> None:
 def test_convert_rejects_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="folder not found"):
         convert("routerbench", tmp_path / "absent")
+
+
+def test_routerarena_has_two_models_with_costs() -> None:
+    _folder("routerarena-cached")
+    records = list(convert("routerarena"))
+    assert len(records) == 809
+    first = records[0]
+    assert set(first["outcomes"]) == {"claude-3-haiku-20240307", "gemini-2.0-flash-001"}
+    assert first["source"].startswith("routerarena/")
+    outcome = first["outcomes"]["gemini-2.0-flash-001"]
+    assert 0.0 <= outcome["quality"] <= 1.0
+    assert outcome["cost_usd"] > 0
+    assert outcome["tokens_in"] > 0

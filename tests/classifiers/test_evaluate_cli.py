@@ -125,3 +125,51 @@ def test_evaluate_writes_plot(tmp_path: Path) -> None:
     result = runner.invoke(evaluate_app, ["--data", str(data), "--folds", "2", "--plot", str(plot)])
     assert result.exit_code == 0, result.output
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_evaluate_fixed_model_scores_all_rows(tmp_path: Path) -> None:
+    train_data = tmp_path / "train.jsonl"
+    data = tmp_path / "other.jsonl"
+    _write_generated(train_data, ("edge", "mid", "frontier"))
+    _write_generated(data, ("edge", "mid", "frontier"), rows=120)
+    model = tmp_path / "model"
+    trained = runner.invoke(app, ["train", "--data", str(train_data), "--out", str(model),
+                                  "--version", "2026.01.01-7", "--n-features", "1024"])
+    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "result.json"
+
+    result = runner.invoke(evaluate_app, ["--data", str(data), "--model", str(model),
+                                          "--folds", "3", "--json", str(out)])
+
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["mode"] == "all rows, fixed model 2026.01.01-7"
+    assert metrics["rows_scored"] == 120
+    assert metrics["routellm"]["classifier"]["apgr"] > 0.7
+    assert "prompt-length" in metrics["cost_quality"]
+
+
+def test_evaluate_fixed_model_rejects_unknown_tier(tmp_path: Path) -> None:
+    data = tmp_path / "two.jsonl"
+    _write_generated(data, ("weak", "strong"), rows=30)
+    model = tmp_path / "model"
+    trained = runner.invoke(app, ["train", "--data", str(data), "--out", str(model),
+                                  "--tiers", "weak,strong", "--n-features", "1024"])
+    assert trained.exit_code == 0, trained.output
+
+    result = runner.invoke(evaluate_app, ["--data", str(data), "--model", str(model),
+                                          "--tiers", "weak,frontier"])
+
+    assert result.exit_code == 2
+    assert "the model has no tier 'frontier'; its tiers are weak, strong" in result.output
+
+
+def test_evaluate_fixed_model_reports_missing_artifact(tmp_path: Path) -> None:
+    data = tmp_path / "two.jsonl"
+    _write_generated(data, ("weak", "strong"), rows=30)
+
+    result = runner.invoke(evaluate_app, ["--data", str(data), "--model", str(tmp_path / "none"),
+                                          "--tiers", "weak,strong"])
+
+    assert result.exit_code == 2
+    assert "file not found" in result.output

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from classifiers.outcomes import OutcomesError, parse_tier_map, read_gateway_log, read_outcomes
+from classifiers.outcomes import (
+    LabelledPrompt,
+    OutcomesError,
+    imply_tiers,
+    parse_implied_tiers,
+    parse_tier_map,
+    read_gateway_log,
+    read_outcomes,
+)
 from classifiers.trainer import merge_duplicates, split_records
 
 
@@ -115,3 +123,24 @@ def test_source_weights_balance_groups() -> None:
     # Mean 1, and each group's total weight is the same (2.0).
     assert balanced[:3].sum() == pytest.approx(2.0)
     assert balanced[3] == pytest.approx(2.0)
+
+
+def test_implied_tier_takes_minimum_of_sources() -> None:
+    rules = parse_implied_tiers(["edge=mid+frontier"])
+    both = LabelledPrompt("a", [{"role": "user", "content": "x"}], {"mid": 1.0, "frontier": 0.0})
+    own = LabelledPrompt("b", [{"role": "user", "content": "y"}],
+                         {"edge": 1.0, "mid": 0.0, "frontier": 0.0})
+    partial = LabelledPrompt("c", [{"role": "user", "content": "z"}], {"frontier": 1.0})
+
+    imply_tiers([both, own, partial], rules)
+
+    assert rules == {"edge": ("mid", "frontier")}
+    assert both.quality["edge"] == 0.0
+    assert own.quality["edge"] == 1.0
+    assert "edge" not in partial.quality
+
+
+@pytest.mark.parametrize("entry", ["edge", "edge=", "=mid+frontier", "edge=+"])
+def test_implied_tier_rejects_incomplete_entry(entry: str) -> None:
+    with pytest.raises(OutcomesError, match="invalid implied tier"):
+        parse_implied_tiers([entry])
