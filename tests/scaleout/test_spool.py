@@ -1,0 +1,149 @@
+"""The outcome spool: records are on disk at emit, and a restart delivers them exactly once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from router.outcomes.log import DELIVER_SCRIPT, OutcomeLog, delivered_key, stream_key
+from router.outcomes.spool import claim_orphans
+from router.redis_link import RedisLink
+from tests.scaleout.support import delete_namespace, outcome_record
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """A key prefix of its own, so that parallel runs never share a stream."""
+    name = f"tw-test-{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        delete_namespace(redis_client, name)
+
+
+def request_ids(client: redis.Redis, prefix: str) -> list[str]:
+    entries: Any = client.xrange(stream_key(prefix))
+    return [orjson.loads(fields[b"record"])["request_id"] for _, fields in entries]
+
+
+def spool_files(spool: Path) -> list[Path]:
+    return sorted(spool.glob("outcomes-*.jsonl"))
+
+
+async def test_emit_writes_spool_before_flush(tmp_path: Path, redis_url: str, prefix: str) -> None:
+    outcomes = OutcomeLog(tmp_path / "outcomes.jsonl", RedisLink(redis_url, 5.0),
+                          tmp_path / "spool", prefix)  # fmt: skip
+
+    outcomes.emit(outcome_record("req-1"))
+
+    files = spool_files(tmp_path / "spool")
+    assert len(files) == 1
+    assert [orjson.loads(line)["request_id"] for line in files[0].read_bytes().splitlines()] == [
+        "req-1"
+    ]
+    assert outcomes.undelivered_bytes == files[0].stat().st_size
+    await outcomes.stop()
+    assert spool_files(tmp_path / "spool") == []
+
+
+async def test_emit_without_redis_appends_file_at_once(tmp_path: Path) -> None:
+    outcomes = OutcomeLog(tmp_path / "outcomes.jsonl", None)
+
+    outcomes.emit(outcome_record("req-1"))
+    outcomes.emit(outcome_record("req-2"))
+
+    lines = (tmp_path / "outcomes.jsonl").read_bytes().splitlines()
+    assert [orjson.loads(line)["request_id"] for line in lines] == ["req-1", "req-2"]
+    await outcomes.stop()
+    assert (tmp_path / "outcomes.jsonl").read_bytes().count(b"\n") == 2
+
+
+async def test_killed_writer_spool_delivered_once(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    spool = tmp_path / "spool"
+    command = [sys.executable, "-m", "tests.scaleout.crashing_writer", "--redis-url", redis_url,
+               "--prefix", prefix, "--spool", str(spool), "--delivered", "5", "--spooled", "7"]  # fmt: skip
+    crashed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, timeout=60)
+
+    assert crashed.returncode == -9, crashed.stderr.decode()
+    assert len(request_ids(redis_client, prefix)) == 5
+    assert len(spool_files(spool)) == 1
+
+    restarted = OutcomeLog(tmp_path / "outcomes.jsonl", RedisLink(redis_url, 5.0), spool, prefix)
+    restarted.start()
+    await restarted.flush()
+    await restarted.stop()
+
+    assert request_ids(redis_client, prefix) == [f"{prefix}-{n}" for n in range(12)]
+    assert spool_files(spool) == []
+    assert list(redis_client.scan_iter(match=f"{{{prefix}}}:outcomes:delivered:*")) == []
+
+
+def test_deliver_script_skips_delivered_lines(redis_client: redis.Redis, prefix: str) -> None:
+    lines = [orjson.dumps(outcome_record(f"req-{n}")) for n in range(3)]
+    keys = [stream_key(prefix), delivered_key(prefix, "segment-1")]
+    second_start = len(lines[0]) + 1
+
+    first_end = redis_client.eval(DELIVER_SCRIPT, 2, *keys, 0, 1000, *lines[:2])
+    # A retry of the same batch, then a batch that overlaps it by one line.
+    again_end = redis_client.eval(DELIVER_SCRIPT, 2, *keys, 0, 1000, *lines[:2])
+    last_end = redis_client.eval(DELIVER_SCRIPT, 2, *keys, second_start, 1000, *lines[1:])
+
+    assert first_end == again_end == second_start + len(lines[1]) + 1
+    assert last_end == sum(len(line) + 1 for line in lines)
+    assert request_ids(redis_client, prefix) == ["req-0", "req-1", "req-2"]
+    assert int(redis_client.get(keys[1]) or 0) == last_end
+
+
+async def test_live_segment_is_not_claimed(tmp_path: Path, redis_url: str, prefix: str) -> None:
+    spool = tmp_path / "spool"
+    live = OutcomeLog(tmp_path / "outcomes.jsonl", RedisLink(redis_url, 5.0), spool, prefix)
+    live.emit(outcome_record("req-1"))
+
+    claimed = claim_orphans(spool, own=None)
+
+    assert claimed == []
+    assert len(spool_files(spool)) == 1
+    await live.stop()
+
+
+async def test_torn_tail_delivers_complete_lines(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    complete = b"".join(orjson.dumps(outcome_record(f"req-{n}")) + b"\n" for n in range(2))
+    (spool / "outcomes-20261204T000000-torn.jsonl").write_bytes(complete + b'{"type": "requ')
+
+    outcomes = OutcomeLog(tmp_path / "outcomes.jsonl", RedisLink(redis_url, 5.0), spool, prefix)
+    outcomes.start()
+    await outcomes.flush()
+    await outcomes.stop()
+
+    assert request_ids(redis_client, prefix) == ["req-0", "req-1"]
+    assert spool_files(spool) == []
+
+
+async def test_redis_down_keeps_records_in_spool(tmp_path: Path) -> None:
+    # Port 1 on 127.0.0.1 refuses connections, so every delivery fails at once.
+    outcomes = OutcomeLog(tmp_path / "outcomes.jsonl", RedisLink("redis://127.0.0.1:1/0", 0.2),
+                          tmp_path / "spool", "tw-test-down")  # fmt: skip
+    outcomes.start()
+    outcomes.emit(outcome_record("req-1"))
+    await outcomes.flush()
+    await outcomes.stop()
+
+    files = spool_files(tmp_path / "spool")
+    assert len(files) == 1
+    assert orjson.loads(files[0].read_bytes())["request_id"] == "req-1"
