@@ -23,6 +23,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from router.routing.category import CATEGORIES
+from router.shadow.metrics import ShadowMetrics
 
 if TYPE_CHECKING:
     from router.policy.schema import Policy
@@ -104,6 +105,7 @@ class GatewayMetrics:
         self.registry = CollectorRegistry()
         self._define_request_metrics()
         self._define_money_metrics()
+        self.shadow = ShadowMetrics(self.registry)
         if read_state is not None:
             self.registry.register(_StateCollector(read_state))
         ProcessCollector(registry=self.registry)

@@ -122,6 +122,9 @@ async def _serve(
         key = cache_key(outcome.tenant, served.deployment.name, body)
         await runtime.cache.set(key, orjson.dumps(completion), policy.cache.ttl_s)
     finish(runtime, policy, outcome)
+    if policy.shadow.enabled:
+        # Starts a background task at most; the response below does not wait for it.
+        runtime.shadow.offer(policy, body, outcome, completion)
     return json_response(completion, headers(outcome, decision))
 
 

@@ -10,7 +10,14 @@ import os
 from functools import cached_property
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 TIER_ORDER: tuple[str, ...] = ("edge", "mid", "frontier")
 
@@ -180,6 +187,50 @@ class Tenants(StrictModel):
         return None
 
 
+_CHEAPER_TIERS: list[TierName] = ["edge", "mid"]
+
+
+class ShadowJudge(StrictModel):
+    """The deployment that grades a served answer against the reference answer."""
+
+    deployment: str = Field(min_length=1, description="Name of a deployment of this policy.")
+    max_tokens: int = Field(default=16, gt=0, description="Output limit of the judge's verdict.")
+
+
+class ShadowPolicy(StrictModel):
+    """Shadow evaluation: a sample of cheaper-tier answers is re-asked of the reference tier
+    in the background and graded by a judge; the grades go to the outcome log as labels.
+
+    Only non-streamed, non-cached requests with a text answer are eligible.
+    """
+
+    enabled: bool = False
+    sample_rate: float = Field(default=0.02, ge=0.0, le=1.0, description="Share of eligible requests.")
+    tiers: list[TierName] = Field(default_factory=lambda: _CHEAPER_TIERS.copy(), min_length=1)
+    reference_tier: TierName = "frontier"
+    judge: ShadowJudge | None = None
+    budget_usd_per_day: float = Field(
+        default=5.0, ge=0, description="Cap on reference and judge spend per UTC day, in USD."
+    )
+    concurrency: int = Field(
+        default=2, gt=0, description="Shadow jobs in flight at most; more are dropped."
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="Limit of one whole shadow job.")
+    store_prompts: bool = Field(
+        default=False,
+        description="Keep the judge's messages (which contain the user's prompt) in the label record.",
+    )
+
+    @model_validator(mode="after")
+    def _check_reference(self) -> ShadowPolicy:
+        if self.reference_tier in self.tiers:
+            raise ValueError(
+                f"reference_tier {self.reference_tier!r} is also in tiers; the reference must "
+                "be a tier that the shadowed requests were not served by"
+            )
+        return self
+
+
 class Policy(StrictModel):
     version: Literal[1] = 1
     name: str = "default"
@@ -189,6 +240,27 @@ class Policy(StrictModel):
     cache: CachePolicy = CachePolicy()
     outcomes: OutcomePolicy = OutcomePolicy()
     tenants: Tenants = Tenants()
+    shadow: ShadowPolicy = ShadowPolicy()
+
+    @field_validator("shadow")
+    @classmethod
+    def _check_shadow(cls, value: ShadowPolicy, info: ValidationInfo) -> ShadowPolicy:
+        # Runs after ``tiers`` (fields are validated in order), so the tiers are known here.
+        tiers: dict[str, Tier] = info.data.get("tiers") or {}
+        names = [d.name for tier in tiers.values() for d in tier.deployments]
+        if value.judge is not None and value.judge.deployment not in names:
+            raise ValueError(
+                f"judge.deployment {value.judge.deployment!r} is not a deployment of this "
+                f"policy; expected one of {', '.join(names)}"
+            )
+        if value.enabled and value.judge is None:
+            raise ValueError("judge is missing; set judge.deployment to a deployment of this policy")
+        if value.enabled and value.reference_tier not in tiers:
+            raise ValueError(
+                f"reference_tier {value.reference_tier!r} has no deployments in this policy; "
+                f"expected one of {', '.join(tiers)}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check_names(self) -> Policy:

@@ -1,0 +1,180 @@
+"""Pick finished requests for shadow evaluation and run their jobs in the background.
+
+:meth:`ShadowSampler.offer` is called on the request path after the response is complete;
+it does a few comparisons and at most starts one task, and never raises into the request.
+At most ``shadow.concurrency`` jobs run at once; a sampled request beyond that is dropped,
+not queued, so a burst cannot build a backlog of paid calls.  ``stop`` cancels the jobs
+still running and waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from router.errors import GatewayError
+from router.outcomes.log import OutcomeLog
+from router.outcomes.record import Outcome
+from router.policy.schema import Deployment, Policy
+from router.shadow.budget import ShadowBudget
+from router.shadow.job import (
+    ShadowJobError,
+    ShadowRequest,
+    ShadowResult,
+    label_record,
+    plan_job,
+    run_job,
+)
+from router.shadow.judge import answer_text
+from router.shadow.metrics import ShadowMetrics
+from router.upstream.base import Transport
+from router.upstream.dispatch import Dispatcher
+
+log = structlog.get_logger("tierwise.shadow")
+
+
+class ShadowSampler:
+    """Samples eligible requests and owns the tasks of their shadow jobs."""
+
+    def __init__(
+        self,
+        direct: Transport,
+        litellm: Transport,
+        outcomes: OutcomeLog,
+        budget: ShadowBudget,
+        metrics: ShadowMetrics,
+        is_available: Callable[[Deployment], bool],
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self.direct = direct
+        self.litellm = litellm
+        self.outcomes = outcomes
+        self.budget = budget
+        self.metrics = metrics
+        self.is_available = is_available
+        self._draw = draw
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def running(self) -> int:
+        """The number of shadow jobs in flight."""
+        return len(self._tasks)
+
+    def offer(
+        self, policy: Policy, body: dict[str, Any], outcome: Outcome, completion: dict[str, Any]
+    ) -> None:
+        """Start a shadow job for this finished request when it is eligible and sampled.
+
+        Eligible: served by one of ``shadow.tiers``, not from the cache, not streamed,
+        successful, and the answer has text.
+        """
+        shadow = policy.shadow
+        if not shadow.enabled or outcome.tier not in shadow.tiers or outcome.deployment is None:
+            return
+        if outcome.cache_hit or outcome.stream or outcome.status != 200:
+            return
+        served_answer = answer_text(completion)
+        if served_answer is None or self._draw() >= shadow.sample_rate:
+            return
+        self.metrics.sampled.inc()
+        if len(self._tasks) >= shadow.concurrency:
+            self.metrics.dropped.inc()
+            return
+        request = ShadowRequest(
+            request_id=outcome.request_id,
+            tenant=outcome.tenant,
+            tier=outcome.tier,
+            model=outcome.deployment.name,
+            body=body,
+            served_answer=served_answer,
+            tokens_in=outcome.tokens_in,
+            tokens_out=outcome.tokens_out,
+            policy=policy,
+        )
+        task = asyncio.create_task(self._run(request), name=f"shadow-{request.request_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_idle(self) -> None:
+        """Wait until every job running now has ended; jobs started meanwhile are not awaited."""
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Cancel the running jobs and wait until each has ended.
+
+        A cancelled job keeps its budget reservation, because what it already spent is unknown.
+        """
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self, request: ShadowRequest) -> None:
+        try:
+            await self._evaluate(request)
+        except Exception as exc:  # noqa: BLE001 - a background job ends in a count, never an unobserved task error
+            log.warning("shadow_error", request_id=request.request_id, error=type(exc).__name__)
+            self._fail(request, "internal_error", None)
+
+    async def _evaluate(self, request: ShadowRequest) -> None:
+        shadow = request.policy.shadow
+        try:
+            plan = plan_job(request, self.is_available)
+        except ShadowJobError as exc:
+            self._fail(request, exc.kind, None)
+            return
+        reservation = await self.budget.reserve(plan.estimated_usd, shadow.budget_usd_per_day)
+        if reservation is None:
+            self.metrics.skipped_budget.inc()
+            log.info(
+                "shadow_skipped_budget",
+                request_id=request.request_id,
+                estimated_usd=round(plan.estimated_usd, 8),
+            )
+            return
+        try:
+            async with asyncio.timeout(shadow.timeout_s):
+                result = await run_job(request, plan, Dispatcher(self.direct, self.litellm))
+        except TimeoutError:
+            self._fail(request, "timeout", reservation.usd)
+            return
+        except ShadowJobError as exc:
+            self._fail(request, exc.kind, reservation.usd)
+            return
+        except GatewayError as exc:
+            self._fail(request, exc.code or "upstream_failed", reservation.usd)
+            return
+        await self.budget.settle(reservation, result.cost_usd)
+        self._finish(request, result)
+
+    def _finish(self, request: ShadowRequest, result: ShadowResult) -> None:
+        self.outcomes.emit(result.record)
+        self.metrics.count_done(result.verdict)
+        self.metrics.cost.inc(result.cost_usd)
+        log.info(
+            "shadow",
+            request_id=request.request_id,
+            tenant=request.tenant,
+            tier=request.tier,
+            reference_model=result.record["reference_model"],
+            judge=result.record["judge"],
+            verdict=result.verdict,
+            score=result.record["score"],
+            cost_usd=result.record["cost_usd"],
+        )
+
+    def _fail(self, request: ShadowRequest, kind: str, reserved_usd: float | None) -> None:
+        """Count and record a job that got no verdict.
+
+        Its reservation (``reserved_usd``, None when nothing was reserved) stays charged to
+        the budget, because what the calls spent before failing is not known.
+        """
+        record = label_record(request, None, None, 0.0)
+        record.update(verdict="failed", error=kind, cost_usd=None, reserved_usd=reserved_usd)
+        self.outcomes.emit(record)
+        self.metrics.failed.inc()
+        log.warning("shadow_failed", request_id=request.request_id, tier=request.tier, error=kind)
