@@ -80,7 +80,7 @@ class Runtime:
             self.direct,
             self.litellm,
             self.outcomes,
-            ShadowBudget(self.redis),
+            ShadowBudget(self.redis, self.settings.redis_key_prefix),
             self.metrics.shadow,
             self.is_available,
         )

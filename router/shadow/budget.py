@@ -2,8 +2,9 @@
 
 A job reserves its estimated cost and runs only when the reservation fits under the cap.
 Afterwards it settles, adding the difference between the actual and the reserved cost.
-With Redis the day's total is one key under the ``{tw}`` hash tag, and the check-and-add
-is a Lua script, so replicas sharing the Redis never reserve past the cap together.
+With Redis the day's total is one key under the ``{<prefix>}`` hash tag (``{tw}`` by
+default), and the check-and-add is a Lua script, so replicas sharing the Redis never
+reserve past the cap together.
 Without Redis each process keeps its own total, so the cap applies per process.
 
 NOTE: a job whose actual cost exceeds its reservation overshoots the cap by the difference.
@@ -18,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from router.redis_link import RedisLink
+from router.redis_link import DEFAULT_KEY_PREFIX, RedisLink
 
 log = structlog.get_logger("tierwise.shadow")
 
@@ -37,10 +38,10 @@ return 1
 """
 
 
-def day_key(now: float | None = None) -> str:
-    """The Redis key of today's shadow spend (UTC day)."""
+def day_key(prefix: str = DEFAULT_KEY_PREFIX, now: float | None = None) -> str:
+    """The Redis key of today's shadow spend (UTC day) in the namespace ``prefix``."""
     day = time.strftime("%Y%m%d", time.gmtime(now if now is not None else time.time()))
-    return f"{{tw}}:shadow:spend:day:{day}"
+    return f"{{{prefix}}}:shadow:spend:day:{day}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +55,9 @@ class Reservation:
 class ShadowBudget:
     """Shadow spend per UTC day, in USD, in Redis when ``link`` is set, else in this process."""
 
-    def __init__(self, link: RedisLink | None) -> None:
+    def __init__(self, link: RedisLink | None, prefix: str = DEFAULT_KEY_PREFIX) -> None:
         self.link = link
+        self.prefix = prefix
         self._local: dict[str, float] = {}
 
     async def reserve(self, usd: float, cap_usd: float) -> Reservation | None:
@@ -64,7 +66,7 @@ class ShadowBudget:
         Returns None when it would not, and also when Redis is configured but unreachable,
         because spending without the shared total could pass the cap.
         """
-        key = day_key()
+        key = day_key(self.prefix)
         if self.link is None:
             spent = self._local.get(key, 0.0)
             if spent + usd > cap_usd:
@@ -105,7 +107,7 @@ class ShadowBudget:
 
     async def spent(self) -> float:
         """Today's shadow spend in USD, reservations of running jobs included."""
-        key = day_key()
+        key = day_key(self.prefix)
         if self.link is None:
             return self._local.get(key, 0.0)
         value = await self.link.call(lambda client: client.get(key), None)

@@ -17,7 +17,8 @@ import redis
 
 from classifiers.outcomes import read_gateway_log
 from router.policy.loader import PolicyError, parse_policy
-from router.shadow.budget import day_key
+from router.redis_link import RedisLink
+from router.shadow.budget import ShadowBudget, day_key
 from router.shadow.judge import parse_verdict
 from tests.gateway.conftest import (
     Gateway,
@@ -305,6 +306,36 @@ async def test_shadow_label_feeds_training(kit: GatewayKit, judge: FakeUpstream)
     for prompt in labelled:
         assert prompt.quality == {"edge": pytest.approx(0.8)}
         assert prompt.messages[0]["content"].startswith("Question ")
+
+
+async def test_shadow_budget_replicas_share_cap(shadow_redis_url: str) -> None:
+    links = [RedisLink(shadow_redis_url, 2.0), RedisLink(shadow_redis_url, 2.0)]
+    first, second = (ShadowBudget(link) for link in links)
+    try:
+        reserved = await first.reserve(0.6, cap_usd=1.0)
+        refused = await second.reserve(0.6, cap_usd=1.0)
+        assert reserved is not None
+        await first.settle(reserved, actual_usd=0.1)
+        after_settle = await second.reserve(0.6, cap_usd=1.0)
+        total = await second.spent()
+    finally:
+        for link in links:
+            await link.close()
+
+    assert refused is None
+    assert after_settle is not None
+    assert total == pytest.approx(0.7)
+
+
+async def test_shadow_budget_redis_down_skips() -> None:
+    # Port 1 on 127.0.0.1 refuses connections, so the shared total cannot be read.
+    link = RedisLink("redis://127.0.0.1:1/12", 0.5)
+    try:
+        reservation = await ShadowBudget(link).reserve(0.01, cap_usd=5.0)
+    finally:
+        await link.close()
+
+    assert reservation is None
 
 
 def test_verdict_parser_cases() -> None:
