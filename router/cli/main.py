@@ -10,6 +10,7 @@ import typer
 from router.cli.outcomes import outcomes_app
 from router.cli.policy import policy_app
 from router.cli.publish import publish_classifier_command, publish_policy_command
+from router.cli.usage import usage_command
 
 app = typer.Typer(
     name="tierwise",
@@ -22,6 +23,7 @@ app = typer.Typer(
 app.add_typer(policy_app, name="policy")
 app.add_typer(outcomes_app, name="outcomes")
 policy_app.command("publish")(publish_policy_command)
+app.command("usage")(usage_command)
 
 
 def _mount_classifier_commands() -> None:

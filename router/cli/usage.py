@@ -1,0 +1,246 @@
+"""``tierwise usage``: each tenant's spend today and this month against its budgets.
+
+The gateways keep spend per tenant in Redis under the keys of ``router.budgets.period_keys``
+(UTC day and month), and this command reads the same keys.  Spend that a gateway has not
+flushed yet (every ``router.budgets.FLUSH_INTERVAL_S`` seconds) is not included.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from router.budgets import period_keys
+from router.policy.schema import Policy
+from router.redis_link import DEFAULT_KEY_PREFIX
+
+NO_REDIS_MESSAGE = (
+    "No Redis URL given, so there is no shared spend to read: a gateway without Redis keeps "
+    "usage only in its own process. Ask that gateway with GET /v1/usage (each API key sees "
+    "its own spend), or pass --redis-url (or set TIERWISE_REDIS_URL) to the Redis the "
+    "gateways use."
+)
+# Characters that a SCAN pattern or a Redis Cluster hash tag would read as syntax.
+PREFIX_FORBIDDEN = frozenset("*?[]\\{}")
+SCAN_BATCH = 500
+"""Keys per SCAN call when looking for tenants that the policy does not list."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantUsage:
+    """One tenant's spend and budgets, in USD; a budget of None means no limit."""
+
+    tenant: str
+    day_usd: float
+    month_usd: float
+    day_budget_usd: float | None
+    month_budget_usd: float | None
+
+    @property
+    def day_share(self) -> float | None:
+        """Share of the daily budget used (1.0 is the whole budget), or None without one."""
+        return _share(self.day_usd, self.day_budget_usd)
+
+    @property
+    def month_share(self) -> float | None:
+        """Share of the monthly budget used, or None without a monthly budget."""
+        return _share(self.month_usd, self.month_budget_usd)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the JSON form, shaped like the body of ``GET /v1/usage``."""
+        return {
+            "tenant": self.tenant,
+            "spend_usd": {"day": round(self.day_usd, 8), "month": round(self.month_usd, 8)},
+            "budget_usd": {"day": self.day_budget_usd, "month": self.month_budget_usd},
+            "used": {"day": self.day_share, "month": self.month_share},
+        }
+
+
+def _share(spend: float, budget: float | None) -> float | None:
+    return spend / budget if budget else None
+
+
+def listed_tenants(client: Any, policy: Policy, now: float, prefix: str) -> list[str]:
+    """Return the policy's tenants, then every other tenant with spend this month (sorted).
+
+    Other tenants are API keys that match no policy entry; the gateway names them
+    ``key-<digest prefix>``.  They are found by a SCAN over this month's spend keys.
+    """
+    named = list(policy.tenants.entries)
+    found = set(tenants_with_spend(client, now, prefix)) - set(named)
+    return named + sorted(found)
+
+
+def tenants_with_spend(client: Any, now: float, prefix: str) -> Iterable[str]:
+    """Yield the tenants that have a spend key under ``prefix`` for the month of ``now``."""
+    # NOTE: on a Redis Cluster, SCAN covers only the node of the URL, so unlisted tenants
+    # whose keys live on other nodes are missing; name them with --tenant.
+    # The month key of the tenant "*" is a SCAN pattern for every tenant's month key.
+    pattern = period_keys("*", now, prefix)[1]
+    head, _, tail = pattern.partition("*")
+    for raw in client.scan_iter(match=pattern, count=SCAN_BATCH):
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        yield key[len(head) : len(key) - len(tail)]
+
+
+def read_usage(
+    client: Any, tenants: Sequence[str], policy: Policy, now: float, prefix: str
+) -> list[TenantUsage]:
+    """Read the spend of ``tenants`` for the UTC day and month of ``now`` from Redis.
+
+    One MGET per tenant, in one pipeline, because a tenant's two keys share a Redis Cluster
+    hash tag and the keys of different tenants may not.  Raises ``redis.RedisError``.
+    """
+    pipe = client.pipeline(transaction=False)
+    for tenant in tenants:
+        pipe.mget(list(period_keys(tenant, now, prefix)))
+    replies = pipe.execute() if tenants else []
+    return [
+        _usage_of(tenant, reply, policy) for tenant, reply in zip(tenants, replies, strict=True)
+    ]
+
+
+def _usage_of(tenant: str, reply: Sequence[Any], policy: Policy) -> TenantUsage:
+    day, month = (float(value) if value is not None else 0.0 for value in reply)
+    entry = policy.tenants.entries.get(tenant)
+    budget = entry.budget if entry is not None else None
+    return TenantUsage(
+        tenant=tenant,
+        day_usd=day,
+        month_usd=month,
+        day_budget_usd=budget.usd_per_day if budget is not None else None,
+        month_budget_usd=budget.usd_per_month if budget is not None else None,
+    )
+
+
+def format_table(rows: Sequence[TenantUsage], now: float) -> str:
+    """Return a plain-text table with one line per tenant; money in USD."""
+    stamp = time.gmtime(now)
+    title = (
+        f"Spend in USD on {time.strftime('%Y-%m-%d', stamp)} and in "
+        f"{time.strftime('%Y-%m', stamp)} (UTC), as flushed to Redis by the gateways"
+    )
+    width = max([len("tenant"), *(len(row.tenant) for row in rows)])
+    header = (
+        f"{'tenant':<{width}}  {'today':>12}  {'day budget':>12}  {'used':>7}  "
+        f"{'this month':>12}  {'month budget':>12}  {'used':>7}"
+    )
+    lines = [title, header]
+    for row in rows:
+        lines.append(
+            f"{row.tenant:<{width}}  {row.day_usd:>12.6f}  {_money(row.day_budget_usd):>12}  "
+            f"{_percent(row.day_share):>7}  {row.month_usd:>12.6f}  "
+            f"{_money(row.month_budget_usd):>12}  {_percent(row.month_share):>7}"
+        )
+    if not rows:
+        lines.append("(no tenant has spend this month, and the policy lists no tenants)")
+    return "\n".join(lines)
+
+
+def _money(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def _percent(value: float | None) -> str:
+    return f"{value:.1%}" if value is not None else "-"
+
+
+def format_json(rows: Sequence[TenantUsage], now: float) -> str:
+    stamp = time.gmtime(now)
+    document = {
+        "object": "usage_report",
+        "day": time.strftime("%Y-%m-%d", stamp),
+        "month": time.strftime("%Y-%m", stamp),
+        "tenants": [row.as_dict() for row in rows],
+    }
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
+
+
+def usage_command(
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(help="Show only this tenant (repeatable); default: every tenant."),
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar=["TIERWISE_REDIS_URL", "REDIS_URL"], help="Redis URL that the gateways use."
+        ),
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="TIERWISE_POLICY",
+            help="Policy YAML file with the tenants' budgets; the bundled default when unset.",
+        ),
+    ] = None,
+    key_prefix: Annotated[
+        str,
+        typer.Option(
+            envvar="TIERWISE_REDIS_KEY_PREFIX",
+            help="Namespace of the gateways' Redis keys (their TIERWISE_REDIS_KEY_PREFIX).",
+        ),
+    ] = DEFAULT_KEY_PREFIX,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show each tenant's spend today and this month (UTC) against its budgets.
+
+    Lists the policy's tenants and every other API key with spend this month.
+
+    Spend that a gateway has not flushed to Redis yet (its last 0.2 s) is missing.
+
+    Example: tierwise usage --redis-url redis://127.0.0.1:6379/0 --policy policies/default.yaml
+    """
+    if not redis_url:
+        typer.echo(NO_REDIS_MESSAGE, err=True)
+        raise typer.Exit(1)
+    if not key_prefix or PREFIX_FORBIDDEN.intersection(key_prefix):
+        typer.echo(
+            f"Invalid --key-prefix {key_prefix!r}: use the gateways' TIERWISE_REDIS_KEY_PREFIX, "
+            "which contains none of * ? [ ] \\ { }.",
+            err=True,
+        )
+        raise typer.Exit(1)
+    loaded = _load_policy_or_exit(policy)
+    now = time.time()
+    rows = _read_or_exit(redis_url, tenant, loaded, now, key_prefix)
+    typer.echo(format_json(rows, now) if as_json else format_table(rows, now))
+
+
+def _load_policy_or_exit(path: Path | None) -> Policy:
+    from router.policy.loader import PolicyError, load_policy
+    from router.settings import BUNDLED_POLICY
+
+    try:
+        return load_policy(path or BUNDLED_POLICY).policy
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+def _read_or_exit(
+    redis_url: str, tenants: list[str] | None, policy: Policy, now: float, prefix: str
+) -> list[TenantUsage]:
+    import redis
+
+    from router.cli.outcomes import redact_url
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    try:
+        chosen = tenants or listed_tenants(client, policy, now, prefix)
+        return read_usage(client, chosen, policy, now, prefix)
+    except redis.RedisError as exc:
+        typer.echo(
+            f"error: Redis at {redact_url(redis_url)} failed: {exc}. "
+            "Check --redis-url and that Redis is running.",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
