@@ -1,4 +1,5 @@
-"""Fixtures for the scale-out tests: a Redis database of their own and unique stream keys.
+"""Fixtures for the scale-out tests: a Redis database of their own, unique stream keys, and a
+Redis Cluster started for the session.
 
 These tests use database 14 of the Redis at ``$TIERWISE_TEST_REDIS_URL`` (default
 ``redis://127.0.0.1:6379``), so they never meet the gateway tests' database 15.  Streams
@@ -10,11 +11,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
+from tests.scaleout.cluster import missing_tools, running_cluster
 from tests.scaleout.support import SCALEOUT_DB, scaleout_redis_url
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.fixtures import REPLAY_STACK, TierUpstream, write_policy
 from tests.support.redis_check import require_redis
 
 
@@ -45,3 +50,39 @@ def stream_key(redis_client: redis.Redis) -> Iterator[str]:
         yield key
     finally:
         redis_client.delete(key)
+
+
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of one node of a three-master Redis Cluster that this session starts and stops."""
+    missing = missing_tools()
+    if missing:
+        pytest.skip(
+            f"{' and '.join(missing)} not found on PATH: install redis-server and redis-cli "
+            "(Debian: apt-get install redis-server) to run the Redis Cluster tests"
+        )
+    with running_cluster(tmp_path_factory.mktemp("redis-cluster")) as ports:
+        yield f"redis://127.0.0.1:{ports[0]}/0"
+
+
+@pytest.fixture
+def cluster_client(cluster_url: str) -> Iterator[redis.RedisCluster]:
+    client = redis.RedisCluster.from_url(cluster_url, socket_timeout=10)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def fake_policy(tmp_path: Path) -> Iterator[Path]:
+    """A policy whose three tiers are in-process fake upstreams, with the cache on."""
+    fakes = [FakeUpstream(spec.model) for spec in REPLAY_STACK]
+    for fake in fakes:
+        fake.start()
+    try:
+        upstreams = [TierUpstream(spec, fake.base_url) for spec, fake in zip(REPLAY_STACK, fakes)]
+        yield write_policy(tmp_path / "policy.yaml", upstreams)
+    finally:
+        for fake in fakes:
+            fake.stop()

@@ -6,7 +6,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -139,3 +139,26 @@ def exclusive_default_namespace(client: redis.Redis) -> Iterator[None]:
     finally:
         delete_namespace(client, "tw")
         client.eval(_RELEASE_SCRIPT, 1, LOCK_KEY, token)
+
+
+# In-process gateways ------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def in_process_gateway(settings: Any) -> AsyncIterator[Any]:
+    """Run the app of ``settings`` with its lifespan; yield an httpx client bound to it."""
+    import httpx
+
+    from router.app import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            client.app = app  # type: ignore[attr-defined]  # tests read app.state.runtime
+            yield client
+
+
+def cached_chat_body(text: str) -> dict[str, Any]:
+    """Return a chat request that the gateway may cache (temperature 0)."""
+    return {"model": "auto", "messages": [{"role": "user", "content": text}], "temperature": 0}
