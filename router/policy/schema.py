@@ -198,14 +198,18 @@ class ShadowJudge(StrictModel):
 
 
 class ShadowPolicy(StrictModel):
-    """Shadow evaluation: a sample of cheaper-tier answers is re-asked of the reference tier
-    in the background and graded by a judge; the grades go to the outcome log as labels.
+    """Shadow evaluation settings.
 
-    Only non-streamed, non-cached requests with a text answer are eligible.
+    A sample of requests answered by ``tiers`` is asked again of ``reference_tier`` in the
+    background, and the judge grades the served answer against the reference answer.  The
+    grades go to the outcome log as labels.  Only non-streamed, non-cached requests with a
+    text answer are eligible.
     """
 
     enabled: bool = False
-    sample_rate: float = Field(default=0.02, ge=0.0, le=1.0, description="Share of eligible requests.")
+    sample_rate: float = Field(
+        default=0.02, ge=0.0, le=1.0, description="Share of eligible requests."
+    )
     tiers: list[TierName] = Field(default_factory=lambda: _CHEAPER_TIERS.copy(), min_length=1)
     reference_tier: TierName = "frontier"
     judge: ShadowJudge | None = None
@@ -254,7 +258,9 @@ class Policy(StrictModel):
                 f"policy; expected one of {', '.join(names)}"
             )
         if value.enabled and value.judge is None:
-            raise ValueError("judge is missing; set judge.deployment to a deployment of this policy")
+            raise ValueError(
+                "judge is missing; set judge.deployment to a deployment of this policy"
+            )
         if value.enabled and value.reference_tier not in tiers:
             raise ValueError(
                 f"reference_tier {value.reference_tier!r} has no deployments in this policy; "

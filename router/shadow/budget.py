@@ -39,7 +39,7 @@ return 1
 
 
 def day_key(prefix: str = DEFAULT_KEY_PREFIX, now: float | None = None) -> str:
-    """The Redis key of today's shadow spend (UTC day) in the namespace ``prefix``."""
+    """Return the Redis key of today's shadow spend (UTC day) in the namespace ``prefix``."""
     day = time.strftime("%Y%m%d", time.gmtime(now if now is not None else time.time()))
     return f"{{{prefix}}}:shadow:spend:day:{day}"
 

@@ -140,7 +140,7 @@ async def run_job(request: ShadowRequest, plan: ShadowPlan, dispatcher: Dispatch
 
 
 def _call_cost(deployment: Deployment, completion: dict[str, Any], fallback_usd: float) -> float:
-    """The call's cost from its usage, or ``fallback_usd`` when the upstream reported none."""
+    """Price the call from its usage, or return ``fallback_usd`` when the upstream sent none."""
     usage = completion.get("usage")
     if not usage:
         return fallback_usd
@@ -163,6 +163,10 @@ def label_record(
     A parsed score is a ``feedback`` record, which training joins to the request by its id.
     An unparsable verdict or a failed job is a ``shadow`` record with ``score`` None, so no
     reader of feedback mistakes it for a grade.
+
+    NOTE: ``classifiers.outcomes.read_gateway_log`` takes every non-feedback record with a
+    ``request_id`` as the request itself, so a ``shadow`` record hides the request's
+    conversation from it until that reader checks ``type``.
     """
     shadow = request.policy.shadow
     return {

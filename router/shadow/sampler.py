@@ -1,10 +1,10 @@
 """Pick finished requests for shadow evaluation and run their jobs in the background.
 
-:meth:`ShadowSampler.offer` is called on the request path after the response is complete;
-it does a few comparisons and at most starts one task, and never raises into the request.
-At most ``shadow.concurrency`` jobs run at once; a sampled request beyond that is dropped,
-not queued, so a burst cannot build a backlog of paid calls.  ``stop`` cancels the jobs
-still running and waits for them.
+The request path calls :meth:`ShadowSampler.offer` once the response body is built and
+before it is sent.  ``offer`` makes a few comparisons and starts at most one task, and it
+never raises into the request.  At most ``shadow.concurrency`` jobs run at once.  A sampled
+request beyond that is dropped, not queued, so a burst cannot build a backlog of paid
+calls.  ``stop`` cancels the jobs still running and waits for them.
 """
 
 from __future__ import annotations
