@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-STREAM_KEY = "tw:outcomes"
+from router.outcomes.log import STREAM_KEY
 
 
 @dataclass
@@ -52,7 +52,16 @@ class ProofReport:
     converged_at: float | None = None
     versions_after_convergence: Counter[str] = field(default_factory=Counter)
     exported: dict[str, int] = field(default_factory=dict)
+    accepted: int = 0
+    """Attempts whose response the client received in full, or any response from a replica
+    that was not SIGKILLed; each must have exactly one outcome record."""
+    accepted_with_record: int = 0
     lost_on_sigkill: int = 0
+    """Completed attempts on the SIGKILLed replica without a record (must be 0)."""
+    restarted: str | None = None
+    """Name of the process started on the SIGKILLed replica's data folder."""
+    spool_left: int = 0
+    """Spool segment files still on disk after every replica stopped (must be 0)."""
     failures: list[str] = field(default_factory=list)
 
 
@@ -102,12 +111,16 @@ def check_records(
         report.failures.append(f"{request_id}: an outcome record for a request never sent")
     for attempt in report.attempts:
         count = report.records[attempt.request_id]
-        if replicas[attempt.replica].signal_sent == "SIGKILL":
-            report.lost_on_sigkill += int(attempt.completed and count == 0)
-            expected_max = 1
-        else:
-            expected_max = 0 if attempt.status is None else 1
-            if count < expected_max:
+        killed = replicas[attempt.replica].signal_sent == "SIGKILL"
+        # A response cut by the SIGKILL may or may not have left a record; any other
+        # response the client received must have exactly one.
+        accepted = attempt.completed if killed else attempt.status is not None
+        expected_max = 1 if accepted or killed else 0
+        if accepted:
+            report.accepted += 1
+            report.accepted_with_record += int(count == 1)
+            if count == 0:
+                report.lost_on_sigkill += int(killed)
                 report.failures.append(f"{attempt.request_id}: no outcome record")
         if count > expected_max:
             report.failures.append(f"{attempt.request_id}: {count} outcome records")
@@ -153,6 +166,14 @@ def check_export(report: ProofReport, redis_client: Any, workdir: Path, stream_s
         report.failures.append(f"the export is not exactly once: {report.exported}")
 
 
+def check_spools(report: ProofReport, workdir: Path) -> None:
+    """Fail when a replica's spool folder still holds a segment after the run."""
+    left = sorted(workdir.glob("replica-*/spool/outcomes-*.jsonl"))
+    report.spool_left = len(left)
+    for path in left:
+        report.failures.append(f"{path.relative_to(workdir)}: a spool segment was not delivered")
+
+
 def check_convergence_limit(report: ProofReport, limit_s: float) -> None:
     for kind, elapsed in report.convergence_s.items():
         if elapsed is not None and elapsed > limit_s:
@@ -173,8 +194,13 @@ def print_report(report: ProofReport, convergence_limit_s: float) -> None:
         answered = [a for a in mine if a.status is not None]
         print(f"  {name}: {len(mine)} attempts, {len(answered)} answered, "
               f"{sum(a.completed for a in mine)} succeeded")  # fmt: skip
-    print(f"outcome records: {sum(report.records.values())} for {len(report.records)} request ids; "
-          f"{report.lost_on_sigkill} lost in the SIGKILLed replica's buffer")  # fmt: skip
+    print(f"outcome records: {sum(report.records.values())} for {len(report.records)} request ids")
+    print(f"accepted requests: {report.accepted}, with exactly one record: "
+          f"{report.accepted_with_record}; lost by the SIGKILLed replica: "
+          f"{report.lost_on_sigkill}")  # fmt: skip
+    if report.restarted:
+        print(f"restarted on the SIGKILLed replica's spool: {report.restarted}; "
+              f"spool segments left at the end: {report.spool_left}")  # fmt: skip
     for kind, elapsed in report.convergence_s.items():
         duration = "not reached" if elapsed is None else f"{elapsed:.2f} s"
         print(f"rollout of the new {kind}: {duration} (limit {convergence_limit_s:.1f} s)")

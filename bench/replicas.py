@@ -6,18 +6,22 @@ round-robin, every third request streamed, and while requests are in flight it:
 
 1. publishes a new classifier and a new policy, and times until every replica reports
    both in /readyz (new requests wait for that, so later requests test the new versions);
-2. publishes a corrupt classifier, which every replica must reject and report;
+2. publishes a corrupt classifier, which every replica must reject and report, then
+   publishes the good one again (a rollback);
 3. kills the exporter with SIGKILL and starts it again;
-4. sends SIGTERM to one replica and SIGKILL to another.
+4. sends SIGTERM to one replica and SIGKILL to another, and starts a new process on the
+   killed replica's data folder (as Kubernetes restarts a container on the same emptyDir
+   volume), which delivers the killed process's spool and joins the rotation.
 
 The driver acts like a load balancer: a replica that refuses a connection, or closes one
 without a response, is taken out of the rotation and the request is sent to the next one
 under a new request id.  Then the run checks that:
 
 - every request that a replica answered succeeded, except those cut by the SIGKILL;
-- the outcome stream holds exactly one record per request answered by a replica that was
-  not SIGKILLed, and none for a request that no replica answered; the SIGKILLed replica
-  loses the records it had buffered (at most 0.2 s worth), which the report counts;
+- the outcome stream holds exactly one record per accepted request (any response from a
+  replica that was not SIGKILLed, and every complete response from the SIGKILLed one), and
+  none for a request that no replica answered; a response cut by the SIGKILL may have one;
+- no spool segment is left in any replica's data folder;
 - requests sent after the versions converged carry the new versions in their records;
 - the exporter's files hold every stream entry of the run exactly once.
 
@@ -64,6 +68,7 @@ from bench.replica_checks import (
     check_convergence_limit,
     check_export,
     check_records,
+    check_spools,
     check_versions,
     print_report,
     run_records,
@@ -93,32 +98,38 @@ class ProofConfig:
 # Processes -----------------------------------------------------------------------------------
 
 
+def launch_replica(
+    name: str, data_dir: Path, policy: Path, classifier: Path, redis_url: str, workdir: Path
+) -> Replica:
+    """Start one gateway process whose data folder (and so spool folder) is ``data_dir``."""
+    from tests.support.stack import free_port
+
+    port = free_port()
+    log_path = workdir / f"{name}.log"
+    command = [
+        sys.executable, "-m", "router", "serve", "--policy", str(policy), "--port", str(port),
+        "--redis-url", redis_url, "--classifier", str(classifier), "--no-local-model",
+        "--log-format", "json",
+    ]  # fmt: skip
+    env = {**os.environ, "TIERWISE_DATA_DIR": str(data_dir)}
+    with log_path.open("w", encoding="utf-8") as log_file:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env, text=True
+        )
+    return Replica(name, process, f"http://127.0.0.1:{port}", log_path)
+
+
 def start_replicas(
     count: int, policy: Path, classifier: Path, redis_url: str, workdir: Path
 ) -> list[Replica]:
     """Start ``count`` gateway processes at once and wait until each is ready (/readyz)."""
-    from tests.support.stack import free_port, wait_ready
+    from tests.support.stack import wait_ready
 
-    replicas = []
-    for number in range(count):
-        name, port = f"replica-{number}", free_port()
-        log_path = workdir / f"{name}.log"
-        command = [
-            sys.executable, "-m", "router", "serve", "--policy", str(policy), "--port", str(port),
-            "--redis-url", redis_url, "--classifier", str(classifier), "--no-local-model",
-            "--log-format", "json",
-        ]  # fmt: skip
-        env = {**os.environ, "TIERWISE_DATA_DIR": str(workdir / name)}
-        with log_path.open("w", encoding="utf-8") as log_file:
-            process = subprocess.Popen(
-                command,
-                cwd=REPO_ROOT,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                text=True,
-            )
-        replicas.append(Replica(name, process, f"http://127.0.0.1:{port}", log_path))
+    replicas = [
+        launch_replica(f"replica-{n}", workdir / f"replica-{n}", policy, classifier, redis_url,
+                       workdir)  # fmt: skip
+        for n in range(count)
+    ]
     for replica in replicas:
         wait_ready(replica.base, replica.process, replica.log_path)
     return replicas
@@ -283,6 +294,7 @@ class RunState:
     run_id: str
     stream_start: str
     classifier: Path
+    policy_v1: Path
     policy_v2: Path
     report: ProofReport = field(default_factory=ProofReport)
     versions: Versions = field(default_factory=Versions)
@@ -333,6 +345,11 @@ def _steps(state: RunState) -> dict[float, Any]:
             publish_unverified, state.redis_client, bad
         )
         await _check_rejection(state)
+        # Roll back, as an operator would: a replica that starts while the corrupt version is
+        # current rejects it and serves its local file, which is older than the rollout.
+        await asyncio.to_thread(
+            publish_unverified, state.redis_client, state.config.workdir / "classifier-v2"
+        )
 
     async def restart_exporter() -> None:
         assert state.exporter is not None
@@ -346,10 +363,31 @@ def _steps(state: RunState) -> dict[float, Any]:
         signal_replica(state.replicas[1], signal.SIGTERM)
 
     async def kill() -> None:
-        signal_replica(state.replicas[2], signal.SIGKILL)
+        await kill_and_restart(state, state.replicas[2])
 
     return {PUBLISH_AT: publish, BAD_PUBLISH_AT: publish_bad, EXPORTER_KILL_AT: restart_exporter,
             SIGTERM_AT: terminate, SIGKILL_AT: kill}  # fmt: skip
+
+
+async def kill_and_restart(state: RunState, victim: Replica) -> None:
+    """SIGKILL ``victim``, then start a new process on its data folder, as Kubernetes restarts
+    a killed container in the same pod with the same emptyDir volume.
+
+    The new process delivers the spool segment the killed one left, and joins the rotation
+    once it is ready.
+    """
+    from tests.support.stack import wait_ready
+
+    signal_replica(victim, signal.SIGKILL)
+    await asyncio.to_thread(victim.process.wait, 30)
+    config = state.config
+    restarted = launch_replica(
+        f"{victim.name}-restarted", config.workdir / victim.name, state.policy_v1,
+        state.classifier, config.redis_url, config.workdir,
+    )  # fmt: skip
+    await asyncio.to_thread(wait_ready, restarted.base, restarted.process, restarted.log_path)
+    state.replicas.append(restarted)
+    state.report.restarted = restarted.name
 
 
 def _new_version(state: RunState, label: str) -> str:
@@ -416,6 +454,7 @@ def evaluate(state: RunState) -> None:
     check_records(report, replicas, records)
     check_versions(report, state.versions, records)
     check_convergence_limit(report, state.config.convergence_limit_s)
+    check_spools(report, state.config.workdir)
     check_export(report, state.redis_client, state.config.workdir, state.stream_start)
 
 
@@ -467,7 +506,7 @@ def run_proof(config: ProofConfig) -> ProofReport:
         stream_start = newest[0][0].decode() if newest else "0-0"
         replicas = start_replicas(3, policy_v1, classifier, config.redis_url, config.workdir)
         state = RunState(config, replicas, client, uuid.uuid4().hex[:8], stream_start,
-                         classifier, policy_v2)  # fmt: skip
+                         classifier, policy_v1, policy_v2)  # fmt: skip
         try:
             state.exporter = start_exporter(config, _group(state), stream_start, follow=True)
             asyncio.run(drive(state, prompts))

@@ -2,7 +2,8 @@
 
 Three ``tierwise serve`` processes share the test Redis and the replay upstreams.  While
 traffic flows, the run publishes versions, SIGTERMs one replica and SIGKILLs another.  Then
-it checks requests, outcome records, versions and the exporter's files.
+it checks requests, outcome records, versions and the exporter's files.  The SIGKILLed
+replica is restarted on its spool folder, and no accepted request may lose its record.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def test_three_replicas_share_redis(shared_data: Path, redis_url: str, tmp_path:
     report = run_proof(config)
 
     assert report.failures == []
-    answered = {name: 0 for name in ("replica-0", "replica-1", "replica-2")}
+    answered = {name: 0 for name in ("replica-0", "replica-1", "replica-2", "replica-2-restarted")}
     for attempt in report.attempts:
         answered[attempt.replica] += attempt.status is not None
     assert all(count > 0 for count in answered.values()), answered
@@ -37,3 +38,8 @@ def test_three_replicas_share_redis(shared_data: Path, redis_url: str, tmp_path:
     assert report.exported["duplicates"] == 0
     assert report.exported["missing"] == 0
     assert sum(report.records.values()) == len(report.records)
+    assert report.restarted == "replica-2-restarted"
+    assert report.accepted > 0
+    assert report.accepted_with_record == report.accepted
+    assert report.lost_on_sigkill == 0
+    assert report.spool_left == 0
