@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from router.cli.progress import Bars
+    from router.policy.schema import Policy
+    from router.policy.simulate import SimulationResult
 
 policy_app = typer.Typer(
     help="Check and inspect policy files.\n\nExample: tierwise policy check policies/default.yaml",
@@ -101,13 +106,19 @@ def simulate_command(
         Path | None,
         typer.Option(help="The current policy, for a side-by-side comparison."),
     ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Draw no progress bar, even on a terminal.")
+    ] = False,
 ) -> None:
     """Replay logged traffic through a policy and print tier mix, cost and known quality.
 
+    A progress bar is drawn on standard error when it is a terminal, unless --quiet is given.
+
     Example: tierwise policy simulate --policy proposed.yaml --outcomes var/outcomes.jsonl --against policies/default.yaml
     """
+    from router.cli.progress import bars_enabled, progress_bars
     from router.policy.loader import PolicyError, load_policy
-    from router.policy.simulate import load_records, simulate, tier_shift_warnings
+    from router.policy.simulate import tier_shift_warnings
 
     try:
         new = load_policy(policy).policy
@@ -115,18 +126,13 @@ def simulate_command(
     except PolicyError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    try:
-        records, feedback = load_records(outcomes)
-    except (OSError, ValueError) as exc:
-        typer.echo(f"cannot read outcome records from {outcomes}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if not records:
-        typer.echo(f"{outcomes} has no routed request records with scores; nothing to simulate.")
-        raise typer.Exit(1)
-
-    results = {"proposed": simulate(new, records, feedback)}
-    if old is not None:
-        results["current"] = simulate(old, records, feedback)
+    with progress_bars(bars_enabled(quiet)) as bars:
+        records, feedback = _read_outcomes_or_exit(outcomes, bars)
+        policies = {"proposed": new} | ({"current": old} if old is not None else {})
+        results = {
+            name: _simulate_counting(candidate, records, feedback, bars, name)
+            for name, candidate in policies.items()
+        }
     tiers = [name for name, _ in new.ordered_tiers()]
     typer.echo(f"{len(records)} logged requests, {len(feedback)} with feedback")
     typer.echo(f"{'':<16}" + "".join(f"{name:>14}" for name in results))
@@ -144,3 +150,35 @@ def simulate_command(
     if "current" in results:
         for warning in tier_shift_warnings(results["proposed"], results["current"], tiers):
             typer.echo(warning)
+
+
+def _read_outcomes_or_exit(
+    outcomes: Path, bars: Bars
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    from router.policy.simulate import load_records
+
+    reading = bars.add(f"read {outcomes.name}")
+    try:
+        records, feedback = load_records(outcomes)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"cannot read outcome records from {outcomes}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    bars.update(reading, len(records), total=len(records))
+    if not records:
+        typer.echo(f"{outcomes} has no routed request records with scores; nothing to simulate.")
+        raise typer.Exit(1)
+    return records, feedback
+
+
+def _simulate_counting(
+    policy: Policy,
+    records: list[dict[str, Any]],
+    feedback: dict[str, float],
+    bars: Bars,
+    name: str,
+) -> SimulationResult:
+    from router.cli.progress import counting
+    from router.policy.simulate import simulate
+
+    bar = bars.add(f"simulate {name}", total=len(records))
+    return simulate(policy, counting(records, bars, bar), feedback)

@@ -10,6 +10,7 @@ quality figure covers the requests whose simulated tier equals the logged one.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,13 @@ def _usable(record: dict[str, Any]) -> bool:
     return bool(record.get("scores")) and not record.get("cache_hit") and record.get("status") == 200
 
 
-def simulate(policy: Policy, records: list[dict[str, Any]], feedback: dict[str, float]) -> SimulationResult:
-    """Route every record with ``policy`` and add up tiers, cost and known quality."""
+def simulate(
+    policy: Policy, records: Iterable[dict[str, Any]], feedback: dict[str, float]
+) -> SimulationResult:
+    """Route every record with ``policy`` and add up tiers, cost and known quality.
+
+    ``records`` is read once, so it may be a generator (the CLI counts progress with one).
+    """
     result = SimulationResult()
     for record in records:
         result.requests += 1
