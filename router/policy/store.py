@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from pathlib import Path
 
 import structlog
@@ -29,12 +30,14 @@ class PolicyStore:
         self._signature = self._file_signature()
         self._task: asyncio.Task[None] | None = None
 
-    def _file_signature(self) -> tuple[float, int] | None:
+    def _file_signature(self) -> bytes | None:
+        # A digest of the content rather than (mtime, size): copies that keep timestamps, and
+        # two saves of equal size within one tick of the file system's coarse clock, change
+        # neither.  Policy files are a few kilobytes, so reading one per interval is cheap.
         try:
-            stat = self.path.stat()
+            return hashlib.sha256(self.path.read_bytes()).digest()
         except OSError:
             return None
-        return (stat.st_mtime, stat.st_size)
 
     def reload(self) -> bool:
         """Load the file again; return whether a new valid policy was swapped in."""

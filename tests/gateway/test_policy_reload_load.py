@@ -5,6 +5,8 @@ original, a half-written rewrite (valid YAML without ``tiers``), the original ag
 change that points the edge tier at another model on another upstream.  The broken version
 must be rejected and logged, every request must succeed on a model of a valid policy, and
 requests sent after the change was swapped in must use the new model.
+
+A second test changes the file without changing its size or modification time.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -112,9 +115,11 @@ async def running_load(base_url: str) -> AsyncIterator[Load]:
             await asyncio.gather(*workers)
 
 
-async def wait_until(condition: Callable[[], bool | Awaitable[bool]]) -> bool:
-    """Poll ``condition`` every 10 ms for up to ``WAIT_LIMIT_S``; return whether it held."""
-    deadline = time.monotonic() + WAIT_LIMIT_S
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], limit_s: float = WAIT_LIMIT_S
+) -> bool:
+    """Poll ``condition`` every 10 ms for up to ``limit_s``; return whether it held."""
+    deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         result = condition()
         if result if isinstance(result, bool) else await result:
@@ -221,3 +226,30 @@ async def test_reload_under_load_never_fails_a_request(
     assert all(entry["path"] == str(kit.policy_path) for entry in rejections)
     assert any("tiers" in problem for entry in rejections for problem in entry["problems"])
     assert [entry["version"] for entry in reloads] == [store.current.version]
+
+
+async def test_reload_sees_change_with_same_mtime_and_size(kit: GatewayKit) -> None:
+    # Copies that keep timestamps (cp -p, rsync -t, tar) and two saves within one tick of the
+    # file system's coarse clock leave the modification time unchanged.
+    # Thresholds of equal length (0.75 and 0.95) keep the file's size unchanged.
+    document = policy_document(kit.base_urls, thresholds={"edge": 0.75, "mid": 0.6})
+    write_yaml(kit.policy_path, document)
+    before = kit.policy_path.stat()
+    settings = kit.settings(policy_reload_interval_s=RELOAD_INTERVAL_S)
+    async with kit.running(settings=settings) as gateway:
+        store = gateway.runtime.policies
+        first_version = store.current.version
+        # The stub scores every tier 0.9, so an edge threshold of 0.95 sends requests to mid.
+        changed = policy_document(kit.base_urls, thresholds={"edge": 0.95, "mid": 0.6})
+        write_yaml(kit.policy_path, changed)
+        os.utime(kit.policy_path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = kit.policy_path.stat()
+        # Twenty reload intervals: a detected change applies within one or two.
+        reloaded = await wait_until(
+            lambda: store.current.version != first_version, limit_s=20 * RELOAD_INTERVAL_S
+        )
+        response = await gateway.chat(chat_body())
+
+    assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size)
+    assert reloaded
+    assert response.headers["x-tierwise-tier"] == "mid"
