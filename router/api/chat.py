@@ -48,7 +48,7 @@ async def serve_chat(
     runtime: Runtime = request.app.state.runtime
     loaded = runtime.policies.current
     outcome = Outcome(
-        request_id=request.headers.get("x-request-id") or new_request_id(),
+        request_id=header(request, b"x-request-id") or new_request_id(),
         tenant="unidentified",
         requested_model="",
         policy_version=loaded.version,
@@ -68,7 +68,7 @@ async def serve_chat(
             outcome.prompt = body["messages"]
         if tenant.config is not None:
             await runtime.budgets.check(tenant.name, tenant.config.budget)
-        hint = request.headers.get("x-tierwise-min-tier")
+        hint = header(request, b"x-tierwise-min-tier")
         return await _serve(runtime, loaded.policy, body, chat, outcome, tenant, hint)
     except GatewayError as exc:
         outcome.error, outcome.status = exc.code, exc.status
@@ -190,7 +190,7 @@ def _allowed_hint(policy: Policy, hint: str | None) -> str | None:
 
 async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
     """Read and parse the body; raise RequestTooLarge or InvalidRequest."""
-    declared = request.headers.get("content-length")
+    declared = header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
     raw = await request.body()
@@ -255,7 +255,7 @@ def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
     runtime.outcomes.emit(record)
     runtime.budgets.record(outcome.tenant, record["cost_usd"])
     runtime.metrics.observe(record, policy, outcome.category)
-    runtime.dashboard.observe(record)
+    runtime.dashboard.observe(record, outcome.category)
     log.info(
         "request",
         request_id=outcome.request_id,
@@ -271,6 +271,18 @@ def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
         error=outcome.error,
         fallbacks=max(0, len(outcome.attempts) - 1),
     )
+
+
+def header(request: Request, name: bytes) -> str | None:
+    """Return the first value of header ``name`` (lower case, as ASGI servers send names).
+
+    ``request.headers.get`` raises and catches a KeyError for every absent header, which
+    costs more than this scan of the raw list.
+    """
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 def new_request_id() -> str:

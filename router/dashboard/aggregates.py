@@ -114,10 +114,19 @@ class DashboardAggregates:
         self.value: dict[str, ValueTally] = {}
         self.feedback_received = 0
         self.feedback_unmatched = 0
+        self.by_category: dict[str, dict[str, int]] = {}
+        """Requests per prompt category and tier, for requests that were given a tier."""
 
-    def observe(self, record: Mapping[str, Any]) -> None:
-        """Add one finished request's outcome record."""
+    def observe(self, record: Mapping[str, Any], category: str | None = None) -> None:
+        """Add one finished request's outcome record and its prompt category.
+
+        ``category`` is one of ``router.routing.category.CATEGORIES`` (the record does not
+        contain it); a request with a tier but no category counts as ``other``.
+        """
         self.totals.add(record)
+        if record["tier"]:
+            tiers = self.by_category.setdefault(category or "other", {})
+            tiers[record["tier"]] = tiers.get(record["tier"], 0) + 1
         self._minute(int(record["ts"] // 60)).add(record)
         if record["tier"] and record["error"] is None and record["status"] < 400:
             self._remember(record)
@@ -144,13 +153,14 @@ class DashboardAggregates:
         return True
 
     def snapshot(self) -> dict[str, Any]:
-        """Return totals, the per-minute series (oldest first) and value per tier."""
+        """Return totals, per-minute series (oldest first), value per tier, tiers per category."""
         return {
             "uptime_s": self.clock() - self.started_at,
             "totals": self.totals.as_dict(),
             "minutes": self._series(),
             "value": {tier: value.as_dict() for tier, value in self.value.items()},
             "feedback": {"received": self.feedback_received, "unmatched": self.feedback_unmatched},
+            "categories": {name: dict(tiers) for name, tiers in self.by_category.items()},
         }
 
     def _minute(self, minute: int) -> Tally:

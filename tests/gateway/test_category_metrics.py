@@ -1,4 +1,5 @@
-"""Prompt categories and ``tierwise_routed_requests_total{tier, category}`` in ``/metrics``."""
+"""Prompt categories, ``tierwise_routed_requests_total{tier, category}`` and the dashboard's
+tier mix per category."""
 
 from __future__ import annotations
 
@@ -133,6 +134,7 @@ def test_live_gateway_counts_tier_per_category(kit: GatewayKit) -> None:
         # A request that fails before routing has no tier, so it is not counted.
         rejected = client.post("/v1/chat/completions", json=chat_body(model="no-such-model"))
         metrics_text = client.get("/metrics").text
+        dashboard = client.get("/dashboard/data").json()
 
     expected = Counter((tier, category) for _, category, tier in TRAFFIC)
     counts = routed_counts(metrics_text)
@@ -142,6 +144,10 @@ def test_live_gateway_counts_tier_per_category(kit: GatewayKit) -> None:
     assert counts == {key: float(count) for key, count in expected.items()}
     assert {category for _, category in counts} <= set(CATEGORIES)
     assert sum(counts.values()) == len(TRAFFIC)
+    assert dashboard["categories"] == {
+        category: {tier: count for (tier, name), count in expected.items() if name == category}
+        for category in {category for _, category, _ in TRAFFIC}
+    }
 
 
 def _send(client: httpx.Client, prompt: str) -> str:

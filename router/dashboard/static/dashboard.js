@@ -336,12 +336,54 @@
       count(data.feedback.unmatched) + " matched no recent successful request of the same tenant.");
   }
 
+  function fillCategoryTable(data) {
+    const tiers = visibleTiers(data).filter(function (tier) { return tier !== "none"; });
+    const head = document.querySelector("#category-table thead tr");
+    head.replaceChildren();
+    for (const title of ["Category"].concat(tiers, ["Total"])) {
+      const cell = document.createElement("th");
+      cell.textContent = title;
+      head.appendChild(cell);
+    }
+    const body = document.querySelector("#category-table tbody");
+    body.replaceChildren();
+    const categories = Object.keys(data.categories).sort();
+    for (const category of categories) {
+      const counts = data.categories[category];
+      const row = document.createElement("tr");
+      row.setAttribute("data-category", category);
+      const total = tiers.reduce(function (sum, tier) { return sum + (counts[tier] || 0); }, 0);
+      const cells = [category];
+      for (const tier of tiers) {
+        const n = counts[tier] || 0;
+        cells.push(count(n) + (total > 0 ? " (" + percent(n / total) + ")" : ""));
+      }
+      cells.push(count(total));
+      for (const text of cells) {
+        const cell = document.createElement("td");
+        cell.textContent = text;
+        row.appendChild(cell);
+      }
+      body.appendChild(row);
+    }
+    if (categories.length === 0) {
+      const row = document.createElement("tr");
+      const cell = document.createElement("td");
+      cell.colSpan = tiers.length + 2;
+      cell.className = "empty";
+      cell.textContent = "No routed requests yet";
+      row.appendChild(cell);
+      body.appendChild(row);
+    }
+  }
+
   function render(data) {
     fillHeader(data);
     fillCards(data.totals);
     drawTierMix(data);
     drawCost(data);
     drawCache(data);
+    fillCategoryTable(data);
     fillValueTable(data);
     drawEvaluation(data.evaluation);
     document.body.setAttribute("data-loaded", "true");
