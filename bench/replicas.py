@@ -126,8 +126,9 @@ def start_replicas(
     from tests.support.stack import wait_ready
 
     replicas = [
-        launch_replica(f"replica-{n}", workdir / f"replica-{n}", policy, classifier, redis_url,
-                       workdir)  # fmt: skip
+        launch_replica(
+            f"replica-{n}", workdir / f"replica-{n}", policy, classifier, redis_url, workdir
+        )
         for n in range(count)
     ]
     for replica in replicas:
@@ -427,6 +428,7 @@ async def _check_rejection(state: RunState) -> None:
 
 def finish_processes(state: RunState) -> None:
     """Stop the survivors gracefully, stop the exporter, and export what is left."""
+    from tests.scaleout.support import logged_events
     from tests.support.stack import stop_process
 
     for replica in state.replicas:
@@ -434,7 +436,7 @@ def finish_processes(state: RunState) -> None:
             signal_replica(replica, signal.SIGTERM)
     for replica in state.replicas:
         status = replica.process.wait(timeout=60)
-        graceful = '"event": "gateway_stopped"' in replica.log_path.read_text(encoding="utf-8")
+        graceful = "gateway_stopped" in logged_events(replica.log_path)
         if replica.signal_sent == "SIGTERM" and not (graceful and status in (0, -signal.SIGTERM)):
             state.report.failures.append(
                 f"{replica.name} did not shut down cleanly (status {status})"

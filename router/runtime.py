@@ -134,9 +134,8 @@ class Runtime:
         self._log_tiers()
 
     async def _start_distribution(self, redis_url: str) -> None:
-        from router.distribution.watcher import DistributionWatcher
-
         from router.distribution.keys import DistributionKeys
+        from router.distribution.watcher import DistributionWatcher
 
         self.distribution = DistributionWatcher(
             self,

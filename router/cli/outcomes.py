@@ -5,12 +5,10 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
-
-from router.outcomes.log import STREAM_KEY
 
 outcomes_app = typer.Typer(
     help="Export the outcome records that gateways write to Redis.\n\n"
@@ -45,7 +43,25 @@ def export(
     follow: Annotated[
         bool, typer.Option(help="Keep exporting new records until SIGTERM or Ctrl-C.")
     ] = False,
-    stream: Annotated[str, typer.Option(help="Stream key that gateways write to.")] = STREAM_KEY,
+    stream: Annotated[
+        str | None,
+        typer.Option(help="Stream key that gateways write to; {PREFIX}:outcomes when unset."),
+    ] = None,
+    key_prefix: Annotated[
+        str,
+        typer.Option(
+            envvar="TIERWISE_REDIS_KEY_PREFIX",
+            help="Key prefix of the gateways; the stream is {PREFIX}:outcomes.",
+        ),
+    ] = "tw",
+    redis_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--redis-cluster/--no-redis-cluster",
+            envvar="TIERWISE_REDIS_CLUSTER",
+            help="Treat the URL as one node of a Redis Cluster.",
+        ),
+    ] = False,
     start_id: Annotated[
         str,
         typer.Option(help="Where a new group starts: 0 for the whole stream, $ for new records."),
@@ -68,32 +84,36 @@ def export(
     Example: tierwise outcomes export --redis-url redis://127.0.0.1:6379/0 --out var/export
     """
     import redis
+    from redis.exceptions import RedisClusterException
 
     from router.logging_setup import configure_logging
     from router.outcomes.export import ExportError, ExportOptions, OutcomeExporter
+    from router.outcomes.log import stream_key
 
     configure_logging(log_format)
 
     options = ExportOptions(
-        out_dir=out, stream=stream, group=group, consumer=consumer, batch=batch,
-        file_format=file_format, follow=follow, start_id=start_id, claim_idle_ms=claim_idle_ms,
+        out_dir=out, stream=stream or stream_key(key_prefix), group=group, consumer=consumer,
+        batch=batch, file_format=file_format, follow=follow, start_id=start_id,
+        claim_idle_ms=claim_idle_ms,
     )  # fmt: skip
     stop = _StopFlag()
-    client = redis.Redis.from_url(
-        redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=5.0
-    )
+    # A cluster client connects while it is built, so building it can fail too.
+    redis_errors = (redis.RedisError, RedisClusterException)
+    client_class = redis.RedisCluster if redis_cluster else redis.Redis
+    try:
+        client: Any = client_class.from_url(
+            redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=5.0
+        )
+    except redis_errors as exc:
+        raise _redis_failed(redis_url, exc) from None
     try:
         summary = OutcomeExporter(client, options).run(stop.is_set)
     except ExportError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    except redis.RedisError as exc:
-        typer.echo(
-            f"error: Redis at {redact_url(redis_url)} failed: {exc}. "
-            "Check --redis-url and that Redis is running.",
-            err=True,
-        )
-        raise typer.Exit(1) from None
+    except redis_errors as exc:
+        raise _redis_failed(redis_url, exc) from None
     finally:
         client.close()
     typer.echo(
@@ -101,6 +121,15 @@ def export(
         f"({summary.recovered} recovered, {summary.already_exported} already on disk, "
         f"{summary.missing} trimmed before export, {summary.invalid} invalid)"
     )
+
+
+def _redis_failed(url: str, exc: Exception) -> typer.Exit:
+    typer.echo(
+        f"error: Redis at {redact_url(url)} failed: {exc}. "
+        "Check --redis-url and that Redis is running.",
+        err=True,
+    )
+    return typer.Exit(1)
 
 
 class _StopFlag:

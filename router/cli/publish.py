@@ -26,6 +26,21 @@ RedisUrlOption = Annotated[
     str,
     typer.Option(envvar=["TIERWISE_REDIS_URL", "REDIS_URL"], help="Redis URL of the gateways."),
 ]
+KeyPrefixOption = Annotated[
+    str,
+    typer.Option(
+        envvar="TIERWISE_REDIS_KEY_PREFIX",
+        help="Key prefix of the gateways; versions are stored under the hash tag {PREFIX}.",
+    ),
+]
+ClusterOption = Annotated[
+    bool,
+    typer.Option(
+        "--redis-cluster/--no-redis-cluster",
+        envvar="TIERWISE_REDIS_CLUSTER",
+        help="Treat the URL as one node of a Redis Cluster.",
+    ),
+]
 KeepOption = Annotated[
     int, typer.Option(help="Stored versions to keep; older ones are deleted, never the current.")
 ]
@@ -37,6 +52,8 @@ def publish_classifier_command(
     ],
     redis_url: RedisUrlOption,
     keep: KeepOption = 5,
+    key_prefix: KeyPrefixOption = "tw",
+    redis_cluster: ClusterOption = False,
 ) -> None:
     """Verify a classifier artifact, store it in Redis, and make every gateway serve it.
 
@@ -47,6 +64,7 @@ def publish_classifier_command(
     """
     from router.distribution import (
         BundleError,
+        DistributionKeys,
         VerificationError,
         classifier_bundle,
         verify_classifier,
@@ -56,19 +74,22 @@ def publish_classifier_command(
         bundle = classifier_bundle(directory)
     except BundleError as exc:
         raise _fail(str(exc), 2) from None
-    with _redis_session(redis_url) as client:
-        required_tiers = _published_threshold_tiers(client)
+    keys = DistributionKeys(key_prefix)
+    with _redis_session(redis_url, redis_cluster) as client:
+        required_tiers = _published_threshold_tiers(client, keys)
         try:
             verify_classifier(bundle, required_tiers)
         except VerificationError as exc:
             raise _fail(f"{directory}: {exc}", 2) from None
-        _publish(client, bundle, keep)
+        _publish(client, bundle, keep, keys)
 
 
 def publish_policy_command(
     file: Annotated[Path, typer.Argument(help="Policy YAML file.")],
     redis_url: RedisUrlOption,
     keep: KeepOption = 5,
+    key_prefix: KeyPrefixOption = "tw",
+    redis_cluster: ClusterOption = False,
 ) -> None:
     """Validate a policy, store it in Redis, and make every gateway serve it.
 
@@ -76,7 +97,13 @@ def publish_policy_command(
 
     Example: tierwise policy publish policies/default.yaml --redis-url redis://127.0.0.1:6379/0
     """
-    from router.distribution import BundleError, VerificationError, policy_bundle, verify_policy
+    from router.distribution import (
+        BundleError,
+        DistributionKeys,
+        VerificationError,
+        policy_bundle,
+        verify_policy,
+    )
     from router.policy.loader import PolicyError, load_policy
 
     try:
@@ -85,25 +112,36 @@ def publish_policy_command(
         raise _fail(str(exc), 2) from None
     except BundleError as exc:
         raise _fail(str(exc), 2) from None
-    with _redis_session(redis_url) as client:
+    keys = DistributionKeys(key_prefix)
+    with _redis_session(redis_url, redis_cluster) as client:
         try:
-            verify_policy(bundle, _published_classifier_tiers(client))
+            verify_policy(bundle, _published_classifier_tiers(client, keys))
         except VerificationError as exc:
             raise _fail(f"{file}: {exc}", 2) from None
-        _publish(client, bundle, keep)
+        _publish(client, bundle, keep, keys)
 
 
 @contextlib.contextmanager
-def _redis_session(url: str) -> Iterator[Any]:
+def _redis_session(url: str, cluster: bool) -> Iterator[Any]:
     """Yield a Redis client; a Redis error ends the command with exit code 1."""
     import redis
+    from redis.exceptions import RedisClusterException
 
-    client = redis.Redis.from_url(
-        url, socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=5.0
-    )
+    # A cluster client connects while it is built, so building it can fail too.
+    redis_errors = (redis.RedisError, RedisClusterException)
+    client_class = redis.RedisCluster if cluster else redis.Redis
+    try:
+        client: Any = client_class.from_url(
+            url, socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=5.0
+        )
+    except redis_errors as exc:
+        raise _fail(
+            f"Redis at {redact_url(url)} failed: {exc}. Check --redis-url and that Redis is running.",
+            1,
+        ) from None
     try:
         yield client
-    except redis.RedisError as exc:
+    except redis_errors as exc:
         raise _fail(
             f"Redis at {redact_url(url)} failed: {exc}. Check --redis-url and that Redis is running.",
             1,
@@ -112,11 +150,11 @@ def _redis_session(url: str) -> Iterator[Any]:
         client.close()
 
 
-def _publish(client: Any, bundle: Any, keep: int) -> None:
+def _publish(client: Any, bundle: Any, keep: int, keys: Any) -> None:
     from router.distribution import PublishError, publish_bundle
 
     try:
-        result = publish_bundle(client, bundle, keep=keep)
+        result = publish_bundle(client, bundle, keys, keep=keep)
     except PublishError as exc:
         raise _fail(str(exc), 2) from None
     action = "stored and published" if result.stored else "already stored; made current"
@@ -128,30 +166,28 @@ def _publish(client: Any, bundle: Any, keep: int) -> None:
         typer.echo(f"deleted old versions: {', '.join(result.removed)}")
 
 
-def _published_threshold_tiers(client: Any) -> list[str]:
+def _published_threshold_tiers(client: Any, keys: Any) -> list[str]:
     """Return the threshold tiers of the published policy, or [] when none is published."""
     from router.distribution import BundleError, VerificationError, verify_policy
-    from router.distribution.keys import DistributionKeys
     from router.distribution.publish import published_version
     from router.distribution.verify import threshold_tiers
 
     try:
-        bundle = published_version(client, DistributionKeys(), "policy")
+        bundle = published_version(client, keys, "policy")
         return threshold_tiers(verify_policy(bundle)) if bundle is not None else []
     except (BundleError, VerificationError):
         # Gateways keep their last good policy when the published one is broken.
         return []
 
 
-def _published_classifier_tiers(client: Any) -> list[str] | None:
+def _published_classifier_tiers(client: Any, keys: Any) -> list[str] | None:
     """Return the tiers of the published classifier, or None when none is published."""
     from router.distribution import BundleError
     from router.distribution.bundle import MODEL_FILE
-    from router.distribution.keys import DistributionKeys
     from router.distribution.publish import published_version
 
     try:
-        bundle = published_version(client, DistributionKeys(), "classifier")
+        bundle = published_version(client, keys, "classifier")
         if bundle is None:
             return None
         tiers = json.loads(bundle.files[MODEL_FILE])["tiers"]

@@ -45,7 +45,7 @@ DELIVERED_TTL_S = 30 * 86400
 # KEYS: the stream, the segment's delivered offset.  ARGV: the byte offset where the first
 # line starts, the stream's approximate maximum length, then the lines without newlines.
 # Returns the offset after the last line.
-DELIVER_SCRIPT = """
+DELIVER_SCRIPT = f"""
 local done = tonumber(redis.call('GET', KEYS[2]) or '0')
 local offset = tonumber(ARGV[1])
 for i = 3, #ARGV do
@@ -55,10 +55,10 @@ for i = 3, #ARGV do
   end
 end
 if offset > done then
-  redis.call('SET', KEYS[2], offset, 'EX', %d)
+  redis.call('SET', KEYS[2], offset, 'EX', {DELIVERED_TTL_S})
 end
 return offset
-""" % DELIVERED_TTL_S
+"""
 
 
 def stream_key(prefix: str = DEFAULT_KEY_PREFIX) -> str:
@@ -160,7 +160,9 @@ class OutcomeLog:
             own = self._segment.path if self._segment else None
             self._orphans = claim_orphans(self.spool_dir, own)
             if self._orphans:
-                log.info("outcome_spool_found", segments=len(self._orphans), dir=str(self.spool_dir))
+                log.info(
+                    "outcome_spool_found", segments=len(self._orphans), dir=str(self.spool_dir)
+                )
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="outcome-writer")
 
@@ -248,12 +250,14 @@ class OutcomeLog:
             orphan = self._orphans[0]
             if not await self._resume(orphan):
                 return
+            resumed_at = orphan.delivered
             while orphan.undelivered > 0:
                 if not await self._deliver_chunk(orphan):
                     return
             self._orphans.pop(0)
             await self._retire(orphan)
-            log.info("outcome_spool_delivered", segment=orphan.name, bytes=orphan.written)
+            log.info("outcome_spool_delivered", segment=orphan.name, bytes=orphan.written,
+                     resumed_at=resumed_at)  # fmt: skip
 
     async def _resume(self, orphan: Segment) -> bool:
         """Set ``orphan.delivered`` from Redis once; return False when Redis did not answer."""

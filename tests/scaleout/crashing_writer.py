@@ -37,7 +37,9 @@ async def emit_then_die(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--redis-url", required=True)
-    parser.add_argument("--prefix", required=True, help="Redis key prefix, also the request id prefix")
+    parser.add_argument(
+        "--prefix", required=True, help="Redis key prefix, also the request id prefix"
+    )
     parser.add_argument("--spool", type=Path, required=True, help="spool folder")
     parser.add_argument("--delivered", type=int, default=5, help="records flushed before the kill")
     parser.add_argument("--spooled", type=int, default=5, help="records only spooled")

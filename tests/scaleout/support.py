@@ -66,6 +66,19 @@ def exported_rows(out_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def logged_events(log_path: Path) -> list[str]:
+    """Return the ``event`` of every JSON line of a gateway log, skipping other lines."""
+    events = []
+    for line in log_path.read_bytes().splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and "event" in entry:
+            events.append(str(entry["event"]))
+    return events
+
+
 def pending_count(client: redis.Redis, stream: str, group: str) -> int:
     """Return how many entries ``group`` has delivered but not acknowledged."""
     return int(client.xpending(stream, group)["pending"])

@@ -18,8 +18,12 @@ import redis
 
 from classifiers import load_artifact
 from router.budgets import BudgetLedger, period_keys
-from router.distribution import DistributionKeys, DistributionWatcher, classifier_bundle
-from router.distribution import publish_bundle
+from router.distribution import (
+    DistributionKeys,
+    DistributionWatcher,
+    classifier_bundle,
+    publish_bundle,
+)
 from router.outcomes.export import ExportOptions, OutcomeExporter
 from router.outcomes.log import OutcomeLog, stream_key
 from router.policy.store import PolicyStore
@@ -94,7 +98,9 @@ async def test_cluster_budgets_add_up(
     for tenant in ("alpha", "beta", "gamma"):
         day_key, month_key = period_keys(tenant, prefix=prefix)
         assert cluster_client.keyslot(day_key) == cluster_client.keyslot(month_key)
-    slots = {cluster_client.keyslot(period_keys(t, prefix=prefix)[0]) for t in ("alpha", "beta", "gamma")}
+    slots = {
+        cluster_client.keyslot(period_keys(t, prefix=prefix)[0]) for t in ("alpha", "beta", "gamma")
+    }
     assert len(slots) == 3
 
 
@@ -131,7 +137,8 @@ async def test_cluster_publish_reaches_watcher(
     try:
         assert await wait_for_subscriber(watcher, keys.channel)
         bundle = classifier_bundle(make_artifact(tmp_path / "new", "published-2"))
-        result = await asyncio.to_thread(publish_bundle, cluster_client, bundle, keys)
+        # The publisher is typed for redis.Redis; RedisCluster has the same commands used here.
+        result = await asyncio.to_thread(publish_bundle, cluster_client, bundle, keys)  # type: ignore[arg-type]
         deadline = time.monotonic() + 15
         while target.scorer.version != "published-2" and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from router.outcomes.log import STREAM_KEY
-from tests.scaleout.support import exclusive_default_namespace, make_artifact
+from tests.scaleout.support import exclusive_default_namespace, logged_events, make_artifact
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.fixtures import REPLAY_STACK, TierUpstream, write_policy
 from tests.support.scenario import Scenario
@@ -162,4 +162,4 @@ def test_sigterm_drains_stream_and_flushes_outcomes(
     streamed = next(record for record in records if record["request_id"] == streamed_id)
     assert streamed["stream"] is True
     assert streamed["status"] == 200
-    assert '"event": "gateway_stopped"' in log_path.read_text(encoding="utf-8")
+    assert "gateway_stopped" in logged_events(log_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import uuid
@@ -74,7 +75,9 @@ async def test_killed_writer_spool_delivered_once(
     spool = tmp_path / "spool"
     command = [sys.executable, "-m", "tests.scaleout.crashing_writer", "--redis-url", redis_url,
                "--prefix", prefix, "--spool", str(spool), "--delivered", "5", "--spooled", "7"]  # fmt: skip
-    crashed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, timeout=60)
+    crashed = await asyncio.to_thread(
+        subprocess.run, command, check=False, cwd=REPO_ROOT, capture_output=True, timeout=60
+    )
 
     assert crashed.returncode == -9, crashed.stderr.decode()
     assert len(request_ids(redis_client, prefix)) == 5
