@@ -9,7 +9,7 @@ that fails is logged, reported by :meth:`DistributionWatcher.status` (and so by 
 and not tried again until the pointer moves or the other kind changes.
 
 In a Redis Cluster, the watcher reads keys through a cluster client and subscribes on the
-node that the URL names: a PUBLISH on any node reaches the subscribers of every node.
+node that the URL names, because a PUBLISH on any node reaches the subscribers of every node.
 
 Redis errors never stop the gateway: the watcher logs the first one, keeps serving what it
 has, and checks again at the next interval.

@@ -92,7 +92,7 @@ class OutcomeLog:
         self._segment: Segment | None = None
         self._orphans: list[Segment] = []
         self._unspooled: list[bytes] = []
-        """Lines whose local write failed (e.g. a full disk); sent or written at the next flush."""
+        """Lines whose local write failed, e.g. on a full disk, to send or write at the next flush."""
         self._synced = 0
         self._since_wakeup = 0
         self._wakeup = asyncio.Event()
@@ -114,10 +114,10 @@ class OutcomeLog:
         return pending + sum(len(line) for line in self._unspooled)
 
     def emit(self, record: dict[str, Any]) -> None:
-        """Append ``record`` to the local file with one write(); never raises.
+        """Append ``record`` to the local file with one write().
 
-        When the write fails, the record is kept in memory and retried at the next flush,
-        and the failure is logged once until a write succeeds again.
+        A failed write (OSError) is not raised: the record is kept in memory and retried at
+        the next flush, and the failure is logged once until a write succeeds again.
         """
         line = orjson.dumps(record) + b"\n"
         try:
@@ -147,7 +147,8 @@ class OutcomeLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         size = os.fstat(fd).st_size
-        return Segment(self.path, fd, written=size, delivered=size)
+        # Other processes may append to the same file, so it is never truncated.
+        return Segment(self.path, fd, written=size, delivered=size, exclusive=False)
 
     def start(self) -> None:
         """Open the local file, claim spool segments of dead processes, start the writer."""
@@ -260,7 +261,7 @@ class OutcomeLog:
                      resumed_at=resumed_at)  # fmt: skip
 
     async def _resume(self, orphan: Segment) -> bool:
-        """Set ``orphan.delivered`` from Redis once; return False when Redis did not answer."""
+        """Set ``orphan.delivered`` from Redis once; return False when the Redis call failed."""
         if orphan.delivered > 0:
             return True
         key = delivered_key(self.key_prefix, orphan.name)

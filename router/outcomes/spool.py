@@ -15,6 +15,7 @@ Delivered bytes are tracked per segment as a byte offset, at record boundaries; 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -39,6 +40,8 @@ class Segment:
     fd: int
     written: int
     delivered: int = 0
+    exclusive: bool = True
+    """Whether only this process appends, so a failed append may be truncated away."""
 
     @property
     def name(self) -> str:
@@ -49,11 +52,21 @@ class Segment:
         return self.written - self.delivered
 
     def append(self, data: bytes) -> None:
-        """Append ``data`` with one write() in the normal case; raises OSError (e.g. disk full)."""
+        """Append ``data`` with one write() in the normal case; raises OSError (e.g. disk full).
+
+        After a write that stopped part-way, an exclusive segment is truncated back to its
+        last complete line, so that the next line does not start inside a torn one.
+        """
         view = memoryview(data)
-        while view:
-            count = os.write(self.fd, view)
-            view = view[count:]
+        try:
+            while view:
+                count = os.write(self.fd, view)
+                view = view[count:]
+        except OSError:
+            if self.exclusive and len(view) < len(data):
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, self.written)
+            raise
         self.written += len(data)
 
     def fsync(self) -> None:

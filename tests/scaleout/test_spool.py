@@ -150,3 +150,21 @@ async def test_redis_down_keeps_records_in_spool(tmp_path: Path) -> None:
     files = spool_files(tmp_path / "spool")
     assert len(files) == 1
     assert orjson.loads(files[0].read_bytes())["request_id"] == "req-1"
+
+
+async def test_unusable_spool_still_delivers(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    # A file where the spool folder should be makes every spool write fail.
+    blocked = tmp_path / "spool"
+    blocked.write_text("not a folder", encoding="utf-8")
+    outcomes = OutcomeLog(tmp_path / "outcomes.jsonl", RedisLink(redis_url, 5.0), blocked, prefix)
+    outcomes.start()
+
+    outcomes.emit(outcome_record("req-1"))
+    pending = outcomes.undelivered_bytes
+    await outcomes.stop()
+
+    assert pending > 0
+    assert request_ids(redis_client, prefix) == ["req-1"]
+    assert outcomes.undelivered_bytes == 0
