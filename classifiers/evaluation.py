@@ -126,8 +126,9 @@ def fixed_model_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[s
     """Score ``records`` with a fixed model, beside a prompt-length baseline fitted on them.
 
     The scored rows are the file's test split (unless ``use_split`` is False) or all rows.
-    The length baseline is cross-fitted on those rows with k folds, so it has seen the
-    file's own distribution while the fixed model may not have; that favours the baseline.
+    The length baseline is cross-fitted on those rows with k folds.  It has thus seen the
+    file's own distribution, which the fixed model may not have, so the comparison favours
+    the baseline.
     The rows must not be in the fixed model's training data, which is not checked here.
     """
     has_split = any(r.split == "test" for r in records)

@@ -20,6 +20,9 @@ KNOWN_SOURCES: dict[str, tuple[str, str]] = {
                        "Apache-2.0"),
     "gsm8k-openai": (("GSM8K test set with correctness of four GPT-3 systems (6B and 175B, "
                       "fine-tuned or verifier-ranked; openai/grade-school-math)"), "MIT"),
+    "routerarena": (("RouterArena cached results, sub_10 split: 809 prompts from 78 benchmarks "
+                     "with scores of Claude 3 Haiku and Gemini 2.0 Flash (RouteWorks/RouterArena)"),
+                    "Apache-2.0 (repository; the prompts come from the benchmarks it samples)"),
     "gateway-log": ("Tierwise outcome log with user feedback", "your own data"),
 }
 
@@ -74,6 +77,11 @@ def _data_section(training: dict[str, Any]) -> str:
     if tier_map:
         mapping = ", ".join(f"{model} -> {tier}" for model, tier in tier_map.items())
         lines.append(f"\nModels mapped to tiers: {mapping}.")
+    implied = training.get("implied_tiers") or {}
+    for tier, sources in implied.items():
+        lines.append(f"\nWhere no {tier} model was recorded, {tier} is labelled with the lowest "
+                     f"quality of {' and '.join(sources)}: a proxy that assumes the weaker model "
+                     "answers adequately only what the stronger ones both answer adequately.")
     threshold = training.get("config", {}).get("threshold")
     lines.append(f"\nA tier's answer counts as adequate when its quality is >= {threshold}. "
                  "Tiers missing from a record are unlabelled for it (masked), not failures.\n")
@@ -102,7 +110,10 @@ def _evaluations_section(evaluations: list[dict[str, Any]]) -> str:
     lines = ["## Routing evaluation (held-out rows, `evaluate`)\n",
              ("Each evaluation trains new models on its training rows only (the command shows "
               "the files and options) and scores rows that those models never saw. Files "
-              "given with `--train-extra` join every training fold and are never scored.\n")]
+              "given with `--train-extra` join every training fold and are never scored. An "
+              "evaluation whose mode names a fixed model scores with that artifact instead, "
+              "on data it was not trained on; its prompt-length baseline is cross-fitted on "
+              "the scored file itself.\n")]
     for summary in evaluations:
         lines.append(f"### {summary['name']}: {summary['mode']}, seed {summary['seed']}, "
                      f"{summary['rows_scored']} rows\n")
@@ -178,6 +189,7 @@ def _notes_section(metadata: dict[str, Any]) -> str:
         "short coding tasks). Scores on chat traffic far from those are less reliable; "
         "retrain on your own outcome log when you have one.\n"
         "- Probabilities are those of the logistic regressions, not recalibrated.\n"
-        "- The routing evaluations are in-domain: folds or splits of the same benchmark, never "
-        "the same prompt. Expect lower numbers on other prompt distributions.\n"
+        "- Most routing evaluations are in-domain: folds or splits of the same benchmark, never "
+        "the same prompt. A fixed-model evaluation on a benchmark outside the training data "
+        "shows what to expect on other prompt distributions.\n"
     )

@@ -7,10 +7,10 @@ Arena-Hard-Auto v2.0 (Apache-2.0), whose prompts were selected for difficulty: t
 bundled classifier was not trained on Arena-Hard.
 
 The edge tier of the default policy is a 270M-parameter local model, so it should see
-almost none of these.  The bound is at most 3 of 20 (15%): the classifier is a noisy
-estimate, and a few of the prompts (for example an order-of-magnitude estimate) are
-within a small model's reach, but a router that treats short as easy sends most of them
-to edge.
+almost none of these.  The bound is at most 3 of 20 (15%).  The classifier is a noisy
+estimate, and a few of the prompts (an order-of-magnitude estimate, for example) are
+within a small model's reach.  A router that treats short as easy sends most of them to
+edge.
 """
 
 from __future__ import annotations
