@@ -9,13 +9,14 @@ gateway uses as the outcome record's ``request_id``.
 
 During the run Redis is killed with SIGKILL and started again, and paused with SIGSTOP and resumed
 with SIGCONT. A Redis without persistence loses its stream when killed, so a background thread
-keeps a copy of every ``tw:outcomes`` entry. Just before the kill the soak pauses Redis writes
-(``CLIENT PAUSE ... WRITE``) and reads the stream to its end. Writes refused by that pause time
-out in the gateway, which spools them to ``<data dir>/outcomes-spool.jsonl`` like any other.
+keeps a copy of every ``{tw}:outcomes`` entry. Just before the kill the soak pauses Redis writes
+(``CLIENT PAUSE ... WRITE``) and reads the stream to its end. Deliveries blocked by that pause time
+out in the gateway, whose records stay in its spool folder (``<data dir>/spool``) until Redis
+takes them.
 
-At the end the gateway gets SIGTERM (its shutdown flushes queued records). A spool left behind is
-delivered by starting the gateway again on the same data folder and Redis; records still in the
-spool after that are read from the file. Exit status: 0 when every request succeeded and every
+At the end the gateway gets SIGTERM (its shutdown delivers what its spool holds). A spool file
+left behind is delivered by starting the gateway again on the same data folder and Redis;
+records still undelivered after that are read from the files, past the offset Redis stored. Exit status: 0 when every request succeeded and every
 outcome record arrived, 1 otherwise, 2 on a usage or setup error.
 
 Examples (from the repository root):
@@ -53,7 +54,8 @@ if TYPE_CHECKING:
     from bench.replay import Prompt
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STREAM_KEY = "tw:outcomes"
+# The gateway's stream with the default key prefix (router.outcomes.log.stream_key()).
+STREAM_KEY = "{tw}:outcomes"
 FAULT_KINDS = ("kill", "pause")
 # Shares of the traffic mix. The other requests are chat completions with a new prompt.
 FEEDBACK_SHARE = 0.08
@@ -66,8 +68,8 @@ SPOOL_DELIVERY_TIMEOUT_S = 60.0
 # connection at the moment the server closes it gets a reset before the request reaches the app.
 KEEPALIVE_EXPIRY_S = 2.0
 FAILURE_SAMPLES = 20
-# The gateway spools outcome records here, in its data folder, while Redis is away.
-SPOOL_NAME = "outcomes-spool.jsonl"
+# The gateway writes every outcome record here, in its data folder, until Redis has it.
+SPOOL_FOLDER = "spool"
 
 
 Seen = tuple[str, str, bool]
@@ -584,18 +586,22 @@ def stop_gateway(stack: Stack) -> None:
         stack.gateway = None
 
 
+def spool_files(stack: Stack) -> list[Path]:
+    return sorted((stack.data_dir / SPOOL_FOLDER).glob("outcomes-*.jsonl"))
+
+
 def deliver_spool(stack: Stack) -> bool:
     """Start the gateway again until it has sent its spool to Redis; return whether it did."""
-    spool = stack.data_dir / SPOOL_NAME
-    if not spool.exists():
+    if not spool_files(stack):
         return True
-    print(f"a spool was left at {spool}; starting the gateway again to deliver it", flush=True)
+    print(f"spool files were left in {stack.data_dir / SPOOL_FOLDER}; starting the gateway "
+          "again to deliver them", flush=True)  # fmt: skip
     start_gateway(stack)
     deadline = time.monotonic() + SPOOL_DELIVERY_TIMEOUT_S
-    while spool.exists() and time.monotonic() < deadline:
+    while spool_files(stack) and time.monotonic() < deadline:
         time.sleep(0.25)
     stop_gateway(stack)
-    return not spool.exists()
+    return not spool_files(stack)
 
 
 def stop_all(stack: Stack) -> None:
@@ -612,11 +618,21 @@ def stop_all(stack: Stack) -> None:
 # Accounting and report -----------------------------------------------------------------------
 
 
-def read_spool(path: Path) -> list[Seen]:
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    return [seen(json.loads(line)) for line in lines if line.strip()]
+def read_spool(stack: Stack) -> list[Seen]:
+    """Return the records of the spool files that Redis does not have, by its stored offsets."""
+    from router.outcomes.log import delivered_key
+    from router.redis_link import DEFAULT_KEY_PREFIX
+
+    client = stack.redis.client(timeout_s=5.0)
+    records: list[Seen] = []
+    try:
+        for path in spool_files(stack):
+            stored = client.get(delivered_key(DEFAULT_KEY_PREFIX, path.stem))
+            lines = path.read_bytes()[int(stored or 0) :].split(b"\n")
+            records.extend(seen(json.loads(line)) for line in lines if line.strip())
+    finally:
+        client.close()
+    return records
 
 
 def account_records(stream: list[Seen], spool: list[Seen], tally: Tally) -> dict[str, Any]:
@@ -780,7 +796,7 @@ def soak(options: SoakOptions, stack: Stack, prompts: list[Prompt]) -> dict[str,
         delivered = deliver_spool(stack)
         collector.stop()
     collector.drain()
-    spool = [] if delivered else read_spool(stack.data_dir / SPOOL_NAME)
+    spool = [] if delivered else read_spool(stack)
     records = account_records(collector.records, spool, tally)
     return build_report(options, stack, tally, records, traffic_s)
 

@@ -1,7 +1,7 @@
 """Emit outcome records in a process that SIGKILLs itself, for spool recovery tests.
 
 The process emits ``--delivered`` records and flushes them to the stream, emits
-``--spooled`` more without flushing, prints the spool segment's path, and kills itself.
+``--spooled`` more without flushing, prints the spool folder, and kills itself.
 
 Example: python -m tests.scaleout.crashing_writer --redis-url redis://127.0.0.1:6379/14
     --prefix tw-test-1 --spool /tmp/spool --delivered 5 --spooled 7
