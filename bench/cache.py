@@ -11,7 +11,7 @@ distinct traffic-mix prompts:
 The tenant is a hash of the API key, so the second key starts with an empty cache.  Both
 non-streaming and streaming requests are measured (a streamed hit is replayed as chunks).
 Redis runs at ``--redis-url`` (default database 12 of 127.0.0.1:6379); afterwards the
-``tw:cache:*`` keys and the ``tw:outcomes`` stream of that database are deleted.
+``tw:cache:*`` keys and the ``{tw}:outcomes`` stream of that database are deleted.
 
 Run from the repository root:
 
@@ -60,7 +60,7 @@ def clean_redis(url: str) -> int:
     keys = list(client.scan_iter(match="tw:cache:*", count=1000))
     for start in range(0, len(keys), 500):
         client.delete(*keys[start : start + 500])
-    client.delete("tw:outcomes")
+    client.delete("{tw}:outcomes")
     return len(keys)
 
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         removed = clean_redis(args.redis_url)
 
     print(render(rows))
-    print(f"removed {removed} cache keys and tw:outcomes from {args.redis_url}")
+    print(f"removed {removed} cache keys and {{tw}}:outcomes from {args.redis_url}")
     out = RESULTS_DIR / f"cache-{stamp}.json"
     out.write_bytes(orjson.dumps({"prompts": origin, "rows": rows}, option=orjson.OPT_INDENT_2))
     print(f"raw results: {out.relative_to(RESULTS_DIR.parent.parent)}")

@@ -1,6 +1,6 @@
 """Export the outcome stream into date-partitioned files, each record exactly once.
 
-The exporter reads the stream ``tw:outcomes`` through a Redis consumer group and writes
+The exporter reads the stream ``{tw}:outcomes`` through a Redis consumer group and writes
 each batch to ``DIR/date=YYYY-MM-DD/part-<first id>-<last id>.jsonl`` (or ``.parquet``).
 A file is written under a temporary name, fsynced and renamed, and only then are its
 entries acknowledged (XACK).  A crash therefore never acknowledges an entry that is not on
