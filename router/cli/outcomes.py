@@ -75,17 +75,22 @@ def export(
             envvar="TIERWISE_LOG_FORMAT", help="json, console, or auto (console on a terminal)."
         ),
     ] = "auto",
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Draw no progress bar, even on a terminal.")
+    ] = False,
 ) -> None:
     """Copy outcome records from the Redis stream into partitioned files, each exactly once.
 
     Records are acknowledged only after their file is on disk, so a killed export can be
     restarted with the same --group and --consumer and neither loses nor repeats a record.
+    A progress bar is drawn on standard error when it is a terminal, unless --quiet is given.
 
     Example: tierwise outcomes export --redis-url redis://127.0.0.1:6379/0 --out var/export
     """
     import redis
     from redis.exceptions import RedisClusterException
 
+    from router.cli.export_progress import run_with_progress
     from router.logging_setup import configure_logging
     from router.outcomes.export import ExportError, ExportOptions, OutcomeExporter
     from router.outcomes.log import stream_key
@@ -108,7 +113,7 @@ def export(
     except redis_errors as exc:
         raise _redis_failed(redis_url, exc) from None
     try:
-        summary = OutcomeExporter(client, options).run(stop.is_set)
+        summary = run_with_progress(OutcomeExporter(client, options), stop.is_set, quiet)
     except ExportError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
