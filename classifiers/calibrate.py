@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from classifiers.outcomes import LabelledPrompt
+from classifiers.progress import Progress, progress_bar, silent
 from classifiers.training import DEFAULT_C
 
 TIERS = ("edge", "mid", "frontier")
@@ -225,7 +226,8 @@ def matrices(records: Sequence[LabelledPrompt]) -> tuple[np.ndarray, np.ndarray,
 
 def held_out_scores(records: Sequence[LabelledPrompt], classifier: Path | None, *, folds: int,
                     seed: int, use_split: bool | None, c: float, source_power: float,
-                    extra: Sequence[LabelledPrompt]) -> tuple[list[LabelledPrompt], np.ndarray, str]:
+                    extra: Sequence[LabelledPrompt],
+                    progress: Progress = silent) -> tuple[list[LabelledPrompt], np.ndarray, str]:
     """Return the scored rows, their (n, 3) scores and a description of how they were held out."""
     from classifiers.evaluation import _without_overlap, held_out_predictions
     from classifiers.trainer import merge_duplicates
@@ -237,7 +239,7 @@ def held_out_scores(records: Sequence[LabelledPrompt], classifier: Path | None, 
     predictions = held_out_predictions(
         merged, TIERS, folds=folds, seed=seed, use_split=use_split,
         config=TrainConfig(c=c, source_power=source_power),
-        extra_train=_without_overlap(merge_duplicates(extra), merged))
+        extra_train=_without_overlap(merge_duplicates(extra), merged), progress=progress)
     return predictions.records, predictions.routers["classifier"], predictions.mode
 
 
@@ -292,10 +294,12 @@ def calibrate(
     try:
         load_policy(policy)
         mapping = parse_tier_map(tier_map) or None
-        rows, scores, mode = held_out_scores(
-            read_outcomes(data, mapping), classifier, folds=folds, seed=seed,
-            use_split=None if split == "auto" else split == "own", c=c,
-            source_power=source_power, extra=read_outcomes(train_extra or [], mapping))
+        with progress_bar(_console) as progress:
+            rows, scores, mode = held_out_scores(
+                read_outcomes(data, mapping), classifier, folds=folds, seed=seed,
+                use_split=None if split == "auto" else split == "own", c=c,
+                source_power=source_power, extra=read_outcomes(train_extra or [], mapping),
+                progress=progress)
         keep, quality, cost = matrices(rows)
         grid = simulate_grid(scores[keep], quality, cost)
         chosen = pick(grid, target=target_quality, budget_per_1k=budget_per_1k)

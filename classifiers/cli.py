@@ -26,6 +26,7 @@ from classifiers.outcomes import (
     parse_tier_map,
     write_outcomes,
 )
+from classifiers.progress import progress_bar
 from classifiers.training import DEFAULT_C, TrainConfig, TrainingError
 
 app = typer.Typer(help="Train the prompt classifier and convert public routing data.",
@@ -104,8 +105,8 @@ def train(
             seed=seed, holdout=holdout, version=version, command=_command_line(),
             evaluations=list(evaluation or []),
         )
-        with _console.status("training") as status:
-            report = run_training(request, progress=lambda text: status.update(text))
+        with progress_bar(_console) as progress:
+            report = run_training(request, progress=progress)
     except (OutcomesError, TrainingError, OSError, json.JSONDecodeError) as exc:
         raise _fail(str(exc)) from None
     _print_training_report(report)
@@ -192,10 +193,10 @@ def evaluate(
         extras = imply_tiers(read_outcomes(train_extra or [], mapping), implied)
         config = TrainConfig(c=c, source_power=source_power)
         scorer = load_artifact(model) if model is not None else None
-        with _console.status("evaluating") as status:
+        with progress_bar(_console) as progress:
             result = evaluate_records(records, _split_names(tiers), folds=folds, seed=seed,
                                       use_split=use_split, config=config, extra_train=extras,
-                                      scorer=scorer, progress=lambda text: status.update(text))
+                                      scorer=scorer, progress=progress)
     except (OutcomesError, TrainingError, ArtifactError, ValueError) as exc:
         raise _fail(str(exc)) from None
     result["command"] = _command_line()

@@ -17,7 +17,7 @@ Routers compared:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from sklearn.model_selection import KFold
 from classifiers.conversation import STRUCTURAL_FEATURES
 from classifiers.metrics import aiq, cost_share_for, routellm_metrics, tier_metrics, upper_hull
 from classifiers.outcomes import LabelledPrompt, conversation_key
+from classifiers.progress import Progress, silent
 from classifiers.scorer import Scorer
 from classifiers.trainer import merge_duplicates
 from classifiers.training import (
@@ -38,7 +39,6 @@ from classifiers.training import (
     source_weights,
 )
 
-Progress = Callable[[str], None]
 _LENGTH_COLUMN = STRUCTURAL_FEATURES.index("log_last_chars")
 
 
@@ -56,7 +56,7 @@ def evaluate_records(records: Sequence[LabelledPrompt], tiers: Sequence[str], *,
                      config: TrainConfig | None = None,
                      extra_train: Sequence[LabelledPrompt] = (),
                      scorer: Scorer | None = None,
-                     progress: Progress = lambda _: None) -> dict[str, Any]:
+                     progress: Progress = silent) -> dict[str, Any]:
     """Return routing metrics of the classifier and the baselines on held-out rows.
 
     ``use_split`` None means: the file's own split when it has test rows, else k folds.
@@ -91,7 +91,7 @@ def evaluate_records(records: Sequence[LabelledPrompt], tiers: Sequence[str], *,
 def held_out_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[str], *, folds: int,
                          seed: int, use_split: bool | None, config: TrainConfig,
                          extra_train: Sequence[LabelledPrompt] = (),
-                         progress: Progress = lambda _: None) -> Predictions:
+                         progress: Progress = silent) -> Predictions:
     """Fit on training rows and predict held-out rows for the classifier and length baseline."""
     has_split = any(r.split == "test" for r in records)
     own_split = has_split if use_split is None else use_split
@@ -105,9 +105,11 @@ def held_out_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[str]
     scored = np.zeros(len(everything), dtype=bool)
     classifier = np.full(labels.shape, np.nan)
     length = np.full(labels.shape, np.nan)
+    total = 1 if own_split else folds
     for number, (train, test) in enumerate(_splits(records, folds, seed, own_split), start=1):
         train = np.concatenate([train, extra_rows])
-        progress(f"fold {number}: training on {len(train)} rows, scoring {len(test)}")
+        progress(f"fold {number}: training on {len(train)} rows, scoring {len(test)}",
+                 done=number - 1, total=total)
         featurizer.fit_raw(_subset(raw, train))
         rows = featurizer.assemble(raw)
         heads = fit_heads(rows[train], labels[train], tiers, config, seed, weights[train])
@@ -115,6 +117,7 @@ def held_out_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[str]
             classifier[test, j] = heads[tier].predict_proba(rows[test])[:, 1]
         length[test] = _length_baseline(raw.struct, labels, train, test, tiers)
         scored[test] = True
+    progress("computing metrics", done=total, total=total)
     scored_records = [r for r, keep in zip(everything, scored) if keep]
     mode = "own split" if own_split else f"{folds}-fold"
     return Predictions(scored_records, {"classifier": classifier[scored], "prompt-length": length[scored]}, mode)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,8 @@ from classifiers.outcomes import (
     read_outcomes,
     source_group,
 )
+from classifiers.progress import Progress, silent
 from classifiers.training import TierModel, TrainConfig, fit_tier_model, label_matrix
-
-Progress = Callable[[str], None]
 
 
 @dataclass(slots=True)
@@ -109,15 +108,16 @@ def heldout_metrics(model: TierModel, test: Sequence[LabelledPrompt],
     return result
 
 
-def run_training(request: TrainRequest, progress: Progress = lambda _: None) -> TrainReport:
+def run_training(request: TrainRequest, progress: Progress = silent) -> TrainReport:
     """Train on ``request.data``, save the artifact and model card, and report metrics."""
-    progress(f"reading {len(request.data)} file(s)")
+    progress(f"reading {len(request.data)} file(s)", done=0, total=3)
     raw_records = read_outcomes(request.data, request.tier_map or None)
     records = imply_tiers(merge_duplicates(raw_records), request.implied)
     train, test = split_records(records, request.holdout, request.seed)
-    progress(f"fitting {len(request.tiers)} tier(s) on {len(train)} rows ({len(test)} held out)")
+    progress(f"fitting {len(request.tiers)} tier(s) on {len(train)} rows ({len(test)} held out)",
+             done=1, total=3)
     model = fit_tier_model(train, request.tiers, request.config, request.seed)
-    progress("scoring held-out rows")
+    progress("scoring held-out rows", done=2, total=3)
     metrics = heldout_metrics(model, test, request.config.threshold)
     version = request.version or default_version()
     info = _training_info(request, train, test, metrics)
