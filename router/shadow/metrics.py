@@ -40,7 +40,8 @@ class ShadowMetrics:
         )
         self.cost = Counter(
             "tierwise_shadow_cost_usd",
-            "Cost of reference and judge calls at the policy's prices, in USD.",
+            "Cost of the reference and judge calls of jobs that got a verdict, at the "
+            "policy's prices, in USD (failed jobs keep only their budget reservation).",
             registry=registry,
         )
         self._done_children = {verdict: self.done.labels(verdict) for verdict in VERDICTS}
