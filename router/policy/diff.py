@@ -16,6 +16,28 @@ def describe_changes(old: Policy, new: Policy) -> list[str]:
     changes += _section_changes("routing", old.routing.model_dump(exclude={"thresholds"}), new.routing.model_dump(exclude={"thresholds"}))
     changes += _section_changes("cache", old.cache.model_dump(), new.cache.model_dump())
     changes += _section_changes("outcomes", old.outcomes.model_dump(), new.outcomes.model_dump())
+    changes += _section_changes("shadow", old.shadow.model_dump(), new.shadow.model_dump())
+    changes += _tenant_changes(old, new)
+    return changes
+
+
+def _tenant_changes(old: Policy, new: Policy) -> list[str]:
+    """Tenants added, removed or changed; key digests are counted, never printed."""
+    before, after = old.tenants, new.tenants
+    changes = _section_changes(
+        "tenants", before.model_dump(exclude={"entries"}), after.model_dump(exclude={"entries"})
+    )
+    changes += [f"Tenant '{name}' is added." for name in sorted(after.entries.keys() - before.entries.keys())]
+    changes += [f"Tenant '{name}' is removed." for name in sorted(before.entries.keys() - after.entries.keys())]
+    for name in sorted(before.entries.keys() & after.entries.keys()):
+        a, b = before.entries[name], after.entries[name]
+        added = len(set(b.key_sha256) - set(a.key_sha256))
+        removed = len(set(a.key_sha256) - set(b.key_sha256))
+        if added or removed:
+            changes.append(f"Tenant '{name}': {added} API key(s) added, {removed} removed.")
+        changes += _field_changes(
+            f"Tenant '{name}'", a.model_dump(exclude={"key_sha256"}), b.model_dump(exclude={"key_sha256"})
+        )
     return changes
 
 

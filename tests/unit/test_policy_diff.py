@@ -35,3 +35,26 @@ def test_threshold_and_price_changes_are_described() -> None:
         "Deployment 'small': price.input_per_million changes from 0.1 to 0.3.",
         "The edge threshold changes from 0.700 to 0.500, so more requests go to the edge tier.",
     ]
+
+
+def test_tenant_and_shadow_changes_are_described_without_key_digests() -> None:
+    digest_a, digest_b = "a" * 64, "b" * 64
+    old = {**BASE, "tenants": {"entries": {"team": {"key_sha256": [digest_a]}, "gone": {}}}}
+    new = {
+        **BASE,
+        "tenants": {
+            "require_key": True,
+            "entries": {"team": {"key_sha256": [digest_b], "min_tier": "edge"}, "fresh": {}},
+        },
+        "shadow": {"sample_rate": 0.1},
+    }
+    changes = describe_changes(Policy.model_validate(old), Policy.model_validate(new))
+    assert changes == [
+        "Setting 'shadow': sample_rate changes from 0.02 to 0.1.",
+        "Setting 'tenants': require_key changes from False to True.",
+        "Tenant 'fresh' is added.",
+        "Tenant 'gone' is removed.",
+        "Tenant 'team': 1 API key(s) added, 1 removed.",
+        "Tenant 'team': min_tier changes from None to 'edge'.",
+    ]
+    assert not any(digest_a in change or digest_b in change for change in changes)
