@@ -37,6 +37,7 @@ from tests.scaleout.support import (
     outcome_record,
 )
 from tests.scaleout.test_distribution import FakeTarget, write_test_policy
+from tests.scaleout.test_publish_cli import run_cli
 
 
 @pytest.fixture
@@ -159,3 +160,28 @@ async def wait_for_subscriber(watcher: DistributionWatcher, channel: str) -> boo
             return True
         await asyncio.sleep(0.05)
     return False
+
+
+async def test_cluster_cli_uses_prefix(
+    tmp_path: Path, cluster_url: str, cluster_client: redis.RedisCluster, prefix: str
+) -> None:
+    link = RedisLink(cluster_url, 5.0, cluster=True)
+    outcomes = OutcomeLog(tmp_path / "outcomes.jsonl", link, tmp_path / "spool", prefix)
+    outcomes.start()
+    for number in range(4):
+        outcomes.emit(outcome_record(f"req-{number}"))
+    await outcomes.stop()
+    await link.close()
+    target = ["--redis-url", cluster_url, "--redis-cluster", "--key-prefix", prefix]
+    artifact = make_artifact(tmp_path / "model", "cli-cluster-1")
+
+    published = await asyncio.to_thread(run_cli, "classifier", "publish", str(artifact), *target)
+    exported = await asyncio.to_thread(
+        run_cli, "outcomes", "export", "--out", str(tmp_path / "export"), *target
+    )
+
+    assert published.returncode == 0, published.stderr
+    assert cluster_client.get(DistributionKeys(prefix).current("classifier")) == b"cli-cluster-1"
+    assert exported.returncode == 0, exported.stderr
+    rows = exported_rows(tmp_path / "export")
+    assert sorted(row["request_id"] for row in rows) == [f"req-{n}" for n in range(4)]

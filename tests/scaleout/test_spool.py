@@ -168,3 +168,26 @@ async def test_unusable_spool_still_delivers(
     assert pending > 0
     assert request_ids(redis_client, prefix) == ["req-1"]
     assert outcomes.undelivered_bytes == 0
+
+
+async def test_delivered_segment_is_rotated(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis, prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr("router.outcomes.log.ROTATE_BYTES", 200)
+    spool = tmp_path / "spool"
+    outcomes = OutcomeLog(tmp_path / "outcomes.jsonl", RedisLink(redis_url, 5.0), spool, prefix)
+    outcomes.start()
+    for number in range(3):
+        outcomes.emit(outcome_record(f"req-{number}"))
+    first = spool_files(spool)
+    await outcomes.flush()
+    rotated = spool_files(spool)
+    outcomes.emit(outcome_record("req-3"))
+    await outcomes.stop()
+
+    assert len(first) == 1
+    assert len(rotated) == 1
+    assert rotated != first
+    assert request_ids(redis_client, prefix) == [f"req-{n}" for n in range(4)]
+    assert spool_files(spool) == []
