@@ -14,7 +14,8 @@ by a process that restarts on the same spool folder) adds nothing twice.  Both k
 the hash tag ``{<prefix>}``, so a Redis Cluster runs the script on one node.
 
 At start-up, segments left by dead processes in the spool folder are delivered from their
-stored offsets, then deleted.  A fully delivered segment is deleted at shutdown, or replaced
+stored offsets, then deleted.  Only start-up looks for them, so the segment of a process that
+dies later waits for the next process that starts on the folder.  A fully delivered segment is deleted at shutdown, or replaced
 once it passes 16 MiB.
 """
 
@@ -171,9 +172,13 @@ class OutcomeLog:
         # Earlier versions spooled to <stem>-spool.jsonl beside the outcome file only while
         # Redis was away; its records were never sent, so it becomes a segment at offset 0.
         legacy = self.path.with_name(self.path.stem + "-spool.jsonl")
-        if legacy.exists():
+        if not legacy.exists():
+            return
+        try:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
             legacy.rename(self.spool_dir / f"outcomes-legacy-{uuid.uuid4().hex[:12]}.jsonl")
+        except OSError as exc:
+            log.warning("outcome_legacy_spool_not_moved", path=str(legacy), error=str(exc))
 
     async def stop(self) -> None:
         """Let the writer finish its flush, deliver what is left, and close the files.
