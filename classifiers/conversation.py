@@ -174,6 +174,9 @@ def _content_text(content: Any) -> tuple[str, int]:
             texts.append(part)
         elif isinstance(part, Mapping):
             kind = part.get("type")
+            # A non-string type (a list, say) is unhashable, so the set lookups would raise.
+            if not isinstance(kind, str):
+                continue
             if kind in _IMAGE_PART_TYPES:
                 images += 1
             elif kind in _TEXT_PART_TYPES and isinstance(part.get("text"), str):

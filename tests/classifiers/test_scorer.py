@@ -47,6 +47,7 @@ ODD_INPUTS: list[Any] = [
     [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:x"}}]}],
     [{"role": "user", "content": [{"type": "input_audio"}, 42, None, {"text": 3}]}],
     [{"role": "user", "content": {"unexpected": "dict"}}],
+    {"content": [{"role": None, "type": []}]},
     [{"role": "user", "content": "x" * 200_000}],
     [{"role": "user", "content": "word " * 40_000}],
     [{"role": "user", "content": "界" * 50_000}],
