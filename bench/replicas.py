@@ -6,8 +6,8 @@ round-robin, every third request streamed, and while requests are in flight it:
 
 1. publishes a new classifier and a new policy, and times until every replica reports
    both in /readyz (new requests wait for that, so later requests test the new versions);
-2. publishes a corrupt classifier, which every replica must reject and report, then
-   publishes the good one again (a rollback);
+2. publishes a corrupt classifier, which every replica must reject and report (it stays
+   current, so the replica started in step 4 must fall back to the good one);
 3. kills the exporter with SIGKILL and starts it again;
 4. sends SIGTERM to one replica and SIGKILL to another, and starts a new process on the
    killed replica's data folder (as Kubernetes restarts a container on the same emptyDir
@@ -346,11 +346,6 @@ def _steps(state: RunState) -> dict[float, Any]:
             publish_unverified, state.redis_client, bad
         )
         await _check_rejection(state)
-        # Roll back, as an operator would: a replica that starts while the corrupt version is
-        # current rejects it and serves its local file, which is older than the rollout.
-        await asyncio.to_thread(
-            publish_unverified, state.redis_client, state.config.workdir / "classifier-v2"
-        )
 
     async def restart_exporter() -> None:
         assert state.exporter is not None

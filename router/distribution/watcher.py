@@ -6,7 +6,9 @@ one interval at most.  A version is fetched, checked against its manifest's dige
 verified (see :mod:`router.distribution.verify`) in a worker thread, and only a version
 that passes replaces ``target.scorer`` or the policy store's current policy.  A version
 that fails is logged, reported by :meth:`DistributionWatcher.status` (and so by /readyz),
-and not tried again until the pointer moves or the other kind changes.
+and not tried again until the pointer moves or the other kind changes.  A process that has
+not applied a published version yet then applies the most recently published stored
+version that passes, if there is one.
 
 In a Redis Cluster, the watcher reads keys through a cluster client and subscribes on the
 node that the URL names, because a PUBLISH on any node reaches the subscribers of every node.
@@ -173,8 +175,33 @@ class DistributionWatcher:
             verified = await asyncio.to_thread(self._verify, kind, version, fields)
         except (BundleError, VerificationError) as exc:
             self._reject(kind, version, str(exc))
+            if state.applied is None:
+                await self._fall_back(kind, version)
             return
         self._apply(kind, version, verified)
+
+    async def _fall_back(self, kind: Kind, rejected: str) -> None:
+        """Apply the most recently published stored version, other than ``rejected``, that passes.
+
+        Only a process that has applied no published version falls back, so that a replica
+        started while a corrupt version is current serves what the running replicas kept
+        serving, not its own older local file.  Nothing changes when no such version passes.
+        """
+        stored: Any = await self.client.zrevrange(self.keys.versions(kind), 0, -1)
+        for candidate in (_text(version) for version in stored):
+            if candidate == rejected:
+                continue
+            fields: Any = await self.client.hgetall(self.keys.version(kind, candidate))
+            if not fields:
+                continue
+            try:
+                verified = await asyncio.to_thread(self._verify, kind, candidate, fields)
+            except (BundleError, VerificationError):
+                continue
+            self._apply(kind, candidate, verified)
+            log.warning("published_version_fallback", kind=kind, version=candidate,
+                        rejected=rejected)  # fmt: skip
+            return
 
     def _serving(self, kind: Kind) -> str:
         if kind == "classifier":

@@ -372,6 +372,29 @@ async def test_watcher_rejects_corrupt_classifier(
     assert watcher.status()["classifier"]["rejected"] is None
 
 
+async def test_watcher_falls_back_past_corrupt_current(
+    redis_url: str, redis_client: redis.Redis, keys: DistributionKeys, target: FakeTarget,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    good = classifier_bundle(make_artifact(tmp_path / "good", "m-good"))
+    publish_bundle(redis_client, good, keys)
+    folder = make_artifact(tmp_path / "bad", "m-bad")
+    weights = folder / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    store_bundle(redis_client, classifier_bundle(folder), keys)
+    watcher = DistributionWatcher(target, redis_url, keys=keys, poll_interval_s=3600)
+
+    await watcher.start()
+    await watcher.stop()
+
+    status = watcher.status()["classifier"]
+    assert target.scorer.version == "m-good"
+    assert status["serving"] == "m-good"
+    assert status["published"] == "m-bad"
+    assert status["rejected"] == "m-bad"
+    assert status["applied"] == "m-good"
+
+
 async def test_watcher_rejects_invalid_policy(
     redis_url: str, redis_client: redis.Redis, keys: DistributionKeys, target: FakeTarget,
 ) -> None:  # fmt: skip
