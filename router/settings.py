@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The checkout's policies/ folder; container images copy it and set TIERWISE_POLICY.
@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         description="Namespace of every Redis key, stream and channel, so that gateways of "
         "two deployments (staging, production) can share one Redis.",
     )
+    ready_requires_redis: bool = Field(
+        default=False,
+        description="Return 503 from /readyz until the configured Redis has answered a ping "
+        "once. Later Redis outages only mark readiness degraded (200). No effect without a "
+        "Redis URL.",
+    )
     data_dir: Path = Field(
         default=Path("var"), description="Folder for the local outcome log when Redis is not set."
     )
@@ -69,6 +75,12 @@ class Settings(BaseSettings):
     )
     local_model: bool = Field(
         default=True, description="Start the local edge model when the edge extra is installed."
+    )
+    feedback_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of the MAC that binds each issued request id to its tenant, so that "
+        "feedback is accepted only from that tenant. Give every replica the same value; when "
+        "unset, the first replica stores a random one in Redis, or in <data_dir> without Redis.",
     )
     evaluation_report: Path | None = Field(
         default=None,

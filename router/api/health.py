@@ -22,15 +22,17 @@ async def readyz(request: Request) -> JSONResponse:
     """Ready when a policy and a classifier are loaded; Redis trouble only degrades it.
 
     Without Redis the gateway still serves (cache misses, outcomes spooled to disk), so a
-    Redis outage must not take every replica out of the load balancer.
+    Redis outage must not take every replica out of the load balancer.  The exception is
+    the ``ready_requires_redis`` setting: with it, a replica returns 503 with status
+    ``waiting_for_redis`` until its Redis has answered one of these pings, so that a replica
+    with a wrong Redis URL never receives traffic.
     """
     runtime: Runtime = request.app.state.runtime
     loaded = runtime.policies.current
-    redis_state = "not_configured"
-    if runtime.redis is not None:
-        redis_state = "ok" if await runtime.redis.ping() else "degraded"
+    redis_state = await _redis_state(runtime)
+    status = _readiness(redis_state, runtime)
     body: dict[str, Any] = {
-        "status": "degraded" if redis_state == "degraded" else "ready",
+        "status": status,
         "policy": {
             "path": str(loaded.path),
             "version": loaded.version,
@@ -44,4 +46,22 @@ async def readyz(request: Request) -> JSONResponse:
     if runtime.distribution is not None:
         # Versions published through Redis, including one that this replica rejected.
         body["published"] = runtime.distribution.status()
-    return JSONResponse(body)
+    return JSONResponse(body, status_code=503 if status == "waiting_for_redis" else 200)
+
+
+async def _redis_state(runtime: Runtime) -> str:
+    """Ping Redis: ``not_configured``, ``ok`` or ``degraded``, and remember a first answer."""
+    if runtime.redis is None:
+        return "not_configured"
+    if not await runtime.redis.ping():
+        return "degraded"
+    runtime.extra["redis_answered"] = True
+    return "ok"
+
+
+def _readiness(redis_state: str, runtime: Runtime) -> str:
+    if redis_state != "degraded":
+        return "ready"
+    if runtime.settings.ready_requires_redis and not runtime.extra.get("redis_answered"):
+        return "waiting_for_redis"
+    return "degraded"
