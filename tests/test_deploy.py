@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import importlib.resources
+import inspect
 import json
 import re
 import shutil
@@ -18,27 +19,31 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
-from router.edge import CHAT_FORMAT, MODEL_ALIAS
-from router.policy.loader import parse_policy
+from router.edge import CHAT_FORMAT, MODEL_ALIAS, EdgeModelServer
+from router.policy.loader import load_policy, parse_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
+K8S_REDIS = K8S / "redis"
 DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE_FILE = DEPLOY / "docker-compose.yaml"
 EDGE_SERVICE_POLICY = DEPLOY / "policy-edge-service.yaml"
+DEFAULT_POLICY = ROOT / "policies" / "default.yaml"
 # Oldest Kubernetes release the manifests target (CronJob.spec.timeZone is GA since 1.27).
 K8S_MIN_VERSION = "1.29.0"
 IMAGE_UID = 10001
 
 
-def _load_manifests() -> dict[str, dict[str, Any]]:
+def _load_manifests(folder: Path) -> dict[str, dict[str, Any]]:
+    """Map each resource kind in ``folder`` to its manifest, one resource per file."""
     manifests: dict[str, dict[str, Any]] = {}
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
         documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
@@ -47,7 +52,12 @@ def _load_manifests() -> dict[str, dict[str, Any]]:
     return manifests
 
 
-MANIFESTS = _load_manifests()
+MANIFESTS = _load_manifests(K8S)
+# The trial Redis lives in its own folder, so that production drops it with one line.
+REDIS_MANIFESTS = _load_manifests(K8S_REDIS)
+ALL_MANIFESTS = {f"gateway/{kind}": doc for kind, doc in MANIFESTS.items()} | {
+    f"redis/{kind}": doc for kind, doc in REDIS_MANIFESTS.items()
+}
 
 
 def _kubernetes_validate() -> Any:
@@ -94,13 +104,17 @@ def test_k8s_has_every_required_kind() -> None:
     assert set(MANIFESTS) == expected
 
 
+def test_k8s_redis_has_statefulset_and_service() -> None:
+    assert set(REDIS_MANIFESTS) == {"Service", "StatefulSet"}
+
+
 @pytest.mark.parametrize("version", [K8S_MIN_VERSION, "latest"])
-@pytest.mark.parametrize("kind", sorted(MANIFESTS))
-def test_k8s_manifest_matches_schema(kind: str, version: str) -> None:
+@pytest.mark.parametrize("name", sorted(ALL_MANIFESTS))
+def test_k8s_manifest_matches_schema(name: str, version: str) -> None:
     validator = _kubernetes_validate()
     target = validator.utils.latest_version() if version == "latest" else version
     # strict=True also rejects fields the schema does not define, such as typos.
-    validator.validate(MANIFESTS[kind], target, strict=True)
+    validator.validate(ALL_MANIFESTS[name], target, strict=True)
 
 
 def test_k8s_validator_rejects_unknown_field() -> None:
@@ -111,11 +125,43 @@ def test_k8s_validator_rejects_unknown_field() -> None:
         validator.validate(broken, K8S_MIN_VERSION, strict=True)
 
 
-def test_kustomization_lists_every_manifest() -> None:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+@pytest.mark.parametrize(("folder", "subfolders"), [(K8S, ["redis"]), (K8S_REDIS, [])])
+def test_kustomization_lists_every_manifest(folder: Path, subfolders: list[str]) -> None:
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
     listed = sorted(kustomization["resources"])
-    on_disk = sorted(path.name for path in K8S.glob("*.yaml") if path.name != "kustomization.yaml")
-    assert listed == on_disk
+    on_disk = [path.name for path in folder.glob("*.yaml") if path.name != "kustomization.yaml"]
+    assert listed == sorted(on_disk + subfolders)
+
+
+def test_secret_redis_url_names_trial_redis() -> None:
+    url = urlsplit(MANIFESTS["Secret"]["stringData"]["REDIS_URL"])
+    service = REDIS_MANIFESTS["Service"]
+    statefulset = REDIS_MANIFESTS["StatefulSet"]["spec"]
+    container = statefulset["template"]["spec"]["containers"][0]
+    assert url.hostname == service["metadata"]["name"]
+    assert [port["port"] for port in service["spec"]["ports"]] == [url.port]
+    assert [port["containerPort"] for port in container["ports"]] == [url.port]
+    assert statefulset["serviceName"] == service["metadata"]["name"]
+    assert service["spec"]["selector"] == statefulset["selector"]["matchLabels"]
+    assert statefulset["template"]["metadata"]["labels"] == statefulset["selector"]["matchLabels"]
+
+
+def test_trial_redis_is_not_selected_by_gateway_service() -> None:
+    gateway_selector = MANIFESTS["Service"]["spec"]["selector"]
+    redis_labels = REDIS_MANIFESTS["StatefulSet"]["spec"]["template"]["metadata"]["labels"]
+    assert not gateway_selector.items() <= redis_labels.items()
+
+
+def test_trial_redis_keeps_data_on_volume() -> None:
+    spec = REDIS_MANIFESTS["StatefulSet"]["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    claims = [template["metadata"]["name"] for template in spec["volumeClaimTemplates"]]
+    assert claims == ["data"]
+    assert mounts == {"data": "/data"}
+    assert container["args"][container["args"].index("--appendonly") + 1] == "yes"
+    assert container["args"][container["args"].index("--dir") + 1] == "/data"
+    assert container["image"] == _compose()["services"]["redis"]["image"]
 
 
 def test_deployment_probes_use_health_endpoints() -> None:
@@ -149,6 +195,35 @@ def test_deployment_mounts_policy_configmap() -> None:
     assert mounts["policy"] == str(policy_path.parent)
     assert volumes["policy"]["configMap"]["name"] == MANIFESTS["ConfigMap"]["metadata"]["name"]
     assert policy_path.name in MANIFESTS["ConfigMap"]["data"]
+
+
+def _policy_fields(policy: Any) -> dict[str, Any]:
+    """Return the policy as plain data without its name, which only labels where it is used."""
+    fields: dict[str, Any] = policy.model_dump()
+    del fields["name"]
+    return fields
+
+
+def _default_policy_fields() -> dict[str, Any]:
+    return _policy_fields(load_policy(DEFAULT_POLICY).policy)
+
+
+def test_configmap_policy_matches_default() -> None:
+    assert _policy_fields(_policy_from_configmap()) == _default_policy_fields(), (
+        "deploy/k8s/configmap.yaml differs from policies/default.yaml; copy the change over"
+    )
+
+
+def test_edge_service_policy_matches_default() -> None:
+    expected = _default_policy_fields()
+    edge = expected["tiers"]["edge"]["deployments"][0]
+    edge["api_base"] = "http://edge:8081/v1"
+    edge["local_model"] = False
+    policy = parse_policy(EDGE_SERVICE_POLICY.read_text(), EDGE_SERVICE_POLICY).policy
+    assert _policy_fields(policy) == expected, (
+        "deploy/policy-edge-service.yaml differs from policies/default.yaml in more than "
+        "the edge deployment's api_base and local_model; copy the change over"
+    )
 
 
 def test_configmap_policy_is_valid() -> None:
@@ -441,6 +516,15 @@ def test_compose_edge_service_matches_policy() -> None:
     assert flags["--host"] == "0.0.0.0"
     assert edge.api_base == f"http://edge:{flags['--port']}/v1"
     assert edge.local_model is False
+
+
+def test_compose_edge_context_matches_policy() -> None:
+    command = _compose()["services"]["edge"]["command"]
+    n_ctx = int(command[command.index("--n_ctx") + 1])
+    policy = parse_policy(EDGE_SERVICE_POLICY.read_text(), EDGE_SERVICE_POLICY).policy
+    assert n_ctx == policy.tiers["edge"].deployments[0].context_window
+    # The gateway starts the same model with this context when it runs it itself.
+    assert n_ctx == inspect.signature(EdgeModelServer).parameters["n_ctx"].default
 
 
 def test_compose_edge_model_path_matches_package() -> None:
