@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,9 +22,12 @@ from rich.markup import escape
 from classifiers.calibrate import calibrate as calibrate_command
 from classifiers.datasets import CONVERTERS, DEFAULT_OUT_DIR, DatasetError, convert
 from classifiers.outcomes import (
+    GatewayLogCounts,
+    NothingTrainableError,
     OutcomesError,
     parse_implied_tiers,
     parse_tier_map,
+    write_gateway_training_file,
     write_outcomes,
 )
 from classifiers.progress import progress_bar
@@ -67,8 +71,15 @@ def import_data(
 
 @app.command("train")
 def train(
-    data: Annotated[list[Path], typer.Option(help="Labelled-outcomes JSONL file; repeat for more.")],
     out: Annotated[Path, typer.Option(help="Artifact directory to write.")],
+    data: Annotated[list[Path] | None, typer.Option(
+        help="Labelled-outcomes JSONL file; repeat for more.")] = None,
+    outcomes: Annotated[list[Path] | None, typer.Option(
+        help="Gateway outcome log: a JSONL file, or a folder of exported files searched "
+             "recursively; repeatable. Feedback is joined to requests by request id.")] = None,
+    min_log_rows: Annotated[int, typer.Option(
+        help="With --outcomes, exit with code 3 unless the log yields at least this many "
+             "trainable rows; 0 allows training on --data alone.")] = 1,
     tier_map: Annotated[list[str] | None, typer.Option(
         help="TIER=MODEL, repeatable or comma-separated; without it outcome keys are tiers.")] = None,
     tiers: Annotated[str, typer.Option(help="Tier names, cheapest first.")] = DEFAULT_TIERS,
@@ -90,26 +101,62 @@ def train(
 ) -> None:
     """Train per-tier classifiers, print held-out metrics, and write an artifact.
 
+    Exits with code 2 on invalid input, and with code 3 when --outcomes yields fewer
+    trainable rows than --min-log-rows (the counts printed say why).
+
     Example: tierwise classifier train --data var/data/routerbench.jsonl --out var/model
     --tier-map edge=mistralai/mistral-7b-chat --tier-map mid=mistralai/mixtral-8x7b-chat
     --tier-map frontier=gpt-4-1106-preview
+
+    Example: tierwise classifier train --outcomes var/export --data var/data/routerbench.jsonl
+    --out var/model
     """
     from classifiers.trainer import TrainRequest, run_training
 
-    try:
-        request = TrainRequest(
-            data=list(data), out=out, tiers=_split_names(tiers), tier_map=parse_tier_map(tier_map),
-            implied=parse_implied_tiers(implied_tier),
-            config=TrainConfig(n_features=n_features, struct_weight=struct_weight, c=c,
-                               threshold=threshold, source_power=source_power),
-            seed=seed, holdout=holdout, version=version, command=_command_line(),
-            evaluations=list(evaluation or []),
-        )
-        with progress_bar(_console) as progress:
-            report = run_training(request, progress=progress)
-    except (OutcomesError, TrainingError, OSError, json.JSONDecodeError) as exc:
-        raise _fail(str(exc)) from None
+    # The gateway rows are written to a temporary file because they contain prompts, which
+    # must not end up beside the artifact.
+    with tempfile.TemporaryDirectory(prefix="tierwise-train-") as scratch:
+        files = list(data or []) + _gateway_log_data(outcomes or [], Path(scratch), min_log_rows)
+        if not files:
+            raise _fail("no training data: give --data FILE or --outcomes PATH")
+        try:
+            request = TrainRequest(
+                data=files, out=out, tiers=_split_names(tiers), tier_map=parse_tier_map(tier_map),
+                implied=parse_implied_tiers(implied_tier),
+                config=TrainConfig(n_features=n_features, struct_weight=struct_weight, c=c,
+                                   threshold=threshold, source_power=source_power),
+                seed=seed, holdout=holdout, version=version, command=_command_line(),
+                evaluations=list(evaluation or []),
+            )
+            with progress_bar(_console) as progress:
+                report = run_training(request, progress=progress)
+        except (OutcomesError, TrainingError, OSError, json.JSONDecodeError) as exc:
+            raise _fail(str(exc)) from None
     _print_training_report(report)
+
+
+def _gateway_log_data(paths: list[Path], scratch: Path, min_rows: int) -> list[Path]:
+    """Write the log's labelled prompts into ``scratch`` and return that file, if any.
+
+    Exits with code 3 when the log yields fewer than ``min_rows`` rows.
+    """
+    if not paths:
+        return []
+    try:
+        written, counts = write_gateway_training_file(paths, scratch, min_rows)
+    except NothingTrainableError as exc:
+        _print_log_counts(exc.counts)
+        _console.print(f"[red]nothing to train:[/red] {escape(str(exc))}")
+        raise typer.Exit(code=3) from None
+    except OutcomesError as exc:
+        raise _fail(str(exc)) from None
+    _print_log_counts(counts)
+    return [] if written is None else [written]
+
+
+def _print_log_counts(counts: GatewayLogCounts) -> None:
+    for line in counts.summary_lines():
+        _console.print(escape(line))
 
 
 def _print_training_report(report: TrainReport) -> None:

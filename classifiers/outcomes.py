@@ -17,7 +17,8 @@ Adequacy: a tier's answer is adequate when its ``quality`` is at least a fixed
 threshold (0.5 by default).  The threshold is absolute rather than relative to the
 frontier's quality, so a prompt that every tier fails counts as failed by every tier.
 
-The gateway's outcome log can also feed training: see ``read_gateway_log``.
+The gateway's outcome log can also feed training: ``scan_gateway_log`` joins its feedback
+and shadow labels to the request records and counts every record it cannot use.
 """
 
 from __future__ import annotations
@@ -26,13 +27,81 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 DEFAULT_THRESHOLD = 0.5
+GATEWAY_SOURCE = "gateway-log"
+"""The ``source`` of rows built from the gateway's outcome log; the model card counts them."""
+_LOG_SUFFIXES = (".jsonl", ".parquet")
 
 
 class OutcomesError(ValueError):
     """Raised when a labelled-outcomes file or a tier map is malformed."""
+
+
+@dataclass(slots=True)
+class GatewayLogCounts:
+    """What one scan of the gateway's outcome log found.
+
+    Every request record lands in exactly one of ``labelled``, ``cache_hits``, ``failed``,
+    ``unlabelled`` and ``prompt_not_stored``.
+    """
+
+    files: int = 0
+    requests: int = 0
+    labelled: int = 0
+    """Requests that became labelled prompts."""
+    cache_hits: int = 0
+    failed: int = 0
+    """Requests that were never routed (no tier) or ended with an error."""
+    unlabelled: int = 0
+    """Requests with neither client feedback nor a shadow score."""
+    prompt_not_stored: int = 0
+    """Labelled requests whose record does not contain the conversation."""
+    unmatched_labels: int = 0
+    """Labels whose request is not in the files read, or whose tenant differs from it."""
+    unscored_shadow: int = 0
+    """Shadow records without a score: the judge's verdict did not parse, or the job failed."""
+    invalid_lines: int = 0
+    """Lines that are not JSON objects, and labels without a request id or a score in [0, 1]."""
+
+    def summary_lines(self) -> list[str]:
+        """Return one line for the totals and one for each kind of record that was skipped."""
+        totals = (f"outcome log: {self.requests} requests in {self.files} files, "
+                  f"{self.labelled} usable for training")
+        not_stored = ("labelled requests skipped because their prompt was not stored: the "
+                      "gateway stores prompts only when the policy sets outcomes.store_prompts: true")
+        unmatched = ("labels ignored: their request is not in these files, "
+                     "or belongs to another tenant")
+        skipped = (
+            (self.cache_hits, "cache hits skipped: the answer came from the cache, not a tier"),
+            (self.failed, "failed or unrouted requests skipped"),
+            (self.unlabelled, "requests skipped without client feedback or a shadow score"),
+            (self.prompt_not_stored, not_stored),
+            (self.unmatched_labels, unmatched),
+            (self.unscored_shadow, "shadow records ignored without a score"),
+            (self.invalid_lines, "invalid lines or labels ignored"),
+        )
+        return [totals] + [f"  {count} {text}" for count, text in skipped if count]
+
+
+@dataclass(slots=True)
+class GatewayLog:
+    """Labelled prompts built from the gateway's outcome log, and the counts of the scan."""
+
+    records: list[LabelledPrompt]
+    counts: GatewayLogCounts
+
+
+class NothingTrainableError(OutcomesError):
+    """Raised when the gateway log yields fewer trainable rows than required.
+
+    ``counts`` says why; ``GatewayLogCounts.summary_lines`` renders it.
+    """
+
+    def __init__(self, message: str, counts: GatewayLogCounts) -> None:
+        super().__init__(message)
+        self.counts = counts
 
 
 @dataclass(slots=True)
@@ -143,25 +212,195 @@ def adequate(quality: float, threshold: float = DEFAULT_THRESHOLD) -> bool:
 
 
 def read_gateway_log(paths: Iterable[str | Path]) -> list[LabelledPrompt]:
-    """Build labelled prompts from the gateway's outcome log and feedback records.
+    """Return the labelled prompts of the gateway's outcome log; see ``scan_gateway_log``."""
+    return scan_gateway_log(paths).records
 
-    Outcome records carry ``request_id``, ``tier``, ``model`` and ``cache_hit``; feedback
-    records are ``{"type": "feedback", "request_id": ..., "score": 0..1}``.  A request
-    becomes a labelled prompt when it has feedback, was not a cache hit, and its record
-    includes the conversation (``messages`` or ``prompt``, present only when the policy
-    logs prompts).  The last feedback for a request wins.
+
+def scan_gateway_log(paths: Iterable[str | Path]) -> GatewayLog:
+    """Build labelled prompts from the gateway's outcome log, and count what was skipped.
+
+    ``paths`` are outcome log files (the gateway's local JSONL file, or files written by
+    ``tierwise outcomes export``) or folders searched recursively for ``*.jsonl`` and
+    ``*.parquet`` files.  A record whose ``type`` is absent or ``"request"`` is a request.
+    Labels are joined to requests by ``request_id``: ``{"type": "feedback", "score": 0..1}``
+    from the client (``POST /v1/feedback``) or from shadow evaluation (``"source":
+    "shadow"``).  When a request has both, the client's label wins, because the client saw
+    the answer in use.  Among several labels of one kind, the one with the latest ``ts``
+    wins, and reading order breaks ties.  A ``"type": "shadow"`` record (a judge verdict
+    that did not parse, or a failed job) carries no score and never replaces the request.
+    A label whose ``tenant`` differs from the request's is ignored.
+
+    A request becomes a labelled prompt, for the tier that served it, when it was not a
+    cache hit, was routed and answered (a tier and no error status), has a label, and its
+    record contains the conversation.  The gateway stores the conversation only when the
+    policy sets ``outcomes.store_prompts: true``.
+
+    Raises OutcomesError for a path that does not exist or a file that cannot be opened.
+    Lines that are not JSON objects are counted as invalid, not raised, so that one torn
+    line (a crash mid-write) does not block every later training run.
     """
-    requests: dict[str, dict[str, Any]] = {}
-    feedback: dict[str, float] = {}
-    for path in paths:
-        for _, raw in _numbered_lines(Path(path)):
-            record = json.loads(raw)
-            if record.get("type") == "feedback":
-                feedback[str(record["request_id"])] = float(record["score"])
-            elif "request_id" in record and not record.get("cache_hit"):
-                requests[str(record["request_id"])] = record
-    return [_from_gateway(requests[rid], score) for rid, score in feedback.items()
-            if rid in requests and _conversation(requests[rid])]
+    scanner = _LogScanner()
+    for path in gateway_log_files(paths):
+        scanner.counts.files += 1
+        for row in _log_rows(path):
+            scanner.add(row)
+    return scanner.result()
+
+
+def gateway_log_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand folders into the ``.jsonl`` and ``.parquet`` files below them, sorted by path.
+
+    Hidden files (an exporter's temporary files) are left out.  Raises OutcomesError for a
+    path that does not exist.
+    """
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = (p for p in path.rglob("*") if p.suffix in _LOG_SUFFIXES and p.is_file())
+            files.extend(sorted(p for p in found if not p.name.startswith(".")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise OutcomesError(f"{path}: not found; expected an outcome log file or a folder "
+                                "of files written by `tierwise outcomes export`")
+    return files
+
+
+def write_gateway_training_file(paths: Sequence[str | Path], folder: Path,
+                                min_rows: int = 1) -> tuple[Path | None, GatewayLogCounts]:
+    """Scan the gateway log and write its labelled prompts as a labelled-outcomes file.
+
+    The file is ``folder/gateway-log.jsonl``, with outcome keys that are tier names.  It
+    contains prompts, so ``folder`` should be temporary.  Returns the file (None when the
+    log yields no rows) and the counts.  Raises NothingTrainableError when the log yields
+    fewer than ``min_rows`` rows, and OutcomesError as ``scan_gateway_log`` does.
+    """
+    log = scan_gateway_log(paths)
+    if len(log.records) < min_rows:
+        raise NothingTrainableError(
+            f"the outcome log yielded {len(log.records)} trainable rows, fewer than the "
+            f"{min_rows} required", log.counts)
+    if not log.records:
+        return None, log.counts
+    target = folder / "gateway-log.jsonl"
+    write_outcomes(target, (_labelled_dict(record) for record in log.records))
+    return target, log.counts
+
+
+@dataclass(slots=True)
+class _Label:
+    score: float
+    client: bool
+    tenant: str | None
+    rank: tuple[float, int]
+    """(``ts``, reading order): the larger is the later label."""
+
+
+class _LogScanner:
+    """Collects request and label records, then joins them (see ``scan_gateway_log``)."""
+
+    def __init__(self) -> None:
+        self.counts = GatewayLogCounts()
+        self.requests: dict[str, dict[str, Any]] = {}
+        self.labels: dict[str, list[_Label]] = {}
+        self.order = 0
+
+    def add(self, row: object) -> None:
+        self.order += 1
+        if not isinstance(row, dict) or row.get("type") == "invalid":
+            self.counts.invalid_lines += 1
+            return
+        kind = row.get("type")
+        if kind == "feedback":
+            self._add_label(row)
+        elif kind == "shadow":
+            self.counts.unscored_shadow += 1
+        elif kind in (None, "request") and row.get("request_id") is not None:
+            self.requests[str(row["request_id"])] = row
+
+    def _add_label(self, row: dict[str, Any]) -> None:
+        score = row.get("score")
+        if row.get("request_id") is None or not _is_score(score):
+            self.counts.invalid_lines += 1
+            return
+        tenant = row.get("tenant")
+        label = _Label(float(score), row.get("source") != "shadow",
+                       tenant if isinstance(tenant, str) else None,
+                       (_timestamp(row), self.order))
+        self.labels.setdefault(str(row["request_id"]), []).append(label)
+
+    def result(self) -> GatewayLog:
+        self.counts.requests = len(self.requests)
+        records = [prompt for rid, request in self.requests.items()
+                   if (prompt := self._labelled(rid, request)) is not None]
+        self.counts.unmatched_labels += sum(rid not in self.requests for rid in self.labels)
+        return GatewayLog(records, self.counts)
+
+    def _labelled(self, rid: str, request: dict[str, Any]) -> LabelledPrompt | None:
+        counts = self.counts
+        if request.get("cache_hit"):
+            counts.cache_hits += 1
+            return None
+        if not isinstance(request.get("tier"), str) or _failed(request):
+            counts.failed += 1
+            return None
+        label = self._best_label(rid, request.get("tenant"))
+        if label is None:
+            counts.unlabelled += 1
+            return None
+        if not _conversation(request):
+            counts.prompt_not_stored += 1
+            return None
+        counts.labelled += 1
+        return _from_gateway(request, label.score)
+
+    def _best_label(self, rid: str, tenant: object) -> _Label | None:
+        labels = self.labels.get(rid, [])
+        usable = [label for label in labels
+                  if label.tenant is None or not isinstance(tenant, str) or label.tenant == tenant]
+        self.counts.unmatched_labels += len(labels) - len(usable)
+        client = [label for label in usable if label.client]
+        ranked = client or usable
+        return max(ranked, key=lambda label: label.rank) if ranked else None
+
+
+def _log_rows(path: Path) -> Iterator[object]:
+    if path.suffix == ".parquet":
+        yield from _parquet_rows(path)
+        return
+    for _, raw in _numbered_lines(path):
+        try:
+            yield json.loads(raw)
+        except ValueError:
+            yield None
+
+
+def _parquet_rows(path: Path) -> Iterator[object]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise OutcomesError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow, "
+                            "or export with --format jsonl") from None
+    for row in pq.read_table(path).to_pylist():
+        # The exporter writes nested values as JSON strings, so that every file has flat columns.
+        if isinstance(row.get("messages"), str):
+            row["messages"] = json.loads(row["messages"])
+        yield row
+
+
+def _is_score(value: object) -> TypeGuard[int | float]:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and 0.0 <= value <= 1.0)
+
+
+def _timestamp(row: Mapping[str, Any]) -> float:
+    ts = row.get("ts")
+    return float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else 0.0
+
+
+def _failed(request: Mapping[str, Any]) -> bool:
+    status = request.get("status")
+    return bool(request.get("error")) or (isinstance(status, int) and status >= 400)
 
 
 def _from_gateway(record: dict[str, Any], score: float) -> LabelledPrompt:
@@ -172,8 +411,15 @@ def _from_gateway(record: dict[str, Any], score: float) -> LabelledPrompt:
         messages=_conversation(record),
         quality={tier: score},
         cost={tier: float(cost)} if isinstance(cost, int | float) else {},
-        source="gateway-log",
+        source=GATEWAY_SOURCE,
     )
+
+
+def _labelled_dict(record: LabelledPrompt) -> dict[str, Any]:
+    outcomes = {tier: {"quality": quality, "cost_usd": record.cost.get(tier)}
+                for tier, quality in record.quality.items()}
+    return {"id": record.id, "messages": record.messages, "outcomes": outcomes,
+            "source": record.source}
 
 
 def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
