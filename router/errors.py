@@ -10,6 +10,7 @@ and OpenAI error ``type``, and ``render_error`` turns it into OpenAI's body
     │   └── UnsupportedParameter      400 invalid_request_error, code unsupported_parameter
     ├── AuthenticationFailed          401 authentication_error
     ├── ModelNotFound                 404 invalid_request_error, code model_not_found
+    ├── RequestIdNotFound             404 invalid_request_error, code request_id_not_found
     ├── RequestTooLarge               413 invalid_request_error
     ├── BudgetExceeded                429 insufficient_quota
     ├── UpstreamFailed                502 api_error (every eligible deployment failed)
@@ -80,6 +81,14 @@ class ModelNotFound(GatewayError):
     status = 404
     error_type = "invalid_request_error"
     default_code = "model_not_found"
+
+
+class RequestIdNotFound(GatewayError):
+    """Raised when feedback names a request id that was not issued to the caller's tenant."""
+
+    status = 404
+    error_type = "invalid_request_error"
+    default_code = "request_id_not_found"
 
 
 class RequestTooLarge(GatewayError):

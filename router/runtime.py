@@ -20,6 +20,7 @@ from router.outcomes.log import OutcomeLog
 from router.policy.schema import Deployment
 from router.policy.store import PolicyStore
 from router.redis_link import RedisLink
+from router.request_ids import RequestIdSigner, load_signer
 from router.settings import Settings
 from router.shadow.budget import ShadowBudget
 from router.shadow.sampler import ShadowSampler
@@ -64,6 +65,8 @@ class Runtime:
     local_model_status: str = "not started: run `tierwise serve` with the edge extra installed"
     """The reason deployments marked ``local_model`` are unavailable, or "ready"."""
     extra: dict[str, Any] = field(default_factory=dict)
+    request_ids: RequestIdSigner | None = None
+    """Issues and checks tenant-bound request ids; set by ``start``."""
     distribution: DistributionWatcher | None = None
     """Applies classifiers and policies published through Redis; None without Redis."""
     metrics: GatewayMetrics = field(init=False)
@@ -126,6 +129,12 @@ class Runtime:
         self.policies.start()
         self.outcomes.start()
         self.budgets.start()
+        self.request_ids = await load_signer(
+            secret.get_secret_value() if (secret := self.settings.feedback_secret) else None,
+            self.redis,
+            self.settings.redis_key_prefix,
+            self.settings.data_dir,
+        )
         if self.redis is not None:
             await self._start_distribution(self.redis.url)
         self._start_local_model()

@@ -47,8 +47,9 @@ async def serve_chat(
     """
     runtime: Runtime = request.app.state.runtime
     loaded = runtime.policies.current
+    client_request_id = header(request, b"x-request-id")
     outcome = Outcome(
-        request_id=header(request, b"x-request-id") or new_request_id(),
+        request_id=client_request_id or new_request_id(),
         tenant="unidentified",
         requested_model="",
         policy_version=loaded.version,
@@ -59,6 +60,10 @@ async def serve_chat(
     try:
         tenant = identify(request, loaded.policy)
         outcome.tenant = tenant.name
+        if client_request_id is None and runtime.request_ids is not None:
+            # Only an id bound to the tenant can receive feedback (POST /v1/feedback).
+            outcome.request_id = runtime.request_ids.issue(tenant.name)
+            setattr(request.state, REQUEST_ID_STATE, outcome.request_id)
         body = await read_json_body(request, runtime.settings.max_body_bytes)
         if translate is not None:
             body = translate(body)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.api.auth import tenant_of
 from router.api.chat import read_json_body
-from router.errors import InvalidRequest
+from router.errors import InvalidRequest, RequestIdNotFound
 from router.runtime import Runtime
 
 router = APIRouter()
@@ -35,6 +35,14 @@ async def post_feedback(request: Request) -> dict[str, Any]:
         param = ".".join(str(p) for p in error["loc"]) or "body"
         raise InvalidRequest(f"Invalid value for '{param}': {error['msg']}.", param=param) from None
     tenant = tenant_of(request, runtime.policies.current.policy)
+    if runtime.request_ids is None or not runtime.request_ids.verify(feedback.request_id, tenant):
+        # One message for unknown ids and other tenants' ids, so it reveals neither.
+        raise RequestIdNotFound(
+            f"No request with id '{feedback.request_id}' was issued to this API key. Send the "
+            "x-request-id that the gateway returned for a request made with the same key "
+            "and without its own x-request-id header.",
+            param="request_id",
+        )
     runtime.outcomes.emit(
         {
             "type": "feedback",

@@ -202,16 +202,17 @@ async def test_feedback_writes_record(kit: GatewayKit) -> None:
 
 async def test_feedback_reaches_redis_stream(redis_kit: GatewayKit) -> None:
     async with redis_kit.running(use_redis=True) as gateway:
+        request_id = gateway.runtime.request_ids.issue(gateway.tenant)  # type: ignore[union-attr]
         response = await gateway.client.post(
             "/v1/feedback",
-            json={"request_id": "req-earlier", "score": 1},
+            json={"request_id": request_id, "score": 1},
             headers={"Authorization": f"Bearer {gateway.api_key}"},
         )
         records = await gateway.records()
 
     assert response.status_code == 200
     assert [(r["type"], r["request_id"], r["score"], r["label"]) for r in records] == [
-        ("feedback", "req-earlier", 1.0, None)
+        ("feedback", request_id, 1.0, None)
     ]
     assert records[0]["tenant"] == tenant_of_key(gateway.api_key)
 

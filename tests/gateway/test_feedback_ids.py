@@ -1,0 +1,228 @@
+"""``POST /v1/feedback`` accepts only request ids the gateway issued to the caller's tenant."""
+
+from __future__ import annotations
+
+import re
+import stat
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import redis
+
+from router.app import create_app
+from router.request_ids import (
+    SECRET_FILE_NAME,
+    RequestIdSigner,
+    read_or_create_secret_file,
+    redis_secret_key,
+)
+from tests.gateway.conftest import (
+    Gateway,
+    GatewayKit,
+    LiveGateway,
+    StubScorer,
+    chat_body,
+    new_api_key,
+)
+
+ISSUED_ID = re.compile(r"^req-[0-9a-f]{48}$")
+
+
+def not_found_body(request_id: str) -> dict[str, Any]:
+    message = (
+        f"No request with id '{request_id}' was issued to this API key. Send the x-request-id "
+        "that the gateway returned for a request made with the same key and without its own "
+        "x-request-id header."
+    )
+    return {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": "request_id",
+            "code": "request_id_not_found",
+        }
+    }
+
+
+async def send_feedback(gateway: Gateway, request_id: str, api_key: str) -> httpx.Response:
+    return await gateway.client.post(
+        "/v1/feedback",
+        json={"request_id": request_id, "score": 0.5},
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+
+
+# The signer ---------------------------------------------------------------------------------
+
+
+def test_signer_accepts_own_tenant_only() -> None:
+    signer = RequestIdSigner(b"secret")
+    request_id = signer.issue("tenant-a")
+
+    assert ISSUED_ID.match(request_id)
+    assert signer.verify(request_id, "tenant-a")
+    assert not signer.verify(request_id, "tenant-b")
+    assert not RequestIdSigner(b"other secret").verify(request_id, "tenant-a")
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda rid: rid[:-1] + ("0" if rid[-1] != "0" else "1"),  # MAC changed
+        lambda rid: rid[:10] + ("0" if rid[10] != "0" else "1") + rid[11:],  # random part changed
+        lambda rid: rid + "0",  # too long
+        lambda rid: rid[:-2],  # too short
+        lambda rid: rid.upper(),  # not lower-case hex
+        lambda rid: "rex-" + rid[4:],  # wrong prefix
+    ],
+    ids=["mac", "random", "long", "short", "upper", "prefix"],
+)
+def test_signer_rejects_altered_id(mangle: Any) -> None:
+    signer = RequestIdSigner(b"secret")
+    request_id = signer.issue("tenant-a")
+
+    assert not signer.verify(mangle(request_id), "tenant-a")
+
+
+def test_signer_rejects_empty_secret() -> None:
+    with pytest.raises(ValueError, match="must not be empty"):
+        RequestIdSigner(b"")
+
+
+def test_secret_file_is_created_once_private(tmp_path: Path) -> None:
+    path = tmp_path / "state" / SECRET_FILE_NAME
+    first = read_or_create_secret_file(path)
+    second = read_or_create_secret_file(path)
+
+    assert first == second
+    assert len(first) == 64
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# The endpoint -------------------------------------------------------------------------------
+
+
+async def test_feedback_for_own_id_is_accepted(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        answer = await gateway.chat(chat_body())
+        request_id = answer.headers["x-request-id"]
+        response = await send_feedback(gateway, request_id, gateway.api_key)
+        records = await gateway.records()
+
+    assert ISSUED_ID.match(request_id)
+    assert response.status_code == 200
+    assert response.json() == {"object": "feedback", "request_id": request_id, "accepted": True}
+    assert [r["type"] for r in records] == ["request", "feedback"]
+    assert records[0]["request_id"] == request_id
+
+
+async def test_feedback_for_unknown_id_is_404(kit: GatewayKit) -> None:
+    unknown = "req-" + "0" * 48
+    async with kit.running() as gateway:
+        responses = [
+            await send_feedback(gateway, request_id, gateway.api_key)
+            for request_id in (unknown, "req-never-sent")
+        ]
+        records = await gateway.records()
+
+    assert [r.status_code for r in responses] == [404, 404]
+    assert responses[0].json() == not_found_body(unknown)
+    assert responses[1].json() == not_found_body("req-never-sent")
+    assert records == []
+
+
+async def test_feedback_for_other_tenants_id_is_404(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        answer = await gateway.chat(chat_body())
+        request_id = answer.headers["x-request-id"]
+        response = await send_feedback(gateway, request_id, new_api_key())
+        records = await gateway.records()
+
+    assert response.status_code == 404
+    assert response.json() == not_found_body(request_id)
+    assert [r["type"] for r in records] == ["request"]
+
+
+async def test_feedback_for_client_chosen_id_is_404(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        answer = await gateway.chat(chat_body(), headers={"x-request-id": "client-7"})
+        response = await send_feedback(gateway, "client-7", gateway.api_key)
+
+    assert answer.headers["x-request-id"] == "client-7"
+    assert response.status_code == 404
+    assert response.json() == not_found_body("client-7")
+
+
+async def test_configured_secret_is_shared(kit: GatewayKit, tmp_path: Path) -> None:
+    kit.write_policy()
+    first = kit.settings(feedback_secret="s3cret", data_dir=tmp_path / "one")
+    second = kit.settings(feedback_secret="s3cret", data_dir=tmp_path / "two")
+    async with kit.running(settings=first) as gateway:
+        request_id = (await gateway.chat(chat_body())).headers["x-request-id"]
+        api_key = gateway.api_key
+    async with kit.running(settings=second) as gateway:
+        response = await send_feedback(gateway, request_id, api_key)
+
+    assert response.status_code == 200
+    assert not (tmp_path / "one" / SECRET_FILE_NAME).exists()
+
+
+async def test_secret_file_survives_restart(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        request_id = (await gateway.chat(chat_body())).headers["x-request-id"]
+        api_key = gateway.api_key
+    async with kit.running() as gateway:
+        response = await send_feedback(gateway, request_id, api_key)
+
+    assert response.status_code == 200
+    assert (kit.tmp_path / "var" / SECRET_FILE_NAME).exists()
+
+
+async def test_replicas_share_secret_through_redis(
+    redis_kit: GatewayKit, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    prefix = f"fb{uuid.uuid4().hex[:8]}"
+    redis_kit.write_policy()
+    settings = [
+        redis_kit.settings(use_redis=True, redis_key_prefix=prefix, data_dir=tmp_path / name)
+        for name in ("one", "two")
+    ]
+    try:
+        async with redis_kit.running(settings=settings[0]) as first:
+            request_id = (await first.chat(chat_body())).headers["x-request-id"]
+            async with redis_kit.running(settings=settings[1]) as second:
+                accepted = await send_feedback(second, request_id, first.api_key)
+                foreign = await send_feedback(second, request_id, new_api_key())
+    finally:
+        secret = redis_client.get(redis_secret_key(prefix))
+        redis_client.delete(redis_secret_key(prefix))
+
+    assert accepted.status_code == 200
+    assert foreign.status_code == 404
+    assert secret is not None and len(secret) == 64
+    assert not (tmp_path / "one" / SECRET_FILE_NAME).exists()
+
+
+def test_openai_client_sees_issued_id(kit: GatewayKit) -> None:
+    kit.write_policy()
+    api_key = new_api_key()
+    app = create_app(kit.settings(), StubScorer())
+    with LiveGateway(app) as live:
+        client = openai.OpenAI(base_url=live.base_url, api_key=api_key, max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "Hello."}]
+        )
+        completion = raw.parse()
+        feedback = httpx.post(
+            f"{live.base_url}/feedback",
+            json={"request_id": completion._request_id, "score": 1.0},
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+
+    assert completion._request_id == raw.headers["x-request-id"]
+    assert ISSUED_ID.match(raw.headers["x-request-id"])
+    assert feedback.status_code == 200
