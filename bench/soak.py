@@ -4,8 +4,8 @@ The soak starts its own ``redis-server`` (127.0.0.1, free port, no persistence),
 upstreams and ``python -m router serve`` with that Redis, each as a process. It then sends the
 traffic-mix prompts that ``bench/replay.py`` may use (so no CC BY-NC record) for a bounded time
 and request count. The mix has JSON and streamed chat completions, temperature-0 repeats that the
-cache can answer, and feedback posts. Every chat request carries its own ``x-request-id``, which the
-gateway uses as the outcome record's ``request_id``.
+cache can answer, and feedback posts. The soak keeps the ``x-request-id`` that the gateway returns
+for each chat request, which is the outcome record's ``request_id`` and the id feedback refers to.
 
 During the run Redis is killed with SIGKILL and started again, and paused with SIGSTOP and resumed
 with SIGCONT. A Redis without persistence loses its stream when killed, so a background thread
@@ -67,6 +67,9 @@ SPOOL_DELIVERY_TIMEOUT_S = 60.0
 # Shorter than the gateway's keep-alive timeout (uvicorn's default, 5 s). A client that reuses a
 # connection at the moment the server closes it gets a reset before the request reaches the app.
 KEEPALIVE_EXPIRY_S = 2.0
+
+# Every request, chat and feedback, goes out under this key, so all belong to one tenant.
+SOAK_API_KEY = "soak"
 FAILURE_SAMPLES = 20
 # The gateway writes every outcome record here, in its data folder, until Redis has it.
 SPOOL_FOLDER = "spool"
@@ -375,30 +378,35 @@ async def send_chat(driver: Driver, item: Planned) -> None:
         "model": "auto",
         "messages": [{"role": "user", "content": item.text}],
         "temperature": item.temperature,
-        "extra_headers": {"x-request-id": item.request_id},
     }
     if item.stream:
         request |= {"stream": True, "stream_options": {"include_usage": True}}
     error: str | None = None
+    # The gateway accepts feedback only for ids it issued itself, so the soak sends no
+    # x-request-id and keeps the one the response carries. A request without a response
+    # keeps the planned id, which only labels its failure.
+    request_id = item.request_id
     try:
         raw = await driver.chat_client.chat.completions.with_raw_response.create(**request)
-        tally.answered.add(item.request_id)
+        request_id = raw.headers.get("x-request-id") or item.request_id
+        tally.answered.add(request_id)
         cache_hit = raw.headers.get("x-tierwise-cache") == "hit"
         if item.stream:
             error = None if await _read_stream(raw) else "stream ended without a finish_reason"
         else:
             error = None if raw.parse().choices else "completion without choices"
     except openai.APIStatusError as exc:
-        tally.answered.add(item.request_id)
+        request_id = exc.response.headers.get("x-request-id") or item.request_id
+        tally.answered.add(request_id)
         error = f"HTTP {exc.status_code} {exc.code or ''}".strip()
     except openai.APIError as exc:
         error = type(exc).__name__
     if error is not None:
-        tally.fail(item.request_id, f"chat: {error}")
+        tally.fail(request_id, f"chat: {error}")
         return
     tally.succeeded += 1
     tally.cache_hits += cache_hit
-    tally.feedback_targets.appendleft(item.request_id)
+    tally.feedback_targets.appendleft(request_id)
 
 
 async def send_feedback(driver: Driver, item: Planned) -> None:
@@ -494,13 +502,16 @@ async def drive_traffic(
     )
     chat_client = openai.AsyncOpenAI(
         base_url=stack.gateway_url,
-        api_key="soak",
+        api_key=SOAK_API_KEY,
         max_retries=0,
         timeout=options.timeout_s,
         http_client=openai.DefaultAsyncHttpxClient(limits=chat_limits),
     )
+    # Feedback goes out under the chat requests' key, because the gateway accepts feedback
+    # only from the tenant its request id was issued to.
     http = httpx.AsyncClient(
         base_url=stack.gateway_url.removesuffix("/v1"),
+        headers={"Authorization": f"Bearer {SOAK_API_KEY}"},
         timeout=options.timeout_s,
         limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S),
     )
