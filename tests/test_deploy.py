@@ -26,6 +26,7 @@ import yaml
 
 from router.edge import CHAT_FORMAT, MODEL_ALIAS, EdgeModelServer
 from router.policy.loader import load_policy, parse_policy
+from router.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -178,6 +179,12 @@ def test_deployment_port_matches_environment() -> None:
     assert ports == {"http": 8080}
     assert env["TIERWISE_PORT"] == "8080"
     assert env["TIERWISE_HOST"] == "0.0.0.0"
+
+
+def test_deployment_waits_for_redis_to_be_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    value = _env(_gateway_container())["TIERWISE_READY_REQUIRES_REDIS"]
+    monkeypatch.setenv("TIERWISE_READY_REQUIRES_REDIS", value)
+    assert Settings().ready_requires_redis is True
 
 
 def test_deployment_runs_as_image_user() -> None:
