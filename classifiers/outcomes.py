@@ -41,7 +41,7 @@ class OutcomesError(ValueError):
 
 @dataclass(slots=True)
 class GatewayLogCounts:
-    """What one scan of the gateway's outcome log found.
+    """Counts of one scan of the gateway's outcome log.
 
     Every request record lands in exactly one of ``labelled``, ``cache_hits``, ``failed``,
     ``unlabelled`` and ``prompt_not_stored``.
@@ -96,7 +96,7 @@ class GatewayLog:
 class NothingTrainableError(OutcomesError):
     """Raised when the gateway log yields fewer trainable rows than required.
 
-    ``counts`` says why; ``GatewayLogCounts.summary_lines`` renders it.
+    ``counts`` contains the reasons, and ``GatewayLogCounts.summary_lines`` renders them.
     """
 
     def __init__(self, message: str, counts: GatewayLogCounts) -> None:

@@ -196,7 +196,7 @@ async def test_gateway_log_trains_and_publishes(
     assert GATEWAY_SOURCE in (model_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Janet" not in (model_dir / "model.json").read_text(encoding="utf-8")
 
-    # The job's volume keeps earlier exports; the gsm8k file stands in for labelled data.
+    # The volume of a real job keeps earlier exports, and the gsm8k file is its labelled data.
     root = tmp_path / "volume"
     (root / "outcomes").mkdir(parents=True)
     for part in export_dir.rglob("part-*.jsonl"):
