@@ -274,6 +274,9 @@ def write_gateway_training_file(paths: Sequence[str | Path], folder: Path,
     contains prompts, so ``folder`` should be temporary.  Returns the file (None when the
     log yields no rows) and the counts.  Raises NothingTrainableError when the log yields
     fewer than ``min_rows`` rows, and OutcomesError as ``scan_gateway_log`` does.
+
+    NOTE: ``read_outcomes`` with a tier map keeps only tiers that the map names, so a
+    ``--tier-map`` that leaves out a tier drops the gateway rows served by that tier.
     """
     log = scan_gateway_log(paths)
     if len(log.records) < min_rows:
