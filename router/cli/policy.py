@@ -104,13 +104,20 @@ def simulate_command(
     ],
     against: Annotated[
         Path | None,
-        typer.Option(help="The current policy, for a side-by-side comparison."),
+        typer.Option(
+            help="The current policy, for a side-by-side comparison. Both columns assume "
+            "every deployment is available, so the current column can differ from the tiers "
+            "that answered."
+        ),
     ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Draw no progress bar, even on a terminal.")
     ] = False,
 ) -> None:
     """Replay logged traffic through a policy and print tier mix, cost and known quality.
+
+    Every deployment counts as available, as if every provider key were set, so a request
+    logged while a tier was unavailable may be simulated on that tier.
 
     A progress bar is drawn on standard error when it is a terminal, unless --quiet is given.
 
