@@ -32,6 +32,15 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("tierwise.runtime")
 
+_LOCAL_MODEL_DOWN = "the local edge model is not running"
+LOCAL_MODEL_CLIENT_REASONS: dict[str, str] = {
+    "not_started": f"{_LOCAL_MODEL_DOWN} (it starts with `tierwise serve`)",
+    "disabled": f"{_LOCAL_MODEL_DOWN} (disabled by TIERWISE_LOCAL_MODEL=false)",
+    "not_installed": f"{_LOCAL_MODEL_DOWN} (the edge extra is not installed)",
+    "starting": "the local edge model is still starting",
+    "failed": f"{_LOCAL_MODEL_DOWN} (it failed to start, and the gateway log has the cause)",
+}
+
 
 class Scorer(Protocol):
     version: str
@@ -64,6 +73,8 @@ class Runtime:
     started_at: float = 0.0
     local_model_status: str = "not started: run `tierwise serve` with the edge extra installed"
     """The reason deployments marked ``local_model`` are unavailable, or "ready"."""
+    local_model_state: str = "not_started"
+    """A key of ``LOCAL_MODEL_CLIENT_REASONS``, or "ready"; clients see only its text."""
     extra: dict[str, Any] = field(default_factory=dict)
     request_ids: RequestIdSigner | None = None
     """Issues and checks tenant-bound request ids; set by ``start``."""
@@ -95,6 +106,16 @@ class Runtime:
 
     def is_available(self, deployment: Deployment) -> bool:
         return self.unavailable_reason(deployment) is None
+
+    def client_unavailable_reason(self, deployment: Deployment) -> str | None:
+        """Like ``unavailable_reason``, in words safe for error messages.
+
+        The local model's status may quote server output, paths and ports, so clients get a
+        fixed text per state instead. The gateway log has the details.
+        """
+        if deployment.local_model and self.local_model_state != "ready":
+            return LOCAL_MODEL_CLIENT_REASONS.get(self.local_model_state, _LOCAL_MODEL_DOWN)
+        return deployment.unavailable_reason()
 
     @classmethod
     def build(cls, settings: Settings, scorer: Scorer | None = None) -> Runtime:
@@ -161,17 +182,19 @@ class Runtime:
             return
         if not self.settings.local_model:
             self.local_model_status = "disabled by settings (TIERWISE_LOCAL_MODEL=false)"
+            self.local_model_state = "disabled"
             return
         from router.edge import EdgeModelServer
 
         available, reason = EdgeModelServer.is_available()
         if not available:
             self.local_model_status = f"edge extra unavailable: {reason}"
+            self.local_model_state = "not_installed"
             return
         port = urlsplit(local[0].api_base or "").port
         server = EdgeModelServer(port=port)
         self.extra["local_model"] = server
-        self.local_model_status = "starting"
+        self.local_model_status = self.local_model_state = "starting"
         # The model loads in the background, so the gateway serves the other tiers at once.
         self.extra["local_model_task"] = asyncio.create_task(self._run_local_model(server))
 
@@ -182,9 +205,10 @@ class Runtime:
             await server.start()
         except EdgeModelError as exc:
             self.local_model_status = f"failed to start: {exc}"
+            self.local_model_state = "failed"
             log.warning("local_model_unavailable", reason=str(exc))
             return
-        self.local_model_status = "ready"
+        self.local_model_status = self.local_model_state = "ready"
 
     async def stop(self) -> None:
         # Shadow jobs end first, while the outcome log and the transports still work.

@@ -170,7 +170,7 @@ def route(
         outcome.scores or {},
         needs,
         requested=chat.model,
-        is_available=runtime.is_available,
+        unavailable_reason=runtime.client_unavailable_reason,
         min_tier=highest_tier(
             alias.min_tier if alias is not None else None,
             tenant.config.min_tier if tenant and tenant.config else None,

@@ -10,6 +10,7 @@ import typer
 
 from router.errors import GatewayError
 from router.policy.loader import PolicyError, load_policy
+from router.policy.schema import Deployment
 from router.routing.decide import RequestNeeds, decide
 from router.routing.tokens import count_prompt_tokens
 from router.settings import BUNDLED_POLICY
@@ -62,7 +63,14 @@ def explain_routing(
         score = f"{scores[tier]:.3f}" if tier in scores else "-"
         lines.append(f"score       {tier:<9} {score:>6}   ({rule})")
     try:
-        decision = decide(policy, scores, needs, requested=model, min_tier=alias.min_tier if alias else None)
+        decision = decide(
+            policy,
+            scores,
+            needs,
+            requested=model,
+            unavailable_reason=Deployment.unavailable_reason,
+            min_tier=alias.min_tier if alias else None,
+        )
     except GatewayError as exc:
         lines.append(f"decision    no deployment: {exc.message}")
         return "\n".join(lines)

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from router.errors import ContextTooLong, NoDeploymentAvailable, UnsupportedParameter
 from router.policy.schema import TIER_ORDER, Deployment, Policy
+from router.routing.skips import (
+    Skips,
+    describe_tier_skips,
+    describe_unavailable_alias,
+    describe_unavailable_model,
+)
 
 
 @dataclass(frozen=True)
@@ -67,16 +74,20 @@ def decide(
     *,
     requested: str,
     is_available: Callable[[Deployment], bool] = lambda d: d.unavailable_reason() is None,
+    unavailable_reason: Callable[[Deployment], str | None] | None = None,
     min_tier: str | None = None,
     blocked_tiers: frozenset[str] = frozenset(),
 ) -> Decision:
     """Choose where ``requested`` (a router alias or a deployment name) goes.
 
-    Raises ``ContextTooLong``, ``UnsupportedParameter`` or ``NoDeploymentAvailable`` when no
-    deployment can serve the request.  The caller has already checked that ``requested``
-    names an alias or a deployment.
+    ``unavailable_reason``, when given, replaces ``is_available``: it returns why a deployment
+    cannot be used (text a client may see) or None, and that text goes into the errors and
+    the decision's reason.  Raises ``ContextTooLong``, ``UnsupportedParameter`` or
+    ``NoDeploymentAvailable`` when no deployment can serve the request.  The caller has
+    already checked that ``requested`` names an alias or a deployment.
     """
-    skipped: dict[str, str] = {}
+    reason_of = unavailable_reason or _reason_from_flag(is_available)
+    skips = Skips()
     direct = policy.find_deployment(requested)
     if direct is not None:
         tier, deployment = direct
@@ -85,31 +96,38 @@ def decide(
                 f"The model '{requested}' is in the {tier} tier, which this API key may not use.",
                 code="tier_blocked",
             )
-        eligible = _eligible(deployment, needs, is_available, skipped)
-        if not eligible:
-            _raise_for(skipped, needs)
+        if not _eligible(deployment, needs, reason_of, skips):
+            _raise_for(skips, needs, describe_unavailable_model(requested, tier, skips))
         return Decision(tier, (Candidate(tier, deployment),), "model requested by name", None)
 
+    excluded = _excluded_tiers(policy, min_tier, blocked_tiers)
     per_tier = {
         tier: [
             Candidate(tier, d)
             for d in tier_config.deployments
-            if _eligible(d, needs, is_available, skipped)
+            if _eligible(d, needs, reason_of, skips)
         ]
         for tier, tier_config in policy.ordered_tiers()
-        if (min_tier is None or TIER_ORDER.index(tier) >= TIER_ORDER.index(min_tier))
-        and tier not in blocked_tiers
+        if tier not in excluded
     }
     usable = [tier for tier, candidates in per_tier.items() if candidates]
     if not usable:
-        _raise_for(skipped, needs)
+        in_scope = [(tier, c.deployments) for tier, c in policy.ordered_tiers() if tier in per_tier]
+        _raise_for(skips, needs, describe_unavailable_alias(requested, in_scope, excluded, skips))
+    # Each tier the request could not use, mapped to a clause that follows "but".
+    unused: dict[str, str] = {}
+    for tier, tier_config in policy.ordered_tiers():
+        if tier in excluded:
+            unused[tier] = f"it is {excluded[tier]}"
+        elif not per_tier[tier]:
+            unused[tier] = describe_tier_skips(tier_config.deployments, skips)
 
-    chosen, reason = _choose_tier(usable, scores, policy.routing.thresholds)
+    chosen, reason = _choose_tier(usable, scores, policy.routing.thresholds, unused)
     chain = list(per_tier[chosen])
     if policy.routing.escalate_on_error:
         for tier in usable[usable.index(chosen) + 1 :]:
             chain.extend(per_tier[tier])
-    return Decision(chosen, tuple(chain), reason, scores.get(chosen), skipped)
+    return Decision(chosen, tuple(chain), reason, scores.get(chosen), skips.codes)
 
 
 def highest_tier(*tiers: str | None) -> str | None:
@@ -119,6 +137,41 @@ def highest_tier(*tiers: str | None) -> str | None:
 
 
 def _choose_tier(
+    usable: list[str],
+    scores: Mapping[str, float],
+    thresholds: Mapping[str, float],
+    unused: Mapping[str, str],
+) -> tuple[str, str]:
+    chosen, reason = _first_adequate_tier(usable, scores, thresholds)
+    fallback = reason.startswith("no tier met")
+    # A tier that would have been chosen but could not be used explains why the request went
+    # elsewhere, and keeps "no tier met its threshold" from contradicting the scores.
+    notes = [
+        note
+        for tier, why in unused.items()
+        if fallback or TIER_ORDER.index(tier) < TIER_ORDER.index(chosen)
+        if (note := _unused_tier_note(tier, why, scores, thresholds)) is not None
+    ]
+    if not notes:
+        return chosen, reason
+    if fallback:
+        reason = f"no usable tier met its threshold, so {chosen} is used as the most capable usable tier"
+    return chosen, "; ".join([*notes, reason])
+
+
+def _unused_tier_note(
+    tier: str, why: str, scores: Mapping[str, float], thresholds: Mapping[str, float]
+) -> str | None:
+    threshold = thresholds.get(tier)
+    if threshold is None:
+        return f"{tier} is the fallback tier but {why}"
+    score = scores.get(tier)
+    if score is None or score < threshold:
+        return None
+    return f"{tier} met its threshold with {score:.3f} >= {threshold:.3f} but {why}"
+
+
+def _first_adequate_tier(
     usable: list[str], scores: Mapping[str, float], thresholds: Mapping[str, float]
 ) -> tuple[str, str]:
     for tier in usable:
@@ -132,27 +185,50 @@ def _choose_tier(
     return top, f"no tier met its threshold; {top} is the most capable available tier"
 
 
+def _excluded_tiers(
+    policy: Policy, min_tier: str | None, blocked_tiers: frozenset[str]
+) -> dict[str, str]:
+    """Map each policy tier the request may not use to the reason, worded to follow "is"."""
+    excluded: dict[str, str] = {}
+    for tier, _ in policy.ordered_tiers():
+        if min_tier is not None and TIER_ORDER.index(tier) < TIER_ORDER.index(min_tier):
+            excluded[tier] = f"below the minimum tier {min_tier}"
+        elif tier in blocked_tiers:
+            excluded[tier] = "blocked for this API key"
+    return excluded
+
+
+def _reason_from_flag(is_available: Callable[[Deployment], bool]) -> Callable[[Deployment], str | None]:
+    # An empty reason marks the deployment unavailable without saying why.
+    return lambda deployment: None if is_available(deployment) else ""
+
+
 def _eligible(
     deployment: Deployment,
     needs: RequestNeeds,
-    is_available: Callable[[Deployment], bool],
-    skipped: dict[str, str],
+    reason_of: Callable[[Deployment], str | None],
+    skips: Skips,
 ) -> bool:
-    if not is_available(deployment):
-        skipped[deployment.name] = "unavailable"
+    unavailable = reason_of(deployment)
+    if unavailable is not None:  # an empty reason still means unavailable
+        skips.add(deployment.name, "unavailable", unavailable)
         return False
     missing = needs.missing_capability(deployment)
     if missing is not None:
-        skipped[deployment.name] = f"capability:{missing}"
+        skips.add(deployment.name, f"capability:{missing}")
         return False
     if not needs.fits_context(deployment):
-        skipped[deployment.name] = "context"
+        skips.add(deployment.name, "context")
         return False
     return True
 
 
-def _raise_for(skipped: dict[str, str], needs: RequestNeeds) -> None:
-    reasons = set(skipped.values())
+def _raise_for(skips: Skips, needs: RequestNeeds, unavailable_message: str) -> NoReturn:
+    # A deployment that is down outranks the request's own limits: with it running, the
+    # request might have been served, so the client learns what to fix in the gateway.
+    reasons = set(skips.codes.values())
+    if "unavailable" in reasons:
+        raise NoDeploymentAvailable(unavailable_message)
     if "context" in reasons:
         raise ContextTooLong(
             f"The conversation needs about {needs.prompt_tokens} tokens plus the requested "
@@ -169,7 +245,4 @@ def _raise_for(skipped: dict[str, str], needs: RequestNeeds) -> None:
             "Remove it, or add a deployment that supports it to the policy.",
             param=parameter,
         )
-    raise NoDeploymentAvailable(
-        "No deployment is available for this request: every tier is disabled or missing its "
-        "provider key. Set the provider keys named in the policy, or start the local edge model."
-    )
+    raise NoDeploymentAvailable(unavailable_message)

@@ -358,8 +358,13 @@ async def test_unavailable_deployments_get_503(
     assert response.status_code == 503
     assert response.json() == {
         "error": {
-            "message": "No deployment is available for this request: every tier is disabled or missing its "
-            "provider key. Set the provider keys named in the policy, or start the local edge model.",
+            "message": "No deployment is available for model 'auto', which may use the edge, mid and "
+            "frontier tiers. Deployments: edge-small (edge) is unavailable because environment variable "
+            "TIERWISE_TEST_UNSET_KEY is not set; mid-medium (mid) is unavailable because environment "
+            "variable TIERWISE_TEST_UNSET_KEY is not set; frontier-large (frontier) is unavailable "
+            "because environment variable TIERWISE_TEST_UNSET_KEY is not set. Fix the causes above, or "
+            "request a model whose tier is available (GET /v1/models shows which deployments are "
+            "available).",
             "type": "api_error",
             "param": None,
             "code": "no_deployment_available",

@@ -128,9 +128,71 @@ def test_unavailable_tiers_fall_back_to_best_available() -> None:
         is_available=lambda d: d.name != "large",
     )
     assert decision.tier == "mid"
-    assert decision.reason == "no tier met its threshold; mid is the most capable available tier"
+    assert decision.reason == (
+        "frontier is the fallback tier but large is unavailable; no usable tier met its threshold, "
+        "so mid is used as the most capable usable tier"
+    )
 
 
 def test_nothing_available_raises() -> None:
     with pytest.raises(NoDeploymentAvailable):
         decide(make_policy(), {}, SHORT, requested="auto", is_available=lambda d: False)
+
+
+def test_unavailable_tier_that_met_threshold_is_named() -> None:
+    decision = decide(
+        make_policy(),
+        {"edge": 0.1, "mid": 0.816},
+        SHORT,
+        requested="auto",
+        unavailable_reason=lambda d: "environment variable MID_KEY is not set" if d.name == "medium" else None,
+    )
+    assert decision.tier == "frontier"
+    assert decision.reason == (
+        "mid met its threshold with 0.816 >= 0.600 but medium is unavailable because environment "
+        "variable MID_KEY is not set; frontier has no threshold, so it takes what cheaper tiers did not"
+    )
+
+
+def test_tier_below_minimum_that_met_threshold_is_named() -> None:
+    decision = decide(
+        make_policy(), {"edge": 0.9, "mid": 0.9}, SHORT, requested="auto-quality", min_tier="mid", **ALL_AVAILABLE
+    )
+    assert decision.tier == "mid"
+    assert decision.reason == (
+        "edge met its threshold with 0.900 >= 0.700 but it is below the minimum tier mid; "
+        "mid score 0.900 >= threshold 0.600"
+    )
+
+
+def test_blocked_tiers_are_named() -> None:
+    decision = decide(
+        make_policy(),
+        {"edge": 0.9, "mid": 0.2},
+        SHORT,
+        requested="auto",
+        blocked_tiers=frozenset({"edge", "frontier"}),
+        **ALL_AVAILABLE,
+    )
+    assert decision.tier == "mid"
+    assert decision.reason == (
+        "edge met its threshold with 0.900 >= 0.700 but it is blocked for this API key; frontier is "
+        "the fallback tier but it is blocked for this API key; no usable tier met its threshold, so "
+        "mid is used as the most capable usable tier"
+    )
+
+
+def test_too_small_tier_that_met_threshold_is_named() -> None:
+    needs = RequestNeeds(prompt_tokens=5000)
+    decision = decide(make_policy(), {"edge": 0.9, "mid": 0.9}, needs, requested="auto", **ALL_AVAILABLE)
+    assert decision.tier == "mid"
+    assert decision.reason == (
+        "edge met its threshold with 0.900 >= 0.700 but small has a context window too small for "
+        "this request; mid score 0.900 >= threshold 0.600"
+    )
+
+
+def test_unavailable_deployment_by_name_raises_with_reason() -> None:
+    with pytest.raises(NoDeploymentAvailable) as raised:
+        decide(make_policy(), {}, SHORT, requested="medium", unavailable_reason=lambda d: "KEY is not set")
+    assert raised.value.message.startswith("The model 'medium' (mid tier) is unavailable because KEY is not set.")

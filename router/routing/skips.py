@@ -1,0 +1,90 @@
+"""Reasons for the deployments a routing decision skipped, in words a client may see.
+
+The texts name deployments, tiers and environment variable names, never a key's value or
+the gateway's internals, because they end up in 503 error messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from router.policy.schema import Deployment
+
+NEXT_STEP = (
+    "Fix the causes above, or request a model whose tier is available "
+    "(GET /v1/models shows which deployments are available)."
+)
+
+
+@dataclass
+class Skips:
+    """The deployments one decision skipped: a code per name, and why unavailable ones are down."""
+
+    codes: dict[str, str] = field(default_factory=dict)
+    """Deployment name -> ``unavailable``, ``capability:<parameter>`` or ``context``."""
+    details: dict[str, str] = field(default_factory=dict)
+    """Deployment name -> why it is unavailable; empty when the caller gave no reason."""
+
+    def add(self, name: str, code: str, detail: str = "") -> None:
+        self.codes[name] = code
+        if detail:
+            self.details[name] = detail
+
+    def describe(self, name: str) -> str:
+        """Return a clause on why deployment ``name`` was skipped, with the name as its subject."""
+        code = self.codes[name]
+        if code == "unavailable":
+            detail = self.details.get(name)
+            return f"{name} is unavailable because {detail}" if detail else f"{name} is unavailable"
+        if code == "context":
+            return f"{name} has a context window too small for this request"
+        parameter = code.split(":", 1)[1]
+        what = "image input" if parameter == "messages" else f"the '{parameter}' parameter"
+        return f"{name} does not support {what}"
+
+
+def describe_tier_skips(deployments: Sequence[Deployment], skips: Skips) -> str:
+    """Return why no deployment of a tier was used: one clause per skipped deployment."""
+    return ", and ".join(skips.describe(d.name) for d in deployments if d.name in skips.codes)
+
+
+def describe_unavailable_model(requested: str, tier: str, skips: Skips) -> str:
+    """Return the 503 message for a deployment requested by name that is unavailable."""
+    detail = skips.details.get(requested)
+    cause = f" because {detail}" if detail else ""
+    return f"The model '{requested}' ({tier} tier) is unavailable{cause}. {NEXT_STEP}"
+
+
+def describe_unavailable_alias(
+    requested: str,
+    in_scope: Sequence[tuple[str, Sequence[Deployment]]],
+    excluded: Mapping[str, str],
+    skips: Skips,
+) -> str:
+    """Return the 503 message for an alias none of whose tiers has a usable deployment.
+
+    ``in_scope`` lists the tiers the request may use with their deployments, cheapest first.
+    ``excluded`` maps each other tier to why the request may not use it.
+    """
+    tiers = [tier for tier, _ in in_scope]
+    parts = [f"No deployment is available for model '{requested}', {_scope_clause(tiers)}."]
+    causes = [
+        skips.describe(d.name).replace(d.name, f"{d.name} ({tier})", 1)
+        for tier, deployments in in_scope
+        for d in deployments
+        if d.name in skips.codes
+    ]
+    if causes:
+        parts.append(f"Deployments: {'; '.join(causes)}.")
+    parts.extend(f"The {tier} tier is {why}." for tier, why in excluded.items())
+    parts.append(NEXT_STEP)
+    return " ".join(parts)
+
+
+def _scope_clause(tiers: Sequence[str]) -> str:
+    if not tiers:
+        return "which may use no tier"
+    if len(tiers) == 1:
+        return f"which may use only the {tiers[0]} tier"
+    return f"which may use the {', '.join(tiers[:-1])} and {tiers[-1]} tiers"

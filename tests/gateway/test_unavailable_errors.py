@@ -1,0 +1,113 @@
+"""503 messages name the deployments a request could use and why each one is unavailable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.gateway.conftest import GatewayKit, chat_body, policy_document, write_yaml
+
+UNSET_KEY = "TIERWISE_TEST_UNSET_KEY"
+KEY_MISSING = f"is unavailable because environment variable {UNSET_KEY} is not set"
+NEXT_STEP = (
+    "Fix the causes above, or request a model whose tier is available "
+    "(GET /v1/models shows which deployments are available)."
+)
+
+
+def error_503(message: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": "api_error",
+            "param": None,
+            "code": "no_deployment_available",
+        }
+    }
+
+
+def write_edge_only_policy(kit: GatewayKit, **edge_options: Any) -> None:
+    """Write a policy whose mid and frontier deployments need a key that is not set."""
+    document = policy_document(kit.base_urls, context_windows={"edge": 512})
+    for tier in ("mid", "frontier"):
+        document["tiers"][tier]["deployments"][0]["api_key_env"] = UNSET_KEY
+    document["tiers"]["edge"]["deployments"][0].update(edge_options)
+    write_yaml(kit.policy_path, document)
+
+
+@pytest.fixture(autouse=True)
+def unset_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(UNSET_KEY, raising=False)
+
+
+async def test_deployment_name_without_key(kit: GatewayKit) -> None:
+    write_edge_only_policy(kit)
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(model="mid-medium"))
+        served = await gateway.chat(chat_body(model="auto"))
+
+    assert response.status_code == 503
+    assert response.json() == error_503(
+        f"The model 'mid-medium' (mid tier) is unavailable because environment variable "
+        f"{UNSET_KEY} is not set. {NEXT_STEP}"
+    )
+    assert served.status_code == 200
+    assert served.headers["x-tierwise-tier"] == "edge"
+
+
+async def test_alias_with_min_tier_without_keys(kit: GatewayKit) -> None:
+    write_edge_only_policy(kit)
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(model="auto-quality"))
+
+    assert response.status_code == 503
+    assert response.json() == error_503(
+        "No deployment is available for model 'auto-quality', which may use the mid and frontier "
+        f"tiers. Deployments: mid-medium (mid) {KEY_MISSING}; frontier-large (frontier) "
+        f"{KEY_MISSING}. The edge tier is below the minimum tier mid. {NEXT_STEP}"
+    )
+
+
+async def test_long_prompt_names_context_and_keys(kit: GatewayKit) -> None:
+    write_edge_only_policy(kit)
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body("word " * 2000))
+
+    assert response.status_code == 503
+    assert response.json() == error_503(
+        "No deployment is available for model 'auto', which may use the edge, mid and frontier "
+        "tiers. Deployments: edge-small (edge) has a context window too small for this request; "
+        f"mid-medium (mid) {KEY_MISSING}; frontier-large (frontier) {KEY_MISSING}. {NEXT_STEP}"
+    )
+
+
+async def test_disabled_local_model_is_named(kit: GatewayKit) -> None:
+    write_edge_only_policy(kit, local_model=True)
+    async with kit.running(settings=kit.settings(local_model=False)) as gateway:
+        response = await gateway.chat(chat_body(model="edge-small"))
+
+    assert response.status_code == 503
+    assert response.json() == error_503(
+        "The model 'edge-small' (edge tier) is unavailable because the local edge model is not "
+        f"running (disabled by TIERWISE_LOCAL_MODEL=false). {NEXT_STEP}"
+    )
+
+
+async def test_failed_local_model_hides_details(kit: GatewayKit) -> None:
+    write_edge_only_policy(kit, local_model=True)
+    async with kit.running(settings=kit.settings()) as gateway:
+        gateway.runtime.local_model_state = "failed"
+        gateway.runtime.local_model_status = (
+            "failed to start: port 8081 on 127.0.0.1 is already in use; last server output: "
+            "Traceback in /opt/secret/llama.py"
+        )
+        response = await gateway.chat(chat_body(model="auto"))
+
+    message = response.json()["error"]["message"]
+    assert response.status_code == 503
+    assert "edge-small (edge) is unavailable because the local edge model is not running " in message
+    assert "(it failed to start, and the gateway log has the cause)" in message
+    assert "8081" not in message
+    assert "Traceback" not in message
+    assert "/opt/secret" not in message

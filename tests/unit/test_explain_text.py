@@ -1,0 +1,82 @@
+"""The text of ``tierwise policy explain`` for tiers that met a threshold but were not used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import classifiers
+from router.cli.explain import explain_routing
+
+UNSET_KEY = "TIERWISE_TEST_EXPLAIN_UNSET_KEY"
+
+
+class FixedScorer:
+    version = "fixed-1"
+    tiers: tuple[str, ...] = ("edge", "mid", "frontier")
+
+    def score(self, messages: list[Any]) -> dict[str, float]:
+        return {"edge": 0.2, "mid": 0.816, "frontier": 0.9}
+
+
+def write_policy(path: Path) -> Path:
+    def deployment(name: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "model": f"openai/{name}",
+            "api_base": "http://127.0.0.1:9/v1",
+            "price": {"input_per_million": 1, "output_per_million": 2},
+            "context_window": 32000,
+            **extra,
+        }
+
+    document = {
+        "version": 1,
+        "aliases": {"auto": {}},
+        "tiers": {
+            "edge": {"deployments": [deployment("small")]},
+            "mid": {"deployments": [deployment("medium", api_key_env=UNSET_KEY)]},
+            "frontier": {"deployments": [deployment("large")]},
+        },
+        "routing": {"thresholds": {"edge": 0.7, "mid": 0.68}},
+    }
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+def test_explain_names_unused_tier_that_met_threshold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(UNSET_KEY, raising=False)
+    monkeypatch.setattr(classifiers, "load_default", FixedScorer)
+    text = explain_routing("Prove it.", write_policy(tmp_path / "policy.yaml"), None, "auto", 100, None)
+    lines = text.splitlines()
+
+    assert "score       mid        0.816   (>= 0.680 to choose)" in lines
+    assert (
+        "decision    frontier -> large (mid met its threshold with 0.816 >= 0.680 but medium is "
+        f"unavailable because environment variable {UNSET_KEY} is not set; frontier has no "
+        "threshold, so it takes what cheaper tiers did not)"
+    ) in lines
+    assert f"skipped     medium: environment variable {UNSET_KEY} is not set" in lines
+    assert "no tier met its threshold" not in text
+
+
+def test_explain_names_tier_above_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(UNSET_KEY, raising=False)
+    monkeypatch.setattr(classifiers, "load_default", FixedScorer)
+    policy = write_policy(tmp_path / "policy.yaml")
+    document = yaml.safe_load(policy.read_text(encoding="utf-8"))
+    document["tiers"]["frontier"]["deployments"][0]["api_key_env"] = UNSET_KEY
+    policy.write_text(yaml.safe_dump(document), encoding="utf-8")
+    text = explain_routing("Prove it.", policy, None, "auto", 100, None)
+
+    assert (
+        "decision    edge -> small (mid met its threshold with 0.816 >= 0.680 but medium is "
+        f"unavailable because environment variable {UNSET_KEY} is not set; frontier is the fallback "
+        f"tier but large is unavailable because environment variable {UNSET_KEY} is not set; no "
+        "usable tier met its threshold, so edge is used as the most capable usable tier)"
+    ) in text.splitlines()
