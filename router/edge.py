@@ -327,8 +327,9 @@ class EdgeModelServer:
             return _pick_free_port()
         if not _port_is_free(self.requested_port):
             raise EdgeModelStartFailed(
-                f"port {self.requested_port} on {HOST} is already in use; "
-                "choose another port or 0 for a free one"
+                f"port {self.requested_port} on {HOST} is already in use; stop the process "
+                "that listens on it, or put another free port in the api_base of the policy's "
+                "local_model deployment"
             )
         return self.requested_port
 

@@ -121,7 +121,7 @@ def test_busy_port_is_rejected() -> None:
         port = holder.getsockname()[1]
         server = EdgeModelServer(port=port)
         with pytest.raises(
-            EdgeModelStartFailed, match=f"^port {port} on 127.0.0.1 is already in use;"
+            EdgeModelStartFailed, match=f"^port {port} on 127.0.0.1 is already in use; stop the process"
         ):
             server._choose_port()
 

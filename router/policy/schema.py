@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -20,6 +21,8 @@ from pydantic import (
 )
 
 TIER_ORDER: tuple[str, ...] = ("edge", "mid", "frontier")
+# The address the local edge model server listens on (router.edge.HOST).
+LOCAL_MODEL_HOST = "127.0.0.1"
 
 # litellm model prefixes whose upstreams speak the OpenAI protocol, so the direct path can
 # forward requests without translation.
@@ -69,6 +72,35 @@ class Deployment(StrictModel):
     )
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("api_base")
+    @classmethod
+    def _check_api_base_port(cls, value: str | None) -> str | None:
+        # Port 0 would let the local model server bind a random port, but the gateway sends
+        # requests to exactly the port written here, so they could never arrive.
+        if value is not None and urlsplit(value).port == 0:
+            raise ValueError(
+                "port 0 is invalid in api_base because the gateway sends requests to exactly "
+                "this port; give the port the model server listens on, e.g. "
+                f"http://{LOCAL_MODEL_HOST}:8081/v1"
+            )
+        return value
+
+    @field_validator("local_model")
+    @classmethod
+    def _check_local_model_address(cls, value: bool, info: ValidationInfo) -> bool:
+        # api_base is declared first, so info.data has it unless it was invalid and reported.
+        if not value or "api_base" not in info.data:
+            return value
+        api_base = info.data["api_base"]
+        address = urlsplit(api_base or "")
+        if address.hostname != LOCAL_MODEL_HOST or address.port is None:
+            raise ValueError(
+                f"a local_model deployment needs api_base http://{LOCAL_MODEL_HOST}:PORT/v1 with "
+                "an explicit port, because `tierwise serve` starts the local edge model on "
+                f"{LOCAL_MODEL_HOST} at that port, but api_base is {api_base!r}"
+            )
+        return value
 
     @property
     def uses_direct_path(self) -> bool:

@@ -128,3 +128,46 @@ def test_missing_file_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
     assert caught.value.problems == [f"{path}: cannot read the file: No such file or directory"]
+
+
+LOCAL_EDGE = VALID.replace(
+    "        api_base: http://127.0.0.1:9/v1\n        price: {input_per_million: 0.1",
+    "        api_base: API_BASE\n        local_model: true\n        price: {input_per_million: 0.1",
+)
+
+
+def test_api_base_port_zero_is_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, LOCAL_EDGE.replace("API_BASE", "http://127.0.0.1:0/v1"))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [
+        (
+            f"{path}:7: tiers.edge.deployments.0.api_base: port 0 is invalid in api_base because "
+            "the gateway sends requests to exactly this port; give the port the model server "
+            "listens on, e.g. http://127.0.0.1:8081/v1 (found 'http://127.0.0.1:0/v1')"
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    "api_base", ["http://127.0.0.1/v1", "http://localhost:8081/v1", "http://10.0.0.5:8081/v1"]
+)
+def test_local_model_needs_loopback_port(tmp_path: Path, api_base: str) -> None:
+    path = write(tmp_path, LOCAL_EDGE.replace("API_BASE", api_base))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [
+        (
+            f"{path}:8: tiers.edge.deployments.0.local_model: a local_model deployment needs "
+            "api_base http://127.0.0.1:PORT/v1 with an explicit port, because `tierwise serve` "
+            f"starts the local edge model on 127.0.0.1 at that port, but api_base is '{api_base}' "
+            "(found True)"
+        )
+    ]
+
+
+def test_local_model_with_port_loads(tmp_path: Path) -> None:
+    path = write(tmp_path, LOCAL_EDGE.replace("API_BASE", "http://127.0.0.1:8081/v1"))
+    deployment = load_policy(path).policy.tiers["edge"].deployments[0]
+    assert deployment.local_model
+    assert deployment.api_base == "http://127.0.0.1:8081/v1"
