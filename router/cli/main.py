@@ -29,13 +29,45 @@ app.command("usage")(usage_command)
 def _mount_classifier_commands() -> None:
     try:
         from classifiers.cli import app as classifier_app
-        from classifiers.cli import calibrate_app, evaluate_app
+        from classifiers.cli import calibrate_command, evaluate
     except ImportError:
         return
     classifier_app.command("publish")(publish_classifier_command)
     app.add_typer(classifier_app, name="classifier")
-    app.add_typer(evaluate_app, name="evaluate")
-    app.add_typer(calibrate_app, name="calibrate")
+    # Plain commands, because a sub-app's usage line shows "COMMAND [ARGS]..." although
+    # neither of these has subcommands.
+    app.command("evaluate")(evaluate)
+    app.command("calibrate")(calibrate_command)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tierwise {_installed_version()}")
+        raise typer.Exit()
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tierwise")
+    except PackageNotFoundError:
+        return "unknown (not installed; run pip install -e .)"
+
+
+@app.callback()
+def _main_options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed Tierwise version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Apply the options given before the command; --help prints the app's help text."""
 
 
 @app.command()

@@ -129,12 +129,15 @@ def export(
 
 
 def _redis_failed(url: str, exc: Exception) -> typer.Exit:
-    typer.echo(
-        f"error: Redis at {redact_url(url)} failed: {exc}. "
-        "Check --redis-url and that Redis is running.",
-        err=True,
-    )
+    typer.echo(f"error: {redis_failure_message(url, exc)}", err=True)
     return typer.Exit(1)
+
+
+def redis_failure_message(url: str, exc: Exception) -> str:
+    """Return the one-line message for a failed Redis call, without the URL's credentials."""
+    # redis-py ends some messages with a period ("... Connection refused."), others not.
+    cause = str(exc).strip().rstrip(".")
+    return f"Redis at {redact_url(url)} failed: {cause}. Check --redis-url and that Redis is running."
 
 
 class _StopFlag:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from router.cli.outcomes import redact_url
+from router.cli.outcomes import redis_failure_message
 
 # The bundled classifier is about 1.3 MB; storing it must not hit a short socket timeout.
 REDIS_SOCKET_TIMEOUT_S = 10.0
@@ -135,17 +135,11 @@ def _redis_session(url: str, cluster: bool) -> Iterator[Any]:
             url, socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=5.0
         )
     except redis_errors as exc:
-        raise _fail(
-            f"Redis at {redact_url(url)} failed: {exc}. Check --redis-url and that Redis is running.",
-            1,
-        ) from None
+        raise _fail(redis_failure_message(url, exc), 1) from None
     try:
         yield client
     except redis_errors as exc:
-        raise _fail(
-            f"Redis at {redact_url(url)} failed: {exc}. Check --redis-url and that Redis is running.",
-            1,
-        ) from None
+        raise _fail(redis_failure_message(url, exc), 1) from None
     finally:
         client.close()
 

@@ -230,18 +230,14 @@ def _read_or_exit(
 ) -> list[TenantUsage]:
     import redis
 
-    from router.cli.outcomes import redact_url
+    from router.cli.outcomes import redis_failure_message
 
     client = redis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
     try:
         chosen = tenants or listed_tenants(client, policy, now, prefix)
         return read_usage(client, chosen, policy, now, prefix)
     except redis.RedisError as exc:
-        typer.echo(
-            f"error: Redis at {redact_url(redis_url)} failed: {exc}. "
-            "Check --redis-url and that Redis is running.",
-            err=True,
-        )
+        typer.echo(f"error: {redis_failure_message(redis_url, exc)}", err=True)
         raise typer.Exit(1) from None
     finally:
         client.close()

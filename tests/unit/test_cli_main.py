@@ -1,0 +1,58 @@
+"""The ``tierwise`` command's own options and how it mounts the classifier commands."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import pytest
+import redis
+import typer
+from typer.testing import CliRunner
+
+from router.cli import main
+from router.cli.outcomes import redis_failure_message
+
+runner = CliRunner()
+
+
+def mounted_app() -> typer.Typer:
+    # Mounting twice in one process would register the classifier group twice.
+    if not any(group.name == "classifier" for group in main.app.registered_groups):
+        main._mount_classifier_commands()
+    return main.app
+
+
+def test_version_option_prints_version() -> None:
+    result = runner.invoke(mounted_app(), ["--version"])
+
+    assert result.exit_code == 0
+    assert result.output == f"tierwise {version('tierwise')}\n"
+
+
+@pytest.mark.parametrize(("command", "option"), [("evaluate", "--tier-map"), ("calibrate", "--data")])
+def test_classifier_command_help_has_no_subcommands(command: str, option: str) -> None:
+    pytest.importorskip("sklearn", reason="the classifier commands need the classifier dependencies")
+    result = runner.invoke(mounted_app(), [command, "--help"], terminal_width=200)
+
+    assert result.exit_code == 0
+    assert f"Usage: tierwise {command} [OPTIONS]" in result.output
+    assert "COMMAND [ARGS]" not in result.output
+    assert option in result.output
+
+
+def test_redis_failure_message_has_one_period() -> None:
+    error = redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+
+    assert redis_failure_message("redis://user:pw@127.0.0.1:1/0", error) == (
+        "Redis at redis://127.0.0.1:1/0 failed: Error 111 connecting to 127.0.0.1:1. Connection "
+        "refused. Check --redis-url and that Redis is running."
+    )
+
+
+def test_usage_without_redis_prints_one_line() -> None:
+    # Nothing listens on port 1 of the loopback address, so the connection is refused at once.
+    result = runner.invoke(mounted_app(), ["usage", "--redis-url", "redis://127.0.0.1:1/0"])
+
+    assert result.exit_code == 1
+    assert "Connection refused. Check --redis-url" in result.output
+    assert ".." not in result.output
