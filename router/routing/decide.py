@@ -140,9 +140,15 @@ def _choose_tier(
     usable: list[str],
     scores: Mapping[str, float],
     thresholds: Mapping[str, float],
-    unused: Mapping[str, str],
+    unused: Mapping[str, str] | None = None,
 ) -> tuple[str, str]:
+    """Return the first usable tier whose score meets its threshold, or the top one, and why.
+
+    ``unused`` maps each tier the request could not use to a clause that follows "but".
+    """
     chosen, reason = _first_adequate_tier(usable, scores, thresholds)
+    if not unused:
+        return chosen, reason
     fallback = reason.startswith("no tier met")
     # A tier that would have been chosen but could not be used explains why the request went
     # elsewhere, and keeps "no tier met its threshold" from contradicting the scores.
