@@ -82,8 +82,8 @@ async def load_signer(
     """Build the signer from the configured secret, else Redis, else the local secret file.
 
     When Redis is configured but does not respond, the local file is used and a warning is
-    logged, because ids issued then are accepted only by this replica.
-    Raises OSError when the local file is needed and cannot be read or created.
+    logged, because ids issued then are accepted only by this replica. When the file cannot
+    be read or created either, a random secret is used until the process exits, with a warning.
     """
     if configured:
         return RequestIdSigner(configured.encode())
@@ -96,7 +96,18 @@ async def load_signer(
             reason="Redis did not respond at start",
             hint="set TIERWISE_FEEDBACK_SECRET so that every replica accepts the ids of the others",
         )
-    return RequestIdSigner(read_or_create_secret_file(data_dir / SECRET_FILE_NAME))
+    path = data_dir / SECRET_FILE_NAME
+    try:
+        return RequestIdSigner(read_or_create_secret_file(path))
+    except OSError as exc:
+        log.warning(
+            "feedback_secret_not_kept",
+            path=str(path),
+            error=str(exc),
+            hint="feedback is accepted only for ids issued since this start; make the data "
+            "folder writable or set TIERWISE_FEEDBACK_SECRET",
+        )
+        return RequestIdSigner(secrets.token_bytes(32))
 
 
 async def _redis_secret(redis: RedisLink, prefix: str) -> bytes | None:

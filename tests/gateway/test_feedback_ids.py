@@ -226,3 +226,14 @@ def test_openai_client_sees_issued_id(kit: GatewayKit) -> None:
     assert completion._request_id == raw.headers["x-request-id"]
     assert ISSUED_ID.match(raw.headers["x-request-id"])
     assert feedback.status_code == 200
+
+
+async def test_unwritable_data_dir_uses_process_secret(kit: GatewayKit, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should be")
+    kit.write_policy()
+    async with kit.running(settings=kit.settings(data_dir=blocker / "var")) as gateway:
+        request_id = (await gateway.chat(chat_body())).headers["x-request-id"]
+        response = await send_feedback(gateway, request_id, gateway.api_key)
+
+    assert response.status_code == 200
