@@ -7,13 +7,18 @@ tokenizes and hashes itself.  ``TermHasher`` matches
 ``HashingVectorizer(analyzer="word", lowercase=True, token_pattern=TOKEN_PATTERN,
 ngram_range=(1, ngram_max), alternate_sign=False, norm=None)`` (checked with
 scikit-learn 1.9) term for term; a test checks the two agree on real prompts.
+
+The hash is ``mmh3.hash``, which returns the same signed 32-bit MurmurHash3 as
+``sklearn.utils.murmurhash3_32(term, seed=0)`` for every string (both hash its UTF-8
+bytes).  Importing scikit-learn here would load scikit-learn and SciPy into every gateway
+process, about 70 MiB of memory that serving never uses.
 """
 
 from __future__ import annotations
 
 import re
 
-from sklearn.utils import murmurhash3_32
+import mmh3
 
 # Runs of two or more word characters.  findall() returns the same tokens as
 # scikit-learn's default r"(?u)\b\w\w+\b" (a greedy run always ends at a boundary), but
@@ -28,7 +33,7 @@ DEFAULT_CACHE_SIZE = 200_000
 
 def hash_index(term: str, n_features: int) -> int:
     """Return the HashingVectorizer column of ``term`` for ``n_features`` columns."""
-    h = murmurhash3_32(term, seed=0)
+    h = mmh3.hash(term, 0)
     if h == _INT32_MIN:
         # scikit-learn's special case: abs(INT32_MIN) overflows in int32.
         return (2147483647 - (n_features - 1)) % n_features
