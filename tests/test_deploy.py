@@ -299,16 +299,22 @@ def test_cronjob_exports_then_trains() -> None:
     assert script.splitlines()[0].strip() == "set -eu"
 
 
-def _run_retrain_script(tmp_path: Path, *, with_records: bool) -> tuple[int, list[str]]:
+def _run_retrain_script(
+    tmp_path: Path, *, with_records: bool, train_status: int = 0, labelled: int = 0
+) -> tuple[int, list[str]]:
     """Run the CronJob's script under /bin/sh with a stand-in ``tierwise`` command.
 
-    The stand-in records its arguments; its export writes one JSONL file when
-    ``with_records`` is set, and its train creates the output folder.
+    The stand-in records its arguments. Its export writes one JSONL file when
+    ``with_records`` is set, and its train creates the output folder and exits with
+    ``train_status``. ``labelled`` files are placed under ``labelled/`` on the volume first.
     """
     script = _pod_spec("CronJob")["containers"][0]["command"][-1]
     root = tmp_path / "volume"
     script = script.replace("root=/var/lib/tierwise", f"root={root}")
     assert str(root) in script
+    for number in range(labelled):
+        (root / "labelled").mkdir(parents=True, exist_ok=True)
+        (root / "labelled" / f"set-{number}.jsonl").write_text("{}\n")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls.txt"
@@ -319,10 +325,16 @@ def _run_retrain_script(tmp_path: Path, *, with_records: bool) -> tuple[int, lis
         'if [ "$1 $2" = "outcomes export" ] && [ -n "$WITH_RECORDS" ]; then\n'
         '  mkdir -p "$4/date=2026-01-01" && echo "{}" > "$4/date=2026-01-01/part-0001.jsonl"\n'
         "fi\n"
-        'if [ "$1 $2" = "classifier train" ]; then for last; do :; done; mkdir -p "$last"; fi\n'
+        'if [ "$1 $2" = "classifier train" ]; then\n'
+        '  for last; do :; done; mkdir -p "$last"; exit "$TRAIN_STATUS"\n'
+        "fi\n"
     )
     fake.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "WITH_RECORDS": "1" if with_records else ""}
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "WITH_RECORDS": "1" if with_records else "",
+        "TRAIN_STATUS": str(train_status),
+    }
     result = subprocess.run(
         ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30, check=False
     )
@@ -336,17 +348,42 @@ def test_retrain_script_skips_training_without_records(tmp_path: Path) -> None:
     assert calls == [f"outcomes export --out {tmp_path}/volume/outcomes"]
 
 
-def test_retrain_script_trains_on_exported_files(tmp_path: Path) -> None:
+def test_retrain_script_trains_and_publishes(tmp_path: Path) -> None:
     status, calls = _run_retrain_script(tmp_path, with_records=True)
+    outcomes_dir = tmp_path / "volume" / "outcomes"
     classifier_dir = tmp_path / "volume" / "classifier"
     latest = classifier_dir / "latest"
-    exported = tmp_path / "volume" / "outcomes" / "date=2026-01-01" / "part-0001.jsonl"
     assert status == 0
-    assert len(calls) == 2
-    assert calls[1].startswith(f"classifier train --data {exported} --out {classifier_dir}/")
+    assert len(calls) == 3
+    assert calls[1].startswith(
+        f"classifier train --outcomes {outcomes_dir} --out {classifier_dir}/"
+    )
     assert latest.is_symlink()
     assert (classifier_dir / latest.readlink()).is_dir()
     assert calls[1].endswith(str(latest.readlink()))
+    assert calls[2] == f"classifier publish {classifier_dir / latest.readlink()}"
+
+
+def test_retrain_script_adds_labelled_files(tmp_path: Path) -> None:
+    status, calls = _run_retrain_script(tmp_path, with_records=True, labelled=2)
+    labelled_dir = tmp_path / "volume" / "labelled"
+    assert status == 0
+    assert f"--data {labelled_dir}/set-0.jsonl --data {labelled_dir}/set-1.jsonl --out" in calls[1]
+
+
+def test_retrain_script_without_trainable_rows_publishes_nothing(tmp_path: Path) -> None:
+    status, calls = _run_retrain_script(tmp_path, with_records=True, train_status=3)
+    assert status == 0
+    assert len(calls) == 2
+    assert calls[1].startswith("classifier train ")
+    assert not (tmp_path / "volume" / "classifier" / "latest").exists()
+
+
+def test_retrain_script_fails_when_training_fails(tmp_path: Path) -> None:
+    status, calls = _run_retrain_script(tmp_path, with_records=True, train_status=1)
+    assert status == 1
+    assert len(calls) == 2
+    assert not (tmp_path / "volume" / "classifier" / "latest").exists()
 
 
 def test_cronjob_volume_claim_exists() -> None:
