@@ -190,7 +190,11 @@ class ParquetFormat:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pylist([_flatten(row) for row in rows])
+        flat = [_flatten(row) for row in rows]
+        # from_pylist takes its columns from the first row; request and feedback records
+        # carry different fields, so every row gets every column (missing ones are null).
+        columns = list(dict.fromkeys(key for row in flat for key in row))
+        table = pa.Table.from_pylist([{key: row.get(key) for key in columns} for row in flat])
         with path.open("wb") as handle:
             pq.write_table(table, handle)
             handle.flush()

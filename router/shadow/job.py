@@ -164,9 +164,8 @@ def label_record(
     An unparsable verdict or a failed job is a ``shadow`` record with ``score`` None, so no
     reader of feedback mistakes it for a grade.
 
-    NOTE: ``classifiers.outcomes.read_gateway_log`` takes every non-feedback record with a
-    ``request_id`` as the request itself, so a ``shadow`` record hides the request's
-    conversation from it until that reader checks ``type``.
+    ``classifiers.outcomes`` joins a parsed verdict to its request like client feedback
+    (client feedback wins when both exist) and counts ``shadow`` records without a score.
     """
     shadow = request.policy.shadow
     return {

@@ -22,6 +22,7 @@ from router.outcomes.export import (
     ExportOptions,
     ExportSummary,
     OutcomeExporter,
+    ParquetFormat,
     part_file_range,
 )
 from tests.scaleout.support import add_records, exported_rows, pending_count, stream_ids
@@ -271,6 +272,24 @@ def test_parquet_export_after_crash(
     rows = assert_exported_once(redis_client, stream_key, tmp_path)
     assert orjson.loads(str(rows[0]["scores"])) == {"edge": 0.9, "mid": 0.95, "frontier": 0.97}
 
+
+
+@pytest.mark.skipif(
+    not HAS_PYARROW, reason="the parquet format needs pyarrow (pip install pyarrow)"
+)
+def test_parquet_keeps_fields_that_the_first_row_lacks(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    rows = [
+        {"stream_id": "1-0", "request_id": "r1", "tier": "edge"},
+        {"stream_id": "2-0", "type": "feedback", "request_id": "r1", "score": 0.25, "ts": 7.5},
+    ]
+    path = tmp_path / "mixed.parquet"
+    ParquetFormat().write(path, rows)
+
+    read = pq.read_table(path).to_pylist()
+    assert read[1]["score"] == 0.25 and read[1]["ts"] == 7.5 and read[1]["type"] == "feedback"
+    assert read[0]["score"] is None and read[0]["tier"] == "edge"
 
 def run_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
     """Run ``tierwise`` in a child process, because the command configures logging globally."""
