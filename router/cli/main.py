@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -73,17 +73,17 @@ def _main_options(
 @app.command()
 def serve(
     policy: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(envvar="TIERWISE_POLICY", help="Policy YAML file; the bundled default when unset."),
     ] = None,
     host: Annotated[str, typer.Option(envvar="TIERWISE_HOST", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="TIERWISE_PORT", help="TCP port to listen on.")] = 8080,
     redis_url: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(envvar=["TIERWISE_REDIS_URL", "REDIS_URL"], help="Redis URL; in-process cache and a local outcome file when unset."),
     ] = None,
     classifier: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(envvar="TIERWISE_CLASSIFIER", help="Classifier artifact folder; the bundled model when unset."),
     ] = None,
     local_model: Annotated[

@@ -5,10 +5,11 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Annotated
 
 import typer
+
+from router.cli.redis_client import redis_session
 
 outcomes_app = typer.Typer(
     help="Export the outcome records that gateways write to Redis.\n\n"
@@ -16,8 +17,6 @@ outcomes_app = typer.Typer(
     no_args_is_help=True,
 )
 
-# Longer than the BLOCK time of a follow read (1 s), so an idle stream is not a timeout.
-REDIS_SOCKET_TIMEOUT_S = 10.0
 
 
 @outcomes_app.command("export")
@@ -87,9 +86,6 @@ def export(
 
     Example: tierwise outcomes export --redis-url redis://127.0.0.1:6379/0 --out var/export
     """
-    import redis
-    from redis.exceptions import RedisClusterException
-
     from router.cli.export_progress import run_with_progress
     from router.logging_setup import configure_logging
     from router.outcomes.export import ExportError, ExportOptions, OutcomeExporter
@@ -103,41 +99,17 @@ def export(
         claim_idle_ms=claim_idle_ms,
     )  # fmt: skip
     stop = _StopFlag()
-    # A cluster client connects while it is built, so building it can fail too.
-    redis_errors = (redis.RedisError, RedisClusterException)
-    client_class = redis.RedisCluster if redis_cluster else redis.Redis
-    try:
-        client: Any = client_class.from_url(
-            redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=5.0
-        )
-    except redis_errors as exc:
-        raise _redis_failed(redis_url, exc) from None
-    try:
-        summary = run_with_progress(OutcomeExporter(client, options), stop.is_set, quiet)
-    except ExportError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except redis_errors as exc:
-        raise _redis_failed(redis_url, exc) from None
-    finally:
-        client.close()
+    with redis_session(redis_url, redis_cluster) as client:
+        try:
+            summary = run_with_progress(OutcomeExporter(client, options), stop.is_set, quiet)
+        except ExportError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
     typer.echo(
         f"exported {summary.records} records into {summary.files} files under {out} "
         f"({summary.recovered} recovered, {summary.already_exported} already on disk, "
         f"{summary.missing} trimmed before export, {summary.invalid} invalid)"
     )
-
-
-def _redis_failed(url: str, exc: Exception) -> typer.Exit:
-    typer.echo(f"error: {redis_failure_message(url, exc)}", err=True)
-    return typer.Exit(1)
-
-
-def redis_failure_message(url: str, exc: Exception) -> str:
-    """Return the one-line message for a failed Redis call, without the URL's credentials."""
-    # redis-py ends some messages with a period ("... Connection refused."), others not.
-    cause = str(exc).strip().rstrip(".")
-    return f"Redis at {redact_url(url)} failed: {cause}. Check --redis-url and that Redis is running."
 
 
 class _StopFlag:
@@ -154,10 +126,3 @@ class _StopFlag:
     def is_set(self) -> bool:
         return self._set
 
-
-def redact_url(url: str) -> str:
-    """Return ``url`` without its user name and password, for messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

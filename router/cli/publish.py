@@ -9,18 +9,15 @@ Invalid input ends with a one-line error and exit code 2, a Redis failure with e
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from router.cli.outcomes import redis_failure_message
+from router.cli.redis_client import redis_session
 
 # The bundled classifier is about 1.3 MB; storing it must not hit a short socket timeout.
-REDIS_SOCKET_TIMEOUT_S = 10.0
 
 RedisUrlOption = Annotated[
     str,
@@ -75,7 +72,7 @@ def publish_classifier_command(
     except BundleError as exc:
         raise _fail(str(exc), 2) from None
     keys = DistributionKeys(key_prefix)
-    with _redis_session(redis_url, redis_cluster) as client:
+    with redis_session(redis_url, redis_cluster) as client:
         required_tiers = _published_threshold_tiers(client, keys)
         try:
             verify_classifier(bundle, required_tiers)
@@ -113,35 +110,12 @@ def publish_policy_command(
     except BundleError as exc:
         raise _fail(str(exc), 2) from None
     keys = DistributionKeys(key_prefix)
-    with _redis_session(redis_url, redis_cluster) as client:
+    with redis_session(redis_url, redis_cluster) as client:
         try:
             verify_policy(bundle, _published_classifier_tiers(client, keys))
         except VerificationError as exc:
             raise _fail(f"{file}: {exc}", 2) from None
         _publish(client, bundle, keep, keys)
-
-
-@contextlib.contextmanager
-def _redis_session(url: str, cluster: bool) -> Iterator[Any]:
-    """Yield a Redis client; a Redis error ends the command with exit code 1."""
-    import redis
-    from redis.exceptions import RedisClusterException
-
-    # A cluster client connects while it is built, so building it can fail too.
-    redis_errors = (redis.RedisError, RedisClusterException)
-    client_class = redis.RedisCluster if cluster else redis.Redis
-    try:
-        client: Any = client_class.from_url(
-            url, socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=5.0
-        )
-    except redis_errors as exc:
-        raise _fail(redis_failure_message(url, exc), 1) from None
-    try:
-        yield client
-    except redis_errors as exc:
-        raise _fail(redis_failure_message(url, exc), 1) from None
-    finally:
-        client.close()
 
 
 def _publish(client: Any, bundle: Any, keep: int, keys: Any) -> None:

@@ -185,3 +185,24 @@ async def test_cluster_cli_uses_prefix(
     assert exported.returncode == 0, exported.stderr
     rows = exported_rows(tmp_path / "export")
     assert sorted(row["request_id"] for row in rows) == [f"req-{n}" for n in range(4)]
+
+
+async def test_cluster_usage_reads_every_tenant(
+    cluster_url: str, cluster_client: redis.RedisCluster, prefix: str
+) -> None:
+    link = RedisLink(cluster_url, 5.0, cluster=True)
+    ledger = BudgetLedger(link, prefix)
+    spends = {"alpha": 0.25, "beta": 1.5, "gamma": 2.0, "delta": 0.125}
+    for tenant, usd in spends.items():
+        ledger.record(tenant, usd)
+    await ledger.flush()
+    await link.close()
+    target = ["--redis-url", cluster_url, "--redis-cluster", "--key-prefix", prefix]
+
+    shown = await asyncio.to_thread(run_cli, "usage", "--json", *target)
+
+    assert shown.returncode == 0, shown.stderr
+    tenants = orjson.loads(shown.stdout)["tenants"]
+    assert {row["tenant"]: row["spend_usd"]["month"] for row in tenants} == spends
+    slots = {cluster_client.keyslot(period_keys(t, prefix=prefix)[1]) for t in spends}
+    assert len(slots) > 1, "the tenants' keys should spread over several slots"

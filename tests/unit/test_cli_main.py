@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from router.cli import main
-from router.cli.outcomes import redis_failure_message
+from router.cli.redis_client import redis_failure_message
 
 runner = CliRunner()
 
