@@ -21,6 +21,9 @@ from router.errors import GatewayError
 from router.policy.schema import Policy
 from router.routing.decide import RequestNeeds, decide
 
+FeedbackKey = tuple[str | None, str]
+"""(tenant, request id) of a feedback record."""
+
 
 @dataclass
 class SimulationResult:
@@ -39,19 +42,28 @@ class SimulationResult:
         return self.tiers[tier] / self.requests if self.requests else 0.0
 
 
-def load_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Read routed request records and the latest feedback score per request id.
+def load_records(path: Path) -> tuple[list[dict[str, Any]], dict[FeedbackKey, float]]:
+    """Read routed request records and the feedback score per (tenant, request id).
 
-    Cache hits and failed requests are skipped: they say nothing about routing.
+    Cache hits and failed requests are skipped: they say nothing about routing.  Feedback
+    counts only for a request of the same tenant, because a client may send any request id
+    in its own header.  A client's feedback wins over a shadow label; otherwise the latest
+    record of a kind wins.
     """
     requests: list[dict[str, Any]] = []
-    feedback: dict[str, float] = {}
+    feedback: dict[FeedbackKey, float] = {}
+    from_client: set[FeedbackKey] = set()
     for line in path.read_bytes().splitlines():
         if not line.strip():
             continue
         record = orjson.loads(line)
-        if record.get("type") == "feedback":
-            feedback[record["request_id"]] = float(record["score"])
+        if record.get("type") == "feedback" and record.get("score") is not None:
+            key = (record.get("tenant"), record["request_id"])
+            is_shadow = record.get("source") == "shadow"
+            if not (is_shadow and key in from_client):
+                feedback[key] = float(record["score"])
+            if not is_shadow:
+                from_client.add(key)
         elif record.get("type") == "request" and _usable(record):
             requests.append(record)
     return requests, feedback
@@ -62,7 +74,7 @@ def _usable(record: dict[str, Any]) -> bool:
 
 
 def simulate(
-    policy: Policy, records: Iterable[dict[str, Any]], feedback: dict[str, float]
+    policy: Policy, records: Iterable[dict[str, Any]], feedback: dict[FeedbackKey, float]
 ) -> SimulationResult:
     """Route every record with ``policy`` and add up tiers, cost and known quality.
 
@@ -85,7 +97,7 @@ def simulate(
         result.cost_usd += deployment.cost_usd(
             int(record.get("tokens_in") or 0), int(record.get("tokens_out") or 0)
         )
-        score = feedback.get(record["request_id"])
+        score = feedback.get((record.get("tenant"), record["request_id"]))
         if score is not None and tier == record.get("tier"):
             result.quality_sum += score
             result.quality_count += 1

@@ -65,6 +65,23 @@ def test_simulation_counts_tiers_cost_and_quality(tmp_path: Path) -> None:
     assert result.quality == 0.75
 
 
+def test_feedback_counts_only_for_the_same_tenant_and_client_beats_shadow(tmp_path: Path) -> None:
+    rows = [
+        {**record("a", 0.9, 0.9, "edge"), "tenant": "team"},
+        {**record("b", 0.9, 0.9, "edge"), "tenant": "team"},
+        {"type": "feedback", "tenant": "other", "request_id": "a", "score": 0.0},
+        {"type": "feedback", "tenant": "team", "request_id": "a", "score": 1.0},
+        {"type": "feedback", "tenant": "team", "request_id": "a", "score": 0.2, "source": "shadow"},
+        {"type": "feedback", "tenant": "team", "request_id": "b", "score": 0.4, "source": "shadow"},
+    ]
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    records, feedback = load_records(log)
+    assert feedback == {("other", "a"): 0.0, ("team", "a"): 1.0, ("team", "b"): 0.4}
+    result = simulate(Policy.model_validate(POLICY), records, feedback)
+    assert result.quality == (1.0 + 0.4) / 2
+
+
 def test_stricter_edge_threshold_moves_traffic(tmp_path: Path) -> None:
     records, feedback = load_records(write_log(tmp_path / "log.jsonl"))
     stricter = Policy.model_validate({**POLICY, "routing": {"thresholds": {"edge": 0.95, "mid": 0.6}}})
