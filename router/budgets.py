@@ -17,6 +17,8 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import structlog
+
 from router.errors import BudgetExceeded
 from router.policy.schema import Budget
 from router.redis_link import DEFAULT_KEY_PREFIX, RedisLink
@@ -24,6 +26,8 @@ from router.redis_link import DEFAULT_KEY_PREFIX, RedisLink
 FLUSH_INTERVAL_S = 0.2
 DAY_TTL_S = 2 * 86400
 MONTH_TTL_S = 32 * 86400
+
+log = structlog.get_logger("tierwise.budgets")
 
 
 def period_keys(
@@ -99,14 +103,20 @@ class BudgetLedger:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.flush()
+        await self.flush(last_chance=True)
+        if self._pending:
+            log.warning(
+                "budget_spend_not_saved",
+                usd=round(sum(v for k, v in self._pending.items() if ":month:" in k), 8),
+                reason="Redis did not answer at shutdown",
+            )
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             await self.flush()
 
-    async def flush(self) -> None:
+    async def flush(self, last_chance: bool = False) -> None:
         if not self._pending:
             return
         pending, self._pending = dict(self._pending), defaultdict(float)
@@ -123,7 +133,7 @@ class BudgetLedger:
             await pipe.execute()
             return True
 
-        if not await self.link.call(increment, False):
+        if not await self.link.call(increment, False, last_chance=last_chance):
             # Redis is unreachable, so the spend stays pending and is added once Redis responds.
             for key, usd in pending.items():
                 self._pending[key] += usd

@@ -89,9 +89,15 @@ class RedisLink:
     def state(self) -> str:
         return "degraded" if self.breaker.is_open else "ok"
 
-    async def call(self, operation: Callable[[Any], Awaitable[T]], default: T) -> T:
-        """Run ``operation(client)``; return ``default`` when Redis fails or the breaker is open."""
-        if not self.breaker.allow():
+    async def call(
+        self, operation: Callable[[Any], Awaitable[T]], default: T, *, last_chance: bool = False
+    ) -> T:
+        """Run ``operation(client)``; return ``default`` when Redis fails or the breaker is open.
+
+        ``last_chance`` tries even while the breaker is open: for work that is lost unless it
+        is written now, such as the final flush at shutdown.
+        """
+        if not (last_chance or self.breaker.allow()):
             return default
         try:
             result = await operation(self.client)

@@ -90,3 +90,30 @@ async def test_budget_exceeded_gets_429_and_usage_reports_spend(kit: GatewayKit,
     assert body["tenant"] == tenant
     assert body["spend_usd"]["day"] == float(first.headers["x-tierwise-cost-usd"])
     assert body["budget_usd"] == {"day": 0.0000001, "month": None}
+
+
+async def test_shutdown_saves_spend_while_the_redis_breaker_is_open(
+    redis_url: str, redis_client: Any
+) -> None:
+    import time
+
+    from router.budgets import BudgetLedger, period_keys
+    from router.redis_link import RedisLink
+
+    prefix = f"tw-ledger-{uuid.uuid4().hex[:8]}"
+    link = RedisLink(redis_url, 1.0)
+    # The breaker opened after earlier timeouts and would skip every call for a minute.
+    link.breaker.consecutive_failures = link.breaker.failures_to_open
+    link.breaker.open_until = time.monotonic() + 60
+    ledger = BudgetLedger(link, prefix)
+    ledger.record("team", 0.5)
+
+    await ledger.stop()
+    await link.close()
+
+    day_key, month_key = period_keys("team", prefix=prefix)
+    try:
+        assert float(redis_client.get(month_key)) == 0.5
+        assert float(redis_client.get(day_key)) == 0.5
+    finally:
+        redis_client.delete(day_key, month_key)
