@@ -67,6 +67,7 @@ class Result:
     completion_tokens: int = 0
     latency_s: float = 0.0
     error: str | None = None
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +184,7 @@ def _fill_from_headers(result: Result, headers: Any) -> None:
     result.cache = headers.get("x-tierwise-cache", "")
     result.score = _header_float(headers, "x-tierwise-score")
     result.cost_usd = _header_float(headers, "x-tierwise-cost-usd")
+    result.request_id = headers.get("x-request-id", "")
 
 
 async def _send_json(client: openai.AsyncOpenAI, request: dict[str, Any], result: Result) -> None:
@@ -251,6 +253,37 @@ async def send_all(
         )
     finally:
         await client.close()
+
+
+async def send_feedback(
+    base_url: str,
+    results: Sequence[Result],
+    deployments: dict[str, DeploymentView],
+    correctness: Correctness,
+) -> int:
+    """Rate each answered, uncached request with its model's recorded correctness.
+
+    This is the feedback a team would post after grading answers, so that
+    ``tierwise policy simulate`` can report quality.  Returns how many were accepted.
+    """
+    import httpx
+
+    from tests.support.recorded import resolve_model_name
+
+    known = correctness.models()
+    ratings = []
+    for result in results:
+        view = deployments.get(result.deployment)
+        if result.error or result.cache == "hit" or not result.request_id or view is None:
+            continue
+        model = resolve_model_name(view.model, known)
+        score = correctness.score(result.id, model) if model else None
+        if score is not None:
+            ratings.append({"request_id": result.request_id, "score": float(score)})
+    headers = {"authorization": "Bearer replay-bench"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30.0) as client:
+        replies = [await client.post("/feedback", json=rating) for rating in ratings]
+    return sum(reply.status_code == 200 for reply in replies)
 
 
 # Report --------------------------------------------------------------------------------------
@@ -417,6 +450,11 @@ def _add_traffic_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="per-request timeout in seconds (default 120)"
     )
+    parser.add_argument(
+        "--feedback",
+        action="store_true",
+        help="post each answered request's recorded correctness to /v1/feedback afterwards",
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -489,6 +527,11 @@ def run(
     )
     summary = summarize(results, deployments, correctness)
     summary["wall_time_s"] = time.perf_counter() - started
+    if args.feedback:
+        summary["feedback_accepted"] = asyncio.run(
+            send_feedback(base_url, results, deployments, correctness)
+        )
+        print(f"feedback: {summary['feedback_accepted']} ratings accepted", flush=True)
     print_report(summary)
     if args.json_out:
         rows = [asdict(result) for result in results]
