@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import defaultdict
 from typing import Any
@@ -38,11 +39,19 @@ def period_keys(
     The ``{<prefix>:<tenant>}`` hash tag keeps a tenant's keys in one Redis Cluster slot, so
     the MGET of both works there, while different tenants spread over the slots.
     """
-    stamp = time.gmtime(now if now is not None else time.time())
-    day = time.strftime("%Y%m%d", stamp)
-    month = time.strftime("%Y%m", stamp)
+    day, month = _utc_day_and_month(int((now if now is not None else time.time()) // 86400))
     tag = f"{{{prefix}:{tenant}}}"
     return f"{tag}:spend:day:{day}", f"{tag}:spend:month:{month}"
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_day_and_month(days_since_epoch: int) -> tuple[str, str]:
+    """Return ``YYYYMMDD`` and ``YYYYMM`` of a UTC day, formatted once per day, not per request.
+
+    POSIX time has exactly 86,400 seconds per day, so ``time // 86400`` numbers UTC days.
+    """
+    stamp = time.gmtime(days_since_epoch * 86400)
+    return time.strftime("%Y%m%d", stamp), time.strftime("%Y%m", stamp)
 
 
 class BudgetLedger:

@@ -102,7 +102,7 @@ class Runtime:
     def unavailable_reason(self, deployment: Deployment) -> str | None:
         if deployment.local_model and self.local_model_status != "ready":
             return self.local_model_status
-        return deployment.unavailable_reason()
+        return deployment.loaded_unavailable_reason
 
     def is_available(self, deployment: Deployment) -> bool:
         return self.unavailable_reason(deployment) is None
@@ -115,7 +115,7 @@ class Runtime:
         """
         if deployment.local_model and self.local_model_state != "ready":
             return LOCAL_MODEL_CLIENT_REASONS.get(self.local_model_state, _LOCAL_MODEL_DOWN)
-        return deployment.unavailable_reason()
+        return deployment.loaded_unavailable_reason
 
     @classmethod
     def build(cls, settings: Settings, scorer: Scorer | None = None) -> Runtime:

@@ -124,6 +124,16 @@ class Deployment(StrictModel):
             return f"environment variable {self.api_key_env} is not set"
         return None
 
+    @cached_property
+    def loaded_unavailable_reason(self) -> str | None:
+        """The result of ``unavailable_reason()`` at its first read for this loaded policy.
+
+        The gateway reads this per request, so that it does not look up the key's environment
+        variable for every deployment of every request.  A policy reload builds new
+        deployments and so reads the environment again.
+        """
+        return self.unavailable_reason()
+
     def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
         return (
             tokens_in * self.price.input_per_million + tokens_out * self.price.output_per_million
@@ -311,9 +321,13 @@ class Policy(StrictModel):
             seen.add(deployment.name)
         return self
 
-    def ordered_tiers(self) -> list[tuple[str, Tier]]:
-        """Tiers from cheapest to most capable."""
-        return [(name, self.tiers[name]) for name in TIER_ORDER if name in self.tiers]  # type: ignore[index]
+    def ordered_tiers(self) -> tuple[tuple[str, Tier], ...]:
+        """Tiers from cheapest to most capable, built once per loaded policy."""
+        return self._ordered_tiers
+
+    @cached_property
+    def _ordered_tiers(self) -> tuple[tuple[str, Tier], ...]:
+        return tuple((name, self.tiers[name]) for name in TIER_ORDER if name in self.tiers)  # type: ignore[index]
 
     def all_deployments(self) -> list[Deployment]:
         return [d for _, tier in self.ordered_tiers() for d in tier.deployments]
@@ -324,8 +338,10 @@ class Policy(StrictModel):
         return min(d.context_window for d in self.all_deployments())
 
     def find_deployment(self, name: str) -> tuple[str, Deployment] | None:
-        for tier_name, tier in self.ordered_tiers():
-            for deployment in tier.deployments:
-                if deployment.name == name:
-                    return tier_name, deployment
-        return None
+        """Return the tier and deployment named ``name``, or None."""
+        return self._deployments_by_name.get(name)
+
+    @cached_property
+    def _deployments_by_name(self) -> dict[str, tuple[str, Deployment]]:
+        # Names are unique (checked by _check_names), so no entry overwrites another.
+        return {d.name: (tier, d) for tier, config in self.ordered_tiers() for d in config.deployments}
