@@ -96,6 +96,11 @@ def train(
     version: Annotated[str | None, typer.Option(help="Model version (default: today's date-1).")] = None,
     source_power: Annotated[float, typer.Option(
         help="Row weight (rows in its source group)^-POWER: 0 equal rows, 1 equal groups.")] = 0.0,
+    min_sources: Annotated[int, typer.Option(
+        help="Keep only hashed word columns that occur in at least this many source groups; "
+             "1 keeps all.")] = 1,
+    length_prior: Annotated[float, typer.Option(
+        help="Weight in [0, 1] of a prompt-length-only model mixed into each tier's logit.")] = 0.0,
     evaluation: Annotated[list[Path] | None, typer.Option(
         help="JSON written by `evaluate --json`, summarised in the model card; repeatable.")] = None,
 ) -> None:
@@ -124,7 +129,8 @@ def train(
                 data=files, out=out, tiers=_split_names(tiers), tier_map=parse_tier_map(tier_map),
                 implied=parse_implied_tiers(implied_tier),
                 config=TrainConfig(n_features=n_features, struct_weight=struct_weight, c=c,
-                                   threshold=threshold, source_power=source_power),
+                                   threshold=threshold, source_power=source_power,
+                                   min_sources=min_sources, length_prior=length_prior),
                 seed=seed, holdout=holdout, version=version, command=_command_line(),
                 evaluations=list(evaluation or []),
             )
@@ -209,6 +215,11 @@ def evaluate(
     c: Annotated[float, typer.Option(help="Inverse L2 regularisation strength.")] = DEFAULT_C,
     source_power: Annotated[float, typer.Option(
         help="Row weight (rows in its source group)^-POWER: 0 equal rows, 1 equal groups.")] = 0.0,
+    min_sources: Annotated[int, typer.Option(
+        help="Keep only hashed word columns that occur in at least this many source groups; "
+             "1 keeps all.")] = 1,
+    length_prior: Annotated[float, typer.Option(
+        help="Weight in [0, 1] of a prompt-length-only model mixed into each tier's logit.")] = 0.0,
     train_extra: Annotated[list[Path] | None, typer.Option(
         help="Labelled file added to every training fold and never scored; repeatable.")] = None,
     implied_tier: Annotated[list[str] | None, typer.Option(
@@ -238,7 +249,8 @@ def evaluate(
         implied = parse_implied_tiers(implied_tier)
         records = imply_tiers(read_outcomes(data, mapping), implied)
         extras = imply_tiers(read_outcomes(train_extra or [], mapping), implied)
-        config = TrainConfig(c=c, source_power=source_power)
+        config = TrainConfig(c=c, source_power=source_power, min_sources=min_sources,
+                             length_prior=length_prior)
         scorer = load_artifact(model) if model is not None else None
         with progress_bar(_console) as progress:
             result = evaluate_records(records, _split_names(tiers), folds=folds, seed=seed,

@@ -27,7 +27,7 @@ from sklearn.model_selection import KFold
 
 from classifiers.conversation import STRUCTURAL_FEATURES
 from classifiers.metrics import aiq, cost_share_for, routellm_metrics, tier_metrics, upper_hull
-from classifiers.outcomes import LabelledPrompt, conversation_key
+from classifiers.outcomes import LabelledPrompt, conversation_key, source_group
 from classifiers.progress import Progress, silent
 from classifiers.scorer import Scorer
 from classifiers.trainer import merge_duplicates
@@ -101,6 +101,7 @@ def held_out_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[str]
     raw = featurizer.raw([r.messages for r in everything])
     labels = label_matrix(everything, tiers, config.threshold)
     weights = source_weights(everything, config.source_power)
+    groups = np.array([source_group(r) for r in everything])
     extra_rows = np.arange(len(records), len(everything))
     scored = np.zeros(len(everything), dtype=bool)
     classifier = np.full(labels.shape, np.nan)
@@ -112,7 +113,8 @@ def held_out_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[str]
                  done=number - 1, total=total)
         featurizer.fit_raw(_subset(raw, train))
         rows = featurizer.assemble(raw)
-        heads = fit_heads(rows[train], labels[train], tiers, config, seed, weights[train])
+        heads = fit_heads(rows[train], labels[train], tiers, config, seed, weights[train],
+                          groups[train])
         for j, tier in enumerate(tiers):
             classifier[test, j] = heads[tier].predict_proba(rows[test])[:, 1]
         length[test] = _length_baseline(raw.struct, labels, train, test, tiers)

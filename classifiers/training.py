@@ -23,10 +23,11 @@ from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
 from classifiers.artifact import round_weights
-from classifiers.conversation import structural_vector, view_conversation
+from classifiers.conversation import STRUCTURAL_FEATURES, structural_vector, view_conversation
 from classifiers.hashing import TOKEN_PATTERN
 from classifiers.outcomes import DEFAULT_THRESHOLD, LabelledPrompt, source_group
 from classifiers.scorer import LinearWeights, Scorer
+from classifiers.transfer import blend_length_prior, mask_columns, shared_word_mask
 
 # Picked by held-out APGR and cost share on the public sets (see the classifiers README).
 DEFAULT_C = 0.3
@@ -44,6 +45,9 @@ class TrainConfig:
     quality in [0, 1] into the binary "adequate" label.  ``source_power`` re-weights
     rows by source group: each row weighs (rows in its group) ** -source_power, scaled to
     a mean of 1, so 0 leaves rows equal and 1 gives every group the same total weight.
+    ``min_sources`` keeps only word columns seen in that many source groups (1 keeps all).
+    ``length_prior`` in [0, 1] mixes each head's logit with a prompt-length-only logit
+    (see ``classifiers.transfer``).
     """
 
     n_features: int = 2**17
@@ -53,6 +57,14 @@ class TrainConfig:
     threshold: float = DEFAULT_THRESHOLD
     max_iter: int = 2000
     source_power: float = 0.0
+    min_sources: int = 1
+    length_prior: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.length_prior <= 1.0:
+            raise TrainingError(f"length prior must be in [0, 1], got {self.length_prior}")
+        if self.min_sources < 1:
+            raise TrainingError(f"min sources must be at least 1, got {self.min_sources}")
 
 
 @dataclass(slots=True)
@@ -187,7 +199,8 @@ def fit_tier_model(records: Sequence[LabelledPrompt], tiers: Sequence[str],
     rows = featurizer.assemble(raw)
     labels = label_matrix(records, tiers, config.threshold)
     weights = source_weights(records, config.source_power)
-    return TierModel(featurizer, fit_heads(rows, labels, tiers, config, seed, weights))
+    groups = np.array([source_group(r) for r in records])
+    return TierModel(featurizer, fit_heads(rows, labels, tiers, config, seed, weights, groups))
 
 
 def source_weights(records: Sequence[LabelledPrompt], power: float) -> np.ndarray:
@@ -199,9 +212,18 @@ def source_weights(records: Sequence[LabelledPrompt], power: float) -> np.ndarra
 
 
 def fit_heads(rows: sp.csr_matrix, labels: np.ndarray, tiers: Sequence[str], config: TrainConfig,
-              seed: int, weights: np.ndarray | None = None) -> dict[str, LogisticRegression]:
-    """Fit one logistic regression per tier on the rows labelled for that tier."""
+              seed: int, weights: np.ndarray | None = None,
+              groups: np.ndarray | None = None) -> dict[str, LogisticRegression]:
+    """Fit one logistic regression per tier on the rows labelled for that tier.
+
+    ``groups`` gives each row's source group; ``config.min_sources`` above 1 needs it.
+    """
     row_weights = np.ones(rows.shape[0]) if weights is None else weights
+    if config.min_sources > 1:
+        if groups is None:
+            raise TrainingError("min_sources above 1 needs the source group of every row")
+        word = rows[:, : config.n_features]
+        rows = mask_columns(rows, shared_word_mask(word, groups, config.min_sources))
     models: dict[str, LogisticRegression] = {}
     # One BLAS thread: these problems are small, and on a busy machine extra BLAS
     # threads made the solver about ten times slower, not faster.
@@ -223,4 +245,7 @@ def _fit_head(rows: sp.csr_matrix, labels: np.ndarray, weights: np.ndarray, tier
     # liblinear solves these sparse problems about ten times faster than lbfgs.
     model = LogisticRegression(C=config.c, solver="liblinear", max_iter=config.max_iter,
                                random_state=seed)
-    return model.fit(rows[mask], y, sample_weight=weights[mask])
+    model.fit(rows[mask], y, sample_weight=weights[mask])
+    length_column = config.n_features + STRUCTURAL_FEATURES.index("log_last_chars")
+    return blend_length_prior(model, rows[mask], y, weights[mask], length_column,
+                              config.length_prior)
