@@ -106,6 +106,12 @@ class BudgetExceeded(GatewayError):
     error_type = "insufficient_quota"
     default_code = "budget_exceeded"
 
+    def __init__(self, message: str, **kwargs: str | None) -> None:
+        super().__init__(message, **kwargs)
+        # A retry cannot succeed before the budget resets, and the official OpenAI clients
+        # retry every 429 unless this header says otherwise.
+        self.headers = {"x-should-retry": "false"}
+
 
 class UpstreamFailed(GatewayError):
     """Raised when every eligible deployment failed before sending an answer."""

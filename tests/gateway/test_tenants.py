@@ -79,6 +79,8 @@ async def test_budget_exceeded_gets_429_and_usage_reports_spend(kit: GatewayKit,
         usage = await gateway.client.get("/v1/usage", headers={"Authorization": f"Bearer {key}"})
     assert first.status_code == 200
     assert second.status_code == 429
+    # The official OpenAI clients retry a 429 unless told that a retry cannot help.
+    assert second.headers["x-should-retry"] == "false"
     assert second.json()["error"] == {
         "message": "This API key has used its daily budget. It resets at 00:00 UTC; "
         "ask the gateway's operators to raise it.",
