@@ -58,12 +58,36 @@ def parse_policy(text: str, path: Path) -> LoadedPolicy:
     if not isinstance(data, dict):
         found = type(data).__name__ if data is not None else "an empty file"
         raise PolicyError(path, [f"{path}:1: expected a mapping at the top level, found {found}"])
+    duplicates = _duplicate_keys(root, path)
+    if duplicates:
+        raise PolicyError(path, duplicates)
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
         raise PolicyError(path, [_describe(error, root, path) for error in exc.errors()]) from None
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
     return LoadedPolicy(policy=policy, path=path, version=version)
+
+
+def _duplicate_keys(node: yaml.Node | None, path: Path) -> list[str]:
+    """List keys that appear twice in one mapping; YAML would silently keep the last."""
+    problems: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in first_line:
+                problems.append(
+                    f"{path}:{key_node.start_mark.line + 1}: duplicate key '{key}' (first at line "
+                    f"{first_line[key]}); YAML would keep only the last one, so merge or remove one"
+                )
+            elif key is not None:
+                first_line[key] = key_node.start_mark.line + 1
+            problems += _duplicate_keys(value_node, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            problems += _duplicate_keys(item, path)
+    return problems
 
 
 def _describe(error: Any, root: yaml.Node | None, path: Path) -> str:

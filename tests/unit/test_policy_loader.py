@@ -171,3 +171,17 @@ def test_local_model_with_port_loads(tmp_path: Path) -> None:
     deployment = load_policy(path).policy.tiers["edge"].deployments[0]
     assert deployment.local_model
     assert deployment.api_base == "http://127.0.0.1:8081/v1"
+
+
+def test_duplicate_keys_are_rejected_with_both_lines(tmp_path: Path) -> None:
+    text = VALID + "routing:\n  thresholds: {edge: 0.8}\nrouting:\n  thresholds: {edge: 0.1}\n"
+    text = text.replace("        context_window: 4096\n", "        context_window: 4096\n        context_window: 8192\n")
+    path = write(tmp_path, text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [
+        f"{path}:10: duplicate key 'context_window' (first at line 9); YAML would keep only the "
+        "last one, so merge or remove one",
+        f"{path}:20: duplicate key 'routing' (first at line 18); YAML would keep only the "
+        "last one, so merge or remove one",
+    ]
