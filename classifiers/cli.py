@@ -93,7 +93,7 @@ def train(
     n_features: Annotated[int, typer.Option(help="Hashed word columns (a power of two).")] = 2**17,
     struct_weight: Annotated[float, typer.Option(help="Scale of the structural features.")] = 1.0,
     threshold: Annotated[float, typer.Option(help="Quality at or above which an answer is adequate.")] = 0.5,
-    version: Annotated[str | None, typer.Option(help="Model version (default: today's date-1).")] = None,
+    version: Annotated[str | None, typer.Option(help="Model version (default: the UTC date and time, 2026.12.04-013005).")] = None,
     source_power: Annotated[float, typer.Option(
         help="Row weight (rows in its source group)^-POWER: 0 equal rows, 1 equal groups.")] = 0.0,
     min_sources: Annotated[int, typer.Option(

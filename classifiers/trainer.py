@@ -144,10 +144,14 @@ def summarise_evaluation(path: Path) -> dict[str, Any]:
     return summary
 
 
-def default_version(today: dt.date | None = None) -> str:
-    """Return a date-based version such as ``2026.12.04-1``."""
-    day = today or dt.datetime.now(dt.UTC).date()
-    return f"{day:%Y.%m.%d}-1"
+def default_version(now: dt.datetime | None = None) -> str:
+    """Return a version from the UTC time, such as ``2026.12.04-013005``.
+
+    The time of day keeps two trainings of one day apart, so a second nightly run can be
+    published; versions of one format sort in time order.
+    """
+    stamp = now or dt.datetime.now(dt.UTC)
+    return f"{stamp:%Y.%m.%d-%H%M%S}"
 
 
 def _binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float | None]:

@@ -309,3 +309,14 @@ def test_train_missing_outcomes_path_fails(tmp_path: Path) -> None:
                                  "--out", str(tmp_path / "model")])
     assert result.exit_code == 2
     assert "absent: not found" in result.output
+
+
+def test_default_versions_of_one_day_differ_and_sort_in_time() -> None:
+    import datetime as dt
+
+    from classifiers.trainer import default_version
+
+    morning = default_version(dt.datetime(2026, 12, 4, 1, 30, 5, tzinfo=dt.UTC))
+    evening = default_version(dt.datetime(2026, 12, 4, 23, 0, 0, tzinfo=dt.UTC))
+    assert morning == "2026.12.04-013005"
+    assert morning < evening
