@@ -77,7 +77,7 @@ class Scorer:
         # The weights keep a view of that matrix, so the word coefficients are stored once.
         self._weights = replace(weights, word_coef=coef[:n_features])
         self._coef = coef
-        self._base = weights.intercept - weights.struct_mean @ struct_coef
+        self._base: list[float] = (weights.intercept - weights.struct_mean @ struct_coef).tolist()
         self._struct_columns = range(n_features, n_features + len(STRUCTURAL_FEATURES))
         self._hasher = TermHasher(n_features, ngram_max)
 
@@ -88,15 +88,15 @@ class Scorer:
         except Exception:  # noqa: BLE001 - a scoring bug must not fail the request
             # Fall back to the base rates (the intercepts) and leave a trace without the prompt.
             _log.exception("classifier_score_failed", version=self.version)
-            logits = self._weights.intercept
-        return {tier: _sigmoid(z) for tier, z in zip(self.tiers, logits.tolist())}
+            logits = self._weights.intercept.tolist()
+        return {tier: _sigmoid(z) for tier, z in zip(self.tiers, logits)}
 
     def features(self, messages: Any) -> dict[str, float]:
         """Return the structural features of ``messages`` (unscaled) for explanations."""
         view = view_conversation(messages)
         return dict(view.structure)
 
-    def _logits(self, messages: Any) -> np.ndarray:
+    def _logits(self, messages: Any) -> list[float]:
         view = view_conversation(messages)
         row = self._word_row(view.segments)
         # hypot(*values) is the L2 norm, computed in C.  Without words, norm 1 leaves the
@@ -108,7 +108,9 @@ class Scorer:
         size = len(row) + _N_STRUCT
         columns = np.fromiter(chain(row.keys(), self._struct_columns), np.intp, size)
         values = np.fromiter(chain(row.values(), map(norm.__mul__, struct_values)), np.float64, size)
-        return self._base + (values @ self._coef.take(columns, axis=0)) / norm
+        dots = (values @ self._coef.take(columns, axis=0)).tolist()
+        # Three tiers: Python floats are cheaper here than two more numpy operations.
+        return [base + dot / norm for base, dot in zip(self._base, dots)]
 
     def _word_row(self, segments: list[tuple[str, float]]) -> dict[int, float]:
         """Return the weighted count of each distinct word column of ``segments``."""

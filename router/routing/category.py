@@ -108,17 +108,18 @@ def categorize_text(text: str) -> str:
         return "code"
     words = _WORD.findall(head)
     # One set intersection finds the few keywords present; only those are then counted.
-    counts = dict.fromkeys(_ORDER, 0)
-    for word in _ALL_KEYWORDS.intersection(words):
-        counts[_CATEGORY_OF_WORD[word]] += 1
+    found = _ALL_KEYWORDS.intersection(words)
     # A "how many" or "how much" question with a number in it is a word problem.
     word_problem = ("how many" in head or "how much" in head) and _DIGIT.search(head)
-    if word_problem or _MATH_PATTERN.search(head):
+    math_like = word_problem or _MATH_PATTERN.search(head)
+    if not found and not math_like:
+        return "chat" if len(words) <= CHAT_MAX_WORDS else "other"
+    counts = dict.fromkeys(_ORDER, 0)
+    for word in found:
+        counts[_CATEGORY_OF_WORD[word]] += 1
+    if math_like:
         counts["math"] += 2
-    best = max(_ORDER, key=counts.__getitem__)
-    if counts[best] > 0:
-        return best
-    return "chat" if len(words) <= CHAT_MAX_WORDS else "other"
+    return max(_ORDER, key=counts.__getitem__)
 
 
 def _last_user_text(messages: Sequence[Any]) -> str:
