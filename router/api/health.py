@@ -26,11 +26,18 @@ async def readyz(request: Request) -> JSONResponse:
     the ``ready_requires_redis`` setting: with it, a replica returns 503 with status
     ``waiting_for_redis`` until its Redis has answered one of these pings, so that a replica
     with a wrong Redis URL never receives traffic.
+
+    A replica with no available deployment at all (no provider key set, the local model
+    not running) returns 503 with status ``no_deployment_available``: every chat request
+    would fail there, so the load balancer should send traffic elsewhere.
     """
     runtime: Runtime = request.app.state.runtime
     loaded = runtime.policies.current
     redis_state = await _redis_state(runtime)
+    available = _available_deployments(runtime)
     status = _readiness(redis_state, runtime)
+    if not any(available.values()):
+        status = "no_deployment_available"
     body: dict[str, Any] = {
         "status": status,
         "policy": {
@@ -39,6 +46,7 @@ async def readyz(request: Request) -> JSONResponse:
             "last_reload_error": runtime.policies.last_error is not None,
         },
         "classifier": {"version": runtime.scorer.version, "tiers": list(runtime.scorer.tiers)},
+        "available_deployments": available,
         "redis": redis_state,
         "cache": runtime.cache.backend,
         "outcomes": runtime.outcomes.backend,
@@ -46,7 +54,17 @@ async def readyz(request: Request) -> JSONResponse:
     if runtime.distribution is not None:
         # Versions published through Redis, including one that this replica rejected.
         body["published"] = runtime.distribution.status()
-    return JSONResponse(body, status_code=503 if status == "waiting_for_redis" else 200)
+    not_ready = status in ("waiting_for_redis", "no_deployment_available")
+    return JSONResponse(body, status_code=503 if not_ready else 200)
+
+
+def _available_deployments(runtime: Runtime) -> dict[str, int]:
+    """Count, per tier, the deployments that can take a request now."""
+    policy = runtime.policies.current.policy
+    return {
+        tier: sum(runtime.is_available(deployment) for deployment in config.deployments)
+        for tier, config in policy.ordered_tiers()
+    }
 
 
 async def _redis_state(runtime: Runtime) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from classifiers.artifact import DEFAULT_DIR
-from tests.gateway.conftest import GatewayKit, policy_document, write_yaml
+from tests.gateway.conftest import GatewayKit, chat_body, policy_document, write_yaml
 
 
 def bundled_classifier_version() -> str:
@@ -38,10 +38,28 @@ async def test_readyz_without_redis(kit: GatewayKit) -> None:
         "status": "ready",
         "policy": {"path": str(kit.policy_path), "version": version, "last_reload_error": False},
         "classifier": {"version": "stub-1", "tiers": ["edge", "mid", "frontier"]},
+        "available_deployments": {"edge": 1, "mid": 1, "frontier": 1},
         "redis": "not_configured",
         "cache": "memory",
         "outcomes": "file",
     }
+
+
+async def test_readyz_is_503_when_no_deployment_can_serve(kit: GatewayKit) -> None:
+    document = policy_document(kit.base_urls)
+    for config in document["tiers"].values():
+        for deployment in config["deployments"]:
+            deployment["api_key_env"] = "TIERWISE_TEST_KEY_THAT_IS_NEVER_SET"
+    write_yaml(kit.policy_path, document)
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.client.get("/readyz")
+        chat = await gateway.chat(chat_body())
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "no_deployment_available"
+    assert body["available_deployments"] == {"edge": 0, "mid": 0, "frontier": 0}
+    assert chat.status_code == 503
 
 
 async def test_readyz_with_redis(redis_kit: GatewayKit) -> None:
