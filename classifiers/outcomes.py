@@ -304,7 +304,9 @@ class _LogScanner:
 
     def __init__(self) -> None:
         self.counts = GatewayLogCounts()
-        self.requests: dict[str, dict[str, Any]] = {}
+        # Keyed by (tenant, request id): a client may send its own id, so two tenants can
+        # log requests under one id.
+        self.requests: dict[tuple[str | None, str], dict[str, Any]] = {}
         self.labels: dict[str, list[_Label]] = {}
         self.order = 0
 
@@ -319,7 +321,8 @@ class _LogScanner:
         elif kind == "shadow":
             self.counts.unscored_shadow += 1
         elif kind in (None, "request") and row.get("request_id") is not None:
-            self.requests[str(row["request_id"])] = row
+            tenant = row.get("tenant")
+            self.requests[(tenant if isinstance(tenant, str) else None, str(row["request_id"]))] = row
 
     def _add_label(self, row: dict[str, Any]) -> None:
         score = row.get("score")
@@ -334,9 +337,13 @@ class _LogScanner:
 
     def result(self) -> GatewayLog:
         self.counts.requests = len(self.requests)
-        records = [prompt for rid, request in self.requests.items()
+        records = [prompt for (_, rid), request in self.requests.items()
                    if (prompt := self._labelled(rid, request)) is not None]
-        self.counts.unmatched_labels += sum(rid not in self.requests for rid in self.labels)
+        request_ids = {rid for _, rid in self.requests}
+        self.counts.unmatched_labels += sum(
+            not self._has_request(label.tenant, rid, request_ids)
+            for rid, labels in self.labels.items() for label in labels
+        )
         return GatewayLog(records, self.counts)
 
     def _labelled(self, rid: str, request: dict[str, Any]) -> LabelledPrompt | None:
@@ -357,11 +364,16 @@ class _LogScanner:
         counts.labelled += 1
         return _from_gateway(request, label.score)
 
+    def _has_request(self, tenant: str | None, rid: str, request_ids: set[str]) -> bool:
+        """Tell whether a label of ``tenant`` for ``rid`` has a request it can join."""
+        if tenant is None:
+            return rid in request_ids
+        return (tenant, rid) in self.requests or (None, rid) in self.requests
+
     def _best_label(self, rid: str, tenant: object) -> _Label | None:
         labels = self.labels.get(rid, [])
         usable = [label for label in labels
                   if label.tenant is None or not isinstance(tenant, str) or label.tenant == tenant]
-        self.counts.unmatched_labels += len(labels) - len(usable)
         client = [label for label in usable if label.client]
         ranked = client or usable
         return max(ranked, key=lambda label: label.rank) if ranked else None

@@ -160,6 +160,20 @@ def test_feedback_from_other_tenant_ignored(tmp_path: Path) -> None:
     assert log.counts.unmatched_labels == 1
 
 
+def test_two_tenants_sharing_a_request_id_keep_their_own_labels(tmp_path: Path) -> None:
+    path = _write(tmp_path / "log.jsonl", [
+        _request("same-id", "first tenant's question", tenant="team-a"),
+        _request("same-id", "second tenant's question", tenant="team-b"),
+        _feedback("same-id", 1.0, ts=10.0, tenant="team-a"),
+        _feedback("same-id", 0.0, ts=11.0, tenant="team-b"),
+    ])
+    log = scan_gateway_log([path])
+    labelled = {r.messages[-1]["content"]: r.quality for r in log.records}
+    assert labelled == {"first tenant's question": {"edge": 1.0},
+                        "second tenant's question": {"edge": 0.0}}
+    assert log.counts.unmatched_labels == 0
+
+
 def test_invalid_lines_counted_not_raised(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
     lines = [json.dumps(_request("a")), json.dumps(_feedback("a", 1.0, ts=1.0)),
