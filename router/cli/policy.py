@@ -100,7 +100,7 @@ def diff(
 def simulate_command(
     policy: Annotated[Path, typer.Option(help="The proposed policy YAML.")],
     outcomes: Annotated[
-        Path, typer.Option(help="Outcome log JSONL (the gateway's local file or an export part).")
+        Path, typer.Option(help="Outcome log: the gateway's JSONL file, or a folder of exported JSONL files.")
     ],
     against: Annotated[
         Path | None,

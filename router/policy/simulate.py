@@ -45,6 +45,9 @@ class SimulationResult:
 def load_records(path: Path) -> tuple[list[dict[str, Any]], dict[FeedbackKey, float]]:
     """Read routed request records and the feedback score per (tenant, request id).
 
+    ``path`` is an outcome file, or a folder whose ``*.jsonl`` files (searched recursively,
+    as ``tierwise outcomes export`` writes them) are read in name order.
+
     Cache hits and failed requests are skipped: they say nothing about routing.  Feedback
     counts only for a request of the same tenant, because a client may send any request id
     in its own header.  A client's feedback wins over a shadow label; otherwise the latest
@@ -53,7 +56,9 @@ def load_records(path: Path) -> tuple[list[dict[str, Any]], dict[FeedbackKey, fl
     requests: list[dict[str, Any]] = []
     feedback: dict[FeedbackKey, float] = {}
     from_client: set[FeedbackKey] = set()
-    for line in path.read_bytes().splitlines():
+    files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
+    lines = (line for file in files for line in file.read_bytes().splitlines())
+    for line in lines:
         if not line.strip():
             continue
         record = orjson.loads(line)

@@ -82,6 +82,16 @@ def test_feedback_counts_only_for_the_same_tenant_and_client_beats_shadow(tmp_pa
     assert result.quality == (1.0 + 0.4) / 2
 
 
+def test_a_folder_of_exported_files_reads_like_one_file(tmp_path: Path) -> None:
+    one = load_records(write_log(tmp_path / "log.jsonl"))
+    rows = (tmp_path / "log.jsonl").read_bytes().splitlines(keepends=True)
+    part = tmp_path / "export" / "date=2026-12-04"
+    part.mkdir(parents=True)
+    (part / "part-1.jsonl").write_bytes(b"".join(rows[:3]))
+    (part / "part-2.jsonl").write_bytes(b"".join(rows[3:]))
+    assert load_records(tmp_path / "export") == one
+
+
 def test_stricter_edge_threshold_moves_traffic(tmp_path: Path) -> None:
     records, feedback = load_records(write_log(tmp_path / "log.jsonl"))
     stricter = Policy.model_validate({**POLICY, "routing": {"thresholds": {"edge": 0.95, "mid": 0.6}}})
