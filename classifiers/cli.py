@@ -213,6 +213,7 @@ def evaluate(
         help="auto (the file's own split if it has test rows), own, or kfold.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed for folds and solvers.")] = 0,
     c: Annotated[float, typer.Option(help="Inverse L2 regularisation strength.")] = DEFAULT_C,
+    struct_weight: Annotated[float, typer.Option(help="Scale of the structural features.")] = 1.0,
     source_power: Annotated[float, typer.Option(
         help="Row weight (rows in its source group)^-POWER: 0 equal rows, 1 equal groups.")] = 0.0,
     min_sources: Annotated[int, typer.Option(
@@ -249,8 +250,8 @@ def evaluate(
         implied = parse_implied_tiers(implied_tier)
         records = imply_tiers(read_outcomes(data, mapping), implied)
         extras = imply_tiers(read_outcomes(train_extra or [], mapping), implied)
-        config = TrainConfig(c=c, source_power=source_power, min_sources=min_sources,
-                             length_prior=length_prior)
+        config = TrainConfig(c=c, struct_weight=struct_weight, source_power=source_power,
+                             min_sources=min_sources, length_prior=length_prior)
         scorer = load_artifact(model) if model is not None else None
         with progress_bar(_console) as progress:
             result = evaluate_records(records, _split_names(tiers), folds=folds, seed=seed,
