@@ -64,7 +64,30 @@ def render(root: Any) -> str:
     context = root.context_class(root, info_name="tierwise")
     sections = [HEADER]
     sections.extend(render_command(command, ctx) for command, ctx in walk(root, context))
+    sections.append(render_settings())
     return "\n".join(sections)
+
+
+def render_settings() -> str:
+    """Return the table of gateway settings, read from ``router.settings.Settings``."""
+    from router.settings import Settings
+
+    lines = [
+        "## Gateway settings",
+        "",
+        "`tierwise serve` reads these environment variables (its options set some of them too).",
+        "",
+        "| Variable | Default | Description |",
+        "| --- | --- | --- |",
+    ]
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        names = [n for n in getattr(alias, "choices", []) if n.isupper()] or [f"TIERWISE_{name.upper()}"]
+        default = field.default
+        default_text = "unset" if default is None else str(default).replace(str(REPO_ROOT) + "/", "")
+        variables = ", ".join(f"`{n}`" for n in names)
+        lines.append(f"| {variables} | `{_table_cell(default_text)}` | {_table_cell(field.description or '')} |")
+    return "\n".join([*lines, ""])
 
 
 def render_command(command: Any, context: Any) -> str:

@@ -25,14 +25,17 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TIERWISE_", extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = 8080
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8080, description="TCP port to listen on.")
     policy: Path = Field(default=BUNDLED_POLICY, description="Policy YAML file.")
     classifier: Path | None = Field(
         default=None, description="Classifier artifact folder; the bundled model when unset."
     )
     redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("TIERWISE_REDIS_URL", "REDIS_URL", "redis_url")
+        default=None,
+        validation_alias=AliasChoices("TIERWISE_REDIS_URL", "REDIS_URL", "redis_url"),
+        description="Redis for the shared cache, budgets, outcome stream and published versions; "
+        "an in-process cache and a local outcome file when unset.",
     )
     redis_cluster: bool = Field(
         default=False,
@@ -50,7 +53,9 @@ class Settings(BaseSettings):
         "Redis URL.",
     )
     data_dir: Path = Field(
-        default=Path("var"), description="Folder for the local outcome log when Redis is not set."
+        default=Path("var"),
+        description="Folder of the gateway's local state: the outcome log without Redis, the "
+        "outcome spool and the feedback secret file.",
     )
     outcomes_path: Path | None = Field(
         default=None, description="Local outcome log (JSONL); <data_dir>/outcomes.jsonl when unset."
@@ -60,12 +65,25 @@ class Settings(BaseSettings):
         description="Folder where outcome records wait until the Redis stream has them; "
         "<data_dir>/spool when unset. Keep it across container restarts (an emptyDir volume).",
     )
-    policy_reload_interval_s: float = 2.0
-    max_body_bytes: int = 4 * 1024 * 1024
-    redis_timeout_s: float = 0.25
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: str = "info"
-    keepalive_interval_s: float = 10.0
+    policy_reload_interval_s: float = Field(
+        default=2.0, description="Seconds between checks of the policy file for changes."
+    )
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, description="Largest request body accepted; larger ones get 413."
+    )
+    redis_timeout_s: float = Field(
+        default=0.25,
+        description="Timeout of one Redis call on the request path; a slower Redis counts as a "
+        "miss, and repeated failures open the circuit breaker.",
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="json, console, or auto (console on a terminal)."
+    )
+    log_level: str = Field(default="info", description="Lowest level logged.")
+    keepalive_interval_s: float = Field(
+        default=10.0,
+        description="Seconds of upstream silence after which a stream gets an SSE comment line.",
+    )
     http_idle_timeout_s: float = Field(
         default=75.0,
         gt=0,
