@@ -1,10 +1,11 @@
 """Classifier cost: per-prompt scoring latency, and training time and memory at scale.
 
 Scoring: every prompt of the public traffic mix (CC BY-NC records removed) is scored once
-as a single-turn conversation with the bundled model (or ``--artifact``), first with an
-empty term memo ("cold"), then ``--repeat`` more times ("warm", the steady state of a
-running gateway).  Latency is this thread's CPU time per call (``--clock wall`` for wall
-time), so waiting for a busy core is left out.  The process is pinned to one core.
+as a single-turn conversation with the bundled model (or ``--artifact``), once ("cold",
+each prompt new to the process) and then ``--repeat`` more times ("warm").  The scorer
+keeps no memo, so the passes differ only in CPU cache and allocator state.  Latency is
+this thread's CPU time per call (``--clock wall`` for wall time), so waiting for a busy
+core is left out.  The process is pinned to one core.
 
 Training (``--train-rows N``): a child process fits the per-tier logistic regressions on N
 labelled conversations made by cycling through the traffic mix (each copy made distinct by
