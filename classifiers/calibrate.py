@@ -30,9 +30,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from classifiers.config import DEFAULT_C
 from classifiers.outcomes import LabelledPrompt
 from classifiers.progress import Progress, progress_bar, silent
-from classifiers.training import DEFAULT_C
 
 TIERS = ("edge", "mid", "frontier")
 GRID = np.arange(101) / 100  # i / 100 is correctly rounded, so 0.07 equals float("0.07").

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from classifiers.calibrate import calibrate as calibrate_command
+from classifiers.config import DEFAULT_C, TrainConfig, TrainingError
 from classifiers.datasets import CONVERTERS, DEFAULT_OUT_DIR, DatasetError, convert
 from classifiers.outcomes import (
     GatewayLogCounts,
@@ -31,7 +32,6 @@ from classifiers.outcomes import (
     write_outcomes,
 )
 from classifiers.progress import progress_bar
-from classifiers.training import DEFAULT_C, TrainConfig, TrainingError
 
 app = typer.Typer(help="Train the prompt classifier and convert public routing data.",
                   no_args_is_help=True)

@@ -23,48 +23,14 @@ from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
 from classifiers.artifact import round_weights
+from classifiers.config import TrainConfig, TrainingError
 from classifiers.conversation import STRUCTURAL_FEATURES, structural_vector, view_conversation
 from classifiers.hashing import TOKEN_PATTERN
 from classifiers.outcomes import DEFAULT_THRESHOLD, LabelledPrompt, source_group
 from classifiers.scorer import LinearWeights, Scorer
 from classifiers.transfer import blend_length_prior, mask_columns, shared_word_mask
 
-# Picked by held-out APGR and cost share on the public sets (see the classifiers README).
-DEFAULT_C = 0.3
-
-
-class TrainingError(ValueError):
-    """Raised when the labelled data cannot train a tier (no rows, or one class only)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TrainConfig:
-    """Hyperparameters of the featurizer and the per-tier logistic regressions.
-
-    ``c`` is scikit-learn's inverse L2 regularisation strength.  ``threshold`` turns a
-    quality in [0, 1] into the binary "adequate" label.  ``source_power`` re-weights
-    rows by source group: each row weighs (rows in its group) ** -source_power, scaled to
-    a mean of 1, so 0 leaves rows equal and 1 gives every group the same total weight.
-    ``min_sources`` keeps only word columns seen in that many source groups (1 keeps all).
-    ``length_prior`` in [0, 1] mixes each head's logit with a prompt-length-only logit
-    (see ``classifiers.transfer``).
-    """
-
-    n_features: int = 2**17
-    ngram_max: int = 2
-    struct_weight: float = 1.0
-    c: float = DEFAULT_C
-    threshold: float = DEFAULT_THRESHOLD
-    max_iter: int = 2000
-    source_power: float = 0.0
-    min_sources: int = 1
-    length_prior: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.length_prior <= 1.0:
-            raise TrainingError(f"length prior must be in [0, 1], got {self.length_prior}")
-        if self.min_sources < 1:
-            raise TrainingError(f"min sources must be at least 1, got {self.min_sources}")
+DEFAULT_CONFIG = TrainConfig()
 
 
 @dataclass(slots=True)
@@ -188,7 +154,7 @@ def label_matrix(records: Sequence[LabelledPrompt], tiers: Sequence[str],
 
 
 def fit_tier_model(records: Sequence[LabelledPrompt], tiers: Sequence[str],
-                   config: TrainConfig = TrainConfig(), seed: int = 0) -> TierModel:
+                   config: TrainConfig = DEFAULT_CONFIG, seed: int = 0) -> TierModel:
     """Fit the featurizer and one logistic regression per tier on ``records``.
 
     Raises TrainingError when a tier has no labelled rows or only one class.
