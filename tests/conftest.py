@@ -2,6 +2,7 @@
 
 from tests.support.fixtures import (  # noqa: F401 (imported so pytest registers the fixtures)
     fake_upstream,
+    fakes,
     replay_policy,
     replay_stack,
     replay_upstream_factory,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from router.cli.redis_client import redis_session
+from router.cli.redis_client import ClusterOption, redis_session
 
 outcomes_app = typer.Typer(
     help="Export the outcome records that gateways write to Redis.\n\n"
@@ -53,14 +53,7 @@ def export(
             help="Key prefix of the gateways; the stream is {PREFIX}:outcomes.",
         ),
     ] = "tw",
-    redis_cluster: Annotated[
-        bool,
-        typer.Option(
-            "--redis-cluster/--no-redis-cluster",
-            envvar="TIERWISE_REDIS_CLUSTER",
-            help="Treat the URL as one node of a Redis Cluster.",
-        ),
-    ] = False,
+    redis_cluster: ClusterOption = False,
     start_id: Annotated[
         str,
         typer.Option(help="Where a new group starts: 0 for the whole stream, $ for new records."),

@@ -15,9 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from router.cli.redis_client import redis_session
-
-# The bundled classifier is about 1.3 MB; storing it must not hit a short socket timeout.
+from router.cli.redis_client import ClusterOption, redis_session
 
 RedisUrlOption = Annotated[
     str,
@@ -28,14 +26,6 @@ KeyPrefixOption = Annotated[
     typer.Option(
         envvar="TIERWISE_REDIS_KEY_PREFIX",
         help="Key prefix of the gateways; versions are stored under the hash tag {PREFIX}.",
-    ),
-]
-ClusterOption = Annotated[
-    bool,
-    typer.Option(
-        "--redis-cluster/--no-redis-cluster",
-        envvar="TIERWISE_REDIS_CLUSTER",
-        help="Treat the URL as one node of a Redis Cluster.",
     ),
 ]
 KeepOption = Annotated[

@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
-# Longer than the BLOCK time of a follow read (1 s), so an idle stream is not a timeout.
+# Longer than the BLOCK time of a follow read (1 s), so an idle stream is not a timeout, and
+# long enough to store the bundled classifier (about 1.5 MB) in one call.
 REDIS_SOCKET_TIMEOUT_S = 10.0
+
+ClusterOption = Annotated[
+    bool,
+    typer.Option(
+        "--redis-cluster/--no-redis-cluster",
+        envvar="TIERWISE_REDIS_CLUSTER",
+        help="Treat the URL as one node of a Redis Cluster.",
+    ),
+]
+"""The ``--redis-cluster`` option that every command talking to the gateways' Redis takes."""
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ import orjson
 import typer
 
 from router.budgets import period_keys
-from router.cli.redis_client import redis_session
+from router.cli.redis_client import ClusterOption, redis_session
 from router.policy.schema import Policy
 from router.redis_link import DEFAULT_KEY_PREFIX
 
@@ -189,14 +189,7 @@ def usage_command(
             help="Namespace of the gateways' Redis keys (their TIERWISE_REDIS_KEY_PREFIX).",
         ),
     ] = DEFAULT_KEY_PREFIX,
-    redis_cluster: Annotated[
-        bool,
-        typer.Option(
-            "--redis-cluster/--no-redis-cluster",
-            envvar="TIERWISE_REDIS_CLUSTER",
-            help="Treat the URL as one node of a Redis Cluster.",
-        ),
-    ] = False,
+    redis_cluster: ClusterOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show each tenant's spend today and this month (UTC) against its budgets.

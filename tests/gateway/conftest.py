@@ -484,19 +484,6 @@ class LiveGateway:
 # Fixtures -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def fakes() -> Iterator[dict[str, FakeUpstream]]:
-    """One scriptable fake upstream per tier, for one test."""
-    upstreams = {tier: FakeUpstream(f"fake-{tier}") for tier in TIERS}
-    for upstream in upstreams.values():
-        upstream.start()
-    try:
-        yield upstreams
-    finally:
-        for upstream in upstreams.values():
-            upstream.stop()
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The test Redis URL; the test is skipped (failed under CI) when Redis does not answer."""

@@ -86,18 +86,6 @@ def gsm8k_records() -> list[dict[str, Any]]:
     return list(itertools.islice(convert("gsm8k-openai", folder), 160))
 
 
-@pytest.fixture
-def fakes() -> Iterator[dict[str, FakeUpstream]]:
-    upstreams = {tier: FakeUpstream(f"fake-{tier}") for tier in TIERS}
-    for upstream in upstreams.values():
-        upstream.start()
-    try:
-        yield upstreams
-    finally:
-        for upstream in upstreams.values():
-            upstream.stop()
-
-
 def _cli_env(retrain_redis_url: str, key_prefix: str, path: str | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items()
            if key not in ("REDIS_URL", "TIERWISE_REDIS_URL")}

@@ -208,3 +208,13 @@ def fake_upstream() -> Iterator[FakeUpstream]:
     """A scriptable fake upstream for one test (scripted answers, no public data needed)."""
     with FakeUpstream() as fake:
         yield fake
+
+
+@pytest.fixture
+def fakes() -> Iterator[dict[str, FakeUpstream]]:
+    """One scriptable fake upstream per tier (edge, mid, frontier), for one test."""
+    upstreams = {tier: FakeUpstream(f"fake-{tier}") for tier in ("edge", "mid", "frontier")}
+    with contextlib.ExitStack() as running:
+        for upstream in upstreams.values():
+            running.enter_context(upstream)
+        yield upstreams
