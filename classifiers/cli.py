@@ -33,6 +33,17 @@ from classifiers.outcomes import (
 )
 from classifiers.progress import progress_bar
 
+# Training options that train and evaluate share.
+COption = Annotated[float, typer.Option(help="Inverse L2 regularisation strength.")]
+StructWeightOption = Annotated[float, typer.Option(help="Scale of the structural features.")]
+SourcePowerOption = Annotated[float, typer.Option(
+    help="Row weight (rows in its source group)^-POWER: 0 equal rows, 1 equal groups.")]
+MinSourcesOption = Annotated[int, typer.Option(
+    help="Keep only hashed word columns that occur in at least this many source groups; "
+         "1 keeps all.")]
+LengthPriorOption = Annotated[float, typer.Option(
+    help="Weight in [0, 1] of a prompt-length-only model mixed into each tier's logit.")]
+
 app = typer.Typer(help="Train the prompt classifier and convert public routing data.",
                   no_args_is_help=True)
 # soft_wrap keeps each error on one line, whatever the terminal width.
@@ -89,18 +100,14 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed for the hold-out draw and solver.")] = 0,
     holdout: Annotated[float, typer.Option(
         help="Fraction of rows without a split to hold out for metrics (0 to 1).")] = 0.0,
-    c: Annotated[float, typer.Option(help="Inverse L2 regularisation strength.")] = DEFAULT_C,
+    c: COption = DEFAULT_C,
     n_features: Annotated[int, typer.Option(help="Hashed word columns (a power of two).")] = 2**17,
-    struct_weight: Annotated[float, typer.Option(help="Scale of the structural features.")] = 1.0,
+    struct_weight: StructWeightOption = 1.0,
     threshold: Annotated[float, typer.Option(help="Quality at or above which an answer is adequate.")] = 0.5,
     version: Annotated[str | None, typer.Option(help="Model version (default: the UTC date and time, 2026.12.04-013005).")] = None,
-    source_power: Annotated[float, typer.Option(
-        help="Row weight (rows in its source group)^-POWER: 0 equal rows, 1 equal groups.")] = 0.0,
-    min_sources: Annotated[int, typer.Option(
-        help="Keep only hashed word columns that occur in at least this many source groups; "
-             "1 keeps all.")] = 1,
-    length_prior: Annotated[float, typer.Option(
-        help="Weight in [0, 1] of a prompt-length-only model mixed into each tier's logit.")] = 0.0,
+    source_power: SourcePowerOption = 0.0,
+    min_sources: MinSourcesOption = 1,
+    length_prior: LengthPriorOption = 0.0,
     evaluation: Annotated[list[Path] | None, typer.Option(
         help="JSON written by `evaluate --json`, summarised in the model card; repeatable.")] = None,
 ) -> None:
@@ -212,15 +219,11 @@ def evaluate(
     split: Annotated[str, typer.Option(
         help="auto (the file's own split if it has test rows), own, or kfold.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed for folds and solvers.")] = 0,
-    c: Annotated[float, typer.Option(help="Inverse L2 regularisation strength.")] = DEFAULT_C,
-    struct_weight: Annotated[float, typer.Option(help="Scale of the structural features.")] = 1.0,
-    source_power: Annotated[float, typer.Option(
-        help="Row weight (rows in its source group)^-POWER: 0 equal rows, 1 equal groups.")] = 0.0,
-    min_sources: Annotated[int, typer.Option(
-        help="Keep only hashed word columns that occur in at least this many source groups; "
-             "1 keeps all.")] = 1,
-    length_prior: Annotated[float, typer.Option(
-        help="Weight in [0, 1] of a prompt-length-only model mixed into each tier's logit.")] = 0.0,
+    c: COption = DEFAULT_C,
+    struct_weight: StructWeightOption = 1.0,
+    source_power: SourcePowerOption = 0.0,
+    min_sources: MinSourcesOption = 1,
+    length_prior: LengthPriorOption = 0.0,
     train_extra: Annotated[list[Path] | None, typer.Option(
         help="Labelled file added to every training fold and never scored; repeatable.")] = None,
     implied_tier: Annotated[list[str] | None, typer.Option(
