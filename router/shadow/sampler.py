@@ -70,12 +70,15 @@ class ShadowSampler:
         """Start a shadow job for this finished request when it is eligible and sampled.
 
         Eligible: served by one of ``shadow.tiers``, not from the cache, not streamed,
-        successful, and the answer has text.
+        successful, the answer has text, and the tenant may use the reference and judge tiers
+        (a tenant's ``blocked_tiers`` keep its prompts away from those tiers here too).
         """
         shadow = policy.shadow
         if not shadow.enabled or outcome.tier not in shadow.tiers or outcome.deployment is None:
             return
         if outcome.cache_hit or outcome.stream or outcome.status != 200:
+            return
+        if _blocks_shadow_tiers(policy, outcome.tenant):
             return
         served_answer = answer_text(completion)
         if served_answer is None or self._draw() >= shadow.sample_rate:
@@ -178,3 +181,14 @@ class ShadowSampler:
         self.outcomes.emit(record)
         self.metrics.failed.inc()
         log.warning("shadow_failed", request_id=request.request_id, tier=request.tier, error=kind)
+
+
+def _blocks_shadow_tiers(policy: Policy, tenant: str) -> bool:
+    """Tell whether ``tenant`` blocks the reference tier or the judge's tier."""
+    entry = policy.tenants.entries.get(tenant)
+    if entry is None or not entry.blocked_tiers:
+        return False
+    shadow = policy.shadow
+    judge = policy.find_deployment(shadow.judge.deployment) if shadow.judge else None
+    tiers = {shadow.reference_tier, judge[0] if judge else shadow.reference_tier}
+    return bool(tiers.intersection(entry.blocked_tiers))

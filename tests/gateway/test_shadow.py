@@ -293,6 +293,28 @@ async def test_shadow_skips_streams_and_other_tiers(kit: GatewayKit, judge: Fake
     assert metric(gateway, "tierwise_shadow_sampled_total") == 0
 
 
+async def test_shadow_respects_tenant_blocked_tiers(kit: GatewayKit, judge: FakeUpstream) -> None:
+    import hashlib
+
+    import yaml
+
+    key = "sk-no-frontier"
+    document = write_shadow_policy(kit, judge, shadow_on())
+    policy = yaml.safe_load(document.read_text())
+    policy["tenants"] = {"entries": {"no-frontier": {
+        "key_sha256": [hashlib.sha256(key.encode()).hexdigest()], "blocked_tiers": ["frontier"],
+    }}}
+    write_yaml(kit.policy_path, policy)
+    async with kit.running(settings=kit.settings()) as gateway:
+        answer = await gateway.chat(chat_body("Keep this prompt away from frontier."), api_key=key)
+        await gateway.runtime.shadow.wait_idle()
+
+    assert answer.status_code == 200
+    assert kit.fakes["frontier"].requests == []
+    assert judge.requests == []
+    assert metric(gateway, "tierwise_shadow_sampled_total") == 0
+
+
 async def test_shadow_label_feeds_training(kit: GatewayKit, judge: FakeUpstream) -> None:
     write_shadow_policy(kit, judge, shadow_on(), store_prompts=True)
     async with kit.running(settings=kit.settings()) as gateway:
