@@ -61,6 +61,7 @@ class BudgetLedger:
         self._pending: dict[str, float] = defaultdict(float)
         self._local: dict[str, float] = defaultdict(float)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def record(self, tenant: str, usd: float) -> None:
         """Add ``usd`` to the tenant's spend; never blocks."""
@@ -104,13 +105,15 @@ class BudgetLedger:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name="budget-writer")
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # The writer ends after its current flush rather than being cancelled in the
+            # middle of one, which would drop the batch it had taken from ``_pending``.
+            self._stopping.set()
+            await self._task
             self._task = None
         await self.flush(last_chance=True)
         if self._pending:
@@ -121,8 +124,9 @@ class BudgetLedger:
             )
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL_S)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), FLUSH_INTERVAL_S)
             await self.flush()
 
     async def flush(self, last_chance: bool = False) -> None:
@@ -142,7 +146,12 @@ class BudgetLedger:
             await pipe.execute()
             return True
 
-        if not await self.link.call(increment, False, last_chance=last_chance):
-            # Redis is unreachable, so the spend stays pending and is added once Redis responds.
-            for key, usd in pending.items():
-                self._pending[key] += usd
+        written = False
+        try:
+            written = await self.link.call(increment, False, last_chance=last_chance)
+        finally:
+            if not written:
+                # Redis is unreachable (or the flush was cancelled), so the spend stays
+                # pending and is added once Redis responds.
+                for key, usd in pending.items():
+                    self._pending[key] += usd

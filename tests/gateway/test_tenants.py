@@ -119,3 +119,31 @@ async def test_shutdown_saves_spend_while_the_redis_breaker_is_open(
         assert float(redis_client.get(day_key)) == 0.5
     finally:
         redis_client.delete(day_key, month_key)
+
+
+async def test_stop_keeps_spend_whose_write_was_in_flight() -> None:
+    import asyncio
+
+    from router.budgets import BudgetLedger
+
+    class SlowLink:
+        """A Redis link whose calls take 0.3 s and succeed."""
+
+        def __init__(self) -> None:
+            self.writes = 0
+
+        async def call(self, operation: Any, default: Any, *, last_chance: bool = False) -> Any:
+            await asyncio.sleep(0.3)
+            self.writes += 1
+            return True
+
+    link = SlowLink()
+    ledger = BudgetLedger(link, "tw-slow")  # type: ignore[arg-type]
+    ledger.start()
+    ledger.record("team", 1.0)
+    await asyncio.sleep(0.25)  # the writer has taken the spend and is waiting on Redis
+
+    await ledger.stop()
+
+    assert link.writes >= 1
+    assert dict(ledger._pending) == {}
