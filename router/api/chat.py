@@ -47,7 +47,8 @@ async def serve_chat(
     """
     runtime: Runtime = request.app.state.runtime
     loaded = runtime.policies.current
-    client_request_id = header(request, b"x-request-id")
+    # An empty header counts as absent, so the request gets an id that feedback accepts.
+    client_request_id = header(request, b"x-request-id") or None
     outcome = Outcome(
         request_id=client_request_id or new_request_id(),
         tenant="unidentified",

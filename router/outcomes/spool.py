@@ -100,7 +100,12 @@ def open_own_segment(directory: Path) -> Segment:
     # Read-write, because delivery reads the segment back with pread.
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
     fd = os.open(path, flags, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        # Another gateway starting on this folder took the new, empty file for an orphan.
+        os.close(fd)
+        raise
     return Segment(path, fd, written=0)
 
 

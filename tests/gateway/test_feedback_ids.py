@@ -157,6 +157,16 @@ async def test_feedback_for_client_chosen_id_is_404(kit: GatewayKit) -> None:
     assert response.json() == not_found_body("client-7")
 
 
+async def test_empty_request_id_header_gets_an_issued_id(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        answer = await gateway.chat(chat_body(), headers={"x-request-id": ""})
+        request_id = answer.headers["x-request-id"]
+        response = await send_feedback(gateway, request_id, gateway.api_key)
+
+    assert ISSUED_ID.match(request_id)
+    assert response.status_code == 200
+
+
 async def test_configured_secret_is_shared(kit: GatewayKit, tmp_path: Path) -> None:
     kit.write_policy()
     first = kit.settings(feedback_secret="s3cret", data_dir=tmp_path / "one")
