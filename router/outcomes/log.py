@@ -194,6 +194,10 @@ class OutcomeLog:
             self._task = None
         await self.flush()
         await self._close_segments()
+        if self._unspooled:
+            # Neither the spool folder nor Redis took these records, and memory ends here.
+            log.error("outcome_records_lost", count=len(self._unspooled),
+                      reason="the spool write and the Redis stream both failed")
 
     async def _close_segments(self) -> None:
         segment, self._segment = self._segment, None

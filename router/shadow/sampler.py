@@ -67,6 +67,21 @@ class ShadowSampler:
     def offer(
         self, policy: Policy, body: dict[str, Any], outcome: Outcome, completion: dict[str, Any]
     ) -> None:
+        """Start a shadow job when the request is eligible and sampled; never raises.
+
+        The client's response is already built, so a fault here (an upstream completion of an
+        unexpected shape, for example) is logged and counted instead of failing the request.
+        """
+        try:
+            self._offer(policy, body, outcome, completion)
+        except Exception as exc:  # noqa: BLE001 - the client's response must not fail here
+            log.warning("shadow_offer_failed", request_id=outcome.request_id,
+                        error=type(exc).__name__)
+            self.metrics.failed.inc()
+
+    def _offer(
+        self, policy: Policy, body: dict[str, Any], outcome: Outcome, completion: dict[str, Any]
+    ) -> None:
         """Start a shadow job for this finished request when it is eligible and sampled.
 
         Eligible: served by one of ``shadow.tiers``, not from the cache, not streamed,

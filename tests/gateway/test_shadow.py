@@ -315,6 +315,21 @@ async def test_shadow_respects_tenant_blocked_tiers(kit: GatewayKit, judge: Fake
     assert metric(gateway, "tierwise_shadow_sampled_total") == 0
 
 
+async def test_shadow_offer_never_raises(kit: GatewayKit, judge: FakeUpstream) -> None:
+    from router.outcomes.record import Outcome
+
+    write_shadow_policy(kit, judge, shadow_on())
+    async with kit.running(settings=kit.settings()) as gateway:
+        policy = gateway.runtime.policies.current.policy
+        outcome = Outcome("req-odd", "tenant", "auto", "v1", None, False, tier="edge", status=200)
+        outcome.deployment = policy.tiers["edge"].deployments[0]
+        odd_completion = {"choices": ["not an object"]}
+        gateway.runtime.shadow.offer(policy, chat_body(), outcome, odd_completion)
+
+    assert metric(gateway, "tierwise_shadow_failed_total") == 1
+    assert judge.requests == []
+
+
 async def test_shadow_label_feeds_training(kit: GatewayKit, judge: FakeUpstream) -> None:
     write_shadow_policy(kit, judge, shadow_on(), store_prompts=True)
     async with kit.running(settings=kit.settings()) as gateway:
