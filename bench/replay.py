@@ -261,7 +261,7 @@ async def send_feedback(
     deployments: dict[str, DeploymentView],
     correctness: Correctness,
 ) -> int:
-    """Rate each answered, uncached request with its model's recorded correctness.
+    """Rate each successful, uncached request with its model's recorded correctness.
 
     This is the feedback a team would post after grading answers, so that
     ``tierwise policy simulate`` can report quality.  Returns how many were accepted.
@@ -453,7 +453,8 @@ def _add_traffic_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--feedback",
         action="store_true",
-        help="post each answered request's recorded correctness to /v1/feedback afterwards",
+        help="afterwards, post the recorded correctness of each successful, uncached request "
+        "to /v1/feedback",
     )
 
 

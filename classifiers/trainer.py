@@ -148,7 +148,7 @@ def default_version(now: dt.datetime | None = None) -> str:
     """Return a version from the UTC time, such as ``2026.12.04-013005``.
 
     The time of day keeps two trainings of one day apart, so a second nightly run can be
-    published; versions of one format sort in time order.
+    published.  Versions in this format sort in time order.
     """
     stamp = now or dt.datetime.now(dt.UTC)
     return f"{stamp:%Y.%m.%d-%H%M%S}"

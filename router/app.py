@@ -34,11 +34,15 @@ class GatewayApp(FastAPI):
 
     That request goes through the user middleware (InternalErrorMiddleware) and Starlette's
     ExceptionMiddleware with the app's handlers, straight to ``chat.chat_completions``.
-    Skipped: ServerErrorMiddleware, because InternalErrorMiddleware already renders a
-    response for every exception; FastAPI's body-limit middleware, because ``create_app``
-    sets no ``max_body_size`` and ``read_json_body`` enforces the gateway's own limit; route
-    matching and FastAPI's request handler.  Together they took about 0.1 ms of CPU per
-    request in ``python -m bench.profile``.  Every other path takes the full stack, and so
+    It skips four layers:
+
+    - ServerErrorMiddleware, because InternalErrorMiddleware already renders a response for
+      every exception;
+    - FastAPI's body-limit middleware, because ``create_app`` sets no ``max_body_size`` and
+      ``read_json_body`` enforces the gateway's own limit;
+    - route matching and FastAPI's request handler.
+
+    Together they took about 0.1 ms of CPU per request in ``python -m bench.profile``.  Every other path takes the full stack, and so
     does a chat request whose ``path`` carries a ``root_path`` prefix.
 
     NOTE: FastAPI's exception telemetry (active only with an OpenTelemetry provider

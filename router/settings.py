@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     )
     ready_requires_redis: bool = Field(
         default=False,
-        description="Return 503 from /readyz until the configured Redis has answered a ping "
+        description="Return 503 from /readyz until the configured Redis has replied to a ping "
         "once. Later Redis outages only mark readiness degraded (200). No effect without a "
         "Redis URL.",
     )

@@ -68,7 +68,7 @@ def _available_deployments(runtime: Runtime) -> dict[str, int]:
 
 
 async def _redis_state(runtime: Runtime) -> str:
-    """Ping Redis: ``not_configured``, ``ok`` or ``degraded``, and remember a first answer."""
+    """Ping Redis and return ``not_configured``, ``ok`` or ``degraded``; record the first reply."""
     if runtime.redis is None:
         return "not_configured"
     if not await runtime.redis.ping():

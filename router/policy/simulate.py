@@ -48,7 +48,7 @@ def load_records(path: Path) -> tuple[list[dict[str, Any]], dict[FeedbackKey, fl
     ``path`` is an outcome file, or a folder whose ``*.jsonl`` files (searched recursively,
     as ``tierwise outcomes export`` writes them) are read in name order.
 
-    Cache hits and failed requests are skipped: they say nothing about routing.  Feedback
+    Cache hits and failed requests are skipped, because routing did not decide their outcome.  Feedback
     counts only for a request of the same tenant, because a client may send any request id
     in its own header.  A client's feedback wins over a shadow label; otherwise the latest
     record of a kind wins.

@@ -77,7 +77,7 @@ def parse_verdict(text: str | None) -> float | None:
 
 
 def answer_text(completion: dict[str, Any]) -> str | None:
-    """The text of the first choice of a chat completion, or None when it has no text."""
+    """Return the text of the first choice of a chat completion, or None when it has none."""
     choices = completion.get("choices") or []
     if not choices:
         return None

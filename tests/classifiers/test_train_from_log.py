@@ -160,7 +160,7 @@ def test_feedback_from_other_tenant_ignored(tmp_path: Path) -> None:
     assert log.counts.unmatched_labels == 1
 
 
-def test_two_tenants_sharing_a_request_id_keep_their_own_labels(tmp_path: Path) -> None:
+def test_shared_request_id_labels_per_tenant(tmp_path: Path) -> None:
     path = _write(tmp_path / "log.jsonl", [
         _request("same-id", "first tenant's question", tenant="team-a"),
         _request("same-id", "second tenant's question", tenant="team-b"),
@@ -325,7 +325,7 @@ def test_train_missing_outcomes_path_fails(tmp_path: Path) -> None:
     assert "absent: not found" in result.output
 
 
-def test_default_versions_of_one_day_differ_and_sort_in_time() -> None:
+def test_default_version_includes_time() -> None:
     import datetime as dt
 
     from classifiers.trainer import default_version

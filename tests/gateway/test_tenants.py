@@ -79,7 +79,7 @@ async def test_budget_exceeded_gets_429_and_usage_reports_spend(kit: GatewayKit,
         usage = await gateway.client.get("/v1/usage", headers={"Authorization": f"Bearer {key}"})
     assert first.status_code == 200
     assert second.status_code == 429
-    # The official OpenAI clients retry a 429 unless told that a retry cannot help.
+    # The official OpenAI clients retry every 429 whose x-should-retry header is not "false".
     assert second.headers["x-should-retry"] == "false"
     assert second.json()["error"] == {
         "message": "This API key has used its daily budget. It resets at 00:00 UTC; "
@@ -94,7 +94,7 @@ async def test_budget_exceeded_gets_429_and_usage_reports_spend(kit: GatewayKit,
     assert body["budget_usd"] == {"day": 0.0000001, "month": None}
 
 
-async def test_shutdown_saves_spend_while_the_redis_breaker_is_open(
+async def test_shutdown_flush_ignores_open_breaker(
     redis_url: str, redis_client: Any
 ) -> None:
     import time
@@ -121,7 +121,7 @@ async def test_shutdown_saves_spend_while_the_redis_breaker_is_open(
         redis_client.delete(day_key, month_key)
 
 
-async def test_stop_keeps_spend_whose_write_was_in_flight() -> None:
+async def test_stop_keeps_inflight_spend() -> None:
     import asyncio
 
     from router.budgets import BudgetLedger

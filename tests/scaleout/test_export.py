@@ -277,7 +277,7 @@ def test_parquet_export_after_crash(
 @pytest.mark.skipif(
     not HAS_PYARROW, reason="the parquet format needs pyarrow (pip install pyarrow)"
 )
-def test_parquet_keeps_fields_that_the_first_row_lacks(tmp_path: Path) -> None:
+def test_parquet_keeps_later_row_fields(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     rows = [
@@ -288,8 +288,11 @@ def test_parquet_keeps_fields_that_the_first_row_lacks(tmp_path: Path) -> None:
     ParquetFormat().write(path, rows)
 
     read = pq.read_table(path).to_pylist()
-    assert read[1]["score"] == 0.25 and read[1]["ts"] == 7.5 and read[1]["type"] == "feedback"
-    assert read[0]["score"] is None and read[0]["tier"] == "edge"
+    assert read[1]["score"] == 0.25
+    assert read[1]["ts"] == 7.5
+    assert read[1]["type"] == "feedback"
+    assert read[0]["score"] is None
+    assert read[0]["tier"] == "edge"
 
 def run_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
     """Run ``tierwise`` in a child process, because the command configures logging globally."""

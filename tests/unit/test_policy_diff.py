@@ -37,7 +37,7 @@ def test_threshold_and_price_changes_are_described() -> None:
     ]
 
 
-def test_tenant_and_shadow_changes_are_described_without_key_digests() -> None:
+def test_diff_tenants_shadow_without_digests() -> None:
     digest_a, digest_b = "a" * 64, "b" * 64
     old = {**BASE, "tenants": {"entries": {"team": {"key_sha256": [digest_a]}, "gone": {}}}}
     new = {

@@ -179,9 +179,8 @@ def test_duplicate_keys_are_rejected_with_both_lines(tmp_path: Path) -> None:
     path = write(tmp_path, text)
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
+    advice = "YAML would keep only the last one, so merge or remove one"
     assert caught.value.problems == [
-        f"{path}:10: duplicate key 'context_window' (first at line 9); YAML would keep only the "
-        "last one, so merge or remove one",
-        f"{path}:20: duplicate key 'routing' (first at line 18); YAML would keep only the "
-        "last one, so merge or remove one",
+        f"{path}:10: duplicate key 'context_window' (first at line 9); {advice}",
+        f"{path}:20: duplicate key 'routing' (first at line 18); {advice}",
     ]

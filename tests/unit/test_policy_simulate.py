@@ -65,7 +65,7 @@ def test_simulation_counts_tiers_cost_and_quality(tmp_path: Path) -> None:
     assert result.quality == 0.75
 
 
-def test_feedback_counts_only_for_the_same_tenant_and_client_beats_shadow(tmp_path: Path) -> None:
+def test_feedback_joins_by_tenant_and_source(tmp_path: Path) -> None:
     rows = [
         {**record("a", 0.9, 0.9, "edge"), "tenant": "team"},
         {**record("b", 0.9, 0.9, "edge"), "tenant": "team"},
@@ -82,7 +82,7 @@ def test_feedback_counts_only_for_the_same_tenant_and_client_beats_shadow(tmp_pa
     assert result.quality == (1.0 + 0.4) / 2
 
 
-def test_a_folder_of_exported_files_reads_like_one_file(tmp_path: Path) -> None:
+def test_load_records_reads_export_folder(tmp_path: Path) -> None:
     one = load_records(write_log(tmp_path / "log.jsonl"))
     rows = (tmp_path / "log.jsonl").read_bytes().splitlines(keepends=True)
     part = tmp_path / "export" / "date=2026-12-04"
