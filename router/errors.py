@@ -46,6 +46,10 @@ class GatewayError(Exception):
         self.code = code if code is not None else self.default_code
         self.headers: dict[str, str] | None = None
 
+    def set_request_id(self, request_id: str) -> None:
+        """Add the ``x-request-id`` response header, keeping the error's other headers."""
+        self.headers = {**(self.headers or {}), "x-request-id": request_id}
+
 
 class InvalidRequest(GatewayError):
     """Raised when the request body or its parameters are invalid."""

@@ -79,7 +79,7 @@ async def serve_chat(
     except GatewayError as exc:
         outcome.error, outcome.status = exc.code, exc.status
         finish(runtime, loaded.policy, outcome)
-        exc.headers = {**(exc.headers or {}), "x-request-id": outcome.request_id}
+        exc.set_request_id(outcome.request_id)
         raise
     except Exception:
         # The gateway's own fault: InternalErrorMiddleware renders the fixed 500 response,

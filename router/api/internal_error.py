@@ -54,7 +54,7 @@ def _internal_error_response(scope: Scope) -> ASGIApp:
     error = GatewayError()
     request_id = (scope.get("state") or {}).get(REQUEST_ID_STATE)
     if request_id:
-        error.headers = {**(error.headers or {}), "x-request-id": str(request_id)}
+        error.set_request_id(str(request_id))
     return render_error(error)
 
 

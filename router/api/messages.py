@@ -89,5 +89,5 @@ def _internal_error(request: Request, exc: Exception) -> Response:
     error = GatewayError()
     request_id = getattr(request.state, REQUEST_ID_STATE, None)
     if request_id:
-        error.headers = {**(error.headers or {}), "x-request-id": str(request_id)}
+        error.set_request_id(str(request_id))
     return render_error(error)
