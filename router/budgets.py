@@ -105,7 +105,7 @@ class BudgetLedger:
 
     def start(self) -> None:
         if self._task is None:
-            self._stopping = asyncio.Event()
+            self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name="budget-writer")
 
     async def stop(self) -> None:
