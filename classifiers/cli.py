@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from classifiers.calibrate import calibrate as calibrate_command
-from classifiers.config import DEFAULT_C, TrainConfig, TrainingError
+from classifiers.config import DEFAULT_C, SGD_MIN_ROWS, TrainConfig, TrainingError
 from classifiers.datasets import CONVERTERS, DEFAULT_OUT_DIR, DatasetError, convert
 from classifiers.outcomes import (
     GatewayLogCounts,
@@ -43,6 +43,8 @@ MinSourcesOption = Annotated[int, typer.Option(
          "1 keeps all.")]
 LengthPriorOption = Annotated[float, typer.Option(
     help="Weight in [0, 1] of a prompt-length-only model mixed into each tier's logit.")]
+SolverOption = Annotated[str, typer.Option(
+    help=f"liblinear, sgd, or auto: sgd for a tier with more than {SGD_MIN_ROWS:,} labelled rows.")]
 
 app = typer.Typer(help="Train the prompt classifier and convert public routing data.",
                   no_args_is_help=True)
@@ -108,6 +110,7 @@ def train(
     source_power: SourcePowerOption = 0.0,
     min_sources: MinSourcesOption = 1,
     length_prior: LengthPriorOption = 0.0,
+    solver: SolverOption = "auto",
     evaluation: Annotated[list[Path] | None, typer.Option(
         help="JSON written by `evaluate --json`, summarised in the model card; repeatable.")] = None,
 ) -> None:
@@ -137,7 +140,8 @@ def train(
                 implied=parse_implied_tiers(implied_tier),
                 config=TrainConfig(n_features=n_features, struct_weight=struct_weight, c=c,
                                    threshold=threshold, source_power=source_power,
-                                   min_sources=min_sources, length_prior=length_prior),
+                                   min_sources=min_sources, length_prior=length_prior,
+                                   solver=solver),
                 seed=seed, holdout=holdout, version=version, command=_command_line(),
                 evaluations=list(evaluation or []),
             )
@@ -224,6 +228,7 @@ def evaluate(
     source_power: SourcePowerOption = 0.0,
     min_sources: MinSourcesOption = 1,
     length_prior: LengthPriorOption = 0.0,
+    solver: SolverOption = "auto",
     train_extra: Annotated[list[Path] | None, typer.Option(
         help="Labelled file added to every training fold and never scored; repeatable.")] = None,
     implied_tier: Annotated[list[str] | None, typer.Option(
@@ -254,7 +259,7 @@ def evaluate(
         records = imply_tiers(read_outcomes(data, mapping), implied)
         extras = imply_tiers(read_outcomes(train_extra or [], mapping), implied)
         config = TrainConfig(c=c, struct_weight=struct_weight, source_power=source_power,
-                             min_sources=min_sources, length_prior=length_prior)
+                             min_sources=min_sources, length_prior=length_prior, solver=solver)
         scorer = load_artifact(model) if model is not None else None
         with progress_bar(_console) as progress:
             result = evaluate_records(records, _split_names(tiers), folds=folds, seed=seed,

@@ -13,6 +13,12 @@ from classifiers.outcomes import DEFAULT_THRESHOLD
 # Picked by held-out APGR and cost share on the public sets (see the classifiers README).
 DEFAULT_C = 0.3
 
+SOLVERS = ("auto", "liblinear", "sgd")
+# With "auto", a tier head with more labelled rows than this is fitted by stochastic
+# gradient descent.  liblinear's time and memory grow faster than the row count: on
+# 1,000,000 rows its three heads took 13 minutes and 6.3 GB (see bench/README.md).
+SGD_MIN_ROWS = 200_000
+
 
 class TrainingError(ValueError):
     """Raised when the labelled data cannot train a tier (no rows, or one class only)."""
@@ -28,7 +34,9 @@ class TrainConfig:
     a mean of 1, so 0 leaves rows equal and 1 gives every group the same total weight.
     ``min_sources`` keeps only word columns seen in that many source groups (1 keeps all).
     ``length_prior`` in [0, 1] mixes each head's logit with a prompt-length-only logit
-    (see ``classifiers.transfer``).
+    (see ``classifiers.transfer``).  ``solver`` fits each head with liblinear, with
+    stochastic gradient descent on the same penalised log loss ("sgd"), or picks SGD
+    above ``SGD_MIN_ROWS`` labelled rows ("auto").
     """
 
     n_features: int = 2**17
@@ -40,8 +48,12 @@ class TrainConfig:
     source_power: float = 0.0
     min_sources: int = 1
     length_prior: float = 0.0
+    solver: str = "auto"
+    sgd_epochs: int = 30
 
     def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise TrainingError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         if not 0.0 <= self.length_prior <= 1.0:
             raise TrainingError(f"length prior must be in [0, 1], got {self.length_prior}")
         if self.min_sources < 1:

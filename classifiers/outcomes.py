@@ -23,6 +23,7 @@ and shadow labels to the request records and counts every record it cannot use.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -196,9 +197,14 @@ def write_outcomes(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
     return count
 
 
-def conversation_key(record: LabelledPrompt) -> str:
-    """Return a string that is equal for records with the same conversation."""
-    return json.dumps(record.messages, sort_keys=True, ensure_ascii=False)
+def conversation_key(record: LabelledPrompt) -> bytes:
+    """Return a 16-byte digest that is equal for records with the same conversation.
+
+    A digest instead of the serialised conversation keeps a set of a million keys
+    small; two different conversations share a BLAKE2b-128 digest with negligible odds.
+    """
+    serialised = json.dumps(record.messages, sort_keys=True, ensure_ascii=False)
+    return hashlib.blake2b(serialised.encode("utf-8"), digest_size=16).digest()
 
 
 def source_group(record: LabelledPrompt) -> str:

@@ -63,7 +63,7 @@ def merge_duplicates(records: Sequence[LabelledPrompt]) -> list[LabelledPrompt]:
     A merged record is a test row when any of its parts is, so a prompt that occurs in
     two files or two splits can never be both trained on and scored.
     """
-    merged: dict[str, LabelledPrompt] = {}
+    merged: dict[bytes, LabelledPrompt] = {}
     for record in records:
         key = conversation_key(record)
         if key not in merged:
@@ -112,7 +112,11 @@ def run_training(request: TrainRequest, progress: Progress = silent) -> TrainRep
     """Train on ``request.data``, save the artifact and model card, and report metrics."""
     progress(f"reading {len(request.data)} file(s)", done=0, total=3)
     raw_records = read_outcomes(request.data, request.tier_map or None)
+    input_counts = _count_by_group(raw_records)
     records = imply_tiers(merge_duplicates(raw_records), request.implied)
+    # merge_duplicates builds new records that share only the messages, so the input
+    # records can be released before fitting.
+    del raw_records
     train, test = split_records(records, request.holdout, request.seed)
     progress(f"fitting {len(request.tiers)} tier(s) on {len(train)} rows ({len(test)} held out)",
              done=1, total=3)
@@ -121,7 +125,7 @@ def run_training(request: TrainRequest, progress: Progress = silent) -> TrainRep
     metrics = heldout_metrics(model, test, request.config.threshold)
     version = request.version or default_version()
     info = _training_info(request, train, test, metrics)
-    info["training"]["rows"]["input"] = _count_by_group(raw_records)
+    info["training"]["rows"]["input"] = input_counts
     info["evaluations"] = [summarise_evaluation(path) for path in request.evaluations]
     artifact = save_artifact(request.out, version=version, tiers=list(model.tiers),
                              weights=model.export(), ngram_max=request.config.ngram_max,
@@ -183,7 +187,8 @@ def _training_info(request: TrainRequest, train: Sequence[LabelledPrompt],
                        "threshold": request.config.threshold,
                        "source_power": request.config.source_power,
                        "min_sources": request.config.min_sources,
-                       "length_prior": request.config.length_prior},
+                       "length_prior": request.config.length_prior,
+                       "solver": request.config.solver},
             "seed": request.seed,
             "holdout": request.holdout,
             "rows": {"train": _count_by_group(train), "test": _count_by_group(test)},

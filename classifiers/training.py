@@ -10,20 +10,22 @@ to float32 in place, so the scikit-learn model and the saved artifact score alik
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import HashingVectorizer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
 from classifiers.artifact import round_weights
-from classifiers.config import TrainConfig, TrainingError
+from classifiers.config import SGD_MIN_ROWS, TrainConfig, TrainingError
 from classifiers.conversation import STRUCTURAL_FEATURES, structural_vector, view_conversation
 from classifiers.hashing import TOKEN_PATTERN
 from classifiers.outcomes import DEFAULT_THRESHOLD, LabelledPrompt, source_group
@@ -31,6 +33,9 @@ from classifiers.scorer import LinearWeights, Scorer
 from classifiers.transfer import blend_length_prior, mask_columns, shared_word_mask
 
 DEFAULT_CONFIG = TrainConfig()
+# A tier head: both expose coef_, intercept_ and predict_proba.
+LinearHead = LogisticRegression | SGDClassifier
+FEATURE_CHUNK_ROWS = 20_000
 
 
 @dataclass(slots=True)
@@ -55,10 +60,7 @@ class ConversationFeaturizer(TransformerMixin, BaseEstimator):
 
     def fit_raw(self, raw: RawFeatures) -> ConversationFeaturizer:
         """Learn the structural mean and scale from precomputed raw features."""
-        self.struct_mean_ = raw.struct.mean(axis=0)
-        scale = raw.struct.std(axis=0)
-        # A constant feature keeps scale 1 so that serving never divides by zero.
-        self.struct_scale_ = np.where(scale > 1e-12, scale, 1.0)
+        self.struct_mean_, self.struct_scale_ = _mean_and_scale(raw.struct)
         return self
 
     def transform(self, conversations: Sequence[Any]) -> sp.csr_matrix:
@@ -67,14 +69,52 @@ class ConversationFeaturizer(TransformerMixin, BaseEstimator):
 
     def raw(self, conversations: Sequence[Any]) -> RawFeatures:
         """Compute the word block and unscaled structural values."""
-        views = [view_conversation(messages) for messages in conversations]
-        struct = np.array([structural_vector(v) for v in views], dtype=np.float64)
-        return RawFeatures(self._word_block(views), struct.reshape(len(views), -1))
+        word = RowBuilder(self.n_features)
+        structs = [np.zeros((0, len(STRUCTURAL_FEATURES)))]
+        for block, struct in self._chunks(conversations):
+            word.append(block)
+            structs.append(struct)
+        return RawFeatures(word.build(), np.vstack(structs))
+
+    def fit_assemble(self, conversations: Sequence[Any]) -> sp.csr_matrix:
+        """Fit the structural scaling on ``conversations`` and return their feature rows.
+
+        Gives the rows of ``fit_raw(raw(c))`` followed by ``assemble``, but writes each
+        chunk straight into the result, so the word block is never held twice.  The
+        structural values go in unscaled and are scaled in place at the end.
+        """
+        n_struct = len(STRUCTURAL_FEATURES)
+        rows = RowBuilder(self.n_features + n_struct)
+        structs = [np.zeros((0, n_struct))]
+        for block, struct in self._chunks(conversations):
+            rows.append(append_dense_columns(block, struct))
+            structs.append(struct)
+        struct = np.vstack(structs)
+        del structs
+        self.struct_mean_, self.struct_scale_ = _mean_and_scale(struct)
+        result = rows.build()
+        # The structural values are the last n_struct stored entries of every row.  They
+        # are scaled a chunk of rows at a time, to keep the temporary arrays small.
+        for start in range(0, struct.shape[0], FEATURE_CHUNK_ROWS):
+            ends = result.indptr[start + 1:start + 1 + FEATURE_CHUNK_ROWS, np.newaxis]
+            result.data[ends - n_struct + np.arange(n_struct)] = self._scale(
+                struct[start:start + FEATURE_CHUNK_ROWS])
+        return result
 
     def assemble(self, raw: RawFeatures) -> sp.csr_matrix:
         """Scale the structural values and append them to the word block."""
-        struct = (raw.struct - self.struct_mean_) / self.struct_scale_ * self.struct_weight
-        return sp.hstack([raw.word, sp.csr_matrix(struct)], format="csr")
+        return append_dense_columns(raw.word, self._scale(raw.struct))
+
+    def _scale(self, struct: np.ndarray) -> np.ndarray:
+        return (struct - self.struct_mean_) / self.struct_scale_ * self.struct_weight
+
+    def _chunks(self, conversations: Sequence[Any]) -> Iterator[tuple[sp.csr_matrix, np.ndarray]]:
+        # FEATURE_CHUNK_ROWS at a time, so the views, texts and intermediate matrices of
+        # only one chunk are alive at once.
+        for start in range(0, len(conversations), FEATURE_CHUNK_ROWS):
+            views = [view_conversation(m) for m in conversations[start:start + FEATURE_CHUNK_ROWS]]
+            struct = np.array([structural_vector(v) for v in views], dtype=np.float64)
+            yield self._word_block(views), struct.reshape(len(views), -1)
 
     def _word_block(self, views: list[Any]) -> sp.csr_matrix:
         texts: list[str] = []
@@ -103,10 +143,80 @@ class ConversationFeaturizer(TransformerMixin, BaseEstimator):
         )
 
 
+def _mean_and_scale(struct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scale = struct.std(axis=0)
+    # A constant feature keeps scale 1 so that serving never divides by zero.
+    return struct.mean(axis=0), np.where(scale > 1e-12, scale, 1.0)
+
+
+class RowBuilder:
+    """Collects CSR row blocks into one CSR matrix without a second copy of the rows.
+
+    ``sp.vstack`` needs every block and the result in memory at once.  Here each block
+    is copied into arrays that grow by ``ndarray.resize``; large numpy arrays live in
+    their own mmap, so glibc's ``realloc`` grows them with ``mremap`` and copies no data.
+    """
+
+    def __init__(self, n_cols: int) -> None:
+        self.n_cols = n_cols
+        self.data = np.empty(0, dtype=np.float64)
+        # Column numbers fit in int32, as in scikit-learn's own sparse output.
+        self.indices = np.empty(0, dtype=np.int32)
+        self.row_ends: list[np.ndarray] = []
+        self.nnz = 0
+
+    def append(self, block: sp.csr_matrix) -> None:
+        """Append the rows of ``block``, which must have ``n_cols`` columns."""
+        if block.shape[1] != self.n_cols:
+            raise ValueError(f"block has {block.shape[1]} columns, expected {self.n_cols}")
+        end = self.nnz + block.nnz
+        if end > self.data.size:
+            size = max(end, self.data.size * 3 // 2)
+            self.data.resize(size, refcheck=False)
+            self.indices.resize(size, refcheck=False)
+        self.data[self.nnz:end] = block.data
+        self.indices[self.nnz:end] = block.indices
+        self.row_ends.append(block.indptr[1:].astype(np.int64) + self.nnz)
+        self.nnz = end
+
+    def build(self) -> sp.csr_matrix:
+        """Return the stacked rows; the builder must not be used afterwards."""
+        self.data.resize(self.nnz, refcheck=False)
+        self.indices.resize(self.nnz, refcheck=False)
+        # SciPy narrows indptr to int32 when nnz allows, so the int32 indices are not copied.
+        indptr = np.concatenate([np.zeros(1, dtype=np.int64), *self.row_ends])
+        return sp.csr_matrix((self.data, self.indices, indptr), shape=(indptr.size - 1, self.n_cols))
+
+
+def append_dense_columns(sparse: sp.csr_matrix, dense: np.ndarray) -> sp.csr_matrix:
+    """Return ``[sparse | dense]`` as CSR, built in place of ``sp.hstack``.
+
+    ``sp.hstack`` of CSR blocks goes through COO, which needed about three times the
+    memory of the result on 1,000,000 training rows.  Every dense value is stored, zeros
+    included, as ``sp.hstack`` stores them.
+    """
+    n_rows, n_dense = dense.shape
+    nnz = sparse.nnz + n_rows * n_dense
+    index_dtype = np.int32 if nnz < 2**31 else np.int64
+    indptr = sparse.indptr.astype(index_dtype) + np.arange(n_rows + 1, dtype=index_dtype) * n_dense
+    # The dense values of row i fill the last n_dense slots before indptr[i + 1].
+    dense_slots = (indptr[1:, np.newaxis] - n_dense + np.arange(n_dense, dtype=index_dtype)).ravel()
+    is_sparse = np.ones(nnz, dtype=bool)
+    is_sparse[dense_slots] = False
+    data = np.empty(nnz, dtype=np.float64)
+    indices = np.empty(nnz, dtype=index_dtype)
+    data[is_sparse] = sparse.data
+    indices[is_sparse] = sparse.indices
+    data[dense_slots] = dense.ravel()
+    indices[dense_slots] = np.tile(np.arange(sparse.shape[1], sparse.shape[1] + n_dense,
+                                             dtype=index_dtype), n_rows)
+    return sp.csr_matrix((data, indices, indptr), shape=(n_rows, sparse.shape[1] + n_dense))
+
+
 class TierModel:
     """A fitted featurizer plus one logistic regression per tier."""
 
-    def __init__(self, featurizer: ConversationFeaturizer, models: dict[str, LogisticRegression]):
+    def __init__(self, featurizer: ConversationFeaturizer, models: dict[str, LinearHead]):
         self.featurizer = featurizer
         self.models = models
         self.tiers: tuple[str, ...] = tuple(models)
@@ -160,9 +270,7 @@ def fit_tier_model(records: Sequence[LabelledPrompt], tiers: Sequence[str],
     Raises TrainingError when a tier has no labelled rows or only one class.
     """
     featurizer = ConversationFeaturizer(config.n_features, config.ngram_max, config.struct_weight)
-    raw = featurizer.raw([r.messages for r in records])
-    featurizer.fit_raw(raw)
-    rows = featurizer.assemble(raw)
+    rows = featurizer.fit_assemble([r.messages for r in records])
     labels = label_matrix(records, tiers, config.threshold)
     weights = source_weights(records, config.source_power)
     groups = np.array([source_group(r) for r in records])
@@ -179,7 +287,7 @@ def source_weights(records: Sequence[LabelledPrompt], power: float) -> np.ndarra
 
 def fit_heads(rows: sp.csr_matrix, labels: np.ndarray, tiers: Sequence[str], config: TrainConfig,
               seed: int, weights: np.ndarray | None = None,
-              groups: np.ndarray | None = None) -> dict[str, LogisticRegression]:
+              groups: np.ndarray | None = None) -> dict[str, LinearHead]:
     """Fit one logistic regression per tier on the rows labelled for that tier.
 
     ``groups`` gives each row's source group; ``config.min_sources`` above 1 needs it.
@@ -190,7 +298,7 @@ def fit_heads(rows: sp.csr_matrix, labels: np.ndarray, tiers: Sequence[str], con
             raise TrainingError("min_sources above 1 needs the source group of every row")
         word = rows[:, : config.n_features]
         rows = mask_columns(rows, shared_word_mask(word, groups, config.min_sources))
-    models: dict[str, LogisticRegression] = {}
+    models: dict[str, LinearHead] = {}
     # One BLAS thread: these problems are small, and on a busy machine extra BLAS
     # threads made the solver about ten times slower, not faster.
     with threadpool_limits(limits=1):
@@ -200,7 +308,7 @@ def fit_heads(rows: sp.csr_matrix, labels: np.ndarray, tiers: Sequence[str], con
 
 
 def _fit_head(rows: sp.csr_matrix, labels: np.ndarray, weights: np.ndarray, tier: str,
-              config: TrainConfig, seed: int) -> LogisticRegression:
+              config: TrainConfig, seed: int) -> LinearHead:
     mask = ~np.isnan(labels)
     y = labels[mask]
     if y.size == 0 or np.unique(y).size < 2:
@@ -208,10 +316,37 @@ def _fit_head(rows: sp.csr_matrix, labels: np.ndarray, weights: np.ndarray, tier
             f"tier {tier!r} has {int(y.size)} labelled rows with {np.unique(y).size} "
             "class(es); it needs both adequate and inadequate examples"
         )
-    # liblinear solves these sparse problems about ten times faster than lbfgs.
-    model = LogisticRegression(C=config.c, solver="liblinear", max_iter=config.max_iter,
-                               random_state=seed)
-    model.fit(rows[mask], y, sample_weight=weights[mask])
+    if config.solver == "sgd" or (config.solver == "auto" and y.size > SGD_MIN_ROWS):
+        model = _fit_sgd(rows, np.where(mask, labels, 0.0), np.where(mask, weights, 0.0),
+                         config, seed)
+    else:
+        # liblinear solves these sparse problems about ten times faster than lbfgs.
+        model = LogisticRegression(C=config.c, solver="liblinear", max_iter=config.max_iter,
+                                   random_state=seed)
+        model.fit(rows[mask], y, sample_weight=weights[mask])
+    if config.length_prior == 0.0:
+        return model
     length_column = config.n_features + STRUCTURAL_FEATURES.index("log_last_chars")
     return blend_length_prior(model, rows[mask], y, weights[mask], length_column,
                               config.length_prior)
+
+
+def _fit_sgd(rows: sp.csr_matrix, labels: np.ndarray, weights: np.ndarray, config: TrainConfig,
+             seed: int) -> SGDClassifier:
+    """Fit the penalised log loss by SGD, which streams over ``rows`` without copying it.
+
+    Unlabelled rows stay in ``rows`` with weight 0, so no per-tier copy is made.
+    liblinear minimises C * sum(w_i * loss_i) + |coef|^2 / 2; SGD minimises
+    mean(w_i * loss_i) + alpha * |coef|^2 / 2 over all n rows, the same objective
+    when alpha = 1 / (C * n).
+    """
+    # Averaged SGD: on RouteLLM MMLU (5 folds, about 11,000 training rows) it reached APGR
+    # 0.669 against liblinear's 0.677; plain SGD with 15 passes reached 0.618.
+    model = SGDClassifier(loss="log_loss", penalty="l2", alpha=1.0 / (config.c * rows.shape[0]),
+                          average=True, max_iter=config.sgd_epochs, tol=1e-4, n_iter_no_change=2,
+                          random_state=seed)
+    with warnings.catch_warnings():
+        # Stopping after sgd_epochs passes is the intended bound, not a failure.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(rows, labels, sample_weight=weights)
+    return model
