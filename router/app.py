@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -85,6 +86,22 @@ def _chat_endpoint() -> ASGIApp:
     return endpoint
 
 
+def freeze_startup_objects() -> int:
+    """Move the objects alive after start-up out of the garbage collector's reach.
+
+    Imports, the policy and the classifier leave a few hundred thousand long-lived
+    objects.  Without ``gc.freeze`` every full collection walks all of them while
+    requests wait; frozen, a full collection walks only what serving created.  Only the
+    first app started in a process freezes, so a process that builds many apps, such as
+    a test run, does not keep the garbage of earlier ones forever.
+    Returns the number of frozen objects.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
+    return gc.get_freeze_count()
+
+
 def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -> GatewayApp:
     """Build the gateway app; raises PolicyError or ArtifactError when a file is invalid."""
     settings = settings or Settings()
@@ -94,6 +111,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.started_at = time.time()
         await runtime.start()
+        frozen = freeze_startup_objects()
         log.info(
             "gateway_started",
             policy=str(settings.policy),
@@ -101,6 +119,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
             classifier=runtime.scorer.version,
             cache=runtime.cache.backend,
             outcomes=runtime.outcomes.backend,
+            gc_frozen_objects=frozen,
         )
         try:
             yield
