@@ -11,20 +11,24 @@ Training (``--train-rows N``): a child process fits the per-tier logistic regres
 labelled conversations made by cycling through the traffic mix (each copy made distinct by
 a numbered suffix) with synthetic labels from prompt length, and reports fit time and
 its own peak RSS.  The labels only give the solver realistic work; the model is thrown away.
+``--train-command N`` writes such rows to a JSONL file and times the whole
+``python -m classifiers train`` command on it, file reading and artifact writing included.
 
 Run from the repository root:
 
     python -m bench.classifier                    # scoring latency
     python -m bench.classifier --train-rows 100000
+    python -m bench.classifier --repeat 1 --train-rows 1000000 --train-command 1000000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -122,17 +126,45 @@ def train_child(count: int) -> None:
                       "fit_cpu_s": time.process_time() - cpu_before}))
 
 
+def _run_child(command: list[str]) -> tuple[str, float, float]:
+    """Run ``command``; return its stdout, wall seconds and peak RSS in MiB (this child only)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(command, stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        if child.returncode != 0:
+            raise SystemExit(f"error: {' '.join(command[:4])} failed:\n{err.read().decode()[-2000:]}")
+        return out.read().decode(), wall, usage.ru_maxrss / 1024
+
+
 def training_report(count: int) -> dict[str, Any]:
-    """Run ``train_child`` in a child process; add its peak RSS (ru_maxrss) in MB."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.classifier", "--train-child", str(count)],
-        capture_output=True, text=True, check=False,
-    )
-    if completed.returncode != 0:
-        raise SystemExit(f"error: the training child failed:\n{completed.stderr[-2000:]}")
-    report: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
-    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    """Run ``train_child`` in a child process; add its peak RSS in MiB."""
+    stdout, _, peak = _run_child([sys.executable, "-m", "bench.classifier", "--train-child", str(count)])
+    report: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    report["peak_rss_mb"] = peak
     return report
+
+
+def command_report(count: int) -> dict[str, Any]:
+    """Write ``count`` rows to a JSONL file and time ``python -m classifiers train`` on it.
+
+    Unlike ``training_report``, this includes reading and parsing the file, merging
+    duplicate conversations and writing the artifact.
+    """
+    with tempfile.TemporaryDirectory(prefix="tierwise-bench-train-") as scratch:
+        data = Path(scratch) / "rows.jsonl"
+        with data.open("w", encoding="utf-8") as out:
+            for row in _training_rows(count):
+                outcomes = {tier: {"quality": quality} for tier, quality in row.quality.items()}
+                out.write(json.dumps({"id": row.id, "messages": row.messages, "outcomes": outcomes}) + "\n")
+        command = [sys.executable, "-m", "classifiers", "train", "--data", str(data),
+                   "--out", str(Path(scratch) / "model"), "--version", "bench"]
+        _, wall, peak = _run_child(command)
+    return {"rows": count, "wall_s": wall, "peak_rss_mb": peak}
 
 
 def _print_scoring(report: dict[str, Any]) -> None:
@@ -154,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="cpu: this thread's CPU time; wall: elapsed time.")
     parser.add_argument("--train-rows", type=int, default=0,
                         help="Also time training on this many rows (0: skip).")
+    parser.add_argument("--train-command", type=int, default=0,
+                        help="Also time `python -m classifiers train` on a file of this many rows (0: skip).")
     parser.add_argument("--train-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     pin_self(CLIENT_CPU)
@@ -165,6 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.train_rows:
         report["training"] = training_report(args.train_rows)
         print(json.dumps(report["training"]))
+    if args.train_command:
+        report["train_command"] = command_report(args.train_command)
+        print(json.dumps(report["train_command"]))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"classifier-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2))
