@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -12,6 +13,7 @@ import structlog
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from router.api.auth import TenantContext, identify
 from router.api.internal_error import REQUEST_ID_STATE
@@ -110,8 +112,8 @@ async def _serve(
             outcome.set_usage(completion.get("usage"))
             if chat.stream:
                 return stream_cached(runtime, policy, completion, chat, outcome, decision)
-            finish(runtime, policy, outcome)
-            return json_response(completion, headers(outcome, decision))
+            return json_response(completion, headers(outcome, decision),
+                                 on_sent=partial(finish, runtime, policy, outcome))
 
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts)
     if chat.stream:
@@ -127,11 +129,11 @@ async def _serve(
     if key is not None and _complete_answer(completion):
         key = cache_key(outcome.tenant, served.deployment.name, body)
         await runtime.cache.set(key, orjson.dumps(completion), policy.cache.ttl_s)
-    finish(runtime, policy, outcome)
     if policy.shadow.enabled:
         # Starts a background task at most; the response below does not wait for it.
         runtime.shadow.offer(policy, body, outcome, completion)
-    return json_response(completion, headers(outcome, decision))
+    return json_response(completion, headers(outcome, decision),
+                         on_sent=partial(finish, runtime, policy, outcome))
 
 
 def route(
@@ -157,7 +159,8 @@ def route(
         scorer = runtime.scorer
         outcome.classifier_version = scorer.version
         outcome.scores = scorer.score(body["messages"])
-    outcome.category = prompt_category(body["messages"])
+    # The category is only a metrics label, so finish() computes it after the response.
+    outcome.messages = body["messages"]
     needs = RequestNeeds(
         prompt_tokens=count_prompt_tokens(body["messages"], fits_below=policy.smallest_context_window),
         max_output_tokens=chat.output_token_limit,
@@ -251,8 +254,37 @@ def headers(outcome: Outcome, decision: Decision | None) -> dict[str, str]:
     return result
 
 
-def json_response(payload: dict[str, Any], response_headers: dict[str, str]) -> Response:
-    return Response(orjson.dumps(payload), media_type="application/json", headers=response_headers)
+class RecordingResponse(Response):
+    """A JSON response that runs ``on_sent`` once its body is sent, or sending failed.
+
+    A served request's outcome record, metrics and log line are written by ``on_sent``,
+    so the client does not wait for them.  uvicorn's ``send`` writes to the socket
+    without yielding, so no other request runs between the body and ``on_sent``.
+    """
+
+    media_type = "application/json"
+
+    def __init__(self, content: bytes, headers: dict[str, str],
+                 on_sent: Callable[[], None] | None = None) -> None:
+        super().__init__(content, headers=headers)
+        self.on_sent = on_sent
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.run_on_sent()
+
+    def run_on_sent(self) -> None:
+        """Run ``on_sent`` unless it has run; callers that drop the response call this."""
+        on_sent, self.on_sent = self.on_sent, None
+        if on_sent is not None:
+            on_sent()
+
+
+def json_response(payload: dict[str, Any], response_headers: dict[str, str],
+                  on_sent: Callable[[], None] | None = None) -> RecordingResponse:
+    return RecordingResponse(orjson.dumps(payload), response_headers, on_sent)
 
 
 def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
@@ -260,6 +292,8 @@ def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
     record = outcome.as_record(policy)
     runtime.outcomes.emit(record)
     runtime.budgets.record(outcome.tenant, record["cost_usd"])
+    if outcome.category is None and outcome.messages is not None:
+        outcome.category = prompt_category(outcome.messages)
     runtime.metrics.observe(record, policy, outcome.category)
     runtime.dashboard.observe(record, outcome.category)
     log.info(

@@ -18,7 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from router.api.anthropic_format import Translation, render_error, to_chat_body, to_message
 from router.api.anthropic_stream import StreamTranslator
-from router.api.chat import json_response, serve_chat
+from router.api.chat import RecordingResponse, json_response, serve_chat
 from router.api.internal_error import REQUEST_ID_STATE, _log_internal_error
 from router.errors import GatewayError
 
@@ -52,9 +52,18 @@ async def create_message(request: Request) -> Response:
         translator = StreamTranslator(exchange.translation)
         response.body_iterator = _translated(response.body_iterator, translator)
         return _with_request_id(response)
-    completion = orjson.loads(bytes(response.body))
-    headers = {k: v for k, v in response.headers.items() if k not in _BODY_HEADERS}
-    return _with_request_id(json_response(to_message(completion, exchange.translation), headers))
+    # The translated response takes over the recording of the outcome; if translating
+    # fails, the outcome is recorded here before the error propagates.
+    on_sent = response.on_sent if isinstance(response, RecordingResponse) else None
+    try:
+        completion = orjson.loads(bytes(response.body))
+        headers = {k: v for k, v in response.headers.items() if k not in _BODY_HEADERS}
+        message = to_message(completion, exchange.translation)
+    except Exception:
+        if isinstance(response, RecordingResponse):
+            response.run_on_sent()
+        raise
+    return _with_request_id(json_response(message, headers, on_sent))
 
 
 def _with_request_id(response: Response) -> Response:

@@ -22,8 +22,11 @@ class Outcome:
     started: float = field(default_factory=time.perf_counter)
     timestamp: float = field(default_factory=time.time)
     scores: dict[str, float] | None = None
+    messages: Any = None
+    """The routed request's messages, kept so that ``category`` can be computed after the
+    response is sent; never written to the record."""
     category: str | None = None
-    """Coarse topic of the last user message, set by routing; counted in ``/metrics`` only."""
+    """Coarse topic of the last user message, for ``/metrics`` only."""
     tier: str | None = None
     deployment: Deployment | None = None
     tokens_in: int = 0
