@@ -45,6 +45,9 @@ LengthPriorOption = Annotated[float, typer.Option(
     help="Weight in [0, 1] of a prompt-length-only model mixed into each tier's logit.")]
 SolverOption = Annotated[str, typer.Option(
     help=f"liblinear, sgd, or auto: sgd for a tier with more than {SGD_MIN_ROWS:,} labelled rows.")]
+SourceInterceptsOption = Annotated[bool, typer.Option(
+    help="Fit one intercept per source group, so the other columns learn differences "
+         "within a data set; the artifact stores their weighted mean.")]
 
 app = typer.Typer(help="Train the prompt classifier and convert public routing data.",
                   no_args_is_help=True)
@@ -111,6 +114,7 @@ def train(
     min_sources: MinSourcesOption = 1,
     length_prior: LengthPriorOption = 0.0,
     solver: SolverOption = "auto",
+    source_intercepts: SourceInterceptsOption = False,
     evaluation: Annotated[list[Path] | None, typer.Option(
         help="JSON written by `evaluate --json`, summarised in the model card; repeatable.")] = None,
 ) -> None:
@@ -141,7 +145,8 @@ def train(
                 config=TrainConfig(n_features=n_features, struct_weight=struct_weight, c=c,
                                    threshold=threshold, source_power=source_power,
                                    min_sources=min_sources, length_prior=length_prior,
-                                   solver=solver),
+                                   solver=solver,
+                                   source_intercepts=source_intercepts),
                 seed=seed, holdout=holdout, version=version, command=_command_line(),
                 evaluations=list(evaluation or []),
             )
@@ -229,6 +234,7 @@ def evaluate(
     min_sources: MinSourcesOption = 1,
     length_prior: LengthPriorOption = 0.0,
     solver: SolverOption = "auto",
+    source_intercepts: SourceInterceptsOption = False,
     train_extra: Annotated[list[Path] | None, typer.Option(
         help="Labelled file added to every training fold and never scored; repeatable.")] = None,
     implied_tier: Annotated[list[str] | None, typer.Option(
@@ -259,7 +265,8 @@ def evaluate(
         records = imply_tiers(read_outcomes(data, mapping), implied)
         extras = imply_tiers(read_outcomes(train_extra or [], mapping), implied)
         config = TrainConfig(c=c, struct_weight=struct_weight, source_power=source_power,
-                             min_sources=min_sources, length_prior=length_prior, solver=solver)
+                             min_sources=min_sources, length_prior=length_prior, solver=solver,
+                             source_intercepts=source_intercepts)
         scorer = load_artifact(model) if model is not None else None
         with progress_bar(_console) as progress:
             result = evaluate_records(records, _split_names(tiers), folds=folds, seed=seed,

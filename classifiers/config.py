@@ -37,6 +37,8 @@ class TrainConfig:
     (see ``classifiers.transfer``).  ``solver`` fits each head with liblinear, with
     stochastic gradient descent on the same penalised log loss ("sgd"), or picks SGD
     above ``SGD_MIN_ROWS`` labelled rows ("auto").
+    ``source_intercepts`` fits one intercept per source group and exports their
+    weighted mean (``fit_with_source_intercepts``).
     """
 
     n_features: int = 2**17
@@ -50,6 +52,7 @@ class TrainConfig:
     length_prior: float = 0.0
     solver: str = "auto"
     sgd_epochs: int = 30
+    source_intercepts: bool = False
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:

@@ -8,7 +8,9 @@ conversations are merged first, so no prompt is both trained on and scored.
 Routers compared:
 - ``classifier``: the per-tier logistic regressions of ``classifiers.training``.  For
   two models it sends to the strong model the prompts with the largest
-  P(strong adequate) - P(weak adequate), the expected quality gain;
+  P(strong adequate) - P(weak adequate), the expected quality gain.  The row
+  ``classifier, gateway rule`` ranks by P(weak adequate) alone, as the gateway's
+  thresholds do; the cost-quality curves of three or more tiers use that rule too;
 - ``prompt-length``: one logistic regression per tier on the log length of the last
   user message, fitted on the same training rows;
 - ``random``: constant scores (ties are averaged, so exactly the random router);
@@ -210,6 +212,11 @@ def _routellm_table(predictions: Predictions, quality: np.ndarray,
     for name, probabilities in predictions.routers.items():
         expected_loss = probabilities[rows, 0] - probabilities[rows, -1]
         table[name] = routellm_metrics(expected_loss, weak, strong)
+    if "classifier" in predictions.routers:
+        # The gateway keeps a prompt on the weak tier when P(weak adequate) alone meets
+        # the tier's threshold, so this row is what a policy threshold can reach.
+        table["classifier, gateway rule"] = routellm_metrics(
+            predictions.routers["classifier"][rows, 0], weak, strong)
     table["random"] = routellm_metrics(np.zeros(weak.size), weak, strong)
     table["oracle"] = routellm_metrics(weak - strong, weak, strong)
     return table

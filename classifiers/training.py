@@ -30,7 +30,12 @@ from classifiers.conversation import STRUCTURAL_FEATURES, structural_vector, vie
 from classifiers.hashing import TOKEN_PATTERN
 from classifiers.outcomes import DEFAULT_THRESHOLD, LabelledPrompt, source_group
 from classifiers.scorer import LinearWeights, Scorer
-from classifiers.transfer import blend_length_prior, mask_columns, shared_word_mask
+from classifiers.transfer import (
+    blend_length_prior,
+    fit_with_source_intercepts,
+    mask_columns,
+    shared_word_mask,
+)
 
 DEFAULT_CONFIG = TrainConfig()
 # A tier head: both expose coef_, intercept_ and predict_proba.
@@ -290,9 +295,12 @@ def fit_heads(rows: sp.csr_matrix, labels: np.ndarray, tiers: Sequence[str], con
               groups: np.ndarray | None = None) -> dict[str, LinearHead]:
     """Fit one logistic regression per tier on the rows labelled for that tier.
 
-    ``groups`` gives each row's source group; ``config.min_sources`` above 1 needs it.
+    ``groups`` gives each row's source group; ``config.min_sources`` above 1 and
+    ``config.source_intercepts`` need it.
     """
     row_weights = np.ones(rows.shape[0]) if weights is None else weights
+    if groups is None and config.source_intercepts:
+        raise TrainingError("source_intercepts needs the source group of every row")
     if config.min_sources > 1:
         if groups is None:
             raise TrainingError("min_sources above 1 needs the source group of every row")
@@ -303,12 +311,12 @@ def fit_heads(rows: sp.csr_matrix, labels: np.ndarray, tiers: Sequence[str], con
     # threads made the solver about ten times slower, not faster.
     with threadpool_limits(limits=1):
         for j, tier in enumerate(tiers):
-            models[tier] = _fit_head(rows, labels[:, j], row_weights, tier, config, seed)
+            models[tier] = _fit_head(rows, labels[:, j], row_weights, tier, config, seed, groups)
     return models
 
 
 def _fit_head(rows: sp.csr_matrix, labels: np.ndarray, weights: np.ndarray, tier: str,
-              config: TrainConfig, seed: int) -> LinearHead:
+              config: TrainConfig, seed: int, groups: np.ndarray | None) -> LinearHead:
     mask = ~np.isnan(labels)
     y = labels[mask]
     if y.size == 0 or np.unique(y).size < 2:
@@ -317,13 +325,20 @@ def _fit_head(rows: sp.csr_matrix, labels: np.ndarray, weights: np.ndarray, tier
             "class(es); it needs both adequate and inadequate examples"
         )
     if config.solver == "sgd" or (config.solver == "auto" and y.size > SGD_MIN_ROWS):
+        if config.source_intercepts:
+            # The indicator columns would need a copy of every row, which the SGD path avoids.
+            raise TrainingError(f"source intercepts need the liblinear solver, but tier {tier!r} "
+                                "uses sgd; pass --solver liblinear")
         model = _fit_sgd(rows, np.where(mask, labels, 0.0), np.where(mask, weights, 0.0),
                          config, seed)
     else:
         # liblinear solves these sparse problems about ten times faster than lbfgs.
         model = LogisticRegression(C=config.c, solver="liblinear", max_iter=config.max_iter,
                                    random_state=seed)
-        model.fit(rows[mask], y, sample_weight=weights[mask])
+        if config.source_intercepts and groups is not None:
+            fit_with_source_intercepts(model, rows[mask], y, weights[mask], groups[mask])
+        else:
+            model.fit(rows[mask], y, sample_weight=weights[mask])
     if config.length_prior == 0.0:
         return model
     length_column = config.n_features + STRUCTURAL_FEATURES.index("log_last_chars")

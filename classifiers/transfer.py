@@ -9,6 +9,9 @@ Two opt-in aids limit that, and both keep the artifact format unchanged:
 - ``blend_length_prior``: mix each head's logit with a logistic regression on the
   prompt-length feature alone.  Both are linear in the same row, so the blend is
   again one logistic regression, written back into the head in place.
+- ``fit_with_source_intercepts``: give each source group its own intercept while
+  fitting, so the shared columns must explain differences within a set rather than
+  which set a row came from.  The group intercepts are then folded into one.
 """
 
 from __future__ import annotations
@@ -59,4 +62,38 @@ def blend_length_prior(model: LogisticRegression, rows: sp.csr_matrix, labels: n
     coef[0, column] += prior * length_model.coef_[0, 0]
     model.coef_ = coef
     model.intercept_ = (1.0 - prior) * model.intercept_ + prior * length_model.intercept_
+    return model
+
+
+# Value of a row's source-group indicator column.  L2 penalises a group's logit offset o
+# through its coefficient o / SOURCE_COLUMN_SCALE, so offsets are penalised
+# SOURCE_COLUMN_SCALE ** 2 (100) times less than coefficients of the shared columns.
+SOURCE_COLUMN_SCALE = 10.0
+
+
+def fit_with_source_intercepts(model: LogisticRegression, rows: sp.csr_matrix,
+                               labels: np.ndarray, weights: np.ndarray, groups: np.ndarray,
+                               scale: float = SOURCE_COLUMN_SCALE) -> LogisticRegression:
+    """Fit ``model`` with one intercept per source group, then fold them into one.
+
+    The fit uses ``rows`` plus one indicator column per distinct value of ``groups``,
+    set to ``scale`` on that group's rows.  Afterwards the indicator columns are
+    dropped, and their offsets, averaged with each group's total row weight, are added
+    to ``model.intercept_``.  The returned model thus scores rows of the original
+    width, and its logit is the weighted mean of the per-group logits.
+    ``model.source_offsets_`` maps each group name to its logit offset.
+    """
+    names, index = np.unique(groups, return_inverse=True)
+    count = rows.shape[0]
+    indicators = sp.csr_matrix((np.full(count, scale), (np.arange(count), index)),
+                               shape=(count, names.size))
+    model.fit(sp.hstack([rows, indicators], format="csr"), labels, sample_weight=weights)
+
+    width = rows.shape[1]
+    offsets = model.coef_[0, width:] * scale
+    group_weights = np.bincount(index, weights=weights, minlength=names.size)
+    model.coef_ = model.coef_[:, :width].copy()
+    model.intercept_ = model.intercept_ + np.average(offsets, weights=group_weights)
+    model.n_features_in_ = width
+    model.source_offsets_ = dict(zip(names.tolist(), offsets.tolist()))
     return model
