@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from classifiers.datasets import shared_data_dir
@@ -33,3 +35,11 @@ def make_records(count: int = 60) -> list[LabelledPrompt]:
             cost={"edge": 0.001, "frontier": 0.01},
         ))
     return records
+
+
+def assert_scorer_matches_model(model: Any, conversations: list[Any], version: str = "unsaved") -> None:
+    """Assert that the exported fast scorer gives the scikit-learn model's probabilities."""
+    scorer = model.to_scorer(version)
+    expected = model.predict_proba(conversations)
+    actual = np.array([[scorer.score(c)[t] for t in scorer.tiers] for c in conversations])
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-9)

@@ -15,7 +15,7 @@ from classifiers.training import (
     append_dense_columns,
     fit_tier_model,
 )
-from tests.classifiers.conftest import make_records
+from tests.classifiers.conftest import assert_scorer_matches_model, make_records
 
 
 def _conversations(count: int) -> list[list[dict[str, str]]]:
@@ -78,11 +78,7 @@ def test_sgd_heads_export_matching_scorer() -> None:
     model = fit_tier_model(records, ("edge", "frontier"), TrainConfig(n_features=2**12, solver="sgd"))
     assert all(isinstance(head, SGDClassifier) for head in model.models.values())
 
-    scorer = model.to_scorer()
-    conversations = [r.messages for r in records]
-    expected = model.predict_proba(conversations)
-    actual = np.array([[scorer.score(c)[t] for t in scorer.tiers] for c in conversations])
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-9)
+    assert_scorer_matches_model(model, [r.messages for r in records])
 
 
 def test_sgd_learns_the_easy_split() -> None:

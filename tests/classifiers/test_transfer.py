@@ -19,7 +19,7 @@ from classifiers.transfer import (
     mask_columns,
     shared_word_mask,
 )
-from tests.classifiers.conftest import make_records
+from tests.classifiers.conftest import assert_scorer_matches_model, make_records
 
 N_FEATURES = 2**12
 LENGTH_COLUMN = N_FEATURES + STRUCTURAL_FEATURES.index("log_last_chars")
@@ -64,11 +64,7 @@ def test_min_sources_matches_fast_scorer() -> None:
     records = _two_source_records()
     model = fit_tier_model(records, ("edge", "frontier"),
                            TrainConfig(n_features=N_FEATURES, min_sources=2, length_prior=0.4))
-    scorer = model.to_scorer("transfer-1")
-    conversations = [r.messages for r in records]
-    expected = model.predict_proba(conversations)
-    actual = np.array([[scorer.score(c)[t] for t in scorer.tiers] for c in conversations])
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-9)
+    assert_scorer_matches_model(model, [r.messages for r in records], "transfer-1")
 
 
 def test_length_prior_one_is_length_only() -> None:
@@ -99,12 +95,8 @@ def test_source_intercepts_match_fast_scorer() -> None:
     config = TrainConfig(n_features=N_FEATURES, source_power=0.5, source_intercepts=True,
                          min_sources=2, length_prior=0.3)
     model = fit_tier_model(records, ("edge", "frontier"), config)
-    scorer = model.to_scorer("transfer-2")
-    conversations = [r.messages for r in records]
-    expected = model.predict_proba(conversations)
-    actual = np.array([[scorer.score(c)[t] for t in scorer.tiers] for c in conversations])
     assert model.models["edge"].coef_.shape == (1, N_FEATURES + len(STRUCTURAL_FEATURES))
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-9)
+    assert_scorer_matches_model(model, [r.messages for r in records], "transfer-2")
 
 
 def test_source_intercepts_average_group_logits() -> None:
