@@ -31,11 +31,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from classifiers.config import DEFAULT_C
+from classifiers.metrics import THRESHOLD_GRID, pair_grid_means
 from classifiers.outcomes import LabelledPrompt
 from classifiers.progress import Progress, progress_bar, silent
 
 TIERS = ("edge", "mid", "frontier")
-GRID = np.arange(101) / 100  # i / 100 is correctly rounded, so 0.07 equals float("0.07").
+GRID = THRESHOLD_GRID
 _console = Console(stderr=True, soft_wrap=True)
 
 
@@ -88,15 +89,10 @@ def simulate_grid(scores: np.ndarray, quality: np.ndarray, cost: np.ndarray,
     n = len(scores)
     to_edge = (scores[None, :, 0] >= thresholds[:, None]).astype(float)  # (edge grid, rows)
     mid_ok = (scores[None, :, 1] >= thresholds[:, None]).astype(float)   # (mid grid, rows)
-    rest = 1.0 - to_edge
-
-    def mean_of(values: np.ndarray) -> np.ndarray:
-        after_edge = mid_ok * values[:, 1] + (1.0 - mid_ok) * values[:, 2]
-        return ((to_edge @ values[:, 0])[:, None] + rest @ after_edge.T) / n
-
-    return Grid(thresholds, mean_of(cost), mean_of(quality),
+    return Grid(thresholds, pair_grid_means(scores, cost, thresholds),
+                pair_grid_means(scores, quality, thresholds),
                 np.repeat(to_edge.mean(axis=1)[:, None], len(thresholds), axis=1),
-                rest @ mid_ok.T / n, float(cost[:, 2].mean()), float(quality[:, 2].mean()))
+                (1.0 - to_edge) @ mid_ok.T / n, float(cost[:, 2].mean()), float(quality[:, 2].mean()))
 
 
 def pick(grid: Grid, *, target: float | None = None, budget_per_1k: float | None = None) -> Outcome:

@@ -6,13 +6,12 @@ every row is scored by the model of the fold that left it out.  Duplicated
 conversations are merged first, so no prompt is both trained on and scored.
 
 Routers compared:
-- ``classifier``: the per-tier logistic regressions of ``classifiers.training``.  For
-  two models it sends to the strong model the prompts with the largest
-  P(strong adequate) - P(weak adequate), the expected quality gain.  The row
-  ``classifier, gateway rule`` ranks by P(weak adequate) alone, as the gateway's
-  thresholds do; the cost-quality curves of three or more tiers use that rule too;
+- ``classifier``: the per-tier logistic regressions of ``classifiers.training``, turned
+  into the gateway's routing scores (``classifiers.scorer.routing_scores``).  For two
+  models it sends to the strong model the prompts with the lowest weak-tier score, as a
+  threshold on that score does in the gateway;
 - ``prompt-length``: one logistic regression per tier on the log length of the last
-  user message, fitted on the same training rows;
+  user message, fitted on the same training rows, turned into routing scores alike;
 - ``random``: constant scores (ties are averaged, so exactly the random router);
 - ``always-<tier>`` for each tier, and ``oracle`` (the best tier for each prompt).
 """
@@ -31,7 +30,7 @@ from classifiers.conversation import STRUCTURAL_FEATURES
 from classifiers.metrics import aiq, cost_share_for, routellm_metrics, tier_metrics, upper_hull
 from classifiers.outcomes import LabelledPrompt, conversation_key, source_group
 from classifiers.progress import Progress, silent
-from classifiers.scorer import Scorer
+from classifiers.scorer import Scorer, routing_score_matrix
 from classifiers.trainer import merge_duplicates
 from classifiers.training import (
     ConversationFeaturizer,
@@ -46,7 +45,10 @@ _LENGTH_COLUMN = STRUCTURAL_FEATURES.index("log_last_chars")
 
 @dataclass(slots=True)
 class Predictions:
-    """Held-out P(adequate) of each router, shape (n_scored, n_tiers), and their rows."""
+    """Held-out routing scores of each router, shape (n_scored, n_tiers), and their rows.
+
+    The scores are those the gateway compares with thresholds (``routing_scores``).
+    """
 
     records: list[LabelledPrompt]
     routers: dict[str, np.ndarray]
@@ -124,7 +126,8 @@ def held_out_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[str]
     progress("computing metrics", done=total, total=total)
     scored_records = [r for r, keep in zip(everything, scored) if keep]
     mode = "own split" if own_split else f"{folds}-fold"
-    return Predictions(scored_records, {"classifier": classifier[scored], "prompt-length": length[scored]}, mode)
+    return Predictions(scored_records, {"classifier": routing_score_matrix(classifier[scored]),
+                                        "prompt-length": routing_score_matrix(length[scored])}, mode)
 
 
 def fixed_model_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[str],
@@ -152,8 +155,9 @@ def fixed_model_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[s
     for train, test in _splits(rows, folds, seed, own_split=False):
         length[test] = _length_baseline(struct, labels, train, test, tiers)
     mode = f"{'test split' if own_split else 'all rows'}, fixed model {scorer.version}"
+    # scorer.score already returns routing scores, as the gateway sees them.
     return Predictions(rows, {"classifier": classifier.reshape(-1, len(tiers)),
-                              "prompt-length": length}, mode)
+                              "prompt-length": routing_score_matrix(length)}, mode)
 
 
 def _without_overlap(extras: Sequence[LabelledPrompt],
@@ -209,14 +213,10 @@ def _routellm_table(predictions: Predictions, quality: np.ndarray,
     """Metrics for the cheapest (weak) and last (strong) tier on rows labelled for both."""
     weak, strong = quality[rows, 0], quality[rows, -1]
     table: dict[str, Any] = {"rows": int(rows.sum())}
-    for name, probabilities in predictions.routers.items():
-        expected_loss = probabilities[rows, 0] - probabilities[rows, -1]
-        table[name] = routellm_metrics(expected_loss, weak, strong)
-    if "classifier" in predictions.routers:
-        # The gateway keeps a prompt on the weak tier when P(weak adequate) alone meets
-        # the tier's threshold, so this row is what a policy threshold can reach.
-        table["classifier, gateway rule"] = routellm_metrics(
-            predictions.routers["classifier"][rows, 0], weak, strong)
+    for name, scores in predictions.routers.items():
+        # The gateway keeps a prompt on the weak tier when the weak tier's routing score
+        # meets its threshold, so prompts are ranked by that score.
+        table[name] = routellm_metrics(scores[rows, 0], weak, strong)
     table["random"] = routellm_metrics(np.zeros(weak.size), weak, strong)
     table["oracle"] = routellm_metrics(weak - strong, weak, strong)
     return table

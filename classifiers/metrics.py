@@ -13,11 +13,10 @@ Route LLMs with Preference Data"):
 
 Several tiers with per-call costs, after RouterBench (Hu et al. 2024):
 
-- Two decision rules give (mean cost, mean quality) points.  Threshold rule: for a
-  threshold t, each prompt goes to the cheapest tier whose P(adequate) >= t, else to the
-  last (frontier) tier.  Utility rule: for a price weight w, each prompt goes to the
-  tier that maximises P(adequate) - w * (tier's mean cost / frontier's mean cost).
-  Both are swept over their parameter.
+- The gateway's threshold rule gives (mean cost, mean quality) points: each prompt goes
+  to the cheapest tier whose routing score is >= that tier's threshold, else to the last
+  (frontier) tier.  One threshold shared by the tiers is swept over every distinct score,
+  and for three tiers every (edge, mid) pair of a 0.01 grid is added.
 - Mixing two routers at random reaches any point between them, so the curve is the
   upper convex hull of the points.  ``AIQ`` is its mean quality over the cost range
   from the cheapest to the frontier tier's cost.
@@ -66,38 +65,40 @@ def routellm_metrics(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray) -
             "weak_quality": float(np.mean(weak)), "strong_quality": float(np.mean(strong))}
 
 
-def threshold_points(probabilities: np.ndarray, quality: np.ndarray,
+def threshold_points(scores: np.ndarray, quality: np.ndarray,
                      cost: np.ndarray) -> np.ndarray:
     """Return (mean cost, mean quality) for every distinct threshold, shape (m, 2).
 
     All arrays have shape (n, n_tiers) with tiers ordered cheapest first.
     """
-    n = probabilities.shape[0]
-    thresholds = np.unique(np.concatenate([probabilities.ravel(), [np.inf]]))
+    n = scores.shape[0]
+    thresholds = np.unique(np.concatenate([scores.ravel(), [np.inf]]))
     points = np.empty((len(thresholds), 2))
     rows = np.arange(n)
     for index, threshold in enumerate(thresholds):
-        passing = probabilities >= threshold
+        passing = scores >= threshold
         passing[:, -1] = True
         chosen = np.argmax(passing, axis=1)
         points[index] = cost[rows, chosen].mean(), quality[rows, chosen].mean()
     return points
 
 
-def utility_points(probabilities: np.ndarray, quality: np.ndarray, cost: np.ndarray,
-                   weights: np.ndarray | None = None) -> np.ndarray:
-    """Return (mean cost, mean quality) of the utility rule for each price weight.
+THRESHOLD_GRID = np.arange(101) / 100  # i / 100 is correctly rounded, so 0.07 equals float("0.07").
 
-    Tier prices are the mean cost per tier over the rows, relative to the last tier.
+
+def pair_grid_means(scores: np.ndarray, values: np.ndarray,
+                    thresholds: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
+    """Mean of ``values`` under the gateway's rule for every (edge, mid) threshold pair.
+
+    ``scores`` and ``values`` have shape (n, 3), columns edge, mid, frontier.  A row goes
+    to edge when its edge score >= the edge threshold, else to mid when its mid score >=
+    the mid threshold, else to frontier.  Returns shape (len(thresholds), len(thresholds)),
+    indexed [edge threshold, mid threshold].
     """
-    prices = cost.mean(axis=0) / cost.mean(axis=0)[-1]
-    grid = np.concatenate([[0.0], np.logspace(-4, 4, 321)]) if weights is None else weights
-    rows = np.arange(len(probabilities))
-    points = np.empty((len(grid), 2))
-    for index, weight in enumerate(grid):
-        chosen = np.argmax(probabilities - weight * prices, axis=1)
-        points[index] = cost[rows, chosen].mean(), quality[rows, chosen].mean()
-    return points
+    to_edge = (scores[None, :, 0] >= thresholds[:, None]).astype(float)  # (edge grid, rows)
+    mid_ok = (scores[None, :, 1] >= thresholds[:, None]).astype(float)   # (mid grid, rows)
+    after_edge = mid_ok * values[:, 1] + (1.0 - mid_ok) * values[:, 2]
+    return ((to_edge @ values[:, 0])[:, None] + (1.0 - to_edge) @ after_edge.T) / len(scores)
 
 
 def upper_hull(points: np.ndarray) -> np.ndarray:
@@ -145,14 +146,19 @@ def cost_share_for(hull: np.ndarray, target_quality: float, frontier_cost: float
     return None
 
 
-def tier_metrics(probabilities: np.ndarray, quality: np.ndarray, cost: np.ndarray,
+def tier_metrics(scores: np.ndarray, quality: np.ndarray, cost: np.ndarray,
                  targets: Sequence[float] = (0.9, 0.95, 1.0)) -> dict[str, object]:
     """Return the curve, AIQ and cost shares at ``targets`` x frontier quality.
 
-    The curve is the hull of both decision rules' points.
+    ``scores`` are routing scores.  The curve is the hull of the threshold rule's points:
+    one threshold shared by the tiers and, for three tiers, every (edge, mid) pair on a
+    0.01 grid, as the policy sets them.
     """
-    points = np.vstack([threshold_points(probabilities, quality, cost),
-                        utility_points(probabilities, quality, cost)])
+    points = threshold_points(scores, quality, cost)
+    if scores.shape[1] == 3:
+        pairs = np.column_stack([pair_grid_means(scores, cost).ravel(),
+                                 pair_grid_means(scores, quality).ravel()])
+        points = np.vstack([points, pairs])
     hull = upper_hull(points)
     always_cost = cost.mean(axis=0)
     frontier_quality = float(quality[:, -1].mean())

@@ -113,7 +113,10 @@ def _evaluations_section(evaluations: list[dict[str, Any]]) -> str:
               "given with `--train-extra` join every training fold and are never scored. An "
               "evaluation whose mode names a fixed model scores with that artifact instead, "
               "on data it was not trained on; its prompt-length baseline is cross-fitted on "
-              "the scored file itself.\n")]
+              "the scored file itself. Every router is scored as the gateway routes: each "
+              "tier's routing score against a threshold (for three tiers, every pair of "
+              "edge and mid thresholds on a 0.01 grid), with routing scores as described in "
+              "the classifiers README.\n")]
     for summary in evaluations:
         lines.append(f"### {summary['name']}: {summary['mode']}, seed {summary['seed']}, "
                      f"{summary['rows_scored']} rows\n")

@@ -41,5 +41,5 @@ def assert_scorer_matches_model(model: Any, conversations: list[Any], version: s
     """Assert that the exported fast scorer gives the scikit-learn model's probabilities."""
     scorer = model.to_scorer(version)
     expected = model.predict_proba(conversations)
-    actual = np.array([[scorer.score(c)[t] for t in scorer.tiers] for c in conversations])
+    actual = np.array([[scorer.probabilities(c)[t] for t in scorer.tiers] for c in conversations])
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-9)

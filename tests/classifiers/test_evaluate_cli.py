@@ -49,20 +49,6 @@ def test_evaluate_two_tiers_reports_routellm(tmp_path: Path) -> None:
     assert "cost_quality" not in metrics
 
 
-def test_evaluate_reports_gateway_rule_row(tmp_path: Path) -> None:
-    data = tmp_path / "two.jsonl"
-    _write_generated(data, ("weak", "strong"))
-    out = tmp_path / "result.json"
-    result = runner.invoke(evaluate_app, ["--data", str(data), "--tiers", "weak,strong",
-                                          "--folds", "3", "--json", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "classifier, gateway rule" in result.output
-    table = json.loads(out.read_text())["routellm"]
-    gateway_rule = table["classifier, gateway rule"]
-    assert 0.0 < gateway_rule["apgr"] <= table["oracle"]["apgr"]
-    assert set(gateway_rule) == set(table["classifier"])
-
-
 def test_evaluate_three_tiers_reports_cost_curve(tmp_path: Path) -> None:
     data = tmp_path / "three.jsonl"
     _write_generated(data, ("edge", "mid", "frontier"))

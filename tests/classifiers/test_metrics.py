@@ -14,7 +14,6 @@ from classifiers.metrics import (
     routellm_metrics,
     threshold_points,
     upper_hull,
-    utility_points,
 )
 
 WEAK = np.array([1.0, 0.0, 0.0, 1.0])
@@ -78,12 +77,3 @@ def test_threshold_points_pick_cheapest_passing_tier() -> None:
     points = threshold_points(probabilities, quality, cost)
     np.testing.assert_allclose(points, [[1.0, 0.5], [5.5, 1.0], [5.5, 1.0], [5.5, 1.0],
                                         [10.0, 1.0]])
-
-
-def test_utility_points_trade_quality_for_price() -> None:
-    probabilities = np.array([[0.9, 0.95], [0.2, 0.8]])
-    quality = np.array([[1.0, 1.0], [0.0, 1.0]])
-    cost = np.array([[1.0, 10.0], [1.0, 10.0]])
-    # Prices relative to the frontier: 0.1 and 1.0.
-    points = utility_points(probabilities, quality, cost, weights=np.array([0.0, 0.1, 1.0]))
-    np.testing.assert_allclose(points, [[10.0, 1.0], [5.5, 1.0], [1.0, 0.5]])

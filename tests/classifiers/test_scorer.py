@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from classifiers import Scorer, load_default
+from classifiers.scorer import FRONTIER_FAILURE_CREDIT, routing_score_matrix, routing_scores
 from classifiers.conversation import STRUCTURAL_FEATURES
 from classifiers.datasets import routerbench_records
 from classifiers.outcomes import LabelledPrompt
@@ -115,7 +116,7 @@ def test_score_failure_returns_base_rates(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr("classifiers.scorer.view_conversation", broken)
     with capture_logs() as logs:
-        scores = scorer.score([{"role": "user", "content": "hi"}])
+        scores = scorer.probabilities([{"role": "user", "content": "hi"}])
     expected = [1.0 / (1.0 + math.exp(-z)) for z in scorer._weights.intercept]
     assert list(scores.values()) == pytest.approx(expected)
     assert [entry["event"] for entry in logs] == ["classifier_score_failed"]
@@ -153,7 +154,7 @@ def test_short_followup_inherits_context() -> None:
 def test_fast_scorer_matches_sklearn_on_written_strings(trained: Any, messages: Any) -> None:
     model, scorer = trained
     expected = model.predict_proba([messages])[0]
-    actual = np.array([scorer.score(messages)[t] for t in scorer.tiers])
+    actual = np.array([scorer.probabilities(messages)[t] for t in scorer.tiers])
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-9)
 
 
@@ -172,7 +173,7 @@ def test_fast_scorer_matches_sklearn_on_routerbench(routerbench_dir: Path) -> No
     scorer = model.to_scorer()
     conversations = [r.messages for r in records]
     expected = model.predict_proba(conversations)
-    actual = np.array([[scorer.score(c)[t] for t in scorer.tiers] for c in conversations])
+    actual = np.array([[scorer.probabilities(c)[t] for t in scorer.tiers] for c in conversations])
     assert len(conversations) > 700
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-9)
 
@@ -182,3 +183,37 @@ def _record(row: dict[str, Any], messages: list[dict[str, Any]]) -> LabelledProm
     return LabelledPrompt(id=row["id"], messages=messages,
                           quality={"edge": outcomes["mistralai/mistral-7b-chat"]["quality"],
                                    "frontier": outcomes["gpt-4-1106-preview"]["quality"]})
+
+
+def test_routing_scores_credit_frontier_failures() -> None:
+    credit = FRONTIER_FAILURE_CREDIT
+    # frontier fails 10% of the time, so cheaper tiers gain credit * 0.1; frontier keeps 0.9.
+    assert routing_scores([0.6, 0.85, 0.9]) == pytest.approx([0.6 + credit * 0.1, 0.85 + credit * 0.1, 0.9])
+    # A prompt every tier is likely to fail gains the most.
+    assert routing_scores([0.1, 0.15]) == pytest.approx([0.1 + credit * 0.85, 0.15])
+    # Scores are capped at 1.
+    assert routing_scores([1.0, 0.2]) == pytest.approx([1.0, 0.2])
+    assert routing_scores([0.4]) == [0.4]
+    assert routing_scores([]) == []
+
+
+def test_routing_scores_keep_order_of_cheap_tier() -> None:
+    # With the same frontier probability, a higher P(tier adequate) never scores lower.
+    low = routing_scores([0.3, 0.7])
+    high = routing_scores([0.5, 0.7])
+    assert high[0] > low[0]
+    assert 0.0 < FRONTIER_FAILURE_CREDIT <= 1.0
+
+
+def test_routing_score_matrix_matches_rows() -> None:
+    probabilities = np.random.default_rng(0).random((20, 3))
+    expected = np.array([routing_scores(list(row)) for row in probabilities])
+    np.testing.assert_allclose(routing_score_matrix(probabilities), expected, rtol=0, atol=1e-15)
+
+
+def test_score_is_routing_scores_of_probabilities() -> None:
+    scorer = load_default()
+    for messages in HAND_WRITTEN:
+        probabilities = scorer.probabilities(messages)
+        expected = dict(zip(scorer.tiers, routing_scores(list(probabilities.values()))))
+        assert scorer.score(messages) == pytest.approx(expected, abs=1e-15)
