@@ -48,6 +48,12 @@ def explain_routing(
     policy = loaded.policy
     scorer = load_artifact(classifier_path) if classifier_path else load_default()
     alias = policy.aliases.get(model)
+    if alias is None and policy.find_deployment(model) is None:
+        # The gateway answers such a request with 404 model_not_found.
+        known = ", ".join([*policy.aliases, *(d.name for d in policy.all_deployments())])
+        raise typer.BadParameter(f"the model {model!r} does not exist in this policy; "
+                                 f"use a router alias or a deployment name: {known}",
+                                 param_hint="--model")
     scores = scorer.score(messages) if alias is not None else {}
     tokens = count_prompt_tokens(messages, fits_below=0)
     needs = RequestNeeds(prompt_tokens=tokens)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import yaml
 
 import classifiers
@@ -80,3 +81,16 @@ def test_explain_names_tier_above_fallback(tmp_path: Path, monkeypatch: pytest.M
         f"tier but large is unavailable because environment variable {UNSET_KEY} is not set; no "
         "usable tier met its threshold, so edge is used as the most capable usable tier)"
     ) in text.splitlines()
+
+
+def test_explain_rejects_unknown_model(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy.yaml")
+    with pytest.raises(typer.BadParameter, match="'gpt-5' does not exist") as raised:
+        explain_routing("hi", policy, None, "gpt-5", 100, None)
+    assert "auto, small, medium, large" in str(raised.value)
+
+
+def test_explain_accepts_deployment_name(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy.yaml")
+    text = explain_routing("hi", policy, None, "large", 100, None)
+    assert "decision    frontier -> large" in text
