@@ -19,7 +19,7 @@ import structlog
 from starlette.responses import StreamingResponse
 
 from router.errors import UpstreamFailed, UpstreamTimeout, sse_error_event
-from router.routing.tokens import count_prompt_tokens
+from router.routing.tokens import count_completion_tokens, count_prompt_tokens
 from router.upstream.base import UpstreamError
 from router.upstream.sse import DONE, KEEPALIVE, StreamAssembler, completion_to_chunks, encode_event
 
@@ -104,9 +104,10 @@ def stream_upstream(
         finally:
             _account(assembler, chat, outcome)
             if complete and cache_key is not None and assembler.finished:
-                await runtime.cache.set(
-                    cache_key, orjson.dumps(assembler.completion()), policy.cache.ttl_s
-                )
+                completion = assembler.completion()
+                # A non-streamed replay of this answer must carry usage like any other.
+                completion["usage"] = completion.get("usage") or _usage_of(outcome)
+                await runtime.cache.set(cache_key, orjson.dumps(completion), policy.cache.ttl_s)
             finish(runtime, policy, outcome)
         if not complete:
             return
@@ -146,12 +147,15 @@ def _usage_chunk(assembler: StreamAssembler, outcome: Outcome) -> dict[str, Any]
         **{k: v for k, v in assembler.head.items() if k != "system_fingerprint"},
         "object": "chat.completion.chunk",
         "choices": [],
-        "usage": assembler.usage
-        or {
-            "prompt_tokens": outcome.tokens_in,
-            "completion_tokens": outcome.tokens_out,
-            "total_tokens": outcome.tokens_in + outcome.tokens_out,
-        },
+        "usage": assembler.usage or _usage_of(outcome),
+    }
+
+
+def _usage_of(outcome: Outcome) -> dict[str, int]:
+    return {
+        "prompt_tokens": outcome.tokens_in,
+        "completion_tokens": outcome.tokens_out,
+        "total_tokens": outcome.tokens_in + outcome.tokens_out,
     }
 
 
@@ -162,9 +166,7 @@ def _account(assembler: StreamAssembler, chat: ChatRequest, outcome: Outcome) ->
     # The upstream sent no usage: estimate it, so that cost is never silently zero.
     completion = assembler.completion()
     outcome.tokens_in = count_prompt_tokens([m.model_dump() for m in chat.messages], fits_below=0)
-    outcome.tokens_out = count_prompt_tokens(
-        [c["message"] for c in completion["choices"]], fits_below=0
-    )
+    outcome.tokens_out = count_completion_tokens([c["message"] for c in completion["choices"]])
 
 
 async def _prepend(

@@ -60,6 +60,19 @@ def count_prompt_tokens(messages: list[Any], fits_below: int) -> int:
     return sum(len(encoding.encode(text, disallowed_special=())) for text in texts) + overhead
 
 
+def count_completion_tokens(messages: list[Any]) -> int:
+    """Count the tokens of answer messages, without the framing a prompt message adds.
+
+    The count is exact with tiktoken's cl100k_base and the UTF-8 byte length (an upper
+    bound) without it.
+    """
+    texts = list(message_texts(messages))
+    encoding = _encoding()
+    if encoding is None:
+        return sum(len(text.encode()) for text in texts)
+    return sum(len(encoding.encode(text, disallowed_special=())) for text in texts)
+
+
 @lru_cache(maxsize=1)
 def _encoding() -> Any:
     """cl100k_base, from tiktoken's cache or the copy litellm ships, or None."""

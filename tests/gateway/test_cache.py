@@ -232,6 +232,33 @@ async def test_streamed_answer_is_cached_for_json(redis_kit: GatewayKit) -> None
     assert len(redis_kit.fakes["edge"].requests) == 1
 
 
+async def test_stream_without_usage_caches_usage(redis_kit: GatewayKit) -> None:
+    # Some servers (llama.cpp) send no usage chunk, so the gateway counts the tokens itself.
+    redis_kit.fakes["edge"].enqueue(Scenario(ignore_include_usage=True))
+    async with redis_kit.running(use_redis=True) as gateway:
+        streamed = await gateway.chat({**BASE, "stream": True})
+        plain = await gateway.chat(BASE)
+        records = await gateway.request_records()
+
+    assert parse_sse(streamed.content).done
+    assert plain.headers["x-tierwise-cache"] == "hit"
+    usage = plain.json()["usage"]
+    assert usage["completion_tokens"] == records[0]["tokens_out"]
+    assert usage["prompt_tokens"] == records[0]["tokens_in"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+async def test_counted_completion_tokens_exclude_framing(redis_kit: GatewayKit) -> None:
+    from tests.support import tokens
+
+    redis_kit.fakes["edge"].enqueue(Scenario(ignore_include_usage=True))
+    async with redis_kit.running(use_redis=True) as gateway:
+        await gateway.chat({**BASE, "stream": True})
+        records = await gateway.request_records()
+
+    assert records[0]["tokens_out"] == tokens.count_text_tokens(SCRIPTED_ANSWER)
+
+
 async def test_reasoning_content_survives_cache(redis_kit: GatewayKit) -> None:
     reasoning = "The capital of France is a well-known fact."
     redis_kit.fakes["edge"].enqueue(

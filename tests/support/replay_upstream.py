@@ -348,7 +348,8 @@ class ReplayUpstream:
         scenario: Scenario,
     ) -> web.StreamResponse:
         events = openai_wire.stream_events(
-            completion, self.options.chunk_tokens, chat.include_usage
+            completion, self.options.chunk_tokens,
+            chat.include_usage and not scenario.ignore_include_usage,
         )
         response = web.StreamResponse(
             headers={"content-type": "text/event-stream", "cache-control": "no-cache", **headers}

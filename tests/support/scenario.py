@@ -41,6 +41,8 @@ class Scenario:
         reasoning: ``reasoning_content`` sent before the answer (streamed as its own deltas).
         tool_calls: calls returned in place of text, with finish_reason ``tool_calls``.
         headers: extra response headers, for example ``{"retry-after": "1"}``.
+        ignore_include_usage: stream no usage chunk even when the request asks for one, as
+            some servers (llama.cpp among them) do.
     """
 
     status: int = 200
@@ -55,6 +57,7 @@ class Scenario:
     reasoning: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
+    ignore_include_usage: bool = False
 
     @classmethod
     def replay(cls) -> Scenario:
