@@ -10,7 +10,7 @@ from classifiers import conversation
 MODEL_CARD_FILE = "MODEL_CARD.md"
 
 # Public names and licenses of the source groups the converters in
-# classifiers.datasets produce; a group missing here is listed as "see its source".
+# classifiers.datasets produce; a group missing here is listed as not a known public set.
 KNOWN_SOURCES: dict[str, tuple[str, str]] = {
     "routerbench": ("RouterBench 0-shot subset (ARC-Challenge, MBPP, Winogrande; RouterDC split)",
                     "MIT (RouterBench code repository)"),
@@ -68,7 +68,7 @@ def _data_section(training: dict[str, Any]) -> str:
              "| source | public name | license | input rows | train rows | held-out rows |",
              "|---|---|---|---|---|---|"]
     for group in sorted(set(train) | set(test) | set(inputs)):
-        name, license_name = KNOWN_SOURCES.get(group, (group, "see its source"))
+        name, license_name = KNOWN_SOURCES.get(group, (group, "not a known public set; see its own terms"))
         lines.append(f"| {group} | {name} | {license_name} | {inputs.get(group, 0)} | "
                      f"{train.get(group, 0)} | {test.get(group, 0)} |")
     lines.append("\nRecords with the same conversation are merged across files and counted "
@@ -172,25 +172,48 @@ def _features_section(metadata: dict[str, Any]) -> str:
     )
 
 
+def _source_groups(training: dict[str, Any]) -> set[str]:
+    rows = training.get("rows", {})
+    return {group for counts in rows.values() if isinstance(counts, dict) for group in counts}
+
+
+def _public_benchmarks(training: dict[str, Any]) -> set[str]:
+    """Return the source groups that are public benchmark sets (not the gateway's own log)."""
+    return (_source_groups(training) & set(KNOWN_SOURCES)) - {"gateway-log"}
+
+
 def _reproduce_section(training: dict[str, Any]) -> str:
     libraries = ", ".join(f"{k} {v}" for k, v in training.get("libraries", {}).items())
     config = training.get("config", {})
+    public = sorted(_public_benchmarks(training))
+    origin = (
+        f"The files of the public sets ({', '.join(public)}) were written by "
+        "`python -m classifiers import-data NAME` from the public data folder.\n\n"
+        if public else ""
+    )
     return (
         "## How it was built\n\n"
         f"```\n{training.get('command') or '(command not recorded)'}\n```\n\n"
-        "The data files were written by `python -m classifiers import-data NAME` for each "
-        "source above, from the public data folder.\n\n"
+        f"{origin}"
         f"Hyperparameters: {config}. Seed {training.get('seed')}. Trained at "
         f"{training.get('trained_at')} with {libraries}.\n"
     )
 
 
 def _notes_section(metadata: dict[str, Any]) -> str:
-    return (
-        "## Limits\n\n"
+    training = metadata.get("training", {})
+    groups = _source_groups(training)
+    benchmark_note = (
         "- The training prompts are benchmark questions (multiple choice, grade-school math, "
         "short coding tasks). Scores on chat traffic far from those are less reliable; "
         "retrain on your own outcome log when you have one.\n"
+        if groups and groups <= set(KNOWN_SOURCES) - {"gateway-log"} else
+        "- Scores are only as representative as the training prompts: traffic unlike them "
+        "is scored less reliably.\n"
+    )
+    return (
+        "## Limits\n\n"
+        f"{benchmark_note}"
         "- Probabilities are those of the logistic regressions, not recalibrated.\n"
         "- Most routing evaluations are in-domain: folds or splits of the same benchmark, never "
         "the same prompt. A fixed-model evaluation on a benchmark outside the training data "
