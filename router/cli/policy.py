@@ -151,8 +151,11 @@ def simulate_command(
         f"{r.quality:>14.3f}" if r.quality is not None else f"{'-':>14}" for r in results.values()
     )
     typer.echo(f"{'quality':<16}{quality}")
+    rated = "".join(f"{r.quality_count:>14}" for r in results.values())
+    typer.echo(f"{'rated requests':<16}{rated}")
     typer.echo(
-        "quality: mean feedback score of requests whose simulated tier is the tier that answered"
+        "quality: mean feedback score of the rated requests, those with feedback whose simulated "
+        "tier is the tier that answered; columns with different rated requests are not comparable"
     )
     if "current" in results:
         for warning in tier_shift_warnings(results["proposed"], results["current"], tiers):

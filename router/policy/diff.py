@@ -85,9 +85,11 @@ def _threshold_changes(old: Policy, new: Policy) -> list[str]:
             changes.append(f"The {tier} threshold changes from {a} to {b}.")
             continue
         direction = "fewer" if b > a else "more"
+        # A cheaper tier's threshold also changes what reaches this one, so the sentence
+        # speaks of the requests that reach the tier, not of its overall share.
         changes.append(
-            f"The {tier} threshold changes from {a:.3f} to {b:.3f}, so {direction} requests "
-            f"go to the {tier} tier."
+            f"The {tier} threshold changes from {a:.3f} to {b:.3f}, so the {tier} tier "
+            f"accepts {direction} of the requests that reach it."
         )
     return changes
 

@@ -119,6 +119,6 @@ def tier_shift_warnings(
         if growth > limit:
             warnings.append(
                 f"WARNING: the {tier} tier would take {new.share(tier):.1%} of requests instead "
-                f"of {old.share(tier):.1%} (+{growth:.1%})."
+                f"of {old.share(tier):.1%} (+{growth * 100:.1f} percentage points)."
             )
     return warnings

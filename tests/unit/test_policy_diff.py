@@ -33,7 +33,7 @@ def test_threshold_and_price_changes_are_described() -> None:
     }
     assert describe_changes(Policy.model_validate(BASE), Policy.model_validate(changed)) == [
         "Deployment 'small': price.input_per_million changes from 0.1 to 0.3.",
-        "The edge threshold changes from 0.700 to 0.500, so more requests go to the edge tier.",
+        "The edge threshold changes from 0.700 to 0.500, so the edge tier accepts more of the requests that reach it.",
     ]
 
 

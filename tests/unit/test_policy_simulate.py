@@ -114,4 +114,4 @@ def test_simulate_command_warns_about_tier_growth(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "3 logged requests, 2 with feedback" in result.output
-    assert "WARNING: the edge tier would take 100.0% of requests instead of 33.3% (+66.7%)." in result.output
+    assert "WARNING: the edge tier would take 100.0% of requests instead of 33.3% (+66.7 percentage points)." in result.output
