@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
         frozen = freeze_startup_objects()
         log.info(
             "gateway_started",
+            listen=f"http://{settings.host}:{settings.port}",
             policy=str(settings.policy),
             policy_version=runtime.policies.current.version,
             classifier=runtime.scorer.version,

@@ -48,12 +48,17 @@ class Tally:
         self.by_tier[tier] = self.by_tier.get(tier, 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the tally as JSON-ready values, with savings and the cache hit rate."""
+        """Return the tally as JSON-ready values, with savings and the cache hit rate.
+
+        The hit rate counts cache hits among answered requests (those without an error).
+        """
+        # A rejected request could not have been a hit, so it is left out of the rate.
+        answered = self.requests - self.errors
         return {
             "requests": self.requests,
             "errors": self.errors,
             "cache_hits": self.cache_hits,
-            "cache_hit_rate": self.cache_hits / self.requests if self.requests else None,
+            "cache_hit_rate": self.cache_hits / answered if answered else None,
             "cost_usd": self.cost_usd,
             "baseline_cost_usd": self.baseline_cost_usd,
             "savings_usd": self.baseline_cost_usd - self.cost_usd,

@@ -135,7 +135,7 @@ async def test_dashboard_data_totals_and_minutes(kit: GatewayKit) -> None:
     assert totals["errors"] == 1
     assert totals["by_tier"] == {"mid": 2, "frontier": 1, "none": 1}
     assert totals["cache_hits"] == 1
-    assert totals["cache_hit_rate"] == 0.25
+    assert totals["cache_hit_rate"] == pytest.approx(1 / 3)
     assert totals["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in records))
     assert totals["baseline_cost_usd"] == pytest.approx(sum(r["baseline_cost_usd"] for r in records))
     assert totals["savings_usd"] == pytest.approx(totals["baseline_cost_usd"] - totals["cost_usd"])
