@@ -147,3 +147,15 @@ async def test_stop_keeps_inflight_spend() -> None:
 
     assert link.writes >= 1
     assert dict(ledger._pending) == {}
+
+
+async def test_blocked_tier_model_is_not_retried(kit: GatewayKit) -> None:
+    key = f"sk-{uuid.uuid4().hex}"
+    entries = {"basic": {"key_sha256": [digest(key)], "blocked_tiers": ["frontier"]}}
+    write_tenant_policy(kit, {"entries": entries})
+    async with kit.running(settings=kit.settings()) as gateway:
+        blocked = await gateway.chat(chat_body(model="frontier-large"), api_key=key)
+    assert blocked.status_code == 503
+    assert blocked.json()["error"]["code"] == "tier_blocked"
+    # Without this header the official OpenAI clients retry every 503.
+    assert blocked.headers["x-should-retry"] == "false"
