@@ -19,7 +19,8 @@ from router.api.auth import TenantContext, identify
 from router.api.internal_error import REQUEST_ID_STATE
 from router.api.schemas import ChatRequest, error_parameter, find_forbidden_parameter
 from router.api.streaming import stream_cached, stream_upstream
-from router.cache.keys import cache_key, is_cacheable
+from router.cache.entries import decode_entry, encode_entry
+from router.cache.keys import cache_key, is_cacheable, routing_scope
 from router.errors import GatewayError, InvalidRequest, ModelNotFound, RequestTooLarge
 from router.outcomes.record import Outcome
 from router.policy.schema import TIER_ORDER, Policy
@@ -100,40 +101,54 @@ async def _serve(
     tenant: TenantContext,
     min_tier_hint: str | None,
 ) -> Response:
-    decision = route(runtime, policy, body, chat, outcome, tenant, min_tier_hint)
-    first = decision.candidates[0]
     key = None
     if policy.cache.enabled and is_cacheable(body, policy.cache.cache_nonzero_temperature):
-        key = cache_key(outcome.tenant, first.deployment.name, body)
+        # The key is known before routing, so a hit costs no classification.  The checks
+        # come first, so that a hit never answers a request that routing would reject.
+        _check_model(policy, chat.model)
+        hint = _allowed_hint(policy, min_tier_hint)
+        classifier = outcome.classifier_version if chat.model in policy.aliases else None
+        scope = routing_scope(chat.model, outcome.policy_version, classifier, hint)
+        key = cache_key(outcome.tenant, scope, body)
         cached = await runtime.cache.get(key)
-        if cached is not None:
-            outcome.cache_hit, outcome.tier, outcome.deployment = True, first.tier, first.deployment
-            completion = orjson.loads(cached)
+        entry = decode_entry(policy, cached) if cached is not None else None
+        if entry is not None:
+            outcome.tier, outcome.deployment, completion = entry
+            outcome.cache_hit = True
+            outcome.messages = body["messages"]
             outcome.set_usage(completion.get("usage"))
             if chat.stream:
-                return stream_cached(runtime, policy, completion, chat, outcome, decision)
-            return json_response(completion, headers(outcome, decision),
+                return stream_cached(runtime, policy, completion, chat, outcome)
+            return json_response(completion, headers(outcome, None),
                                  on_sent=partial(finish, runtime, policy, outcome))
 
+    decision = route(runtime, policy, body, chat, outcome, tenant, min_tier_hint)
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts)
     if chat.stream:
         served, first_chunk, rest = await dispatcher.open_stream(decision.candidates, body)
         outcome.tier, outcome.deployment = served.tier, served.deployment
-        if key is not None:
-            key = cache_key(outcome.tenant, served.deployment.name, body)
         return stream_upstream(runtime, policy, chat, outcome, decision, first_chunk, rest, key)
 
     served, completion = await dispatcher.complete(decision.candidates, body)
     outcome.tier, outcome.deployment = served.tier, served.deployment
     outcome.set_usage(completion.get("usage"))
     if key is not None and _complete_answer(completion):
-        key = cache_key(outcome.tenant, served.deployment.name, body)
-        await runtime.cache.set(key, orjson.dumps(completion), policy.cache.ttl_s)
+        entry_bytes = encode_entry(served.tier, served.deployment.name, completion)
+        await runtime.cache.set(key, entry_bytes, policy.cache.ttl_s)
     if policy.shadow.enabled:
         # Starts a background task at most; the response below does not wait for it.
         runtime.shadow.offer(policy, body, outcome, completion)
     return json_response(completion, headers(outcome, decision),
                          on_sent=partial(finish, runtime, policy, outcome))
+
+
+def _check_model(policy: Policy, model: str) -> None:
+    if model not in policy.aliases and policy.find_deployment(model) is None:
+        raise ModelNotFound(
+            f"The model '{model}' does not exist on this gateway. "
+            "Use a router alias such as 'auto' or a model listed by GET /v1/models.",
+            param="model",
+        )
 
 
 def route(
@@ -146,13 +161,8 @@ def route(
     min_tier_hint: str | None = None,
 ) -> Decision:
     """Score the conversation (for router aliases) and choose the candidate deployments."""
+    _check_model(policy, chat.model)
     alias = policy.aliases.get(chat.model)
-    if alias is None and policy.find_deployment(chat.model) is None:
-        raise ModelNotFound(
-            f"The model '{chat.model}' does not exist on this gateway. "
-            "Use a router alias such as 'auto' or a model listed by GET /v1/models.",
-            param="model",
-        )
     if alias is not None:
         # One read of runtime.scorer, so that a classifier swapped in meanwhile cannot pair
         # one version's scores with the other's version in the outcome record.

@@ -19,6 +19,7 @@ import structlog
 from starlette.responses import StreamingResponse
 
 from router.errors import UpstreamFailed, UpstreamTimeout, sse_error_event
+from router.cache.entries import encode_entry
 from router.routing.tokens import count_completion_tokens, count_prompt_tokens
 from router.upstream.base import UpstreamError
 from router.upstream.sse import DONE, KEEPALIVE, StreamAssembler, completion_to_chunks, encode_event
@@ -49,7 +50,6 @@ def stream_cached(
     completion: dict[str, Any],
     chat: ChatRequest,
     outcome: Outcome,
-    decision: Decision,
 ) -> StreamingResponse:
     from router.api.chat import finish, headers
 
@@ -61,7 +61,7 @@ def stream_cached(
         finally:
             finish(runtime, policy, outcome)
 
-    return _response(replay(), headers(outcome, decision))
+    return _response(replay(), headers(outcome, None))
 
 
 def stream_upstream(
@@ -103,11 +103,13 @@ def stream_upstream(
             raise
         finally:
             _account(assembler, chat, outcome)
-            if complete and cache_key is not None and assembler.finished:
+            served = outcome.deployment
+            if complete and cache_key is not None and assembler.finished and served is not None:
                 completion = assembler.completion()
                 # A non-streamed replay of this answer must carry usage like any other.
                 completion["usage"] = completion.get("usage") or _usage_of(outcome)
-                await runtime.cache.set(cache_key, orjson.dumps(completion), policy.cache.ttl_s)
+                entry = encode_entry(outcome.tier or "", served.name, completion)
+                await runtime.cache.set(cache_key, entry, policy.cache.ttl_s)
             finish(runtime, policy, outcome)
         if not complete:
             return

@@ -1,9 +1,10 @@
 """Cache key derivation.
 
-The key covers the tenant, the deployment that answers, and the whole request body except
-the fields that only change how the answer is delivered.  Unknown parameters are part of
-the key, so a parameter this gateway has never heard of can only cause a miss, never a
-wrong hit.
+The key covers the tenant, the routing scope (``routing_scope``: the requested model and
+what decides its routing), and the whole request body except the fields that only change
+how the answer is delivered.  Unknown parameters are part of the key, so a parameter this
+gateway has never heard of can only cause a miss, never a wrong hit.  The key is known
+before routing, so a hit skips the classifier.
 """
 
 from __future__ import annotations
@@ -19,8 +20,19 @@ DELIVERY_ONLY_FIELDS = frozenset({"model", "stream", "stream_options", "user", "
 KEY_PREFIX = "cache:"
 
 
-def cache_key(tenant: str, deployment_name: str, body: dict[str, Any]) -> str:
-    """Derive the cache key of a request body served by ``deployment_name`` for ``tenant``.
+def routing_scope(model: str, policy_version: str, classifier_version: str | None,
+                  min_tier: str | None) -> str:
+    """Return what, besides the body, decides which deployment answers a request.
+
+    The policy version covers thresholds, tiers and tenant settings; the classifier version
+    matters only for a router alias.  A policy or classifier change therefore starts a new
+    set of entries, and the old ones expire by their TTL.
+    """
+    return f"model={model}|policy={policy_version}|classifier={classifier_version}|min_tier={min_tier}"
+
+
+def cache_key(tenant: str, scope: str, body: dict[str, Any]) -> str:
+    """Derive the cache key of a request body for ``tenant`` within a routing ``scope``.
 
     The body is serialized with sorted keys, so field order does not matter; message parts,
     including image URLs and data URIs, are hashed byte for byte.  The key is
@@ -28,7 +40,7 @@ def cache_key(tenant: str, deployment_name: str, body: dict[str, Any]) -> str:
     """
     content = {k: v for k, v in body.items() if k not in DELIVERY_ONLY_FIELDS}
     material = orjson.dumps(
-        {"tenant": tenant, "deployment": deployment_name, "request": content},
+        {"tenant": tenant, "scope": scope, "request": content},
         option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
     )
     return KEY_PREFIX + hashlib.sha256(material).hexdigest()

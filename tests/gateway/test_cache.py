@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.gateway.conftest import GatewayKit, chat_body, new_api_key, parse_sse
+from tests.gateway.conftest import GatewayKit, StubScorer, chat_body, new_api_key, parse_sse
 from tests.support.recorded import SCRIPTED_ANSWER
 from tests.support.scenario import Scenario, ToolCall
 
@@ -314,15 +314,17 @@ async def test_failed_answer_is_not_cached(redis_kit: GatewayKit) -> None:
         again = await gateway.chat(BASE)
 
     assert escalated.headers["x-tierwise-tier"] == "mid"
-    # The mid tier's answer is stored under the mid deployment, and the lookup uses the
-    # first candidate (edge), so the repeat goes to the edge tier, which now answers.
-    assert again.headers["x-tierwise-cache"] == "miss"
-    assert again.headers["x-tierwise-tier"] == "edge"
+    # Only the mid tier's answer was stored, with the deployment that gave it, so the
+    # repeat is a hit attributed to mid, never to the edge tier that failed.
+    assert again.headers["x-tierwise-cache"] == "hit"
+    assert again.headers["x-tierwise-tier"] == "mid"
+    assert again.headers["x-tierwise-model"] == "mid-medium"
+    assert len(redis_kit.fakes["edge"].requests) == 1
 
 
 async def test_escalated_stream_cached_under_server(redis_kit: GatewayKit) -> None:
-    # An answer is stored under the deployment that produced it, streamed or not, so a hit
-    # is never attributed to a deployment that did not answer.
+    # An entry names the deployment that produced it, streamed or not, so a hit is never
+    # attributed to a deployment that did not answer.
     redis_kit.fakes["edge"].enqueue(Scenario.stream_error(after_events=0))
     async with redis_kit.running(use_redis=True) as gateway:
         streamed = await gateway.chat({**BASE, "stream": True})
@@ -330,9 +332,61 @@ async def test_escalated_stream_cached_under_server(redis_kit: GatewayKit) -> No
 
     assert streamed.headers["x-tierwise-tier"] == "mid"
     assert parse_sse(streamed.content).done
-    assert again.headers["x-tierwise-cache"] == "miss"
-    assert again.headers["x-tierwise-tier"] == "edge"
-    assert again.headers["x-tierwise-model"] == "edge-small"
+    assert again.headers["x-tierwise-cache"] == "hit"
+    assert again.headers["x-tierwise-tier"] == "mid"
+    assert again.headers["x-tierwise-model"] == "mid-medium"
+
+
+async def test_hit_skips_classifier(redis_kit: GatewayKit) -> None:
+    scorer = StubScorer()
+    async with redis_kit.running(scorer=scorer, use_redis=True) as gateway:
+        first = await gateway.chat(BASE)
+        second = await gateway.chat(BASE)
+        records = await gateway.request_records()
+
+    assert [first.headers["x-tierwise-cache"], second.headers["x-tierwise-cache"]] == ["miss", "hit"]
+    assert scorer.calls == 1
+    assert second.headers["x-tierwise-tier"] == first.headers["x-tierwise-tier"]
+    assert second.headers["x-tierwise-model"] == first.headers["x-tierwise-model"]
+    assert "x-tierwise-score" not in second.headers
+    assert records[1]["scores"] is None
+    assert records[1]["tier"] == records[0]["tier"]
+
+
+async def test_new_classifier_misses(redis_kit: GatewayKit) -> None:
+    async with redis_kit.running(scorer=StubScorer(version="stub-a"), use_redis=True) as gateway:
+        stored = await gateway.chat(BASE)
+        same = await gateway.chat(BASE)
+        # A classifier swapped in, as a hot reload does, may route the prompt elsewhere.
+        gateway.runtime.scorer = StubScorer(version="stub-b")
+        new_classifier = await gateway.chat(BASE)
+        again = await gateway.chat(BASE)
+
+    assert stored.headers["x-tierwise-cache"] == "miss"
+    assert same.headers["x-tierwise-cache"] == "hit"
+    assert new_classifier.headers["x-tierwise-cache"] == "miss"
+    assert again.headers["x-tierwise-cache"] == "hit"
+
+
+async def test_aliases_keep_separate_entries(redis_kit: GatewayKit) -> None:
+    async with redis_kit.running(use_redis=True) as gateway:
+        auto = await gateway.chat(BASE)
+        quality = await gateway.chat({**BASE, "model": "auto-quality"})
+        quality_again = await gateway.chat({**BASE, "model": "auto-quality"})
+
+    assert auto.headers["x-tierwise-tier"] == "edge"
+    assert quality.headers["x-tierwise-cache"] == "miss"
+    assert quality.headers["x-tierwise-tier"] == "mid"
+    assert quality_again.headers["x-tierwise-cache"] == "hit"
+    assert quality_again.headers["x-tierwise-tier"] == "mid"
+
+
+async def test_unknown_model_is_rejected_before_cache(redis_kit: GatewayKit) -> None:
+    async with redis_kit.running(use_redis=True) as gateway:
+        missing = await gateway.chat({**BASE, "model": "no-such-model"})
+
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found"
 
 
 async def test_memory_cache_without_redis(kit: GatewayKit) -> None:

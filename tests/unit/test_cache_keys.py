@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from router.cache.keys import cache_key, is_cacheable
+from router.cache.entries import decode_entry, encode_entry
+from router.cache.keys import cache_key, is_cacheable, routing_scope
+from router.policy.schema import Policy
 
 BASE = {
     "model": "auto",
@@ -13,8 +15,8 @@ BASE = {
 }
 
 
-def key(body: dict[str, object], tenant: str = "t1", deployment: str = "small") -> str:
-    return cache_key(tenant, deployment, body)
+def key(body: dict[str, object], tenant: str = "t1", scope: str = "small") -> str:
+    return cache_key(tenant, scope, body)
 
 
 @pytest.mark.parametrize(
@@ -46,9 +48,9 @@ def test_image_bytes_change_key() -> None:
     assert key(with_image("AAAA")) != key(with_image("AAAB"))
 
 
-def test_tenant_and_deployment_change_key() -> None:
+def test_tenant_and_scope_change_key() -> None:
     assert key(BASE, tenant="t2") != key(BASE)
-    assert key(BASE, deployment="large") != key(BASE)
+    assert key(BASE, scope="large") != key(BASE)
 
 
 def test_delivery_fields_and_order_do_not_change_key() -> None:
@@ -64,3 +66,34 @@ def test_missing_temperature_means_one_and_is_not_cacheable() -> None:
     assert is_cacheable(body, cache_nonzero_temperature=True) is True
     assert is_cacheable(BASE, cache_nonzero_temperature=False) is True
     assert is_cacheable({**BASE, "temperature": 0.2}, cache_nonzero_temperature=False) is False
+
+
+def test_routing_scope_separates_entries() -> None:
+    base = routing_scope("auto", "policy-1", "clf-1", None)
+    others = [
+        routing_scope("auto-quality", "policy-1", "clf-1", None),
+        routing_scope("auto", "policy-2", "clf-1", None),
+        routing_scope("auto", "policy-1", "clf-2", None),
+        routing_scope("auto", "policy-1", "clf-1", "frontier"),
+    ]
+    keys = {cache_key("t1", scope, BASE) for scope in [base, *others]}
+    assert len(keys) == 5
+
+
+def test_entry_round_trip_and_unusable_entries() -> None:
+    policy = Policy.model_validate({
+        "version": 1,
+        "aliases": {"auto": {}},
+        "tiers": {"edge": {"deployments": [{
+            "name": "small", "model": "openai/small", "api_base": "http://127.0.0.1:9/v1",
+            "price": {"input_per_million": 1, "output_per_million": 2}, "context_window": 8192,
+        }]}},
+    })
+    completion = {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3}}
+
+    tier, deployment, restored = decode_entry(policy, encode_entry("edge", "small", completion))  # type: ignore[misc]
+
+    assert (tier, deployment.name, restored) == ("edge", "small", completion)
+    assert decode_entry(policy, encode_entry("edge", "gone", completion)) is None
+    assert decode_entry(policy, b'{"id": "old-format", "choices": []}') is None
+    assert decode_entry(policy, b"not json") is None

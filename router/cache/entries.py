@@ -1,0 +1,37 @@
+"""The stored form of a cached answer: the completion and the deployment that produced it.
+
+A cache entry is looked up before routing, so it must say which tier and deployment
+answered; the outcome record and the response headers of a hit name them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from router.policy.schema import Deployment, Policy
+
+
+def encode_entry(tier: str, deployment: str, completion: dict[str, Any]) -> bytes:
+    """Serialise an answer for the cache."""
+    return orjson.dumps({"tier": tier, "deployment": deployment, "completion": completion})
+
+
+def decode_entry(policy: Policy, raw: bytes) -> tuple[str, Deployment, dict[str, Any]] | None:
+    """Return (tier, deployment, completion) of a stored entry, or None when it is unusable.
+
+    An entry is unusable when it is not in this format (written by an older version) or
+    names a deployment the policy does not have; the request is then served as a miss.
+    """
+    try:
+        entry = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("completion"), dict):
+        return None
+    found = policy.find_deployment(str(entry.get("deployment")))
+    if found is None:
+        return None
+    tier, deployment = found
+    return tier, deployment, entry["completion"]
