@@ -35,7 +35,7 @@ log = structlog.get_logger("tierwise.runtime")
 _LOCAL_MODEL_DOWN = "the local edge model is not running"
 LOCAL_MODEL_CLIENT_REASONS: dict[str, str] = {
     "not_started": f"{_LOCAL_MODEL_DOWN} (it starts with `tierwise serve`)",
-    "disabled": f"{_LOCAL_MODEL_DOWN} (disabled by TIERWISE_LOCAL_MODEL=false)",
+    "disabled": f"{_LOCAL_MODEL_DOWN} (disabled by --no-local-model or TIERWISE_LOCAL_MODEL=false)",
     "not_installed": f"{_LOCAL_MODEL_DOWN} (the edge extra is not installed)",
     "starting": "the local edge model is still starting",
     "failed": f"{_LOCAL_MODEL_DOWN} (it failed to start, and the gateway log has the cause)",

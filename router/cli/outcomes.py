@@ -23,9 +23,9 @@ outcomes_app = typer.Typer(
 def export(
     out: Annotated[Path, typer.Option(help="Output folder; files go to OUT/date=YYYY-MM-DD/.")],
     redis_url: Annotated[
-        str,
+        str | None,
         typer.Option(envvar=["TIERWISE_REDIS_URL", "REDIS_URL"], help="Redis URL of the gateways."),
-    ],
+    ] = None,
     group: Annotated[
         str, typer.Option(help="Consumer group; one group exports each record once.")
     ] = "tierwise-export",

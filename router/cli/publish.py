@@ -18,7 +18,7 @@ import typer
 from router.cli.redis_client import ClusterOption, redis_session
 
 RedisUrlOption = Annotated[
-    str,
+    str | None,
     typer.Option(envvar=["TIERWISE_REDIS_URL", "REDIS_URL"], help="Redis URL of the gateways."),
 ]
 KeyPrefixOption = Annotated[
@@ -37,7 +37,7 @@ def publish_classifier_command(
     directory: Annotated[
         Path, typer.Argument(help="Artifact folder with model.json, its weights and MODEL_CARD.md.")
     ],
-    redis_url: RedisUrlOption,
+    redis_url: RedisUrlOption = None,
     keep: KeepOption = 5,
     key_prefix: KeyPrefixOption = "tw",
     redis_cluster: ClusterOption = False,
@@ -73,7 +73,7 @@ def publish_classifier_command(
 
 def publish_policy_command(
     file: Annotated[Path, typer.Argument(help="Policy YAML file.")],
-    redis_url: RedisUrlOption,
+    redis_url: RedisUrlOption = None,
     keep: KeepOption = 5,
     key_prefix: KeyPrefixOption = "tw",
     redis_cluster: ClusterOption = False,

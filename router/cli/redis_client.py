@@ -29,12 +29,17 @@ ClusterOption = Annotated[
 
 
 @contextlib.contextmanager
-def redis_session(url: str, cluster: bool) -> Iterator[Any]:
+def redis_session(url: str | None, cluster: bool) -> Iterator[Any]:
     """Yield a client of the Redis at ``url`` (a Redis Cluster when ``cluster``).
 
-    A Redis error, while connecting or inside the ``with`` block, prints one line without
-    the URL's credentials and ends the command with exit code 1.
+    A missing URL ends the command with exit code 2.  A Redis error, while connecting or
+    inside the ``with`` block, prints one line without the URL's credentials and ends the
+    command with exit code 1.
     """
+    if not url:
+        typer.echo("Missing Redis URL: give --redis-url, or set TIERWISE_REDIS_URL or REDIS_URL.",
+                   err=True)
+        raise typer.Exit(2)
     import redis
     from redis.exceptions import RedisClusterException
 

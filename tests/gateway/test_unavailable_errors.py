@@ -90,7 +90,7 @@ async def test_disabled_local_model_is_named(kit: GatewayKit) -> None:
     assert response.status_code == 503
     assert response.json() == error_503(
         "The model 'edge-small' (edge tier) is unavailable because the local edge model is not "
-        f"running (disabled by TIERWISE_LOCAL_MODEL=false). {NEXT_STEP}"
+        f"running (disabled by --no-local-model or TIERWISE_LOCAL_MODEL=false). {NEXT_STEP}"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 import redis
@@ -56,3 +57,13 @@ def test_usage_without_redis_prints_one_line() -> None:
     assert result.exit_code == 1
     assert "Connection refused. Check --redis-url" in result.output
     assert ".." not in result.output
+
+
+def test_export_without_redis_url_says_how_to_give_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("TIERWISE_REDIS_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    result = runner.invoke(mounted_app(), ["outcomes", "export", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "Missing Redis URL: give --redis-url, or set TIERWISE_REDIS_URL or REDIS_URL." in result.output
