@@ -155,10 +155,10 @@ def _mean_and_scale(struct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class RowBuilder:
-    """Collects CSR row blocks into one CSR matrix without a second copy of the rows.
+    """Accumulator of CSR row blocks that builds one CSR matrix without a second copy.
 
     ``sp.vstack`` needs every block and the result in memory at once.  Here each block
-    is copied into arrays that grow by ``ndarray.resize``; large numpy arrays live in
+    is copied into arrays that grow by ``ndarray.resize``.  Large numpy arrays live in
     their own mmap, so glibc's ``realloc`` grows them with ``mremap`` and copies no data.
     """
 

@@ -21,8 +21,8 @@ def encode_entry(tier: str, deployment: str, completion: dict[str, Any]) -> byte
 def decode_entry(policy: Policy, raw: bytes) -> tuple[str, Deployment, dict[str, Any]] | None:
     """Return (tier, deployment, completion) of a stored entry, or None when it is unusable.
 
-    An entry is unusable when it is not in this format (written by an older version) or
-    names a deployment the policy does not have; the request is then served as a miss.
+    An entry is unusable when an older version wrote it in another format, or when it names
+    a deployment that the policy does not have.  The request is then served as a miss.
     """
     try:
         entry = orjson.loads(raw)
