@@ -275,7 +275,8 @@ def evaluate(
     except (OutcomesError, TrainingError, ArtifactError, ValueError) as exc:
         raise _fail(str(exc)) from None
     result["command"] = _command_line()
-    print_evaluation(result, Console())
+    # Piped output gets a wide console, so that rich does not cut router names at 80 columns.
+    print_evaluation(result, Console() if sys.stdout.isatty() else Console(width=160))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2) + "\n")

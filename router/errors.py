@@ -125,19 +125,10 @@ class UpstreamFailed(GatewayError):
 
 
 class NoDeploymentAvailable(GatewayError):
-    """Raised when no tier has a deployment that can serve the request.
-
-    ``retryable`` False marks a cause that a retry cannot change, such as a tier the API
-    key may not use; the official OpenAI clients would otherwise retry every 503.
-    """
+    """Raised when no tier has a deployment that can serve the request."""
 
     status = 503
     default_code = "no_deployment_available"
-
-    def __init__(self, message: str, *, retryable: bool = True, **kwargs: str | None) -> None:
-        super().__init__(message, **kwargs)
-        if not retryable:
-            self.headers = {"x-should-retry": "false"}
 
 
 class UpstreamTimeout(GatewayError):

@@ -21,7 +21,13 @@ from router.api.schemas import ChatRequest, error_parameter, find_forbidden_para
 from router.api.streaming import stream_cached, stream_upstream
 from router.cache.entries import decode_entry, encode_entry
 from router.cache.keys import cache_key, is_cacheable, routing_scope
-from router.errors import GatewayError, InvalidRequest, ModelNotFound, RequestTooLarge
+from router.errors import (
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    NoDeploymentAvailable,
+    RequestTooLarge,
+)
 from router.outcomes.record import Outcome
 from router.policy.schema import TIER_ORDER, Policy
 from router.routing.category import prompt_category
@@ -83,6 +89,11 @@ async def serve_chat(
         outcome.error, outcome.status = exc.code, exc.status
         finish(runtime, loaded.policy, outcome)
         exc.set_request_id(outcome.request_id)
+        if isinstance(exc, NoDeploymentAvailable) and runtime.local_model_state != "starting":
+            # Only a local model that is still starting can make a retry succeed; a missing
+            # key or a blocked tier needs an operator.  The official OpenAI clients retry
+            # every 503 unless this header says otherwise.
+            exc.headers = {**(exc.headers or {}), "x-should-retry": "false"}
         raise
     except Exception:
         # The gateway's own fault: InternalErrorMiddleware renders the fixed 500 response,

@@ -95,7 +95,6 @@ def decide(
             raise NoDeploymentAvailable(
                 f"The model '{requested}' is in the {tier} tier, which this API key may not use.",
                 code="tier_blocked",
-                retryable=False,
             )
         if not _eligible(deployment, needs, reason_of, skips):
             _raise_for(skips, needs, describe_unavailable_model(requested, tier, skips))

@@ -52,6 +52,8 @@ async def test_deployment_name_without_key(kit: GatewayKit) -> None:
         f"The model 'mid-medium' (mid tier) is unavailable because environment variable "
         f"{UNSET_KEY} is not set. {NEXT_STEP}"
     )
+    # A missing key needs an operator, so the OpenAI clients must not retry.
+    assert response.headers["x-should-retry"] == "false"
     assert served.status_code == 200
     assert served.headers["x-tierwise-tier"] == "edge"
 
@@ -111,3 +113,14 @@ async def test_failed_local_model_hides_details(kit: GatewayKit) -> None:
     assert "8081" not in message
     assert "Traceback" not in message
     assert "/opt/secret" not in message
+
+
+async def test_starting_local_model_may_be_retried(kit: GatewayKit) -> None:
+    write_edge_only_policy(kit, local_model=True)
+    async with kit.running(settings=kit.settings()) as gateway:
+        gateway.runtime.local_model_state = "starting"
+        response = await gateway.chat(chat_body(model="edge-small"))
+
+    assert response.status_code == 503
+    assert "still starting" in response.json()["error"]["message"]
+    assert "x-should-retry" not in response.headers
