@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         "feedback is accepted only from that tenant. Give every replica the same value; when "
         "unset, the first replica stores a random one in Redis, or in <data_dir> without Redis.",
     )
+    keep_client_request_ids: bool = Field(
+        default=True,
+        description="Use a client's own x-request-id as the request id. Feedback is accepted only "
+        "for ids the gateway issued, so set false behind a proxy that adds x-request-id to every "
+        "request; the client's id is then kept in the outcome record as client_request_id.",
+    )
     evaluation_report: Path | None = Field(
         default=None,
         description="JSON report of `tierwise evaluate --json` whose cost-quality curve the "

@@ -57,7 +57,11 @@ async def serve_chat(
     runtime: Runtime = request.app.state.runtime
     loaded = runtime.policies.current
     # An empty header counts as absent, so the request gets an id that feedback accepts.
-    client_request_id = header(request, b"x-request-id") or None
+    sent_request_id = header(request, b"x-request-id") or None
+    keep_sent_id = runtime.settings.keep_client_request_ids
+    client_request_id = sent_request_id if keep_sent_id else None
+    # A replaced id stays in the record for tracing, cut to a sane length.
+    replaced_request_id = None if keep_sent_id or sent_request_id is None else sent_request_id[:256]
     outcome = Outcome(
         request_id=client_request_id or new_request_id(),
         tenant="unidentified",
@@ -65,6 +69,7 @@ async def serve_chat(
         policy_version=loaded.version,
         classifier_version=getattr(runtime.scorer, "version", None),
         stream=False,
+        client_request_id=replaced_request_id,
     )
     setattr(request.state, REQUEST_ID_STATE, outcome.request_id)
     try:

@@ -38,6 +38,8 @@ class Outcome:
     status: int = 200
     first_byte_ms: float | None = None
     prompt: Any = None
+    client_request_id: str | None = None
+    """The client's own x-request-id when the gateway issued another id in its place."""
 
     def cost_usd(self) -> float:
         if self.cache_hit or self.deployment is None:
@@ -76,6 +78,8 @@ class Outcome:
         }
         if self.prompt is not None:
             record["messages"] = self.prompt
+        if self.client_request_id is not None:
+            record["client_request_id"] = self.client_request_id
         return record
 
 

@@ -157,6 +157,22 @@ async def test_feedback_for_client_chosen_id_is_404(kit: GatewayKit) -> None:
     assert response.json() == not_found_body("client-7")
 
 
+async def test_replaced_client_id_gets_feedback(kit: GatewayKit) -> None:
+    # Behind a proxy that adds x-request-id to every request.
+    kit.write_policy()
+    settings = kit.settings(keep_client_request_ids=False)
+    async with kit.running(settings=settings) as gateway:
+        answer = await gateway.chat(chat_body(), headers={"x-request-id": "proxy-trace-1"})
+        request_id = answer.headers["x-request-id"]
+        response = await send_feedback(gateway, request_id, gateway.api_key)
+        records = await gateway.request_records()
+
+    assert ISSUED_ID.match(request_id)
+    assert response.status_code == 200
+    assert records[0]["request_id"] == request_id
+    assert records[0]["client_request_id"] == "proxy-trace-1"
+
+
 async def test_empty_request_id_header_gets_an_issued_id(kit: GatewayKit) -> None:
     async with kit.running() as gateway:
         answer = await gateway.chat(chat_body(), headers={"x-request-id": ""})
