@@ -36,7 +36,6 @@ from classifiers.outcomes import LabelledPrompt
 from classifiers.progress import Progress, progress_bar, silent
 
 TIERS = ("edge", "mid", "frontier")
-GRID = THRESHOLD_GRID
 _console = Console(stderr=True, soft_wrap=True)
 
 
@@ -76,7 +75,7 @@ class Grid:
 
 
 def simulate_grid(scores: np.ndarray, quality: np.ndarray, cost: np.ndarray,
-                  thresholds: np.ndarray = GRID) -> Grid:
+                  thresholds: np.ndarray = THRESHOLD_GRID) -> Grid:
     """Replay the gateway's rule for every (edge, mid) threshold pair.
 
     ``scores``, ``quality`` and ``cost`` have shape (n, 3), columns edge, mid, frontier.

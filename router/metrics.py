@@ -283,6 +283,6 @@ def _requested_label(requested: str, policy: Policy) -> str:
     """Return the requested model when the policy names it, else ``unknown`` (or ``none``)."""
     if not requested:
         return NONE_LABEL
-    if requested in policy.aliases or policy.find_deployment(requested) is not None:
+    if policy.has_model(requested):
         return requested
     return UNKNOWN_MODEL_LABEL

@@ -117,12 +117,12 @@ async def _serve(
     tenant: TenantContext,
     min_tier_hint: str | None,
 ) -> Response:
+    # Checked before the cache, so that a hit never serves a request that routing rejects.
+    _check_model(policy, chat.model)
+    hint = _allowed_hint(policy, min_tier_hint)
     key = None
     if policy.cache.enabled and is_cacheable(body, policy.cache.cache_nonzero_temperature):
-        # The key is known before routing, so a hit costs no classification.  The checks
-        # come first, so that a hit never answers a request that routing would reject.
-        _check_model(policy, chat.model)
-        hint = _allowed_hint(policy, min_tier_hint)
+        # The key is known before routing, so a hit costs no classification.
         classifier = outcome.classifier_version if chat.model in policy.aliases else None
         scope = routing_scope(chat.model, outcome.policy_version, classifier, hint)
         key = cache_key(outcome.tenant, scope, body)
@@ -138,7 +138,7 @@ async def _serve(
             return json_response(completion, headers(outcome, None),
                                  on_sent=partial(finish, runtime, policy, outcome))
 
-    decision = route(runtime, policy, body, chat, outcome, tenant, min_tier_hint)
+    decision = route(runtime, policy, body, chat, outcome, tenant, hint)
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts)
     if chat.stream:
         served, first_chunk, rest = await dispatcher.open_stream(decision.candidates, body)
@@ -149,8 +149,8 @@ async def _serve(
     outcome.tier, outcome.deployment = served.tier, served.deployment
     outcome.set_usage(completion.get("usage"))
     if key is not None and _complete_answer(completion):
-        entry_bytes = encode_entry(served.tier, served.deployment.name, completion)
-        await runtime.cache.set(key, entry_bytes, policy.cache.ttl_s)
+        await runtime.cache.set(key, encode_entry(served.deployment.name, completion),
+                                policy.cache.ttl_s)
     if policy.shadow.enabled:
         # Starts a background task at most; the response below does not wait for it.
         runtime.shadow.offer(policy, body, outcome, completion)
@@ -159,7 +159,7 @@ async def _serve(
 
 
 def _check_model(policy: Policy, model: str) -> None:
-    if model not in policy.aliases and policy.find_deployment(model) is None:
+    if not policy.has_model(model):
         raise ModelNotFound(
             f"The model '{model}' does not exist on this gateway. "
             "Use a router alias such as 'auto' or a model listed by GET /v1/models.",
@@ -174,10 +174,13 @@ def route(
     chat: ChatRequest,
     outcome: Outcome,
     tenant: TenantContext | None = None,
-    min_tier_hint: str | None = None,
+    header_min_tier: str | None = None,
 ) -> Decision:
-    """Score the conversation (for router aliases) and choose the candidate deployments."""
-    _check_model(policy, chat.model)
+    """Score the conversation (for router aliases) and choose the candidate deployments.
+
+    The caller has checked that the policy has ``chat.model`` (``_check_model``) and that
+    ``header_min_tier`` is an allowed ``x-tierwise-min-tier`` value (``_allowed_hint``).
+    """
     alias = policy.aliases.get(chat.model)
     if alias is not None:
         # One read of runtime.scorer, so that a classifier swapped in meanwhile cannot pair
@@ -204,7 +207,7 @@ def route(
         min_tier=highest_tier(
             alias.min_tier if alias is not None else None,
             tenant.config.min_tier if tenant and tenant.config else None,
-            _allowed_hint(policy, min_tier_hint),
+            header_min_tier,
         ),
         blocked_tiers=frozenset(tenant.config.blocked_tiers) if tenant and tenant.config else frozenset(),
     )

@@ -108,8 +108,8 @@ def stream_upstream(
                 completion = assembler.completion()
                 # A non-streamed replay of this answer must carry usage like any other.
                 completion["usage"] = completion.get("usage") or _usage_of(outcome)
-                entry = encode_entry(outcome.tier or "", served.name, completion)
-                await runtime.cache.set(cache_key, entry, policy.cache.ttl_s)
+                await runtime.cache.set(cache_key, encode_entry(served.name, completion),
+                                        policy.cache.ttl_s)
             finish(runtime, policy, outcome)
         if not complete:
             return

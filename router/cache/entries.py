@@ -1,7 +1,7 @@
 """The stored form of a cached answer: the completion and the deployment that produced it.
 
-A cache entry is looked up before routing, so it must say which tier and deployment
-answered; the outcome record and the response headers of a hit name them.
+A cache entry is looked up before routing, so it must name the deployment that produced
+it; the outcome record and the response headers of a hit name that deployment and its tier.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import orjson
 from router.policy.schema import Deployment, Policy
 
 
-def encode_entry(tier: str, deployment: str, completion: dict[str, Any]) -> bytes:
-    """Serialise an answer for the cache."""
-    return orjson.dumps({"tier": tier, "deployment": deployment, "completion": completion})
+def encode_entry(deployment: str, completion: dict[str, Any]) -> bytes:
+    """Serialise an answer for the cache; the deployment's tier comes from the policy on read."""
+    return orjson.dumps({"deployment": deployment, "completion": completion})
 
 
 def decode_entry(policy: Policy, raw: bytes) -> tuple[str, Deployment, dict[str, Any]] | None:

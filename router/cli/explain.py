@@ -48,7 +48,7 @@ def explain_routing(
     policy = loaded.policy
     scorer = load_artifact(classifier_path) if classifier_path else load_default()
     alias = policy.aliases.get(model)
-    if alias is None and policy.find_deployment(model) is None:
+    if not policy.has_model(model):
         # The gateway answers such a request with 404 model_not_found.
         known = ", ".join([*policy.aliases, *(d.name for d in policy.all_deployments())])
         raise typer.BadParameter(f"the model {model!r} does not exist in this policy; "

@@ -337,6 +337,10 @@ class Policy(StrictModel):
         """The smallest context window of any deployment, computed once per loaded policy."""
         return min(d.context_window for d in self.all_deployments())
 
+    def has_model(self, name: str) -> bool:
+        """Whether ``name`` is a router alias or a deployment name of this policy."""
+        return name in self.aliases or name in self._deployments_by_name
+
     def find_deployment(self, name: str) -> tuple[str, Deployment] | None:
         """Return the tier and deployment named ``name``, or None."""
         return self._deployments_by_name.get(name)

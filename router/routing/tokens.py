@@ -54,19 +54,17 @@ def count_prompt_tokens(messages: list[Any], fits_below: int) -> int:
     upper_bound = sum(len(text.encode()) for text in texts) + overhead
     if upper_bound < fits_below:
         return upper_bound
-    encoding = _encoding()
-    if encoding is None:
-        return upper_bound
-    return sum(len(encoding.encode(text, disallowed_special=())) for text in texts) + overhead
+    return _text_tokens(texts) + overhead
 
 
 def count_completion_tokens(messages: list[Any]) -> int:
-    """Count the tokens of answer messages, without the framing a prompt message adds.
+    """Count the tokens of answer messages, without the framing a prompt message adds."""
+    return _text_tokens(list(message_texts(messages)))
 
-    The count is exact with tiktoken's cl100k_base and the UTF-8 byte length (an upper
-    bound) without it.
-    """
-    texts = list(message_texts(messages))
+
+def _text_tokens(texts: list[str]) -> int:
+    """Count cl100k_base tokens exactly, or return the UTF-8 byte length (an upper bound)
+    when tiktoken's encoding is not available."""
     encoding = _encoding()
     if encoding is None:
         return sum(len(text.encode()) for text in texts)

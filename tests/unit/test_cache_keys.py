@@ -91,9 +91,9 @@ def test_entry_round_trip_and_unusable_entries() -> None:
     })
     completion = {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3}}
 
-    tier, deployment, restored = decode_entry(policy, encode_entry("edge", "small", completion))  # type: ignore[misc]
+    tier, deployment, restored = decode_entry(policy, encode_entry("small", completion))  # type: ignore[misc]
 
     assert (tier, deployment.name, restored) == ("edge", "small", completion)
-    assert decode_entry(policy, encode_entry("edge", "gone", completion)) is None
+    assert decode_entry(policy, encode_entry("gone", completion)) is None
     assert decode_entry(policy, b'{"id": "old-format", "choices": []}') is None
     assert decode_entry(policy, b"not json") is None
