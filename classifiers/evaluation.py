@@ -155,7 +155,7 @@ def fixed_model_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[s
     for train, test in _splits(rows, folds, seed, own_split=False):
         length[test] = _length_baseline(struct, labels, train, test, tiers)
     mode = f"{'test split' if own_split else 'all rows'}, fixed model {scorer.version}"
-    # scorer.score already returns routing scores, as the gateway sees them.
+    # scorer.score already returns the routing scores that the gateway compares with thresholds.
     return Predictions(rows, {"classifier": classifier.reshape(-1, len(tiers)),
                               "prompt-length": routing_score_matrix(length)}, mode)
 

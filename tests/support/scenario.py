@@ -41,8 +41,8 @@ class Scenario:
         reasoning: ``reasoning_content`` sent before the answer (streamed as its own deltas).
         tool_calls: calls returned in place of text, with finish_reason ``tool_calls``.
         headers: extra response headers, for example ``{"retry-after": "1"}``.
-        ignore_include_usage: stream no usage chunk even when the request asks for one, as
-            some servers (llama.cpp among them) do.
+        ignore_include_usage: stream no usage chunk even when the request sets
+            ``stream_options.include_usage``, as some servers (llama.cpp among them) do.
     """
 
     status: int = 200

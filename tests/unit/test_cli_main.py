@@ -59,7 +59,7 @@ def test_usage_without_redis_prints_one_line() -> None:
     assert ".." not in result.output
 
 
-def test_export_without_redis_url_says_how_to_give_one(
+def test_export_missing_redis_url_message(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("TIERWISE_REDIS_URL", raising=False)

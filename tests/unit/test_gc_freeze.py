@@ -9,7 +9,7 @@ SCRIPT = """
 import gc
 from router.app import freeze_startup_objects
 first = freeze_startup_objects()
-kept = [object() for _ in range(10)]
+new_objects = [object() for _ in range(10)]
 second = freeze_startup_objects()
 print(first, second, gc.get_freeze_count())
 """
