@@ -29,6 +29,7 @@ from router.errors import (
     RequestTooLarge,
 )
 from router.outcomes.record import Outcome
+from router.policy.loader import LoadedPolicy
 from router.policy.schema import TIER_ORDER, Policy
 from router.routing.category import prompt_category
 from router.routing.decide import Decision, RequestNeeds, decide, highest_tier
@@ -89,7 +90,7 @@ async def serve_chat(
         if tenant.config is not None:
             await runtime.budgets.check(tenant.name, tenant.config.budget)
         hint = header(request, b"x-tierwise-min-tier")
-        return await _serve(runtime, loaded.policy, body, chat, outcome, tenant, hint)
+        return await _serve(runtime, loaded, body, chat, outcome, tenant, hint)
     except GatewayError as exc:
         outcome.error, outcome.status = exc.code, exc.status
         finish(runtime, loaded.policy, outcome)
@@ -110,13 +111,14 @@ async def serve_chat(
 
 async def _serve(
     runtime: Runtime,
-    policy: Policy,
+    loaded: LoadedPolicy,
     body: dict[str, Any],
     chat: ChatRequest,
     outcome: Outcome,
     tenant: TenantContext,
     min_tier_hint: str | None,
 ) -> Response:
+    policy = loaded.policy
     # Checked before the cache, so that a hit never serves a request that routing rejects.
     _check_model(policy, chat.model)
     hint = _allowed_hint(policy, min_tier_hint)
@@ -124,7 +126,7 @@ async def _serve(
     if policy.cache.enabled and is_cacheable(body, policy.cache.cache_nonzero_temperature):
         # The key is known before routing, so a hit costs no classification.
         classifier = outcome.classifier_version if chat.model in policy.aliases else None
-        scope = routing_scope(chat.model, outcome.policy_version, classifier, hint)
+        scope = routing_scope(chat.model, loaded.routing_version, classifier, hint)
         key = cache_key(outcome.tenant, scope, body)
         cached = await runtime.cache.get(key)
         entry = decode_entry(policy, cached) if cached is not None else None

@@ -20,15 +20,16 @@ DELIVERY_ONLY_FIELDS = frozenset({"model", "stream", "stream_options", "user", "
 KEY_PREFIX = "cache:"
 
 
-def routing_scope(model: str, policy_version: str, classifier_version: str | None,
+def routing_scope(model: str, routing_version: str, classifier_version: str | None,
                   min_tier: str | None) -> str:
     """Return what, besides the body, decides which deployment answers a request.
 
-    The policy version covers thresholds, tiers and tenant settings; the classifier version
-    matters only for a router alias.  A policy or classifier change therefore starts a new
-    set of entries, and the old ones expire by their TTL.
+    ``routing_version`` hashes the policy's aliases, tiers, routing and tenant settings
+    (``router.policy.loader.routing_version``); the classifier version matters only for a
+    router alias.  A change to either starts a new set of entries, and the old ones expire by
+    their TTL.
     """
-    return f"model={model}|policy={policy_version}|classifier={classifier_version}|min_tier={min_tier}"
+    return f"model={model}|routing={routing_version}|classifier={classifier_version}|min_tier={min_tier}"
 
 
 def cache_key(tenant: str, scope: str, body: dict[str, Any]) -> str:

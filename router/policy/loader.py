@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from pydantic import ValidationError
 
@@ -32,6 +33,8 @@ class LoadedPolicy:
     path: Path
     version: str
     """Content hash of the file, so that two replicas with the same file agree."""
+    routing_version: str
+    """Hash of the settings that decide which deployment answers (``routing_version``)."""
 
 
 def load_policy(path: Path) -> LoadedPolicy:
@@ -66,7 +69,32 @@ def parse_policy(text: str, path: Path) -> LoadedPolicy:
     except ValidationError as exc:
         raise PolicyError(path, [_describe(error, root, path) for error in exc.errors()]) from None
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return LoadedPolicy(policy=policy, path=path, version=version)
+    return LoadedPolicy(policy=policy, path=path, version=version,
+                        routing_version=routing_version(policy))
+
+
+# Settings that change neither the deployment chosen nor the request it is sent: prices
+# (accounting only), tenant budgets (checked before any lookup) and key digests (the tenant
+# a key maps to is part of every cache key already).
+_ANSWER_NEUTRAL_SETTINGS: Any = {
+    "tiers": {"__all__": {"deployments": {"__all__": {"price"}}}},
+    "tenants": {"entries": {"__all__": {"budget", "key_sha256"}}},
+}
+
+
+def routing_version(policy: Policy) -> str:
+    """Hash the aliases, tiers, routing and tenant settings of ``policy``.
+
+    Cached answers are keyed by this hash instead of the file's, so an edit to budgets, prices,
+    tenant keys, cache lifetime, outcome or shadow settings, or to comments keeps the cache
+    warm.
+    """
+    material = policy.model_dump(
+        mode="json",
+        include={"aliases", "tiers", "routing", "tenants"},
+        exclude=_ANSWER_NEUTRAL_SETTINGS,
+    )
+    return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
 
 
 def _duplicate_keys(node: yaml.Node | None, path: Path) -> list[str]:

@@ -7,7 +7,15 @@ from typing import Any
 import pytest
 import redis
 
-from tests.gateway.conftest import GatewayKit, StubScorer, chat_body, new_api_key, parse_sse
+from tests.gateway.conftest import (
+    GatewayKit,
+    StubScorer,
+    chat_body,
+    new_api_key,
+    parse_sse,
+    policy_document,
+    write_yaml,
+)
 from tests.support.recorded import SCRIPTED_ANSWER
 from tests.support.scenario import Scenario, ToolCall
 
@@ -418,3 +426,25 @@ async def test_unreachable_redis_still_serves(kit: GatewayKit) -> None:
     spool = list(gateway.runtime.outcomes.spool_dir.glob("outcomes-*.jsonl"))
     assert len(spool) == 1
     assert len(spool[0].read_bytes().splitlines()) == 2
+
+
+async def test_policy_edit_keeps_entries_unless_routing_changes(redis_kit: GatewayKit) -> None:
+    async with redis_kit.running(use_redis=True) as gateway:
+        stored = await gateway.chat(BASE)
+        document = policy_document(redis_kit.base_urls)
+        # Prices, cache lifetime and prompt storage change no answer.
+        document["tiers"]["edge"]["deployments"][0]["price"]["output_per_million"] = 9.5
+        document["cache"]["ttl_s"] = 120
+        document["outcomes"]["store_prompts"] = True
+        write_yaml(redis_kit.policy_path, document)
+        assert gateway.runtime.policies.reload()
+        after_neutral_edit = await gateway.chat(BASE)
+        # A threshold decides the tier, so entries stored under the old one are not served.
+        document["routing"]["thresholds"]["edge"] = 0.75
+        write_yaml(redis_kit.policy_path, document)
+        assert gateway.runtime.policies.reload()
+        after_routing_edit = await gateway.chat(BASE)
+
+    assert stored.headers["x-tierwise-cache"] == "miss"
+    assert after_neutral_edit.headers["x-tierwise-cache"] == "hit"
+    assert after_routing_edit.headers["x-tierwise-cache"] == "miss"

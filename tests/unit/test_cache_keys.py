@@ -69,12 +69,12 @@ def test_missing_temperature_means_one_and_is_not_cacheable() -> None:
 
 
 def test_routing_scope_separates_entries() -> None:
-    base = routing_scope("auto", "policy-1", "clf-1", None)
+    base = routing_scope("auto", "routing-1", "clf-1", None)
     others = [
-        routing_scope("auto-quality", "policy-1", "clf-1", None),
-        routing_scope("auto", "policy-2", "clf-1", None),
-        routing_scope("auto", "policy-1", "clf-2", None),
-        routing_scope("auto", "policy-1", "clf-1", "frontier"),
+        routing_scope("auto-quality", "routing-1", "clf-1", None),
+        routing_scope("auto", "routing-2", "clf-1", None),
+        routing_scope("auto", "routing-1", "clf-2", None),
+        routing_scope("auto", "routing-1", "clf-1", "frontier"),
     ]
     keys = {cache_key("t1", scope, BASE) for scope in [base, *others]}
     assert len(keys) == 5

@@ -184,3 +184,37 @@ def test_duplicate_keys_are_rejected_with_both_lines(tmp_path: Path) -> None:
         f"{path}:10: duplicate key 'context_window' (first at line 9); {advice}",
         f"{path}:20: duplicate key 'routing' (first at line 18); {advice}",
     ]
+
+
+@pytest.mark.parametrize(
+    ("edit", "same_routing"),
+    [
+        ("\n# a comment\n", True),
+        ("cache: {ttl_s: 60}\noutcomes: {store_prompts: true}\n", True),
+        ("routing: {thresholds: {edge: 0.9}}\n", False),
+        ("aliases: {auto: {}, auto-quality: {min_tier: frontier}}\n", False),
+    ],
+    ids=["comment", "cache-and-outcomes", "threshold", "alias"],
+)
+def test_routing_version_ignores_answer_neutral_edits(
+    tmp_path: Path, edit: str, same_routing: bool
+) -> None:
+    base = load_policy(write(tmp_path, VALID))
+    edited = load_policy(write(tmp_path, VALID + edit))
+    assert edited.version != base.version
+    assert (edited.routing_version == base.routing_version) is same_routing
+
+
+def test_routing_version_ignores_prices_budgets_and_keys(tmp_path: Path) -> None:
+    tenant = "tenants:\n  entries:\n    team-a: {key_sha256: [%s]%s}\n"
+    with_tenant = load_policy(write(tmp_path, VALID + tenant % ("a" * 64, "")))
+    with_budget = load_policy(write(tmp_path, VALID + tenant % ("a" * 64, ", budget: {usd_per_day: 5}")))
+    new_key = load_policy(write(tmp_path, VALID + tenant % ("a" * 64 + ", " + "b" * 64, "")))
+    with_min_tier = load_policy(write(tmp_path, VALID + tenant % ("a" * 64, ", min_tier: frontier")))
+    repriced = load_policy(write(tmp_path, VALID.replace("output_per_million: 15",
+                                                         "output_per_million: 12")))
+    base = load_policy(write(tmp_path, VALID))
+    assert with_budget.routing_version == with_tenant.routing_version
+    assert new_key.routing_version == with_tenant.routing_version
+    assert with_min_tier.routing_version != with_tenant.routing_version
+    assert repriced.routing_version == base.routing_version
