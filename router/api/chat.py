@@ -190,7 +190,10 @@ def route(
         scorer = runtime.scorer
         outcome.classifier_version = scorer.version
         outcome.scores = scorer.score(body["messages"])
-    # The category is only a metrics label, so finish() computes it after the response.
+        if policy.routing.category_floors:
+            outcome.category = prompt_category(body["messages"])
+    # Without category floors the category is only a label, so finish() computes it after
+    # the response.
     outcome.messages = body["messages"]
     needs = RequestNeeds(
         prompt_tokens=count_prompt_tokens(body["messages"], fits_below=policy.smallest_context_window),
@@ -212,6 +215,7 @@ def route(
             header_min_tier,
         ),
         blocked_tiers=frozenset(tenant.config.blocked_tiers) if tenant and tenant.config else frozenset(),
+        category=outcome.category,
     )
     outcome.tier = decision.tier
     return decision
@@ -320,11 +324,11 @@ def json_response(payload: dict[str, Any], response_headers: dict[str, str],
 
 def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
     """Emit the outcome record, count it in metrics and the dashboard, and log one summary line."""
+    if outcome.category is None and outcome.messages is not None:
+        outcome.category = prompt_category(outcome.messages)
     record = outcome.as_record(policy)
     runtime.outcomes.emit(record)
     runtime.budgets.record(outcome.tenant, record["cost_usd"])
-    if outcome.category is None and outcome.messages is not None:
-        outcome.category = prompt_category(outcome.messages)
     runtime.metrics.observe(record, policy, outcome.category)
     runtime.dashboard.observe(record, outcome.category)
     log.info(

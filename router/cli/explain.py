@@ -11,6 +11,7 @@ import typer
 from router.errors import GatewayError
 from router.policy.loader import PolicyError, load_policy
 from router.policy.schema import Deployment
+from router.routing.category import prompt_category
 from router.routing.decide import RequestNeeds, decide
 from router.routing.tokens import count_prompt_tokens
 from router.settings import BUNDLED_POLICY
@@ -56,6 +57,7 @@ def explain_routing(
                                  param_hint="--model")
     scores = scorer.score(messages) if alias is not None else {}
     tokens = count_prompt_tokens(messages, fits_below=0)
+    category = prompt_category(messages)
     needs = RequestNeeds(prompt_tokens=tokens)
     lines = [f"policy      {loaded.path} (version {loaded.version})", f"classifier  {scorer.version}"]
     features = getattr(scorer, "features", None)
@@ -63,6 +65,8 @@ def explain_routing(
         shown = ", ".join(f"{k}={_number(v)}" for k, v in features(messages).items())
         lines.append(f"features    {shown}")
     lines.append(f"tokens      {tokens} prompt tokens (cl100k count)")
+    floor = policy.routing.category_floors.get(category)
+    lines.append(f"category    {category}" + (f" (starts at the {floor} tier)" if floor else ""))
     for tier, _ in policy.ordered_tiers():
         threshold = policy.routing.thresholds.get(tier)
         rule = f">= {threshold:.3f} to choose" if threshold is not None else "fallback tier"
@@ -76,6 +80,7 @@ def explain_routing(
             requested=model,
             unavailable_reason=Deployment.unavailable_reason,
             min_tier=alias.min_tier if alias else None,
+            category=category if alias is not None else None,
         )
     except GatewayError as exc:
         lines.append(f"decision    no deployment: {exc.message}")

@@ -26,7 +26,8 @@ class Outcome:
     """The routed request's messages, kept so that ``category`` can be computed after the
     response is sent; never written to the record."""
     category: str | None = None
-    """Coarse topic of the last user message, for ``/metrics`` only."""
+    """Coarse topic of the last user message (``router.routing.category``): a label in
+    ``/metrics`` and the record, and the key of the policy's ``category_floors``."""
     tier: str | None = None
     deployment: Deployment | None = None
     tokens_in: int = 0
@@ -62,6 +63,7 @@ class Outcome:
             "policy_version": self.policy_version,
             "classifier_version": self.classifier_version,
             "scores": self.scores,
+            "category": self.category,
             "tier": self.tier,
             "model": self.deployment.name if self.deployment else None,
             "tokens_in": self.tokens_in,

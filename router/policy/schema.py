@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from router.routing.category import CATEGORIES
+
 TIER_ORDER: tuple[str, ...] = ("edge", "mid", "frontier")
 # The address the local edge model server listens on (router.edge.HOST).
 LOCAL_MODEL_HOST = "127.0.0.1"
@@ -149,6 +151,9 @@ class Alias(StrictModel):
     min_tier: Literal["edge", "mid", "frontier"] | None = None
 
 
+TierName = Literal["edge", "mid", "frontier"]
+
+
 class Routing(StrictModel):
     """Thresholds: a tier is chosen when its adequacy score is at least its threshold.
 
@@ -157,6 +162,23 @@ class Routing(StrictModel):
 
     thresholds: dict[str, float] = Field(default_factory=lambda: {"edge": 0.7, "mid": 0.6})
     escalate_on_error: bool = True
+    category_floors: dict[str, TierName] = Field(
+        default_factory=dict,
+        description=(
+            "Prompt category (math, code, science, legal, medical, writing, chat, other) -> the "
+            "cheapest tier a router alias uses for it while that tier or a higher one is available."
+        ),
+    )
+
+    @field_validator("category_floors")
+    @classmethod
+    def _check_categories(cls, value: dict[str, str]) -> dict[str, str]:
+        for category in value:
+            if category not in CATEGORIES:
+                raise ValueError(
+                    f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}"
+                )
+        return value
 
     @field_validator("thresholds")
     @classmethod
@@ -178,9 +200,6 @@ class CachePolicy(StrictModel):
 
 class OutcomePolicy(StrictModel):
     store_prompts: bool = False
-
-
-TierName = Literal["edge", "mid", "frontier"]
 
 
 class Budget(StrictModel):

@@ -91,7 +91,8 @@ def simulate(
         needs = RequestNeeds(prompt_tokens=int(record.get("tokens_in") or 0))
         try:
             decision = decide(
-                policy, record["scores"], needs, requested="auto", is_available=lambda d: True
+                policy, record["scores"], needs, requested="auto", is_available=lambda d: True,
+                category=record.get("category"),
             )
         except GatewayError:
             result.unroutable += 1

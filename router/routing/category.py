@@ -3,8 +3,9 @@
 The category comes from keyword and symbol rules on the first ``SCAN_CHARS`` characters of
 the last user message and never calls a model.  Over 7,020 public chat, benchmark and
 instruction prompts (median 135 characters) it took a median of about 9 µs per prompt on a
-busy 2-core machine.  It is a label for operators, not a routing input: the classifier alone
-decides the tier.
+busy 2-core machine.  It labels metrics and outcome records, and the policy's
+``routing.category_floors`` may name a lowest tier per category; the scores and thresholds
+choose among the tiers at or above that floor.
 
 The set of categories is fixed (:data:`CATEGORIES`), so a metric labelled with it keeps a
 bounded number of series whatever clients send.

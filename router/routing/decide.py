@@ -77,8 +77,13 @@ def decide(
     unavailable_reason: Callable[[Deployment], str | None] | None = None,
     min_tier: str | None = None,
     blocked_tiers: frozenset[str] = frozenset(),
+    category: str | None = None,
 ) -> Decision:
     """Choose where ``requested`` (a router alias or a deployment name) goes.
+
+    ``category`` is the prompt's category (``router.routing.category``); the policy's
+    ``category_floors`` may name a tier for it, below which a router alias does not go while a
+    tier at or above it is usable.  Unlike ``min_tier``, a floor never makes a request fail.
 
     ``unavailable_reason``, when given, replaces ``is_available``: it returns why a deployment
     cannot be used (text a client may see) or None, and that text goes into the errors and
@@ -121,8 +126,21 @@ def decide(
             unused[tier] = f"it is {excluded[tier]}"
         elif not per_tier[tier]:
             unused[tier] = describe_tier_skips(tier_config.deployments, skips)
+    floor = policy.routing.category_floors.get(category) if category is not None else None
+    floor_note = None
+    if floor is not None:
+        at_or_above = [t for t in usable if TIER_ORDER.index(t) >= TIER_ORDER.index(floor)]
+        if not at_or_above:
+            floor_note = f"{category} prompts start at the {floor} tier, but no tier from there up is usable"
+        else:
+            for tier in usable[: len(usable) - len(at_or_above)]:
+                unused[tier] = f"{category} prompts start at the {floor} tier"
+            unused = dict(sorted(unused.items(), key=lambda item: TIER_ORDER.index(item[0])))
+            usable = at_or_above
 
     chosen, reason = _choose_tier(usable, scores, policy.routing.thresholds, unused)
+    if floor_note is not None:
+        reason = f"{reason}; {floor_note}"
     chain = list(per_tier[chosen])
     if policy.routing.escalate_on_error:
         for tier in usable[usable.index(chosen) + 1 :]:

@@ -31,6 +31,7 @@ RECORD_KEYS = {
     "policy_version",
     "classifier_version",
     "scores",
+    "category",
     "tier",
     "model",
     "tokens_in",

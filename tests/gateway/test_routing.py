@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from tests.gateway.conftest import DEPLOYMENT_NAMES, GatewayKit, StubScorer, chat_body
+from tests.gateway.conftest import (
+    DEPLOYMENT_NAMES,
+    GatewayKit,
+    StubScorer,
+    chat_body,
+    policy_document,
+    write_yaml,
+)
 from tests.support.scenario import CONTEXT_LENGTH_ERRORS, Scenario, context_length_error
 
 
@@ -52,6 +59,20 @@ async def test_min_tier_alias_skips_edge(kit: GatewayKit) -> None:
     assert response.status_code == 200
     assert response.headers["x-tierwise-tier"] == "mid"
     assert kit.fakes["edge"].requests == []
+
+
+async def test_category_floor_sends_math_past_edge(kit: GatewayKit) -> None:
+    document = policy_document(kit.base_urls)
+    document["routing"]["category_floors"] = {"math": "mid"}
+    write_yaml(kit.policy_path, document)
+    async with kit.running(scorer=StubScorer(edge=0.95), settings=kit.settings()) as gateway:
+        math = await gateway.chat(chat_body("Solve the equation 3x + 5 = 20."))
+        chat = await gateway.chat(chat_body("Hi, how are you today?"))
+        records = await gateway.request_records()
+
+    assert math.headers["x-tierwise-tier"] == "mid"
+    assert chat.headers["x-tierwise-tier"] == "edge"
+    assert [(r["category"], r["tier"]) for r in records] == [("math", "mid"), ("chat", "edge")]
 
 
 async def test_deployment_by_name_skips_classifier(kit: GatewayKit) -> None:

@@ -10,7 +10,7 @@ public sets, each prompt shorter than 300 characters:
 - Arena-Hard-Auto v2.0 (Apache-2.0), selected for difficulty: the first ten English
   (ASCII-only) prompts of subcategory ``math``.  The classifier never saw Arena-Hard.
 
-The edge tier of the default policy is a 270M-parameter local model, so it should see
+The edge tier of the default policy is a 135M-parameter local model, so it should see
 almost none of these.  The bound is at most 3 of 20 (15%).  The classifier is a noisy
 estimate, and a few of the prompts (an order-of-magnitude estimate, for example) are
 within a small model's reach.  A router that treats short as easy sends many of them to

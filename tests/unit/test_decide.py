@@ -196,3 +196,42 @@ def test_unavailable_deployment_by_name_raises_with_reason() -> None:
     with pytest.raises(NoDeploymentAvailable) as raised:
         decide(make_policy(), {}, SHORT, requested="medium", unavailable_reason=lambda d: "KEY is not set")
     assert raised.value.message.startswith("The model 'medium' (mid tier) is unavailable because KEY is not set.")
+
+
+FLOORS = {"thresholds": {"edge": 0.7, "mid": 0.6}, "category_floors": {"math": "mid"}}
+
+
+def test_category_floor_lifts_the_cheapest_tier() -> None:
+    decision = decide(make_policy(**FLOORS), {"edge": 0.9, "mid": 0.9}, SHORT, requested="auto",
+                      category="math", **ALL_AVAILABLE)
+    assert decision.tier == "mid"
+    assert names(decision) == ["medium", "large"]
+    assert decision.reason == (
+        "edge met its threshold with 0.900 >= 0.700 but math prompts start at the mid tier; "
+        "mid score 0.900 >= threshold 0.600"
+    )
+
+
+def test_category_without_floor_routes_by_score() -> None:
+    decision = decide(make_policy(**FLOORS), {"edge": 0.9, "mid": 0.9}, SHORT, requested="auto",
+                      category="chat", **ALL_AVAILABLE)
+    assert decision.tier == "edge"
+
+
+def test_category_floor_falls_back_below_when_nothing_above_is_usable() -> None:
+    decision = decide(make_policy(**FLOORS), {"edge": 0.9, "mid": 0.9}, SHORT, requested="auto",
+                      category="math", is_available=lambda d: d.name == "small")
+    assert decision.tier == "edge"
+    assert names(decision) == ["small"]
+    assert decision.reason.endswith("; math prompts start at the mid tier, but no tier from there up is usable")
+
+
+def test_category_floor_does_not_apply_to_a_model_requested_by_name() -> None:
+    decision = decide(make_policy(**FLOORS), {}, SHORT, requested="small", category="math",
+                      **ALL_AVAILABLE)
+    assert decision.tier == "edge"
+
+
+def test_unknown_category_in_floors_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown category 'maths'"):
+        make_policy(thresholds={"edge": 0.7}, category_floors={"maths": "mid"})
