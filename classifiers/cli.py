@@ -118,7 +118,7 @@ def train(
     evaluation: Annotated[list[Path] | None, typer.Option(
         help="JSON written by `evaluate --json`, summarised in the model card; repeatable.")] = None,
 ) -> None:
-    """Train per-tier classifiers, print held-out metrics, and write an artifact.
+    """Train per-tier classifiers, print held-out metrics (with --holdout or test rows), and write an artifact.
 
     Exits with code 2 on invalid input, and with code 3 when --outcomes yields fewer
     trainable rows than --min-log-rows (the counts printed say why).
@@ -184,6 +184,12 @@ def _print_log_counts(counts: GatewayLogCounts) -> None:
 def _print_training_report(report: TrainReport) -> None:
     from rich.table import Table
 
+    if report.n_test == 0:
+        _console.print(f"trained on {report.n_train} rows and held none out, so there are no "
+                       "held-out metrics; pass --holdout 0.2 to hold out a fifth of the rows, or "
+                       "measure with `tierwise evaluate`")
+        _console.print(f"wrote {report.artifact}")
+        return
     table = Table(title=f"held-out metrics, model {report.version}")
     for column in ("source", "tier", "rows", "adequate rate", "ROC AUC", "Brier"):
         table.add_column(column)
@@ -254,10 +260,15 @@ def evaluate(
     from classifiers.artifact import ArtifactError, load_artifact
     from classifiers.evaluation import evaluate_records
     from classifiers.outcomes import imply_tiers, read_outcomes
-    from classifiers.report import print_evaluation, write_plot
+    from classifiers.report import check_plotting, print_evaluation, write_plot
 
     if split not in ("auto", "own", "kfold"):
         raise _fail(f"--split must be auto, own or kfold, got {split!r}")
+    if plot is not None:
+        try:
+            check_plotting()
+        except RuntimeError as exc:
+            raise _fail(str(exc)) from None
     use_split = None if split == "auto" else split == "own"
     try:
         mapping = parse_tier_map(tier_map) or None

@@ -10,6 +10,7 @@ Route LLMs with Preference Data"):
 - ``APGR`` is the area under PGR over the strong-call share ``k / n`` in [0, 1]
   (trapezoids over every k; RouteLLM samples 10 thresholds, so values differ slightly).
 - ``CPT(x)`` is the smallest strong-call share whose PGR reaches ``x``.
+- ``PGR(50%)`` is PGR with half of the calls sent to the strong model.
 
 Several tiers with per-call costs, after RouterBench (Hu et al. 2024):
 
@@ -59,9 +60,11 @@ def cpt(curve: np.ndarray, target: float) -> float:
 
 
 def routellm_metrics(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> dict[str, float]:
-    """Return APGR, CPT(50%), CPT(80%) and the weak/strong mean qualities."""
+    """Return APGR, PGR(50%), CPT(50%), CPT(80%) and the weak/strong mean qualities."""
     curve = pgr_curve(scores, weak, strong)
-    return {"apgr": apgr(curve), "cpt50": cpt(curve, 0.5), "cpt80": cpt(curve, 0.8),
+    half = np.interp(0.5, np.linspace(0.0, 1.0, len(curve)), curve)
+    return {"apgr": apgr(curve), "pgr50": float(half), "cpt50": cpt(curve, 0.5),
+            "cpt80": cpt(curve, 0.8),
             "weak_quality": float(np.mean(weak)), "strong_quality": float(np.mean(strong))}
 
 

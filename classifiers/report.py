@@ -19,6 +19,17 @@ def print_evaluation(result: dict[str, Any], console: Console) -> None:
         console.print(_cost_table(result["cost_quality"]))
 
 
+PLOT_INSTALL_HINT = "plotting needs matplotlib: pip install -e '.[plot]' (or matplotlib itself)"
+
+
+def check_plotting() -> None:
+    """Raise RuntimeError with an install hint when matplotlib is missing, before any work."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise RuntimeError(PLOT_INSTALL_HINT)
+
+
 def write_plot(result: dict[str, Any], path: Path) -> None:
     """Draw the cost-quality curves (or PGR summary) into a PNG at ``path``.
 
@@ -30,7 +41,7 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RuntimeError("plotting needs matplotlib: pip install 'tierwise[plot]'") from None
+        raise RuntimeError(PLOT_INSTALL_HINT) from None
     figure, axis = plt.subplots(figsize=(7, 5))
     if "cost_quality" in result:
         _draw_cost_curves(axis, result["cost_quality"])
@@ -43,19 +54,21 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
 
 
 def _routellm_table(table: dict[str, Any], tiers: list[str]) -> Table:
-    title = f"RouteLLM metrics, weak={tiers[0]} strong={tiers[-1]}, {table['rows']} rows"
+    title = (f"RouteLLM metrics, weak={tiers[0]} strong={tiers[-1]}, {table['rows']} rows "
+             "labelled for both")
     out = Table(title=title)
-    for column in ("router", "APGR", "CPT(50%)", "CPT(80%)"):
+    for column in ("router", "APGR", "PGR(50%)", "CPT(50%)", "CPT(80%)"):
         out.add_column(column)
     for name, values in table.items():
         if isinstance(values, dict):
-            out.add_row(name, f"{values['apgr']:.3f}", f"{values['cpt50']:.1%}",
-                        f"{values['cpt80']:.1%}")
+            pgr50 = values.get("pgr50")
+            out.add_row(name, f"{values['apgr']:.3f}", "-" if pgr50 is None else f"{pgr50:.3f}",
+                        f"{values['cpt50']:.1%}", f"{values['cpt80']:.1%}")
     return out
 
 
 def _cost_table(table: dict[str, Any]) -> Table:
-    title = (f"cost-quality, {table['rows']} rows; frontier quality {table['frontier_quality']:.3f}, "
+    title = (f"cost-quality, {table['rows']} rows with quality and cost for every tier; frontier quality {table['frontier_quality']:.3f}, "
              f"cost shares relative to always-frontier")
     out = Table(title=title)
     for column in ("router", "AIQ", "cost for 90%", "cost for 95%", "cost for 100%",

@@ -322,7 +322,9 @@ def _fit_head(rows: sp.csr_matrix, labels: np.ndarray, weights: np.ndarray, tier
     if y.size == 0 or np.unique(y).size < 2:
         raise TrainingError(
             f"tier {tier!r} has {int(y.size)} labelled rows with {np.unique(y).size} "
-            "class(es); it needs both adequate and inadequate examples"
+            "class(es); it needs both adequate and inadequate examples. A tier whose answers "
+            "were all adequate (or all inadequate) cannot be learnt from these rows: leave it "
+            "out with --tiers (for example --tiers edge,mid), or add rows where it failed"
         )
     if config.solver == "sgd" or (config.solver == "auto" and y.size > SGD_MIN_ROWS):
         if config.source_intercepts:

@@ -1,0 +1,74 @@
+"""What `classifier train` and `evaluate` print when something is missing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from classifiers import report
+from classifiers.cli import app, evaluate_app
+from classifiers.metrics import routellm_metrics
+
+runner = CliRunner()
+
+
+def _labelled_file(path: Path, rows: int = 40) -> Path:
+    """Rows where edge fails every third prompt, mid every fifth, and frontier never."""
+    lines = []
+    for i in range(rows):
+        outcomes = {
+            "edge": {"quality": 0.0 if i % 3 == 0 else 1.0},
+            "mid": {"quality": 0.0 if i % 5 == 0 else 1.0},
+            "frontier": {"quality": 1.0},
+        }
+        prompt = f"Question {i}: " + "explain this in detail " * (i % 7)
+        lines.append(json.dumps({"id": f"q{i}", "prompt": prompt, "outcomes": outcomes}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_tier_with_one_class_suggests_leaving_it_out(tmp_path: Path) -> None:
+    data = _labelled_file(tmp_path / "mine.jsonl")
+    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "model")])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert "tier 'frontier' has 40 labelled rows with 1 class(es)" in message
+    assert "leave it out with --tiers (for example --tiers edge,mid)" in message
+
+
+def test_training_without_held_out_rows_says_so(tmp_path: Path) -> None:
+    data = _labelled_file(tmp_path / "mine.jsonl")
+    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "model"),
+                                 "--tiers", "edge,mid"])
+    assert result.exit_code == 0, result.output
+    message = " ".join(result.output.split())
+    assert "held none out, so there are no held-out metrics; pass --holdout 0.2" in message
+    assert "held-out metrics, model" not in message
+
+
+def test_plot_without_matplotlib_fails_before_evaluating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    monkeypatch.setattr(report, "print_evaluation", lambda *a: pytest.fail("evaluation ran"))
+    result = runner.invoke(evaluate_app, ["--data", str(tmp_path / "absent.jsonl"),
+                                          "--plot", str(tmp_path / "curves.png")])
+    assert result.exit_code == 2
+    assert "plotting needs matplotlib: pip install -e '.[plot]'" in " ".join(result.output.split())
+
+
+def test_pgr_at_half_the_strong_calls() -> None:
+    weak = np.array([0.0, 0.0, 1.0, 1.0])
+    strong = np.array([1.0, 1.0, 1.0, 1.0])
+    # A perfect router sends the two prompts the weak model fails to the strong one first.
+    perfect = routellm_metrics(np.array([0.0, 0.0, 1.0, 1.0]), weak, strong)
+    worst = routellm_metrics(np.array([1.0, 1.0, 0.0, 0.0]), weak, strong)
+    assert perfect["pgr50"] == pytest.approx(1.0)
+    assert worst["pgr50"] == pytest.approx(0.0)
