@@ -75,7 +75,7 @@ class GatewayLogCounts:
         unmatched = ("labels ignored: their request is not in these files, "
                      "or belongs to another tenant")
         skipped = (
-            (self.cache_hits, "cache hits skipped: the answer came from the cache, not a tier"),
+            (self.cache_hits, "cache hits skipped without client feedback or a shadow score"),
             (self.failed, "failed or unrouted requests skipped"),
             (self.unlabelled, "requests skipped without client feedback or a shadow score"),
             (self.prompt_not_stored, not_stored),
@@ -236,9 +236,10 @@ def scan_gateway_log(paths: Iterable[str | Path]) -> GatewayLog:
     that did not parse, or a failed job) carries no score and never replaces the request.
     A label whose ``tenant`` differs from the request's is ignored.
 
-    A request becomes a labelled prompt, for the tier that served it, when it was not a
-    cache hit, was routed and answered (a tier and no error status), has a label, and its
-    record contains the conversation.  The gateway stores the conversation only when the
+    A request becomes a labelled prompt, for the tier that served it, when it was routed and
+    answered (a tier and no error status), has a label, and its record contains the
+    conversation.  A cache hit names the tier whose answer was stored, so a label on a hit
+    rates that tier; hits without a label are counted apart.  The gateway stores the conversation only when the
     policy sets ``outcomes.store_prompts: true``.
 
     Raises OutcomesError for a path that does not exist or a file that cannot be opened.
@@ -354,13 +355,13 @@ class _LogScanner:
 
     def _labelled(self, rid: str, request: dict[str, Any]) -> LabelledPrompt | None:
         counts = self.counts
-        if request.get("cache_hit"):
+        label = self._best_label(rid, request.get("tenant"))
+        if request.get("cache_hit") and label is None:
             counts.cache_hits += 1
             return None
         if not isinstance(request.get("tier"), str) or _failed(request):
             counts.failed += 1
             return None
-        label = self._best_label(rid, request.get("tenant"))
         if label is None:
             counts.unlabelled += 1
             return None

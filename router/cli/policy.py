@@ -141,7 +141,9 @@ def simulate_command(
             for name, candidate in policies.items()
         }
     tiers = [name for name, _ in new.ordered_tiers()]
-    typer.echo(f"{len(records)} logged requests, {len(feedback)} with feedback")
+    rated = sum((record.get("tenant"), record["request_id"]) in feedback for record in records)
+    typer.echo(f"{len(records)} routed requests in the log, {rated} of them with feedback "
+               "(cache hits and failed requests are left out)")
     typer.echo(f"{'':<16}" + "".join(f"{name:>14}" for name in results))
     for tier in tiers:
         cells = "".join(f"{r.share(tier):>14.1%}" for r in results.values())

@@ -109,16 +109,28 @@ def test_equal_timestamps_last_read_wins(tmp_path: Path) -> None:
     assert read_gateway_log([path])[0].quality == {"edge": 0.8}
 
 
-def test_cache_hits_skipped_and_counted(tmp_path: Path) -> None:
+def test_unlabelled_cache_hits_skipped_and_counted(tmp_path: Path) -> None:
     path = _write(tmp_path / "log.jsonl", [
-        _request("a", cache_hit=True, cost_usd=0.0),
-        _feedback("a", 1.0, ts=101.0),
+        _request("a", "first question", cache_hit=True, cost_usd=0.0),
         _request("b"),
         _feedback("b", 1.0, ts=101.0),
     ])
     log = scan_gateway_log([path])
     assert [r.id for r in log.records] == ["b"]
     assert log.counts.cache_hits == 1
+    assert log.counts.labelled == 1
+
+
+def test_label_on_cache_hit_rates_the_stored_answers_tier(tmp_path: Path) -> None:
+    # The hit's record names the tier whose answer was cached; the client rated that answer.
+    path = _write(tmp_path / "log.jsonl", [
+        _request("a", "what is 2+2?", cache_hit=True, cost_usd=0.0, tier="mid"),
+        _feedback("a", 0.0, ts=101.0),
+    ])
+    log = scan_gateway_log([path])
+    assert [r.id for r in log.records] == ["a"]
+    assert log.records[0].quality == {"mid": 0.0}
+    assert log.counts.cache_hits == 0
     assert log.counts.labelled == 1
 
 

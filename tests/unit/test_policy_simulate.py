@@ -113,5 +113,5 @@ def test_simulate_command_warns_about_tier_growth(tmp_path: Path) -> None:
         ["policy", "simulate", "--policy", str(proposed), "--outcomes", str(log), "--against", str(current)],
     )
     assert result.exit_code == 0, result.output
-    assert "3 logged requests, 2 with feedback" in result.output
+    assert "3 routed requests in the log, 2 of them with feedback" in result.output
     assert "WARNING: the edge tier would take 100.0% of requests instead of 33.3% (+66.7 percentage points)." in result.output
