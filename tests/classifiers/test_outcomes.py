@@ -91,7 +91,7 @@ def test_split_holds_out_test_rows_and_fraction(tmp_path: Path) -> None:
     assert 30 < len(test) < 75
 
 
-def test_gateway_log_joins_feedback_and_skips_cache_hits(tmp_path: Path) -> None:
+def test_gateway_log_joins_feedback_to_answers_and_cache_hits(tmp_path: Path) -> None:
     path = _write(tmp_path / "outcomes.jsonl", [
         {"request_id": "a", "tier": "edge", "model": "m", "scores": {}, "cache_hit": False,
          "messages": [{"role": "user", "content": "q1"}], "cost_usd": 0.001},
@@ -104,11 +104,12 @@ def test_gateway_log_joins_feedback_and_skips_cache_hits(tmp_path: Path) -> None
         {"type": "feedback", "request_id": "unknown", "score": 1.0},
     ])
     records = read_gateway_log([path])
-    assert len(records) == 1
-    assert records[0].id == "a"
+    assert [r.id for r in records] == ["a", "b"]
     assert records[0].quality == {"edge": 0.9}
     assert records[0].cost == {"edge": 0.001}
     assert records[0].source == "gateway-log"
+    # A hit costs nothing, so its row has a quality label and no cost.
+    assert (records[1].quality, records[1].cost) == ({"mid": 1.0}, {})
 
 
 def test_source_weights_balance_groups() -> None:
