@@ -193,7 +193,7 @@ def test_install_into_unwritable_folder_fails(tmp_path: Path) -> None:
         edge.install_model(blocker / "models")
 
 
-def test_missing_model_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_model_package_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(edge, "MODEL_PACKAGE", "tierwise_no_such_model_package")
     with pytest.raises(EdgeModelStartFailed, match=r"reinstall the edge extra with pip install"):
         edge.packaged_model()

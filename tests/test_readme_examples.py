@@ -17,7 +17,7 @@ def tierwise(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           text=True, check=False, timeout=120)
 
 
-def test_policy_check_example_names_the_right_line(tmp_path: Path) -> None:
+def test_check_example_quotes_real_line(tmp_path: Path) -> None:
     # The README's bad.yaml: the default policy with the edge context_window set to "lots".
     text = DEFAULT_POLICY.read_text(encoding="utf-8")
     (tmp_path / "bad.yaml").write_text(
@@ -29,7 +29,7 @@ def test_policy_check_example_names_the_right_line(tmp_path: Path) -> None:
     assert error_line in README
 
 
-def test_policy_diff_example_quotes_the_default_threshold(tmp_path: Path) -> None:
+def test_diff_example_quotes_real_threshold(tmp_path: Path) -> None:
     proposed = re.sub(r"(?m)^    edge: 0\.\d+", "    edge: 0.70", DEFAULT_POLICY.read_text())
     (tmp_path / "proposed.yaml").write_text(proposed, encoding="utf-8")
     result = tierwise("policy", "diff", str(DEFAULT_POLICY), "proposed.yaml", cwd=tmp_path)

@@ -32,7 +32,7 @@ def _labelled_file(path: Path, rows: int = 40) -> Path:
     return path
 
 
-def test_tier_with_one_class_suggests_leaving_it_out(tmp_path: Path) -> None:
+def test_one_class_tier_suggests_tiers(tmp_path: Path) -> None:
     data = _labelled_file(tmp_path / "mine.jsonl")
     result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "model")])
     assert result.exit_code == 2
@@ -41,7 +41,7 @@ def test_tier_with_one_class_suggests_leaving_it_out(tmp_path: Path) -> None:
     assert "leave it out with --tiers (for example --tiers edge,mid)" in message
 
 
-def test_training_without_held_out_rows_says_so(tmp_path: Path) -> None:
+def test_no_holdout_says_so(tmp_path: Path) -> None:
     data = _labelled_file(tmp_path / "mine.jsonl")
     result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "model"),
                                  "--tiers", "edge,mid"])
@@ -51,7 +51,7 @@ def test_training_without_held_out_rows_says_so(tmp_path: Path) -> None:
     assert "held-out metrics, model" not in message
 
 
-def test_plot_without_matplotlib_fails_before_evaluating(
+def test_plot_checks_matplotlib_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_find_spec = importlib.util.find_spec
@@ -64,7 +64,7 @@ def test_plot_without_matplotlib_fails_before_evaluating(
     assert "plotting needs matplotlib: pip install -e '.[plot]'" in " ".join(result.output.split())
 
 
-def test_pgr_at_half_the_strong_calls() -> None:
+def test_pgr_at_half_strong_calls() -> None:
     weak = np.array([0.0, 0.0, 1.0, 1.0])
     strong = np.array([1.0, 1.0, 1.0, 1.0])
     # A perfect router sends the two prompts the weak model fails to the strong one first.

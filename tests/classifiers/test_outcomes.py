@@ -91,7 +91,7 @@ def test_split_holds_out_test_rows_and_fraction(tmp_path: Path) -> None:
     assert 30 < len(test) < 75
 
 
-def test_gateway_log_joins_feedback_to_answers_and_cache_hits(tmp_path: Path) -> None:
+def test_log_joins_feedback_to_hits(tmp_path: Path) -> None:
     path = _write(tmp_path / "outcomes.jsonl", [
         {"request_id": "a", "tier": "edge", "model": "m", "scores": {}, "cache_hit": False,
          "messages": [{"role": "user", "content": "q1"}], "cost_usd": 0.001},

@@ -121,7 +121,7 @@ def test_unlabelled_cache_hits_skipped_and_counted(tmp_path: Path) -> None:
     assert log.counts.labelled == 1
 
 
-def test_label_on_cache_hit_rates_the_stored_answers_tier(tmp_path: Path) -> None:
+def test_hit_label_rates_stored_tier(tmp_path: Path) -> None:
     # The hit's record names the tier whose answer was cached; the client rated that answer.
     path = _write(tmp_path / "log.jsonl", [
         _request("a", "what is 2+2?", cache_hit=True, cost_usd=0.0, tier="mid"),

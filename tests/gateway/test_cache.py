@@ -428,7 +428,7 @@ async def test_unreachable_redis_still_serves(kit: GatewayKit) -> None:
     assert len(spool[0].read_bytes().splitlines()) == 2
 
 
-async def test_policy_edit_keeps_entries_unless_routing_changes(redis_kit: GatewayKit) -> None:
+async def test_policy_edit_keeps_cache_entries(redis_kit: GatewayKit) -> None:
     async with redis_kit.running(use_redis=True) as gateway:
         stored = await gateway.chat(BASE)
         document = policy_document(redis_kit.base_urls)

@@ -218,7 +218,7 @@ def test_category_without_floor_routes_by_score() -> None:
     assert decision.tier == "edge"
 
 
-def test_category_floor_falls_back_below_when_nothing_above_is_usable() -> None:
+def test_category_floor_falls_back_below() -> None:
     decision = decide(make_policy(**FLOORS), {"edge": 0.9, "mid": 0.9}, SHORT, requested="auto",
                       category="math", is_available=lambda d: d.name == "small")
     assert decision.tier == "edge"
@@ -226,7 +226,7 @@ def test_category_floor_falls_back_below_when_nothing_above_is_usable() -> None:
     assert decision.reason.endswith("; math prompts start at the mid tier, but no tier from there up is usable")
 
 
-def test_category_floor_does_not_apply_to_a_model_requested_by_name() -> None:
+def test_category_floor_skips_named_model() -> None:
     decision = decide(make_policy(**FLOORS), {}, SHORT, requested="small", category="math",
                       **ALL_AVAILABLE)
     assert decision.tier == "edge"
