@@ -1,14 +1,27 @@
-"""Converters from the public data folders (skipped when the folders are absent)."""
+"""Converters from public data files.
+
+Tests marked ``shared_data`` read the public data folder and skip when it is absent.
+The others write small files in the published layout to a temporary folder.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from classifiers.datasets import DatasetError, convert, routerbench_records, shared_data_dir
-
-pytestmark = pytest.mark.shared_data
+from classifiers.datasets import (
+    CONVERTERS,
+    ROUTERBENCH_FILES,
+    DatasetError,
+    convert,
+    routerbench_records,
+    shared_data_dir,
+)
 
 
 def _folder(name: str) -> Path:
@@ -18,6 +31,7 @@ def _folder(name: str) -> Path:
     return folder
 
 
+@pytest.mark.shared_data
 def test_routerbench_dedupes_on_sample_id(routerbench_dir: Path) -> None:
     records = list(routerbench_records(routerbench_dir))
     ids = [r["id"] for r in records]
@@ -28,6 +42,7 @@ def test_routerbench_dedupes_on_sample_id(routerbench_dir: Path) -> None:
     assert first["source"].startswith("routerbench/")
 
 
+@pytest.mark.shared_data
 def test_routerbench_id_in_both_splits_is_test(routerbench_dir: Path) -> None:
     records = list(routerbench_records(routerbench_dir))
     test_count = sum(r["split"] == "test" for r in records)
@@ -35,6 +50,7 @@ def test_routerbench_id_in_both_splits_is_test(routerbench_dir: Path) -> None:
     assert 940 <= test_count <= 953
 
 
+@pytest.mark.shared_data
 def test_routellm_converters_read_two_models() -> None:
     _folder("routellm-evals")
     mmlu = list(convert("routellm-mmlu"))
@@ -46,6 +62,7 @@ def test_routellm_converters_read_two_models() -> None:
     assert len({r["prompt"] for r in mmlu}) == len(mmlu)
 
 
+@pytest.mark.shared_data
 def test_gsm8k_openai_has_six_systems() -> None:
     _folder("gsm8k-openai")
     records = list(convert("gsm8k-openai"))
@@ -63,6 +80,7 @@ def test_convert_rejects_missing_folder(tmp_path: Path) -> None:
         convert("routerbench", tmp_path / "absent")
 
 
+@pytest.mark.shared_data
 def test_routerarena_has_two_models_with_costs() -> None:
     _folder("routerarena-cached")
     records = list(convert("routerarena"))
@@ -74,3 +92,300 @@ def test_routerarena_has_two_models_with_costs() -> None:
     assert 0.0 <= outcome["quality"] <= 1.0
     assert outcome["cost_usd"] > 0
     assert outcome["tokens_in"] > 0
+
+
+# --- Published files against the derived tidy/ files ---------------------------------
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["routerbench", "gsm8k-openai", "routerarena"])
+def test_published_files_match_tidy_records(name: str, tmp_path: Path) -> None:
+    folder = _folder(CONVERTERS[name].folder)
+    if not (folder / "tidy").is_dir():
+        pytest.skip(f"{folder / 'tidy'} not found; there is nothing to compare with")
+    originals_only = tmp_path / "originals" / folder.name
+    tidy_only = tmp_path / "tidy" / folder.name
+    originals_only.mkdir(parents=True)
+    tidy_only.mkdir(parents=True)
+    for entry in folder.iterdir():
+        if entry.name != "tidy":
+            (originals_only / entry.name).symlink_to(entry)
+    (tidy_only / "tidy").symlink_to(folder / "tidy")
+    # gsm8k-openai looks for RouteLLM's results in a routellm-evals folder beside its own.
+    routellm = shared_data_dir() / "routellm-evals"
+    if routellm.is_dir():
+        (tmp_path / "originals" / "routellm-evals").symlink_to(routellm)
+
+    from_originals = list(convert(name, originals_only))
+    from_tidy = list(convert(name, tidy_only))
+
+    assert len(from_originals) == len(from_tidy)
+    for index, (original, tidy) in enumerate(zip(from_originals, from_tidy)):
+        assert original == tidy, f"record {index} ({tidy['id']}) differs"
+
+
+# --- Small files in the published layout ---------------------------------------------
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _write_jsonl(path: Path, items: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
+
+
+def _routerbench_row(sample_id: str, prompt: list[str], score_a: str, cost_a: str) -> dict[str, str]:
+    # Column order of RouterDC's files: scores, then responses, then costs.
+    return {
+        "": "0", "sample_id": sample_id, "prompt": repr(prompt), "eval_name": "arc-challenge",
+        "model-a": score_a, "model-b": "0.0",
+        "model-a|model_response": "A", "model-b|model_response": "B",
+        "model-b|total_cost": "0.5", "model-a|total_cost": cost_a,
+        "oracle_model_to_route_to": "model-a",
+    }
+
+
+def _write_routerbench(folder: Path, prompt: list[str] | None = None) -> None:
+    few_shot = ["Q: one?\nA) yes\nAnswer:\nA\n\nQ: two?\nA) no\nAnswer:"]
+    rows = {
+        "arc_challenge_test": [_routerbench_row("arc.1", prompt or few_shot, "1.0", "0.001")],
+        "arc_challenge_train": [_routerbench_row("arc.1", ["train copy"], "0.0", "0.002"),
+                                _routerbench_row("arc.2", ["Q: three?"], "", ""),
+                                _routerbench_row("arc.2", ["repeat"], "1.0", "0.003")],
+    }
+    for relative in ROUTERBENCH_FILES:
+        stem = Path(relative).stem
+        default = [_routerbench_row(f"{stem}.1", ["Q: other?"], "1.0", "0.004")]
+        _write_csv(folder / relative, rows.get(stem, default))
+
+
+def test_routerbench_reads_published_csv(tmp_path: Path) -> None:
+    _write_routerbench(tmp_path)
+
+    records = {r["id"]: r for r in routerbench_records(tmp_path)}
+
+    assert len(records) == 2 + 4  # arc.1 and arc.2, then one row in each other file
+    assert records["arc.1"]["prompt"] == "Q: two?\nA) no\nAnswer:"
+    assert records["arc.1"]["split"] == "test"
+    assert records["arc.1"]["source"] == "routerbench/arc-challenge"
+    assert list(records["arc.1"]["outcomes"]) == ["model-b", "model-a"]
+    assert records["arc.1"]["outcomes"]["model-a"] == {"quality": 1.0, "cost_usd": 0.001}
+    assert records["arc.2"]["prompt"] == "Q: three?"
+    assert records["arc.2"]["split"] == "train"
+    assert list(records["arc.2"]["outcomes"]) == ["model-b"]
+
+
+def test_routerbench_prefers_published_files(tmp_path: Path) -> None:
+    _write_routerbench(tmp_path)
+    _write_csv(tmp_path / "tidy/routerbench.csv", [
+        {"sample_id": "tidy.1", "split": "train", "eval_name": "mbpp", "question": "tidy",
+         "model-a": "1", "model-a|total_cost": "0.1"},
+    ])
+
+    records = list(routerbench_records(tmp_path))
+
+    assert records[0]["id"] == "arc.1"
+    assert "tidy.1" not in {r["id"] for r in records}
+
+
+def test_routerbench_falls_back_to_tidy(tmp_path: Path) -> None:
+    _write_csv(tmp_path / "tidy/routerbench.csv", [
+        {"sample_id": "tidy.1", "split": "train", "eval_name": "mbpp", "question": "tidy",
+         "model-a": "1", "model-a|total_cost": "0.1"},
+    ])
+
+    records = list(routerbench_records(tmp_path))
+
+    assert records == [{
+        "id": "tidy.1", "prompt": "tidy", "split": "train", "source": "routerbench/mbpp",
+        "outcomes": {"model-a": {"quality": 1.0, "cost_usd": 0.1}},
+    }]
+
+
+def test_routerbench_rejects_prompt_not_a_list(tmp_path: Path) -> None:
+    _write_routerbench(tmp_path)
+    row = _routerbench_row("arc.1", ["x"], "1.0", "0.001")
+    row["prompt"] = "plain text"
+    _write_csv(tmp_path / ROUTERBENCH_FILES[0], [row])
+
+    with pytest.raises(DatasetError, match="sample arc.1: prompt is not a Python list"):
+        list(routerbench_records(tmp_path))
+
+
+def _write_gsm8k(data: Path, second_solution_question: str = "How many?") -> Path:
+    folder = data / "gsm8k-openai"
+    questions = ["What is 1+1?", "How many?"]
+    _write_jsonl(folder / "grade_school_math/data/test.jsonl",
+                 [{"question": q, "answer": "#### 2"} for q in questions])
+    solved = [
+        {"question": questions[0], "ground_truth": "2",
+         "6b_finetuning": {"is_correct": True, "solution": "2"},
+         "6b_verification": {"is_correct": False, "solution": "3"},
+         "175b_finetuning": {"is_correct": True, "solution": "2"},
+         "175b_verification": {"is_correct": True, "solution": "2"}},
+        {"question": second_solution_question, "ground_truth": "4",
+         "6b_finetuning": {"is_correct": False, "solution": "1"},
+         "6b_verification": {"is_correct": False, "solution": "1"},
+         "175b_finetuning": {"is_correct": False, "solution": "1"},
+         "175b_verification": {"is_correct": True, "solution": "4"}},
+    ]
+    _write_jsonl(folder / "grade_school_math/data/example_model_solutions.jsonl", solved)
+    return folder
+
+
+def _write_routellm_gsm8k(data: Path) -> None:
+    _write_csv(data / "routellm-evals/routellm/evals/gsm8k/gsm8k_responses.csv", [
+        {"prompt": "How many?", "mistralai/Mixtral-8x7B-Instruct-v0.1": "False",
+         "gpt-4-1106-preview": "True", "mistralai/Mixtral-8x7B-Instruct-v0.1_response": "1",
+         "gpt-4-1106-preview_response": "4"},
+    ])
+
+
+def test_gsm8k_openai_joins_routellm_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIERWISE_SHARED_DATA", str(tmp_path))
+    folder = _write_gsm8k(tmp_path)
+    _write_routellm_gsm8k(tmp_path)
+
+    records = list(convert("gsm8k-openai", folder))
+
+    assert [r["id"] for r in records] == ["gsm8k-openai/0", "gsm8k-openai/1"]
+    assert records[1]["prompt"] == "How many?"
+    assert list(records[1]["outcomes"]) == [
+        "gpt3-6b-finetune", "gpt3-6b-verifier", "gpt3-175b-finetune", "gpt3-175b-verifier",
+        "mixtral-8x7b-instruct", "gpt-4-1106-preview",
+    ]
+    assert records[1]["outcomes"]["gpt3-175b-verifier"] == {"quality": 1.0}
+    assert records[1]["outcomes"]["mixtral-8x7b-instruct"] == {"quality": 0.0}
+    assert records[1]["outcomes"]["gpt-4-1106-preview"] == {"quality": 1.0}
+    assert "mixtral-8x7b-instruct" not in records[0]["outcomes"]
+
+
+def test_gsm8k_openai_without_routellm_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TIERWISE_SHARED_DATA", str(tmp_path))
+    folder = _write_gsm8k(tmp_path)
+
+    with caplog.at_level(logging.WARNING, logger="classifiers.datasets"):
+        records = list(convert("gsm8k-openai", folder))
+
+    assert len(records[1]["outcomes"]) == 4
+    assert "four GPT-3 systems only" in caplog.text
+
+
+def test_gsm8k_openai_rejects_misaligned_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIERWISE_SHARED_DATA", str(tmp_path))
+    folder = _write_gsm8k(tmp_path, second_solution_question="Another question?")
+
+    with pytest.raises(DatasetError, match="line 2 has another question"):
+        list(convert("gsm8k-openai", folder))
+
+
+def _arena_result(index: str, score: float | None, cost: float | None) -> dict[str, Any]:
+    return {
+        "global_index": index, "question": f"Question {index}", "llm_selected": "m",
+        "generated_answer": "x", "success": True,
+        "token_usage": {"input_tokens": 100, "output_tokens": 20, "total_tokens": 120},
+        "evaluation_result": {"score": score, "metric": "mcq_accuracy", "inference_cost": cost},
+    }
+
+
+def _write_routerarena(folder: Path) -> None:
+    _write_jsonl(folder / "cached_results/a-model.jsonl", [
+        _arena_result("MMLUPro_law_12", 1.0, 0.002),
+        _arena_result("GSM8K_3", None, None),
+    ])
+    _write_jsonl(folder / "cached_results/b-model.jsonl", [
+        _arena_result("GSM8K_3", 0.25, None),
+        _arena_result("MMLUPro_law_12", 0.0, 0.001),
+        _arena_result("AIME_7", 1.0, 0.004),
+    ])
+    prices = {"b-model": {"input_token_price_per_million": 1.0,
+                          "output_token_price_per_million": 5.0}}
+    (folder / "model_cost").mkdir()
+    (folder / "model_cost/cost.json").write_text(json.dumps(prices), encoding="utf-8")
+
+
+def test_routerarena_reads_cached_results(tmp_path: Path) -> None:
+    _write_routerarena(tmp_path)
+
+    records = list(convert("routerarena", tmp_path))
+
+    assert [r["id"] for r in records] == [
+        "routerarena/MMLUPro_law_12", "routerarena/GSM8K_3", "routerarena/AIME_7"]
+    assert records[0]["source"] == "routerarena/MMLUPro_law"
+    assert list(records[0]["outcomes"]) == ["a-model", "b-model"]
+    assert records[0]["outcomes"]["a-model"] == {
+        "quality": 1.0, "cost_usd": 0.002, "tokens_in": 100.0, "tokens_out": 20.0}
+    # a-model has no score for GSM8K_3; b-model has no recorded cost, so it is priced.
+    assert list(records[1]["outcomes"]) == ["b-model"]
+    assert records[1]["outcomes"]["b-model"]["cost_usd"] == pytest.approx(0.0002)
+    assert list(records[2]["outcomes"]) == ["b-model"]
+
+
+def test_routerarena_prefers_published_files(tmp_path: Path) -> None:
+    _write_routerarena(tmp_path)
+    _write_csv(tmp_path / "tidy/routerarena.csv", [
+        {"global_index": "X_1", "source": "X", "metric": "exact_match", "question": "tidy",
+         "m|score": "1.0", "m|input_tokens": "1", "m|output_tokens": "1", "m|cost_usd": "0.1"},
+    ])
+
+    records = list(convert("routerarena", tmp_path))
+
+    assert records[0]["id"] == "routerarena/MMLUPro_law_12"
+
+
+def test_routerarena_falls_back_to_tidy(tmp_path: Path) -> None:
+    _write_csv(tmp_path / "tidy/routerarena.csv", [
+        {"global_index": "X_1", "source": "X", "metric": "exact_match", "question": "tidy",
+         "m|score": "1.0", "m|input_tokens": "1", "m|output_tokens": "2", "m|cost_usd": "0.1"},
+    ])
+
+    records = list(convert("routerarena", tmp_path))
+
+    assert records == [{
+        "id": "routerarena/X_1", "prompt": "tidy", "source": "routerarena/X",
+        "outcomes": {"m": {"quality": 1.0, "cost_usd": 0.1, "tokens_in": 1.0, "tokens_out": 2.0}},
+    }]
+
+
+def test_routerarena_rejects_result_without_question(tmp_path: Path) -> None:
+    _write_routerarena(tmp_path)
+    result = _arena_result("AIME_8", 1.0, 0.001)
+    del result["question"]
+    _write_jsonl(tmp_path / "cached_results/a-model.jsonl", [result])
+
+    with pytest.raises(DatasetError, match="record 1 has no question field"):
+        list(convert("routerarena", tmp_path))
+
+
+@pytest.mark.parametrize("name", list(CONVERTERS))
+def test_missing_files_error_names_source(name: str, tmp_path: Path) -> None:
+    data_set = CONVERTERS[name]
+
+    with pytest.raises(DatasetError) as caught:
+        list(convert(name, tmp_path))
+
+    message = str(caught.value)
+    assert f"{tmp_path}: missing " in message
+    assert data_set.repository in message
+    for relative in data_set.files:
+        assert relative in message
+    assert "TIERWISE_SHARED_DATA" in message
+    assert "--source" in message
+
+
+def test_missing_folder_error_names_repository(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError) as caught:
+        convert("gsm8k-openai", tmp_path / "absent")
+
+    message = str(caught.value)
+    assert "folder not found" in message
+    assert "https://github.com/openai/grade-school-math" in message
+    assert "grade_school_math/data/test.jsonl" in message
