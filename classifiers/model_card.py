@@ -13,13 +13,15 @@ MODEL_CARD_FILE = "MODEL_CARD.md"
 # classifiers.datasets produce; a group missing here is listed as not a known public set.
 KNOWN_SOURCES: dict[str, tuple[str, str]] = {
     "routerbench": ("RouterBench 0-shot subset (ARC-Challenge, MBPP, Winogrande; RouterDC split)",
-                    "MIT (RouterBench code repository)"),
+                    "none stated for the data (RouterBench's code repository is MIT)"),
     "routellm-mmlu": ("RouteLLM evals: MMLU responses of Mixtral-8x7B-Instruct and GPT-4-1106",
                       "Apache-2.0"),
     "routellm-gsm8k": ("RouteLLM evals: GSM8K responses of Mixtral-8x7B-Instruct and GPT-4-1106",
                        "Apache-2.0"),
     "gsm8k-openai": (("GSM8K test set with correctness of four GPT-3 systems (6B and 175B, "
-                      "fine-tuned or verifier-ranked; openai/grade-school-math)"), "MIT"),
+                      "fine-tuned or verifier-ranked; openai/grade-school-math) and of "
+                      "Mixtral-8x7B-Instruct and GPT-4-1106 (RouteLLM evals)"),
+                     "MIT (openai/grade-school-math); Apache-2.0 (RouteLLM's results)"),
     "routerarena": (("RouterArena cached results, sub_10 split: 809 prompts from 78 benchmarks "
                      "with scores of Claude 3 Haiku and Gemini 2.0 Flash (RouteWorks/RouterArena)"),
                     "Apache-2.0 (repository; the prompts come from the benchmarks it samples)"),
