@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from classifiers.datasets import shared_data_dir
+from classifiers.datasets import ROUTERBENCH_FILES, shared_data_dir
 from classifiers.outcomes import LabelledPrompt
 
 
@@ -16,7 +16,8 @@ from classifiers.outcomes import LabelledPrompt
 def routerbench_dir() -> Path:
     """The RouterBench subset folder; tests that need it skip when it is absent."""
     folder = shared_data_dir() / "routerbench-subset"
-    if not (folder / "tidy" / "routerbench.csv").is_file():
+    published = all((folder / name).is_file() for name in ROUTERBENCH_FILES)
+    if not (published or (folder / "tidy" / "routerbench.csv").is_file()):
         pytest.skip(f"public data not found at {folder}; set TIERWISE_SHARED_DATA")
     return folder
 
