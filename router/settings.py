@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     local_model: bool = Field(
         default=True, description="Start the local edge model when the edge extra is installed."
     )
+    model_dir: Path | None = Field(
+        default=None,
+        description="Folder where the local edge model's GGUF file (253 MB) is assembled once "
+        "and reused; ~/.cache/tierwise/models when unset.",
+    )
     feedback_secret: SecretStr | None = Field(
         default=None,
         description="Key of the MAC that binds each issued request id to its tenant, so that "
