@@ -31,17 +31,17 @@ $(VENV)/bin/python:
 	$(PIP) install --quiet --upgrade pip
 
 # Each install writes a stamp file into the venv, so pip runs again only when pyproject.toml
-# is newer than the stamp or the venv is new. The install is editable, so changed source files
-# need no reinstall. Delete the stamp files to force one.
+# or setup.py is newer than the stamp, or the venv is new. The install is editable, so changed
+# source files need no reinstall. Delete the stamp files to force one.
 #
 # The edge extra compiles llama-cpp-python from source on first install (8.7 CPU-minutes for
 # 0.3.36, about 5 minutes on 2 idle cores); pip's wheel cache makes later installs take seconds.
-$(VENV)/.installed-edge: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.installed-edge: pyproject.toml setup.py | $(VENV)/bin/python
 	@echo "== pip install -e '.[edge]' into $(VENV)"
 	$(PIP) install -e '.[edge]'
 	touch $@
 
-$(VENV)/.installed-test-edge: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.installed-test-edge: pyproject.toml setup.py | $(VENV)/bin/python
 	@echo "== pip install -e '.[test,edge]' into $(VENV)"
 	$(PIP) install -e '.[test,edge]'
 	touch $@

@@ -10,7 +10,10 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The checkout's policies/ folder; container images copy it and set TIERWISE_POLICY.
-BUNDLED_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+_CHECKOUT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+# The copy that setup.py writes into every wheel, for installs without a checkout.
+_PACKAGED_POLICY = Path(__file__).resolve().parent / "bundled_policies" / "default.yaml"
+BUNDLED_POLICY = _CHECKOUT_POLICY if _CHECKOUT_POLICY.is_file() else _PACKAGED_POLICY
 # Braces would change the Redis Cluster hash tag of every key, and ':' separates key parts.
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 
