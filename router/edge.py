@@ -386,6 +386,9 @@ class EdgeModelServer:
 
     async def _lists_model(self, session: aiohttp.ClientSession, url: str) -> bool:
         # Checking the listed id guards against another server that already owns the port.
+        # NOTE: it does not catch a second gateway's server that took the port while this
+        # child was still loading. That server lists the same id, so start() returns, this
+        # child then exits on the bind error, and requests go to the other gateway's model.
         try:
             async with session.get(url) as response:
                 if response.status != 200:
