@@ -22,6 +22,7 @@ import runpy
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,8 @@ _CHILD_ENV_NAMES = frozenset(
     }
 )
 _CHILD_ENV_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_", "GGML_")
+# The value of the state column ("st") of /proc/net/tcp for a socket in the LISTEN state.
+_TCP_LISTEN = "0A"
 # How often the child checks that the gateway process is still its parent, in seconds.
 _PARENT_POLL_S = 1.0
 # How long an orphaned child waits for its own graceful shutdown before it exits hard.
@@ -172,6 +175,33 @@ def _pick_free_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _process_listens_on(pid: int, port: int) -> bool | None:
+    """Return whether process ``pid`` has a listening TCP socket on HOST:``port``.
+
+    Reads Linux's /proc: the socket inodes listening on the address in /proc/net/tcp, and
+    the process's open sockets in /proc/PID/fd. Returns None where either cannot be read.
+    """
+    # /proc/net/tcp prints the address as a hex number in host byte order.
+    address = "%08X:%04X" % (struct.unpack("=I", socket.inet_aton(HOST))[0], port)
+    try:
+        table = Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return None
+    listening = {
+        f"socket:[{fields[9]}]"
+        for fields in (line.split() for line in table)
+        if fields[1] == address and fields[3] == _TCP_LISTEN
+    }
+    for descriptor in descriptors:
+        try:
+            if os.readlink(descriptor) in listening:
+                return True
+        except OSError:
+            continue  # closed since the listing
+    return False
 
 
 def _port_is_free(port: int) -> bool:
@@ -375,7 +405,7 @@ class EdgeModelServer:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
                 self._raise_if_exited()
-                if await self._lists_model(session, url):
+                if await self._lists_model(session, url) and self._child_owns_port():
                     return
                 if time.monotonic() > deadline:
                     raise EdgeModelStartFailed(
@@ -384,11 +414,18 @@ class EdgeModelServer:
                     )
                 await asyncio.sleep(0.1)
 
+    def _child_owns_port(self) -> bool:
+        # Another gateway's server may take the port while this child is still loading the
+        # model. It lists the same id, so without this check start() would return, this
+        # child would exit on the bind error, and requests would go to the other model.
+        if self._process is None or self._port is None:
+            return False
+        owns = _process_listens_on(self._process.pid, self._port)
+        # NOTE: without Linux's /proc the owner is unknown, and the listed id is the only check.
+        return owns is None or owns
+
     async def _lists_model(self, session: aiohttp.ClientSession, url: str) -> bool:
         # Checking the listed id guards against another server that already owns the port.
-        # NOTE: it does not catch a second gateway's server that took the port while this
-        # child was still loading. That server lists the same id, so start() returns, this
-        # child then exits on the bind error, and requests go to the other gateway's model.
         try:
             async with session.get(url) as response:
                 if response.status != 200:
@@ -402,11 +439,20 @@ class EdgeModelServer:
         if self._process is None:
             raise EdgeModelStartFailed("the llama.cpp server was stopped while starting")
         exit_code = self._process.poll()
-        if exit_code is not None:
+        if exit_code is None:
+            return
+        tail = self._log_tail()
+        # Another process may take the port between the check in start() and the bind,
+        # for example a second gateway that starts at the same time.
+        if "address already in use" in tail:
             raise EdgeModelStartFailed(
-                f"the llama.cpp server exited with code {exit_code} before it was ready; "
-                f"{self._log_tail()}"
+                f"the llama.cpp server exited with code {exit_code} because port {self._port} "
+                f"on {HOST} is already in use; stop the process that listens on it, or "
+                f"{self.port_hint}; {tail}"
             )
+        raise EdgeModelStartFailed(
+            f"the llama.cpp server exited with code {exit_code} before it was ready; {tail}"
+        )
 
     def _log_tail(self) -> str:
         if self._workdir is None:
