@@ -346,7 +346,8 @@
       row.appendChild(cell);
       body.appendChild(row);
     }
-    setText("feedback-note", count(data.feedback.received) + " feedback records received; " +
+    const records = data.feedback.received === 1 ? " feedback record received; " : " feedback records received; ";
+    setText("feedback-note", count(data.feedback.received) + records +
       count(data.feedback.unmatched) + " did not match a recent successful request of the same tenant.");
   }
 
