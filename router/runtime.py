@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -21,7 +22,7 @@ from router.policy.schema import Deployment
 from router.policy.store import PolicyStore
 from router.redis_link import RedisLink
 from router.request_ids import RequestIdSigner, load_signer
-from router.settings import Settings
+from router.settings import BUNDLED_POLICY, Settings
 from router.shadow.budget import ShadowBudget
 from router.shadow.sampler import ShadowSampler
 from router.upstream.direct import DirectTransport
@@ -87,6 +88,7 @@ class Runtime:
     """Runs shadow evaluation jobs; idle unless the policy enables ``shadow``."""
 
     def __post_init__(self) -> None:
+        self.policies.on_reload = lambda _loaded: self.warn_unscored_tiers()
         self.metrics = GatewayMetrics(lambda: gateway_state(self))
         self.dashboard = DashboardAggregates()
         self.evaluation = EvaluationReport(self.settings.evaluation_report)
@@ -162,6 +164,32 @@ class Runtime:
         if self.redis is not None and not await self.redis.ping():
             log.warning("redis_unreachable_at_start", hint="serving without cache until it responds")
         self._log_tiers()
+        self.warn_unscored_tiers()
+
+    def warn_unscored_tiers(self) -> None:
+        """Log a warning for each tier that has a threshold but no classifier score.
+
+        `tierwise policy publish` rejects such a pairing, but a policy file and a classifier
+        folder given at start, or a policy file edited later, are not checked against each
+        other.
+        """
+        loaded = self.policies.current
+        unscored = sorted(set(loaded.policy.routing.thresholds) - set(self.scorer.tiers))
+        for tier in unscored:
+            log.warning(
+                "classifier_cannot_score_tier",
+                tier=tier,
+                classifier=self.scorer.version,
+                classifier_tiers=list(self.scorer.tiers),
+                policy=loaded.version,
+                effect=f"score-based routing never picks the {tier} tier because its threshold "
+                f"can never be met; {tier} serves only requests that name its deployments, and "
+                "requests for which it is the most capable available tier",
+                # Deleting only the threshold would not help: a tier without a threshold
+                # takes every request that cheaper tiers did not take.
+                fix=f"use a classifier that scores {tier}, or remove the {tier} tier from the "
+                "policy",
+            )
 
     async def _start_distribution(self, redis_url: str) -> None:
         from router.distribution.keys import DistributionKeys
@@ -191,16 +219,34 @@ class Runtime:
             self.local_model_status = f"edge extra unavailable: {reason}"
             self.local_model_state = "not_installed"
             return
+        # The policy validator requires an explicit port in every local_model api_base.
+        # NOTE: one server is started, on the port of the first local_model deployment, and
+        # a policy reload that changes the port takes effect only after a restart.
         port = urlsplit(local[0].api_base or "").port
-        server = EdgeModelServer(port=port)
+        server = EdgeModelServer(
+            model_dir=self.settings.model_dir,
+            port=port,
+            port_hint=self._local_port_hint(local[0]),
+        )
         self.extra["local_model"] = server
         self.local_model_status = self.local_model_state = "starting"
         # The model loads in the background, so the gateway serves the other tiers at once.
         self.extra["local_model_task"] = asyncio.create_task(self._run_local_model(server))
 
+    def _local_port_hint(self, deployment: Deployment) -> str:
+        """Return how to configure another local model port, worded to end the busy-port error."""
+        port_field = f"the port in the api_base of deployment '{deployment.name}'"
+        if self.settings.policy.resolve() == BUNDLED_POLICY.resolve():
+            return (
+                f"copy the bundled policy {BUNDLED_POLICY}, change {port_field} in the copy, and "
+                "start the gateway with --policy COPY (or TIERWISE_POLICY=COPY)"
+            )
+        return f"change {port_field} in the policy {self.settings.policy}"
+
     async def _run_local_model(self, server: Any) -> None:
         from router.edge import EdgeModelError
 
+        started = time.monotonic()
         try:
             await server.start()
         except EdgeModelError as exc:
@@ -209,6 +255,15 @@ class Runtime:
             log.warning("local_model_unavailable", reason=str(exc))
             return
         self.local_model_status = self.local_model_state = "ready"
+        deployments = [
+            d.name for d in self.policies.current.policy.all_deployments() if d.local_model
+        ]
+        log.info(
+            "local_model_ready",
+            deployments=deployments,
+            port=server.port,
+            seconds=round(time.monotonic() - started, 1),
+        )
 
     async def stop(self) -> None:
         # Shadow jobs end first, while the outcome log and the transports still work.

@@ -10,7 +10,10 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The checkout's policies/ folder; container images copy it and set TIERWISE_POLICY.
-BUNDLED_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+_CHECKOUT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+# The copy that setup.py writes into every wheel, for installs without a checkout.
+_PACKAGED_POLICY = Path(__file__).resolve().parent / "bundled_policies" / "default.yaml"
+BUNDLED_POLICY = _CHECKOUT_POLICY if _CHECKOUT_POLICY.is_file() else _PACKAGED_POLICY
 # Braces would change the Redis Cluster hash tag of every key, and ':' separates key parts.
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 
@@ -93,6 +96,11 @@ class Settings(BaseSettings):
     )
     local_model: bool = Field(
         default=True, description="Start the local edge model when the edge extra is installed."
+    )
+    model_dir: Path | None = Field(
+        default=None,
+        description="Folder where the local edge model's GGUF file (253 MB) is assembled once "
+        "and reused; ~/.cache/tierwise/models when unset.",
     )
     feedback_secret: SecretStr | None = Field(
         default=None,

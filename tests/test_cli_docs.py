@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -40,3 +41,31 @@ def test_cli_reference_covers_every_command() -> None:
     for path in paths:
         assert f"`{path}`" in text
     assert "| `--port <int>` | TCP port to listen on. [env var: TIERWISE_PORT; default: 8080] |" in text
+
+
+def settings_table(text: str) -> str:
+    section = text.split("## Gateway settings", 1)
+    assert len(section) == 2, "docs/cli.md has no 'Gateway settings' section"
+    return section[1]
+
+
+def test_settings_table_lists_every_field() -> None:
+    from router.settings import Settings
+
+    table = settings_table(load_generator().render_settings())
+    for name in Settings.model_fields:
+        assert f"`TIERWISE_{name.upper()}`" in table, f"setting {name} is missing from docs/cli.md"
+
+
+def test_settings_table_lists_every_variable_read() -> None:
+    # Every TIERWISE_* name in the gateway's code must be a setting in the table, so that a
+    # variable read with os.environ outside the Settings class cannot go undocumented.
+    table = settings_table(load_generator().render_settings())
+    pattern = re.compile(r"\bTIERWISE_[A-Z][A-Z0-9_]*\b")
+    named: dict[str, Path] = {}
+    for path in sorted((REPO_ROOT / "router").rglob("*.py")):
+        for variable in pattern.findall(path.read_text(encoding="utf-8")):
+            named.setdefault(variable, path)
+    assert "TIERWISE_MODEL_DIR" in named
+    for variable, path in sorted(named.items()):
+        assert f"`{variable}`" in table, f"{variable}, named in {path}, is missing from docs/cli.md"

@@ -128,6 +128,70 @@ def test_busy_port_is_rejected() -> None:
             server._choose_port()
 
 
+def test_process_listens_on_reads_proc() -> None:
+    if not Path("/proc/net/tcp").is_file():
+        pytest.skip("no /proc/net/tcp on this system, so socket owners cannot be read")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            assert edge._process_listens_on(os.getpid(), port) is True
+            assert edge._process_listens_on(other.pid, port) is False
+        finally:
+            other.kill()
+            other.wait()
+    assert edge._process_listens_on(os.getpid(), port) is False
+
+
+async def test_other_server_on_port_is_not_ready(unused_tcp_port: int) -> None:
+    # Another process serves /v1/models with the same id on the port while this server's
+    # child (here a sleeping process) has not bound it yet: start must keep waiting.
+    if not Path("/proc/net/tcp").is_file():
+        pytest.skip("no /proc/net/tcp on this system, so socket owners cannot be read")
+    from aiohttp import web
+
+    async def list_models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": MODEL_ALIAS}]})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", list_models)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    server = EdgeModelServer(startup_timeout_s=1.0)
+    server._process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    server._port = unused_tcp_port
+    try:
+        with pytest.raises(EdgeModelStartFailed, match="^timed out after 1.0 s waiting"):
+            await server._wait_until_ready(time.monotonic())
+    finally:
+        await server.stop()
+        await runner.cleanup()
+
+
+async def test_bind_error_names_port_hint(tmp_path: Path) -> None:
+    # A child that exits with uvicorn's bind error, as when another process took the port
+    # after start() checked it.
+    message = "ERROR:    [Errno 98] error while attempting to bind on address: address already in use"
+    server = EdgeModelServer(port_hint="change the port in FILE")
+    server._workdir = tmp_path
+    (tmp_path / "server.log").write_text(message + "\n", encoding="utf-8")
+    server._process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    server._process.wait()
+    server._port = 18099
+    with pytest.raises(EdgeModelStartFailed) as raised:
+        server._raise_if_exited()
+    server._workdir = None  # tmp_path belongs to pytest
+
+    assert str(raised.value).startswith(
+        "the llama.cpp server exited with code 3 because port 18099 on 127.0.0.1 is already in "
+        "use; stop the process that listens on it, or change the port in FILE; last server output: "
+    )
+    assert str(raised.value).endswith(message)
+
+
 def test_child_environment_drops_server_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     # llama_cpp.server would read these in place of, or over, its command-line flags.
     for name in ("API_KEY", "PORT", "HOST", "CONFIG_FILE", "N_CTX", "MODEL"):

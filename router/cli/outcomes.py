@@ -5,11 +5,14 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from router.cli.redis_client import ClusterOption, redis_session
+
+if TYPE_CHECKING:
+    from router.outcomes.export import ExportSummary
 
 outcomes_app = typer.Typer(
     help="Export the outcome records that gateways write to Redis.\n\n"
@@ -98,11 +101,20 @@ def export(
         except ExportError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-    typer.echo(
-        f"exported {summary.records} records into {summary.files} files under {out} "
-        f"({summary.recovered} recovered, {summary.already_exported} already on disk, "
-        f"{summary.missing} trimmed before export, {summary.invalid} invalid)"
+    typer.echo(describe_export(summary, out))
+
+
+def describe_export(summary: ExportSummary, out: Path) -> str:
+    """Return the one-line summary that ``tierwise outcomes export`` prints at the end."""
+    return (
+        f"exported {_count(summary.records, 'record')} into {_count(summary.files, 'file')} "
+        f"under {out} ({summary.recovered} recovered, {summary.already_exported} already on "
+        f"disk, {summary.missing} trimmed before export, {summary.invalid} invalid)"
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 class _StopFlag:

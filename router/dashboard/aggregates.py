@@ -16,7 +16,6 @@ from typing import Any
 NO_TIER = "none"
 """The tier of requests that failed before a tier was chosen."""
 DEFAULT_WINDOW_MINUTES = 60
-MIN_SHOWN_MINUTES = 15
 DEFAULT_JOIN_SIZE = 10_000
 
 
@@ -178,10 +177,14 @@ class DashboardAggregates:
         return bucket
 
     def _series(self) -> list[dict[str, Any]]:
-        """Return every minute from the first one shown to now, empty minutes included."""
+        """Return every minute from the first one shown to now, empty minutes included.
+
+        The series starts at the process start or at the oldest kept bucket, whichever is
+        earlier, and covers at most ``window_minutes``.
+        """
         now = int(self.clock() // 60)
-        first = max(int(self.started_at // 60), now - self.window_minutes + 1)
-        first = min(first, now - MIN_SHOWN_MINUTES + 1)
+        oldest = min([int(self.started_at // 60), *self.minutes])
+        first = max(oldest, now - self.window_minutes + 1)
         empty = Tally()
         return [
             {"minute": minute * 60, **self.minutes.get(minute, empty).as_dict()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -29,6 +30,8 @@ class PolicyStore:
         """True once a policy published through Redis replaced the file's policy."""
         self._signature = self._file_signature()
         self._task: asyncio.Task[None] | None = None
+        self.on_reload: Callable[[LoadedPolicy], None] | None = None
+        """Called with each policy that a file reload swaps in."""
 
     def _file_signature(self) -> bytes | None:
         # A digest of the content rather than (mtime, size): copies that keep timestamps, and
@@ -53,6 +56,8 @@ class PolicyStore:
         previous = self.current.version
         self.current = loaded
         log.info("policy_reloaded", path=str(self.path), previous=previous, version=loaded.version)
+        if self.on_reload is not None:
+            self.on_reload(loaded)
         return True
 
     def use_published(self, loaded: LoadedPolicy) -> None:

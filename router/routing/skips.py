@@ -11,10 +11,7 @@ from dataclasses import dataclass, field
 
 from router.policy.schema import Deployment
 
-NEXT_STEP = (
-    "Fix the causes above, or request a model whose tier is available "
-    "(GET /v1/models shows which deployments are available)."
-)
+_AVAILABLE_HINT = "(GET /v1/models shows which deployments are available)"
 
 
 @dataclass
@@ -53,7 +50,10 @@ def describe_unavailable_model(requested: str, tier: str, skips: Skips) -> str:
     """Return the 503 message for a deployment requested by name that is unavailable."""
     detail = skips.details.get(requested)
     cause = f" because {detail}" if detail else ""
-    return f"The model '{requested}' ({tier} tier) is unavailable{cause}. {NEXT_STEP}"
+    return (
+        f"The model '{requested}' ({tier} tier) is unavailable{cause}. "
+        f"{next_step(1 if detail else 0)}"
+    )
 
 
 def describe_unavailable_alias(
@@ -78,8 +78,16 @@ def describe_unavailable_alias(
     if causes:
         parts.append(f"Deployments: {'; '.join(causes)}.")
     parts.extend(f"The {tier} tier is {why}." for tier, why in excluded.items())
-    parts.append(NEXT_STEP)
+    parts.append(next_step(len(causes) + len(excluded)))
     return " ".join(parts)
+
+
+def next_step(cause_count: int) -> str:
+    """Return the closing sentence of a 503 message that states ``cause_count`` causes."""
+    if cause_count == 0:
+        return f"Request a model whose tier is available {_AVAILABLE_HINT}."
+    cause = "this cause" if cause_count == 1 else "these causes"
+    return f"Fix {cause}, or request a model whose tier is available {_AVAILABLE_HINT}."
 
 
 def _scope_clause(tiers: Sequence[str]) -> str:

@@ -362,7 +362,7 @@ async def test_unavailable_deployments_get_503(
             "frontier tiers. Deployments: edge-small (edge) is unavailable because environment variable "
             "TIERWISE_TEST_UNSET_KEY is not set; mid-medium (mid) is unavailable because environment "
             "variable TIERWISE_TEST_UNSET_KEY is not set; frontier-large (frontier) is unavailable "
-            "because environment variable TIERWISE_TEST_UNSET_KEY is not set. Fix the causes above, or "
+            "because environment variable TIERWISE_TEST_UNSET_KEY is not set. Fix these causes, or "
             "request a model whose tier is available (GET /v1/models shows which deployments are "
             "available).",
             "type": "api_error",

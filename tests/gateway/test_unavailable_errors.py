@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
+from router.routing.skips import Skips, describe_unavailable_model, next_step
 from tests.gateway.conftest import GatewayKit, chat_body, policy_document, write_yaml
 
 UNSET_KEY = "TIERWISE_TEST_UNSET_KEY"
 KEY_MISSING = f"is unavailable because environment variable {UNSET_KEY} is not set"
-NEXT_STEP = (
-    "Fix the causes above, or request a model whose tier is available "
-    "(GET /v1/models shows which deployments are available)."
-)
+AVAILABLE_HINT = "request a model whose tier is available (GET /v1/models shows which deployments are available)."
+ONE_CAUSE = f"Fix this cause, or {AVAILABLE_HINT}"
+SEVERAL_CAUSES = f"Fix these causes, or {AVAILABLE_HINT}"
 
 
 def error_503(message: str) -> dict[str, Any]:
@@ -50,7 +50,7 @@ async def test_deployment_name_without_key(kit: GatewayKit) -> None:
     assert response.status_code == 503
     assert response.json() == error_503(
         f"The model 'mid-medium' (mid tier) is unavailable because environment variable "
-        f"{UNSET_KEY} is not set. {NEXT_STEP}"
+        f"{UNSET_KEY} is not set. {ONE_CAUSE}"
     )
     # A missing key needs an operator, so the OpenAI clients must not retry.
     assert response.headers["x-should-retry"] == "false"
@@ -67,7 +67,7 @@ async def test_alias_with_min_tier_without_keys(kit: GatewayKit) -> None:
     assert response.json() == error_503(
         "No deployment is available for model 'auto-quality', which may use the mid and frontier "
         f"tiers. Deployments: mid-medium (mid) {KEY_MISSING}; frontier-large (frontier) "
-        f"{KEY_MISSING}. The edge tier is below the minimum tier mid. {NEXT_STEP}"
+        f"{KEY_MISSING}. The edge tier is below the minimum tier mid. {SEVERAL_CAUSES}"
     )
 
 
@@ -80,7 +80,7 @@ async def test_long_prompt_names_context_and_keys(kit: GatewayKit) -> None:
     assert response.json() == error_503(
         "No deployment is available for model 'auto', which may use the edge, mid and frontier "
         "tiers. Deployments: edge-small (edge) has a context window too small for this request; "
-        f"mid-medium (mid) {KEY_MISSING}; frontier-large (frontier) {KEY_MISSING}. {NEXT_STEP}"
+        f"mid-medium (mid) {KEY_MISSING}; frontier-large (frontier) {KEY_MISSING}. {SEVERAL_CAUSES}"
     )
 
 
@@ -92,7 +92,7 @@ async def test_disabled_local_model_is_named(kit: GatewayKit) -> None:
     assert response.status_code == 503
     assert response.json() == error_503(
         "The model 'edge-small' (edge tier) is unavailable because the local edge model is not "
-        f"running (disabled by --no-local-model or TIERWISE_LOCAL_MODEL=false). {NEXT_STEP}"
+        f"running (disabled by --no-local-model or TIERWISE_LOCAL_MODEL=false). {ONE_CAUSE}"
     )
 
 
@@ -124,3 +124,21 @@ async def test_starting_local_model_may_be_retried(kit: GatewayKit) -> None:
     assert response.status_code == 503
     assert "still starting" in response.json()["error"]["message"]
     assert "x-should-retry" not in response.headers
+
+
+def test_next_step_matches_cause_count() -> None:
+    assert next_step(0) == (
+        "Request a model whose tier is available "
+        "(GET /v1/models shows which deployments are available)."
+    )
+    assert next_step(1) == ONE_CAUSE
+    assert next_step(2) == SEVERAL_CAUSES
+
+
+def test_unavailable_model_without_reason() -> None:
+    skips = Skips()
+    skips.add("mid-medium", "unavailable")
+    message = describe_unavailable_model("mid-medium", "mid", skips)
+
+    assert message == f"The model 'mid-medium' (mid tier) is unavailable. {next_step(0)}"
+    assert "Fix" not in message

@@ -8,6 +8,9 @@
   const TIER_COLORS = { edge: "#2a9d8f", mid: "#e9a23b", frontier: "#6d4bd8", none: "#9aa3b2" };
   const CURVE_COLORS = ["#2a6fdb", "#c0392b", "#1e8c4e", "#8e44ad", "#d35400", "#7f8c8d"];
   const PAD = { left: 52, right: 16, top: 12, bottom: 28 };
+  // A young process has few minutes to show. Each chart keeps room for at least this many,
+  // so its bars stay narrow and the series starts at the left edge with the process.
+  const MIN_SLOTS = 15;
 
   // Formatting -----------------------------------------------------------------------------
 
@@ -95,12 +98,16 @@
     }
   }
 
+  function slotCount(minutes) {
+    return Math.max(minutes.length, MIN_SLOTS);
+  }
+
   function drawTimeAxis(chart, minutes) {
     const plotWidth = chart.width - PAD.left - PAD.right;
-    const every = Math.max(1, Math.ceil(minutes.length / 8));
+    const every = Math.max(1, Math.ceil(slotCount(minutes) / 8));
     minutes.forEach(function (minute, i) {
       if ((minutes.length - 1 - i) % every !== 0) return;
-      const x = PAD.left + (plotWidth * (i + 0.5)) / minutes.length;
+      const x = PAD.left + (plotWidth * (i + 0.5)) / slotCount(minutes);
       svgText(chart.svg, x, chart.height - 8, clock(minute.minute));
     });
   }
@@ -123,7 +130,7 @@
     drawGrid(chart, scale, count);
     const plotWidth = chart.width - PAD.left - PAD.right;
     const plotHeight = chart.height - PAD.top - PAD.bottom;
-    const slot = plotWidth / minutes.length;
+    const slot = plotWidth / slotCount(minutes);
     minutes.forEach(function (minute, i) {
       let base = PAD.top + plotHeight;
       for (const tier of tiers) {
@@ -170,9 +177,15 @@
     const plotHeight = chart.height - PAD.top - PAD.bottom;
     for (const line of series) {
       const points = [];
+      // A cumulative line starts at the left edge with its value before the first minute,
+      // so that a series of one minute still draws a segment.
+      if (line.start !== undefined) {
+        const y = PAD.top + plotHeight - (plotHeight * line.start) / scale.max;
+        points.push(PAD.left.toFixed(1) + "," + y.toFixed(1));
+      }
       line.values.forEach(function (value, i) {
         if (value === null) return;
-        const x = PAD.left + (plotWidth * (i + 0.5)) / minutes.length;
+        const x = PAD.left + (plotWidth * (i + 0.5)) / slotCount(minutes);
         const y = PAD.top + plotHeight - (plotHeight * value) / scale.max;
         points.push(x.toFixed(1) + "," + y.toFixed(1));
       });
@@ -192,6 +205,7 @@
     for (const m of data.minutes) { inWindow.cost += m.cost_usd; inWindow.baseline += m.baseline_cost_usd; }
     let cost = data.totals.cost_usd - inWindow.cost;
     let baseline = data.totals.baseline_cost_usd - inWindow.baseline;
+    const costStart = cost, baselineStart = baseline;
     const costs = [], baselines = [];
     for (const m of data.minutes) {
       cost += m.cost_usd; baseline += m.baseline_cost_usd;
@@ -199,8 +213,8 @@
     }
     const scale = niceScale(Math.max(0, ...costs, ...baselines), false);
     const chart = drawLines("chart-cost", data.minutes, [
-      { name: "baseline", color: "#c0392b", values: baselines },
-      { name: "actual", color: "#2a6fdb", values: costs },
+      { name: "baseline", color: "#c0392b", values: baselines, start: baselineStart },
+      { name: "actual", color: "#2a6fdb", values: costs, start: costStart },
     ], scale, usd);
     if (data.totals.requests === 0) emptyChart(chart, "No requests yet");
   }
@@ -210,7 +224,7 @@
     drawGrid(chart, { max: 1, step: 0.25 }, function (v) { return Math.round(v * 100) + "%"; });
     const plotWidth = chart.width - PAD.left - PAD.right;
     const plotHeight = chart.height - PAD.top - PAD.bottom;
-    const slot = plotWidth / data.minutes.length;
+    const slot = plotWidth / slotCount(data.minutes);
     data.minutes.forEach(function (minute, i) {
       if (minute.cache_hit_rate === null) return;
       const height = Math.max(1, plotHeight * minute.cache_hit_rate);
@@ -332,8 +346,9 @@
       row.appendChild(cell);
       body.appendChild(row);
     }
-    setText("feedback-note", count(data.feedback.received) + " feedback records received, of which " +
-      count(data.feedback.unmatched) + " matched no recent successful request of the same tenant.");
+    const records = data.feedback.received === 1 ? " feedback record received; " : " feedback records received; ";
+    setText("feedback-note", count(data.feedback.received) + records +
+      count(data.feedback.unmatched) + " did not match a recent successful request of the same tenant.");
   }
 
   function fillCategoryTable(data) {

@@ -1,0 +1,166 @@
+"""Start-up and reload log lines of the runtime: the local model's readiness, tiers without scores."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+import router.edge
+from router.edge import EdgeModelServer, EdgeModelStartFailed
+from router.runtime import Runtime
+from router.settings import BUNDLED_POLICY, Settings
+from tests.gateway.conftest import StubScorer, policy_document, write_yaml
+
+EDGE_API_BASE = "http://127.0.0.1:18081/v1"
+
+
+class TwoTierScorer(StubScorer):
+    """A classifier stand-in trained without the edge tier."""
+
+    tiers: tuple[str, ...] = ("mid", "frontier")
+
+    def score(self, messages: list[Any]) -> dict[str, float]:
+        return {"mid": 0.9, "frontier": 0.9}
+
+
+class FakeEdgeServer:
+    """A stand-in for `EdgeModelServer` that records its arguments and is ready at once."""
+
+    created: list[dict[str, Any]] = []
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.port = options["port"]
+        FakeEdgeServer.created.append(options)
+
+    @staticmethod
+    def is_available() -> tuple[bool, str]:
+        return True, "installed"
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+def write_policy(path: Path, *, local_model: bool = False, thresholds: dict[str, float] | None = None) -> Path:
+    urls = {tier: f"http://127.0.0.1:1/{tier}" for tier in ("edge", "mid", "frontier")}
+    urls["edge"] = EDGE_API_BASE
+    document = policy_document(urls, thresholds=thresholds)
+    document["tiers"]["edge"]["deployments"][0]["local_model"] = local_model
+    return write_yaml(path, document)
+
+
+def make_settings(tmp_path: Path, policy: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "policy": policy,
+        "data_dir": tmp_path / "var",
+        "policy_reload_interval_s": 0.0,
+        "local_model": False,
+        "log_format": "json",
+    }
+    return Settings(**(values | overrides))
+
+
+def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry["event"] == name]
+
+
+async def test_unscored_tier_warns_at_start(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy.yaml")
+    runtime = Runtime.build(make_settings(tmp_path, policy), TwoTierScorer())
+    with capture_logs() as logs:
+        await runtime.start()
+        await runtime.stop()
+
+    warnings = events(logs, "classifier_cannot_score_tier")
+    assert len(warnings) == 1
+    assert warnings[0]["log_level"] == "warning"
+    assert warnings[0]["tier"] == "edge"
+    assert warnings[0]["classifier_tiers"] == ["mid", "frontier"]
+    assert "never picks the edge tier" in warnings[0]["effect"]
+    assert "most capable available tier" in warnings[0]["effect"]
+    assert "remove the edge tier from the policy" in warnings[0]["fix"]
+
+
+async def test_scored_tiers_log_no_warning(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy.yaml")
+    runtime = Runtime.build(make_settings(tmp_path, policy), StubScorer())
+    with capture_logs() as logs:
+        await runtime.start()
+        await runtime.stop()
+
+    assert events(logs, "classifier_cannot_score_tier") == []
+
+
+def test_unscored_tier_warns_on_reload(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy.yaml", thresholds={"mid": 0.6})
+    runtime = Runtime.build(make_settings(tmp_path, policy), TwoTierScorer())
+    write_policy(policy, thresholds={"edge": 0.7, "mid": 0.6})
+    with capture_logs() as logs:
+        runtime.policies.check_for_change()
+
+    assert len(events(logs, "policy_reloaded")) == 1
+    warnings = events(logs, "classifier_cannot_score_tier")
+    assert [warning["tier"] for warning in warnings] == ["edge"]
+
+
+async def test_local_model_ready_is_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router.edge, "EdgeModelServer", FakeEdgeServer)
+    FakeEdgeServer.created.clear()
+    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
+    settings = make_settings(tmp_path, policy, local_model=True, model_dir=tmp_path / "models")
+    runtime = Runtime.build(settings, StubScorer())
+    with capture_logs() as logs:
+        runtime._start_local_model()
+        await runtime.extra["local_model_task"]
+
+    ready = events(logs, "local_model_ready")
+    assert runtime.local_model_state == "ready"
+    assert len(ready) == 1
+    assert ready[0]["deployments"] == ["edge-small"]
+    assert ready[0]["port"] == 18081
+    assert ready[0]["seconds"] >= 0
+    assert FakeEdgeServer.created[0]["model_dir"] == tmp_path / "models"
+    assert FakeEdgeServer.created[0]["port"] == 18081
+
+
+def test_port_hint_names_policy_and_deployment(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
+    runtime = Runtime.build(make_settings(tmp_path, policy), StubScorer())
+    deployment = runtime.policies.current.policy.tiers["edge"].deployments[0]
+    hint = runtime._local_port_hint(deployment)
+
+    assert hint == f"change the port in the api_base of deployment 'edge-small' in the policy {policy}"
+
+
+def test_port_hint_for_bundled_policy(tmp_path: Path) -> None:
+    runtime = Runtime.build(make_settings(tmp_path, BUNDLED_POLICY), StubScorer())
+    deployment = runtime.policies.current.policy.tiers["edge"].deployments[0]
+    hint = runtime._local_port_hint(deployment)
+
+    assert hint.startswith(f"copy the bundled policy {BUNDLED_POLICY}, change the port in the ")
+    assert f"api_base of deployment '{deployment.name}'" in hint
+    assert "--policy COPY (or TIERWISE_POLICY=COPY)" in hint
+
+
+def test_busy_port_error_ends_with_hint() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        server = EdgeModelServer(port=port, port_hint="change the port in FILE")
+        with pytest.raises(EdgeModelStartFailed) as raised:
+            server._choose_port()
+
+    assert str(raised.value) == (
+        f"port {port} on 127.0.0.1 is already in use; stop the process that listens on it, "
+        "or change the port in FILE"
+    )
