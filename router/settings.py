@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     )
     model_dir: Path | None = Field(
         default=None,
-        description="Folder where the local edge model's GGUF file (253 MB) is assembled once "
+        description="Folder where the local edge model's GGUF file (94 MB) is copied once "
         "and reused; ~/.cache/tierwise/models when unset.",
     )
     feedback_secret: SecretStr | None = Field(

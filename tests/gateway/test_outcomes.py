@@ -174,7 +174,8 @@ async def test_summary_log_has_no_prompt(
     summary_lines = [line for line in logs.splitlines() if "req-log-1" in line]
     assert len(summary_lines) == 1
     assert "request" in summary_lines[0]
-    assert "tier=edge" in summary_lines[0] or '"tier": "edge"' in summary_lines[0]
+    # Readable or JSON, with or without a space after the colon, by the logging setup in force.
+    assert any(form in summary_lines[0] for form in ("tier=edge", '"tier": "edge"', '"tier":"edge"'))
     assert PROMPT not in logs
     assert gateway.api_key not in logs
 
