@@ -118,7 +118,7 @@ def train(
     evaluation: Annotated[list[Path] | None, typer.Option(
         help="JSON written by `evaluate --json`, summarised in the model card; repeatable.")] = None,
 ) -> None:
-    """Train per-tier classifiers, print held-out metrics (with --holdout or test rows), and write an artifact.
+    """Train per-tier classifiers, print held-out metrics (of --holdout or test rows), write an artifact.
 
     Exits with code 2 on invalid input, and with code 3 when --outcomes yields fewer
     trainable rows than --min-log-rows (the counts printed say why).

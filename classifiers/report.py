@@ -68,7 +68,8 @@ def _routellm_table(table: dict[str, Any], tiers: list[str]) -> Table:
 
 
 def _cost_table(table: dict[str, Any]) -> Table:
-    title = (f"cost-quality, {table['rows']} rows with quality and cost for every tier; frontier quality {table['frontier_quality']:.3f}, "
+    title = (f"cost-quality, {table['rows']} rows with quality and cost for every tier; "
+             f"frontier quality {table['frontier_quality']:.3f}, "
              f"cost shares relative to always-frontier")
     out = Table(title=title)
     for column in ("router", "AIQ", "cost for 90%", "cost for 95%", "cost for 100%",

@@ -34,7 +34,7 @@ class LoadedPolicy:
     version: str
     """Content hash of the file, so that two replicas with the same file agree."""
     routing_version: str
-    """Hash of the settings that decide which deployment answers (``routing_version``)."""
+    """Hash of the settings that decide which deployment serves a request (``routing_version``)."""
 
 
 def load_policy(path: Path) -> LoadedPolicy:
@@ -85,7 +85,7 @@ _ANSWER_NEUTRAL_SETTINGS: Any = {
 def routing_version(policy: Policy) -> str:
     """Hash the aliases, tiers, routing and tenant settings of ``policy``.
 
-    Cached answers are keyed by this hash instead of the file's, so an edit to budgets, prices,
+    Cache entries are keyed by this hash instead of the file's, so an edit to budgets, prices,
     tenant keys, cache lifetime, outcome or shadow settings, or to comments keeps the cache
     warm.
     """

@@ -131,7 +131,9 @@ def decide(
     if floor is not None:
         at_or_above = [t for t in usable if TIER_ORDER.index(t) >= TIER_ORDER.index(floor)]
         if not at_or_above:
-            floor_note = f"{category} prompts start at the {floor} tier, but no tier from there up is usable"
+            floor_note = (
+                f"{category} prompts start at the {floor} tier, but no tier from there up is usable"
+            )
         else:
             for tier in usable[: len(usable) - len(at_or_above)]:
                 unused[tier] = f"{category} prompts start at the {floor} tier"
