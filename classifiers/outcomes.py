@@ -289,7 +289,8 @@ def write_gateway_training_file(paths: Sequence[str | Path], folder: Path,
     if len(log.records) < min_rows:
         raise NothingTrainableError(
             f"the outcome log yielded {len(log.records)} trainable rows, fewer than the "
-            f"{min_rows} required", log.counts)
+            f"{min_rows} required (--min-log-rows; pass --min-log-rows 0 to train on --data "
+            "alone)", log.counts)
     if not log.records:
         return None, log.counts
     target = folder / "gateway-log.jsonl"

@@ -320,11 +320,12 @@ def _fit_head(rows: sp.csr_matrix, labels: np.ndarray, weights: np.ndarray, tier
     mask = ~np.isnan(labels)
     y = labels[mask]
     if y.size == 0 or np.unique(y).size < 2:
+        found = ("no labelled rows" if y.size == 0 else
+                 f"{int(y.size)} labelled rows, all {'adequate' if y[0] >= 0.5 else 'inadequate'}")
         raise TrainingError(
-            f"tier {tier!r} has {int(y.size)} labelled rows with {np.unique(y).size} "
-            "class(es); it needs both adequate and inadequate examples. A tier whose answers "
-            "were all adequate (or all inadequate) cannot be learnt from these rows: leave it "
-            "out with --tiers (for example --tiers edge,mid), or add rows where it failed"
+            f"tier {tier!r} has {found}; it needs both adequate and inadequate examples. "
+            f"Train the other tiers with --tiers (leave {tier} out), or add rows where {tier} "
+            "succeeded and rows where it failed"
         )
     if config.solver == "sgd" or (config.solver == "auto" and y.size > SGD_MIN_ROWS):
         if config.source_intercepts:

@@ -377,7 +377,8 @@ class EdgeModelServer:
         if not _port_is_free(self.requested_port):
             raise EdgeModelStartFailed(
                 f"port {self.requested_port} on {HOST} is already in use; stop the process "
-                f"that listens on it, or {self.port_hint}"
+                f"that listens on it, or {self.port_hint}. To use a model server you run "
+                "yourself on that port, remove local_model: true from the deployment"
             )
         return self.requested_port
 

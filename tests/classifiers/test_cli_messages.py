@@ -37,8 +37,8 @@ def test_one_class_tier_suggests_tiers(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "model")])
     assert result.exit_code == 2
     message = " ".join(result.output.split())
-    assert "tier 'frontier' has 40 labelled rows with 1 class(es)" in message
-    assert "leave it out with --tiers (for example --tiers edge,mid)" in message
+    assert "tier 'frontier' has 40 labelled rows, all adequate" in message
+    assert "Train the other tiers with --tiers (leave frontier out)" in message
 
 
 def test_no_holdout_says_so(tmp_path: Path) -> None:

@@ -162,5 +162,6 @@ def test_busy_port_error_ends_with_hint() -> None:
 
     assert str(raised.value) == (
         f"port {port} on 127.0.0.1 is already in use; stop the process that listens on it, "
-        "or change the port in FILE"
+        "or change the port in FILE. To use a model server you run yourself on that port, "
+        "remove local_model: true from the deployment"
     )
