@@ -88,7 +88,7 @@ class Runtime:
     """Runs shadow evaluation jobs; idle unless the policy enables ``shadow``."""
 
     def __post_init__(self) -> None:
-        self.policies.on_reload = lambda _loaded: self.warn_unscored_tiers()
+        self.policies.on_reload = lambda _loaded: self._check_reloaded_policy()
         self.metrics = GatewayMetrics(lambda: gateway_state(self))
         self.dashboard = DashboardAggregates()
         self.evaluation = EvaluationReport(self.settings.evaluation_report)
@@ -165,6 +165,32 @@ class Runtime:
             log.warning("redis_unreachable_at_start", hint="serving without cache until it responds")
         self._log_tiers()
         self.warn_unscored_tiers()
+
+    def _check_reloaded_policy(self) -> None:
+        self.warn_unscored_tiers()
+        self.warn_local_model_moved()
+
+    def warn_local_model_moved(self) -> None:
+        """Log a warning when the policy now expects the local model on another port.
+
+        The local model server is started once, so its port changes only with a restart.
+        """
+        server = self.extra.get("local_model")
+        if server is None:
+            return
+        local = [d for d in self.policies.current.policy.all_deployments() if d.local_model]
+        expected = urlsplit(local[0].api_base or "").port if local else None
+        # The port the server was started with; EdgeModelServer.port raises until it is ready.
+        if expected == server.requested_port:
+            return
+        log.warning(
+            "local_model_port_changed",
+            running_port=server.requested_port,
+            policy_port=expected,
+            effect="requests to the local model deployment fail over to the next tier until "
+            "the gateway restarts",
+            fix="restart the gateway, or put the running port back into the policy",
+        )
 
     def warn_unscored_tiers(self) -> None:
         """Log a warning for each tier that has a threshold but no classifier score.

@@ -34,7 +34,7 @@ class FakeEdgeServer:
 
     def __init__(self, **options: Any) -> None:
         self.options = options
-        self.port = options["port"]
+        self.port = self.requested_port = options["port"]
         FakeEdgeServer.created.append(options)
 
     @staticmethod
@@ -130,6 +130,26 @@ async def test_local_model_ready_is_logged(
     assert ready[0]["seconds"] >= 0
     assert FakeEdgeServer.created[0]["model_dir"] == tmp_path / "models"
     assert FakeEdgeServer.created[0]["port"] == 18081
+
+
+async def test_moved_local_model_port_warns_on_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router.edge, "EdgeModelServer", FakeEdgeServer)
+    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
+    settings = make_settings(tmp_path, policy, local_model=True)
+    runtime = Runtime.build(settings, StubScorer())
+    runtime._start_local_model()
+    await runtime.extra["local_model_task"]
+    text = policy.read_text().replace(EDGE_API_BASE, "http://127.0.0.1:18095/v1")
+    policy.write_text(text)
+    with capture_logs() as logs:
+        runtime.policies.check_for_change()
+
+    moved = events(logs, "local_model_port_changed")
+    assert len(moved) == 1
+    assert moved[0]["running_port"] == 18081
+    assert moved[0]["policy_port"] == 18095
 
 
 def test_port_hint_names_policy_and_deployment(tmp_path: Path) -> None:
