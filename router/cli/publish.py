@@ -69,6 +69,18 @@ def publish_classifier_command(
         except VerificationError as exc:
             raise _fail(f"{directory}: {exc}", 2) from None
         _publish(client, bundle, keep, keys)
+    from router.distribution.bundle import MODEL_FILE
+    from router.policy.schema import TIER_ORDER
+
+    scored = [str(tier) for tier in json.loads(bundle.files[MODEL_FILE])["tiers"]]
+    if not required_tiers and set(scored) != set(TIER_ORDER):
+        # Gateways on their own policy files check the pairing only when it arrives.
+        typer.echo(
+            f"warning: no policy is published, so this classifier (tiers {', '.join(scored)}) was "
+            "not checked against one; a gateway whose policy has a threshold for another tier "
+            "rejects it and logs published_version_rejected",
+            err=True,
+        )
 
 
 def publish_policy_command(
