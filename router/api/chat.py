@@ -141,7 +141,7 @@ async def _serve(
                                  on_sent=partial(finish, runtime, policy, outcome))
 
     decision = route(runtime, policy, body, chat, outcome, tenant, hint)
-    dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts)
+    dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id)
     if chat.stream:
         served, first_chunk, rest = await dispatcher.open_stream(decision.candidates, body)
         outcome.tier, outcome.deployment = served.tier, served.deployment

@@ -66,7 +66,7 @@ class DirectTransport:
         except TimeoutError:
             raise UpstreamError("timeout", f"no response within {deployment.timeout_s} s") from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError("connection", type(exc).__name__) from None
+            raise UpstreamError("connection", _describe(exc)) from None
         except orjson.JSONDecodeError:
             raise UpstreamError("server", "the upstream responded with invalid JSON") from None
 
@@ -92,7 +92,7 @@ class DirectTransport:
         except TimeoutError:
             raise UpstreamError("timeout", f"silent for {deployment.timeout_s} s") from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError("connection", type(exc).__name__) from None
+            raise UpstreamError("connection", _describe(exc)) from None
 
 
 async def _parse_events(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
@@ -154,3 +154,9 @@ def _message(payload: bytes) -> str:
         return error_message_of(orjson.loads(payload))
     except orjson.JSONDecodeError:
         return payload[:200].decode(errors="replace")
+
+
+def _describe(exc: aiohttp.ClientError) -> str:
+    """Name a client error with its text, which says the host and port it failed on."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

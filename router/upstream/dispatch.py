@@ -39,6 +39,8 @@ class Dispatcher:
     direct: Transport
     litellm: Transport
     attempts: list[Attempt] = field(default_factory=list)
+    request_id: str | None = None
+    """The gateway's id of the request, for the log lines of failed attempts."""
 
     def transport_for(self, deployment: Deployment) -> Transport:
         return self.direct if deployment.uses_direct_path else self.litellm
@@ -94,6 +96,7 @@ class Dispatcher:
         attempt.error = exc.kind
         log.warning(
             "upstream_failed",
+            request_id=self.request_id,
             tier=attempt.tier,
             deployment=attempt.deployment,
             kind=exc.kind,

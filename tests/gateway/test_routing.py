@@ -153,6 +153,21 @@ async def test_refused_connection_escalates_to_mid(kit: GatewayKit) -> None:
     ]
 
 
+async def test_refused_connection_log_names_request(
+    kit: GatewayKit, capfd: pytest.CaptureFixture[str]
+) -> None:
+    kit.fakes["edge"].stop()
+    async with kit.running() as gateway:
+        response = await gateway.chat(chat_body())
+
+    output = capfd.readouterr()
+    logs = output.out + output.err
+    lines = [line for line in logs.splitlines() if "upstream_failed" in line]
+    assert len(lines) == 1
+    assert response.headers["x-request-id"] in lines[0]
+    assert "Cannot connect to host" in lines[0]
+
+
 async def test_two_failures_escalate_to_frontier(kit: GatewayKit) -> None:
     kit.fakes["edge"].enqueue(Scenario.http_error(500, "boom"))
     kit.fakes["mid"].enqueue(context_length_error("openai"))
