@@ -68,8 +68,9 @@ class GatewayLogCounts:
 
     def summary_lines(self) -> list[str]:
         """Return one line for the totals and one for each kind of record that was skipped."""
-        totals = (f"outcome log: {self.requests} requests in {self.files} files, "
-                  f"{self.labelled} usable for training")
+        requests = f"{self.requests} request{'' if self.requests == 1 else 's'}"
+        files = f"{self.files} file{'' if self.files == 1 else 's'}"
+        totals = f"outcome log: {requests} in {files}, {self.labelled} usable for training"
         not_stored = ("labelled requests skipped because their prompt was not stored: the "
                       "gateway stores prompts only when the policy sets outcomes.store_prompts: true")
         unmatched = ("labels ignored: their request is not in these files, "

@@ -13,7 +13,10 @@ def describe_changes(old: Policy, new: Policy) -> list[str]:
     changes += _alias_changes(old, new)
     changes += _deployment_changes(old, new)
     changes += _threshold_changes(old, new)
-    changes += _section_changes("routing", old.routing.model_dump(exclude={"thresholds"}), new.routing.model_dump(exclude={"thresholds"}))
+    changes += _floor_changes(old, new)
+    routing_rest = {"thresholds", "category_floors"}
+    changes += _section_changes("routing", old.routing.model_dump(exclude=routing_rest),
+                                new.routing.model_dump(exclude=routing_rest))
     changes += _section_changes("cache", old.cache.model_dump(), new.cache.model_dump())
     changes += _section_changes("outcomes", old.outcomes.model_dump(), new.outcomes.model_dump())
     changes += _section_changes("shadow", old.shadow.model_dump(), new.shadow.model_dump())
@@ -91,6 +94,23 @@ def _threshold_changes(old: Policy, new: Policy) -> list[str]:
             f"The {tier} threshold changes from {a:.3f} to {b:.3f}, so the {tier} tier "
             f"accepts {direction} of the requests that reach it."
         )
+    return changes
+
+
+def _floor_changes(old: Policy, new: Policy) -> list[str]:
+    before, after = old.routing.category_floors, new.routing.category_floors
+    changes = []
+    for category in sorted(before.keys() | after.keys()):
+        a, b = before.get(category), after.get(category)
+        if a == b:
+            continue
+        if b is None:
+            changes.append(f"{category.capitalize()} prompts lose their floor ({a}), so the "
+                           "scores alone choose their tier.")
+        elif a is None:
+            changes.append(f"{category.capitalize()} prompts now start at the {b} tier.")
+        else:
+            changes.append(f"{category.capitalize()} prompts start at the {b} tier instead of {a}.")
     return changes
 
 

@@ -291,7 +291,7 @@ def test_train_outcomes_with_data(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--outcomes", str(log.parents[1]), "--data", str(data),
                                  "--out", str(out), "--seed", "3"])
     assert result.exit_code == 0, result.output
-    assert "outcome log: 81 requests in 1 files, 80 usable for training" in result.output
+    assert "outcome log: 81 requests in 1 file, 80 usable for training" in result.output
     assert "1 labelled requests skipped because their prompt was not stored" in result.output
     scorer = load_artifact(out)
     scores = scorer.score([{"role": "user", "content": "write a formal proof about lemma 999"}])

@@ -169,7 +169,7 @@ async def test_gateway_log_trains_and_publishes(
                         "--data", str(labelled), *tier_map, "--out", str(model_dir))
     assert trained.returncode == 0, trained.stderr
     # A rated cache hit rates the tier whose answer was stored, so every request is usable.
-    assert (f"outcome log: {GATEWAY_PROMPTS + CACHE_HITS} requests in 1 files, "
+    assert (f"outcome log: {GATEWAY_PROMPTS + CACHE_HITS} requests in 1 file, "
             f"{GATEWAY_PROMPTS + CACHE_HITS} usable for training") in trained.stderr
     assert "cache hits skipped" not in trained.stderr
 

@@ -58,3 +58,18 @@ def test_diff_tenants_shadow_without_digests() -> None:
         "Tenant 'team': min_tier changes from None to 'edge'.",
     ]
     assert not any(digest_a in change or digest_b in change for change in changes)
+
+
+def test_category_floor_changes_read_as_sentences() -> None:
+    old = Policy.model_validate(
+        {**BASE, "routing": {"thresholds": {"edge": 0.7}, "category_floors": {"math": "mid", "code": "mid"}}}
+    )
+    new = Policy.model_validate(
+        {**BASE, "routing": {"thresholds": {"edge": 0.7},
+                             "category_floors": {"math": "frontier", "legal": "mid"}}}
+    )
+    assert describe_changes(old, new) == [
+        "Code prompts lose their floor (mid), so the scores alone choose their tier.",
+        "Legal prompts now start at the mid tier.",
+        "Math prompts start at the frontier tier instead of mid.",
+    ]
