@@ -479,12 +479,21 @@ def convert(name: str, source: Path | None = None) -> Iterator[dict[str, Any]]:
 def _source_error(name: str, folder: Path, missing: Iterable[str] | None) -> DatasetError:
     """Build the error for a missing folder (``missing`` None) or missing files in it."""
     data_set = CONVERTERS[name]
-    problem = "folder not found" if missing is None else f"missing {', '.join(missing)}"
+    missing = None if missing is None else list(missing)
+    if missing is None or not any(path.is_file() for path in folder.rglob("*")):
+        # Nothing is in the folder, so it may be the wrong one: say what to fetch and where
+        # the folder is looked for.
+        problem = "folder not found" if missing is None else f"missing {', '.join(missing)}"
+        return DatasetError(
+            f"{folder}: {problem}. The {name} data set needs these files from "
+            f"{data_set.repository} inside that folder, at the same paths as in the "
+            f"repository: {', '.join(data_set.files)}. Set TIERWISE_SHARED_DATA to the folder "
+            f"that contains {data_set.folder}/, or pass --source with the folder itself."
+        )
+    # The folder was found, so only the missing files are news.
     return DatasetError(
-        f"{folder}: {problem}. The {name} data set needs these files from "
-        f"{data_set.repository} inside that folder, at the same paths as in the "
-        f"repository: {', '.join(data_set.files)}. Set TIERWISE_SHARED_DATA to the folder "
-        f"that contains {data_set.folder}/, or pass --source with the folder itself."
+        f"{folder}: missing {', '.join(missing)}. Copy them from {data_set.repository}, at the "
+        "same paths as in the repository."
     )
 
 

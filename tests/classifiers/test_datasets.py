@@ -381,6 +381,21 @@ def test_missing_files_error_names_source(name: str, tmp_path: Path) -> None:
     assert "--source" in message
 
 
+def test_partial_folder_error_lists_only_missing(tmp_path: Path) -> None:
+    data_set = CONVERTERS["routerbench"]
+    present, *absent = data_set.files
+    (tmp_path / present).parent.mkdir(parents=True)
+    (tmp_path / present).write_text("sample_id,prompt\n", encoding="utf-8")
+
+    with pytest.raises(DatasetError) as caught:
+        list(convert("routerbench", tmp_path))
+
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path}: missing {', '.join(absent)}. Copy them from ")
+    assert present not in message
+    assert "TIERWISE_SHARED_DATA" not in message
+
+
 def test_missing_folder_error_names_repository(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as caught:
         convert("gsm8k-openai", tmp_path / "absent")
