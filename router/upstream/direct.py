@@ -157,6 +157,11 @@ def _message(payload: bytes) -> str:
 
 
 def _describe(exc: aiohttp.ClientError) -> str:
-    """Name a client error with its text, which says the host and port it failed on."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """Name a client error, with the host and port for a failed connection.
+
+    Only a connection error's text is kept: it names host and port, while the text of other
+    errors, such as InvalidURL, may contain the whole URL with credentials in it.
+    """
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"{type(exc).__name__}: {exc}"
+    return type(exc).__name__
