@@ -69,10 +69,9 @@ def publish_classifier_command(
         except VerificationError as exc:
             raise _fail(f"{directory}: {exc}", 2) from None
         _publish(client, bundle, keep, keys)
-    from router.distribution.bundle import MODEL_FILE
     from router.policy.schema import TIER_ORDER
 
-    scored = [str(tier) for tier in json.loads(bundle.files[MODEL_FILE])["tiers"]]
+    scored = _classifier_tiers(bundle)
     if not required_tiers and set(scored) != set(TIER_ORDER):
         # Gateways on their own policy files check the pairing only when it arrives.
         typer.echo(
@@ -153,17 +152,22 @@ def _published_threshold_tiers(client: Any, keys: Any) -> list[str]:
 def _published_classifier_tiers(client: Any, keys: Any) -> list[str] | None:
     """Return the tiers of the published classifier, or None when none is published."""
     from router.distribution import BundleError
-    from router.distribution.bundle import MODEL_FILE
     from router.distribution.publish import published_version
 
     try:
         bundle = published_version(client, keys, "classifier")
         if bundle is None:
             return None
-        tiers = json.loads(bundle.files[MODEL_FILE])["tiers"]
+        return _classifier_tiers(bundle)
     except (BundleError, KeyError, ValueError, TypeError):
         return None
-    return [str(tier) for tier in tiers]
+
+
+def _classifier_tiers(bundle: Any) -> list[str]:
+    """Return the tiers that a classifier bundle's model.json lists, cheapest first."""
+    from router.distribution.bundle import MODEL_FILE
+
+    return [str(tier) for tier in json.loads(bundle.files[MODEL_FILE])["tiers"]]
 
 
 def _fail(message: str, code: int) -> typer.Exit:
