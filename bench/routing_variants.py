@@ -196,7 +196,7 @@ def _gated_net_gain(rows: sp.csr_matrix, labels: np.ndarray, groups: np.ndarray,
                     test_rows: sp.csr_matrix, c: float) -> np.ndarray:
     """Return sum over source groups of P(group | x) * (P(loss) - P(gain)) of that group's heads.
 
-    The heads are fitted without row weights, because each sees the rows of one group only.
+    The heads are fitted without row weights, because each is fitted on one group's rows only.
     """
     gate = LogisticRegression(C=1.0, max_iter=2000).fit(rows, groups)
     group_probability = gate.predict_proba(test_rows)

@@ -481,8 +481,8 @@ def _source_error(name: str, folder: Path, missing: Iterable[str] | None) -> Dat
     data_set = CONVERTERS[name]
     missing = None if missing is None else list(missing)
     if missing is None or not any(path.is_file() for path in folder.rglob("*")):
-        # Nothing is in the folder, so it may be the wrong one: say what to fetch and where
-        # the folder is looked for.
+        # Nothing is in the folder, so it may be the wrong one. The error names what to fetch
+        # and where the folder is looked for.
         problem = "folder not found" if missing is None else f"missing {', '.join(missing)}"
         return DatasetError(
             f"{folder}: {problem}. The {name} data set needs these files from "

@@ -203,7 +203,7 @@ def test_child_environment_drops_server_settings(monkeypatch: pytest.MonkeyPatch
     assert env["OMP_NUM_THREADS"] == "1"
 
 
-def test_server_command_pins_host_and_keeps_the_file_template(tmp_path: Path) -> None:
+def test_server_command_flags(tmp_path: Path) -> None:
     server = EdgeModelServer(n_ctx=1024, n_threads=2)
     command = server._server_command(tmp_path / "m.gguf", 9000)
     flags = dict(zip(command[4::2], command[5::2], strict=True))
