@@ -11,6 +11,11 @@ classifier did not train on, and ``pick`` chooses a pair:
 - budget mode: the highest mean quality whose cost per 1,000 requests is at most the
   budget (ties: lower cost, then the same threshold order).
 
+The policy's ``routing.category_floors`` apply as in the gateway's ``decide``.  A row whose
+prompt category has a floor never goes below that tier (``lowest_tiers``), so the chosen
+pair and its figures are those of the policy as the gateway runs it with every tier
+available.
+
 Costs are USD per request as recorded in the data; figures are printed per 1,000
 requests.  ``write_policy`` puts the chosen thresholds into a copy of a policy file.
 """
@@ -20,7 +25,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -75,16 +81,21 @@ class Grid:
 
 
 def simulate_grid(scores: np.ndarray, quality: np.ndarray, cost: np.ndarray,
-                  thresholds: np.ndarray = THRESHOLD_GRID) -> Grid:
+                  thresholds: np.ndarray = THRESHOLD_GRID, *,
+                  lowest: np.ndarray | None = None) -> Grid:
     """Replay the gateway's rule for every (edge, mid) threshold pair.
 
     ``scores``, ``quality`` and ``cost`` have shape (n, 3), columns edge, mid, frontier.
-    A row goes to edge when its edge score >= the edge threshold, else to mid when its
-    mid score >= the mid threshold, else to frontier.  Raises CalibrationError on NaN.
+    ``lowest`` holds each row's cheapest allowed tier (0 edge, 1 mid, 2 frontier) from
+    ``lowest_tiers``; None allows edge for every row.  A row goes to edge when edge is
+    allowed and its edge score >= the edge threshold, else to mid when mid is allowed and
+    its mid score >= the mid threshold, else to frontier.  Raises CalibrationError on NaN.
     """
     if not len(scores) or np.isnan(scores[:, :2]).any() or np.isnan(quality).any() or np.isnan(cost).any():
         raise CalibrationError("no rows to simulate, or a row is missing an edge or mid score, "
                                "or the quality or cost of a tier; check --tier-map")
+    if lowest is not None:
+        scores = apply_floors(scores, lowest)
     n = len(scores)
     to_edge = (scores[None, :, 0] >= thresholds[:, None]).astype(float)  # (edge grid, rows)
     mid_ok = (scores[None, :, 1] >= thresholds[:, None]).astype(float)   # (mid grid, rows)
@@ -92,6 +103,43 @@ def simulate_grid(scores: np.ndarray, quality: np.ndarray, cost: np.ndarray,
                 pair_grid_means(scores, quality, thresholds),
                 np.repeat(to_edge.mean(axis=1)[:, None], len(thresholds), axis=1),
                 (1.0 - to_edge) @ mid_ok.T / n, float(cost[:, 2].mean()), float(quality[:, 2].mean()))
+
+
+def prompt_categories(records: Sequence[LabelledPrompt]) -> list[str]:
+    """Return each row's prompt category, computed as the gateway computes a request's."""
+    from router.routing.category import prompt_category
+
+    return [prompt_category(record.messages) for record in records]
+
+
+def lowest_tiers(categories: Sequence[str], floors: Mapping[str, str]) -> np.ndarray:
+    """Return each row's cheapest allowed tier (0 edge, 1 mid, 2 frontier) under ``floors``.
+
+    ``floors`` is a policy's ``routing.category_floors``.  Each floor is applied with the
+    function that ``decide`` uses.
+    """
+    from router.routing.decide import tiers_at_or_above
+
+    # The frontier tier is at or above every floor, so the list is never empty.
+    lowest = {category: TIERS.index(tiers_at_or_above(TIERS, floor)[0])
+              for category, floor in floors.items()}
+    return np.array([lowest.get(category, 0) for category in categories], dtype=int)
+
+
+def apply_floors(scores: np.ndarray, lowest: np.ndarray) -> np.ndarray:
+    """Return a copy of ``scores`` with each row's tiers below ``lowest`` set to -inf.
+
+    A score of -inf meets no threshold, so the threshold rule then chooses among the tiers
+    at or above the floor, as ``decide`` does once a floor has removed the cheaper tiers.
+    """
+    floored = np.array(scores, dtype=float)
+    floored[np.arange(3)[None, :] < lowest[:, None]] = -np.inf
+    return floored
+
+
+def route(scores: np.ndarray, edge: float, mid: float) -> np.ndarray:
+    """Return each row's tier (0 edge, 1 mid, 2 frontier) under the thresholds ``edge`` and ``mid``."""
+    return np.where(scores[:, 0] >= edge, 0, np.where(scores[:, 1] >= mid, 1, 2))
 
 
 def pick(grid: Grid, *, target: float | None = None, budget_per_1k: float | None = None) -> Outcome:
@@ -272,8 +320,14 @@ def calibrate(
         help="Row weight (rows in its source group)^-POWER, as in evaluate.")] = 0.0,
     train_extra: Annotated[list[Path] | None, typer.Option(
         help="Labelled file added to every training fold and never scored; repeatable.")] = None,
+    ignore_floors: Annotated[bool, typer.Option(
+        "--ignore-floors", help="Simulate without the policy's routing.category_floors, "
+                                "although the gateway applies them.")] = False,
 ) -> None:
     """Choose edge and mid thresholds on held-out rows and write them into a policy copy.
+
+    The policy's category floors apply to each held-out row as in the gateway, unless
+    --ignore-floors is given.
 
     Example: tierwise calibrate --data var/data/routerbench.jsonl --tier-map
     edge=mistralai/mistral-7b-chat,mid=mistralai/mixtral-8x7b-chat,frontier=gpt-4-1106-preview
@@ -287,7 +341,7 @@ def calibrate(
     if split not in ("auto", "own", "kfold"):
         raise _fail(f"--split must be auto, own or kfold, got {split!r}")
     try:
-        load_policy(policy)
+        floors = dict(load_policy(policy).policy.routing.category_floors)
         mapping = parse_tier_map(tier_map) or None
         with progress_bar(_console) as progress:
             rows, scores, mode = held_out_scores(
@@ -296,24 +350,59 @@ def calibrate(
                 source_power=source_power, extra=read_outcomes(train_extra or [], mapping),
                 progress=progress)
         keep, quality, cost = matrices(rows)
-        grid = simulate_grid(scores[keep], quality, cost)
+        categories: list[str] = []
+        lowest = None
+        if floors and not ignore_floors:
+            categories = prompt_categories([row for row, kept in zip(rows, keep, strict=True) if kept])
+            lowest = lowest_tiers(categories, floors)
+        grid = simulate_grid(scores[keep], quality, cost, lowest=lowest)
         chosen = pick(grid, target=target_quality, budget_per_1k=budget_per_1k)
         text, kept_comments = policy_text(policy, chosen.edge, chosen.mid)
         if out is not None:
             write_policy(text, out)
     except (OutcomesError, TrainingError, CalibrationError, ArtifactError, PolicyError, OSError) as exc:
         raise _fail(str(exc)) from None
-    _print_result(chosen, grid, mode, int(keep.sum()), classifier is not None)
+    if lowest is not None:
+        floor_note = floors_applied_line(categories, scores[keep], lowest, chosen)
+    elif floors:
+        floor_note = floors_ignored_line(floors)
+    else:
+        floor_note = None
+    _print_result(chosen, grid, mode, int(keep.sum()), classifier is not None, floor_note)
     if out is not None:
         note = "comments kept" if kept_comments else "rewritten with yaml.safe_dump, comments dropped"
         _console.print(f"wrote {out} ({note})")
 
 
-def _print_result(chosen: Outcome, grid: Grid, mode: str, rows: int, from_artifact: bool) -> None:
+def floors_applied_line(categories: Sequence[str], scores: np.ndarray, lowest: np.ndarray,
+                        chosen: Outcome) -> str:
+    """Describe the rows under a floor above edge and how many the floors lift at ``chosen``."""
+    floored = lowest > 0
+    counts = Counter(category for category, above in zip(categories, floored, strict=True) if above)
+    by_category = ", ".join(f"{category} {count}" for category, count in counts.most_common())
+    lifted = route(apply_floors(scores, lowest), chosen.edge, chosen.mid) != route(
+        scores, chosen.edge, chosen.mid)
+    return (f"category floors applied: {int(floored.sum())} of {len(categories)} rows have a "
+            f"floor above edge ({by_category or 'none'}), and at these thresholds "
+            f"{int(lifted.sum())} of them go to a higher tier than without floors")
+
+
+def floors_ignored_line(floors: Mapping[str, str]) -> str:
+    """Warn that the figures leave out floors that the gateway applies with this policy."""
+    described = ", ".join(f"{category}: {tier}" for category, tier in floors.items())
+    return (f"category floors ignored (--ignore-floors): the gateway applies this policy's "
+            f"floors ({described}), so it sends some of those prompts to higher tiers than "
+            "these figures show")
+
+
+def _print_result(chosen: Outcome, grid: Grid, mode: str, rows: int, from_artifact: bool,
+                  floor_note: str | None) -> None:
     console = Console(soft_wrap=True)
     console.print(f"held-out rows: {rows} ({escape(mode)})")
     if from_artifact:
         console.print("note: these rows must not have been in the classifier's training data")
+    if floor_note is not None:
+        console.print(escape(floor_note))
     for line in report_lines(chosen, grid):
         console.print(escape(line))
 

@@ -159,6 +159,15 @@ def simulate_command(
         "quality: mean feedback score of the rated requests, those with feedback whose simulated "
         "tier is the tier that answered; columns with different rated requests are not comparable"
     )
+    # Records written before the gateway recorded a prompt category have none.
+    without_category = sum(record.get("category") is None for record in records)
+    floored = [name for name, candidate in policies.items() if candidate.routing.category_floors]
+    if floored and without_category:
+        owner = f"{' and '.join(floored)} {'policies' if len(floored) > 1 else 'policy'}"
+        typer.echo(
+            f"{without_category} records have no prompt category, so the category floors of the "
+            f"{owner} apply to none of them"
+        )
     if "current" in results:
         for warning in tier_shift_warnings(results["proposed"], results["current"], tiers):
             typer.echo(warning)

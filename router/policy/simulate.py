@@ -83,7 +83,9 @@ def simulate(
 ) -> SimulationResult:
     """Route every record with ``policy`` and add up tiers, cost and known quality.
 
-    ``records`` is read once, so it may be a generator (the CLI counts progress with one).
+    Each record's logged ``category`` goes to ``decide``, which applies the policy's
+    category floors as the gateway does.  ``records`` is read once, so it may be a generator
+    (the CLI counts progress with one).
     """
     result = SimulationResult()
     for record in records:

@@ -6,7 +6,7 @@ explain`` and offline simulation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -129,7 +129,7 @@ def decide(
     floor = policy.routing.category_floors.get(category) if category is not None else None
     floor_note = None
     if floor is not None:
-        at_or_above = [t for t in usable if TIER_ORDER.index(t) >= TIER_ORDER.index(floor)]
+        at_or_above = tiers_at_or_above(usable, floor)
         if not at_or_above:
             floor_note = (
                 f"{category} prompts start at the {floor} tier, but no tier from there up is usable"
@@ -148,6 +148,14 @@ def decide(
         for tier in usable[usable.index(chosen) + 1 :]:
             chain.extend(per_tier[tier])
     return Decision(chosen, tuple(chain), reason, scores.get(chosen), skips.codes)
+
+
+def tiers_at_or_above(tiers: Sequence[str], floor: str) -> list[str]:
+    """Return the tiers of ``tiers`` that a category floor of ``floor`` leaves to a router alias.
+
+    ``decide`` and ``tierwise calibrate`` both apply floors through this function.
+    """
+    return [tier for tier in tiers if TIER_ORDER.index(tier) >= TIER_ORDER.index(floor)]
 
 
 def highest_tier(*tiers: str | None) -> str | None:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from classifiers.calibrate import (
     CalibrationError,
+    lowest_tiers,
     pick,
     policy_text,
     simulate_grid,
@@ -19,7 +20,7 @@ from classifiers.calibrate import (
 )
 from classifiers.cli import calibrate_app
 from router.policy.loader import PolicyError, load_policy
-from router.routing.decide import _choose_tier
+from router.routing.decide import RequestNeeds, _choose_tier, decide
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_POLICY = REPO / "policies" / "default.yaml"
@@ -86,6 +87,64 @@ def test_grid_matches_the_gateway_rule() -> None:
         assert grid.mid_share[i, j] == pytest.approx(np.mean(column == 1))
 
 
+def test_floor_changes_thresholds_and_cost() -> None:
+    # A mid floor keeps A off edge, so A costs 1 instead of 0.  Edge then takes no row at
+    # any threshold above B's 0.6, so the highest, 1.00, is chosen.
+    chosen = pick(simulate_grid(SCORES, QUALITY, COST, lowest=np.array([1, 0, 0])), target=1.0)
+    assert (chosen.edge, chosen.mid) == (1.0, 0.8)
+    assert chosen.cost == pytest.approx(12 / 3)
+    assert chosen.shares == pytest.approx((0.0, 2 / 3, 1 / 3))
+
+
+def test_frontier_floor_skips_mid() -> None:
+    # B's frontier floor sends it to frontier, so mid takes no row at any threshold above
+    # C's 0.5 and the highest, 1.00, is chosen.
+    chosen = pick(simulate_grid(SCORES, QUALITY, COST, lowest=np.array([0, 2, 0])), target=1.0)
+    assert (chosen.edge, chosen.mid) == (0.9, 1.0)
+    assert chosen.cost == pytest.approx(20 / 3)
+    assert chosen.shares == pytest.approx((1 / 3, 0.0, 2 / 3))
+
+
+def test_edge_floors_change_nothing() -> None:
+    plain = simulate_grid(SCORES, QUALITY, COST)
+    floored = simulate_grid(SCORES, QUALITY, COST, lowest=np.zeros(3, dtype=int))
+    assert np.array_equal(plain.cost, floored.cost)
+    assert np.array_equal(plain.quality, floored.quality)
+    assert np.array_equal(plain.edge_share, floored.edge_share)
+    assert np.array_equal(plain.mid_share, floored.mid_share)
+
+
+def test_lowest_tiers_follow_the_policy_floors() -> None:
+    floors = {"math": "mid", "code": "frontier", "chat": "edge"}
+    lowest = lowest_tiers(["math", "chat", "code", "other"], floors)
+    assert lowest.tolist() == [1, 0, 2, 0]
+
+
+def test_grid_with_floors_matches_decide() -> None:
+    rng = np.random.default_rng(5)
+    categories = [str(c) for c in rng.choice(["math", "code", "chat", "other"], size=40)]
+    scores = np.round(rng.random((40, 3)), 2)  # on the grid, so ties with thresholds occur
+    quality, cost = rng.random((40, 3)), rng.random((40, 3))
+    floors = {"math": "mid", "code": "frontier", "chat": "edge"}
+    grid = simulate_grid(scores, quality, cost, lowest=lowest_tiers(categories, floors))
+    base = load_policy(DEFAULT_POLICY).policy
+    rows = np.arange(40)
+    for i, j in [(0, 0), (30, 70), (55, 55), (100, 20), (71, 100)]:
+        routing = base.routing.model_copy(update={
+            "thresholds": {"edge": float(grid.thresholds[i]), "mid": float(grid.thresholds[j])},
+            "category_floors": floors})
+        policy = base.model_copy(update={"routing": routing})
+        tiers = [decide(policy, dict(zip(("edge", "mid", "frontier"), s)),
+                        RequestNeeds(prompt_tokens=10), requested="auto",
+                        is_available=lambda d: True, category=category).tier
+                 for s, category in zip(scores.tolist(), categories)]
+        column = np.array([("edge", "mid", "frontier").index(t) for t in tiers])
+        assert grid.cost[i, j] == pytest.approx(cost[rows, column].mean())
+        assert grid.quality[i, j] == pytest.approx(quality[rows, column].mean())
+        assert grid.edge_share[i, j] == pytest.approx(np.mean(column == 0))
+        assert grid.mid_share[i, j] == pytest.approx(np.mean(column == 1))
+
+
 def test_substitution_keeps_comments_and_other_keys() -> None:
     text = "# top\nrouting:\n  thresholds:  # tuned\n    edge: 0.8\n\n    mid: 0.65\n  escalate_on_error: true\n"
     edited = substitute_thresholds(text, 0.42, 0.7)
@@ -120,13 +179,17 @@ def test_invalid_policy_is_not_written(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def _write_generated(path: Path, rows: int = 150) -> None:
+EASY_CHAT = "greet user"
+EASY_MATH = "what is 2 + 3"  # categorized as math, which the default policy floors at mid
+
+
+def _write_generated(path: Path, rows: int = 150, easy: str = EASY_CHAT) -> None:
     """Write rows whose words show difficulty; every third row is in the test split."""
     rng = np.random.default_rng(11)
     with path.open("w") as handle:
         for i in range(rows):
             level = int(rng.integers(3))  # 0 easy, 1 medium, 2 hard
-            words = ("greet user", "summarise the memo", "write a formal proof")[level]
+            words = (easy, "summarise the memo", "write a formal proof")[level]
             # Every tenth prompt defeats every tier, so each tier has both labels.
             outcomes = {tier: {"quality": float(rank >= level and i % 10 != 5),
                                "cost_usd": (0.0, 0.001, 0.01)[rank]}
@@ -152,3 +215,43 @@ def test_cli_writes_a_calibrated_policy(tmp_path: Path) -> None:
                                          "--budget-per-1k", "1", "--policy", str(DEFAULT_POLICY)])
     assert both.exit_code == 2
     assert "exactly one" in both.output
+
+
+def _calibrate_lines(data: Path, policy: Path, *options: str) -> list[str]:
+    result = CliRunner().invoke(calibrate_app, ["--data", str(data), "--target-quality", "0.9",
+                                                "--policy", str(policy), *options])
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+def test_cli_applies_floors_unless_ignored(tmp_path: Path) -> None:
+    data = tmp_path / "rows.jsonl"
+    _write_generated(data, easy=EASY_MATH)
+    floored = _calibrate_lines(data, DEFAULT_POLICY)
+    ignored = _calibrate_lines(data, DEFAULT_POLICY, "--ignore-floors")
+    # The easy and the hard prompts are math: 32 of the 50 test rows.
+    assert floored[1].startswith("category floors applied: 32 of 50 rows have a floor above "
+                                 "edge (math 32), and at these thresholds ")
+    assert ignored[1].startswith("category floors ignored (--ignore-floors): the gateway "
+                                 "applies this policy's floors (math: mid, code: mid, ")
+    floored_cost = next(line for line in floored if line.startswith("expected cost"))
+    ignored_cost = next(line for line in ignored if line.startswith("expected cost"))
+    assert floored_cost != ignored_cost
+    floored_mix = next(line for line in floored if line.startswith("tier mix"))
+    ignored_mix = next(line for line in ignored if line.startswith("tier mix"))
+    assert floored_mix != ignored_mix
+
+
+def test_cli_without_floors_prints_no_floor_line(tmp_path: Path) -> None:
+    data, policy = tmp_path / "rows.jsonl", tmp_path / "no-floors.yaml"
+    _write_generated(data, easy=EASY_MATH)
+    text = DEFAULT_POLICY.read_text()
+    start = text.index("  category_floors:")
+    end = text.index("medical: mid\n", start) + len("medical: mid\n")
+    policy.write_text(text[:start] + text[end:])
+    assert load_policy(policy).policy.routing.category_floors == {}
+    plain = _calibrate_lines(data, policy)
+    ignored = _calibrate_lines(data, DEFAULT_POLICY, "--ignore-floors")
+    assert not any("floor" in line for line in plain)
+    # Without floors the figures are those of --ignore-floors, which leaves floors out.
+    assert plain == [line for line in ignored if not line.startswith("category floors ignored")]

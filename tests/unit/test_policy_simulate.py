@@ -115,3 +115,40 @@ def test_simulate_command_warns_about_tier_growth(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "3 routed requests in the log, 2 of them with feedback" in result.output
     assert "WARNING: the edge tier would take 100.0% of requests instead of 33.3% (+66.7 percentage points)." in result.output
+
+
+FLOORED = {**POLICY, "routing": {"thresholds": {"edge": 0.7, "mid": 0.6}, "category_floors": {"math": "mid"}}}
+
+
+def test_category_floor_lifts_simulated_tier(tmp_path: Path) -> None:
+    rows = [
+        {**record("a", 0.9, 0.9, "edge"), "category": "math"},
+        {**record("b", 0.9, 0.9, "edge"), "category": "chat"},
+        {**record("c", 0.9, 0.1, "edge"), "category": "math"},
+    ]
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    records, feedback = load_records(log)
+    result = simulate(Policy.model_validate(FLOORED), records, feedback)
+    # Mid meets its threshold for a but not for c, which goes to frontier.  b has no floor.
+    assert dict(result.tiers) == {"mid": 1, "edge": 1, "frontier": 1}
+
+
+def test_simulate_command_counts_records_without_category(tmp_path: Path) -> None:
+    import yaml
+
+    log = write_log(tmp_path / "log.jsonl")
+    floored = tmp_path / "floored.yaml"
+    floored.write_text(yaml.safe_dump(FLOORED))
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump(POLICY))
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["policy", "simulate", "--policy", str(floored), "--outcomes", str(log), "--against", str(plain)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "3 records have no prompt category, so the category floors of the proposed policy apply to none of them" in result.output
+    unfloored = runner.invoke(app, ["policy", "simulate", "--policy", str(plain), "--outcomes", str(log)])
+    assert unfloored.exit_code == 0, unfloored.output
+    assert "no prompt category" not in unfloored.output
