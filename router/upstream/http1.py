@@ -7,12 +7,13 @@ per-request timer handles). Here each connection is an ``asyncio.Protocol`` and 
 ``httptools`` (already installed with uvicorn), parses the response, chunked framing included.
 ``bench/transports.py`` measures both clients side by side.
 
-What it does: keep-alive pools per origin, TLS by the default context for ``https`` bases,
-gzip and deflate response bodies, connect and read timeouts, back-pressure on streams, and
-one retry on a fresh connection when a reused one closed before any response byte arrived
-(the server dropped an idle keep-alive connection while the request was on its way).
-What it does not do, because upstream APIs do not need it: redirects, cookies, proxies
-(aiohttp ignored proxy variables too, as ``trust_env`` was off), HTTP/2.
+The client keeps connections alive in a pool per origin. It speaks TLS with the default
+context for ``https`` bases, decodes gzip and deflate bodies, applies connect and read
+timeouts and pauses reading while a stream's consumer falls behind. When a reused connection
+closes before any response byte arrives, because the server dropped it while idle, the
+request is sent once more on a new connection.
+Upstream APIs need no redirects, cookies, proxies or HTTP/2, so the client has none of them.
+aiohttp ignored proxy variables too, because ``trust_env`` was off.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from urllib.parse import urlsplit
 import httptools
 
 # A pooled connection idle for longer than this is closed rather than reused. Servers close
-# idle keep-alive connections on their own schedule (uvicorn after 5 s, nginx after 75 s); a
-# short limit here makes reusing one that is closing rare, and the retry covers the rest.
+# idle connections on their own schedule (uvicorn after 5 s, nginx after 75 s by default).
+# A short limit makes reusing a closing connection rare, and the retry covers the rest.
 IDLE_LIMIT_S = 4.0
 # A stream stops reading from the socket while this many bytes wait for the consumer.
 PAUSE_ABOVE_BYTES = 1 << 20
@@ -51,7 +52,7 @@ class BadResponse(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Where to connect and what to ask for, parsed once per base URL."""
+    """The host, port, scheme and request path of a URL, parsed once per URL."""
 
     host: str
     port: int
@@ -113,6 +114,10 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.complete:
+            # Bytes that no request asked for: the connection is in an unknown state.
+            self.close()
+            return
         self.received_any = True
         try:
             self._parser.feed_data(data)
@@ -126,8 +131,8 @@ class _Connection(asyncio.Protocol):
         if self.complete:
             return
         if exc is None and self._ends_at_close():
-            # A body with neither Content-Length nor chunked framing ends when the
-            # server closes (RFC 9112, section 6.3); some HTTP/1.0 SSE servers send that.
+            # A body with neither Content-Length nor chunked framing ends when the server
+            # closes the connection (RFC 9112, section 6.3). Some HTTP/1.0 SSE servers do that.
             self.complete = True
             self._wake()
             return
@@ -164,7 +169,7 @@ class _Connection(asyncio.Protocol):
             self.closed = True
         self._wake()
 
-    # used by the client
+    # Methods used by Http1Pool and Response
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

@@ -1,7 +1,7 @@
 """The direct path's HTTP/1.1 client against small servers that misbehave on purpose.
 
 Each server is a raw asyncio server on 127.0.0.1 that writes fixed protocol bytes, so the
-cases cover framing, keep-alive, compression, TLS and failures rather than model answers.
+cases cover framing, keep-alive, compression, TLS and failures rather than model output.
 """
 
 from __future__ import annotations
@@ -144,8 +144,8 @@ async def test_connection_close_is_not_reused(pool: Http1Pool) -> None:
 
 
 async def test_idle_connection_closed_by_server_is_retried_once(pool: Http1Pool) -> None:
-    # The server answers one request per connection without saying so, then closes; the
-    # pooled connection looks alive until the next request finds it closed.
+    # The server responds to one request per connection without saying so, then closes.
+    # The pooled connection looks alive until the next request finds it closed.
     async def one_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(response(b"{}"))
@@ -171,7 +171,7 @@ async def test_close_mid_body_is_an_error(pool: Http1Pool) -> None:
             await reply.read()
 
 
-async def test_close_before_any_byte_on_a_new_connection_is_an_error(pool: Http1Pool) -> None:
+async def test_new_connection_hang_up_is_an_error(pool: Http1Pool) -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
 
@@ -223,7 +223,7 @@ async def test_large_stream_pauses_and_resumes_reading(pool: Http1Pool) -> None:
     parts = [part] * 64  # 4 MiB, past the pause threshold
     async with Server(keep_alive(chunked(*parts))) as server:
         reply = await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
-        await asyncio.sleep(0.2)  # let the client buffer fill while nobody reads
+        await asyncio.sleep(0.2)  # let the client's buffer fill before reading
         total = 0
         async for chunk in reply.iter_chunks(5):
             total += len(chunk)
