@@ -72,6 +72,14 @@ def explain_routing(
         rule = f">= {threshold:.3f} to choose" if threshold is not None else "fallback tier"
         score = f"{scores[tier]:.3f}" if tier in scores else "-"
         lines.append(f"score       {tier:<9} {score:>6}   ({rule})")
+    unscored = [tier for tier in policy.routing.thresholds if tier not in scorer.tiers]
+    if alias is not None and unscored:
+        # The gateway logs classifier_cannot_score_tier for the same pairing.
+        lines.append(
+            f"note        classifier {scorer.version} scores only {', '.join(scorer.tiers)}, so "
+            f"score-based routing never picks {', '.join(unscored)}; use a classifier that "
+            f"scores {', '.join(unscored)}, or remove that tier from the policy"
+        )
     try:
         decision = decide(
             policy,

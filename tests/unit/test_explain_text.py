@@ -94,3 +94,35 @@ def test_explain_accepts_deployment_name(tmp_path: Path) -> None:
     policy = write_policy(tmp_path / "policy.yaml")
     text = explain_routing("hi", policy, None, "large", 100, None)
     assert "decision    frontier -> large" in text
+
+
+class TwoTierScorer:
+    version = "two-1"
+    tiers: tuple[str, ...] = ("mid", "frontier")
+
+    def score(self, messages: list[Any]) -> dict[str, float]:
+        return {"mid": 0.9, "frontier": 0.9}
+
+
+def test_explain_notes_tier_classifier_cannot_score(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(classifiers, "load_default", TwoTierScorer)
+    text = explain_routing("Hello", write_policy(tmp_path / "policy.yaml"), None, "auto", 100, None)
+    lines = text.splitlines()
+
+    assert "score       edge           -   (>= 0.700 to choose)" in lines
+    notes = [line for line in lines if line.startswith("note")]
+    assert len(notes) == 1
+    assert "scores only mid, frontier" in notes[0]
+    assert "never picks edge" in notes[0]
+
+
+def test_explain_has_no_note_for_three_tier_classifier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(UNSET_KEY, raising=False)
+    monkeypatch.setattr(classifiers, "load_default", FixedScorer)
+    text = explain_routing("Hello", write_policy(tmp_path / "policy.yaml"), None, "auto", 100, None)
+
+    assert not [line for line in text.splitlines() if line.startswith("note")]
