@@ -162,7 +162,14 @@ def _add_error_handlers(app: FastAPI) -> None:
                 code="not_found",
             )
         else:
-            error = InvalidRequest(f"{request.method} is not supported on {request.url.path}.")
+            allowed = (exc.headers or {}).get("Allow")
+            hint = f" Use {allowed}." if allowed else ""
+            error = InvalidRequest(
+                f"{request.method} is not supported on {request.url.path}.{hint}",
+                code="method_not_allowed" if exc.status_code == 405 else None,
+            )
+            if exc.headers:
+                error.headers = dict(exc.headers)
         error.status = exc.status_code
         return render_error(error)
 

@@ -103,6 +103,14 @@ class RequestTooLarge(GatewayError):
     default_code = "request_too_large"
 
 
+class UnsupportedMediaType(GatewayError):
+    """Raised when the request body is compressed or otherwise not plain JSON."""
+
+    status = 415
+    error_type = "invalid_request_error"
+    default_code = "unsupported_media_type"
+
+
 class BudgetExceeded(GatewayError):
     """Raised when a tenant is over its budget."""
 

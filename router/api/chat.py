@@ -27,6 +27,7 @@ from router.errors import (
     ModelNotFound,
     NoDeploymentAvailable,
     RequestTooLarge,
+    UnsupportedMediaType,
 )
 from router.outcomes.record import Outcome
 from router.policy.loader import LoadedPolicy
@@ -60,6 +61,10 @@ async def serve_chat(
     # An empty header counts as absent, so the request gets an id that feedback accepts.
     sent_request_id = header(request, b"x-request-id") or None
     keep_sent_id = runtime.settings.keep_client_request_ids
+    id_problem = None
+    if keep_sent_id and sent_request_id is not None and not _usable_request_id(sent_request_id):
+        # Rejected below, once the outcome record exists; the gateway's own id replaces it.
+        id_problem, keep_sent_id = sent_request_id, False
     client_request_id = sent_request_id if keep_sent_id else None
     # A replaced id stays in the record for tracing, cut to a sane length.
     replaced_request_id = None if keep_sent_id or sent_request_id is None else sent_request_id[:256]
@@ -74,6 +79,12 @@ async def serve_chat(
     )
     setattr(request.state, REQUEST_ID_STATE, outcome.request_id)
     try:
+        if id_problem is not None:
+            raise InvalidRequest(
+                f"The x-request-id header must be 1 to {MAX_REQUEST_ID_CHARS} printable ASCII "
+                f"characters; got {len(id_problem)} characters.",
+                param="x-request-id",
+            )
         tenant = identify(request, loaded.policy)
         outcome.tenant = tenant.name
         if client_request_id is None and runtime.request_ids is not None:
@@ -233,13 +244,28 @@ def _allowed_hint(policy: Policy, hint: str | None) -> str | None:
 
 
 async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
-    """Read and parse the body; raise RequestTooLarge or InvalidRequest."""
+    """Read and parse the body; raise RequestTooLarge, UnsupportedMediaType or InvalidRequest.
+
+    The body is read as it arrives and rejected once it passes ``limit``, so a chunked
+    upload without Content-Length cannot fill memory before the check.
+    """
     declared = header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+    encoding = header(request, b"content-encoding")
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding '{encoding[:40]}' is not supported; send the JSON body uncompressed.",
+            param="content-encoding",
+        )
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+        parts.append(part)
+    raw = parts[0] if len(parts) == 1 else b"".join(parts)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -249,7 +275,36 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    # orjson parses up to 1,024 levels but serialises only 255, and the gateway serialises
+    # the body again for the cache key and the upstream call. Counting brackets is cheap, so
+    # only bodies with that many brackets are walked.
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and json_depth(body) > MAX_JSON_DEPTH:
+        raise InvalidRequest(
+            f"The request body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep.",
+            code="invalid_json",
+        )
     return body
+
+
+MAX_JSON_DEPTH = 128
+"""Deepest nesting of objects and arrays accepted in a request body."""
+
+
+def json_depth(value: Any) -> int:
+    """Return how many levels of objects and arrays ``value`` nests (0 for a scalar)."""
+    depth = 0
+    level = [value]
+    while level:
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            break
+        depth += 1
+        level = [
+            child
+            for container in containers
+            for child in (container.values() if isinstance(container, dict) else container)
+        ]
+    return depth
 
 
 def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
@@ -358,6 +413,14 @@ def header(request: Request, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
+
+
+MAX_REQUEST_ID_CHARS = 256
+"""Maximum length of a client request id that the gateway keeps as the request's own id."""
+
+
+def _usable_request_id(value: str) -> bool:
+    return len(value) <= MAX_REQUEST_ID_CHARS and value.isascii() and value.isprintable()
 
 
 def new_request_id() -> str:

@@ -64,6 +64,15 @@ class Message(BaseModel):
                 if not isinstance(part.get("type"), str):
                     # pydantic reports only ValueError (not TypeError) as a validation error.
                     raise ValueError("each content part needs a string 'type'")  # noqa: TRY004
+        for call in self.tool_calls or ():
+            function = call.get("function")
+            if function is None:
+                continue
+            if not isinstance(function, dict):
+                raise ValueError("a tool call's 'function' must be an object with 'name' and 'arguments'")
+            for key in ("name", "arguments"):
+                if key in function and not isinstance(function[key], str):
+                    raise ValueError(f"a tool call's 'function.{key}' must be a string")
         return self
 
 

@@ -6,7 +6,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from router.policy.schema import Deployment, Policy
+
+_log = structlog.get_logger("tierwise.outcomes")
+MAX_TOKEN_COUNT = 1_000_000_000
+"""Largest token count taken from an upstream's usage; no context window comes near it."""
 
 
 @dataclass
@@ -47,10 +53,34 @@ class Outcome:
             return 0.0
         return self.deployment.cost_usd(self.tokens_in, self.tokens_out)
 
-    def set_usage(self, usage: dict[str, Any] | None) -> None:
-        if usage:
-            self.tokens_in = int(usage.get("prompt_tokens") or 0)
-            self.tokens_out = int(usage.get("completion_tokens") or 0)
+    def set_usage(self, usage: Any) -> None:
+        """Take the token counts of an upstream ``usage`` object.
+
+        A count that is not a whole number from 0 to MAX_TOKEN_COUNT is recorded as 0, with a
+        warning. So a faulty upstream cannot break the outcome record, because orjson writes
+        integers of up to 64 bits, and cannot lower a tenant's spend with a negative cost.
+        """
+        if not usage or not isinstance(usage, dict):
+            return
+        self.tokens_in = self._token_count(usage, "prompt_tokens")
+        self.tokens_out = self._token_count(usage, "completion_tokens")
+
+    def _token_count(self, usage: dict[str, Any], key: str) -> int:
+        value = usage.get(key)
+        if value is None:
+            return 0
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT:
+            return value
+        _log.warning(
+            "upstream_usage_invalid",
+            request_id=self.request_id,
+            field=key,
+            value=str(value)[:40],
+            effect="counted as 0 tokens",
+        )
+        return 0
 
     def as_record(self, policy: Policy) -> dict[str, Any]:
         latency_ms = (time.perf_counter() - self.started) * 1000

@@ -243,10 +243,9 @@ def _eligible(
     reason_of: Callable[[Deployment], str | None],
     skips: Skips,
 ) -> bool:
-    unavailable = reason_of(deployment)
-    if unavailable is not None:  # an empty reason still means unavailable
-        skips.add(deployment.name, "unavailable", unavailable)
-        return False
+    # The request's own limits are checked first. A deployment that could never serve the
+    # request counts as too small, not as down, so an over-long conversation gets a 400
+    # rather than a 503 that points at the gateway's configuration.
     missing = needs.missing_capability(deployment)
     if missing is not None:
         skips.add(deployment.name, f"capability:{missing}")
@@ -254,12 +253,17 @@ def _eligible(
     if not needs.fits_context(deployment):
         skips.add(deployment.name, "context")
         return False
+    unavailable = reason_of(deployment)
+    if unavailable is not None:  # an empty reason still means unavailable
+        skips.add(deployment.name, "unavailable", unavailable)
+        return False
     return True
 
 
 def _raise_for(skips: Skips, needs: RequestNeeds, unavailable_message: str) -> NoReturn:
-    # A deployment that is down outranks the request's own limits: with it running, the
-    # request might have been served, so the client learns what to fix in the gateway.
+    # A deployment that is down but large and capable enough outranks the other reasons:
+    # with it running, the request would have been served, so the client learns what to
+    # fix in the gateway.
     reasons = set(skips.codes.values())
     if "unavailable" in reasons:
         raise NoDeploymentAvailable(unavailable_message)

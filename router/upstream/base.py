@@ -41,8 +41,10 @@ def classify_http_error(status: int, message: str) -> UpstreamError:
         return UpstreamError("context", message, status)
     if status in (408, 504):
         return UpstreamError("timeout", message, status)
-    if status in (401, 403, 429) or status >= 500:
-        # A rejected provider key or a rate limit is the deployment's problem, not the caller's.
+    if status in (401, 403, 404, 413, 429) or status >= 500:
+        # A rejected provider key, a rate limit, a wrong model name or path (404) and a body
+        # past the upstream's own size limit (413) are the deployment's problem, not the
+        # caller's, so the next candidate gets the request.
         return UpstreamError("server", message, status)
     return UpstreamError("client", message, status)
 

@@ -63,6 +63,10 @@ class Dispatcher:
                 last_error = self._failed(attempt, exc)
                 continue
             attempt.latency_ms = (time.perf_counter() - started) * 1000
+            if not _is_completion(completion):
+                problem = UpstreamError("server", "the upstream returned a body without choices")
+                last_error = self._failed(attempt, problem)
+                continue
             return candidate, completion
         raise _final_error(last_error)
 
@@ -130,6 +134,14 @@ def _upstream_body(
         upstream.pop("stream", None)
         upstream.pop("stream_options", None)
     return upstream
+
+
+def _is_completion(completion: Any) -> bool:
+    """Tell whether an upstream body has the shape of a chat completion: a list of choices."""
+    if not isinstance(completion, dict):
+        return False
+    choices = completion.get("choices")
+    return isinstance(choices, list) and bool(choices) and all(isinstance(c, dict) for c in choices)
 
 
 def _final_error(last_error: UpstreamError | None) -> GatewayError:

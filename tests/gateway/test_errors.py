@@ -291,7 +291,10 @@ async def test_wrong_method_gets_openai_405(kit: GatewayKit) -> None:
         response = await gateway.client.get("/v1/chat/completions")
 
     assert response.status_code == 405
-    assert response.json() == invalid("GET is not supported on /v1/chat/completions.")
+    assert response.headers["allow"] == "POST"
+    assert response.json() == invalid(
+        "GET is not supported on /v1/chat/completions. Use POST.", code="method_not_allowed"
+    )
 
 
 async def test_no_context_window_fits_gets_400(kit: GatewayKit) -> None:

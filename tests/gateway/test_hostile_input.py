@@ -1,0 +1,257 @@
+"""Hostile or faulty input from either side: clients that send too much or too deep, and
+upstreams that send bodies or usage figures no real model would."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+import orjson
+import pytest
+
+from router.api.chat import MAX_JSON_DEPTH, json_depth
+from router.outcomes.record import MAX_TOKEN_COUNT
+from tests.gateway.conftest import GatewayKit, StubScorer, chat_body, policy_document, write_yaml
+from tests.support.scenario import Scenario
+
+EDGE_SCORER = StubScorer(edge=0.99, mid=0.99, frontier=0.99)
+
+
+async def test_endless_chunked_body_stops_at_limit(kit: GatewayKit) -> None:
+    kit.write_policy()
+    sent = 0
+
+    async def endless() -> Any:
+        nonlocal sent
+        yield b'{"model": "auto", "messages": [{"role": "user", "content": "'
+        for _ in range(10_000):  # 640 MB if nothing stopped it
+            sent += 1
+            yield b"x" * 65536
+
+    async with kit.running(settings=kit.settings(max_body_bytes=1 << 20)) as gateway:
+        response = await gateway.client.post(
+            "/v1/chat/completions", content=endless(), headers={"Content-Type": "application/json"}
+        )
+        records = await gateway.request_records()
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert sent < 64
+    assert [record["status"] for record in records] == [413]
+
+
+async def test_compressed_body_gets_415(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        response = await gateway.chat(
+            gzip.compress(orjson.dumps(chat_body())), headers={"Content-Encoding": "gzip"}
+        )
+
+    assert response.status_code == 415
+    assert response.json() == {
+        "error": {
+            "message": "Content-Encoding 'gzip' is not supported; send the JSON body uncompressed.",
+            "type": "invalid_request_error",
+            "param": "content-encoding",
+            "code": "unsupported_media_type",
+        }
+    }
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 300, 1000])
+async def test_deeply_nested_body_gets_400(kit: GatewayKit, depth: int) -> None:
+    nested: Any = 1
+    for _ in range(depth - 1):
+        nested = [nested]
+    async with kit.running() as gateway:
+        response = await gateway.chat(
+            orjson.dumps(chat_body(temperature=0))[:-1] + b', "metadata": '
+            + b"[" * (depth - 1) + b"1" + b"]" * (depth - 1) + b"}"
+        )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        f"The request body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep."
+    )
+    assert kit.fakes["edge"].requests == []
+
+
+async def test_nesting_at_limit_is_served(kit: GatewayKit) -> None:
+    # The body object is one level, "metadata" adds MAX_JSON_DEPTH - 1 more.
+    levels = MAX_JSON_DEPTH - 1
+    raw = orjson.dumps(chat_body())[:-1] + b', "metadata": ' + b"[" * levels + b"]" * levels + b"}"
+    async with kit.running() as gateway:
+        response = await gateway.chat(raw)
+
+    assert json_depth(orjson.loads(raw)) == MAX_JSON_DEPTH
+    assert response.status_code == 200
+
+
+def test_json_depth_counts_levels() -> None:
+    assert json_depth(1) == 0
+    assert json_depth({}) == 1
+    assert json_depth({"a": [1, {"b": []}]}) == 4
+    assert json_depth([[], [[[]]]]) == 4
+
+
+@pytest.mark.parametrize("function", [True, -1, "x", ["name"]])
+async def test_tool_call_function_not_object_gets_400(kit: GatewayKit, function: Any) -> None:
+    body = chat_body()
+    body["messages"] = [
+        {"role": "user", "content": "What is the weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": function}
+        ]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    async with kit.running() as gateway:
+        response = await gateway.chat(body)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "messages[1]"
+    assert "'function' must be an object" in error["message"]
+
+
+async def test_tool_call_arguments_not_string_gets_400(kit: GatewayKit) -> None:
+    body = chat_body()
+    body["messages"] = [
+        {"role": "user", "content": "What is the weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}
+        ]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    async with kit.running() as gateway:
+        response = await gateway.chat(body)
+
+    assert response.status_code == 400
+    assert "'function.arguments' must be a string" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("usage", "tokens_out"),
+    [
+        ({"prompt_tokens": 10**30, "completion_tokens": 5}, 5),
+        ({"prompt_tokens": -100, "completion_tokens": -5}, 0),
+        ({"prompt_tokens": "12", "completion_tokens": True}, 0),
+        ({"prompt_tokens": MAX_TOKEN_COUNT + 1, "completion_tokens": 1.5}, 0),
+    ],
+)
+async def test_odd_usage_counts_as_zero(
+    kit: GatewayKit, usage: dict[str, Any], tokens_out: int
+) -> None:
+    kit.fakes["edge"].enqueue(Scenario(usage=usage))
+    async with kit.running(scorer=EDGE_SCORER) as gateway:
+        response = await gateway.chat(chat_body())
+        records = await gateway.request_records()
+
+    assert response.status_code == 200
+    assert len(records) == 1
+    assert records[0]["tokens_in"] == 0
+    assert records[0]["tokens_out"] == tokens_out
+    assert records[0]["cost_usd"] >= 0.0
+    assert float(response.headers["x-tierwise-cost-usd"]) == records[0]["cost_usd"]
+
+
+async def test_usage_in_range_is_kept(kit: GatewayKit) -> None:
+    kit.fakes["edge"].enqueue(Scenario(usage={"prompt_tokens": 12, "completion_tokens": 7.0}))
+    async with kit.running(scorer=EDGE_SCORER) as gateway:
+        await gateway.chat(chat_body())
+        records = await gateway.request_records()
+
+    assert records[0]["tokens_in"] == 12
+    assert records[0]["tokens_out"] == 7
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"choices": None, "usage": "many"}, {"choices": []}, {"choices": ["text"]}],
+    ids=["empty", "null-choices", "no-choices", "string-choice"],
+)
+async def test_body_without_choices_falls_back(kit: GatewayKit, body: dict[str, Any]) -> None:
+    kit.fakes["edge"].enqueue(Scenario(body=body))
+    async with kit.running(scorer=EDGE_SCORER) as gateway:
+        response = await gateway.chat(chat_body())
+        records = await gateway.request_records()
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-tier"] == "mid"
+    assert [a["error"] for a in records[0]["attempts"]] == ["server", None]
+
+
+async def test_body_without_choices_everywhere_gets_502(kit: GatewayKit) -> None:
+    for fake in kit.fakes.values():
+        fake.set_default(Scenario(body={}))
+    async with kit.running(scorer=EDGE_SCORER) as gateway:
+        response = await gateway.chat(chat_body())
+        records = await gateway.request_records()
+
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_error"
+    assert records[0]["status"] == 502
+
+
+@pytest.mark.parametrize("status", [404, 413])
+async def test_upstream_config_error_falls_back(kit: GatewayKit, status: int) -> None:
+    kit.fakes["edge"].enqueue(Scenario.http_error(status, "The model `small` does not exist."))
+    async with kit.running(scorer=EDGE_SCORER) as gateway:
+        response = await gateway.chat(chat_body())
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-tier"] == "mid"
+
+
+async def test_upstream_422_still_reaches_client(kit: GatewayKit) -> None:
+    kit.fakes["edge"].enqueue(Scenario.http_error(422, "top_k must be positive", "invalid_request_error"))
+    async with kit.running(scorer=EDGE_SCORER) as gateway:
+        response = await gateway.chat(chat_body())
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "upstream_rejected"
+    assert kit.fakes["mid"].requests == []
+
+
+async def test_long_client_request_id_gets_400(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        long_id = await gateway.chat(chat_body(), headers={"x-request-id": "r" * 257})
+        control = await gateway.chat(chat_body(), headers={"x-request-id": "bad\x01id"})
+        fine = await gateway.chat(chat_body(), headers={"x-request-id": "r" * 256})
+        records = await gateway.request_records()
+
+    assert long_id.status_code == 400
+    assert long_id.json()["error"]["param"] == "x-request-id"
+    assert long_id.headers["x-request-id"].startswith("req-")
+    assert control.status_code == 400
+    assert fine.status_code == 200
+    assert fine.headers["x-request-id"] == "r" * 256
+    assert [record["status"] for record in records] == [400, 400, 200]
+    assert records[0]["client_request_id"] == "r" * 256
+
+
+async def test_head_on_health_checks(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        healthz = await gateway.client.head("/healthz")
+        readyz = await gateway.client.head("/readyz")
+
+    assert healthz.status_code == 200
+    assert readyz.status_code in (200, 503)
+
+
+@pytest.mark.parametrize(("frontier_window", "status"), [(2048, 400), (200_000, 503)])
+async def test_long_prompt_with_frontier_down(
+    kit: GatewayKit, monkeypatch: pytest.MonkeyPatch, frontier_window: int, status: int
+) -> None:
+    # A deployment that is down counts only when it could have served the request: a
+    # small one makes the request itself the problem (400), a large one the gateway (503).
+    monkeypatch.delenv("TIERWISE_TEST_UNSET_KEY", raising=False)
+    document = policy_document(
+        kit.base_urls, context_windows={"edge": 1024, "mid": 1024, "frontier": frontier_window}
+    )
+    document["tiers"]["frontier"]["deployments"][0]["api_key_env"] = "TIERWISE_TEST_UNSET_KEY"
+    write_yaml(kit.policy_path, document)
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body("lorem " * 3000))
+
+    assert response.status_code == status
+    expected_code = "context_length_exceeded" if status == 400 else "no_deployment_available"
+    assert response.json()["error"]["code"] == expected_code
