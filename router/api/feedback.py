@@ -17,7 +17,9 @@ router = APIRouter()
 
 
 class Feedback(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict like ChatRequest: a score must be a JSON number, because pydantic's lax mode
+    # would read true as 1.0 (a perfect label) and the string "0.5" as 0.5.  Integers pass.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     request_id: str = Field(min_length=1, max_length=200)
     score: float = Field(ge=0.0, le=1.0, description="Quality of the answer, 0 (bad) to 1 (good).")

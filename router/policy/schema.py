@@ -6,12 +6,15 @@ instead of silently turning a setting off.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -49,6 +52,68 @@ class Capabilities(StrictModel):
     vision: bool = False
 
 
+def _check_api_base_url(url: str) -> None:
+    """Raise ValueError unless ``url`` is an http or https URL with a host and a usable port.
+
+    Both upstream paths append the endpoint path (``/chat/completions``) to api_base, so a
+    query or fragment would end up before it and is rejected too.
+    """
+    if any(char.isspace() or not char.isprintable() for char in url):
+        raise ValueError(
+            "api_base contains whitespace or a control character; write the URL without "
+            "them, e.g. https://api.openai.com/v1"
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(
+            f"api_base is not a valid URL ({exc}); give the server's address, "
+            "e.g. https://api.openai.com/v1"
+        ) from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(
+            "api_base must start with http:// or https://, e.g. https://api.openai.com/v1"
+        )
+    if not parts.hostname:
+        raise ValueError(
+            "api_base has no host; give the server's address, e.g. http://10.0.0.5:8000/v1"
+        )
+    if not _is_host_name(parts.hostname):
+        raise ValueError(
+            f"api_base host {parts.hostname!r} is not a valid host name or IP address"
+        )
+    # Port 0 would let the local model server bind a random port, but the gateway sends
+    # requests to exactly the port written here, so they could never arrive.
+    if port == 0:
+        raise ValueError(
+            "port 0 is invalid in api_base because the gateway sends requests to exactly "
+            "this port; give the port the model server listens on, e.g. "
+            f"http://{LOCAL_MODEL_HOST}:8081/v1"
+        )
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ValueError(
+            "api_base must not contain a query (?) or fragment (#) because the gateway appends "
+            "the endpoint path, such as /chat/completions, to it"
+        )
+
+
+# One dot-separated part of a host name: letters, digits, hyphens and underscores (some
+# container and service names contain underscores).  \w also matches non-ASCII letters, so
+# internationalized domain names pass.
+_HOST_LABEL = re.compile(r"[\w-]+")
+
+
+def _is_host_name(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    return all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
 class Deployment(StrictModel):
     """One model endpoint of a tier."""
 
@@ -77,15 +142,9 @@ class Deployment(StrictModel):
 
     @field_validator("api_base")
     @classmethod
-    def _check_api_base_port(cls, value: str | None) -> str | None:
-        # Port 0 would let the local model server bind a random port, but the gateway sends
-        # requests to exactly the port written here, so they could never arrive.
-        if value is not None and urlsplit(value).port == 0:
-            raise ValueError(
-                "port 0 is invalid in api_base because the gateway sends requests to exactly "
-                "this port; give the port the model server listens on, e.g. "
-                f"http://{LOCAL_MODEL_HOST}:8081/v1"
-            )
+    def _check_api_base(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_api_base_url(value)
         return value
 
     @field_validator("local_model")
@@ -154,41 +213,44 @@ class Alias(StrictModel):
 TierName = Literal["edge", "mid", "frontier"]
 
 
+# The validators below run per key and per value, so an error's location names the entry and
+# the policy loader reports that entry's line.
+def _check_tier_name(tier: str) -> str:
+    if tier not in TIER_ORDER:
+        raise ValueError(f"unknown tier {tier!r}; expected one of {', '.join(TIER_ORDER)}")
+    return tier
+
+
+def _check_threshold(threshold: float) -> float:
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    return threshold
+
+
+def _check_category(category: str) -> str:
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}")
+    return category
+
+
 class Routing(StrictModel):
     """Thresholds: a tier is chosen when its adequacy score is at least its threshold.
 
     Tiers are tried cheapest first; the most capable available tier is the fallback.
     """
 
-    thresholds: dict[str, float] = Field(default_factory=lambda: {"edge": 0.7, "mid": 0.6})
+    thresholds: dict[
+        Annotated[str, AfterValidator(_check_tier_name)],
+        Annotated[float, AfterValidator(_check_threshold)],
+    ] = Field(default_factory=lambda: {"edge": 0.7, "mid": 0.6})
     escalate_on_error: bool = True
-    category_floors: dict[str, TierName] = Field(
+    category_floors: dict[Annotated[str, AfterValidator(_check_category)], TierName] = Field(
         default_factory=dict,
         description=(
             "Prompt category (math, code, science, legal, medical, writing, chat, other) -> the "
             "cheapest tier a router alias uses for it while that tier or a higher one is available."
         ),
     )
-
-    @field_validator("category_floors")
-    @classmethod
-    def _check_categories(cls, value: dict[str, str]) -> dict[str, str]:
-        for category in value:
-            if category not in CATEGORIES:
-                raise ValueError(
-                    f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}"
-                )
-        return value
-
-    @field_validator("thresholds")
-    @classmethod
-    def _check_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
-        for tier, threshold in value.items():
-            if tier not in TIER_ORDER:
-                raise ValueError(f"unknown tier {tier!r}; expected one of {', '.join(TIER_ORDER)}")
-            if not 0.0 <= threshold <= 1.0:
-                raise ValueError(f"threshold for {tier!r} must be between 0 and 1, got {threshold}")
-        return value
 
 
 class CachePolicy(StrictModel):
@@ -209,8 +271,17 @@ class Budget(StrictModel):
     usd_per_month: float | None = Field(default=None, gt=0)
 
 
+def _check_key_digest(digest: str) -> str:
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(
+            "each key_sha256 entry must be 64 lowercase hex characters "
+            "(printf %s KEY | sha256sum)"
+        )
+    return digest
+
+
 class Tenant(StrictModel):
-    key_sha256: list[str] = Field(
+    key_sha256: list[Annotated[str, AfterValidator(_check_key_digest)]] = Field(
         default_factory=list,
         description="Hex SHA-256 digests of the tenant's API keys; keys are never stored.",
     )
@@ -218,16 +289,26 @@ class Tenant(StrictModel):
     blocked_tiers: list[TierName] = Field(default_factory=list)
     budget: Budget = Budget()
 
-    @field_validator("key_sha256")
-    @classmethod
-    def _check_digests(cls, value: list[str]) -> list[str]:
-        for digest in value:
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ValueError(
-                    "each key_sha256 entry must be 64 lowercase hex characters "
-                    "(printf %s KEY | sha256sum)"
-                )
-        return value
+
+# Tenant names that the gateway generates for callers that match no policy tenant.  Callers
+# without a key share "anonymous" and a key the policy does not list becomes "key-" plus the
+# first 16 hex digits of its SHA-256 (router.api.auth).  The chat endpoint records
+# "unidentified" for requests rejected before their tenant is known.  A policy tenant with one
+# of these names would share cache entries and spend with those callers.
+RESERVED_TENANT_NAMES: tuple[str, ...] = ("anonymous", "unidentified")
+GENERATED_KEY_TENANT_NAME = re.compile(r"key-[0-9a-f]{16}")
+
+
+def _check_tenant_name(name: str) -> str:
+    if name in RESERVED_TENANT_NAMES or GENERATED_KEY_TENANT_NAME.fullmatch(name):
+        raise ValueError(
+            f"tenant name {name!r} is reserved because the gateway uses it for callers that match "
+            "no policy tenant, and those callers would share this tenant's cache entries, spend "
+            "and outcome records. "
+            "Reserved names are 'anonymous', 'unidentified' and 'key-' followed by 16 lowercase "
+            "hex digits, so choose another name"
+        )
+    return name
 
 
 class Tenants(StrictModel):
@@ -239,7 +320,9 @@ class Tenants(StrictModel):
         default=False,
         description="Honour the x-tierwise-min-tier request header.",
     )
-    entries: dict[str, Tenant] = Field(default_factory=dict)
+    entries: dict[Annotated[str, AfterValidator(_check_tenant_name)], Tenant] = Field(
+        default_factory=dict
+    )
 
     def tenant_for_digest(self, digest: str) -> str | None:
         for name, tenant in self.entries.items():

@@ -263,3 +263,84 @@ async def test_unwritable_data_dir_uses_process_secret(kit: GatewayKit, tmp_path
         response = await send_feedback(gateway, request_id, gateway.api_key)
 
     assert response.status_code == 200
+
+
+# Body validation ----------------------------------------------------------------------------
+
+
+def invalid_value_body(param: str, message: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": f"Invalid value for '{param}': {message}.",
+            "type": "invalid_request_error",
+            "param": param,
+            "code": "invalid_request",
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "param", "message"),
+    [
+        ({"score": True}, "score", "Input should be a valid number"),
+        ({"score": False}, "score", "Input should be a valid number"),
+        ({"score": "0.5"}, "score", "Input should be a valid number"),
+        ({"score": None}, "score", "Input should be a valid number"),
+        ({"score": 1.5}, "score", "Input should be less than or equal to 1"),
+        ({"score": -1}, "score", "Input should be greater than or equal to 0"),
+        ({"score": 2**70}, "score", "Input should be less than or equal to 1"),
+        ({"request_id": 7}, "request_id", "Input should be a valid string"),
+        ({"label": True}, "label", "Input should be a valid string"),
+        ({"label": "x" * 201}, "label", "String should have at most 200 characters"),
+        ({"comment": "good"}, "comment", "Extra inputs are not permitted"),
+    ],
+    ids=[
+        "score-true", "score-false", "score-string", "score-null", "score-above", "score-below",
+        "score-huge-int", "request-id-int", "label-bool", "label-long", "extra-field",
+    ],
+)
+async def test_feedback_invalid_field_is_400(
+    kit: GatewayKit, change: dict[str, Any], param: str, message: str
+) -> None:
+    async with kit.running() as gateway:
+        request_id = (await gateway.chat(chat_body())).headers["x-request-id"]
+        response = await gateway.client.post(
+            "/v1/feedback",
+            json={"request_id": request_id, "score": 0.5} | change,
+            headers={"Authorization": f"Bearer {gateway.api_key}"},
+        )
+        records = await gateway.records()
+
+    assert response.status_code == 400
+    assert response.json() == invalid_value_body(param, message)
+    assert [r["type"] for r in records] == ["request"]
+
+
+async def test_feedback_missing_score_is_400(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        request_id = (await gateway.chat(chat_body())).headers["x-request-id"]
+        response = await gateway.client.post(
+            "/v1/feedback",
+            json={"request_id": request_id},
+            headers={"Authorization": f"Bearer {gateway.api_key}"},
+        )
+
+    assert response.status_code == 400
+    assert response.json() == invalid_value_body("score", "Field required")
+
+
+@pytest.mark.parametrize("score", [0, 1])
+async def test_feedback_integer_score_is_accepted(kit: GatewayKit, score: int) -> None:
+    async with kit.running() as gateway:
+        request_id = (await gateway.chat(chat_body())).headers["x-request-id"]
+        response = await gateway.client.post(
+            "/v1/feedback",
+            json={"request_id": request_id, "score": score, "label": "checked"},
+            headers={"Authorization": f"Bearer {gateway.api_key}"},
+        )
+        records = await gateway.records()
+
+    assert response.status_code == 200
+    assert [r["type"] for r in records] == ["request", "feedback"]
+    assert records[1]["score"] == score
+    assert records[1]["label"] == "checked"

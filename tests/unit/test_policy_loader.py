@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from starlette.requests import Request
+
+from router.api.auth import identify
 from router.policy.loader import PolicyError, load_policy
 from router.settings import BUNDLED_POLICY
 
@@ -95,9 +98,48 @@ def test_threshold_out_of_range_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
     assert caught.value.problems == [
-        f"{path}:18: routing.thresholds: threshold for 'edge' must be between 0 and 1, got 1.5 "
-        "(found {'edge': 1.5})"
+        f"{path}:18: routing.thresholds.edge: threshold must be between 0 and 1, got 1.5 "
+        "(found 1.5)"
     ]
+
+
+def test_threshold_error_names_its_own_line(tmp_path: Path) -> None:
+    # In a block mapping the second entry is on a later line than the mapping's start.
+    text = VALID + "routing:\n  thresholds:\n    edge: 0.8\n    mid: 5\n    premium: 0.5\n"
+    path = write(tmp_path, text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [
+        f"{path}:20: routing.thresholds.mid: threshold must be between 0 and 1, got 5.0 (found 5)",
+        f"{path}:21: routing.thresholds.premium: unknown tier 'premium'; expected one of edge, "
+        "mid, frontier (found 'premium')",
+    ]
+
+
+def test_category_floor_error_names_its_own_line(tmp_path: Path) -> None:
+    text = VALID + "routing:\n  category_floors:\n    code: mid\n    maths: mid\n"
+    path = write(tmp_path, text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(
+        f"{path}:20: routing.category_floors.maths: unknown category 'maths'; expected one of "
+    )
+
+
+def test_key_digest_error_names_its_own_line(tmp_path: Path) -> None:
+    text = VALID + (
+        "tenants:\n  entries:\n    team-a:\n      key_sha256:\n"
+        f"        - {'a' * 64}\n        - {'A' * 64}\n"
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(
+        f"{path}:22: tenants.entries.team-a.key_sha256.1: each key_sha256 entry must be 64 "
+        "lowercase hex characters (printf %s KEY | sha256sum) (found 'AAAA"
+    )
 
 
 def test_duplicate_deployment_name_is_rejected(tmp_path: Path) -> None:
@@ -218,3 +260,107 @@ def test_routing_version_ignores_prices_budgets_and_keys(tmp_path: Path) -> None
     assert new_key.routing_version == with_tenant.routing_version
     assert with_min_tier.routing_version != with_tenant.routing_version
     assert repriced.routing_version == base.routing_version
+
+
+RESERVED_ADVICE = (
+    "is reserved because the gateway uses it for callers that match no policy tenant, and "
+    "those callers would share this tenant's cache entries, spend and outcome records. "
+    "Reserved names are 'anonymous', 'unidentified' and 'key-' followed by 16 lowercase hex "
+    "digits, so choose another name"
+)
+
+
+def with_tenant(name: str) -> str:
+    return VALID + f"tenants:\n  entries:\n    {name}:\n      min_tier: frontier\n"
+
+
+@pytest.mark.parametrize("name", ["anonymous", "unidentified", "key-8a197f6f60e55bf2"])
+def test_reserved_tenant_name_is_rejected(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path, with_tenant(name))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [
+        f"{path}:19: tenants.entries.{name}: tenant name '{name}' {RESERVED_ADVICE} "
+        f"(found '{name}')"
+    ]
+
+
+def request_with_headers(headers: list[tuple[bytes, bytes]]) -> Request:
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": headers})
+
+
+def test_names_gateway_generates_are_reserved(tmp_path: Path) -> None:
+    policy = load_policy(write(tmp_path, VALID)).policy
+    keyless = identify(request_with_headers([]), policy).name
+    unlisted = identify(request_with_headers([(b"authorization", b"Bearer sk-unlisted")]), policy).name
+
+    for name in (keyless, unlisted):
+        path = write(tmp_path, with_tenant(name))
+        with pytest.raises(PolicyError) as caught:
+            load_policy(path)
+        assert "is reserved" in caught.value.problems[0], name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["key-8A197F6F60E55BF2", "key-8a197f6f60e55bf", "key-8a197f6f60e55bf2a", "anonymous-team", "key-team"],
+)
+def test_tenant_name_like_reserved_loads(tmp_path: Path, name: str) -> None:
+    loaded = load_policy(write(tmp_path, with_tenant(name)))
+    assert list(loaded.policy.tenants.entries) == [name]
+
+
+EDGE_API_BASE = "        api_base: http://127.0.0.1:9/v1\n        price: {input_per_million: 0.1"
+
+
+def with_edge_api_base(api_base: str) -> str:
+    return VALID.replace(
+        EDGE_API_BASE, EDGE_API_BASE.replace("http://127.0.0.1:9/v1", api_base), 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("api_base", "message"),
+    [
+        ("not a url", "api_base contains whitespace or a control character; write the URL"),
+        ('"http://host\\t/v1"', "api_base contains whitespace or a control character; write the URL"),
+        ("api.openai.com/v1", "api_base must start with http:// or https://"),
+        ("ftp://10.0.0.5/v1", "api_base must start with http:// or https://"),
+        ("'http:///v1'", "api_base has no host"),
+        ("'http://:8000/v1'", "api_base has no host"),
+        ("http://host:99999/v1", "api_base is not a valid URL (Port out of range 0-65535)"),
+        ("http://host:port/v1", "api_base is not a valid URL (Port could not be cast"),
+        ("'http://[zz]/v1'", "api_base is not a valid URL ("),
+        ("http://ho<st/v1", "api_base host 'ho<st' is not a valid host name or IP address"),
+        ("http://a..b/v1", "api_base host 'a..b' is not a valid host name or IP address"),
+        ("http://host/v1?key=1", "api_base must not contain a query (?) or fragment (#)"),
+        ("'http://host/v1#top'", "api_base must not contain a query (?) or fragment (#)"),
+    ],
+    ids=[
+        "words", "tab", "no-scheme", "ftp", "no-host", "port-only", "port-range", "port-text",
+        "bad-ipv6", "bad-host-char", "empty-label", "query", "fragment",
+    ],
+)
+def test_invalid_api_base_is_rejected(tmp_path: Path, api_base: str, message: str) -> None:
+    path = write(tmp_path, with_edge_api_base(api_base))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(f"{path}:7: tiers.edge.deployments.0.api_base: ")
+    assert message in caught.value.problems[0]
+
+
+@pytest.mark.parametrize(
+    "api_base",
+    [
+        "https://api.openai.com/v1",
+        "HTTP://10.0.0.5:8000/v1",
+        "'http://[::1]:8000/v1'",
+        "http://vllm_server:8000/v1",
+        "http://localhost:8000",
+        "https://api.example.com./v1/",
+    ],
+)
+def test_valid_api_base_loads(tmp_path: Path, api_base: str) -> None:
+    loaded = load_policy(write(tmp_path, with_edge_api_base(api_base)))
+    assert loaded.policy.tiers["edge"].deployments[0].api_base == api_base.strip("'")
