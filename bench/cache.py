@@ -10,6 +10,9 @@ distinct traffic-mix prompts:
 
 The tenant is a hash of the API key, so the second key starts with an empty cache.  Both
 non-streaming and streaming requests are measured (a streamed hit is replayed as chunks).
+Redis runs twice: with the gateway's in-process copies of Redis entries (the default, so the
+hit pass is served from them) and with ``TIERWISE_CACHE_NEAR_ENTRIES=0`` (every hit is a
+Redis round trip).
 Redis runs at ``--redis-url`` (default database 12 of 127.0.0.1:6379); afterwards the
 ``tw:cache:*`` keys and the ``{tw}:outcomes`` stream of that database are deleted.
 
@@ -84,11 +87,12 @@ def _passes(target: Target, stream: bool, concurrency: int, bodies_of: Any, roun
 
 
 def measure_backend(name: str, workdir: Path, mock: Target, redis_url: str | None,
-                    args: argparse.Namespace, prompts: list[str]) -> list[dict[str, Any]]:
+                    args: argparse.Namespace, prompts: list[str],
+                    extra_env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Start a caching gateway for one backend and run the passes for each mode."""
     mock_base = mock.chat_url.removesuffix("/v1/chat/completions")
     target = start_tierwise(workdir, mock_base, cache=True, redis_url=redis_url,
-                            checkout=args.checkout.resolve())
+                            checkout=args.checkout.resolve(), extra_env=extra_env)
     assert target.process is not None
     rows = []
     try:
@@ -143,6 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict[str, Any]] = []
     try:
         rows += measure_backend("redis", workdir, mock, args.redis_url, args, prompts)
+        clean_redis(args.redis_url)
+        rows += measure_backend("redis, no copies", workdir, mock, args.redis_url, args, prompts,
+                                {"TIERWISE_CACHE_NEAR_ENTRIES": "0"})
         rows += measure_backend("memory", workdir, mock, None, args, prompts)
     finally:
         mock.process.stop()

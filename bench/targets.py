@@ -87,10 +87,12 @@ def start_tierwise(
     cache: bool = False,
     redis_url: str | None = None,
     checkout: Path = REPO_ROOT,
+    extra_env: dict[str, str] | None = None,
 ) -> Target:
     """Start ``python -m router serve`` on the server core with the bench policy.
 
-    ``checkout`` is the source tree to run, so that two versions can be compared.
+    ``checkout`` is the source tree to run, so that two versions can be compared;
+    ``extra_env`` adds settings (``TIERWISE_*`` variables).
     """
     port = free_port()
     policy = write_tierwise_policy(workdir / "tierwise-policy.yaml", mock_base, cache)
@@ -99,6 +101,7 @@ def start_tierwise(
     env = {"TIERWISE_DATA_DIR": str(workdir / "tierwise-data")}
     if redis_url:
         env["TIERWISE_REDIS_URL"] = redis_url
+    env.update(extra_env or {})
     process = ManagedProcess(
         "tierwise", argv, workdir / "tierwise.log", SERVER_CPU, env, cwd=checkout
     ).start()

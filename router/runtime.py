@@ -130,7 +130,7 @@ class Runtime:
         )
         prefix = settings.redis_key_prefix
         cache: ResponseCache = (
-            RedisCache(link, prefix)
+            RedisCache(link, prefix, settings.cache_near_entries)
             if link is not None
             else MemoryCache(policies.current.policy.cache.max_entries)
         )

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         description="Timeout of one Redis call on the request path; a slower Redis counts as a "
         "miss, and repeated failures open the circuit breaker.",
     )
+    cache_near_entries: int = Field(
+        default=1000,
+        ge=0,
+        description="With Redis, how many recently used cache entries each replica also keeps "
+        "in process, until the entry's Redis expiry, so that a repeated hit skips the Redis "
+        "round trip; 0 turns the copies off.",
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="json, console, or auto (console on a terminal)."
     )

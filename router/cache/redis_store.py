@@ -1,29 +1,73 @@
-"""The Redis response cache, shared by every replica that uses the same Redis and prefix."""
+"""The Redis response cache, shared by every replica that uses the same Redis and prefix.
+
+Each replica also keeps copies of the entries it used last, in process, so that a repeated
+hit skips the Redis round trip: about 0.1 ms of the 0.5 ms a hit took through the gateway
+(see bench/README.md, "Cache hits through the gateway"). A cached answer never changes
+under its key, because the key hashes the tenant, the routing settings and the whole request,
+so a copy is correct until the entry expires. Each stored value starts with its expiry time,
+and a copy is dropped at that time, as Redis drops the entry.
+"""
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
+
 from router.redis_link import DEFAULT_KEY_PREFIX, RedisLink
+
+# A stored value is this marker, the expiry in Unix milliseconds (8 bytes, big-endian), then
+# the entry. Entries written without it (by older versions) are served but not copied.
+_EXPIRY_MARKER = b"\x01"
+_HEADER_BYTES = 9
 
 
 class RedisCache:
-    """Stores entries under ``<prefix>:<key>``.
+    """Stores entries under ``<prefix>:<key>``, with up to ``near_entries`` copies in process.
 
     The key has no hash tag, so a Redis Cluster spreads the entries over all its slots.
     """
 
     backend = "redis"
 
-    def __init__(self, link: RedisLink, prefix: str = DEFAULT_KEY_PREFIX) -> None:
+    def __init__(
+        self, link: RedisLink, prefix: str = DEFAULT_KEY_PREFIX, near_entries: int = 0
+    ) -> None:
         self.link = link
         self.prefix = f"{prefix}:"
+        self.near_entries = near_entries
+        self._near: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
 
     async def get(self, key: str) -> bytes | None:
+        near = self._near.get(key)
+        if near is not None:
+            if near[0] > time.time():
+                self._near.move_to_end(key)
+                return near[1]
+            del self._near[key]
         name = self.prefix + key
-        return await self.link.call(lambda client: client.get(name), None)
+        raw: bytes | None = await self.link.call(lambda client: client.get(name), None)
+        if raw is None or raw[:1] != _EXPIRY_MARKER or len(raw) <= _HEADER_BYTES:
+            return raw
+        value = raw[_HEADER_BYTES:]
+        self._keep(key, int.from_bytes(raw[1:_HEADER_BYTES], "big") / 1000, value)
+        return value
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> None:
         name = self.prefix + key
-        await self.link.call(lambda client: client.set(name, value, ex=ttl_s), None)
+        expires_at = time.time() + ttl_s
+        raw = _EXPIRY_MARKER + int(expires_at * 1000).to_bytes(8, "big") + value
+        stored = await self.link.call(lambda client: client.set(name, raw, ex=ttl_s), None)
+        if stored:
+            # Only what Redis has is copied, so the copies never serve what other replicas miss.
+            self._keep(key, expires_at, value)
+
+    def _keep(self, key: str, expires_at: float, value: bytes) -> None:
+        if self.near_entries == 0:
+            return
+        self._near[key] = (expires_at, value)
+        self._near.move_to_end(key)
+        while len(self._near) > self.near_entries:
+            self._near.popitem(last=False)
 
     async def close(self) -> None:
-        return None
+        self._near.clear()
