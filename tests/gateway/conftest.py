@@ -13,13 +13,14 @@ and reads back only the outcome records of its tenant that were added after it s
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -479,6 +480,21 @@ class LiveGateway:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+# Policy reload ------------------------------------------------------------------------------
+
+RELOAD_INTERVAL_S = 0.05
+"""Policy reload interval of the reload tests' gateways, in seconds."""
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], attempts: int = 100) -> bool:
+    """Poll ``condition`` every reload interval; return whether it became true."""
+    for _ in range(attempts):
+        if await condition():
+            return True
+        await asyncio.sleep(RELOAD_INTERVAL_S)
+    return False
 
 
 # Fixtures -------------------------------------------------------------------------------------

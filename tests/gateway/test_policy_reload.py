@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tests.gateway.conftest import GatewayKit, chat_body, policy_document, write_yaml
+from tests.gateway.conftest import RELOAD_INTERVAL_S, eventually, GatewayKit, chat_body, policy_document, write_yaml
 from tests.support.fake_upstream import FakeUpstream
 
-RELOAD_INTERVAL_S = 0.05
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], attempts: int = 100) -> bool:
-    """Poll ``condition`` every reload interval; return whether it became true."""
-    for _ in range(attempts):
-        if await condition():
-            return True
-        await asyncio.sleep(RELOAD_INTERVAL_S)
-    return False
 
 
 async def test_invalid_policy_keeps_old_then_valid_applies(kit: GatewayKit) -> None:

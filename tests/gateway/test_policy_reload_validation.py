@@ -6,25 +6,14 @@ rule: a tenant named like the tenants the gateway generates, or an api_base that
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.gateway.conftest import Gateway, GatewayKit, chat_body, policy_document, write_yaml
+from tests.gateway.conftest import RELOAD_INTERVAL_S, eventually, Gateway, GatewayKit, chat_body, policy_document, write_yaml
 
-RELOAD_INTERVAL_S = 0.05
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], attempts: int = 100) -> bool:
-    """Poll ``condition`` every reload interval; return whether it became true."""
-    for _ in range(attempts):
-        if await condition():
-            return True
-        await asyncio.sleep(RELOAD_INTERVAL_S)
-    return False
 
 
 def name_caller_key_tenant(document: dict[str, Any], gateway: Gateway) -> str:
