@@ -131,7 +131,7 @@ async def _serve(
 ) -> Response:
     policy = loaded.policy
     # Checked before the cache, so that a hit never serves a request that routing rejects.
-    _check_model(policy, chat.model)
+    check_model(policy, chat.model)
     hint = _allowed_hint(policy, min_tier_hint)
     key = None
     if policy.cache.enabled and is_cacheable(body, policy.cache.cache_nonzero_temperature):
@@ -171,7 +171,8 @@ async def _serve(
                          on_sent=partial(finish, runtime, policy, outcome))
 
 
-def _check_model(policy: Policy, model: str) -> None:
+def check_model(policy: Policy, model: str) -> None:
+    """Raise ModelNotFound unless ``model`` is a router alias or a deployment of ``policy``."""
     if not policy.has_model(model):
         raise ModelNotFound(
             f"The model '{model}' does not exist on this gateway. "
@@ -191,7 +192,7 @@ def route(
 ) -> Decision:
     """Score the conversation (for router aliases) and choose the candidate deployments.
 
-    The caller has checked that the policy has ``chat.model`` (``_check_model``) and that
+    The caller has checked that the policy has ``chat.model`` (``check_model``) and that
     ``header_min_tier`` is an allowed ``x-tierwise-min-tier`` value (``_allowed_hint``).
     """
     alias = policy.aliases.get(chat.model)

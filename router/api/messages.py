@@ -18,9 +18,17 @@ from starlette.responses import Response, StreamingResponse
 
 from router.api.anthropic_format import Translation, render_error, to_chat_body, to_message
 from router.api.anthropic_stream import StreamTranslator
-from router.api.chat import RecordingResponse, json_response, serve_chat
+from router.api.auth import identify
+from router.api.chat import (
+    RecordingResponse,
+    check_model,
+    json_response,
+    read_json_body,
+    serve_chat,
+)
 from router.api.internal_error import REQUEST_ID_STATE, _log_internal_error
 from router.errors import GatewayError
+from router.routing.tokens import count_prompt_tokens, count_text_tokens
 
 router = APIRouter()
 
@@ -64,6 +72,30 @@ async def create_message(request: Request) -> Response:
             response.run_on_sent()
         raise
     return _with_request_id(json_response(message, headers, on_sent))
+
+
+@router.post("/v1/messages/count_tokens", response_model=None)
+async def count_message_tokens(request: Request) -> Response:
+    """Return ``{"input_tokens": N}`` for an Anthropic Messages body, without calling a model.
+
+    N counts the translated conversation and tool definitions with OpenAI's cl100k_base
+    encoding, as the gateway's context-window checks do. It is an estimate of what the
+    model that serves the request will count: other tokenizers split text differently.
+    """
+    runtime = request.app.state.runtime
+    policy = runtime.policies.current.policy
+    try:
+        identify(request, policy)
+        body = await read_json_body(request, runtime.settings.max_body_bytes)
+        # Counting needs no output limit, so a body without max_tokens is valid here.
+        chat = to_chat_body({"max_tokens": 1, **body}).body
+        check_model(policy, chat["model"])
+    except GatewayError as exc:
+        return render_error(exc)
+    tokens = count_prompt_tokens(chat["messages"], fits_below=0)
+    if chat.get("tools"):
+        tokens += count_text_tokens([orjson.dumps(chat["tools"]).decode()])
+    return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")
 
 
 def _with_request_id(response: Response) -> Response:

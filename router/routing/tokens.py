@@ -54,15 +54,15 @@ def count_prompt_tokens(messages: list[Any], fits_below: int) -> int:
     upper_bound = sum(len(text.encode()) for text in texts) + overhead
     if upper_bound < fits_below:
         return upper_bound
-    return _text_tokens(texts) + overhead
+    return count_text_tokens(texts) + overhead
 
 
 def count_completion_tokens(messages: list[Any]) -> int:
     """Count the tokens of answer messages, without the framing a prompt message adds."""
-    return _text_tokens(list(message_texts(messages)))
+    return count_text_tokens(list(message_texts(messages)))
 
 
-def _text_tokens(texts: list[str]) -> int:
+def count_text_tokens(texts: list[str]) -> int:
     """Count cl100k_base tokens exactly, or return the UTF-8 byte length (an upper bound)
     when tiktoken's encoding is not available."""
     encoding = _encoding()

@@ -1042,3 +1042,44 @@ def test_generated_requests_never_get_5xx(live: LiveStack) -> None:
                 assert set(body["error"]) == {"type", "message"}
 
         check()
+
+
+# Token counting ------------------------------------------------------------------------------
+
+
+def test_count_tokens_with_official_client(live: LiveStack) -> None:
+    client = live.client()
+    counted = client.messages.count_tokens(model="auto", messages=MESSAGES)
+    with_system = client.messages.count_tokens(
+        model="auto", messages=MESSAGES, system="Answer in French."
+    )
+    with_tools = client.messages.count_tokens(model="auto", messages=MESSAGES, tools=[WEATHER_TOOL])
+
+    assert counted.input_tokens > 0
+    assert with_system.input_tokens > counted.input_tokens
+    assert with_tools.input_tokens > counted.input_tokens
+    for fake in live.fakes.values():
+        assert fake.requests == []
+
+
+def test_count_tokens_unknown_model_raises_not_found(live: LiveStack) -> None:
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        live.client().messages.count_tokens(model="claude-9", messages=MESSAGES)
+
+    assert caught.value.body == {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": UNKNOWN_MODEL_MESSAGE},
+    }
+
+
+def test_count_tokens_invalid_body_is_400(live: LiveStack) -> None:
+    response = httpx.post(
+        f"{live.root_url}/v1/messages/count_tokens",
+        json={"model": "auto", "messages": []},
+        headers={"x-api-key": new_api_key(), "anthropic-version": "2023-06-01"},
+        timeout=15,
+    )
+
+    assert response.status_code == 400
+    assert response.json()["type"] == "error"
+    assert response.json()["error"]["type"] == "invalid_request_error"
