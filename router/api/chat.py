@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from router.api.auth import TenantContext, identify
 from router.api.internal_error import REQUEST_ID_STATE
 from router.api.schemas import ChatRequest, error_parameter, find_forbidden_parameter
-from router.api.streaming import stream_cached, stream_upstream
+from router.api.streaming import CLIENT_CLOSED_REQUEST, stream_cached, stream_upstream
 from router.cache.entries import decode_entry, encode_entry
 from router.cache.keys import cache_key, is_cacheable, routing_scope
 from router.errors import (
@@ -168,7 +168,7 @@ async def _serve(
         # Starts a background task at most; the response below does not wait for it.
         runtime.shadow.offer(policy, body, outcome, completion)
     return json_response(completion, headers(outcome, decision),
-                         on_sent=partial(finish, runtime, policy, outcome))
+                         on_sent=partial(finish, runtime, policy, outcome), outcome=outcome)
 
 
 def check_model(policy: Policy, model: str) -> None:
@@ -356,14 +356,22 @@ class RecordingResponse(Response):
     media_type = "application/json"
 
     def __init__(self, content: bytes, headers: dict[str, str],
-                 on_sent: Callable[[], None] | None = None) -> None:
+                 on_sent: Callable[[], None] | None = None,
+                 outcome: Outcome | None = None) -> None:
         super().__init__(content, headers=headers)
         self.on_sent = on_sent
+        self.outcome = outcome
+        """The record that ``on_sent`` writes, marked 499 when the client left first."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
+            if self.outcome is not None and client_left(receive):
+                # The answer was paid for but never delivered; a 200 in the record would
+                # count it as served in reports and retraining.
+                self.outcome.error = "client_disconnected"
+                self.outcome.status = CLIENT_CLOSED_REQUEST
             self.run_on_sent()
 
     def run_on_sent(self) -> None:
@@ -374,8 +382,19 @@ class RecordingResponse(Response):
 
 
 def json_response(payload: dict[str, Any], response_headers: dict[str, str],
-                  on_sent: Callable[[], None] | None = None) -> RecordingResponse:
-    return RecordingResponse(orjson.dumps(payload), response_headers, on_sent)
+                  on_sent: Callable[[], None] | None = None,
+                  outcome: Outcome | None = None) -> RecordingResponse:
+    return RecordingResponse(orjson.dumps(payload), response_headers, on_sent, outcome)
+
+
+def client_left(receive: Receive) -> bool:
+    """Tell whether the client closed its connection, when the server says so.
+
+    uvicorn passes its request cycle's bound ``receive``, whose cycle has a ``disconnected``
+    flag. Other servers pass no such flag, and the answer is then False.
+    """
+    cycle = getattr(receive, "__self__", None)
+    return getattr(cycle, "disconnected", False) is True
 
 
 def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:

@@ -63,6 +63,7 @@ async def create_message(request: Request) -> Response:
     # The translated response takes over the recording of the outcome; if translating
     # fails, the outcome is recorded here before the error propagates.
     on_sent = response.on_sent if isinstance(response, RecordingResponse) else None
+    outcome = response.outcome if isinstance(response, RecordingResponse) else None
     try:
         completion = orjson.loads(bytes(response.body))
         headers = {k: v for k, v in response.headers.items() if k not in _BODY_HEADERS}
@@ -71,7 +72,7 @@ async def create_message(request: Request) -> Response:
         if isinstance(response, RecordingResponse):
             response.run_on_sent()
         raise
-    return _with_request_id(json_response(message, headers, on_sent))
+    return _with_request_id(json_response(message, headers, on_sent, outcome))
 
 
 @router.post("/v1/messages/count_tokens", response_model=None)

@@ -4,14 +4,28 @@ upstreams that send bodies or usage figures no real model would."""
 from __future__ import annotations
 
 import gzip
+import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
 from router.api.chat import MAX_JSON_DEPTH, json_depth
 from router.outcomes.record import MAX_TOKEN_COUNT
-from tests.gateway.conftest import GatewayKit, StubScorer, chat_body, policy_document, write_yaml
+from router.app import create_app
+from tests.gateway.conftest import (
+    GatewayKit,
+    LiveGateway,
+    StubScorer,
+    chat_body,
+    policy_document,
+    read_file_records,
+    write_yaml,
+)
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.replay_upstream import ReplayOptions
 from tests.support.scenario import Scenario
 
 EDGE_SCORER = StubScorer(edge=0.99, mid=0.99, frontier=0.99)
@@ -255,3 +269,25 @@ async def test_long_prompt_with_frontier_down(
     assert response.status_code == status
     expected_code = "context_length_exceeded" if status == 400 else "no_deployment_available"
     assert response.json()["error"]["code"] == expected_code
+
+
+def test_client_gone_before_answer_is_recorded_499(tmp_path: Path) -> None:
+    slow = FakeUpstream("fake-edge", options=ReplayOptions(first_byte_delay_s=1.0))
+    others = {tier: FakeUpstream(f"fake-{tier}") for tier in ("mid", "frontier")}
+    with slow, others["mid"], others["frontier"]:
+        kit = GatewayKit(tmp_path, {"edge": slow, **others})
+        kit.write_policy()
+        app = create_app(kit.settings(), EDGE_SCORER)
+        with LiveGateway(app) as gateway:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(f"{gateway.base_url}/chat/completions", json=chat_body(), timeout=0.3)
+            answered = httpx.post(f"{gateway.base_url}/chat/completions", json=chat_body(), timeout=5)
+            # The first request's record is written once its upstream answer arrives.
+            deadline = time.monotonic() + 5
+            while len(read_file_records(gateway.runtime.outcomes.path)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        records = read_file_records(app.state.runtime.outcomes.path)
+
+    assert answered.status_code == 200
+    statuses = sorted((record["status"], record["error"]) for record in records)
+    assert statuses == [(200, None), (499, "client_disconnected")]
