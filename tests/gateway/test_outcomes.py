@@ -237,7 +237,7 @@ INVALID_FEEDBACK: list[tuple[str, Any, str, str | None, str]] = [
     (
         "score_word",
         {"request_id": "r1", "score": "great"},
-        "Invalid value for 'score': Input should be a valid number, unable to parse string as a number.",
+        "Invalid value for 'score': Input should be a valid number.",
         "score",
         "invalid_request",
     ),
