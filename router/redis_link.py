@@ -111,5 +111,25 @@ class RedisLink:
     async def ping(self) -> bool:
         return await self.call(lambda client: client.ping(), False)
 
+    async def is_persistent(self) -> bool | None:
+        """Tell whether Redis keeps its data across a restart (AOF or RDB snapshots).
+
+        Returns None when that cannot be read: Redis is unreachable, or it refuses CONFIG, as
+        many managed services do (they keep data by their own means).
+        """
+        async def read(client: Any) -> bool | None:
+            info = await client.info("persistence")
+            if isinstance(info, dict) and int(info.get("aof_enabled", 0) or 0):
+                return True
+            try:
+                save = await client.config_get("save")
+            except RedisError:
+                return None
+            return bool(isinstance(save, dict) and str(save.get("save", "")).strip())
+
+        if self.cluster:
+            return None  # INFO and CONFIG would describe one node only
+        return await self.call(read, None)
+
     async def close(self) -> None:
         await self.client.aclose()

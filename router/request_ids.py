@@ -17,11 +17,13 @@ it carries a valid MAC, because the gateway cannot tell which tenant sent a fore
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -35,6 +37,9 @@ _MAC_BYTES = 8
 _ID_LENGTH = len(PREFIX) + 2 * (_RANDOM_BYTES + _MAC_BYTES)
 _HEX_DIGITS = frozenset("0123456789abcdef")
 SECRET_FILE_NAME = "feedback.secret"
+MAX_RETIRED_SECRETS = 3
+SECRET_CHECK_S = 10.0
+"""Seconds between checks of the shared secret in Redis."""
 
 
 class RequestIdSigner:
@@ -44,10 +49,23 @@ class RequestIdSigner:
         if not secret:
             raise ValueError("the request id secret must not be empty")
         # BLAKE2b takes keys of at most 64 bytes, so longer secrets are hashed down first.
-        key = secret if len(secret) <= 64 else hashlib.sha256(secret).digest()
-        # Copying a keyed state skips hashing the key block on every call (timeit on a shared
-        # 2-core machine: 0.9 µs per MAC instead of 1.3 µs).
-        self._keyed = hashlib.blake2b(key=key, digest_size=_MAC_BYTES)
+        self.secret = secret
+        self.source = "setting"
+        """The origin of the secret: setting, redis, file or random (see load_signer)."""
+        self._keyed = _keyed_state(secret)
+        self._retired: list[Any] = []
+
+    def adopt(self, secret: bytes) -> None:
+        """Issue ids under ``secret`` from now on; keep accepting ids of the secrets before.
+
+        The last MAX_RETIRED_SECRETS earlier secrets stay valid for ``verify``, so feedback on
+        ids issued just before a change is still accepted.
+        """
+        if not secret or secret == self.secret:
+            return
+        self._retired = [self._keyed, *self._retired][:MAX_RETIRED_SECRETS]
+        self.secret = secret
+        self._keyed = _keyed_state(secret)
 
     def issue(self, tenant: str) -> str:
         """Return a new id bound to ``tenant``."""
@@ -62,13 +80,26 @@ class RequestIdSigner:
         if not _HEX_DIGITS.issuperset(body):
             return False
         random_hex, mac = body[: 2 * _RANDOM_BYTES], body[2 * _RANDOM_BYTES :]
-        return hmac.compare_digest(mac, self._mac(random_hex, tenant))
+        if hmac.compare_digest(mac, self._mac(random_hex, tenant)):
+            return True
+        return any(
+            hmac.compare_digest(mac, self._mac(random_hex, tenant, keyed))
+            for keyed in self._retired
+        )
 
-    def _mac(self, random_hex: str, tenant: str) -> str:
+    def _mac(self, random_hex: str, tenant: str, keyed: Any = None) -> str:
         # The NUL byte separates the parts, so no (random, tenant) pair encodes like another.
-        state = self._keyed.copy()
+        state = (keyed or self._keyed).copy()
         state.update(random_hex.encode() + b"\0" + tenant.encode())
         return state.hexdigest()
+
+
+def _keyed_state(secret: bytes) -> Any:
+    # BLAKE2b takes keys of at most 64 bytes, so longer secrets are hashed down first.
+    key = secret if len(secret) <= 64 else hashlib.sha256(secret).digest()
+    # Copying a keyed state skips hashing the key block on every call (timeit on a shared
+    # 2-core machine: 0.9 µs per MAC instead of 1.3 µs).
+    return hashlib.blake2b(key=key, digest_size=_MAC_BYTES)
 
 
 def redis_secret_key(prefix: str) -> str:
@@ -88,9 +119,11 @@ async def load_signer(
     if configured:
         return RequestIdSigner(configured.encode())
     if redis is not None:
-        shared = await _redis_secret(redis, prefix)
+        shared = await _redis_secret(redis, prefix, secrets.token_hex(32).encode())
         if shared is not None:
-            return RequestIdSigner(shared)
+            signer = RequestIdSigner(shared)
+            signer.source = "redis"
+            return signer
         log.warning(
             "feedback_secret_not_shared",
             reason="Redis did not respond at start",
@@ -98,7 +131,9 @@ async def load_signer(
         )
     path = data_dir / SECRET_FILE_NAME
     try:
-        return RequestIdSigner(read_or_create_secret_file(path))
+        signer = RequestIdSigner(read_or_create_secret_file(path))
+        signer.source = "file"
+        return signer
     except OSError as exc:
         log.warning(
             "feedback_secret_not_kept",
@@ -107,12 +142,43 @@ async def load_signer(
             hint="feedback is accepted only for ids issued since this start; make the data "
             "folder writable or set TIERWISE_FEEDBACK_SECRET",
         )
-        return RequestIdSigner(secrets.token_bytes(32))
+        signer = RequestIdSigner(secrets.token_bytes(32))
+        signer.source = "random"
+        return signer
 
 
-async def _redis_secret(redis: RedisLink, prefix: str) -> bytes | None:
+async def keep_shared_secret(
+    signer: RequestIdSigner, redis: RedisLink, prefix: str, interval_s: float = SECRET_CHECK_S
+) -> None:
+    """Keep the Redis copy of a shared secret in step with ``signer``, until cancelled.
+
+    A Redis that lost its data (a restart without persistence) no longer has the secret.
+    The next replica to start would then store a new one, and replicas would reject each
+    other's ids. So every ``interval_s`` this replica stores its secret again if the key is
+    missing, and adopts the stored one when another replica's secret got there first.
+    """
+    while True:
+        await asyncio.sleep(interval_s)
+        await check_shared_secret(signer, redis, prefix)
+
+
+async def check_shared_secret(signer: RequestIdSigner, redis: RedisLink, prefix: str) -> None:
+    """Run one step of :func:`keep_shared_secret`."""
+    stored = await _redis_secret(redis, prefix, signer.secret)
+    if stored is None or stored == signer.secret:
+        return
+    signer.adopt(stored)
+    log.warning(
+        "feedback_secret_changed",
+        reason="the secret in Redis differs from this replica's, for example after Redis "
+        "lost its data and another replica stored a new one",
+        effect="new ids use the stored secret; ids issued before stay valid on this replica",
+        hint="set TIERWISE_FEEDBACK_SECRET on every replica, and keep Redis persistent",
+    )
+
+
+async def _redis_secret(redis: RedisLink, prefix: str, candidate: bytes) -> bytes | None:
     key = redis_secret_key(prefix)
-    candidate = secrets.token_hex(32)
 
     async def set_then_get(client: object) -> bytes | None:
         # SET NX keeps the secret of the first replica, and GET reads whichever one won.

@@ -21,7 +21,7 @@ from router.outcomes.log import OutcomeLog
 from router.policy.schema import Deployment
 from router.policy.store import PolicyStore
 from router.redis_link import RedisLink
-from router.request_ids import RequestIdSigner, load_signer
+from router.request_ids import RequestIdSigner, keep_shared_secret, load_signer
 from router.settings import BUNDLED_POLICY, Settings
 from router.shadow.budget import ShadowBudget
 from router.shadow.sampler import ShadowSampler
@@ -158,11 +158,23 @@ class Runtime:
             self.settings.redis_key_prefix,
             self.settings.data_dir,
         )
+        if self.redis is not None and self.request_ids.source == "redis":
+            self.extra["secret_task"] = asyncio.create_task(
+                keep_shared_secret(self.request_ids, self.redis, self.settings.redis_key_prefix)
+            )
         if self.redis is not None:
             await self._start_distribution(self.redis.url)
         self._start_local_model()
         if self.redis is not None and not await self.redis.ping():
             log.warning("redis_unreachable_at_start", hint="serving without cache until it responds")
+        elif self.redis is not None and await self.redis.is_persistent() is False:
+            log.warning(
+                "redis_not_persistent",
+                effect="a Redis restart resets spend against budgets, the shadow budget, the "
+                "feedback secret and the published classifier and policy versions",
+                fix="turn on appendonly or save snapshots in Redis (deploy/ does), or use a "
+                "managed Redis that keeps its data",
+            )
         self._log_tiers()
         self.warn_unscored_tiers()
 
@@ -296,11 +308,12 @@ class Runtime:
         await self.shadow.stop()
         if self.distribution is not None:
             await self.distribution.stop()
-        task = self.extra.pop("local_model_task", None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for name in ("local_model_task", "secret_task"):
+            task = self.extra.pop(name, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         server = self.extra.pop("local_model", None)
         if server is not None:
             await server.stop()

@@ -152,6 +152,10 @@ class ShadowSampler:
                 "shadow_skipped_budget",
                 request_id=request.request_id,
                 estimated_usd=round(plan.estimated_usd, 8),
+                budget_usd_per_day=shadow.budget_usd_per_day,
+                hint="a budget below one job's estimate skips every job"
+                if plan.estimated_usd > shadow.budget_usd_per_day
+                else None,
             )
             return
         try:

@@ -14,9 +14,12 @@ import pytest
 import redis
 
 from router.app import create_app
+from router.redis_link import RedisLink
 from router.request_ids import (
     SECRET_FILE_NAME,
     RequestIdSigner,
+    check_shared_secret,
+    load_signer,
     read_or_create_secret_file,
     redis_secret_key,
 )
@@ -231,6 +234,41 @@ async def test_replicas_share_secret_through_redis(
     assert foreign.status_code == 404
     assert secret is not None and len(secret) == 64
     assert not (tmp_path / "one" / SECRET_FILE_NAME).exists()
+
+
+def test_signer_adopts_secret_keeps_old_ids() -> None:
+    signer = RequestIdSigner(b"first")
+    before = signer.issue("team-a")
+    signer.adopt(b"second")
+    after = signer.issue("team-a")
+
+    assert signer.verify(before, "team-a")
+    assert signer.verify(after, "team-a")
+    assert RequestIdSigner(b"second").verify(after, "team-a")
+    assert not RequestIdSigner(b"first").verify(after, "team-a")
+
+
+async def test_lost_redis_secret_is_restored(redis_url: str, tmp_path: Path) -> None:
+    prefix = f"fb{uuid.uuid4().hex[:8]}"
+    link = RedisLink(redis_url, timeout_s=1.0)
+    key = redis_secret_key(prefix)
+    try:
+        signer = await load_signer(None, link, prefix, tmp_path)
+        original = signer.secret
+        await link.client.delete(key)  # Redis restarted without its data
+        await check_shared_secret(signer, link, prefix)
+        restored = await link.client.get(key)
+        await link.client.set(key, b"f" * 64)  # another replica stored a new secret first
+        await check_shared_secret(signer, link, prefix)
+        issued = signer.issue("team-a")
+    finally:
+        await link.client.delete(key)
+        await link.close()
+
+    assert signer.source == "redis"
+    assert restored == original
+    assert signer.secret == b"f" * 64
+    assert RequestIdSigner(b"f" * 64).verify(issued, "team-a")
 
 
 def test_openai_client_sees_issued_id(kit: GatewayKit) -> None:

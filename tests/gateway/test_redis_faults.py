@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from router.outcomes.log import STREAM_KEY
+from router.redis_link import RedisLink
 from tests.gateway.conftest import GatewayKit, chat_body
 
 pytestmark = pytest.mark.skipif(
@@ -167,3 +168,25 @@ async def test_killed_redis_records_arrive_after_restart(
             await asyncio.sleep(0.25)
 
     assert sorted(private_redis.stream_request_ids()) == sorted(sent)
+
+
+async def test_persistence_check_matches_redis_config(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    aof = int(redis_client.info("persistence").get("aof_enabled", 0))
+    save = str(redis_client.config_get("save").get("save", "")).strip()
+    link = RedisLink(redis_url, timeout_s=1.0)
+    try:
+        persistent = await link.is_persistent()
+    finally:
+        await link.close()
+
+    assert persistent is bool(aof or save)
+
+
+async def test_persistence_unknown_when_redis_is_down() -> None:
+    link = RedisLink("redis://127.0.0.1:1/0", timeout_s=0.2)
+    try:
+        assert await link.is_persistent() is None
+    finally:
+        await link.close()
