@@ -30,7 +30,11 @@ class Settings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8080, description="TCP port to listen on.")
-    policy: Path = Field(default=BUNDLED_POLICY, description="Policy YAML file.")
+    policy: Path = Field(
+        default=BUNDLED_POLICY,
+        description="Policy YAML file; the bundled default policy when unset (policies/default.yaml "
+        "in a checkout, a copy inside the package when installed from a wheel).",
+    )
     classifier: Path | None = Field(
         default=None, description="Classifier artifact folder; the bundled model when unset."
     )

@@ -115,7 +115,7 @@ def serve(
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure_logging(settings.log_format, settings.log_level)
     gateway = _build_or_exit(create_app, settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         gateway,
         host=settings.host,
         port=settings.port,
@@ -123,9 +123,36 @@ def serve(
         http="httptools",
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         timeout_keep_alive=int(settings.http_idle_timeout_s),
     )
+    _drain_logging_server_class()(config).run()
+
+
+GRACEFUL_SHUTDOWN_S = 30
+"""Seconds that requests in flight get to finish after SIGTERM or SIGINT."""
+
+
+def _drain_logging_server_class() -> type:
+    import signal
+
+    import structlog
+    import uvicorn
+
+    class DrainLoggingServer(uvicorn.Server):
+        """uvicorn's server, which also logs when a signal starts the drain of open requests."""
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            if not self.should_exit:
+                structlog.get_logger("tierwise.gateway").info(
+                    "gateway_stopping",
+                    signal=signal.Signals(sig).name,
+                    open_connections=len(self.server_state.connections),
+                    grace_s=GRACEFUL_SHUTDOWN_S,
+                )
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    return DrainLoggingServer
 
 
 def _build_or_exit(factory: object, settings: object) -> object:

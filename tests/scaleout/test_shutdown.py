@@ -162,4 +162,7 @@ def test_sigterm_drains_stream_and_flushes_outcomes(
     streamed = next(record for record in records if record["request_id"] == streamed_id)
     assert streamed["stream"] is True
     assert streamed["status"] == 200
-    assert "gateway_stopped" in logged_events(log_path)
+    events = logged_events(log_path)
+    assert "gateway_stopping" in events
+    assert "gateway_stopped" in events
+    assert events.index("gateway_stopping") < events.index("gateway_stopped")
