@@ -392,10 +392,10 @@ class Http1Pool:
                     raise
                 connection = await self._connect(origin, connect_timeout)
                 await connection.send(head, body)
+            return Response(self, origin, connection)
         except BaseException:
             connection.close()
             raise
-        return Response(self, origin, connection)
 
     def close(self) -> None:
         for idle in self._idle.values():

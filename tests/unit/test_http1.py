@@ -287,3 +287,10 @@ async def test_body_without_length_ends_when_the_server_closes(pool: Http1Pool) 
         body = b"".join([chunk async for chunk in reply.iter_chunks(5)])
         assert body.count(b"data:") == 4
         assert body.endswith(b"data: [DONE]\n\n")
+
+
+async def test_unknown_encoding_is_bad_response(pool: Http1Pool) -> None:
+    async with Server(keep_alive(response(b"\x1b\x00", "Content-Encoding: br"))) as server:
+        with pytest.raises(BadResponse):
+            await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
+        assert pool._take_idle(Origin.parse(server.url)) is None
