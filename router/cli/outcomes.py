@@ -43,7 +43,7 @@ def export(
         float,
         typer.Option(
             help="With --follow, write a file at least this often (seconds) while records "
-            "arrive, even when it holds fewer than --batch; 0 writes after every read. At "
+            "arrive, even when it contains fewer than --batch; 0 writes after every read. At "
             "most half of --claim-idle-ms."
         ),
     ] = 30.0,
