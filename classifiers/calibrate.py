@@ -91,9 +91,7 @@ def simulate_grid(scores: np.ndarray, quality: np.ndarray, cost: np.ndarray,
     allowed and its edge score >= the edge threshold, else to mid when mid is allowed and
     its mid score >= the mid threshold, else to frontier.  Raises CalibrationError on NaN.
     """
-    if not len(scores) or np.isnan(scores[:, :2]).any() or np.isnan(quality).any() or np.isnan(cost).any():
-        raise CalibrationError("no rows to simulate, or a row is missing an edge or mid score, "
-                               "or the quality or cost of a tier; check --tier-map")
+    _check_complete(scores, quality, cost)
     if lowest is not None:
         scores = apply_floors(scores, lowest)
     n = len(scores)
@@ -103,6 +101,37 @@ def simulate_grid(scores: np.ndarray, quality: np.ndarray, cost: np.ndarray,
                 pair_grid_means(scores, quality, thresholds),
                 np.repeat(to_edge.mean(axis=1)[:, None], len(thresholds), axis=1),
                 (1.0 - to_edge) @ mid_ok.T / n, float(cost[:, 2].mean()), float(quality[:, 2].mean()))
+
+
+def _check_complete(scores: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> None:
+    """Raise CalibrationError naming each tier and value that some rows lack."""
+    if not len(scores):
+        raise CalibrationError("no rows to simulate")
+    gaps = []
+    # The frontier score is never compared with a threshold, so it may be missing.
+    for name, values, tiers in (("score", scores, TIERS[:2]), ("quality", quality, TIERS),
+                                ("cost_usd", cost, TIERS)):
+        for column, tier in enumerate(tiers):
+            count = int(np.isnan(values[:, column]).sum())
+            if count:
+                gaps.append(f"{name} for {tier} in {count} of {len(scores)} rows")
+    if gaps:
+        raise CalibrationError(
+            f"cannot simulate routing, because rows are missing values: {', '.join(gaps)}. "
+            "A missing score means that the classifier has no such tier.")
+
+
+def missing_values_error(records: Sequence[LabelledPrompt]) -> CalibrationError:
+    """Return the error for held-out rows of which none has quality and cost for every tier."""
+    from classifiers.evaluation import missing_outcome_fields
+
+    if not records:
+        return CalibrationError("no held-out rows to simulate: the data contains no records")
+    return CalibrationError(
+        f"none of the {len(records)} held-out rows has quality and cost_usd for all of "
+        f"{', '.join(TIERS)} (missing: {missing_outcome_fields(records, TIERS)}); "
+        "give each tier's outcome a quality and a cost_usd, and map the data's model names "
+        "to tiers with --tier-map")
 
 
 def prompt_categories(records: Sequence[LabelledPrompt]) -> list[str]:
@@ -350,6 +379,8 @@ def calibrate(
                 source_power=source_power, extra=read_outcomes(train_extra or [], mapping),
                 progress=progress)
         keep, quality, cost = matrices(rows)
+        if not keep.any():
+            raise missing_values_error(rows)
         categories: list[str] = []
         lowest = None
         if floors and not ignore_floors:

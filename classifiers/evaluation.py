@@ -89,7 +89,27 @@ def evaluate_records(records: Sequence[LabelledPrompt], tiers: Sequence[str], *,
     complete = ~np.isnan(quality).any(axis=1) & ~np.isnan(cost).any(axis=1)
     if len(tiers) >= 3 and complete.any():
         result["cost_quality"] = _cost_table(predictions, quality, cost, complete, tiers)
+    elif len(tiers) >= 3:
+        result["cost_quality_skipped"] = (
+            f"no cost-quality table: it needs rows with quality and cost_usd for every tier "
+            f"({', '.join(tiers)}), and none of the {len(predictions.records)} scored rows has "
+            f"them all (missing: {missing_outcome_fields(predictions.records, tiers)}). Add "
+            "cost_usd, the USD cost of the answer, to each tier's outcome in the data.")
     return result
+
+
+def missing_outcome_fields(records: Sequence[LabelledPrompt], tiers: Sequence[str]) -> str:
+    """Describe how many rows lack each tier's quality and cost_usd, or return "nothing".
+
+    Example: "quality for frontier in 3 rows, cost_usd for edge in 120 rows".
+    """
+    parts = []
+    for name, attribute in (("quality", "quality"), ("cost_usd", "cost")):
+        for tier in tiers:
+            count = sum(1 for record in records if tier not in getattr(record, attribute))
+            if count:
+                parts.append(f"{name} for {tier} in {count} {'row' if count == 1 else 'rows'}")
+    return ", ".join(parts) or "nothing"
 
 
 def held_out_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[str], *, folds: int,
@@ -188,7 +208,13 @@ def _length_baseline(struct: np.ndarray, labels: np.ndarray, train: np.ndarray,
     for j in range(len(tiers)):
         mask = ~np.isnan(labels[train, j])
         y = labels[train, j][mask]
-        if np.unique(y).size < 2:
+        if y.size == 0:
+            continue
+        if np.unique(y).size == 1:
+            # Every training row has the same label, so the best length model predicts
+            # that label for all prompts.  A NaN would make this tier's routing scores NaN,
+            # and for the last tier every tier's, which sends every prompt to that tier.
+            out[:, j] = y[0]
             continue
         model = LogisticRegression().fit(lengths[train][mask], y)
         out[:, j] = model.predict_proba(lengths[test])[:, 1]

@@ -20,7 +20,8 @@ Several tiers with per-call costs, after RouterBench (Hu et al. 2024):
   and for three tiers every (edge, mid) pair of a 0.01 grid is added.
 - Mixing two routers at random reaches any point between them, so the curve is the
   upper convex hull of the points.  ``AIQ`` is its mean quality over the cost range
-  from the cheapest to the frontier tier's cost.
+  from the cheapest to the frontier tier's cost.  A curve whose points all have one cost
+  has no AIQ (None): it would only repeat that point's quality over the whole range.
 - ``cost_share_for(x)``: the least cost, as a share of always-frontier cost, at which
   the hull reaches ``x`` times the frontier's quality.
 """
@@ -86,6 +87,8 @@ def threshold_points(scores: np.ndarray, quality: np.ndarray,
     return points
 
 
+# Cost spans below this share of the tiers' cost range are float noise in mean costs.
+COST_SPAN_TOLERANCE = 1e-9
 THRESHOLD_GRID = np.arange(101) / 100  # i / 100 is correctly rounded, so 0.07 equals float("0.07").
 
 
@@ -125,10 +128,18 @@ def hull_quality_at(hull: np.ndarray, cost: float) -> float:
     return float(np.interp(cost, hull[:, 0], hull[:, 1]))
 
 
-def aiq(hull: np.ndarray, low: float, high: float, samples: int = 2001) -> float:
-    """Return the mean hull quality over costs in [low, high]."""
-    if high <= low:
-        return hull_quality_at(hull, low)
+def aiq(hull: np.ndarray, low: float, high: float, samples: int = 2001) -> float | None:
+    """Return the mean hull quality over costs in [low, high], or None when undefined.
+
+    AIQ is undefined when the range is empty or the hull's costs span no part of it, as
+    for a router that sends every prompt to the same tiers at every threshold.  The hull
+    is flat beyond its ends, so such a one-cost curve would otherwise score its single
+    quality over the whole range, even above the oracle's AIQ.
+    """
+    if high <= low or np.ptp(hull[:, 0]) <= COST_SPAN_TOLERANCE * (high - low):
+        return None
+    # NOTE: a hull that starts above ``low`` still counts its cheapest quality over the
+    # costs below its start, which it cannot reach.
     grid = np.linspace(low, high, samples)
     return float(np.trapezoid(np.interp(grid, hull[:, 0], hull[:, 1]), grid) / (high - low))
 
@@ -151,7 +162,9 @@ def cost_share_for(hull: np.ndarray, target_quality: float, frontier_cost: float
 
 def tier_metrics(scores: np.ndarray, quality: np.ndarray, cost: np.ndarray,
                  targets: Sequence[float] = (0.9, 0.95, 1.0)) -> dict[str, object]:
-    """Return the curve, AIQ and cost shares at ``targets`` x frontier quality.
+    """Return the curve, AIQ (None when undefined, see ``aiq``) and cost shares at ``targets``.
+
+    Cost shares are those at which the hull reaches ``targets`` x frontier quality.
 
     ``scores`` are routing scores.  The curve is the hull of the threshold rule's points:
     one threshold shared by the tiers and, for three tiers, every (edge, mid) pair on a

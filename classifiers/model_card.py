@@ -144,7 +144,8 @@ def _cost_lines(table: dict[str, Any]) -> list[str]:
     for router, values in table.items():
         if "aiq" in values:
             shares = [_share(values.get(f"cost_share_{t}")) for t in (90, 95, 100)]
-            lines.append(f"| {router} | {values['aiq']:.3f} | {' | '.join(shares)} | | |")
+            aiq = "-" if values["aiq"] is None else f"{values['aiq']:.3f}"
+            lines.append(f"| {router} | {aiq} | {' | '.join(shares)} | | |")
         else:
             lines.append(f"| {router} | | | | | {values['cost_share']:.1%} | "
                          f"{values['quality']:.3f} |")

@@ -17,6 +17,8 @@ def print_evaluation(result: dict[str, Any], console: Console) -> None:
         console.print(_routellm_table(result["routellm"], result["tiers"]))
     if "cost_quality" in result:
         console.print(_cost_table(result["cost_quality"]))
+    if "cost_quality_skipped" in result:
+        console.print(result["cost_quality_skipped"], markup=False)
 
 
 PLOT_INSTALL_HINT = "plotting needs matplotlib: pip install -e '.[plot]' (or matplotlib itself)"
@@ -80,7 +82,7 @@ def _cost_table(table: dict[str, Any]) -> Table:
             continue
         if "curve" in values:
             shares = [_share(values.get(f"cost_share_{t}")) for t in (90, 95, 100)]
-            out.add_row(name, f"{values['aiq']:.3f}", *shares, "", "")
+            out.add_row(name, format_aiq(values["aiq"]), *shares, "", "")
         else:
             # An always-one-tier router is a single point, not a curve.
             out.add_row(name, "", "", "", "", _share(values["cost_share"]),
@@ -92,13 +94,18 @@ def _share(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.1%}"
 
 
+def format_aiq(value: float | None) -> str:
+    """Return AIQ with three decimals, or "-" for a curve without one (a single cost)."""
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _draw_cost_curves(axis: Any, table: dict[str, Any]) -> None:
     frontier_cost = table["frontier_cost"]
     for name, values in table.items():
         if isinstance(values, dict) and "curve" in values:
             curve = values["curve"]
             axis.plot([c / frontier_cost for c, _ in curve], [q for _, q in curve],
-                      marker=".", label=f"{name} (AIQ {values['aiq']:.3f})")
+                      marker=".", label=f"{name} (AIQ {format_aiq(values['aiq'])})")
         elif isinstance(values, dict):
             axis.scatter([values["cost_share"]], [values["quality"]], marker="x", label=name)
     axis.set_xlabel("cost relative to always-frontier")

@@ -39,6 +39,14 @@ def export(
         ),
     ] = "exporter",
     batch: Annotated[int, typer.Option(help="Records per read and per file (at most).")] = 500,
+    flush_interval: Annotated[
+        float,
+        typer.Option(
+            help="With --follow, write a file at least this often (seconds) while records "
+            "arrive, even when it contains fewer than --batch; 0 writes after every read. At "
+            "most half of --claim-idle-ms."
+        ),
+    ] = 30.0,
     file_format: Annotated[
         str, typer.Option("--format", help="jsonl, or parquet (needs pyarrow).")
     ] = "jsonl",
@@ -78,6 +86,9 @@ def export(
 
     Records are acknowledged only after their file is on disk, so a killed export can be
     restarted with the same --group and --consumer and neither loses nor repeats a record.
+    With --follow, records are gathered until there are --batch of them or
+    --flush-interval has passed since the first, and what was gathered is written on
+    SIGTERM or Ctrl-C.
     A progress bar is drawn on standard error when it is a terminal, unless --quiet is given.
 
     Example: tierwise outcomes export --redis-url redis://127.0.0.1:6379/0 --out var/export
@@ -92,7 +103,7 @@ def export(
     options = ExportOptions(
         out_dir=out, stream=stream or stream_key(key_prefix), group=group, consumer=consumer,
         batch=batch, file_format=file_format, follow=follow, start_id=start_id,
-        claim_idle_ms=claim_idle_ms,
+        claim_idle_ms=claim_idle_ms, flush_interval_s=flush_interval,
     )  # fmt: skip
     stop = _StopFlag()
     with redis_session(redis_url, redis_cluster) as client:
@@ -118,7 +129,7 @@ def _count(number: int, noun: str) -> str:
 
 
 class _StopFlag:
-    """Set by SIGTERM or SIGINT, so that a follow run ends after the batch in progress."""
+    """Set by SIGTERM or SIGINT, so that a follow run writes what it gathered and ends."""
 
     def __init__(self) -> None:
         self._set = False

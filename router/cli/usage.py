@@ -10,6 +10,7 @@ every primary, and each tenant's two keys share one hash slot.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ NO_REDIS_MESSAGE = (
 PREFIX_FORBIDDEN = frozenset("*?[]\\{}")
 SCAN_BATCH = 500
 """Keys per SCAN call when looking for tenants that the policy does not list."""
+USD_SIGNIFICANT_DIGITS = 4
+"""Minimum significant digits of a USD amount in the table, so a 0.002 budget is not 0.00."""
+MAX_USD_DECIMALS = 8
+"""Decimals of the smallest amounts in the table, as in the JSON output's rounding."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,17 +141,35 @@ def format_table(rows: Sequence[TenantUsage], now: float) -> str:
     lines = [title, header]
     for row in rows:
         lines.append(
-            f"{row.tenant:<{width}}  {row.day_usd:>12.6f}  {_money(row.day_budget_usd):>12}  "
-            f"{_percent(row.day_share):>7}  {row.month_usd:>12.6f}  "
-            f"{_money(row.month_budget_usd):>12}  {_percent(row.month_share):>7}"
+            f"{row.tenant:<{width}}  {format_usd(row.day_usd):>12}  "
+            f"{_money(row.day_budget_usd):>12}  {_percent(row.day_share):>7}  "
+            f"{format_usd(row.month_usd):>12}  {_money(row.month_budget_usd):>12}  "
+            f"{_percent(row.month_share):>7}"
         )
     if not rows:
         lines.append("(no tenant has spend this month, and the policy lists no tenants)")
     return "\n".join(lines)
 
 
+def format_usd(value: float) -> str:
+    """Format a USD amount with cents and at least four significant digits, at most 8 decimals.
+
+    Examples: 0.002 -> "0.002", 0.0027543 -> "0.002754", 0.5 -> "0.50",
+    1234.5678 -> "1,234.57".  Zeros after the cents are dropped.
+    """
+    if value == 0:
+        return "0.00"
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = min(MAX_USD_DECIMALS, max(2, USD_SIGNIFICANT_DIGITS - 1 - magnitude))
+    text = f"{value:,.{decimals}f}"
+    if decimals == 2:
+        return text
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
 def _money(value: float | None) -> str:
-    return f"{value:.2f}" if value is not None else "-"
+    return format_usd(value) if value is not None else "-"
 
 
 def _percent(value: float | None) -> str:

@@ -6,6 +6,11 @@ A file is written under a temporary name, fsynced and renamed, and only then are
 entries acknowledged (XACK).  A crash therefore never acknowledges an entry that is not on
 disk: at worst the entries of the last batch stay pending.
 
+A one-shot run writes a file per read of up to ``batch`` entries.  A ``follow`` run gathers
+the entries of several reads and writes them once they number ``batch`` or the oldest of
+them was read ``flush_interval_s`` ago, and at shutdown.  Gathered entries are read but not
+yet acknowledged, so they are pending in the group exactly like a batch being written.
+
 After a restart the exporter first reads the entries still pending for its consumer name,
 then claims (XAUTOCLAIM) entries that other consumers left pending for longer than
 ``claim_idle_ms``.  Such an entry may already be in a file, because the crash may have come
@@ -26,6 +31,7 @@ from a one-shot run, and a ``follow`` run logs them and retries.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -51,6 +57,8 @@ FORMATS = ("jsonl", "parquet")
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 30.0
 CLAIM_EVERY_S = 30.0
+DEFAULT_FLUSH_INTERVAL_S = 30.0
+DEFAULT_CLAIM_IDLE_MS = 60_000
 
 # Consumer names become part of temporary file names.
 _CONSUMER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -81,7 +89,9 @@ class ExportOptions:
     start_id: str = "0"
     """Start position of a new consumer group: ``0`` for the whole stream, ``$`` for new entries."""
     block_ms: int = 1000
-    claim_idle_ms: int = 60_000
+    claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS
+    flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
+    """Maximum time (seconds) that a ``follow`` run keeps read entries before writing them."""
 
 
 @dataclass
@@ -254,23 +264,32 @@ class OutcomeExporter:
     ``client`` is a synchronous Redis client; its socket timeout must exceed ``block_ms``.
     """
 
-    def __init__(self, client: redis.Redis, options: ExportOptions) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        options: ExportOptions,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if options.batch < 1:
             raise ExportError(f"batch must be at least 1, got {options.batch}")
         if not _CONSUMER_NAME.match(options.consumer):
             raise ExportError(
                 f"invalid consumer name {options.consumer!r}: use letters, digits, '.', '_' or '-'"
             )
+        if options.follow:
+            _check_flush_interval(options)
         self.client = client
         self.options = options
         self.writer = file_format(options.file_format)
         self.summary = ExportSummary()
+        self.clock = clock
+        """Monotonic time in seconds; tests replace it to control the flush interval."""
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> ExportSummary:
         """Export pending entries, then new ones; return when the stream is drained.
 
         With ``follow`` the run continues until ``should_stop()`` returns True, which is
-        checked between batches, so a batch in progress is always finished.
+        checked between reads, and then writes the entries it has gathered.
         """
         self._prepare_output()
         self._ensure_group()
@@ -353,20 +372,58 @@ class OutcomeExporter:
         return next_cursor, [(_text(i), fields) for i, fields in claimed], deleted
 
     def _follow(self, should_stop: Callable[[], bool]) -> None:
+        """Gather new entries into files of ``batch`` entries, flushing at least every interval.
+
+        What was gathered when ``should_stop()`` turns True is written before returning.
+        """
         delay = RETRY_FIRST_S
-        last_claim = time.monotonic()
+        last_claim = self.clock()
+        gathered = _Gathered()
         while not should_stop():
             try:
-                self._export_next_batch(block_ms=self.options.block_ms)
-                if time.monotonic() - last_claim >= CLAIM_EVERY_S:
-                    last_claim = time.monotonic()
+                self._gather(gathered)
+                if gathered.entries and (
+                    len(gathered.entries) >= self.options.batch
+                    or self._seconds_to_flush(gathered) <= 0
+                ):
+                    self._flush(gathered)
+                if self.clock() - last_claim >= CLAIM_EVERY_S:
+                    last_claim = self.clock()
                     self._claim_idle_entries(should_stop)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("export_redis_error", error=type(exc).__name__, retry_in_s=delay)
+                log.warning(
+                    "export_redis_error",
+                    error=type(exc).__name__,
+                    retry_in_s=delay,
+                    gathered=len(gathered.entries),
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
             delay = RETRY_FIRST_S
+        if gathered.entries:
+            self._flush(gathered)
+
+    def _gather(self, gathered: _Gathered) -> None:
+        """Read new entries into ``gathered``, at most enough to fill a file of ``batch``."""
+        block_ms = self.options.block_ms
+        if gathered.entries:
+            # Block no longer than the flush is due; Redis reads BLOCK 0 as "forever".
+            block_ms = max(1, min(block_ms, int(self._seconds_to_flush(gathered) * 1000)))
+        entries = self._read(">", block_ms, count=self.options.batch - len(gathered.entries))
+        if entries and not gathered.entries:
+            gathered.first_read_at = self.clock()
+        gathered.entries.extend(entries)
+
+    def _seconds_to_flush(self, gathered: _Gathered) -> float:
+        return gathered.first_read_at + self.options.flush_interval_s - self.clock()
+
+    def _flush(self, gathered: _Gathered) -> None:
+        # The entries leave the buffer before the write, so a failed XACK never writes them
+        # again under another file name. They stay pending instead. The claim of idle
+        # entries, or the next start, then finds their ids on disk and acknowledges them.
+        entries, gathered.entries = gathered.entries, []
+        self._export(entries, recovering=False)
 
     def _export_next_batch(self, block_ms: int | None) -> bool:
         """Export one batch of new entries; return False when there was none."""
@@ -375,11 +432,11 @@ class OutcomeExporter:
             self._export(entries, recovering=False)
         return bool(entries)
 
-    def _read(self, start: str, block_ms: int | None) -> list[Entry]:
+    def _read(self, start: str, block_ms: int | None, count: int | None = None) -> list[Entry]:
         # The client's stubs type the reply for both RESP versions; this client speaks RESP2.
         response: Any = self.client.xreadgroup(
             self.options.group, self.options.consumer, {self.options.stream: start},
-            count=self.options.batch, block=block_ms,
+            count=count or self.options.batch, block=block_ms,
         )  # fmt: skip
         if not response:
             return []
@@ -442,6 +499,34 @@ class OutcomeExporter:
         self.summary.files += 1
         self.summary.paths.append(path)
         log.info("export_file_written", path=str(path), records=len(rows))
+
+
+@dataclass
+class _Gathered:
+    """Entries a ``follow`` run has read and not yet written, pending in the group."""
+
+    entries: list[Entry] = field(default_factory=list)
+    first_read_at: float = 0.0
+    """Clock time (seconds) of the read that brought the first of ``entries``."""
+
+
+def _check_flush_interval(options: ExportOptions) -> None:
+    """Raise ExportError unless gathered entries are written well before they can be claimed.
+
+    Every consumer of the group, this one included, claims entries that stayed pending for
+    ``claim_idle_ms``.  A gathered entry is pending for up to ``flush_interval_s`` plus the
+    time of the write, so the interval may be at most half of ``claim_idle_ms``.
+    """
+    interval = options.flush_interval_s
+    if not math.isfinite(interval) or interval < 0:
+        raise ExportError(f"flush interval must be 0 or more seconds, got {interval}")
+    if interval * 1000 * 2 > options.claim_idle_ms:
+        raise ExportError(
+            f"flush interval {interval:g} s (--flush-interval) must be at most half of the "
+            f"claim idle time, {options.claim_idle_ms} ms (--claim-idle-ms), because entries "
+            "kept longer can be claimed and written twice; lower the flush interval or raise "
+            "the claim idle time"
+        )
 
 
 def _part_files(directory: Path) -> Iterable[Path]:

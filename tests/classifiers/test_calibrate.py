@@ -69,6 +69,25 @@ def test_unreachable_goals_raise() -> None:
         pick(grid, target=0.9, budget_per_1k=1.0)
 
 
+def test_grid_names_missing_values() -> None:
+    scores, cost = SCORES.copy(), COST.copy()
+    scores[1, 0] = np.nan
+    cost[2, 2] = np.nan
+
+    with pytest.raises(CalibrationError) as raised:
+        simulate_grid(scores, QUALITY, cost)
+
+    message = str(raised.value)
+    assert "rows are missing values: score for edge in 1 of 3 rows" in message
+    assert "cost_usd for frontier in 1 of 3 rows" in message
+    assert "quality" not in message
+
+
+def test_grid_without_rows_raises() -> None:
+    with pytest.raises(CalibrationError, match="^no rows to simulate$"):
+        simulate_grid(np.empty((0, 3)), np.empty((0, 3)), np.empty((0, 3)))
+
+
 def test_grid_matches_the_gateway_rule() -> None:
     rng = np.random.default_rng(3)
     scores = np.round(rng.random((40, 3)), 2)  # on the grid, so ties with thresholds occur
@@ -255,3 +274,22 @@ def test_cli_without_floors_prints_no_floor_line(tmp_path: Path) -> None:
     assert not any("floor" in line for line in plain)
     # Without floors the figures are those of --ignore-floors, which leaves floors out.
     assert plain == [line for line in ignored if not line.startswith("category floors ignored")]
+
+
+def test_cli_names_missing_cost(tmp_path: Path) -> None:
+    data, costless = tmp_path / "rows.jsonl", tmp_path / "costless.jsonl"
+    _write_generated(data)
+    with costless.open("w") as handle:
+        for line in data.read_text().splitlines():
+            record = json.loads(line)
+            for tier in ("edge", "mid"):
+                del record["outcomes"][tier]["cost_usd"]
+            handle.write(json.dumps(record) + "\n")
+
+    result = CliRunner().invoke(calibrate_app, ["--data", str(costless), "--target-quality",
+                                                "0.9", "--policy", str(DEFAULT_POLICY)])
+
+    assert result.exit_code == 2
+    assert ("none of the 50 held-out rows has quality and cost_usd for all of edge, mid, "
+            "frontier (missing: cost_usd for edge in 50 rows, cost_usd for mid in 50 rows)"
+            in result.output)

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from classifiers import load_artifact
 from classifiers.cli import app, evaluate_app
+from classifiers.report import print_evaluation
 
 runner = CliRunner()
 
@@ -173,3 +175,69 @@ def test_evaluate_fixed_model_reports_missing_artifact(tmp_path: Path) -> None:
 
     assert result.exit_code == 2
     assert "file not found" in result.output
+
+
+def test_length_baseline_with_one_label_has_curve(tmp_path: Path) -> None:
+    # The frontier tier answers every prompt well, so its length model trains on one label.
+    data = tmp_path / "frontier-always.jsonl"
+    rng = np.random.default_rng(3)
+    with data.open("w") as handle:
+        for i in range(90):
+            hard = rng.random() < 0.4
+            text = f"write a formal proof about lemma {i}" if hard else f"greet user {i}"
+            outcomes = {tier: {"quality": float(tier == "frontier" or not hard),
+                               "cost_usd": 10.0 ** rank / 1000}
+                        for rank, tier in enumerate(("edge", "mid", "frontier"))}
+            handle.write(json.dumps({"id": str(i), "prompt": text, "outcomes": outcomes}) + "\n")
+    model = tmp_path / "model"
+    _write_generated(tmp_path / "train.jsonl", ("edge", "mid", "frontier"))
+    trained = runner.invoke(app, ["train", "--data", str(tmp_path / "train.jsonl"), "--out",
+                                  str(model), "--n-features", "1024"])
+    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "result.json"
+
+    result = runner.invoke(evaluate_app, ["--data", str(data), "--model", str(model),
+                                          "--folds", "3", "--json", str(out)])
+
+    assert result.exit_code == 0, result.output
+    table = json.loads(out.read_text())["cost_quality"]
+    assert len(table["prompt-length"]["curve"]) > 1
+    assert table["prompt-length"]["aiq"] is not None
+    assert table["prompt-length"]["aiq"] <= table["oracle"]["aiq"]
+
+
+def test_evaluate_explains_missing_cost_table(tmp_path: Path) -> None:
+    data, costless = tmp_path / "three.jsonl", tmp_path / "costless.jsonl"
+    _write_generated(data, ("edge", "mid", "frontier"), rows=90)
+    with costless.open("w") as handle:
+        for line in data.read_text().splitlines():
+            record = json.loads(line)
+            del record["outcomes"]["mid"]["cost_usd"]
+            handle.write(json.dumps(record) + "\n")
+    out = tmp_path / "result.json"
+
+    result = runner.invoke(evaluate_app, ["--data", str(costless), "--folds", "3",
+                                          "--json", str(out)])
+
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert "cost_quality" not in metrics
+    expected = ("no cost-quality table: it needs rows with quality and cost_usd for every tier "
+                "(edge, mid, frontier), and none of the 90 scored rows has them all "
+                "(missing: cost_usd for mid in 90 rows).")
+    assert metrics["cost_quality_skipped"].startswith(expected)
+    assert expected in " ".join(result.output.split())
+
+
+def test_cost_table_prints_dash_for_undefined_aiq() -> None:
+    result = {"mode": "3-fold", "seed": 0, "rows_scored": 4, "tiers": ["edge", "mid", "frontier"],
+              "cost_quality": {"rows": 4, "frontier_cost": 0.1, "frontier_quality": 1.0,
+                               "prompt-length": {"aiq": None, "curve": [[0.1, 1.0]],
+                                                 "cost_share_90": 1.0, "cost_share_95": 1.0,
+                                                 "cost_share_100": 1.0}}}
+    console = Console(record=True, width=160)
+
+    print_evaluation(result, console)
+
+    row = next(line for line in console.export_text().splitlines() if "prompt-length" in line)
+    assert row.split("│")[2].strip() == "-"

@@ -13,6 +13,7 @@ from classifiers.metrics import (
     pgr_curve,
     routellm_metrics,
     threshold_points,
+    tier_metrics,
     upper_hull,
 )
 
@@ -61,6 +62,28 @@ def test_upper_hull_drops_dominated_points() -> None:
 def test_aiq_is_mean_quality_over_cost_range() -> None:
     hull = np.array([[0.0, 0.5], [2.0, 0.9]])
     assert aiq(hull, 0.0, 2.0) == pytest.approx(0.7)
+
+
+def test_aiq_of_single_cost_curve_is_none() -> None:
+    # One point at the frontier's cost: flat extrapolation would give 0.95 over all costs.
+    assert aiq(np.array([[2.0, 0.95]]), 0.0, 2.0) is None
+
+
+def test_aiq_of_empty_cost_range_is_none() -> None:
+    hull = np.array([[1.0, 0.5], [2.0, 0.9]])
+    assert aiq(hull, 2.0, 2.0) is None
+
+
+def test_tier_metrics_without_scores_has_no_aiq() -> None:
+    # NaN scores meet no threshold, so every threshold sends every row to frontier.
+    scores = np.full((4, 3), np.nan)
+    quality = np.array([[0.0, 0.0, 1.0], [1.0, 1.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    cost = np.tile([0.001, 0.01, 0.1], (4, 1))
+
+    metrics = tier_metrics(scores, quality, cost)
+
+    assert metrics["curve"] == [[pytest.approx(0.1), 1.0]]
+    assert metrics["aiq"] is None
 
 
 def test_cost_share_interpolates_on_hull() -> None:

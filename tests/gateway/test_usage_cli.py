@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from router.budgets import period_keys
 from router.cli.main import app
-from router.cli.usage import NO_REDIS_MESSAGE
+from router.cli.usage import NO_REDIS_MESSAGE, TenantUsage, format_table, format_usd
 from tests.gateway.conftest import (
     GatewayKit,
     chat_body,
@@ -132,7 +132,7 @@ async def test_usage_reports_spend_of_two_tenants(
     assert unlisted["budget_usd"] == {"day": None, "month": None}
     assert costs["alpha"] > costs["beta"] > 0
     table_lines = {line.split()[0]: line for line in table.output.splitlines()[2:]}
-    assert f"{costs['alpha']:.6f}" in table_lines[tenant_names["alpha"]]
+    assert format_usd(costs["alpha"]) in table_lines[tenant_names["alpha"]]
     assert "0.50" in table_lines[tenant_names["alpha"]]
     assert table_lines[tenant_names["beta"]].split()[2:4] == ["-", "-"]
 
@@ -233,3 +233,28 @@ def test_usage_rejects_pattern_prefix() -> None:
 
     assert result.exit_code == 1
     assert result.output.startswith("Invalid --key-prefix 'tw*': ")
+
+
+@pytest.mark.parametrize(
+    ("amount", "expected"),
+    [
+        (0.0, "0.00"),
+        (0.002, "0.002"),
+        (0.00275, "0.00275"),
+        (0.0027543, "0.002754"),
+        (0.5, "0.50"),
+        (12.3456, "12.35"),
+        (1234.5678, "1,234.57"),
+        (1e-12, "0.00"),
+    ],
+)
+def test_usd_format_keeps_small_amounts(amount: float, expected: str) -> None:
+    assert format_usd(amount) == expected
+
+
+def test_usage_table_shows_small_budget() -> None:
+    row = TenantUsage("tiny", 0.00275, 0.00275, day_budget_usd=0.002, month_budget_usd=None)
+
+    line = format_table([row], now=0.0).splitlines()[2]
+
+    assert line.split() == ["tiny", "0.00275", "0.002", "137.5%", "0.00275", "-", "-"]

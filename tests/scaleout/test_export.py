@@ -234,6 +234,153 @@ def test_invalid_record_is_exported_raw(
     assert rows[0]["raw"] == "not json"
 
 
+class TrickleProducer:
+    """A ``should_stop`` callback that adds a few records before each check, like slow traffic.
+
+    Each call also moves a fake clock forward by ``seconds_per_read``.  After the last
+    chunk was added, the next call asks the exporter to stop, so every chunk is read first.
+    """
+
+    def __init__(
+        self, client: redis.Redis, stream: str, chunks: int, chunk_size: int,
+        seconds_per_read: float = 0.0,
+    ) -> None:  # fmt: skip
+        self.client, self.stream = client, stream
+        self.chunks_left, self.chunk_size = chunks, chunk_size
+        self.seconds_per_read = seconds_per_read
+        self.now = 0.0
+        self.checks = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self) -> bool:
+        self.checks += 1
+        self.now += self.seconds_per_read
+        if self.chunks_left == 0:
+            return True
+        add_records(self.client, self.stream, self.chunk_size, prefix=f"chunk{self.chunks_left}")
+        self.chunks_left -= 1
+        return False
+
+
+def run_follow(
+    client: redis.Redis, stream: str, out: Path, producer: TrickleProducer, **options: object
+) -> ExportSummary:
+    exporter = OutcomeExporter(
+        client,
+        ExportOptions(out_dir=out, stream=stream, follow=True, block_ms=50, **options),  # type: ignore[arg-type]
+        clock=producer.clock,
+    )
+    return exporter.run(producer)
+
+
+def test_follow_fills_files_to_batch(
+    redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    producer = TrickleProducer(redis_client, stream_key, chunks=70, chunk_size=3)
+
+    summary = run_follow(
+        redis_client, stream_key, tmp_path, producer, batch=50, flush_interval_s=30.0
+    )
+
+    assert producer.checks > 70, "the exporter stopped before it read every chunk"
+    assert summary.records == 210
+    assert summary.files == 5
+    sizes = sorted(len(path.read_bytes().splitlines()) for path in summary.paths)
+    assert sizes == [10, 50, 50, 50, 50], "the last 10 are written at shutdown"
+    assert_exported_once(redis_client, stream_key, tmp_path)
+
+
+def test_follow_flushes_after_interval(
+    redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    producer = TrickleProducer(
+        redis_client, stream_key, chunks=40, chunk_size=3, seconds_per_read=1.0
+    )
+
+    summary = run_follow(
+        redis_client, stream_key, tmp_path, producer, batch=1000, flush_interval_s=5.0
+    )
+
+    assert summary.records == 120
+    # One read per second and a flush every 5 s give files of about 5 reads, not 40 files.
+    assert 2 <= summary.files <= 40 // 5 + 1
+    for path in summary.paths[:-1]:
+        assert len(path.read_bytes().splitlines()) >= 5 * 3
+    assert_exported_once(redis_client, stream_key, tmp_path)
+
+
+def test_follow_zero_interval_writes_every_read(
+    redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    producer = TrickleProducer(redis_client, stream_key, chunks=4, chunk_size=3)
+
+    summary = run_follow(
+        redis_client, stream_key, tmp_path, producer, batch=1000, flush_interval_s=0.0
+    )
+
+    assert summary.records == 12
+    assert summary.files >= 2
+    assert_exported_once(redis_client, stream_key, tmp_path)
+
+
+def test_flush_interval_above_half_claim_idle_is_rejected(
+    redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    options = ExportOptions(
+        out_dir=tmp_path, follow=True, flush_interval_s=31.0, claim_idle_ms=60_000
+    )
+
+    expected = r"flush interval 31 s \(--flush-interval\) must be at most half"
+    with pytest.raises(ExportError, match=expected):
+        OutcomeExporter(redis_client, options)
+
+
+def test_negative_flush_interval_is_rejected(redis_client: redis.Redis, tmp_path: Path) -> None:
+    options = ExportOptions(out_dir=tmp_path, follow=True, flush_interval_s=-1.0)
+
+    with pytest.raises(ExportError, match="flush interval must be 0 or more seconds, got -1"):
+        OutcomeExporter(redis_client, options)
+
+
+def test_sigterm_writes_gathered_records(
+    redis_url: str, redis_client: redis.Redis, stream_key: str, tmp_path: Path
+) -> None:
+    add_records(redis_client, stream_key, 7)
+    command = [
+        sys.executable, "-m", "router", "outcomes", "export", "--redis-url", redis_url,
+        "--stream", stream_key, "--out", str(tmp_path), "--batch", "100", "--follow",
+        "--flush-interval", "25", "--log-format", "json",
+    ]  # fmt: skip
+    exporter = subprocess.Popen(
+        command, cwd=repo_root(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        # The 7 records are read at once and held, pending, until the interval or a signal.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and exporter.poll() is None:
+            if redis_client.exists(stream_key) and _group_pending(redis_client, stream_key) == 7:
+                break
+            time.sleep(0.05)
+        assert list(tmp_path.glob("date=*/part-*.jsonl")) == []
+        exporter.send_signal(signal.SIGTERM)
+        stdout, stderr = exporter.communicate(timeout=60)
+    finally:
+        exporter.kill()
+        exporter.wait(timeout=30)
+
+    assert exporter.returncode == 0, stderr
+    assert f"exported 7 records into 1 file under {tmp_path}" in stdout
+    assert len(list(tmp_path.glob("date=*/part-*.jsonl"))) == 1
+    assert_exported_once(redis_client, stream_key, tmp_path)
+
+
+def _group_pending(client: redis.Redis, stream: str) -> int:
+    groups: Any = client.xinfo_groups(stream)
+    return sum(int(group["pending"]) for group in groups if group["name"] == GROUP.encode())
+
+
 def test_batch_below_one_is_rejected(redis_client: redis.Redis, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="batch must be at least 1, got 0"):
         OutcomeExporter(redis_client, ExportOptions(out_dir=tmp_path, batch=0))
