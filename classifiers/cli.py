@@ -13,13 +13,14 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from classifiers.calibrate import calibrate as calibrate_command
+from classifiers.comparison import DEFAULT_TOLERANCE
 from classifiers.config import DEFAULT_C, SGD_MIN_ROWS, TrainConfig, TrainingError
 from classifiers.datasets import CONVERTERS, DEFAULT_OUT_DIR, DatasetError, convert
 from classifiers.outcomes import (
@@ -55,6 +56,7 @@ app = typer.Typer(help="Train the prompt classifier and convert public routing d
 _console = Console(stderr=True, soft_wrap=True)
 
 if TYPE_CHECKING:
+    from classifiers.scorer import Scorer
     from classifiers.trainer import TrainReport
 
 DEFAULT_TIERS = "edge,mid,frontier"
@@ -117,11 +119,25 @@ def train(
     source_intercepts: SourceInterceptsOption = False,
     evaluation: Annotated[list[Path] | None, typer.Option(
         help="JSON written by `evaluate --json`, summarised in the model card; repeatable.")] = None,
+    compare_with: Annotated[str | None, typer.Option(
+        help="Artifact folder, or 'bundled' for the model shipped in the package, to score "
+             "beside the new model on the held-out rows; the comparison goes into the model "
+             "card.")] = None,
+    require_no_worse: Annotated[bool, typer.Option(
+        "--require-no-worse",
+        help="With --compare-with, exit with code 4 and write no artifact when the new "
+             "model's held-out APGR (two tiers) or AIQ (three tiers; without costs, APGR of "
+             "mid against frontier) is lower than the compared model's by more than "
+             "--tolerance.")] = False,
+    tolerance: Annotated[float, typer.Option(
+        help="Largest drop of the held-out metric that --require-no-worse accepts.")
+    ] = DEFAULT_TOLERANCE,
 ) -> None:
     """Train per-tier classifiers, print held-out metrics (of --holdout or test rows), write an artifact.
 
-    Exits with code 2 on invalid input, and with code 3 when --outcomes yields fewer
-    trainable rows than --min-log-rows (the counts printed say why).
+    Exits with code 2 on invalid input, with code 3 when --outcomes yields fewer
+    trainable rows than --min-log-rows (the counts printed say why), and with code 4
+    when --require-no-worse rejects the new model (nothing is written then).
 
     Example: tierwise classifier train --data var/data/routerbench.jsonl --out var/model
     --tier-map edge=mistralai/mistral-7b-chat --tier-map mid=mistralai/mixtral-8x7b-chat
@@ -129,9 +145,13 @@ def train(
 
     Example: tierwise classifier train --outcomes var/export --data var/data/routerbench.jsonl
     --out var/model
+
+    Example: tierwise classifier train --outcomes var/export --holdout 0.2 --out var/model
+    --compare-with var/model-previous --require-no-worse
     """
     from classifiers.trainer import TrainRequest, run_training
 
+    compared = _compared_model(compare_with, require_no_worse, tolerance)
     # The gateway rows are written to a temporary file because they contain prompts, which
     # must not end up beside the artifact.
     with tempfile.TemporaryDirectory(prefix="tierwise-train-") as scratch:
@@ -148,13 +168,51 @@ def train(
                                    solver=solver,
                                    source_intercepts=source_intercepts),
                 seed=seed, holdout=holdout, version=version, command=_command_line(),
-                evaluations=list(evaluation or []),
+                evaluations=list(evaluation or []), compare_with=compare_with, compared=compared,
+                no_worse_tolerance=tolerance if require_no_worse else None,
             )
             with progress_bar(_console) as progress:
                 report = run_training(request, progress=progress)
         except (OutcomesError, TrainingError, OSError, json.JSONDecodeError) as exc:
             raise _fail(str(exc)) from None
     _print_training_report(report)
+    if report.artifact is None:
+        _console.print(f"[red]not written:[/red] model {escape(report.version)} failed "
+                       f"--require-no-worse, so nothing was written to {escape(str(out))}")
+        raise typer.Exit(code=4)
+
+
+def _compared_model(location: str | None, require_no_worse: bool,
+                    tolerance: float) -> Scorer | None:
+    """Load the --compare-with model before training, so that a bad path fails fast."""
+    from classifiers.artifact import ArtifactError
+    from classifiers.comparison import load_compared_model
+
+    if location is None:
+        if require_no_worse:
+            raise _fail("--require-no-worse needs --compare-with PATH (or --compare-with bundled)")
+        return None
+    if tolerance < 0:
+        raise _fail(f"--tolerance must be 0 or more, got {tolerance}")
+    try:
+        return load_compared_model(location)
+    except ArtifactError as exc:
+        raise _fail(f"--compare-with {location}: {exc}") from None
+
+
+def _print_comparison(comparison: dict[str, Any]) -> None:
+    from classifiers.comparison import verdict_lines
+    from classifiers.report import print_evaluation
+
+    result = dict(comparison["result"])
+    if "routellm_tiers" in result:
+        result["tiers"] = result["routellm_tiers"]
+    result["mode"] = (f"held-out rows, {comparison['new_router']} beside "
+                      f"{comparison['compared_router']} from {comparison['compared_with']}")
+    # Piped output gets a wide console, so that rich does not cut router names at 80 columns.
+    print_evaluation(result, Console() if sys.stdout.isatty() else Console(width=160))
+    for line in verdict_lines(comparison):
+        _console.print(escape(line))
 
 
 def _gateway_log_data(paths: list[Path], scratch: Path, min_rows: int) -> list[Path]:
@@ -199,8 +257,10 @@ def _print_training_report(report: TrainReport) -> None:
             table.add_row(group, tier, str(int(values["n"] or 0)), f"{values['positive_rate']:.3f}",
                           auc, f"{values['brier']:.3f}")
     Console().print(table)
-    _console.print(f"trained on {report.n_train} rows, held out {report.n_test}; "
-                   f"wrote {report.artifact}")
+    if report.comparison is not None:
+        _print_comparison(report.comparison)
+    written = "" if report.artifact is None else f"; wrote {report.artifact}"
+    _console.print(f"trained on {report.n_train} rows, held out {report.n_test}{written}")
 
 
 def _split_names(value: str) -> list[str]:

@@ -180,6 +180,52 @@ def fixed_model_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[s
                               "prompt-length": routing_score_matrix(length)}, mode)
 
 
+def compare_fixed_models(records: Sequence[LabelledPrompt], tiers: Sequence[str],
+                         scorers: dict[str, Scorer], *, folds: int = 5, seed: int = 0,
+                         config: TrainConfig | None = None) -> dict[str, Any]:
+    """Return routing metrics of several fixed models on all of ``records``, beside baselines.
+
+    ``scorers`` maps router names to models.  Each model scores the rows as in
+    ``fixed_model_predictions``, and the prompt-length baseline is cross-fitted on the rows
+    with ``folds`` folds.  With three or more tiers and rows that have quality and cost for
+    every tier, the result has the ``cost_quality`` table.  Otherwise it has a ``routellm``
+    table for the two most expensive tiers, named in ``routellm_tiers``, on the rows
+    labelled for both.  Raises ValueError when a model lacks a tier or there are fewer rows
+    than folds, and when the stronger tier of the pair is not better on average.
+    """
+    if len(tiers) < 2:
+        raise ValueError(f"comparing routers needs at least two tiers, got {len(tiers)}")
+    config = config or TrainConfig()
+    routers: dict[str, np.ndarray] = {}
+    scored: Predictions | None = None
+    for name, scorer in scorers.items():
+        scored = fixed_model_predictions(records, tiers, scorer, folds=folds, seed=seed,
+                                         use_split=False, config=config)
+        routers[name] = scored.routers["classifier"]
+    if scored is None:
+        raise ValueError("compare_fixed_models needs at least one model")
+    routers["prompt-length"] = scored.routers["prompt-length"]
+    predictions = Predictions(scored.records, routers, f"{len(scorers)} fixed models")
+    result: dict[str, Any] = {"seed": seed, "mode": predictions.mode, "tiers": list(tiers),
+                              "rows_scored": len(predictions.records)}
+    quality = _quality_matrix(predictions.records, tiers)
+    cost = _cost_matrix(predictions.records, tiers)
+    complete = ~np.isnan(quality).any(axis=1) & ~np.isnan(cost).any(axis=1)
+    if len(tiers) >= 3 and complete.any():
+        result["cost_quality"] = _cost_table(predictions, quality, cost, complete, tiers)
+        return result
+    pair = [len(tiers) - 2, len(tiers) - 1]
+    pair_quality = quality[:, pair]
+    labelled = _pair_rows(pair_quality)
+    if labelled.any():
+        pair_predictions = Predictions(predictions.records,
+                                       {name: scores[:, pair] for name, scores in routers.items()},
+                                       predictions.mode)
+        result["routellm"] = _routellm_table(pair_predictions, pair_quality, labelled)
+        result["routellm_tiers"] = [tiers[index] for index in pair]
+    return result
+
+
 def _without_overlap(extras: Sequence[LabelledPrompt],
                      evaluated: Sequence[LabelledPrompt]) -> list[LabelledPrompt]:
     seen = {conversation_key(r) for r in evaluated}

@@ -44,6 +44,7 @@ def render_model_card(metadata: dict[str, Any]) -> str:
         _summary(metadata),
         _data_section(training),
         _metrics_section(metadata.get("heldout_metrics", {})),
+        _comparison_section(metadata.get("comparison")),
         _evaluations_section(metadata.get("evaluations", [])),
         _features_section(metadata),
         _reproduce_section(training),
@@ -103,6 +104,35 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
             lines.append(f"| {group} | {tier} | {int(values['n'])} | {values['positive_rate']:.3f} | "
                          f"{auc} | {values['brier']:.3f} |")
     lines.append("")
+    return "\n".join(lines)
+
+
+def _comparison_section(comparison: dict[str, Any] | None) -> str:
+    if not comparison:
+        return ""
+    result = comparison["result"]
+    compared_with = comparison["compared_with"]
+    source = "the bundled model" if compared_with == "bundled" else f"`{compared_with}`"
+    lines = ["## Comparison with the previous model\n",
+             (f"Before it was written, this model ({comparison['new_router']}) and model "
+              f"{comparison['compared_version']} from {source} ({comparison['compared_router']}) "
+              f"scored the same {result['rows_scored']} held-out rows. The prompt-length "
+              "baseline is cross-fitted on those rows. The compared model may have been "
+              "trained on some of them, which favours it.\n")]
+    if "routellm" in result:
+        weak, strong = result["routellm_tiers"]
+        lines.append(f"RouteLLM metrics, weak={weak} strong={strong}, "
+                     f"{result['routellm']['rows']} rows labelled for both:\n")
+        lines += _routellm_lines({k: v for k, v in result["routellm"].items() if isinstance(v, dict)})
+    if "cost_quality" in result:
+        lines += _cost_lines({k: v for k, v in result["cost_quality"].items() if isinstance(v, dict)})
+    difference = comparison["new"] - comparison["compared"]
+    line = (f"Held-out {comparison['metric']}: {comparison['new']:.3f} against "
+            f"{comparison['compared']:.3f} ({difference:+.3f}).")
+    if comparison.get("tolerance") is not None:
+        line += (f" The run required this model's value to be at most "
+                 f"{comparison['tolerance']:g} below the compared model's, and it was.")
+    lines.append(line + "\n")
     return "\n".join(lines)
 
 

@@ -3,7 +3,9 @@
 ``tierwise classifier train`` calls ``run_training``.  Rows whose ``split`` is
 ``"test"`` are held out.  When ``holdout`` is above zero, that fraction of the rows
 without a split is held out too, drawn with the seed.  Held-out metrics are computed
-per tier and per source group before the artifact is written.
+per tier and per source group before the artifact is written.  With a compared model,
+both models score the held-out rows (see ``classifiers.comparison``), and a tolerance
+makes a worse new model end the run before anything is written.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from classifiers.artifact import save_artifact
+from classifiers.comparison import check_comparable, compare_models, without_curves
 from classifiers.outcomes import (
     LabelledPrompt,
     conversation_key,
@@ -26,6 +29,7 @@ from classifiers.outcomes import (
     source_group,
 )
 from classifiers.progress import Progress, silent
+from classifiers.scorer import Scorer
 from classifiers.training import TierModel, TrainConfig, fit_tier_model, label_matrix
 
 
@@ -44,17 +48,28 @@ class TrainRequest:
     version: str | None = None
     command: str = ""
     evaluations: list[Path] = field(default_factory=list)
+    # A model to score beside the new one on the held-out rows (``--compare-with``), as
+    # given on the command line and loaded.
+    compare_with: str | None = None
+    compared: Scorer | None = None
+    # With a comparison: the new model is rejected, and no artifact written, when its
+    # headline metric is lower than the compared model's by more than this.
+    no_worse_tolerance: float | None = None
 
 
 @dataclass(slots=True)
 class TrainReport:
-    """Result of one training run: the artifact path, row counts and held-out metrics."""
+    """Result of one training run: the artifact path, row counts and held-out metrics.
 
-    artifact: Path
+    ``artifact`` is None when the comparison rejected the new model.
+    """
+
+    artifact: Path | None
     version: str
     n_train: int
     n_test: int
     metrics: dict[str, dict[str, dict[str, float | None]]]
+    comparison: dict[str, Any] | None = None
 
 
 def merge_duplicates(records: Sequence[LabelledPrompt]) -> list[LabelledPrompt]:
@@ -118,13 +133,26 @@ def run_training(request: TrainRequest, progress: Progress = silent) -> TrainRep
     # records can be released before fitting.
     del raw_records
     train, test = split_records(records, request.holdout, request.seed)
+    if request.compared is not None:
+        check_comparable(request.compared, request.tiers, len(test))
     progress(f"fitting {len(request.tiers)} tier(s) on {len(train)} rows ({len(test)} held out)",
              done=1, total=3)
     model = fit_tier_model(train, request.tiers, request.config, request.seed)
     progress("scoring held-out rows", done=2, total=3)
     metrics = heldout_metrics(model, test, request.config.threshold)
     version = request.version or default_version()
+    comparison = None
+    if request.compared is not None:
+        progress(f"scoring held-out rows with model {request.compared.version}", done=2, total=3)
+        comparison = compare_models(test, request.tiers, model.to_scorer(version),
+                                    request.compared, request.compare_with or "",
+                                    seed=request.seed, config=request.config,
+                                    tolerance=request.no_worse_tolerance)
+        if comparison["passed"] is False:
+            return TrainReport(None, version, len(train), len(test), metrics, comparison)
     info = _training_info(request, train, test, metrics)
+    if comparison is not None:
+        info["comparison"] = comparison | {"result": without_curves(comparison["result"])}
     info["training"]["rows"]["input"] = input_counts
     info["evaluations"] = [summarise_evaluation(path) for path in request.evaluations]
     artifact = save_artifact(request.out, version=version, tiers=list(model.tiers),
@@ -133,7 +161,7 @@ def run_training(request: TrainRequest, progress: Progress = silent) -> TrainRep
     from classifiers.model_card import write_model_card
 
     write_model_card(request.out, json.loads(artifact.read_text()))
-    return TrainReport(artifact, version, len(train), len(test), metrics)
+    return TrainReport(artifact, version, len(train), len(test), metrics, comparison)
 
 
 def summarise_evaluation(path: Path) -> dict[str, Any]:

@@ -356,7 +356,8 @@ def test_retrain_script_trains_and_publishes(tmp_path: Path) -> None:
     assert status == 0
     assert len(calls) == 3
     assert calls[1].startswith(
-        f"classifier train --outcomes {outcomes_dir} --out {classifier_dir}/"
+        f"classifier train --outcomes {outcomes_dir} --holdout 0.2 --compare-with bundled "
+        f"--require-no-worse --out {classifier_dir}/"
     )
     assert latest.is_symlink()
     assert (classifier_dir / latest.readlink()).is_dir()
@@ -368,7 +369,7 @@ def test_retrain_script_adds_labelled_files(tmp_path: Path) -> None:
     status, calls = _run_retrain_script(tmp_path, with_records=True, labelled=2)
     labelled_dir = tmp_path / "volume" / "labelled"
     assert status == 0
-    assert f"--data {labelled_dir}/set-0.jsonl --data {labelled_dir}/set-1.jsonl --out" in calls[1]
+    assert f"--data {labelled_dir}/set-0.jsonl --data {labelled_dir}/set-1.jsonl --holdout" in calls[1]
 
 
 def test_retrain_script_without_trainable_rows_publishes_nothing(tmp_path: Path) -> None:
@@ -376,6 +377,27 @@ def test_retrain_script_without_trainable_rows_publishes_nothing(tmp_path: Path)
     assert status == 0
     assert len(calls) == 2
     assert calls[1].startswith("classifier train ")
+    assert not (tmp_path / "volume" / "classifier" / "latest").exists()
+
+
+def test_retrain_script_compares_with_latest(tmp_path: Path) -> None:
+    previous = tmp_path / "volume" / "classifier" / "20260101T031700Z"
+    previous.mkdir(parents=True)
+    (previous / "model.json").write_text("{}\n")
+    (previous.parent / "latest").symlink_to(previous.name)
+
+    status, calls = _run_retrain_script(tmp_path, with_records=True)
+
+    assert status == 0
+    assert f"--compare-with {previous.parent}/latest --require-no-worse" in calls[1]
+    assert (previous.parent / "latest").readlink() != Path(previous.name)
+
+
+def test_retrain_script_publishes_nothing_when_worse(tmp_path: Path) -> None:
+    status, calls = _run_retrain_script(tmp_path, with_records=True, train_status=4)
+    assert status == 0
+    assert len(calls) == 2
+    assert "--require-no-worse" in calls[1]
     assert not (tmp_path / "volume" / "classifier" / "latest").exists()
 
 

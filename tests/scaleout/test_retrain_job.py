@@ -195,16 +195,24 @@ async def test_gateway_log_trains_and_publishes(
         target.write_bytes(part.read_bytes())
     (root / "labelled").mkdir()
     # The tier map is not an option of the job, so its labelled file uses tier names.
-    write_outcomes(root / "labelled" / "gsm8k.jsonl",
-                   (_with_tier_keys(record) for record in gsm8k_records[GATEWAY_PROMPTS:]))
-    job = _run_cronjob(root, _cli_env(retrain_redis_url, key_prefix,
-                                      f"{TIERWISE.parent}:/usr/local/bin:/usr/bin:/bin"))
+    labelled_rows = [_with_tier_keys(record) for record in gsm8k_records[GATEWAY_PROMPTS:]]
+    write_outcomes(root / "labelled" / "gsm8k.jsonl", labelled_rows)
+    # The previous model learnt the labels upside down, so the new one must beat it.
+    latest = root / "classifier" / "latest"
+    _previous_model(env, root, "inverted", [_inverted(record) for record in labelled_rows])
+    job_env = _cli_env(retrain_redis_url, key_prefix,
+                       f"{TIERWISE.parent}:/usr/local/bin:/usr/bin:/bin")
+    job = _run_cronjob(root, job_env)
 
     assert job.returncode == 0, job.stdout + job.stderr
-    latest = root / "classifier" / "latest"
+    assert "compared inverted" in job.stdout
     assert latest.is_symlink()
+    published_folder = latest.readlink()
+    assert published_folder != Path("inverted")
     job_scorer = load_artifact(latest)
     assert job_scorer.tiers == TIERS
+    assert job_scorer.metadata["comparison"]["compared_version"] == "inverted"
+    assert job_scorer.metadata["comparison"]["passed"] is True
     assert "retrain: published the classifier in" in job.stdout
     client = redis.Redis.from_url(retrain_redis_url, socket_timeout=10)
     try:
@@ -213,6 +221,47 @@ async def test_gateway_log_trains_and_publishes(
         client.close()
     assert bundle is not None
     assert bundle.version == job_scorer.version
+
+    # A previous model trained on every labelled row, the held-out ones included, is clearly
+    # better on them, so the next run publishes nothing and leaves "latest" alone.
+    _previous_model(env, root, "seen-all", labelled_rows)
+    gated = _run_cronjob(root, job_env)
+
+    assert gated.returncode == 0, gated.stdout + gated.stderr
+    assert "is lower than the compared model's by" in " ".join(gated.stderr.split())
+    assert (f"retrain: the new classifier scored worse on held-out rows than {latest} "
+            "(comparison above); nothing published") in gated.stdout
+    assert "retrain: published" not in gated.stdout
+    assert latest.readlink() == Path("seen-all")
+    # The rejected model was not written.
+    assert {path.name for path in latest.parent.iterdir()} == {
+        "inverted", "seen-all", "latest", published_folder.name}
+    client = redis.Redis.from_url(retrain_redis_url, socket_timeout=10)
+    try:
+        still = published_version(client, DistributionKeys(key_prefix), "classifier")
+    finally:
+        client.close()
+    assert still is not None
+    assert still.version == job_scorer.version
+
+
+def _previous_model(env: dict[str, str], root: Path, version: str,
+                    records: list[dict[str, Any]]) -> None:
+    """Train an artifact on ``records`` under the job's classifier folder and point "latest" at it."""
+    data = root / "previous" / f"{version}.jsonl"
+    write_outcomes(data, records)
+    trained = _tierwise(env, "classifier", "train", "--data", str(data), "--version", version,
+                        "--out", str(root / "classifier" / version))
+    assert trained.returncode == 0, trained.stderr
+    latest = root / "classifier" / "latest"
+    latest.unlink(missing_ok=True)
+    latest.symlink_to(version)
+
+
+def _inverted(record: dict[str, Any]) -> dict[str, Any]:
+    outcomes = {tier: outcome | {"quality": 1.0 - outcome["quality"]}
+                for tier, outcome in record["outcomes"].items()}
+    return record | {"outcomes": outcomes}
 
 
 def _with_tier_keys(record: dict[str, Any]) -> dict[str, Any]:
