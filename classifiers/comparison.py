@@ -80,13 +80,29 @@ def compare_models(test: Sequence[LabelledPrompt], tiers: Sequence[str], new: Sc
             f"for every tier, and none is labelled for both {tiers[-2]} and {tiers[-1]}")
     label, table = metric
     key = "aiq" if label == "AIQ" else "apgr"
+    overlap = trained_sources_in(compared, test)
     new_value, compared_value = table[new_name][key], table[compared_name][key]
     passed = None if tolerance is None else new_value >= compared_value - tolerance
     return {"compared_with": compared_with, "new_version": new.version,
             "compared_version": compared.version, "new_router": new_name,
             "compared_router": compared_name, "metric": label, "new": new_value,
             "compared": compared_value, "tolerance": tolerance, "passed": passed,
-            "result": result}
+            "overlap": overlap, "result": result}
+
+
+def trained_sources_in(compared: Scorer, test: Sequence[LabelledPrompt]) -> dict[str, int]:
+    """Count the held-out rows per source that the compared model was trained on.
+
+    The compared model's model.json lists the sources of its input rows. Held-out rows from
+    those sets were probably in its training data, so its figures there are optimistic.
+    """
+    training = (getattr(compared, "metadata", None) or {}).get("training") or {}
+    seen = set(((training.get("rows") or {}).get("input") or {}))
+    counts: dict[str, int] = {}
+    for row in test:
+        if row.source is not None and row.source in seen:
+            counts[row.source] = counts.get(row.source, 0) + 1
+    return counts
 
 
 def router_names(new_version: str, compared_version: str) -> tuple[str, str]:
@@ -111,6 +127,13 @@ def verdict_lines(comparison: dict[str, Any]) -> list[str]:
              f"{comparison['new']:.3f}, {comparison['compared_router']} "
              f"{comparison['compared']:.3f} (difference {difference:+.3f})"]
     tolerance = comparison["tolerance"]
+    overlap = comparison.get("overlap") or {}
+    if overlap:
+        sets = ", ".join(f"{source} ({count} rows)" for source, count in sorted(overlap.items()))
+        lines.append(f"warning: the compared model was trained on the sets of some held-out "
+                     f"rows: {sets}. Its figures on them are optimistic, so this comparison "
+                     "favours it; hold out rows of other sets, or compare with a model trained "
+                     "without them")
     if comparison["passed"] is True:
         lines.append(f"the new model is no worse than the compared one within the tolerance "
                      f"{tolerance:g}")

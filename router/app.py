@@ -17,7 +17,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from router.api import chat, dashboard, feedback, health, messages, metrics, models, usage
+from router.api.anthropic_format import ENDPOINT as ANTHROPIC_ENDPOINT
 from router.api.anthropic_format import MessagesRequest
+from router.api.anthropic_format import render_error as render_anthropic_error
 from router.api.internal_error import InternalErrorMiddleware
 from router.api.openapi import install_request_schemas
 from router.api.schemas import ChatRequest
@@ -158,7 +160,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             error: GatewayError = ModelNotFound(
                 f"Unknown path {request.url.path}. This gateway serves /v1/chat/completions, "
-                "/v1/messages, /v1/models, /v1/feedback, /v1/usage, /metrics and /dashboard.",
+                "/v1/messages, /v1/messages/count_tokens, /v1/models, /v1/feedback, "
+                "/v1/usage, /metrics, /dashboard, /healthz and /readyz.",
                 code="not_found",
             )
         else:
@@ -171,6 +174,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             if exc.headers:
                 error.headers = dict(exc.headers)
         error.status = exc.status_code
+        if request.url.path.startswith(ANTHROPIC_ENDPOINT):
+            return render_anthropic_error(error)
         return render_error(error)
 
     app.add_exception_handler(GatewayError, gateway_error)

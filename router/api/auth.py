@@ -44,7 +44,7 @@ def identify(request: Request, policy: Policy) -> TenantContext:
     if not token:
         if tenants.require_key:
             raise AuthenticationFailed(
-                "Missing API key. Send it as 'Authorization: Bearer KEY'.", code="missing_api_key"
+                "Missing API key. Send it as 'Authorization: Bearer KEY' (or 'x-api-key: KEY').", code="missing_api_key"
             )
         return TenantContext(ANONYMOUS_TENANT)
     digest = hashlib.sha256(token.encode()).hexdigest()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -112,7 +112,7 @@ def serve(
         overrides["redis_url"] = redis_url
     if classifier is not None:
         overrides["classifier"] = classifier
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = _settings_or_exit(Settings, overrides)
     configure_logging(settings.log_format, settings.log_level)
     gateway = _build_or_exit(create_app, settings)
     config = uvicorn.Config(
@@ -153,6 +153,22 @@ def _drain_logging_server_class() -> type:
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
     return DrainLoggingServer
+
+
+def _settings_or_exit(settings_class: Any, overrides: dict[str, object]) -> Any:
+    """Build the settings; on invalid values print one line per setting and exit with 2."""
+    from pydantic import ValidationError
+
+    try:
+        return settings_class(**overrides)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "settings"
+            name = f"TIERWISE_{field.upper()}"
+            value = error.get("input")
+            shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+            typer.echo(f"error: invalid {name}{shown}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _build_or_exit(factory: object, settings: object) -> object:

@@ -33,6 +33,8 @@ import httptools
 # idle connections on their own schedule (uvicorn after 5 s, nginx after 75 s by default).
 # A short limit makes reusing a closing connection rare, and the retry covers the rest.
 IDLE_LIMIT_S = 4.0
+# Idle connections kept per origin; a burst's extra connections beyond this are closed.
+MAX_IDLE_PER_ORIGIN = 256
 # A stream stops reading from the socket while this many bytes wait for the consumer.
 PAUSE_ABOVE_BYTES = 1 << 20
 _REQUEST_LINE = "POST {path} HTTP/1.1\r\nHost: {host}\r\n"
@@ -322,6 +324,7 @@ class Http1Pool:
         # The default context verifies certificates against the system's CAs; OpenSSL also
         # reads SSL_CERT_FILE and SSL_CERT_DIR for a private CA.
         self._ssl = ssl_context
+        self._sweep_handle: asyncio.TimerHandle | None = None
 
     def origin(self, url: str) -> Origin:
         origin = self._origins.get(url)
@@ -334,7 +337,29 @@ class Http1Pool:
 
     def put_back(self, origin: Origin, connection: _Connection) -> None:
         connection.idle_since = time.monotonic()
-        self._idle.setdefault(origin.key, []).append(connection)
+        idle = self._idle.setdefault(origin.key, [])
+        idle.append(connection)
+        if len(idle) > MAX_IDLE_PER_ORIGIN:
+            idle.pop(0).close()  # the longest idle
+        if self._sweep_handle is None:
+            self._sweep_handle = asyncio.get_running_loop().call_later(IDLE_LIMIT_S, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close the connections idle for IDLE_LIMIT_S or longer; run again while any remain.
+
+        Requests take the most recently used connection, so without this a burst would leave
+        its extra connections open for as long as the server allows.
+        """
+        self._sweep_handle = None
+        now = time.monotonic()
+        for key, idle in list(self._idle.items()):
+            # Connections are appended as they become idle, so the oldest come first.
+            while idle and (idle[0].closed or now - idle[0].idle_since >= IDLE_LIMIT_S):
+                idle.pop(0).close()
+            if not idle:
+                del self._idle[key]
+        if self._idle:
+            self._sweep_handle = asyncio.get_running_loop().call_later(IDLE_LIMIT_S, self._sweep)
 
     def _take_idle(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin.key)
@@ -398,6 +423,9 @@ class Http1Pool:
             raise
 
     def close(self) -> None:
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
         for idle in self._idle.values():
             for connection in idle:
                 connection.close()

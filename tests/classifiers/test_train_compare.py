@@ -292,3 +292,35 @@ def test_compare_needs_pair_labels(tmp_path: Path) -> None:
     assert "cannot compare the models on the held-out rows" in message
     assert "none is labelled for both mid and frontier" in message
     assert not (tmp_path / "night").exists()
+
+
+def _with_source(path: Path, source: str) -> Path:
+    lines = [json.loads(line) | {"source": source} for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_warns_when_compared_model_saw_heldout_sets(tmp_path: Path) -> None:
+    # The night's held-out rows come from the set the compared model was trained on.
+    seen = _with_source(_write_rows(tmp_path / "seen.jsonl", ("weak", "strong"), seed=11), "gsm8k")
+    assert _train(tmp_path, "previous", seen, ("weak", "strong")).exit_code == 0
+    data = _with_source(_write_rows(tmp_path / "night.jsonl", ("weak", "strong")), "gsm8k")
+
+    result = _train(tmp_path, "night", data, ("weak", "strong"),
+                    "--compare-with", str(tmp_path / "previous"))
+
+    assert result.exit_code == 0, result.output
+    message = _one_line(result.output)
+    assert "warning: the compared model was trained on the sets of some held-out rows" in message
+    assert "gsm8k (60 rows)" in message
+    assert load_artifact(tmp_path / "night").metadata["comparison"]["overlap"] == {"gsm8k": 60}
+
+
+def test_no_warning_for_unseen_heldout_sets(tmp_path: Path, previous_two: Path) -> None:
+    data = _write_rows(tmp_path / "night.jsonl", ("weak", "strong"))
+
+    result = _train(tmp_path, "night", data, ("weak", "strong"),
+                    "--compare-with", str(previous_two))
+
+    assert result.exit_code == 0, result.output
+    assert "warning: the compared model was trained" not in _one_line(result.output)

@@ -1083,3 +1083,31 @@ def test_count_tokens_invalid_body_is_400(live: LiveStack) -> None:
     assert response.status_code == 400
     assert response.json()["type"] == "error"
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_wrong_method_uses_anthropic_shape(live: LiveStack) -> None:
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        response = httpx.get(f"{live.root_url}{path}", timeout=15)
+
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+        assert response.json() == {
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "message": f"GET is not supported on {path}. Use POST.",
+            },
+        }
+
+
+def test_compressed_body_is_invalid_request(live: LiveStack) -> None:
+    response = httpx.post(
+        f"{live.root_url}/v1/messages",
+        content=b"\x1f\x8b\x08\x00",
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json",
+                 "x-api-key": new_api_key()},
+        timeout=15,
+    )
+
+    assert response.status_code == 415
+    assert response.json()["error"]["type"] == "invalid_request_error"

@@ -281,7 +281,8 @@ async def test_unknown_path_gets_openai_404(kit: GatewayKit) -> None:
     assert response.status_code == 404
     assert response.json() == invalid(
         "Unknown path /v1/embeddings. This gateway serves /v1/chat/completions, /v1/messages, "
-        "/v1/models, /v1/feedback, /v1/usage, /metrics and /dashboard.",
+        "/v1/messages/count_tokens, /v1/models, /v1/feedback, /v1/usage, /metrics, /dashboard, "
+        "/healthz and /readyz.",
         code="not_found",
     )
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from router.cache.redis_store import RedisCache
+from router.cache.redis_store import COPY_TTL_S, RedisCache
 from router.redis_link import RedisLink
 from tests.gateway.conftest import GatewayKit, chat_body
 
@@ -95,3 +95,16 @@ async def test_second_replica_hits_through_redis(redis_kit: GatewayKit) -> None:
     assert again.headers["x-tierwise-cache"] == "hit"
     assert shared.headers["x-tierwise-cache"] == "hit"
     assert shared.content == stored.content
+
+
+async def test_deleted_entry_stops_within_copy_ttl(
+    near_cache: RedisCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await near_cache.set("g", b"purged", ttl_s=3600)
+    await near_cache.link.client.delete(near_cache.prefix + "g")
+    served_at_once = await near_cache.get("g")
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + COPY_TTL_S + 1)
+
+    assert served_at_once == b"purged"
+    assert await near_cache.get("g") is None

@@ -30,7 +30,7 @@ async def test_missing_and_wrong_keys_get_401(kit: GatewayKit) -> None:
         right = await gateway.chat(chat_body(), api_key=key)
     assert missing.status_code == 401
     assert missing.json()["error"] == {
-        "message": "Missing API key. Send it as 'Authorization: Bearer KEY'.",
+        "message": "Missing API key. Send it as 'Authorization: Bearer KEY' (or 'x-api-key: KEY').",
         "type": "authentication_error",
         "param": None,
         "code": "missing_api_key",

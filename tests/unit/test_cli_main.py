@@ -67,3 +67,18 @@ def test_export_missing_redis_url_message(
     result = runner.invoke(mounted_app(), ["outcomes", "export", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "Missing Redis URL: give --redis-url, or set TIERWISE_REDIS_URL or REDIS_URL." in result.output
+
+
+def test_serve_with_invalid_settings_prints_one_line_each() -> None:
+    result = runner.invoke(
+        main.app,
+        ["serve", "--no-local-model"],
+        env={"TIERWISE_CACHE_NEAR_ENTRIES": "-1", "TIERWISE_MAX_BODY_BYTES": "x"},
+    )
+
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2
+    assert "invalid TIERWISE_CACHE_NEAR_ENTRIES (got '-1')" in result.output
+    assert "invalid TIERWISE_MAX_BODY_BYTES (got 'x')" in result.output
+    assert "Traceback" not in result.output

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import trustme
 
+from router.upstream import http1
 from router.upstream.http1 import BadResponse, ConnectionClosed, Http1Pool, Origin
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -294,3 +295,34 @@ async def test_unknown_encoding_is_bad_response(pool: Http1Pool) -> None:
         with pytest.raises(BadResponse):
             await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
         assert pool._take_idle(Origin.parse(server.url)) is None
+
+
+async def test_idle_connections_closed_after_burst(
+    pool: Http1Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http1, "IDLE_LIMIT_S", 0.1)
+    async with Server(keep_alive(response(b"{}"))) as server:
+
+        async def one() -> bytes:
+            reply = await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
+            return await reply.read()
+
+        assert await asyncio.gather(*(one() for _ in range(8))) == [b"{}"] * 8
+        opened = len(pool._idle[Origin.parse(server.url).key])
+        await asyncio.sleep(0.35)  # no request in the meantime
+
+        assert opened == 8
+        assert Origin.parse(server.url).key not in pool._idle
+
+
+async def test_idle_pool_is_bounded(pool: Http1Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "MAX_IDLE_PER_ORIGIN", 3)
+    async with Server(keep_alive(response(b"{}"))) as server:
+
+        async def one() -> bytes:
+            reply = await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
+            return await reply.read()
+
+        await asyncio.gather(*(one() for _ in range(8)))
+
+        assert len(pool._idle[Origin.parse(server.url).key]) == 3
