@@ -22,7 +22,7 @@ from router.redis_link import DEFAULT_KEY_PREFIX, RedisLink
 _EXPIRY_MARKER = b"\x01"
 _HEADER_BYTES = 9
 COPY_TTL_S = 60.0
-"""Longest time a copy is served without asking Redis again."""
+"""Maximum time in seconds that a copy is served without asking Redis again."""
 
 
 class RedisCache:

@@ -166,8 +166,8 @@ def _settings_or_exit(settings_class: Any, overrides: dict[str, object]) -> Any:
             field = str(error["loc"][0]) if error["loc"] else "settings"
             name = f"TIERWISE_{field.upper()}"
             value = error.get("input")
-            shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
-            typer.echo(f"error: invalid {name}{shown}: {error['msg']}", err=True)
+            got = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+            typer.echo(f"error: invalid {name}{got}: {error['msg']}", err=True)
         raise typer.Exit(2) from None
 
 

@@ -340,7 +340,7 @@ class Http1Pool:
         idle = self._idle.setdefault(origin.key, [])
         idle.append(connection)
         if len(idle) > MAX_IDLE_PER_ORIGIN:
-            idle.pop(0).close()  # the longest idle
+            idle.pop(0).close()  # the connection idle for the longest time
         if self._sweep_handle is None:
             self._sweep_handle = asyncio.get_running_loop().call_later(IDLE_LIMIT_S, self._sweep)
 
