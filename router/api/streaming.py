@@ -92,6 +92,17 @@ def stream_upstream(
             complete = True
         except UpstreamError as exc:
             outcome.error, outcome.status = f"stream_{exc.kind}", 502
+            # The same fields as the dispatcher's upstream_failed line before the first byte.
+            log.warning(
+                "upstream_failed",
+                request_id=outcome.request_id,
+                tier=outcome.tier,
+                deployment=outcome.deployment.name if outcome.deployment else None,
+                kind=exc.kind,
+                status=exc.status,
+                detail=exc.message[:300],
+                after_first_byte=True,
+            )
             error = UpstreamTimeout("The model stopped answering.") if exc.kind == "timeout" else (
                 UpstreamFailed("The model's stream failed before the answer was complete.")
             )

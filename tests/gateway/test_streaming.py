@@ -362,3 +362,17 @@ async def test_reasoning_deltas_are_relayed(kit: GatewayKit) -> None:
     assert sse.text(field_name="reasoning_content") == "First, consider the question."
     assert sse.text() == SCRIPTED_ANSWER
     assert sse.done
+
+
+async def test_cut_stream_logs_upstream_failure(
+    kit: GatewayKit, capfd: pytest.CaptureFixture[str]
+) -> None:
+    kit.fakes["edge"].enqueue(Scenario(text=LONG_ANSWER, cut_after_events=40))
+    async with kit.running() as gateway:
+        response, _ = await stream(gateway, chat_body(temperature=0))
+
+    output = capfd.readouterr()
+    lines = [line for line in (output.out + output.err).splitlines() if "upstream_failed" in line]
+    assert len(lines) == 1
+    assert response.headers["x-request-id"] in lines[0]
+    assert "after_first_byte" in lines[0]
