@@ -26,7 +26,7 @@ class MemoryCache:
         self._entries.move_to_end(key)
         return value
 
-    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         self._entries[key] = (time.monotonic() + ttl_s, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:

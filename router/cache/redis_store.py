@@ -13,8 +13,8 @@ replica within COPY_TTL_S.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 
+from router.cache.memory import MemoryCache
 from router.redis_link import DEFAULT_KEY_PREFIX, RedisLink
 
 # A stored value is this marker, the expiry in Unix milliseconds (8 bytes, big-endian), then
@@ -39,21 +39,17 @@ class RedisCache:
         self.link = link
         self.prefix = f"{prefix}:"
         self.near_entries = near_entries
-        self._near: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._near = MemoryCache(near_entries) if near_entries else None
 
     async def get(self, key: str) -> bytes | None:
-        near = self._near.get(key)
-        if near is not None:
-            if near[0] > time.time():
-                self._near.move_to_end(key)
-                return near[1]
-            del self._near[key]
+        if self._near is not None and (copy := await self._near.get(key)) is not None:
+            return copy
         name = self.prefix + key
         raw: bytes | None = await self.link.call(lambda client: client.get(name), None)
         if raw is None or raw[:1] != _EXPIRY_MARKER or len(raw) <= _HEADER_BYTES:
             return raw
         value = raw[_HEADER_BYTES:]
-        self._keep(key, int.from_bytes(raw[1:_HEADER_BYTES], "big") / 1000, value)
+        await self._keep(key, int.from_bytes(raw[1:_HEADER_BYTES], "big") / 1000, value)
         return value
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> None:
@@ -63,15 +59,13 @@ class RedisCache:
         stored = await self.link.call(lambda client: client.set(name, raw, ex=ttl_s), None)
         if stored:
             # Only what Redis stored is copied, so a failed store leaves no copy behind.
-            self._keep(key, expires_at, value)
+            await self._keep(key, expires_at, value)
 
-    def _keep(self, key: str, expires_at: float, value: bytes) -> None:
-        if self.near_entries == 0:
-            return
-        self._near[key] = (min(expires_at, time.time() + COPY_TTL_S), value)
-        self._near.move_to_end(key)
-        while len(self._near) > self.near_entries:
-            self._near.popitem(last=False)
+    async def _keep(self, key: str, expires_at: float, value: bytes) -> None:
+        ttl_s = min(expires_at - time.time(), COPY_TTL_S)
+        if self._near is not None and ttl_s > 0:
+            await self._near.set(key, value, ttl_s)
 
     async def close(self) -> None:
-        self._near.clear()
+        if self._near is not None:
+            await self._near.close()

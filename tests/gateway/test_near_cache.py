@@ -19,6 +19,13 @@ def unique_body() -> dict[str, object]:
     return chat_body(f"What is the capital of France? ({uuid.uuid4().hex})", temperature=0)
 
 
+def advance_clocks(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Move the wall clock (Redis expiry stamps) and the monotonic clock (copies) forward."""
+    wall, monotonic = time.time(), time.monotonic()
+    monkeypatch.setattr(time, "time", lambda: wall + seconds)
+    monkeypatch.setattr(time, "monotonic", lambda: monotonic + seconds)
+
+
 @pytest.fixture
 async def near_cache(redis_url: str) -> AsyncIterator[RedisCache]:
     link = RedisLink(redis_url, timeout_s=1.0)
@@ -45,8 +52,7 @@ async def test_copy_made_on_redis_hit(near_cache: RedisCache, redis_url: str) ->
 
 async def test_copy_expires_with_entry(near_cache: RedisCache, monkeypatch: pytest.MonkeyPatch) -> None:
     await near_cache.set("c", b"short-lived", ttl_s=5)
-    now = time.time()
-    monkeypatch.setattr(time, "time", lambda: now + 6)
+    advance_clocks(monkeypatch, 6)
     await near_cache.link.client.delete(near_cache.prefix + "c")
 
     assert await near_cache.get("c") is None
@@ -103,8 +109,7 @@ async def test_deleted_entry_stops_within_copy_ttl(
     await near_cache.set("g", b"purged", ttl_s=3600)
     await near_cache.link.client.delete(near_cache.prefix + "g")
     served_at_once = await near_cache.get("g")
-    now = time.time()
-    monkeypatch.setattr(time, "time", lambda: now + COPY_TTL_S + 1)
+    advance_clocks(monkeypatch, COPY_TTL_S + 1)
 
     assert served_at_once == b"purged"
     assert await near_cache.get("g") is None
