@@ -368,8 +368,8 @@ class RecordingResponse(Response):
             await super().__call__(scope, receive, send)
         finally:
             if self.outcome is not None and client_left(receive):
-                # The answer was paid for but never delivered; a 200 in the record would
-                # count it as served in reports and retraining.
+                # The upstream was paid but the client got nothing, so a 200 in the record
+                # would count the request as served in reports and retraining.
                 self.outcome.error = "client_disconnected"
                 self.outcome.status = CLIENT_CLOSED_REQUEST
             self.run_on_sent()
@@ -388,10 +388,10 @@ def json_response(payload: dict[str, Any], response_headers: dict[str, str],
 
 
 def client_left(receive: Receive) -> bool:
-    """Tell whether the client closed its connection, when the server says so.
+    """Tell whether the client closed its connection, as far as the ASGI server exposes it.
 
     uvicorn passes its request cycle's bound ``receive``, whose cycle has a ``disconnected``
-    flag. Other servers pass no such flag, and the answer is then False.
+    flag. Other servers pass no such flag, so the result is then False.
     """
     cycle = getattr(receive, "__self__", None)
     return getattr(cycle, "disconnected", False) is True

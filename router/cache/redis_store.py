@@ -2,7 +2,7 @@
 
 Each replica also keeps copies of the entries it used last, in process, so that a repeated
 hit skips the Redis round trip: about 0.1 ms of the 0.45 ms a hit took through the gateway
-(see bench/README.md, "Cache hits through the gateway"). A cached answer never changes
+(see bench/README.md, "Cache hits through the gateway"). A cached response never changes
 under its key, because the key hashes the tenant, the routing settings and the whole request.
 So a copy only has to follow the entry's removal: it is dropped at the entry's expiry (each
 stored value starts with it) or after COPY_TTL_S, whichever comes first. An entry deleted in

@@ -282,7 +282,7 @@ def test_client_gone_before_answer_is_recorded_499(tmp_path: Path) -> None:
             with pytest.raises(httpx.TimeoutException):
                 httpx.post(f"{gateway.base_url}/chat/completions", json=chat_body(), timeout=0.3)
             answered = httpx.post(f"{gateway.base_url}/chat/completions", json=chat_body(), timeout=5)
-            # The first request's record is written once its upstream answer arrives.
+            # The first request's record is written once its upstream response arrives.
             deadline = time.monotonic() + 5
             while len(read_file_records(gateway.runtime.outcomes.path)) < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)

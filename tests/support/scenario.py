@@ -43,10 +43,10 @@ class Scenario:
         headers: extra response headers, for example ``{"retry-after": "1"}``.
         ignore_include_usage: stream no usage chunk even when the request sets
             ``stream_options.include_usage``, as some servers (llama.cpp among them) do.
-        usage: usage object sent in place of the real counts in a JSON answer, for servers
+        usage: usage object sent in place of the real counts in a JSON response, for servers
             that report odd counts.
 
-    With status 200, ``body`` is sent as the whole JSON answer of a non-streaming request,
+    With status 200, ``body`` is sent as the whole JSON response of a non-streaming request,
     for servers that answer with something that is not a completion.
     """
 
