@@ -53,14 +53,22 @@ COMPONENTS = (
 )
 
 
-def record(pid: int, seconds: float, out: Path) -> None:
-    """Run ``py-spy record`` on ``pid`` for ``seconds``, writing collapsed stacks to ``out``."""
+def record(pid: int, seconds: float, out: Path, native: bool = False) -> None:
+    """Run ``py-spy record`` on ``pid`` for ``seconds``, writing collapsed stacks to ``out``.
+
+    ``native`` adds the C frames (uvloop, httptools, orjson, the kernel's entry points).
+    """
     py_spy = shutil.which("py-spy")
     if py_spy is None:
         raise SystemExit("error: py-spy not found; install it with `pip install py-spy`")
     argv = ["taskset", "-c", str(CLIENT_CPU), py_spy, "record", "--pid", str(pid),
             "--duration", str(int(seconds)), "--rate", str(SAMPLE_RATE_HZ), "--nonblocking",
             "--format", "raw", "--output", str(out)]
+    if native:
+        # py-spy reads C stacks only from a paused process, so --native drops --nonblocking
+        # and the measured CPU per request includes the pauses.
+        argv.remove("--nonblocking")
+        argv.append("--native")
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -128,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="Sampling time.")
     parser.add_argument("--checkout", type=Path, default=REPO_ROOT,
                         help="Tierwise source tree to profile; this checkout by default.")
+    parser.add_argument("--native", action="store_true",
+                        help="Sample C frames too (py-spy --native), to see inside uvloop.")
     args = parser.parse_args(argv)
     pin_self(CLIENT_CPU)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -146,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         load = _load_in_background(config, build_bodies(prompts, config), results)
         time.sleep(2.0)  # past the warm-up
         raw = RESULTS_DIR / f"profile-{stamp}.txt"
-        record(gateway.process.pid, args.seconds, raw)
+        record(gateway.process.pid, args.seconds, raw, native=args.native)
         load.join()
     finally:
         gateway.process.stop()

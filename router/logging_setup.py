@@ -51,7 +51,9 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=_StandardError()),
+        # WriteLogger writes each line and its newline in one call; print() makes two, which
+        # are two write() system calls when stderr is unbuffered (PYTHONUNBUFFERED=1).
+        logger_factory=structlog.WriteLoggerFactory(file=_StandardError()),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=sys.stderr)

@@ -101,6 +101,7 @@ def serve(
     import uvicorn
 
     from router.app import create_app
+    from router.http_protocol import GatewayHttpProtocol
     from router.logging_setup import configure_logging
     from router.settings import Settings
 
@@ -120,7 +121,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=GatewayHttpProtocol,
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,

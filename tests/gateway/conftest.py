@@ -35,6 +35,7 @@ import yaml
 from fastapi import FastAPI
 
 from router.app import create_app
+from router.http_protocol import GatewayHttpProtocol
 from router.outcomes.log import STREAM_KEY
 from router.runtime import Runtime, Scorer
 from router.settings import Settings
@@ -437,8 +438,10 @@ class LiveGateway:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
+        # The protocol that `tierwise serve` uses, so these tests cover its coalesced writes.
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2
+            app, http=GatewayHttpProtocol, log_config=None, access_log=False, lifespan="on",
+            timeout_graceful_shutdown=2,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(

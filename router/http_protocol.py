@@ -1,0 +1,80 @@
+"""The gateway's HTTP/1.1 server protocol: uvicorn's httptools protocol with coalesced writes.
+
+uvicorn writes a response's status line and headers in one ``transport.write`` and each body
+part in another, and uvloop sends each write to the socket at once.  A JSON answer therefore
+costs two TCP sends, and a loopback send costs about 10 to 18 µs of CPU on a 2-core VM
+(measured with a Python loop of ``socket.send`` of 300 bytes).  ``CoalescingTransport``
+holds the writes made while one event-loop callback runs and sends them together from a
+callback scheduled with ``call_soon``, so headers and body leave in one send, as do the SSE
+events of one upstream read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class CoalescingTransport:
+    """A write transport that joins the writes of one loop iteration into one write.
+
+    Everything but writing and closing is passed to the wrapped transport.  Bytes held back
+    are counted in ``get_write_buffer_size`` and are sent before ``close``, ``write_eof``
+    and ``abort`` take effect (``abort`` drops them, as it drops the wrapped buffer).
+    """
+
+    __slots__ = ("_transport", "_loop", "_pending")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if self._pending is None:
+            self._pending = [bytes(data)]
+            self._loop.call_soon(self.flush)
+        else:
+            self._pending.append(bytes(data))
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def flush(self) -> None:
+        """Send the held-back bytes now, in one write; a closing transport drops them."""
+        pending, self._pending = self._pending, None
+        if not pending or self._transport.is_closing():
+            return
+        self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def get_write_buffer_size(self) -> int:
+        held = sum(map(len, self._pending)) if self._pending else 0
+        return held + self._transport.get_write_buffer_size()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = None
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol writing through a ``CoalescingTransport``."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # The wrapper has every method of asyncio.Transport that uvicorn calls.
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
