@@ -97,7 +97,7 @@ def trained_sources_in(compared: Scorer, test: Sequence[LabelledPrompt]) -> dict
     those sets were probably in its training data, so its figures there are optimistic.
     """
     training = (getattr(compared, "metadata", None) or {}).get("training") or {}
-    seen = set(((training.get("rows") or {}).get("input") or {}))
+    seen = set((training.get("rows") or {}).get("input") or {})
     counts: dict[str, int] = {}
     for row in test:
         if row.source is not None and row.source in seen:
@@ -123,9 +123,9 @@ def headline_metric(result: dict[str, Any]) -> tuple[str, dict[str, Any]] | None
 def verdict_lines(comparison: dict[str, Any]) -> list[str]:
     """Return the sentences that state the headline numbers and the check's outcome."""
     difference = comparison["new"] - comparison["compared"]
-    lines = [f"held-out {comparison['metric']}: {comparison['new_router']} "
-             f"{comparison['new']:.3f}, {comparison['compared_router']} "
-             f"{comparison['compared']:.3f} (difference {difference:+.3f})"]
+    lines = [(f"held-out {comparison['metric']}: {comparison['new_router']} "
+              f"{comparison['new']:.3f}, {comparison['compared_router']} "
+              f"{comparison['compared']:.3f} (difference {difference:+.3f})")]
     tolerance = comparison["tolerance"]
     overlap = comparison.get("overlap") or {}
     if overlap:

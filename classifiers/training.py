@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -39,7 +39,7 @@ from classifiers.transfer import (
 
 DEFAULT_CONFIG = TrainConfig()
 # A tier head: both expose coef_, intercept_ and predict_proba.
-LinearHead = LogisticRegression | SGDClassifier
+LinearHead: TypeAlias = LogisticRegression | SGDClassifier
 FEATURE_CHUNK_ROWS = 20_000
 
 

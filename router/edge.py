@@ -199,7 +199,8 @@ def _process_listens_on(pid: int, port: int) -> bool | None:
     the process's open sockets in /proc/PID/fd. Returns None where either cannot be read.
     """
     # /proc/net/tcp prints the address as a hex number in host byte order.
-    address = "%08X:%04X" % (struct.unpack("=I", socket.inet_aton(HOST))[0], port)
+    host_number = struct.unpack("=I", socket.inet_aton(HOST))[0]
+    address = f"{host_number:08X}:{port:04X}"
     try:
         table = Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]
         descriptors = list(Path(f"/proc/{pid}/fd").iterdir())

@@ -25,7 +25,7 @@ class CoalescingTransport:
     and ``abort`` take effect (``abort`` drops them, as it drops the wrapped buffer).
     """
 
-    __slots__ = ("_transport", "_loop", "_pending")
+    __slots__ = ("_loop", "_pending", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO, cast
 
 import orjson
 import structlog
@@ -53,7 +53,9 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         # WriteLogger writes each line and its newline in one call; print() makes two, which
         # are two write() system calls when stderr is unbuffered (PYTHONUNBUFFERED=1).
-        logger_factory=structlog.WriteLoggerFactory(file=_StandardError()),
+        # structlog 26.1 annotates the file as TextIO, but WriteLogger only calls its write()
+        # and flush().
+        logger_factory=structlog.WriteLoggerFactory(file=cast("TextIO", _StandardError())),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=sys.stderr)

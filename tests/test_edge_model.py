@@ -161,7 +161,9 @@ async def test_other_server_on_port_is_not_ready(unused_tcp_port: int) -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
     server = EdgeModelServer(startup_timeout_s=1.0)
-    server._process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    server._process = await asyncio.to_thread(
+        subprocess.Popen, [sys.executable, "-c", "import time; time.sleep(30)"]
+    )
     server._port = unused_tcp_port
     try:
         with pytest.raises(EdgeModelStartFailed, match="^timed out after 1.0 s waiting"):
@@ -171,7 +173,7 @@ async def test_other_server_on_port_is_not_ready(unused_tcp_port: int) -> None:
         await runner.cleanup()
 
 
-async def test_bind_error_names_port_hint(tmp_path: Path) -> None:
+def test_bind_error_names_port_hint(tmp_path: Path) -> None:
     # A child that exits with uvicorn's bind error, as when another process took the port
     # after start() checked it.
     message = "ERROR:    [Errno 98] error while attempting to bind on address: address already in use"

@@ -63,7 +63,7 @@ class Message(BaseModel):
             for part in self.content:
                 if not isinstance(part.get("type"), str):
                     # pydantic reports only ValueError (not TypeError) as a validation error.
-                    raise ValueError("each content part needs a string 'type'")  # noqa: TRY004
+                    raise ValueError("each content part needs a string 'type'")
         for call in self.tool_calls or ():
             function = call.get("function")
             if function is None:

@@ -14,12 +14,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import structlog
 from starlette.responses import StreamingResponse
 
-from router.errors import UpstreamFailed, UpstreamTimeout, sse_error_event
 from router.cache.entries import encode_entry
+from router.errors import UpstreamFailed, UpstreamTimeout, sse_error_event
 from router.routing.tokens import count_completion_tokens, count_prompt_tokens
 from router.upstream.base import UpstreamError
 from router.upstream.sse import DONE, KEEPALIVE, StreamAssembler, completion_to_chunks, encode_event

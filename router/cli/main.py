@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,6 +13,10 @@ from router.cli.outcomes import outcomes_app
 from router.cli.policy import policy_app
 from router.cli.publish import publish_classifier_command, publish_policy_command
 from router.cli.usage import usage_command
+
+if TYPE_CHECKING:
+    from router.app import GatewayApp
+    from router.settings import Settings
 
 app = typer.Typer(
     name="tierwise",
@@ -143,7 +149,7 @@ def _drain_logging_server_class() -> type:
     class DrainLoggingServer(uvicorn.Server):
         """uvicorn's server, which also logs when a signal starts the drain of open requests."""
 
-        def handle_exit(self, sig: int, frame: object) -> None:
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if not self.should_exit:
                 structlog.get_logger("tierwise.gateway").info(
                     "gateway_stopping",
@@ -151,7 +157,7 @@ def _drain_logging_server_class() -> type:
                     open_connections=len(self.server_state.connections),
                     grace_s=GRACEFUL_SHUTDOWN_S,
                 )
-            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+            super().handle_exit(sig, frame)
 
     return DrainLoggingServer
 
@@ -172,11 +178,11 @@ def _settings_or_exit(settings_class: Any, overrides: dict[str, object]) -> Any:
         raise typer.Exit(2) from None
 
 
-def _build_or_exit(factory: object, settings: object) -> object:
+def _build_or_exit(factory: Callable[[Settings], GatewayApp], settings: Settings) -> GatewayApp:
     from router.policy.loader import PolicyError
 
     try:
-        return factory(settings)  # type: ignore[operator]
+        return factory(settings)
     except PolicyError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None

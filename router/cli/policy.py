@@ -10,7 +10,7 @@ import typer
 if TYPE_CHECKING:
     from router.cli.progress import Bars
     from router.policy.schema import Policy
-    from router.policy.simulate import SimulationResult
+    from router.policy.simulate import FeedbackKey, SimulationResult
 
 policy_app = typer.Typer(
     help="Check and inspect policy files.\n\nExample: tierwise policy check policies/default.yaml",
@@ -153,8 +153,8 @@ def simulate_command(
         f"{r.quality:>14.3f}" if r.quality is not None else f"{'-':>14}" for r in results.values()
     )
     typer.echo(f"{'quality':<16}{quality}")
-    rated = "".join(f"{r.quality_count:>14}" for r in results.values())
-    typer.echo(f"{'rated requests':<16}{rated}")
+    rated_cells = "".join(f"{r.quality_count:>14}" for r in results.values())
+    typer.echo(f"{'rated requests':<16}{rated_cells}")
     typer.echo(
         "quality: mean feedback score of the rated requests, those with feedback whose simulated "
         "tier is the tier that answered; columns with different rated requests are not comparable"
@@ -175,7 +175,7 @@ def simulate_command(
 
 def _read_outcomes_or_exit(
     outcomes: Path, bars: Bars
-) -> tuple[list[dict[str, Any]], dict[str, float]]:
+) -> tuple[list[dict[str, Any]], dict[FeedbackKey, float]]:
     from router.policy.simulate import load_records
 
     reading = bars.add(f"read {outcomes.name}")
@@ -194,7 +194,7 @@ def _read_outcomes_or_exit(
 def _simulate_counting(
     policy: Policy,
     records: list[dict[str, Any]],
-    feedback: dict[str, float],
+    feedback: dict[FeedbackKey, float],
     bars: Bars,
     name: str,
 ) -> SimulationResult:

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 
-import classifiers.training as training
+from classifiers import training
 from classifiers.config import SGD_MIN_ROWS, TrainConfig, TrainingError
 from classifiers.training import (
     ConversationFeaturizer,

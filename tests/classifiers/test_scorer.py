@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from classifiers import Scorer, load_default
-from classifiers.scorer import FRONTIER_FAILURE_CREDIT, routing_score_matrix, routing_scores
 from classifiers.conversation import STRUCTURAL_FEATURES
 from classifiers.datasets import routerbench_records
 from classifiers.outcomes import LabelledPrompt
+from classifiers.scorer import FRONTIER_FAILURE_CREDIT, routing_score_matrix, routing_scores
 from classifiers.training import TrainConfig, fit_tier_model
 from tests.classifiers.conftest import make_records
 

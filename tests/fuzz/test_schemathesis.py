@@ -15,12 +15,12 @@ import pytest
 schemathesis = pytest.importorskip(
     "schemathesis", reason="schemathesis is in the test extra: pip install -e '.[test]'"
 )
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, given, settings
 
-from router.app import create_app  # noqa: E402
-from router.settings import Settings  # noqa: E402
-from tests.gateway.conftest import StubScorer, policy_document, write_yaml  # noqa: E402
-from tests.support.fake_upstream import FakeUpstream  # noqa: E402
+from router.app import create_app
+from router.settings import Settings
+from tests.gateway.conftest import StubScorer, policy_document, write_yaml
+from tests.support.fake_upstream import FakeUpstream
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from router.api.chat import MAX_JSON_DEPTH, json_depth
-from router.outcomes.record import MAX_TOKEN_COUNT
 from router.app import create_app
+from router.outcomes.record import MAX_TOKEN_COUNT
 from tests.gateway.conftest import (
     GatewayKit,
     LiveGateway,

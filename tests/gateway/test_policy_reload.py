@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.gateway.conftest import RELOAD_INTERVAL_S, eventually, GatewayKit, chat_body, policy_document, write_yaml
+from tests.gateway.conftest import (
+    RELOAD_INTERVAL_S,
+    GatewayKit,
+    chat_body,
+    eventually,
+    policy_document,
+    write_yaml,
+)
 from tests.support.fake_upstream import FakeUpstream
-
 
 
 async def test_invalid_policy_keeps_old_then_valid_applies(kit: GatewayKit) -> None:

@@ -12,8 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.gateway.conftest import RELOAD_INTERVAL_S, eventually, Gateway, GatewayKit, chat_body, policy_document, write_yaml
-
+from tests.gateway.conftest import (
+    RELOAD_INTERVAL_S,
+    Gateway,
+    GatewayKit,
+    chat_body,
+    eventually,
+    policy_document,
+    write_yaml,
+)
 
 
 def name_caller_key_tenant(document: dict[str, Any], gateway: Gateway) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.gateway.conftest import Gateway, GatewayKit, SseBody, chat_body, parse_sse
 from tests.support.recorded import SCRIPTED_ANSWER

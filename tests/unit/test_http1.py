@@ -10,6 +10,7 @@ import asyncio
 import gzip
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Self
 
 import pytest
 import trustme
@@ -63,7 +64,7 @@ class Server:
         finally:
             writer.close()
 
-    async def __aenter__(self) -> Server:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         return self
 

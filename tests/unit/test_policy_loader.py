@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from starlette.requests import Request
 
 from router.api.auth import identify
@@ -61,8 +60,8 @@ def test_wrong_type_names_line_key_and_found_value(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
     assert caught.value.problems == [
-        f"{path}:9: tiers.edge.deployments.0.context_window: Input should be a valid integer, "
-        "unable to parse string as an integer (found 'lots')"
+        (f"{path}:9: tiers.edge.deployments.0.context_window: Input should be a valid integer, "
+         "unable to parse string as an integer (found 'lots')")
     ]
 
 
@@ -98,8 +97,8 @@ def test_threshold_out_of_range_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
     assert caught.value.problems == [
-        f"{path}:18: routing.thresholds.edge: threshold must be between 0 and 1, got 1.5 "
-        "(found 1.5)"
+        (f"{path}:18: routing.thresholds.edge: threshold must be between 0 and 1, got 1.5 "
+         "(found 1.5)")
     ]
 
 
@@ -111,8 +110,8 @@ def test_threshold_error_names_its_own_line(tmp_path: Path) -> None:
         load_policy(path)
     assert caught.value.problems == [
         f"{path}:20: routing.thresholds.mid: threshold must be between 0 and 1, got 5.0 (found 5)",
-        f"{path}:21: routing.thresholds.premium: unknown tier 'premium'; expected one of edge, "
-        "mid, frontier (found 'premium')",
+        (f"{path}:21: routing.thresholds.premium: unknown tier 'premium'; expected one of edge, "
+         "mid, frontier (found 'premium')"),
     ]
 
 
@@ -280,8 +279,8 @@ def test_reserved_tenant_name_is_rejected(tmp_path: Path, name: str) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
     assert caught.value.problems == [
-        f"{path}:19: tenants.entries.{name}: tenant name '{name}' {RESERVED_ADVICE} "
-        f"(found '{name}')"
+        (f"{path}:19: tenants.entries.{name}: tenant name '{name}' {RESERVED_ADVICE} "
+         f"(found '{name}')")
     ]
 
 

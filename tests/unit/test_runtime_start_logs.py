@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from structlog.testing import capture_logs
@@ -30,7 +30,7 @@ class TwoTierScorer(StubScorer):
 class FakeEdgeServer:
     """A stand-in for `EdgeModelServer` that records its arguments and is ready at once."""
 
-    created: list[dict[str, Any]] = []
+    created: ClassVar[list[dict[str, Any]]] = []
 
     def __init__(self, **options: Any) -> None:
         self.options = options
