@@ -180,6 +180,7 @@ async def check_shared_secret(signer: RequestIdSigner, redis: RedisLink, prefix:
 async def _redis_secret(redis: RedisLink, prefix: str, candidate: bytes) -> bytes | None:
     key = redis_secret_key(prefix)
 
+    # RedisLink hands over a redis.asyncio client typed as object, so its methods are unchecked.
     async def set_then_get(client: object) -> bytes | None:
         # SET NX keeps the secret of the first replica, and GET reads whichever one won.
         await client.set(key, candidate, nx=True)  # type: ignore[attr-defined]

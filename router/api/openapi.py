@@ -38,4 +38,5 @@ def install_request_schemas(app: FastAPI, bodies: dict[str, type[BaseModel]]) ->
         app.openapi_schema = document
         return document
 
+    # FastAPI documents replacing app.openapi as the way to customise the schema.
     app.openapi = openapi  # type: ignore[method-assign]

@@ -429,7 +429,7 @@ class Policy(StrictModel):
 
     @cached_property
     def _ordered_tiers(self) -> tuple[tuple[str, Tier], ...]:
-        return tuple((name, self.tiers[name]) for name in TIER_ORDER if name in self.tiers)  # type: ignore[index]
+        return tuple((name, self.tiers[name]) for name in TIER_ORDER if name in self.tiers)
 
     def all_deployments(self) -> list[Deployment]:
         return [d for _, tier in self.ordered_tiers() for d in tier.deployments]

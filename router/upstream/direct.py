@@ -63,7 +63,7 @@ class DirectTransport:
                 payload = await response.read()
             if response.status >= 400:
                 raise classify_http_error(response.status, _message(payload))
-            return orjson.loads(payload)  # type: ignore[no-any-return]
+            return orjson.loads(payload)
         except TimeoutError:
             raise UpstreamError("timeout", f"no response within {deployment.timeout_s} s") from None
         except _TRANSPORT_ERRORS as exc:

@@ -113,6 +113,7 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The event loop passes the socket transport it created for this protocol.
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
@@ -304,7 +305,7 @@ class Response:
             connection.close()
 
 
-def _decoder(encoding: bytes | None) -> zlib._Decompress | None:  # type: ignore[name-defined]
+def _decoder(encoding: bytes | None) -> zlib._Decompress | None:
     if not encoding or encoding.strip().lower() == b"identity":
         return None
     name = encoding.strip().lower()

@@ -52,7 +52,7 @@ class LitellmTransport:
             response = await litellm.acompletion(**self._arguments(deployment, body))
         except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
             raise _translate(litellm, exc) from None
-        return response.model_dump(exclude_none=True)  # type: ignore[no-any-return]
+        return response.model_dump(exclude_none=True)
 
     async def stream(
         self, deployment: Deployment, body: dict[str, Any]
