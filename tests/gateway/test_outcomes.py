@@ -349,3 +349,30 @@ def test_client_disconnect_mid_stream_is_recorded(kit: GatewayKit) -> None:
     assert records[0]["status"] == 499
     assert records[0]["error"] == "client_disconnected"
     assert records[0]["stream"] is True
+
+
+def test_client_gone_during_silent_stream_stops_it(kit: GatewayKit) -> None:
+    # The upstream pauses for 30 s after three events. The gateway notices the client left
+    # at the next keep-alive comment (0.3 s here), not when the upstream speaks again.
+    kit.fakes["edge"].enqueue(Scenario.pause(after_events=3, seconds=30.0))
+    kit.write_policy()
+    app = create_app(kit.settings(keepalive_interval_s=0.3), StubScorer())
+    with LiveGateway(app) as live:
+        path = live.runtime.outcomes.path
+        with httpx.stream(
+            "POST", f"{live.base_url}/chat/completions", json=chat_body(stream=True), timeout=10
+        ) as response:
+            first_lines = [line for _, line in zip(range(2), response.iter_lines())]
+        left_at = time.monotonic()
+
+        records: list[dict[str, Any]] = []
+        while not records and time.monotonic() - left_at < 10:
+            time.sleep(0.05)
+            records = read_file_records(path)
+        recorded_after_s = time.monotonic() - left_at
+
+    assert first_lines[0].startswith("data: ")
+    assert len(records) == 1
+    assert records[0]["status"] == 499
+    assert records[0]["error"] == "client_disconnected"
+    assert recorded_after_s < 10, "the stream was not stopped while the upstream was silent"
