@@ -303,15 +303,18 @@ def held_out_scores(records: Sequence[LabelledPrompt], classifier: Path | None, 
     """Return the scored rows, their (n, 3) scores and a description of how they were held out."""
     from classifiers.evaluation import _without_overlap, held_out_predictions
     from classifiers.trainer import merge_duplicates
-    from classifiers.training import TrainConfig
+    from classifiers.training import TrainConfig, check_tiers_labelled
 
     merged = merge_duplicates(records)
     if classifier is not None:
         return _artifact_scores(merged, classifier, use_split)
+    extra_train = _without_overlap(merge_duplicates(extra), merged)
+    # Calibration needs all three tiers, so the error must not suggest leaving one out.
+    check_tiers_labelled([*merged, *extra_train], TIERS, can_leave_out=False)
     predictions = held_out_predictions(
         merged, TIERS, folds=folds, seed=seed, use_split=use_split,
         config=TrainConfig(c=c, source_power=source_power),
-        extra_train=_without_overlap(merge_duplicates(extra), merged), progress=progress)
+        extra_train=extra_train, progress=progress)
     return predictions.records, predictions.routers["classifier"], predictions.mode
 
 

@@ -35,6 +35,7 @@ from classifiers.trainer import merge_duplicates
 from classifiers.training import (
     ConversationFeaturizer,
     TrainConfig,
+    check_tiers_labelled,
     fit_heads,
     label_matrix,
     source_weights,
@@ -121,6 +122,7 @@ def held_out_predictions(records: Sequence[LabelledPrompt], tiers: Sequence[str]
     own_split = has_split if use_split is None else use_split
     featurizer = ConversationFeaturizer(config.n_features, config.ngram_max, config.struct_weight)
     everything = [*records, *extra_train]
+    check_tiers_labelled(everything, tiers)
     progress(f"featurising {len(everything)} rows")
     raw = featurizer.raw([r.messages for r in everything])
     labels = label_matrix(everything, tiers, config.threshold)

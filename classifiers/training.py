@@ -268,12 +268,37 @@ def label_matrix(records: Sequence[LabelledPrompt], tiers: Sequence[str],
     return labels
 
 
+def check_tiers_labelled(records: Sequence[LabelledPrompt], tiers: Sequence[str], *,
+                         can_leave_out: bool = True) -> None:
+    """Raise TrainingError when no record has an outcome for one of ``tiers``.
+
+    The message lists the outcome keys that the records do have, because the usual cause
+    is a missing or misspelled ``--tier-map``, and without one the keys are model names.
+    ``can_leave_out`` adds the advice to leave the tier out with ``--tiers``.
+    """
+    found = sorted({key for record in records for key in record.quality})
+    for tier in tiers:
+        if tier in found:
+            continue
+        key_list = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+        advice = f"map a model that the data contains to {tier}"
+        if can_leave_out:
+            advice += f", or train the other tiers with --tiers (leave {tier} out)"
+        others = f"only for {key_list}" if found else "nor for any other key"
+        raise TrainingError(
+            f"no record has an outcome for tier {tier!r}, {others}. "
+            "Outcome keys count as tier names unless --tier-map TIER=MODEL maps a model of "
+            f"the data to a tier, so {advice}"
+        )
+
+
 def fit_tier_model(records: Sequence[LabelledPrompt], tiers: Sequence[str],
                    config: TrainConfig = DEFAULT_CONFIG, seed: int = 0) -> TierModel:
     """Fit the featurizer and one logistic regression per tier on ``records``.
 
     Raises TrainingError when a tier has no labelled rows or only one class.
     """
+    check_tiers_labelled(records, tiers)
     featurizer = ConversationFeaturizer(config.n_features, config.ngram_max, config.struct_weight)
     rows = featurizer.fit_assemble([r.messages for r in records])
     labels = label_matrix(records, tiers, config.threshold)

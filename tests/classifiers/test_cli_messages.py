@@ -11,10 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from classifiers import report
-from classifiers.cli import app, evaluate_app
+from classifiers.cli import app, calibrate_app, evaluate_app
 from classifiers.metrics import routellm_metrics
 
 runner = CliRunner()
+DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
 
 
 def _labelled_file(path: Path, rows: int = 40) -> Path:
@@ -39,6 +40,51 @@ def test_one_class_tier_suggests_tiers(tmp_path: Path) -> None:
     message = " ".join(result.output.split())
     assert "tier 'frontier' has 40 labelled rows, all adequate" in message
     assert "Train the other tiers with --tiers (leave frontier out)" in message
+
+
+def _model_keyed_file(path: Path) -> Path:
+    """Write the rows of ``_labelled_file`` with outcomes keyed by model names, as in public data."""
+    models = {"edge": "small-7b", "mid": "medium-70b", "frontier": "large-v2"}
+    rows = [json.loads(line) for line in _labelled_file(path).read_text().splitlines()]
+    for row in rows:
+        row["outcomes"] = {models[tier]: outcome for tier, outcome in row["outcomes"].items()}
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_train_without_tier_map_names_models(tmp_path: Path) -> None:
+    data = _model_keyed_file(tmp_path / "models.jsonl")
+    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "model")])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert "no record has an outcome for tier 'edge'" in message
+    assert "only for large-v2, medium-70b, small-7b." in message
+    assert "--tier-map TIER=MODEL" in message
+    assert "train the other tiers with --tiers (leave edge out)" in message
+    assert not (tmp_path / "model").exists()
+
+
+def test_evaluate_misspelled_tier_map(tmp_path: Path) -> None:
+    data = _model_keyed_file(tmp_path / "models.jsonl")
+    result = runner.invoke(evaluate_app, ["--data", str(data), "--tier-map",
+                                          "edge=small-7,mid=medium-70b,frontier=large-v2"])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert "no record has an outcome for tier 'edge'" in message
+    assert "only for frontier, mid." in message
+    assert "map a model that the data contains to edge" in message
+
+
+def test_calibrate_without_tier_map_keeps_tiers(tmp_path: Path) -> None:
+    data = _model_keyed_file(tmp_path / "models.jsonl")
+    result = runner.invoke(calibrate_app, ["--data", str(data), "--target-quality", "0.9",
+                                           "--policy", str(DEFAULT_POLICY)])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert "no record has an outcome for tier 'edge'" in message
+    assert "map a model that the data contains to edge" in message
+    # calibrate has no --tiers option, because it always sets the edge and mid thresholds.
+    assert "--tiers" not in message
 
 
 def test_no_holdout_says_so(tmp_path: Path) -> None:
