@@ -40,8 +40,12 @@ def load_compared_model(location: str) -> Scorer:
     return load_artifact(DEFAULT_DIR if location == BUNDLED else Path(location))
 
 
-def check_comparable(compared: Scorer, tiers: Sequence[str], held_out_rows: int) -> None:
-    """Raise TrainingError unless ``compared`` can be scored beside a model of ``tiers``."""
+def check_comparable(compared: Scorer, tiers: Sequence[str], held_out_rows: int,
+                     holdout: float = 0.0) -> None:
+    """Raise TrainingError unless ``compared`` can be scored beside a model of ``tiers``.
+
+    ``holdout`` is the share of rows without a split that train held out (``--holdout``).
+    """
     if len(tiers) < 2:
         raise TrainingError("--compare-with needs at least two tiers, because a comparison "
                             "measures routing between them")
@@ -50,11 +54,16 @@ def check_comparable(compared: Scorer, tiers: Sequence[str], held_out_rows: int)
         raise TrainingError(f"--compare-with: model {compared.version} has no tier "
                             f"{missing[0]!r} (its tiers are {', '.join(compared.tiers)}); "
                             "compare with an artifact trained for the same tiers")
-    if held_out_rows < BASELINE_FOLDS:
+    if held_out_rows < BASELINE_FOLDS and holdout <= 0:
         raise TrainingError(
             f"--compare-with needs at least {BASELINE_FOLDS} held-out rows, got "
             f"{held_out_rows}: pass --holdout 0.2 to hold out a fifth of the rows without a "
             "split, or give data with rows whose split is \"test\"")
+    if held_out_rows < BASELINE_FOLDS:
+        raise TrainingError(
+            f"--compare-with needs at least {BASELINE_FOLDS} held-out rows, but --holdout "
+            f"{holdout:g} held out {held_out_rows}: add labelled rows with --data, raise "
+            "--holdout, or give data with rows whose split is \"test\"")
 
 
 def compare_models(test: Sequence[LabelledPrompt], tiers: Sequence[str], new: Scorer,

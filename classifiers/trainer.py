@@ -134,7 +134,7 @@ def run_training(request: TrainRequest, progress: Progress = silent) -> TrainRep
     del raw_records
     train, test = split_records(records, request.holdout, request.seed)
     if request.compared is not None:
-        check_comparable(request.compared, request.tiers, len(test))
+        check_comparable(request.compared, request.tiers, len(test), request.holdout)
     progress(f"fitting {len(request.tiers)} tier(s) on {len(train)} rows ({len(test)} held out)",
              done=1, total=3)
     model = fit_tier_model(train, request.tiers, request.config, request.seed)

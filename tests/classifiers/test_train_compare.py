@@ -213,6 +213,22 @@ def test_compare_needs_held_out_rows(tmp_path: Path, previous_two: Path) -> None
     assert not (tmp_path / "night").exists()
 
 
+def test_compare_holdout_too_few_rows(tmp_path: Path, previous_two: Path) -> None:
+    data = _write_rows(tmp_path / "night.jsonl", ("weak", "strong"), rows=12)
+    rows = [json.loads(line) | {"split": None} for line in data.read_text().splitlines()]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+    result = _train(tmp_path, "night", data, ("weak", "strong"),
+                    "--compare-with", str(previous_two), "--holdout", "0.2")
+
+    assert result.exit_code == 2
+    message = _one_line(result.output)
+    assert "--compare-with needs at least 5 held-out rows, but --holdout 0.2 held out" in message
+    assert "add labelled rows with --data" in message
+    assert "pass --holdout 0.2" not in message
+    assert not (tmp_path / "night").exists()
+
+
 def test_holdout_option_gives_held_out_rows(tmp_path: Path, previous_two: Path) -> None:
     data = _write_rows(tmp_path / "night.jsonl", ("weak", "strong"))
     rows = [json.loads(line) | {"split": None} for line in data.read_text().splitlines()]
