@@ -113,9 +113,20 @@ def publish_policy_command(
     keys = DistributionKeys(key_prefix)
     with redis_session(redis_url, redis_cluster) as client:
         try:
-            verify_policy(bundle, _published_classifier_tiers(client, keys))
+            verify_policy(bundle)
         except VerificationError as exc:
             raise _fail(f"{file}: {exc}", 2) from None
+        classifier = _published_classifier(client, keys)
+        if classifier is not None:
+            version, tiers = classifier
+            try:
+                verify_policy(bundle, tiers)
+            except VerificationError as exc:
+                raise _fail(
+                    f"{file}: {exc}. The published classifier is {version}, so publish one that "
+                    "scores those tiers first (publishing a stored version again makes it "
+                    "current), or remove their thresholds from the policy", 2
+                ) from None
         _publish(client, bundle, keep, keys)
 
 
@@ -149,8 +160,8 @@ def _published_threshold_tiers(client: Any, keys: Any) -> list[str]:
         return []
 
 
-def _published_classifier_tiers(client: Any, keys: Any) -> list[str] | None:
-    """Return the tiers of the published classifier, or None when none is published."""
+def _published_classifier(client: Any, keys: Any) -> tuple[str, list[str]] | None:
+    """Return the version and tiers of the published classifier, or None when none is published."""
     from router.distribution import BundleError
     from router.distribution.publish import published_version
 
@@ -158,7 +169,7 @@ def _published_classifier_tiers(client: Any, keys: Any) -> list[str] | None:
         bundle = published_version(client, keys, "classifier")
         if bundle is None:
             return None
-        return _classifier_tiers(bundle)
+        return bundle.version, _classifier_tiers(bundle)
     except (BundleError, KeyError, ValueError, TypeError):
         return None
 

@@ -85,6 +85,8 @@ def test_publish_policy_rejects_unscored_tier(
 
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {path}: the thresholds name tiers ['mid']")
+    assert "The published classifier is cli-two, so publish one that scores those tiers" in (
+        " ".join(result.stderr.split()))
 
 
 def test_publish_corrupt_classifier_fails(redis_url: str, tmp_path: Path) -> None:
