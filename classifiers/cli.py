@@ -139,15 +139,17 @@ def train(
     trainable rows than --min-log-rows (the counts printed say why), and with code 4
     when --require-no-worse rejects the new model (nothing is written then).
 
-    Example: tierwise classifier train --data var/data/routerbench.jsonl --out var/model
-    --tier-map edge=mistralai/mistral-7b-chat --tier-map mid=mistralai/mixtral-8x7b-chat
+    Example: tierwise classifier train --data var/data/gsm8k-openai.jsonl --out var/model
+    --tier-map edge=gpt3-175b-verifier --tier-map mid=mixtral-8x7b-instruct
     --tier-map frontier=gpt-4-1106-preview
 
-    Example: tierwise classifier train --outcomes var/export --data var/data/routerbench.jsonl
+    Example: tierwise classifier train --outcomes var/export --data var/data/gsm8k-openai.jsonl
+    --tier-map edge=gpt3-175b-verifier,mid=mixtral-8x7b-instruct,frontier=gpt-4-1106-preview
     --out var/model
 
-    Example: tierwise classifier train --outcomes var/export --holdout 0.2 --out var/model
-    --compare-with var/model-previous --require-no-worse
+    Example: tierwise classifier train --outcomes var/export --data var/data/gsm8k-openai.jsonl
+    --tier-map edge=gpt3-175b-verifier,mid=mixtral-8x7b-instruct,frontier=gpt-4-1106-preview
+    --holdout 0.2 --out var/model --compare-with var/model-previous --require-no-worse
     """
     from classifiers.trainer import TrainRequest, run_training
 
