@@ -166,7 +166,14 @@ class Runtime:
             await self._start_distribution(self.redis.url)
         self._start_local_model()
         if self.redis is not None and not await self.redis.ping():
-            log.warning("redis_unreachable_at_start", hint="serving without cache until it responds")
+            from router.cli.redis_client import redact_url
+
+            log.warning(
+                "redis_unreachable_at_start",
+                redis=redact_url(self.redis.url),
+                hint="serving without cache until it responds. Check --redis-url (or REDIS_URL) "
+                "and that Redis is running there",
+            )
         elif self.redis is not None and await self.redis.is_persistent() is False:
             log.warning(
                 "redis_not_persistent",

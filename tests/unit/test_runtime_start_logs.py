@@ -185,3 +185,22 @@ def test_busy_port_error_ends_with_hint() -> None:
         "or change the port in FILE. To use a model server you run yourself on that port, "
         "remove local_model: true from the deployment"
     )
+
+
+async def test_unreachable_redis_names_address(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy.yaml")
+    # A bound socket that does not listen refuses connections, so the port stays ours.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        url = f"redis://user:hunter2@127.0.0.1:{port}/3"
+        settings = make_settings(tmp_path, policy, redis_url=url, redis_timeout_s=0.2)
+        runtime = Runtime.build(settings, StubScorer())
+        with capture_logs() as logs:
+            await runtime.start()
+            await runtime.stop()
+
+    [warning] = events(logs, "redis_unreachable_at_start")
+    assert warning["redis"] == f"redis://127.0.0.1:{port}/3"
+    assert "hunter2" not in str(warning)
+    assert "Check --redis-url (or REDIS_URL)" in warning["hint"]
