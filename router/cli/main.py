@@ -120,6 +120,7 @@ def serve(
     if classifier is not None:
         overrides["classifier"] = classifier
     settings = _settings_or_exit(Settings, overrides)
+    _exit_if_port_in_use(settings.host, settings.port)
     configure_logging(settings.log_format, settings.log_level)
     gateway = _build_or_exit(create_app, settings)
     config = uvicorn.Config(
@@ -176,6 +177,39 @@ def _settings_or_exit(settings_class: Any, overrides: dict[str, object]) -> Any:
             got = f" (got {value!r})" if isinstance(value, str | int | float) else ""
             typer.echo(f"error: invalid {name}{got}: {error['msg']}", err=True)
         raise typer.Exit(2) from None
+
+
+def _exit_if_port_in_use(host: str, port: int) -> None:
+    """Exit with 2 when another process listens on ``host:port``.
+
+    uvicorn binds only after the gateway has started (and logged gateway_started), so
+    without this check a busy port ends in uvicorn's own error line after a misleading
+    start.  Another process can still take the port between this check and the bind.
+    """
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror:
+        return  # uvicorn reports the unknown host.
+    with socket.socket(family, kind, proto) as probe:
+        # uvicorn sets SO_REUSEADDR too, so a port with only closing connections is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return  # uvicorn reports other bind errors with their reason.
+            typer.echo(
+                f"error: {host}:{port} is already in use, so the gateway cannot listen there. "
+                "Stop the process that listens on it, or choose another port with --port "
+                "or TIERWISE_PORT.",
+                err=True,
+            )
+            raise typer.Exit(2) from None
 
 
 def _build_or_exit(factory: Callable[[Settings], GatewayApp], settings: Settings) -> GatewayApp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from importlib.metadata import version
 from pathlib import Path
 
@@ -82,3 +83,17 @@ def test_serve_with_invalid_settings_prints_one_line_each() -> None:
     assert "invalid TIERWISE_CACHE_NEAR_ENTRIES (got '-1')" in result.output
     assert "invalid TIERWISE_MAX_BODY_BYTES (got 'x')" in result.output
     assert "Traceback" not in result.output
+
+
+def test_serve_on_busy_port_exits_early() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = runner.invoke(main.app, ["serve", "--no-local-model", "--port", str(port)])
+
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert f"error: 127.0.0.1:{port} is already in use" in message
+    assert "choose another port with --port or TIERWISE_PORT" in message
+    assert "gateway_started" not in result.output
