@@ -72,7 +72,8 @@ class TenantUsage:
 
 
 def _share(spend: float, budget: float | None) -> float | None:
-    return spend / budget if budget else None
+    # Twelve significant digits, so that JSON shows 1.35 rather than 1.3499999999999999.
+    return float(f"{spend / budget:.12g}") if budget else None
 
 
 def listed_tenants(client: Any, policy: Policy, now: float, prefix: str) -> list[str]:

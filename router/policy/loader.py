@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,9 @@ def _describe(error: Any, root: yaml.Node | None, path: Path) -> str:
     found = error.get("input")
     found_text = _short(found) if error["type"] != "missing" else "nothing"
     message = error["msg"].removeprefix("Value error, ")
+    if error["type"] != "missing" and re.search(rf"got {re.escape(found_text)}(?![\w.])", message):
+        # The validator's message already quotes the value.
+        return f"{path}:{line}: {key}: {message}"
     return f"{path}:{line}: {key}: {message} (found {found_text})"
 
 

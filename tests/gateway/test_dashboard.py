@@ -31,6 +31,8 @@ from tests.gateway.conftest import (
     StubScorer,
     chat_body,
     new_api_key,
+    policy_document,
+    write_yaml,
 )
 from tests.support.fixtures import REPLAY_STACK, TierUpstream, write_policy
 
@@ -470,3 +472,21 @@ def test_dashboard_renders_in_chromium(
     shutil.copyfile(screenshot, SCREENSHOT_COPY)
     with capsys.disabled():
         print(f"\ndashboard screenshot: {screenshot} (copied to {SCREENSHOT_COPY})")
+
+
+def test_dashboard_shows_loss_as_negative(kit: GatewayKit, tmp_path: Path) -> None:
+    # An edge tier priced above the frontier tier makes every routed request a loss.
+    document = policy_document(kit.base_urls)
+    for entry in document["tiers"]["edge"]["deployments"]:
+        entry["price"] = {"input_per_million": 500.0, "output_per_million": 500.0}
+    write_yaml(kit.policy_path, document)
+    binary = find_chromium()
+    with LiveGateway(create_app(kit.settings(), StubScorer())) as live:
+        with httpx.Client(base_url=live.base_url, timeout=10) as client:
+            response = client.post("/chat/completions", json=chat_body("Say hello."))
+        dom = run_chromium(binary, f"http://127.0.0.1:{live.port}/dashboard",
+                           tmp_path / "profile", "--dump-dom")
+
+    assert response.headers["x-tierwise-tier"] == "edge"
+    assert element_text(dom, "stat-savings").startswith("-$")
+    assert '<div class="card accent loss"><h2>Savings</h2>' in dom

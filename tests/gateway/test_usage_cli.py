@@ -258,3 +258,9 @@ def test_usage_table_shows_small_budget() -> None:
     line = format_table([row], now=0.0).splitlines()[2]
 
     assert line.split() == ["tiny", "0.00275", "0.002", "137.5%", "0.00275", "-", "-"]
+
+
+def test_usage_share_has_no_float_artefacts() -> None:
+    usage = TenantUsage("team-a", day_usd=0.0135, month_usd=0.0135,
+                        day_budget_usd=0.01, month_budget_usd=None)
+    assert usage.as_dict()["used"] == {"day": 1.35, "month": None}

@@ -97,8 +97,7 @@ def test_threshold_out_of_range_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
     assert caught.value.problems == [
-        (f"{path}:18: routing.thresholds.edge: threshold must be between 0 and 1, got 1.5 "
-         "(found 1.5)")
+        f"{path}:18: routing.thresholds.edge: threshold must be between 0 and 1, got 1.5"
     ]
 
 

@@ -18,10 +18,12 @@
     if (value === null || value === undefined) return "–";
     const size = Math.abs(value);
     if (size === 0) return "$0";
-    if (size >= 100) return "$" + value.toFixed(0);
-    if (size >= 1) return "$" + value.toFixed(2);
-    if (size < 1e-4) return "$" + value.toExponential(2);
-    return "$" + Number(value.toPrecision(3)).toString();
+    // The sign goes before the currency symbol: -$0.04, not $-0.04.
+    const sign = value < 0 ? "-$" : "$";
+    if (size >= 100) return sign + size.toFixed(0);
+    if (size >= 1) return sign + size.toFixed(2);
+    if (size < 1e-4) return sign + size.toExponential(2);
+    return sign + Number(size.toPrecision(3)).toString();
   }
 
   function percent(share) {
@@ -314,6 +316,10 @@
     setText("stat-tokens", count(totals.tokens_in) + " tokens in, " + count(totals.tokens_out) + " out");
     setText("stat-baseline", usd(totals.baseline_cost_usd));
     setText("stat-savings", usd(totals.savings_usd));
+    // Routing that costs more than the all-frontier baseline (a cheap tier priced above the
+    // frontier tier, say) is a loss, so the card stops showing it in the colour of a gain.
+    document.getElementById("stat-savings").closest(".card")
+      .classList.toggle("loss", totals.savings_usd < 0);
     const share = totals.baseline_cost_usd > 0 ? totals.savings_usd / totals.baseline_cost_usd : null;
     setText("stat-savings-share", percent(share) + " of the baseline");
     setText("stat-cache", percent(totals.cache_hit_rate));
