@@ -428,3 +428,100 @@ def test_models_list(live: LiveStack) -> None:
     ids = [model.id for model in live.client().models.list()]
 
     assert ids == ["auto", "auto-quality", "edge-small", "mid-medium", "frontier-large"]
+
+
+def token_logprob(token: str) -> dict[str, Any]:
+    return {"token": token, "logprob": -0.25, "bytes": list(token.encode()), "top_logprobs": []}
+
+
+UPSTREAM_HEAD: dict[str, Any] = {
+    "id": "chatcmpl-upstream",
+    "created": 1700000000,
+    "model": "fake-edge-2024",
+    "system_fingerprint": "fp_test",
+    "service_tier": "default",
+}
+UPSTREAM_USAGE: dict[str, Any] = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
+
+
+def streamed_tokens(chunks: list[Any]) -> list[str]:
+    return [
+        token.token
+        for chunk in chunks
+        for choice in chunk.choices
+        if choice.logprobs is not None
+        for token in choice.logprobs.content or ()
+    ]
+
+
+def test_cached_answer_streams_with_logprobs(live: LiveStack) -> None:
+    answer = {
+        **UPSTREAM_HEAD,
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello"},
+                "logprobs": {"content": [token_logprob("Hel"), token_logprob("lo")], "refusal": None},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": UPSTREAM_USAGE,
+    }
+    live.fakes["edge"].enqueue(Scenario(body=answer))
+    client = live.client()
+    request: dict[str, Any] = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "Greet me with log probabilities."}],
+        "temperature": 0,
+        "logprobs": True,
+    }
+    first = client.chat.completions.create(**request)
+    chunks = list(client.chat.completions.create(**request, stream=True))
+
+    assert len(live.fakes["edge"].requests) == 1
+    assert first.model_dump(exclude_unset=True) == answer
+    assert streamed_tokens(chunks) == ["Hel", "lo"]
+    assert {chunk.system_fingerprint for chunk in chunks} == {"fp_test"}
+    assert {chunk.service_tier for chunk in chunks} == {"default"}
+
+
+def test_cached_stream_keeps_logprobs(live: LiveStack) -> None:
+    chunk_head = {**UPSTREAM_HEAD, "object": "chat.completion.chunk"}
+    upstream_chunks = [
+        {**chunk_head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                    "logprobs": None, "finish_reason": None}]},
+        *(
+            {**chunk_head, "choices": [{"index": 0, "delta": {"content": piece},
+                                        "logprobs": {"content": [token_logprob(piece)], "refusal": None},
+                                        "finish_reason": None}]}
+            for piece in ("Hel", "lo")
+        ),
+        {**chunk_head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]},
+        {**chunk_head, "choices": [], "usage": UPSTREAM_USAGE},
+    ]
+    live.fakes["edge"].enqueue(Scenario.stream_of(*upstream_chunks))
+    client = live.client()
+    request: dict[str, Any] = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "Stream a greeting with log probabilities."}],
+        "temperature": 0,
+        "logprobs": True,
+    }
+    streamed = list(
+        client.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    cached = client.chat.completions.create(**request)
+
+    assert len(live.fakes["edge"].requests) == 1
+    assert streamed_tokens(streamed) == ["Hel", "lo"]
+    assert streamed[-1].usage is not None
+    assert streamed[-1].usage.total_tokens == 11
+    assert streamed[-1].system_fingerprint == "fp_test"
+    assert streamed[-1].service_tier == "default"
+    assert cached.choices[0].message.content == "Hello"
+    assert cached.choices[0].logprobs is not None
+    assert [token.token for token in cached.choices[0].logprobs.content or ()] == ["Hel", "lo"]
+    assert cached.system_fingerprint == "fp_test"
