@@ -13,6 +13,7 @@ and OpenAI error ``type``, and ``render_error`` turns it into OpenAI's body
     ├── RequestIdNotFound             404 invalid_request_error, code request_id_not_found
     ├── RequestTooLarge               413 invalid_request_error
     ├── BudgetExceeded                429 insufficient_quota
+    ├── UpstreamRateLimited           429 rate_limit_error (every eligible deployment sent 429)
     ├── UpstreamFailed                502 api_error (every eligible deployment failed)
     ├── NoDeploymentAvailable         503 api_error (no tier has a usable deployment)
     └── UpstreamTimeout               504 api_error
@@ -20,6 +21,7 @@ and OpenAI error ``type``, and ``render_error`` turns it into OpenAI's body
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -123,6 +125,24 @@ class BudgetExceeded(GatewayError):
         # A retry cannot succeed before the budget resets, and the official OpenAI clients
         # retry every 429 unless this header says otherwise.
         self.headers = {"x-should-retry": "false"}
+
+
+class UpstreamRateLimited(GatewayError):
+    """Raised when every eligible deployment rejected the request with HTTP 429."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after_s is not None:
+            # Both headers, because the openai Python SDK reads retry-after-ms first and many
+            # other HTTP clients read only retry-after, in whole seconds.
+            self.headers = {
+                "retry-after": str(max(1, math.ceil(retry_after_s))),
+                "retry-after-ms": str(max(1, math.ceil(retry_after_s * 1000))),
+            }
 
 
 class UpstreamFailed(GatewayError):

@@ -15,7 +15,13 @@ from typing import Any
 
 import structlog
 
-from router.errors import GatewayError, InvalidRequest, UpstreamFailed, UpstreamTimeout
+from router.errors import (
+    GatewayError,
+    InvalidRequest,
+    UpstreamFailed,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+)
 from router.policy.schema import Deployment
 from router.routing.decide import Candidate
 from router.upstream.base import Transport, UpstreamError
@@ -41,6 +47,8 @@ class Dispatcher:
     attempts: list[Attempt] = field(default_factory=list)
     request_id: str | None = None
     """The gateway's id of the request, for the log lines of failed attempts."""
+    failures: list[UpstreamError] = field(default_factory=list)
+    """The error of every failed attempt, in order."""
 
     def transport_for(self, deployment: Deployment) -> Transport:
         return self.direct if deployment.uses_direct_path else self.litellm
@@ -68,7 +76,7 @@ class Dispatcher:
                 last_error = self._failed(attempt, problem)
                 continue
             return candidate, completion
-        raise _final_error(last_error)
+        raise _final_error(last_error, self.failures)
 
     async def open_stream(
         self, candidates: tuple[Candidate, ...], body: dict[str, Any]
@@ -94,10 +102,11 @@ class Dispatcher:
                 continue
             attempt.latency_ms = (time.perf_counter() - started) * 1000
             return candidate, first, stream
-        raise _final_error(last_error)
+        raise _final_error(last_error, self.failures)
 
     def _failed(self, attempt: Attempt, exc: UpstreamError) -> UpstreamError:
         attempt.error = exc.kind
+        self.failures.append(exc)
         log.warning(
             "upstream_failed",
             request_id=self.request_id,
@@ -144,7 +153,16 @@ def _is_completion(completion: Any) -> bool:
     return isinstance(choices, list) and bool(choices) and all(isinstance(c, dict) for c in choices)
 
 
-def _final_error(last_error: UpstreamError | None) -> GatewayError:
+def _final_error(last_error: UpstreamError | None, failures: list[UpstreamError]) -> GatewayError:
+    if failures and all(failure.status == 429 for failure in failures):
+        # The client's retry can succeed once the soonest deployment takes requests again, so
+        # it gets a 429 with that wait instead of a 502 that it retries after its own backoff.
+        waits = [f.retry_after_s for f in failures if f.retry_after_s is not None]
+        wait = min(waits) if waits else None
+        advice = f"Retry after {wait:g} s." if wait is not None else "Retry later."
+        return UpstreamRateLimited(
+            f"Every eligible deployment is rate limited by its provider. {advice}", wait
+        )
     if last_error is not None and last_error.kind == "timeout":
         return UpstreamTimeout("Every eligible deployment timed out. Retry later.")
     if last_error is not None and last_error.kind == "context":

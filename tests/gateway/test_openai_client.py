@@ -49,13 +49,9 @@ class LiveStack:
     kit: GatewayKit
 
     def client(self, **options: Any) -> openai.OpenAI:
-        return openai.OpenAI(
-            base_url=self.gateway.base_url,
-            api_key=new_api_key(),
-            max_retries=0,
-            timeout=15,
-            **options,
-        )
+        """Return a client with a fresh API key that does not retry unless ``options`` say so."""
+        settings: dict[str, Any] = {"max_retries": 0, "timeout": 15} | options
+        return openai.OpenAI(base_url=self.gateway.base_url, api_key=new_api_key(), **settings)
 
 
 @pytest.fixture(scope="module")
@@ -525,3 +521,60 @@ def test_cached_stream_keeps_logprobs(live: LiveStack) -> None:
     assert cached.choices[0].logprobs is not None
     assert [token.token for token in cached.choices[0].logprobs.content or ()] == ["Hel", "lo"]
     assert cached.system_fingerprint == "fp_test"
+
+
+def rate_limited(retry_after_ms: str) -> Scenario:
+    """Return OpenAI's 429 for a request-rate limit, with a ``retry-after-ms`` header."""
+    return Scenario.http_error(
+        429,
+        "Rate limit reached for requests.",
+        "requests",
+        "rate_limit_exceeded",
+        headers={"retry-after-ms": retry_after_ms},
+    )
+
+
+def test_rate_limited_upstreams_raise_rate_limit_error(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(Scenario.rate_limited(retry_after_s=7))
+    live.fakes["mid"].enqueue(Scenario.rate_limited(retry_after_s=2))
+    live.fakes["frontier"].enqueue(rate_limited("2500"))
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        live.client().chat.completions.create(model="auto", messages=MESSAGES)
+
+    error = caught.value
+    assert error.status_code == 429
+    assert error.body == {
+        "message": "Every eligible deployment is rate limited by its provider. Retry after 2 s.",
+        "type": "rate_limit_error",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+    assert error.response.headers["retry-after"] == "2"
+    assert error.response.headers["retry-after-ms"] == "2000"
+    assert "x-should-retry" not in error.response.headers
+
+
+def test_client_retries_after_rate_limit(live: LiveStack) -> None:
+    for fake in live.fakes.values():
+        fake.enqueue(rate_limited("20"))
+
+    completion = live.client(max_retries=1).chat.completions.create(
+        model="auto", messages=MESSAGES
+    )
+
+    assert completion.choices[0].message.content == SCRIPTED_ANSWER
+    assert [len(fake.requests) for fake in live.fakes.values()] == [2, 1, 1]
+
+
+def test_one_rate_limit_among_failures_is_502(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(Scenario.rate_limited(retry_after_s=1))
+    live.fakes["mid"].enqueue(Scenario.http_error(503, "overloaded"))
+    live.fakes["frontier"].enqueue(Scenario.http_error(503, "overloaded"))
+
+    with pytest.raises(openai.InternalServerError) as caught:
+        live.client().chat.completions.create(model="auto", messages=MESSAGES)
+
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_error"
+    assert "retry-after" not in caught.value.response.headers
