@@ -12,6 +12,7 @@ and OpenAI error ``type``, and ``render_error`` turns it into OpenAI's body
     ├── ModelNotFound                 404 invalid_request_error, code model_not_found
     ├── RequestIdNotFound             404 invalid_request_error, code request_id_not_found
     ├── RequestTooLarge               413 invalid_request_error
+    ├── ClientDisconnected            499 (the client left before the answer; never sent)
     ├── BudgetExceeded                429 insufficient_quota
     ├── UpstreamRateLimited           429 rate_limit_error (every eligible deployment sent 429)
     ├── UpstreamFailed                502 api_error (every eligible deployment failed)
@@ -111,6 +112,21 @@ class UnsupportedMediaType(GatewayError):
     status = 415
     error_type = "invalid_request_error"
     default_code = "unsupported_media_type"
+
+
+class ClientDisconnected(GatewayError):
+    """Raised when the client closed its connection before the gateway had an answer.
+
+    Nobody receives the response. The status is nginx's 499 (client closed request), which
+    the outcome record shows.
+    """
+
+    status = 499
+    error_type = "invalid_request_error"
+    default_code = "client_disconnected"
+
+    def __init__(self) -> None:
+        super().__init__("The client closed the connection before the answer was ready.")
 
 
 class BudgetExceeded(GatewayError):

@@ -8,6 +8,7 @@ A ``client`` error (the request itself is wrong) ends the loop at once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ from router.routing.decide import Candidate
 from router.upstream.base import Transport, UpstreamError
 
 log = structlog.get_logger("tierwise.dispatch")
+
+CANCELLED = "cancelled"
+"""Attempt error of a call abandoned because the client disconnected or the server stopped."""
 
 
 @dataclass
@@ -66,6 +70,9 @@ class Dispatcher:
                 completion = await self.transport_for(candidate.deployment).complete(
                     candidate.deployment, _upstream_body(candidate.deployment, body)
                 )
+            except asyncio.CancelledError:
+                attempt.error = CANCELLED
+                raise
             except UpstreamError as exc:
                 attempt.latency_ms = (time.perf_counter() - started) * 1000
                 last_error = self._failed(attempt, exc)
@@ -92,6 +99,9 @@ class Dispatcher:
             )
             try:
                 first = await stream.__anext__()
+            except asyncio.CancelledError:
+                attempt.error = CANCELLED
+                raise
             except StopAsyncIteration:
                 last_error = self._failed(attempt, UpstreamError("stream", "empty stream"))
                 continue
