@@ -216,7 +216,8 @@ def route(
     needs = RequestNeeds(
         prompt_tokens=count_prompt_tokens(body["messages"], fits_below=policy.smallest_context_window),
         max_output_tokens=chat.output_token_limit,
-        tools=bool(chat.tools),
+        # The deprecated ``functions`` parameter needs tool support just as ``tools`` does.
+        tools=bool(chat.tools or body.get("functions")),
         json_schema=chat.needs_json_schema,
         multiple_choices=chat.n > 1,
         images=chat.has_images,

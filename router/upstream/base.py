@@ -37,6 +37,7 @@ class UpstreamError(Exception):
         message: str,
         status: int | None = None,
         retry_after_s: float | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(f"{kind}: {message}")
         self.kind: ErrorKind = kind
@@ -44,22 +45,26 @@ class UpstreamError(Exception):
         self.status = status
         self.retry_after_s = retry_after_s
         """Seconds the upstream asked the caller to wait before retrying, from its headers."""
+        self.param = param
+        """The request parameter that the upstream's error body names, if any."""
 
 
 def classify_http_error(
-    status: int, message: str, retry_after_s: float | None = None
+    status: int, message: str, retry_after_s: float | None = None, param: str | None = None
 ) -> UpstreamError:
     """Turn an upstream HTTP error status and message into an ``UpstreamError``."""
     if _CONTEXT_PATTERN.search(message):
-        return UpstreamError("context", message, status, retry_after_s)
-    if status in (408, 504):
-        return UpstreamError("timeout", message, status, retry_after_s)
-    if status in (401, 403, 404, 413, 429) or status >= 500:
+        kind: ErrorKind = "context"
+    elif status in (408, 504):
+        kind = "timeout"
+    elif status in (401, 403, 404, 413, 429) or status >= 500:
         # A rejected provider key, a rate limit, a wrong model name or path (404) and a body
         # past the upstream's own size limit (413) are the deployment's problem, not the
         # caller's, so the next candidate gets the request.
-        return UpstreamError("server", message, status, retry_after_s)
-    return UpstreamError("client", message, status, retry_after_s)
+        kind = "server"
+    else:
+        kind = "client"
+    return UpstreamError(kind, message, status, retry_after_s, param)
 
 
 def parse_retry_after(retry_after_ms: str | None, retry_after: str | None) -> float | None:
@@ -100,6 +105,21 @@ def error_message_of(payload: Any) -> str:
             return str(error.get("message") or error)
         return str(error)
     return str(payload)
+
+
+MAX_PARAM_CHARS = 200
+"""Maximum length of an upstream ``param`` value passed on to clients; longer ones are dropped."""
+
+
+def error_param_of(payload: Any) -> str | None:
+    """Return the ``param`` string of an OpenAI-style error payload, or None."""
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error", payload)
+    param = error.get("param") if isinstance(error, dict) else None
+    if isinstance(param, str) and 0 < len(param) <= MAX_PARAM_CHARS:
+        return param
+    return None
 
 
 class Transport(Protocol):

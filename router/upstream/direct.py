@@ -20,6 +20,7 @@ from router.upstream.base import (
     UpstreamError,
     classify_http_error,
     error_message_of,
+    error_param_of,
     parse_retry_after,
 )
 from router.upstream.http1 import BadResponse, ConnectionClosed, Http1Pool, Origin, Response
@@ -68,7 +69,7 @@ class DirectTransport:
                 retry_after_s = _retry_after(response)
                 payload = await response.read()
             if response.status >= 400:
-                raise classify_http_error(response.status, _message(payload), retry_after_s)
+                raise _http_error(response.status, payload, retry_after_s)
             return orjson.loads(payload)
         except TimeoutError:
             raise UpstreamError("timeout", f"no response within {deployment.timeout_s} s") from None
@@ -91,8 +92,7 @@ class DirectTransport:
             try:
                 if response.status >= 400:
                     retry_after_s = _retry_after(response)
-                    message = _message(await response.read())
-                    raise classify_http_error(response.status, message, retry_after_s)
+                    raise _http_error(response.status, await response.read(), retry_after_s)
                 async for chunk in _parse_events(response.iter_chunks(deployment.timeout_s)):
                     yield chunk
             finally:
@@ -161,11 +161,14 @@ def _retry_after(response: Response) -> float | None:
     return parse_retry_after(response.header(b"retry-after-ms"), response.header(b"retry-after"))
 
 
-def _message(payload: bytes) -> str:
+def _http_error(status: int, payload: bytes, retry_after_s: float | None) -> UpstreamError:
     try:
-        return error_message_of(orjson.loads(payload))
+        parsed = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        return payload[:200].decode(errors="replace")
+        return classify_http_error(status, payload[:200].decode(errors="replace"), retry_after_s)
+    return classify_http_error(
+        status, error_message_of(parsed), retry_after_s, error_param_of(parsed)
+    )
 
 
 def _describe(exc: Exception, url: str) -> str:

@@ -128,7 +128,9 @@ class Dispatcher:
         )
         if exc.kind == "client":
             raise InvalidRequest(
-                f"The model rejected the request: {exc.message[:500]}", code="upstream_rejected"
+                f"The model rejected the request: {exc.message[:500]}",
+                param=exc.param,
+                code="upstream_rejected",
             )
         return exc
 

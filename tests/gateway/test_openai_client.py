@@ -578,3 +578,25 @@ def test_one_rate_limit_among_failures_is_502(live: LiveStack) -> None:
     assert caught.value.status_code == 502
     assert caught.value.code == "upstream_error"
     assert "retry-after" not in caught.value.response.headers
+
+
+def test_upstream_rejection_keeps_param(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(
+        Scenario.http_error(
+            400,
+            "Invalid 'top_logprobs': integer above maximum value.",
+            "invalid_request_error",
+            "integer_above_max_value",
+            param="top_logprobs",
+        )
+    )
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        live.client().chat.completions.create(
+            model="auto", messages=MESSAGES, logprobs=True, top_logprobs=50
+        )
+
+    assert caught.value.param == "top_logprobs"
+    assert caught.value.code == "upstream_rejected"
+    assert live.fakes["edge"].requests[0].body["top_logprobs"] == 50
+    assert live.fakes["mid"].requests == []
