@@ -600,3 +600,14 @@ def test_upstream_rejection_keeps_param(live: LiveStack) -> None:
     assert caught.value.code == "upstream_rejected"
     assert live.fakes["edge"].requests[0].body["top_logprobs"] == 50
     assert live.fakes["mid"].requests == []
+
+
+def test_null_n_and_stream_mean_defaults(live: LiveStack) -> None:
+    # The SDK types n and stream as Optional and sends null for None.
+    completion = live.client().chat.completions.create(
+        model="auto", messages=MESSAGES, n=None, stream=None
+    )
+
+    assert [choice.index for choice in completion.choices] == [0]
+    assert completion.choices[0].message.content == SCRIPTED_ANSWER
+    assert "stream" not in live.fakes["edge"].requests[0].body
