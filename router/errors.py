@@ -153,12 +153,7 @@ class UpstreamRateLimited(GatewayError):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         if retry_after_s is not None:
-            # Both headers, because the openai Python SDK reads retry-after-ms first and many
-            # other HTTP clients read only retry-after, in whole seconds.
-            self.headers = {
-                "retry-after": str(max(1, math.ceil(retry_after_s))),
-                "retry-after-ms": str(max(1, math.ceil(retry_after_s * 1000))),
-            }
+            self.headers = retry_after_headers(retry_after_s)
 
 
 class UpstreamFailed(GatewayError):
@@ -180,6 +175,18 @@ class UpstreamTimeout(GatewayError):
 
     status = 504
     default_code = "upstream_timeout"
+
+
+def retry_after_headers(seconds: float) -> dict[str, str]:
+    """Return ``retry-after`` (whole seconds, at least 1) and ``retry-after-ms`` for a wait.
+
+    Both are sent because the openai Python SDK reads retry-after-ms first and many other HTTP
+    clients read only retry-after.
+    """
+    return {
+        "retry-after": str(max(1, math.ceil(seconds))),
+        "retry-after-ms": str(max(1, math.ceil(seconds * 1000))),
+    }
 
 
 def error_body(

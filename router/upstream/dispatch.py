@@ -22,6 +22,7 @@ from router.errors import (
     UpstreamFailed,
     UpstreamRateLimited,
     UpstreamTimeout,
+    retry_after_headers,
 )
 from router.policy.schema import Deployment
 from router.routing.decide import Candidate
@@ -175,8 +176,6 @@ def _final_error(last_error: UpstreamError | None, failures: list[UpstreamError]
         return UpstreamRateLimited(
             f"Every eligible deployment is rate limited by its provider. {advice}", wait
         )
-    if last_error is not None and last_error.kind == "timeout":
-        return UpstreamTimeout("Every eligible deployment timed out. Retry later.")
     if last_error is not None and last_error.kind == "context":
         return InvalidRequest(
             "The conversation is too long for every eligible deployment's context window. "
@@ -184,7 +183,17 @@ def _final_error(last_error: UpstreamError | None, failures: list[UpstreamError]
             param="messages",
             code="context_length_exceeded",
         )
-    return UpstreamFailed("Every eligible deployment failed to answer. Retry later.")
+    error: GatewayError
+    if last_error is not None and last_error.kind == "timeout":
+        error = UpstreamTimeout("Every eligible deployment timed out. Retry later.")
+    else:
+        error = UpstreamFailed("Every eligible deployment failed to answer. Retry later.")
+    if failures and all(failure.retry_after_s is not None for failure in failures):
+        # Every deployment named a wait (a 503 with retry-after, say), so the client's retry
+        # waits for the soonest one too.
+        waits = [f.retry_after_s for f in failures if f.retry_after_s is not None]
+        error.headers = retry_after_headers(min(waits))
+    return error
 
 
 async def _close(stream: AsyncIterator[dict[str, Any]]) -> None:

@@ -611,3 +611,17 @@ def test_null_n_and_stream_mean_defaults(live: LiveStack) -> None:
     assert [choice.index for choice in completion.choices] == [0]
     assert completion.choices[0].message.content == SCRIPTED_ANSWER
     assert "stream" not in live.fakes["edge"].requests[0].body
+
+
+def test_overloaded_upstreams_pass_retry_after(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(Scenario.http_error(503, "overloaded", headers={"retry-after": "4"}))
+    live.fakes["mid"].enqueue(Scenario.http_error(503, "overloaded", headers={"retry-after": "3"}))
+    live.fakes["frontier"].enqueue(rate_limited("5000"))
+
+    with pytest.raises(openai.InternalServerError) as caught:
+        live.client().chat.completions.create(model="auto", messages=MESSAGES)
+
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_error"
+    assert caught.value.response.headers["retry-after"] == "3"
+    assert caught.value.response.headers["retry-after-ms"] == "3000"
