@@ -49,7 +49,7 @@ class LiveStack:
     kit: GatewayKit
 
     def client(self, **options: Any) -> openai.OpenAI:
-        """Return a client with a fresh API key that does not retry unless ``options`` say so."""
+        """Return a client with a fresh API key that does not retry unless ``options`` set max_retries."""
         settings: dict[str, Any] = {"max_retries": 0, "timeout": 15} | options
         return openai.OpenAI(base_url=self.gateway.base_url, api_key=new_api_key(), **settings)
 
