@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from router.api import chat, dashboard, feedback, health, messages, metrics, models, usage
@@ -161,7 +162,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             error: GatewayError = ModelNotFound(
                 f"Unknown path {request.url.path}. This gateway serves /v1/chat/completions, "
                 "/v1/messages, /v1/messages/count_tokens, /v1/models, /v1/feedback, "
-                "/v1/usage, /metrics, /dashboard, /healthz and /readyz.",
+                "/v1/usage, /metrics, /dashboard, /healthz and /readyz."
+                + _base_url_advice(app, request.url.path),
                 code="not_found",
             )
         else:
@@ -181,3 +183,23 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def _base_url_advice(app: FastAPI, path: str) -> str:
+    """Return advice for a client whose ``base_url`` lacks or repeats the ``/v1`` prefix.
+
+    OpenAI clients append ``/chat/completions`` to a ``base_url`` that must end in ``/v1``,
+    while Anthropic clients append ``/v1/messages`` themselves.
+    """
+    if path.startswith("/v1/v1/") and _is_served(app, path.removeprefix("/v1")):
+        return " The client's base_url must not end in /v1 when the client adds /v1 itself."
+    if not path.startswith("/v1/") and _is_served(app, "/v1" + path):
+        return " Set the client's base_url to end in /v1."
+    return ""
+
+
+def _is_served(app: FastAPI, path: str) -> bool:
+    # A partial match is a route for the path with another method, which still shows that
+    # the path exists.
+    scope = {"type": "http", "path": path, "method": "GET", "root_path": "", "headers": []}
+    return any(route.matches(scope)[0] != Match.NONE for route in app.routes)

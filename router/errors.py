@@ -12,7 +12,9 @@ and OpenAI error ``type``, and ``render_error`` turns it into OpenAI's body
     ├── ModelNotFound                 404 invalid_request_error, code model_not_found
     ├── RequestIdNotFound             404 invalid_request_error, code request_id_not_found
     ├── RequestTooLarge               413 invalid_request_error
+    ├── ClientDisconnected            499 (the client left before the answer; never sent)
     ├── BudgetExceeded                429 insufficient_quota
+    ├── UpstreamRateLimited           429 rate_limit_error (every eligible deployment sent 429)
     ├── UpstreamFailed                502 api_error (every eligible deployment failed)
     ├── NoDeploymentAvailable         503 api_error (no tier has a usable deployment)
     └── UpstreamTimeout               504 api_error
@@ -20,6 +22,7 @@ and OpenAI error ``type``, and ``render_error`` turns it into OpenAI's body
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -111,6 +114,21 @@ class UnsupportedMediaType(GatewayError):
     default_code = "unsupported_media_type"
 
 
+class ClientDisconnected(GatewayError):
+    """Raised when the client closed its connection before the gateway had an answer.
+
+    Nobody receives the response. The status is nginx's 499 (client closed request), which
+    the outcome record shows.
+    """
+
+    status = 499
+    error_type = "invalid_request_error"
+    default_code = "client_disconnected"
+
+    def __init__(self) -> None:
+        super().__init__("The client closed the connection before the answer was ready.")
+
+
 class BudgetExceeded(GatewayError):
     """Raised when a tenant is over its budget."""
 
@@ -123,6 +141,19 @@ class BudgetExceeded(GatewayError):
         # A retry cannot succeed before the budget resets, and the official OpenAI clients
         # retry every 429 unless this header says otherwise.
         self.headers = {"x-should-retry": "false"}
+
+
+class UpstreamRateLimited(GatewayError):
+    """Raised when every eligible deployment rejected the request with HTTP 429."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after_s is not None:
+            self.headers = retry_after_headers(retry_after_s)
 
 
 class UpstreamFailed(GatewayError):
@@ -144,6 +175,18 @@ class UpstreamTimeout(GatewayError):
 
     status = 504
     default_code = "upstream_timeout"
+
+
+def retry_after_headers(seconds: float) -> dict[str, str]:
+    """Return ``retry-after`` (whole seconds, at least 1) and ``retry-after-ms`` for a wait.
+
+    Both are sent because the openai Python SDK reads retry-after-ms first and many other HTTP
+    clients read only retry-after.
+    """
+    return {
+        "retry-after": str(max(1, math.ceil(seconds))),
+        "retry-after-ms": str(max(1, math.ceil(seconds * 1000))),
+    }
 
 
 def error_body(

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from router.api.auth import TenantContext, identify
+from router.api.disconnect import unless_client_leaves
 from router.api.internal_error import REQUEST_ID_STATE
 from router.api.schemas import ChatRequest, error_parameter, find_forbidden_parameter
 from router.api.streaming import CLIENT_CLOSED_REQUEST, stream_cached, stream_upstream
@@ -101,7 +102,7 @@ async def serve_chat(
         if tenant.config is not None:
             await runtime.budgets.check(tenant.name, tenant.config.budget)
         hint = header(request, b"x-tierwise-min-tier")
-        return await _serve(runtime, loaded, body, chat, outcome, tenant, hint)
+        return await _serve(runtime, loaded, body, chat, outcome, tenant, hint, request.receive)
     except GatewayError as exc:
         outcome.error, outcome.status = exc.code, exc.status
         finish(runtime, loaded.policy, outcome)
@@ -128,6 +129,7 @@ async def _serve(
     outcome: Outcome,
     tenant: TenantContext,
     min_tier_hint: str | None,
+    receive: Receive,
 ) -> Response:
     policy = loaded.policy
     # Checked before the cache, so that a hit never serves a request that routing rejects.
@@ -154,11 +156,15 @@ async def _serve(
     decision = route(runtime, policy, body, chat, outcome, tenant, hint)
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id)
     if chat.stream:
-        served, first_chunk, rest = await dispatcher.open_stream(decision.candidates, body)
+        served, first_chunk, rest = await unless_client_leaves(
+            receive, dispatcher.open_stream(decision.candidates, body)
+        )
         outcome.tier, outcome.deployment = served.tier, served.deployment
         return stream_upstream(runtime, policy, chat, outcome, decision, first_chunk, rest, key)
 
-    served, completion = await dispatcher.complete(decision.candidates, body)
+    served, completion = await unless_client_leaves(
+        receive, dispatcher.complete(decision.candidates, body)
+    )
     outcome.tier, outcome.deployment = served.tier, served.deployment
     outcome.set_usage(completion.get("usage"))
     if key is not None and _complete_answer(completion):
@@ -210,7 +216,8 @@ def route(
     needs = RequestNeeds(
         prompt_tokens=count_prompt_tokens(body["messages"], fits_below=policy.smallest_context_window),
         max_output_tokens=chat.output_token_limit,
-        tools=bool(chat.tools),
+        # The deprecated ``functions`` parameter needs tool support just as ``tools`` does.
+        tools=bool(chat.tools or body.get("functions")),
         json_schema=chat.needs_json_schema,
         multiple_choices=chat.n > 1,
         images=chat.has_images,

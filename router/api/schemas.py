@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # Body keys that litellm or provider SDKs would treat as connection settings.
 FORBIDDEN_PARAMETERS = frozenset(
@@ -95,6 +102,14 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
+
+    @field_validator("stream", "n", mode="before")
+    @classmethod
+    def _replace_null_with_default(cls, value: Any, info: ValidationInfo) -> Any:
+        # The openai SDK types both as Optional and sends null when a caller passes None.
+        if value is None and info.field_name is not None:
+            return cls.model_fields[info.field_name].default
+        return value
 
     @field_validator("response_format")
     @classmethod

@@ -197,7 +197,7 @@ def _client_chunk(chunk: dict[str, Any]) -> dict[str, Any] | None:
 
 def _usage_chunk(assembler: StreamAssembler, outcome: Outcome) -> dict[str, Any]:
     return {
-        **{k: v for k, v in assembler.head.items() if k != "system_fingerprint"},
+        **assembler.head,
         "object": "chat.completion.chunk",
         "choices": [],
         "usage": assembler.usage or _usage_of(outcome),

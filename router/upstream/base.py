@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
 
 from router.policy.schema import Deployment
@@ -28,25 +31,70 @@ class UpstreamError(Exception):
     provider's text, which is logged but only reaches clients for ``client`` errors.
     """
 
-    def __init__(self, kind: ErrorKind, message: str, status: int | None = None) -> None:
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(f"{kind}: {message}")
         self.kind: ErrorKind = kind
         self.message = message
         self.status = status
+        self.retry_after_s = retry_after_s
+        """Seconds the upstream asked the caller to wait before retrying, from its headers."""
+        self.param = param
+        """The request parameter that the upstream's error body names, if any."""
 
 
-def classify_http_error(status: int, message: str) -> UpstreamError:
+def classify_http_error(
+    status: int, message: str, retry_after_s: float | None = None, param: str | None = None
+) -> UpstreamError:
     """Turn an upstream HTTP error status and message into an ``UpstreamError``."""
     if _CONTEXT_PATTERN.search(message):
-        return UpstreamError("context", message, status)
-    if status in (408, 504):
-        return UpstreamError("timeout", message, status)
-    if status in (401, 403, 404, 413, 429) or status >= 500:
+        kind: ErrorKind = "context"
+    elif status in (408, 504):
+        kind = "timeout"
+    elif status in (401, 403, 404, 413, 429) or status >= 500:
         # A rejected provider key, a rate limit, a wrong model name or path (404) and a body
         # past the upstream's own size limit (413) are the deployment's problem, not the
         # caller's, so the next candidate gets the request.
-        return UpstreamError("server", message, status)
-    return UpstreamError("client", message, status)
+        kind = "server"
+    else:
+        kind = "client"
+    return UpstreamError(kind, message, status, retry_after_s, param)
+
+
+def parse_retry_after(retry_after_ms: str | None, retry_after: str | None) -> float | None:
+    """Return the wait in seconds that an error response's headers request, or None.
+
+    ``retry-after-ms`` (milliseconds) takes precedence over ``retry-after`` (seconds or an
+    HTTP date), in the order that the openai Python SDK (3.63) reads them. Invalid and
+    negative values count as absent, and a date in the past counts as 0.
+    """
+    if retry_after_ms is not None:
+        milliseconds = _non_negative_number(retry_after_ms)
+        if milliseconds is not None:
+            return milliseconds / 1000
+    if retry_after is None:
+        return None
+    if retry_after.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        return _non_negative_number(retry_after)
+    try:
+        moment = parsedate_to_datetime(retry_after)
+    except (TypeError, ValueError):
+        return None
+    return max(moment.timestamp() - time.time(), 0.0)
+
+
+def _non_negative_number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 def error_message_of(payload: Any) -> str:
@@ -57,6 +105,21 @@ def error_message_of(payload: Any) -> str:
             return str(error.get("message") or error)
         return str(error)
     return str(payload)
+
+
+MAX_PARAM_CHARS = 200
+"""Maximum length of an upstream ``param`` value passed on to clients; longer ones are dropped."""
+
+
+def error_param_of(payload: Any) -> str | None:
+    """Return the ``param`` string of an OpenAI-style error payload, or None."""
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error", payload)
+    param = error.get("param") if isinstance(error, dict) else None
+    if isinstance(param, str) and 0 < len(param) <= MAX_PARAM_CHARS:
+        return param
+    return None
 
 
 class Transport(Protocol):

@@ -16,8 +16,14 @@ from typing import Any
 import orjson
 
 from router.policy.schema import Deployment
-from router.upstream.base import UpstreamError, classify_http_error, error_message_of
-from router.upstream.http1 import BadResponse, ConnectionClosed, Http1Pool, Origin
+from router.upstream.base import (
+    UpstreamError,
+    classify_http_error,
+    error_message_of,
+    error_param_of,
+    parse_retry_after,
+)
+from router.upstream.http1 import BadResponse, ConnectionClosed, Http1Pool, Origin, Response
 
 # Longest SSE line (one event's JSON) accepted from an upstream. A longer line ends the
 # stream as a failure, so the buffer cannot grow without bound.
@@ -60,9 +66,10 @@ class DirectTransport:
                 response = await self._pool.post(
                     url, orjson.dumps(body), headers, connect_timeout=deployment.connect_timeout_s
                 )
+                retry_after_s = _retry_after(response)
                 payload = await response.read()
             if response.status >= 400:
-                raise classify_http_error(response.status, _message(payload))
+                raise _http_error(response.status, payload, retry_after_s)
             return orjson.loads(payload)
         except TimeoutError:
             raise UpstreamError("timeout", f"no response within {deployment.timeout_s} s") from None
@@ -84,7 +91,8 @@ class DirectTransport:
                 )
             try:
                 if response.status >= 400:
-                    raise classify_http_error(response.status, _message(await response.read()))
+                    retry_after_s = _retry_after(response)
+                    raise _http_error(response.status, await response.read(), retry_after_s)
                 async for chunk in _parse_events(response.iter_chunks(deployment.timeout_s)):
                     yield chunk
             finally:
@@ -147,11 +155,20 @@ def _decode_line(raw_line: bytes) -> Any:
     return event
 
 
-def _message(payload: bytes) -> str:
+def _retry_after(response: Response) -> float | None:
+    if response.status < 400:
+        return None
+    return parse_retry_after(response.header(b"retry-after-ms"), response.header(b"retry-after"))
+
+
+def _http_error(status: int, payload: bytes, retry_after_s: float | None) -> UpstreamError:
     try:
-        return error_message_of(orjson.loads(payload))
+        parsed = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        return payload[:200].decode(errors="replace")
+        return classify_http_error(status, payload[:200].decode(errors="replace"), retry_after_s)
+    return classify_http_error(
+        status, error_message_of(parsed), retry_after_s, error_param_of(parsed)
+    )
 
 
 def _describe(exc: Exception, url: str) -> str:

@@ -8,6 +8,7 @@ A ``client`` error (the request itself is wrong) ends the loop at once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,12 +16,22 @@ from typing import Any
 
 import structlog
 
-from router.errors import GatewayError, InvalidRequest, UpstreamFailed, UpstreamTimeout
+from router.errors import (
+    GatewayError,
+    InvalidRequest,
+    UpstreamFailed,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    retry_after_headers,
+)
 from router.policy.schema import Deployment
 from router.routing.decide import Candidate
 from router.upstream.base import Transport, UpstreamError
 
 log = structlog.get_logger("tierwise.dispatch")
+
+CANCELLED = "cancelled"
+"""Attempt error of a call abandoned because the client disconnected or the server stopped."""
 
 
 @dataclass
@@ -41,6 +52,8 @@ class Dispatcher:
     attempts: list[Attempt] = field(default_factory=list)
     request_id: str | None = None
     """The gateway's id of the request, for the log lines of failed attempts."""
+    failures: list[UpstreamError] = field(default_factory=list)
+    """The error of every failed attempt, in order."""
 
     def transport_for(self, deployment: Deployment) -> Transport:
         return self.direct if deployment.uses_direct_path else self.litellm
@@ -58,6 +71,9 @@ class Dispatcher:
                 completion = await self.transport_for(candidate.deployment).complete(
                     candidate.deployment, _upstream_body(candidate.deployment, body)
                 )
+            except asyncio.CancelledError:
+                attempt.error = CANCELLED
+                raise
             except UpstreamError as exc:
                 attempt.latency_ms = (time.perf_counter() - started) * 1000
                 last_error = self._failed(attempt, exc)
@@ -68,7 +84,7 @@ class Dispatcher:
                 last_error = self._failed(attempt, problem)
                 continue
             return candidate, completion
-        raise _final_error(last_error)
+        raise _final_error(last_error, self.failures)
 
     async def open_stream(
         self, candidates: tuple[Candidate, ...], body: dict[str, Any]
@@ -84,6 +100,9 @@ class Dispatcher:
             )
             try:
                 first = await stream.__anext__()
+            except asyncio.CancelledError:
+                attempt.error = CANCELLED
+                raise
             except StopAsyncIteration:
                 last_error = self._failed(attempt, UpstreamError("stream", "empty stream"))
                 continue
@@ -94,10 +113,11 @@ class Dispatcher:
                 continue
             attempt.latency_ms = (time.perf_counter() - started) * 1000
             return candidate, first, stream
-        raise _final_error(last_error)
+        raise _final_error(last_error, self.failures)
 
     def _failed(self, attempt: Attempt, exc: UpstreamError) -> UpstreamError:
         attempt.error = exc.kind
+        self.failures.append(exc)
         log.warning(
             "upstream_failed",
             request_id=self.request_id,
@@ -109,7 +129,9 @@ class Dispatcher:
         )
         if exc.kind == "client":
             raise InvalidRequest(
-                f"The model rejected the request: {exc.message[:500]}", code="upstream_rejected"
+                f"The model rejected the request: {exc.message[:500]}",
+                param=exc.param,
+                code="upstream_rejected",
             )
         return exc
 
@@ -144,9 +166,16 @@ def _is_completion(completion: Any) -> bool:
     return isinstance(choices, list) and bool(choices) and all(isinstance(c, dict) for c in choices)
 
 
-def _final_error(last_error: UpstreamError | None) -> GatewayError:
-    if last_error is not None and last_error.kind == "timeout":
-        return UpstreamTimeout("Every eligible deployment timed out. Retry later.")
+def _final_error(last_error: UpstreamError | None, failures: list[UpstreamError]) -> GatewayError:
+    if failures and all(failure.status == 429 for failure in failures):
+        # The client's retry can succeed once the soonest deployment takes requests again, so
+        # it gets a 429 with that wait instead of a 502 that it retries after its own backoff.
+        waits = [f.retry_after_s for f in failures if f.retry_after_s is not None]
+        wait = min(waits) if waits else None
+        advice = f"Retry after {wait:g} s." if wait is not None else "Retry later."
+        return UpstreamRateLimited(
+            f"Every eligible deployment is rate limited by its provider. {advice}", wait
+        )
     if last_error is not None and last_error.kind == "context":
         return InvalidRequest(
             "The conversation is too long for every eligible deployment's context window. "
@@ -154,7 +183,17 @@ def _final_error(last_error: UpstreamError | None) -> GatewayError:
             param="messages",
             code="context_length_exceeded",
         )
-    return UpstreamFailed("Every eligible deployment failed to answer. Retry later.")
+    error: GatewayError
+    if last_error is not None and last_error.kind == "timeout":
+        error = UpstreamTimeout("Every eligible deployment timed out. Retry later.")
+    else:
+        error = UpstreamFailed("Every eligible deployment failed to answer. Retry later.")
+    if failures and all(failure.retry_after_s is not None for failure in failures):
+        # Every deployment named a wait (a 503 with retry-after, say), so the client's retry
+        # waits for the soonest one too.
+        waits = [f.retry_after_s for f in failures if f.retry_after_s is not None]
+        error.headers = retry_after_headers(min(waits))
+    return error
 
 
 async def _close(stream: AsyncIterator[dict[str, Any]]) -> None:

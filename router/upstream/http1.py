@@ -264,6 +264,13 @@ class Response:
         encoding = connection.header(b"content-encoding")
         self._decoder = _decoder(encoding)
 
+    def header(self, name: bytes) -> str | None:
+        """Return the first value of header ``name`` (lower case), or None once the body is read."""
+        if self._connection is None:
+            return None
+        value = self._connection.header(name)
+        return value.decode("latin-1") if value is not None else None
+
     async def read(self) -> bytes:
         connection = self._connection
         assert connection is not None

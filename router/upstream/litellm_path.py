@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from router.policy.schema import Deployment
-from router.upstream.base import UpstreamError, classify_http_error
+from router.upstream.base import UpstreamError, classify_http_error, parse_retry_after
 
 # Without this, importing litellm tries to download its model price map from the internet.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -78,5 +78,16 @@ def _translate(litellm: Any, exc: Exception) -> UpstreamError:
         return UpstreamError("connection", message)
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
-        return classify_http_error(status, message)
+        return classify_http_error(status, message, _retry_after(exc))
     return UpstreamError("server", message)
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """Return the wait that the provider's error response requested, when litellm kept it.
+
+    litellm's HTTP errors carry the provider's ``httpx.Response`` as ``response``.
+    """
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is None or not hasattr(headers, "get"):
+        return None
+    return parse_retry_after(headers.get("retry-after-ms"), headers.get("retry-after"))

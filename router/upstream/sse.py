@@ -18,8 +18,19 @@ def encode_event(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+# Top-level chunk fields that the assembled completion's head leaves out. The choices and
+# usage are assembled separately, and ``obfuscation`` is random padding that OpenAI adds to
+# each chunk.
+_CHUNK_ONLY_FIELDS = frozenset({"object", "choices", "usage", "obfuscation"})
+
+
 class StreamAssembler:
-    """Accumulates chunks into the equivalent non-streaming completion."""
+    """Accumulates chunks into the equivalent non-streaming completion.
+
+    The completion keeps everything a cache hit replays: content, reasoning, refusal, tool
+    calls, log probabilities, and the first chunk's top-level fields such as
+    ``system_fingerprint`` and ``service_tier``.
+    """
 
     def __init__(self) -> None:
         self.head: dict[str, Any] = {}
@@ -28,9 +39,7 @@ class StreamAssembler:
 
     def add(self, chunk: dict[str, Any]) -> None:
         if not self.head:
-            self.head = {k: chunk[k] for k in ("id", "created", "model") if k in chunk}
-            if "system_fingerprint" in chunk:
-                self.head["system_fingerprint"] = chunk["system_fingerprint"]
+            self.head = {k: v for k, v in chunk.items() if k not in _CHUNK_ONLY_FIELDS}
         if chunk.get("usage"):
             self.usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
@@ -38,18 +47,37 @@ class StreamAssembler:
 
     def _add_choice(self, choice: dict[str, Any]) -> None:
         index = choice.get("index", 0)
-        state = self._choices.setdefault(
-            index, {"role": "assistant", "content": [], "reasoning": [], "tools": {}, "finish": None}
-        )
+        state = self._choices.get(index)
+        if state is None:
+            state = self._choices[index] = {
+                "content": [], "reasoning": [], "refusal": [], "tools": {}, "finish": None,
+                "logprobs": None,
+            }
         delta = choice.get("delta") or {}
         if delta.get("content"):
             state["content"].append(delta["content"])
         if delta.get("reasoning_content"):
             state["reasoning"].append(delta["reasoning_content"])
+        if delta.get("refusal"):
+            state["refusal"].append(delta["refusal"])
         for call in delta.get("tool_calls") or ():
             self._add_tool_call(state["tools"], call)
+        logprobs = choice.get("logprobs")
+        if logprobs:
+            self._add_logprobs(state, logprobs)
         if choice.get("finish_reason"):
             state["finish"] = choice["finish_reason"]
+
+    @staticmethod
+    def _add_logprobs(state: dict[str, Any], logprobs: dict[str, Any]) -> None:
+        """Append a chunk's token log probabilities to the choice's ``content`` and ``refusal`` lists."""
+        merged = state["logprobs"]
+        if merged is None:
+            merged = state["logprobs"] = {"content": None, "refusal": None}
+        for key in ("content", "refusal"):
+            tokens = logprobs.get(key)
+            if tokens:
+                merged[key] = (merged[key] or []) + list(tokens)
 
     @staticmethod
     def _add_tool_call(tools: dict[int, dict[str, Any]], call: dict[str, Any]) -> None:
@@ -76,6 +104,8 @@ class StreamAssembler:
             message: dict[str, Any] = {"role": "assistant", "content": "".join(state["content"])}
             if state["reasoning"]:
                 message["reasoning_content"] = "".join(state["reasoning"])
+            if state["refusal"]:
+                message["refusal"] = "".join(state["refusal"])
             if state["tools"]:
                 message["tool_calls"] = [
                     {
@@ -85,9 +115,13 @@ class StreamAssembler:
                     }
                     for _, slot in sorted(state["tools"].items())
                 ]
-                if not message["content"]:
-                    message["content"] = None
-            choices.append({"index": index, "message": message, "finish_reason": state["finish"]})
+            if not message["content"] and (state["tools"] or state["refusal"]):
+                message["content"] = None
+            choice: dict[str, Any] = {"index": index, "message": message}
+            if state["logprobs"] is not None:
+                choice["logprobs"] = state["logprobs"]
+            choice["finish_reason"] = state["finish"]
+            choices.append(choice)
         completion = {"object": "chat.completion", **self.head, "choices": choices}
         if self.usage is not None:
             completion["usage"] = self.usage
@@ -95,13 +129,20 @@ class StreamAssembler:
 
 
 def completion_to_chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
-    """Render a whole completion as the chunks a streaming upstream would have sent."""
+    """Render a whole completion as the chunks a streaming upstream would have sent.
+
+    Top-level fields besides the choices and usage (``system_fingerprint``, ``service_tier``)
+    appear on every chunk, as OpenAI streams them.
+    """
     head = {
         "id": completion.get("id", ""),
         "object": "chat.completion.chunk",
         "created": completion.get("created", 0),
         "model": completion.get("model", ""),
     }
+    for key, value in completion.items():
+        if key not in head and key not in _CHUNK_ONLY_FIELDS:
+            head[key] = value
     chunks: list[dict[str, Any]] = []
     for choice in completion.get("choices", ()):
         chunks.extend(_choice_chunks(head, choice))
@@ -118,6 +159,8 @@ def _choice_chunks(head: dict[str, Any], choice: dict[str, Any]) -> list[dict[st
         deltas.append({"reasoning_content": message["reasoning_content"]})
     if message.get("content"):
         deltas.append({"content": message["content"]})
+    if message.get("refusal"):
+        deltas.append({"refusal": message["refusal"]})
     for position, call in enumerate(message.get("tool_calls") or ()):
         deltas.append({"tool_calls": [{"index": position, **call}]})
     chunks = [
@@ -126,4 +169,9 @@ def _choice_chunks(head: dict[str, Any], choice: dict[str, Any]) -> list[dict[st
     ]
     finish = {"index": index, "delta": {}, "finish_reason": choice.get("finish_reason") or "stop"}
     chunks.append({**head, "choices": [finish]})
+    logprobs = choice.get("logprobs")
+    if logprobs:
+        # All of the choice's token log probabilities go on the chunk after the role chunk,
+        # which carries the reasoning, content or refusal text when there is any.
+        chunks[1]["choices"][0]["logprobs"] = logprobs
     return chunks

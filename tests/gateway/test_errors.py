@@ -287,6 +287,28 @@ async def test_unknown_path_gets_openai_404(kit: GatewayKit) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("path", "advice"),
+    [
+        ("/chat/completions", " Set the client's base_url to end in /v1."),
+        ("/models/auto", " Set the client's base_url to end in /v1."),
+        (
+            "/v1/v1/messages",
+            " The client's base_url must not end in /v1 when the client adds /v1 itself.",
+        ),
+        ("/v1/responses", ""),
+    ],
+)
+async def test_unknown_path_advises_base_url(kit: GatewayKit, path: str, advice: str) -> None:
+    async with kit.running() as gateway:
+        response = await gateway.client.post(path, json={"model": "auto"})
+
+    assert response.status_code == 404
+    message = response.json()["error"]["message"]
+    assert message.startswith(f"Unknown path {path}. This gateway serves /v1/chat/completions")
+    assert message.endswith("/healthz and /readyz." + advice)
+
+
 async def test_wrong_method_gets_openai_405(kit: GatewayKit) -> None:
     async with kit.running() as gateway:
         response = await gateway.client.get("/v1/chat/completions")

@@ -282,7 +282,7 @@ def test_client_gone_before_answer_is_recorded_499(tmp_path: Path) -> None:
             with pytest.raises(httpx.TimeoutException):
                 httpx.post(f"{gateway.base_url}/chat/completions", json=chat_body(), timeout=0.3)
             answered = httpx.post(f"{gateway.base_url}/chat/completions", json=chat_body(), timeout=5)
-            # The first request's record is written once its upstream response arrives.
+            # The first request's record is written once the gateway notices the disconnect.
             deadline = time.monotonic() + 5
             while len(read_file_records(gateway.runtime.outcomes.path)) < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -291,3 +291,34 @@ def test_client_gone_before_answer_is_recorded_499(tmp_path: Path) -> None:
     assert answered.status_code == 200
     statuses = sorted((record["status"], record["error"]) for record in records)
     assert statuses == [(200, None), (499, "client_disconnected")]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_gone_cancels_upstream_call(tmp_path: Path, stream: bool) -> None:
+    fakes = {tier: FakeUpstream(f"fake-{tier}") for tier in ("edge", "mid", "frontier")}
+    fakes["edge"].set_default(Scenario.hang())
+    with fakes["edge"], fakes["mid"], fakes["frontier"]:
+        kit = GatewayKit(tmp_path, fakes)
+        # Far longer than the test waits, so that only the disconnect can end the call.
+        kit.write_policy(timeout_s=120)
+        app = create_app(kit.settings(), EDGE_SCORER)
+        with LiveGateway(app) as gateway:
+            with pytest.raises(httpx.TimeoutException):
+                httpx.post(
+                    f"{gateway.base_url}/chat/completions",
+                    json=chat_body(stream=stream),
+                    timeout=0.3,
+                )
+            deadline = time.monotonic() + 10
+            while not read_file_records(gateway.runtime.outcomes.path) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            records = read_file_records(gateway.runtime.outcomes.path)
+            mid_requests = fakes["mid"].requests
+
+    assert len(records) == 1
+    assert records[0]["status"] == 499
+    assert records[0]["error"] == "client_disconnected"
+    assert records[0]["attempts"] == [
+        {"tier": "edge", "deployment": "edge-small", "error": "cancelled"}
+    ]
+    assert mid_requests == []

@@ -49,13 +49,9 @@ class LiveStack:
     kit: GatewayKit
 
     def client(self, **options: Any) -> openai.OpenAI:
-        return openai.OpenAI(
-            base_url=self.gateway.base_url,
-            api_key=new_api_key(),
-            max_retries=0,
-            timeout=15,
-            **options,
-        )
+        """Return a client with a fresh API key that does not retry unless ``options`` set max_retries."""
+        settings: dict[str, Any] = {"max_retries": 0, "timeout": 15} | options
+        return openai.OpenAI(base_url=self.gateway.base_url, api_key=new_api_key(), **settings)
 
 
 @pytest.fixture(scope="module")
@@ -428,3 +424,204 @@ def test_models_list(live: LiveStack) -> None:
     ids = [model.id for model in live.client().models.list()]
 
     assert ids == ["auto", "auto-quality", "edge-small", "mid-medium", "frontier-large"]
+
+
+def token_logprob(token: str) -> dict[str, Any]:
+    return {"token": token, "logprob": -0.25, "bytes": list(token.encode()), "top_logprobs": []}
+
+
+UPSTREAM_HEAD: dict[str, Any] = {
+    "id": "chatcmpl-upstream",
+    "created": 1700000000,
+    "model": "fake-edge-2024",
+    "system_fingerprint": "fp_test",
+    "service_tier": "default",
+}
+UPSTREAM_USAGE: dict[str, Any] = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
+
+
+def streamed_tokens(chunks: list[Any]) -> list[str]:
+    return [
+        token.token
+        for chunk in chunks
+        for choice in chunk.choices
+        if choice.logprobs is not None
+        for token in choice.logprobs.content or ()
+    ]
+
+
+def test_cached_answer_streams_with_logprobs(live: LiveStack) -> None:
+    answer = {
+        **UPSTREAM_HEAD,
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello"},
+                "logprobs": {"content": [token_logprob("Hel"), token_logprob("lo")], "refusal": None},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": UPSTREAM_USAGE,
+    }
+    live.fakes["edge"].enqueue(Scenario(body=answer))
+    client = live.client()
+    request: dict[str, Any] = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "Greet me with log probabilities."}],
+        "temperature": 0,
+        "logprobs": True,
+    }
+    first = client.chat.completions.create(**request)
+    chunks = list(client.chat.completions.create(**request, stream=True))
+
+    assert len(live.fakes["edge"].requests) == 1
+    assert first.model_dump(exclude_unset=True) == answer
+    assert streamed_tokens(chunks) == ["Hel", "lo"]
+    assert {chunk.system_fingerprint for chunk in chunks} == {"fp_test"}
+    assert {chunk.service_tier for chunk in chunks} == {"default"}
+
+
+def test_cached_stream_keeps_logprobs(live: LiveStack) -> None:
+    chunk_head = {**UPSTREAM_HEAD, "object": "chat.completion.chunk"}
+    upstream_chunks = [
+        {**chunk_head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                    "logprobs": None, "finish_reason": None}]},
+        *(
+            {**chunk_head, "choices": [{"index": 0, "delta": {"content": piece},
+                                        "logprobs": {"content": [token_logprob(piece)], "refusal": None},
+                                        "finish_reason": None}]}
+            for piece in ("Hel", "lo")
+        ),
+        {**chunk_head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]},
+        {**chunk_head, "choices": [], "usage": UPSTREAM_USAGE},
+    ]
+    live.fakes["edge"].enqueue(Scenario.stream_of(*upstream_chunks))
+    client = live.client()
+    request: dict[str, Any] = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "Stream a greeting with log probabilities."}],
+        "temperature": 0,
+        "logprobs": True,
+    }
+    streamed = list(
+        client.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    cached = client.chat.completions.create(**request)
+
+    assert len(live.fakes["edge"].requests) == 1
+    assert streamed_tokens(streamed) == ["Hel", "lo"]
+    assert streamed[-1].usage is not None
+    assert streamed[-1].usage.total_tokens == 11
+    assert streamed[-1].system_fingerprint == "fp_test"
+    assert streamed[-1].service_tier == "default"
+    assert cached.choices[0].message.content == "Hello"
+    assert cached.choices[0].logprobs is not None
+    assert [token.token for token in cached.choices[0].logprobs.content or ()] == ["Hel", "lo"]
+    assert cached.system_fingerprint == "fp_test"
+
+
+def rate_limited(retry_after_ms: str) -> Scenario:
+    """Return OpenAI's 429 for a request-rate limit, with a ``retry-after-ms`` header."""
+    return Scenario.http_error(
+        429,
+        "Rate limit reached for requests.",
+        "requests",
+        "rate_limit_exceeded",
+        headers={"retry-after-ms": retry_after_ms},
+    )
+
+
+def test_rate_limited_upstreams_raise_rate_limit_error(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(Scenario.rate_limited(retry_after_s=7))
+    live.fakes["mid"].enqueue(Scenario.rate_limited(retry_after_s=2))
+    live.fakes["frontier"].enqueue(rate_limited("2500"))
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        live.client().chat.completions.create(model="auto", messages=MESSAGES)
+
+    error = caught.value
+    assert error.status_code == 429
+    assert error.body == {
+        "message": "Every eligible deployment is rate limited by its provider. Retry after 2 s.",
+        "type": "rate_limit_error",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+    assert error.response.headers["retry-after"] == "2"
+    assert error.response.headers["retry-after-ms"] == "2000"
+    assert "x-should-retry" not in error.response.headers
+
+
+def test_client_retries_after_rate_limit(live: LiveStack) -> None:
+    for fake in live.fakes.values():
+        fake.enqueue(rate_limited("20"))
+
+    completion = live.client(max_retries=1).chat.completions.create(
+        model="auto", messages=MESSAGES
+    )
+
+    assert completion.choices[0].message.content == SCRIPTED_ANSWER
+    assert [len(fake.requests) for fake in live.fakes.values()] == [2, 1, 1]
+
+
+def test_one_rate_limit_among_failures_is_502(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(Scenario.rate_limited(retry_after_s=1))
+    live.fakes["mid"].enqueue(Scenario.http_error(503, "overloaded"))
+    live.fakes["frontier"].enqueue(Scenario.http_error(503, "overloaded"))
+
+    with pytest.raises(openai.InternalServerError) as caught:
+        live.client().chat.completions.create(model="auto", messages=MESSAGES)
+
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_error"
+    assert "retry-after" not in caught.value.response.headers
+
+
+def test_upstream_rejection_keeps_param(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(
+        Scenario.http_error(
+            400,
+            "Invalid 'top_logprobs': integer above maximum value.",
+            "invalid_request_error",
+            "integer_above_max_value",
+            param="top_logprobs",
+        )
+    )
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        live.client().chat.completions.create(
+            model="auto", messages=MESSAGES, logprobs=True, top_logprobs=50
+        )
+
+    assert caught.value.param == "top_logprobs"
+    assert caught.value.code == "upstream_rejected"
+    assert live.fakes["edge"].requests[0].body["top_logprobs"] == 50
+    assert live.fakes["mid"].requests == []
+
+
+def test_null_n_and_stream_mean_defaults(live: LiveStack) -> None:
+    # The SDK types n and stream as Optional and sends null for None.
+    completion = live.client().chat.completions.create(
+        model="auto", messages=MESSAGES, n=None, stream=None
+    )
+
+    assert [choice.index for choice in completion.choices] == [0]
+    assert completion.choices[0].message.content == SCRIPTED_ANSWER
+    assert "stream" not in live.fakes["edge"].requests[0].body
+
+
+def test_overloaded_upstreams_pass_retry_after(live: LiveStack) -> None:
+    live.fakes["edge"].enqueue(Scenario.http_error(503, "overloaded", headers={"retry-after": "4"}))
+    live.fakes["mid"].enqueue(Scenario.http_error(503, "overloaded", headers={"retry-after": "3"}))
+    live.fakes["frontier"].enqueue(rate_limited("5000"))
+
+    with pytest.raises(openai.InternalServerError) as caught:
+        live.client().chat.completions.create(model="auto", messages=MESSAGES)
+
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_error"
+    assert caught.value.response.headers["retry-after"] == "3"
+    assert caught.value.response.headers["retry-after-ms"] == "3000"

@@ -245,7 +245,7 @@ async def test_upstream_client_error_is_not_escalated(kit: GatewayKit) -> None:
     assert response.json()["error"] == {
         "message": "The model rejected the request: Invalid value for 'logit_bias'.",
         "type": "invalid_request_error",
-        "param": None,
+        "param": "logit_bias",
         "code": "upstream_rejected",
     }
     assert kit.fakes["mid"].requests == []
@@ -273,3 +273,16 @@ async def test_tier_names_its_deployment(kit: GatewayKit, tier: str) -> None:
 
     assert response.headers["x-tierwise-tier"] == tier
     assert response.headers["x-tierwise-model"] == DEPLOYMENT_NAMES[tier]
+
+
+@pytest.mark.parametrize("parameter", ["tools", "functions"])
+async def test_tool_request_skips_tier_without_tools(kit: GatewayKit, parameter: str) -> None:
+    function = {"name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    value = [{"type": "function", "function": function}] if parameter == "tools" else [function]
+    async with kit.running(capabilities={"edge": {"tools": False}}) as gateway:
+        response = await gateway.chat(chat_body(**{parameter: value}))
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-tier"] == "mid"
+    assert kit.fakes["edge"].requests == []
+    assert kit.fakes["mid"].requests[0].body[parameter] == value

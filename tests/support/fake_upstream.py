@@ -21,7 +21,9 @@ What a scenario can do (stream positions are explained in :mod:`tests.support.sc
   ``context_length_error(server)`` in the wording of OpenAI, vLLM, llama.cpp or Anthropic);
 - pause P seconds in mid-stream (``Scenario.pause``);
 - return streamed or JSON tool calls with finish_reason ``tool_calls`` (``Scenario.tools``);
-- send ``reasoning_content`` deltas before the answer (``Scenario.with_reasoning``).
+- send ``reasoning_content`` deltas before the answer (``Scenario.with_reasoning``);
+- stream given chunks exactly as they are (``Scenario.stream_of``), or answer with a given JSON
+  body (``Scenario(body=...)``), for fields such as ``logprobs`` that the replay never sends.
 
 ``n: 2`` streams chunks for indexes 0 and 1 in every scenario. The queue is safe to use from the
 test thread while the server thread serves requests. Received requests are kept as on

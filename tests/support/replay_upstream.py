@@ -351,10 +351,14 @@ class ReplayUpstream:
         headers: dict[str, str],
         scenario: Scenario,
     ) -> web.StreamResponse:
-        events = openai_wire.stream_events(
-            completion, self.options.chunk_tokens,
-            chat.include_usage and not scenario.ignore_include_usage,
-        )
+        if scenario.chunks is not None:
+            events = [openai_wire.sse_event(chunk) for chunk in scenario.chunks]
+            events.append(openai_wire.DONE_EVENT)
+        else:
+            events = openai_wire.stream_events(
+                completion, self.options.chunk_tokens,
+                chat.include_usage and not scenario.ignore_include_usage,
+            )
         response = web.StreamResponse(
             headers={"content-type": "text/event-stream", "cache-control": "no-cache", **headers}
         )

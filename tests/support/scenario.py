@@ -45,6 +45,8 @@ class Scenario:
             ``stream_options.include_usage``, as some servers (llama.cpp among them) do.
         usage: usage object sent in place of the real counts in a JSON response, for servers
             that report odd counts.
+        chunks: ``chat.completion.chunk`` payloads that a streaming request gets exactly as
+            given, then ``[DONE]``, in place of the generated stream.
 
     With status 200, ``body`` is sent as the whole JSON response of a non-streaming request,
     for servers that answer with something that is not a completion.
@@ -64,6 +66,7 @@ class Scenario:
     headers: Mapping[str, str] = field(default_factory=dict)
     ignore_include_usage: bool = False
     usage: Mapping[str, Any] | None = None
+    chunks: tuple[Mapping[str, Any], ...] | None = None
 
     @classmethod
     def replay(cls) -> Scenario:
@@ -129,6 +132,11 @@ class Scenario:
     def tools(cls, *calls: ToolCall) -> Scenario:
         """Return an answer made of ``calls`` with finish_reason ``tool_calls``."""
         return cls(tool_calls=tuple(calls))
+
+    @classmethod
+    def stream_of(cls, *chunks: Mapping[str, Any]) -> Scenario:
+        """Return a stream made of ``chunks`` exactly as given, then ``[DONE]``."""
+        return cls(chunks=tuple(chunks))
 
     @classmethod
     def with_reasoning(cls, reasoning: str) -> Scenario:

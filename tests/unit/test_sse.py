@@ -58,3 +58,68 @@ def test_tool_call_arguments_are_joined_across_chunks() -> None:
     message = assembler.completion()["choices"][0]["message"]
     assert message["tool_calls"][0]["function"]["arguments"] == '{"a": 1}'
     assert message["content"] is None
+
+
+def token_logprob(token: str) -> dict[str, object]:
+    return {"token": token, "logprob": -0.5, "bytes": list(token.encode()), "top_logprobs": []}
+
+
+RICH_COMPLETION = {
+    "object": "chat.completion",
+    "id": "c2",
+    "created": 2,
+    "model": "m",
+    "system_fingerprint": "fp_1",
+    "service_tier": "default",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello"},
+            "logprobs": {"content": [token_logprob("Hel"), token_logprob("lo")], "refusal": None},
+            "finish_reason": "stop",
+        },
+        {
+            "index": 1,
+            "message": {"role": "assistant", "content": None, "refusal": "I can't help."},
+            "logprobs": {"content": None, "refusal": [token_logprob("I")]},
+            "finish_reason": "stop",
+        },
+    ],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+}
+
+
+def test_round_trip_keeps_logprobs_refusal_and_fingerprint() -> None:
+    assembler = StreamAssembler()
+    chunks = completion_to_chunks(RICH_COMPLETION, include_usage=True)
+    for chunk in chunks:
+        assembler.add(chunk)
+
+    assert assembler.completion() == RICH_COMPLETION
+    assert all(chunk["system_fingerprint"] == "fp_1" for chunk in chunks)
+    assert all(chunk["service_tier"] == "default" for chunk in chunks)
+
+
+def test_streamed_logprobs_are_concatenated() -> None:
+    assembler = StreamAssembler()
+    head = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "system_fingerprint": "fp_2", "obfuscation": "xyz"}
+    for piece in ("Hel", "lo"):
+        choice = {
+            "index": 0,
+            "delta": {"content": piece},
+            "logprobs": {"content": [token_logprob(piece)], "refusal": None},
+            "finish_reason": None,
+        }
+        assembler.add({**head, "choices": [choice]})
+    assembler.add({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    completion = assembler.completion()
+
+    assert completion["system_fingerprint"] == "fp_2"
+    assert "obfuscation" not in completion
+    choice = completion["choices"][0]
+    assert choice["message"]["content"] == "Hello"
+    assert choice["logprobs"] == {
+        "content": [token_logprob("Hel"), token_logprob("lo")],
+        "refusal": None,
+    }
