@@ -1,5 +1,8 @@
 """The gateway's HTTP/1.1 server protocol: uvicorn's httptools protocol with coalesced writes.
 
+It also tells the request being served when its connection is lost, without a watcher task
+per request (see ``router.api.disconnect``).
+
 uvicorn writes a response's status line and headers in one ``transport.write`` and each body
 part in another, and uvloop sends each write to the socket at once.  A JSON answer therefore
 costs two TCP sends, and a loopback send costs about 10 to 18 µs of CPU on a 2-core VM
@@ -12,6 +15,7 @@ events of one upstream read.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -25,12 +29,23 @@ class CoalescingTransport:
     and ``abort`` take effect (``abort`` drops them, as it drops the wrapped buffer).
     """
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_loop", "_pending", "_transport", "on_connection_lost")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] | None = None
+        self.on_connection_lost: Callable[[], None] | None = None
+        """Called once when the connection is lost; the request being served sets it."""
+
+    def clear_connection_lost(self) -> None:
+        self.on_connection_lost = None
+
+    def connection_lost(self) -> None:
+        """Run and clear ``on_connection_lost``; the protocol calls this when the peer is gone."""
+        callback, self.on_connection_lost = self.on_connection_lost, None
+        if callback is not None:
+            callback()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -78,3 +93,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # The wrapper has every method of asyncio.Transport that uvicorn calls.
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if isinstance(self.transport, CoalescingTransport):
+            self.transport.connection_lost()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from starlette.types import Receive
 
 from router.errors import ClientDisconnected
+from router.http_protocol import CoalescingTransport
 
 T = TypeVar("T")
 
@@ -20,6 +21,10 @@ async def unless_client_leaves(receive: Receive, call: Awaitable[T]) -> T:
     so that its next message is ``http.disconnect``. A cancelled upstream call closes its
     connection, which lets the provider abort the generation, and no fallback tier is tried.
 
+    Under ``tierwise serve`` the connection's transport calls back when the connection is
+    lost, which costs nothing per request. Under other servers a watcher task waits on
+    ``receive``, about 6 µs of CPU per call.
+
     Raises:
         ClientDisconnected: the client disconnected before ``call`` finished.
     """
@@ -27,14 +32,18 @@ async def unless_client_leaves(receive: Receive, call: Awaitable[T]) -> T:
     assert task is not None, "unless_client_leaves must run inside a task"
     client_left = False
 
-    async def cancel_on_disconnect() -> None:
+    def cancel() -> None:
         nonlocal client_left
-        while (await receive())["type"] != "http.disconnect":
-            pass
         client_left = True
         task.cancel()
 
-    watcher = asyncio.get_running_loop().create_task(cancel_on_disconnect())
+    transport = getattr(getattr(receive, "__self__", None), "transport", None)
+    stop_watching: Callable[[], object]
+    if isinstance(transport, CoalescingTransport):
+        transport.on_connection_lost = cancel
+        stop_watching = transport.clear_connection_lost
+    else:
+        stop_watching = _watch_receive(receive, cancel).cancel
     try:
         return await call
     except asyncio.CancelledError:
@@ -44,4 +53,13 @@ async def unless_client_leaves(receive: Receive, call: Awaitable[T]) -> T:
             raise ClientDisconnected() from None
         raise
     finally:
-        watcher.cancel()
+        stop_watching()
+
+
+def _watch_receive(receive: Receive, cancel: Callable[[], None]) -> asyncio.Task[None]:
+    async def cancel_on_disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        cancel()
+
+    return asyncio.get_running_loop().create_task(cancel_on_disconnect())

@@ -432,15 +432,15 @@ class GatewayKit:
 class LiveGateway:
     """The app served by uvicorn on a free 127.0.0.1 port, on a background thread."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, http: type[asyncio.Protocol] | str = GatewayHttpProtocol) -> None:
         self.app = app
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
-        # The protocol that `tierwise serve` uses, so these tests cover its coalesced writes.
+        # By default the protocol that `tierwise serve` uses, so these tests cover it.
         config = uvicorn.Config(
-            app, http=GatewayHttpProtocol, log_config=None, access_log=False, lifespan="on",
+            app, http=http, log_config=None, access_log=False, lifespan="on",
             timeout_graceful_shutdown=2,
         )
         self.server = uvicorn.Server(config)

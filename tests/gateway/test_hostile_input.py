@@ -14,6 +14,7 @@ import pytest
 
 from router.api.chat import MAX_JSON_DEPTH, json_depth
 from router.app import create_app
+from router.http_protocol import GatewayHttpProtocol
 from router.outcomes.record import MAX_TOKEN_COUNT
 from tests.gateway.conftest import (
     GatewayKit,
@@ -293,8 +294,11 @@ def test_client_gone_before_answer_is_recorded_499(tmp_path: Path) -> None:
     assert statuses == [(200, None), (499, "client_disconnected")]
 
 
+@pytest.mark.parametrize("http", ["gateway", "httptools"])
 @pytest.mark.parametrize("stream", [False, True])
-def test_client_gone_cancels_upstream_call(tmp_path: Path, stream: bool) -> None:
+def test_client_gone_cancels_upstream_call(tmp_path: Path, stream: bool, http: str) -> None:
+    # "gateway" is the protocol of `tierwise serve`, which reports the lost connection
+    # itself; under uvicorn's own httptools protocol a watcher task waits for it.
     fakes = {tier: FakeUpstream(f"fake-{tier}") for tier in ("edge", "mid", "frontier")}
     fakes["edge"].set_default(Scenario.hang())
     with fakes["edge"], fakes["mid"], fakes["frontier"]:
@@ -302,7 +306,8 @@ def test_client_gone_cancels_upstream_call(tmp_path: Path, stream: bool) -> None
         # Far longer than the test waits, so that only the disconnect can end the call.
         kit.write_policy(timeout_s=120)
         app = create_app(kit.settings(), EDGE_SCORER)
-        with LiveGateway(app) as gateway:
+        protocol = GatewayHttpProtocol if http == "gateway" else http
+        with LiveGateway(app, http=protocol) as gateway:
             with pytest.raises(httpx.TimeoutException):
                 httpx.post(
                     f"{gateway.base_url}/chat/completions",
