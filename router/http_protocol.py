@@ -1,6 +1,6 @@
 """The gateway's HTTP/1.1 server protocol: uvicorn's httptools protocol with coalesced writes.
 
-It also tells the request being served when its connection is lost, without a watcher task
+It also calls back the request being served when its connection is lost, without a watcher task
 per request (see ``router.api.disconnect``).
 
 uvicorn writes a response's status line and headers in one ``transport.write`` and each body
@@ -68,8 +68,8 @@ class CoalescingTransport:
         self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def get_write_buffer_size(self) -> int:
-        held = sum(map(len, self._pending)) if self._pending else 0
-        return held + self._transport.get_write_buffer_size()
+        pending_bytes = sum(map(len, self._pending)) if self._pending else 0
+        return pending_bytes + self._transport.get_write_buffer_size()
 
     def write_eof(self) -> None:
         self.flush()
