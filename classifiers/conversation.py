@@ -246,7 +246,7 @@ def _structure(turns: list[Turn], text: str, capped: str) -> dict[str, float]:
     digits = classes.count(_DIGIT)
     # Every number contains a digit, so text without digits (64% of the traffic mix)
     # skips the search.
-    numbers = _numbers(ascii_bytes) if digits else []
+    numbers, decimals, large_numbers = _count_numbers(ascii_bytes) if digits else (0, 0, 0)
     # A leading newline lets the choice markers match on the first line too.
     lines = b"\n" + ascii_bytes
     user_turns = total_chars = system_chars = images = tool_calls = 0
@@ -267,26 +267,33 @@ def _structure(turns: list[Turn], text: str, capped: str) -> dict[str, float]:
         "truncated": float(len(text) > len(capped)),
         "short_followup": float(user_turns > 1 and len(text.strip()) <= SHORT_FOLLOWUP_CHARS),
         "log_system_chars": math.log1p(system_chars),
-        "images": float(min(images, 8)),
-        "tool_calls": float(min(tool_calls, 8)),
-        "code_fences": float(min(ascii_bytes.count(_CODE_FENCE), 8)),
+        "images": _at_most(images, 8),
+        "tool_calls": _at_most(tool_calls, 8),
+        "code_fences": _at_most(ascii_bytes.count(_CODE_FENCE), 8),
         "code_words": float(len(_CODE_WORDS.intersection(words))),
         "code_char_ratio": classes.count(_CODE) / chars,
         "digit_ratio": digits / chars,
         "math_char_ratio": classes.count(_MATH) / chars,
-        "latex_marks": float(min(classes.count(_LATEX), 20)),
-        "question_marks": float(min(ascii_bytes.count(b"?"), 10)),
+        "latex_marks": _at_most(classes.count(_LATEX), 20),
+        "question_marks": _at_most(ascii_bytes.count(b"?"), 10),
         "log_lines": math.log1p(ascii_bytes.count(b"\n")),
-        "choice_lines": float(min(len(_CHOICE_LINE.findall(lines)), 8)),
+        "choice_lines": _at_most(len(_CHOICE_LINE.findall(lines)), 8),
         "non_ascii_ratio": (len(capped) - len(ascii_bytes)) / chars,
         "upper_ratio": classes.count(_UPPER) / chars,
         "mean_word_length": min(len("".join(words)) / len(words), 20.0) if words else 0.0,
-        "log_numbers": math.log1p(len(numbers)),
-        "decimal_numbers": float(min(sum(b"." in n for n in numbers), 10)),
-        "large_numbers": float(min(sum(_is_large(n) for n in numbers), 10)),
-        "percent_marks": float(min(ascii_bytes.count(b"%") + ascii_bytes.count(b"percent"), 10)),
+        "log_numbers": math.log1p(numbers),
+        "decimal_numbers": _at_most(decimals, 10),
+        "large_numbers": _at_most(large_numbers, 10),
+        "percent_marks": _at_most(ascii_bytes.count(b"%") + ascii_bytes.count(b"percent"), 10),
         "log_sentences": math.log1p(classes.count(_SENTENCE_BREAK) + classes.endswith(_SENTENCE_END)),
     }
+
+
+def _count_numbers(ascii_bytes: bytes) -> tuple[int, int, int]:
+    """Return the number of numbers, of those with a decimal point, and of large ones."""
+    numbers = _numbers(ascii_bytes)
+    decimals = sum(b"." in n for n in numbers)
+    return len(numbers), decimals, sum(_is_large(n) for n in numbers)
 
 
 def _numbers(ascii_bytes: bytes) -> list[bytes]:
@@ -297,3 +304,8 @@ def _numbers(ascii_bytes: bytes) -> list[bytes]:
 def _is_large(number: bytes) -> bool:
     """Return whether a number's integer part has four or more digits (1000, 12,500)."""
     return len(number.split(b".")[0].replace(b",", b"")) >= 4
+
+
+def _at_most(count: int, cap: int) -> float:
+    """Return min(count, cap) as a float, in about half the time of float(min(count, cap))."""
+    return float(count) if count < cap else float(cap)
