@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from classifiers.outcomes import LabelledPrompt
 from classifiers.scorer import (
     FRONTIER_FAILURE_CREDIT,
     LinearWeights,
+    _count_norm,
     _sigmoid,
     routing_score_matrix,
     routing_scores,
@@ -205,6 +207,16 @@ def test_scorer_matches_dense_formula(n_features: int, ngram_max: int) -> None:
         expected = dense_probabilities(weights, ngram_max, messages)
         actual = list(scorer.probabilities(messages).values())
         np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-12, err_msg=f"input {index}")
+
+
+def test_count_norm_matches_counter() -> None:
+    rng = np.random.default_rng(0)
+    cases = [np.array([], np.int64), np.array([7]), np.array([3, 3, 3]), np.array([5, 1, 5, 2, 1, 5])]
+    cases += [rng.integers(0, high, size) for size in (2, 75, 600) for high in (2, 40, 2**17)]
+    for values in cases:
+        counts = Counter(values.tolist()).values()
+        expected = math.hypot(*counts) or 1.0
+        assert _count_norm(values.copy()) == pytest.approx(expected, rel=1e-15, abs=0), values
 
 
 @pytest.mark.shared_data
