@@ -220,7 +220,8 @@ def _cap_last(text: str) -> str:
 
 def _context_segments(turns: list[Turn], last_index: int | None) -> list[tuple[str, float]]:
     """Return the earlier turns that colour the last one, with decaying weights."""
-    if last_index is None:
+    if not last_index:
+        # None or 0: no turn comes before the last one, as in most single-message requests.
         return []
     segments: list[tuple[str, float]] = []
     earlier_users = [t for t in turns[:last_index] if t.role == "user"]
