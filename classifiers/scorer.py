@@ -16,7 +16,6 @@ thresholds (see ``routing_scores``).
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -138,18 +137,22 @@ class Scorer:
         if not segments:
             return np.empty(0, np.int64), np.empty(0), 1.0
         parts = [self._hasher.columns(text) for text, _ in segments]
-        # The first segment is the long one (the last user message).
-        first_weight = segments[0][1]
-        counts = Counter(parts[0].tolist())
-        row: dict[int, float] = (
-            counts if first_weight == 1.0  # type: ignore[assignment]  # int counts are fine here
-            else {column: n * first_weight for column, n in counts.items()}
-        )
-        for part, (_, weight) in zip(parts[1:], segments[1:]):
-            for column in part.tolist():
-                row[column] = row.get(column, 0.0) + weight
+        columns = np.concatenate(parts)
         weights = np.repeat([weight for _, weight in segments], [part.size for part in parts])
-        return np.concatenate(parts), weights, math.hypot(*row.values()) or 1.0
+        return columns, weights, _weighted_norm(columns, weights)
+
+
+def _weighted_norm(columns: np.ndarray, weights: np.ndarray) -> float:
+    """Return the L2 norm of the summed ``weights`` of each distinct column, or 1.0 if empty."""
+    if not columns.size:
+        return 1.0
+    # A stable sort keeps the occurrences of a column in their order, so each sum adds
+    # its weights in the order that the segments list them.
+    order = columns.argsort(kind="stable")
+    sorted_columns = columns[order]
+    run_starts = np.flatnonzero(np.concatenate(([True], sorted_columns[1:] != sorted_columns[:-1])))
+    sums = np.add.reduceat(weights[order], run_starts)
+    return math.sqrt(sums @ sums) or 1.0
 
 
 def _count_norm(columns: np.ndarray) -> float:

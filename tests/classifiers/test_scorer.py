@@ -196,6 +196,13 @@ def dense_probabilities(weights: LinearWeights, ngram_max: int, messages: Any) -
 
 # The last message has more than 1,024 n-grams with n-grams up to 5.
 MANY_NGRAMS = [{"role": "user", "content": "ab " * 300}]
+# Three segments, none with a word of two characters.
+NO_WORDS = [{"role": "user", "content": "b"}, {"role": "assistant", "content": "x y"},
+            {"role": "user", "content": "a"}]
+# Repeated words within and across segments of different weights.
+REPEATS = [{"role": "user", "content": "tea or coffee, tea please"},
+           {"role": "assistant", "content": "Tea it is. More tea?"},
+           {"role": "user", "content": "tea tea tea"}]
 
 
 @pytest.mark.parametrize("n_features", [1000, 2**10])
@@ -203,7 +210,7 @@ MANY_NGRAMS = [{"role": "user", "content": "ab " * 300}]
 def test_scorer_matches_dense_formula(n_features: int, ngram_max: int) -> None:
     weights = random_weights(n_features, seed=ngram_max)
     scorer = Scorer(version="dense", tiers=("a", "b", "c"), weights=weights, ngram_max=ngram_max)
-    for index, messages in enumerate(HAND_WRITTEN + ODD_INPUTS + [MANY_NGRAMS]):
+    for index, messages in enumerate(HAND_WRITTEN + ODD_INPUTS + [MANY_NGRAMS, NO_WORDS, REPEATS]):
         expected = dense_probabilities(weights, ngram_max, messages)
         actual = list(scorer.probabilities(messages).values())
         np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-12, err_msg=f"input {index}")
