@@ -113,9 +113,9 @@ class Scorer:
     def _logits(self, messages: Any) -> list[float]:
         view = view_conversation(messages)
         columns, weights, norm = self._word_columns(view.segments)
-        # Every n-gram occurrence takes its column's coefficients, so a column that occurs
-        # n times adds them n times, as its count would.  Only the norm needs the count of
-        # each distinct column, and dividing by it below normalises the word part only.
+        # Every n-gram occurrence takes its column's coefficients times its weight, so a
+        # column adds them times its summed weight, as in the word row.  Only the norm needs
+        # that sum per distinct column, and dividing by it below normalises the word part only.
         word_dots = np.dot(weights, self._word_coef.take(columns, axis=0))
         # _structure builds the dict in STRUCTURAL_FEATURES order.
         struct_values = np.fromiter(view.structure.values(), np.float64, _N_STRUCT)

@@ -196,7 +196,7 @@ def dense_probabilities(weights: LinearWeights, ngram_max: int, messages: Any) -
 
 # The last message has more than 1,024 n-grams with n-grams up to 5.
 MANY_NGRAMS = [{"role": "user", "content": "ab " * 300}]
-# Three segments, none with a word of two characters.
+# Three segments, none with a word of two or more characters.
 NO_WORDS = [{"role": "user", "content": "b"}, {"role": "assistant", "content": "x y"},
             {"role": "user", "content": "a"}]
 # Repeated words within and across segments of different weights.
