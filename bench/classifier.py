@@ -7,6 +7,11 @@ keeps no memo, so the passes differ only in CPU cache and allocator state.  Late
 this thread's CPU time per call (``--clock wall`` for wall time), so waiting for a busy
 core is left out.  The process is pinned to one core.
 
+``--stages`` also times each scoring stage over whole passes of the same prompts:
+``view_conversation`` (segments and structural features), ``TermHasher.columns`` on
+every segment, and ``Scorer.score``, which includes both.  It prints the median time per
+prompt over ``--repeat`` passes, on the clock that ``--clock`` selects.
+
 Training (``--train-rows N``): a child process fits the per-tier logistic regressions on N
 labelled conversations made by cycling through the traffic mix (each copy made distinct by
 a numbered suffix) with synthetic labels from prompt length, and reports fit time and
@@ -17,6 +22,7 @@ its own peak RSS.  The labels only give the solver realistic work; the model is 
 Run from the repository root:
 
     python -m bench.classifier                    # scoring latency
+    python -m bench.classifier --stages --repeat 9
     python -m bench.classifier --train-rows 100000
     python -m bench.classifier --repeat 1 --train-rows 1000000 --train-command 1000000
 """
@@ -74,8 +80,8 @@ def by_length(samples: np.ndarray, lengths: np.ndarray) -> dict[str, dict[str, f
     return result
 
 
-def scoring_report(artifact: Path | None, repeat: int, clock_name: str) -> dict[str, Any]:
-    """Measure cold and warm scoring latency over the traffic mix."""
+def scoring_report(artifact: Path | None, repeat: int, clock_name: str, stages: bool = False) -> dict[str, Any]:
+    """Measure cold and warm scoring latency over the traffic mix, and optionally each stage."""
     from classifiers import load_artifact, load_default
 
     scorer = load_artifact(artifact) if artifact else load_default()
@@ -87,7 +93,7 @@ def scoring_report(artifact: Path | None, repeat: int, clock_name: str) -> dict[
     clock = _clock(clock_name)
     cold = time_scores(scorer, conversations, clock)
     warm = np.concatenate([time_scores(scorer, conversations, clock) for _ in range(repeat)])
-    return {
+    report = {
         "classifier": scorer.version,
         "prompts": len(records),
         "clock": clock_name,
@@ -95,6 +101,39 @@ def scoring_report(artifact: Path | None, repeat: int, clock_name: str) -> dict[
         "warm": describe(warm),
         "warm_by_length": by_length(warm, np.tile(lengths, repeat)),
     }
+    if stages:
+        report["stages_us_per_prompt"] = stage_report(scorer, conversations, repeat, clock)
+    return report
+
+
+def stage_report(scorer: Any, conversations: list[list[dict[str, str]]], repeat: int,
+                 clock: Callable[[], int]) -> dict[str, float]:
+    """Return the median time per prompt, in microseconds, of each scoring stage.
+
+    A stage is timed over a whole pass of the prompts, because reading the CPU clock
+    takes about 0.6 µs, a large share of a short ``TermHasher.columns`` call (about 4 µs).
+    """
+    from classifiers.conversation import view_conversation
+    from classifiers.hashing import TermHasher
+
+    features = scorer.metadata["features"]
+    hasher = TermHasher(features["n_features"], features["ngram_max"])
+    views = [view_conversation(messages) for messages in conversations]
+    texts = [text for view in views for text, _ in view.segments]
+    stages: dict[str, tuple[Callable[[Any], Any], list[Any]]] = {
+        "view_conversation": (view_conversation, conversations),
+        "TermHasher.columns": (hasher.columns, texts),
+        "Scorer.score": (scorer.score, conversations),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in stages}
+    for _ in range(repeat):
+        # The stages take turns, so that a busy period of the machine affects all of them.
+        for name, (stage, items) in stages.items():
+            started = clock()
+            for item in items:
+                stage(item)
+            samples[name].append((clock() - started) / 1000 / len(conversations))
+    return {name: float(np.median(values)) for name, values in samples.items()}
 
 
 def _training_rows(count: int) -> list[Any]:
@@ -175,6 +214,11 @@ def _print_scoring(report: dict[str, Any]) -> None:
     for name, figures in rows:
         print(f"| {name} | {figures['n']} | {figures['p50_us']:.0f} | {figures['p90_us']:.0f} "
               f"| {figures['p99_us']:.0f} | {figures['max_us']:.0f} | {figures['mean_us']:.0f} |")
+    if "stages_us_per_prompt" in report:
+        print(f"| stage | median us per prompt ({report['clock']} time) |")
+        print("|---|---|")
+        for name, value in report["stages_us_per_prompt"].items():
+            print(f"| {name} | {value:.1f} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,6 +226,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--artifact", type=Path, default=None,
                         help="Classifier artifact folder; the bundled model when unset.")
     parser.add_argument("--repeat", type=int, default=3, help="Warm passes over all prompts.")
+    parser.add_argument("--stages", action="store_true",
+                        help="Also time view_conversation, TermHasher.columns and Scorer.score over "
+                             "--repeat passes each, and print the median per prompt in microseconds.")
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                         help="cpu: this thread's CPU time; wall: elapsed time.")
     parser.add_argument("--train-rows", type=int, default=0,
@@ -194,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.train_child:
         train_child(args.train_child)
         return
-    report: dict[str, Any] = {"scoring": scoring_report(args.artifact, args.repeat, args.clock)}
+    report: dict[str, Any] = {"scoring": scoring_report(args.artifact, args.repeat, args.clock, args.stages)}
     _print_scoring(report["scoring"])
     if args.train_rows:
         report["training"] = training_report(args.train_rows)

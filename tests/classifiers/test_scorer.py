@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,18 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from classifiers import Scorer, load_default
-from classifiers.conversation import STRUCTURAL_FEATURES
+from classifiers.conversation import STRUCTURAL_FEATURES, structural_vector, view_conversation
 from classifiers.datasets import routerbench_records
+from classifiers.hashing import hash_index, word_ngrams
 from classifiers.outcomes import LabelledPrompt
-from classifiers.scorer import FRONTIER_FAILURE_CREDIT, routing_score_matrix, routing_scores
+from classifiers.scorer import (
+    FRONTIER_FAILURE_CREDIT,
+    LinearWeights,
+    _count_norm,
+    _sigmoid,
+    routing_score_matrix,
+    routing_scores,
+)
 from classifiers.training import TrainConfig, fit_tier_model
 from tests.classifiers.conftest import make_records
 
@@ -156,6 +165,65 @@ def test_fast_scorer_matches_sklearn_on_written_strings(trained: Any, messages: 
     expected = model.predict_proba([messages])[0]
     actual = np.array([scorer.probabilities(messages)[t] for t in scorer.tiers])
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-9)
+
+
+def random_weights(n_features: int, seed: int) -> LinearWeights:
+    rng = np.random.default_rng(seed)
+    n_struct = len(STRUCTURAL_FEATURES)
+    return LinearWeights(
+        word_coef=rng.normal(size=(n_features, 3)),
+        struct_coef=rng.normal(size=(n_struct, 3)),
+        intercept=rng.normal(size=3),
+        struct_mean=rng.normal(size=n_struct),
+        struct_scale=rng.uniform(0.5, 2.0, size=n_struct),
+        struct_weight=0.7,
+    )
+
+
+def dense_probabilities(weights: LinearWeights, ngram_max: int, messages: Any) -> list[float]:
+    """Compute the scorer's formula directly: a dense word row, normalised, plus scaled structure."""
+    view = view_conversation(messages)
+    n_features = weights.word_coef.shape[0]
+    row = np.zeros(n_features)
+    for text, weight in view.segments:
+        for term in word_ngrams(text, ngram_max):
+            row[hash_index(term, n_features)] += weight
+    norm = np.linalg.norm(row) or 1.0
+    struct = (np.array(structural_vector(view)) - weights.struct_mean) / weights.struct_scale
+    logits = (row / norm) @ weights.word_coef + (struct * weights.struct_weight) @ weights.struct_coef
+    return [_sigmoid(z) for z in (logits + weights.intercept).tolist()]
+
+
+# The last message has more than 1,024 n-grams with n-grams up to 5.
+MANY_NGRAMS = [{"role": "user", "content": "ab " * 300}]
+# Three segments, none with a word of two or more characters.
+NO_WORDS = [{"role": "user", "content": "b"}, {"role": "assistant", "content": "x y"},
+            {"role": "user", "content": "a"}]
+# Repeated words within and across segments of different weights.
+REPEATS = [{"role": "user", "content": "tea or coffee, tea please"},
+           {"role": "assistant", "content": "Tea it is. More tea?"},
+           {"role": "user", "content": "tea tea tea"}]
+
+
+@pytest.mark.parametrize("n_features", [1000, 2**10])
+@pytest.mark.parametrize("ngram_max", [1, 2, 5])
+def test_scorer_matches_dense_formula(n_features: int, ngram_max: int) -> None:
+    weights = random_weights(n_features, seed=ngram_max)
+    scorer = Scorer(version="dense", tiers=("a", "b", "c"), weights=weights, ngram_max=ngram_max)
+    for index, messages in enumerate(HAND_WRITTEN + ODD_INPUTS + [MANY_NGRAMS, NO_WORDS, REPEATS]):
+        expected = dense_probabilities(weights, ngram_max, messages)
+        actual = list(scorer.probabilities(messages).values())
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-12, err_msg=f"input {index}")
+
+
+def test_count_norm_matches_counter() -> None:
+    rng = np.random.default_rng(0)
+    cases = [np.array([], np.int64), np.array([7]), np.array([3, 3, 3]), np.array([5, 1, 5, 2, 1, 5])]
+    cases += [rng.integers(0, high, size) for size in (2, 75, 600) for high in (2, 40, 2**17)]
+    for values in cases:
+        counts = Counter(values.tolist()).values()
+        expected = math.hypot(*counts) or 1.0
+        assert _count_norm(values.copy()) == pytest.approx(expected, rel=1e-15, abs=0), values
 
 
 @pytest.mark.shared_data
