@@ -213,6 +213,7 @@ def route(
     # Without category floors the category is only a label, so finish() computes it after
     # the response.
     outcome.messages = body["messages"]
+    part_types = chat.content_part_types
     needs = RequestNeeds(
         prompt_tokens=count_prompt_tokens(body["messages"], fits_below=policy.smallest_context_window),
         max_output_tokens=chat.output_token_limit,
@@ -220,7 +221,9 @@ def route(
         tools=bool(chat.tools or body.get("functions")),
         json_schema=chat.needs_json_schema,
         multiple_choices=chat.n > 1,
-        images=chat.has_images,
+        images="image_url" in part_types,
+        audio="input_audio" in part_types,
+        files="file" in part_types,
     )
     decision = decide(
         policy,

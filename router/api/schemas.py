@@ -139,10 +139,13 @@ class ChatRequest(BaseModel):
         )
 
     @property
-    def has_images(self) -> bool:
-        return any(
-            isinstance(m.content, list) and any(p.get("type") == "image_url" for p in m.content)
-            for m in self.messages
+    def content_part_types(self) -> frozenset[str]:
+        """The ``type`` of every content part in the messages (empty for text-only content)."""
+        return frozenset(
+            part["type"]
+            for message in self.messages
+            if isinstance(message.content, list)
+            for part in message.content
         )
 
 

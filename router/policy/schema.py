@@ -50,6 +50,10 @@ class Capabilities(StrictModel):
     json_schema: bool = True
     n: bool = True
     vision: bool = False
+    audio: bool = False
+    """Accepts ``input_audio`` content parts."""
+    files: bool = False
+    """Accepts ``file`` content parts (PDFs and other documents)."""
 
 
 def _check_api_base_url(url: str) -> None:

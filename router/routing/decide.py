@@ -14,6 +14,7 @@ from router.errors import ContextTooLong, NoDeploymentAvailable, UnsupportedPara
 from router.policy.schema import TIER_ORDER, Deployment, Policy
 from router.routing.skips import (
     Skips,
+    describe_capability,
     describe_tier_skips,
     describe_unavailable_alias,
     describe_unavailable_model,
@@ -30,9 +31,15 @@ class RequestNeeds:
     json_schema: bool = False
     multiple_choices: bool = False
     images: bool = False
+    audio: bool = False
+    files: bool = False
 
     def missing_capability(self, deployment: Deployment) -> str | None:
-        """Return the request parameter that ``deployment`` cannot honour, or None."""
+        """Return the request parameter that ``deployment`` cannot honour, or None.
+
+        Content parts that need a capability return ``messages``, or ``messages:audio`` and
+        ``messages:file`` for audio and file parts (see ``describe_capability``).
+        """
         capabilities = deployment.capabilities
         if self.tools and not capabilities.tools:
             return "tools"
@@ -42,6 +49,10 @@ class RequestNeeds:
             return "n"
         if self.images and not capabilities.vision:
             return "messages"
+        if self.audio and not capabilities.audio:
+            return "messages:audio"
+        if self.files and not capabilities.files:
+            return "messages:file"
         return None
 
     def fits_context(self, deployment: Deployment) -> bool:
@@ -276,11 +287,10 @@ def _raise_for(skips: Skips, needs: RequestNeeds, unavailable_message: str) -> N
         )
     capabilities = sorted(r.split(":", 1)[1] for r in reasons if r.startswith("capability:"))
     if capabilities:
-        parameter = capabilities[0]
-        what = "image input" if parameter == "messages" else f"the '{parameter}' parameter"
+        missing = capabilities[0]
         raise UnsupportedParameter(
-            f"No available deployment supports {what} of this request. "
+            f"No available deployment supports {describe_capability(missing)} of this request. "
             "Remove it, or add a deployment that supports it to the policy.",
-            param=parameter,
+            param=missing.split(":", 1)[0],
         )
     raise NoDeploymentAvailable(unavailable_message)

@@ -36,9 +36,17 @@ class Skips:
             return f"{name} is unavailable because {detail}" if detail else f"{name} is unavailable"
         if code == "context":
             return f"{name} has a context window too small for this request"
-        parameter = code.split(":", 1)[1]
-        what = "image input" if parameter == "messages" else f"the '{parameter}' parameter"
-        return f"{name} does not support {what}"
+        return f"{name} does not support {describe_capability(code.split(':', 1)[1])}"
+
+
+CONTENT_INPUTS = {"messages": "image input", "messages:audio": "audio input",
+                  "messages:file": "file input"}
+"""What each content-part capability code names, for messages."""
+
+
+def describe_capability(missing: str) -> str:
+    """Describe a ``RequestNeeds.missing_capability`` result: ``image input`` or ``the 'tools' parameter``."""
+    return CONTENT_INPUTS.get(missing) or f"the '{missing}' parameter"
 
 
 def describe_tier_skips(deployments: Sequence[Deployment], skips: Skips) -> str:

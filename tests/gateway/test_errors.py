@@ -471,3 +471,44 @@ async def test_invalid_requests_never_get_5xx(kit: GatewayKit) -> None:
 
     for body, status in zip(bodies, statuses, strict=True):
         assert 400 <= status < 500 or status == 200, (body, status)
+
+
+AUDIO_PART = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+FILE_PART = {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBE"}}
+
+
+@pytest.mark.parametrize(
+    ("part", "capability", "what"),
+    [(AUDIO_PART, "audio", "audio input"), (FILE_PART, "files", "file input")],
+)
+async def test_no_deployment_supports_part_gets_400(
+    kit: GatewayKit, part: dict[str, Any], capability: str, what: str
+) -> None:
+    body = {"model": "auto", "messages": [{"role": "user", "content": [part]}]}
+    async with kit.running() as gateway:
+        response = await gateway.chat(body)
+
+    assert response.status_code == 400
+    assert response.json() == invalid(
+        f"No available deployment supports {what} of this request. Remove it, or add a "
+        "deployment that supports it to the policy.",
+        "messages",
+        "unsupported_parameter",
+    )
+    for fake in kit.fakes.values():
+        assert fake.requests == []
+
+
+@pytest.mark.parametrize(("part", "capability"), [(AUDIO_PART, "audio"), (FILE_PART, "files")])
+async def test_part_routed_to_capable_tier(
+    kit: GatewayKit, part: dict[str, Any], capability: str
+) -> None:
+    # The classifier would pick edge; only frontier declares the capability.
+    body = {"model": "auto", "messages": [{"role": "user", "content": [part]}]}
+    async with kit.running(capabilities={"frontier": {capability: True}}) as gateway:
+        response = await gateway.chat(body)
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-tier"] == "frontier"
+    assert len(kit.fakes["frontier"].requests) == 1
+    assert kit.fakes["edge"].requests == []
