@@ -41,7 +41,7 @@ class Skips:
 
 CONTENT_INPUTS = {"messages": "image input", "messages:audio": "audio input",
                   "messages:file": "file input"}
-"""What each content-part capability code names, for messages."""
+"""Description of each content-part capability code, for error messages."""
 
 
 def describe_capability(missing: str) -> str:
