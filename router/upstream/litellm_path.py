@@ -11,7 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from router.policy.schema import Deployment
-from router.upstream.base import UpstreamError, classify_http_error, parse_retry_after
+from router.upstream.base import (
+    MAX_PARAM_CHARS,
+    UpstreamError,
+    classify_http_error,
+    error_param_of,
+    parse_retry_after,
+)
 
 # Without this, importing litellm tries to download its model price map from the internet.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -78,8 +84,20 @@ def _translate(litellm: Any, exc: Exception) -> UpstreamError:
         return UpstreamError("connection", message)
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
-        return classify_http_error(status, message, _retry_after(exc))
+        return classify_http_error(status, message, _retry_after(exc), _param(exc))
     return UpstreamError("server", message)
+
+
+def _param(exc: Exception) -> str | None:
+    """Return the request parameter that the provider's error body names, when litellm kept it.
+
+    litellm's errors derive from the openai SDK's ``APIError``, which has the error object's
+    ``param`` as ``param`` and the error object itself as ``body``.
+    """
+    param = getattr(exc, "param", None)
+    if isinstance(param, str) and 0 < len(param) <= MAX_PARAM_CHARS:
+        return param
+    return error_param_of(getattr(exc, "body", None))
 
 
 def _retry_after(exc: Exception) -> float | None:

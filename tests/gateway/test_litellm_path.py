@@ -81,3 +81,19 @@ async def test_litellm_server_error_escalates(kit: GatewayKit) -> None:
 
     assert response.status_code == 200, response.text
     assert response.headers["x-tierwise-tier"] == "mid"
+
+
+async def test_litellm_rejection_keeps_param(kit: GatewayKit) -> None:
+    write_litellm_policy(kit)
+    kit.fakes["edge"].enqueue(
+        Scenario.http_error(400, "Invalid 'top_logprobs': integer above maximum value.",
+                            "invalid_request_error", "integer_above_max_value",
+                            param="top_logprobs")
+    )
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(logprobs=True, top_logprobs=50))
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "upstream_rejected"
+    assert response.json()["error"]["param"] == "top_logprobs"
+    assert kit.fakes["mid"].requests == []
