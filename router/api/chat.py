@@ -12,6 +12,7 @@ import orjson
 import structlog
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -23,6 +24,7 @@ from router.api.streaming import CLIENT_CLOSED_REQUEST, stream_cached, stream_up
 from router.cache.entries import decode_entry, encode_entry
 from router.cache.keys import cache_key, is_cacheable, routing_scope
 from router.errors import (
+    ClientDisconnected,
     GatewayError,
     InvalidRequest,
     ModelNotFound,
@@ -255,7 +257,8 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
     """Read and parse the body; raise RequestTooLarge, UnsupportedMediaType or InvalidRequest.
 
     The body is read as it arrives and rejected once it passes ``limit``, so a chunked
-    upload without Content-Length cannot fill memory before the check.
+    upload without Content-Length cannot fill memory before the check. A client that
+    closes the connection before the whole body has arrived raises ClientDisconnected.
     """
     declared = header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -268,11 +271,14 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
         )
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-        parts.append(part)
+    try:
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+            parts.append(part)
+    except ClientDisconnect:
+        raise ClientDisconnected() from None
     raw = parts[0] if len(parts) == 1 else b"".join(parts)
     try:
         body = orjson.loads(raw)
