@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -114,6 +115,12 @@ async def serve_chat(
             # key or a blocked tier needs an operator.  The official OpenAI clients retry
             # every 503 unless this header says otherwise.
             exc.headers = {**(exc.headers or {}), "x-should-retry": "false"}
+        raise
+    except asyncio.CancelledError:
+        # uvicorn cancels the requests still running when its graceful shutdown times out,
+        # and sends the client its own plain-text 500.
+        outcome.error, outcome.status = "server_shutdown", 503
+        finish(runtime, loaded.policy, outcome)
         raise
     except Exception:
         # The gateway's own fault: InternalErrorMiddleware renders the fixed 500 response,
