@@ -93,6 +93,9 @@ def stream_cached(
             for chunk in completion_to_chunks(completion, chat.include_usage):
                 yield encode_event(chunk)
             yield DONE
+        except (GeneratorExit, asyncio.CancelledError):
+            _mark_client_gone(outcome)
+            raise
         finally:
             finish(runtime, policy, outcome)
 
@@ -144,9 +147,7 @@ def stream_upstream(
             )
             yield sse_error_event(error)
         except (GeneratorExit, asyncio.CancelledError):
-            # The server closed the body early because the client went away; a cut answer
-            # recorded as a success would mislead cost reports and retraining.
-            outcome.error, outcome.status = "client_disconnected", CLIENT_CLOSED_REQUEST
+            _mark_client_gone(outcome)
             raise
         finally:
             # Closing here stops the upstream read at once, also when this generator is
@@ -161,14 +162,31 @@ def stream_upstream(
                 completion["usage"] = completion.get("usage") or _usage_of(outcome)
                 await runtime.cache.set(cache_key, encode_entry(served.name, completion),
                                         policy.cache.ttl_s)
-            finish(runtime, policy, outcome)
+            if not complete:
+                finish(runtime, policy, outcome)
         if not complete:
             return
-        if chat.include_usage:
-            yield encode_event(_usage_chunk(assembler, outcome))
-        yield DONE
+        # The outcome is recorded only after [DONE] was sent, because a client that leaves
+        # before [DONE] must treat the stream as cut.
+        try:
+            if chat.include_usage:
+                yield encode_event(_usage_chunk(assembler, outcome))
+            yield DONE
+        except (GeneratorExit, asyncio.CancelledError):
+            _mark_client_gone(outcome)
+            raise
+        finally:
+            finish(runtime, policy, outcome)
 
     return _response(relay(), headers(outcome, decision))
+
+
+def _mark_client_gone(outcome: Outcome) -> None:
+    """Set the outcome to 499 for a stream whose body the server closed as the client left.
+
+    A cut response recorded as a success would mislead cost reports and retraining.
+    """
+    outcome.error, outcome.status = "client_disconnected", CLIENT_CLOSED_REQUEST
 
 
 def _client_events(batch: list[dict[str, Any]], assembler: StreamAssembler) -> bytes:
