@@ -160,7 +160,7 @@ async def _serve(
             if chat.stream:
                 return stream_cached(runtime, policy, completion, chat, outcome)
             return json_response(completion, headers(outcome, None),
-                                 on_sent=partial(finish, runtime, policy, outcome))
+                                 on_sent=partial(finish, runtime, policy, outcome), outcome=outcome)
 
     decision = route(runtime, policy, body, chat, outcome, tenant, hint)
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id)
@@ -388,8 +388,8 @@ class RecordingResponse(Response):
             await super().__call__(scope, receive, send)
         finally:
             if self.outcome is not None and client_left(receive):
-                # The upstream was paid but the client got nothing, so a 200 in the record
-                # would count the request as served in reports and retraining.
+                # The client got nothing, so a 200 in the record would count the request as
+                # served in reports and retraining.
                 self.outcome.error = "client_disconnected"
                 self.outcome.status = CLIENT_CLOSED_REQUEST
             self.run_on_sent()

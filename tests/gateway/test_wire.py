@@ -328,21 +328,23 @@ def test_half_closed_client_counts_as_gone(kit: GatewayKit, live: LiveGateway, s
 
     assert closed_cleanly
     assert [(r["status"], r["error"]) for r in records] == [CLIENT_GONE]
-    assert kit.fakes["edge"].requests == []
+    # The FIN may arrive after the upstream call started, which then is cancelled.
+    assert established_to(kit.fakes["edge"].port) == 0
 
 
-def test_cache_hit_stream_client_gone_is_499(live: LiveGateway) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_cache_hit_client_gone_is_499(live: LiveGateway, stream: bool) -> None:
     conn = RawConnection(live.port)
-    conn.sock.sendall(request_bytes(chat_body(stream=True, temperature=0)))
+    conn.sock.sendall(request_bytes(chat_body(stream=stream, temperature=0)))
     first = conn.read_response()
     slow = SlowCacheGet(live.runtime.cache, 0.3)
     live.runtime.cache.get = slow
-    conn.sock.sendall(request_bytes(chat_body(stream=True, temperature=0)))
+    conn.sock.sendall(request_bytes(chat_body(stream=stream, temperature=0)))
     assert slow.started.wait(5)
     conn.close()
     records = settled_records(live.runtime.outcomes.path, 2)
 
-    assert_complete_stream(first)
+    assert first.status == 200
     assert [(r["cache_hit"], r["status"]) for r in records] == [(False, 200), (True, 499)]
 
 
