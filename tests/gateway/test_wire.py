@@ -14,6 +14,7 @@ import random
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,11 @@ from tests.gateway.conftest import (
     LiveGateway,
     StubScorer,
     chat_body,
+    open_redis_client,
     parse_sse,
     read_file_records,
+    read_stream_records,
+    redis_stream_tip,
 )
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.replay_upstream import ReplayOptions
@@ -483,6 +487,77 @@ def test_random_disconnects_under_load(
     assert connections_after == 0
     assert fds_after <= fds_before + 2 * pooled + 2
     assert_no_internal_error(capfd, caplog)
+
+
+def test_random_disconnects_with_redis(kit: GatewayKit, redis_url: str) -> None:
+    # With Redis, the cache lookup, the cache write and the outcome log all wait on the
+    # network, so clients also leave while those are under way.
+    kit.fakes["edge"].set_default(Scenario.pause(after_events=2, seconds=0.05))
+    kit.write_policy()
+    client = open_redis_client(redis_url)
+    stream_start = redis_stream_tip(client)
+    app = create_app(kit.settings(redis_url=redis_url), EDGE_SCORER)
+    prefix = uuid.uuid4().hex[:12]
+    results: dict[str, RawResponse] = {}
+    with LiveGateway(app) as live:
+
+        def run_client(request_id: str, stream: bool, leave_after_s: float | None) -> None:
+            conn = RawConnection(live.port)
+            # Every fourth request repeats the primed prompt, so it is a cache hit.
+            prompt = "repeated" if int(request_id.rsplit("-", 1)[1]) % 4 == 0 else request_id
+            body = chat_body(f"{prefix} {prompt}", stream=stream, temperature=0)
+            conn.sock.sendall(request_bytes(body, extra_headers=(f"x-request-id: {request_id}",)))
+            if leave_after_s is None:
+                results[request_id] = conn.read_response()
+            else:
+                time.sleep(leave_after_s)
+            conn.close()
+
+        # The completion for the repeated prompt is cached before the clients start.
+        primer = RawConnection(live.port)
+        for stream in (False, True):
+            primer.sock.sendall(request_bytes(chat_body(f"{prefix} repeated", stream=stream,
+                                                        temperature=0)))
+            assert primer.read_response().status == 200
+        primer.close()
+
+        rng = random.Random(11)
+        plans = [
+            (f"{prefix}-{n}", n % 2 == 0, rng.choice([None, 0.0, 0.01, 0.03, 0.1]))
+            for n in range(60)
+        ]
+        threads = [threading.Thread(target=run_client, args=plan) for plan in plans]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        time.sleep(0.5)
+        connections_after = len(live.server.server_state.connections)
+    records = [
+        record
+        for record in read_stream_records(client, stream_start, {"anonymous"})
+        if record["request_id"].startswith(prefix)
+    ]
+    client.close()
+
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_id.setdefault(record["request_id"], []).append(record)
+    for request_id, stream, leave_after_s in plans:
+        assert len(by_id.get(request_id, [])) == 1, request_id
+        status = (by_id[request_id][0]["status"], by_id[request_id][0]["error"])
+        if leave_after_s is None:
+            assert status == (200, None), request_id
+            if stream:
+                assert_complete_stream(results[request_id])
+            else:
+                assert_complete_json(results[request_id])
+        else:
+            assert status in [(200, None), CLIENT_GONE], request_id
+    # The run covers cache hits and clients that left.
+    assert any(record["cache_hit"] for record in records)
+    assert any(record["status"] == 499 for record in records)
+    assert connections_after == 0
 
 
 # Back-pressure --------------------------------------------------------------------------------
