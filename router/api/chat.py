@@ -21,7 +21,12 @@ from router.api.auth import TenantContext, identify
 from router.api.disconnect import unless_client_leaves
 from router.api.internal_error import REQUEST_ID_STATE
 from router.api.schemas import ChatRequest, error_parameter, find_forbidden_parameter
-from router.api.streaming import CLIENT_CLOSED_REQUEST, stream_cached, stream_upstream
+from router.api.streaming import (
+    CLIENT_CLOSED_REQUEST,
+    SERVER_STOPPED,
+    stream_cached,
+    stream_upstream,
+)
 from router.cache.entries import decode_entry, encode_entry
 from router.cache.keys import cache_key, is_cacheable, routing_scope
 from router.errors import (
@@ -119,7 +124,7 @@ async def serve_chat(
     except asyncio.CancelledError:
         # uvicorn cancels the requests still running when its graceful shutdown times out,
         # and sends the client its own plain-text 500.
-        outcome.error, outcome.status = "server_shutdown", 503
+        outcome.error, outcome.status = "server_shutdown", SERVER_STOPPED
         finish(runtime, loaded.policy, outcome)
         raise
     except Exception:
@@ -158,7 +163,7 @@ async def _serve(
             outcome.messages = body["messages"]
             outcome.set_usage(completion.get("usage"))
             if chat.stream:
-                return stream_cached(runtime, policy, completion, chat, outcome)
+                return stream_cached(runtime, policy, completion, chat, outcome, receive)
             return json_response(completion, headers(outcome, None),
                                  on_sent=partial(finish, runtime, policy, outcome), outcome=outcome)
 
@@ -169,7 +174,8 @@ async def _serve(
             receive, dispatcher.open_stream(decision.candidates, body)
         )
         outcome.tier, outcome.deployment = served.tier, served.deployment
-        return stream_upstream(runtime, policy, chat, outcome, decision, first_chunk, rest, key)
+        return stream_upstream(runtime, policy, chat, outcome, decision, first_chunk, rest, key,
+                               receive)
 
     served, completion = await unless_client_leaves(
         receive, dispatcher.complete(decision.candidates, body)

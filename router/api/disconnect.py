@@ -67,6 +67,17 @@ async def unless_client_leaves(receive: Receive, call: Awaitable[T]) -> T:
         stop_watching()
 
 
+def client_connected(receive: Receive | None) -> bool | None:
+    """Return whether the client is still connected, or None when the server does not expose it.
+
+    uvicorn passes its request cycle's bound ``receive``, whose cycle has a ``disconnected``
+    flag. uvicorn sets that flag only when the connection is lost before the response is
+    complete.
+    """
+    disconnected = getattr(getattr(receive, "__self__", None), "disconnected", None)
+    return not disconnected if isinstance(disconnected, bool) else None
+
+
 def _watch_receive(receive: Receive, cancel: Callable[[], None]) -> asyncio.Task[None]:
     async def cancel_on_disconnect() -> None:
         while (await receive())["type"] != "http.disconnect":

@@ -18,6 +18,7 @@ import structlog
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from router.api.disconnect import client_connected
 from router.cache.entries import encode_entry
 from router.errors import UpstreamFailed, UpstreamTimeout, sse_error_event
 from router.routing.tokens import count_completion_tokens, count_prompt_tokens
@@ -36,6 +37,8 @@ log = structlog.get_logger("tierwise.stream")
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Outcome status of a stream the client abandoned; nginx logs the same case as 499.
 CLIENT_CLOSED_REQUEST = 499
+# Outcome status of a request that the server cancelled when it stopped.
+SERVER_STOPPED = 503
 
 
 class RelayResponse(StreamingResponse):
@@ -85,6 +88,7 @@ def stream_cached(
     completion: dict[str, Any],
     chat: ChatRequest,
     outcome: Outcome,
+    receive: Receive | None = None,
 ) -> StreamingResponse:
     from router.api.chat import finish, headers
 
@@ -94,7 +98,7 @@ def stream_cached(
                 yield encode_event(chunk)
             yield DONE
         except (GeneratorExit, asyncio.CancelledError):
-            _mark_client_gone(outcome)
+            _mark_cut(outcome, receive)
             raise
         finally:
             finish(runtime, policy, outcome)
@@ -111,6 +115,7 @@ def stream_upstream(
     first_chunk: dict[str, Any],
     rest: AsyncIterator[dict[str, Any]],
     cache_key: str | None,
+    receive: Receive | None = None,
 ) -> StreamingResponse:
     from router.api.chat import finish, headers
 
@@ -147,7 +152,7 @@ def stream_upstream(
             )
             yield sse_error_event(error)
         except (GeneratorExit, asyncio.CancelledError):
-            _mark_client_gone(outcome)
+            _mark_cut(outcome, receive)
             raise
         finally:
             # Closing here stops the upstream read at once, also when this generator is
@@ -173,7 +178,7 @@ def stream_upstream(
                 yield encode_event(_usage_chunk(assembler, outcome))
             yield DONE
         except (GeneratorExit, asyncio.CancelledError):
-            _mark_client_gone(outcome)
+            _mark_cut(outcome, receive)
             raise
         finally:
             finish(runtime, policy, outcome)
@@ -181,12 +186,21 @@ def stream_upstream(
     return _response(relay(), headers(outcome, decision))
 
 
-def _mark_client_gone(outcome: Outcome) -> None:
-    """Set the outcome to 499 for a stream whose body the server closed as the client left.
+def _mark_cut(outcome: Outcome, receive: Receive | None) -> None:
+    """Set the outcome of a stream that was closed or cancelled before its end.
 
-    A cut response recorded as a success would mislead cost reports and retraining.
+    A cut response recorded as a success would mislead cost reports and retraining. Under
+    uvicorn, a stream cut while its client is still connected was stopped by the server,
+    which cancels it when its graceful shutdown times out. Other servers do not expose the
+    connection, so there the client is taken to have left.
+
+    NOTE: a stream that failed because a send to a connected client raised is recorded as
+    ``server_shutdown`` too.
     """
-    outcome.error, outcome.status = "client_disconnected", CLIENT_CLOSED_REQUEST
+    if client_connected(receive) is True:
+        outcome.error, outcome.status = "server_shutdown", SERVER_STOPPED
+    else:
+        outcome.error, outcome.status = "client_disconnected", CLIENT_CLOSED_REQUEST
 
 
 def _client_events(batch: list[dict[str, Any]], assembler: StreamAssembler) -> bytes:

@@ -644,3 +644,25 @@ def test_shutdown_records_cancelled_call(kit: GatewayKit) -> None:
     records = read_file_records(live.runtime.outcomes.path)
 
     assert [(r["status"], r["error"]) for r in records] == [(503, "server_shutdown")]
+
+
+def test_shutdown_records_cut_stream(kit: GatewayKit) -> None:
+    kit.fakes["edge"].set_default(Scenario.pause(after_events=3, seconds=10))
+    kit.write_policy(timeout_s=120)
+    app = create_app(kit.settings(), EDGE_SCORER)
+    live = LiveGateway(app).start()
+    conn = RawConnection(live.port)
+    conn.sock.sendall(request_bytes(chat_body(stream=True)))
+    conn.read_until(b"data: ")
+    live.stop()
+    received = conn.buffer
+    while more := conn.sock.recv(65536):
+        received += more
+    conn.close()
+    records = read_file_records(live.runtime.outcomes.path)
+
+    # The chunked body ends without its last chunk, so the client sees the stream as cut.
+    assert not received.endswith(b"0\r\n\r\n")
+    assert b"[DONE]" not in received
+    assert [(r["status"], r["error"]) for r in records] == [(503, "server_shutdown")]
+
