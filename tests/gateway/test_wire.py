@@ -240,6 +240,22 @@ def test_http10_answer_then_close(live: LiveGateway) -> None:
     conn.close()
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_connection_close_header(live: LiveGateway, stream: bool) -> None:
+    conn = RawConnection(live.port)
+    conn.sock.sendall(request_bytes(chat_body(stream=stream), extra_headers=("Connection: close",)))
+    response = conn.read_response()
+    closed = conn.at_eof()
+    conn.close()
+
+    if stream:
+        assert_complete_stream(response)
+    else:
+        assert_complete_json(response)
+    assert response.headers.get("connection") == "close"
+    assert closed
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="uvicorn 0.55's httptools protocol frames a body without Content-Length as "
