@@ -259,7 +259,7 @@ def test_connection_close_header(live: LiveGateway, stream: bool) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="uvicorn 0.55's httptools protocol frames a body without Content-Length as "
-    "chunked even for HTTP/1.0 requests, which RFC 9112 section 6.1 forbids",
+    "chunked even for HTTP/1.0 requests, which RFC 7230 section 3.3.1 forbids",
 )
 def test_http10_stream_is_not_chunked(live: LiveGateway) -> None:
     conn = RawConnection(live.port)
