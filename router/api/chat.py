@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import orjson
 import structlog
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -19,10 +21,16 @@ from router.api.auth import TenantContext, identify
 from router.api.disconnect import unless_client_leaves
 from router.api.internal_error import REQUEST_ID_STATE
 from router.api.schemas import ChatRequest, error_parameter, find_forbidden_parameter
-from router.api.streaming import CLIENT_CLOSED_REQUEST, stream_cached, stream_upstream
+from router.api.streaming import (
+    CLIENT_CLOSED_REQUEST,
+    SERVER_STOPPED,
+    stream_cached,
+    stream_upstream,
+)
 from router.cache.entries import decode_entry, encode_entry
 from router.cache.keys import cache_key, is_cacheable, routing_scope
 from router.errors import (
+    ClientDisconnected,
     GatewayError,
     InvalidRequest,
     ModelNotFound,
@@ -113,6 +121,12 @@ async def serve_chat(
             # every 503 unless this header says otherwise.
             exc.headers = {**(exc.headers or {}), "x-should-retry": "false"}
         raise
+    except asyncio.CancelledError:
+        # uvicorn cancels the requests still running when its graceful shutdown times out,
+        # and sends the client its own plain-text 500.
+        outcome.error, outcome.status = "server_shutdown", SERVER_STOPPED
+        finish(runtime, loaded.policy, outcome)
+        raise
     except Exception:
         # The gateway's own fault: InternalErrorMiddleware renders the fixed 500 response,
         # and the record keeps only the fixed code, never the exception text.
@@ -149,9 +163,9 @@ async def _serve(
             outcome.messages = body["messages"]
             outcome.set_usage(completion.get("usage"))
             if chat.stream:
-                return stream_cached(runtime, policy, completion, chat, outcome)
+                return stream_cached(runtime, policy, completion, chat, outcome, receive)
             return json_response(completion, headers(outcome, None),
-                                 on_sent=partial(finish, runtime, policy, outcome))
+                                 on_sent=partial(finish, runtime, policy, outcome), outcome=outcome)
 
     decision = route(runtime, policy, body, chat, outcome, tenant, hint)
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id)
@@ -160,7 +174,8 @@ async def _serve(
             receive, dispatcher.open_stream(decision.candidates, body)
         )
         outcome.tier, outcome.deployment = served.tier, served.deployment
-        return stream_upstream(runtime, policy, chat, outcome, decision, first_chunk, rest, key)
+        return stream_upstream(runtime, policy, chat, outcome, decision, first_chunk, rest, key,
+                               receive)
 
     served, completion = await unless_client_leaves(
         receive, dispatcher.complete(decision.candidates, body)
@@ -258,7 +273,8 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
     """Read and parse the body; raise RequestTooLarge, UnsupportedMediaType or InvalidRequest.
 
     The body is read as it arrives and rejected once it passes ``limit``, so a chunked
-    upload without Content-Length cannot fill memory before the check.
+    upload without Content-Length cannot fill memory before the check. A client that
+    closes the connection before the whole body has arrived raises ClientDisconnected.
     """
     declared = header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -271,11 +287,14 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
         )
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-        parts.append(part)
+    try:
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+            parts.append(part)
+    except ClientDisconnect:
+        raise ClientDisconnected() from None
     raw = parts[0] if len(parts) == 1 else b"".join(parts)
     try:
         body = orjson.loads(raw)
@@ -378,8 +397,8 @@ class RecordingResponse(Response):
             await super().__call__(scope, receive, send)
         finally:
             if self.outcome is not None and client_left(receive):
-                # The upstream was paid but the client got nothing, so a 200 in the record
-                # would count the request as served in reports and retraining.
+                # The client got nothing, so a 200 in the record would count the request as
+                # served in reports and retraining.
                 self.outcome.error = "client_disconnected"
                 self.outcome.status = CLIENT_CLOSED_REQUEST
             self.run_on_sent()

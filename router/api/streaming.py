@@ -18,6 +18,7 @@ import structlog
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from router.api.disconnect import client_connected
 from router.cache.entries import encode_entry
 from router.errors import UpstreamFailed, UpstreamTimeout, sse_error_event
 from router.routing.tokens import count_completion_tokens, count_prompt_tokens
@@ -36,6 +37,8 @@ log = structlog.get_logger("tierwise.stream")
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Outcome status of a stream the client abandoned; nginx logs the same case as 499.
 CLIENT_CLOSED_REQUEST = 499
+# Outcome status of a request that the server cancelled when it stopped.
+SERVER_STOPPED = 503
 
 
 class RelayResponse(StreamingResponse):
@@ -85,6 +88,7 @@ def stream_cached(
     completion: dict[str, Any],
     chat: ChatRequest,
     outcome: Outcome,
+    receive: Receive | None = None,
 ) -> StreamingResponse:
     from router.api.chat import finish, headers
 
@@ -93,6 +97,9 @@ def stream_cached(
             for chunk in completion_to_chunks(completion, chat.include_usage):
                 yield encode_event(chunk)
             yield DONE
+        except (GeneratorExit, asyncio.CancelledError):
+            _mark_cut(outcome, receive)
+            raise
         finally:
             finish(runtime, policy, outcome)
 
@@ -108,6 +115,7 @@ def stream_upstream(
     first_chunk: dict[str, Any],
     rest: AsyncIterator[dict[str, Any]],
     cache_key: str | None,
+    receive: Receive | None = None,
 ) -> StreamingResponse:
     from router.api.chat import finish, headers
 
@@ -144,9 +152,7 @@ def stream_upstream(
             )
             yield sse_error_event(error)
         except (GeneratorExit, asyncio.CancelledError):
-            # The server closed the body early because the client went away; a cut answer
-            # recorded as a success would mislead cost reports and retraining.
-            outcome.error, outcome.status = "client_disconnected", CLIENT_CLOSED_REQUEST
+            _mark_cut(outcome, receive)
             raise
         finally:
             # Closing here stops the upstream read at once, also when this generator is
@@ -161,14 +167,40 @@ def stream_upstream(
                 completion["usage"] = completion.get("usage") or _usage_of(outcome)
                 await runtime.cache.set(cache_key, encode_entry(served.name, completion),
                                         policy.cache.ttl_s)
-            finish(runtime, policy, outcome)
+            if not complete:
+                finish(runtime, policy, outcome)
         if not complete:
             return
-        if chat.include_usage:
-            yield encode_event(_usage_chunk(assembler, outcome))
-        yield DONE
+        # The outcome is recorded only after [DONE] was sent, because a client that leaves
+        # before [DONE] must treat the stream as cut.
+        try:
+            if chat.include_usage:
+                yield encode_event(_usage_chunk(assembler, outcome))
+            yield DONE
+        except (GeneratorExit, asyncio.CancelledError):
+            _mark_cut(outcome, receive)
+            raise
+        finally:
+            finish(runtime, policy, outcome)
 
     return _response(relay(), headers(outcome, decision))
+
+
+def _mark_cut(outcome: Outcome, receive: Receive | None) -> None:
+    """Set the outcome of a stream that was closed or cancelled before its end.
+
+    A cut response recorded as a success would mislead cost reports and retraining. Under
+    uvicorn, a stream cut while its client is still connected was stopped by the server,
+    which cancels it when its graceful shutdown times out. Other servers do not expose the
+    connection, so there the client is taken to have left.
+
+    NOTE: a stream that failed because a send to a connected client raised is recorded as
+    ``server_shutdown`` too.
+    """
+    if client_connected(receive) is True:
+        outcome.error, outcome.status = "server_shutdown", SERVER_STOPPED
+    else:
+        outcome.error, outcome.status = "client_disconnected", CLIENT_CLOSED_REQUEST
 
 
 def _client_events(batch: list[dict[str, Any]], assembler: StreamAssembler) -> bytes:

@@ -123,6 +123,24 @@ async def test_other_methods_reach_the_wrapped_transport() -> None:
     assert transport.get_write_buffer_size() == 7
 
 
+async def test_connection_lost_calls_back_once() -> None:
+    transport = CoalescingTransport(RecordingTransport(), asyncio.get_running_loop())
+    calls: list[str] = []
+    transport.on_connection_lost = lambda: calls.append("lost")
+    transport.connection_lost()
+    transport.connection_lost()
+    assert calls == ["lost"]
+
+
+async def test_cleared_callback_is_not_called() -> None:
+    transport = CoalescingTransport(RecordingTransport(), asyncio.get_running_loop())
+    calls: list[str] = []
+    transport.on_connection_lost = lambda: calls.append("lost")
+    transport.clear_connection_lost()
+    transport.connection_lost()
+    assert calls == []
+
+
 # A live server -----------------------------------------------------------------------------
 
 
