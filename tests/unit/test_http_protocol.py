@@ -54,27 +54,38 @@ async def _next_iteration() -> None:
     await asyncio.sleep(0)
 
 
-async def test_writes_of_one_iteration_are_joined() -> None:
+async def test_second_write_sends_both_at_once() -> None:
     inner = RecordingTransport()
     transport = CoalescingTransport(inner, asyncio.get_running_loop())
     transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
     transport.write(b"")
-    transport.write(memoryview(b"{}"))
     assert inner.writes == []
-    assert transport.get_write_buffer_size() == 21
-    await _next_iteration()
+    assert transport.get_write_buffer_size() == 19
+    transport.write(memoryview(b"{}"))
+    # Sent before the caller's next statement, so code after the response does not delay it.
     assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\n{}"]
     assert transport.get_write_buffer_size() == 0
 
 
-async def test_later_iterations_send_separately() -> None:
+async def test_lone_write_sent_after_iteration() -> None:
     inner = RecordingTransport()
     transport = CoalescingTransport(inner, asyncio.get_running_loop())
     transport.write(b"one")
+    assert inner.writes == []
     await _next_iteration()
-    transport.writelines([b"two", b"three"])
+    assert inner.writes == [b"one"]
+
+
+async def test_third_write_waits_for_a_partner() -> None:
+    inner = RecordingTransport()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    transport.writelines([b"two", b"three", b"four"])
+    assert inner.writes == [b"twothree"]
     await _next_iteration()
-    assert inner.writes == [b"one", b"twothree"]
+    assert inner.writes == [b"twothree", b"four"]
+    transport.write(b"five")
+    await _next_iteration()
+    assert inner.writes == [b"twothree", b"four", b"five"]
 
 
 async def test_close_sends_held_bytes_first() -> None:
