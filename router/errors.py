@@ -12,7 +12,7 @@ and OpenAI error ``type``, and ``render_error`` turns it into OpenAI's body
     ├── ModelNotFound                 404 invalid_request_error, code model_not_found
     ├── RequestIdNotFound             404 invalid_request_error, code request_id_not_found
     ├── RequestTooLarge               413 invalid_request_error
-    ├── ClientDisconnected            499 (the client left before the answer; never sent)
+    ├── ClientDisconnected            499 (the client left before the response; never sent)
     ├── BudgetExceeded                429 insufficient_quota
     ├── UpstreamRateLimited           429 rate_limit_error (every eligible deployment sent 429)
     ├── UpstreamFailed                502 api_error (every eligible deployment failed)
@@ -115,7 +115,7 @@ class UnsupportedMediaType(GatewayError):
 
 
 class ClientDisconnected(GatewayError):
-    """Raised when the client closed its connection before the gateway had an answer.
+    """Raised when the client closed its connection before the gateway had a response.
 
     Nobody receives the response. The status is nginx's 499 (client closed request), which
     the outcome record shows.
@@ -126,7 +126,7 @@ class ClientDisconnected(GatewayError):
     default_code = "client_disconnected"
 
     def __init__(self) -> None:
-        super().__init__("The client closed the connection before the answer was ready.")
+        super().__init__("The client closed the connection before the response was ready.")
 
 
 class BudgetExceeded(GatewayError):

@@ -4,7 +4,7 @@ It also calls back the request being served when its connection is lost, without
 per request (see ``router.api.disconnect``).
 
 uvicorn writes a response's status line and headers in one ``transport.write`` and each body
-part in another, and uvloop sends each write to the socket at once.  A JSON answer therefore
+part in another, and uvloop sends each write to the socket at once.  A JSON response therefore
 costs two TCP sends, and a loopback send costs about 10 to 18 µs of CPU on a 2-core VM
 (measured with a Python loop of ``socket.send`` of 300 bytes).  ``CoalescingTransport``
 holds back a write and sends it together with the next one, so headers and body leave in one
@@ -24,12 +24,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 class CoalescingTransport:
     """A write transport that sends each pair of consecutive writes in one write.
 
-    The first write is held back; the second is sent with it at once, so that a response's
-    body leaves before the code after it (the outcome record, the log line) runs.  A held
-    write with no second one is sent by a ``call_soon`` callback.  Everything but writing
-    and closing is passed to the wrapped transport.  Held bytes are counted in
-    ``get_write_buffer_size`` and are sent before ``close`` and ``write_eof`` take effect;
-    ``abort`` drops them, as it drops the wrapped buffer.
+    The first write is held back, and the second is sent with it at once. A response's body
+    therefore leaves before the code after it (the outcome record, the log line) runs. A
+    held write that no second one follows is sent by a ``call_soon`` callback.
+
+    Everything but writing and closing is passed to the wrapped transport. Held bytes count
+    in ``get_write_buffer_size`` and are sent before ``close`` and ``write_eof`` take
+    effect. ``abort`` drops them, as it drops the wrapped transport's buffer.
     """
 
     __slots__ = ("_flush_scheduled", "_loop", "_pending", "_transport", "on_connection_lost")

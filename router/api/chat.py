@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from router.api.auth import TenantContext, identify
-from router.api.disconnect import unless_client_leaves
+from router.api.disconnect import client_connected, unless_client_leaves
 from router.api.internal_error import REQUEST_ID_STATE
 from router.api.schemas import ChatRequest, error_parameter, find_forbidden_parameter
 from router.api.streaming import (
@@ -396,7 +396,7 @@ class RecordingResponse(Response):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            if self.outcome is not None and client_left(receive):
+            if self.outcome is not None and client_connected(receive) is False:
                 # The client got nothing, so a 200 in the record would count the request as
                 # served in reports and retraining.
                 self.outcome.error = "client_disconnected"
@@ -414,16 +414,6 @@ def json_response(payload: dict[str, Any], response_headers: dict[str, str],
                   on_sent: Callable[[], None] | None = None,
                   outcome: Outcome | None = None) -> RecordingResponse:
     return RecordingResponse(orjson.dumps(payload), response_headers, on_sent, outcome)
-
-
-def client_left(receive: Receive) -> bool:
-    """Tell whether the client closed its connection, as far as the ASGI server exposes it.
-
-    uvicorn passes its request cycle's bound ``receive``, whose cycle has a ``disconnected``
-    flag. Other servers pass no such flag, so the result is then False.
-    """
-    cycle = getattr(receive, "__self__", None)
-    return getattr(cycle, "disconnected", False) is True
 
 
 def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:

@@ -41,14 +41,13 @@ async def unless_client_leaves(receive: Receive, call: Awaitable[T]) -> T:
         client_left = True
         task.cancel()
 
-    cycle = getattr(receive, "__self__", None)
-    if getattr(cycle, "disconnected", False) is True:
+    if client_connected(receive) is False:
         # uvicorn lost the connection while the body was read or the request was routed,
         # before the callback below could be set, so the call is never started.
         if inspect.iscoroutine(call):
             call.close()
         raise ClientDisconnected()
-    transport = getattr(cycle, "transport", None)
+    transport = getattr(getattr(receive, "__self__", None), "transport", None)
     stop_watching: Callable[[], object]
     if isinstance(transport, CoalescingTransport):
         transport.on_connection_lost = cancel

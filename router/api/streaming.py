@@ -54,10 +54,12 @@ class RelayResponse(StreamingResponse):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        cycle: Any = getattr(receive, "__self__", None)
-        if not isinstance(getattr(cycle, "disconnected", None), bool):
+        if client_connected(receive) is None:
             await super().__call__(scope, receive, send)
             return
+        # uvicorn's request cycle, whose flag is read directly for each chunk. The ASGI type
+        # of receive is a plain callable, which has no __self__ for mypy.
+        cycle: Any = receive.__self__  # type: ignore[attr-defined]
         body = self.body_iterator
         try:
             await send({"type": "http.response.start", "status": self.status_code,

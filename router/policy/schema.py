@@ -51,9 +51,9 @@ class Capabilities(StrictModel):
     n: bool = True
     vision: bool = False
     audio: bool = False
-    """Accepts ``input_audio`` content parts."""
+    """Whether the deployment accepts ``input_audio`` content parts."""
     files: bool = False
-    """Accepts ``file`` content parts (PDFs and other documents)."""
+    """Whether the deployment accepts ``file`` content parts (PDFs and other documents)."""
 
 
 def _check_api_base_url(url: str) -> None:
