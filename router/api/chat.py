@@ -174,6 +174,7 @@ async def _serve(
             receive, dispatcher.open_stream(decision.candidates, body)
         )
         outcome.tier, outcome.deployment = served.tier, served.deployment
+        outcome.upstream = dispatcher.upstream_headers
         return stream_upstream(runtime, policy, chat, outcome, decision, first_chunk, rest, key,
                                receive)
 
@@ -181,6 +182,7 @@ async def _serve(
         receive, dispatcher.complete(decision.candidates, body)
     )
     outcome.tier, outcome.deployment = served.tier, served.deployment
+    outcome.upstream = dispatcher.upstream_headers
     outcome.set_usage(completion.get("usage"))
     if key is not None and _complete_answer(completion):
         await runtime.cache.set(key, encode_entry(served.deployment.name, completion),
@@ -371,6 +373,11 @@ def headers(outcome: Outcome, decision: Decision | None) -> dict[str, str]:
         result["x-tierwise-score"] = f"{decision.score:.4f}"
     if not outcome.stream or outcome.cache_hit:
         result["x-tierwise-cost-usd"] = f"{outcome.cost_usd():.8f}"
+    upstream = outcome.upstream
+    if upstream is not None:
+        if upstream.request_id is not None:
+            result["x-tierwise-upstream-request-id"] = upstream.request_id
+        result.update(upstream.rate_limits)
     return result
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 
 from router.policy.schema import Deployment, Policy
+from router.upstream.base import UpstreamHeaders
 
 _log = structlog.get_logger("tierwise.outcomes")
 MAX_TOKEN_COUNT = 1_000_000_000
@@ -47,6 +48,8 @@ class Outcome:
     prompt: Any = None
     client_request_id: str | None = None
     """The client's own x-request-id when the gateway issued another id in its place."""
+    upstream: UpstreamHeaders | None = None
+    """Headers of the deployment that answered, passed on to the client; None for a cache hit."""
 
     def cost_usd(self) -> float:
         if self.cache_hit or self.deployment is None:
@@ -112,6 +115,8 @@ class Outcome:
             record["messages"] = self.prompt
         if self.client_request_id is not None:
             record["client_request_id"] = self.client_request_id
+        if self.upstream is not None and self.upstream.request_id is not None:
+            record["upstream_request_id"] = self.upstream.request_id
         return record
 
 

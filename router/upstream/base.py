@@ -122,13 +122,66 @@ def error_param_of(payload: Any) -> str | None:
     return None
 
 
+RATE_LIMIT_PREFIX = "x-ratelimit-"
+"""Prefix of the rate-limit headers that OpenAI and most OpenAI-compatible providers send."""
+REQUEST_ID_HEADERS = ("x-request-id", "request-id")
+"""Where providers put their id of a call: OpenAI, vLLM and Groq use the first, Anthropic
+the second."""
+MAX_PASSED_HEADERS = 12
+MAX_PASSED_VALUE_CHARS = 128
+
+
+class UpstreamHeaders:
+    """The response headers of the deployment that answered that its caller may need.
+
+    Rate-limit headers (``x-ratelimit-*``) are passed to the client unchanged; the provider's
+    request id goes to the client as ``x-tierwise-upstream-request-id`` and into the outcome
+    record, where it identifies the call in a support request to the provider.  A value that
+    is not printable ASCII or is longer than MAX_PASSED_VALUE_CHARS is dropped, and at most
+    MAX_PASSED_HEADERS rate-limit headers are kept.
+    """
+
+    __slots__ = ("rate_limits", "request_id")
+
+    def __init__(self) -> None:
+        self.rate_limits: dict[str, str] = {}
+        self.request_id: str | None = None
+
+    def take(self, name: str, value: str) -> None:
+        """Keep header ``name`` (lower case) if it is one to pass on."""
+        if not (0 < len(value) <= MAX_PASSED_VALUE_CHARS and value.isascii() and value.isprintable()):
+            return
+        if name.startswith(RATE_LIMIT_PREFIX):
+            if name in self.rate_limits or (
+                len(self.rate_limits) < MAX_PASSED_HEADERS and _is_token(name)
+            ):
+                self.rate_limits[name] = value
+        elif name in REQUEST_ID_HEADERS and self.request_id is None:
+            self.request_id = value
+
+
+def _is_token(name: str) -> bool:
+    return name.isascii() and all(char.isalnum() or char == "-" for char in name)
+
+
 class Transport(Protocol):
-    async def complete(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
-        """Send a non-streaming request; return the completion as a dict."""
+    async def complete(
+        self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
+    ) -> dict[str, Any]:
+        """Send a non-streaming request; return the completion as a dict.
+
+        When ``seen`` is given, the response's headers to pass on are put into it.
+        """
         ...
 
-    def stream(self, deployment: Deployment, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Send a streaming request; yield chunk dicts until the upstream's [DONE]."""
+    def stream(
+        self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Send a streaming request; yield chunk dicts until the upstream's [DONE].
+
+        When ``seen`` is given, the response's headers to pass on are put into it before
+        the first chunk is yielded.
+        """
         ...
 
     async def close(self) -> None: ...

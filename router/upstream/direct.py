@@ -17,7 +17,9 @@ import orjson
 
 from router.policy.schema import Deployment
 from router.upstream.base import (
+    REQUEST_ID_HEADERS,
     UpstreamError,
+    UpstreamHeaders,
     classify_http_error,
     error_message_of,
     error_param_of,
@@ -59,13 +61,17 @@ class DirectTransport:
         self._requests[id(deployment)] = (deployment, url, headers)
         return url, headers
 
-    async def complete(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    async def complete(
+        self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
+    ) -> dict[str, Any]:
         url, headers = self._target(deployment)
         try:
             async with asyncio.timeout(deployment.timeout_s):
                 response = await self._pool.post(
                     url, orjson.dumps(body), headers, connect_timeout=deployment.connect_timeout_s
                 )
+                if seen is not None:
+                    _pass_on(response, seen)
                 retry_after_s = _retry_after(response)
                 payload = await response.read()
             if response.status >= 400:
@@ -79,7 +85,7 @@ class DirectTransport:
             raise UpstreamError("connection", _describe(exc, url)) from None
 
     async def stream(
-        self, deployment: Deployment, body: dict[str, Any]
+        self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         # The read timeout bounds the silence between two reads, so a stream that stalls is
         # cut after timeout_s without limiting how long a healthy stream may run.
@@ -89,6 +95,8 @@ class DirectTransport:
                 response = await self._pool.post(
                     url, orjson.dumps(body), headers, connect_timeout=deployment.connect_timeout_s
                 )
+            if seen is not None:
+                _pass_on(response, seen)
             try:
                 if response.status >= 400:
                     retry_after_s = _retry_after(response)
@@ -153,6 +161,15 @@ def _decode_line(raw_line: bytes) -> Any:
     if isinstance(event, dict) and "error" in event:
         raise classify_http_error(500, error_message_of(event))
     return event
+
+
+_REQUEST_ID_NAMES = tuple(name.encode() for name in REQUEST_ID_HEADERS)
+
+
+def _pass_on(response: Response, seen: UpstreamHeaders) -> None:
+    for name, value in response.header_pairs():
+        if name.startswith(b"x-ratelimit-") or name in _REQUEST_ID_NAMES:
+            seen.take(name.decode("latin-1"), value.decode("latin-1"))
 
 
 def _retry_after(response: Response) -> float | None:

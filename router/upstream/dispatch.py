@@ -26,7 +26,7 @@ from router.errors import (
 )
 from router.policy.schema import Deployment
 from router.routing.decide import Candidate
-from router.upstream.base import Transport, UpstreamError
+from router.upstream.base import Transport, UpstreamError, UpstreamHeaders
 
 log = structlog.get_logger("tierwise.dispatch")
 
@@ -54,6 +54,8 @@ class Dispatcher:
     """The gateway's id of the request, for the log lines of failed attempts."""
     failures: list[UpstreamError] = field(default_factory=list)
     """The error of every failed attempt, in order."""
+    upstream_headers: UpstreamHeaders | None = None
+    """The headers to pass on from the deployment that answered."""
 
     def transport_for(self, deployment: Deployment) -> Transport:
         return self.direct if deployment.uses_direct_path else self.litellm
@@ -67,9 +69,10 @@ class Dispatcher:
             attempt = Attempt(candidate.tier, candidate.deployment.name)
             self.attempts.append(attempt)
             started = time.perf_counter()
+            seen = UpstreamHeaders()
             try:
                 completion = await self.transport_for(candidate.deployment).complete(
-                    candidate.deployment, _upstream_body(candidate.deployment, body)
+                    candidate.deployment, _upstream_body(candidate.deployment, body), seen
                 )
             except asyncio.CancelledError:
                 attempt.error = CANCELLED
@@ -83,6 +86,7 @@ class Dispatcher:
                 problem = UpstreamError("server", "the upstream returned a body without choices")
                 last_error = self._failed(attempt, problem)
                 continue
+            self.upstream_headers = seen
             return candidate, completion
         raise _final_error(last_error, self.failures)
 
@@ -95,8 +99,9 @@ class Dispatcher:
             attempt = Attempt(candidate.tier, candidate.deployment.name)
             self.attempts.append(attempt)
             started = time.perf_counter()
+            seen = UpstreamHeaders()
             stream = self.transport_for(candidate.deployment).stream(
-                candidate.deployment, _upstream_body(candidate.deployment, body, streaming=True)
+                candidate.deployment, _upstream_body(candidate.deployment, body, streaming=True), seen
             )
             try:
                 first = await stream.__anext__()
@@ -112,6 +117,7 @@ class Dispatcher:
                 await _close(stream)
                 continue
             attempt.latency_ms = (time.perf_counter() - started) * 1000
+            self.upstream_headers = seen
             return candidate, first, stream
         raise _final_error(last_error, self.failures)
 

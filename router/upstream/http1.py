@@ -271,6 +271,10 @@ class Response:
         value = self._connection.header(name)
         return value.decode("latin-1") if value is not None else None
 
+    def header_pairs(self) -> list[tuple[bytes, bytes]]:
+        """Return every header as received, names in lower case; empty once the body is read."""
+        return self._connection.headers if self._connection is not None else []
+
     async def read(self) -> bytes:
         connection = self._connection
         assert connection is not None

@@ -14,6 +14,7 @@ from router.policy.schema import Deployment
 from router.upstream.base import (
     MAX_PARAM_CHARS,
     UpstreamError,
+    UpstreamHeaders,
     classify_http_error,
     error_param_of,
     parse_retry_after,
@@ -52,26 +53,60 @@ class LitellmTransport:
             arguments["api_key"] = "unused"
         return arguments
 
-    async def complete(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    async def complete(
+        self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
+    ) -> dict[str, Any]:
         litellm = _litellm()
         try:
             response = await litellm.acompletion(**self._arguments(deployment, body))
         except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
             raise _translate(litellm, exc) from None
+        if seen is not None:
+            _pass_on(response, seen)
         return response.model_dump(exclude_none=True)
 
     async def stream(
-        self, deployment: Deployment, body: dict[str, Any]
+        self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         litellm = _litellm()
         try:
             response = await litellm.acompletion(**self._arguments(deployment, body))
+            if seen is not None:
+                _pass_on(response, seen)
             async for chunk in response:
                 yield chunk.model_dump(exclude_none=True)
         except UpstreamError:
             raise
         except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
             raise _translate(litellm, exc) from None
+
+
+def _pass_on(response: Any, seen: UpstreamHeaders) -> None:
+    """Take the headers to pass on from a litellm response or stream.
+
+    litellm keeps the provider's headers in ``_hidden_params["additional_headers"]``: every
+    raw header with the prefix ``llm_provider-``, some OpenAI rate-limit headers under their
+    own names (litellm 1.8x maps other providers' rate limits to them), and the provider's
+    request id as ``request-id``.  The raw headers come first, so a mapped value replaces a
+    raw one of the same name.
+    """
+    hidden = getattr(response, "_hidden_params", None)
+    headers = hidden.get("additional_headers") if isinstance(hidden, dict) else None
+    if not isinstance(headers, dict):
+        return
+    mapped = []
+    for name, value in headers.items():
+        if not (isinstance(name, str) and isinstance(value, str)):
+            continue
+        if name.startswith(_RAW_PREFIX):
+            seen.take(name[len(_RAW_PREFIX):].lower(), value)
+        else:
+            mapped.append((name.lower(), value))
+    for name, value in mapped:
+        seen.take(name, value)
+
+
+_RAW_PREFIX = "llm_provider-"
 
 
 def _translate(litellm: Any, exc: Exception) -> UpstreamError:
