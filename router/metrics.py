@@ -50,6 +50,8 @@ class GatewayState:
     policy_version: str
     policy_name: str
     classifier_version: str
+    cooling: dict[str, float]
+    """Deployment name -> seconds left of its cooldown (``router/upstream/health.py``)."""
 
 
 def gateway_state(runtime: Runtime) -> GatewayState:
@@ -60,6 +62,7 @@ def gateway_state(runtime: Runtime) -> GatewayState:
         policy_version=loaded.version,
         policy_name=loaded.policy.name,
         classifier_version=str(getattr(runtime.scorer, "version", "") or ""),
+        cooling=runtime.health.cooling(),
     )
 
 
@@ -83,6 +86,15 @@ class _StateCollector(Collector):
         classifier = InfoMetricFamily("tierwise_classifier", "The loaded prompt classifier.")
         classifier.add_metric([], {"version": state.classifier_version})
         yield classifier
+        cooling = GaugeMetricFamily(
+            "tierwise_deployment_cooldown_seconds",
+            "Seconds left of a deployment's cooldown after failures in a row; "
+            "only cooling deployments are listed.",
+            labels=["deployment"],
+        )
+        for name, seconds in sorted(state.cooling.items()):
+            cooling.add_metric([name], seconds)
+        yield cooling
 
 
 @dataclass(frozen=True, slots=True)

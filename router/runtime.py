@@ -26,6 +26,7 @@ from router.settings import BUNDLED_POLICY, Settings
 from router.shadow.budget import ShadowBudget
 from router.shadow.sampler import ShadowSampler
 from router.upstream.direct import DirectTransport
+from router.upstream.health import DeploymentHealth
 from router.upstream.litellm_path import LitellmTransport
 
 if TYPE_CHECKING:
@@ -86,6 +87,8 @@ class Runtime:
     evaluation: EvaluationReport = field(init=False)
     shadow: ShadowSampler = field(init=False)
     """Runs shadow evaluation jobs; idle unless the policy enables ``shadow``."""
+    health: DeploymentHealth = field(default_factory=DeploymentHealth)
+    """Failures in a row and cooldowns of deployments, shared by every request."""
 
     def __post_init__(self) -> None:
         self.policies.on_reload = lambda _loaded: self._check_reloaded_policy()

@@ -168,7 +168,8 @@ async def _serve(
                                  on_sent=partial(finish, runtime, policy, outcome), outcome=outcome)
 
     decision = route(runtime, policy, body, chat, outcome, tenant, hint)
-    dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id)
+    dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id,
+                            health=runtime.health, cooldown=policy.routing.cooldown)
     if chat.stream:
         served, first_chunk, rest = await unless_client_leaves(
             receive, dispatcher.open_stream(decision.candidates, body)

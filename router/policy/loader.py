@@ -79,6 +79,7 @@ def parse_policy(text: str, path: Path) -> LoadedPolicy:
 # a key maps to is part of every cache key already).
 _ANSWER_NEUTRAL_SETTINGS: Any = {
     "tiers": {"__all__": {"deployments": {"__all__": {"price"}}}},
+    "routing": {"cooldown"},
     "tenants": {"entries": {"__all__": {"budget", "key_sha256"}}},
 }
 
@@ -87,8 +88,8 @@ def routing_version(policy: Policy) -> str:
     """Hash the aliases, tiers, routing and tenant settings of ``policy``.
 
     Cache entries are keyed by this hash instead of the file's, so an edit to budgets, prices,
-    tenant keys, cache lifetime, outcome or shadow settings, or to comments keeps the cache
-    warm.
+    tenant keys, cooldowns, cache lifetime, outcome or shadow settings, or to comments keeps
+    the cache warm.
     """
     material = policy.model_dump(
         mode="json",

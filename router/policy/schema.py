@@ -237,6 +237,20 @@ def _check_category(category: str) -> str:
     return category
 
 
+class Cooldown(StrictModel):
+    """When a deployment that keeps failing goes to the back of the queue (``router/upstream/health.py``)."""
+
+    after_failures: int = Field(
+        default=3, ge=0,
+        description="Failures in a row (timeouts, refused connections, 5xx, 429) that start a "
+        "cooldown; 0 turns cooldowns off.",
+    )
+    seconds: float = Field(
+        default=30.0, gt=0,
+        description="How long requests try the deployment only after every other candidate.",
+    )
+
+
 class Routing(StrictModel):
     """Thresholds: a tier is chosen when its adequacy score is at least its threshold.
 
@@ -248,6 +262,7 @@ class Routing(StrictModel):
         Annotated[float, AfterValidator(_check_threshold)],
     ] = Field(default_factory=lambda: {"edge": 0.7, "mid": 0.6})
     escalate_on_error: bool = True
+    cooldown: Cooldown = Cooldown()
     category_floors: dict[Annotated[str, AfterValidator(_check_category)], TierName] = Field(
         default_factory=dict,
         description=(

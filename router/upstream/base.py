@@ -123,18 +123,17 @@ def error_param_of(payload: Any) -> str | None:
 
 
 RATE_LIMIT_PREFIX = "x-ratelimit-"
-"""Prefix of the rate-limit headers that OpenAI and most OpenAI-compatible providers send."""
+"""Prefix of OpenAI's rate-limit headers (``x-ratelimit-remaining-requests`` and others)."""
 REQUEST_ID_HEADERS = ("x-request-id", "request-id")
-"""Where providers put their id of a call: OpenAI, vLLM and Groq use the first, Anthropic
-the second."""
+"""Headers with the provider's id of a call: OpenAI sends the first, Anthropic the second."""
 MAX_PASSED_HEADERS = 12
 MAX_PASSED_VALUE_CHARS = 128
 
 
 class UpstreamHeaders:
-    """The response headers of the deployment that answered that its caller may need.
+    """Response headers of the answering deployment that the gateway passes on.
 
-    Rate-limit headers (``x-ratelimit-*``) are passed to the client unchanged; the provider's
+    Rate-limit headers (``x-ratelimit-*``) reach the client unchanged. The provider's
     request id goes to the client as ``x-tierwise-upstream-request-id`` and into the outcome
     record, where it identifies the call in a support request to the provider.  A value that
     is not printable ASCII or is longer than MAX_PASSED_VALUE_CHARS is dropped, and at most

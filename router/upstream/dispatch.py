@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +24,10 @@ from router.errors import (
     UpstreamTimeout,
     retry_after_headers,
 )
-from router.policy.schema import Deployment
+from router.policy.schema import Cooldown, Deployment
 from router.routing.decide import Candidate
 from router.upstream.base import Transport, UpstreamError, UpstreamHeaders
+from router.upstream.health import DeploymentHealth
 
 log = structlog.get_logger("tierwise.dispatch")
 
@@ -56,6 +57,10 @@ class Dispatcher:
     """The error of every failed attempt, in order."""
     upstream_headers: UpstreamHeaders | None = None
     """The headers to pass on from the deployment that answered."""
+    health: DeploymentHealth | None = None
+    """Where failures are counted and cooling deployments are moved to the end; None skips both."""
+    cooldown: Cooldown | None = None
+    """The policy's cooldown settings; None means the defaults."""
 
     def transport_for(self, deployment: Deployment) -> Transport:
         return self.direct if deployment.uses_direct_path else self.litellm
@@ -65,7 +70,7 @@ class Dispatcher:
     ) -> tuple[Candidate, dict[str, Any]]:
         """Return the first candidate that answered and its completion."""
         last_error: UpstreamError | None = None
-        for candidate in candidates:
+        for candidate in self._ordered(candidates):
             attempt = Attempt(candidate.tier, candidate.deployment.name)
             self.attempts.append(attempt)
             started = time.perf_counter()
@@ -87,6 +92,8 @@ class Dispatcher:
                 last_error = self._failed(attempt, problem)
                 continue
             self.upstream_headers = seen
+            if self.health is not None:
+                self.health.succeeded(candidate.deployment.name)
             return candidate, completion
         raise _final_error(last_error, self.failures)
 
@@ -95,7 +102,7 @@ class Dispatcher:
     ) -> tuple[Candidate, dict[str, Any], AsyncIterator[dict[str, Any]]]:
         """Return the first candidate whose stream produced a first chunk, that chunk, and the rest."""
         last_error: UpstreamError | None = None
-        for candidate in candidates:
+        for candidate in self._ordered(candidates):
             attempt = Attempt(candidate.tier, candidate.deployment.name)
             self.attempts.append(attempt)
             started = time.perf_counter()
@@ -118,12 +125,21 @@ class Dispatcher:
                 continue
             attempt.latency_ms = (time.perf_counter() - started) * 1000
             self.upstream_headers = seen
+            if self.health is not None:
+                self.health.succeeded(candidate.deployment.name)
             return candidate, first, stream
         raise _final_error(last_error, self.failures)
+
+    def _ordered(self, candidates: tuple[Candidate, ...]) -> Sequence[Candidate]:
+        if self.health is None:
+            return candidates
+        return self.health.order(candidates, _deployment_name)
 
     def _failed(self, attempt: Attempt, exc: UpstreamError) -> UpstreamError:
         attempt.error = exc.kind
         self.failures.append(exc)
+        if self.health is not None:
+            self.health.failed(attempt.deployment, exc, self.cooldown or _DEFAULT_COOLDOWN)
         log.warning(
             "upstream_failed",
             request_id=self.request_id,
@@ -140,6 +156,13 @@ class Dispatcher:
                 code="upstream_rejected",
             )
         return exc
+
+
+_DEFAULT_COOLDOWN = Cooldown()
+
+
+def _deployment_name(candidate: Candidate) -> str:
+    return candidate.deployment.name
 
 
 def _upstream_body(

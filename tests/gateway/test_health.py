@@ -39,6 +39,7 @@ async def test_readyz_without_redis(kit: GatewayKit) -> None:
         "policy": {"path": str(kit.policy_path), "version": version, "last_reload_error": False},
         "classifier": {"version": "stub-1", "tiers": ["edge", "mid", "frontier"]},
         "available_deployments": {"edge": 1, "mid": 1, "frontier": 1},
+        "cooling_down": {},
         "redis": "not_configured",
         "cache": "memory",
         "outcomes": "file",

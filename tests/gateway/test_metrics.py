@@ -231,7 +231,8 @@ def test_metrics_observe_without_state_collector() -> None:
     names = {family.name for family in metrics.registry.collect()}
     assert "tierwise_requests" in names
     assert "tierwise_redis_state" not in names
-    state = GatewayState(redis="ok", policy_version="v1", policy_name="p", classifier_version="c")
+    state = GatewayState(redis="ok", policy_version="v1", policy_name="p", classifier_version="c",
+                         cooling={})
     with_state = GatewayMetrics(lambda: state)
     redis = [f for f in with_state.registry.collect() if f.name == "tierwise_redis_state"]
     assert [s.value for s in redis[0].samples] == [1.0]

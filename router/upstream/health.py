@@ -1,0 +1,103 @@
+"""Deployments that keep failing go to the back of the queue for a while.
+
+Without this, a provider that stops responding costs every request routed to it a full
+``timeout_s`` before the dispatcher moves on.  After ``routing.cooldown.after_failures``
+failures in a row, a deployment cools down for ``routing.cooldown.seconds``: requests try
+it only after every other candidate.  It is never removed, so a request whose other
+candidates fail still reaches it.  A 429 that names a wait (``retry-after``) cools the
+deployment at once, for that wait.  When the cooldown ends, one more failure starts the
+next one, and an answer clears the record.
+
+The record is per process: each replica learns about a failing provider from its own
+requests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+import structlog
+
+from router.upstream.base import UpstreamError
+
+if TYPE_CHECKING:
+    from router.policy.schema import Cooldown
+
+log = structlog.get_logger("tierwise.health")
+
+MAX_RETRY_AFTER_COOLDOWN_S = 300.0
+"""Maximum cooldown that a provider's retry-after starts; a longer wait is cut to it."""
+COUNTED_KINDS = frozenset({"timeout", "connection", "server", "stream"})
+"""Error kinds that count against the deployment. ``client`` and ``context`` errors depend
+on the request, so they do not count."""
+
+_C = TypeVar("_C")
+
+
+class DeploymentHealth:
+    """Consecutive failures and cooldowns per deployment name."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failures: dict[str, int] = {}
+        self._cool_until: dict[str, float] = {}
+
+    def order(self, candidates: Sequence[_C], name_of: Callable[[_C], str]) -> Sequence[_C]:
+        """Return ``candidates`` with the cooling ones moved to the end, in their order."""
+        if not self._cool_until:
+            return candidates
+        now = self._clock()
+        ready = []
+        cooling = []
+        for candidate in candidates:
+            name = name_of(candidate)
+            until = self._cool_until.get(name)
+            if until is None:
+                ready.append(candidate)
+            elif until > now:
+                cooling.append(candidate)
+            else:
+                del self._cool_until[name]
+                ready.append(candidate)
+        return ready + cooling if cooling else candidates
+
+    def succeeded(self, name: str) -> None:
+        if self._failures or self._cool_until:
+            self._failures.pop(name, None)
+            self._cool_until.pop(name, None)
+
+    def failed(self, name: str, error: UpstreamError, settings: Cooldown) -> None:
+        """Count a failed attempt, and start a cooldown when the policy's limit is reached."""
+        if settings.after_failures == 0 or error.kind not in COUNTED_KINDS:
+            return
+        if error.status == 429 and error.retry_after_s is not None:
+            self._cool(name, min(error.retry_after_s, MAX_RETRY_AFTER_COOLDOWN_S), error, 1)
+            return
+        count = self._failures.get(name, 0) + 1
+        if count < settings.after_failures:
+            self._failures[name] = count
+            return
+        # Kept one below the limit, so that the first failure after the cooldown starts the
+        # next one instead of costing another run of failed requests.
+        self._failures[name] = settings.after_failures - 1
+        self._cool(name, settings.seconds, error, count)
+
+    def _cool(self, name: str, seconds: float, error: UpstreamError, failures: int) -> None:
+        now = self._clock()
+        if self._cool_until.get(name, 0.0) > now + seconds:
+            return
+        already = self._cool_until.get(name, 0.0) > now
+        self._cool_until[name] = now + seconds
+        if not already:
+            log.warning("deployment_cooling_down", deployment=name, seconds=round(seconds, 3),
+                        failures=failures, kind=error.kind, status=error.status)
+
+    def cooling(self) -> dict[str, float]:
+        """Deployment name -> seconds left of its cooldown, for ``/readyz`` and ``/metrics``."""
+        now = self._clock()
+        expired = [name for name, until in self._cool_until.items() if until <= now]
+        for name in expired:
+            del self._cool_until[name]
+        return {name: round(until - now, 3) for name, until in self._cool_until.items()}

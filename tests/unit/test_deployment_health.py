@@ -1,0 +1,107 @@
+"""Failures in a row and cooldowns of deployments (``router/upstream/health.py``), on a fake clock."""
+
+from __future__ import annotations
+
+from router.policy.schema import Cooldown
+from router.upstream.base import UpstreamError
+from router.upstream.health import MAX_RETRY_AFTER_COOLDOWN_S, DeploymentHealth
+
+SETTINGS = Cooldown(after_failures=3, seconds=30)
+NAMES = ["edge-a", "edge-b", "mid"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ordered(health: DeploymentHealth) -> list[str]:
+    return list(health.order(NAMES, lambda name: name))
+
+
+def server_error() -> UpstreamError:
+    return UpstreamError("server", "overloaded", 503)
+
+
+def test_failures_in_a_row_start_cooldown() -> None:
+    clock = Clock()
+    health = DeploymentHealth(clock)
+    for _ in range(2):
+        health.failed("edge-a", server_error(), SETTINGS)
+    assert ordered(health) == NAMES
+
+    health.failed("edge-a", UpstreamError("timeout", "no response"), SETTINGS)
+
+    assert ordered(health) == ["edge-b", "mid", "edge-a"]
+    assert health.cooling() == {"edge-a": 30.0}
+    clock.now += 29.5
+    assert ordered(health) == ["edge-b", "mid", "edge-a"]
+    clock.now += 1
+    assert ordered(health) == NAMES
+    assert health.cooling() == {}
+
+
+def test_failure_after_cooldown_restarts_it() -> None:
+    clock = Clock()
+    health = DeploymentHealth(clock)
+    for _ in range(3):
+        health.failed("mid", server_error(), SETTINGS)
+    clock.now += 31
+
+    health.failed("mid", UpstreamError("connection", "refused"), SETTINGS)
+
+    assert health.cooling() == {"mid": 30.0}
+
+
+def test_answer_clears_failures() -> None:
+    clock = Clock()
+    health = DeploymentHealth(clock)
+    for _ in range(2):
+        health.failed("edge-a", server_error(), SETTINGS)
+    health.succeeded("edge-a")
+    health.failed("edge-a", server_error(), SETTINGS)
+    health.failed("edge-a", server_error(), SETTINGS)
+    assert health.cooling() == {}
+
+    health.failed("edge-a", server_error(), SETTINGS)
+    health.succeeded("edge-a")
+    assert ordered(health) == NAMES
+
+
+def test_rate_limit_wait_cools_at_once() -> None:
+    health = DeploymentHealth(Clock())
+
+    health.failed("edge-b", UpstreamError("server", "slow down", 429, retry_after_s=7.5), SETTINGS)
+    health.failed("mid", UpstreamError("server", "slow down", 429, retry_after_s=86400), SETTINGS)
+    health.failed("edge-a", UpstreamError("server", "slow down", 429), SETTINGS)
+
+    assert health.cooling() == {"edge-b": 7.5, "mid": MAX_RETRY_AFTER_COOLDOWN_S}
+
+
+def test_request_errors_not_counted() -> None:
+    health = DeploymentHealth(Clock())
+    for _ in range(5):
+        health.failed("edge-a", UpstreamError("client", "bad parameter", 400), SETTINGS)
+        health.failed("edge-a", UpstreamError("context", "too long", 400), SETTINGS)
+
+    assert health.cooling() == {}
+
+
+def test_zero_failures_disables_cooldown() -> None:
+    health = DeploymentHealth(Clock())
+    off = Cooldown(after_failures=0)
+    for _ in range(5):
+        health.failed("edge-a", server_error(), off)
+    health.failed("edge-a", UpstreamError("server", "slow down", 429, retry_after_s=5), off)
+
+    assert health.cooling() == {}
+
+
+def test_order_unchanged_without_cooldown() -> None:
+    health = DeploymentHealth(Clock())
+    candidates = ("a", "b")
+
+    assert health.order(candidates, lambda name: name) is candidates
