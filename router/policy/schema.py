@@ -143,6 +143,11 @@ class Deployment(StrictModel):
     )
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    weight: float = Field(
+        default=1.0, gt=0,
+        description="In a tier with `balance: weighted`, this deployment's share of the "
+        "requests that try it first, relative to the tier's other weights.",
+    )
 
     @field_validator("api_base")
     @classmethod
@@ -207,6 +212,11 @@ class Deployment(StrictModel):
 
 class Tier(StrictModel):
     deployments: list[Deployment] = Field(min_length=1)
+    balance: Literal["ordered", "weighted"] = Field(
+        default="ordered",
+        description="ordered: requests try the deployments in the listed order. weighted: each "
+        "request tries first a deployment drawn by weight, then the others in the listed order.",
+    )
 
 
 class Alias(StrictModel):
@@ -452,6 +462,14 @@ class Policy(StrictModel):
 
     def all_deployments(self) -> list[Deployment]:
         return [d for _, tier in self.ordered_tiers() for d in tier.deployments]
+
+    @cached_property
+    def weighted_tiers(self) -> frozenset[str]:
+        """Names of the tiers with ``balance: weighted`` and more than one deployment."""
+        return frozenset(
+            name for name, tier in self.ordered_tiers()
+            if tier.balance == "weighted" and len(tier.deployments) > 1
+        )
 
     @cached_property
     def smallest_context_window(self) -> int:

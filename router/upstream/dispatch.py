@@ -9,6 +9,7 @@ A ``client`` error (the request itself is wrong) ends the loop at once.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from router.errors import (
     retry_after_headers,
 )
 from router.policy.schema import Cooldown, Deployment
+from router.routing.balance import weighted_first
 from router.routing.decide import Candidate
 from router.upstream.base import Transport, UpstreamError, UpstreamHeaders
 from router.upstream.health import DeploymentHealth
@@ -61,6 +63,8 @@ class Dispatcher:
     """Where failures are counted and cooling deployments are moved to the end; None skips both."""
     cooldown: Cooldown | None = None
     """The policy's cooldown settings; None means the defaults."""
+    weighted_tiers: frozenset[str] = frozenset()
+    """Tiers whose first deployment is drawn by weight (``router/routing/balance.py``)."""
 
     def transport_for(self, deployment: Deployment) -> Transport:
         return self.direct if deployment.uses_direct_path else self.litellm
@@ -131,9 +135,12 @@ class Dispatcher:
         raise _final_error(last_error, self.failures)
 
     def _ordered(self, candidates: tuple[Candidate, ...]) -> Sequence[Candidate]:
-        if self.health is None:
-            return candidates
-        return self.health.order(candidates, _deployment_name)
+        ordered: Sequence[Candidate] = candidates
+        if self.weighted_tiers:
+            ordered = weighted_first(ordered, self.weighted_tiers, _RANDOM)
+        if self.health is not None:
+            ordered = self.health.order(ordered, _deployment_name)
+        return ordered
 
     def _failed(self, attempt: Attempt, exc: UpstreamError) -> UpstreamError:
         attempt.error = exc.kind
@@ -159,6 +166,7 @@ class Dispatcher:
 
 
 _DEFAULT_COOLDOWN = Cooldown()
+_RANDOM = random.Random()
 
 
 def _deployment_name(candidate: Candidate) -> str:

@@ -77,3 +77,18 @@ async def test_stream_skips_cooling_deployment(kit: GatewayKit) -> None:
 
     assert [a["deployment"] for a in records[2]["attempts"]] == ["mid-medium"]
     assert len(kit.fakes["edge"].requests) == 2
+
+
+async def test_weighted_tier_spreads_first_tries(kit: GatewayKit) -> None:
+    document = policy_document(kit.base_urls)
+    edge = document["tiers"]["edge"]
+    second = {**edge["deployments"][0], "name": "edge-second"}
+    edge["deployments"].append(second)
+    edge["balance"] = "weighted"
+    write_yaml(kit.policy_path, document)
+    async with kit.running(settings=kit.settings()) as gateway:
+        served = [(await gateway.chat(chat_body())).headers["x-tierwise-model"] for _ in range(40)]
+        records = await gateway.request_records()
+
+    assert set(served) == {"edge-small", "edge-second"}
+    assert all(len(record["attempts"]) == 1 for record in records)

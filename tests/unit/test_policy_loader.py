@@ -233,8 +233,9 @@ def test_duplicate_keys_are_rejected_with_both_lines(tmp_path: Path) -> None:
         ("cache: {ttl_s: 60}\noutcomes: {store_prompts: true}\n", True),
         ("routing: {thresholds: {edge: 0.9}}\n", False),
         ("aliases: {auto: {}, auto-quality: {min_tier: frontier}}\n", False),
+        ("routing: {cooldown: {after_failures: 5, seconds: 10}}\n", True),
     ],
-    ids=["comment", "cache-and-outcomes", "threshold", "alias"],
+    ids=["comment", "cache-and-outcomes", "threshold", "alias", "cooldown"],
 )
 def test_routing_version_ignores_answer_neutral_edits(
     tmp_path: Path, edit: str, same_routing: bool
@@ -362,3 +363,38 @@ def test_invalid_api_base_is_rejected(tmp_path: Path, api_base: str, message: st
 def test_valid_api_base_loads(tmp_path: Path, api_base: str) -> None:
     loaded = load_policy(write(tmp_path, with_edge_api_base(api_base)))
     assert loaded.policy.tiers["edge"].deployments[0].api_base == api_base.strip("'")
+
+
+def test_routing_version_ignores_weights_and_balance(tmp_path: Path) -> None:
+    base = load_policy(write(tmp_path, VALID))
+    weighted = load_policy(write(tmp_path, VALID.replace(
+        "  edge:\n    deployments:", "  edge:\n    balance: weighted\n    deployments:"
+    ).replace("context_window: 4096", "context_window: 4096\n        weight: 3")))
+
+    assert weighted.policy.tiers["edge"].balance == "weighted"
+    assert weighted.policy.tiers["edge"].deployments[0].weight == 3
+    assert weighted.routing_version == base.routing_version
+
+
+def test_invalid_weight_and_balance_name_the_line(tmp_path: Path) -> None:
+    text = VALID.replace("  edge:\n    deployments:", "  edge:\n    balance: random\n    deployments:")
+    path = write(tmp_path, text.replace("context_window: 4096", "context_window: 4096\n        weight: 0"))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    assert caught.value.problems == [
+        f"{path}:11: tiers.edge.deployments.0.weight: Input should be greater than 0 (found 0)",
+        f"{path}:4: tiers.edge.balance: Input should be 'ordered' or 'weighted' (found 'random')",
+    ]
+
+
+def test_negative_cooldown_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "routing:\n  cooldown: {after_failures: -1, seconds: 0}\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    assert caught.value.problems == [
+        (f"{path}:18: routing.cooldown.after_failures: Input should be greater than or equal to 0 "
+         "(found -1)"),
+        f"{path}:18: routing.cooldown.seconds: Input should be greater than 0 (found 0)",
+    ]
