@@ -178,7 +178,11 @@ async def test_reload_under_load_never_fails_a_request(
                 assert await wait_until(lambda: load.completed_in(load.phase) >= PHASE_REQUESTS)
                 load.phase = phase
                 marks[f"{phase} written"] = time.monotonic()
-                write_yaml(kit.policy_path, versions[phase])
+                # Written beside the policy and renamed over it, because the watcher could
+                # otherwise read the file between its truncation and the write, and report
+                # an empty file in place of the half-written policy's error.
+                staged = write_yaml(kit.policy_path.with_suffix(".staged"), versions[phase])
+                staged.replace(kit.policy_path)
                 assert await wait_until(reached), f"the gateway never reached the {phase} state"
                 marks[f"{phase} applied"] = time.monotonic()
 
