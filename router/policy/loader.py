@@ -75,20 +75,20 @@ def parse_policy(text: str, path: Path) -> LoadedPolicy:
 
 
 # Settings that change neither the deployment chosen nor the request it is sent: prices
-# (accounting only), tenant budgets (checked before any lookup) and key digests (the tenant
-# a key maps to is part of every cache key already).
+# (accounting only), tenant budgets and request-rate limits (checked before any lookup) and
+# key digests (the tenant a key maps to is part of every cache key already).
 _ANSWER_NEUTRAL_SETTINGS: Any = {
     "tiers": {"__all__": {"deployments": {"__all__": {"price"}}}},
-    "tenants": {"entries": {"__all__": {"budget", "key_sha256"}}},
+    "tenants": {"entries": {"__all__": {"budget", "requests_per_minute", "key_sha256"}}},
 }
 
 
 def routing_version(policy: Policy) -> str:
     """Hash the aliases, tiers, routing and tenant settings of ``policy``.
 
-    Cache entries are keyed by this hash instead of the file's, so an edit to budgets, prices,
-    tenant keys, cache lifetime, outcome or shadow settings, or to comments keeps the cache
-    warm.
+    Cache entries are keyed by this hash instead of the file's, so an edit to budgets,
+    request-rate limits, prices, tenant keys, cache lifetime, outcome or shadow settings, or to
+    comments keeps the cache warm.
     """
     material = policy.model_dump(
         mode="json",
