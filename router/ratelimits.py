@@ -57,7 +57,7 @@ class RateLimiter:
         self._local_counts: dict[str, int] = {}
 
     async def check(self, tenant: str, limit: int) -> None:
-        """Count one request of ``tenant``; raise RequestRateExceeded when it exceeds ``limit``.
+        """Count one request of ``tenant`` and raise RequestRateExceeded when it exceeds ``limit``.
 
         The caller passes the limit of the policy that serves the request, so a reloaded
         policy's limit applies to the next request, against the count so far in this minute.
