@@ -14,6 +14,7 @@ and OpenAI error ``type``, and ``render_error`` turns it into OpenAI's body
     ├── RequestTooLarge               413 invalid_request_error
     ├── ClientDisconnected            499 (the client left before the response; never sent)
     ├── BudgetExceeded                429 insufficient_quota
+    ├── RequestRateExceeded           429 requests, code rate_limit_exceeded (tenant's limit)
     ├── UpstreamRateLimited           429 rate_limit_error (every eligible deployment sent 429)
     ├── UpstreamFailed                502 api_error (every eligible deployment failed)
     ├── NoDeploymentAvailable         503 api_error (no tier has a usable deployment)
@@ -141,6 +142,26 @@ class BudgetExceeded(GatewayError):
         # A retry cannot succeed before the budget resets, and the official OpenAI clients
         # retry every 429 unless this header says otherwise.
         self.headers = {"x-should-retry": "false"}
+
+
+class RequestRateExceeded(GatewayError):
+    """Raised when a tenant has sent more requests this minute than its ``requests_per_minute``."""
+
+    status = 429
+    # OpenAI's API sends this type with its own requests-per-minute errors.
+    error_type = "requests"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, limit: int, retry_after_s: float) -> None:
+        super().__init__(
+            f"This API key's tenant has reached its limit of {limit} requests per minute. "
+            f"Retry after {max(1, math.ceil(retry_after_s))} s, when the next minute starts."
+        )
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        # No x-should-retry header, because a retry after the wait succeeds.  The openai
+        # Python client retries a 429 after the wait in retry-after-ms.
+        self.headers = retry_after_headers(retry_after_s)
 
 
 class UpstreamRateLimited(GatewayError):

@@ -108,6 +108,9 @@ async def serve_chat(
         if loaded.policy.outcomes.store_prompts:
             outcome.prompt = body["messages"]
         if tenant.config is not None:
+            # Before the cache lookup, so that a cache hit counts as a request too.
+            if tenant.config.requests_per_minute is not None:
+                await runtime.rate_limits.check(tenant.name, tenant.config.requests_per_minute)
             await runtime.budgets.check(tenant.name, tenant.config.budget)
         hint = header(request, b"x-tierwise-min-tier")
         return await _serve(runtime, loaded, body, chat, outcome, tenant, hint, request.receive)

@@ -75,23 +75,23 @@ def parse_policy(text: str, path: Path) -> LoadedPolicy:
 
 
 # Settings left out of the routing version, so that an edit keeps the cached answers: prices
-# (accounting only), tenant budgets (checked before any lookup), key digests (the tenant a
-# key maps to is part of every cache key already), and weights, balance and cooldowns, which
-# change only which deployment of a routing decision is tried first (a cached answer names
-# the deployment that gave it).
+# (accounting only), tenant budgets and request-rate limits (checked before any lookup), key
+# digests (the tenant a key maps to is part of every cache key already), and weights, balance
+# and cooldowns, which change only which deployment of a routing decision is tried first (a
+# cached answer names the deployment that gave it).
 _ANSWER_NEUTRAL_SETTINGS: Any = {
     "tiers": {"__all__": {"deployments": {"__all__": {"price", "weight"}}, "balance": True}},
     "routing": {"cooldown"},
-    "tenants": {"entries": {"__all__": {"budget", "key_sha256"}}},
+    "tenants": {"entries": {"__all__": {"budget", "requests_per_minute", "key_sha256"}}},
 }
 
 
 def routing_version(policy: Policy) -> str:
     """Hash the aliases, tiers, routing and tenant settings of ``policy``.
 
-    Cache entries are keyed by this hash instead of the file's, so an edit to budgets, prices,
-    weights and balance, tenant keys, cooldowns, cache lifetime, outcome or shadow settings,
-    or to comments keeps the cache warm.
+    Cache entries are keyed by this hash instead of the file's, so an edit to budgets,
+    request-rate limits, prices, weights and balance, tenant keys, cooldowns, cache lifetime,
+    outcome or shadow settings, or to comments keeps the cache warm.
     """
     material = policy.model_dump(
         mode="json",

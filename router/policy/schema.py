@@ -317,6 +317,14 @@ class Tenant(StrictModel):
     min_tier: TierName | None = None
     blocked_tiers: list[TierName] = Field(default_factory=list)
     budget: Budget = Budget()
+    # Strict, because YAML's `true` would otherwise load as a limit of 1, and 60.0 or '60' as 60.
+    requests_per_minute: int | None = Field(
+        default=None,
+        gt=0,
+        strict=True,
+        description="Maximum requests per UTC minute, counted across the replicas that share "
+        "Redis. Further requests get 429 until the minute ends.",
+    )
 
 
 # Tenant names that the gateway generates for callers that match no policy tenant.  Callers

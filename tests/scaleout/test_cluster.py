@@ -24,9 +24,11 @@ from router.distribution import (
     classifier_bundle,
     publish_bundle,
 )
+from router.errors import RequestRateExceeded
 from router.outcomes.export import ExportOptions, OutcomeExporter
 from router.outcomes.log import OutcomeLog, stream_key
 from router.policy.store import PolicyStore
+from router.ratelimits import WINDOW_S, RateLimiter, window_key
 from router.redis_link import RedisLink
 from router.settings import Settings
 from tests.scaleout.support import (
@@ -103,6 +105,34 @@ async def test_cluster_budgets_add_up(
         cluster_client.keyslot(period_keys(t, prefix=prefix)[0]) for t in ("alpha", "beta", "gamma")
     }
     assert len(slots) == 3
+
+
+async def test_cluster_rate_limits_count_per_tenant(
+    cluster_url: str, cluster_client: redis.RedisCluster, prefix: str
+) -> None:
+    now = 20_000_000 * WINDOW_S + 30.0
+    link = RedisLink(cluster_url, 5.0, cluster=True)
+    limiter = RateLimiter(link, prefix, clock=lambda: now)
+    rejected = {}
+    for tenant in ("alpha", "beta", "gamma"):
+        for _ in range(3):
+            await limiter.check(tenant, 3)
+        try:
+            await limiter.check(tenant, 3)
+        except RequestRateExceeded as exc:
+            rejected[tenant] = exc.limit
+    await link.close()
+
+    window = int(now // WINDOW_S)
+    keys = {tenant: window_key(tenant, window, prefix) for tenant in ("alpha", "beta", "gamma")}
+    assert rejected == {"alpha": 3, "beta": 3, "gamma": 3}
+    assert {tenant: int(cluster_client.get(key) or 0) for tenant, key in keys.items()} == {
+        "alpha": 4, "beta": 4, "gamma": 4,
+    }
+    # The counter shares the tenant's slot with its spend keys, and tenants spread out.
+    for tenant, key in keys.items():
+        assert cluster_client.keyslot(key) == cluster_client.keyslot(period_keys(tenant, prefix=prefix)[0])
+    assert len({cluster_client.keyslot(key) for key in keys.values()}) == 3
 
 
 async def test_cluster_outcomes_export_once(

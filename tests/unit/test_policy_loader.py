@@ -261,6 +261,50 @@ def test_routing_version_ignores_prices_budgets_and_keys(tmp_path: Path) -> None
     assert repriced.routing_version == base.routing_version
 
 
+def test_routing_version_ignores_request_rate_limits(tmp_path: Path) -> None:
+    tenant = "tenants:\n  entries:\n    team-a: {key_sha256: [" + "a" * 64 + "]%s}\n"
+    unlimited = load_policy(write(tmp_path, VALID + tenant % ""))
+    limited = load_policy(write(tmp_path, VALID + tenant % ", requests_per_minute: 60"))
+    assert limited.routing_version == unlimited.routing_version
+    assert limited.version != unlimited.version
+
+
+def with_request_rate(value: str) -> str:
+    return VALID + (
+        "tenants:\n  entries:\n    team-a:\n      budget: {usd_per_day: 5}\n"
+        f"      requests_per_minute: {value}\n"
+    )
+
+
+def test_request_rate_limit_loads(tmp_path: Path) -> None:
+    loaded = load_policy(write(tmp_path, with_request_rate("120")))
+    unset = load_policy(write(tmp_path, with_tenant("team-a")))
+    assert loaded.policy.tenants.entries["team-a"].requests_per_minute == 120
+    assert unset.policy.tenants.entries["team-a"].requests_per_minute is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "Input should be greater than 0 (found 0)"),
+        ("-5", "Input should be greater than 0 (found -5)"),
+        # YAML reads these as a bool, a float and strings, none of which is a count.
+        ("true", "Input should be a valid integer (found True)"),
+        ("1.5", "Input should be a valid integer (found 1.5)"),
+        ("60.0", "Input should be a valid integer (found 60.0)"),
+        ("'60'", "Input should be a valid integer (found '60')"),
+        ("lots", "Input should be a valid integer (found 'lots')"),
+    ],
+)
+def test_invalid_request_rate_limit_names_line(tmp_path: Path, value: str, message: str) -> None:
+    path = write(tmp_path, with_request_rate(value))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [
+        f"{path}:21: tenants.entries.team-a.requests_per_minute: {message}"
+    ]
+
+
 RESERVED_ADVICE = (
     "is reserved because the gateway uses it for callers that match no policy tenant, and "
     "those callers would share this tenant's cache entries, spend and outcome records. "

@@ -1,0 +1,94 @@
+"""Per-tenant request-rate limits (``requests_per_minute``) in fixed one-minute windows.
+
+Each window is one UTC minute, numbered ``int(time // 60)``, so replicas agree on it without
+talking to each other as long as their clocks agree.  A tenant's requests in the current
+window are counted, rejected ones included, and a request that makes the count exceed the
+limit gets 429 until the window ends.  Counting requests that were rejected changes nothing
+else, because the count starts again at zero in the next window.
+
+With Redis, replicas share one counter per tenant and window: ``INCR`` and ``EXPIRE`` go in
+one pipeline, so a request costs one round trip.  Without Redis, or while a Redis call fails
+or its circuit breaker is open, each replica counts only the requests it serves meanwhile, so
+the tenant can send up to the limit times the number of replicas.
+
+A fixed window lets a tenant send up to twice its limit within a short span around a minute
+boundary: the whole limit at the end of one minute and again at the start of the next.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from router.errors import RequestRateExceeded
+from router.redis_link import DEFAULT_KEY_PREFIX, RedisLink
+
+WINDOW_S = 60
+# Long enough that a replica whose clock is a little behind still finds the window's count.
+KEY_TTL_S = 2 * WINDOW_S
+
+
+def window_key(tenant: str, window: int, prefix: str = DEFAULT_KEY_PREFIX) -> str:
+    """Return the Redis key of the tenant's request count in minute ``window``.
+
+    The key has the budget keys' ``{<prefix>:<tenant>}`` hash tag, so a tenant's keys share
+    one Redis Cluster slot and different tenants spread over the slots.
+    """
+    return f"{{{prefix}:{tenant}}}:rpm:{window}"
+
+
+class RateLimiter:
+    """Per-tenant request counter that rejects the requests over each tenant's limit."""
+
+    def __init__(
+        self,
+        link: RedisLink | None,
+        prefix: str = DEFAULT_KEY_PREFIX,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.link = link
+        self.prefix = prefix
+        self.clock = clock
+        """Source of wall-clock time in seconds since the epoch, which tests replace."""
+        self._local_window = -1
+        # Request counts of the in-process fallback in ``_local_window``. Older windows are
+        # dropped, so the dict contains at most one entry per limited tenant.
+        self._local_counts: dict[str, int] = {}
+
+    async def check(self, tenant: str, limit: int) -> None:
+        """Count one request of ``tenant`` and raise RequestRateExceeded when it exceeds ``limit``.
+
+        The caller passes the limit of the policy that serves the request, so a reloaded
+        policy's limit applies to the next request, against the count so far in this minute.
+        """
+        now = self.clock()
+        window = int(now // WINDOW_S)
+        count = await self._count(tenant, window)
+        if count > limit:
+            raise RequestRateExceeded(limit, (window + 1) * WINDOW_S - now)
+
+    async def _count(self, tenant: str, window: int) -> int:
+        """Add one to the tenant's count in ``window`` and return the new count."""
+        if self.link is not None:
+            key = window_key(tenant, window, self.prefix)
+
+            async def increment(client: Any) -> int:
+                pipe = client.pipeline(transaction=False)
+                pipe.incr(key)
+                pipe.expire(key, KEY_TTL_S)
+                count, _ = await pipe.execute()
+                return int(count)
+
+            shared = await self.link.call(increment, None)
+            if shared is not None:
+                return shared
+        return self._count_locally(tenant, window)
+
+    def _count_locally(self, tenant: str, window: int) -> int:
+        if window != self._local_window:
+            self._local_window = window
+            self._local_counts.clear()
+        count = self._local_counts.get(tenant, 0) + 1
+        self._local_counts[tenant] = count
+        return count

@@ -1,0 +1,139 @@
+"""The fixed-window request counter of ``router.ratelimits``, on a fake clock without Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from router.errors import RequestRateExceeded
+from router.ratelimits import WINDOW_S, RateLimiter, window_key
+
+# 20,000,000 minutes after the epoch (in 2008), a window boundary.
+MINUTE_START = 20_000_000 * WINDOW_S
+
+
+class FakeClock:
+    """A wall clock that stays where the test sets it."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class BreakerOpenLink:
+    """A Redis link whose circuit breaker is open: every call returns the default at once."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def call(self, operation: Any, default: Any, *, last_chance: bool = False) -> Any:
+        self.calls += 1
+        return default
+
+
+async def admitted(limiter: RateLimiter, tenant: str, limit: int, requests: int) -> int:
+    """Send ``requests`` requests of ``tenant``; return how many the limiter let through."""
+    passed = 0
+    for _ in range(requests):
+        try:
+            await limiter.check(tenant, limit)
+        except RequestRateExceeded:
+            continue
+        passed += 1
+    return passed
+
+
+async def test_limit_admits_then_rejects() -> None:
+    limiter = RateLimiter(None, clock=FakeClock(MINUTE_START + 37.5))
+
+    assert await admitted(limiter, "team-a", 3, 3) == 3
+    with pytest.raises(RequestRateExceeded) as caught:
+        await limiter.check("team-a", 3)
+
+    error = caught.value
+    assert error.status == 429
+    assert error.code == "rate_limit_exceeded"
+    assert error.error_type == "requests"
+    assert error.limit == 3
+    assert error.retry_after_s == 22.5
+    assert error.message == (
+        "This API key's tenant has reached its limit of 3 requests per minute. "
+        "Retry after 23 s, when the next minute starts."
+    )
+    assert error.headers == {"retry-after": "23", "retry-after-ms": "22500"}
+
+
+async def test_rejected_requests_keep_rejecting() -> None:
+    limiter = RateLimiter(None, clock=FakeClock(MINUTE_START + 1))
+
+    assert await admitted(limiter, "team-a", 2, 10) == 2
+
+
+async def test_next_minute_starts_new_count() -> None:
+    clock = FakeClock(MINUTE_START + 59.9)
+    limiter = RateLimiter(None, clock=clock)
+    assert await admitted(limiter, "team-a", 2, 3) == 2
+
+    clock.now = MINUTE_START + WINDOW_S
+
+    assert await admitted(limiter, "team-a", 2, 3) == 2
+
+
+async def test_retry_after_near_window_end() -> None:
+    limiter = RateLimiter(None, clock=FakeClock(MINUTE_START + WINDOW_S - 0.0004))
+    await limiter.check("team-a", 1)
+
+    with pytest.raises(RequestRateExceeded) as caught:
+        await limiter.check("team-a", 1)
+
+    # Both headers round up, so a client that waits for either lands in the next minute.
+    assert caught.value.headers == {"retry-after": "1", "retry-after-ms": "1"}
+    assert "Retry after 1 s" in caught.value.message
+
+
+async def test_tenants_count_separately() -> None:
+    limiter = RateLimiter(None, clock=FakeClock(MINUTE_START + 5))
+
+    assert await admitted(limiter, "team-a", 2, 2) == 2
+    assert await admitted(limiter, "team-b", 2, 3) == 2
+    assert await admitted(limiter, "team-a", 2, 1) == 0
+
+
+async def test_changed_limit_applies_to_next_request() -> None:
+    limiter = RateLimiter(None, clock=FakeClock(MINUTE_START + 5))
+    assert await admitted(limiter, "team-a", 5, 3) == 3
+
+    lowered = await admitted(limiter, "team-a", 3, 1)
+    raised = await admitted(limiter, "team-a", 10, 1)
+
+    assert lowered == 0
+    assert raised == 1
+
+
+async def test_local_counts_keep_current_minute_only() -> None:
+    clock = FakeClock(MINUTE_START + 5)
+    limiter = RateLimiter(None, clock=clock)
+    for tenant in ("team-a", "team-b", "team-c"):
+        await limiter.check(tenant, 10)
+
+    clock.now += WINDOW_S
+    await limiter.check("team-a", 10)
+
+    assert limiter._local_counts == {"team-a": 1}
+
+
+async def test_unavailable_redis_counts_in_process() -> None:
+    link = BreakerOpenLink()
+    limiter = RateLimiter(link, "tw-test", clock=FakeClock(MINUTE_START + 5))  # type: ignore[arg-type]
+
+    assert await admitted(limiter, "team-a", 2, 4) == 2
+    assert link.calls == 4
+
+
+def test_window_key_has_tenant_hash_tag() -> None:
+    key = window_key("team-a", 20_000_000, prefix="tw-test")
+
+    assert key == "{tw-test:team-a}:rpm:20000000"
