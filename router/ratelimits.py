@@ -68,6 +68,25 @@ class RateLimiter:
         if count > limit:
             raise RequestRateExceeded(limit, (window + 1) * WINDOW_S - now)
 
+    async def used(self, tenant: str) -> int:
+        """Return how many requests of ``tenant`` this minute's window has counted so far.
+
+        With Redis it reads the shared count; without Redis, or when the read fails, the
+        count of this process.
+        """
+        window = int(self.clock() // WINDOW_S)
+        if self.link is not None:
+            key = window_key(tenant, window, self.prefix)
+
+            async def read(client: Any) -> int:
+                value = await client.get(key)
+                return int(value) if value is not None else 0
+
+            shared = await self.link.call(read, None)
+            if shared is not None:
+                return shared
+        return self._local_counts.get(tenant, 0) if window == self._local_window else 0
+
     async def _count(self, tenant: str, window: int) -> int:
         """Add one to the tenant's count in ``window`` and return the new count."""
         if self.link is not None:

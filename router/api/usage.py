@@ -18,6 +18,7 @@ async def get_usage(request: Request) -> dict[str, Any]:
     tenant = identify(request, runtime.policies.current.policy)
     day, month = await runtime.budgets.spent(tenant.name)
     budget = tenant.config.budget if tenant.config is not None else None
+    limit = tenant.config.requests_per_minute if tenant.config is not None else None
     return {
         "object": "usage",
         "tenant": tenant.name,
@@ -25,5 +26,10 @@ async def get_usage(request: Request) -> dict[str, Any]:
         "budget_usd": {
             "day": budget.usd_per_day if budget else None,
             "month": budget.usd_per_month if budget else None,
+        },
+        # Counted only for tenants with a limit, so "used" is None without one.
+        "requests_per_minute": {
+            "limit": limit,
+            "used": await runtime.rate_limits.used(tenant.name) if limit is not None else None,
         },
     }

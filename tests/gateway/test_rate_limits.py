@@ -144,6 +144,35 @@ async def test_over_limit_gets_openai_429(kit: GatewayKit) -> None:
     assert rejected["cost_usd"] == 0
 
 
+async def usage_of(gateway: Gateway, tenant: LimitedTenant) -> Any:
+    response = await gateway.client.get(
+        "/v1/usage", headers={"Authorization": f"Bearer {tenant.api_key}"}
+    )
+    return response.json()["requests_per_minute"]
+
+
+async def test_usage_reports_limit_and_count(kit: GatewayKit) -> None:
+    tenant = LimitedTenant.new()
+    write_limit_policy(kit, tenant, 5, cache_enabled=False)
+    async with limited_gateway(kit, tenant) as gateway:
+        before = await usage_of(gateway, tenant)
+        await statuses(gateway, tenant, 2)
+        after = await usage_of(gateway, tenant)
+
+    assert before == {"limit": 5, "used": 0}
+    assert after == {"limit": 5, "used": 2}
+
+
+async def test_usage_without_limit_counts_nothing(kit: GatewayKit) -> None:
+    tenant = LimitedTenant.new()
+    write_limit_policy(kit, tenant, None, cache_enabled=False)
+    async with limited_gateway(kit, tenant) as gateway:
+        await statuses(gateway, tenant, 1)
+        usage = await usage_of(gateway, tenant)
+
+    assert usage == {"limit": None, "used": None}
+
+
 async def test_cached_answer_counts_as_request(kit: GatewayKit) -> None:
     tenant = LimitedTenant.new()
     write_limit_policy(kit, tenant, 2)
@@ -271,6 +300,7 @@ async def test_gateways_share_redis_count(
                 *await statuses(second, tenant, 2),
                 *await statuses(first, tenant, 1),
             ]
+            shared_usage = await usage_of(second, tenant)
             stream_start = first.stream_start
         # Both gateways have flushed their outcome records to the one stream on stopping.
         records = read_stream_records(redis_client, stream_start, {tenant.name})
@@ -280,6 +310,7 @@ async def test_gateways_share_redis_count(
         redis_client.delete(key)
 
     assert codes == [200, 200, 200, 429, 429]
+    assert shared_usage == {"limit": 3, "used": 5}
     assert count == 5
     assert 0 < ttl <= 2 * WINDOW_S
     assert sorted(record["status"] for record in records) == [200, 200, 200, 429, 429]
