@@ -222,6 +222,9 @@ def _process_listens_on(pid: int, port: int) -> bool | None:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # uvicorn binds through asyncio's create_server, which sets SO_REUSEADDR on Linux, so
+        # a port with only TIME_WAIT connections (left by a stopped model server) is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:

@@ -128,6 +128,21 @@ def test_busy_port_is_rejected() -> None:
             server._choose_port()
 
 
+def test_port_with_closed_connection_is_free() -> None:
+    # The side that closes a TCP connection first keeps it in TIME_WAIT for about 60 s on
+    # Linux, as a stopped model server does with its clients' connections.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()
+            assert client.recv(1) == b""
+    assert EdgeModelServer(port=port)._choose_port() == port
+
+
 def test_process_listens_on_reads_proc() -> None:
     if not Path("/proc/net/tcp").is_file():
         pytest.skip("no /proc/net/tcp on this system, so socket owners cannot be read")
