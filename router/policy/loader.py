@@ -91,13 +91,20 @@ def routing_version(policy: Policy) -> str:
 
     Cache entries are keyed by this hash instead of the file's, so an edit to budgets,
     request-rate limits, prices, weights and balance, tenant keys, cooldowns, cache lifetime,
-    outcome or shadow settings, or to comments keeps the cache warm.
+    outcome or shadow settings, or to comments keeps the cache warm. The ``api_base`` of a
+    ``local_model`` deployment is left out too: it only gives the port on which each gateway
+    starts the bundled model, so two gateways on one machine that differ only in that port
+    share their cache entries.
     """
     material = policy.model_dump(
         mode="json",
         include={"aliases", "tiers", "routing", "tenants"},
         exclude=_ANSWER_NEUTRAL_SETTINGS,
     )
+    for tier in material["tiers"].values():
+        for deployment in tier["deployments"]:
+            if deployment["local_model"]:
+                del deployment["api_base"]
     return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
 
 

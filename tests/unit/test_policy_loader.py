@@ -246,6 +246,16 @@ def test_routing_version_ignores_answer_neutral_edits(
     assert (edited.routing_version == base.routing_version) is same_routing
 
 
+def test_routing_version_ignores_local_model_port(tmp_path: Path) -> None:
+    first = load_policy(write(tmp_path, LOCAL_EDGE.replace("API_BASE", "http://127.0.0.1:8081/v1")))
+    second = load_policy(write(tmp_path, LOCAL_EDGE.replace("API_BASE", "http://127.0.0.1:8082/v1")))
+    hosted = load_policy(write(tmp_path, VALID))
+    moved = load_policy(write(tmp_path, VALID.replace("http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1", 1)))
+    assert first.version != second.version
+    assert first.routing_version == second.routing_version
+    assert moved.routing_version != hosted.routing_version
+
+
 def test_routing_version_ignores_prices_budgets_and_keys(tmp_path: Path) -> None:
     tenant = "tenants:\n  entries:\n    team-a: {key_sha256: [%s]%s}\n"
     with_tenant = load_policy(write(tmp_path, VALID + tenant % ("a" * 64, "")))
