@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 import orjson
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from router.policy.schema import Policy
 
@@ -62,7 +63,7 @@ def parse_policy(text: str, path: Path) -> LoadedPolicy:
     if not isinstance(data, dict):
         found = type(data).__name__ if data is not None else "an empty file"
         raise PolicyError(path, [f"{path}:1: expected a mapping at the top level, found {found}"])
-    duplicates = _duplicate_keys(root, path)
+    duplicates = _duplicate_keys(root, path) + _repeated_names_and_keys(root, path)
     if duplicates:
         raise PolicyError(path, duplicates)
     try:
@@ -129,6 +130,61 @@ def _duplicate_keys(node: yaml.Node | None, path: Path) -> list[str]:
     return problems
 
 
+def _repeated_names_and_keys(root: yaml.Node | None, path: Path) -> list[str]:
+    """List deployment names used twice and key digests listed under two tenants.
+
+    The schema rejects both as well, but only the YAML nodes carry the line of each copy.
+    """
+    problems: list[str] = []
+    name_lines: dict[str, int] = {}
+    for tier, tier_node in _mapping_items(_value_of(root, "tiers")):
+        for index, deployment in enumerate(_sequence_items(_value_of(tier_node, "deployments"))):
+            name = _value_of(deployment, "name")
+            if not isinstance(name, yaml.ScalarNode):
+                continue
+            line = name.start_mark.line + 1
+            if name.value in name_lines:
+                problems.append(
+                    f"{path}:{line}: tiers.{tier}.deployments.{index}.name: deployment name "
+                    f"'{name.value}' is used twice (first at line {name_lines[name.value]}); "
+                    "give each deployment its own name"
+                )
+            else:
+                name_lines[name.value] = line
+    key_owners: dict[str, tuple[str, int]] = {}
+    entries = _value_of(_value_of(root, "tenants"), "entries")
+    for tenant, tenant_node in _mapping_items(entries):
+        for index, digest in enumerate(_sequence_items(_value_of(tenant_node, "key_sha256"))):
+            if not isinstance(digest, yaml.ScalarNode):
+                continue
+            line = digest.start_mark.line + 1
+            owner = key_owners.setdefault(digest.value, (tenant, line))
+            if owner[0] != tenant:
+                problems.append(
+                    f"{path}:{line}: tenants.entries.{tenant}.key_sha256.{index}: key digest "
+                    f"'{digest.value}' is also listed under tenant '{owner[0]}' (line {owner[1]}); "
+                    "an API key belongs to one tenant, so remove it from one of them"
+                )
+    return problems
+
+
+def _value_of(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    for key_node, value_node in _mapping_items(node):
+        if key_node == key:
+            return value_node
+    return None
+
+
+def _mapping_items(node: yaml.Node | None) -> list[tuple[str, yaml.Node]]:
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    return [(k.value, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+
+
+def _sequence_items(node: yaml.Node | None) -> list[yaml.Node]:
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
 def _describe(error: Any, root: yaml.Node | None, path: Path) -> str:
     location = [part for part in error["loc"] if not _is_validator_name(part)]
     is_key_error = bool(location) and location[-1] == "[key]"
@@ -139,10 +195,44 @@ def _describe(error: Any, root: yaml.Node | None, path: Path) -> str:
     found = error.get("input")
     found_text = _short(found) if error["type"] != "missing" else "nothing"
     message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        known = _known_keys(location[:-1])
+        if known:
+            message = f"unknown key; expected one of {', '.join(known)}"
     if error["type"] != "missing" and re.search(rf"got {re.escape(found_text)}(?![\w.])", message):
         # The validator's message already quotes the value.
         return f"{path}:{line}: {key}: {message}"
     return f"{path}:{line}: {key}: {message} (found {found_text})"
+
+
+def _known_keys(location: list[Any]) -> list[str]:
+    """Return the keys that the schema allows in the mapping at ``location``, or none."""
+    annotation: Any = Policy
+    for part in location:
+        annotation = _without_none(annotation)
+        if get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        elif get_origin(annotation) is list:
+            annotation = get_args(annotation)[0]
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            if field is None:
+                return []
+            annotation = field.annotation
+        else:
+            return []
+    annotation = _without_none(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _without_none(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return annotation
 
 
 def _is_validator_name(part: Any) -> bool:

@@ -361,6 +361,19 @@ class Tenants(StrictModel):
         default_factory=dict
     )
 
+    @model_validator(mode="after")
+    def _check_keys_unique(self) -> Tenants:
+        owners: dict[str, str] = {}
+        for name, tenant in self.entries.items():
+            for digest in tenant.key_sha256:
+                owner = owners.setdefault(digest, name)
+                if owner != name:
+                    raise ValueError(
+                        f"key digest {digest!r} is listed under tenants {owner!r} and {name!r}; "
+                        "an API key belongs to one tenant, so remove it from one of them"
+                    )
+        return self
+
     def tenant_for_digest(self, digest: str) -> str | None:
         for name, tenant in self.entries.items():
             if digest in tenant.key_sha256:

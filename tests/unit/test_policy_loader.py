@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from starlette.requests import Request
 
 from router.api.auth import identify
 from router.policy.loader import PolicyError, load_policy
+from router.policy.schema import Tenants
 from router.settings import BUNDLED_POLICY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,8 +72,44 @@ def test_misspelled_key_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
     assert caught.value.problems == [
-        f"{path}:10: tiers.edge.deployments.0.timout_s: Extra inputs are not permitted (found 3)"
+        (
+            f"{path}:10: tiers.edge.deployments.0.timout_s: unknown key; expected one of name, "
+            "model, api_base, api_key_env, transport, price, context_window, capabilities, "
+            "local_model, default_max_tokens, timeout_s, connect_timeout_s, weight (found 3)"
+        )
     ]
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            "tenant:\n  require_key: true\n",
+            (
+                "tenant: unknown key; expected one of version, name, aliases, tiers, routing, "
+                "cache, outcomes, tenants, shadow (found {'require_key': True})"
+            ),
+        ),
+        (
+            "tenants:\n  entries:\n    team-a:\n      budget: {usd_per_dya: 5}\n",
+            (
+                "tenants.entries.team-a.budget.usd_per_dya: unknown key; expected one of "
+                "usd_per_day, usd_per_month (found 5)"
+            ),
+        ),
+        (
+            "shadow:\n  judge: {deployment: big, max_token: 3}\n",
+            "shadow.judge.max_token: unknown key; expected one of deployment, max_tokens (found 3)",
+        ),
+    ],
+    ids=["top-level", "in-dict-of-models", "in-optional-model"],
+)
+def test_unknown_key_lists_known_keys(tmp_path: Path, edit: str, expected: str) -> None:
+    path = write(tmp_path, VALID + edit)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].split(": ", 1)[1] == expected
 
 
 def test_missing_key_says_found_nothing(tmp_path: Path) -> None:
@@ -224,6 +262,44 @@ def test_duplicate_keys_are_rejected_with_both_lines(tmp_path: Path) -> None:
         f"{path}:10: duplicate key 'context_window' (first at line 9); {advice}",
         f"{path}:20: duplicate key 'routing' (first at line 18); {advice}",
     ]
+
+
+def test_repeated_deployment_name_names_both_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("name: big", "name: small"))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [
+        (
+            f"{path}:12: tiers.frontier.deployments.0.name: deployment name 'small' is used "
+            "twice (first at line 5); give each deployment its own name"
+        )
+    ]
+
+
+def test_shared_key_digest_is_rejected(tmp_path: Path) -> None:
+    digest = "a" * 64
+    tenants = (
+        "tenants:\n  entries:\n"
+        f"    team-a:\n      key_sha256: [{'b' * 64}, {digest}]\n"
+        f"    team-b:\n      key_sha256: [{digest}]\n"
+    )
+    path = write(tmp_path, VALID + tenants)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == [
+        (
+            f"{path}:22: tenants.entries.team-b.key_sha256.0: key digest '{digest}' is also "
+            "listed under tenant 'team-a' (line 20); an API key belongs to one tenant, so "
+            "remove it from one of them"
+        )
+    ]
+
+
+def test_shared_key_digest_fails_schema() -> None:
+    digest = "a" * 64
+    entries = {"team-a": {"key_sha256": [digest]}, "team-b": {"key_sha256": [digest]}}
+    with pytest.raises(ValidationError, match="listed under tenants 'team-a' and 'team-b'"):
+        Tenants.model_validate({"entries": entries})
 
 
 @pytest.mark.parametrize(
