@@ -19,7 +19,7 @@ import orjson
 
 from router.errors import GatewayError
 from router.policy.schema import Policy
-from router.routing.decide import RequestNeeds, decide
+from router.routing.decide import RequestNeeds, decide, highest_tier
 
 FeedbackKey = tuple[str | None, str]
 """(tenant, request id) of a feedback record."""
@@ -84,16 +84,28 @@ def simulate(
     """Route every record with ``policy`` and add up tiers, cost and known quality.
 
     Each record's logged ``category`` goes to ``decide``, which applies the policy's
-    category floors as the gateway does.  ``records`` is read once, so it may be a generator
+    category floors as the gateway does. The record's alias (``auto`` when ``policy`` lacks
+    it) and its tenant's ``min_tier`` and ``blocked_tiers`` in ``policy`` apply too, but
+    an ``x-tierwise-min-tier`` header does not, because the record does not keep it.  ``records`` is read once, so it may be a generator
     (the CLI counts progress with one).
     """
     result = SimulationResult()
     for record in records:
         result.requests += 1
         needs = RequestNeeds(prompt_tokens=int(record.get("tokens_in") or 0))
+        alias_name = record.get("requested_model")
+        if alias_name not in policy.aliases:
+            alias_name = "auto"
+        alias = policy.aliases.get(alias_name)
+        tenant = policy.tenants.entries.get(record.get("tenant") or "")
         try:
             decision = decide(
-                policy, record["scores"], needs, requested="auto", is_available=lambda d: True,
+                policy, record["scores"], needs, requested=alias_name, is_available=lambda d: True,
+                min_tier=highest_tier(
+                    alias.min_tier if alias is not None else None,
+                    tenant.min_tier if tenant is not None else None,
+                ),
+                blocked_tiers=frozenset(tenant.blocked_tiers) if tenant is not None else frozenset(),
                 category=record.get("category"),
             )
         except GatewayError:

@@ -134,6 +134,28 @@ def test_category_floor_lifts_simulated_tier(tmp_path: Path) -> None:
     assert dict(result.tiers) == {"mid": 1, "edge": 1, "frontier": 1}
 
 
+def test_tenant_and_alias_limits_apply(tmp_path: Path) -> None:
+    restricted = {
+        **POLICY,
+        "aliases": {"auto": {}, "auto-quality": {"min_tier": "frontier"}},
+        "tenants": {"entries": {"team-a": {"key_sha256": ["a" * 64], "blocked_tiers": ["edge"]}}},
+    }
+    rows = [
+        {**record("a", 0.9, 0.9, "edge"), "tenant": "team-a", "requested_model": "auto"},
+        {**record("b", 0.9, 0.9, "edge"), "tenant": "key-0123456789abcdef", "requested_model": "auto"},
+        {**record("c", 0.9, 0.9, "edge"), "requested_model": "auto-quality"},
+        {**record("d", 0.9, 0.9, "edge"), "requested_model": "no-such-alias"},
+    ]
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    records, feedback = load_records(log)
+    result = simulate(Policy.model_validate(restricted), records, feedback)
+    # a: team-a may not use edge. b: an unlisted key has no limits. c: the alias starts at
+    # frontier. d: an alias the policy lacks is routed as auto.
+    assert dict(result.tiers) == {"mid": 1, "edge": 2, "frontier": 1}
+    assert result.unroutable == 0
+
+
 def test_simulate_command_counts_records_without_category(tmp_path: Path) -> None:
     import yaml
 
