@@ -213,8 +213,9 @@ class Runtime:
             "local_model_port_changed",
             running_port=server.requested_port,
             policy_port=expected,
-            effect="requests to the local model deployment fail over to the next tier until "
-            "the gateway restarts",
+            effect="until the gateway restarts, requests to the local model deployment go to "
+            "whatever listens on the policy's port, or fail over to the next tier when nothing "
+            "does",
             fix="restart the gateway, or put the running port back into the policy",
         )
 

@@ -31,7 +31,7 @@ class PolicyStore:
         self._signature = self._file_signature()
         self._task: asyncio.Task[None] | None = None
         self.on_reload: Callable[[LoadedPolicy], None] | None = None
-        """Called with each policy that a file reload swaps in."""
+        """Called with each policy that a file reload or a published version swaps in."""
 
     def _file_signature(self) -> bytes | None:
         # A digest of the content rather than (mtime, size): copies that keep timestamps, and
@@ -71,6 +71,8 @@ class PolicyStore:
         self.published = True
         self.last_error = None
         log.info("policy_replaced_by_published", previous=previous, version=loaded.version)
+        if self.on_reload is not None:
+            self.on_reload(loaded)
 
     def check_for_change(self) -> None:
         if self.published:

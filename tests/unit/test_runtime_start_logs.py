@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 import router.edge
 from router.edge import EdgeModelServer, EdgeModelStartFailed
+from router.policy.loader import load_policy
 from router.runtime import Runtime
 from router.settings import BUNDLED_POLICY, Settings
 from tests.gateway.conftest import StubScorer, policy_document, write_yaml
@@ -150,6 +151,26 @@ async def test_moved_local_model_port_warns_on_reload(
     assert len(moved) == 1
     assert moved[0]["running_port"] == 18081
     assert moved[0]["policy_port"] == 18095
+
+
+async def test_moved_local_model_port_warns_on_publish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router.edge, "EdgeModelServer", FakeEdgeServer)
+    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
+    settings = make_settings(tmp_path, policy, local_model=True)
+    runtime = Runtime.build(settings, StubScorer())
+    runtime._start_local_model()
+    await runtime.extra["local_model_task"]
+    published = tmp_path / "published.yaml"
+    published.write_text(policy.read_text().replace(EDGE_API_BASE, "http://127.0.0.1:18096/v1"))
+    with capture_logs() as logs:
+        runtime.policies.use_published(load_policy(published))
+
+    moved = events(logs, "local_model_port_changed")
+    assert len(moved) == 1
+    assert moved[0]["running_port"] == 18081
+    assert moved[0]["policy_port"] == 18096
 
 
 def test_port_hint_names_policy_and_deployment(tmp_path: Path) -> None:
