@@ -191,6 +191,19 @@ class NoDeploymentAvailable(GatewayError):
     default_code = "no_deployment_available"
 
 
+class ServerShuttingDown(GatewayError):
+    """Raised when the server stopped before the request's upstream call finished."""
+
+    status = 503
+    default_code = "server_shutdown"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The gateway stopped before the upstream answered this request. Retry it; another "
+            "replica or the restarted gateway serves it."
+        )
+
+
 class UpstreamTimeout(GatewayError):
     """Raised when the last eligible deployment timed out."""
 

@@ -36,6 +36,7 @@ from router.errors import (
     ModelNotFound,
     NoDeploymentAvailable,
     RequestTooLarge,
+    ServerShuttingDown,
     UnsupportedMediaType,
 )
 from router.outcomes.record import Outcome
@@ -125,11 +126,18 @@ async def serve_chat(
             exc.headers = {**(exc.headers or {}), "x-should-retry": "false"}
         raise
     except asyncio.CancelledError:
-        # uvicorn cancels the requests still running when its graceful shutdown times out,
-        # and sends the client its own plain-text 500.
+        # uvicorn cancels the requests still running when its graceful shutdown times out.
+        # Re-raised, the cancellation would make uvicorn send its own plain-text 500, so it
+        # is withdrawn and the client gets a 503 in the endpoint's error shape. A further
+        # cancellation still pending (uncancel() above 0) propagates.
         outcome.error, outcome.status = "server_shutdown", SERVER_STOPPED
         finish(runtime, loaded.policy, outcome)
-        raise
+        task = asyncio.current_task()
+        if task is None or task.uncancel() > 0:
+            raise
+        stopped = ServerShuttingDown()
+        stopped.set_request_id(outcome.request_id)
+        raise stopped from None
     except Exception:
         # The gateway's own fault: InternalErrorMiddleware renders the fixed 500 response,
         # and the record keeps only the fixed code, never the exception text.

@@ -656,10 +656,15 @@ def test_shutdown_records_cancelled_call(kit: GatewayKit) -> None:
     conn.sock.sendall(request_bytes(chat_body()))
     time.sleep(0.3)
     live.stop()
+    response = conn.read_response()
     conn.close()
     records = read_file_records(live.runtime.outcomes.path)
 
     assert [(r["status"], r["error"]) for r in records] == [(503, "server_shutdown")]
+    assert response.status == 503
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-request-id"] == records[0]["request_id"]
+    assert orjson.loads(response.body)["error"]["code"] == "server_shutdown"
 
 
 def test_shutdown_records_cut_stream(kit: GatewayKit) -> None:
