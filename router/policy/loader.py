@@ -194,6 +194,9 @@ def _describe(error: Any, root: yaml.Node | None, path: Path) -> str:
     key = ".".join(str(part) for part in location) or "(top level)"
     found = error.get("input")
     found_text = _short(found) if error["type"] != "missing" else "nothing"
+    if "key_sha256" in location and error["type"] != "missing" and not _looks_like_digest(found):
+        # An operator may paste the API key itself here, and problems reach the log.
+        found_text = "a value not shown, because it may be the API key itself"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         known = _known_keys(location[:-1])
@@ -233,6 +236,10 @@ def _without_none(annotation: Any) -> Any:
         if len(members) == 1:
             return members[0]
     return annotation
+
+
+def _looks_like_digest(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value) is not None
 
 
 def _is_validator_name(part: Any) -> bool:

@@ -163,6 +163,21 @@ def test_category_floor_error_names_its_own_line(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "entries", ["[sk-live-0123456789abcdef]", "sk-live-0123456789abcdef"], ids=["in-list", "bare"]
+)
+def test_pasted_key_is_not_echoed(tmp_path: Path, entries: str) -> None:
+    text = VALID + f"tenants:\n  entries:\n    team-a:\n      key_sha256: {entries}\n"
+    path = write(tmp_path, text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert len(caught.value.problems) == 1
+    assert "sk-live" not in caught.value.problems[0]
+    assert caught.value.problems[0].endswith(
+        "(found a value not shown, because it may be the API key itself)"
+    )
+
+
 def test_key_digest_error_names_its_own_line(tmp_path: Path) -> None:
     text = VALID + (
         "tenants:\n  entries:\n    team-a:\n      key_sha256:\n"
