@@ -289,6 +289,12 @@ class Runtime:
     def _local_port_hint(self, deployment: Deployment) -> str:
         """Return how to configure another local model port, worded to end the busy-port error."""
         port_field = f"the port in the api_base of deployment '{deployment.name}'"
+        if self.policies.published:
+            return (
+                "start this gateway with --no-local-model, because it serves the published "
+                f"policy {self.policies.current.version}, which gives every gateway on Redis "
+                f"{port_field}, and an edit to {self.settings.policy} has no effect"
+            )
         if self.settings.policy.resolve() == BUNDLED_POLICY.resolve():
             return (
                 f"copy the bundled policy {BUNDLED_POLICY}, change {port_field} in the copy, and "

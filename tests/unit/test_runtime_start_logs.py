@@ -182,6 +182,21 @@ def test_port_hint_names_policy_and_deployment(tmp_path: Path) -> None:
     assert hint == f"change the port in the api_base of deployment 'edge-small' in the policy {policy}"
 
 
+def test_port_hint_for_published_policy(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
+    runtime = Runtime.build(make_settings(tmp_path, policy), StubScorer())
+    published = load_policy(write_policy(tmp_path / "published.yaml", local_model=True))
+    runtime.policies.use_published(published)
+    deployment = runtime.policies.current.policy.tiers["edge"].deployments[0]
+    hint = runtime._local_port_hint(deployment)
+
+    assert hint == (
+        "start this gateway with --no-local-model, because it serves the published policy "
+        f"{published.version}, which gives every gateway on Redis the port in the api_base of "
+        f"deployment 'edge-small', and an edit to {policy} has no effect"
+    )
+
+
 def test_port_hint_for_bundled_policy(tmp_path: Path) -> None:
     runtime = Runtime.build(make_settings(tmp_path, BUNDLED_POLICY), StubScorer())
     deployment = runtime.policies.current.policy.tiers["edge"].deployments[0]
