@@ -1,5 +1,11 @@
 """Shared pytest configuration: the upstream fixtures live in tests/support/fixtures.py."""
 
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
 from tests.support.fixtures import (  # noqa: F401 (imported so pytest registers the fixtures)
     fake_upstream,
     fakes,
@@ -9,3 +15,22 @@ from tests.support.fixtures import (  # noqa: F401 (imported so pytest registers
     replay_upstreams,
     shared_data,
 )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def uncached_loggers() -> Iterator[None]:
+    """Keep structlog from caching loggers when a test runs the CLI's logging set-up.
+
+    A logger cached on first use keeps the processors of that moment, so ``capture_logs`` in
+    a later test would not see its events, and whether a test passed would depend on which
+    tests ran before it.
+    """
+    original = structlog.configure
+
+    def configure(*args: Any, **kwargs: Any) -> None:
+        kwargs["cache_logger_on_first_use"] = False
+        original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(structlog, "configure", configure)
+        yield
