@@ -85,6 +85,9 @@ def import_data(
     except DatasetError as exc:
         raise _fail(str(exc)) from None
     _console.print(f"wrote {count} records to {target}")
+    warning = CONVERTERS[name].license_warning
+    if warning is not None:
+        _console.print(f"[yellow]warning:[/yellow] {escape(name)}: {escape(warning)}")
 
 
 @app.command("train")

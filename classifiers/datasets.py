@@ -4,8 +4,8 @@ These are tools for building training and evaluation files; the gateway never ne
 them at run time.  Each converter reads the files that the data set's repository
 publishes, at the same relative paths inside the source folder (``CONVERTERS`` lists
 the repository and the files), and yields plain-dict records (see
-``classifiers.outcomes``).  The routerbench, gsm8k-openai and routerarena converters
-also accept a folder that has only a derived ``tidy/*.csv`` file of the same data,
+``classifiers.outcomes``).  The routerbench, gsm8k-openai, routerarena and alpacaeval2
+converters also accept a folder that has only derived ``tidy/`` files of the same data,
 and read the published files whenever those are present.
 
 | name            | folder                  | license          | models (outcome keys)                    |
@@ -15,10 +15,13 @@ and read the published files whenever those are present.
 | routellm-gsm8k  | routellm-evals          | Apache-2.0       | Mixtral-8x7B-Instruct, GPT-4-1106        |
 | gsm8k-openai    | gsm8k-openai            | MIT + Apache-2.0 | four GPT-3 systems, Mixtral, GPT-4-1106  |
 | routerarena     | routerarena-cached      | Apache-2.0       | Claude 3 Haiku, Gemini 2.0 Flash, USD    |
+| alpacaeval2     | alpacaeval2-annotations | CC BY-NC 4.0     | 7 chat models, each vs GPT-4 Turbo       |
 
 RouterBench's code is MIT-licensed, but its data and RouterDC's split of it state no
-license.  The public data folder is found through ``TIERWISE_SHARED_DATA``; its
-default is the ``shared/data`` folder beside the repository checkout.
+license.  AlpacaEval's repository is Apache-2.0, but its instructions are CC BY-NC 4.0,
+so ``import-data alpacaeval2`` prints that the records are for evaluation only.  The
+public data folder is found through ``TIERWISE_SHARED_DATA``; its default is the
+``shared/data`` folder beside the repository checkout.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ GSM8K_TEST_FILE = "grade_school_math/data/test.jsonl"
 GSM8K_SOLUTIONS_FILE = "grade_school_math/data/example_model_solutions.jsonl"
 ROUTERARENA_RESULTS_FOLDER = "cached_results"
 ROUTERARENA_COST_FILE = "model_cost/cost.json"
+ALPACAEVAL_ANNOTATIONS = "results/*/weighted_alpaca_eval_gpt4_turbo/annotations.json"
+# AlpacaEval 2.0 compares every model with this baseline, GPT-4 Turbo (1106 preview).
+ALPACAEVAL_BASELINE = "gpt4_1106_preview"
 
 # Outcome keys of the four GPT-3 systems (6B and 175B, fine-tuned or re-ranked by a
 # verifier) whose solutions grade-school-math publishes in example_model_solutions.jsonl.
@@ -82,6 +88,8 @@ class PublicDataSet:
     files: tuple[str, ...]
     """Paths inside the folder, the same as inside the repository."""
     read: Callable[[Path], Iterator[dict[str, Any]]]
+    license_warning: str | None = None
+    """Restriction on use that ``import-data`` prints after it writes the records, or None."""
 
 
 def shared_data_dir() -> Path:
@@ -439,6 +447,103 @@ def _routerarena_tidy_outcome(row: dict[str, str], model: str) -> dict[str, floa
     return outcome
 
 
+# --- AlpacaEval 2.0 judge preferences -------------------------------------------------
+
+
+def alpacaeval2_records(source: Path) -> Iterator[dict[str, Any]]:
+    """Read AlpacaEval 2.0's per-instruction judge preferences, one record per instruction.
+
+    Each ``results/<model>/weighted_alpaca_eval_gpt4_turbo/annotations.json`` lists the
+    805 instructions with two outputs: ``output_1`` from the baseline (``generator_1``,
+    GPT-4 Turbo as ``gpt4_1106_preview``) and ``output_2`` from the model
+    (``generator_2``).  ``preference`` - 1 is the probability, judged by GPT-4 Turbo,
+    that the model's output is better.  A comparison is zero-sum, so each file adds two
+    outcome keys: the model with quality p, and ``<baseline>-vs-<model>`` with quality
+    1 - p.  The baseline's quality therefore differs per model, and a tier map pairs a
+    model with its own baseline key.  p is rounded to 6 decimals, as
+    ``tidy/winprob.csv`` stores it, so both inputs give equal records.  A comparison
+    without a preference is left out.
+
+    Records keep the order of the first file by path, followed by instructions that only
+    later files have.  The source is ``alpacaeval2/<dataset>`` (selfinstruct, oasst,
+    koala, helpful_base or vicuna).  When no annotation file is present,
+    ``tidy/instructions.jsonl`` (idx, instruction, dataset) and ``tidy/winprob.csv``
+    (idx, dataset, one column of p per model) are read instead.
+
+    Raises DatasetError when neither is present, or on a record without the expected
+    fields or with a preference outside [1, 2].
+    """
+    files = sorted(source.glob(ALPACAEVAL_ANNOTATIONS))
+    if files:
+        return _alpacaeval2_original_records(files)
+    instructions = source / "tidy" / "instructions.jsonl"
+    winprob = source / "tidy" / "winprob.csv"
+    if instructions.is_file() and winprob.is_file():
+        return _alpacaeval2_tidy_records(_read_jsonl(instructions), _read_csv(winprob))
+    raise _source_error("alpacaeval2", source, [ALPACAEVAL_ANNOTATIONS])
+
+
+def _alpacaeval2_original_records(files: list[Path]) -> Iterator[dict[str, Any]]:
+    datasets: dict[str, str] = {}
+    outcomes: dict[str, dict[str, dict[str, float]]] = {}
+    for path in files:
+        annotations = _read_json_list(path)
+        _require_fields(annotations, ("instruction", "dataset", "generator_1", "generator_2",
+                                      "preference"), path)
+        for number, annotation in enumerate(annotations, start=1):
+            instruction = annotation["instruction"]
+            datasets.setdefault(instruction, annotation["dataset"])
+            win = _alpacaeval2_win_probability(annotation["preference"], path, number)
+            if win is not None:
+                outcomes.setdefault(instruction, {}).update(
+                    _alpacaeval2_pair(annotation["generator_1"], annotation["generator_2"], win))
+    for index, (instruction, dataset) in enumerate(datasets.items()):
+        yield _alpacaeval2_record(index, instruction, dataset, outcomes.get(instruction, {}))
+
+
+def _alpacaeval2_win_probability(preference: Any, path: Path, number: int) -> float | None:
+    """Return preference - 1 rounded to 6 decimals, or None when the judge gave none."""
+    if preference is None or preference == "":
+        return None
+    try:
+        value = float(preference)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 1.0 <= value <= 2.0:
+        raise DatasetError(f"{path}: record {number}: preference {preference!r} is not a "
+                           "number in [1, 2]; expected 1 + the probability that output_2 is "
+                           "better")
+    return round(value - 1.0, 6)
+
+
+def _alpacaeval2_pair(baseline: str, model: str, win: float) -> dict[str, dict[str, float]]:
+    return {model: {"quality": win}, f"{baseline}-vs-{model}": {"quality": 1.0 - win}}
+
+
+def _alpacaeval2_record(index: int, instruction: str, dataset: str,
+                        outcomes: dict[str, dict[str, float]]) -> dict[str, Any]:
+    return {
+        "id": f"alpacaeval2/{index}",
+        "prompt": instruction,
+        "outcomes": outcomes,
+        "source": f"alpacaeval2/{dataset}",
+    }
+
+
+def _alpacaeval2_tidy_records(instructions: list[dict[str, Any]],
+                              rows: list[dict[str, str]]) -> Iterator[dict[str, Any]]:
+    models = [key for key in (rows[0] if rows else {}) if key not in ("idx", "dataset")]
+    wins = {row["idx"]: row for row in rows}
+    for entry in instructions:
+        row = wins.get(str(entry["idx"]), {})
+        outcomes: dict[str, dict[str, float]] = {}
+        for model in models:
+            if row.get(model, "") != "":
+                outcomes.update(_alpacaeval2_pair(ALPACAEVAL_BASELINE, model, float(row[model])))
+        yield _alpacaeval2_record(int(entry["idx"]), entry["instruction"], entry["dataset"],
+                                  outcomes)
+
+
 # --- Data set table and entry point ---------------------------------------------------
 
 
@@ -459,6 +564,13 @@ CONVERTERS: dict[str, PublicDataSet] = {
         "routerarena-cached", "https://github.com/RouteWorks/RouterArena",
         (f"{ROUTERARENA_RESULTS_FOLDER}/<model>.jsonl (one or more)", ROUTERARENA_COST_FILE),
         routerarena_records),
+    "alpacaeval2": PublicDataSet(
+        "alpacaeval2-annotations", "https://github.com/tatsu-lab/alpaca_eval",
+        (f"{ALPACAEVAL_ANNOTATIONS} (one or more models)",), alpacaeval2_records,
+        license_warning=(
+            "the AlpacaEval instructions are licensed CC BY-NC 4.0 (Hugging Face data set "
+            "tatsu-lab/alpaca_eval), so use these records to evaluate routing only and never "
+            "train a model that you ship on them")),
 }
 
 
@@ -515,6 +627,18 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
             return list(csv.DictReader(handle))
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found; check the --source folder") from None
+
+
+def _read_json_list(path: Path) -> list[dict[str, Any]]:
+    """Read a JSON file whose top level is a list of objects."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}); expected "
+                           "the file as its repository publishes it") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise DatasetError(f"{path}: expected a JSON list of objects")
+    return records
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -94,11 +94,31 @@ def test_routerarena_has_two_models_with_costs() -> None:
     assert outcome["tokens_in"] > 0
 
 
+@pytest.mark.shared_data
+def test_alpacaeval2_pairs_seven_models() -> None:
+    _folder("alpacaeval2-annotations")
+    records = list(convert("alpacaeval2"))
+    assert len(records) == 805
+    assert len({r["prompt"] for r in records}) == 805
+    assert {r["source"] for r in records} == {
+        "alpacaeval2/helpful_base", "alpacaeval2/koala", "alpacaeval2/oasst",
+        "alpacaeval2/selfinstruct", "alpacaeval2/vicuna"}
+    first = records[0]["outcomes"]
+    assert len(first) == 14
+    for model in ("gpt-3.5-turbo-1106", "claude-instant-1.2", "gemma-7b-it"):
+        win = first[model]["quality"]
+        assert 0.0 <= win <= 1.0
+        assert first[f"gpt4_1106_preview-vs-{model}"]["quality"] == pytest.approx(1.0 - win)
+    wins = [r["outcomes"]["gpt-3.5-turbo-1106"]["quality"] for r in records]
+    # GPT-3.5 Turbo 1106 wins against GPT-4 Turbo with a mean probability of 0.092.
+    assert sum(wins) / len(wins) == pytest.approx(0.092, abs=0.002)
+
+
 # --- Published files against the derived tidy/ files ---------------------------------
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize("name", ["routerbench", "gsm8k-openai", "routerarena"])
+@pytest.mark.parametrize("name", ["routerbench", "gsm8k-openai", "routerarena", "alpacaeval2"])
 def test_published_files_match_tidy_records(name: str, tmp_path: Path) -> None:
     folder = _folder(CONVERTERS[name].folder)
     if not (folder / "tidy").is_dir():
@@ -363,6 +383,123 @@ def test_routerarena_rejects_result_without_question(tmp_path: Path) -> None:
 
     with pytest.raises(DatasetError, match="record 1 has no question field"):
         list(convert("routerarena", tmp_path))
+
+
+def _alpaca_annotation(instruction: str, dataset: str, model: str,
+                       preference: float | None) -> dict[str, Any]:
+    return {
+        "instruction": instruction, "output_1": "baseline answer",
+        "generator_1": "gpt4_1106_preview", "dataset": dataset, "output_2": "model answer",
+        "generator_2": model, "annotator": "weighted_alpaca_eval_gpt4_turbo",
+        "preference": preference, "raw_completion": "{}", "price_per_example": 0.01,
+        "time_per_example": 0.2,
+    }
+
+
+def _write_alpacaeval2(folder: Path, preference: float | None = 1.25) -> None:
+    annotations = {
+        "model-a": [_alpaca_annotation("Write a haiku.", "vicuna", "model-a", 1.9999999),
+                    _alpaca_annotation("Name a river.", "oasst", "model-a", preference)],
+        "model-b": [_alpaca_annotation("Name a river.", "oasst", "model-b", 1.0),
+                    _alpaca_annotation("Sum 2 and 3.", "selfinstruct", "model-b", None)],
+    }
+    for model, items in annotations.items():
+        path = folder / f"results/{model}/weighted_alpaca_eval_gpt4_turbo/annotations.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(items, indent=2), encoding="utf-8")
+
+
+def test_alpacaeval2_reads_annotations(tmp_path: Path) -> None:
+    _write_alpacaeval2(tmp_path)
+
+    records = list(convert("alpacaeval2", tmp_path))
+
+    assert [r["prompt"] for r in records] == ["Write a haiku.", "Name a river.", "Sum 2 and 3."]
+    assert [r["id"] for r in records] == ["alpacaeval2/0", "alpacaeval2/1", "alpacaeval2/2"]
+    assert [r["source"] for r in records] == [
+        "alpacaeval2/vicuna", "alpacaeval2/oasst", "alpacaeval2/selfinstruct"]
+    # The win probability is rounded to 6 decimals, and the baseline key of the pair gets
+    # 1 minus it.
+    assert records[0]["outcomes"] == {
+        "model-a": {"quality": 1.0}, "gpt4_1106_preview-vs-model-a": {"quality": 0.0}}
+    assert records[1]["outcomes"] == {
+        "model-a": {"quality": 0.25}, "gpt4_1106_preview-vs-model-a": {"quality": 0.75},
+        "model-b": {"quality": 0.0}, "gpt4_1106_preview-vs-model-b": {"quality": 1.0}}
+    # A comparison without a preference adds no outcome.
+    assert records[2]["outcomes"] == {}
+
+
+def test_alpacaeval2_prefers_published_files(tmp_path: Path) -> None:
+    _write_alpacaeval2(tmp_path)
+    _write_jsonl(tmp_path / "tidy/instructions.jsonl",
+                 [{"idx": 0, "instruction": "tidy", "dataset": "koala"}])
+    _write_csv(tmp_path / "tidy/winprob.csv", [{"idx": "0", "dataset": "koala", "m": "0.5"}])
+
+    records = list(convert("alpacaeval2", tmp_path))
+
+    assert records[0]["prompt"] == "Write a haiku."
+
+
+def test_alpacaeval2_falls_back_to_tidy(tmp_path: Path) -> None:
+    _write_jsonl(tmp_path / "tidy/instructions.jsonl", [
+        {"idx": 0, "instruction": "Name a river.", "dataset": "oasst"},
+        {"idx": 1, "instruction": "Sum 2 and 3.", "dataset": "selfinstruct"},
+    ])
+    _write_csv(tmp_path / "tidy/winprob.csv", [
+        {"idx": "0", "dataset": "oasst", "model-a": "0.25", "model-b": "0.0"},
+        {"idx": "1", "dataset": "selfinstruct", "model-a": "0.5", "model-b": ""},
+    ])
+
+    records = list(convert("alpacaeval2", tmp_path))
+
+    assert records == [
+        {"id": "alpacaeval2/0", "prompt": "Name a river.", "source": "alpacaeval2/oasst",
+         "outcomes": {"model-a": {"quality": 0.25},
+                      "gpt4_1106_preview-vs-model-a": {"quality": 0.75},
+                      "model-b": {"quality": 0.0},
+                      "gpt4_1106_preview-vs-model-b": {"quality": 1.0}}},
+        {"id": "alpacaeval2/1", "prompt": "Sum 2 and 3.", "source": "alpacaeval2/selfinstruct",
+         "outcomes": {"model-a": {"quality": 0.5},
+                      "gpt4_1106_preview-vs-model-a": {"quality": 0.5}}},
+    ]
+
+
+def test_alpacaeval2_rejects_preference_out_of_range(tmp_path: Path) -> None:
+    _write_alpacaeval2(tmp_path, preference=2.5)
+
+    with pytest.raises(DatasetError, match="record 2: preference 2.5 is not a number in"):
+        list(convert("alpacaeval2", tmp_path))
+
+
+def test_alpacaeval2_rejects_annotation_without_instruction(tmp_path: Path) -> None:
+    _write_alpacaeval2(tmp_path)
+    path = tmp_path / "results/model-b/weighted_alpaca_eval_gpt4_turbo/annotations.json"
+    items = json.loads(path.read_text(encoding="utf-8"))
+    del items[0]["instruction"]
+    path.write_text(json.dumps(items), encoding="utf-8")
+
+    with pytest.raises(DatasetError, match="record 1 has no instruction field"):
+        list(convert("alpacaeval2", tmp_path))
+
+
+def test_import_alpacaeval2_prints_license_warning(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from classifiers.cli import app
+
+    _write_alpacaeval2(tmp_path / "source")
+    out = tmp_path / "alpacaeval2.jsonl"
+
+    result = CliRunner().invoke(app, ["import-data", "alpacaeval2", "--source",
+                                      str(tmp_path / "source"), "--out", str(out)])
+
+    assert result.exit_code == 0, result.output
+    message = " ".join(result.output.split())
+    assert "wrote 3 records" in message
+    assert "warning: alpacaeval2:" in message
+    assert "CC BY-NC 4.0" in message
+    assert "evaluate routing only" in message
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 3
 
 
 @pytest.mark.parametrize("name", list(CONVERTERS))
