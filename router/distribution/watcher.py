@@ -165,7 +165,14 @@ class DistributionWatcher:
         state.published = version
         if state.rejected is not None and version != state.rejected:
             state.rejected = state.rejected_reason = None
-        if version is None or version == self._serving(kind) or version == state.rejected:
+        if version is not None and version == self._serving(kind):
+            if kind == "policy" and not self.target.policies.published:
+                # The file serves the published version already. Following the file from
+                # here on would let a local edit undo the rollout until the next check.
+                self.target.policies.follow_published()
+                state.applied, state.applied_at = version, time.time()
+            return
+        if version is None or version == state.rejected:
             return
         fields: Any = await self.client.hgetall(self.keys.version(kind, version))
         if not fields:

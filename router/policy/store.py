@@ -74,6 +74,12 @@ class PolicyStore:
         if self.on_reload is not None:
             self.on_reload(loaded)
 
+    def follow_published(self) -> None:
+        """Stop following the file, whose policy is the published version already."""
+        if not self.published:
+            self.published = True
+            log.info("policy_follows_published", version=self.current.version)
+
     def check_for_change(self) -> None:
         if self.published:
             return

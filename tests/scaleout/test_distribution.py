@@ -437,3 +437,20 @@ def test_published_policy_stops_file_reload(tmp_path: Path) -> None:
     store.check_for_change()
 
     assert store.current.version == published.version
+
+
+async def test_file_matching_published_policy_stops_reload(
+    redis_url: str, redis_client: redis.Redis, keys: DistributionKeys, target: FakeTarget,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    serving = target.policies.current.version
+    publish_bundle(redis_client, policy_bundle_of(target.policies.path), keys)
+    watcher = DistributionWatcher(target, redis_url, keys=keys, poll_interval_s=3600)
+    await watcher.start()
+    await watcher.stop()
+    shutil.copy(write_test_policy(tmp_path / "edited.yaml", edge_threshold=0.5), target.policies.path)
+    target.policies.check_for_change()
+
+    assert target.policies.published is True
+    assert target.policies.current.version == serving
+    assert watcher.states["policy"].applied == serving
