@@ -195,6 +195,9 @@ class Runtime:
     def _check_reloaded_policy(self) -> None:
         self.warn_unscored_tiers()
         self.warn_local_model_moved()
+        policy = self.policies.current.policy
+        cooldowns_on = policy.routing.cooldown.after_failures > 0
+        self.health.keep_only({d.name for d in policy.all_deployments()} if cooldowns_on else ())
 
     def warn_local_model_moved(self) -> None:
         """Log a warning when the policy now expects the local model on another port.

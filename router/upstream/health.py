@@ -15,7 +15,7 @@ requests.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import structlog
@@ -72,7 +72,8 @@ class DeploymentHealth:
         """Count a failed attempt, and start a cooldown when the policy's limit is reached."""
         if settings.after_failures == 0 or error.kind not in COUNTED_KINDS:
             return
-        if error.status == 429 and error.retry_after_s is not None:
+        # A wait of 0 would end the cooldown at once, so such a 429 counts as a plain failure.
+        if error.status == 429 and error.retry_after_s is not None and error.retry_after_s > 0:
             self._cool(name, min(error.retry_after_s, MAX_RETRY_AFTER_COOLDOWN_S), error, 1)
             return
         count = self._failures.get(name, 0) + 1
@@ -93,6 +94,17 @@ class DeploymentHealth:
         if not already:
             log.warning("deployment_cooling_down", deployment=name, seconds=round(seconds, 3),
                         failures=failures, kind=error.kind, status=error.status)
+
+    def keep_only(self, names: Collection[str]) -> None:
+        """Forget the failures and cooldowns of deployments not in ``names``.
+
+        The runtime calls this after a policy reload with the policy's deployment names, or
+        with none when the policy turns cooldowns off, so that a removed or renamed deployment
+        leaves ``/readyz`` and ``/metrics`` at once.
+        """
+        for records in (self._failures, self._cool_until):
+            for name in [name for name in records if name not in names]:
+                del records[name]
 
     def cooling(self) -> dict[str, float]:
         """Deployment name -> seconds left of its cooldown, for ``/readyz`` and ``/metrics``."""

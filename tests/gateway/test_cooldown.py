@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from tests.gateway.conftest import GatewayKit, chat_body, policy_document, write_yaml
+import httpx
+import pytest
+
+from router.app import create_app
+from tests.gateway.conftest import (
+    RELOAD_INTERVAL_S,
+    GatewayKit,
+    LiveGateway,
+    StubScorer,
+    chat_body,
+    eventually,
+    policy_document,
+    read_file_records,
+    write_yaml,
+)
 from tests.support.scenario import Scenario
 
 
@@ -92,3 +107,80 @@ async def test_weighted_tier_spreads_first_tries(kit: GatewayKit) -> None:
 
     assert set(served) == {"edge-small", "edge-second"}
     assert all(len(record["attempts"]) == 1 for record in records)
+
+
+async def test_reload_off_ends_cooldowns(kit: GatewayKit) -> None:
+    write_cooldown_policy(kit, after_failures=1)
+    kit.fakes["edge"].enqueue(Scenario.http_error(503, "The server is overloaded."))
+    settings = kit.settings(policy_reload_interval_s=RELOAD_INTERVAL_S)
+    async with kit.running(settings=settings) as gateway:
+        await gateway.chat(chat_body())
+        assert set(gateway.runtime.health.cooling()) == {"edge-small"}
+        version = gateway.runtime.policies.current.version
+        write_cooldown_policy(kit, after_failures=0)
+
+        async def reloaded() -> bool:
+            return gateway.runtime.policies.current.version != version
+
+        assert await eventually(reloaded)
+        response = await gateway.chat(chat_body())
+        ready = (await gateway.client.get("/readyz")).json()
+
+    assert response.headers["x-tierwise-tier"] == "edge"
+    assert ready["cooling_down"] == {}
+
+
+async def test_reload_forgets_removed_deployment(kit: GatewayKit) -> None:
+    write_cooldown_policy(kit, after_failures=1)
+    kit.fakes["edge"].enqueue(Scenario.http_error(503, "The server is overloaded."))
+    settings = kit.settings(policy_reload_interval_s=RELOAD_INTERVAL_S)
+    async with kit.running(settings=settings) as gateway:
+        await gateway.chat(chat_body())
+        version = gateway.runtime.policies.current.version
+        document = policy_document(kit.base_urls)
+        document["routing"]["cooldown"] = {"after_failures": 1, "seconds": 60}
+        document["tiers"]["edge"]["deployments"][0]["name"] = "edge-renamed"
+        write_yaml(kit.policy_path, document)
+
+        async def reloaded() -> bool:
+            return gateway.runtime.policies.current.version != version
+
+        assert await eventually(reloaded)
+        ready = (await gateway.client.get("/readyz")).json()
+        metrics = (await gateway.client.get("/metrics")).text
+
+    assert ready["cooling_down"] == {}
+    assert "edge-small" not in metrics
+
+
+async def test_zero_retry_after_counts_as_failure(kit: GatewayKit) -> None:
+    write_cooldown_policy(kit, after_failures=1)
+    kit.fakes["edge"].enqueue(Scenario.rate_limited(retry_after_s=0))
+    async with kit.running(settings=kit.settings()) as gateway:
+        await gateway.chat(chat_body())
+        second = await gateway.chat(chat_body())
+
+    assert second.headers["x-tierwise-tier"] == "mid"
+    assert len(kit.fakes["edge"].requests) == 1
+
+
+def test_client_disconnect_not_counted(kit: GatewayKit) -> None:
+    write_cooldown_policy(kit, after_failures=1)
+    kit.fakes["edge"].enqueue(Scenario.hang(), Scenario.hang())
+    app = create_app(kit.settings(), StubScorer())
+    with LiveGateway(app) as live:
+        for stream in (False, True):
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(f"{live.base_url}/chat/completions", json=chat_body(stream=stream),
+                           timeout=0.5)
+        records: list[dict[str, Any]] = []
+        for _ in range(100):
+            records = read_file_records(live.runtime.outcomes.path)
+            if len(records) == 2:
+                break
+            time.sleep(0.1)
+        cooling = live.runtime.health.cooling()
+
+    assert [r["status"] for r in records] == [499, 499]
+    assert [[a["error"] for a in r["attempts"]] for r in records] == [["cancelled"], ["cancelled"]]
+    assert cooling == {}
