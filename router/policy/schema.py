@@ -144,7 +144,7 @@ class Deployment(StrictModel):
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     weight: float = Field(
-        default=1.0, gt=0,
+        default=1.0, gt=0, allow_inf_nan=False,
         description="In a tier with `balance: weighted`, this deployment's share of the "
         "requests that try it first, relative to the tier's other weights.",
     )
@@ -255,8 +255,9 @@ class Cooldown(StrictModel):
         description="Failures in a row (timeouts, refused connections, 5xx, 429) that start a "
         "cooldown; 0 turns cooldowns off.",
     )
+    # Finite, because /readyz reports the seconds left as JSON, which has no infinity.
     seconds: float = Field(
-        default=30.0, gt=0,
+        default=30.0, gt=0, allow_inf_nan=False,
         description="How long requests try the deployment only after every other candidate.",
     )
 

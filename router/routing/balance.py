@@ -30,7 +30,11 @@ def weighted_first(
             end += 1
         run = list(candidates[start:end])
         if tier in weighted_tiers and len(run) > 1:
-            chosen = rng.choices(range(len(run)), weights=[c.deployment.weight for c in run])[0]
+            # Scaled to at most 1 each, because random.choices rejects weights whose sum
+            # overflows to infinity (two weights of 1e308, say).
+            largest = max(c.deployment.weight for c in run)
+            weights = [c.deployment.weight / largest for c in run]
+            chosen = rng.choices(range(len(run)), weights=weights)[0]
             run.insert(0, run.pop(chosen))
         result.extend(run)
         start = end

@@ -52,3 +52,11 @@ def test_ordered_tiers_are_left_alone() -> None:
     chain = weighted_first(CHAIN, frozenset({"frontier"}), random.Random(2))
 
     assert names(chain) == ["edge-a", "edge-b", "mid-a", "mid-b"]
+
+
+def test_huge_weights_still_draw() -> None:
+    chain = (candidate("edge", "edge-a", 1e308), candidate("edge", "edge-b", 1e308))
+    rng = random.Random(3)
+    firsts = Counter(names(weighted_first(chain, frozenset({"edge"}), rng))[0] for _ in range(400))
+
+    assert set(firsts) == {"edge-a", "edge-b"}

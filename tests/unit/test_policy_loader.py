@@ -543,3 +543,27 @@ def test_negative_cooldown_names_the_line(tmp_path: Path) -> None:
          "(found -1)"),
         f"{path}:18: routing.cooldown.seconds: Input should be greater than 0 (found 0)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ("routing:\n  cooldown: {seconds: .inf}\n", "routing.cooldown.seconds"),
+        ("routing:\n  cooldown: {seconds: .nan}\n", "routing.cooldown.seconds"),
+    ],
+)
+def test_non_finite_cooldown_rejected(tmp_path: Path, setting: str, key: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        load_policy(write(tmp_path, VALID + setting))
+
+    assert len(caught.value.problems) == 1
+    assert f": {key}: " in caught.value.problems[0]
+
+
+def test_infinite_weight_rejected(tmp_path: Path) -> None:
+    text = VALID.replace("context_window: 4096", "context_window: 4096\n        weight: .inf")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(write(tmp_path, text))
+
+    assert len(caught.value.problems) == 1
+    assert ": tiers.edge.deployments.0.weight: " in caught.value.problems[0]
