@@ -135,11 +135,14 @@ class Dispatcher:
         raise _final_error(last_error, self.failures)
 
     def _ordered(self, candidates: tuple[Candidate, ...]) -> Sequence[Candidate]:
+        # Cooling deployments go to the end first, so that the weighted draw picks among the
+        # others and a cooling deployment's share is spread by weight, not given to the next
+        # one listed.
         ordered: Sequence[Candidate] = candidates
-        if self.weighted_tiers:
-            ordered = weighted_first(ordered, self.weighted_tiers, _RANDOM)
         if self.health is not None:
             ordered = self.health.order(ordered, _deployment_name)
+        if self.weighted_tiers:
+            ordered = weighted_first(ordered, self.weighted_tiers, _RANDOM)
         return ordered
 
     def _failed(self, attempt: Attempt, exc: UpstreamError) -> UpstreamError:

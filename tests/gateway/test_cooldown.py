@@ -184,3 +184,26 @@ def test_client_disconnect_not_counted(kit: GatewayKit) -> None:
     assert [r["status"] for r in records] == [499, 499]
     assert [[a["error"] for a in r["attempts"]] for r in records] == [["cancelled"], ["cancelled"]]
     assert cooling == {}
+
+
+async def test_weighted_draw_skips_cooling_deployment(kit: GatewayKit) -> None:
+    # edge-heavy takes nearly every first try until it cools. Then its share must go to the
+    # others by their weights, not all to the first one listed.
+    document = policy_document(kit.base_urls)
+    document["routing"]["cooldown"] = {"after_failures": 1, "seconds": 60}
+    edge = document["tiers"]["edge"]
+    first = edge["deployments"][0]
+    edge["deployments"] = [
+        {**first, "name": "edge-heavy", "weight": 1_000_000},
+        {**first, "name": "edge-one", "weight": 1},
+        {**first, "name": "edge-two", "weight": 1},
+    ]
+    edge["balance"] = "weighted"
+    write_yaml(kit.policy_path, document)
+    kit.fakes["edge"].enqueue(Scenario.http_error(503, "The server is overloaded."))
+    async with kit.running(settings=kit.settings()) as gateway:
+        await gateway.chat(chat_body())
+        assert set(gateway.runtime.health.cooling()) == {"edge-heavy"}
+        served = [(await gateway.chat(chat_body())).headers["x-tierwise-model"] for _ in range(40)]
+
+    assert set(served) == {"edge-one", "edge-two"}
