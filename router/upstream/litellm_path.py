@@ -13,6 +13,7 @@ from typing import Any
 from router.policy.schema import Deployment
 from router.upstream.base import (
     MAX_PARAM_CHARS,
+    RATE_LIMIT_PREFIX,
     UpstreamError,
     UpstreamHeaders,
     classify_http_error,
@@ -99,11 +100,24 @@ def _pass_on(response: Any, seen: UpstreamHeaders) -> None:
         if not (isinstance(name, str) and isinstance(value, str)):
             continue
         if name.startswith(_RAW_PREFIX):
-            seen.take(name[len(_RAW_PREFIX):].lower(), value)
+            seen.take(*_one_value(name[len(_RAW_PREFIX):].lower(), value))
         else:
-            mapped.append((name.lower(), value))
+            mapped.append(_one_value(name.lower(), value))
     for name, value in mapped:
         seen.take(name, value)
+
+
+def _one_value(name: str, value: str) -> tuple[str, str]:
+    """Split the values of a repeated header that httpx joined with ", ".
+
+    The direct path keeps the last of repeated rate-limit headers and the first request id,
+    so this keeps the same ones.  NOTE: a single value that contains a comma itself is cut
+    too.  The rate-limit values and request ids in the tests ("9999", "6ms") have none.
+    """
+    if "," not in value:
+        return name, value
+    parts = [part.strip() for part in value.split(",")]
+    return name, parts[-1] if name.startswith(RATE_LIMIT_PREFIX) else parts[0]
 
 
 _RAW_PREFIX = "llm_provider-"

@@ -105,3 +105,23 @@ def test_rate_limit_headers_are_capped() -> None:
 
     assert len(seen.rate_limits) == MAX_PASSED_HEADERS
     assert seen.rate_limits["x-ratelimit-n0"] == "2"
+
+
+@pytest.mark.parametrize("transport", ["direct", "litellm"])
+async def test_repeated_headers_keep_one_value(kit: GatewayKit, transport: str) -> None:
+    if transport == "litellm":
+        use_litellm(kit)
+    else:
+        kit.write_policy()
+    kit.fakes["edge"].enqueue(answered_with({
+        "X-Ratelimit-Remaining-Requests": "5",
+        "x-ratelimit-remaining-requests": "0",
+        "X-Request-Id": "req_first",
+        "x-request-id": "req_second",
+    }))
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body())
+
+    assert response.status_code == 200, response.text
+    assert response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert response.headers["x-tierwise-upstream-request-id"] == "req_first"
