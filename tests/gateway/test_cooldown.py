@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from router.app import create_app
+from router.policy.loader import load_policy
 from tests.gateway.conftest import (
     RELOAD_INTERVAL_S,
     GatewayKit,
@@ -207,3 +208,17 @@ async def test_weighted_draw_skips_cooling_deployment(kit: GatewayKit) -> None:
         served = [(await gateway.chat(chat_body())).headers["x-tierwise-model"] for _ in range(40)]
 
     assert set(served) == {"edge-one", "edge-two"}
+
+
+async def test_published_policy_forgets_removed_deployment(kit: GatewayKit) -> None:
+    write_cooldown_policy(kit, after_failures=1)
+    kit.fakes["edge"].enqueue(Scenario.http_error(503, "The server is overloaded."))
+    async with kit.running(settings=kit.settings()) as gateway:
+        await gateway.chat(chat_body())
+        document = policy_document(kit.base_urls)
+        document["tiers"]["edge"]["deployments"][0]["name"] = "edge-renamed"
+        published = write_yaml(kit.tmp_path / "published.yaml", document)
+        gateway.runtime.policies.use_published(load_policy(published))
+        ready = (await gateway.client.get("/readyz")).json()
+
+    assert ready["cooling_down"] == {}
