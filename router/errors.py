@@ -211,12 +211,17 @@ class UpstreamTimeout(GatewayError):
     default_code = "upstream_timeout"
 
 
+MAX_RETRY_AFTER_S = 86_400
+"""Longest wait sent to clients; an upstream's retry-after date far in the future is cut to it."""
+
+
 def retry_after_headers(seconds: float) -> dict[str, str]:
-    """Return ``retry-after`` (whole seconds, at least 1) and ``retry-after-ms`` for a wait.
+    """Return ``retry-after`` (whole seconds, 1 to MAX_RETRY_AFTER_S) and ``retry-after-ms``.
 
     Both are sent because the openai Python SDK reads retry-after-ms first and many other HTTP
     clients read only retry-after.
     """
+    seconds = min(seconds, MAX_RETRY_AFTER_S)
     return {
         "retry-after": str(max(1, math.ceil(seconds))),
         "retry-after-ms": str(max(1, math.ceil(seconds * 1000))),

@@ -136,8 +136,12 @@ def stream_upstream(
                 if events:
                     yield events
             complete = True
+            if outcome.deployment is not None:
+                runtime.health.succeeded(outcome.deployment.name)
         except UpstreamError as exc:
             outcome.error, outcome.status = f"stream_{exc.kind}", 502
+            if outcome.deployment is not None:
+                runtime.health.failed(outcome.deployment.name, exc, policy.routing.cooldown)
             # The same fields as the dispatcher's upstream_failed line before the first byte.
             log.warning(
                 "upstream_failed",

@@ -104,7 +104,11 @@ class Dispatcher:
     async def open_stream(
         self, candidates: tuple[Candidate, ...], body: dict[str, Any]
     ) -> tuple[Candidate, dict[str, Any], AsyncIterator[dict[str, Any]]]:
-        """Return the first candidate whose stream produced a first chunk, that chunk, and the rest."""
+        """Return the first candidate whose stream produced a first chunk, that chunk, and the rest.
+
+        The deployment's failure count is not cleared here: a stream counts as answered only
+        when it ends with ``[DONE]``, which the caller reports to ``health``.
+        """
         last_error: UpstreamError | None = None
         for candidate in self._ordered(candidates):
             attempt = Attempt(candidate.tier, candidate.deployment.name)
@@ -129,8 +133,6 @@ class Dispatcher:
                 continue
             attempt.latency_ms = (time.perf_counter() - started) * 1000
             self.upstream_headers = seen
-            if self.health is not None:
-                self.health.succeeded(candidate.deployment.name)
             return candidate, first, stream
         raise _final_error(last_error, self.failures)
 

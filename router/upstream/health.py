@@ -6,7 +6,9 @@ failures in a row, a deployment cools down for ``routing.cooldown.seconds``: req
 it only after every other candidate.  It is never removed, so a request whose other
 candidates fail still reaches it.  A 429 that names a wait (``retry-after``) cools the
 deployment at once, for that wait.  When the cooldown ends, one more failure starts the
-next one, and an answer clears the record.
+next one, and an answer clears the record.  The dispatcher reports JSON answers and
+failures before the first chunk; the SSE relay reports a stream's ``[DONE]`` and a stream
+that breaks after its first chunk.
 
 The record is per process: each replica learns about a failing provider from its own
 requests.

@@ -222,3 +222,19 @@ async def test_published_policy_forgets_removed_deployment(kit: GatewayKit) -> N
         ready = (await gateway.client.get("/readyz")).json()
 
     assert ready["cooling_down"] == {}
+
+
+async def test_stream_cut_midway_counts(kit: GatewayKit) -> None:
+    write_cooldown_policy(kit, after_failures=1)
+    kit.fakes["edge"].enqueue(Scenario.cut(after_events=3))
+    async with kit.running(settings=kit.settings()) as gateway:
+        cut = await gateway.chat(chat_body(stream=True))
+        after = await gateway.chat(chat_body(stream=True))
+        ready = (await gateway.client.get("/readyz")).json()
+        records = await gateway.request_records()
+
+    assert cut.status_code == 200
+    assert records[0]["error"] == "stream_connection"
+    assert set(ready["cooling_down"]) == {"edge-small"}
+    assert [a["deployment"] for a in records[1]["attempts"]] == ["mid-medium"]
+    assert after.headers["x-tierwise-tier"] == "mid"

@@ -7,6 +7,7 @@ from email.utils import formatdate
 
 import pytest
 
+from router.errors import MAX_RETRY_AFTER_S, retry_after_headers
 from router.upstream.base import parse_retry_after
 
 
@@ -38,3 +39,14 @@ def test_retry_after_http_date() -> None:
     assert future is not None
     assert 0 < future <= 30
     assert past == 0.0
+
+
+def test_client_wait_is_capped() -> None:
+    far = parse_retry_after(None, "Fri, 31 Dec 9999 23:59:59 GMT")
+    assert far is not None
+
+    assert retry_after_headers(far) == {
+        "retry-after": str(MAX_RETRY_AFTER_S),
+        "retry-after-ms": str(MAX_RETRY_AFTER_S * 1000),
+    }
+    assert retry_after_headers(0.2) == {"retry-after": "1", "retry-after-ms": "200"}
