@@ -46,6 +46,7 @@ from router.routing.category import prompt_category
 from router.routing.decide import Decision, RequestNeeds, decide, highest_tier
 from router.routing.tokens import count_prompt_tokens
 from router.runtime import Runtime
+from router.upstream.base import UpstreamHeaders
 from router.upstream.dispatch import Dispatcher
 
 log = structlog.get_logger("tierwise.request")
@@ -187,7 +188,7 @@ async def _serve(
             receive, dispatcher.open_stream(decision.candidates, body)
         )
         outcome.tier, outcome.deployment = served.tier, served.deployment
-        outcome.upstream = dispatcher.upstream_headers
+        outcome.upstream = _passed_on(dispatcher, policy)
         return stream_upstream(runtime, policy, chat, outcome, decision, first_chunk, rest, key,
                                receive)
 
@@ -195,7 +196,7 @@ async def _serve(
         receive, dispatcher.complete(decision.candidates, body)
     )
     outcome.tier, outcome.deployment = served.tier, served.deployment
-    outcome.upstream = dispatcher.upstream_headers
+    outcome.upstream = _passed_on(dispatcher, policy)
     outcome.set_usage(completion.get("usage"))
     if key is not None and _complete_answer(completion):
         await runtime.cache.set(key, encode_entry(served.deployment.name, completion),
@@ -205,6 +206,14 @@ async def _serve(
         runtime.shadow.offer(policy, body, outcome, completion)
     return json_response(completion, headers(outcome, decision),
                          on_sent=partial(finish, runtime, policy, outcome), outcome=outcome)
+
+
+def _passed_on(dispatcher: Dispatcher, policy: Policy) -> UpstreamHeaders | None:
+    """Return the answering upstream's headers for the client, as far as the policy shows them."""
+    seen = dispatcher.upstream_headers
+    if seen is not None and seen.rate_limits and not policy.tenants.show_upstream_rate_limits:
+        seen.rate_limits = {}
+    return seen
 
 
 def check_model(policy: Policy, model: str) -> None:

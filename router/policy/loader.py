@@ -83,7 +83,10 @@ def parse_policy(text: str, path: Path) -> LoadedPolicy:
 _ANSWER_NEUTRAL_SETTINGS: Any = {
     "tiers": {"__all__": {"deployments": {"__all__": {"price", "weight"}}, "balance": True}},
     "routing": {"cooldown"},
-    "tenants": {"entries": {"__all__": {"budget", "requests_per_minute", "key_sha256"}}},
+    "tenants": {
+        "entries": {"__all__": {"budget", "requests_per_minute", "key_sha256"}},
+        "show_upstream_rate_limits": True,
+    },
 }
 
 

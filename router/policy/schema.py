@@ -358,6 +358,11 @@ class Tenants(StrictModel):
         default=False,
         description="Honour the x-tierwise-min-tier request header.",
     )
+    show_upstream_rate_limits: bool = Field(
+        default=True,
+        description="Pass the answering deployment's x-ratelimit-* headers to clients. They "
+        "describe the operator's provider account, which every tenant shares.",
+    )
     entries: dict[Annotated[str, AfterValidator(_check_tenant_name)], Tenant] = Field(
         default_factory=dict
     )

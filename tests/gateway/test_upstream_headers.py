@@ -125,3 +125,16 @@ async def test_repeated_headers_keep_one_value(kit: GatewayKit, transport: str) 
     assert response.status_code == 200, response.text
     assert response.headers["x-ratelimit-remaining-requests"] == "0"
     assert response.headers["x-tierwise-upstream-request-id"] == "req_first"
+
+
+async def test_policy_can_hide_rate_limits(kit: GatewayKit) -> None:
+    document = policy_document(kit.base_urls)
+    document["tenants"] = {"show_upstream_rate_limits": False}
+    write_yaml(kit.policy_path, document)
+    kit.fakes["edge"].enqueue(answered_with({**RATE_LIMITS, "x-request-id": "req_upstream_3"}))
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body())
+
+    assert response.status_code == 200, response.text
+    assert not any(name.startswith("x-ratelimit-") for name in response.headers)
+    assert response.headers["x-tierwise-upstream-request-id"] == "req_upstream_3"
