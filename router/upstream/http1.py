@@ -48,6 +48,11 @@ class ConnectionClosed(Exception):
         self.received_any = received_any
 
 
+MAX_RESPONSE_HEADERS = 256
+MAX_HEADER_BYTES = 256 * 1024
+"""Limits of one response's headers; a response past either is a BadResponse."""
+
+
 class BadResponse(Exception):
     """The server's bytes are not a valid HTTP/1.1 response."""
 
@@ -101,6 +106,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
         self.headers_done: asyncio.Future[None] | None = None
         self.complete = False
         self.received_any = False
@@ -126,6 +132,9 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(BadResponse("the upstream asked to switch protocols"))
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, BadResponse) else BadResponse(f"invalid HTTP response: {exc}"))
         except httptools.HttpParserError as exc:
             self._fail(BadResponse(f"invalid HTTP response: {exc}"))
 
@@ -151,6 +160,13 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if len(self.headers) >= MAX_RESPONSE_HEADERS or self._header_bytes > MAX_HEADER_BYTES:
+            # httptools turns this into HttpParserCallbackError, which data_received handles.
+            raise BadResponse(
+                f"the upstream sent more than {MAX_RESPONSE_HEADERS} headers or "
+                f"{MAX_HEADER_BYTES} bytes of them"
+            )
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:

@@ -16,7 +16,13 @@ import pytest
 import trustme
 
 from router.upstream import http1
-from router.upstream.http1 import BadResponse, ConnectionClosed, Http1Pool, Origin
+from router.upstream.http1 import (
+    MAX_RESPONSE_HEADERS,
+    BadResponse,
+    ConnectionClosed,
+    Http1Pool,
+    Origin,
+)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 HEADERS = {"Content-Type": "application/json"}
@@ -327,3 +333,10 @@ async def test_idle_pool_is_bounded(pool: Http1Pool, monkeypatch: pytest.MonkeyP
         await asyncio.gather(*(one() for _ in range(8)))
 
         assert len(pool._idle[Origin.parse(server.url).key]) == 3
+
+
+async def test_too_many_headers_is_bad_response(pool: Http1Pool) -> None:
+    many = [f"X-Filler-{index}: {index}" for index in range(MAX_RESPONSE_HEADERS + 1)]
+    async with Server(keep_alive(response(b"{}", *many))) as server:
+        with pytest.raises(BadResponse, match="more than"):
+            await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
