@@ -12,7 +12,7 @@ from router.errors import GatewayError
 from router.policy.loader import PolicyError, load_policy
 from router.policy.schema import Deployment
 from router.routing.category import prompt_category
-from router.routing.decide import RequestNeeds, decide
+from router.routing.decide import RequestNeeds, decide, highest_tier
 from router.routing.tokens import count_prompt_tokens
 from router.settings import BUNDLED_POLICY
 
@@ -38,6 +38,7 @@ def explain_routing(
     model: str,
     expected_output_tokens: int,
     classifier_path: Path | None,
+    tenant: str | None = None,
 ) -> str:
     from classifiers import load_artifact, load_default
 
@@ -55,11 +56,22 @@ def explain_routing(
         raise typer.BadParameter(f"the model {model!r} does not exist in this policy; "
                                  f"use a router alias or a deployment name: {known}",
                                  param_hint="--model")
+    tenant_config = None
+    if tenant is not None:
+        tenant_config = policy.tenants.entries.get(tenant)
+        if tenant_config is None:
+            known = ", ".join(policy.tenants.entries) or "none"
+            raise typer.BadParameter(f"the policy has no tenant {tenant!r}; its tenants: {known}",
+                                     param_hint="--tenant")
     scores = scorer.score(messages) if alias is not None else {}
     tokens = count_prompt_tokens(messages, fits_below=0)
     category = prompt_category(messages)
     needs = RequestNeeds(prompt_tokens=tokens)
     lines = [f"policy      {loaded.path} (version {loaded.version})", f"classifier  {scorer.version}"]
+    if tenant_config is not None:
+        blocked = ", ".join(tenant_config.blocked_tiers) or "none"
+        lines.append(f"tenant      {tenant} (minimum tier {tenant_config.min_tier or 'none'}, "
+                     f"blocked tiers {blocked})")
     features = getattr(scorer, "features", None)
     if callable(features):
         shown = ", ".join(f"{k}={_number(v)}" for k, v in features(messages).items())
@@ -87,7 +99,11 @@ def explain_routing(
             needs,
             requested=model,
             unavailable_reason=Deployment.unavailable_reason,
-            min_tier=alias.min_tier if alias else None,
+            min_tier=highest_tier(
+                alias.min_tier if alias else None,
+                tenant_config.min_tier if tenant_config else None,
+            ),
+            blocked_tiers=frozenset(tenant_config.blocked_tiers) if tenant_config else frozenset(),
             category=category if alias is not None else None,
         )
     except GatewayError as exc:
@@ -98,6 +114,9 @@ def explain_routing(
     lines.append(f"decision    {decision.tier} -> {deployment.name} ({decision.reason})")
     fallbacks = ", ".join(c.deployment.name for c in decision.candidates[1:]) or "none"
     lines.append(f"fallbacks   {fallbacks}")
+    if decision.tier in policy.weighted_tiers:
+        lines.append(f"balance     the {decision.tier} tier is weighted: each request tries first a "
+                     "deployment drawn by weight, so the first choice above may differ")
     for name, why in decision.skipped.items():
         found = policy.find_deployment(name)
         if why == "unavailable" and found is not None:

@@ -62,6 +62,10 @@ def explain(
         Path | None,
         typer.Option(envvar="TIERWISE_CLASSIFIER", help="Classifier artifact folder; the bundled model when unset."),
     ] = None,
+    tenant: Annotated[
+        str | None,
+        typer.Option(help="A tenant of the policy, whose minimum tier and blocked tiers apply."),
+    ] = None,
 ) -> None:
     """Show how the policy would route a conversation, without sending any request.
 
@@ -69,7 +73,9 @@ def explain(
     """
     from router.cli.explain import explain_routing
 
-    typer.echo(explain_routing(prompt, policy, messages, model, expected_output_tokens, classifier))
+    typer.echo(
+        explain_routing(prompt, policy, messages, model, expected_output_tokens, classifier, tenant)
+    )
 
 
 @policy_app.command("diff")

@@ -126,3 +126,26 @@ def test_explain_has_no_note_for_three_tier_classifier(
     text = explain_routing("Hello", write_policy(tmp_path / "policy.yaml"), None, "auto", 100, None)
 
     assert not [line for line in text.splitlines() if line.startswith("note")]
+
+
+def test_explain_applies_tenant_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(UNSET_KEY, "sk-test")
+    monkeypatch.setattr(classifiers, "load_default", FixedScorer)
+    path = write_policy(tmp_path / "policy.yaml")
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document["tenants"] = {"entries": {"team-a": {"key_sha256": ["a" * 64], "blocked_tiers": ["mid"]}}}
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+
+    plain = explain_routing("Prove it.", path, None, "auto", 100, None).splitlines()
+    limited = explain_routing("Prove it.", path, None, "auto", 100, None, "team-a").splitlines()
+
+    assert any(line.startswith("decision    mid -> medium") for line in plain)
+    assert "tenant      team-a (minimum tier none, blocked tiers mid)" in limited
+    assert any(line.startswith("decision    frontier -> large") for line in limited)
+
+
+def test_explain_rejects_unknown_tenant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(classifiers, "load_default", FixedScorer)
+
+    with pytest.raises(typer.BadParameter, match="no tenant 'team-z'"):
+        explain_routing("hi", write_policy(tmp_path / "policy.yaml"), None, "auto", 100, None, "team-z")
