@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
+import pytest
 import redis
 
 from router.app import create_app
@@ -384,12 +385,9 @@ def test_openai_client_without_retries_raises(kit: GatewayKit) -> None:
         gateway.runtime.rate_limits.clock = FakeClock()
         client = openai_client(gateway.base_url, tenant, max_retries=0)
         client.chat.completions.create(model="auto", messages=MESSAGES)
-        try:
+        with pytest.raises(openai.RateLimitError) as caught:
             client.chat.completions.create(model="auto", messages=MESSAGES)
-        except openai.RateLimitError as exc:
-            error = exc
-        else:
-            raise AssertionError("the second request was not rejected")
+    error = caught.value
 
     assert error.status_code == 429
     assert error.code == "rate_limit_exceeded"
@@ -425,12 +423,9 @@ def test_openai_client_stops_after_max_retries(kit: GatewayKit) -> None:
         gateway.runtime.rate_limits.clock = FakeClock(MINUTE_START + WINDOW_S - 0.25)
         client = openai_client(gateway.base_url, tenant, max_retries=2)
         client.chat.completions.create(model="auto", messages=MESSAGES)
-        try:
+        with pytest.raises(openai.RateLimitError) as caught:
             client.chat.completions.create(model="auto", messages=MESSAGES)
-        except openai.RateLimitError as exc:
-            error = exc
-        else:
-            raise AssertionError("the rate-limited request succeeded")
+    error = caught.value
 
     assert error.response.headers["retry-after-ms"] == "250"
     assert error.response.headers["retry-after"] == "1"

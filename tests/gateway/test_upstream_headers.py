@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from router.upstream.base import MAX_PASSED_HEADERS, UpstreamHeaders
 from tests.gateway.conftest import GatewayKit, chat_body, policy_document, write_yaml
+from tests.gateway.test_litellm_path import write_litellm_policy
 from tests.support.scenario import Scenario
 
 RATE_LIMITS = {
@@ -21,19 +20,11 @@ def answered_with(headers: dict[str, str]) -> Scenario:
     return Scenario(headers=headers)
 
 
-def use_litellm(kit: GatewayKit) -> None:
-    document: dict[str, Any] = policy_document(kit.base_urls)
-    for tier in document["tiers"].values():
-        for deployment in tier["deployments"]:
-            deployment["transport"] = "litellm"
-    write_yaml(kit.policy_path, document)
-
-
 @pytest.mark.parametrize("transport", ["direct", "litellm"])
 @pytest.mark.parametrize("stream", [False, True])
 async def test_answer_carries_upstream_headers(kit: GatewayKit, transport: str, stream: bool) -> None:
     if transport == "litellm":
-        use_litellm(kit)
+        write_litellm_policy(kit)
     else:
         kit.write_policy()
     kit.fakes["edge"].enqueue(answered_with({**RATE_LIMITS, "x-request-id": "req_upstream_1"}))
@@ -110,7 +101,7 @@ def test_rate_limit_headers_are_capped() -> None:
 @pytest.mark.parametrize("transport", ["direct", "litellm"])
 async def test_repeated_headers_keep_one_value(kit: GatewayKit, transport: str) -> None:
     if transport == "litellm":
-        use_litellm(kit)
+        write_litellm_policy(kit)
     else:
         kit.write_policy()
     kit.fakes["edge"].enqueue(answered_with({
