@@ -491,7 +491,7 @@ def test_cut_stream_ends_without_message_stop(live: LiveStack) -> None:
 
 
 def test_keepalives_become_pings(live: LiveStack) -> None:
-    live.fakes["edge"].enqueue(Scenario.pause(after_events=2, seconds=0.5))
+    live.fakes["edge"].enqueue(Scenario.pause(after_events=2, seconds=1.0))
     _, lines = stream_raw(
         live, {"model": "auto", "max_tokens": 256, "messages": MESSAGES, "stream": True}
     )

@@ -377,7 +377,7 @@ def test_client_reads_through_keepalives(live: LiveStack) -> None:
 
 
 def test_keepalive_comments_on_the_wire(live: LiveStack) -> None:
-    live.fakes["edge"].enqueue(Scenario.pause(after_events=2, seconds=0.5))
+    live.fakes["edge"].enqueue(Scenario.pause(after_events=2, seconds=1.0))
     body = {"model": "auto", "messages": MESSAGES, "stream": True}
     with httpx.stream(
         "POST", f"{live.gateway.base_url}/chat/completions", json=body, timeout=15
