@@ -87,8 +87,8 @@ class Settings(BaseSettings):
         default=1000,
         ge=0,
         description="With Redis, how many recently used cache entries each replica also keeps "
-        "in process, until the entry's Redis expiry, so that a repeated hit skips the Redis "
-        "round trip; 0 turns the copies off.",
+        "in process, for at most 60 s and never past the entry's Redis expiry, so that a "
+        "repeated hit skips the Redis round trip; 0 turns the copies off.",
     )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="json, console, or auto (console on a terminal)."

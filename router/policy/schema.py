@@ -252,8 +252,8 @@ class Cooldown(StrictModel):
 
     after_failures: int = Field(
         default=3, ge=0,
-        description="Failures in a row (timeouts, refused connections, 5xx, 429) that start a "
-        "cooldown; 0 turns cooldowns off.",
+        description="Failures in a row (timeouts, refused connections, 5xx, 429, 401, 403, 404, "
+        "413, broken streams) that start a cooldown; 0 turns cooldowns off.",
     )
     # Finite, because /readyz reports the seconds left as JSON, which has no infinity.
     seconds: float = Field(
