@@ -255,14 +255,16 @@ def grafana_expressions(document: dict[str, Any]) -> list[str]:
 
 
 async def send_every_kind_of_request(gateway: Gateway, kit: GatewayKit) -> None:
-    """Send traffic that creates every labelled series: hit, stream, error and fallback."""
+    """Send traffic that creates every labelled series: hit, stream, error, fallback and a
+    cooldown (three edge failures in a row, the default ``routing.cooldown``)."""
     body = chat_body("Fill every series.", temperature=0)
     await gateway.chat(body)
     await gateway.chat(body)
     await gateway.chat(chat_body("Stream.", stream=True))
     await gateway.chat(chat_body(model="no-such-model"))
-    kit.fakes["edge"].enqueue(Scenario.http_error(500, "boom"))
-    await gateway.chat(chat_body("Escalate."))
+    for attempt in range(3):
+        kit.fakes["edge"].enqueue(Scenario.http_error(500, "boom"))
+        await gateway.chat(chat_body(f"Escalate {attempt}."))
 
 
 async def test_grafana_dashboard_uses_real_metrics(kit: GatewayKit) -> None:
