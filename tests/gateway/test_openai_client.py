@@ -71,8 +71,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
 
 @pytest.fixture(autouse=True)
 def reset_fakes(live: LiveStack) -> None:
+    """Reset the shared gateway's fakes and cooldowns, which earlier tests' failures start."""
     for fake in live.fakes.values():
         fake.reset()
+    live.gateway.runtime.health.keep_only(())
 
 
 def test_chat_completion(live: LiveStack) -> None:
@@ -377,7 +379,7 @@ def test_client_reads_through_keepalives(live: LiveStack) -> None:
 
 
 def test_keepalive_comments_on_the_wire(live: LiveStack) -> None:
-    live.fakes["edge"].enqueue(Scenario.pause(after_events=2, seconds=1.0))
+    live.fakes["edge"].enqueue(Scenario.pause(after_events=2, seconds=0.5))
     body = {"model": "auto", "messages": MESSAGES, "stream": True}
     with httpx.stream(
         "POST", f"{live.gateway.base_url}/chat/completions", json=body, timeout=15
