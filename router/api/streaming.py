@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from router.api.disconnect import client_connected
 from router.cache.entries import encode_entry
-from router.errors import UpstreamFailed, UpstreamTimeout, sse_error_event
+from router.errors import ServerShuttingDown, UpstreamFailed, UpstreamTimeout, sse_error_event
 from router.routing.tokens import count_completion_tokens, count_prompt_tokens
 from router.upstream.base import UpstreamError
 from router.upstream.sse import DONE, KEEPALIVE, StreamAssembler, completion_to_chunks, encode_event
@@ -126,6 +126,7 @@ def stream_upstream(
     async def relay() -> AsyncIterator[bytes]:
         assembler = StreamAssembler()
         complete = False
+        stopped = False
         batches = _with_keepalive(_prepend(first_chunk, rest), runtime)
         try:
             async for batch in batches:
@@ -157,7 +158,15 @@ def stream_upstream(
                 UpstreamFailed("The model's stream failed before the answer was complete.")
             )
             yield sse_error_event(error)
-        except (GeneratorExit, asyncio.CancelledError):
+        except asyncio.CancelledError:
+            _mark_cut(outcome, receive)
+            if outcome.status != SERVER_STOPPED or not _withdraw_cancellation():
+                raise
+            # uvicorn cancels the streams still running when its graceful shutdown times
+            # out. Re-raised, the cancellation would be logged as an exception in the ASGI
+            # application; withdrawn, the stream ends with an error event the client can read.
+            stopped = True
+        except GeneratorExit:
             _mark_cut(outcome, receive)
             raise
         finally:
@@ -175,6 +184,8 @@ def stream_upstream(
                                         policy.cache.ttl_s)
             if not complete:
                 finish(runtime, policy, outcome)
+        if stopped:
+            yield sse_error_event(ServerShuttingDown())
         if not complete:
             return
         # The outcome is recorded only after [DONE] was sent, because a client that leaves
@@ -190,6 +201,12 @@ def stream_upstream(
             finish(runtime, policy, outcome)
 
     return _response(relay(), headers(outcome, decision))
+
+
+def _withdraw_cancellation() -> bool:
+    """Withdraw one cancellation of the current task; False if another one is pending."""
+    task = asyncio.current_task()
+    return task is not None and task.uncancel() == 0
 
 
 def _mark_cut(outcome: Outcome, receive: Receive | None) -> None:
