@@ -212,7 +212,7 @@ class UpstreamTimeout(GatewayError):
 
 
 MAX_RETRY_AFTER_S = 86_400
-"""Longest wait sent to clients; an upstream's retry-after date far in the future is cut to it."""
+"""Maximum wait sent to clients; an upstream's retry-after date far in the future is cut to it."""
 
 
 def retry_after_headers(seconds: float) -> dict[str, str]:

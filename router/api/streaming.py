@@ -204,7 +204,7 @@ def stream_upstream(
 
 
 def _withdraw_cancellation() -> bool:
-    """Withdraw one cancellation of the current task; False if another one is pending."""
+    """Withdraw one cancellation of the current task, and return False if another one is pending."""
     task = asyncio.current_task()
     return task is not None and task.uncancel() == 0
 

@@ -248,7 +248,7 @@ def _check_category(category: str) -> str:
 
 
 class Cooldown(StrictModel):
-    """When a deployment that keeps failing goes to the back of the queue (``router/upstream/health.py``)."""
+    """Settings of the cooldown that moves a failing deployment behind the others (``router/upstream/health.py``)."""
 
     after_failures: int = Field(
         default=3, ge=0,
@@ -360,7 +360,7 @@ class Tenants(StrictModel):
     )
     show_upstream_rate_limits: bool = Field(
         default=True,
-        description="Pass the answering deployment's x-ratelimit-* headers to clients. They "
+        description="Pass the responding deployment's x-ratelimit-* headers to clients. They "
         "describe the operator's provider account, which every tenant shares.",
     )
     entries: dict[Annotated[str, AfterValidator(_check_tenant_name)], Tenant] = Field(

@@ -58,9 +58,9 @@ class Dispatcher:
     failures: list[UpstreamError] = field(default_factory=list)
     """The error of every failed attempt, in order."""
     upstream_headers: UpstreamHeaders | None = None
-    """The headers to pass on from the deployment that answered."""
+    """The headers to pass on from the deployment whose response is used."""
     health: DeploymentHealth | None = None
-    """Where failures are counted and cooling deployments are moved to the end; None skips both."""
+    """Record of failures and cooldowns that orders the candidates; None turns both off."""
     cooldown: Cooldown | None = None
     """The policy's cooldown settings; None means the defaults."""
     weighted_tiers: frozenset[str] = frozenset()
@@ -106,7 +106,7 @@ class Dispatcher:
     ) -> tuple[Candidate, dict[str, Any], AsyncIterator[dict[str, Any]]]:
         """Return the first candidate whose stream produced a first chunk, that chunk, and the rest.
 
-        The deployment's failure count is not cleared here: a stream counts as answered only
+        The deployment's failure count is not cleared here: a stream counts as a success only
         when it ends with ``[DONE]``, which the caller reports to ``health``.
         """
         last_error: UpstreamError | None = None
