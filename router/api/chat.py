@@ -109,10 +109,11 @@ async def serve_chat(
         outcome.requested_model, outcome.stream = chat.model, chat.stream
         if loaded.policy.outcomes.store_prompts:
             outcome.prompt = body["messages"]
+        # Before the cache lookup, so that a cache hit counts as a request too.
+        limit = rate_limit_of(tenant, loaded.policy)
+        if limit is not None:
+            await runtime.rate_limits.check(tenant.name, limit)
         if tenant.config is not None:
-            # Before the cache lookup, so that a cache hit counts as a request too.
-            if tenant.config.requests_per_minute is not None:
-                await runtime.rate_limits.check(tenant.name, tenant.config.requests_per_minute)
             await runtime.budgets.check(tenant.name, tenant.config.budget)
         hint = header(request, b"x-tierwise-min-tier")
         return await _serve(runtime, loaded, body, chat, outcome, tenant, hint, request.receive)
@@ -214,6 +215,13 @@ def _passed_on(dispatcher: Dispatcher, policy: Policy) -> UpstreamHeaders | None
     if seen is not None and seen.rate_limits and not policy.tenants.show_upstream_rate_limits:
         seen.rate_limits = {}
     return seen
+
+
+def rate_limit_of(tenant: TenantContext, policy: Policy) -> int | None:
+    """Return the tenant's requests_per_minute, or the policy's default for unlisted keys."""
+    if tenant.config is not None:
+        return tenant.config.requests_per_minute
+    return policy.tenants.default_requests_per_minute
 
 
 def check_model(policy: Policy, model: str) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from router.api.auth import identify
+from router.api.chat import rate_limit_of
 from router.runtime import Runtime
 
 router = APIRouter()
@@ -18,7 +19,7 @@ async def get_usage(request: Request) -> dict[str, Any]:
     tenant = identify(request, runtime.policies.current.policy)
     day, month = await runtime.budgets.spent(tenant.name)
     budget = tenant.config.budget if tenant.config is not None else None
-    limit = tenant.config.requests_per_minute if tenant.config is not None else None
+    limit = rate_limit_of(tenant, runtime.policies.current.policy)
     return {
         "object": "usage",
         "tenant": tenant.name,

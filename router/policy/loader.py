@@ -86,6 +86,7 @@ _ANSWER_NEUTRAL_SETTINGS: Any = {
     "tenants": {
         "entries": {"__all__": {"budget", "requests_per_minute", "key_sha256"}},
         "show_upstream_rate_limits": True,
+        "default_requests_per_minute": True,
     },
 }
 

@@ -358,6 +358,13 @@ class Tenants(StrictModel):
         default=False,
         description="Honour the x-tierwise-min-tier request header.",
     )
+    default_requests_per_minute: int | None = Field(
+        default=None,
+        gt=0,
+        strict=True,
+        description="requests_per_minute of every API key the policy does not list, each key "
+        "counted on its own, and of requests without a key, counted together.",
+    )
     show_upstream_rate_limits: bool = Field(
         default=True,
         description="Pass the responding deployment's x-ratelimit-* headers to clients. They "

@@ -18,6 +18,7 @@ from typing import Any
 import openai
 import pytest
 import redis
+import yaml
 
 from router.app import create_app
 from router.ratelimits import WINDOW_S, window_key
@@ -172,6 +173,25 @@ async def test_usage_without_limit_counts_nothing(kit: GatewayKit) -> None:
         usage = await usage_of(gateway, tenant)
 
     assert usage == {"limit": None, "used": None}
+
+
+async def test_default_limit_counts_each_unlisted_key(kit: GatewayKit) -> None:
+    first, second = LimitedTenant.new(), LimitedTenant.new()
+    listed = LimitedTenant.new()
+    write_limit_policy(kit, listed, 5, cache_enabled=False)
+    document = yaml.safe_load(kit.policy_path.read_text(encoding="utf-8"))
+    document["tenants"]["default_requests_per_minute"] = 2
+    write_yaml(kit.policy_path, document)
+    async with limited_gateway(kit, listed) as gateway:
+        first_codes = await statuses(gateway, first, 3)
+        second_codes = await statuses(gateway, second, 3)
+        listed_codes = await statuses(gateway, listed, 3)
+        usage = await usage_of(gateway, first)
+
+    assert first_codes == [200, 200, 429]
+    assert second_codes == [200, 200, 429]
+    assert listed_codes == [200, 200, 200]
+    assert usage == {"limit": 2, "used": 3}
 
 
 async def test_cached_answer_counts_as_request(kit: GatewayKit) -> None:

@@ -567,3 +567,13 @@ def test_infinite_weight_rejected(tmp_path: Path) -> None:
 
     assert len(caught.value.problems) == 1
     assert ": tiers.edge.deployments.0.weight: " in caught.value.problems[0]
+
+
+def test_default_request_limit_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "tenants:\n  default_requests_per_minute: true\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    assert caught.value.problems == [
+        f"{path}:18: tenants.default_requests_per_minute: Input should be a valid integer (found True)"
+    ]
