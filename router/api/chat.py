@@ -183,7 +183,8 @@ async def _serve(
     decision = route(runtime, policy, body, chat, outcome, tenant, hint)
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id,
                             health=runtime.health, cooldown=policy.routing.cooldown,
-                            weighted_tiers=policy.weighted_tiers)
+                            weighted_tiers=policy.weighted_tiers,
+                            limits_in_flight=policy.limits_in_flight)
     if chat.stream:
         served, first_chunk, rest = await unless_client_leaves(
             receive, dispatcher.open_stream(decision.candidates, body)

@@ -48,6 +48,7 @@ async def readyz(request: Request) -> JSONResponse:
         "classifier": {"version": runtime.scorer.version, "tiers": list(runtime.scorer.tiers)},
         "available_deployments": available,
         "cooling_down": runtime.health.cooling(),
+        "in_flight": runtime.health.in_flight(),
         "redis": redis_state,
         "cache": runtime.cache.backend,
         "outcomes": runtime.outcomes.backend,

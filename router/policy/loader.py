@@ -77,11 +77,13 @@ def parse_policy(text: str, path: Path) -> LoadedPolicy:
 
 # Settings left out of the routing version, so that an edit keeps the cached answers: prices
 # (accounting only), tenant budgets and request-rate limits (checked before any lookup), key
-# digests (the tenant a key maps to is part of every cache key already), and weights, balance
-# and cooldowns, which change only which deployment of a routing decision is tried first (a
-# cached answer names the deployment that gave it).
+# digests (the tenant a key maps to is part of every cache key already), and weights, balance,
+# in-flight limits and cooldowns, which change only which deployment of a routing decision is
+# tried first (a cached answer names the deployment that gave it).
 _ANSWER_NEUTRAL_SETTINGS: Any = {
-    "tiers": {"__all__": {"deployments": {"__all__": {"price", "weight"}}, "balance": True}},
+    "tiers": {
+        "__all__": {"deployments": {"__all__": {"price", "weight", "max_in_flight"}}, "balance": True}
+    },
     "routing": {"cooldown"},
     "tenants": {
         "entries": {"__all__": {"budget", "requests_per_minute", "key_sha256"}},

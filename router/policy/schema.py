@@ -143,6 +143,11 @@ class Deployment(StrictModel):
     )
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    max_in_flight: int | None = Field(
+        default=None, gt=0, strict=True,
+        description="Requests this gateway process sends the deployment at once before it "
+        "tries the deployment only after every other candidate, as for a cooldown.",
+    )
     weight: float = Field(
         default=1.0, gt=0, allow_inf_nan=False,
         description="In a tier with `balance: weighted`, this deployment's share of the "
@@ -496,6 +501,11 @@ class Policy(StrictModel):
 
     def all_deployments(self) -> list[Deployment]:
         return [d for _, tier in self.ordered_tiers() for d in tier.deployments]
+
+    @cached_property
+    def limits_in_flight(self) -> bool:
+        """Whether any deployment sets ``max_in_flight``."""
+        return any(d.max_in_flight is not None for d in self.all_deployments())
 
     @cached_property
     def weighted_tiers(self) -> frozenset[str]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,8 @@ class Dispatcher:
     """The policy's cooldown settings; None means the defaults."""
     weighted_tiers: frozenset[str] = frozenset()
     """Tiers whose first deployment is drawn by weight (``router/routing/balance.py``)."""
+    limits_in_flight: bool = False
+    """Whether some deployment of the policy has ``max_in_flight``, counted in ``health``."""
 
     def transport_for(self, deployment: Deployment) -> Transport:
         return self.direct if deployment.uses_direct_path else self.litellm
@@ -79,6 +82,7 @@ class Dispatcher:
             self.attempts.append(attempt)
             started = time.perf_counter()
             seen = UpstreamHeaders()
+            release = self._hold(candidate.deployment)
             try:
                 completion = await self.transport_for(candidate.deployment).complete(
                     candidate.deployment, _upstream_body(candidate.deployment, body), seen
@@ -90,6 +94,9 @@ class Dispatcher:
                 attempt.latency_ms = (time.perf_counter() - started) * 1000
                 last_error = self._failed(attempt, exc)
                 continue
+            finally:
+                if release is not None:
+                    release()
             attempt.latency_ms = (time.perf_counter() - started) * 1000
             if not _is_completion(completion):
                 problem = UpstreamError("server", "the upstream returned a body without choices")
@@ -115,6 +122,7 @@ class Dispatcher:
             self.attempts.append(attempt)
             started = time.perf_counter()
             seen = UpstreamHeaders()
+            release = self._hold(candidate.deployment)
             stream = self.transport_for(candidate.deployment).stream(
                 candidate.deployment, _upstream_body(candidate.deployment, body, streaming=True), seen
             )
@@ -122,17 +130,25 @@ class Dispatcher:
                 first = await stream.__anext__()
             except asyncio.CancelledError:
                 attempt.error = CANCELLED
+                if release is not None:
+                    release()
                 raise
             except StopAsyncIteration:
                 last_error = self._failed(attempt, UpstreamError("stream", "empty stream"))
+                if release is not None:
+                    release()
                 continue
             except UpstreamError as exc:
                 attempt.latency_ms = (time.perf_counter() - started) * 1000
                 last_error = self._failed(attempt, exc)
                 await _close(stream)
+                if release is not None:
+                    release()
                 continue
             attempt.latency_ms = (time.perf_counter() - started) * 1000
             self.upstream_headers = seen
+            if release is not None:
+                stream = _holding(stream, release)
             return candidate, first, stream
         raise _final_error(last_error, self.failures)
 
@@ -143,9 +159,16 @@ class Dispatcher:
         ordered: Sequence[Candidate] = candidates
         if self.health is not None:
             ordered = self.health.order(ordered, _deployment_name)
+            if self.limits_in_flight:
+                ordered = _busy_last(ordered, self.health)
         if self.weighted_tiers:
             ordered = weighted_first(ordered, self.weighted_tiers, _RANDOM)
         return ordered
+
+    def _hold(self, deployment: Deployment) -> Callable[[], None] | None:
+        if self.health is None or not self.limits_in_flight:
+            return None
+        return self.health.hold(deployment)
 
     def _failed(self, attempt: Attempt, exc: UpstreamError) -> UpstreamError:
         attempt.error = exc.kind
@@ -168,6 +191,37 @@ class Dispatcher:
                 code="upstream_rejected",
             )
         return exc
+
+
+def _busy_last(candidates: Sequence[Candidate], health: DeploymentHealth) -> Sequence[Candidate]:
+    """Move the candidates whose deployment has ``max_in_flight`` requests under way to the end."""
+    free: list[Candidate] = []
+    busy: list[Candidate] = []
+    for candidate in candidates:
+        (busy if health.busy(candidate.deployment) else free).append(candidate)
+    return free + busy if busy else candidates
+
+
+def _holding(
+    stream: AsyncIterator[dict[str, Any]], release: Callable[[], None]
+) -> AsyncIterator[dict[str, Any]]:
+    """Return ``stream`` as an iterator that calls ``release`` once it ends or is dropped.
+
+    A relay that never starts leaves the generator unstarted, and an unstarted generator runs
+    no ``finally``, so a finalizer releases it when it is garbage collected.
+    """
+
+    async def relay() -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            release()
+            await _close(stream)
+
+    held = relay()
+    weakref.finalize(held, release)
+    return held
 
 
 _DEFAULT_COOLDOWN = Cooldown()

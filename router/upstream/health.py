@@ -11,7 +11,8 @@ failures before the first chunk; the SSE relay reports a stream's ``[DONE]`` and
 that breaks after its first chunk.
 
 The record is per process: each replica learns about a failing provider from its own
-requests.
+requests.  It also counts the requests under way of deployments with ``max_in_flight``, and
+the dispatcher tries a deployment at its limit after the others, as it does a cooling one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import structlog
 from router.upstream.base import UpstreamError
 
 if TYPE_CHECKING:
-    from router.policy.schema import Cooldown
+    from router.policy.schema import Cooldown, Deployment
 
 log = structlog.get_logger("tierwise.health")
 
@@ -45,6 +46,9 @@ class DeploymentHealth:
         self._clock = clock
         self._failures: dict[str, int] = {}
         self._cool_until: dict[str, float] = {}
+        # Requests under way per deployment with max_in_flight. A reload keeps them, because
+        # the requests still end and release their count.
+        self._in_flight: dict[str, int] = {}
 
     def order(self, candidates: Sequence[_C], name_of: Callable[[_C], str]) -> Sequence[_C]:
         """Return ``candidates`` with the cooling ones moved to the end, in their order."""
@@ -96,6 +100,38 @@ class DeploymentHealth:
         if not already:
             log.warning("deployment_cooling_down", deployment=name, seconds=round(seconds, 3),
                         failures=failures, kind=error.kind, status=error.status)
+
+    def busy(self, deployment: Deployment) -> bool:
+        """Whether the deployment has its ``max_in_flight`` requests under way in this process."""
+        limit = deployment.max_in_flight
+        return limit is not None and self._in_flight.get(deployment.name, 0) >= limit
+
+    def hold(self, deployment: Deployment) -> Callable[[], None] | None:
+        """Count one request under way; return the function that ends it (callable once).
+
+        Only deployments with ``max_in_flight`` are counted, so None comes back for others.
+        """
+        if deployment.max_in_flight is None:
+            return None
+        name = deployment.name
+        self._in_flight[name] = self._in_flight.get(name, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                left = self._in_flight.get(name, 0) - 1
+                if left > 0:
+                    self._in_flight[name] = left
+                else:
+                    self._in_flight.pop(name, None)
+
+        return release
+
+    def in_flight(self) -> dict[str, int]:
+        """Deployment name -> requests under way, for deployments with ``max_in_flight``."""
+        return dict(self._in_flight)
 
     def keep_only(self, names: Collection[str]) -> None:
         """Forget the failures and cooldowns of deployments not in ``names``.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -21,7 +23,10 @@ from tests.gateway.conftest import (
     read_file_records,
     write_yaml,
 )
+from tests.support.replay_upstream import ReplayOptions
 from tests.support.scenario import Scenario
+
+T = TypeVar("T")
 
 
 def write_cooldown_policy(kit: GatewayKit, **cooldown: Any) -> None:
@@ -238,3 +243,46 @@ async def test_stream_cut_midway_counts(kit: GatewayKit) -> None:
     assert set(ready["cooling_down"]) == {"edge-small"}
     assert [a["deployment"] for a in records[1]["attempts"]] == ["mid-medium"]
     assert after.headers["x-tierwise-tier"] == "mid"
+
+
+def write_in_flight_policy(kit: GatewayKit, limit: int) -> None:
+    document = policy_document(kit.base_urls)
+    document["tiers"]["edge"]["deployments"][0]["max_in_flight"] = limit
+    write_yaml(kit.policy_path, document)
+
+
+async def test_busy_deployment_spills_to_next_tier(kit: GatewayKit) -> None:
+    write_in_flight_policy(kit, 1)
+    kit.fakes["edge"].options = ReplayOptions(first_byte_delay_s=1.0)
+    async with kit.running(settings=kit.settings()) as gateway:
+        slow, spilled = await asyncio.gather(
+            gateway.chat(chat_body("first")),
+            delayed(0.3, gateway.chat(chat_body("second"))),
+        )
+        after = await gateway.chat(chat_body("third"))
+        ready = (await gateway.client.get("/readyz")).json()
+
+    assert slow.headers["x-tierwise-tier"] == "edge"
+    assert spilled.headers["x-tierwise-tier"] == "mid"
+    assert after.headers["x-tierwise-tier"] == "edge"
+    assert ready["in_flight"] == {}
+
+
+async def test_open_stream_holds_its_slot(kit: GatewayKit) -> None:
+    write_in_flight_policy(kit, 1)
+    kit.fakes["edge"].enqueue(Scenario.pause(after_events=2, seconds=1.0))
+    async with kit.running(settings=kit.settings()) as gateway:
+        streamed, during = await asyncio.gather(
+            gateway.chat(chat_body(stream=True)),
+            delayed(0.3, gateway.chat(chat_body("during"))),
+        )
+        after = await gateway.chat(chat_body("after"))
+
+    assert streamed.headers["x-tierwise-tier"] == "edge"
+    assert during.headers["x-tierwise-tier"] == "mid"
+    assert after.headers["x-tierwise-tier"] == "edge"
+
+
+async def delayed(seconds: float, request: Awaitable[T]) -> T:
+    await asyncio.sleep(seconds)
+    return await request

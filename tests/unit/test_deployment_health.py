@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from router.policy.schema import Cooldown
+import gc
+from collections.abc import AsyncIterator
+from typing import Any
+
+from router.policy.schema import Cooldown, Deployment, Price
 from router.upstream.base import UpstreamError
+from router.upstream.dispatch import _holding
 from router.upstream.health import MAX_RETRY_AFTER_COOLDOWN_S, DeploymentHealth
 
 SETTINGS = Cooldown(after_failures=3, seconds=30)
@@ -105,3 +110,53 @@ def test_order_unchanged_without_cooldown() -> None:
     candidates = ("a", "b")
 
     assert health.order(candidates, lambda name: name) is candidates
+
+
+def limited(name: str, limit: int | None) -> Deployment:
+    return Deployment(
+        name=name, model=f"openai/{name}", api_base="http://127.0.0.1:9/v1",
+        price=Price(input_per_million=1, output_per_million=1), context_window=4096,
+        max_in_flight=limit,
+    )
+
+
+def test_hold_counts_until_released() -> None:
+    health = DeploymentHealth(Clock())
+    edge = limited("edge-a", 2)
+    first, second = health.hold(edge), health.hold(edge)
+    assert first is not None
+    assert second is not None
+
+    assert health.busy(edge) is True
+    first()
+    first()
+    assert health.busy(edge) is False
+    assert health.in_flight() == {"edge-a": 1}
+    second()
+    assert health.in_flight() == {}
+
+
+def test_unlimited_deployment_is_not_counted() -> None:
+    health = DeploymentHealth(Clock())
+    mid = limited("mid", None)
+
+    assert health.hold(mid) is None
+    assert health.busy(mid) is False
+    assert health.in_flight() == {}
+
+
+async def test_held_stream_releases_when_dropped_or_done() -> None:
+    releases: list[str] = []
+
+    async def chunks() -> AsyncIterator[dict[str, Any]]:
+        yield {"n": 1}
+        yield {"n": 2}
+
+    done = _holding(chunks(), lambda: releases.append("done"))
+    assert [chunk["n"] async for chunk in done] == [1, 2]
+    assert releases == ["done"]
+
+    dropped = _holding(chunks(), lambda: releases.append("dropped"))
+    del dropped
+    gc.collect()
+    assert releases == ["done", "dropped"]
