@@ -126,25 +126,26 @@ class Dispatcher:
             stream = self.transport_for(candidate.deployment).stream(
                 candidate.deployment, _upstream_body(candidate.deployment, body, streaming=True), seen
             )
+            opened = False
             try:
                 first = await stream.__anext__()
+                opened = True
             except asyncio.CancelledError:
                 attempt.error = CANCELLED
-                if release is not None:
-                    release()
                 raise
             except StopAsyncIteration:
                 last_error = self._failed(attempt, UpstreamError("stream", "empty stream"))
-                if release is not None:
-                    release()
                 continue
             except UpstreamError as exc:
                 attempt.latency_ms = (time.perf_counter() - started) * 1000
                 last_error = self._failed(attempt, exc)
                 await _close(stream)
-                if release is not None:
-                    release()
                 continue
+            finally:
+                # Also when _failed raises for a rejected request: only an opened stream
+                # keeps its slot.
+                if release is not None and not opened:
+                    release()
             attempt.latency_ms = (time.perf_counter() - started) * 1000
             self.upstream_headers = seen
             if release is not None:

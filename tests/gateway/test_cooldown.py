@@ -286,3 +286,14 @@ async def test_open_stream_holds_its_slot(kit: GatewayKit) -> None:
 async def delayed(seconds: float, request: Awaitable[T]) -> T:
     await asyncio.sleep(seconds)
     return await request
+
+
+async def test_rejected_stream_frees_its_slot(kit: GatewayKit) -> None:
+    write_in_flight_policy(kit, 1)
+    kit.fakes["edge"].enqueue(Scenario.http_error(400, "Invalid 'top_logprobs'.", param="top_logprobs"))
+    async with kit.running(settings=kit.settings()) as gateway:
+        rejected = await gateway.chat(chat_body(stream=True))
+        ready = (await gateway.client.get("/readyz")).json()
+
+    assert rejected.status_code == 400
+    assert ready["in_flight"] == {}
