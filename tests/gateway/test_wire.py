@@ -437,6 +437,28 @@ def test_pipelined_requests_client_leaves(kit: GatewayKit, live: LiveGateway) ->
     assert len(kit.fakes["edge"].requests) == 2
 
 
+def assert_one_outcome_each(
+    records: list[dict[str, Any]],
+    plans: list[tuple[str, bool, float | None]],
+    results: dict[str, RawResponse],
+) -> None:
+    """Check one record per planned request: a whole answer for clients that stayed, and
+    200 or client_disconnected for clients that left."""
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_id.setdefault(record["request_id"], []).append(record)
+    for request_id, stream, leave_after_s in plans:
+        assert len(by_id.get(request_id, [])) == 1, request_id
+        status = (by_id[request_id][0]["status"], by_id[request_id][0]["error"])
+        if leave_after_s is None:
+            assert status == (200, None), request_id
+            if stream:
+                assert_complete_stream(results[request_id])
+            else:
+                assert_complete_json(results[request_id])
+        else:
+            assert status in [(200, None), CLIENT_GONE], request_id
+
 def test_random_disconnects_under_load(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -485,20 +507,7 @@ def test_random_disconnects_under_load(
             pooled = established_to(fakes["edge"].port)
             fds_after = open_fds()
 
-    by_id: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        by_id.setdefault(record["request_id"], []).append(record)
-    for request_id, stream, leave_after_s in plans:
-        assert len(by_id.get(request_id, [])) == 1, request_id
-        status = (by_id[request_id][0]["status"], by_id[request_id][0]["error"])
-        if leave_after_s is None:
-            assert status == (200, None), request_id
-            if stream:
-                assert_complete_stream(results[request_id])
-            else:
-                assert_complete_json(results[request_id])
-        else:
-            assert status in [(200, None), CLIENT_GONE], request_id
+    assert_one_outcome_each(records, plans, results)
     assert tasks_after <= tasks_before
     assert connections_after == 0
     assert fds_after <= fds_before + 2 * pooled + 2
@@ -556,20 +565,7 @@ def test_random_disconnects_with_redis(kit: GatewayKit, redis_url: str) -> None:
     ]
     client.close()
 
-    by_id: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        by_id.setdefault(record["request_id"], []).append(record)
-    for request_id, stream, leave_after_s in plans:
-        assert len(by_id.get(request_id, [])) == 1, request_id
-        status = (by_id[request_id][0]["status"], by_id[request_id][0]["error"])
-        if leave_after_s is None:
-            assert status == (200, None), request_id
-            if stream:
-                assert_complete_stream(results[request_id])
-            else:
-                assert_complete_json(results[request_id])
-        else:
-            assert status in [(200, None), CLIENT_GONE], request_id
+    assert_one_outcome_each(records, plans, results)
     # The run covers cache hits and clients that left.
     assert any(record["cache_hit"] for record in records)
     assert any(record["status"] == 499 for record in records)
