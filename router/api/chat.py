@@ -182,9 +182,7 @@ async def _serve(
 
     decision = route(runtime, policy, body, chat, outcome, tenant, hint)
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id,
-                            health=runtime.health, cooldown=policy.routing.cooldown,
-                            weighted_tiers=policy.weighted_tiers,
-                            limits_in_flight=policy.limits_in_flight)
+                            health=runtime.health, policy=policy)
     if chat.stream:
         served, first_chunk, rest = await unless_client_leaves(
             receive, dispatcher.open_stream(decision.candidates, body)
@@ -211,7 +209,7 @@ async def _serve(
 
 
 def _passed_on(dispatcher: Dispatcher, policy: Policy) -> UpstreamHeaders | None:
-    """Return the answering upstream's headers for the client, as far as the policy shows them."""
+    """Return the responding upstream's headers for the client, as far as the policy shows them."""
     seen = dispatcher.upstream_headers
     if seen is not None and seen.rate_limits and not policy.tenants.show_upstream_rate_limits:
         seen.rate_limits = {}

@@ -26,7 +26,7 @@ from router.errors import (
     UpstreamTimeout,
     retry_after_headers,
 )
-from router.policy.schema import Cooldown, Deployment
+from router.policy.schema import Cooldown, Deployment, Policy
 from router.routing.balance import weighted_first
 from router.routing.decide import Candidate
 from router.upstream.base import Transport, UpstreamError, UpstreamHeaders
@@ -61,13 +61,11 @@ class Dispatcher:
     upstream_headers: UpstreamHeaders | None = None
     """The headers to pass on from the deployment whose response is used."""
     health: DeploymentHealth | None = None
-    """Record of failures and cooldowns that orders the candidates; None turns both off."""
-    cooldown: Cooldown | None = None
-    """The policy's cooldown settings; None means the defaults."""
-    weighted_tiers: frozenset[str] = frozenset()
-    """Tiers whose first deployment is drawn by weight (``router/routing/balance.py``)."""
-    limits_in_flight: bool = False
-    """Whether some deployment of the policy has ``max_in_flight``, counted in ``health``."""
+    """Record of failures, cooldowns and requests under way that orders the candidates; None
+    turns all three off."""
+    policy: Policy | None = None
+    """The policy that serves the request: its cooldown settings, weighted tiers and in-flight
+    limits apply. None means the default cooldown and neither of the others."""
 
     def transport_for(self, deployment: Deployment) -> Transport:
         return self.direct if deployment.uses_direct_path else self.litellm
@@ -158,16 +156,17 @@ class Dispatcher:
         # others and a cooling deployment's share is spread by weight, not given to the next
         # one listed.
         ordered: Sequence[Candidate] = candidates
+        policy = self.policy
         if self.health is not None:
             ordered = self.health.order(ordered, _deployment_name)
-            if self.limits_in_flight:
+            if policy is not None and policy.limits_in_flight:
                 ordered = _busy_last(ordered, self.health)
-        if self.weighted_tiers:
-            ordered = weighted_first(ordered, self.weighted_tiers, _RANDOM)
+        if policy is not None and policy.weighted_tiers:
+            ordered = weighted_first(ordered, policy.weighted_tiers, _RANDOM)
         return ordered
 
     def _hold(self, deployment: Deployment) -> Callable[[], None] | None:
-        if self.health is None or not self.limits_in_flight:
+        if self.health is None or self.policy is None or not self.policy.limits_in_flight:
             return None
         return self.health.hold(deployment)
 
@@ -175,7 +174,8 @@ class Dispatcher:
         attempt.error = exc.kind
         self.failures.append(exc)
         if self.health is not None:
-            self.health.failed(attempt.deployment, exc, self.cooldown or _DEFAULT_COOLDOWN)
+            cooldown = self.policy.routing.cooldown if self.policy is not None else _DEFAULT_COOLDOWN
+            self.health.failed(attempt.deployment, exc, cooldown)
         log.warning(
             "upstream_failed",
             request_id=self.request_id,
@@ -220,9 +220,9 @@ def _holding(
             release()
             await _close(stream)
 
-    held = relay()
-    weakref.finalize(held, release)
-    return held
+    wrapped = relay()
+    weakref.finalize(wrapped, release)
+    return wrapped
 
 
 _DEFAULT_COOLDOWN = Cooldown()
