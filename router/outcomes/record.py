@@ -49,7 +49,8 @@ class Outcome:
     client_request_id: str | None = None
     """The client's own x-request-id when the gateway issued another id in its place."""
     upstream: UpstreamHeaders | None = None
-    """Headers of the deployment that answered, passed on to the client; None for a cache hit."""
+    """Headers of the deployment whose response was used, passed on to the client. None for a
+    cache hit."""
 
     def cost_usd(self) -> float:
         if self.cache_hit or self.deployment is None:

@@ -75,11 +75,11 @@ def parse_policy(text: str, path: Path) -> LoadedPolicy:
                         routing_version=routing_version(policy))
 
 
-# Settings left out of the routing version, so that an edit keeps the cached answers: prices
+# Settings left out of the routing version, so that an edit keeps the cached responses: prices
 # (accounting only), tenant budgets and request-rate limits (checked before any lookup), key
 # digests (the tenant a key maps to is part of every cache key already), and weights, balance,
 # in-flight limits and cooldowns, which change only which deployment of a routing decision is
-# tried first (a cached answer names the deployment that gave it).
+# tried first (a cached response names the deployment that gave it).
 _ANSWER_NEUTRAL_SETTINGS: Any = {
     "tiers": {
         "__all__": {"deployments": {"__all__": {"price", "weight", "max_in_flight"}}, "balance": True}

@@ -131,7 +131,7 @@ MAX_PASSED_VALUE_CHARS = 128
 
 
 class UpstreamHeaders:
-    """Response headers of the answering deployment that the gateway passes on.
+    """Response headers of the responding deployment that the gateway passes on.
 
     Rate-limit headers (``x-ratelimit-*``) reach the client unchanged. The provider's
     request id goes to the client as ``x-tierwise-upstream-request-id`` and into the outcome

@@ -6,7 +6,7 @@ failures in a row, a deployment cools down for ``routing.cooldown.seconds``: req
 it only after every other candidate.  It is never removed, so a request whose other
 candidates fail still reaches it.  A 429 that names a wait (``retry-after``) cools the
 deployment at once, for that wait.  When the cooldown ends, one more failure starts the
-next one, and an answer clears the record.  The dispatcher reports JSON answers and
+next one, and a success clears the record.  The dispatcher reports JSON answers and
 failures before the first chunk; the SSE relay reports a stream's ``[DONE]`` and a stream
 that breaks after its first chunk.
 
@@ -102,7 +102,7 @@ class DeploymentHealth:
                         failures=failures, kind=error.kind, status=error.status)
 
     def busy(self, deployment: Deployment) -> bool:
-        """Whether the deployment has its ``max_in_flight`` requests under way in this process."""
+        """Return whether the deployment has its ``max_in_flight`` requests under way in this process."""
         limit = deployment.max_in_flight
         return limit is not None and self._in_flight.get(deployment.name, 0) >= limit
 

@@ -1,4 +1,4 @@
-"""Rate-limit headers and the provider's request id pass from the answering upstream to the client."""
+"""Rate-limit headers and the provider's request id pass from the responding upstream to the client."""
 
 from __future__ import annotations
 
