@@ -60,6 +60,10 @@ class BudgetLedger:
         self.prefix = prefix
         self._pending: dict[str, float] = defaultdict(float)
         self._local: dict[str, float] = defaultdict(float)
+        # Lifetime of each counter written so far. Without Redis, each flush drops expired
+        # counters from ``_local``, so per-minute token counts do not pile up.
+        self._ttl_s: dict[str, int] = {}
+        self._local_expiry: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -67,17 +71,27 @@ class BudgetLedger:
         """Add ``usd`` to the tenant's spend; never blocks."""
         if usd <= 0:
             return
-        for key in period_keys(tenant, prefix=self.prefix):
-            self._pending[key] += usd
+        day_key, month_key = period_keys(tenant, prefix=self.prefix)
+        self.add(day_key, usd, DAY_TTL_S)
+        self.add(month_key, usd, MONTH_TTL_S)
 
     async def spent(self, tenant: str) -> tuple[float, float]:
         """USD spent today and this month, including spend not yet flushed."""
-        day_key, month_key = period_keys(tenant, prefix=self.prefix)
-        stored = await self._stored([day_key, month_key])
-        return (
-            stored[0] + self._pending.get(day_key, 0.0),
-            stored[1] + self._pending.get(month_key, 0.0),
-        )
+        day, month = await self.read(list(period_keys(tenant, prefix=self.prefix)))
+        return day, month
+
+    def add(self, key: str, amount: float, ttl_s: int) -> None:
+        """Add ``amount`` to the counter ``key``, which expires ``ttl_s`` after its last write.
+
+        The ledger also keeps the token counts of ``router.ratelimits.TokenRateLimiter``.
+        """
+        self._pending[key] += amount
+        self._ttl_s[key] = ttl_s
+
+    async def read(self, keys: list[str]) -> list[float]:
+        """Return the counters ``keys``, including amounts not yet flushed."""
+        stored = await self._stored(keys)
+        return [value + self._pending.get(key, 0.0) for key, value in zip(keys, stored)]
 
     async def check(self, tenant: str, budget: Budget) -> None:
         """Raise BudgetExceeded when the tenant has used up its daily or monthly budget."""
@@ -134,15 +148,19 @@ class BudgetLedger:
             return
         pending, self._pending = dict(self._pending), defaultdict(float)
         if self.link is None:
-            for key, usd in pending.items():
-                self._local[key] += usd
+            now = time.monotonic()
+            for key, amount in pending.items():
+                self._local[key] += amount
+                self._local_expiry[key] = now + self._ttl_s[key]
+            for key in [key for key, expiry in self._local_expiry.items() if expiry < now]:
+                del self._local_expiry[key], self._local[key], self._ttl_s[key]
             return
 
         async def increment(client: Any) -> bool:
             pipe = client.pipeline(transaction=False)
-            for key, usd in pending.items():
-                pipe.incrbyfloat(key, usd)
-                pipe.expire(key, DAY_TTL_S if ":day:" in key else MONTH_TTL_S)
+            for key, amount in pending.items():
+                pipe.incrbyfloat(key, amount)
+                pipe.expire(key, self._ttl_s[key])
             await pipe.execute()
             return True
 
@@ -151,7 +169,11 @@ class BudgetLedger:
             written = await self.link.call(increment, False, last_chance=last_chance)
         finally:
             if not written:
-                # Redis is unreachable (or the flush was cancelled), so the spend stays
-                # pending and is added once Redis responds.
-                for key, usd in pending.items():
-                    self._pending[key] += usd
+                # Redis is unreachable (or the flush was cancelled), so the amounts stay
+                # pending and are added once Redis responds.
+                for key, amount in pending.items():
+                    self._pending[key] += amount
+            else:
+                for key in pending:
+                    if key not in self._pending:
+                        del self._ttl_s[key]

@@ -164,6 +164,22 @@ class RequestRateExceeded(GatewayError):
         self.headers = retry_after_headers(retry_after_s)
 
 
+class TokenRateExceeded(GatewayError):
+    """Raised when a tenant's answers this minute have used its ``tokens_per_minute``."""
+
+    status = 429
+    # OpenAI's API sends this type with its own tokens-per-minute errors.
+    error_type = "tokens"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, limit: int, used: int, retry_after_s: float) -> None:
+        super().__init__(
+            f"This API key's tenant has used {used} of its {limit} tokens per minute. "
+            f"Retry after {max(1, math.ceil(retry_after_s))} s, when the next minute starts."
+        )
+        self.headers = retry_after_headers(retry_after_s)
+
+
 class UpstreamRateLimited(GatewayError):
     """Raised when every eligible deployment rejected the request with HTTP 429."""
 

@@ -1,4 +1,5 @@
-"""Per-tenant request-rate limits (``requests_per_minute``) in fixed one-minute windows.
+"""Per-tenant rate limits in fixed one-minute windows: ``requests_per_minute`` and
+``tokens_per_minute``.
 
 Each window is one UTC minute, numbered ``int(time // 60)``, so replicas agree on it without
 talking to each other as long as their clocks agree.  A tenant's requests in the current
@@ -13,16 +14,26 @@ the tenant can send up to the limit times the number of replicas.
 
 A fixed window lets a tenant send up to twice its limit within a short span around a minute
 boundary: the whole limit at the end of one minute and again at the start of the next.
+
+Tokens are known only once an answer is complete, so a token limit admits requests while the
+tokens of the tenant's answers in the current minute are below the limit, and the request
+that crosses it is served in full. Concurrent requests can therefore overshoot the limit by
+what they use together. Token counts go through the budget ledger (``router.budgets``): added
+in memory at once and moved to Redis with ``INCRBYFLOAT`` every 0.2 s, so another replica
+sees them within that interval.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from router.errors import RequestRateExceeded
+from router.errors import RequestRateExceeded, TokenRateExceeded
 from router.redis_link import DEFAULT_KEY_PREFIX, RedisLink
+
+if TYPE_CHECKING:
+    from router.budgets import BudgetLedger
 
 WINDOW_S = 60
 # Long enough that a replica whose clock is a little behind still finds the window's count.
@@ -36,6 +47,11 @@ def window_key(tenant: str, window: int, prefix: str = DEFAULT_KEY_PREFIX) -> st
     one Redis Cluster slot and different tenants spread over the slots.
     """
     return f"{{{prefix}:{tenant}}}:rpm:{window}"
+
+
+def token_window_key(tenant: str, window: int, prefix: str = DEFAULT_KEY_PREFIX) -> str:
+    """Return the Redis key of the tenant's token count in minute ``window``."""
+    return f"{{{prefix}:{tenant}}}:tpm:{window}"
 
 
 class RateLimiter:
@@ -111,3 +127,40 @@ class RateLimiter:
         count = self._local_counts.get(tenant, 0) + 1
         self._local_counts[tenant] = count
         return count
+
+
+class TokenRateLimiter:
+    """Per-tenant token counter that rejects requests once a tenant's minute is used up."""
+
+    def __init__(
+        self,
+        ledger: BudgetLedger,
+        prefix: str = DEFAULT_KEY_PREFIX,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.prefix = prefix
+        self.clock = clock
+        """Source of wall-clock time in seconds since the epoch, which tests replace."""
+
+    def record(self, tenant: str, tokens: int) -> None:
+        """Add ``tokens`` to the tenant's count in the current minute; never blocks."""
+        if tokens > 0:
+            key = token_window_key(tenant, int(self.clock() // WINDOW_S), self.prefix)
+            self.ledger.add(key, tokens, KEY_TTL_S)
+
+    async def check(self, tenant: str, limit: int) -> None:
+        """Raise TokenRateExceeded when the tenant's tokens this minute have reached ``limit``."""
+        now = self.clock()
+        window = int(now // WINDOW_S)
+        used = await self._used(tenant, window)
+        if used >= limit:
+            raise TokenRateExceeded(limit, used, (window + 1) * WINDOW_S - now)
+
+    async def used(self, tenant: str) -> int:
+        """Return the tenant's tokens counted in the current minute."""
+        return await self._used(tenant, int(self.clock() // WINDOW_S))
+
+    async def _used(self, tenant: str, window: int) -> int:
+        (count,) = await self.ledger.read([token_window_key(tenant, window, self.prefix)])
+        return int(count)

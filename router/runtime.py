@@ -20,7 +20,7 @@ from router.metrics import GatewayMetrics, gateway_state
 from router.outcomes.log import OutcomeLog
 from router.policy.schema import Deployment
 from router.policy.store import PolicyStore
-from router.ratelimits import RateLimiter
+from router.ratelimits import RateLimiter, TokenRateLimiter
 from router.redis_link import RedisLink
 from router.request_ids import RequestIdSigner, keep_shared_secret, load_signer
 from router.settings import BUNDLED_POLICY, Settings
@@ -90,6 +90,8 @@ class Runtime:
     """Runs shadow evaluation jobs; idle unless the policy enables ``shadow``."""
     rate_limits: RateLimiter = field(init=False)
     """Request counter of the tenants that have ``requests_per_minute``."""
+    token_limits: TokenRateLimiter = field(init=False)
+    """Token counter of the tenants that have ``tokens_per_minute``."""
     health: DeploymentHealth = field(default_factory=DeploymentHealth)
     """Failures in a row and cooldowns of deployments, shared by every request."""
 
@@ -99,6 +101,7 @@ class Runtime:
         self.dashboard = DashboardAggregates()
         self.evaluation = EvaluationReport(self.settings.evaluation_report)
         self.rate_limits = RateLimiter(self.redis, self.settings.redis_key_prefix)
+        self.token_limits = TokenRateLimiter(self.budgets, self.settings.redis_key_prefix)
         self.shadow = ShadowSampler(
             self.direct,
             self.litellm,

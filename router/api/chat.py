@@ -113,6 +113,9 @@ async def serve_chat(
         limit = rate_limit_of(tenant, loaded.policy)
         if limit is not None:
             await runtime.rate_limits.check(tenant.name, limit)
+        token_limit = token_limit_of(tenant.name, loaded.policy)
+        if token_limit is not None:
+            await runtime.token_limits.check(tenant.name, token_limit)
         if tenant.config is not None:
             await runtime.budgets.check(tenant.name, tenant.config.budget)
         hint = header(request, b"x-tierwise-min-tier")
@@ -221,6 +224,18 @@ def rate_limit_of(tenant: TenantContext, policy: Policy) -> int | None:
     if tenant.config is not None:
         return tenant.config.requests_per_minute
     return policy.tenants.default_requests_per_minute
+
+
+def token_limit_of(tenant: str, policy: Policy) -> int | None:
+    """Return the tokens_per_minute of the tenant named ``tenant`` under ``policy``.
+
+    Takes the name rather than the tenant's context because ``finish`` knows only the name.
+    Generated names (unlisted keys, ``anonymous``) never match a policy tenant's name.
+    """
+    config = policy.tenants.entries.get(tenant)
+    if config is not None:
+        return config.tokens_per_minute
+    return policy.tenants.default_tokens_per_minute
 
 
 def check_model(policy: Policy, model: str) -> None:
@@ -459,6 +474,8 @@ def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
     record = outcome.as_record(policy)
     runtime.outcomes.emit(record)
     runtime.budgets.record(outcome.tenant, record["cost_usd"])
+    if not outcome.cache_hit and token_limit_of(outcome.tenant, policy) is not None:
+        runtime.token_limits.record(outcome.tenant, outcome.tokens_in + outcome.tokens_out)
     runtime.metrics.observe(record, policy, outcome.category)
     runtime.dashboard.observe(record, outcome.category)
     log.info(

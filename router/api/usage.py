@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from router.api.auth import identify
-from router.api.chat import rate_limit_of
+from router.api.chat import rate_limit_of, token_limit_of
 from router.runtime import Runtime
 
 router = APIRouter()
@@ -20,6 +20,7 @@ async def get_usage(request: Request) -> dict[str, Any]:
     day, month = await runtime.budgets.spent(tenant.name)
     budget = tenant.config.budget if tenant.config is not None else None
     limit = rate_limit_of(tenant, runtime.policies.current.policy)
+    token_limit = token_limit_of(tenant.name, runtime.policies.current.policy)
     return {
         "object": "usage",
         "tenant": tenant.name,
@@ -32,5 +33,11 @@ async def get_usage(request: Request) -> dict[str, Any]:
         "requests_per_minute": {
             "limit": limit,
             "used": await runtime.rate_limits.used(tenant.name) if limit is not None else None,
+        },
+        "tokens_per_minute": {
+            "limit": token_limit,
+            "used": (
+                await runtime.token_limits.used(tenant.name) if token_limit is not None else None
+            ),
         },
     }

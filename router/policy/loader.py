@@ -76,7 +76,7 @@ def parse_policy(text: str, path: Path) -> LoadedPolicy:
 
 
 # Settings left out of the routing version, so that an edit keeps the cached responses: prices
-# (accounting only), tenant budgets and request-rate limits (checked before any lookup), key
+# (accounting only), tenant budgets and rate limits (checked before any lookup), key
 # digests (the tenant a key maps to is part of every cache key already), and weights, balance,
 # in-flight limits and cooldowns, which change only which deployment of a routing decision is
 # tried first (a cached response names the deployment that gave it).
@@ -86,9 +86,10 @@ _ANSWER_NEUTRAL_SETTINGS: Any = {
     },
     "routing": {"cooldown"},
     "tenants": {
-        "entries": {"__all__": {"budget", "requests_per_minute", "key_sha256"}},
+        "entries": {"__all__": {"budget", "requests_per_minute", "tokens_per_minute", "key_sha256"}},
         "show_upstream_rate_limits": True,
         "default_requests_per_minute": True,
+        "default_tokens_per_minute": True,
     },
 }
 
@@ -97,7 +98,7 @@ def routing_version(policy: Policy) -> str:
     """Hash the aliases, tiers, routing and tenant settings of ``policy``.
 
     Cache entries are keyed by this hash instead of the file's, so an edit to budgets,
-    request-rate limits, prices, weights and balance, tenant keys, cooldowns, cache lifetime,
+    rate limits, prices, weights and balance, tenant keys, cooldowns, cache lifetime,
     outcome or shadow settings, or to comments keeps the cache warm. The ``api_base`` of a
     ``local_model`` deployment is left out too: it only gives the port on which each gateway
     starts the bundled model, so two gateways on one machine that differ only in that port

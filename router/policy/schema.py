@@ -331,6 +331,14 @@ class Tenant(StrictModel):
         description="Maximum requests per UTC minute, counted across the replicas that share "
         "Redis. Further requests get 429 until the minute ends.",
     )
+    tokens_per_minute: int | None = Field(
+        default=None,
+        gt=0,
+        strict=True,
+        description="Maximum prompt and completion tokens per UTC minute of the answers that "
+        "deployments gave (cache hits count none), across the replicas that share Redis. Once "
+        "reached, requests get 429 until the minute ends.",
+    )
 
 
 # Tenant names that the gateway generates for callers that match no policy tenant.  Callers
@@ -369,6 +377,13 @@ class Tenants(StrictModel):
         strict=True,
         description="requests_per_minute of every API key the policy does not list, each key "
         "counted on its own, and of requests without a key, counted together.",
+    )
+    default_tokens_per_minute: int | None = Field(
+        default=None,
+        gt=0,
+        strict=True,
+        description="tokens_per_minute of every API key the policy does not list, counted as "
+        "default_requests_per_minute is.",
     )
     show_upstream_rate_limits: bool = Field(
         default=True,

@@ -362,26 +362,34 @@ def test_routing_version_ignores_prices_budgets_and_keys(tmp_path: Path) -> None
     assert repriced.routing_version == base.routing_version
 
 
-def test_routing_version_ignores_request_rate_limits(tmp_path: Path) -> None:
+RATE_FIELDS = ["requests_per_minute", "tokens_per_minute"]
+
+
+@pytest.mark.parametrize("field", RATE_FIELDS)
+def test_routing_version_ignores_rate_limits(tmp_path: Path, field: str) -> None:
     tenant = "tenants:\n  entries:\n    team-a: {key_sha256: [" + "a" * 64 + "]%s}\n"
     unlimited = load_policy(write(tmp_path, VALID + tenant % ""))
-    limited = load_policy(write(tmp_path, VALID + tenant % ", requests_per_minute: 60"))
+    limited = load_policy(write(tmp_path, VALID + tenant % f", {field}: 60"))
+    plain = load_policy(write(tmp_path, VALID))
+    defaulted = load_policy(write(tmp_path, VALID + f"tenants:\n  default_{field}: 60\n"))
     assert limited.routing_version == unlimited.routing_version
+    assert defaulted.routing_version == plain.routing_version
     assert limited.version != unlimited.version
 
 
-def with_request_rate(value: str) -> str:
+def with_request_rate(value: str, field: str = "requests_per_minute") -> str:
     return VALID + (
         "tenants:\n  entries:\n    team-a:\n      budget: {usd_per_day: 5}\n"
-        f"      requests_per_minute: {value}\n"
+        f"      {field}: {value}\n"
     )
 
 
-def test_request_rate_limit_loads(tmp_path: Path) -> None:
-    loaded = load_policy(write(tmp_path, with_request_rate("120")))
+@pytest.mark.parametrize("field", RATE_FIELDS)
+def test_rate_limit_loads(tmp_path: Path, field: str) -> None:
+    loaded = load_policy(write(tmp_path, with_request_rate("120", field)))
     unset = load_policy(write(tmp_path, with_tenant("team-a")))
-    assert loaded.policy.tenants.entries["team-a"].requests_per_minute == 120
-    assert unset.policy.tenants.entries["team-a"].requests_per_minute is None
+    assert getattr(loaded.policy.tenants.entries["team-a"], field) == 120
+    assert getattr(unset.policy.tenants.entries["team-a"], field) is None
 
 
 @pytest.mark.parametrize(
@@ -397,13 +405,14 @@ def test_request_rate_limit_loads(tmp_path: Path) -> None:
         ("lots", "Input should be a valid integer (found 'lots')"),
     ],
 )
-def test_invalid_request_rate_limit_names_line(tmp_path: Path, value: str, message: str) -> None:
-    path = write(tmp_path, with_request_rate(value))
+@pytest.mark.parametrize("field", RATE_FIELDS)
+def test_invalid_rate_limit_names_line(
+    tmp_path: Path, value: str, message: str, field: str
+) -> None:
+    path = write(tmp_path, with_request_rate(value, field))
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
-    assert caught.value.problems == [
-        f"{path}:21: tenants.entries.team-a.requests_per_minute: {message}"
-    ]
+    assert caught.value.problems == [f"{path}:21: tenants.entries.team-a.{field}: {message}"]
 
 
 RESERVED_ADVICE = (
@@ -569,11 +578,12 @@ def test_infinite_weight_rejected(tmp_path: Path) -> None:
     assert ": tiers.edge.deployments.0.weight: " in caught.value.problems[0]
 
 
-def test_default_request_limit_names_the_line(tmp_path: Path) -> None:
-    path = write(tmp_path, VALID + "tenants:\n  default_requests_per_minute: true\n")
+@pytest.mark.parametrize("field", RATE_FIELDS)
+def test_default_rate_limit_names_the_line(tmp_path: Path, field: str) -> None:
+    path = write(tmp_path, VALID + f"tenants:\n  default_{field}: true\n")
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
 
     assert caught.value.problems == [
-        f"{path}:18: tenants.default_requests_per_minute: Input should be a valid integer (found True)"
+        f"{path}:18: tenants.default_{field}: Input should be a valid integer (found True)"
     ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
-from router.errors import RequestRateExceeded
-from router.ratelimits import WINDOW_S, RateLimiter, window_key
+from router.budgets import BudgetLedger
+from router.errors import RequestRateExceeded, TokenRateExceeded
+from router.ratelimits import WINDOW_S, RateLimiter, TokenRateLimiter, window_key
 
 # 20,000,000 minutes after the epoch (in 2008), a window boundary.
 MINUTE_START = 20_000_000 * WINDOW_S
@@ -137,3 +139,52 @@ def test_window_key_has_tenant_hash_tag() -> None:
     key = window_key("team-a", 20_000_000, prefix="tw-test")
 
     assert key == "{tw-test:team-a}:rpm:20000000"
+
+
+# Token counts ---------------------------------------------------------------------------------
+
+
+async def test_token_limit_admits_until_count_reaches_limit() -> None:
+    clock = FakeClock(MINUTE_START + 10)
+    limiter = TokenRateLimiter(BudgetLedger(None), clock=clock)
+    await limiter.check("team", 100)
+    limiter.record("team", 99)
+    await limiter.check("team", 100)
+    limiter.record("team", 5)
+
+    with pytest.raises(TokenRateExceeded) as caught:
+        await limiter.check("team", 100)
+    assert caught.value.headers == {"retry-after": "50", "retry-after-ms": "50000"}
+    assert await limiter.used("team") == 104
+    # Another tenant and the next minute start from zero.
+    await limiter.check("other", 100)
+    clock.now += WINDOW_S
+    await limiter.check("team", 100)
+    assert await limiter.used("team") == 0
+
+
+async def test_zero_tokens_write_nothing() -> None:
+    ledger = BudgetLedger(None)
+    TokenRateLimiter(ledger, clock=FakeClock(MINUTE_START)).record("team", 0)
+    assert not ledger._pending
+
+
+async def test_ledger_without_redis_drops_expired_token_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ledger = BudgetLedger(None)
+    limiter = TokenRateLimiter(ledger, clock=FakeClock(MINUTE_START))
+    limiter.record("team", 10)
+    ledger.record("team", 0.5)
+    await ledger.flush()
+    assert await limiter.used("team") == 10
+    assert len(ledger._local) == 3
+
+    # Past the token key's two minutes, the next flush drops it but keeps day and month spend.
+    later = time.monotonic() + 2 * WINDOW_S + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    ledger.record("team", 0.25)
+    await ledger.flush()
+    assert await limiter.used("team") == 0
+    assert sorted(ledger._local.values()) == [0.75, 0.75]
+    assert await ledger.spent("team") == (0.75, 0.75)

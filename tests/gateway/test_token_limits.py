@@ -1,0 +1,243 @@
+"""Per-tenant ``tokens_per_minute`` at the gateway: 429 shape, what counts, usage, Redis.
+
+As in ``test_rate_limits``, the token counter reads a fake wall clock that stays in the middle
+of one minute, and tenants have unique names, so their Redis keys are their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import openai
+import pytest
+import redis
+import yaml
+
+from router.app import create_app
+from router.ratelimits import WINDOW_S, token_window_key
+from tests.gateway.conftest import (
+    Gateway,
+    GatewayKit,
+    LiveGateway,
+    StubScorer,
+    chat_body,
+    parse_sse,
+    policy_document,
+    write_yaml,
+)
+from tests.gateway.test_rate_limits import (
+    FROZEN_NOW,
+    RETRY_HEADERS,
+    FakeClock,
+    LimitedTenant,
+    statuses,
+    upstream_requests,
+)
+
+
+def write_token_policy(kit: GatewayKit, tenant: LimitedTenant, limit: int | None,
+                       **options: Any) -> None:
+    """Write the test policy with ``tenant`` limited to ``limit`` tokens per minute."""
+    entry: dict[str, Any] = {"key_sha256": [tenant.digest]}
+    if limit is not None:
+        entry["tokens_per_minute"] = limit
+    document = policy_document(kit.base_urls, **options)
+    document["tenants"] = {"entries": {tenant.name: entry}}
+    write_yaml(kit.policy_path, document)
+
+
+@asynccontextmanager
+async def token_gateway(
+    kit: GatewayKit, tenant: LimitedTenant, clock: FakeClock | None = None, *,
+    use_redis: bool = False, **overrides: Any
+) -> AsyncIterator[Gateway]:
+    """Run a gateway on the written policy whose token counter reads ``clock``."""
+    async with kit.running(settings=kit.settings(use_redis=use_redis, **overrides)) as gateway:
+        gateway.runtime.token_limits.clock = clock or FakeClock()
+        gateway.tenants.add(tenant.name)
+        yield gateway
+
+
+async def token_usage(gateway: Gateway, tenant: LimitedTenant) -> Any:
+    response = await gateway.client.get(
+        "/v1/usage", headers={"Authorization": f"Bearer {tenant.api_key}"}
+    )
+    return response.json()["tokens_per_minute"]
+
+
+def tokens(record: dict[str, Any]) -> int:
+    return int(record["tokens_in"]) + int(record["tokens_out"])
+
+
+async def test_request_after_limit_gets_tokens_429(kit: GatewayKit) -> None:
+    tenant = LimitedTenant.new()
+    write_token_policy(kit, tenant, 1, cache_enabled=False)
+    async with token_gateway(kit, tenant) as gateway:
+        first = await gateway.chat(chat_body(), api_key=tenant.api_key)
+        second = await gateway.chat(chat_body(), api_key=tenant.api_key)
+        records = await gateway.request_records()
+
+    used = tokens(records[0])
+    # The request that crosses the limit is served in full.
+    assert first.status_code == 200
+    assert used > 1
+    assert second.status_code == 429
+    assert second.json() == {
+        "error": {
+            "message": f"This API key's tenant has used {used} of its 1 tokens per minute. "
+            "Retry after 23 s, when the next minute starts.",
+            "type": "tokens",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
+    assert {name: second.headers[name] for name in RETRY_HEADERS} == RETRY_HEADERS
+    assert "x-should-retry" not in second.headers
+    assert upstream_requests(kit) == 1
+    assert [record["status"] for record in records] == [200, 429]
+    assert records[1]["error"] == "rate_limit_exceeded"
+
+
+async def test_usage_reports_tokens_of_answers(kit: GatewayKit) -> None:
+    tenant = LimitedTenant.new()
+    write_token_policy(kit, tenant, 100_000, cache_enabled=False)
+    async with token_gateway(kit, tenant) as gateway:
+        before = await token_usage(gateway, tenant)
+        await statuses(gateway, tenant, 2)
+        streamed = await gateway.chat(chat_body(stream=True), api_key=tenant.api_key)
+        after = await token_usage(gateway, tenant)
+        records = await gateway.request_records()
+
+    assert parse_sse(streamed.content).done
+    assert before == {"limit": 100_000, "used": 0}
+    assert after == {"limit": 100_000, "used": sum(tokens(record) for record in records)}
+    assert all(tokens(record) > 0 for record in records)
+
+
+async def test_cache_hit_counts_no_tokens(kit: GatewayKit) -> None:
+    tenant = LimitedTenant.new()
+    write_token_policy(kit, tenant, 100_000)
+    async with token_gateway(kit, tenant) as gateway:
+        body = chat_body(temperature=0)
+        responses = [await gateway.chat(body, api_key=tenant.api_key) for _ in range(2)]
+        usage = await token_usage(gateway, tenant)
+        records = await gateway.request_records()
+
+    assert [r.headers["x-tierwise-cache"] for r in responses] == ["miss", "hit"]
+    assert usage["used"] == tokens(records[0])
+
+
+async def test_next_minute_admits_again(kit: GatewayKit) -> None:
+    tenant = LimitedTenant.new()
+    write_token_policy(kit, tenant, 1, cache_enabled=False)
+    clock = FakeClock()
+    async with token_gateway(kit, tenant, clock) as gateway:
+        this_minute = await statuses(gateway, tenant, 2)
+        clock.now += WINDOW_S
+        next_minute = await statuses(gateway, tenant, 2)
+
+    assert this_minute == [200, 429]
+    assert next_minute == [200, 429]
+
+
+async def test_unlimited_tenant_has_no_token_usage(kit: GatewayKit) -> None:
+    tenant = LimitedTenant.new()
+    write_token_policy(kit, tenant, None, cache_enabled=False)
+    async with token_gateway(kit, tenant) as gateway:
+        codes = await statuses(gateway, tenant, 2)
+        usage = await token_usage(gateway, tenant)
+
+    assert codes == [200, 200]
+    assert usage == {"limit": None, "used": None}
+
+
+async def test_default_token_limit_counts_each_unlisted_key(kit: GatewayKit) -> None:
+    first, second, listed = LimitedTenant.new(), LimitedTenant.new(), LimitedTenant.new()
+    write_token_policy(kit, listed, None, cache_enabled=False)
+    document = yaml.safe_load(kit.policy_path.read_text(encoding="utf-8"))
+    document["tenants"]["default_tokens_per_minute"] = 1
+    write_yaml(kit.policy_path, document)
+    async with token_gateway(kit, listed) as gateway:
+        first_codes = await statuses(gateway, first, 2)
+        second_codes = await statuses(gateway, second, 2)
+        listed_codes = await statuses(gateway, listed, 2)
+
+    assert first_codes == [200, 429]
+    assert second_codes == [200, 429]
+    assert listed_codes == [200, 200]
+
+
+async def test_anthropic_messages_over_token_limit(kit: GatewayKit) -> None:
+    tenant = LimitedTenant.new()
+    write_token_policy(kit, tenant, 1, cache_enabled=False)
+    body = {"model": "auto", "max_tokens": 32, "messages": [{"role": "user", "content": "Hi"}]}
+    headers = {"x-api-key": tenant.api_key, "anthropic-version": "2023-06-01"}
+    async with token_gateway(kit, tenant) as gateway:
+        first = await gateway.client.post("/v1/messages", json=body, headers=headers)
+        second = await gateway.client.post("/v1/messages", json=body, headers=headers)
+
+    assert first.status_code == 200
+    assert second.status_code == 429
+    assert second.json()["error"]["type"] == "rate_limit_error"
+    assert "tokens per minute" in second.json()["error"]["message"]
+
+
+async def test_gateways_share_token_count_through_redis(
+    redis_kit: GatewayKit, redis_client: redis.Redis
+) -> None:
+    tenant = LimitedTenant.new()
+    write_token_policy(redis_kit, tenant, 1, cache_enabled=False)
+    key = token_window_key(tenant.name, int(FROZEN_NOW // WINDOW_S))
+    try:
+        async with AsyncExitStack() as stack:
+            first = await stack.enter_async_context(token_gateway(
+                redis_kit, tenant, use_redis=True, data_dir=redis_kit.tmp_path / "a"))
+            second = await stack.enter_async_context(token_gateway(
+                redis_kit, tenant, use_redis=True, data_dir=redis_kit.tmp_path / "b"))
+            served = await statuses(first, tenant, 1)
+            # The writer moves counts to Redis every 0.2 s; flush now instead of waiting.
+            await first.runtime.budgets.flush()
+            rejected = await statuses(second, tenant, 1)
+            shared_usage = await token_usage(second, tenant)
+            records = await first.request_records()
+        stored = float(redis_client.get(key) or 0)
+        ttl = redis_client.ttl(key)
+    finally:
+        redis_client.delete(key)
+
+    assert served == [200]
+    assert rejected == [429]
+    assert stored == tokens(records[0])
+    assert shared_usage == {"limit": 1, "used": tokens(records[0])}
+    assert 0 < ttl <= 2 * WINDOW_S
+
+
+async def test_unlimited_tenant_writes_no_token_key(
+    redis_kit: GatewayKit, redis_client: redis.Redis
+) -> None:
+    tenant = LimitedTenant.new()
+    write_token_policy(redis_kit, tenant, None, cache_enabled=False)
+    async with token_gateway(redis_kit, tenant, use_redis=True) as gateway:
+        await statuses(gateway, tenant, 2)
+        await gateway.runtime.budgets.flush()
+
+    assert list(redis_client.scan_iter(match=f"{{tw:{tenant.name}}}:tpm:*")) == []
+
+
+def test_openai_client_sees_tokens_rate_limit_error(kit: GatewayKit) -> None:
+    tenant = LimitedTenant.new()
+    write_token_policy(kit, tenant, 1, cache_enabled=False)
+    with LiveGateway(create_app(kit.settings(), StubScorer())) as gateway:
+        gateway.runtime.token_limits.clock = FakeClock()
+        client = openai.OpenAI(base_url=gateway.base_url, api_key=tenant.api_key, timeout=15,
+                               max_retries=0)
+        messages: list[Any] = [{"role": "user", "content": "Say hello in one short sentence."}]
+        client.chat.completions.create(model="auto", messages=messages)
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model="auto", messages=messages)
+
+    assert caught.value.type == "tokens"
+    assert caught.value.code == "rate_limit_exceeded"
+    assert caught.value.response.headers["retry-after-ms"] == RETRY_HEADERS["retry-after-ms"]
