@@ -201,6 +201,7 @@ class Runtime:
         policy = self.policies.current.policy
         cooldowns_on = policy.routing.cooldown.after_failures > 0
         self.health.keep_only({d.name for d in policy.all_deployments()} if cooldowns_on else ())
+        self.health.limit_cooldowns(policy.routing.cooldown.seconds)
 
     def warn_local_model_moved(self) -> None:
         """Log a warning when the policy now expects the local model on another port.

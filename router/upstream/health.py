@@ -46,6 +46,9 @@ class DeploymentHealth:
         self._clock = clock
         self._failures: dict[str, int] = {}
         self._cool_until: dict[str, float] = {}
+        # Start of each cooldown that failures in a row began (not a retry-after), so that a
+        # reload that lowers ``routing.cooldown.seconds`` can shorten it.
+        self._counted_since: dict[str, float] = {}
         # Requests under way per deployment with max_in_flight. A reload keeps them, because
         # the requests still end and release their count.
         self._in_flight: dict[str, int] = {}
@@ -66,6 +69,7 @@ class DeploymentHealth:
                 cooling.append(candidate)
             else:
                 del self._cool_until[name]
+                self._counted_since.pop(name, None)
                 ready.append(candidate)
         return ready + cooling if cooling else candidates
 
@@ -73,6 +77,7 @@ class DeploymentHealth:
         if self._failures or self._cool_until:
             self._failures.pop(name, None)
             self._cool_until.pop(name, None)
+            self._counted_since.pop(name, None)
 
     def failed(self, name: str, error: UpstreamError, settings: Cooldown) -> None:
         """Count a failed attempt, and start a cooldown when the policy's limit is reached."""
@@ -80,7 +85,8 @@ class DeploymentHealth:
             return
         # A wait of 0 would end the cooldown at once, so such a 429 counts as a plain failure.
         if error.status == 429 and error.retry_after_s is not None and error.retry_after_s > 0:
-            self._cool(name, min(error.retry_after_s, MAX_RETRY_AFTER_COOLDOWN_S), error, 1)
+            self._cool(name, min(error.retry_after_s, MAX_RETRY_AFTER_COOLDOWN_S), error, 1,
+                       counted=False)
             return
         count = self._failures.get(name, 0) + 1
         if count < settings.after_failures:
@@ -89,14 +95,19 @@ class DeploymentHealth:
         # Kept one below the limit, so that the first failure after the cooldown starts the
         # next one instead of costing another run of failed requests.
         self._failures[name] = settings.after_failures - 1
-        self._cool(name, settings.seconds, error, count)
+        self._cool(name, settings.seconds, error, count, counted=True)
 
-    def _cool(self, name: str, seconds: float, error: UpstreamError, failures: int) -> None:
+    def _cool(self, name: str, seconds: float, error: UpstreamError, failures: int, *,
+              counted: bool) -> None:
         now = self._clock()
         if self._cool_until.get(name, 0.0) > now + seconds:
             return
         already = self._cool_until.get(name, 0.0) > now
         self._cool_until[name] = now + seconds
+        if counted:
+            self._counted_since[name] = now
+        else:
+            self._counted_since.pop(name, None)
         if not already:
             log.warning("deployment_cooling_down", deployment=name, seconds=round(seconds, 3),
                         failures=failures, kind=error.kind, status=error.status)
@@ -140,9 +151,20 @@ class DeploymentHealth:
         with none when the policy turns cooldowns off, so that a removed or renamed deployment
         leaves ``/readyz`` and ``/metrics`` at once.
         """
-        for records in (self._failures, self._cool_until):
+        for records in (self._failures, self._cool_until, self._counted_since):
             for name in [name for name in records if name not in names]:
                 del records[name]
+
+    def limit_cooldowns(self, seconds: float) -> None:
+        """End each cooldown that failures in a row began at most ``seconds`` after its start.
+
+        The runtime calls this after a policy reload with ``routing.cooldown.seconds``. A
+        cooldown that a provider's retry-after began keeps that wait.
+        """
+        for name, since in self._counted_since.items():
+            until = self._cool_until.get(name)
+            if until is not None and until > since + seconds:
+                self._cool_until[name] = since + seconds
 
     def cooling(self) -> dict[str, float]:
         """Deployment name -> seconds left of its cooldown, for ``/readyz`` and ``/metrics``."""
@@ -150,4 +172,5 @@ class DeploymentHealth:
         expired = [name for name, until in self._cool_until.items() if until <= now]
         for name in expired:
             del self._cool_until[name]
+            self._counted_since.pop(name, None)
         return {name: round(until - now, 3) for name, until in self._cool_until.items()}

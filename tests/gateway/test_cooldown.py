@@ -136,6 +136,25 @@ async def test_reload_off_ends_cooldowns(kit: GatewayKit) -> None:
     assert ready["cooling_down"] == {}
 
 
+async def test_reload_to_fewer_seconds_shortens_cooldown(kit: GatewayKit) -> None:
+    write_cooldown_policy(kit, after_failures=1, seconds=600)
+    kit.fakes["edge"].enqueue(Scenario.http_error(503, "The server is overloaded."))
+    settings = kit.settings(policy_reload_interval_s=RELOAD_INTERVAL_S)
+    async with kit.running(settings=settings) as gateway:
+        await gateway.chat(chat_body())
+        assert gateway.runtime.health.cooling()["edge-small"] > 500
+        version = gateway.runtime.policies.current.version
+        write_cooldown_policy(kit, after_failures=1, seconds=5)
+
+        async def reloaded() -> bool:
+            return gateway.runtime.policies.current.version != version
+
+        assert await eventually(reloaded)
+        ready = (await gateway.client.get("/readyz")).json()
+
+    assert 0 < ready["cooling_down"]["edge-small"] <= 5
+
+
 async def test_reload_forgets_removed_deployment(kit: GatewayKit) -> None:
     write_cooldown_policy(kit, after_failures=1)
     kit.fakes["edge"].enqueue(Scenario.http_error(503, "The server is overloaded."))

@@ -86,6 +86,24 @@ def test_rate_limit_wait_cools_at_once() -> None:
     assert health.cooling() == {"edge-b": 7.5, "mid": MAX_RETRY_AFTER_COOLDOWN_S}
 
 
+def test_lower_seconds_shorten_counted_cooldown() -> None:
+    clock = Clock()
+    health = DeploymentHealth(clock)
+    for _ in range(3):
+        health.failed("edge-a", server_error(), SETTINGS)
+    health.failed("mid", UpstreamError("server", "slow down", 429, retry_after_s=120), SETTINGS)
+    clock.now += 4
+
+    health.limit_cooldowns(10)
+
+    # edge-a cooled for 30 s after its failures; a reload to 10 s leaves it 6 s from now.
+    assert health.cooling() == {"edge-a": 6.0, "mid": 116.0}
+    health.limit_cooldowns(60)
+    assert health.cooling() == {"edge-a": 6.0, "mid": 116.0}
+    clock.now += 6
+    assert health.cooling() == {"mid": 110.0}
+
+
 def test_request_errors_not_counted() -> None:
     health = DeploymentHealth(Clock())
     for _ in range(5):
