@@ -44,6 +44,7 @@ async def readyz(request: Request) -> JSONResponse:
             "path": str(loaded.path),
             "version": loaded.version,
             "last_reload_error": runtime.policies.last_error is not None,
+            "rejected_edit": runtime.policies.rejected,
         },
         "classifier": {"version": runtime.scorer.version, "tiers": list(runtime.scorer.tiers)},
         "available_deployments": available,

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -26,6 +29,9 @@ class PolicyStore:
         self.interval_s = interval_s
         self.current: LoadedPolicy = load_policy(path)
         self.last_error: str | None = None
+        self.rejected: dict[str, Any] | None = None
+        """When and where the file's last edit failed validation, for ``/readyz``: the time and
+        the file's line numbers, never the problems' text, which can quote the file's values."""
         self.published = False
         """True once a policy published through Redis replaced the file's policy."""
         self._signature = self._file_signature()
@@ -48,9 +54,15 @@ class PolicyStore:
             loaded = load_policy(self.path)
         except PolicyError as exc:
             self.last_error = str(exc)
+            self.rejected = {
+                "at": round(time.time(), 3),
+                "problems": len(exc.problems),
+                "lines": problem_lines(exc),
+            }
             log.error("policy_reload_rejected", path=str(self.path), problems=exc.problems)
             return False
         self.last_error = None
+        self.rejected = None
         if loaded.version == self.current.version:
             return False
         previous = self.current.version
@@ -70,6 +82,7 @@ class PolicyStore:
         self.current = loaded
         self.published = True
         self.last_error = None
+        self.rejected = None
         log.info("policy_replaced_by_published", previous=previous, version=loaded.version)
         if self.on_reload is not None:
             self.on_reload(loaded)
@@ -103,3 +116,14 @@ class PolicyStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+def problem_lines(error: PolicyError) -> list[int]:
+    """Return the file line numbers that ``error``'s problems name, in order, without repeats."""
+    pattern = re.compile(re.escape(str(error.path)) + r":(\d+):")
+    lines: list[int] = []
+    for problem in error.problems:
+        match = pattern.match(problem)
+        if match is not None and int(match.group(1)) not in lines:
+            lines.append(int(match.group(1)))
+    return lines

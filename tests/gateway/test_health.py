@@ -36,7 +36,8 @@ async def test_readyz_without_redis(kit: GatewayKit) -> None:
     assert response.status_code == 200
     assert response.json() == {
         "status": "ready",
-        "policy": {"path": str(kit.policy_path), "version": version, "last_reload_error": False},
+        "policy": {"path": str(kit.policy_path), "version": version, "last_reload_error": False,
+                   "rejected_edit": None},
         "classifier": {"version": "stub-1", "tiers": ["edge", "mid", "frontier"]},
         "available_deployments": {"edge": 1, "mid": 1, "frontier": 1},
         "cooling_down": {},

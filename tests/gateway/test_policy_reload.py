@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.gateway.conftest import (
@@ -52,7 +53,12 @@ async def test_invalid_policy_keeps_old_then_valid_applies(kit: GatewayKit) -> N
     assert ready_during["status"] == "ready"
     assert ready_during["policy"]["version"] == first_version
     assert ready_during["policy"]["last_reload_error"] is True
+    rejected = ready_during["policy"]["rejected_edit"]
+    assert rejected["problems"] == 1
+    assert rejected["lines"] == [1]
+    assert abs(rejected["at"] - time.time()) < 60
     assert ready_after["policy"]["last_reload_error"] is False
+    assert ready_after["policy"]["rejected_edit"] is None
     assert ready_after["policy"]["version"] != first_version
     # The first two requests went to the original edge upstream, the third to the replacement.
     assert len(kit.fakes["edge"].requests) == 2

@@ -587,3 +587,14 @@ def test_default_rate_limit_names_the_line(tmp_path: Path, field: str) -> None:
     assert caught.value.problems == [
         f"{path}:18: tenants.default_{field}: Input should be a valid integer (found True)"
     ]
+
+
+def test_problem_lines_for_readyz(tmp_path: Path) -> None:
+    from router.policy.store import problem_lines
+
+    path = write(tmp_path, with_request_rate("0") + "      tokens_per_minute: -1\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    assert len(caught.value.problems) == 2
+    assert problem_lines(caught.value) == [21, 22]
