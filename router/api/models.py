@@ -56,7 +56,7 @@ def _model_entries(runtime: Runtime) -> list[dict[str, Any]]:
                         "tier": tier,
                         "available": runtime.is_available(deployment),
                         "context_window": deployment.context_window,
-                        "price_per_million": deployment.price.model_dump(),
+                        "price_per_million": deployment.price.model_dump(exclude_none=True),
                     },
                 }
             )

@@ -39,6 +39,8 @@ class Outcome:
     deployment: Deployment | None = None
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_cached: int = 0
+    """Input tokens that the provider read from its own prompt cache, part of ``tokens_in``."""
     cache_hit: bool = False
     attempts: list[Any] = field(default_factory=list)
     """Dispatch attempts; each has ``as_record()``."""
@@ -55,7 +57,7 @@ class Outcome:
     def cost_usd(self) -> float:
         if self.cache_hit or self.deployment is None:
             return 0.0
-        return self.deployment.cost_usd(self.tokens_in, self.tokens_out)
+        return self.deployment.cost_usd(self.tokens_in, self.tokens_out, self.tokens_cached)
 
     def set_usage(self, usage: Any) -> None:
         """Take the token counts of an upstream ``usage`` object.
@@ -68,6 +70,12 @@ class Outcome:
             return
         self.tokens_in = self._token_count(usage, "prompt_tokens")
         self.tokens_out = self._token_count(usage, "completion_tokens")
+        details = usage.get("prompt_tokens_details")
+        cached = 0
+        if isinstance(details, dict) and details.get("cached_tokens") is not None:
+            cached = self._token_count(details, "cached_tokens")
+        # More cached tokens than input tokens would make the input cost negative.
+        self.tokens_cached = min(cached, self.tokens_in)
 
     def _token_count(self, usage: dict[str, Any], key: str) -> int:
         value = usage.get(key)
@@ -102,8 +110,11 @@ class Outcome:
             "model": self.deployment.name if self.deployment else None,
             "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out,
+            "tokens_cached": self.tokens_cached,
             "cost_usd": round(self.cost_usd(), 8),
-            "baseline_cost_usd": round(baseline_cost(policy, self.tokens_in, self.tokens_out), 8),
+            "baseline_cost_usd": round(
+                baseline_cost(policy, self.tokens_in, self.tokens_out, self.tokens_cached), 8
+            ),
             "latency_ms": round(latency_ms, 2),
             "first_byte_ms": None if self.first_byte_ms is None else round(self.first_byte_ms, 2),
             "cache_hit": self.cache_hit,
@@ -121,9 +132,9 @@ class Outcome:
         return record
 
 
-def baseline_cost(policy: Policy, tokens_in: int, tokens_out: int) -> float:
+def baseline_cost(policy: Policy, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float:
     """What the same tokens would cost on the most capable tier's first deployment."""
     tiers = policy.ordered_tiers()
     if not tiers:
         return 0.0
-    return tiers[-1][1].deployments[0].cost_usd(tokens_in, tokens_out)
+    return tiers[-1][1].deployments[0].cost_usd(tokens_in, tokens_out, tokens_cached)

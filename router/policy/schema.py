@@ -43,6 +43,12 @@ class Price(StrictModel):
 
     input_per_million: float = Field(ge=0)
     output_per_million: float = Field(ge=0)
+    cached_input_per_million: float | None = Field(
+        default=None,
+        ge=0,
+        description="Price of input tokens that the provider read from its prompt cache "
+        "(usage.prompt_tokens_details.cached_tokens); without it they cost input_per_million.",
+    )
 
 
 class Capabilities(StrictModel):
@@ -209,9 +215,18 @@ class Deployment(StrictModel):
         """
         return self.unavailable_reason()
 
-    def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
+    def cost_usd(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float:
+        """Return the USD cost of a call; ``tokens_cached`` of the ``tokens_in`` were cache reads."""
+        price = self.price
+        cached_price = price.cached_input_per_million
+        if cached_price is None or tokens_cached <= 0:
+            return (tokens_in * price.input_per_million + tokens_out * price.output_per_million
+                    ) / 1_000_000
+        cached = min(tokens_cached, tokens_in)
         return (
-            tokens_in * self.price.input_per_million + tokens_out * self.price.output_per_million
+            (tokens_in - cached) * price.input_per_million
+            + cached * cached_price
+            + tokens_out * price.output_per_million
         ) / 1_000_000
 
 

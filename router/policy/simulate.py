@@ -115,7 +115,9 @@ def simulate(
         result.tiers[tier] += 1
         deployment = decision.candidates[0].deployment
         result.cost_usd += deployment.cost_usd(
-            int(record.get("tokens_in") or 0), int(record.get("tokens_out") or 0)
+            int(record.get("tokens_in") or 0),
+            int(record.get("tokens_out") or 0),
+            int(record.get("tokens_cached") or 0),
         )
         score = feedback.get((record.get("tenant"), record["request_id"]))
         if score is not None and tier == record.get("tier"):

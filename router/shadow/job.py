@@ -144,8 +144,12 @@ def _call_cost(deployment: Deployment, completion: dict[str, Any], fallback_usd:
     usage = completion.get("usage")
     if not usage:
         return fallback_usd
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
     return deployment.cost_usd(
-        int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        int(cached or 0),
     )
 
 

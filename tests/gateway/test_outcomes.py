@@ -16,9 +16,11 @@ from tests.gateway.conftest import (
     LiveGateway,
     StubScorer,
     chat_body,
+    policy_document,
     read_file_records,
     stream_entries,
     tenant_of_key,
+    write_yaml,
 )
 from tests.support.scenario import Scenario
 
@@ -36,6 +38,7 @@ RECORD_KEYS = {
     "model",
     "tokens_in",
     "tokens_out",
+    "tokens_cached",
     "cost_usd",
     "baseline_cost_usd",
     "latency_ms",
@@ -153,6 +156,52 @@ async def test_record_costs_follow_prices(kit: GatewayKit) -> None:
     assert record["cost_usd"] == pytest.approx(mid_cost, abs=1e-8)
     assert record["baseline_cost_usd"] == pytest.approx(frontier_cost, abs=1e-8)
     assert response.headers["x-tierwise-cost-usd"] == f"{mid_cost:.8f}"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_cached_input_tokens_get_cached_price(kit: GatewayKit, stream: bool) -> None:
+    document = policy_document(kit.base_urls)
+    for tier in ("mid", "frontier"):
+        document["tiers"][tier]["deployments"][0]["price"]["cached_input_per_million"] = 0.1
+    write_yaml(kit.policy_path, document)
+    usage = {"prompt_tokens": 1000, "completion_tokens": 10,
+             "prompt_tokens_details": {"cached_tokens": 800}}
+    kit.fakes["mid"].enqueue(Scenario(usage=usage))
+    async with kit.running(scorer=StubScorer(edge=0.1), settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(stream=stream))
+        records = await gateway.request_records()
+
+    record = records[0]
+    assert response.status_code == 200
+    assert record["tier"] == "mid"
+    assert (record["tokens_in"], record["tokens_cached"], record["tokens_out"]) == (1000, 800, 10)
+    mid_cost = (200 * 0.6 + 800 * 0.1 + 10 * 0.6) / 1_000_000
+    frontier_cost = (200 * 10.0 + 800 * 0.1 + 10 * 30.0) / 1_000_000
+    assert record["cost_usd"] == pytest.approx(mid_cost, abs=1e-8)
+    assert record["baseline_cost_usd"] == pytest.approx(frontier_cost, abs=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("details", "cached"),
+    [
+        ({"cached_tokens": 5000}, 1000),
+        ({"cached_tokens": -3}, 0),
+        ({"cached_tokens": "800"}, 0),
+        ("800", 0),
+        (None, 0),
+    ],
+)
+async def test_odd_cached_token_counts(kit: GatewayKit, details: Any, cached: int) -> None:
+    kit.fakes["mid"].enqueue(Scenario(usage={
+        "prompt_tokens": 1000, "completion_tokens": 10, "prompt_tokens_details": details,
+    }))
+    async with kit.running(scorer=StubScorer(edge=0.1)) as gateway:
+        response = await gateway.chat(chat_body())
+        records = await gateway.request_records()
+
+    assert response.status_code == 200
+    assert records[0]["tokens_cached"] == cached
+    assert records[0]["cost_usd"] >= 0
 
 
 async def test_store_prompts_keeps_messages(kit: GatewayKit) -> None:

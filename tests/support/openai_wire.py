@@ -196,7 +196,7 @@ class _ChunkFactory:
             payload["usage"] = None
         return sse_event(payload)
 
-    def usage_chunk(self) -> bytes:
+    def usage_chunk(self, override: Mapping[str, Any] | None = None) -> bytes:
         payload = {
             "id": self.completion.id,
             "object": "chat.completion.chunk",
@@ -204,7 +204,7 @@ class _ChunkFactory:
             "model": self.completion.model,
             "system_fingerprint": None,
             "choices": [],
-            "usage": usage(self.completion),
+            "usage": dict(override) if override is not None else usage(self.completion),
         }
         return sse_event(payload)
 
@@ -237,10 +237,16 @@ def _content_deltas(completion: Completion, chunk_tokens: int) -> list[dict[str,
     return deltas
 
 
-def stream_events(completion: Completion, chunk_tokens: int, include_usage: bool) -> list[bytes]:
+def stream_events(
+    completion: Completion,
+    chunk_tokens: int,
+    include_usage: bool,
+    usage_override: Mapping[str, Any] | None = None,
+) -> list[bytes]:
     """Return every SSE event of a streamed answer, ``data: [DONE]`` included.
 
     Choices are interleaved event by event (index 0, then 1, ...), as OpenAI streams ``n > 1``.
+    ``usage_override`` replaces the usage chunk's counts.
     """
     factory = _ChunkFactory(completion, include_usage)
     first_content: Any = None if completion.tool_calls else ""
@@ -251,6 +257,6 @@ def stream_events(completion: Completion, chunk_tokens: int, include_usage: bool
         events.extend(factory.chunk(i, delta) for i in indexes)
     events.extend(factory.chunk(i, {}, completion.finish_reason) for i in indexes)
     if include_usage:
-        events.append(factory.usage_chunk())
+        events.append(factory.usage_chunk(usage_override))
     events.append(DONE_EVENT)
     return events

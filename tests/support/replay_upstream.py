@@ -357,7 +357,7 @@ class ReplayUpstream:
         else:
             events = openai_wire.stream_events(
                 completion, self.options.chunk_tokens,
-                chat.include_usage and not scenario.ignore_include_usage,
+                chat.include_usage and not scenario.ignore_include_usage, scenario.usage,
             )
         response = web.StreamResponse(
             headers={"content-type": "text/event-stream", "cache-control": "no-cache", **headers}

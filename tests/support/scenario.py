@@ -43,8 +43,8 @@ class Scenario:
         headers: extra response headers, for example ``{"retry-after": "1"}``.
         ignore_include_usage: stream no usage chunk even when the request sets
             ``stream_options.include_usage``, as some servers (llama.cpp among them) do.
-        usage: usage object sent in place of the real counts in a JSON response, for servers
-            that report odd counts.
+        usage: usage object sent in place of the real counts in a JSON response or a stream's
+            usage chunk, for servers that report odd counts.
         chunks: ``chat.completion.chunk`` payloads that a streaming request gets exactly as
             given, then ``[DONE]``, in place of the generated stream.
 

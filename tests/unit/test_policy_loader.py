@@ -598,3 +598,21 @@ def test_problem_lines_for_readyz(tmp_path: Path) -> None:
 
     assert len(caught.value.problems) == 2
     assert problem_lines(caught.value) == [21, 22]
+
+
+def test_cached_input_price_changes_cost(tmp_path: Path) -> None:
+    from router.policy.schema import Deployment
+
+    plain = Deployment.model_validate({
+        "name": "d", "model": "openai/m", "api_base": "http://127.0.0.1:9/v1",
+        "price": {"input_per_million": 2.0, "output_per_million": 8.0}, "context_window": 8192,
+    })
+    cached = plain.model_copy(update={"price": plain.price.model_copy(
+        update={"cached_input_per_million": 0.5})})
+
+    assert plain.cost_usd(1000, 100, 600) == pytest.approx((1000 * 2.0 + 100 * 8.0) / 1e6)
+    assert cached.cost_usd(1000, 100, 600) == pytest.approx(
+        (400 * 2.0 + 600 * 0.5 + 100 * 8.0) / 1e6
+    )
+    # More cached tokens than input tokens are priced as if all input tokens were cached.
+    assert cached.cost_usd(1000, 0, 5000) == pytest.approx(1000 * 0.5 / 1e6)
