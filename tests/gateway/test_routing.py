@@ -286,3 +286,21 @@ async def test_tool_request_skips_tier_without_tools(kit: GatewayKit, parameter:
     assert response.headers["x-tierwise-tier"] == "mid"
     assert kit.fakes["edge"].requests == []
     assert kit.fakes["mid"].requests[0].body[parameter] == value
+
+
+async def test_tool_round_trip_skips_tier_without_tools(kit: GatewayKit) -> None:
+    # The second request of a tool round trip may leave out `tools`.
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "What time is it?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "12:00"},
+    ]
+    async with kit.running(capabilities={"edge": {"tools": False}}) as gateway:
+        response = await gateway.chat({"model": "auto", "messages": messages})
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-tier"] == "mid"
+    assert kit.fakes["edge"].requests == []
+    assert kit.fakes["mid"].requests[0].body["messages"] == messages
+
