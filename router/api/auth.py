@@ -52,7 +52,10 @@ def identify(request: Request, policy: Policy) -> TenantContext:
     if name is not None:
         return TenantContext(name, tenants.entries[name])
     if tenants.require_key:
-        raise AuthenticationFailed("Invalid API key.")
+        raise AuthenticationFailed(
+            "Invalid API key: this gateway accepts only the keys that its policy lists. "
+            "Check the key, or ask the gateway's operators for one."
+        )
     return TenantContext("key-" + digest[:16])
 
 

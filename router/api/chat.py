@@ -280,6 +280,7 @@ def route(
         max_output_tokens=chat.output_token_limit,
         # The deprecated ``functions`` parameter needs tool support just as ``tools`` does.
         tools=bool(chat.tools or body.get("functions")),
+        tool_messages=chat.has_tool_messages,
         json_schema=chat.needs_json_schema,
         multiple_choices=chat.n > 1,
         images="image_url" in part_types,

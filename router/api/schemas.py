@@ -139,6 +139,16 @@ class ChatRequest(BaseModel):
         )
 
     @property
+    def has_tool_messages(self) -> bool:
+        """Tell whether a message carries tool calls or is a tool or function result."""
+        return any(
+            message.tool_calls
+            or message.role in ("tool", "function")
+            or (message.model_extra or {}).get("function_call") is not None
+            for message in self.messages
+        )
+
+    @property
     def content_part_types(self) -> frozenset[str]:
         """The ``type`` of every content part in the messages (empty for text-only content)."""
         return frozenset(

@@ -28,6 +28,9 @@ class RequestNeeds:
     prompt_tokens: int
     max_output_tokens: int | None = None
     tools: bool = False
+    tool_messages: bool = False
+    """The conversation contains tool calls or tool results, as the second request of a tool
+    round trip does even when it sends no ``tools``."""
     json_schema: bool = False
     multiple_choices: bool = False
     images: bool = False
@@ -38,11 +41,14 @@ class RequestNeeds:
         """Return the request parameter that ``deployment`` cannot honour, or None.
 
         Content parts that need a capability return ``messages``, or ``messages:audio`` and
-        ``messages:file`` for audio and file parts (see ``describe_capability``).
+        ``messages:file`` for audio and file parts, and tool calls or tool results in the
+        messages return ``messages:tools`` (see ``describe_capability``).
         """
         capabilities = deployment.capabilities
         if self.tools and not capabilities.tools:
             return "tools"
+        if self.tool_messages and not capabilities.tools:
+            return "messages:tools"
         if self.json_schema and not capabilities.json_schema:
             return "response_format"
         if self.multiple_choices and not capabilities.n:

@@ -40,7 +40,8 @@ class Skips:
 
 
 CONTENT_INPUTS = {"messages": "image input", "messages:audio": "audio input",
-                  "messages:file": "file input"}
+                  "messages:file": "file input",
+                  "messages:tools": "the tool-call history in the messages"}
 """Description of each content-part capability code, for error messages."""
 
 

@@ -238,6 +238,11 @@ def _upstream_body(
 ) -> dict[str, Any]:
     upstream = dict(body)
     upstream["model"] = deployment.upstream_model if deployment.uses_direct_path else deployment.model
+    if deployment.local_model and upstream.get("max_completion_tokens") is not None:
+        # The bundled llama.cpp server (llama-cpp-python 0.3.36) ignores max_completion_tokens,
+        # the limit that current OpenAI clients send, and reads only max_tokens. The copy
+        # wins over a max_tokens sent beside it, as in the gateway's context-window check.
+        upstream["max_tokens"] = upstream["max_completion_tokens"]
     if (
         deployment.default_max_tokens is not None
         and upstream.get("max_tokens") is None

@@ -286,3 +286,62 @@ async def test_tool_request_skips_tier_without_tools(kit: GatewayKit, parameter:
     assert response.headers["x-tierwise-tier"] == "mid"
     assert kit.fakes["edge"].requests == []
     assert kit.fakes["mid"].requests[0].body[parameter] == value
+
+
+async def test_tool_round_trip_skips_tier_without_tools(kit: GatewayKit) -> None:
+    # The second request of a tool round trip may leave out `tools`.
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "What time is it?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "12:00"},
+    ]
+    async with kit.running(capabilities={"edge": {"tools": False}}) as gateway:
+        response = await gateway.chat({"model": "auto", "messages": messages})
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-tier"] == "mid"
+    assert kit.fakes["edge"].requests == []
+    assert kit.fakes["mid"].requests[0].body["messages"] == messages
+
+
+def write_local_edge_policy(kit: GatewayKit) -> None:
+    """Write a policy whose edge deployment is a local model (served here by the edge fake)."""
+    document = policy_document(kit.base_urls)
+    document["tiers"]["edge"]["deployments"][0].update(local_model=True, default_max_tokens=256)
+    write_yaml(kit.policy_path, document)
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected_max_tokens"),
+    [
+        ({}, 256),
+        ({"max_tokens": 7}, 7),
+        ({"max_completion_tokens": 5}, 5),
+        ({"max_completion_tokens": 5, "max_tokens": 7}, 5),
+    ],
+)
+async def test_local_model_gets_limit_as_max_tokens(
+    kit: GatewayKit, limits: dict[str, int], expected_max_tokens: int
+) -> None:
+    write_local_edge_policy(kit)
+    async with kit.running(settings=kit.settings()) as gateway:
+        # Tests start no llama.cpp server, so the edge fake serves as the local model.
+        gateway.runtime.local_model_state = "ready"
+        response = await gateway.chat(chat_body(model="edge-small", **limits))
+
+    assert response.status_code == 200
+    received = kit.fakes["edge"].requests[0].body
+    assert received["max_tokens"] == expected_max_tokens
+    assert received.get("max_completion_tokens") == limits.get("max_completion_tokens")
+
+
+async def test_hosted_model_keeps_max_completion_tokens(kit: GatewayKit) -> None:
+    write_local_edge_policy(kit)
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(model="mid-medium", max_completion_tokens=5))
+
+    assert response.status_code == 200
+    received = kit.fakes["mid"].requests[0].body
+    assert received["max_completion_tokens"] == 5
+    assert "max_tokens" not in received

@@ -8,7 +8,13 @@ from typing import Any
 
 from tests.gateway.conftest import GatewayKit, chat_body, policy_document, write_yaml
 
-GENERIC_401 = {"message": "Invalid API key.", "type": "authentication_error", "param": None, "code": "invalid_api_key"}
+GENERIC_401 = {
+    "message": "Invalid API key: this gateway accepts only the keys that its policy lists. "
+    "Check the key, or ask the gateway's operators for one.",
+    "type": "authentication_error",
+    "param": None,
+    "code": "invalid_api_key",
+}
 
 
 def digest(key: str) -> str:

@@ -101,6 +101,24 @@ def test_tools_skip_tiers_without_tool_support() -> None:
     assert decision.skipped == {"small": "capability:tools"}
 
 
+def test_tool_messages_skip_tiers_without_tool_support() -> None:
+    needs = RequestNeeds(prompt_tokens=10, tool_messages=True)
+    decision = decide(make_policy(), {"edge": 0.99, "mid": 0.99}, needs, requested="auto", **ALL_AVAILABLE)
+    assert decision.tier == "mid"
+    assert decision.skipped == {"small": "capability:messages:tools"}
+
+
+def test_tool_messages_on_named_model_names_them() -> None:
+    needs = RequestNeeds(prompt_tokens=10, tool_messages=True)
+    with pytest.raises(UnsupportedParameter) as caught:
+        decide(make_policy(), {}, needs, requested="small", **ALL_AVAILABLE)
+    assert caught.value.param == "messages"
+    assert caught.value.message == (
+        "No available deployment supports the tool-call history in the messages of this "
+        "request. Remove it, or add a deployment that supports it to the policy."
+    )
+
+
 def test_unsupported_parameter_on_named_model_names_it() -> None:
     needs = RequestNeeds(prompt_tokens=10, json_schema=True)
     with pytest.raises(UnsupportedParameter) as caught:
