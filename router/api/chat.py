@@ -394,12 +394,20 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
             code="unsupported_parameter",
         )
     try:
-        return ChatRequest.model_validate(body)
+        chat = ChatRequest.model_validate(body)
     except ValidationError as exc:
         error = exc.errors()[0]
         param = error_parameter(error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
         raise InvalidRequest(f"Invalid value for '{param}': {message}.", param=param) from None
+    if chat.stream_options is not None and not chat.stream:
+        # OpenAI's API rejects this combination too, so a client that works here works there.
+        raise InvalidRequest(
+            "The parameter 'stream_options' is allowed only when 'stream' is true; remove it "
+            "or set 'stream': true.",
+            param="stream_options",
+        )
+    return chat
 
 
 def _complete_answer(completion: dict[str, Any]) -> bool:

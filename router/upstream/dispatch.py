@@ -295,6 +295,11 @@ def _final_error(last_error: UpstreamError | None, failures: list[UpstreamError]
         # waits for the soonest one too.
         waits = [f.retry_after_s for f in failures if f.retry_after_s is not None]
         error.headers = retry_after_headers(min(waits))
+    elif isinstance(error, UpstreamTimeout):
+        # The request already waited out the timeouts of every candidate. The official OpenAI
+        # clients would retry the 504 twice at once, and each retry waits for all of them
+        # again, multiplying the load on providers that are already slow.
+        error.headers = {"x-should-retry": "false"}
     return error
 
 

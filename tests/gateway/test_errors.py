@@ -512,3 +512,19 @@ async def test_part_routed_to_capable_tier(
     assert response.headers["x-tierwise-tier"] == "frontier"
     assert len(kit.fakes["frontier"].requests) == 1
     assert kit.fakes["edge"].requests == []
+
+
+async def test_stream_options_without_stream_gets_400(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        response = await gateway.chat(chat_body(stream_options={"include_usage": True}))
+        allowed = await gateway.chat(chat_body(stream_options=None))
+
+    assert response.status_code == 400
+    assert response.json() == invalid(
+        "The parameter 'stream_options' is allowed only when 'stream' is true; remove it or "
+        "set 'stream': true.",
+        "stream_options",
+    )
+    assert allowed.status_code == 200
+    for fake in kit.fakes.values():
+        assert len(fake.requests) <= 1

@@ -333,13 +333,14 @@ def test_timeout_raises_internal_server_error(
     kit = GatewayKit(tmp_path, fakes)
     kit.write_policy(timeout_s=0.3)
     with LiveGateway(create_app(kit.settings(), StubScorer())) as gateway:
-        client = openai.OpenAI(
-            base_url=gateway.base_url, api_key=new_api_key(), max_retries=0, timeout=15
-        )
+        # The client's default max_retries (2) stays: x-should-retry: false stops its retries.
+        client = openai.OpenAI(base_url=gateway.base_url, api_key=new_api_key(), timeout=15)
         with pytest.raises(openai.InternalServerError) as caught:
             client.chat.completions.create(model="auto", messages=MESSAGES)
 
     assert caught.value.status_code == 504
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert sum(len(fake.requests) for fake in fakes.values()) == 3
     assert caught.value.code == "upstream_timeout"
     assert caught.value.body == {
         "message": "Every eligible deployment timed out. Retry later.",
