@@ -200,6 +200,15 @@ class UpstreamFailed(GatewayError):
     default_code = "upstream_error"
 
 
+class TierNotAllowed(GatewayError):
+    """Raised when a key requests by name a deployment in a tier that its tenant may not use."""
+
+    status = 403
+    # OpenAI's API answers a model that a key may not use with a 403 of this type.
+    error_type = "invalid_request_error"
+    default_code = "tier_blocked"
+
+
 class NoDeploymentAvailable(GatewayError):
     """Raised when no tier has a deployment that can serve the request."""
 

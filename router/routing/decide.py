@@ -10,7 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from router.errors import ContextTooLong, NoDeploymentAvailable, UnsupportedParameter
+from router.errors import (
+    ContextTooLong,
+    NoDeploymentAvailable,
+    TierNotAllowed,
+    UnsupportedParameter,
+)
 from router.policy.schema import TIER_ORDER, Deployment, Policy
 from router.routing.skips import (
     Skips,
@@ -114,9 +119,9 @@ def decide(
     if direct is not None:
         tier, deployment = direct
         if tier in blocked_tiers:
-            raise NoDeploymentAvailable(
-                f"The model '{requested}' is in the {tier} tier, which this API key may not use.",
-                code="tier_blocked",
+            raise TierNotAllowed(
+                f"The model '{requested}' is in the {tier} tier, which this API key may not use. "
+                "Request a router alias such as 'auto', or another model from GET /v1/models."
             )
         if not _eligible(deployment, needs, reason_of, skips):
             _raise_for(skips, needs, describe_unavailable_model(requested, tier, skips))

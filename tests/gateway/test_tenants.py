@@ -155,13 +155,24 @@ async def test_stop_keeps_inflight_spend() -> None:
     assert dict(ledger._pending) == {}
 
 
-async def test_blocked_tier_model_is_not_retried(kit: GatewayKit) -> None:
+async def test_blocked_tier_model_is_forbidden(kit: GatewayKit) -> None:
     key = f"sk-{uuid.uuid4().hex}"
     entries = {"basic": {"key_sha256": [digest(key)], "blocked_tiers": ["frontier"]}}
     write_tenant_policy(kit, {"entries": entries})
     async with kit.running(settings=kit.settings()) as gateway:
         blocked = await gateway.chat(chat_body(model="frontier-large"), api_key=key)
-    assert blocked.status_code == 503
-    assert blocked.json()["error"]["code"] == "tier_blocked"
-    # Without this header the official OpenAI clients retry every 503.
-    assert blocked.headers["x-should-retry"] == "false"
+        records = await gateway.request_records()
+
+    # The official OpenAI clients raise PermissionDeniedError for a 403 and never retry it.
+    assert blocked.status_code == 403
+    assert blocked.json()["error"] == {
+        "message": "The model 'frontier-large' is in the frontier tier, which this API key may "
+        "not use. Request a router alias such as 'auto', or another model from GET /v1/models.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "tier_blocked",
+    }
+    assert records[0]["status"] == 403
+    assert records[0]["error"] == "tier_blocked"
+    for fake in kit.fakes.values():
+        assert fake.requests == []
