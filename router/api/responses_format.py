@@ -295,6 +295,8 @@ def _conversation(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif kind != "reasoning":
             raise _unsupported(f"input item type '{kind}'", f"{where}.type",
                                "Send message, function_call or function_call_output items.")
+    if not messages:
+        raise invalid_value("input", "expected at least one item besides reasoning items")
     return messages
 
 

@@ -4,6 +4,7 @@ in-process app for outcome records and faults, and the translation functions on 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from tests.gateway.conftest import (
     LiveGateway,
     StubScorer,
     new_api_key,
+    read_file_records,
     tenant_of_key,
 )
 from tests.support.fake_upstream import FakeUpstream
@@ -715,6 +717,31 @@ async def test_own_fault_is_fixed_500(kit: GatewayKit) -> None:
     assert records[0]["status"] == 500
 
 
+def test_client_disconnect_mid_stream_is_499(kit: GatewayKit) -> None:
+    kit.fakes["edge"].enqueue(Scenario.pause(after_events=3, seconds=1.0))
+    kit.write_policy()
+    app = create_app(kit.settings(), StubScorer())
+    with LiveGateway(app) as gateway:
+        path = gateway.runtime.outcomes.path
+        body = {"model": "auto", "input": PROMPT, "stream": True}
+        with httpx.stream("POST", f"{gateway.base_url}/responses", json=body, timeout=10) as response:
+            first_lines = [line for _, line in zip(range(2), response.iter_lines())]
+
+        records: list[dict[str, Any]] = []
+        for _ in range(100):
+            records = read_file_records(path)
+            if records:
+                break
+            time.sleep(0.1)
+
+    assert first_lines == ["event: response.created", first_lines[1]]
+    assert first_lines[1].startswith("data: ")
+    assert len(records) == 1
+    assert records[0]["status"] == 499
+    assert records[0]["error"] == "client_disconnected"
+    assert records[0]["stream"] is True
+
+
 async def test_store_prompts_keeps_translated_messages(kit: GatewayKit) -> None:
     async with kit.running(store_prompts=True) as gateway:
         await post_response(gateway, {"model": "auto", "input": PROMPT, "instructions": "Be brief."})
@@ -873,6 +900,11 @@ def test_json_schema_format_translation() -> None:
             {"input": []},
             "input",
             "Invalid value for 'input': expected a string or at least one input item.",
+        ),
+        (
+            {"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]},
+            "input",
+            "Invalid value for 'input': expected at least one item besides reasoning items.",
         ),
         (
             {"input": None},
