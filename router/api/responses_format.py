@@ -36,6 +36,11 @@ Request mapping:
   ``prompt_cache_key``, ``safety_identifier`` and others).  A chat parameter whose
   Responses counterpart has another name, such as ``messages`` or ``max_tokens``, is
   rejected with that name.
+
+Response mapping: the first choice's text and refusal become one ``message`` item, and each
+tool call a ``function_call`` item.  A ``length`` or ``content_filter`` finish makes the
+response ``incomplete``.  NOTE: an upstream's ``reasoning_content`` is not returned, because
+the translation makes no ``reasoning`` items.
 """
 
 from __future__ import annotations

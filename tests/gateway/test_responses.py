@@ -353,7 +353,7 @@ def test_tool_round_trip(live: LiveStack) -> None:
         model="auto",
         input=[
             question,
-            *[item.model_dump(exclude_none=True) for item in first.output],
+            *first.output,
             {"type": "function_call_output", "call_id": "call_8", "output": "4 degrees"},
         ],
         tools=[WEATHER_TOOL],
