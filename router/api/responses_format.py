@@ -532,9 +532,12 @@ def _unsupported(what: str, param: str, advice: str) -> InvalidRequest:
 
 
 def to_response(completion: dict[str, Any], translation: Translation) -> dict[str, Any]:
-    """Translate an OpenAI chat completion (its first choice) into a ``response`` object."""
-    choice = (completion.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
+    """Translate an OpenAI chat completion (its first choice) into a ``response`` object.
+
+    Fields of the wrong type, which a faulty upstream can send, count as absent.
+    """
+    choice = _object((completion.get("choices") or [{}])[0])
+    message = _object(choice.get("message"))
     status, incomplete_reason = response_status(choice.get("finish_reason"))
 
     output: list[dict[str, Any]] = []
@@ -548,18 +551,22 @@ def to_response(completion: dict[str, Any], translation: Translation) -> dict[st
     item_status = "completed" if status == "completed" else "incomplete"
     if content:
         output.append(message_item(content, item_status))
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") or {}
-        item = function_call_item(call.get("id"), function.get("name"))
-        item["arguments"] = function.get("arguments") or ""
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        fields = _object(call)
+        function = _object(fields.get("function"))
+        item = function_call_item(fields.get("id"), function.get("name"))
+        arguments = function.get("arguments")
+        item["arguments"] = arguments if isinstance(arguments, str) else ""
         item["status"] = item_status
         output.append(item)
 
+    model = completion.get("model")
     return response_object(
         translation,
         response_id=new_id("resp"),
         created_at=created_at(completion.get("created")),
-        model=completion.get("model") or "",
+        model=model if isinstance(model, str) else "",
         status=status,
         output=output,
         usage=responses_usage(completion.get("usage")),
@@ -666,6 +673,10 @@ def created_at(created: Any) -> int:
 def new_id(prefix: str) -> str:
     """Return ``<prefix>_`` and 32 random hex digits, the shape of OpenAI's object ids."""
     return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _count(value: Any) -> int:

@@ -78,18 +78,23 @@ class StreamTranslator(SseTranslator):
         events = self._start(chunk)
         if chunk.get("usage"):
             self._usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             # A response has one output, and the translated body never sets n.
-            if choice.get("index", 0) != 0:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta") or {}
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                delta = {}
             text, refusal = delta.get("content"), delta.get("refusal")
             if isinstance(text, str) and text:
                 events.extend(self._text_delta("output_text", text))
             if isinstance(refusal, str) and refusal:
                 events.extend(self._text_delta("refusal", refusal))
-            for call in delta.get("tool_calls") or ():
-                events.extend(self._call_delta(call))
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
+                if isinstance(call, dict):
+                    events.extend(self._call_delta(call))
             if choice.get("finish_reason"):
                 self._finish = choice["finish_reason"]
         return events
@@ -122,7 +127,8 @@ class StreamTranslator(SseTranslator):
         if self.started:
             return []
         self.started = True
-        self._model = chunk.get("model") or ""
+        model = chunk.get("model")
+        self._model = model if isinstance(model, str) else ""
         self._created_at = created_at(chunk.get("created"))
         response = self._response("in_progress")
         return [
@@ -157,7 +163,11 @@ class StreamTranslator(SseTranslator):
     def _call_delta(self, call: dict[str, Any]) -> list[bytes]:
         events: list[bytes] = []
         position = call.get("index", 0)
-        function = call.get("function") or {}
+        if not isinstance(position, int):
+            position = 0
+        function = call.get("function")
+        if not isinstance(function, dict):
+            function = {}
         if position not in self._calls:
             events.extend(self._close_item("completed"))
             events.extend(self._add_item(function_call_item(call.get("id"), function.get("name"))))
