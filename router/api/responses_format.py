@@ -35,7 +35,8 @@ Request mapping:
   forwards the parameters it does not interpret (``parallel_tool_calls``, ``service_tier``,
   ``prompt_cache_key``, ``safety_identifier`` and others).  A chat parameter whose
   Responses counterpart has another name, such as ``messages`` or ``max_tokens``, is
-  rejected with that name.
+  rejected with that name.  Fields of input items and tools that the translation does not
+  read, such as the ``id`` and ``status`` of earlier output items, are dropped.
 
 Response mapping: the first choice's text and refusal become one ``message`` item, and each
 tool call a ``function_call`` item.  A ``length`` or ``content_filter`` finish makes the
