@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
-from router.api.responses_format import (
-    Translation,
+from router.api.responses_format import Translation
+from router.api.responses_output import (
     created_at,
     function_call_item,
     message_item,

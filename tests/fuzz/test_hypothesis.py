@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from router.api.chat import parse_chat_request
-from router.api.responses_format import to_chat_body, to_response
+from router.api.responses_format import to_chat_body
+from router.api.responses_output import to_response
 from router.api.responses_stream import StreamTranslator
 from router.errors import GatewayError
 from router.policy.loader import PolicyError, parse_policy

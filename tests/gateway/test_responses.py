@@ -15,7 +15,8 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from router.api.responses_format import Translation, to_chat_body, to_response
+from router.api.responses_format import Translation, to_chat_body
+from router.api.responses_output import to_response
 from router.api.responses_stream import StreamTranslator
 from router.app import create_app
 from router.errors import InvalidRequest
