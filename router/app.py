@@ -17,12 +17,23 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from router.api import chat, dashboard, feedback, health, messages, metrics, models, usage
+from router.api import (
+    chat,
+    dashboard,
+    feedback,
+    health,
+    messages,
+    metrics,
+    models,
+    responses,
+    usage,
+)
 from router.api.anthropic_format import ENDPOINT as ANTHROPIC_ENDPOINT
 from router.api.anthropic_format import MessagesRequest
 from router.api.anthropic_format import render_error as render_anthropic_error
 from router.api.internal_error import InternalErrorMiddleware
 from router.api.openapi import install_request_schemas
+from router.api.responses_format import ResponsesRequest
 from router.api.schemas import ChatRequest
 from router.errors import GatewayError, InvalidRequest, ModelNotFound, render_error
 from router.runtime import Runtime, Scorer
@@ -133,7 +144,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
 
     app = GatewayApp(title="Tierwise", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
-    for module in (chat, messages, models, health, feedback, usage, metrics, dashboard):
+    for module in (chat, messages, responses, models, health, feedback, usage, metrics, dashboard):
         app.include_router(module.router)
     _add_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)
@@ -142,6 +153,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
         {
             "/v1/chat/completions": ChatRequest,
             "/v1/messages": MessagesRequest,
+            "/v1/responses": ResponsesRequest,
             "/v1/feedback": feedback.Feedback,
         },
     )
@@ -161,7 +173,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             error: GatewayError = ModelNotFound(
                 f"Unknown path {request.url.path}. This gateway serves /v1/chat/completions, "
-                "/v1/messages, /v1/messages/count_tokens, /v1/models, /v1/feedback, "
+                "/v1/responses, /v1/messages, /v1/messages/count_tokens, /v1/models, /v1/feedback, "
                 "/v1/usage, /metrics, /dashboard, /healthz and /readyz."
                 + _base_url_advice(app, request.url.path),
                 code="not_found",

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.responses import Response
 
 from router.api.schemas import error_parameter
+from router.api.translated import compact_parts, content_text, invalid_value, required_string
 from router.errors import GatewayError, InvalidRequest
 
 ENDPOINT = "/v1/messages"
@@ -256,7 +257,7 @@ def _user_messages(content: str | list[dict[str, Any]], position: int) -> list[d
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
     if not content:
-        raise _invalid(f"messages[{position}].content", "a user message needs at least one block")
+        raise invalid_value(f"messages[{position}].content", "a user message needs at least one block")
     tool_messages: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     for index, block in enumerate(content):
@@ -273,7 +274,7 @@ def _user_messages(content: str | list[dict[str, Any]], position: int) -> list[d
         else:
             raise _unsupported_block(kind, where)
     if parts:
-        tool_messages.append({"role": "user", "content": _compact(parts)})
+        tool_messages.append({"role": "user", "content": compact_parts(parts)})
     return tool_messages
 
 
@@ -300,7 +301,7 @@ def _assistant_message(content: str | list[dict[str, Any]], position: int) -> di
 
 def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Return the tool message of a tool_result block and the image parts it carried."""
-    tool_use_id = _required_string(block, "tool_use_id", where)
+    tool_use_id = required_string(block, "tool_use_id", where)
     content = block.get("content", "")
     texts: list[str] = []
     images: list[dict[str, Any]] = []
@@ -317,7 +318,7 @@ def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], lis
             else:
                 raise _unsupported_block(kind, item_where)
     else:
-        raise _invalid(f"{where}.content", "expected a string or a list of text and image blocks")
+        raise invalid_value(f"{where}.content", "expected a string or a list of text and image blocks")
     text = "\n".join(texts)
     if block.get("is_error") is True:
         text = f"Error: {text}"
@@ -327,12 +328,12 @@ def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], lis
 def _tool_call(block: dict[str, Any], where: str) -> dict[str, Any]:
     arguments = block.get("input", {})
     if not isinstance(arguments, dict):
-        raise _invalid(f"{where}.input", "expected an object")
+        raise invalid_value(f"{where}.input", "expected an object")
     return {
-        "id": _required_string(block, "id", where),
+        "id": required_string(block, "id", where),
         "type": "function",
         "function": {
-            "name": _required_string(block, "name", where),
+            "name": required_string(block, "name", where),
             "arguments": orjson.dumps(arguments).decode(),
         },
     }
@@ -341,25 +342,17 @@ def _tool_call(block: dict[str, Any], where: str) -> dict[str, Any]:
 def _image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
     source = block.get("source")
     if not isinstance(source, dict):
-        raise _invalid(f"{where}.source", "an image block needs a 'source' object")
+        raise invalid_value(f"{where}.source", "an image block needs a 'source' object")
     kind = source.get("type")
     if kind == "base64":
-        media_type = _required_string(source, "media_type", f"{where}.source")
-        data = _required_string(source, "data", f"{where}.source")
+        media_type = required_string(source, "media_type", f"{where}.source")
+        data = required_string(source, "data", f"{where}.source")
         url = f"data:{media_type};base64,{data}"
     elif kind == "url":
-        url = _required_string(source, "url", f"{where}.source")
+        url = required_string(source, "url", f"{where}.source")
     else:
-        raise _invalid(f"{where}.source.type", f"expected 'base64' or 'url', got {kind!r}")
+        raise invalid_value(f"{where}.source.type", f"expected 'base64' or 'url', got {kind!r}")
     return {"type": "image_url", "image_url": {"url": url}}
-
-
-def _compact(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-    """Return a lone text part as a plain string, which every OpenAI-compatible server accepts."""
-    if len(parts) == 1 and parts[0]["type"] == "text":
-        text: str = parts[0]["text"]
-        return text
-    return parts
 
 
 def _function_tool(tool: ToolParam) -> dict[str, Any]:
@@ -381,28 +374,17 @@ def _apply_tool_choice(chat: dict[str, Any], choice: ToolChoice) -> None:
 def _block_type(block: Any, where: str) -> str:
     kind = block.get("type") if isinstance(block, dict) else None
     if not isinstance(kind, str):
-        raise _invalid(where, "each content block needs a string 'type'")
+        raise invalid_value(where, "each content block needs a string 'type'")
     return kind
 
 
 def _text(block: dict[str, Any], where: str) -> str:
     if block.get("type") != "text":
-        raise _invalid(f"{where}.type", "expected a text block")
+        raise invalid_value(f"{where}.type", "expected a text block")
     text = block.get("text")
     if not isinstance(text, str):
-        raise _invalid(f"{where}.text", "expected a string")
+        raise invalid_value(f"{where}.text", "expected a string")
     return text
-
-
-def _required_string(block: dict[str, Any], key: str, where: str) -> str:
-    value = block.get(key)
-    if not isinstance(value, str) or not value:
-        raise _invalid(f"{where}.{key}", "expected a non-empty string")
-    return value
-
-
-def _invalid(param: str, reason: str) -> InvalidRequest:
-    return InvalidRequest(f"Invalid value for '{param}': {reason}.", param=param)
 
 
 def _unsupported_block(kind: str, where: str) -> InvalidRequest:
@@ -425,7 +407,7 @@ def to_message(completion: dict[str, Any], translation: Translation) -> dict[str
     reasoning = message.get("reasoning_content")
     if translation.thinking and isinstance(reasoning, str) and reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
-    text = _answer_text(message.get("content"))
+    text = content_text(message.get("content"))
     if text:
         content.append({"type": "text", "text": text})
     calls = message.get("tool_calls") or []
@@ -479,14 +461,6 @@ def message_id(completion_id: Any) -> str:
 def tool_use_id(call_id: Any) -> str:
     """Return the call's id, or a new ``toolu_`` id when the upstream sent none."""
     return call_id if isinstance(call_id, str) and call_id else f"toolu_{uuid.uuid4().hex}"
-
-
-def _answer_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text") or "" for p in content if isinstance(p, dict))
-    return ""
 
 
 def _tool_use_block(call: dict[str, Any]) -> dict[str, Any]:

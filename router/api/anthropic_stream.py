@@ -28,6 +28,7 @@ from router.api.anthropic_format import (
     stop_details,
     tool_use_id,
 )
+from router.api.translated import SseTranslator
 
 
 def encode_event(name: str, payload: dict[str, Any]) -> bytes:
@@ -44,7 +45,7 @@ def stream_error_body(error: dict[str, Any]) -> dict[str, Any]:
     return error_body(status, str(error.get("message") or "The stream failed."))
 
 
-class StreamTranslator:
+class StreamTranslator(SseTranslator):
     """Translate the OpenAI SSE events of one streamed completion, in order, into Anthropic's."""
 
     def __init__(self, translation: Translation) -> None:
@@ -59,26 +60,13 @@ class StreamTranslator:
         self._finish: dict[str, Any] = {}
         self._usage: dict[str, Any] | None = None
 
-    def translate(self, raw: bytes) -> bytes:
-        """Translate one or more OpenAI SSE events into the Anthropic bytes to send."""
-        out: list[bytes] = []
-        for event in raw.split(b"\n\n"):
-            for line in event.split(b"\n"):
-                if line.startswith(b":"):
-                    out.append(PING)
-                elif line.startswith(b"data:"):
-                    out.extend(self._data(line[5:].strip()))
-        return b"".join(out)
+    def keepalive(self) -> bytes:
+        return PING
 
-    def _data(self, data: bytes) -> list[bytes]:
-        if data == b"[DONE]":
-            return self._end()
-        payload = orjson.loads(data)
-        if "error" in payload:
-            return [encode_event("error", stream_error_body(payload["error"]))]
-        return self._chunk(payload)
+    def error(self, error: dict[str, Any]) -> list[bytes]:
+        return [encode_event("error", stream_error_body(error))]
 
-    def _chunk(self, chunk: dict[str, Any]) -> list[bytes]:
+    def chunk(self, chunk: dict[str, Any]) -> list[bytes]:
         events = [] if self.started else [self._message_start(chunk)]
         self.started = True
         if chunk.get("usage"):
@@ -172,7 +160,7 @@ class StreamTranslator:
         payload = {"type": "content_block_stop", "index": self._index}
         return [encode_event("content_block_stop", payload)]
 
-    def _end(self) -> list[bytes]:
+    def end(self) -> list[bytes]:
         events = self._close_block()
         stop_reason, stop_sequence = stop_details(
             self._finish, bool(self._tool_blocks), self.translation.stop_sequences

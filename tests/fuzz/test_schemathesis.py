@@ -51,6 +51,8 @@ def fuzz_schema(fuzz_app: object) -> object:
     [
         ("POST", "/v1/chat/completions", "positive"),
         ("POST", "/v1/chat/completions", "negative"),
+        ("POST", "/v1/responses", "positive"),
+        ("POST", "/v1/responses", "negative"),
         ("POST", "/v1/feedback", "positive"),
         ("POST", "/v1/feedback", "negative"),
         ("GET", "/v1/models", "positive"),

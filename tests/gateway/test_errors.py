@@ -280,9 +280,9 @@ async def test_unknown_path_gets_openai_404(kit: GatewayKit) -> None:
 
     assert response.status_code == 404
     assert response.json() == invalid(
-        "Unknown path /v1/embeddings. This gateway serves /v1/chat/completions, /v1/messages, "
-        "/v1/messages/count_tokens, /v1/models, /v1/feedback, /v1/usage, /metrics, /dashboard, "
-        "/healthz and /readyz.",
+        "Unknown path /v1/embeddings. This gateway serves /v1/chat/completions, /v1/responses, "
+        "/v1/messages, /v1/messages/count_tokens, /v1/models, /v1/feedback, /v1/usage, "
+        "/metrics, /dashboard, /healthz and /readyz.",
         code="not_found",
     )
 
@@ -296,7 +296,8 @@ async def test_unknown_path_gets_openai_404(kit: GatewayKit) -> None:
             "/v1/v1/messages",
             " The client's base_url must not end in /v1 when the client adds /v1 itself.",
         ),
-        ("/v1/responses", ""),
+        ("/responses", " Set the client's base_url to end in /v1."),
+        ("/v1/embeddings", ""),
     ],
 )
 async def test_unknown_path_advises_base_url(kit: GatewayKit, path: str, advice: str) -> None:

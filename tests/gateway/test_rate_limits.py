@@ -245,6 +245,33 @@ async def test_anthropic_messages_over_limit(kit: GatewayKit) -> None:
     assert [record["status"] for record in records] == [200, 429]
 
 
+async def test_responses_over_limit(kit: GatewayKit) -> None:
+    tenant = LimitedTenant.new()
+    write_limit_policy(kit, tenant, 1, cache_enabled=False)
+    body = {"model": "auto", "input": "Hi"}
+    headers = {"Authorization": f"Bearer {tenant.api_key}"}
+    async with limited_gateway(kit, tenant) as gateway:
+        first = await gateway.client.post("/v1/responses", json=body, headers=headers)
+        second = await gateway.client.post("/v1/responses", json={**body, "stream": True},
+                                           headers=headers)
+        records = await gateway.request_records()
+
+    assert first.status_code == 200
+    assert first.json()["object"] == "response"
+    assert second.status_code == 429
+    assert second.headers["content-type"] == "application/json"
+    assert second.json() == {
+        "error": {
+            "message": limit_message(1),
+            "type": "requests",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
+    assert {name: second.headers[name] for name in RETRY_HEADERS} == RETRY_HEADERS
+    assert [record["status"] for record in records] == [200, 429]
+
+
 async def test_reloaded_limit_applies_to_next_request(kit: GatewayKit) -> None:
     tenant = LimitedTenant.new()
     write_limit_policy(kit, tenant, 1, cache_enabled=False)

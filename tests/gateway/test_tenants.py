@@ -100,6 +100,26 @@ async def test_budget_exceeded_gets_429_and_usage_reports_spend(kit: GatewayKit,
     assert body["budget_usd"] == {"day": 0.0000001, "month": None}
 
 
+async def test_responses_spend_counts_against_budget(kit: GatewayKit, redis_url: str) -> None:
+    key = f"sk-{uuid.uuid4().hex}"
+    tenant = f"team-{uuid.uuid4().hex[:8]}"
+    entries = {tenant: {"key_sha256": [digest(key)], "budget": {"usd_per_day": 0.0000001}}}
+    write_tenant_policy(kit, {"entries": entries}, cache_enabled=False)
+    kit.redis_url = redis_url
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"model": "auto", "input": "Say hello in one short sentence."}
+    async with kit.running(settings=kit.settings(use_redis=True)) as gateway:
+        first = await gateway.client.post("/v1/responses", json=body, headers=headers)
+        await gateway.runtime.budgets.flush()
+        second = await gateway.client.post("/v1/responses", json=body, headers=headers)
+        usage = await gateway.client.get("/v1/usage", headers=headers)
+    assert first.status_code == 200
+    assert second.status_code == 429
+    assert second.headers["x-should-retry"] == "false"
+    assert second.json()["error"]["code"] == "budget_exceeded"
+    assert usage.json()["spend_usd"]["day"] == float(first.headers["x-tierwise-cost-usd"])
+
+
 async def test_shutdown_flush_ignores_open_breaker(
     redis_url: str, redis_client: Any
 ) -> None:
