@@ -48,6 +48,7 @@ from starlette.responses import Response
 
 from router.api.schemas import error_parameter
 from router.errors import GatewayError, InvalidRequest
+from router.outcomes.record import MAX_TOKEN_COUNT
 
 ENDPOINT = "/v1/messages"
 
@@ -462,11 +463,31 @@ def stop_details(
 
 
 def anthropic_usage(usage: dict[str, Any] | None) -> dict[str, int]:
-    usage = usage or {}
-    return {
-        "input_tokens": int(usage.get("prompt_tokens") or 0),
-        "output_tokens": int(usage.get("completion_tokens") or 0),
+    """Translate an OpenAI ``usage`` object into Anthropic's.
+
+    OpenAI's ``prompt_tokens`` includes the tokens read from the provider's prompt cache
+    (``prompt_tokens_details.cached_tokens``), but Anthropic's ``input_tokens`` leaves them out
+    and reports them as ``cache_read_input_tokens``. A count that is not a whole number from 0
+    to MAX_TOKEN_COUNT is sent as 0, as the outcome record counts it.
+    """
+    usage = usage if isinstance(usage, dict) else {}
+    prompt_tokens = _token_count(usage.get("prompt_tokens"))
+    details = usage.get("prompt_tokens_details")
+    cached = _token_count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    cached = min(cached, prompt_tokens)
+    result = {
+        "input_tokens": prompt_tokens - cached,
+        "output_tokens": _token_count(usage.get("completion_tokens")),
     }
+    if cached > 0:
+        result["cache_read_input_tokens"] = cached
+    return result
+
+
+def _token_count(value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT else 0
 
 
 def message_id(completion_id: Any) -> str:
