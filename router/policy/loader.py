@@ -70,6 +70,20 @@ def _invalid_utf8_problem(path: Path) -> str:
 
 
 def parse_policy(text: str, path: Path) -> LoadedPolicy:
+    """Parse and validate the policy ``text`` read from ``path``; raise PolicyError if invalid."""
+    try:
+        return _parse_policy(text, path)
+    except RecursionError:
+        # PyYAML, the duplicate-key walk and pydantic all recurse per nesting level, and a
+        # self-referring alias (``a: &x [*x]``) never ends.
+        raise PolicyError(
+            path,
+            [f"{path}: the YAML nests too deeply or an alias refers to itself; "
+             "a policy needs only a few levels"],
+        ) from None
+
+
+def _parse_policy(text: str, path: Path) -> LoadedPolicy:
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
