@@ -454,3 +454,21 @@ async def test_file_matching_published_policy_stops_reload(
     assert target.policies.published is True
     assert target.policies.current.version == serving
     assert watcher.states["policy"].applied == serving
+
+
+def test_following_published_policy_clears_rejected_edit(tmp_path: Path) -> None:
+    path = write_test_policy(tmp_path / "local.yaml")
+    store = PolicyStore(path, 0.0)
+    serving = store.current.version
+    path.write_text(path.read_text(encoding="utf-8") + "unknown_setting: 1\n", encoding="utf-8")
+    store.check_for_change()
+    rejected = store.rejected
+
+    # The file's last good policy is the published version, so the store follows Redis now
+    # and the rejected edit can never be applied.
+    store.follow_published()
+
+    assert rejected is not None
+    assert store.current.version == serving
+    assert store.rejected is None
+    assert store.last_error is None
