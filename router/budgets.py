@@ -64,6 +64,10 @@ class BudgetLedger:
         # counters from ``_local``, so per-minute token counts do not pile up.
         self._ttl_s: dict[str, int] = {}
         self._local_expiry: dict[str, float] = {}
+        # time.monotonic() of the last add to each pending counter. While Redis is down, a
+        # counter unwritten for its whole lifetime is dropped, as Redis would have expired it,
+        # so the per-minute token counts of a long outage do not pile up in ``_pending``.
+        self._added_at: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -87,6 +91,7 @@ class BudgetLedger:
         """
         self._pending[key] += amount
         self._ttl_s[key] = ttl_s
+        self._added_at[key] = time.monotonic()
 
     async def read(self, keys: list[str]) -> list[float]:
         """Return the counters ``keys``, including amounts not yet flushed."""
@@ -152,6 +157,7 @@ class BudgetLedger:
             for key, amount in pending.items():
                 self._local[key] += amount
                 self._local_expiry[key] = now + self._ttl_s[key]
+                self._added_at.pop(key, None)
             for key in [key for key, expiry in self._local_expiry.items() if expiry < now]:
                 del self._local_expiry[key], self._local[key], self._ttl_s[key]
             return
@@ -170,10 +176,14 @@ class BudgetLedger:
         finally:
             if not written:
                 # Redis is unreachable (or the flush was cancelled), so the amounts stay
-                # pending and are added once Redis responds.
+                # pending and are added once Redis responds, unless they have expired.
+                now = time.monotonic()
                 for key, amount in pending.items():
-                    self._pending[key] += amount
+                    if self._added_at[key] + self._ttl_s[key] > now:
+                        self._pending[key] += amount
+                    else:
+                        del self._ttl_s[key], self._added_at[key]
             else:
                 for key in pending:
                     if key not in self._pending:
-                        del self._ttl_s[key]
+                        del self._ttl_s[key], self._added_at[key]
