@@ -48,7 +48,7 @@ from starlette.responses import Response
 
 from router.api.schemas import error_parameter
 from router.errors import GatewayError, InvalidRequest
-from router.outcomes.record import MAX_TOKEN_COUNT
+from router.outcomes.record import valid_token_count
 
 ENDPOINT = "/v1/messages"
 
@@ -485,9 +485,7 @@ def anthropic_usage(usage: dict[str, Any] | None) -> dict[str, int]:
 
 
 def _token_count(value: Any) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return value if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT else 0
+    return valid_token_count(value) or 0
 
 
 def message_id(completion_id: Any) -> str:
