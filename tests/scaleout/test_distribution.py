@@ -412,6 +412,23 @@ async def test_watcher_rejects_invalid_policy(
     assert target.policies.published is False
 
 
+async def test_watcher_status_hides_invalid_policy_text(
+    redis_url: str, redis_client: redis.Redis, keys: DistributionKeys, target: FakeTarget,
+) -> None:  # fmt: skip
+    text = b"version: 1\ntiers: sk-live-0123456789abcdef\n"
+    store_bundle(redis_client, Bundle("policy", "p-secret", {"policy.yaml": text}), keys)
+    watcher = DistributionWatcher(target, redis_url, keys=keys, poll_interval_s=3600)
+
+    await watcher.start()
+    await watcher.stop()
+
+    # /readyz shows this status; the problems' text can quote the file's values.
+    status = watcher.status()["policy"]
+    assert status["rejected"] == "p-secret"
+    assert status["rejected_reason"] == "the policy is invalid: 1 problem, at line 2"
+    assert "sk-live" not in str(status)
+
+
 async def test_watcher_survives_unreachable_redis(target: FakeTarget) -> None:
     import socket
 
