@@ -76,11 +76,11 @@ def parse_policy(text: str, path: Path) -> LoadedPolicy:
     except RecursionError:
         # PyYAML, the duplicate-key walk and pydantic all recurse per nesting level, and a
         # self-referring alias (``a: &x [*x]``) never ends.
-        raise PolicyError(
-            path,
-            [f"{path}: the YAML nests too deeply or an alias refers to itself; "
-             "a policy needs only a few levels"],
-        ) from None
+        problem = (
+            f"{path}: invalid YAML: nested too deeply, or an alias refers to itself. "
+            "Remove the deep nesting or the recursive alias"
+        )
+        raise PolicyError(path, [problem]) from None
 
 
 def _parse_policy(text: str, path: Path) -> LoadedPolicy:

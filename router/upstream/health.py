@@ -47,9 +47,9 @@ class DeploymentHealth:
         self._failures: dict[str, int] = {}
         self._cool_until: dict[str, float] = {}
         # Start of each cooldown that failures in a row began (not a retry-after), so that a
-        # reload that lowers ``routing.cooldown.seconds`` can shorten it, and the end of the
-        # longest retry-after wait that a provider asked for during it (0 for none), which
-        # the shortened cooldown still lasts.
+        # reload that lowers ``routing.cooldown.seconds`` can shorten it. Paired with the end
+        # of the longest retry-after wait received during it (0 for none), which a shortened
+        # cooldown still lasts.
         self._counted_since: dict[str, tuple[float, float]] = {}
         # Requests under way per deployment with max_in_flight. A reload keeps them, because
         # the requests still end and release their count.

@@ -305,7 +305,7 @@ async def test_tool_round_trip_skips_tier_without_tools(kit: GatewayKit) -> None
     assert kit.fakes["mid"].requests[0].body["messages"] == messages
 
 
-async def test_legacy_function_call_history_skips_tier_without_tools(kit: GatewayKit) -> None:
+async def test_function_call_history_skips_toolless_tier(kit: GatewayKit) -> None:
     call = {"name": "get_time", "arguments": "{}"}
     messages = [
         {"role": "user", "content": "What time is it?"},
@@ -320,7 +320,7 @@ async def test_legacy_function_call_history_skips_tier_without_tools(kit: Gatewa
     assert kit.fakes["edge"].requests == []
 
 
-async def test_anthropic_tool_round_trip_skips_tier_without_tools(kit: GatewayKit) -> None:
+async def test_anthropic_tool_history_skips_toolless_tier(kit: GatewayKit) -> None:
     body = {
         "model": "auto",
         "max_tokens": 32,

@@ -104,7 +104,7 @@ def test_lower_seconds_shorten_counted_cooldown() -> None:
     assert health.cooling() == {"mid": 110.0}
 
 
-def test_limit_cooldowns_keeps_provider_wait_inside_counted_cooldown() -> None:
+def test_limit_cooldowns_keeps_provider_wait() -> None:
     clock = Clock()
     health = DeploymentHealth(clock)
     for _ in range(3):

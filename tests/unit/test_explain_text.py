@@ -160,7 +160,7 @@ class EdgeScorer:
         return {"edge": 0.9, "mid": 0.9, "frontier": 0.9}
 
 
-def test_explain_skips_toolless_deployment_for_tool_history(
+def test_explain_tool_history_skips_toolless(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(UNSET_KEY, "sk-test")

@@ -190,7 +190,7 @@ async def test_ledger_without_redis_drops_expired_token_counts(
     assert await ledger.spent("team") == (0.75, 0.75)
 
 
-async def test_ledger_drops_expired_token_counts_while_redis_is_down(
+async def test_ledger_expires_counts_during_outage(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ledger = BudgetLedger(BreakerOpenLink())  # type: ignore[arg-type]
