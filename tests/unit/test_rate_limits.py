@@ -206,6 +206,6 @@ async def test_ledger_expires_counts_during_outage(
 
     # Redis would have dropped each token count two minutes after its last write, so only
     # the last two minutes' counts still wait for Redis, besides the day and month spend.
-    assert len(ledger._pending) == 4
+    assert len(ledger._unsaved()) == 4
     assert await limiter.used("team") == 10
     assert await ledger.spent("team") == (0.5, 0.5)
