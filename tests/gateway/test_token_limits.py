@@ -40,6 +40,7 @@ from tests.gateway.test_rate_limits import (
     upstream_requests,
 )
 from tests.gateway.test_redis_faults import PrivateRedis
+from tests.support.scenario import Scenario
 
 
 def write_token_policy(kit: GatewayKit, tenant: LimitedTenant, limit: int | None,
@@ -277,3 +278,19 @@ async def test_paused_redis_counts_tokens_once(private_redis: PrivateRedis) -> N
 
     assert unsaved_after_timeout == {key: 50}
     assert stored == 50
+
+
+@pytest.mark.parametrize("usage", [{}, [], "n/a"])
+async def test_json_answer_without_usage_counts_estimate(kit: GatewayKit, usage: Any) -> None:
+    tenant = LimitedTenant.new()
+    write_token_policy(kit, tenant, 1, cache_enabled=False)
+    kit.fakes["edge"].set_default(Scenario(usage=usage))
+    async with token_gateway(kit, tenant) as gateway:
+        codes = await statuses(gateway, tenant, 2)
+        records = await gateway.request_records()
+
+    # As for a stream without usage, the gateway counts the tokens itself.
+    assert codes == [200, 429]
+    assert records[0]["tokens_in"] > 0
+    assert records[0]["tokens_out"] > 0
+    assert records[0]["cost_usd"] > 0
