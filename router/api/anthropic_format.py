@@ -466,21 +466,27 @@ def anthropic_usage(usage: dict[str, Any] | None) -> dict[str, int]:
     """Translate an OpenAI ``usage`` object into Anthropic's.
 
     OpenAI's ``prompt_tokens`` includes the tokens read from the provider's prompt cache
-    (``prompt_tokens_details.cached_tokens``), but Anthropic's ``input_tokens`` leaves them out
-    and reports them as ``cache_read_input_tokens``. A count that is not a whole number from 0
-    to MAX_TOKEN_COUNT is sent as 0, as the outcome record counts it.
+    (``prompt_tokens_details.cached_tokens``), and with litellm 1.110 also the tokens written
+    to an Anthropic deployment's cache (``prompt_tokens_details.cache_creation_tokens``).
+    Anthropic's ``input_tokens`` leaves both out and reports them as
+    ``cache_read_input_tokens`` and ``cache_creation_input_tokens``. A count that is not a whole
+    number from 0 to MAX_TOKEN_COUNT is sent as 0, as the outcome record counts it.
     """
     usage = usage if isinstance(usage, dict) else {}
     prompt_tokens = _token_count(usage.get("prompt_tokens"))
     details = usage.get("prompt_tokens_details")
-    cached = _token_count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    cached = min(cached, prompt_tokens)
+    if not isinstance(details, dict):
+        details = {}
+    cached = min(_token_count(details.get("cached_tokens")), prompt_tokens)
+    written = min(_token_count(details.get("cache_creation_tokens")), prompt_tokens - cached)
     result = {
-        "input_tokens": prompt_tokens - cached,
+        "input_tokens": prompt_tokens - cached - written,
         "output_tokens": _token_count(usage.get("completion_tokens")),
     }
     if cached > 0:
         result["cache_read_input_tokens"] = cached
+    if written > 0:
+        result["cache_creation_input_tokens"] = written
     return result
 
 

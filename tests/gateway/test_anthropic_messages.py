@@ -899,6 +899,20 @@ def test_message_usage_reports_cache_reads_apart() -> None:
     assert message["usage"] == {"input_tokens": 3, "output_tokens": 7, "cache_read_input_tokens": 8}
 
 
+def test_message_usage_reports_cache_writes_apart() -> None:
+    answer = completion({"content": "Hi."})
+    # litellm 1.110 reports an Anthropic deployment's cache writes here, inside prompt_tokens.
+    answer["usage"]["prompt_tokens_details"] = {"cached_tokens": 2, "cache_creation_tokens": 6}
+    message = to_message(answer, Translation({}))
+
+    assert message["usage"] == {
+        "input_tokens": 3,
+        "output_tokens": 7,
+        "cache_read_input_tokens": 2,
+        "cache_creation_input_tokens": 6,
+    }
+
+
 @pytest.mark.parametrize(
     "details",
     [None, [], {"cached_tokens": None}, {"cached_tokens": "8"}, {"cached_tokens": -2},
