@@ -106,8 +106,11 @@ class BudgetLedger:
     async def read(self, keys: list[str]) -> list[float]:
         """Return the counters ``keys``, including amounts not yet flushed."""
         stored = await self._stored(keys)
-        unsaved = self._unsaved()
-        return [value + unsaved.get(key, 0.0) for key, value in zip(keys, stored)]
+        unconfirmed = self._unconfirmed[1] if self._unconfirmed is not None else {}
+        return [
+            value + self._pending.get(key, 0.0) + unconfirmed.get(key, 0.0)
+            for key, value in zip(keys, stored)
+        ]
 
     def _unsaved(self) -> dict[str, float]:
         """Return the amounts that Redis has not confirmed, by counter."""
