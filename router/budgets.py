@@ -3,7 +3,8 @@
 Spend is recorded without waiting: ``record`` adds to an in-memory pending total, and a
 background task moves pending totals into Redis with ``INCRBYFLOAT``, which is atomic, so
 replicas sharing one Redis add up correctly.  Without Redis, or while it is unreachable,
-the totals stay in this process.
+the totals stay in this process.  A write that times out may still reach Redis, so it is
+retried unchanged under a sequence number that a Lua script applies only once.
 
 NOTE: the check happens before dispatch and the spend is known only after the answer, so
 concurrent requests of one tenant can overshoot a budget by what they cost together.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -64,6 +66,18 @@ class BudgetLedger:
         # counters from ``_local``, so per-minute token counts do not pile up.
         self._ttl_s: dict[str, int] = {}
         self._local_expiry: dict[str, float] = {}
+        # time.monotonic() of the last add to each pending counter. While Redis is down, a
+        # counter unwritten for its whole lifetime is dropped, as Redis would have expired it,
+        # so the per-minute token counts of a long outage do not pile up in memory.
+        self._added_at: dict[str, float] = {}
+        # A Redis write that times out may still be applied once Redis responds, so a failed
+        # batch is retried unchanged, under its sequence number, before any newer amounts.
+        # WRITE_ONCE_SCRIPT skips a batch whose sequence number it has already applied for
+        # the same hash tag within WRITER_MARK_TTL_S.
+        self._writer_id = os.urandom(8).hex()
+        self._sequence = 0
+        self._unconfirmed: tuple[int, dict[str, float]] | None = None
+        self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -87,11 +101,24 @@ class BudgetLedger:
         """
         self._pending[key] += amount
         self._ttl_s[key] = ttl_s
+        self._added_at[key] = time.monotonic()
 
     async def read(self, keys: list[str]) -> list[float]:
         """Return the counters ``keys``, including amounts not yet flushed."""
         stored = await self._stored(keys)
-        return [value + self._pending.get(key, 0.0) for key, value in zip(keys, stored)]
+        unconfirmed = self._unconfirmed[1] if self._unconfirmed is not None else {}
+        return [
+            value + self._pending.get(key, 0.0) + unconfirmed.get(key, 0.0)
+            for key, value in zip(keys, stored)
+        ]
+
+    def _unsaved(self) -> dict[str, float]:
+        """Return the amounts that Redis has not confirmed, by counter."""
+        unsaved = dict(self._pending)
+        if self._unconfirmed is not None:
+            for key, amount in self._unconfirmed[1].items():
+                unsaved[key] = unsaved.get(key, 0.0) + amount
+        return unsaved
 
     async def check(self, tenant: str, budget: Budget) -> None:
         """Raise BudgetExceeded when the tenant has used up its daily or monthly budget."""
@@ -130,10 +157,11 @@ class BudgetLedger:
             await self._task
             self._task = None
         await self.flush(last_chance=True)
-        if self._pending:
+        unsaved = self._unsaved()
+        if unsaved:
             log.warning(
                 "budget_spend_not_saved",
-                usd=round(sum(v for k, v in self._pending.items() if ":month:" in k), 8),
+                usd=round(sum(v for k, v in unsaved.items() if ":month:" in k), 8),
                 reason="Redis did not answer at shutdown",
             )
 
@@ -144,36 +172,101 @@ class BudgetLedger:
             await self.flush()
 
     async def flush(self, last_chance: bool = False) -> None:
+        async with self._flush_lock:
+            if self.link is None:
+                self._flush_locally()
+                return
+            # A confirmed batch lets the pending amounts follow in the same flush.
+            while await self._write_batch(self.link, last_chance):
+                pass
+
+    def _flush_locally(self) -> None:
         if not self._pending:
             return
         pending, self._pending = dict(self._pending), defaultdict(float)
-        if self.link is None:
-            now = time.monotonic()
-            for key, amount in pending.items():
-                self._local[key] += amount
-                self._local_expiry[key] = now + self._ttl_s[key]
-            for key in [key for key, expiry in self._local_expiry.items() if expiry < now]:
-                del self._local_expiry[key], self._local[key], self._ttl_s[key]
-            return
+        now = time.monotonic()
+        for key, amount in pending.items():
+            self._local[key] += amount
+            self._local_expiry[key] = now + self._ttl_s[key]
+            self._added_at.pop(key, None)
+        for key in [key for key, expiry in self._local_expiry.items() if expiry < now]:
+            del self._local_expiry[key], self._local[key], self._ttl_s[key]
 
-        async def increment(client: Any) -> bool:
+    async def _write_batch(self, link: RedisLink, last_chance: bool) -> bool:
+        """Write the unconfirmed batch, or else the pending amounts as a new batch.
+
+        Returns True when Redis confirmed a batch and more amounts are pending.
+        """
+        if self._unconfirmed is None:
+            if not self._pending:
+                return False
+            self._sequence += 1
+            self._unconfirmed = (self._sequence, dict(self._pending))
+            self._pending = defaultdict(float)
+        sequence, batch = self._unconfirmed
+        groups: dict[str, list[str]] = defaultdict(list)
+        for key in batch:
+            groups[_hash_tag(key)].append(key)
+
+        async def write(client: Any) -> bool:
             pipe = client.pipeline(transaction=False)
-            for key, amount in pending.items():
-                pipe.incrbyfloat(key, amount)
-                pipe.expire(key, self._ttl_s[key])
+            for tag, keys in groups.items():
+                arguments: list[Any] = [sequence, WRITER_MARK_TTL_S]
+                for key in keys:
+                    arguments += [repr(batch[key]), self._ttl_s[key]]
+                marker = f"{tag}:ledger-writer:{self._writer_id}"
+                pipe.eval(WRITE_ONCE_SCRIPT, 1 + len(keys), marker, *keys, *arguments)
             await pipe.execute()
             return True
 
         written = False
         try:
-            written = await self.link.call(increment, False, last_chance=last_chance)
+            written = await link.call(write, False, last_chance=last_chance)
         finally:
-            if not written:
-                # Redis is unreachable (or the flush was cancelled), so the amounts stay
-                # pending and are added once Redis responds.
-                for key, amount in pending.items():
-                    self._pending[key] += amount
-            else:
-                for key in pending:
+            if written:
+                self._unconfirmed = None
+                for key in batch:
                     if key not in self._pending:
-                        del self._ttl_s[key]
+                        del self._ttl_s[key], self._added_at[key]
+            else:
+                # Redis is unreachable or slow, or the flush was cancelled, so the batch is
+                # retried as it is, without the counters that Redis would have expired by now.
+                self._drop_expired(batch)
+        return written and bool(self._pending)
+
+    def _drop_expired(self, batch: dict[str, float]) -> None:
+        now = time.monotonic()
+        for amounts in (batch, self._pending):
+            for key in [key for key in amounts if self._added_at[key] + self._ttl_s[key] <= now]:
+                del amounts[key]
+        for key in [key for key in self._added_at if key not in batch and key not in self._pending]:
+            del self._ttl_s[key], self._added_at[key]
+        if not batch:
+            self._unconfirmed = None
+
+
+def _hash_tag(key: str) -> str:
+    """Return the ``{...}`` hash tag that starts ``key``, which Redis Cluster hashes alone."""
+    end = key.find("}")
+    return key[: end + 1] if key.startswith("{") and end > 0 else key
+
+
+WRITER_MARK_TTL_S = 3600
+"""Lifetime of a writer's last sequence number per hash tag: far longer than the few seconds
+between a timed-out write that Redis applies late and its retry."""
+
+WRITE_ONCE_SCRIPT = """
+-- KEYS[1]: the writer's last applied sequence number for this hash tag; KEYS[2..]: counters.
+-- ARGV: sequence number, marker TTL, then an amount and a TTL per counter.
+local sequence = tonumber(ARGV[1])
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+if last >= sequence then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+for i = 2, #KEYS do
+  redis.call('INCRBYFLOAT', KEYS[i], ARGV[2 * i - 1])
+  redis.call('EXPIRE', KEYS[i], ARGV[2 * i])
+end
+return 1
+"""

@@ -49,6 +49,7 @@ from starlette.responses import Response
 from router.api.schemas import error_parameter
 from router.api.translated import compact_parts, content_text, invalid_value, required_string
 from router.errors import GatewayError, InvalidRequest
+from router.outcomes.record import valid_token_count
 
 ENDPOINT = "/v1/messages"
 
@@ -444,11 +445,35 @@ def stop_details(
 
 
 def anthropic_usage(usage: dict[str, Any] | None) -> dict[str, int]:
-    usage = usage or {}
-    return {
-        "input_tokens": int(usage.get("prompt_tokens") or 0),
-        "output_tokens": int(usage.get("completion_tokens") or 0),
+    """Translate an OpenAI ``usage`` object into Anthropic's.
+
+    OpenAI's ``prompt_tokens`` includes the tokens read from the provider's prompt cache
+    (``prompt_tokens_details.cached_tokens``), and with litellm 1.110 also the tokens written
+    to an Anthropic deployment's cache (``prompt_tokens_details.cache_creation_tokens``).
+    Anthropic's ``input_tokens`` leaves both out and reports them as
+    ``cache_read_input_tokens`` and ``cache_creation_input_tokens``. A count that is not a whole
+    number from 0 to MAX_TOKEN_COUNT is sent as 0, as the outcome record counts it.
+    """
+    usage = usage if isinstance(usage, dict) else {}
+    prompt_tokens = _token_count(usage.get("prompt_tokens"))
+    details = usage.get("prompt_tokens_details")
+    if not isinstance(details, dict):
+        details = {}
+    cached = min(_token_count(details.get("cached_tokens")), prompt_tokens)
+    written = min(_token_count(details.get("cache_creation_tokens")), prompt_tokens - cached)
+    result = {
+        "input_tokens": prompt_tokens - cached - written,
+        "output_tokens": _token_count(usage.get("completion_tokens")),
     }
+    if cached > 0:
+        result["cache_read_input_tokens"] = cached
+    if written > 0:
+        result["cache_creation_input_tokens"] = written
+    return result
+
+
+def _token_count(value: Any) -> int:
+    return valid_token_count(value) or 0
 
 
 def message_id(completion_id: Any) -> str:

@@ -24,6 +24,7 @@ from router.api.schemas import ChatRequest, error_parameter, find_forbidden_para
 from router.api.streaming import (
     CLIENT_CLOSED_REQUEST,
     SERVER_STOPPED,
+    estimate_usage,
     stream_cached,
     stream_upstream,
 )
@@ -200,7 +201,11 @@ async def _serve(
     )
     outcome.tier, outcome.deployment = served.tier, served.deployment
     outcome.upstream = _passed_on(dispatcher, policy)
-    outcome.set_usage(completion.get("usage"))
+    usage = completion.get("usage")
+    if usage and isinstance(usage, dict):
+        outcome.set_usage(usage)
+    else:
+        estimate_usage(outcome, chat, completion)
     if key is not None and _complete_answer(completion):
         await runtime.cache.set(key, encode_entry(served.deployment.name, completion),
                                 policy.cache.ttl_s)

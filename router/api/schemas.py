@@ -159,6 +159,23 @@ class ChatRequest(BaseModel):
         )
 
 
+def has_tool_messages(messages: list[Any]) -> bool:
+    """Tell whether raw message dicts carry tool calls or tool or function results.
+
+    The rule of ``ChatRequest.has_tool_messages``, for messages that were not validated, as
+    ``tierwise policy explain`` reads them from a file.
+    """
+    return any(
+        isinstance(message, dict)
+        and (
+            bool(message.get("tool_calls"))
+            or message.get("role") in ("tool", "function")
+            or message.get("function_call") is not None
+        )
+        for message in messages
+    )
+
+
 def error_parameter(location: tuple[Any, ...]) -> str:
     """Render a pydantic error location as ``messages[0].content``, without union branch names."""
     name = ""

@@ -268,13 +268,20 @@ def _usage_of(outcome: Outcome) -> dict[str, int]:
 
 
 def _account(assembler: StreamAssembler, chat: ChatRequest, outcome: Outcome) -> None:
-    if assembler.usage:
+    if assembler.usage and isinstance(assembler.usage, dict):
         outcome.set_usage(assembler.usage)
         return
-    # The upstream sent no usage: estimate it, so that cost is never silently zero.
-    completion = assembler.completion()
+    estimate_usage(outcome, chat, assembler.completion())
+
+
+def estimate_usage(outcome: Outcome, chat: ChatRequest, completion: dict[str, Any]) -> None:
+    """Count the tokens of a request and its completion for an upstream that sent no usage.
+
+    Without the estimate, cost and the tenant's tokens_per_minute would count nothing.
+    """
+    answers = [choice.get("message") for choice in completion.get("choices") or ()]
     outcome.tokens_in = count_prompt_tokens([m.model_dump() for m in chat.messages], fits_below=0)
-    outcome.tokens_out = count_completion_tokens([c["message"] for c in completion["choices"]])
+    outcome.tokens_out = count_completion_tokens([a for a in answers if isinstance(a, dict)])
 
 
 async def _prepend(

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from router.api.schemas import has_tool_messages
 from router.errors import GatewayError
 from router.policy.loader import PolicyError, load_policy
 from router.policy.schema import Deployment
@@ -66,7 +67,8 @@ def explain_routing(
     scores = scorer.score(messages) if alias is not None else {}
     tokens = count_prompt_tokens(messages, fits_below=0)
     category = prompt_category(messages)
-    needs = RequestNeeds(prompt_tokens=tokens)
+    # As at the gateway, a tool-call history goes only to deployments with ``tools``.
+    needs = RequestNeeds(prompt_tokens=tokens, tool_messages=has_tool_messages(messages))
     lines = [f"policy      {loaded.path} (version {loaded.version})", f"classifier  {scorer.version}"]
     if tenant_config is not None:
         blocked = ", ".join(tenant_config.blocked_tiers) or "none"

@@ -11,6 +11,7 @@ from typing import Any
 from classifiers import ArtifactError, Scorer, load_artifact
 from router.distribution.bundle import POLICY_FILE, Bundle
 from router.policy.loader import LoadedPolicy, PolicyError, parse_policy
+from router.policy.store import problem_lines
 
 # Conversations of different shapes; any classifier must score each with finite values in [0, 1].
 SMOKE_CONVERSATIONS: tuple[list[dict[str, Any]], ...] = (
@@ -28,7 +29,14 @@ SMOKE_CONVERSATIONS: tuple[list[dict[str, Any]], ...] = (
 
 
 class VerificationError(Exception):
-    """Raised when a bundle must not be served; the message names the failed check."""
+    """Raised when a bundle must not be served; the message names the failed check.
+
+    ``public_reason`` is the message without text quoted from the bundle, for ``/readyz``.
+    """
+
+    def __init__(self, message: str, public_reason: str | None = None) -> None:
+        super().__init__(message)
+        self.public_reason = message if public_reason is None else public_reason
 
 
 def verify_classifier(bundle: Bundle, required_tiers: Collection[str] = ()) -> Scorer:
@@ -96,13 +104,25 @@ def verify_policy(bundle: Bundle, scorer_tiers: Collection[str] | None = None) -
     except UnicodeDecodeError:
         raise VerificationError("the policy is not UTF-8 text") from None
     except PolicyError as exc:
-        raise VerificationError("the policy is invalid: " + "; ".join(exc.problems)) from None
+        raise VerificationError(
+            "the policy is invalid: " + "; ".join(exc.problems), _invalid_policy_summary(exc)
+        ) from None
     if loaded.version != bundle.version:
         raise VerificationError(
             f"the policy's content hash is {loaded.version}, but it was published as {bundle.version}"
         )
     _check_threshold_tiers(loaded, scorer_tiers)
     return loaded
+
+
+def _invalid_policy_summary(error: PolicyError) -> str:
+    """Count the problems of ``error`` and name their lines, without their text."""
+    count = len(error.problems)
+    summary = f"the policy is invalid: {count} problem{'' if count == 1 else 's'}"
+    lines = problem_lines(error)
+    if lines:
+        summary += f", at line{'' if len(lines) == 1 else 's'} " + ", ".join(map(str, lines))
+    return summary
 
 
 def _check_threshold_tiers(loaded: LoadedPolicy, scorer_tiers: Collection[str] | None) -> None:

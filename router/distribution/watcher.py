@@ -181,7 +181,8 @@ class DistributionWatcher:
         try:
             verified = await asyncio.to_thread(self._verify, kind, version, fields)
         except (BundleError, VerificationError) as exc:
-            self._reject(kind, version, str(exc))
+            public = exc.public_reason if isinstance(exc, VerificationError) else str(exc)
+            self._reject(kind, version, str(exc), public)
             if state.applied is None:
                 await self._fall_back(kind, version)
             return
@@ -235,9 +236,10 @@ class DistributionWatcher:
         other.rejected = other.rejected_reason = None
         log.info("published_version_applied", kind=kind, version=version, previous=previous)
 
-    def _reject(self, kind: Kind, version: str, reason: str) -> None:
+    def _reject(self, kind: Kind, version: str, reason: str, public_reason: str) -> None:
+        """Record ``version`` as rejected: ``/readyz`` shows ``public_reason``, the log ``reason``."""
         state = self.states[kind]
-        state.rejected, state.rejected_reason = version, reason
+        state.rejected, state.rejected_reason = version, public_reason
         log.error("published_version_rejected", kind=kind, version=version, reason=reason,
                   serving=self._serving(kind))  # fmt: skip
 

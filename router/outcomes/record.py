@@ -81,10 +81,9 @@ class Outcome:
         value = usage.get(key)
         if value is None:
             return 0
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT:
-            return value
+        count = valid_token_count(value)
+        if count is not None:
+            return count
         _log.warning(
             "upstream_usage_invalid",
             request_id=self.request_id,
@@ -130,6 +129,18 @@ class Outcome:
         if self.upstream is not None and self.upstream.request_id is not None:
             record["upstream_request_id"] = self.upstream.request_id
         return record
+
+
+def valid_token_count(value: Any) -> int | None:
+    """Return ``value`` as a token count if it is a whole number from 0 to MAX_TOKEN_COUNT.
+
+    A float with no fraction counts, as JSON parsers may produce one. Returns None otherwise.
+    """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT:
+        return value
+    return None
 
 
 def baseline_cost(policy: Policy, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float:

@@ -42,16 +42,48 @@ class LoadedPolicy:
 def load_policy(path: Path) -> LoadedPolicy:
     """Read, parse and validate the policy at ``path``.
 
-    Raises ``PolicyError`` for a missing file, invalid YAML or a schema violation.
+    Raises ``PolicyError`` for a missing file, text that is not UTF-8, invalid YAML or a schema
+    violation.
     """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(path, [f"{path}: cannot read the file: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise PolicyError(path, [_invalid_utf8_problem(path)]) from None
     return parse_policy(text, path)
 
 
+def _invalid_utf8_problem(path: Path) -> str:
+    """Describe where ``path`` stops being UTF-8, by line, never with the bytes themselves,
+    which can be part of a pasted secret."""
+    try:
+        raw = path.read_bytes()
+        raw.decode("utf-8")
+    except OSError as exc:
+        return f"{path}: cannot read the file: {exc.strerror}"
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return f"{path}:{line}: invalid UTF-8 at byte {exc.start}; save the file as UTF-8"
+    # The file changed between the two reads and is UTF-8 now.
+    return f"{path}: the file was not valid UTF-8 when read; save it again"
+
+
 def parse_policy(text: str, path: Path) -> LoadedPolicy:
+    """Parse and validate the policy ``text`` read from ``path``; raise PolicyError if invalid."""
+    try:
+        return _parse_policy(text, path)
+    except RecursionError:
+        # PyYAML, the duplicate-key walk and pydantic all recurse per nesting level, and a
+        # self-referring alias (``a: &x [*x]``) never ends.
+        problem = (
+            f"{path}: invalid YAML: nested too deeply, or an alias refers to itself. "
+            "Remove the deep nesting or the recursive alias"
+        )
+        raise PolicyError(path, [problem]) from None
+
+
+def _parse_policy(text: str, path: Path) -> LoadedPolicy:
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)

@@ -91,6 +91,9 @@ class PolicyStore:
         """Stop following the file, whose policy is the published version already."""
         if not self.published:
             self.published = True
+            # An edit that failed validation can no longer be applied, so /readyz drops it.
+            self.last_error = None
+            self.rejected = None
             log.info("policy_follows_published", version=self.current.version)
 
     def check_for_change(self) -> None:

@@ -29,13 +29,15 @@ def message_texts(messages: Iterable[Any]) -> Iterable[str]:
             yield content
         elif isinstance(content, list):
             for part in content:
-                text = part.get("text")
+                text = part.get("text") if isinstance(part, dict) else None
                 if isinstance(text, str):
                     yield text
         tool_calls = message.get("tool_calls") if isinstance(message, dict) else message.tool_calls
-        for call in tool_calls or ():
-            function = call.get("function") or {}
-            yield str(function.get("arguments", ""))
+        # An upstream's completion is not validated, so its parts and calls may be of any type.
+        for call in tool_calls if isinstance(tool_calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                yield str(function.get("arguments", ""))
 
 
 def count_images(messages: Iterable[Any]) -> int:

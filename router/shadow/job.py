@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from router.outcomes.record import valid_token_count
 from router.policy.schema import Deployment, Policy
 from router.routing.decide import Candidate
 from router.routing.tokens import count_prompt_tokens
@@ -142,14 +143,16 @@ async def run_job(request: ShadowRequest, plan: ShadowPlan, dispatcher: Dispatch
 def _call_cost(deployment: Deployment, completion: dict[str, Any], fallback_usd: float) -> float:
     """Price the call from its usage, or return ``fallback_usd`` when the upstream sent none."""
     usage = completion.get("usage")
-    if not usage:
+    if not usage or not isinstance(usage, dict):
         return fallback_usd
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    # A count that is not a whole number from 0 to MAX_TOKEN_COUNT is 0, as in the outcome
+    # record, so that a faulty upstream can neither fail the job nor use up the shadow budget.
     return deployment.cost_usd(
-        int(usage.get("prompt_tokens") or 0),
-        int(usage.get("completion_tokens") or 0),
-        int(cached or 0),
+        valid_token_count(usage.get("prompt_tokens")) or 0,
+        valid_token_count(usage.get("completion_tokens")) or 0,
+        valid_token_count(cached) or 0,
     )
 
 

@@ -47,8 +47,10 @@ class DeploymentHealth:
         self._failures: dict[str, int] = {}
         self._cool_until: dict[str, float] = {}
         # Start of each cooldown that failures in a row began (not a retry-after), so that a
-        # reload that lowers ``routing.cooldown.seconds`` can shorten it.
-        self._counted_since: dict[str, float] = {}
+        # reload that lowers ``routing.cooldown.seconds`` can shorten it. Paired with the end
+        # of the longest retry-after wait received during it (0 for none), which a shortened
+        # cooldown still lasts.
+        self._counted_since: dict[str, tuple[float, float]] = {}
         # Requests under way per deployment with max_in_flight. A reload keeps them, because
         # the requests still end and release their count.
         self._in_flight: dict[str, int] = {}
@@ -101,11 +103,15 @@ class DeploymentHealth:
               counted: bool) -> None:
         now = self._clock()
         if self._cool_until.get(name, 0.0) > now + seconds:
+            counted_cooldown = self._counted_since.get(name)
+            if not counted and counted_cooldown is not None:
+                since, wait_until = counted_cooldown
+                self._counted_since[name] = (since, max(wait_until, now + seconds))
             return
         already = self._cool_until.get(name, 0.0) > now
         self._cool_until[name] = now + seconds
         if counted:
-            self._counted_since[name] = now
+            self._counted_since[name] = (now, 0.0)
         else:
             self._counted_since.pop(name, None)
         if not already:
@@ -159,12 +165,14 @@ class DeploymentHealth:
         """End each cooldown that failures in a row began at most ``seconds`` after its start.
 
         The runtime calls this after a policy reload with ``routing.cooldown.seconds``. A
-        cooldown that a provider's retry-after began keeps that wait.
+        cooldown that a provider's retry-after began keeps that wait, and a shortened
+        cooldown lasts at least as long as the retry-after waits received during it.
         """
-        for name, since in self._counted_since.items():
+        for name, (since, wait_until) in self._counted_since.items():
             until = self._cool_until.get(name)
-            if until is not None and until > since + seconds:
-                self._cool_until[name] = since + seconds
+            end = max(since + seconds, wait_until)
+            if until is not None and until > end:
+                self._cool_until[name] = end
 
     def cooling(self) -> dict[str, float]:
         """Deployment name -> seconds left of its cooldown, for ``/readyz`` and ``/metrics``."""

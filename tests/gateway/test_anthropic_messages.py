@@ -890,6 +890,59 @@ def test_message_from_completion() -> None:
     }
 
 
+def test_message_usage_reports_cache_reads_apart() -> None:
+    answer = completion({"content": "Hi."})
+    answer["usage"]["prompt_tokens_details"] = {"cached_tokens": 8}
+    message = to_message(answer, Translation({}))
+
+    # Anthropic's input_tokens leaves out the tokens read from the prompt cache.
+    assert message["usage"] == {"input_tokens": 3, "output_tokens": 7, "cache_read_input_tokens": 8}
+
+
+def test_message_usage_reports_cache_writes_apart() -> None:
+    answer = completion({"content": "Hi."})
+    # litellm 1.110 reports an Anthropic deployment's cache writes here, inside prompt_tokens.
+    answer["usage"]["prompt_tokens_details"] = {"cached_tokens": 2, "cache_creation_tokens": 6}
+    message = to_message(answer, Translation({}))
+
+    assert message["usage"] == {
+        "input_tokens": 3,
+        "output_tokens": 7,
+        "cache_read_input_tokens": 2,
+        "cache_creation_input_tokens": 6,
+    }
+
+
+@pytest.mark.parametrize(
+    "details",
+    [None, [], {"cached_tokens": None}, {"cached_tokens": "8"}, {"cached_tokens": -2},
+     {"cached_tokens": 8.5}, {"cached_tokens": {"n": 8}}, {"cached_tokens": 10**30}],
+)
+def test_message_usage_ignores_odd_cached_tokens(details: Any) -> None:
+    answer = completion({"content": "Hi."})
+    answer["usage"]["prompt_tokens_details"] = details
+    message = to_message(answer, Translation({}))
+
+    assert message["usage"] == {"input_tokens": 11, "output_tokens": 7}
+
+
+def test_message_usage_caps_cache_reads_at_input() -> None:
+    answer = completion({"content": "Hi."})
+    answer["usage"]["prompt_tokens_details"] = {"cached_tokens": 50}
+    message = to_message(answer, Translation({}))
+
+    assert message["usage"] == {"input_tokens": 0, "output_tokens": 7, "cache_read_input_tokens": 11}
+
+
+@pytest.mark.parametrize("prompt_tokens", ["eleven", -11, 11.5, [11], 10**30])
+def test_message_usage_ignores_odd_token_counts(prompt_tokens: Any) -> None:
+    answer = completion({"content": "Hi."})
+    answer["usage"]["prompt_tokens"] = prompt_tokens
+    message = to_message(answer, Translation({}))
+
+    assert message["usage"] == {"input_tokens": 0, "output_tokens": 7}
+
+
 @pytest.mark.parametrize(
     ("finish", "extra", "expected"),
     [
@@ -992,6 +1045,29 @@ def test_stream_translator_tool_calls_then_usage() -> None:
         "type": "message_delta",
         "delta": {"stop_reason": "tool_use", "stop_sequence": None},
         "usage": {"input_tokens": 5, "output_tokens": 9},
+    }
+
+
+def test_stream_translator_reports_cache_reads_apart() -> None:
+    translator = StreamTranslator(Translation({}))
+    usage = {"prompt_tokens": 5, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 4}}
+    usage_chunk = {"id": "chatcmpl-2", "object": "chat.completion.chunk", "model": "fake-edge",
+                   "choices": [], "usage": usage}
+    raw = b"".join(
+        [
+            openai_event({"role": "assistant", "content": "Hi."}),
+            openai_event({}, finish="stop"),
+            b"data: " + orjson.dumps(usage_chunk) + b"\n\n",
+            b"data: [DONE]\n\n",
+        ]
+    )
+
+    events = sse_events(translator.translate(raw).decode().split("\n"))
+
+    assert events[-2][1]["usage"] == {
+        "input_tokens": 1,
+        "output_tokens": 9,
+        "cache_read_input_tokens": 4,
     }
 
 

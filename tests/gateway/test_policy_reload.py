@@ -111,3 +111,31 @@ async def test_unreadable_yaml_keeps_old_policy(kit: GatewayKit) -> None:
     assert gateway.runtime.policies.current.version == version
     assert error is not None
     assert f"{kit.policy_path}:2: invalid YAML" in error
+
+
+async def test_non_utf8_edit_keeps_reloading(kit: GatewayKit) -> None:
+    kit.write_policy()
+    settings = kit.settings(policy_reload_interval_s=RELOAD_INTERVAL_S)
+    async with kit.running(settings=settings) as gateway:
+        version = gateway.runtime.policies.current.version
+        # A key pasted from a file in another encoding: Latin-1 bytes are not valid UTF-8.
+        kit.policy_path.write_bytes(b"# key: sk-\xe9t\xe9-secret\n" + kit.policy_path.read_bytes())
+
+        async def rejected() -> bool:
+            return gateway.runtime.policies.rejected is not None
+
+        assert await eventually(rejected)
+        ready_during = (await gateway.client.get("/readyz")).json()
+        write_yaml(kit.policy_path, policy_document(kit.base_urls, thresholds={"edge": 0.95}))
+
+        async def reloaded() -> bool:
+            return gateway.runtime.policies.current.version != version
+
+        assert await eventually(reloaded)
+        ready_after = (await gateway.client.get("/readyz")).json()
+
+    assert ready_during["policy"]["version"] == version
+    assert ready_during["policy"]["rejected_edit"]["problems"] == 1
+    assert ready_during["policy"]["rejected_edit"]["lines"] == [1]
+    assert "secret" not in str(ready_during)
+    assert ready_after["policy"]["rejected_edit"] is None

@@ -305,6 +305,42 @@ async def test_tool_round_trip_skips_tier_without_tools(kit: GatewayKit) -> None
     assert kit.fakes["mid"].requests[0].body["messages"] == messages
 
 
+async def test_function_call_history_skips_toolless_tier(kit: GatewayKit) -> None:
+    call = {"name": "get_time", "arguments": "{}"}
+    messages = [
+        {"role": "user", "content": "What time is it?"},
+        {"role": "assistant", "content": None, "function_call": call},
+        {"role": "function", "name": "get_time", "content": "12:00"},
+    ]
+    async with kit.running(capabilities={"edge": {"tools": False}}) as gateway:
+        response = await gateway.chat({"model": "auto", "messages": messages})
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-tier"] == "mid"
+    assert kit.fakes["edge"].requests == []
+
+
+async def test_anthropic_tool_history_skips_toolless_tier(kit: GatewayKit) -> None:
+    body = {
+        "model": "auto",
+        "max_tokens": 32,
+        "messages": [
+            {"role": "user", "content": "What time is it?"},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "12:00"}]},
+        ],
+    }
+    headers = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}
+    async with kit.running(capabilities={"edge": {"tools": False}}) as gateway:
+        response = await gateway.client.post("/v1/messages", json=body, headers=headers)
+
+    assert response.status_code == 200
+    assert response.headers["x-tierwise-tier"] == "mid"
+    assert kit.fakes["edge"].requests == []
+
+
 def write_local_edge_policy(kit: GatewayKit) -> None:
     """Write a policy whose edge deployment is a local model (served here by the edge fake)."""
     document = policy_document(kit.base_urls)

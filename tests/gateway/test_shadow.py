@@ -430,3 +430,41 @@ def test_shadow_policy_validation(
     assert expected in problem
     line = int(problem.split(":")[1])
     assert line > shadow_line
+
+
+SHADOW_PRICED = {
+    "name": "priced",
+    "model": "openai/priced",
+    "api_base": "http://127.0.0.1:9/v1",
+    "price": {"input_per_million": 1_000_000, "output_per_million": 2_000_000,
+              "cached_input_per_million": 100_000},
+    "context_window": 32000,
+}
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected_usd"),
+    [
+        ({"prompt_tokens": 10, "completion_tokens": 1}, 12.0),
+        ({"prompt_tokens": 10, "completion_tokens": 1,
+          "prompt_tokens_details": {"cached_tokens": 4}}, 8.4),
+        ({"prompt_tokens": 10, "completion_tokens": 1,
+          "prompt_tokens_details": {"cached_tokens": "4 tokens"}}, 12.0),
+        ({"prompt_tokens": 10, "completion_tokens": 1,
+          "prompt_tokens_details": {"cached_tokens": {"text": 4}}}, 12.0),
+        ({"prompt_tokens": 10, "completion_tokens": 1,
+          "prompt_tokens_details": {"cached_tokens": 10**30}}, 12.0),
+        ({"prompt_tokens": "ten", "completion_tokens": 1}, 2.0),
+        ({"prompt_tokens": 10**30, "completion_tokens": 1}, 2.0),
+        ({"prompt_tokens": -10, "completion_tokens": 1}, 2.0),
+    ],
+)
+def test_shadow_call_cost_takes_valid_counts_only(usage: dict[str, Any], expected_usd: float) -> None:
+    from router.policy.schema import Deployment
+    from router.shadow.job import _call_cost
+
+    deployment = Deployment.model_validate(SHADOW_PRICED)
+    completion = {"choices": [], "usage": usage}
+
+    # As in the outcome record, a count that is not a whole number from 0 to 10**9 is 0.
+    assert _call_cost(deployment, completion, fallback_usd=99.0) == pytest.approx(expected_usd)

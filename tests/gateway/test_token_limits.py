@@ -6,8 +6,10 @@ of one minute, and tenants have unique names, so their Redis keys are their own.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -16,7 +18,9 @@ import redis
 import yaml
 
 from router.app import create_app
-from router.ratelimits import WINDOW_S, token_window_key
+from router.budgets import BudgetLedger
+from router.ratelimits import WINDOW_S, TokenRateLimiter, token_window_key
+from router.redis_link import RedisLink
 from tests.gateway.conftest import (
     Gateway,
     GatewayKit,
@@ -35,6 +39,8 @@ from tests.gateway.test_rate_limits import (
     statuses,
     upstream_requests,
 )
+from tests.gateway.test_redis_faults import PrivateRedis
+from tests.support.scenario import Scenario
 
 
 def write_token_policy(kit: GatewayKit, tenant: LimitedTenant, limit: int | None,
@@ -241,3 +247,50 @@ def test_openai_client_sees_tokens_rate_limit_error(kit: GatewayKit) -> None:
     assert caught.value.type == "tokens"
     assert caught.value.code == "rate_limit_exceeded"
     assert caught.value.response.headers["retry-after-ms"] == RETRY_HEADERS["retry-after-ms"]
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own, which the test pauses."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_paused_redis_counts_tokens_once(private_redis: PrivateRedis) -> None:
+    link = RedisLink(private_redis.url, timeout_s=0.2)
+    ledger = BudgetLedger(link)
+    limiter = TokenRateLimiter(ledger, clock=FakeClock())
+    key = token_window_key("paused", int(FROZEN_NOW // WINDOW_S))
+    try:
+        assert await link.ping()
+        limiter.record("paused", 50)
+        private_redis.signal(signal.SIGSTOP)
+        # The write reaches the paused Redis and times out, as over a slow network.
+        await ledger.flush()
+        unsaved_after_timeout = ledger._unsaved()
+        private_redis.signal(signal.SIGCONT)
+        await ledger.flush()
+        stored = float(redis.Redis(port=private_redis.port).get(key) or 0)
+    finally:
+        await link.close()
+
+    assert unsaved_after_timeout == {key: 50}
+    assert stored == 50
+
+
+@pytest.mark.parametrize("usage", [{}, [], "n/a"])
+async def test_json_answer_without_usage_counts_estimate(kit: GatewayKit, usage: Any) -> None:
+    tenant = LimitedTenant.new()
+    write_token_policy(kit, tenant, 1, cache_enabled=False)
+    kit.fakes["edge"].set_default(Scenario(usage=usage))
+    async with token_gateway(kit, tenant) as gateway:
+        codes = await statuses(gateway, tenant, 2)
+        records = await gateway.request_records()
+
+    # As for a stream without usage, the gateway counts the tokens itself.
+    assert codes == [200, 429]
+    assert records[0]["tokens_in"] > 0
+    assert records[0]["tokens_out"] > 0
+    assert records[0]["cost_usd"] > 0

@@ -95,9 +95,13 @@ async def test_cluster_budgets_add_up(
     await ledger.flush()
 
     spent = {tenant: await ledger.spent(tenant) for tenant in ("alpha", "beta", "gamma")}
+    unsaved = ledger._unsaved()
     await link.close()
 
     assert spent == {"alpha": (0.75, 0.75), "beta": (1.5, 1.5), "gamma": (2.0, 2.0)}
+    # Redis, not the process, holds the amounts.
+    assert unsaved == {}
+    assert float(cluster_client.get(period_keys("alpha", prefix=prefix)[1]) or 0) == 0.75
     for tenant in ("alpha", "beta", "gamma"):
         day_key, month_key = period_keys(tenant, prefix=prefix)
         assert cluster_client.keyslot(day_key) == cluster_client.keyslot(month_key)

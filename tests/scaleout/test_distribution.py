@@ -412,6 +412,23 @@ async def test_watcher_rejects_invalid_policy(
     assert target.policies.published is False
 
 
+async def test_watcher_status_hides_invalid_policy_text(
+    redis_url: str, redis_client: redis.Redis, keys: DistributionKeys, target: FakeTarget,
+) -> None:  # fmt: skip
+    text = b"version: 1\ntiers: sk-live-0123456789abcdef\n"
+    store_bundle(redis_client, Bundle("policy", "p-secret", {"policy.yaml": text}), keys)
+    watcher = DistributionWatcher(target, redis_url, keys=keys, poll_interval_s=3600)
+
+    await watcher.start()
+    await watcher.stop()
+
+    # /readyz shows this status; the problems' text can quote the file's values.
+    status = watcher.status()["policy"]
+    assert status["rejected"] == "p-secret"
+    assert status["rejected_reason"] == "the policy is invalid: 1 problem, at line 2"
+    assert "sk-live" not in str(status)
+
+
 async def test_watcher_survives_unreachable_redis(target: FakeTarget) -> None:
     import socket
 
@@ -454,3 +471,21 @@ async def test_file_matching_published_policy_stops_reload(
     assert target.policies.published is True
     assert target.policies.current.version == serving
     assert watcher.states["policy"].applied == serving
+
+
+def test_following_published_policy_clears_rejected_edit(tmp_path: Path) -> None:
+    path = write_test_policy(tmp_path / "local.yaml")
+    store = PolicyStore(path, 0.0)
+    serving = store.current.version
+    path.write_text(path.read_text(encoding="utf-8") + "unknown_setting: 1\n", encoding="utf-8")
+    store.check_for_change()
+    rejected = store.rejected
+
+    # The file's last good policy is the published version, so the store follows Redis now
+    # and the rejected edit can never be applied.
+    store.follow_published()
+
+    assert rejected is not None
+    assert store.current.version == serving
+    assert store.rejected is None
+    assert store.last_error is None

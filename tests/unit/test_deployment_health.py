@@ -104,6 +104,22 @@ def test_lower_seconds_shorten_counted_cooldown() -> None:
     assert health.cooling() == {"mid": 110.0}
 
 
+def test_limit_cooldowns_keeps_provider_wait() -> None:
+    clock = Clock()
+    health = DeploymentHealth(clock)
+    for _ in range(3):
+        health.failed("edge-a", server_error(), SETTINGS)
+    clock.now += 2
+    # The provider's wait ends before the 30 s cooldown, so the cooldown stays as it is.
+    health.failed("edge-a", UpstreamError("server", "slow down", 429, retry_after_s=20), SETTINGS)
+    assert health.cooling() == {"edge-a": 28.0}
+
+    health.limit_cooldowns(10)
+
+    # 10 s from the cooldown's start would end it before the 20 s that the provider asked for.
+    assert health.cooling() == {"edge-a": 20.0}
+
+
 def test_request_errors_not_counted() -> None:
     health = DeploymentHealth(Clock())
     for _ in range(5):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,38 @@ def test_explain_rejects_unknown_tenant(tmp_path: Path, monkeypatch: pytest.Monk
 
     with pytest.raises(typer.BadParameter, match="no tenant 'team-z'"):
         explain_routing("hi", write_policy(tmp_path / "policy.yaml"), None, "auto", 100, None, "team-z")
+
+
+class EdgeScorer:
+    version = "edge-1"
+    tiers: tuple[str, ...] = ("edge", "mid", "frontier")
+
+    def score(self, messages: list[Any]) -> dict[str, float]:
+        return {"edge": 0.9, "mid": 0.9, "frontier": 0.9}
+
+
+def test_explain_tool_history_skips_toolless(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(UNSET_KEY, "sk-test")
+    monkeypatch.setattr(classifiers, "load_default", EdgeScorer)
+    path = write_policy(tmp_path / "policy.yaml")
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document["tiers"]["edge"]["deployments"][0]["capabilities"] = {"tools": False}
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "get_time", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "What time is it?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "12:00"},
+    ]
+    messages_file = tmp_path / "messages.json"
+    messages_file.write_text(json.dumps(messages), encoding="utf-8")
+
+    plain = explain_routing("What time is it?", path, None, "auto", 100, None).splitlines()
+    with_tools = explain_routing(None, path, messages_file, "auto", 100, None).splitlines()
+
+    assert any(line.startswith("decision    edge -> small") for line in plain)
+    assert any(line.startswith("decision    mid -> medium") for line in with_tools)
+    assert any(line.startswith("skipped     small:") for line in with_tools)

@@ -616,3 +616,19 @@ def test_cached_input_price_changes_cost(tmp_path: Path) -> None:
     )
     # More cached tokens than input tokens are priced as if all input tokens were cached.
     assert cached.cost_usd(1000, 0, 5000) == pytest.approx(1000 * 0.5 / 1e6)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["version: 1\ntiers: " + "[" * 3000 + "]" * 3000 + "\n", "version: 1\ntiers: &loop [*loop]\n"],
+    ids=["deep-nesting", "self-referring-alias"],
+)
+def test_unbounded_nesting_is_policy_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text, encoding="utf-8")
+
+    with pytest.raises(PolicyError) as raised:
+        load_policy(path)
+
+    assert len(raised.value.problems) == 1
+    assert raised.value.problems[0].startswith(f"{path}: ")

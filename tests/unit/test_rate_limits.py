@@ -188,3 +188,24 @@ async def test_ledger_without_redis_drops_expired_token_counts(
     assert await limiter.used("team") == 0
     assert sorted(ledger._local.values()) == [0.75, 0.75]
     assert await ledger.spent("team") == (0.75, 0.75)
+
+
+async def test_ledger_expires_counts_during_outage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ledger = BudgetLedger(BreakerOpenLink())  # type: ignore[arg-type]
+    clock = FakeClock(MINUTE_START)
+    limiter = TokenRateLimiter(ledger, clock=clock)
+    started = time.monotonic()
+    ledger.record("team", 0.5)
+    for minute in range(30):
+        monkeypatch.setattr(time, "monotonic", lambda minute=minute: started + minute * WINDOW_S)
+        clock.now = MINUTE_START + minute * WINDOW_S
+        limiter.record("team", 10)
+        await ledger.flush()
+
+    # Redis would have dropped each token count two minutes after its last write, so only
+    # the last two minutes' counts still wait for Redis, besides the day and month spend.
+    assert len(ledger._unsaved()) == 4
+    assert await limiter.used("team") == 10
+    assert await ledger.spent("team") == (0.5, 0.5)
