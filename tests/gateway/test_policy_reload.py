@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from tests.gateway.conftest import (
     RELOAD_INTERVAL_S,
     GatewayKit,
@@ -139,3 +141,42 @@ async def test_non_utf8_edit_keeps_reloading(kit: GatewayKit) -> None:
     assert ready_during["policy"]["rejected_edit"]["lines"] == [1]
     assert "secret" not in str(ready_during)
     assert ready_after["policy"]["rejected_edit"] is None
+
+
+async def test_failing_reload_hook_keeps_watching(
+    kit: GatewayKit, capfd: pytest.CaptureFixture[str]
+) -> None:
+    kit.write_policy()
+    settings = kit.settings(policy_reload_interval_s=RELOAD_INTERVAL_S)
+    async with kit.running(settings=settings) as gateway:
+        store = gateway.runtime.policies
+        hook = store.on_reload
+        calls = 0
+
+        def failing_once(loaded: Any) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("hook failed")
+            assert hook is not None
+            hook(loaded)
+
+        store.on_reload = failing_once
+        write_yaml(kit.policy_path, policy_document(kit.base_urls, thresholds={"edge": 0.95}))
+        async def hook_failed() -> bool:
+            return calls == 1
+
+        assert await eventually(hook_failed)
+        write_yaml(kit.policy_path, policy_document(kit.base_urls, thresholds={"edge": 0.9}))
+
+        async def second_edit_loaded() -> bool:
+            return store.current.policy.routing.thresholds["edge"] == 0.9
+
+        assert await eventually(second_edit_loaded)
+        response = await gateway.chat(chat_body())
+
+    assert calls == 2
+    assert response.status_code == 200
+    logged = capfd.readouterr()
+    assert "policy_watch_failed" in logged.out + logged.err
+    assert "hook failed" not in logged.out + logged.err
