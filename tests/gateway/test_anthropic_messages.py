@@ -4,9 +4,7 @@ in-process app for outcome records and faults, and the translation functions on 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -15,19 +13,17 @@ import pytest
 
 from router.api.anthropic_format import Translation, to_chat_body, to_message
 from router.api.anthropic_stream import StreamTranslator
-from router.app import create_app
 from router.errors import InvalidRequest
 from tests.gateway.conftest import (
     INTERNAL_ERROR_MESSAGE,
-    TIERS,
     FailingScorer,
     GatewayKit,
-    LiveGateway,
     StubScorer,
     new_api_key,
     tenant_of_key,
 )
-from tests.support.fake_upstream import FakeUpstream
+from tests.gateway.live_stack import LiveStack as BaseLiveStack
+from tests.gateway.live_stack import reset_live_stack, run_live_stack, sse_events
 from tests.support.recorded import SCRIPTED_ANSWER
 from tests.support.scenario import Scenario, ToolCall
 
@@ -60,17 +56,9 @@ UNKNOWN_MODEL_MESSAGE = (
 )
 
 
-@dataclass
-class LiveStack:
-    gateway: LiveGateway
-    fakes: dict[str, FakeUpstream]
-
-    @property
-    def root_url(self) -> str:
-        """The Anthropic base URL: the client appends ``/v1/messages`` itself."""
-        return f"http://127.0.0.1:{self.gateway.port}"
-
+class LiveStack(BaseLiveStack):
     def client(self, api_key: str | None = None) -> Any:
+        """An Anthropic client; it appends ``/v1/messages`` to the root URL itself."""
         return anthropic.Anthropic(
             base_url=self.root_url, api_key=api_key or new_api_key(), max_retries=0, timeout=15
         )
@@ -78,38 +66,12 @@ class LiveStack:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
-    fakes = {tier: FakeUpstream(f"fake-{tier}").start() for tier in TIERS}
-    kit = GatewayKit(tmp_path_factory.mktemp("anthropic-client"), fakes)
-    try:
-        kit.write_policy(timeout_s=5.0)
-        app = create_app(kit.settings(keepalive_interval_s=0.1), StubScorer())
-        with LiveGateway(app) as gateway:
-            yield LiveStack(gateway, fakes)
-    finally:
-        for fake in fakes.values():
-            fake.stop()
+    yield from run_live_stack(tmp_path_factory, "anthropic-client", LiveStack)
 
 
 @pytest.fixture(autouse=True)
 def reset_fakes(request: pytest.FixtureRequest) -> None:
-    """Reset the shared gateway's fakes and cooldowns, which earlier tests' failures start."""
-    if "live" in request.fixturenames:
-        live = request.getfixturevalue("live")
-        for fake in live.fakes.values():
-            fake.reset()
-        live.gateway.runtime.health.keep_only(())
-
-
-def sse_events(lines: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """Pair each ``event:`` line with the JSON of the ``data:`` line after it."""
-    events: list[tuple[str, dict[str, Any]]] = []
-    name = ""
-    for line in lines:
-        if line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            events.append((name, json.loads(line[5:])))
-    return events
+    reset_live_stack(request)
 
 
 def stream_raw(live: LiveStack, body: dict[str, Any]) -> tuple[httpx.Headers, list[str]]:

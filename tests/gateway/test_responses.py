@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -22,7 +21,6 @@ from router.app import create_app
 from router.errors import InvalidRequest
 from tests.gateway.conftest import (
     INTERNAL_ERROR_MESSAGE,
-    TIERS,
     FailingScorer,
     Gateway,
     GatewayKit,
@@ -32,7 +30,8 @@ from tests.gateway.conftest import (
     read_file_records,
     tenant_of_key,
 )
-from tests.support.fake_upstream import FakeUpstream
+from tests.gateway.live_stack import LiveStack as BaseLiveStack
+from tests.gateway.live_stack import reset_live_stack, run_live_stack, sse_events
 from tests.support.recorded import SCRIPTED_ANSWER
 from tests.support.scenario import Scenario, ToolCall
 
@@ -75,11 +74,7 @@ class Weather(BaseModel):
     degrees: int
 
 
-@dataclass
-class LiveStack:
-    gateway: LiveGateway
-    fakes: dict[str, FakeUpstream]
-
+class LiveStack(BaseLiveStack):
     def client(self, api_key: str | None = None) -> openai.OpenAI:
         return openai.OpenAI(
             base_url=self.gateway.base_url,
@@ -95,38 +90,12 @@ class LiveStack:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
-    fakes = {tier: FakeUpstream(f"fake-{tier}").start() for tier in TIERS}
-    kit = GatewayKit(tmp_path_factory.mktemp("responses-client"), fakes)
-    try:
-        kit.write_policy(timeout_s=5.0)
-        app = create_app(kit.settings(keepalive_interval_s=0.1), StubScorer())
-        with LiveGateway(app) as gateway:
-            yield LiveStack(gateway, fakes)
-    finally:
-        for fake in fakes.values():
-            fake.stop()
+    yield from run_live_stack(tmp_path_factory, "responses-client", LiveStack)
 
 
 @pytest.fixture(autouse=True)
 def reset_fakes(request: pytest.FixtureRequest) -> None:
-    """Reset the shared gateway's fakes and cooldowns, which earlier tests' failures start."""
-    if "live" in request.fixturenames:
-        live = request.getfixturevalue("live")
-        for fake in live.fakes.values():
-            fake.reset()
-        live.gateway.runtime.health.keep_only(())
-
-
-def sse_events(lines: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """Pair each ``event:`` line with the JSON of the ``data:`` line after it."""
-    events: list[tuple[str, dict[str, Any]]] = []
-    name = ""
-    for line in lines:
-        if line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            events.append((name, json.loads(line[5:])))
-    return events
+    reset_live_stack(request)
 
 
 def stream_raw(live: LiveStack, body: dict[str, Any]) -> tuple[httpx.Headers, list[str]]:
