@@ -75,12 +75,16 @@ class LimitedTenant:
 
 
 def write_limit_policy(
-    kit: GatewayKit, tenant: LimitedTenant, limit: int | None, **options: Any
+    kit: GatewayKit,
+    tenant: LimitedTenant,
+    limit: int | None,
+    field: str = "requests_per_minute",
+    **options: Any,
 ) -> None:
-    """Write the test policy with ``tenant`` limited to ``limit`` requests per minute."""
+    """Write the test policy with ``tenant``'s ``field`` (a per-minute limit) set to ``limit``."""
     entry: dict[str, Any] = {"key_sha256": [tenant.digest]}
     if limit is not None:
-        entry["requests_per_minute"] = limit
+        entry[field] = limit
     document = policy_document(kit.base_urls, **options)
     document["tenants"] = {"entries": {tenant.name: entry}}
     write_yaml(kit.policy_path, document)
@@ -88,11 +92,18 @@ def write_limit_policy(
 
 @asynccontextmanager
 async def limited_gateway(
-    kit: GatewayKit, tenant: LimitedTenant, *, use_redis: bool = False, **overrides: Any
+    kit: GatewayKit,
+    tenant: LimitedTenant,
+    clock: FakeClock | None = None,
+    *,
+    use_redis: bool = False,
+    **overrides: Any,
 ) -> AsyncIterator[Gateway]:
-    """Run a gateway on the written policy whose rate limiter reads ``FakeClock()``."""
+    """Run a gateway on the written policy whose rate limiters read ``clock``."""
     async with kit.running(settings=kit.settings(use_redis=use_redis, **overrides)) as gateway:
-        gateway.runtime.rate_limits.clock = FakeClock()
+        clock = clock or FakeClock()
+        gateway.runtime.rate_limits.clock = clock
+        gateway.runtime.token_limits.clock = clock
         gateway.tenants.add(tenant.name)
         yield gateway
 

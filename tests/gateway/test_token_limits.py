@@ -7,8 +7,8 @@ of one minute, and tenants have unique names, so their Redis keys are their own.
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from tests.gateway.conftest import (
     StubScorer,
     chat_body,
     parse_sse,
-    policy_document,
     write_yaml,
 )
 from tests.gateway.test_rate_limits import (
@@ -36,8 +35,10 @@ from tests.gateway.test_rate_limits import (
     RETRY_HEADERS,
     FakeClock,
     LimitedTenant,
+    limited_gateway,
     statuses,
     upstream_requests,
+    write_limit_policy,
 )
 from tests.gateway.test_redis_faults import PrivateRedis
 from tests.support.scenario import Scenario
@@ -46,24 +47,7 @@ from tests.support.scenario import Scenario
 def write_token_policy(kit: GatewayKit, tenant: LimitedTenant, limit: int | None,
                        **options: Any) -> None:
     """Write the test policy with ``tenant`` limited to ``limit`` tokens per minute."""
-    entry: dict[str, Any] = {"key_sha256": [tenant.digest]}
-    if limit is not None:
-        entry["tokens_per_minute"] = limit
-    document = policy_document(kit.base_urls, **options)
-    document["tenants"] = {"entries": {tenant.name: entry}}
-    write_yaml(kit.policy_path, document)
-
-
-@asynccontextmanager
-async def token_gateway(
-    kit: GatewayKit, tenant: LimitedTenant, clock: FakeClock | None = None, *,
-    use_redis: bool = False, **overrides: Any
-) -> AsyncIterator[Gateway]:
-    """Run a gateway on the written policy whose token counter reads ``clock``."""
-    async with kit.running(settings=kit.settings(use_redis=use_redis, **overrides)) as gateway:
-        gateway.runtime.token_limits.clock = clock or FakeClock()
-        gateway.tenants.add(tenant.name)
-        yield gateway
+    write_limit_policy(kit, tenant, limit, "tokens_per_minute", **options)
 
 
 async def token_usage(gateway: Gateway, tenant: LimitedTenant) -> Any:
@@ -80,7 +64,7 @@ def tokens(record: dict[str, Any]) -> int:
 async def test_request_after_limit_gets_tokens_429(kit: GatewayKit) -> None:
     tenant = LimitedTenant.new()
     write_token_policy(kit, tenant, 1, cache_enabled=False)
-    async with token_gateway(kit, tenant) as gateway:
+    async with limited_gateway(kit, tenant) as gateway:
         first = await gateway.chat(chat_body(), api_key=tenant.api_key)
         second = await gateway.chat(chat_body(), api_key=tenant.api_key)
         records = await gateway.request_records()
@@ -109,7 +93,7 @@ async def test_request_after_limit_gets_tokens_429(kit: GatewayKit) -> None:
 async def test_usage_reports_tokens_of_answers(kit: GatewayKit) -> None:
     tenant = LimitedTenant.new()
     write_token_policy(kit, tenant, 100_000, cache_enabled=False)
-    async with token_gateway(kit, tenant) as gateway:
+    async with limited_gateway(kit, tenant) as gateway:
         before = await token_usage(gateway, tenant)
         await statuses(gateway, tenant, 2)
         streamed = await gateway.chat(chat_body(stream=True), api_key=tenant.api_key)
@@ -125,7 +109,7 @@ async def test_usage_reports_tokens_of_answers(kit: GatewayKit) -> None:
 async def test_cache_hit_counts_no_tokens(kit: GatewayKit) -> None:
     tenant = LimitedTenant.new()
     write_token_policy(kit, tenant, 100_000)
-    async with token_gateway(kit, tenant) as gateway:
+    async with limited_gateway(kit, tenant) as gateway:
         body = chat_body(temperature=0)
         responses = [await gateway.chat(body, api_key=tenant.api_key) for _ in range(2)]
         usage = await token_usage(gateway, tenant)
@@ -139,7 +123,7 @@ async def test_next_minute_admits_again(kit: GatewayKit) -> None:
     tenant = LimitedTenant.new()
     write_token_policy(kit, tenant, 1, cache_enabled=False)
     clock = FakeClock()
-    async with token_gateway(kit, tenant, clock) as gateway:
+    async with limited_gateway(kit, tenant, clock) as gateway:
         this_minute = await statuses(gateway, tenant, 2)
         clock.now += WINDOW_S
         next_minute = await statuses(gateway, tenant, 2)
@@ -151,7 +135,7 @@ async def test_next_minute_admits_again(kit: GatewayKit) -> None:
 async def test_unlimited_tenant_has_no_token_usage(kit: GatewayKit) -> None:
     tenant = LimitedTenant.new()
     write_token_policy(kit, tenant, None, cache_enabled=False)
-    async with token_gateway(kit, tenant) as gateway:
+    async with limited_gateway(kit, tenant) as gateway:
         codes = await statuses(gateway, tenant, 2)
         usage = await token_usage(gateway, tenant)
 
@@ -165,7 +149,7 @@ async def test_default_token_limit_counts_each_unlisted_key(kit: GatewayKit) -> 
     document = yaml.safe_load(kit.policy_path.read_text(encoding="utf-8"))
     document["tenants"]["default_tokens_per_minute"] = 1
     write_yaml(kit.policy_path, document)
-    async with token_gateway(kit, listed) as gateway:
+    async with limited_gateway(kit, listed) as gateway:
         first_codes = await statuses(gateway, first, 2)
         second_codes = await statuses(gateway, second, 2)
         listed_codes = await statuses(gateway, listed, 2)
@@ -180,7 +164,7 @@ async def test_anthropic_messages_over_token_limit(kit: GatewayKit) -> None:
     write_token_policy(kit, tenant, 1, cache_enabled=False)
     body = {"model": "auto", "max_tokens": 32, "messages": [{"role": "user", "content": "Hi"}]}
     headers = {"x-api-key": tenant.api_key, "anthropic-version": "2023-06-01"}
-    async with token_gateway(kit, tenant) as gateway:
+    async with limited_gateway(kit, tenant) as gateway:
         first = await gateway.client.post("/v1/messages", json=body, headers=headers)
         second = await gateway.client.post("/v1/messages", json=body, headers=headers)
 
@@ -198,9 +182,9 @@ async def test_gateways_share_token_count_through_redis(
     key = token_window_key(tenant.name, int(FROZEN_NOW // WINDOW_S))
     try:
         async with AsyncExitStack() as stack:
-            first = await stack.enter_async_context(token_gateway(
+            first = await stack.enter_async_context(limited_gateway(
                 redis_kit, tenant, use_redis=True, data_dir=redis_kit.tmp_path / "a"))
-            second = await stack.enter_async_context(token_gateway(
+            second = await stack.enter_async_context(limited_gateway(
                 redis_kit, tenant, use_redis=True, data_dir=redis_kit.tmp_path / "b"))
             served = await statuses(first, tenant, 1)
             # The writer moves counts to Redis every 0.2 s; flush now instead of waiting.
@@ -225,7 +209,7 @@ async def test_unlimited_tenant_writes_no_token_key(
 ) -> None:
     tenant = LimitedTenant.new()
     write_token_policy(redis_kit, tenant, None, cache_enabled=False)
-    async with token_gateway(redis_kit, tenant, use_redis=True) as gateway:
+    async with limited_gateway(redis_kit, tenant, use_redis=True) as gateway:
         await statuses(gateway, tenant, 2)
         await gateway.runtime.budgets.flush()
 
@@ -285,7 +269,7 @@ async def test_json_answer_without_usage_counts_estimate(kit: GatewayKit, usage:
     tenant = LimitedTenant.new()
     write_token_policy(kit, tenant, 1, cache_enabled=False)
     kit.fakes["edge"].set_default(Scenario(usage=usage))
-    async with token_gateway(kit, tenant) as gateway:
+    async with limited_gateway(kit, tenant) as gateway:
         codes = await statuses(gateway, tenant, 2)
         records = await gateway.request_records()
 
