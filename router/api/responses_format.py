@@ -49,12 +49,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from router.api.schemas import error_parameter
+from router.api.schemas import error_parameter, null_as_default
 from router.api.translated import compact_parts, invalid_value, required_string
 from router.errors import InvalidRequest
 
@@ -153,13 +152,9 @@ class ResponsesRequest(BaseModel):
     max_tool_calls: int | None = Field(default=None, ge=0)
     prompt_cache_retention: str | None = None
 
-    @field_validator("stream", mode="before")
-    @classmethod
-    def _replace_null_with_default(cls, value: Any, info: ValidationInfo) -> Any:
-        # The openai SDK types it as Optional and sends null when a caller passes None.
-        if value is None and info.field_name is not None:
-            return cls.model_fields[info.field_name].default
-        return value
+    _replace_null_with_default = field_validator("stream", mode="before")(
+        classmethod(lambda cls, value, info: null_as_default(cls, value, info))
+    )
 
     @field_validator("metadata")
     @classmethod

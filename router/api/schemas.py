@@ -83,6 +83,16 @@ class Message(BaseModel):
         return self
 
 
+def null_as_default(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """Return the field's default for a null ``value``, for a ``mode="before"`` validator.
+
+    The openai SDK types some fields as Optional and sends null when a caller passes None.
+    """
+    if value is None and info.field_name is not None:
+        return model.model_fields[info.field_name].default
+    return value
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
@@ -103,13 +113,9 @@ class ChatRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
 
-    @field_validator("stream", "n", mode="before")
-    @classmethod
-    def _replace_null_with_default(cls, value: Any, info: ValidationInfo) -> Any:
-        # The openai SDK types both as Optional and sends null when a caller passes None.
-        if value is None and info.field_name is not None:
-            return cls.model_fields[info.field_name].default
-        return value
+    _replace_null_with_default = field_validator("stream", "n", mode="before")(
+        classmethod(lambda cls, value, info: null_as_default(cls, value, info))
+    )
 
     @field_validator("response_format")
     @classmethod
