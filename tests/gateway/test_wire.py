@@ -338,7 +338,10 @@ def test_client_gone_while_routing_skips_upstream(kit: GatewayKit, live: LiveGat
 @pytest.mark.parametrize("stream", [False, True])
 def test_half_closed_client_counts_as_gone(kit: GatewayKit, live: LiveGateway, stream: bool) -> None:
     # The gateway cannot tell a FIN after the request from a full close before it writes,
-    # so a client that only shuts down its write side is treated as gone.
+    # so a client that only shuts down its write side is treated as gone. The upstream never
+    # responds, so the FIN always arrives before the response, even when this thread loses
+    # the GIL to the gateway's thread between the request and the shutdown.
+    kit.fakes["edge"].set_default(Scenario.hang())
     conn = RawConnection(live.port)
     conn.sock.sendall(request_bytes(chat_body(stream=stream)))
     conn.sock.shutdown(socket.SHUT_WR)
