@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGISendEvent
 
 
 class CoalescingTransport:
@@ -103,7 +105,7 @@ class CoalescingTransport:
 
 
 class Http10ResponseCycle(RequestResponseCycle):
-    """uvicorn's request cycle for an HTTP/1.0 request, which never frames a body as chunked.
+    """uvicorn's request cycle for HTTP/1.0, which sends a body of unknown length unframed.
 
     uvicorn 0.55 sends ``transfer-encoding: chunked`` with every response that has no
     Content-Length, whatever the request's version. HTTP/1.0 clients cannot parse chunked
@@ -165,8 +167,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         # uvicorn builds the request's cycle here and has no hook to choose its class. The
-        # cycle's task is created but has not run yet, so switching the class now changes
-        # every send of the request.
+        # cycle's task has not started yet, so switching the class now changes every send of
+        # the request.
         cycle = self.cycle
         if type(cycle) is RequestResponseCycle and cycle.scope["http_version"] == "1.0":
             cycle.__class__ = Http10ResponseCycle
