@@ -1,7 +1,8 @@
 """The gateway's HTTP/1.1 server protocol: uvicorn's httptools protocol with coalesced writes.
 
 It also calls back the request being served when its connection is lost, without a watcher task
-per request (see ``router.api.disconnect``).
+per request (see ``router.api.disconnect``), and sends a response of unknown length to an
+HTTP/1.0 client unframed instead of chunked (see ``Http10ResponseCycle``).
 
 uvicorn writes a response's status line and headers in one ``transport.write`` and each body
 part in another, and uvloop sends each write to the socket at once.  A JSON response therefore
@@ -15,10 +16,13 @@ send.  A write that no other follows in the same event-loop iteration is sent fr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGISendEvent
 
 
 class CoalescingTransport:
@@ -100,8 +104,56 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+class Http10ResponseCycle(RequestResponseCycle):
+    """uvicorn's request cycle for HTTP/1.0, which sends a body of unknown length unframed.
+
+    uvicorn 0.55 sends ``transfer-encoding: chunked`` with every response that has no
+    Content-Length, whatever the request's version. HTTP/1.0 clients cannot parse chunked
+    framing, and RFC 9112 section 6.1 forbids sending it to them. Here such a response goes
+    out unframed with ``connection: close``, and closing the connection marks its end
+    (RFC 9112 section 6.3, rule 8). Responses with a Content-Length are sent as uvicorn sends
+    them, and uvicorn closes every HTTP/1.0 connection after its response.
+    """
+
+    unframed = False
+    """True when the response has no declared length, so that closing the connection ends it."""
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if message["type"] == "http.response.start" and not self.response_started:
+            if self._has_unknown_length(message["status"], message.get("headers", ())):
+                self.unframed = True
+                self.keep_alive = False
+                # uvicorn adds chunked framing only while this is None.
+                self.chunked_encoding = False
+        elif self.unframed and message["type"] == "http.response.body":
+            # uvicorn writes a body part unframed when it is no longer than the Content-Length
+            # still expected, and completes the response (closing the connection) when nothing
+            # is expected after the last part. Expecting exactly this part's size does both.
+            self.expected_content_length = len(message.get("body", b""))
+        await super().send(message)
+
+    def _has_unknown_length(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        """Return whether uvicorn would add chunked framing to this response.
+
+        It would for a response that may have a body (not to HEAD, not 204 or 304) and sets
+        neither Content-Length nor ``transfer-encoding: chunked``.
+        """
+        if self.scope["method"] == "HEAD" or status in (204, 304):
+            return False
+        for name, value in [*self.default_headers, *headers]:
+            name = name.lower()
+            if name == b"content-length":
+                return False
+            if name == b"transfer-encoding" and value.lower() == b"chunked":
+                return False
+        return True
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol writing through a ``CoalescingTransport``."""
+    """uvicorn's httptools protocol writing through a ``CoalescingTransport``.
+
+    An HTTP/1.0 request gets an ``Http10ResponseCycle`` in place of uvicorn's cycle.
+    """
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # The wrapper has every method of asyncio.Transport that uvicorn calls.
@@ -111,3 +163,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
         if isinstance(self.transport, CoalescingTransport):
             self.transport.connection_lost()
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        # uvicorn builds the request's cycle here and has no hook to choose its class. The
+        # cycle's task has not started yet, so switching the class now changes every send of
+        # the request.
+        cycle = self.cycle
+        if type(cycle) is RequestResponseCycle and cycle.scope["http_version"] == "1.0":
+            cycle.__class__ = Http10ResponseCycle

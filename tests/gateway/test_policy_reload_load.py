@@ -43,6 +43,8 @@ RELOAD_INTERVAL_S = 0.1
 IN_FLIGHT = 8
 PHASE_REQUESTS = 40
 """Requests that each phase completes before the test moves on."""
+AFTER_SWAP_REQUESTS = 20
+"""``auto`` requests sent after the changed policy was swapped in that the test waits for."""
 WAIT_LIMIT_S = 30.0
 """Bound on every wait, so that a gateway that never reloads fails the test instead of hanging it."""
 # Each fake upstream sends its first byte after 10 ms, so requests overlap as in production.
@@ -97,6 +99,10 @@ class Load:
 
     def completed_in(self, phase: str) -> int:
         return sum(1 for request in self.sent if request.phase == phase)
+
+    def completed_since(self, moment: float, requested: str) -> int:
+        """Count the completed requests for ``requested`` sent after ``moment`` (monotonic s)."""
+        return sum(1 for r in self.sent if r.started > moment and r.requested == requested)
 
 
 @contextlib.asynccontextmanager
@@ -191,11 +197,16 @@ async def test_reload_under_load_never_fails_a_request(
             await next_phase("fixed", lambda: store.last_error is None)
             await next_phase("changed", lambda: store.current.version != first_version)
             assert await wait_until(lambda: load.completed_in("changed") >= PHASE_REQUESTS)
+            # The changed phase counts from the write, and on a fast machine its requests can
+            # all finish before the reload swaps the policy in, so wait for later ones too.
+            swapped_at = marks["changed applied"]
+            assert await wait_until(
+                lambda: load.completed_since(swapped_at, "auto") >= AFTER_SWAP_REQUESTS
+            )
         serving_after = store.current.policy.find_deployment(NEW_DEPLOYMENT)
 
     sent = load.sent
     per_phase = Counter(request.phase for request in sent)
-    swapped_at = marks["changed applied"]
     after_swap = [r for r in sent if r.started > swapped_at and r.requested == "auto"]
     new_model_starts = [r.started for r in sent if r.deployment == NEW_DEPLOYMENT]
     upstream_models = {

@@ -1,4 +1,6 @@
-"""The gateway's uvicorn protocol: writes of one loop iteration leave in one send."""
+"""The gateway's uvicorn protocol: writes of one loop iteration leave in one send, and an
+HTTP/1.0 client never gets a chunked body.
+"""
 
 from __future__ import annotations
 
@@ -165,6 +167,21 @@ async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _parts(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Send the body ``one``, ``two`` in two parts without a Content-Length, as a stream does."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"one", "more_body": True})
+    await send({"type": "http.response.body", "body": b"two", "more_body": False})
+
+
+async def _serve(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "http" and scope["path"] == "/parts":
+        await _parts(scope, receive, send)
+    else:
+        await _hello(scope, receive, send)
+
+
 SOCKET_WRITES: list[bytes] = []
 """Every write that reached a live connection's socket transport, in order."""
 
@@ -190,12 +207,12 @@ class _CountingProtocol(GatewayHttpProtocol):
 
 @pytest.fixture
 def live_port() -> Any:
-    """Serve ``_hello`` with GatewayHttpProtocol on a free 127.0.0.1 port."""
+    """Serve ``_parts`` at /parts and ``_hello`` elsewhere with GatewayHttpProtocol on a free port."""
     SOCKET_WRITES.clear()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(_hello, http=_CountingProtocol, lifespan="off",
+    server = uvicorn.Server(uvicorn.Config(_serve, http=_CountingProtocol, lifespan="off",
                                            log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -248,3 +265,43 @@ def test_live_connection_close_after_answer(live_port: int) -> None:
             received += chunk
         assert received.startswith(b"HTTP/1.1 200 OK")
         assert received.endswith(b'{"ok":true}')
+
+
+def _read_to_eof(conn: socket.socket) -> tuple[bytes, bytes]:
+    """Read until the server closes the connection, and return the lower-cased head and the body."""
+    received = b""
+    while chunk := conn.recv(65536):
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return head.lower(), body
+
+
+def test_live_http10_parts_unframed(live_port: int) -> None:
+    with socket.create_connection(("127.0.0.1", live_port), timeout=10) as conn:
+        conn.sendall(b"GET /parts HTTP/1.0\r\nHost: t\r\n\r\n")
+        head, body = _read_to_eof(conn)
+
+    assert head.startswith(b"http/1.1 200 ok")
+    assert b"transfer-encoding" not in head
+    assert b"content-length" not in head
+    assert b"connection: close" in head.split(b"\r\n")
+    assert body == b"onetwo"
+
+
+def test_live_http11_parts_still_chunked(live_port: int) -> None:
+    with socket.create_connection(("127.0.0.1", live_port), timeout=10) as conn:
+        conn.sendall(b"GET /parts HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        head, body = _read_to_eof(conn)
+
+    assert b"transfer-encoding: chunked" in head.split(b"\r\n")
+    assert body == b"3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n"
+
+
+def test_live_http10_sized_body_keeps_length(live_port: int) -> None:
+    with socket.create_connection(("127.0.0.1", live_port), timeout=10) as conn:
+        conn.sendall(b"GET / HTTP/1.0\r\nHost: t\r\n\r\n")
+        head, body = _read_to_eof(conn)
+
+    assert b"content-length: 11" in head.split(b"\r\n")
+    assert b"transfer-encoding" not in head
+    assert body == b'{"ok":true}'
