@@ -342,8 +342,8 @@ def _input_part(part: Any, where: str) -> dict[str, Any]:
 
 def _image_part(part: dict[str, Any], where: str) -> dict[str, Any]:
     if part.get("file_id") is not None:
-        raise invalid_value(f"{where}.file_id", "the gateway stores no files, so send the image "
-                            "as 'image_url' (a URL or a data URL)")
+        raise _unsupported_field(f"{where}.file_id", "the gateway stores no files, so send the "
+                                 "image as 'image_url' (a URL or a data URL)")
     image: dict[str, Any] = {"url": required_string(part, "image_url", where)}
     detail = part.get("detail")
     if detail is not None:
@@ -354,6 +354,12 @@ def _image_part(part: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _file_part(part: dict[str, Any], where: str) -> dict[str, Any]:
+    if part.get("file_id") is not None:
+        raise _unsupported_field(f"{where}.file_id", "the gateway stores no files, so send the "
+                                 "file's content as 'file_data'")
+    if part.get("file_url") is not None:
+        raise _unsupported_field(f"{where}.file_url", "the gateway fetches no URLs, so send the "
+                                 "file's content as 'file_data'")
     if part.get("file_data") is None:
         raise invalid_value(f"{where}.file_data", "the gateway stores no files and fetches no "
                             "URLs, so send the file's content as 'file_data'")
@@ -507,6 +513,14 @@ def _optional(block: dict[str, Any], key: str, kind: type, where: str) -> Any:
 
 
 _TYPE_NAMES = {str: "string", dict: "JSON object", bool: "boolean"}
+
+
+def _unsupported_field(param: str, reason: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"The parameter '{param}' is not supported on {ENDPOINT}: {reason}.",
+        param=param,
+        code="unsupported_parameter",
+    )
 
 
 def _unsupported(what: str, param: str, advice: str) -> InvalidRequest:

@@ -916,8 +916,25 @@ def test_json_schema_format_translation() -> None:
             {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
             "input[0].content[0].file_id",
             (
-                "Invalid value for 'input[0].content[0].file_id': the gateway stores no files, so "
-                "send the image as 'image_url' (a URL or a data URL)."
+                "The parameter 'input[0].content[0].file_id' is not supported on /v1/responses: "
+                "the gateway stores no files, so send the image as 'image_url' (a URL or a data "
+                "URL)."
+            ),
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
+            "input[0].content[0].file_id",
+            (
+                "The parameter 'input[0].content[0].file_id' is not supported on /v1/responses: "
+                "the gateway stores no files, so send the file's content as 'file_data'."
+            ),
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_url": "u"}]}]},
+            "input[0].content[0].file_url",
+            (
+                "The parameter 'input[0].content[0].file_url' is not supported on /v1/responses: "
+                "the gateway fetches no URLs, so send the file's content as 'file_data'."
             ),
         ),
         (
@@ -1004,6 +1021,16 @@ def test_invalid_requests(fields: dict[str, Any], param: str, message: str) -> N
     assert error.param == param
     assert error.message == message
     assert error.status == 400
+
+
+@pytest.mark.parametrize("part_type", ["input_image", "input_file"])
+def test_file_id_unsupported_parameter(part_type: str) -> None:
+    error = translation_error(
+        input=[{"role": "user", "content": [{"type": part_type, "file_id": "file-1"}]}]
+    )
+
+    assert error.code == "unsupported_parameter"
+    assert error.param == "input[0].content[0].file_id"
 
 
 # Response translation ---------------------------------------------------------------------
