@@ -286,7 +286,7 @@ def _final_error(last_error: UpstreamError | None, failures: list[UpstreamError]
             code="context_length_exceeded",
         )
     error: GatewayError
-    if last_error is not None and last_error.kind == "timeout":
+    if failures and all(failure.kind == "timeout" for failure in failures):
         error = UpstreamTimeout("Every eligible deployment timed out. Retry later.")
     else:
         error = UpstreamFailed("Every eligible deployment failed to answer. Retry later.")

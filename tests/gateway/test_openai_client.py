@@ -350,6 +350,26 @@ def test_timeout_raises_internal_server_error(
     }
 
 
+def test_timeout_after_errors_is_502(tmp_path: Path, fakes: dict[str, FakeUpstream]) -> None:
+    fakes["edge"].set_default(Scenario.http_error(503, "overloaded"))
+    fakes["mid"].set_default(Scenario.http_error(503, "overloaded"))
+    fakes["frontier"].set_default(Scenario.hang())
+    kit = GatewayKit(tmp_path, fakes)
+    kit.write_policy(timeout_s=0.3)
+    with LiveGateway(create_app(kit.settings(), StubScorer())) as gateway:
+        client = openai.OpenAI(
+            base_url=gateway.base_url, api_key=new_api_key(), timeout=15, max_retries=0
+        )
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.chat.completions.create(model="auto", messages=MESSAGES)
+
+    # Only the last deployment timed out, so "every eligible deployment timed out" is false.
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_error"
+    assert "x-should-retry" not in caught.value.response.headers
+    assert [len(fake.requests) for fake in fakes.values()] == [1, 1, 1]
+
+
 def test_cut_stream_raises_api_error(live: LiveStack) -> None:
     live.fakes["edge"].enqueue(Scenario.cut(after_events=3))
     stream = live.client().chat.completions.create(model="auto", messages=MESSAGES, stream=True)
