@@ -104,7 +104,7 @@ class Dispatcher:
             if self.health is not None:
                 self.health.succeeded(candidate.deployment.name)
             return candidate, completion
-        raise _final_error(last_error, self.failures)
+        raise _final_error(last_error, self.failures, self.attempts)
 
     async def open_stream(
         self, candidates: tuple[Candidate, ...], body: dict[str, Any]
@@ -149,7 +149,7 @@ class Dispatcher:
             if release is not None:
                 stream = _holding(stream, release)
             return candidate, first, stream
-        raise _final_error(last_error, self.failures)
+        raise _final_error(last_error, self.failures, self.attempts)
 
     def _ordered(self, candidates: tuple[Candidate, ...]) -> Sequence[Candidate]:
         # Cooling deployments go to the end first, so that the weighted draw picks among the
@@ -268,7 +268,9 @@ def _is_completion(completion: Any) -> bool:
     return isinstance(choices, list) and bool(choices) and all(isinstance(c, dict) for c in choices)
 
 
-def _final_error(last_error: UpstreamError | None, failures: list[UpstreamError]) -> GatewayError:
+def _final_error(
+    last_error: UpstreamError | None, failures: list[UpstreamError], attempts: list[Attempt]
+) -> GatewayError:
     if failures and all(failure.status == 429 for failure in failures):
         # The client's retry can succeed once the soonest deployment takes requests again, so
         # it gets a 429 with that wait instead of a 502 that it retries after its own backoff.
@@ -287,7 +289,13 @@ def _final_error(last_error: UpstreamError | None, failures: list[UpstreamError]
         )
     error: GatewayError
     if failures and all(failure.kind == "timeout" for failure in failures):
-        error = UpstreamTimeout("Every eligible deployment timed out. Retry later.")
+        # Deployment names are public (GET /v1/models lists them), and the operator's fix is
+        # usually a longer timeout_s for one of them.
+        names = ", ".join(dict.fromkeys(a.deployment for a in attempts if a.error == "timeout"))
+        error = UpstreamTimeout(
+            f"Every eligible deployment timed out: {names}. Retry later, or ask the gateway's "
+            "operators to raise these deployments' timeout_s."
+        )
     else:
         error = UpstreamFailed("Every eligible deployment failed to answer. Retry later.")
     if failures and all(failure.retry_after_s is not None for failure in failures):

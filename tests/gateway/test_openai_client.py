@@ -343,7 +343,8 @@ def test_timeout_raises_internal_server_error(
     assert sum(len(fake.requests) for fake in fakes.values()) == 3
     assert caught.value.code == "upstream_timeout"
     assert caught.value.body == {
-        "message": "Every eligible deployment timed out. Retry later.",
+        "message": "Every eligible deployment timed out: edge-small, mid-medium, frontier-large. "
+        "Retry later, or ask the gateway's operators to raise these deployments' timeout_s.",
         "type": "api_error",
         "param": None,
         "code": "upstream_timeout",

@@ -229,7 +229,8 @@ async def test_every_tier_silent_gets_504(kit: GatewayKit) -> None:
         fake.set_default(Scenario.hang())
     expected = {
         "error": {
-            "message": "Every eligible deployment timed out. Retry later.",
+            "message": "Every eligible deployment timed out: edge-small, mid-medium, frontier-large. "
+            "Retry later, or ask the gateway's operators to raise these deployments' timeout_s.",
             "type": "api_error",
             "param": None,
             "code": "upstream_timeout",
