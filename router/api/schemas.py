@@ -7,6 +7,7 @@ the provider endpoint or credentials are rejected.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import (
@@ -147,12 +148,7 @@ class ChatRequest(BaseModel):
     @property
     def has_tool_messages(self) -> bool:
         """Tell whether a message carries tool calls or is a tool or function result."""
-        return any(
-            message.tool_calls
-            or message.role in ("tool", "function")
-            or (message.model_extra or {}).get("function_call") is not None
-            for message in self.messages
-        )
+        return has_tool_messages(self.messages)
 
     @property
     def content_part_types(self) -> frozenset[str]:
@@ -165,21 +161,26 @@ class ChatRequest(BaseModel):
         )
 
 
-def has_tool_messages(messages: list[Any]) -> bool:
-    """Tell whether raw message dicts carry tool calls or tool or function results.
+def has_tool_messages(messages: Iterable[Any]) -> bool:
+    """Tell whether any message carries tool calls or is a tool or function result.
 
-    The rule of ``ChatRequest.has_tool_messages``, for messages that were not validated, as
-    ``tierwise policy explain`` reads them from a file.
+    Takes validated ``Message`` objects, or the raw dicts that ``tierwise policy explain``
+    reads from a file; other items count as plain messages.
     """
-    return any(
-        isinstance(message, dict)
-        and (
-            bool(message.get("tool_calls"))
-            or message.get("role") in ("tool", "function")
-            or message.get("function_call") is not None
-        )
-        for message in messages
-    )
+    calls: Any
+    role: Any
+    for message in messages:
+        if isinstance(message, Message):
+            calls, role = message.tool_calls, message.role
+            legacy_call = (message.model_extra or {}).get("function_call")
+        elif isinstance(message, dict):
+            calls, role = message.get("tool_calls"), message.get("role")
+            legacy_call = message.get("function_call")
+        else:
+            continue
+        if calls or role in ("tool", "function") or legacy_call is not None:
+            return True
+    return False
 
 
 def error_parameter(location: tuple[Any, ...]) -> str:
