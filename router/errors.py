@@ -165,7 +165,7 @@ class RequestRateExceeded(GatewayError):
 
 
 class TokenRateExceeded(GatewayError):
-    """Raised when a tenant's answers this minute have used its ``tokens_per_minute``."""
+    """Raised when a tenant's completions this minute have used its ``tokens_per_minute``."""
 
     status = 429
     # OpenAI's API sends this type with its own tokens-per-minute errors.
@@ -204,7 +204,7 @@ class TierNotAllowed(GatewayError):
     """Raised when a key requests by name a deployment in a tier that its tenant may not use."""
 
     status = 403
-    # OpenAI's API answers a model that a key may not use with a 403 of this type.
+    # OpenAI's API returns a 403 of this type for a model that a key may not use.
     error_type = "invalid_request_error"
     default_code = "tier_blocked"
 

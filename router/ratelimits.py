@@ -15,8 +15,8 @@ the tenant can send up to the limit times the number of replicas.
 A fixed window lets a tenant send up to twice its limit within a short span around a minute
 boundary: the whole limit at the end of one minute and again at the start of the next.
 
-Tokens are known only once an answer is complete, so a token limit admits requests while the
-tokens of the tenant's answers in the current minute are below the limit, and the request
+Tokens are known only once a completion has ended, so a token limit admits requests while the
+tokens of the tenant's completions in the current minute are below the limit, and the request
 that crosses it is served in full. Concurrent requests can therefore overshoot the limit by
 what they use together. Token counts go through the budget ledger (``router.budgets``): added
 in memory at once and moved to Redis with ``INCRBYFLOAT`` every 0.2 s, so another replica
@@ -144,7 +144,7 @@ class TokenRateLimiter:
         """Source of wall-clock time in seconds since the epoch, which tests replace."""
 
     def record(self, tenant: str, tokens: int) -> None:
-        """Add ``tokens`` to the tenant's count in the current minute; never blocks."""
+        """Add ``tokens`` to the tenant's count in the current minute, in memory only."""
         if tokens > 0:
             key = token_window_key(tenant, int(self.clock() // WINDOW_S), self.prefix)
             self.ledger.add(key, tokens, KEY_TTL_S)

@@ -234,7 +234,7 @@ def rate_limit_of(tenant: TenantContext, policy: Policy) -> int | None:
 def token_limit_of(tenant: str, policy: Policy) -> int | None:
     """Return the tokens_per_minute of the tenant named ``tenant`` under ``policy``.
 
-    Takes the name rather than the tenant's context because ``finish`` knows only the name.
+    Takes the name rather than the tenant's context because ``finish`` has only the name.
     Generated names (unlisted keys, ``anonymous``) never match a policy tenant's name.
     """
     config = policy.tenants.entries.get(tenant)

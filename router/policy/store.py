@@ -110,8 +110,8 @@ class PolicyStore:
             try:
                 self.check_for_change()
             except Exception as exc:  # noqa: BLE001 - a failed check must not end the watch
-                # The gateway's own fault, in a reload hook say. Later edits still load, and
-                # the log names only the exception's type, because its text can quote the file.
+                # The gateway's own fault, for example in a reload hook. Later edits still load,
+                # and the log names only the exception's type, because its text can quote the file.
                 log.error("policy_watch_failed", path=str(self.path), error=type(exc).__name__,
                           effect="this check was skipped; the watch goes on")
 

@@ -90,7 +90,7 @@ async def test_request_after_limit_gets_tokens_429(kit: GatewayKit) -> None:
     assert records[1]["error"] == "rate_limit_exceeded"
 
 
-async def test_usage_reports_tokens_of_answers(kit: GatewayKit) -> None:
+async def test_usage_reports_completion_tokens(kit: GatewayKit) -> None:
     tenant = LimitedTenant.new()
     write_token_policy(kit, tenant, 100_000, cache_enabled=False)
     async with limited_gateway(kit, tenant) as gateway:

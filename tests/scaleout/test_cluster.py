@@ -99,7 +99,7 @@ async def test_cluster_budgets_add_up(
     await link.close()
 
     assert spent == {"alpha": (0.75, 0.75), "beta": (1.5, 1.5), "gamma": (2.0, 2.0)}
-    # Redis, not the process, holds the amounts.
+    # The amounts are in Redis, not in the process.
     assert unsaved == {}
     assert float(cluster_client.get(period_keys("alpha", prefix=prefix)[1]) or 0) == 0.75
     for tenant in ("alpha", "beta", "gamma"):
