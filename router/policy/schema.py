@@ -31,6 +31,8 @@ LOCAL_MODEL_HOST = "127.0.0.1"
 
 # litellm model prefixes whose upstreams speak the OpenAI protocol, so the direct path can
 # forward requests without translation.
+# The direct path renames max_tokens to max_completion_tokens for this host (see Deployment).
+OPENAI_API_HOST = "api.openai.com"
 OPENAI_COMPATIBLE_PREFIXES = ("openai/", "hosted_vllm/", "openai_like/", "llamafile/", "lm_studio/")
 
 
@@ -49,6 +51,17 @@ class Price(StrictModel):
         description="Price of input tokens that the provider read from its prompt cache "
         "(usage.prompt_tokens_details.cached_tokens); without it they cost input_per_million.",
     )
+
+    @model_validator(mode="after")
+    def _cached_input_not_dearer(self) -> Price:
+        cached = self.cached_input_per_million
+        if cached is not None and cached > self.input_per_million:
+            raise ValueError(
+                f"cached_input_per_million ({cached:g}) is above input_per_million "
+                f"({self.input_per_million:g}); providers charge less for input read from their "
+                "prompt cache, so one of the two prices is probably mistyped"
+            )
+        return self
 
 
 class Capabilities(StrictModel):
@@ -147,6 +160,13 @@ class Deployment(StrictModel):
         description="max_tokens sent when the request sets none; base models otherwise "
         "generate until their context is full.",
     )
+    output_limit_param: Literal["auto", "max_tokens", "max_completion_tokens"] = Field(
+        default="auto",
+        description="The name under which the request's output-token limit is sent. auto: "
+        "max_completion_tokens on the direct path to api.openai.com, whose reasoning models "
+        "reject max_tokens; max_tokens for the local model, whose server reads only that; "
+        "otherwise the name the client used.",
+    )
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     max_in_flight: int | None = Field(
@@ -195,6 +215,17 @@ class Deployment(StrictModel):
         """The model name sent upstream on the direct path (the litellm prefix removed)."""
         provider, _, rest = self.model.partition("/")
         return rest if rest and f"{provider}/" in OPENAI_COMPATIBLE_PREFIXES else self.model
+
+    @cached_property
+    def sent_output_limit_param(self) -> str | None:
+        """The parameter name the output-token limit goes upstream under, or None for as sent."""
+        if self.output_limit_param != "auto":
+            return self.output_limit_param
+        if self.local_model:
+            return "max_tokens"
+        if self.uses_direct_path and urlsplit(self.api_base or "").hostname == OPENAI_API_HOST:
+            return "max_completion_tokens"
+        return None
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None

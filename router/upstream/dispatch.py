@@ -238,17 +238,23 @@ def _upstream_body(
 ) -> dict[str, Any]:
     upstream = dict(body)
     upstream["model"] = deployment.upstream_model if deployment.uses_direct_path else deployment.model
-    if deployment.local_model and upstream.get("max_completion_tokens") is not None:
-        # The bundled llama.cpp server (llama-cpp-python 0.3.36) ignores max_completion_tokens,
-        # the limit that current OpenAI clients send, and reads only max_tokens. The copy
+    limit_param = deployment.sent_output_limit_param
+    if limit_param == "max_tokens" and upstream.get("max_completion_tokens") is not None:
+        # Some servers, the bundled llama.cpp server (llama-cpp-python 0.3.36) among them,
+        # ignore max_completion_tokens, the limit that current OpenAI clients send. This limit
         # wins over a max_tokens sent beside it, as in the gateway's context-window check.
-        upstream["max_tokens"] = upstream["max_completion_tokens"]
+        upstream["max_tokens"] = upstream.pop("max_completion_tokens")
+    elif limit_param == "max_completion_tokens" and "max_tokens" in upstream:
+        # OpenAI's reasoning models reject max_tokens; every OpenAI chat model reads this one.
+        limit = upstream.pop("max_tokens")
+        if upstream.get("max_completion_tokens") is None:
+            upstream["max_completion_tokens"] = limit
     if (
         deployment.default_max_tokens is not None
         and upstream.get("max_tokens") is None
         and upstream.get("max_completion_tokens") is None
     ):
-        upstream["max_tokens"] = deployment.default_max_tokens
+        upstream[limit_param or "max_tokens"] = deployment.default_max_tokens
     if streaming:
         # Usage is always asked for, because cost accounting needs it; the gateway drops the
         # usage chunk again when the client did not ask for it.

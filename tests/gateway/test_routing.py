@@ -369,7 +369,62 @@ async def test_local_model_gets_limit_as_max_tokens(
     assert response.status_code == 200
     received = kit.fakes["edge"].requests[0].body
     assert received["max_tokens"] == expected_max_tokens
-    assert received.get("max_completion_tokens") == limits.get("max_completion_tokens")
+    assert "max_completion_tokens" not in received
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        ({}, 64),
+        ({"max_tokens": 7}, 7),
+        ({"max_completion_tokens": 5}, 5),
+        ({"max_completion_tokens": 5, "max_tokens": 7}, 5),
+        ({"max_completion_tokens": None, "max_tokens": 7}, 7),
+    ],
+)
+async def test_output_limit_param_renames_max_tokens(
+    kit: GatewayKit, limits: dict[str, int | None], expected: int
+) -> None:
+    document = policy_document(kit.base_urls)
+    document["tiers"]["mid"]["deployments"][0].update(
+        output_limit_param="max_completion_tokens", default_max_tokens=64)
+    write_yaml(kit.policy_path, document)
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(model="mid-medium", **limits))
+
+    assert response.status_code == 200
+    received = kit.fakes["mid"].requests[0].body
+    assert received["max_completion_tokens"] == expected
+    assert "max_tokens" not in received
+
+
+async def test_responses_limit_follows_output_limit_param(kit: GatewayKit) -> None:
+    # The Responses API's max_output_tokens becomes max_tokens, renamed for the deployment.
+    document = policy_document(kit.base_urls)
+    document["tiers"]["mid"]["deployments"][0]["output_limit_param"] = "max_completion_tokens"
+    write_yaml(kit.policy_path, document)
+    body = {"model": "mid-medium", "input": "Hello", "max_output_tokens": 16}
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.client.post(
+            "/v1/responses", json=body, headers={"authorization": "Bearer sk-test"})
+
+    assert response.status_code == 200
+    received = kit.fakes["mid"].requests[0].body
+    assert received["max_completion_tokens"] == 16
+    assert "max_tokens" not in received
+
+
+async def test_explicit_max_tokens_param_renames_max_completion_tokens(kit: GatewayKit) -> None:
+    document = policy_document(kit.base_urls)
+    document["tiers"]["mid"]["deployments"][0]["output_limit_param"] = "max_tokens"
+    write_yaml(kit.policy_path, document)
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(model="mid-medium", max_completion_tokens=5))
+
+    assert response.status_code == 200
+    received = kit.fakes["mid"].requests[0].body
+    assert received["max_tokens"] == 5
+    assert "max_completion_tokens" not in received
 
 
 async def test_hosted_model_keeps_max_completion_tokens(kit: GatewayKit) -> None:
