@@ -43,9 +43,10 @@ from router.errors import (
 from router.outcomes.record import Outcome
 from router.policy.loader import LoadedPolicy
 from router.policy.schema import TIER_ORDER, Policy
+from router.ratelimits import estimate_prompt_tokens
 from router.routing.category import prompt_category
 from router.routing.decide import Decision, RequestNeeds, decide, highest_tier
-from router.routing.tokens import count_prompt_tokens
+from router.routing.tokens import count_prompt_tokens, message_texts
 from router.runtime import Runtime
 from router.upstream.base import UpstreamHeaders
 from router.upstream.dispatch import Dispatcher
@@ -117,6 +118,9 @@ async def serve_chat(
         token_limit = token_limit_of(tenant.name, loaded.policy)
         if token_limit is not None:
             await runtime.token_limits.check(tenant.name, token_limit)
+            messages = body["messages"]
+            outcome.token_reservation = runtime.token_limits.reserve(
+                tenant.name, estimate_prompt_tokens(message_texts(messages), len(messages)))
         if tenant.config is not None:
             await runtime.budgets.check(tenant.name, tenant.config.budget)
         hint = header(request, b"x-tierwise-min-tier")
@@ -488,8 +492,10 @@ def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
     record = outcome.as_record(policy)
     runtime.outcomes.emit(record)
     runtime.budgets.record(outcome.tenant, record["cost_usd"])
-    if not outcome.cache_hit and token_limit_of(outcome.tenant, policy) is not None:
-        runtime.token_limits.record(outcome.tenant, outcome.tokens_in + outcome.tokens_out)
+    reservation = outcome.token_reservation
+    if reservation is not None or token_limit_of(outcome.tenant, policy) is not None:
+        used = 0 if outcome.cache_hit else outcome.tokens_in + outcome.tokens_out
+        runtime.token_limits.record(outcome.tenant, used, reservation)
     runtime.metrics.observe(record, policy, outcome.category)
     runtime.dashboard.observe(record, outcome.category)
     log.info(

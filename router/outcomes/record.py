@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from router.policy.schema import Deployment, Policy
 from router.upstream.base import UpstreamHeaders
+
+if TYPE_CHECKING:
+    from router.ratelimits import TokenReservation
 
 _log = structlog.get_logger("tierwise.outcomes")
 MAX_TOKEN_COUNT = 1_000_000_000
@@ -50,6 +53,9 @@ class Outcome:
     prompt: Any = None
     client_request_id: str | None = None
     """The client's own x-request-id when the gateway issued another id in its place."""
+    token_reservation: TokenReservation | None = None
+    """Prompt tokens estimated at admission and counted against the tenant's token limit
+    until the request ends (``router.ratelimits``); never written to the record."""
     upstream: UpstreamHeaders | None = None
     """Headers of the deployment whose response was used, passed on to the client. None for a
     cache hit."""

@@ -6,6 +6,7 @@ of one minute, and tenants have unique names, so their Redis keys are their own.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -19,7 +20,12 @@ import yaml
 
 from router.app import create_app
 from router.budgets import BudgetLedger
-from router.ratelimits import WINDOW_S, TokenRateLimiter, token_window_key
+from router.ratelimits import (
+    WINDOW_S,
+    TokenRateLimiter,
+    estimate_prompt_tokens,
+    token_window_key,
+)
 from router.redis_link import RedisLink
 from tests.gateway.conftest import (
     Gateway,
@@ -130,6 +136,47 @@ async def test_next_minute_admits_again(kit: GatewayKit) -> None:
 
     assert this_minute == [200, 429]
     assert next_minute == [200, 429]
+
+
+async def test_request_in_flight_counts_its_prompt_estimate(kit: GatewayKit) -> None:
+    # A 2,008-byte prompt is estimated at 506 tokens, over the limit of 100 on its own.
+    prompt = "Tell me about the weather today. " * 60 + "Please answer in detail too."
+    tenant = LimitedTenant.new()
+    write_token_policy(kit, tenant, 100, cache_enabled=False)
+    for fake in kit.fakes.values():
+        fake.enqueue(Scenario.pause(after_events=1, seconds=1.0))
+    async with limited_gateway(kit, tenant) as gateway:
+        slow = asyncio.create_task(
+            gateway.chat(chat_body(prompt, stream=True), api_key=tenant.api_key))
+        while not any(fake.requests for fake in kit.fakes.values()):
+            await asyncio.sleep(0.01)
+        during = await token_usage(gateway, tenant)
+        concurrent = await gateway.chat(chat_body(), api_key=tenant.api_key)
+        finished = await slow
+        after = await token_usage(gateway, tenant)
+        records = await gateway.request_records()
+
+    assert estimate_prompt_tokens([prompt], 1) == 506
+    assert during == {"limit": 100, "used": 506}
+    assert concurrent.status_code == 429
+    assert finished.status_code == 200
+    assert parse_sse(finished.content).done
+    # The estimate is taken back; the answer's own tokens count.
+    assert after == {"limit": 100, "used": tokens(records[0])}
+
+
+async def test_failed_request_takes_its_estimate_back(kit: GatewayKit) -> None:
+    tenant = LimitedTenant.new()
+    write_token_policy(kit, tenant, 100_000, cache_enabled=False)
+    for fake in kit.fakes.values():
+        fake.enqueue(Scenario.http_error(
+            400, "Invalid value for 'logit_bias'.", "invalid_request_error", param="logit_bias"))
+    async with limited_gateway(kit, tenant) as gateway:
+        failed = await gateway.chat(chat_body(), api_key=tenant.api_key)
+        usage = await token_usage(gateway, tenant)
+
+    assert failed.status_code == 400
+    assert usage == {"limit": 100_000, "used": 0}
 
 
 async def test_unlimited_tenant_has_no_token_usage(kit: GatewayKit) -> None:
