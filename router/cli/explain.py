@@ -82,7 +82,7 @@ def explain_routing(
     floor = policy.routing.category_floors.get(category)
     lines.append(f"category    {category}" + (f" (starts at the {floor} tier)" if floor else ""))
     for tier, _ in policy.ordered_tiers():
-        threshold = policy.routing.thresholds.get(tier)
+        threshold = policy.thresholds_for(model).get(tier)
         rule = f">= {threshold:.3f} to choose" if threshold is not None else "fallback tier"
         score = f"{scores[tier]:.3f}" if tier in scores else "-"
         lines.append(f"score       {tier:<9} {score:>6}   ({rule})")

@@ -48,11 +48,14 @@ def _alias_changes(old: Policy, new: Policy) -> list[str]:
     changes = [f"Router alias '{name}' is added." for name in new.aliases.keys() - old.aliases.keys()]
     changes += [f"Router alias '{name}' is removed." for name in old.aliases.keys() - new.aliases.keys()]
     for name in sorted(old.aliases.keys() & new.aliases.keys()):
-        if old.aliases[name].min_tier != new.aliases[name].min_tier:
-            changes.append(
-                f"Router alias '{name}' minimum tier changes from "
-                f"{old.aliases[name].min_tier or 'none'} to {new.aliases[name].min_tier or 'none'}."
-            )
+        a, b = old.aliases[name], new.aliases[name]
+        for field, words in (("min_tier", "minimum"), ("max_tier", "maximum")):
+            if getattr(a, field) != getattr(b, field):
+                changes.append(
+                    f"Router alias '{name}' {words} tier changes from "
+                    f"{getattr(a, field) or 'none'} to {getattr(b, field) or 'none'}."
+                )
+        changes += _field_changes(f"Router alias '{name}'", a.thresholds, b.thresholds, "thresholds.")
     return sorted(changes)
 
 

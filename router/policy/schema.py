@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -270,11 +271,6 @@ class Tier(StrictModel):
     )
 
 
-class Alias(StrictModel):
-    description: str = "Routed to the cheapest tier the classifier expects to answer well."
-    min_tier: Literal["edge", "mid", "frontier"] | None = None
-
-
 TierName = Literal["edge", "mid", "frontier"]
 
 
@@ -311,6 +307,38 @@ class Cooldown(StrictModel):
         default=30.0, gt=0, allow_inf_nan=False,
         description="How long requests try the deployment only after every other candidate.",
     )
+
+
+class Alias(StrictModel):
+    """A router name that clients request as ``model``, with its own bounds on the tiers."""
+
+    description: str = "Routed to the cheapest tier the classifier expects to answer well."
+    min_tier: TierName | None = None
+    max_tier: TierName | None = Field(
+        default=None,
+        description="The most capable tier this alias uses, also when a cheaper tier fails.",
+    )
+    thresholds: dict[
+        Annotated[str, AfterValidator(_check_tier_name)],
+        Annotated[float, AfterValidator(_check_threshold)],
+    ] = Field(
+        default_factory=dict,
+        description="Tier -> threshold for this alias, in place of routing.thresholds for that "
+        "tier: lower values send more of its traffic to cheaper tiers.",
+    )
+
+    @model_validator(mode="after")
+    def _check_tier_bounds(self) -> Alias:
+        if (
+            self.min_tier is not None
+            and self.max_tier is not None
+            and TIER_ORDER.index(self.min_tier) > TIER_ORDER.index(self.max_tier)
+        ):
+            raise ValueError(
+                f"min_tier {self.min_tier!r} is above max_tier {self.max_tier!r}, so no tier "
+                "is left for this alias"
+            )
+        return self
 
 
 class Routing(StrictModel):
@@ -580,6 +608,18 @@ class Policy(StrictModel):
     def smallest_context_window(self) -> int:
         """The smallest context window of any deployment, computed once per loaded policy."""
         return min(d.context_window for d in self.all_deployments())
+
+    def thresholds_for(self, alias: str) -> Mapping[str, float]:
+        """The routing thresholds of the router alias ``alias``: its own over the policy's."""
+        return self._alias_thresholds.get(alias, self.routing.thresholds)
+
+    @cached_property
+    def _alias_thresholds(self) -> dict[str, dict[str, float]]:
+        return {
+            name: {**self.routing.thresholds, **alias.thresholds}
+            for name, alias in self.aliases.items()
+            if alias.thresholds
+        }
 
     def has_model(self, name: str) -> bool:
         """Whether ``name`` is a router alias or a deployment name of this policy."""

@@ -127,7 +127,9 @@ def decide(
             _raise_for(skips, needs, describe_unavailable_model(requested, tier, skips))
         return Decision(tier, (Candidate(tier, deployment),), "model requested by name", None)
 
-    excluded = _excluded_tiers(policy, min_tier, blocked_tiers)
+    alias = policy.aliases.get(requested)
+    max_tier = alias.max_tier if alias is not None else None
+    excluded = _excluded_tiers(policy, min_tier, blocked_tiers, max_tier)
     per_tier = {
         tier: [
             Candidate(tier, d)
@@ -162,7 +164,7 @@ def decide(
             unused = dict(sorted(unused.items(), key=lambda item: TIER_ORDER.index(item[0])))
             usable = at_or_above
 
-    chosen, reason = _choose_tier(usable, scores, policy.routing.thresholds, unused)
+    chosen, reason = _choose_tier(usable, scores, policy.thresholds_for(requested), unused)
     if floor_note is not None:
         reason = f"{reason}; {floor_note}"
     chain = list(per_tier[chosen])
@@ -242,13 +244,18 @@ def _first_adequate_tier(
 
 
 def _excluded_tiers(
-    policy: Policy, min_tier: str | None, blocked_tiers: frozenset[str]
+    policy: Policy,
+    min_tier: str | None,
+    blocked_tiers: frozenset[str],
+    max_tier: str | None = None,
 ) -> dict[str, str]:
     """Map each policy tier the request may not use to the reason, worded to follow "is"."""
     excluded: dict[str, str] = {}
     for tier, _ in policy.ordered_tiers():
         if min_tier is not None and TIER_ORDER.index(tier) < TIER_ORDER.index(min_tier):
             excluded[tier] = f"below the minimum tier {min_tier}"
+        elif max_tier is not None and TIER_ORDER.index(tier) > TIER_ORDER.index(max_tier):
+            excluded[tier] = f"above the alias's maximum tier {max_tier}"
         elif tier in blocked_tiers:
             excluded[tier] = "blocked for this API key"
     return excluded

@@ -341,6 +341,38 @@ async def test_anthropic_tool_history_skips_toolless_tier(kit: GatewayKit) -> No
     assert kit.fakes["edge"].requests == []
 
 
+async def test_alias_max_tier_never_reaches_frontier(kit: GatewayKit) -> None:
+    document = policy_document(kit.base_urls)
+    document["aliases"]["auto-budget"] = {"max_tier": "mid"}
+    write_yaml(kit.policy_path, document)
+    kit.fakes["mid"].enqueue(Scenario.http_error(503, "Overloaded"))
+    async with kit.running(settings=kit.settings(), scorer=StubScorer(edge=0.1, mid=0.1)) as gateway:
+        failed = await gateway.chat(chat_body(model="auto-budget"))
+        served = await gateway.chat(chat_body(model="auto-budget"))
+        models = (await gateway.client.get("/v1/models")).json()
+
+    assert failed.status_code == 502
+    assert served.status_code == 200
+    assert served.headers["x-tierwise-tier"] == "mid"
+    assert kit.fakes["frontier"].requests == []
+    assert "auto-budget" in [model["id"] for model in models["data"]]
+
+
+async def test_alias_thresholds_route_more_to_cheaper_tiers(kit: GatewayKit) -> None:
+    document = policy_document(kit.base_urls)
+    document["aliases"]["auto-economy"] = {"thresholds": {"edge": 0.4}}
+    write_yaml(kit.policy_path, document)
+    body = {"temperature": 0}
+    async with kit.running(settings=kit.settings(), scorer=StubScorer(edge=0.5, mid=0.5)) as gateway:
+        economy = await gateway.chat(chat_body(model="auto-economy", **body))
+        default = await gateway.chat(chat_body(model="auto", **body))
+
+    assert economy.headers["x-tierwise-tier"] == "edge"
+    assert default.headers["x-tierwise-tier"] == "frontier"
+    # Each alias routes on its own, so the second request is no cache hit of the first.
+    assert default.headers["x-tierwise-cache"] == "miss"
+
+
 def write_local_edge_policy(kit: GatewayKit) -> None:
     """Write a policy whose edge deployment is a local model (served here by the edge fake)."""
     document = policy_document(kit.base_urls)

@@ -73,3 +73,14 @@ def test_category_floor_changes_read_as_sentences() -> None:
         "Legal prompts now start at the mid tier.",
         "Math prompts start at the frontier tier instead of mid.",
     ]
+
+
+def test_alias_bounds_and_thresholds_are_described() -> None:
+    old = {**BASE, "aliases": {"auto": {}, "cheap": {"thresholds": {"edge": 0.5}}}}
+    new = {**BASE, "aliases": {"auto": {"max_tier": "edge"},
+                               "cheap": {"min_tier": "edge", "thresholds": {"edge": 0.4}}}}
+    assert describe_changes(Policy.model_validate(old), Policy.model_validate(new)) == [
+        "Router alias 'auto' maximum tier changes from none to edge.",
+        "Router alias 'cheap' minimum tier changes from none to edge.",
+        "Router alias 'cheap': thresholds.edge changes from 0.5 to 0.4.",
+    ]

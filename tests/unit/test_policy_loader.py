@@ -600,6 +600,21 @@ def test_problem_lines_for_readyz(tmp_path: Path) -> None:
     assert problem_lines(caught.value) == [21, 22]
 
 
+def test_alias_bounds_and_thresholds_name_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "aliases:\n  auto: {}\n  cheap: {min_tier: mid, max_tier: edge}\n"
+                 "  loose:\n    thresholds: {edge: 1.5, top: 0.2}\n" + VALID)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    assert [problem.split(" (found")[0] for problem in caught.value.problems] == [
+        (f"{path}:3: aliases.cheap: min_tier 'mid' is above max_tier 'edge', so no tier is left "
+         "for this alias"),
+        f"{path}:5: aliases.loose.thresholds.edge: threshold must be between 0 and 1, got 1.5",
+        (f"{path}:5: aliases.loose.thresholds.top: unknown tier 'top'; expected one of edge, mid, "
+         "frontier"),
+    ]
+
+
 def test_cached_price_above_input_price_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, VALID.replace(
         "{input_per_million: 5, output_per_million: 15}",
