@@ -403,9 +403,9 @@ class EdgeModelServer:
             # arrives. With false, concurrent requests wait their turn.
             "--interrupt_requests", "false",
             # Serves POST /v1/embeddings beside chat. The GGUF file sets no pooling type, so
-            # llama.cpp would return one vector per token; mean pooling (1 in llama.cpp's
-            # enum llama_pooling_type) returns one vector per input, as OpenAI's API does.
-            # With llama-cpp-python 0.3.36, chat answers stay the same with both flags.
+            # llama.cpp would return one vector per token. Mean pooling (1 in llama.cpp's enum
+            # llama_pooling_type) returns one vector per input, as OpenAI's API does. With
+            # llama-cpp-python 0.3.36, chat completions stay the same with both flags.
             "--embedding", "true",
             "--kv_overrides", f"{MODEL_ARCHITECTURE}.pooling_type=int:1",
         ]  # fmt: skip

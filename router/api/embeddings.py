@@ -57,7 +57,7 @@ router = APIRouter()
 
 ENDPOINT = "/v1/embeddings"
 MAX_INPUTS = 2048
-"""Most inputs in one request, as on OpenAI's API."""
+"""Maximum number of inputs in one request, as on OpenAI's API."""
 ENDPOINT_LABEL = "embeddings"
 """The ``endpoint`` field of the outcome records of this endpoint."""
 
@@ -94,7 +94,7 @@ class ParsedEmbeddingRequest:
         self.inputs = inputs
         """Number of inputs, and so of vectors in the response."""
         self.texts = texts
-        """The string inputs, for a token estimate."""
+        """String inputs, counted when the upstream reports no usage."""
         self.token_ids = token_ids
         """Number of token ids in the token-array inputs."""
         self.encoding_format = encoding_format
@@ -173,7 +173,7 @@ async def _serve(
     try:
         response = in_encoding(response, parsed.encoding_format)
     except ValueError as exc:
-        # The upstream answered, so the failure is its own; the client gets a 502.
+        # The upstream sent the invalid vector, so the client gets a 502.
         log.warning("upstream_embedding_invalid", request_id=outcome.request_id,
                     deployment=deployment.name, detail=str(exc)[:200])
         raise UpstreamFailed(
@@ -297,8 +297,8 @@ def _invalid(param: str, reason: str) -> InvalidRequest:
 def in_encoding(response: dict[str, Any], encoding_format: str) -> dict[str, Any]:
     """Return ``response`` with every vector in ``encoding_format``, converting where needed.
 
-    Upstreams that ignore ``encoding_format`` (llama.cpp's server, for one) answer with
-    floats, and a base64 vector is OpenAI's little-endian float32 array.  Raises ValueError
+    Upstreams that ignore ``encoding_format`` (llama.cpp's server, for one) return floats.
+    A base64 vector is OpenAI's format: little-endian float32 values, base64-encoded.  Raises ValueError
     for a vector that is neither a list of numbers nor valid base64 of float32 values.
     """
     data = response["data"]

@@ -219,7 +219,7 @@ def _embedding_name_problems(root: yaml.Node | None, path: Path) -> list[str]:
     # Names that GET /v1/models already lists: router aliases ("auto" when the policy has no
     # aliases section) and chat deployments.
     aliases_node = _value_of(root, "aliases")
-    taken: dict[str, str] = (
+    names_in_use: dict[str, str] = (
         {name: "a router alias" for name, _ in _mapping_items(aliases_node)}
         if aliases_node is not None
         else {"auto": "the default router alias"}
@@ -228,7 +228,9 @@ def _embedding_name_problems(root: yaml.Node | None, path: Path) -> list[str]:
         for deployment in _sequence_items(_value_of(tier_node, "deployments")):
             name = _value_of(deployment, "name")
             if isinstance(name, yaml.ScalarNode):
-                taken.setdefault(name.value, f"a chat deployment (line {name.start_mark.line + 1})")
+                names_in_use.setdefault(
+                    name.value, f"a chat deployment (line {name.start_mark.line + 1})"
+                )
     section = _value_of(root, "embeddings")
     problems: list[str] = []
     deployments: set[str] = set()
@@ -237,23 +239,24 @@ def _embedding_name_problems(root: yaml.Node | None, path: Path) -> list[str]:
         if not isinstance(name, yaml.ScalarNode):
             continue
         line = name.start_mark.line + 1
-        if name.value in taken:
+        if name.value in names_in_use:
             problems.append(
                 f"{path}:{line}: embeddings.deployments.{index}.name: '{name.value}' is already "
-                f"{taken[name.value]}; GET /v1/models lists every name once, so give it another name"
+                f"{names_in_use[name.value]}; GET /v1/models lists every name once, so give it "
+                "another name"
             )
         else:
-            taken[name.value] = f"an embedding deployment (line {line})"
+            names_in_use[name.value] = f"an embedding deployment (line {line})"
         deployments.add(name.value)
     for alias_key, targets in _mapping_key_nodes(_value_of(section, "aliases")):
         line = alias_key.start_mark.line + 1
-        if alias_key.value in taken:
+        if alias_key.value in names_in_use:
             problems.append(
                 f"{path}:{line}: embeddings.aliases.{alias_key.value}: '{alias_key.value}' is "
-                f"already {taken[alias_key.value]}; give the alias another name"
+                f"already {names_in_use[alias_key.value]}; give the alias another name"
             )
         else:
-            taken[alias_key.value] = f"an embeddings alias (line {line})"
+            names_in_use[alias_key.value] = f"an embeddings alias (line {line})"
         for index, target in enumerate(_sequence_items(targets)):
             if isinstance(target, yaml.ScalarNode) and deployments and target.value not in deployments:
                 problems.append(

@@ -146,7 +146,7 @@ def _checked_local_model(value: bool, info: ValidationInfo) -> bool:
 
 
 class UpstreamAccess:
-    """How the gateway reaches a chat or embedding deployment's upstream.
+    """Upstream access of a chat or embedding deployment: model name, key and transport.
 
     A mixin for the pydantic models that declare the fields named under TYPE_CHECKING.
     """

@@ -158,7 +158,7 @@ class Dispatcher:
     async def embed(
         self, candidates: Sequence[EmbeddingDeployment], body: dict[str, Any], inputs: int
     ) -> tuple[EmbeddingDeployment, dict[str, Any]]:
-        """Return the first embedding deployment that answered and its response.
+        """Return the first embedding deployment that sent a valid response, and the response.
 
         Cooling deployments are tried after the others, as for chat. A response that does not
         carry ``inputs`` vectors counts as a server error, so the next deployment gets the
@@ -292,9 +292,9 @@ def _upstream_embedding_body(deployment: EmbeddingDeployment, body: dict[str, An
     upstream = dict(body)
     upstream["model"] = deployment.upstream_model if deployment.uses_direct_path else deployment.model
     if not deployment.accepts_dimensions:
-        # The request's dimensions equal the deployment's own (Embeddings candidates are
-        # filtered by EmbeddingDeployment.takes_dimensions), so nothing is lost, and a model
-        # that rejects the parameter still answers.
+        # The endpoint sends such a deployment only requests without dimensions or with its
+        # own (EmbeddingDeployment.takes_dimensions), so dropping the parameter changes no
+        # vector, and a model that rejects the parameter still serves the request.
         upstream.pop("dimensions", None)
     return upstream
 

@@ -97,7 +97,9 @@ def embeddings_section(model_url: str, fake_url: str, **real_options: Any) -> di
                 "price": {"input_per_million": FLAKY_PRICE},
                 "dimensions": EMBEDDING_DIMENSIONS,
                 "accepts_dimensions": True,
-                "timeout_s": 1,
+                # Below FakeEmbeddings' HANG_S, and long enough for the forwarded call to the
+                # model on a busy machine.
+                "timeout_s": 4,
             },
         ],
         "aliases": {ALIAS: [FLAKY, REAL]},

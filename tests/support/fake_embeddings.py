@@ -25,7 +25,7 @@ from aiohttp import web
 Action = Literal[
     "forward", "http_400", "http_500", "http_429", "hang", "malformed_json", "wrong_count"
 ]
-HANG_S = 5.0
+HANG_S = 8.0
 """How long ``hang`` waits before it answers; longer than the tests' timeout_s."""
 
 
