@@ -140,7 +140,7 @@ async def _serve(
     receive: Receive,
 ) -> Response:
     # Checked before the cache, so that a hit never serves a request that would be rejected.
-    candidates = _candidates(runtime, policy, parsed)
+    candidates = _candidates(policy, parsed)
     key = None
     if policy.cache.enabled:
         scope = embedding_scope(parsed.model, candidates)
@@ -187,9 +187,7 @@ async def _serve(
                          on_sent=partial(finish, runtime, policy, outcome), outcome=outcome)
 
 
-def _candidates(
-    runtime: Runtime, policy: Policy, parsed: ParsedEmbeddingRequest
-) -> tuple[EmbeddingDeployment, ...]:
+def _candidates(policy: Policy, parsed: ParsedEmbeddingRequest) -> tuple[EmbeddingDeployment, ...]:
     """Return the deployments that may serve the request, in order; raise when there are none."""
     if policy.embeddings is None:
         raise ModelNotFound(
