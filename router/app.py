@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from router.api import (
     chat,
     dashboard,
+    embeddings,
     feedback,
     health,
     messages,
@@ -144,7 +145,9 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
 
     app = GatewayApp(title="Tierwise", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
-    for module in (chat, messages, responses, models, health, feedback, usage, metrics, dashboard):
+    for module in (
+        chat, messages, responses, embeddings, models, health, feedback, usage, metrics, dashboard
+    ):
         app.include_router(module.router)
     _add_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)
@@ -155,6 +158,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
             "/v1/messages": MessagesRequest,
             "/v1/responses": ResponsesRequest,
             "/v1/feedback": feedback.Feedback,
+            embeddings.ENDPOINT: embeddings.EmbeddingRequest,
         },
     )
     return app
@@ -173,7 +177,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             error: GatewayError = ModelNotFound(
                 f"Unknown path {request.url.path}. This gateway serves /v1/chat/completions, "
-                "/v1/responses, /v1/messages, /v1/messages/count_tokens, /v1/models, /v1/feedback, "
+                "/v1/responses, /v1/messages, /v1/messages/count_tokens, /v1/embeddings, /v1/models, "
+                "/v1/feedback, "
                 "/v1/usage, /metrics, /dashboard, /healthz and /readyz."
                 + _base_url_advice(app, request.url.path),
                 code="not_found",

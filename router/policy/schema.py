@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -138,7 +138,77 @@ def _is_host_name(host: str) -> bool:
     return all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
-class Deployment(StrictModel):
+def _checked_api_base(value: str | None) -> str | None:
+    if value is not None:
+        _check_api_base_url(value)
+    return value
+
+
+def _checked_local_model(value: bool, info: ValidationInfo) -> bool:
+    # api_base is declared first, so info.data has it unless it was invalid and reported.
+    if not value or "api_base" not in info.data:
+        return value
+    api_base = info.data["api_base"]
+    address = urlsplit(api_base or "")
+    if address.hostname != LOCAL_MODEL_HOST or address.port is None:
+        raise ValueError(
+            f"a local_model deployment needs api_base http://{LOCAL_MODEL_HOST}:PORT/v1 with "
+            "an explicit port, because `tierwise serve` starts the local edge model on "
+            f"{LOCAL_MODEL_HOST} at that port, but api_base is {api_base!r}"
+        )
+    return value
+
+
+class UpstreamAccess:
+    """Upstream access of a chat or embedding deployment: model name, key and transport.
+
+    A mixin for the pydantic models that declare the fields named under TYPE_CHECKING.
+    """
+
+    if TYPE_CHECKING:
+        name: str
+        model: str
+        api_base: str | None
+        api_key_env: str | None
+        transport: Literal["auto", "direct", "litellm"]
+        local_model: bool
+        timeout_s: float
+        connect_timeout_s: float
+
+    @property
+    def uses_direct_path(self) -> bool:
+        """Whether requests skip litellm and go straight to an OpenAI-compatible api_base."""
+        if self.transport != "auto":
+            return self.transport == "direct"
+        return self.api_base is not None and self.model.startswith(OPENAI_COMPATIBLE_PREFIXES)
+
+    @property
+    def upstream_model(self) -> str:
+        """The model name sent upstream on the direct path (the litellm prefix removed)."""
+        provider, _, rest = self.model.partition("/")
+        return rest if rest and f"{provider}/" in OPENAI_COMPATIBLE_PREFIXES else self.model
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def unavailable_reason(self) -> str | None:
+        """Why this deployment cannot be used now, or None when it can."""
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            return f"environment variable {self.api_key_env} is not set"
+        return None
+
+    @cached_property
+    def loaded_unavailable_reason(self) -> str | None:
+        """The result of ``unavailable_reason()`` at its first read for this loaded policy.
+
+        The gateway reads this per request, so that it does not look up the key's environment
+        variable for every deployment of every request.  A policy reload builds new
+        deployments and so reads the environment again.
+        """
+        return self.unavailable_reason()
+
+
+class Deployment(UpstreamAccess, StrictModel):
     """One model endpoint of a tier."""
 
     name: str = Field(min_length=1, description="Public name; clients may request it directly.")
@@ -184,38 +254,12 @@ class Deployment(StrictModel):
     @field_validator("api_base")
     @classmethod
     def _check_api_base(cls, value: str | None) -> str | None:
-        if value is not None:
-            _check_api_base_url(value)
-        return value
+        return _checked_api_base(value)
 
     @field_validator("local_model")
     @classmethod
     def _check_local_model_address(cls, value: bool, info: ValidationInfo) -> bool:
-        # api_base is declared first, so info.data has it unless it was invalid and reported.
-        if not value or "api_base" not in info.data:
-            return value
-        api_base = info.data["api_base"]
-        address = urlsplit(api_base or "")
-        if address.hostname != LOCAL_MODEL_HOST or address.port is None:
-            raise ValueError(
-                f"a local_model deployment needs api_base http://{LOCAL_MODEL_HOST}:PORT/v1 with "
-                "an explicit port, because `tierwise serve` starts the local edge model on "
-                f"{LOCAL_MODEL_HOST} at that port, but api_base is {api_base!r}"
-            )
-        return value
-
-    @property
-    def uses_direct_path(self) -> bool:
-        """Whether requests skip litellm and go straight to an OpenAI-compatible api_base."""
-        if self.transport != "auto":
-            return self.transport == "direct"
-        return self.api_base is not None and self.model.startswith(OPENAI_COMPATIBLE_PREFIXES)
-
-    @property
-    def upstream_model(self) -> str:
-        """The model name sent upstream on the direct path (the litellm prefix removed)."""
-        provider, _, rest = self.model.partition("/")
-        return rest if rest and f"{provider}/" in OPENAI_COMPATIBLE_PREFIXES else self.model
+        return _checked_local_model(value, info)
 
     @cached_property
     def sent_output_limit_param(self) -> str | None:
@@ -227,25 +271,6 @@ class Deployment(StrictModel):
         if self.uses_direct_path and urlsplit(self.api_base or "").hostname == OPENAI_API_HOST:
             return "max_completion_tokens"
         return None
-
-    def api_key(self) -> str | None:
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
-
-    def unavailable_reason(self) -> str | None:
-        """Why this deployment cannot be used now, or None when it can."""
-        if self.api_key_env and not os.environ.get(self.api_key_env):
-            return f"environment variable {self.api_key_env} is not set"
-        return None
-
-    @cached_property
-    def loaded_unavailable_reason(self) -> str | None:
-        """The result of ``unavailable_reason()`` at its first read for this loaded policy.
-
-        The gateway reads this per request, so that it does not look up the key's environment
-        variable for every deployment of every request.  A policy reload builds new
-        deployments and so reads the environment again.
-        """
-        return self.unavailable_reason()
 
     def cost_usd(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float:
         """Return the USD cost of a call; ``tokens_cached`` of the ``tokens_in`` were cache reads."""
@@ -536,6 +561,132 @@ class ShadowPolicy(StrictModel):
         return self
 
 
+class EmbeddingPrice(StrictModel):
+    """Price in USD per million input tokens; embedding models produce no output tokens."""
+
+    input_per_million: float = Field(ge=0)
+
+
+class EmbeddingDeployment(UpstreamAccess, StrictModel):
+    """One embedding model endpoint, requested by its name or through an embeddings alias."""
+
+    name: str = Field(min_length=1, description="Public name; clients may request it directly.")
+    model: str = Field(
+        min_length=1, description="litellm model string, e.g. openai/text-embedding-3-small."
+    )
+    api_base: str | None = None
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable that holds the provider key."
+    )
+    transport: Literal["auto", "direct", "litellm"] = "auto"
+    price: EmbeddingPrice
+    local_model: bool = Field(
+        default=False,
+        description="Served by the local edge model that `tierwise serve` starts (the edge extra).",
+    )
+    dimensions: int | None = Field(
+        default=None, gt=0, strict=True,
+        description="Length of the vectors the model returns for a request without dimensions.",
+    )
+    accepts_dimensions: bool = Field(
+        default=False,
+        description="Whether the model shortens its vectors to a request's dimensions, as "
+        "OpenAI's text-embedding-3 models do. Without it, only requests without dimensions or "
+        "with dimensions equal to `dimensions` reach the deployment.",
+    )
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("api_base")
+    @classmethod
+    def _check_api_base(cls, value: str | None) -> str | None:
+        return _checked_api_base(value)
+
+    @field_validator("local_model")
+    @classmethod
+    def _check_local_model_address(cls, value: bool, info: ValidationInfo) -> bool:
+        return _checked_local_model(value, info)
+
+    def cost_usd(self, tokens_in: int, tokens_out: int = 0, tokens_cached: int = 0) -> float:
+        """Return the USD cost of embedding ``tokens_in`` tokens; the other counts are unused."""
+        return tokens_in * self.price.input_per_million / 1_000_000
+
+    def takes_dimensions(self, dimensions: int | None) -> bool:
+        """Whether the deployment can return vectors of length ``dimensions`` (None: its own)."""
+        return dimensions is None or self.accepts_dimensions or dimensions == self.dimensions
+
+
+class Embeddings(StrictModel):
+    """The ``/v1/embeddings`` endpoint: embedding deployments, and names for lists of them.
+
+    Embedding requests are not classified or tiered: the request's ``model`` names a
+    deployment, or an alias whose deployments are tried in the listed order.
+    """
+
+    deployments: list[EmbeddingDeployment] = Field(min_length=1)
+    aliases: dict[str, Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]] = Field(
+        default_factory=dict,
+        description="Name -> embedding deployment names, tried in order; a deployment that "
+        "fails with a timeout, a refused connection, 5xx or 429 hands the request to the next. "
+        "List only deployments of one model, because vectors of different models cannot be "
+        "compared.",
+    )
+
+    @field_validator("aliases")
+    @classmethod
+    def _check_aliases(
+        cls, value: dict[str, list[str]], info: ValidationInfo
+    ) -> dict[str, list[str]]:
+        # Runs after ``deployments`` (fields are validated in order).
+        deployments: list[EmbeddingDeployment] = info.data.get("deployments") or []
+        by_name = {d.name: d for d in deployments}
+        for alias, targets in value.items():
+            if alias in by_name:
+                raise ValueError(f"alias {alias!r} is also the name of an embedding deployment")
+            unknown = [name for name in targets if name not in by_name]
+            if unknown and by_name:
+                raise ValueError(
+                    f"alias {alias!r} lists {', '.join(map(repr, unknown))}, which is not an "
+                    f"embedding deployment; expected one of {', '.join(by_name)}"
+                )
+            sizes = {by_name[n].dimensions for n in targets if n in by_name} - {None}
+            if len(sizes) > 1:
+                raise ValueError(
+                    f"alias {alias!r} lists deployments with different dimensions "
+                    f"({', '.join(map(str, sorted(s for s in sizes if s is not None)))}); "
+                    "vectors of different models cannot be compared, so list one model only"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Embeddings:
+        seen: set[str] = set()
+        for deployment in self.deployments:
+            if deployment.name in seen:
+                raise ValueError(f"embedding deployment name {deployment.name!r} is used twice")
+            seen.add(deployment.name)
+        return self
+
+    def candidates(self, name: str) -> tuple[EmbeddingDeployment, ...] | None:
+        """Return the deployments that serve requests for ``name``, in order, or None."""
+        return self._candidates.get(name)
+
+    @property
+    def candidate_names(self) -> list[str]:
+        """The names that requests may use: deployments, then aliases."""
+        return list(self._candidates)
+
+    @cached_property
+    def _candidates(self) -> dict[str, tuple[EmbeddingDeployment, ...]]:
+        by_name = {d.name: d for d in self.deployments}
+        result: dict[str, tuple[EmbeddingDeployment, ...]] = {
+            name: (deployment,) for name, deployment in by_name.items()
+        }
+        for alias, targets in self.aliases.items():
+            result[alias] = tuple(by_name[name] for name in targets)
+        return result
+
+
 class Policy(StrictModel):
     version: Literal[1] = 1
     name: str = "default"
@@ -546,6 +697,11 @@ class Policy(StrictModel):
     outcomes: OutcomePolicy = OutcomePolicy()
     tenants: Tenants = Tenants()
     shadow: ShadowPolicy = ShadowPolicy()
+    embeddings: Embeddings | None = Field(
+        default=None,
+        description="Deployments of POST /v1/embeddings; without this section that endpoint "
+        "returns 404 for every model.",
+    )
 
     @field_validator("shadow")
     @classmethod
@@ -569,6 +725,27 @@ class Policy(StrictModel):
             )
         return value
 
+    @field_validator("embeddings")
+    @classmethod
+    def _check_local_embeddings(
+        cls, value: Embeddings | None, info: ValidationInfo
+    ) -> Embeddings | None:
+        # `tierwise serve` starts one local model server, on the port of the first local_model
+        # deployment, chat deployments first; runs after ``tiers`` (fields are validated in order).
+        tiers: dict[str, Tier] = info.data.get("tiers") or {}
+        local = [d for tier in tiers.values() for d in tier.deployments if d.local_model]
+        if value is None or not local:
+            return value
+        expected = local[0].api_base
+        for deployment in value.deployments:
+            if deployment.local_model and deployment.api_base != expected:
+                raise ValueError(
+                    f"local_model embedding deployment {deployment.name!r} has api_base "
+                    f"{deployment.api_base!r}, but the local model serves {expected!r} (the "
+                    f"api_base of chat deployment {local[0].name!r}); use the same api_base"
+                )
+        return value
+
     @model_validator(mode="after")
     def _check_names(self) -> Policy:
         seen: set[str] = set()
@@ -578,6 +755,13 @@ class Policy(StrictModel):
             if deployment.name in self.aliases:
                 raise ValueError(f"deployment name {deployment.name!r} is also a router alias")
             seen.add(deployment.name)
+        if self.embeddings is not None:
+            for name in (*(d.name for d in self.embeddings.deployments), *self.embeddings.aliases):
+                if name in seen or name in self.aliases:
+                    raise ValueError(
+                        f"embeddings name {name!r} is also a chat deployment or router alias; "
+                        "GET /v1/models lists both, so give it another name"
+                    )
         return self
 
     def ordered_tiers(self) -> tuple[tuple[str, Tier], ...]:
@@ -624,6 +808,17 @@ class Policy(StrictModel):
     def has_model(self, name: str) -> bool:
         """Whether ``name`` is a router alias or a deployment name of this policy."""
         return name in self.aliases or name in self._deployments_by_name
+
+    def embedding_candidates(self, name: str) -> tuple[EmbeddingDeployment, ...] | None:
+        """Return the embedding deployments that serve ``name``, in order, or None."""
+        return self.embeddings.candidates(name) if self.embeddings is not None else None
+
+    def local_model_deployments(self) -> list[Deployment | EmbeddingDeployment]:
+        """Chat and embedding deployments served by the local model, chat ones first."""
+        deployments: list[Deployment | EmbeddingDeployment] = [*self.all_deployments()]
+        if self.embeddings is not None:
+            deployments.extend(self.embeddings.deployments)
+        return [d for d in deployments if d.local_model]
 
     def find_deployment(self, name: str) -> tuple[str, Deployment] | None:
         """Return the tier and deployment named ``name``, or None."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from router.policy.schema import Deployment
+from router.policy.schema import Deployment, EmbeddingDeployment
 from router.upstream.base import (
     REQUEST_ID_HEADERS,
     UpstreamError,
@@ -39,17 +39,19 @@ _TRANSPORT_ERRORS = (OSError, ConnectionClosed, BadResponse, ValueError)
 class DirectTransport:
     def __init__(self) -> None:
         self._pool = Http1Pool()
-        self._requests: dict[int, tuple[Deployment, str, dict[str, str]]] = {}
+        self._requests: dict[tuple[int, str], tuple[object, str, dict[str, str]]] = {}
 
     async def close(self) -> None:
         self._pool.close()
 
-    def _target(self, deployment: Deployment) -> tuple[str, dict[str, str]]:
-        """Return the URL and headers of a deployment, built once per deployment object."""
-        cached = self._requests.get(id(deployment))
+    def _target(
+        self, deployment: Deployment | EmbeddingDeployment, path: str = "/chat/completions"
+    ) -> tuple[str, dict[str, str]]:
+        """Return the URL and headers of a deployment's ``path``, built once per deployment object."""
+        cached = self._requests.get((id(deployment), path))
         if cached is not None and cached[0] is deployment:
             return cached[1], cached[2]
-        url = f"{(deployment.api_base or '').rstrip('/')}/chat/completions"
+        url = f"{(deployment.api_base or '').rstrip('/')}{path}"
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
         key = deployment.api_key()
         if key:
@@ -58,13 +60,31 @@ class DirectTransport:
             headers["Authorization"] = f"Bearer {key}"
         if len(self._requests) > 1024:
             self._requests.clear()
-        self._requests[id(deployment)] = (deployment, url, headers)
+        self._requests[(id(deployment), path)] = (deployment, url, headers)
         return url, headers
 
     async def complete(
         self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
     ) -> dict[str, Any]:
-        url, headers = self._target(deployment)
+        return await self._post_json(deployment, "/chat/completions", body, seen)
+
+    async def embed(
+        self,
+        deployment: EmbeddingDeployment,
+        body: dict[str, Any],
+        seen: UpstreamHeaders | None = None,
+    ) -> dict[str, Any]:
+        """Send an embeddings request to ``{api_base}/embeddings``; return the JSON response."""
+        return await self._post_json(deployment, "/embeddings", body, seen)
+
+    async def _post_json(
+        self,
+        deployment: Deployment | EmbeddingDeployment,
+        path: str,
+        body: dict[str, Any],
+        seen: UpstreamHeaders | None,
+    ) -> dict[str, Any]:
+        url, headers = self._target(deployment, path)
         try:
             async with asyncio.timeout(deployment.timeout_s):
                 response = await self._pool.post(

@@ -26,7 +26,7 @@ from router.errors import (
     UpstreamTimeout,
     retry_after_headers,
 )
-from router.policy.schema import Cooldown, Deployment, Policy
+from router.policy.schema import Cooldown, Deployment, EmbeddingDeployment, Policy
 from router.routing.balance import weighted_first
 from router.routing.decide import Candidate
 from router.upstream.base import Transport, UpstreamError, UpstreamHeaders
@@ -36,6 +36,10 @@ log = structlog.get_logger("tierwise.dispatch")
 
 CANCELLED = "cancelled"
 """Attempt error of a call abandoned because the client disconnected or the server stopped."""
+
+
+EMBEDDINGS_TIER = "embeddings"
+"""The ``tier`` of an embeddings request's attempts, which no tier serves."""
 
 
 @dataclass
@@ -67,7 +71,7 @@ class Dispatcher:
     """The policy that serves the request: its cooldown settings, weighted tiers and in-flight
     limits apply. None means the default cooldown and neither of the others."""
 
-    def transport_for(self, deployment: Deployment) -> Transport:
+    def transport_for(self, deployment: Deployment | EmbeddingDeployment) -> Transport:
         return self.direct if deployment.uses_direct_path else self.litellm
 
     async def complete(
@@ -151,6 +155,53 @@ class Dispatcher:
             return candidate, first, stream
         raise _final_error(last_error, self.failures, self.attempts)
 
+    async def embed(
+        self, candidates: Sequence[EmbeddingDeployment], body: dict[str, Any], inputs: int
+    ) -> tuple[EmbeddingDeployment, dict[str, Any]]:
+        """Return the first embedding deployment that sent a valid response, and the response.
+
+        Cooling deployments are tried after the others, as for chat. A response that does not
+        carry ``inputs`` vectors counts as a server error, so the next deployment gets the
+        request.
+        """
+        ordered = candidates
+        if self.health is not None:
+            ordered = self.health.order(candidates, _embedding_name)
+        last_error: UpstreamError | None = None
+        for deployment in ordered:
+            attempt = Attempt(EMBEDDINGS_TIER, deployment.name)
+            self.attempts.append(attempt)
+            started = time.perf_counter()
+            seen = UpstreamHeaders()
+            try:
+                response = await self.transport_for(deployment).embed(
+                    deployment, _upstream_embedding_body(deployment, body), seen
+                )
+            except asyncio.CancelledError:
+                attempt.error = CANCELLED
+                raise
+            except UpstreamError as exc:
+                attempt.latency_ms = (time.perf_counter() - started) * 1000
+                last_error = self._failed(attempt, exc)
+                continue
+            attempt.latency_ms = (time.perf_counter() - started) * 1000
+            problem = _embedding_response_problem(response, inputs)
+            if problem is not None:
+                last_error = self._failed(attempt, UpstreamError("server", problem))
+                continue
+            self.upstream_headers = seen
+            if self.health is not None:
+                self.health.succeeded(deployment.name)
+            return deployment, response
+        if last_error is not None and last_error.kind == "context":
+            raise InvalidRequest(
+                "An input is longer than every eligible embedding deployment accepts. Shorten "
+                "or split it.",
+                param="input",
+                code="context_length_exceeded",
+            )
+        raise _final_error(last_error, self.failures, self.attempts)
+
     def _ordered(self, candidates: tuple[Candidate, ...]) -> Sequence[Candidate]:
         # Cooling deployments go to the end first, so that the weighted draw picks among the
         # others and a cooling deployment's share is spread by weight, not given to the next
@@ -231,6 +282,38 @@ _RANDOM = random.Random()
 
 def _deployment_name(candidate: Candidate) -> str:
     return candidate.deployment.name
+
+
+def _embedding_name(deployment: EmbeddingDeployment) -> str:
+    return deployment.name
+
+
+def _upstream_embedding_body(deployment: EmbeddingDeployment, body: dict[str, Any]) -> dict[str, Any]:
+    upstream = dict(body)
+    upstream["model"] = deployment.upstream_model if deployment.uses_direct_path else deployment.model
+    if not deployment.accepts_dimensions:
+        # The endpoint sends such a deployment only requests without dimensions or with its
+        # own (EmbeddingDeployment.takes_dimensions), so dropping the parameter changes no
+        # vector, and a model that rejects the parameter still serves the request.
+        upstream.pop("dimensions", None)
+    return upstream
+
+
+def _embedding_response_problem(response: Any, inputs: int) -> str | None:
+    """Describe why ``response`` is not an embeddings response with ``inputs`` vectors, or None."""
+    if not isinstance(response, dict) or not isinstance(response.get("data"), list):
+        return "the upstream returned a body without a data list"
+    data = response["data"]
+    if len(data) != inputs:
+        return f"the upstream returned {len(data)} embeddings for {inputs} inputs"
+    for item in data:
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if isinstance(vector, str):
+            continue
+        if not isinstance(vector, list) or not vector or isinstance(vector[0], list):
+            # llama.cpp returns one vector per token when the model has no pooling.
+            return "the upstream returned an embedding that is not one vector of numbers"
+    return None
 
 
 def _upstream_body(

@@ -10,7 +10,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from router.policy.schema import Deployment
+from router.policy.schema import Deployment, EmbeddingDeployment
 from router.upstream.base import (
     MAX_PARAM_CHARS,
     RATE_LIMIT_PREFIX,
@@ -39,7 +39,9 @@ class LitellmTransport:
         return None
 
     @staticmethod
-    def _arguments(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    def _arguments(
+        deployment: Deployment | EmbeddingDeployment, body: dict[str, Any]
+    ) -> dict[str, Any]:
         arguments = {key: value for key, value in body.items() if key != "model"}
         arguments["model"] = deployment.model
         arguments["timeout"] = deployment.timeout_s
@@ -65,6 +67,23 @@ class LitellmTransport:
         if seen is not None:
             _pass_on(response, seen)
         return response.model_dump(exclude_none=True)
+
+    async def embed(
+        self,
+        deployment: EmbeddingDeployment,
+        body: dict[str, Any],
+        seen: UpstreamHeaders | None = None,
+    ) -> dict[str, Any]:
+        """Send an embeddings request through ``litellm.aembedding``; return the response as a dict."""
+        litellm = _litellm()
+        try:
+            response = await litellm.aembedding(**self._arguments(deployment, body))
+        except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
+            raise _translate(litellm, exc) from None
+        if seen is not None:
+            _pass_on(response, seen)
+        result: dict[str, Any] = response.model_dump(exclude_none=True)
+        return result
 
     async def stream(
         self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None

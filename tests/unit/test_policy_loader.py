@@ -87,7 +87,7 @@ def test_misspelled_key_is_rejected(tmp_path: Path) -> None:
             "tenant:\n  require_key: true\n",
             (
                 "tenant: unknown key; expected one of version, name, aliases, tiers, routing, "
-                "cache, outcomes, tenants, shadow (found {'require_key': True})"
+                "cache, outcomes, tenants, shadow, embeddings (found {'require_key': True})"
             ),
         ),
         (
