@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import structlog
 from fastapi import FastAPI, Request
@@ -39,6 +41,11 @@ from router.api.schemas import ChatRequest
 from router.errors import GatewayError, InvalidRequest, ModelNotFound, render_error
 from router.runtime import Runtime, Scorer
 from router.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from router.tracing.otel import GatewayTracing
 
 log = structlog.get_logger("tierwise.app")
 
@@ -117,10 +124,20 @@ def freeze_startup_objects() -> int:
     return gc.get_freeze_count()
 
 
-def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -> GatewayApp:
-    """Build the gateway app; raises PolicyError or ArtifactError when a file is invalid."""
+def create_app(
+    settings: Settings | None = None,
+    scorer: Scorer | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> GatewayApp:
+    """Build the gateway app; raises PolicyError or ArtifactError when a file is invalid.
+
+    With ``settings.tracing``, ``tracer_provider`` replaces the provider built from the
+    ``OTEL_*`` environment variables, and TracingUnavailable is raised when the ``otel``
+    extra is missing.
+    """
     settings = settings or Settings()
     runtime = Runtime.build(settings, scorer)
+    tracing: GatewayTracing | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -141,6 +158,9 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
             yield
         finally:
             await runtime.stop()
+            if tracing is not None:
+                # Exporting the last spans blocks for up to OTEL_EXPORTER_OTLP_TIMEOUT.
+                await asyncio.to_thread(tracing.shutdown)
             log.info("gateway_stopped")
 
     app = GatewayApp(title="Tierwise", version="0.1.0", lifespan=lifespan)
@@ -151,6 +171,11 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
         app.include_router(module.router)
     _add_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)
+    if settings.tracing:
+        # Imported only here, so a gateway without tracing loads no OpenTelemetry SDK.
+        from router.tracing import enable_tracing
+
+        tracing = enable_tracing(app, runtime, tracer_provider)
     install_request_schemas(
         app,
         {

@@ -26,6 +26,7 @@ from router.request_ids import RequestIdSigner, keep_shared_secret, load_signer
 from router.settings import BUNDLED_POLICY, Settings
 from router.shadow.budget import ShadowBudget
 from router.shadow.sampler import ShadowSampler
+from router.upstream.base import Transport
 from router.upstream.direct import DirectTransport
 from router.upstream.health import DeploymentHealth
 from router.upstream.litellm_path import LitellmTransport
@@ -69,8 +70,8 @@ class Runtime:
     scorer: Scorer
     cache: ResponseCache
     outcomes: OutcomeLog
-    direct: DirectTransport
-    litellm: LitellmTransport
+    direct: Transport
+    litellm: Transport
     redis: RedisLink | None
     budgets: BudgetLedger
     started_at: float = 0.0

@@ -215,9 +215,15 @@ def _exit_if_port_in_use(host: str, port: int) -> None:
 def _build_or_exit(factory: Callable[[Settings], GatewayApp], settings: Settings) -> GatewayApp:
     from router.policy.loader import PolicyError
 
+    expected: tuple[type[Exception], ...] = (PolicyError,)
+    if settings.tracing:
+        # Imported only then, so a gateway without tracing loads no tracing module.
+        from router.tracing import TracingUnavailable
+
+        expected += (TracingUnavailable,)
     try:
         return factory(settings)
-    except PolicyError as exc:
+    except expected as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
 

@@ -10,7 +10,7 @@ per call of 0.07 ms here against 0.16 ms through aiohttp, and 0.15 ms against 0.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -40,6 +40,8 @@ class DirectTransport:
     def __init__(self) -> None:
         self._pool = Http1Pool()
         self._requests: dict[tuple[int, str], tuple[object, str, dict[str, str]]] = {}
+        self.propagate: Callable[[dict[str, str]], dict[str, str]] | None = None
+        """Returns a request's headers with trace context added; set when tracing is on."""
 
     async def close(self) -> None:
         self._pool.close()
@@ -85,6 +87,8 @@ class DirectTransport:
         seen: UpstreamHeaders | None,
     ) -> dict[str, Any]:
         url, headers = self._target(deployment, path)
+        if self.propagate is not None:
+            headers = self.propagate(headers)
         try:
             async with asyncio.timeout(deployment.timeout_s):
                 response = await self._pool.post(
@@ -110,6 +114,8 @@ class DirectTransport:
         # The read timeout bounds the silence between two reads, so a stream that stalls is
         # cut after timeout_s without limiting how long a healthy stream may run.
         url, headers = self._target(deployment)
+        if self.propagate is not None:
+            headers = self.propagate(headers)
         try:
             async with asyncio.timeout(deployment.timeout_s):
                 response = await self._pool.post(

@@ -7,7 +7,7 @@ deployments of the embedded default go through the direct path.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from router.policy.schema import Deployment, EmbeddingDeployment
@@ -35,6 +35,10 @@ def _litellm() -> Any:
 
 
 class LitellmTransport:
+    def __init__(self) -> None:
+        self.propagate: Callable[[dict[str, str]], dict[str, str]] | None = None
+        """Returns a request's headers with trace context added; set when tracing is on."""
+
     async def close(self) -> None:
         return None
 
@@ -60,8 +64,11 @@ class LitellmTransport:
         self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
     ) -> dict[str, Any]:
         litellm = _litellm()
+        arguments = self._arguments(deployment, body)
+        if self.propagate is not None:
+            arguments["extra_headers"] = self.propagate({})
         try:
-            response = await litellm.acompletion(**self._arguments(deployment, body))
+            response = await litellm.acompletion(**arguments)
         except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
             raise _translate(litellm, exc) from None
         if seen is not None:
@@ -89,8 +96,11 @@ class LitellmTransport:
         self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         litellm = _litellm()
+        arguments = self._arguments(deployment, body)
+        if self.propagate is not None:
+            arguments["extra_headers"] = self.propagate({})
         try:
-            response = await litellm.acompletion(**self._arguments(deployment, body))
+            response = await litellm.acompletion(**arguments)
             if seen is not None:
                 _pass_on(response, seen)
             async for chunk in response:
