@@ -48,7 +48,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router.outcomes.log import OutcomeLog
-from router.policy.schema import Deployment, Policy
+from router.policy.schema import Deployment, EmbeddingDeployment, Policy
 from router.runtime import ResponseCache, Runtime, Scorer
 from router.upstream.base import Transport, UpstreamError, UpstreamHeaders
 from router.upstream.direct import DirectTransport
@@ -56,7 +56,9 @@ from router.upstream.litellm_path import LitellmTransport
 
 log = structlog.get_logger("tierwise.tracing")
 
-TRACED_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/responses"})
+TRACED_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/embeddings"}
+)
 """Paths whose POST requests get a SERVER span; every other request passes untouched."""
 DEFAULT_SERVICE_NAME = "tierwise"
 """``service.name`` when neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES sets one."""
@@ -108,7 +110,7 @@ class GatewayTracing:
     provider: TracerProvider
     tracer: trace.Tracer = field(init=False)
     _tiers: tuple[Policy, dict[str, str]] | None = None
-    _targets: dict[int, tuple[Deployment, dict[str, Any]]] = field(default_factory=dict)
+    _targets: dict[int, tuple[Deployment | EmbeddingDeployment, dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tracer = self.provider.get_tracer("tierwise")
@@ -147,7 +149,7 @@ class GatewayTracing:
         _PROPAGATOR.inject(carrier)
         return carrier
 
-    def tier_of(self, deployment: Deployment) -> str | None:
+    def tier_of(self, deployment: Deployment | EmbeddingDeployment) -> str | None:
         """Return the tier of ``deployment`` in the current policy, or None if it has none."""
         policy = self.runtime.policies.current.policy
         cached = self._tiers
@@ -160,7 +162,7 @@ class GatewayTracing:
             cached = self._tiers = (policy, tiers)
         return cached[1].get(deployment.name)
 
-    def attempt_attributes(self, deployment: Deployment) -> dict[str, Any]:
+    def attempt_attributes(self, deployment: Deployment | EmbeddingDeployment) -> dict[str, Any]:
         """Return the attributes that every attempt span of ``deployment`` carries."""
         cached = self._targets.get(id(deployment))
         if cached is not None and cached[0] is deployment:
@@ -189,16 +191,19 @@ class GatewayTracing:
         self._targets[id(deployment)] = (deployment, attributes)
         return attributes
 
-    def start_attempt(self, deployment: Deployment, stream: bool) -> Span:
+    def start_attempt(
+        self, deployment: Deployment | EmbeddingDeployment, stream: bool, operation: str = "chat"
+    ) -> Span:
         """Start the CLIENT span of one upstream attempt, as a child of the current span."""
         attributes = dict(self.attempt_attributes(deployment))
         attributes["tierwise.stream"] = stream
+        attributes["gen_ai.operation.name"] = operation
         request = _REQUEST.get(None)
         if request is not None:
             request.attempts += 1
             attributes["tierwise.attempt"] = request.attempts
         return self.tracer.start_span(
-            f"chat {attributes['gen_ai.request.model']}", kind=SpanKind.CLIENT,
+            f"{operation} {attributes['gen_ai.request.model']}", kind=SpanKind.CLIENT,
             attributes=attributes,
         )
 
@@ -234,6 +239,27 @@ class TracedTransport:
             otel_context.detach(token)
             span.end()
         return completion
+
+    async def embed(
+        self,
+        deployment: EmbeddingDeployment,
+        body: dict[str, Any],
+        seen: UpstreamHeaders | None = None,
+    ) -> dict[str, Any]:
+        span = self.tracing.start_attempt(deployment, stream=False, operation="embeddings")
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            response = await self.inner.embed(deployment, body, seen)
+        except BaseException as exc:
+            _attempt_failed(span, exc)
+            raise
+        else:
+            _note_response_model(span, response)
+            _set_usage(span, response.get("usage") if isinstance(response, dict) else None, [])
+        finally:
+            otel_context.detach(token)
+            span.end()
+        return response
 
     async def stream(
         self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
@@ -454,7 +480,7 @@ class TracingMiddleware:
                 "http.route": path,
                 "url.path": path,
                 "url.scheme": scope.get("scheme", "http"),
-                "gen_ai.operation.name": "chat",
+                "gen_ai.operation.name": "embeddings" if path == "/v1/embeddings" else "chat",
             },
         )
         span_context = span.get_span_context()

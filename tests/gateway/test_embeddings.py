@@ -603,3 +603,39 @@ async def test_invalid_request_is_400(
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param
     assert fake.requests == []
+
+
+async def test_traced_embeddings_get_server_and_attempt_spans(
+    kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
+) -> None:
+    pytest.importorskip("opentelemetry.sdk.trace", reason="the otel extra is not installed")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from tests.gateway.conftest import open_gateway
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    write_policy(kit, model_server, fake)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    secret_input = "the embedding input named zebra-quartz-7"
+    try:
+        async with open_gateway(kit.settings(tracing=True), StubScorer(), None, provider) as gateway:
+            response = await embed(gateway, {"model": REAL, "input": secret_input}, headers={
+                "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    finally:
+        provider.shutdown()
+
+    assert response.status_code == 200, response.text
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    server, attempt = spans["POST /v1/embeddings"], spans["embeddings smollm2-135m-instruct"]
+    assert server.kind == SpanKind.SERVER
+    assert format(server.context.trace_id, "032x") == trace_id
+    assert (server.attributes or {})["gen_ai.operation.name"] == "embeddings"
+    assert attempt.parent is not None and attempt.parent.span_id == server.context.span_id
+    assert (attempt.attributes or {})["gen_ai.usage.input_tokens"] > 0
+    text = repr([(span.name, dict(span.attributes or {})) for span in spans.values()])
+    assert "zebra-quartz" not in text
