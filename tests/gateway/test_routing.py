@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from typing import Any
 
 import pytest
@@ -356,6 +358,69 @@ async def test_alias_max_tier_never_reaches_frontier(kit: GatewayKit) -> None:
     assert served.headers["x-tierwise-tier"] == "mid"
     assert kit.fakes["frontier"].requests == []
     assert "auto-budget" in [model["id"] for model in models["data"]]
+
+
+def write_economy_policy(kit: GatewayKit, tenants: dict[str, Any]) -> None:
+    """Write the test policy with an alias bounded to mid and the given tenants section."""
+    document = policy_document(kit.base_urls)
+    document["aliases"]["auto-economy"] = {"max_tier": "mid"}
+    document["tenants"] = tenants
+    write_yaml(kit.policy_path, document)
+
+
+async def test_tenant_min_above_alias_max_gets_403(kit: GatewayKit) -> None:
+    key = f"sk-{uuid.uuid4().hex}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    write_economy_policy(kit, {"entries": {"premium": {"key_sha256": [digest],
+                                                       "min_tier": "frontier"}}})
+    async with kit.running(settings=kit.settings()) as gateway:
+        bounded = await gateway.chat(chat_body(model="auto-economy"), api_key=key)
+        unbounded = await gateway.chat(chat_body(model="auto"), api_key=key)
+        records = await gateway.request_records()
+
+    assert bounded.status_code == 403
+    error = bounded.json()["error"]
+    assert error["code"] == "tier_blocked"
+    assert error["message"].startswith(
+        "The model 'auto-economy' uses only the edge and mid tiers, which this API key may not use."
+    )
+    assert "x-should-retry" not in bounded.headers
+    assert [record["status"] for record in records] == [403, 200]
+    assert unbounded.headers["x-tierwise-tier"] == "frontier"
+    assert all(fake.requests == [] for tier, fake in kit.fakes.items() if tier != "frontier")
+
+
+async def test_header_above_alias_max_gets_400(kit: GatewayKit) -> None:
+    write_economy_policy(kit, {"allow_min_tier_header": True})
+    header = {"x-tierwise-min-tier": "frontier"}
+    async with kit.running(settings=kit.settings()) as gateway:
+        bounded = await gateway.chat(chat_body(model="auto-economy"), headers=header)
+        within = await gateway.chat(chat_body(model="auto-economy"),
+                                    headers={"x-tierwise-min-tier": "mid"})
+
+    assert bounded.status_code == 400
+    assert bounded.json()["error"] == {
+        "message": "The x-tierwise-min-tier header requests the frontier tier or above, but the "
+        "model 'auto-economy' never goes above the mid tier. Remove the header, or request a "
+        "router alias that reaches that tier (GET /v1/models shows each alias's max_tier).",
+        "type": "invalid_request_error",
+        "param": "x-tierwise-min-tier",
+        "code": "invalid_request",
+    }
+    assert within.status_code == 200
+    assert within.headers["x-tierwise-tier"] == "mid"
+    assert kit.fakes["frontier"].requests == []
+
+
+async def test_models_list_alias_max_tier(kit: GatewayKit) -> None:
+    write_economy_policy(kit, {})
+    async with kit.running(settings=kit.settings()) as gateway:
+        models = (await gateway.client.get("/v1/models")).json()
+
+    routers = {model["id"]: model["tierwise"] for model in models["data"]}
+    assert routers["auto-economy"]["max_tier"] == "mid"
+    assert routers["auto-economy"]["min_tier"] is None
+    assert routers["auto"]["max_tier"] is None
 
 
 async def test_alias_thresholds_route_more_to_cheaper_tiers(kit: GatewayKit) -> None:
