@@ -621,6 +621,13 @@ class Policy(StrictModel):
             if alias.thresholds
         }
 
+    def alias_tiers(self, alias: str) -> list[str]:
+        """Return the policy's tiers from the alias's ``min_tier`` to its ``max_tier``, cheapest first."""
+        bounds = self.aliases[alias]
+        low = TIER_ORDER.index(bounds.min_tier) if bounds.min_tier is not None else 0
+        high = TIER_ORDER.index(bounds.max_tier) if bounds.max_tier is not None else len(TIER_ORDER) - 1
+        return [tier for tier, _ in self.ordered_tiers() if low <= TIER_ORDER.index(tier) <= high]
+
     def has_model(self, name: str) -> bool:
         """Whether ``name`` is a router alias or a deployment name of this policy."""
         return name in self.aliases or name in self._deployments_by_name

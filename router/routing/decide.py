@@ -135,7 +135,7 @@ def decide(
     if alias is not None:
         # The key's minimum tier or blocked tiers leave none of the alias's own tiers. A retry
         # cannot succeed, so the client gets 403 rather than 503.
-        alias_tiers = _alias_tiers(policy, alias.min_tier, max_tier)
+        alias_tiers = policy.alias_tiers(requested)
         if alias_tiers and all(tier in excluded for tier in alias_tiers):
             raise TierNotAllowed(describe_excluded_alias(requested, alias_tiers, excluded))
     per_tier = {
@@ -249,13 +249,6 @@ def _first_adequate_tier(
             return tier, f"{tier} score {score:.3f} >= threshold {threshold:.3f}"
     top = usable[-1]
     return top, f"no tier met its threshold; {top} is the most capable available tier"
-
-
-def _alias_tiers(policy: Policy, min_tier: str | None, max_tier: str | None) -> list[str]:
-    """Return the policy's tiers from an alias's ``min_tier`` to its ``max_tier``, cheapest first."""
-    low = TIER_ORDER.index(min_tier) if min_tier is not None else 0
-    high = TIER_ORDER.index(max_tier) if max_tier is not None else len(TIER_ORDER) - 1
-    return [tier for tier, _ in policy.ordered_tiers() if low <= TIER_ORDER.index(tier) <= high]
 
 
 def _excluded_tiers(
