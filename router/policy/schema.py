@@ -204,6 +204,18 @@ class Deployment(StrictModel):
             )
         return value
 
+    @field_validator("output_limit_param")
+    @classmethod
+    def _check_local_model_limit(cls, value: str, info: ValidationInfo) -> str:
+        # local_model is declared first, so info.data has it unless it was invalid and reported.
+        if value == "max_completion_tokens" and info.data.get("local_model"):
+            raise ValueError(
+                "the local model's server (llama-cpp-python 0.3.36) reads only max_tokens, so "
+                "with max_completion_tokens its answers would have no output-token limit; "
+                "remove output_limit_param or set it to max_tokens"
+            )
+        return value
+
     @property
     def uses_direct_path(self) -> bool:
         """Whether requests skip litellm and go straight to an OpenAI-compatible api_base."""
