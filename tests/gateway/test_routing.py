@@ -452,10 +452,12 @@ def write_local_edge_policy(kit: GatewayKit) -> None:
         ({"max_tokens": 7}, 7),
         ({"max_completion_tokens": 5}, 5),
         ({"max_completion_tokens": 5, "max_tokens": 7}, 5),
+        ({"max_completion_tokens": None, "max_tokens": 7}, 7),
+        ({"max_completion_tokens": None}, 256),
     ],
 )
 async def test_local_model_gets_limit_as_max_tokens(
-    kit: GatewayKit, limits: dict[str, int], expected_max_tokens: int
+    kit: GatewayKit, limits: dict[str, int | None], expected_max_tokens: int
 ) -> None:
     write_local_edge_policy(kit)
     async with kit.running(settings=kit.settings()) as gateway:
