@@ -438,6 +438,26 @@ async def test_alias_thresholds_route_more_to_cheaper_tiers(kit: GatewayKit) -> 
     assert default.headers["x-tierwise-cache"] == "miss"
 
 
+async def test_reloaded_alias_thresholds_skip_old_cache(kit: GatewayKit) -> None:
+    document = policy_document(kit.base_urls)
+    document["aliases"]["auto-economy"] = {"max_tier": "mid", "thresholds": {"edge": 0.4}}
+    write_yaml(kit.policy_path, document)
+    body = chat_body(model="auto-economy", temperature=0)
+    async with kit.running(settings=kit.settings(), scorer=StubScorer(edge=0.5, mid=0.5)) as gateway:
+        stored = await gateway.chat(body)
+        cached = await gateway.chat(body)
+        document["aliases"]["auto-economy"]["thresholds"] = {"edge": 0.6}
+        write_yaml(kit.policy_path, document)
+        assert gateway.runtime.policies.reload()
+        rerouted = await gateway.chat(body)
+
+    assert (stored.headers["x-tierwise-tier"], stored.headers["x-tierwise-cache"]) == ("edge", "miss")
+    assert (cached.headers["x-tierwise-tier"], cached.headers["x-tierwise-cache"]) == ("edge", "hit")
+    # The edge score 0.5 is now below the alias's threshold, so mid answers, not the cache.
+    assert rerouted.headers["x-tierwise-cache"] == "miss"
+    assert rerouted.headers["x-tierwise-tier"] == "mid"
+
+
 def write_local_edge_policy(kit: GatewayKit) -> None:
     """Write a policy whose edge deployment is a local model (served here by the edge fake)."""
     document = policy_document(kit.base_urls)
