@@ -201,7 +201,8 @@ class UpstreamFailed(GatewayError):
 
 
 class TierNotAllowed(GatewayError):
-    """Raised when a key requests by name a deployment in a tier that its tenant may not use."""
+    """Raised when a key requests a deployment in a tier that its tenant may not use, or an
+    alias none of whose tiers its tenant may use."""
 
     status = 403
     # OpenAI's API returns a 403 of this type for a model that a key may not use.

@@ -201,4 +201,7 @@ class TokenRateLimiter:
 
     async def _used(self, tenant: str, window: int) -> int:
         (count,) = await self.ledger.read([token_window_key(tenant, window, self.prefix)])
-        return int(count)
+        # While Redis is unreachable the read contains only this process's unsaved amounts. A
+        # request admitted before Redis stopped responding takes its estimate back there, so
+        # the sum can be negative, which would admit tokens beyond the limit.
+        return max(0, int(count))

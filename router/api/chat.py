@@ -241,7 +241,7 @@ async def _serve(
     policy = loaded.policy
     # Checked before the cache, so that a hit never serves a request that routing rejects.
     check_model(policy, chat.model)
-    hint = _allowed_hint(policy, min_tier_hint)
+    hint = _allowed_hint(policy, min_tier_hint, chat.model)
     key = None
     if policy.cache.enabled and is_cacheable(body, policy.cache.cache_nonzero_temperature):
         # The key is known before routing, so a hit costs no classification.
@@ -386,12 +386,21 @@ def route(
     return decision
 
 
-def _allowed_hint(policy: Policy, hint: str | None) -> str | None:
+def _allowed_hint(policy: Policy, hint: str | None, model: str) -> str | None:
     if hint is None or not policy.tenants.allow_min_tier_header:
         return None
     if hint not in TIER_ORDER:
         raise InvalidRequest(
             f"The x-tierwise-min-tier header must be one of {', '.join(TIER_ORDER)}; got '{hint}'.",
+            param="x-tierwise-min-tier",
+        )
+    alias = policy.aliases.get(model)
+    max_tier = alias.max_tier if alias is not None else None
+    if max_tier is not None and TIER_ORDER.index(hint) > TIER_ORDER.index(max_tier):
+        raise InvalidRequest(
+            f"The x-tierwise-min-tier header requests the {hint} tier or above, but the model "
+            f"'{model}' never goes above the {max_tier} tier. Remove the header, or request a "
+            "router alias that reaches that tier (GET /v1/models shows each alias's max_tier).",
             param="x-tierwise-min-tier",
         )
     return hint

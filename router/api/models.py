@@ -40,7 +40,12 @@ def _model_entries(runtime: Runtime) -> list[dict[str, Any]]:
             "created": created,
             "owned_by": "tierwise",
             "description": alias.description,
-            "tierwise": {"kind": "router", "policy": loaded.policy.name, "min_tier": alias.min_tier},
+            "tierwise": {
+                "kind": "router",
+                "policy": loaded.policy.name,
+                "min_tier": alias.min_tier,
+                "max_tier": alias.max_tier,
+            },
         }
         for name, alias in loaded.policy.aliases.items()
     ]

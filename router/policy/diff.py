@@ -55,8 +55,27 @@ def _alias_changes(old: Policy, new: Policy) -> list[str]:
                     f"Router alias '{name}' {words} tier changes from "
                     f"{getattr(a, field) or 'none'} to {getattr(b, field) or 'none'}."
                 )
-        changes += _field_changes(f"Router alias '{name}'", a.thresholds, b.thresholds, "thresholds.")
+        changes += _alias_threshold_changes(name, old, new)
     return sorted(changes)
+
+
+def _alias_threshold_changes(name: str, old: Policy, new: Policy) -> list[str]:
+    """Describe the alias's own thresholds that change, with the value that applies instead."""
+    before, after = old.aliases[name].thresholds, new.aliases[name].thresholds
+    return [
+        f"Router alias '{name}' {tier} threshold changes from "
+        f"{_alias_threshold(before.get(tier), old, tier)} to {_alias_threshold(after.get(tier), new, tier)}."
+        for tier in ("edge", "mid", "frontier")
+        if before.get(tier) != after.get(tier)
+    ]
+
+
+def _alias_threshold(own: float | None, policy: Policy, tier: str) -> str:
+    # Without its own value, an alias uses the policy's threshold, if the policy has one.
+    if own is not None:
+        return f"{own:.3f}"
+    shared = policy.routing.thresholds.get(tier)
+    return f"the policy's {shared:.3f}" if shared is not None else "no threshold"
 
 
 def _placement(policy: Policy) -> dict[str, tuple[str, Deployment]]:

@@ -106,6 +106,9 @@ def _parse_policy(text: str, path: Path) -> LoadedPolicy:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
         raise PolicyError(path, [_describe(error, root, path) for error in exc.errors()]) from None
+    empty_aliases = _aliases_without_tiers(policy, root, path)
+    if empty_aliases:
+        raise PolicyError(path, empty_aliases)
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
     return LoadedPolicy(policy=policy, path=path, version=version,
                         routing_version=routing_version(policy))
@@ -271,6 +274,28 @@ def _mapping_key_nodes(node: yaml.Node | None) -> list[tuple[yaml.ScalarNode, ya
     if not isinstance(node, yaml.MappingNode):
         return []
     return [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+
+
+def _aliases_without_tiers(policy: Policy, root: yaml.Node | None, path: Path) -> list[str]:
+    """List the aliases whose min_tier and max_tier leave none of the policy's tiers.
+
+    Every request for such an alias would fail with 503, so the policy is rejected instead.
+    """
+    problems: list[str] = []
+    tiers = ", ".join(tier for tier, _ in policy.ordered_tiers())
+    for name, alias in policy.aliases.items():
+        if policy.alias_tiers(name):
+            continue
+        bounds = [f"{field} '{value}'" for field, value in
+                  (("min_tier", alias.min_tier), ("max_tier", alias.max_tier)) if value is not None]
+        verb = "leave" if len(bounds) == 2 else "leaves"
+        line = _line_of(root, ["aliases", name])
+        problems.append(
+            f"{path}:{line}: aliases.{name}: {' and '.join(bounds)} {verb} none of this "
+            f"policy's tiers ({tiers}), so every request for '{name}' would fail; change the "
+            "bound or add a tier within it"
+        )
+    return problems
 
 
 def _value_of(node: yaml.Node | None, key: str) -> yaml.Node | None:

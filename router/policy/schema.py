@@ -261,6 +261,18 @@ class Deployment(UpstreamAccess, StrictModel):
     def _check_local_model_address(cls, value: bool, info: ValidationInfo) -> bool:
         return _checked_local_model(value, info)
 
+    @field_validator("output_limit_param")
+    @classmethod
+    def _check_local_model_limit(cls, value: str, info: ValidationInfo) -> str:
+        # local_model is declared first, so info.data has it unless it was invalid and reported.
+        if value == "max_completion_tokens" and info.data.get("local_model"):
+            raise ValueError(
+                "the local model's server (llama-cpp-python 0.3.36) reads only max_tokens, so "
+                "with max_completion_tokens its answers would have no output-token limit; "
+                "remove output_limit_param or set it to max_tokens"
+            )
+        return value
+
     @cached_property
     def sent_output_limit_param(self) -> str | None:
         """The parameter name the output-token limit goes upstream under, or None for as sent."""
@@ -804,6 +816,13 @@ class Policy(StrictModel):
             for name, alias in self.aliases.items()
             if alias.thresholds
         }
+
+    def alias_tiers(self, alias: str) -> list[str]:
+        """Return the policy's tiers from the alias's ``min_tier`` to its ``max_tier``, cheapest first."""
+        bounds = self.aliases[alias]
+        low = TIER_ORDER.index(bounds.min_tier) if bounds.min_tier is not None else 0
+        high = TIER_ORDER.index(bounds.max_tier) if bounds.max_tier is not None else len(TIER_ORDER) - 1
+        return [tier for tier, _ in self.ordered_tiers() if low <= TIER_ORDER.index(tier) <= high]
 
     def has_model(self, name: str) -> bool:
         """Whether ``name`` is a router alias or a deployment name of this policy."""

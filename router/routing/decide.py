@@ -20,6 +20,7 @@ from router.policy.schema import TIER_ORDER, Deployment, Policy
 from router.routing.skips import (
     Skips,
     describe_capability,
+    describe_excluded_alias,
     describe_tier_skips,
     describe_unavailable_alias,
     describe_unavailable_model,
@@ -110,8 +111,9 @@ def decide(
     ``unavailable_reason``, when given, replaces ``is_available``: it returns why a deployment
     cannot be used (text a client may see) or None, and that text goes into the errors and
     the decision's reason.  Raises ``ContextTooLong``, ``UnsupportedParameter`` or
-    ``NoDeploymentAvailable`` when no deployment can serve the request.  The caller has
-    already checked that ``requested`` names an alias or a deployment.
+    ``NoDeploymentAvailable`` when no deployment can serve the request, and ``TierNotAllowed``
+    when ``min_tier`` or ``blocked_tiers`` leave none of the tiers that an alias may use.
+    The caller has already checked that ``requested`` names an alias or a deployment.
     """
     reason_of = unavailable_reason or _reason_from_flag(is_available)
     skips = Skips()
@@ -130,6 +132,12 @@ def decide(
     alias = policy.aliases.get(requested)
     max_tier = alias.max_tier if alias is not None else None
     excluded = _excluded_tiers(policy, min_tier, blocked_tiers, max_tier)
+    if alias is not None:
+        # The key's minimum tier or blocked tiers leave none of the alias's own tiers. A retry
+        # cannot succeed, so the client gets 403 rather than 503.
+        alias_tiers = policy.alias_tiers(requested)
+        if alias_tiers and all(tier in excluded for tier in alias_tiers):
+            raise TierNotAllowed(describe_excluded_alias(requested, alias_tiers, excluded))
     per_tier = {
         tier: [
             Candidate(tier, d)

@@ -322,11 +322,14 @@ def _upstream_body(
     upstream = dict(body)
     upstream["model"] = deployment.upstream_model if deployment.uses_direct_path else deployment.model
     limit_param = deployment.sent_output_limit_param
-    if limit_param == "max_tokens" and upstream.get("max_completion_tokens") is not None:
+    if limit_param == "max_tokens" and "max_completion_tokens" in upstream:
         # Some servers, the bundled llama.cpp server (llama-cpp-python 0.3.36) among them,
         # ignore max_completion_tokens, the limit that current OpenAI clients send. This limit
-        # wins over a max_tokens sent beside it, as in the gateway's context-window check.
-        upstream["max_tokens"] = upstream.pop("max_completion_tokens")
+        # wins over a max_tokens sent beside it, as in the gateway's context-window check. A
+        # null is dropped too, so that such a server never receives the name.
+        limit = upstream.pop("max_completion_tokens")
+        if limit is not None:
+            upstream["max_tokens"] = limit
     elif limit_param == "max_completion_tokens" and "max_tokens" in upstream:
         # OpenAI's reasoning models reject max_tokens; every OpenAI chat model reads this one.
         limit = upstream.pop("max_tokens")

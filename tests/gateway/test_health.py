@@ -117,7 +117,7 @@ async def test_models_lists_aliases_then_deployments(kit: GatewayKit) -> None:
         "created": created,
         "owned_by": "tierwise",
         "description": "Routed to the cheapest tier the classifier expects to answer well.",
-        "tierwise": {"kind": "router", "policy": "gateway-tests", "min_tier": "mid"},
+        "tierwise": {"kind": "router", "policy": "gateway-tests", "min_tier": "mid", "max_tier": None},
     }
     assert body["data"][4] == {
         "id": "frontier-large",

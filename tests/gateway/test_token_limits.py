@@ -327,3 +327,26 @@ async def test_json_answer_without_usage_counts_estimate(kit: GatewayKit, usage:
     assert records[0]["tokens_in"] > 0
     assert records[0]["tokens_out"] > 0
     assert records[0]["cost_usd"] > 0
+
+
+async def test_paused_redis_take_back_stays_at_zero(
+    private_redis: PrivateRedis,
+) -> None:
+    link = RedisLink(private_redis.url, timeout_s=0.2)
+    ledger = BudgetLedger(link)
+    limiter = TokenRateLimiter(ledger, clock=FakeClock())
+    try:
+        reservation = limiter.reserve("paused-release", 500)
+        await ledger.flush()
+        while_admitted = await limiter.used("paused-release")
+        private_redis.signal(signal.SIGSTOP)
+        # Redis contains the estimate, but the read falls back to this process's unsaved
+        # amounts, which contain only the take-back.
+        limiter.record("paused-release", 0, reservation)
+        after_take_back = await limiter.used("paused-release")
+        private_redis.signal(signal.SIGCONT)
+    finally:
+        await link.close()
+
+    assert while_admitted == 500
+    assert after_take_back == 0

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from router.errors import ContextTooLong, NoDeploymentAvailable, UnsupportedParameter
+from router.errors import (
+    ContextTooLong,
+    NoDeploymentAvailable,
+    TierNotAllowed,
+    UnsupportedParameter,
+)
 from router.policy.schema import Policy
 from router.routing.decide import RequestNeeds, decide
 
@@ -88,6 +93,39 @@ def test_max_tier_alias_with_its_tiers_down_names_the_bound() -> None:
         decide(policy, {"edge": 0.9}, SHORT, requested="auto-budget",
                is_available=lambda d: d.name != "small")
     assert "above the alias's maximum tier edge" in caught.value.message
+
+
+def test_tenant_min_tier_above_alias_max_tier() -> None:
+    policy = make_policy({"auto-budget": {"max_tier": "mid"}})
+    with pytest.raises(TierNotAllowed) as caught:
+        decide(policy, {"edge": 0.9}, SHORT, requested="auto-budget", min_tier="frontier",
+               **ALL_AVAILABLE)
+    assert caught.value.status == 403
+    assert caught.value.message == (
+        "The model 'auto-budget' uses only the edge and mid tiers, which this API key may not "
+        "use. The edge tier is below the minimum tier frontier. The mid tier is below the "
+        "minimum tier frontier. Request a router alias that reaches a tier this key may use "
+        "(GET /v1/models shows each alias's min_tier and max_tier)."
+    )
+
+
+def test_blocked_tiers_cover_alias_tiers() -> None:
+    policy = make_policy({"auto-budget": {"max_tier": "mid"}})
+    with pytest.raises(TierNotAllowed) as caught:
+        decide(policy, {"edge": 0.9}, SHORT, requested="auto-quality",
+               blocked_tiers=frozenset({"mid", "frontier"}), **ALL_AVAILABLE)
+    assert caught.value.message.startswith(
+        "The model 'auto-quality' uses only the mid and frontier tiers, which this API key may "
+        "not use. The mid tier is blocked for this API key."
+    )
+
+
+def test_alias_tiers_down_stay_unavailable() -> None:
+    # Down deployments within the alias's own tiers are the gateway's problem, not the key's.
+    policy = make_policy({"auto-budget": {"max_tier": "mid"}})
+    with pytest.raises(NoDeploymentAvailable):
+        decide(policy, {"edge": 0.9}, SHORT, requested="auto-budget", min_tier="mid",
+               is_available=lambda d: d.name != "medium")
 
 
 def test_alias_thresholds_replace_the_policy_thresholds() -> None:

@@ -81,6 +81,17 @@ def test_alias_bounds_and_thresholds_are_described() -> None:
                                "cheap": {"min_tier": "edge", "thresholds": {"edge": 0.4}}}}
     assert describe_changes(Policy.model_validate(old), Policy.model_validate(new)) == [
         "Router alias 'auto' maximum tier changes from none to edge.",
+        "Router alias 'cheap' edge threshold changes from 0.500 to 0.400.",
         "Router alias 'cheap' minimum tier changes from none to edge.",
-        "Router alias 'cheap': thresholds.edge changes from 0.5 to 0.4.",
+    ]
+
+
+def test_alias_threshold_removal_names_policy_value() -> None:
+    # The policy has an edge threshold of 0.7 and none for mid and frontier.
+    old = {**BASE, "aliases": {"cheap": {"thresholds": {"edge": 0.5, "frontier": 0.9}}}}
+    new = {**BASE, "aliases": {"cheap": {"thresholds": {"mid": 0.3}}}}
+    assert describe_changes(Policy.model_validate(old), Policy.model_validate(new)) == [
+        "Router alias 'cheap' edge threshold changes from 0.500 to the policy's 0.700.",
+        "Router alias 'cheap' frontier threshold changes from 0.900 to no threshold.",
+        "Router alias 'cheap' mid threshold changes from no threshold to 0.300.",
     ]

@@ -615,6 +615,38 @@ def test_alias_bounds_and_thresholds_name_the_line(tmp_path: Path) -> None:
     ]
 
 
+def test_alias_bounds_without_policy_tier(tmp_path: Path) -> None:
+    # The policy has only the edge and frontier tiers.
+    path = write(tmp_path, "aliases:\n  auto: {}\n  only-mid: {min_tier: mid, max_tier: mid}\n"
+                 "  above-all:\n    min_tier: frontier\n  below-mid: {max_tier: mid}\n" + VALID)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    assert caught.value.problems == [
+        (f"{path}:3: aliases.only-mid: min_tier 'mid' and max_tier 'mid' leave none of this "
+         "policy's tiers (edge, frontier), so every request for 'only-mid' would fail; change "
+         "the bound or add a tier within it"),
+    ]
+
+
+def test_local_model_rejects_max_completion_tokens(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace(
+        "        api_base: http://127.0.0.1:9/v1\n        price: {input_per_million: 0.1",
+        "        api_base: http://127.0.0.1:9/v1\n        local_model: true\n"
+        "        output_limit_param: max_completion_tokens\n"
+        "        price: {input_per_million: 0.1"))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    [problem] = caught.value.problems
+    assert problem.startswith(
+        f"{path}:9: tiers.edge.deployments.0.output_limit_param: the local model's server "
+        "(llama-cpp-python 0.3.36) reads only max_tokens, so with max_completion_tokens its "
+        "answers would have no output-token limit; remove output_limit_param or set it to "
+        "max_tokens"
+    )
+
+
 def test_cached_price_above_input_price_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, VALID.replace(
         "{input_per_million: 5, output_per_million: 15}",
