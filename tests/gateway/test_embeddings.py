@@ -423,6 +423,24 @@ async def test_models_lists_embeddings(
     assert "auto" in listed
 
 
+async def test_readyz_lists_embedding_deployments(
+    kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    section = embeddings_section(model_server.base_url, fake.base_url)
+    section["deployments"][1]["api_key_env"] = "TIERWISE_TEST_UNSET_EMBED_KEY"
+    monkeypatch.delenv("TIERWISE_TEST_UNSET_EMBED_KEY", raising=False)
+    write_policy(kit, model_server, fake, section=section)
+    async with kit.running(settings=kit.settings()) as gateway:
+        ready = await gateway.client.get("/readyz")
+
+    assert ready.status_code == 200
+    assert ready.json()["embeddings"] == {
+        REAL: "available",
+        FLAKY: "environment variable TIERWISE_TEST_UNSET_EMBED_KEY is not set",
+    }
+
+
 async def test_chat_model_is_not_an_embedding_model(
     redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
 ) -> None:

@@ -40,6 +40,7 @@ async def test_readyz_without_redis(kit: GatewayKit) -> None:
                    "rejected_edit": None},
         "classifier": {"version": "stub-1", "tiers": ["edge", "mid", "frontier"]},
         "available_deployments": {"edge": 1, "mid": 1, "frontier": 1},
+        "embeddings": None,
         "cooling_down": {},
         "in_flight": {},
         "redis": "not_configured",
