@@ -21,6 +21,39 @@ def describe_changes(old: Policy, new: Policy) -> list[str]:
     changes += _section_changes("outcomes", old.outcomes.model_dump(), new.outcomes.model_dump())
     changes += _section_changes("shadow", old.shadow.model_dump(), new.shadow.model_dump())
     changes += _tenant_changes(old, new)
+    changes += _embedding_changes(old, new)
+    return changes
+
+
+def _embedding_changes(old: Policy, new: Policy) -> list[str]:
+    """Embedding deployments and aliases added, removed or changed."""
+    if old.embeddings is None and new.embeddings is None:
+        return []
+    if old.embeddings is None:
+        return ["An embeddings section is added, so POST /v1/embeddings serves models."]
+    if new.embeddings is None:
+        return ["The embeddings section is removed, so POST /v1/embeddings serves no model."]
+    before = {d.name: d for d in old.embeddings.deployments}
+    after = {d.name: d for d in new.embeddings.deployments}
+    changes = [
+        f"Embedding deployment '{name}' ({after[name].model}) is added."
+        for name in sorted(after.keys() - before.keys())
+    ]
+    changes += [f"Embedding deployment '{name}' is removed." for name in sorted(before.keys() - after.keys())]
+    for name in sorted(before.keys() & after.keys()):
+        changes += _field_changes(f"Embedding deployment '{name}'", before[name].model_dump(),
+                                  after[name].model_dump())
+    old_aliases, new_aliases = old.embeddings.aliases, new.embeddings.aliases
+    for name in sorted(old_aliases.keys() | new_aliases.keys()):
+        a, b = old_aliases.get(name), new_aliases.get(name)
+        if a == b:
+            continue
+        if a is None:
+            changes.append(f"Embeddings alias '{name}' is added: {', '.join(b or [])}.")
+        elif b is None:
+            changes.append(f"Embeddings alias '{name}' is removed.")
+        else:
+            changes.append(f"Embeddings alias '{name}' changes from {', '.join(a)} to {', '.join(b)}.")
     return changes
 
 

@@ -95,3 +95,25 @@ def test_alias_threshold_removal_names_policy_value() -> None:
         "Router alias 'cheap' frontier threshold changes from 0.900 to no threshold.",
         "Router alias 'cheap' mid threshold changes from no threshold to 0.300.",
     ]
+
+
+def test_embedding_changes_are_described() -> None:
+    def embedding(name: str, price: float) -> dict[str, object]:
+        return {"name": name, "model": f"openai/{name}", "api_base": "http://127.0.0.1:9/v1",
+                "price": {"input_per_million": price}}
+
+    first = {**BASE, "embeddings": {"deployments": [embedding("e1", 0.02)],
+                                    "aliases": {"embed": ["e1"]}}}
+    second = {**BASE, "embeddings": {"deployments": [embedding("e1", 0.05), embedding("e2", 0.1)],
+                                     "aliases": {"embed": ["e2", "e1"]}}}
+    none, one, two = (Policy.model_validate(document) for document in (BASE, first, second))
+
+    assert describe_changes(none, one) == [
+        "An embeddings section is added, so POST /v1/embeddings serves models."]
+    assert describe_changes(one, none) == [
+        "The embeddings section is removed, so POST /v1/embeddings serves no model."]
+    assert describe_changes(one, two) == [
+        "Embedding deployment 'e2' (openai/e2) is added.",
+        "Embedding deployment 'e1': price.input_per_million changes from 0.02 to 0.05.",
+        "Embeddings alias 'embed' changes from e1 to e2, e1.",
+    ]
