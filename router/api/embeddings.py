@@ -332,7 +332,11 @@ def convert_vectors(response: dict[str, Any], encoding_format: str) -> dict[str,
 def _to_base64(vector: list[Any]) -> str:
     if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
         raise ValueError("a vector contains a value that is not a number")
-    values = array("f", vector)
+    try:
+        values = array("f", vector)
+    except OverflowError:
+        # An integer beyond float's range, which Python's json module parses.
+        raise ValueError("a vector contains a number that is not a float32 value") from None
     if sys.byteorder == "big":
         values.byteswap()
     return base64.b64encode(values.tobytes()).decode("ascii")

@@ -223,6 +223,8 @@ def test_convert_vectors_both_ways() -> None:
 def test_convert_vectors_rejects_invalid_vectors() -> None:
     with pytest.raises(ValueError, match="not a number"):
         convert_vectors({"data": [{"embedding": [0.5, "x"]}]}, "base64")
+    with pytest.raises(ValueError, match="not a float32 value"):
+        convert_vectors({"data": [{"embedding": [0.5, 10**400]}]}, "base64")
     with pytest.raises(ValueError, match="whole number of float32"):
         convert_vectors({"data": [{"embedding": base64.b64encode(b"abc").decode()}]}, "float")
     with pytest.raises(ValueError):
