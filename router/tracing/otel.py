@@ -134,7 +134,8 @@ class GatewayTracing:
         runtime.direct = TracedTransport(runtime.direct, tracing)
         runtime.litellm = TracedTransport(runtime.litellm, tracing)
         runtime.cache = TracedCache(runtime.cache)
-        # TracedOutcomeLog passes every attribute but emit on to the log it wraps.
+        # TracedOutcomeLog forwards every attribute except emit to the log it wraps, so the
+        # cast is safe.
         runtime.outcomes = cast(OutcomeLog, TracedOutcomeLog(runtime.outcomes))
         runtime.scorer = TracedScorer(runtime.scorer)
         app.add_middleware(TracingMiddleware, tracing=tracing)

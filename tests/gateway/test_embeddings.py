@@ -2,7 +2,7 @@
 
 One llama.cpp server (the edge extra's model, started with embeddings on) serves the module.
 Deployments reach it directly or through ``FakeEmbeddings``, which forwards to it unless a
-test queues a fault (HTTP 500 or 429, a hang, malformed JSON, a missing vector).  The
+test queues a fault (HTTP 400, 500 or 429, a hang, malformed JSON, a missing vector).  The
 gateways use the test Redis for the cache, budgets, rate limits and the outcome stream.
 """
 
