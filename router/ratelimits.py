@@ -18,12 +18,12 @@ boundary: the whole limit at the end of one minute and again at the start of the
 Tokens are known only once a completion has ended. A token limit admits a request while the
 tenant's count in the current minute is below the limit, and adds an estimate of the request's
 prompt tokens (a quarter of its text's UTF-8 bytes, plus 4 per message) to the count at once.
-When the request ends, the estimate is taken back and the tokens it used are counted, so a
-burst of concurrent requests sees each other's prompts, and the request that crosses the limit
-is served in full. The answers of concurrent requests can still overshoot the limit, because
-their length is known only at the end. Token counts go through the budget ledger (``router.budgets``): added
-in memory at once and moved to Redis with ``INCRBYFLOAT`` every 0.2 s, so another replica
-sees them within that interval.
+When the request ends, the estimate is taken back and the tokens it used are counted. So each
+request of a concurrent burst counts the prompts of those admitted before it, and the request
+that crosses the limit is served in full. The completions of concurrent requests can still
+overshoot the limit, because their length is known only at the end. Token counts go through
+the budget ledger (``router.budgets``): added in memory at once and moved to Redis with
+``INCRBYFLOAT`` every 0.2 s, so another replica sees them within that interval.
 """
 
 from __future__ import annotations
@@ -133,15 +133,16 @@ class RateLimiter:
         return count
 
 
-# Prompt-token estimate before the upstream counts them: about 4 UTF-8 bytes per token for
-# English text (fewer for CJK text and code, which this underestimates), plus framing.
+# Prompt-token estimate used until the upstream reports usage: about 4 UTF-8 bytes per token
+# for English text, plus the framing of each message. CJK text and code have fewer bytes per
+# token, so the estimate is low for them.
 BYTES_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
 
 
 @dataclass(frozen=True, slots=True)
 class TokenReservation:
-    """Estimated tokens added to a tenant's count at admission, taken back when it ends."""
+    """Estimated tokens added to a tenant's count at admission, taken back when the request ends."""
 
     key: str
     tokens: int
@@ -201,7 +202,7 @@ class TokenRateLimiter:
 
     async def _used(self, tenant: str, window: int) -> int:
         (count,) = await self.ledger.read([token_window_key(tenant, window, self.prefix)])
-        # While Redis is unreachable the read contains only this process's unsaved amounts. A
-        # request admitted before Redis stopped responding takes its estimate back there, so
-        # the sum can be negative, which would admit tokens beyond the limit.
+        # While Redis is unreachable, the read returns only this process's unsaved amounts. A
+        # request admitted before the outage takes its estimate back from them, so the sum can
+        # be negative, and a negative count would admit tokens beyond the limit.
         return max(0, int(count))

@@ -64,9 +64,10 @@ ENDPOINT_LABEL = "embeddings"
 
 
 class EmbeddingRequest(BaseModel):
-    """The request body, for the OpenAPI document; ``parse_embedding_request`` validates it.
+    """The request body as the OpenAPI document shows it.
 
-    Parameters the gateway does not interpret are kept and forwarded, as on the chat endpoint.
+    ``parse_embedding_request`` does the validation. Parameters that the gateway does not
+    interpret are kept and forwarded, as on the chat endpoint.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -95,7 +96,7 @@ class ParsedEmbeddingRequest:
         self.inputs = inputs
         """Number of inputs, and so of vectors in the response."""
         self.texts = texts
-        """String inputs, counted when the upstream reports no usage."""
+        """String inputs, whose tokens the gateway counts when the upstream reports no usage."""
         self.token_ids = token_ids
         """Number of token ids in the token-array inputs."""
         self.encoding_format = encoding_format
@@ -143,7 +144,8 @@ async def _serve(
     outcome: Outcome,
     receive: Receive,
 ) -> Response:
-    # Checked before the cache, so that a hit never serves a request that would be rejected.
+    # Resolved before the cache lookup, so that a hit never serves a request that would be
+    # rejected (an unknown model or an unsupported ``dimensions``).
     candidates = _candidates(policy, parsed)
     key = None
     if policy.cache.enabled:
@@ -155,7 +157,7 @@ async def _serve(
         if entry is not None:
             outcome.deployment, response = entry
             outcome.cache_hit = True
-            _take_usage(outcome, response, parsed)
+            _record_usage(outcome, response, parsed)
             return json_response(response, _headers(outcome),
                                  on_sent=partial(finish, runtime, policy, outcome), outcome=outcome)
 
@@ -163,7 +165,8 @@ async def _serve(
     if not available:
         reasons = "; ".join(f"{d.name}: {runtime.client_unavailable_reason(d)}" for d in candidates)
         raise NoDeploymentAvailable(
-            f"No deployment can serve the embedding model '{parsed.model}' now ({reasons})."
+            f"No deployment can serve the embedding model '{parsed.model}' now ({reasons}). "
+            "Retry later, or ask the gateway's operators to fix these causes."
         )
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id,
                             health=runtime.health, policy=policy)
@@ -175,16 +178,16 @@ async def _serve(
     if outcome.upstream is not None and not policy.tenants.show_upstream_rate_limits:
         outcome.upstream.rate_limits = {}
     try:
-        response = in_encoding(response, parsed.encoding_format)
+        response = convert_vectors(response, parsed.encoding_format)
     except ValueError as exc:
-        # The upstream sent the invalid vector, so the client gets a 502.
+        # The upstream sent the invalid vector, so the client gets a 502, not a 400.
         log.warning("upstream_embedding_invalid", request_id=outcome.request_id,
                     deployment=deployment.name, detail=str(exc)[:200])
         raise UpstreamFailed(
             f"The deployment '{deployment.name}' returned an embedding that is not a list of "
             "numbers. Retry later, or report the request id."
         ) from None
-    _take_usage(outcome, response, parsed)
+    _record_usage(outcome, response, parsed)
     if key is not None:
         await runtime.cache.set(key, encode_entry(deployment.name, response), policy.cache.ttl_s)
     return json_response(response, _headers(outcome),
@@ -192,7 +195,11 @@ async def _serve(
 
 
 def _candidates(policy: Policy, parsed: ParsedEmbeddingRequest) -> tuple[EmbeddingDeployment, ...]:
-    """Return the deployments that may serve the request, in order; raise when there are none."""
+    """Return the deployments that may serve the request, in order.
+
+    Raises ModelNotFound for an unknown model and UnsupportedParameter when no deployment
+    returns vectors of the requested ``dimensions``.
+    """
     if policy.embeddings is None:
         raise ModelNotFound(
             f"The model '{parsed.model}' does not exist on this gateway: its policy has no "
@@ -222,7 +229,10 @@ def _candidates(policy: Policy, parsed: ParsedEmbeddingRequest) -> tuple[Embeddi
 
 
 def parse_embedding_request(body: dict[str, Any]) -> ParsedEmbeddingRequest:
-    """Validate an embeddings body as OpenAI's API does; raise InvalidRequest naming the parameter."""
+    """Validate an embeddings body as OpenAI's API does.
+
+    Raises InvalidRequest, with ``param`` naming the invalid parameter.
+    """
     forbidden = find_forbidden_parameter(body)
     if forbidden is not None:
         raise InvalidRequest(
@@ -296,12 +306,13 @@ def _invalid(param: str, reason: str) -> InvalidRequest:
     return InvalidRequest(f"Invalid value for '{param}': {reason}.", param=param)
 
 
-def in_encoding(response: dict[str, Any], encoding_format: str) -> dict[str, Any]:
-    """Return ``response`` with every vector in ``encoding_format``, converting where needed.
+def convert_vectors(response: dict[str, Any], encoding_format: str) -> dict[str, Any]:
+    """Return ``response`` with every vector in ``encoding_format``.
 
-    Upstreams that ignore ``encoding_format`` (llama.cpp's server, for one) return floats.
-    A base64 vector is OpenAI's format: little-endian float32 values, base64-encoded.  Raises ValueError
-    for a vector that is neither a list of numbers nor valid base64 of float32 values.
+    ``response`` itself is returned when no vector needs converting. Upstreams that ignore
+    ``encoding_format`` (llama.cpp's server, for one) return floats. A base64 vector is
+    OpenAI's format: little-endian float32 values, base64-encoded. Raises ValueError for a
+    vector that is neither a list of numbers nor valid base64 of float32 values.
     """
     data = response["data"]
     wants_base64 = encoding_format == "base64"
@@ -321,7 +332,11 @@ def in_encoding(response: dict[str, Any], encoding_format: str) -> dict[str, Any
 def _to_base64(vector: list[Any]) -> str:
     if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
         raise ValueError("a vector contains a value that is not a number")
-    values = array("f", vector)
+    try:
+        values = array("f", vector)
+    except OverflowError:
+        # An integer beyond float's range, which Python's json module parses.
+        raise ValueError("a vector contains a number that is not a float32 value") from None
     if sys.byteorder == "big":
         values.byteswap()
     return base64.b64encode(values.tobytes()).decode("ascii")
@@ -337,14 +352,16 @@ def _from_base64(text: str) -> list[float]:
     return values.tolist()
 
 
-def _take_usage(outcome: Outcome, response: dict[str, Any], parsed: ParsedEmbeddingRequest) -> None:
-    """Take the input token count from the response's usage, or estimate it."""
+def _record_usage(
+    outcome: Outcome, response: dict[str, Any], parsed: ParsedEmbeddingRequest
+) -> None:
+    """Set the outcome's input tokens from the response's usage, or to an estimate without it."""
     usage = response.get("usage")
     prompt_tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
     if prompt_tokens is not None and valid_token_count(prompt_tokens) is not None:
         outcome.set_usage({"prompt_tokens": prompt_tokens})
         return
-    # The estimate counts cl100k_base tokens of the strings and the ids of token arrays.
+    # The estimate is the cl100k_base token count of the strings plus the ids of token arrays.
     outcome.tokens_in = (count_text_tokens(parsed.texts) if parsed.texts else 0) + parsed.token_ids
 
 

@@ -62,12 +62,12 @@ def is_cacheable(body: dict[str, Any], cache_nonzero_temperature: bool) -> bool:
 
 
 def embedding_scope(model: str, candidates: tuple[EmbeddingDeployment, ...]) -> str:
-    """Return what, besides the body, decides the vectors of an embeddings request.
+    """Return the cache-key scope of an embeddings request.
 
-    The requested name and, for each deployment that may serve it, the settings that choose
-    the model: an edit to them starts new entries, while an edit to prices or timeouts keeps
-    them. The ``api_base`` of a ``local_model`` deployment is left out, as in
-    ``routing_version``.
+    The scope is what, besides the body, sets the vectors: the requested name and, for each
+    deployment that may serve it, the settings that choose the model. An edit to them starts
+    new entries, while an edit to prices or timeouts keeps them. The ``api_base`` of a
+    ``local_model`` deployment is left out, as in ``routing_version``.
     """
     material = [
         (d.name, d.model, None if d.local_model else d.api_base, d.transport, d.dimensions,

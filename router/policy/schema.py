@@ -30,10 +30,11 @@ TIER_ORDER: tuple[str, ...] = ("edge", "mid", "frontier")
 # The address the local edge model server listens on (router.edge.HOST).
 LOCAL_MODEL_HOST = "127.0.0.1"
 
+# The direct path renames max_tokens to max_completion_tokens for this host
+# (Deployment.sent_output_limit_param).
+OPENAI_API_HOST = "api.openai.com"
 # litellm model prefixes whose upstreams speak the OpenAI protocol, so the direct path can
 # forward requests without translation.
-# The direct path renames max_tokens to max_completion_tokens for this host (see Deployment).
-OPENAI_API_HOST = "api.openai.com"
 OPENAI_COMPATIBLE_PREFIXES = ("openai/", "hosted_vllm/", "openai_like/", "llamafile/", "lm_studio/")
 
 
@@ -268,14 +269,14 @@ class Deployment(UpstreamAccess, StrictModel):
         if value == "max_completion_tokens" and info.data.get("local_model"):
             raise ValueError(
                 "the local model's server (llama-cpp-python 0.3.36) reads only max_tokens, so "
-                "with max_completion_tokens its answers would have no output-token limit; "
+                "with max_completion_tokens its completions would have no output-token limit; "
                 "remove output_limit_param or set it to max_tokens"
             )
         return value
 
     @cached_property
     def sent_output_limit_param(self) -> str | None:
-        """The parameter name the output-token limit goes upstream under, or None for as sent."""
+        """Upstream name of the output-token limit, or None to send the client's name unchanged."""
         if self.output_limit_param != "auto":
             return self.output_limit_param
         if self.local_model:
@@ -353,7 +354,8 @@ class Alias(StrictModel):
     min_tier: TierName | None = None
     max_tier: TierName | None = Field(
         default=None,
-        description="The most capable tier this alias uses, also when a cheaper tier fails.",
+        description="The highest tier this alias uses, also as the fallback when a cheaper "
+        "tier fails.",
     )
     thresholds: dict[
         Annotated[str, AfterValidator(_check_tier_name)],
@@ -624,7 +626,10 @@ class EmbeddingDeployment(UpstreamAccess, StrictModel):
         return tokens_in * self.price.input_per_million / 1_000_000
 
     def takes_dimensions(self, dimensions: int | None) -> bool:
-        """Whether the deployment can return vectors of length ``dimensions`` (None: its own)."""
+        """Return whether the deployment can return vectors of length ``dimensions``.
+
+        A ``dimensions`` of None requests the model's own length, which every deployment returns.
+        """
         return dimensions is None or self.accepts_dimensions or dimensions == self.dimensions
 
 
@@ -638,10 +643,11 @@ class Embeddings(StrictModel):
     deployments: list[EmbeddingDeployment] = Field(min_length=1)
     aliases: dict[str, Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]] = Field(
         default_factory=dict,
-        description="Name -> embedding deployment names, tried in order; a deployment that "
-        "fails with a timeout, a refused connection, 5xx or 429 hands the request to the next. "
-        "List only deployments of one model, because vectors of different models cannot be "
-        "compared.",
+        description="Name -> embedding deployment names, tried in order. A deployment that "
+        "fails (a timeout, a refused connection, 401, 403, 404, 413, 429 or 5xx, invalid JSON "
+        "or a wrong number of vectors) hands the request to the next, while an upstream 400 "
+        "or 422 goes back to the client. List only deployments of one model, because vectors "
+        "of different models cannot be compared.",
     )
 
     @field_validator("aliases")
@@ -743,7 +749,8 @@ class Policy(StrictModel):
         cls, value: Embeddings | None, info: ValidationInfo
     ) -> Embeddings | None:
         # `tierwise serve` starts one local model server, on the port of the first local_model
-        # deployment, chat deployments first; runs after ``tiers`` (fields are validated in order).
+        # deployment, chat deployments first. Fields are validated in order, so ``tiers`` is
+        # known here.
         tiers: dict[str, Tier] = info.data.get("tiers") or {}
         local = [d for tier in tiers.values() for d in tier.deployments if d.local_model]
         if value is None or not local:
@@ -806,7 +813,11 @@ class Policy(StrictModel):
         return min(d.context_window for d in self.all_deployments())
 
     def thresholds_for(self, alias: str) -> Mapping[str, float]:
-        """The routing thresholds of the router alias ``alias``: its own over the policy's."""
+        """Return the routing thresholds of the router alias ``alias``.
+
+        They are the policy's ``routing.thresholds``, replaced by the alias's own for the
+        tiers that it sets.
+        """
         return self._alias_thresholds.get(alias, self.routing.thresholds)
 
     @cached_property

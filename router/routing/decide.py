@@ -133,8 +133,8 @@ def decide(
     max_tier = alias.max_tier if alias is not None else None
     excluded = _excluded_tiers(policy, min_tier, blocked_tiers, max_tier)
     if alias is not None:
-        # The key's minimum tier or blocked tiers leave none of the alias's own tiers. A retry
-        # cannot succeed, so the client gets 403 rather than 503.
+        # When the key's minimum tier or blocked tiers leave none of the alias's own tiers, a
+        # retry cannot succeed, so the client gets 403 rather than 503.
         alias_tiers = policy.alias_tiers(requested)
         if alias_tiers and all(tier in excluded for tier in alias_tiers):
             raise TierNotAllowed(describe_excluded_alias(requested, alias_tiers, excluded))

@@ -85,7 +85,7 @@ class ShadowSampler:
         """Start a shadow job for this finished request when it is eligible and sampled.
 
         Eligible: served by one of ``shadow.tiers``, not from the cache, not streamed,
-        successful, the answer has text, and the tenant and the requested alias may use the
+        successful, the response has text, and the tenant and the requested alias may use the
         reference and judge tiers (a tenant's ``blocked_tiers`` and an alias's ``max_tier``
         keep its prompts away from those tiers here too).
         """
@@ -204,10 +204,11 @@ class ShadowSampler:
 
 
 def _blocks_shadow_tiers(policy: Policy, tenant: str, requested: str) -> bool:
-    """Tell whether ``tenant`` or the alias ``requested`` keeps prompts from the shadow tiers.
+    """Return whether ``tenant`` or the alias ``requested`` keeps prompts from the shadow tiers.
 
-    Those are the reference tier and the judge's tier. An alias with a ``max_tier`` below
-    either (one that keeps prompts on local models, say) keeps its prompts from them too.
+    The shadow tiers are the reference tier and the judge's tier. A tenant keeps its prompts
+    from the tiers in its ``blocked_tiers``. An alias keeps them from tiers above its
+    ``max_tier`` (an alias that keeps prompts on local models, say).
     """
     entry = policy.tenants.entries.get(tenant)
     alias = policy.aliases.get(requested)

@@ -1,4 +1,4 @@
-"""Optional OpenTelemetry tracing of the chat endpoints (``TIERWISE_TRACING=true``).
+"""Optional OpenTelemetry tracing of the chat and embeddings endpoints (``TIERWISE_TRACING=true``).
 
 This module imports nothing from OpenTelemetry. ``enable_tracing`` imports
 :mod:`router.tracing.otel`, which needs the ``otel`` extra, only when the setting is on, so a
@@ -30,7 +30,9 @@ class TracingUnavailable(RuntimeError):
 def enable_tracing(
     app: FastAPI, runtime: Runtime, provider: TracerProvider | None = None
 ) -> GatewayTracing:
-    """Trace the chat endpoints of ``app``; return the tracing, whose ``shutdown`` flushes spans.
+    """Trace the chat and embeddings endpoints of ``app``.
+
+    Returns the tracing, whose ``shutdown`` exports the spans still queued.
 
     ``provider`` replaces the one built from the ``OTEL_*`` environment variables (tests pass
     one with an in-memory exporter). Raises TracingUnavailable when the ``otel`` extra is

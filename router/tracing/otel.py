@@ -1,4 +1,7 @@
-"""OpenTelemetry spans for ``/v1/chat/completions``, ``/v1/messages`` and ``/v1/responses``.
+"""OpenTelemetry spans for the chat endpoints and ``/v1/embeddings``.
+
+The traced paths are ``/v1/chat/completions``, ``/v1/messages``, ``/v1/responses`` and
+``/v1/embeddings`` (``TRACED_PATHS``).
 
 Installed by :func:`router.tracing.enable_tracing` only, so the request path of a gateway
 without tracing runs none of this. Installing wraps four runtime components and adds one
@@ -14,9 +17,10 @@ ASGI middleware:
   ``tierwise.cache.lookup`` events to the SERVER span. They are events, not child spans,
   because the Python SDK (1.45) takes tens of microseconds of CPU to record and encode each
   span, and a request's CPU budget is a fraction of a millisecond;
-- :class:`TracedTransport` adds a CLIENT span for each upstream attempt and makes it the
-  current span while the transport sends the request, so the transport's propagator writes
-  that span's ``traceparent`` into the upstream request.
+- :class:`TracedTransport` adds a CLIENT span for each upstream attempt (``chat <model>``
+  or ``embeddings <model>``) and makes it the current span while the transport sends the
+  request, so the transport's propagator writes that span's ``traceparent`` into the
+  upstream request.
 
 Attribute names follow the OpenTelemetry HTTP and GenAI semantic conventions
 (``gen_ai.request.model``, ``gen_ai.usage.input_tokens``, ...); Tierwise's own are under
@@ -119,7 +123,10 @@ class GatewayTracing:
     def install(
         cls, app: FastAPI, runtime: Runtime, provider: TracerProvider | None = None
     ) -> GatewayTracing:
-        """Wrap ``runtime``'s components and add the middleware to ``app``, as the module doc lists."""
+        """Wrap ``runtime``'s transports, cache, outcome log and scorer, and add the middleware.
+
+        The module docstring lists what each wrapper records.
+        """
         tracing = cls(runtime, provider or build_provider())
         for transport in (runtime.direct, runtime.litellm):
             if isinstance(transport, DirectTransport | LitellmTransport):
@@ -127,7 +134,8 @@ class GatewayTracing:
         runtime.direct = TracedTransport(runtime.direct, tracing)
         runtime.litellm = TracedTransport(runtime.litellm, tracing)
         runtime.cache = TracedCache(runtime.cache)
-        # TracedOutcomeLog passes every attribute but emit on to the log it wraps.
+        # TracedOutcomeLog forwards every attribute except emit to the log it wraps, so the
+        # cast is safe.
         runtime.outcomes = cast(OutcomeLog, TracedOutcomeLog(runtime.outcomes))
         runtime.scorer = TracedScorer(runtime.scorer)
         app.add_middleware(TracingMiddleware, tracing=tracing)
@@ -276,8 +284,8 @@ class TracedTransport:
             try:
                 first = await chunks.__anext__()
             except StopAsyncIteration:
-                # Returning ends this generator, so the caller sees StopAsyncIteration too;
-                # raised in here, it would turn into a RuntimeError.
+                # Returning ends this generator, so the caller gets StopAsyncIteration too.
+                # Raised inside a generator, StopAsyncIteration would become a RuntimeError.
                 span.set_attribute("error.type", "stream")
                 span.set_status(StatusCode.ERROR, "empty stream")
                 return
@@ -434,7 +442,7 @@ class TracedOutcomeLog:
 
 
 class _AsgiHeaders(Getter[list[tuple[bytes, bytes]]]):
-    """Reads header values from an ASGI scope's list of (lower-case name, value) pairs."""
+    """Reader of header values from an ASGI scope's list of (lower-case name, value) pairs."""
 
     def get(self, carrier: list[tuple[bytes, bytes]], key: str) -> list[str] | None:
         name = key.lower().encode("latin-1")
@@ -449,7 +457,7 @@ _ASGI_HEADERS = _AsgiHeaders()
 
 
 class TracingMiddleware:
-    """Opens the SERVER span of each POST to a traced path; passes other requests untouched.
+    """Open the SERVER span of each POST to a traced path, and pass other requests untouched.
 
     The span ends when the response has been sent, or the stream ended or was cut, which
     is when the app returns. An app exception marks it failed with the exception's type,
@@ -551,5 +559,5 @@ def _apply_record(span: Span, record: dict[str, Any], response_model: str | None
         "error.type": record.get("error"),
         "tierwise.status": record.get("status"),
     }
-    # None is not a valid attribute value; the SDK would log a warning for each.
+    # None is not a valid attribute value, and the SDK would log a warning for each one.
     span.set_attributes({name: value for name, value in attributes.items() if value is not None})

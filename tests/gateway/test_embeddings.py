@@ -2,7 +2,7 @@
 
 One llama.cpp server (the edge extra's model, started with embeddings on) serves the module.
 Deployments reach it directly or through ``FakeEmbeddings``, which forwards to it unless a
-test queues a fault (HTTP 500 or 429, a hang, malformed JSON, a missing vector).  The
+test queues a fault (HTTP 400, 500 or 429, a hang, malformed JSON, a missing vector).  The
 gateways use the test Redis for the cache, budgets, rate limits and the outcome stream.
 """
 
@@ -196,7 +196,7 @@ async def test_openai_client_string_list_and_base64(
         assert cosine(first, one.data[0].embedding) > 0.999
         assert cosine(first, second) < 0.999
 
-        # Without encoding_format (the first call) the client asks for base64 and decodes it.
+        # Without encoding_format (the first call), the client requests base64 and decodes it.
         # With base64 set, the client returns the text, which the gateway converted from
         # llama.cpp's floats.
         encoded = await client.embeddings.create(
@@ -623,7 +623,7 @@ async def test_invalid_request_is_400(
     assert fake.requests == []
 
 
-async def test_traced_embeddings_get_server_and_attempt_spans(
+async def test_tracing_covers_embeddings(
     kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
 ) -> None:
     pytest.importorskip("opentelemetry.sdk.trace", reason="the otel extra is not installed")
@@ -653,7 +653,8 @@ async def test_traced_embeddings_get_server_and_attempt_spans(
     assert server.kind == SpanKind.SERVER
     assert format(server.context.trace_id, "032x") == trace_id
     assert (server.attributes or {})["gen_ai.operation.name"] == "embeddings"
-    assert attempt.parent is not None and attempt.parent.span_id == server.context.span_id
+    assert attempt.parent is not None
+    assert attempt.parent.span_id == server.context.span_id
     assert (attempt.attributes or {})["gen_ai.usage.input_tokens"] > 0
     text = repr([(span.name, dict(span.attributes or {})) for span in spans.values()])
     assert "zebra-quartz" not in text

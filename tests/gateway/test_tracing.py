@@ -73,7 +73,7 @@ def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
 
 
 class TracedKit:
-    """Runs gateways of ``kit`` with tracing on and spans sent to ``exporter``."""
+    """Starter of gateways of ``kit`` that trace to ``exporter``."""
 
     def __init__(self, kit: GatewayKit, provider: TracerProvider, exporter: InMemorySpanExporter):
         self.kit = kit

@@ -1,9 +1,9 @@
 """An embeddings upstream that injects faults and otherwise forwards to a real model server.
 
 Each ``POST /v1/embeddings`` takes the oldest queued action, or the default one when the
-queue is empty.  ``forward`` sends the body unchanged to ``forward_to`` (a llama.cpp server
-on 127.0.0.1), so successful answers carry real vectors; the other actions fail the way
-providers do::
+queue is empty.  ``forward`` sends the body's ``model`` and ``input`` to ``forward_to`` (a
+llama.cpp server on 127.0.0.1), so successful responses carry real vectors. The other actions
+fail the way providers do::
 
     with FakeEmbeddings(forward_to=server.base_url) as fake:
         fake.enqueue("http_500", "forward")
@@ -26,7 +26,7 @@ Action = Literal[
     "forward", "http_400", "http_500", "http_429", "hang", "malformed_json", "wrong_count"
 ]
 HANG_S = 8.0
-"""How long ``hang`` waits before it answers; longer than the tests' timeout_s."""
+"""Seconds that ``hang`` waits before it forwards the request, longer than the tests' timeout_s."""
 
 
 class FakeEmbeddings:
@@ -118,7 +118,7 @@ class FakeEmbeddings:
         return web.json_response(answer, headers={"x-request-id": "fake-embeddings-req"})
 
     async def _forward(self, body: dict[str, Any]) -> dict[str, Any]:
-        # llama.cpp's server validates its own body, so only the fields it reads are sent.
+        # llama.cpp's server validates the body, so only the fields it reads are sent.
         payload = {"model": body["model"], "input": body["input"]}
         async with (
             aiohttp.ClientSession() as session,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from router.api.embeddings import MAX_INPUTS, in_encoding, parse_embedding_request
+from router.api.embeddings import MAX_INPUTS, convert_vectors, parse_embedding_request
 from router.errors import InvalidRequest
 from router.policy.loader import PolicyError, load_policy
 from router.settings import BUNDLED_POLICY
@@ -211,19 +211,21 @@ def float32_base64(values: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
 
 
-def test_in_encoding_converts_both_ways() -> None:
+def test_convert_vectors_both_ways() -> None:
     floats = {"object": "list", "data": [{"index": 0, "embedding": [0.5, -1.25, 3.0]}]}
-    encoded = in_encoding(floats, "base64")
+    encoded = convert_vectors(floats, "base64")
     assert encoded["data"][0]["embedding"] == float32_base64([0.5, -1.25, 3.0])
     assert encoded["object"] == "list"
-    assert in_encoding(encoded, "float")["data"][0]["embedding"] == [0.5, -1.25, 3.0]
-    assert in_encoding(floats, "float") is floats
+    assert convert_vectors(encoded, "float")["data"][0]["embedding"] == [0.5, -1.25, 3.0]
+    assert convert_vectors(floats, "float") is floats
 
 
-def test_in_encoding_rejects_invalid_vectors() -> None:
+def test_convert_vectors_rejects_invalid_vectors() -> None:
     with pytest.raises(ValueError, match="not a number"):
-        in_encoding({"data": [{"embedding": [0.5, "x"]}]}, "base64")
+        convert_vectors({"data": [{"embedding": [0.5, "x"]}]}, "base64")
+    with pytest.raises(ValueError, match="not a float32 value"):
+        convert_vectors({"data": [{"embedding": [0.5, 10**400]}]}, "base64")
     with pytest.raises(ValueError, match="whole number of float32"):
-        in_encoding({"data": [{"embedding": base64.b64encode(b"abc").decode()}]}, "float")
+        convert_vectors({"data": [{"embedding": base64.b64encode(b"abc").decode()}]}, "float")
     with pytest.raises(ValueError):
-        in_encoding({"data": [{"embedding": "not base64!"}]}, "float")
+        convert_vectors({"data": [{"embedding": "not base64!"}]}, "float")

@@ -642,7 +642,7 @@ def test_local_model_rejects_max_completion_tokens(tmp_path: Path) -> None:
     assert problem.startswith(
         f"{path}:9: tiers.edge.deployments.0.output_limit_param: the local model's server "
         "(llama-cpp-python 0.3.36) reads only max_tokens, so with max_completion_tokens its "
-        "answers would have no output-token limit; remove output_limit_param or set it to "
+        "completions would have no output-token limit; remove output_limit_param or set it to "
         "max_tokens"
     )
 
