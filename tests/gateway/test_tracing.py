@@ -51,6 +51,7 @@ from tests.gateway.conftest import (
 )
 from tests.gateway.test_litellm_path import write_litellm_policy
 from tests.support.scenario import Scenario
+from tests.support.stack import free_port
 
 CLIENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN_ID = "00f067aa0ba902b7"
@@ -546,7 +547,7 @@ def test_default_serve_loads_no_tracing(tmp_path: Any) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TIERWISE_")}
     env |= {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "TIERWISE_DATA_DIR": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-c", _SERVE_AND_REPORT, "8173"],
+        [sys.executable, "-c", _SERVE_AND_REPORT, str(free_port())],
         capture_output=True, text=True, timeout=120, env=env, check=False,
     )
 
