@@ -229,3 +229,21 @@ def test_convert_vectors_rejects_invalid_vectors() -> None:
         convert_vectors({"data": [{"embedding": base64.b64encode(b"abc").decode()}]}, "float")
     with pytest.raises(ValueError):
         convert_vectors({"data": [{"embedding": "not base64!"}]}, "float")
+
+
+@pytest.mark.parametrize(
+    ("vector", "valid"),
+    [
+        ([0.5, -1, 2.0e-3], True),
+        ("AAAAPw==", True),
+        ([0.5, "x", None], False),
+        ([0.5, True], False),
+        ([[0.1, 0.2], [0.3, 0.4]], False),
+        ([], False),
+    ],
+)
+def test_embedding_response_vectors_are_checked(vector: object, valid: bool) -> None:
+    from router.upstream.dispatch import _embedding_response_problem
+
+    problem = _embedding_response_problem({"data": [{"embedding": vector}]}, 1)
+    assert (problem is None) is valid
