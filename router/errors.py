@@ -173,8 +173,11 @@ class TokenRateExceeded(GatewayError):
     default_code = "rate_limit_exceeded"
 
     def __init__(self, limit: int, used: int, retry_after_s: float) -> None:
+        # ``used`` includes the prompt estimates of the tenant's requests in flight, so a
+        # tenant that has received no answer yet can see a count at or above its limit.
         super().__init__(
-            f"This API key's tenant has used {used} of its {limit} tokens per minute. "
+            f"This API key's tenant has used {used} of its {limit} tokens per minute, "
+            "counting the estimated prompt tokens of its requests in flight. "
             f"Retry after {max(1, math.ceil(retry_after_s))} s, when the next minute starts."
         )
         self.headers = retry_after_headers(retry_after_s)

@@ -127,9 +127,9 @@ class Settings(BaseSettings):
     )
     tracing: bool = Field(
         default=False,
-        description="Export OpenTelemetry spans of the chat endpoints over OTLP/HTTP, configured "
-        "by the standard OTEL_* environment variables. Needs the otel extra "
-        "(pip install 'tierwise[otel]').",
+        description="Export OpenTelemetry spans of the chat and embeddings endpoints over "
+        "OTLP/HTTP, configured by the standard OTEL_* environment variables. Needs the otel "
+        "extra (pip install 'tierwise[otel]').",
     )
     evaluation_report: Path | None = Field(
         default=None,

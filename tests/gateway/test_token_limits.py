@@ -82,7 +82,8 @@ async def test_request_after_limit_gets_tokens_429(kit: GatewayKit) -> None:
     assert second.status_code == 429
     assert second.json() == {
         "error": {
-            "message": f"This API key's tenant has used {used} of its 1 tokens per minute. "
+            "message": f"This API key's tenant has used {used} of its 1 tokens per minute, "
+            "counting the estimated prompt tokens of its requests in flight. "
             "Retry after 23 s, when the next minute starts.",
             "type": "tokens",
             "param": None,
@@ -159,6 +160,10 @@ async def test_request_in_flight_counts_its_prompt_estimate(kit: GatewayKit) -> 
     assert estimate_prompt_tokens([prompt], 1) == 506
     assert during == {"limit": 100, "used": 506}
     assert concurrent.status_code == 429
+    assert concurrent.json()["error"]["message"].startswith(
+        "This API key's tenant has used 506 of its 100 tokens per minute, counting the "
+        "estimated prompt tokens of its requests in flight."
+    )
     assert finished.status_code == 200
     assert parse_sse(finished.content).done
     # The rejected request ends first, so its record comes first.
