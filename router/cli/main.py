@@ -131,6 +131,9 @@ def serve(
         http=GatewayHttpProtocol,
         access_log=False,
         log_level="warning",
+        # uvicorn's own records go to the root logger, which renders them as JSON or console
+        # lines like the gateway's (router/logging_setup.py).
+        log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         timeout_keep_alive=int(settings.http_idle_timeout_s),
     )
