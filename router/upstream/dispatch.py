@@ -363,6 +363,27 @@ def _is_completion(completion: Any) -> bool:
     return isinstance(choices, list) and bool(choices) and all(isinstance(c, dict) for c in choices)
 
 
+_FAILURE_WORDS = {
+    "timeout": "timed out",
+    "connection": "connection failed",
+    "stream": "broken stream",
+    "server": "invalid response",
+}
+
+
+def _describe_failures(failures: list[UpstreamError], attempts: list[Attempt]) -> str:
+    """Name each failed deployment with its HTTP status or failure kind, never the provider's text.
+
+    ``_failed`` appends to both lists together, so the failed attempts pair with ``failures``.
+    """
+    failed = [attempt for attempt in attempts if attempt.error not in (None, CANCELLED)]
+    parts = []
+    for attempt, failure in zip(failed, failures, strict=False):
+        what = f"HTTP {failure.status}" if failure.status else _FAILURE_WORDS.get(failure.kind, failure.kind)
+        parts.append(f"{attempt.deployment} ({what})")
+    return ", ".join(dict.fromkeys(parts)) or "no deployment answered"
+
+
 def _final_error(
     last_error: UpstreamError | None, failures: list[UpstreamError], attempts: list[Attempt]
 ) -> GatewayError:
@@ -392,7 +413,10 @@ def _final_error(
             "operators to raise these deployments' timeout_s."
         )
     else:
-        error = UpstreamFailed("Every eligible deployment failed to answer. Retry later.")
+        error = UpstreamFailed(
+            f"Every eligible deployment failed: {_describe_failures(failures, attempts)}. Retry "
+            "later, or report this response's x-request-id to the gateway's operators."
+        )
     if failures and all(failure.retry_after_s is not None for failure in failures):
         # Every deployment named a wait (a 503 with retry-after, say), so the client's retry
         # waits for the soonest one too.

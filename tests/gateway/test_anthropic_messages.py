@@ -421,7 +421,11 @@ def test_upstream_failure_raises_internal_server_error(live: LiveStack) -> None:
         "type": "error",
         "error": {
             "type": "api_error",
-            "message": "Every eligible deployment failed to answer. Retry later.",
+            "message": (
+            "Every eligible deployment failed: edge-small (HTTP 503), mid-medium "
+            "(HTTP 503), frontier-large (HTTP 503). Retry later, or report this "
+            "response's x-request-id to the gateway's operators."
+        ),
         },
     }
 

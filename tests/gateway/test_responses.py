@@ -526,7 +526,11 @@ def test_upstream_failure_is_502(live: LiveStack) -> None:
 
     assert caught.value.status_code == 502
     assert caught.value.body == {
-        "message": "Every eligible deployment failed to answer. Retry later.",
+        "message": (
+            "Every eligible deployment failed: edge-small (HTTP 503), mid-medium "
+            "(HTTP 503), frontier-large (HTTP 503). Retry later, or report this "
+            "response's x-request-id to the gateway's operators."
+        ),
         "type": "api_error",
         "param": None,
         "code": "upstream_error",

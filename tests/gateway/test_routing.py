@@ -196,7 +196,11 @@ async def test_every_tier_failing_returns_502(kit: GatewayKit) -> None:
     assert response.status_code == 502
     assert response.json() == {
         "error": {
-            "message": "Every eligible deployment failed to answer. Retry later.",
+            "message": (
+            "Every eligible deployment failed: edge-small (HTTP 500), mid-medium "
+            "(HTTP 500), frontier-large (HTTP 500). Retry later, or report this "
+            "response's x-request-id to the gateway's operators."
+        ),
             "type": "api_error",
             "param": None,
             "code": "upstream_error",

@@ -156,7 +156,11 @@ async def test_first_event_error_everywhere_gets_http_502(kit: GatewayKit) -> No
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {
         "error": {
-            "message": "Every eligible deployment failed to answer. Retry later.",
+            "message": (
+            "Every eligible deployment failed: edge-small (HTTP 500), mid-medium "
+            "(HTTP 500), frontier-large (HTTP 500). Retry later, or report this "
+            "response's x-request-id to the gateway's operators."
+        ),
             "type": "api_error",
             "param": None,
             "code": "upstream_error",
