@@ -130,8 +130,13 @@ async def _parse_events(content: AsyncIterator[bytes]) -> AsyncIterator[dict[str
             data = b"".join(partial) + data
         lines = data.split(b"\n")
         last = lines.pop()
-        partial, partial_size = ([last], len(last)) if last else ([], 0)
+        if last:
+            partial, partial_size = [last], len(last)
+        elif partial:
+            partial, partial_size = [], 0
         for line in lines:
+            if not line:
+                continue  # the blank line after each event
             event = _decode_line(line)
             if event is _DONE:
                 return

@@ -195,6 +195,15 @@ async def test_garbage_is_a_bad_response(pool: Http1Pool) -> None:
             await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
 
 
+async def test_chunks_already_received_come_as_one(pool: Http1Pool) -> None:
+    events = [b"data: {\"n\": %d}\n\n" % n for n in range(20)]
+    async with Server(keep_alive(chunked(*events))) as server:
+        reply = await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
+        await asyncio.sleep(0.2)  # let the whole body arrive before reading
+        pieces = [chunk async for chunk in reply.iter_chunks(5)]
+        assert pieces == [b"".join(events)]
+
+
 async def test_silent_stream_times_out_and_is_not_reused(pool: Http1Pool) -> None:
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
