@@ -97,13 +97,20 @@ class DirectTransport:
                 )
             if seen is not None:
                 _pass_on(response, seen)
+            content = response.iter_chunks(deployment.timeout_s)
+            events = _parse_events(content)
             try:
                 if response.status >= 400:
                     retry_after_s = _retry_after(response)
                     raise _http_error(response.status, await response.read(), retry_after_s)
-                async for chunk in _parse_events(response.iter_chunks(deployment.timeout_s)):
+                async for chunk in events:
                     yield chunk
             finally:
+                # The parser returns at [DONE] without reading the body to its end. An async
+                # generator left open is closed by the event loop's finalizer hook instead,
+                # which costs a thread-safe wake-up of the loop and a task per stream.
+                await events.aclose()
+                await content.aclose()
                 response.release()
         except TimeoutError:
             raise UpstreamError("timeout", f"silent for {deployment.timeout_s} s") from None
