@@ -85,7 +85,8 @@ class RelayResponse(StreamingResponse):
             while chunk is not _END:
                 if cycle.disconnected:
                     break
-                last = self.final_suffix is not None and chunk.endswith(self.final_suffix)
+                last = (self.final_suffix is not None and isinstance(chunk, bytes)
+                        and chunk.endswith(self.final_suffix))
                 await send({"type": "http.response.body", "body": chunk, "more_body": not last})
                 if last:
                     if isinstance(cycle.transport, CoalescingTransport):

@@ -10,7 +10,7 @@ per call of 0.07 ms here against 0.16 ms through aiohttp, and 0.15 ms against 0.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -118,7 +118,7 @@ class DirectTransport:
             raise UpstreamError("connection", _describe(exc, url)) from None
 
 
-async def _parse_events(content: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+async def _parse_events(content: AsyncIterator[bytes]) -> AsyncGenerator[dict[str, Any], None]:
     """Yield the JSON payload of each SSE ``data:`` line until ``[DONE]``.
 
     Raises UpstreamError for an invalid event, an error event, a line longer than

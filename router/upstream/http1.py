@@ -23,7 +23,7 @@ import ssl
 import time
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -314,7 +314,7 @@ class Response:
             data = self._decoder.decompress(data) + self._decoder.flush()
         return data
 
-    async def iter_chunks(self, read_timeout: float | None = None) -> AsyncIterator[bytes]:
+    async def iter_chunks(self, read_timeout: float | None = None) -> AsyncGenerator[bytes, None]:
         """Yield body bytes as they arrive; TimeoutError after ``read_timeout`` s of silence."""
         connection = self._connection
         assert connection is not None
