@@ -162,19 +162,13 @@ def stream_upstream(
         complete = False
         stopped = False
         batches = _with_keepalive(_prepend(first_chunk, rest), runtime)
-        # The events of the last batch, sent below with [DONE] in one write.
-        last_events = b""
         try:
-            async for item in batches:
-                if item is None:
+            async for batch in batches:
+                if batch is None:
                     yield KEEPALIVE
                     continue
-                batch, ended = item
                 events = _client_events(batch, assembler)
-                if ended and cache_key is None:
-                    # Held back only without a cache write, which would delay these events.
-                    last_events = events
-                elif events:
+                if events:
                     yield events
             complete = True
             if outcome.deployment is not None:
@@ -231,11 +225,11 @@ def stream_upstream(
         # The outcome is recorded only after [DONE] was sent, because a client that leaves
         # before [DONE] must treat the stream as cut.
         try:
-            # One part, so that the last events, the usage chunk and [DONE] leave in one write.
+            # One part, so that the usage chunk and [DONE] leave in one write.
             if chat.include_usage:
-                yield last_events + encode_event(_usage_chunk(assembler, outcome)) + DONE
+                yield encode_event(_usage_chunk(assembler, outcome)) + DONE
             else:
-                yield last_events + DONE
+                yield DONE
         except (GeneratorExit, asyncio.CancelledError):
             _mark_cut(outcome, receive)
             raise
@@ -336,12 +330,9 @@ async def _prepend(
 
 async def _with_keepalive(
     chunks: AsyncIterator[dict[str, Any]], runtime: Runtime
-) -> AsyncGenerator[tuple[list[dict[str, Any]], bool] | None, None]:
+) -> AsyncGenerator[list[dict[str, Any]] | None, None]:
     """Yield the chunks in lists of those already queued, and None whenever the upstream was
     silent for the keep-alive interval.
-
-    Each list comes with whether the upstream stream ended right after it, so that its last
-    list can go out with ``[DONE]``.
 
     A pump task reads the upstream, because cancelling a read on a timeout would break the
     upstream connection. Waiting on the queue, by contrast, can be cancelled safely.
@@ -381,7 +372,7 @@ async def _with_keepalive(
                     break
                 kind, value = queue.get_nowait()
             if batch:
-                yield batch, kind == "end"
+                yield batch
             if kind == "end":
                 return
             if kind == "error":

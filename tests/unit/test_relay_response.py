@@ -1,17 +1,14 @@
-"""Stream relaying under uvicorn: headers leave with the first part, [DONE] ends the body, and
-the last batch of upstream chunks is marked as last.
-"""
+"""RelayResponse under uvicorn: headers leave with the first part, and [DONE] ends the body."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from router.api.streaming import RelayResponse, _with_keepalive
+from router.api.streaming import RelayResponse
 from router.http_protocol import CoalescingTransport
 from router.upstream.sse import DONE
 from tests.unit.test_http_protocol import RecordingTransport
@@ -143,28 +140,3 @@ async def test_gone_client_gets_no_parts() -> None:
 
     assert [m["type"] for m in sent] == ["http.response.start"]
     assert events[-1] == "body closed"
-
-
-def keepalive_runtime() -> Any:
-    return SimpleNamespace(settings=SimpleNamespace(keepalive_interval_s=5.0))
-
-
-async def test_batches_mark_the_stream_end() -> None:
-    async def chunks() -> AsyncIterator[dict[str, Any]]:
-        for n in range(3):
-            yield {"n": n}
-
-    items = [item async for item in _with_keepalive(chunks(), keepalive_runtime())]
-
-    assert items == [([{"n": 0}, {"n": 1}, {"n": 2}], True)]
-
-
-async def test_batch_before_a_pause_is_not_last() -> None:
-    async def chunks() -> AsyncIterator[dict[str, Any]]:
-        yield {"n": 0}
-        await asyncio.sleep(0.05)
-        yield {"n": 1}
-
-    items = [item async for item in _with_keepalive(chunks(), keepalive_runtime())]
-
-    assert items == [([{"n": 0}], False), ([{"n": 1}], True)]
