@@ -42,8 +42,8 @@ $(VENV)/.installed-edge: pyproject.toml setup.py | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.installed-test-edge: pyproject.toml setup.py | $(VENV)/bin/python
-	@echo "== pip install -e '.[test,edge]' into $(VENV)"
-	$(PIP) install -e '.[test,edge]'
+	@echo "== pip install -e '.[test,edge,otel]' into $(VENV)"
+	$(PIP) install -e '.[test,edge,otel]'
 	touch $@
 
 serve: $(VENV)/.installed-edge

@@ -65,6 +65,8 @@ class GatewayLogCounts:
     """Shadow records without a score: the judge's verdict did not parse, or the job failed."""
     invalid_lines: int = 0
     """Lines that are not JSON objects, and labels without a request id or a score in [0, 1]."""
+    embeddings: int = 0
+    """Embeddings requests, which have no conversation to route."""
 
     def summary_lines(self) -> list[str]:
         """Return one line for the totals and one for each kind of record that was skipped."""
@@ -83,6 +85,7 @@ class GatewayLogCounts:
             (self.unmatched_labels, unmatched),
             (self.unscored_shadow, "shadow records ignored without a score"),
             (self.invalid_lines, "invalid lines or labels ignored"),
+            (self.embeddings, "embeddings requests skipped"),
         )
         return [totals] + [f"  {count} {text}" for count, text in skipped if count]
 
@@ -357,6 +360,9 @@ class _LogScanner:
 
     def _labelled(self, rid: str, request: dict[str, Any]) -> LabelledPrompt | None:
         counts = self.counts
+        if request.get("endpoint") == "embeddings":
+            counts.embeddings += 1
+            return None
         label = self._best_label(rid, request.get("tenant"))
         if request.get("cache_hit") and label is None:
             counts.cache_hits += 1

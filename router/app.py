@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import structlog
 from fastapi import FastAPI, Request
@@ -20,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from router.api import (
     chat,
     dashboard,
+    embeddings,
     feedback,
     health,
     messages,
@@ -38,6 +41,11 @@ from router.api.schemas import ChatRequest
 from router.errors import GatewayError, InvalidRequest, ModelNotFound, render_error
 from router.runtime import Runtime, Scorer
 from router.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from router.tracing.otel import GatewayTracing
 
 log = structlog.get_logger("tierwise.app")
 
@@ -116,10 +124,20 @@ def freeze_startup_objects() -> int:
     return gc.get_freeze_count()
 
 
-def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -> GatewayApp:
-    """Build the gateway app; raises PolicyError or ArtifactError when a file is invalid."""
+def create_app(
+    settings: Settings | None = None,
+    scorer: Scorer | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> GatewayApp:
+    """Build the gateway app; raises PolicyError or ArtifactError when a file is invalid.
+
+    With ``settings.tracing``, ``tracer_provider`` replaces the provider built from the
+    ``OTEL_*`` environment variables, and TracingUnavailable is raised when the ``otel``
+    extra is missing.
+    """
     settings = settings or Settings()
     runtime = Runtime.build(settings, scorer)
+    tracing: GatewayTracing | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -140,14 +158,24 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
             yield
         finally:
             await runtime.stop()
+            if tracing is not None:
+                # Exporting the last spans blocks for up to OTEL_EXPORTER_OTLP_TIMEOUT.
+                await asyncio.to_thread(tracing.shutdown)
             log.info("gateway_stopped")
 
     app = GatewayApp(title="Tierwise", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
-    for module in (chat, messages, responses, models, health, feedback, usage, metrics, dashboard):
+    for module in (
+        chat, messages, responses, embeddings, models, health, feedback, usage, metrics, dashboard
+    ):
         app.include_router(module.router)
     _add_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)
+    if settings.tracing:
+        # Imported only here, so a gateway without tracing loads no OpenTelemetry SDK.
+        from router.tracing import enable_tracing
+
+        tracing = enable_tracing(app, runtime, tracer_provider)
     install_request_schemas(
         app,
         {
@@ -155,6 +183,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
             "/v1/messages": MessagesRequest,
             "/v1/responses": ResponsesRequest,
             "/v1/feedback": feedback.Feedback,
+            embeddings.ENDPOINT: embeddings.EmbeddingRequest,
         },
     )
     return app
@@ -173,7 +202,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             error: GatewayError = ModelNotFound(
                 f"Unknown path {request.url.path}. This gateway serves /v1/chat/completions, "
-                "/v1/responses, /v1/messages, /v1/messages/count_tokens, /v1/models, /v1/feedback, "
+                "/v1/responses, /v1/messages, /v1/messages/count_tokens, /v1/embeddings, /v1/models, "
+                "/v1/feedback, "
                 "/v1/usage, /metrics, /dashboard, /healthz and /readyz."
                 + _base_url_advice(app, request.url.path),
                 code="not_found",

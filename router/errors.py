@@ -173,8 +173,11 @@ class TokenRateExceeded(GatewayError):
     default_code = "rate_limit_exceeded"
 
     def __init__(self, limit: int, used: int, retry_after_s: float) -> None:
+        # ``used`` includes the prompt estimates of the tenant's requests in flight, so a
+        # tenant that has received no answer yet can see a count at or above its limit.
         super().__init__(
-            f"This API key's tenant has used {used} of its {limit} tokens per minute. "
+            f"This API key's tenant has used {used} of its {limit} tokens per minute, "
+            "counting the estimated prompt tokens of its requests in flight. "
             f"Retry after {max(1, math.ceil(retry_after_s))} s, when the next minute starts."
         )
         self.headers = retry_after_headers(retry_after_s)
@@ -201,7 +204,8 @@ class UpstreamFailed(GatewayError):
 
 
 class TierNotAllowed(GatewayError):
-    """Raised when a key requests by name a deployment in a tier that its tenant may not use."""
+    """Raised when a key requests a deployment in a tier that its tenant may not use, or an
+    alias none of whose tiers its tenant may use."""
 
     status = 403
     # OpenAI's API returns a 403 of this type for a model that a key may not use.

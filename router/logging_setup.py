@@ -58,7 +58,40 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
         logger_factory=structlog.WriteLoggerFactory(file=cast("TextIO", _StandardError())),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=sys.stderr)
+    _route_standard_logging(renderer, max(numeric_level, logging.WARNING))
     # litellm logs request details (which can include prompts) at INFO and below.
     for noisy in ("LiteLLM", "litellm", "httpx", "LiteLLM Router", "LiteLLM Proxy"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _route_standard_logging(renderer: structlog.types.Processor, level: int) -> None:
+    """Render the standard library's log records (uvicorn, OpenTelemetry, asyncio) like structlog's.
+
+    Without this, their lines would be plain text between the JSON lines of production logs.
+    Replaces the handler that an earlier call installed and leaves other handlers alone.
+    """
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # A traceback becomes one "exception" string; the console renderer prints it itself.
+            *([] if isinstance(renderer, structlog.dev.ConsoleRenderer)
+              else [structlog.processors.format_exc_info]),
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(cast("TextIO", _StandardError()))
+    handler.setFormatter(formatter)
+    setattr(handler, _OWN_HANDLER, True)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _OWN_HANDLER, False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+_OWN_HANDLER = "_tierwise_handler"

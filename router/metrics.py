@@ -295,6 +295,6 @@ def _requested_label(requested: str, policy: Policy) -> str:
     """Return the requested model when the policy names it, else ``unknown`` (or ``none``)."""
     if not requested:
         return NONE_LABEL
-    if policy.has_model(requested):
+    if policy.has_model(requested) or policy.embedding_candidates(requested) is not None:
         return requested
     return UNKNOWN_MODEL_LABEL

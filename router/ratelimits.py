@@ -15,18 +15,22 @@ the tenant can send up to the limit times the number of replicas.
 A fixed window lets a tenant send up to twice its limit within a short span around a minute
 boundary: the whole limit at the end of one minute and again at the start of the next.
 
-Tokens are known only once a completion has ended, so a token limit admits requests while the
-tokens of the tenant's completions in the current minute are below the limit, and the request
-that crosses it is served in full. Concurrent requests can therefore overshoot the limit by
-what they use together. Token counts go through the budget ledger (``router.budgets``): added
-in memory at once and moved to Redis with ``INCRBYFLOAT`` every 0.2 s, so another replica
-sees them within that interval.
+Tokens are known only once a completion has ended. A token limit admits a request while the
+tenant's count in the current minute is below the limit, and adds an estimate of the request's
+prompt tokens (a quarter of its text's UTF-8 bytes, plus 4 per message) to the count at once.
+When the request ends, the estimate is taken back and the tokens it used are counted. So each
+request of a concurrent burst counts the prompts of those admitted before it, and the request
+that crosses the limit is served in full. The completions of concurrent requests can still
+overshoot the limit, because their length is known only at the end. Token counts go through
+the budget ledger (``router.budgets``): added in memory at once and moved to Redis with
+``INCRBYFLOAT`` every 0.2 s, so another replica sees them within that interval.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from router.errors import RequestRateExceeded, TokenRateExceeded
@@ -129,6 +133,26 @@ class RateLimiter:
         return count
 
 
+# Prompt-token estimate used until the upstream reports usage: about 4 UTF-8 bytes per token
+# for English text, plus the framing of each message. CJK text and code have fewer bytes per
+# token, so the estimate is low for them.
+BYTES_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class TokenReservation:
+    """Estimated tokens added to a tenant's count at admission, taken back when the request ends."""
+
+    key: str
+    tokens: int
+
+
+def estimate_prompt_tokens(texts: Any, messages: int) -> int:
+    """Estimate the prompt tokens of ``texts``, the text fragments of ``messages`` messages."""
+    return sum(len(text.encode()) for text in texts) // BYTES_PER_TOKEN + TOKENS_PER_MESSAGE * messages
+
+
 class TokenRateLimiter:
     """Per-tenant token counter that rejects requests once a tenant's minute is used up."""
 
@@ -143,11 +167,26 @@ class TokenRateLimiter:
         self.clock = clock
         """Source of wall-clock time in seconds since the epoch, which tests replace."""
 
-    def record(self, tenant: str, tokens: int) -> None:
-        """Add ``tokens`` to the tenant's count in the current minute, in memory only."""
+    def record(
+        self, tenant: str, tokens: int, reservation: TokenReservation | None = None
+    ) -> None:
+        """Add ``tokens`` to the tenant's count in the current minute, in memory only.
+
+        ``reservation``, when given, is taken back from the minute it was added to.
+        """
+        if reservation is not None:
+            self.ledger.add(reservation.key, -reservation.tokens, KEY_TTL_S)
         if tokens > 0:
             key = token_window_key(tenant, int(self.clock() // WINDOW_S), self.prefix)
             self.ledger.add(key, tokens, KEY_TTL_S)
+
+    def reserve(self, tenant: str, tokens: int) -> TokenReservation | None:
+        """Add an admitted request's estimated ``tokens`` to the tenant's current minute."""
+        if tokens <= 0:
+            return None
+        key = token_window_key(tenant, int(self.clock() // WINDOW_S), self.prefix)
+        self.ledger.add(key, tokens, KEY_TTL_S)
+        return TokenReservation(key, tokens)
 
     async def check(self, tenant: str, limit: int) -> None:
         """Raise TokenRateExceeded when the tenant's tokens this minute have reached ``limit``."""
@@ -163,4 +202,7 @@ class TokenRateLimiter:
 
     async def _used(self, tenant: str, window: int) -> int:
         (count,) = await self.ledger.read([token_window_key(tenant, window, self.prefix)])
-        return int(count)
+        # While Redis is unreachable, the read returns only this process's unsaved amounts. A
+        # request admitted before the outage takes its estimate back from them, so the sum can
+        # be negative, and a negative count would admit tokens beyond the limit.
+        return max(0, int(count))

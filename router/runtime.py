@@ -18,7 +18,7 @@ from router.dashboard.aggregates import DashboardAggregates
 from router.dashboard.evaluation import EvaluationReport
 from router.metrics import GatewayMetrics, gateway_state
 from router.outcomes.log import OutcomeLog
-from router.policy.schema import Deployment
+from router.policy.schema import Deployment, EmbeddingDeployment
 from router.policy.store import PolicyStore
 from router.ratelimits import RateLimiter, TokenRateLimiter
 from router.redis_link import RedisLink
@@ -26,6 +26,7 @@ from router.request_ids import RequestIdSigner, keep_shared_secret, load_signer
 from router.settings import BUNDLED_POLICY, Settings
 from router.shadow.budget import ShadowBudget
 from router.shadow.sampler import ShadowSampler
+from router.upstream.base import Transport
 from router.upstream.direct import DirectTransport
 from router.upstream.health import DeploymentHealth
 from router.upstream.litellm_path import LitellmTransport
@@ -69,8 +70,8 @@ class Runtime:
     scorer: Scorer
     cache: ResponseCache
     outcomes: OutcomeLog
-    direct: DirectTransport
-    litellm: LitellmTransport
+    direct: Transport
+    litellm: Transport
     redis: RedisLink | None
     budgets: BudgetLedger
     started_at: float = 0.0
@@ -111,15 +112,17 @@ class Runtime:
             self.is_available,
         )
 
-    def unavailable_reason(self, deployment: Deployment) -> str | None:
+    def unavailable_reason(self, deployment: Deployment | EmbeddingDeployment) -> str | None:
         if deployment.local_model and self.local_model_status != "ready":
             return self.local_model_status
         return deployment.loaded_unavailable_reason
 
-    def is_available(self, deployment: Deployment) -> bool:
+    def is_available(self, deployment: Deployment | EmbeddingDeployment) -> bool:
         return self.unavailable_reason(deployment) is None
 
-    def client_unavailable_reason(self, deployment: Deployment) -> str | None:
+    def client_unavailable_reason(
+        self, deployment: Deployment | EmbeddingDeployment
+    ) -> str | None:
         """Like ``unavailable_reason``, in words safe for error messages.
 
         The local model's status may quote server output, paths and ports, so clients get a
@@ -200,7 +203,10 @@ class Runtime:
         self.warn_local_model_moved()
         policy = self.policies.current.policy
         cooldowns_on = policy.routing.cooldown.after_failures > 0
-        self.health.keep_only({d.name for d in policy.all_deployments()} if cooldowns_on else ())
+        names = {d.name for d in policy.all_deployments()}
+        if policy.embeddings is not None:
+            names.update(d.name for d in policy.embeddings.deployments)
+        self.health.keep_only(names if cooldowns_on else ())
         self.health.limit_cooldowns(policy.routing.cooldown.seconds)
 
     def warn_local_model_moved(self) -> None:
@@ -211,7 +217,7 @@ class Runtime:
         server = self.extra.get("local_model")
         if server is None:
             return
-        local = [d for d in self.policies.current.policy.all_deployments() if d.local_model]
+        local = self.policies.current.policy.local_model_deployments()
         expected = urlsplit(local[0].api_base or "").port if local else None
         # The port the server was started with; EdgeModelServer.port raises until it is ready.
         if expected == server.requested_port:
@@ -265,7 +271,7 @@ class Runtime:
         await self.distribution.start()
 
     def _start_local_model(self) -> None:
-        local = [d for d in self.policies.current.policy.all_deployments() if d.local_model]
+        local = self.policies.current.policy.local_model_deployments()
         if not local:
             return
         if not self.settings.local_model:
@@ -293,7 +299,7 @@ class Runtime:
         # The model loads in the background, so the gateway serves the other tiers at once.
         self.extra["local_model_task"] = asyncio.create_task(self._run_local_model(server))
 
-    def _local_port_hint(self, deployment: Deployment) -> str:
+    def _local_port_hint(self, deployment: Deployment | EmbeddingDeployment) -> str:
         """Return how to configure another local model port, worded to end the busy-port error."""
         port_field = f"the port in the api_base of deployment '{deployment.name}'"
         if self.policies.published:
@@ -321,9 +327,7 @@ class Runtime:
             log.warning("local_model_unavailable", reason=str(exc))
             return
         self.local_model_status = self.local_model_state = "ready"
-        deployments = [
-            d.name for d in self.policies.current.policy.all_deployments() if d.local_model
-        ]
+        deployments = [d.name for d in self.policies.current.policy.local_model_deployments()]
         log.info(
             "local_model_ready",
             deployments=deployments,
@@ -363,6 +367,14 @@ class Runtime:
                     log.warning(
                         "deployment_unavailable", tier=tier, deployment=deployment.name, reason=reason
                     )
+        embeddings = self.policies.current.policy.embeddings
+        for embedding in embeddings.deployments if embeddings is not None else []:
+            reason = self.unavailable_reason(embedding)
+            if reason is None:
+                log.info("deployment_ready", endpoint="embeddings", deployment=embedding.name)
+            else:
+                log.warning("deployment_unavailable", endpoint="embeddings",
+                            deployment=embedding.name, reason=reason)
 
 
 def load_scorer(settings: Settings) -> Scorer:

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         "for ids the gateway issued, so set false behind a proxy that adds x-request-id to every "
         "request; the client's id is then kept in the outcome record as client_request_id.",
     )
+    tracing: bool = Field(
+        default=False,
+        description="Export OpenTelemetry spans of the chat and embeddings endpoints over "
+        "OTLP/HTTP, configured by the standard OTEL_* environment variables. Needs the otel "
+        "extra (pip install 'tierwise[otel]').",
+    )
     evaluation_report: Path | None = Field(
         default=None,
         description="JSON report of `tierwise evaluate --json` whose cost-quality curve the "

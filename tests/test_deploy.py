@@ -226,10 +226,13 @@ def test_edge_service_policy_matches_default() -> None:
     edge = expected["tiers"]["edge"]["deployments"][0]
     edge["api_base"] = "http://edge:8081/v1"
     edge["local_model"] = False
+    embed = expected["embeddings"]["deployments"][0]
+    embed["api_base"] = "http://edge:8081/v1"
+    embed["local_model"] = False
     policy = parse_policy(EDGE_SERVICE_POLICY.read_text(), EDGE_SERVICE_POLICY).policy
     assert _policy_fields(policy) == expected, (
         "deploy/policy-edge-service.yaml differs from policies/default.yaml in more than "
-        "the edge deployment's api_base and local_model; copy the change over"
+        "the local deployments' api_base and local_model; copy the change over"
     )
 
 

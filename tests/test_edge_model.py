@@ -25,6 +25,7 @@ import structlog
 
 from router import edge
 from router.edge import (
+    EMBEDDING_DIMENSIONS,
     MODEL_ALIAS,
     EdgeModelError,
     EdgeModelServer,
@@ -233,6 +234,8 @@ def test_server_command_flags(tmp_path: Path) -> None:
         "--n_ctx": "1024",
         "--verbose": "false",
         "--interrupt_requests": "false",
+        "--embedding": "true",
+        "--kv_overrides": "llama.pooling_type=int:1",
         "--n_threads": "2",
     }
 
@@ -306,6 +309,25 @@ def test_chat_completion_direct(edge_server: EdgeModelServer) -> None:
     assert body["choices"][0]["finish_reason"] in {"stop", "length"}
     assert body["usage"]["prompt_tokens"] > 0
     assert 0 < body["usage"]["completion_tokens"] <= MAX_TOKENS
+
+
+@requires_edge
+@pytest.mark.edge
+def test_embeddings_one_vector_per_input(edge_server: EdgeModelServer) -> None:
+    response = httpx.post(
+        f"{edge_server.base_url}/embeddings",
+        json={"model": MODEL_ALIAS, "input": ["Name one colour of the sky.", "Blue."]},
+        timeout=60.0,
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert [item["index"] for item in body["data"]] == [0, 1]
+    for item in body["data"]:
+        # Mean pooling: one flat vector per input, not one vector per token.
+        assert len(item["embedding"]) == EMBEDDING_DIMENSIONS
+        assert all(isinstance(value, float) for value in item["embedding"])
+    assert body["data"][0]["embedding"] != body["data"][1]["embedding"]
+    assert body["usage"]["prompt_tokens"] > 0
 
 
 @requires_edge

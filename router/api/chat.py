@@ -43,9 +43,10 @@ from router.errors import (
 from router.outcomes.record import Outcome
 from router.policy.loader import LoadedPolicy
 from router.policy.schema import TIER_ORDER, Policy
+from router.ratelimits import estimate_prompt_tokens
 from router.routing.category import prompt_category
 from router.routing.decide import Decision, RequestNeeds, decide, highest_tier
-from router.routing.tokens import count_prompt_tokens
+from router.routing.tokens import count_prompt_tokens, message_texts
 from router.runtime import Runtime
 from router.upstream.base import UpstreamHeaders
 from router.upstream.dispatch import Dispatcher
@@ -70,6 +71,45 @@ async def serve_chat(
     """
     runtime: Runtime = request.app.state.runtime
     loaded = runtime.policies.current
+    outcome, id_problem, client_id_kept = open_outcome(request, runtime, loaded)
+    try:
+        tenant = admit(request, runtime, loaded.policy, outcome, id_problem, client_id_kept)
+        body = await read_json_body(request, runtime.settings.max_body_bytes)
+        if translate is not None:
+            body = translate(body)
+        chat = parse_chat_request(body)
+        outcome.requested_model, outcome.stream = chat.model, chat.stream
+        if loaded.policy.outcomes.store_prompts:
+            outcome.prompt = body["messages"]
+        # Before the cache lookup, so that a cache hit counts as a request too.
+        messages = body["messages"]
+        await check_tenant_limits(
+            runtime, loaded.policy, tenant, outcome,
+            lambda: estimate_prompt_tokens(message_texts(messages), len(messages)),
+        )
+        hint = header(request, b"x-tierwise-min-tier")
+        return await _serve(runtime, loaded, body, chat, outcome, tenant, hint, request.receive)
+    except GatewayError as exc:
+        record_gateway_error(runtime, loaded.policy, outcome, exc)
+        raise
+    except asyncio.CancelledError:
+        stopped = record_cancellation(runtime, loaded.policy, outcome)
+        if stopped is None:
+            raise
+        raise stopped from None
+    except Exception:
+        record_internal_error(runtime, loaded.policy, outcome)
+        raise
+
+
+def open_outcome(
+    request: Request, runtime: Runtime, loaded: LoadedPolicy
+) -> tuple[Outcome, str | None, bool]:
+    """Start the outcome record of a request, with the request id it is known by.
+
+    Returns the record, the client's x-request-id when that id is unusable (``admit``
+    rejects it once the record exists), and whether the record keeps the client's id.
+    """
     # An empty header counts as absent, so the request gets an id that feedback accepts.
     sent_request_id = header(request, b"x-request-id") or None
     keep_sent_id = runtime.settings.keep_client_request_ids
@@ -90,66 +130,102 @@ async def serve_chat(
         client_request_id=replaced_request_id,
     )
     setattr(request.state, REQUEST_ID_STATE, outcome.request_id)
-    try:
-        if id_problem is not None:
-            raise InvalidRequest(
-                f"The x-request-id header must be 1 to {MAX_REQUEST_ID_CHARS} printable ASCII "
-                f"characters; got {len(id_problem)} characters.",
-                param="x-request-id",
-            )
-        tenant = identify(request, loaded.policy)
-        outcome.tenant = tenant.name
-        if client_request_id is None and runtime.request_ids is not None:
-            # Only an id bound to the tenant can receive feedback (POST /v1/feedback).
-            outcome.request_id = runtime.request_ids.issue(tenant.name)
-            setattr(request.state, REQUEST_ID_STATE, outcome.request_id)
-        body = await read_json_body(request, runtime.settings.max_body_bytes)
-        if translate is not None:
-            body = translate(body)
-        chat = parse_chat_request(body)
-        outcome.requested_model, outcome.stream = chat.model, chat.stream
-        if loaded.policy.outcomes.store_prompts:
-            outcome.prompt = body["messages"]
-        # Before the cache lookup, so that a cache hit counts as a request too.
-        limit = rate_limit_of(tenant, loaded.policy)
-        if limit is not None:
-            await runtime.rate_limits.check(tenant.name, limit)
-        token_limit = token_limit_of(tenant.name, loaded.policy)
-        if token_limit is not None:
-            await runtime.token_limits.check(tenant.name, token_limit)
-        if tenant.config is not None:
-            await runtime.budgets.check(tenant.name, tenant.config.budget)
-        hint = header(request, b"x-tierwise-min-tier")
-        return await _serve(runtime, loaded, body, chat, outcome, tenant, hint, request.receive)
-    except GatewayError as exc:
-        outcome.error, outcome.status = exc.code, exc.status
-        finish(runtime, loaded.policy, outcome)
-        exc.set_request_id(outcome.request_id)
-        if isinstance(exc, NoDeploymentAvailable) and runtime.local_model_state != "starting":
-            # Only a local model that is still starting can make a retry succeed; a missing
-            # key or a blocked tier needs an operator.  The official OpenAI clients retry
-            # every 503 unless this header says otherwise.
-            exc.headers = {**(exc.headers or {}), "x-should-retry": "false"}
-        raise
-    except asyncio.CancelledError:
-        # uvicorn cancels the requests still running when its graceful shutdown times out.
-        # Re-raised, the cancellation would make uvicorn send its own plain-text 500, so it
-        # is withdrawn and the client gets a 503 in the endpoint's error shape. A further
-        # cancellation still pending (uncancel() above 0) propagates.
-        outcome.error, outcome.status = "server_shutdown", SERVER_STOPPED
-        finish(runtime, loaded.policy, outcome)
-        task = asyncio.current_task()
-        if task is None or task.uncancel() > 0:
-            raise
-        stopped = ServerShuttingDown()
-        stopped.set_request_id(outcome.request_id)
-        raise stopped from None
-    except Exception:
-        # The gateway's own fault: InternalErrorMiddleware renders the fixed 500 response,
-        # and the record keeps only the fixed code, never the exception text.
-        outcome.error, outcome.status = GatewayError.default_code, GatewayError.status
-        finish(runtime, loaded.policy, outcome)
-        raise
+    return outcome, id_problem, client_request_id is not None
+
+
+def admit(
+    request: Request,
+    runtime: Runtime,
+    policy: Policy,
+    outcome: Outcome,
+    id_problem: str | None,
+    client_id_kept: bool,
+) -> TenantContext:
+    """Reject an unusable x-request-id, identify the tenant and give the request its final id.
+
+    Raises InvalidRequest or AuthenticationFailed.
+    """
+    if id_problem is not None:
+        raise InvalidRequest(
+            f"The x-request-id header must be 1 to {MAX_REQUEST_ID_CHARS} printable ASCII "
+            f"characters; got {len(id_problem)} characters.",
+            param="x-request-id",
+        )
+    tenant = identify(request, policy)
+    outcome.tenant = tenant.name
+    if not client_id_kept and runtime.request_ids is not None:
+        # Only an id bound to the tenant can receive feedback (POST /v1/feedback).
+        outcome.request_id = runtime.request_ids.issue(tenant.name)
+        setattr(request.state, REQUEST_ID_STATE, outcome.request_id)
+    return tenant
+
+
+async def check_tenant_limits(
+    runtime: Runtime,
+    policy: Policy,
+    tenant: TenantContext,
+    outcome: Outcome,
+    estimate_tokens: Callable[[], int],
+) -> None:
+    """Count the request against the tenant's rate limits and check its token rate and budget.
+
+    Under a token limit, the admitted request's ``estimate_tokens()`` counts until ``finish``
+    replaces it with the tokens used (``router.ratelimits``).
+    Raises RequestRateExceeded, TokenRateExceeded or BudgetExceeded.
+    """
+    limit = rate_limit_of(tenant, policy)
+    if limit is not None:
+        await runtime.rate_limits.check(tenant.name, limit)
+    token_limit = token_limit_of(tenant.name, policy)
+    if token_limit is not None:
+        await runtime.token_limits.check(tenant.name, token_limit)
+        outcome.token_reservation = runtime.token_limits.reserve(tenant.name, estimate_tokens())
+    if tenant.config is not None:
+        await runtime.budgets.check(tenant.name, tenant.config.budget)
+
+
+def record_gateway_error(
+    runtime: Runtime, policy: Policy, outcome: Outcome, exc: GatewayError
+) -> None:
+    """Record a request that ends with ``exc``, and set the headers its response carries."""
+    outcome.error, outcome.status = exc.code, exc.status
+    finish(runtime, policy, outcome)
+    exc.set_request_id(outcome.request_id)
+    if isinstance(exc, NoDeploymentAvailable) and runtime.local_model_state != "starting":
+        # Only a local model that is still starting can make a retry succeed; a missing
+        # key or a blocked tier needs an operator.  The official OpenAI clients retry
+        # every 503 unless this header says otherwise.
+        exc.headers = {**(exc.headers or {}), "x-should-retry": "false"}
+
+
+def record_cancellation(
+    runtime: Runtime, policy: Policy, outcome: Outcome
+) -> ServerShuttingDown | None:
+    """Record a request cancelled by the server's shutdown; return the 503 to raise instead.
+
+    uvicorn cancels the requests still running when its graceful shutdown times out.
+    Re-raised, the cancellation would make uvicorn send its own plain-text 500, so it is
+    withdrawn and the client gets a 503 in the endpoint's error shape. Returns None when a
+    further cancellation is still pending (uncancel() above 0), which the caller re-raises.
+    """
+    outcome.error, outcome.status = "server_shutdown", SERVER_STOPPED
+    finish(runtime, policy, outcome)
+    task = asyncio.current_task()
+    if task is None or task.uncancel() > 0:
+        return None
+    stopped = ServerShuttingDown()
+    stopped.set_request_id(outcome.request_id)
+    return stopped
+
+
+def record_internal_error(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
+    """Record the gateway's own fault, before the exception propagates.
+
+    InternalErrorMiddleware renders the fixed 500 response, and the record keeps only the
+    fixed code, never the exception text.
+    """
+    outcome.error, outcome.status = GatewayError.default_code, GatewayError.status
+    finish(runtime, policy, outcome)
 
 
 async def _serve(
@@ -165,7 +241,7 @@ async def _serve(
     policy = loaded.policy
     # Checked before the cache, so that a hit never serves a request that routing rejects.
     check_model(policy, chat.model)
-    hint = _allowed_hint(policy, min_tier_hint)
+    hint = _allowed_hint(policy, min_tier_hint, chat.model)
     key = None
     if policy.cache.enabled and is_cacheable(body, policy.cache.cache_nonzero_temperature):
         # The key is known before routing, so a hit costs no classification.
@@ -310,12 +386,21 @@ def route(
     return decision
 
 
-def _allowed_hint(policy: Policy, hint: str | None) -> str | None:
+def _allowed_hint(policy: Policy, hint: str | None, model: str) -> str | None:
     if hint is None or not policy.tenants.allow_min_tier_header:
         return None
     if hint not in TIER_ORDER:
         raise InvalidRequest(
             f"The x-tierwise-min-tier header must be one of {', '.join(TIER_ORDER)}; got '{hint}'.",
+            param="x-tierwise-min-tier",
+        )
+    alias = policy.aliases.get(model)
+    max_tier = alias.max_tier if alias is not None else None
+    if max_tier is not None and TIER_ORDER.index(hint) > TIER_ORDER.index(max_tier):
+        raise InvalidRequest(
+            f"The x-tierwise-min-tier header requests the {hint} tier or above, but the model "
+            f"'{model}' never goes above the {max_tier} tier. Remove the header, or request a "
+            "router alias that reaches that tier (GET /v1/models shows each alias's max_tier).",
             param="x-tierwise-min-tier",
         )
     return hint
@@ -488,8 +573,10 @@ def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
     record = outcome.as_record(policy)
     runtime.outcomes.emit(record)
     runtime.budgets.record(outcome.tenant, record["cost_usd"])
-    if not outcome.cache_hit and token_limit_of(outcome.tenant, policy) is not None:
-        runtime.token_limits.record(outcome.tenant, outcome.tokens_in + outcome.tokens_out)
+    reservation = outcome.token_reservation
+    if reservation is not None or token_limit_of(outcome.tenant, policy) is not None:
+        used = 0 if outcome.cache_hit else outcome.tokens_in + outcome.tokens_out
+        runtime.token_limits.record(outcome.tenant, used, reservation)
     runtime.metrics.observe(record, policy, outcome.category)
     runtime.dashboard.observe(record, outcome.category)
     log.info(

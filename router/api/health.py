@@ -48,6 +48,7 @@ async def readyz(request: Request) -> JSONResponse:
         },
         "classifier": {"version": runtime.scorer.version, "tiers": list(runtime.scorer.tiers)},
         "available_deployments": available,
+        "embeddings": _embedding_deployments(runtime),
         "cooling_down": runtime.health.cooling(),
         "in_flight": runtime.health.in_flight(),
         "redis": redis_state,
@@ -67,6 +68,20 @@ def _available_deployments(runtime: Runtime) -> dict[str, int]:
     return {
         tier: sum(runtime.is_available(deployment) for deployment in config.deployments)
         for tier, config in policy.ordered_tiers()
+    }
+
+
+def _embedding_deployments(runtime: Runtime) -> dict[str, str] | None:
+    """Map each embedding deployment to ``available`` or why it is not; None without any.
+
+    Embeddings do not count towards readiness, because chat is what the gateway is for.
+    """
+    embeddings = runtime.policies.current.policy.embeddings
+    if embeddings is None:
+        return None
+    return {
+        deployment.name: runtime.client_unavailable_reason(deployment) or "available"
+        for deployment in embeddings.deployments
     }
 
 

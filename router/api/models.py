@@ -1,4 +1,4 @@
-"""``GET /v1/models``: router aliases first, then every deployment the policy lists."""
+"""``GET /v1/models``: router aliases, chat deployments, then embedding deployments and aliases."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from router.errors import ModelNotFound
+from router.policy.schema import Embeddings
 from router.runtime import Runtime
 
 router = APIRouter()
@@ -39,7 +40,12 @@ def _model_entries(runtime: Runtime) -> list[dict[str, Any]]:
             "created": created,
             "owned_by": "tierwise",
             "description": alias.description,
-            "tierwise": {"kind": "router", "policy": loaded.policy.name, "min_tier": alias.min_tier},
+            "tierwise": {
+                "kind": "router",
+                "policy": loaded.policy.name,
+                "min_tier": alias.min_tier,
+                "max_tier": alias.max_tier,
+            },
         }
         for name, alias in loaded.policy.aliases.items()
     ]
@@ -60,4 +66,36 @@ def _model_entries(runtime: Runtime) -> list[dict[str, Any]]:
                     },
                 }
             )
+    embeddings = loaded.policy.embeddings
+    if embeddings is not None:
+        data.extend(_embedding_entries(runtime, embeddings, created))
     return data
+
+
+def _embedding_entries(runtime: Runtime, embeddings: Embeddings, created: int) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = [
+        {
+            "id": deployment.name,
+            "object": "model",
+            "created": created,
+            "owned_by": "tierwise",
+            "tierwise": {
+                "kind": "embedding",
+                "available": runtime.is_available(deployment),
+                "dimensions": deployment.dimensions,
+                "price_per_million": deployment.price.model_dump(),
+            },
+        }
+        for deployment in embeddings.deployments
+    ]
+    for alias, targets in embeddings.aliases.items():
+        entries.append(
+            {
+                "id": alias,
+                "object": "model",
+                "created": created,
+                "owned_by": "tierwise",
+                "tierwise": {"kind": "embedding_alias", "deployments": list(targets)},
+            }
+        )
+    return entries

@@ -1,7 +1,8 @@
 """Request body schemas in the OpenAPI document.
 
-The chat, Responses, Messages and feedback endpoints parse their bodies themselves (one
-``orjson.loads``, one pydantic validation), so FastAPI cannot see their body models.  This adds them to the
+The chat, Responses, Messages, embeddings and feedback endpoints parse their bodies
+themselves (one ``orjson.loads``, one pydantic validation), so FastAPI cannot see their body
+models.  This adds them to the
 document, so clients, schema-driven fuzzers and API browsers know the request shapes.
 """
 

@@ -23,7 +23,8 @@ Request mapping:
   that wrote them can read their encrypted content.
 - ``max_output_tokens`` becomes ``max_tokens``, which every OpenAI-compatible server reads.
   The server of llama-cpp-python 0.3.36, which runs the bundled edge model, ignores
-  ``max_completion_tokens``.
+  ``max_completion_tokens``. A deployment's ``output_limit_param`` renames it upstream:
+  the direct path to api.openai.com sends ``max_completion_tokens``.
 - ``tools`` of type ``function`` become chat function tools.  ``tool_choice`` ``auto``,
   ``none``, ``required`` and ``{"type": "function", "name": ...}`` become their chat forms.
 - ``text.format`` of type ``json_object`` or ``json_schema`` becomes ``response_format``,

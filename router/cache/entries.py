@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from router.policy.schema import Deployment, Policy
+from router.policy.schema import Deployment, EmbeddingDeployment, Policy
 
 
 def encode_entry(deployment: str, completion: dict[str, Any]) -> bytes:
@@ -35,3 +35,24 @@ def decode_entry(policy: Policy, raw: bytes) -> tuple[str, Deployment, dict[str,
         return None
     tier, deployment = found
     return tier, deployment, entry["completion"]
+
+
+def decode_embedding_entry(
+    candidates: tuple[EmbeddingDeployment, ...], raw: bytes
+) -> tuple[EmbeddingDeployment, dict[str, Any]] | None:
+    """Return (deployment, response) of a stored embeddings entry, or None when it is unusable.
+
+    An entry is unusable when it is not in this format, or when it names none of
+    ``candidates``, the deployments that serve the requested name now.
+    """
+    try:
+        entry = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("completion"), dict):
+        return None
+    name = entry.get("deployment")
+    for deployment in candidates:
+        if deployment.name == name:
+            return deployment, entry["completion"]
+    return None

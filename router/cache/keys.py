@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from router.policy.schema import EmbeddingDeployment
+
 # Fields that do not change the answer's content: delivery format and client bookkeeping.
 DELIVERY_ONLY_FIELDS = frozenset({"model", "stream", "stream_options", "user", "metadata", "store"})
 
@@ -57,3 +59,20 @@ def is_cacheable(body: dict[str, Any], cache_nonzero_temperature: bool) -> bool:
         return True
     temperature = body.get("temperature")
     return temperature is not None and float(temperature) == 0.0
+
+
+def embedding_scope(model: str, candidates: tuple[EmbeddingDeployment, ...]) -> str:
+    """Return the cache-key scope of an embeddings request.
+
+    The scope is what, besides the body, sets the vectors: the requested name and, for each
+    deployment that may serve it, the settings that choose the model. An edit to them starts
+    new entries, while an edit to prices or timeouts keeps them. The ``api_base`` of a
+    ``local_model`` deployment is left out, as in ``routing_version``.
+    """
+    material = [
+        (d.name, d.model, None if d.local_model else d.api_base, d.transport, d.dimensions,
+         d.accepts_dimensions)
+        for d in candidates
+    ]
+    digest = hashlib.sha256(orjson.dumps(material)).hexdigest()[:12]
+    return f"embeddings|model={model}|deployments={digest}"

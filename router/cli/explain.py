@@ -11,7 +11,7 @@ import typer
 from router.api.schemas import has_tool_messages
 from router.errors import GatewayError
 from router.policy.loader import PolicyError, load_policy
-from router.policy.schema import Deployment
+from router.policy.schema import TIER_ORDER, Deployment
 from router.routing.category import prompt_category
 from router.routing.decide import RequestNeeds, decide, highest_tier
 from router.routing.tokens import count_prompt_tokens
@@ -81,9 +81,12 @@ def explain_routing(
     lines.append(f"tokens      {tokens} prompt tokens (cl100k count)")
     floor = policy.routing.category_floors.get(category)
     lines.append(f"category    {category}" + (f" (starts at the {floor} tier)" if floor else ""))
+    max_tier = alias.max_tier if alias is not None else None
     for tier, _ in policy.ordered_tiers():
-        threshold = policy.routing.thresholds.get(tier)
+        threshold = policy.thresholds_for(model).get(tier)
         rule = f">= {threshold:.3f} to choose" if threshold is not None else "fallback tier"
+        if max_tier is not None and TIER_ORDER.index(tier) > TIER_ORDER.index(max_tier):
+            rule = f"above {model}'s maximum tier {max_tier}"
         score = f"{scores[tier]:.3f}" if tier in scores else "-"
         lines.append(f"score       {tier:<9} {score:>6}   ({rule})")
     unscored = [tier for tier in policy.routing.thresholds if tier not in scorer.tiers]

@@ -131,6 +131,9 @@ def serve(
         http=GatewayHttpProtocol,
         access_log=False,
         log_level="warning",
+        # uvicorn's own records go to the root logger, which renders them as JSON or console
+        # lines like the gateway's (router/logging_setup.py).
+        log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         timeout_keep_alive=int(settings.http_idle_timeout_s),
     )
@@ -215,9 +218,15 @@ def _exit_if_port_in_use(host: str, port: int) -> None:
 def _build_or_exit(factory: Callable[[Settings], GatewayApp], settings: Settings) -> GatewayApp:
     from router.policy.loader import PolicyError
 
+    expected: tuple[type[Exception], ...] = (PolicyError,)
+    if settings.tracing:
+        # Imported only then, so a gateway without tracing loads no tracing module.
+        from router.tracing import TracingUnavailable
+
+        expected += (TracingUnavailable,)
     try:
         return factory(settings)
-    except PolicyError as exc:
+    except expected as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
 

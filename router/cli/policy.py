@@ -39,7 +39,9 @@ def check(
         tiers = ", ".join(
             f"{name} ({len(tier.deployments)})" for name, tier in loaded.policy.ordered_tiers()
         )
-        typer.echo(f"{path}: valid (version {loaded.version}; tiers: {tiers})")
+        embeddings = loaded.policy.embeddings
+        embedding_count = f"; embeddings: {len(embeddings.deployments)}" if embeddings else ""
+        typer.echo(f"{path}: valid (version {loaded.version}; tiers: {tiers}{embedding_count})")
     if failed:
         raise typer.Exit(1)
 

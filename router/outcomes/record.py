@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from router.policy.schema import Deployment, Policy
+from router.policy.schema import Deployment, EmbeddingDeployment, Policy
 from router.upstream.base import UpstreamHeaders
+
+if TYPE_CHECKING:
+    from router.ratelimits import TokenReservation
 
 _log = structlog.get_logger("tierwise.outcomes")
 MAX_TOKEN_COUNT = 1_000_000_000
@@ -36,7 +39,7 @@ class Outcome:
     """Coarse topic of the last user message (``router.routing.category``): a label in
     ``/metrics`` and the record, and the key of the policy's ``category_floors``."""
     tier: str | None = None
-    deployment: Deployment | None = None
+    deployment: Deployment | EmbeddingDeployment | None = None
     tokens_in: int = 0
     tokens_out: int = 0
     tokens_cached: int = 0
@@ -50,9 +53,15 @@ class Outcome:
     prompt: Any = None
     client_request_id: str | None = None
     """The client's own x-request-id when the gateway issued another id in its place."""
+    token_reservation: TokenReservation | None = None
+    """Prompt tokens estimated at admission and counted against the tenant's token limit
+    until the request ends (``router.ratelimits``); never written to the record."""
     upstream: UpstreamHeaders | None = None
     """Headers of the deployment whose response was used, passed on to the client. None for a
     cache hit."""
+    endpoint: str | None = None
+    """``embeddings`` for POST /v1/embeddings, written to the record as ``endpoint``; None for
+    the chat endpoints, whose records have no such field."""
 
     def cost_usd(self) -> float:
         if self.cache_hit or self.deployment is None:
@@ -111,9 +120,7 @@ class Outcome:
             "tokens_out": self.tokens_out,
             "tokens_cached": self.tokens_cached,
             "cost_usd": round(self.cost_usd(), 8),
-            "baseline_cost_usd": round(
-                baseline_cost(policy, self.tokens_in, self.tokens_out, self.tokens_cached), 8
-            ),
+            "baseline_cost_usd": round(self._baseline_cost(policy), 8),
             "latency_ms": round(latency_ms, 2),
             "first_byte_ms": None if self.first_byte_ms is None else round(self.first_byte_ms, 2),
             "cache_hit": self.cache_hit,
@@ -122,13 +129,22 @@ class Outcome:
             "error": self.error,
             "status": self.status,
         }
+        if self.endpoint is not None:
+            record["endpoint"] = self.endpoint
         if self.prompt is not None:
-            record["messages"] = self.prompt
+            # The messages of a chat request, or the input of an embeddings request.
+            record["messages" if self.endpoint is None else "input"] = self.prompt
         if self.client_request_id is not None:
             record["client_request_id"] = self.client_request_id
         if self.upstream is not None and self.upstream.request_id is not None:
             record["upstream_request_id"] = self.upstream.request_id
         return record
+
+    def _baseline_cost(self, policy: Policy) -> float:
+        if self.endpoint is not None:
+            # No tier serves embeddings, so there is no frontier tier to compare with.
+            return self.cost_usd()
+        return baseline_cost(policy, self.tokens_in, self.tokens_out, self.tokens_cached)
 
 
 def valid_token_count(value: Any) -> int | None:

@@ -21,6 +21,39 @@ def describe_changes(old: Policy, new: Policy) -> list[str]:
     changes += _section_changes("outcomes", old.outcomes.model_dump(), new.outcomes.model_dump())
     changes += _section_changes("shadow", old.shadow.model_dump(), new.shadow.model_dump())
     changes += _tenant_changes(old, new)
+    changes += _embedding_changes(old, new)
+    return changes
+
+
+def _embedding_changes(old: Policy, new: Policy) -> list[str]:
+    """Embedding deployments and aliases added, removed or changed."""
+    if old.embeddings is None and new.embeddings is None:
+        return []
+    if old.embeddings is None:
+        return ["An embeddings section is added, so POST /v1/embeddings serves models."]
+    if new.embeddings is None:
+        return ["The embeddings section is removed, so POST /v1/embeddings serves no model."]
+    before = {d.name: d for d in old.embeddings.deployments}
+    after = {d.name: d for d in new.embeddings.deployments}
+    changes = [
+        f"Embedding deployment '{name}' ({after[name].model}) is added."
+        for name in sorted(after.keys() - before.keys())
+    ]
+    changes += [f"Embedding deployment '{name}' is removed." for name in sorted(before.keys() - after.keys())]
+    for name in sorted(before.keys() & after.keys()):
+        changes += _field_changes(f"Embedding deployment '{name}'", before[name].model_dump(),
+                                  after[name].model_dump())
+    old_aliases, new_aliases = old.embeddings.aliases, new.embeddings.aliases
+    for name in sorted(old_aliases.keys() | new_aliases.keys()):
+        a, b = old_aliases.get(name), new_aliases.get(name)
+        if a == b:
+            continue
+        if a is None:
+            changes.append(f"Embeddings alias '{name}' is added: {', '.join(b or [])}.")
+        elif b is None:
+            changes.append(f"Embeddings alias '{name}' is removed.")
+        else:
+            changes.append(f"Embeddings alias '{name}' changes from {', '.join(a)} to {', '.join(b)}.")
     return changes
 
 
@@ -48,12 +81,34 @@ def _alias_changes(old: Policy, new: Policy) -> list[str]:
     changes = [f"Router alias '{name}' is added." for name in new.aliases.keys() - old.aliases.keys()]
     changes += [f"Router alias '{name}' is removed." for name in old.aliases.keys() - new.aliases.keys()]
     for name in sorted(old.aliases.keys() & new.aliases.keys()):
-        if old.aliases[name].min_tier != new.aliases[name].min_tier:
-            changes.append(
-                f"Router alias '{name}' minimum tier changes from "
-                f"{old.aliases[name].min_tier or 'none'} to {new.aliases[name].min_tier or 'none'}."
-            )
+        a, b = old.aliases[name], new.aliases[name]
+        for field, words in (("min_tier", "minimum"), ("max_tier", "maximum")):
+            if getattr(a, field) != getattr(b, field):
+                changes.append(
+                    f"Router alias '{name}' {words} tier changes from "
+                    f"{getattr(a, field) or 'none'} to {getattr(b, field) or 'none'}."
+                )
+        changes += _alias_threshold_changes(name, old, new)
     return sorted(changes)
+
+
+def _alias_threshold_changes(name: str, old: Policy, new: Policy) -> list[str]:
+    """Describe the alias's own thresholds that change, with the value that applies instead."""
+    before, after = old.aliases[name].thresholds, new.aliases[name].thresholds
+    return [
+        f"Router alias '{name}' {tier} threshold changes from "
+        f"{_alias_threshold(before.get(tier), old, tier)} to {_alias_threshold(after.get(tier), new, tier)}."
+        for tier in ("edge", "mid", "frontier")
+        if before.get(tier) != after.get(tier)
+    ]
+
+
+def _alias_threshold(own: float | None, policy: Policy, tier: str) -> str:
+    # Without its own value, an alias uses the policy's threshold, if the policy has one.
+    if own is not None:
+        return f"{own:.3f}"
+    shared = policy.routing.thresholds.get(tier)
+    return f"the policy's {shared:.3f}" if shared is not None else "no threshold"
 
 
 def _placement(policy: Policy) -> dict[str, tuple[str, Deployment]]:

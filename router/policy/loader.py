@@ -95,13 +95,20 @@ def _parse_policy(text: str, path: Path) -> LoadedPolicy:
     if not isinstance(data, dict):
         found = type(data).__name__ if data is not None else "an empty file"
         raise PolicyError(path, [f"{path}:1: expected a mapping at the top level, found {found}"])
-    duplicates = _duplicate_keys(root, path) + _repeated_names_and_keys(root, path)
+    duplicates = (
+        _duplicate_keys(root, path)
+        + _repeated_names_and_keys(root, path)
+        + _embedding_name_problems(root, path)
+    )
     if duplicates:
         raise PolicyError(path, duplicates)
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
         raise PolicyError(path, [_describe(error, root, path) for error in exc.errors()]) from None
+    empty_aliases = _aliases_without_tiers(policy, root, path)
+    if empty_aliases:
+        raise PolicyError(path, empty_aliases)
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
     return LoadedPolicy(policy=policy, path=path, version=version,
                         routing_version=routing_version(policy))
@@ -204,6 +211,90 @@ def _repeated_names_and_keys(root: yaml.Node | None, path: Path) -> list[str]:
                     f"'{digest.value}' is also listed under tenant '{owner[0]}' (line {owner[1]}); "
                     "an API key belongs to one tenant, so remove it from one of them"
                 )
+    return problems
+
+
+def _embedding_name_problems(root: yaml.Node | None, path: Path) -> list[str]:
+    """List embedding names that clash with other names, and alias entries naming no deployment.
+
+    The schema rejects these as well, but only the YAML nodes carry the line of each entry.
+    """
+    # Names that GET /v1/models already lists: router aliases ("auto" when the policy has no
+    # aliases section) and chat deployments.
+    aliases_node = _value_of(root, "aliases")
+    names_in_use: dict[str, str] = (
+        {name: "a router alias" for name, _ in _mapping_items(aliases_node)}
+        if aliases_node is not None
+        else {"auto": "the default router alias"}
+    )
+    for _, tier_node in _mapping_items(_value_of(root, "tiers")):
+        for deployment in _sequence_items(_value_of(tier_node, "deployments")):
+            name = _value_of(deployment, "name")
+            if isinstance(name, yaml.ScalarNode):
+                names_in_use.setdefault(
+                    name.value, f"a chat deployment (line {name.start_mark.line + 1})"
+                )
+    section = _value_of(root, "embeddings")
+    problems: list[str] = []
+    deployments: set[str] = set()
+    for index, deployment in enumerate(_sequence_items(_value_of(section, "deployments"))):
+        name = _value_of(deployment, "name")
+        if not isinstance(name, yaml.ScalarNode):
+            continue
+        line = name.start_mark.line + 1
+        if name.value in names_in_use:
+            problems.append(
+                f"{path}:{line}: embeddings.deployments.{index}.name: '{name.value}' is already "
+                f"{names_in_use[name.value]}; GET /v1/models lists every name once, so give it "
+                "another name"
+            )
+        else:
+            names_in_use[name.value] = f"an embedding deployment (line {line})"
+        deployments.add(name.value)
+    for alias_key, targets in _mapping_key_nodes(_value_of(section, "aliases")):
+        line = alias_key.start_mark.line + 1
+        if alias_key.value in names_in_use:
+            problems.append(
+                f"{path}:{line}: embeddings.aliases.{alias_key.value}: '{alias_key.value}' is "
+                f"already {names_in_use[alias_key.value]}; give the alias another name"
+            )
+        else:
+            names_in_use[alias_key.value] = f"an embeddings alias (line {line})"
+        for index, target in enumerate(_sequence_items(targets)):
+            if isinstance(target, yaml.ScalarNode) and deployments and target.value not in deployments:
+                problems.append(
+                    f"{path}:{target.start_mark.line + 1}: embeddings.aliases.{alias_key.value}."
+                    f"{index}: '{target.value}' is not an embedding deployment; expected one of "
+                    f"{', '.join(sorted(deployments))}"
+                )
+    return problems
+
+
+def _mapping_key_nodes(node: yaml.Node | None) -> list[tuple[yaml.ScalarNode, yaml.Node]]:
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    return [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+
+
+def _aliases_without_tiers(policy: Policy, root: yaml.Node | None, path: Path) -> list[str]:
+    """List the aliases whose min_tier and max_tier leave none of the policy's tiers.
+
+    Every request for such an alias would fail with 503, so the policy is rejected instead.
+    """
+    problems: list[str] = []
+    tiers = ", ".join(tier for tier, _ in policy.ordered_tiers())
+    for name, alias in policy.aliases.items():
+        if policy.alias_tiers(name):
+            continue
+        bounds = [f"{field} '{value}'" for field, value in
+                  (("min_tier", alias.min_tier), ("max_tier", alias.max_tier)) if value is not None]
+        verb = "leave" if len(bounds) == 2 else "leaves"
+        line = _line_of(root, ["aliases", name])
+        problems.append(
+            f"{path}:{line}: aliases.{name}: {' and '.join(bounds)} {verb} none of this "
+            f"policy's tiers ({tiers}), so every request for '{name}' would fail; change the "
+            "bound or add a tier within it"
+        )
     return problems
 
 

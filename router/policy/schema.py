@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -29,6 +30,9 @@ TIER_ORDER: tuple[str, ...] = ("edge", "mid", "frontier")
 # The address the local edge model server listens on (router.edge.HOST).
 LOCAL_MODEL_HOST = "127.0.0.1"
 
+# The direct path renames max_tokens to max_completion_tokens for this host
+# (Deployment.sent_output_limit_param).
+OPENAI_API_HOST = "api.openai.com"
 # litellm model prefixes whose upstreams speak the OpenAI protocol, so the direct path can
 # forward requests without translation.
 OPENAI_COMPATIBLE_PREFIXES = ("openai/", "hosted_vllm/", "openai_like/", "llamafile/", "lm_studio/")
@@ -49,6 +53,17 @@ class Price(StrictModel):
         description="Price of input tokens that the provider read from its prompt cache "
         "(usage.prompt_tokens_details.cached_tokens); without it they cost input_per_million.",
     )
+
+    @model_validator(mode="after")
+    def _cached_input_not_dearer(self) -> Price:
+        cached = self.cached_input_per_million
+        if cached is not None and cached > self.input_per_million:
+            raise ValueError(
+                f"cached_input_per_million ({cached:g}) is above input_per_million "
+                f"({self.input_per_million:g}); providers charge less for input read from their "
+                "prompt cache, so one of the two prices is probably mistyped"
+            )
+        return self
 
 
 class Capabilities(StrictModel):
@@ -124,64 +139,42 @@ def _is_host_name(host: str) -> bool:
     return all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
-class Deployment(StrictModel):
-    """One model endpoint of a tier."""
+def _checked_api_base(value: str | None) -> str | None:
+    if value is not None:
+        _check_api_base_url(value)
+    return value
 
-    name: str = Field(min_length=1, description="Public name; clients may request it directly.")
-    model: str = Field(min_length=1, description="litellm model string, e.g. openai/gpt-4o-mini.")
-    api_base: str | None = None
-    api_key_env: str | None = Field(
-        default=None, description="Environment variable that holds the provider key."
-    )
-    transport: Literal["auto", "direct", "litellm"] = "auto"
-    price: Price
-    context_window: int = Field(gt=0)
-    capabilities: Capabilities = Capabilities()
-    local_model: bool = Field(
-        default=False,
-        description="Served by the local edge model that `tierwise serve` starts (the edge extra).",
-    )
-    default_max_tokens: int | None = Field(
-        default=None,
-        gt=0,
-        description="max_tokens sent when the request sets none; base models otherwise "
-        "generate until their context is full.",
-    )
-    timeout_s: float = Field(default=60.0, gt=0)
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    max_in_flight: int | None = Field(
-        default=None, gt=0, strict=True,
-        description="Requests this gateway process sends the deployment at once before it "
-        "tries the deployment only after every other candidate, as for a cooldown.",
-    )
-    weight: float = Field(
-        default=1.0, gt=0, allow_inf_nan=False,
-        description="In a tier with `balance: weighted`, this deployment's share of the "
-        "requests that try it first, relative to the tier's other weights.",
-    )
 
-    @field_validator("api_base")
-    @classmethod
-    def _check_api_base(cls, value: str | None) -> str | None:
-        if value is not None:
-            _check_api_base_url(value)
+def _checked_local_model(value: bool, info: ValidationInfo) -> bool:
+    # api_base is declared first, so info.data has it unless it was invalid and reported.
+    if not value or "api_base" not in info.data:
         return value
+    api_base = info.data["api_base"]
+    address = urlsplit(api_base or "")
+    if address.hostname != LOCAL_MODEL_HOST or address.port is None:
+        raise ValueError(
+            f"a local_model deployment needs api_base http://{LOCAL_MODEL_HOST}:PORT/v1 with "
+            "an explicit port, because `tierwise serve` starts the local edge model on "
+            f"{LOCAL_MODEL_HOST} at that port, but api_base is {api_base!r}"
+        )
+    return value
 
-    @field_validator("local_model")
-    @classmethod
-    def _check_local_model_address(cls, value: bool, info: ValidationInfo) -> bool:
-        # api_base is declared first, so info.data has it unless it was invalid and reported.
-        if not value or "api_base" not in info.data:
-            return value
-        api_base = info.data["api_base"]
-        address = urlsplit(api_base or "")
-        if address.hostname != LOCAL_MODEL_HOST or address.port is None:
-            raise ValueError(
-                f"a local_model deployment needs api_base http://{LOCAL_MODEL_HOST}:PORT/v1 with "
-                "an explicit port, because `tierwise serve` starts the local edge model on "
-                f"{LOCAL_MODEL_HOST} at that port, but api_base is {api_base!r}"
-            )
-        return value
+
+class UpstreamAccess:
+    """Upstream access of a chat or embedding deployment: model name, key and transport.
+
+    A mixin for the pydantic models that declare the fields named under TYPE_CHECKING.
+    """
+
+    if TYPE_CHECKING:
+        name: str
+        model: str
+        api_base: str | None
+        api_key_env: str | None
+        transport: Literal["auto", "direct", "litellm"]
+        local_model: bool
+        timeout_s: float
+        connect_timeout_s: float
 
     @property
     def uses_direct_path(self) -> bool:
@@ -215,6 +208,83 @@ class Deployment(StrictModel):
         """
         return self.unavailable_reason()
 
+
+class Deployment(UpstreamAccess, StrictModel):
+    """One model endpoint of a tier."""
+
+    name: str = Field(min_length=1, description="Public name; clients may request it directly.")
+    model: str = Field(min_length=1, description="litellm model string, e.g. openai/gpt-4o-mini.")
+    api_base: str | None = None
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable that holds the provider key."
+    )
+    transport: Literal["auto", "direct", "litellm"] = "auto"
+    price: Price
+    context_window: int = Field(gt=0)
+    capabilities: Capabilities = Capabilities()
+    local_model: bool = Field(
+        default=False,
+        description="Served by the local edge model that `tierwise serve` starts (the edge extra).",
+    )
+    default_max_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="max_tokens sent when the request sets none; base models otherwise "
+        "generate until their context is full.",
+    )
+    output_limit_param: Literal["auto", "max_tokens", "max_completion_tokens"] = Field(
+        default="auto",
+        description="The name under which the request's output-token limit is sent. auto: "
+        "max_completion_tokens on the direct path to api.openai.com, whose reasoning models "
+        "reject max_tokens; max_tokens for the local model, whose server reads only that; "
+        "otherwise the name the client used.",
+    )
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    max_in_flight: int | None = Field(
+        default=None, gt=0, strict=True,
+        description="Requests this gateway process sends the deployment at once before it "
+        "tries the deployment only after every other candidate, as for a cooldown.",
+    )
+    weight: float = Field(
+        default=1.0, gt=0, allow_inf_nan=False,
+        description="In a tier with `balance: weighted`, this deployment's share of the "
+        "requests that try it first, relative to the tier's other weights.",
+    )
+
+    @field_validator("api_base")
+    @classmethod
+    def _check_api_base(cls, value: str | None) -> str | None:
+        return _checked_api_base(value)
+
+    @field_validator("local_model")
+    @classmethod
+    def _check_local_model_address(cls, value: bool, info: ValidationInfo) -> bool:
+        return _checked_local_model(value, info)
+
+    @field_validator("output_limit_param")
+    @classmethod
+    def _check_local_model_limit(cls, value: str, info: ValidationInfo) -> str:
+        # local_model is declared first, so info.data has it unless it was invalid and reported.
+        if value == "max_completion_tokens" and info.data.get("local_model"):
+            raise ValueError(
+                "the local model's server (llama-cpp-python 0.3.36) reads only max_tokens, so "
+                "with max_completion_tokens its completions would have no output-token limit; "
+                "remove output_limit_param or set it to max_tokens"
+            )
+        return value
+
+    @cached_property
+    def sent_output_limit_param(self) -> str | None:
+        """Upstream name of the output-token limit, or None to send the client's name unchanged."""
+        if self.output_limit_param != "auto":
+            return self.output_limit_param
+        if self.local_model:
+            return "max_tokens"
+        if self.uses_direct_path and urlsplit(self.api_base or "").hostname == OPENAI_API_HOST:
+            return "max_completion_tokens"
+        return None
+
     def cost_usd(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float:
         """Return the USD cost of a call; ``tokens_cached`` of the ``tokens_in`` were cache reads."""
         price = self.price
@@ -237,11 +307,6 @@ class Tier(StrictModel):
         description="ordered: requests try the deployments in the listed order. weighted: each "
         "request tries first a deployment drawn by weight, then the others in the listed order.",
     )
-
-
-class Alias(StrictModel):
-    description: str = "Routed to the cheapest tier the classifier expects to answer well."
-    min_tier: Literal["edge", "mid", "frontier"] | None = None
 
 
 TierName = Literal["edge", "mid", "frontier"]
@@ -280,6 +345,39 @@ class Cooldown(StrictModel):
         default=30.0, gt=0, allow_inf_nan=False,
         description="How long requests try the deployment only after every other candidate.",
     )
+
+
+class Alias(StrictModel):
+    """A router name that clients request as ``model``, with its own bounds on the tiers."""
+
+    description: str = "Routed to the cheapest tier the classifier expects to answer well."
+    min_tier: TierName | None = None
+    max_tier: TierName | None = Field(
+        default=None,
+        description="The highest tier this alias uses, also as the fallback when a cheaper "
+        "tier fails.",
+    )
+    thresholds: dict[
+        Annotated[str, AfterValidator(_check_tier_name)],
+        Annotated[float, AfterValidator(_check_threshold)],
+    ] = Field(
+        default_factory=dict,
+        description="Tier -> threshold for this alias, in place of routing.thresholds for that "
+        "tier: lower values send more of its traffic to cheaper tiers.",
+    )
+
+    @model_validator(mode="after")
+    def _check_tier_bounds(self) -> Alias:
+        if (
+            self.min_tier is not None
+            and self.max_tier is not None
+            and TIER_ORDER.index(self.min_tier) > TIER_ORDER.index(self.max_tier)
+        ):
+            raise ValueError(
+                f"min_tier {self.min_tier!r} is above max_tier {self.max_tier!r}, so no tier "
+                "is left for this alias"
+            )
+        return self
 
 
 class Routing(StrictModel):
@@ -477,6 +575,136 @@ class ShadowPolicy(StrictModel):
         return self
 
 
+class EmbeddingPrice(StrictModel):
+    """Price in USD per million input tokens; embedding models produce no output tokens."""
+
+    input_per_million: float = Field(ge=0)
+
+
+class EmbeddingDeployment(UpstreamAccess, StrictModel):
+    """One embedding model endpoint, requested by its name or through an embeddings alias."""
+
+    name: str = Field(min_length=1, description="Public name; clients may request it directly.")
+    model: str = Field(
+        min_length=1, description="litellm model string, e.g. openai/text-embedding-3-small."
+    )
+    api_base: str | None = None
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable that holds the provider key."
+    )
+    transport: Literal["auto", "direct", "litellm"] = "auto"
+    price: EmbeddingPrice
+    local_model: bool = Field(
+        default=False,
+        description="Served by the local edge model that `tierwise serve` starts (the edge extra).",
+    )
+    dimensions: int | None = Field(
+        default=None, gt=0, strict=True,
+        description="Length of the vectors the model returns for a request without dimensions.",
+    )
+    accepts_dimensions: bool = Field(
+        default=False,
+        description="Whether the model shortens its vectors to a request's dimensions, as "
+        "OpenAI's text-embedding-3 models do. Without it, only requests without dimensions or "
+        "with dimensions equal to `dimensions` reach the deployment.",
+    )
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("api_base")
+    @classmethod
+    def _check_api_base(cls, value: str | None) -> str | None:
+        return _checked_api_base(value)
+
+    @field_validator("local_model")
+    @classmethod
+    def _check_local_model_address(cls, value: bool, info: ValidationInfo) -> bool:
+        return _checked_local_model(value, info)
+
+    def cost_usd(self, tokens_in: int, tokens_out: int = 0, tokens_cached: int = 0) -> float:
+        """Return the USD cost of embedding ``tokens_in`` tokens; the other counts are unused."""
+        return tokens_in * self.price.input_per_million / 1_000_000
+
+    def takes_dimensions(self, dimensions: int | None) -> bool:
+        """Return whether the deployment can return vectors of length ``dimensions``.
+
+        A ``dimensions`` of None requests the model's own length, which every deployment returns.
+        """
+        return dimensions is None or self.accepts_dimensions or dimensions == self.dimensions
+
+
+class Embeddings(StrictModel):
+    """The ``/v1/embeddings`` endpoint: embedding deployments, and names for lists of them.
+
+    Embedding requests are not classified or tiered: the request's ``model`` names a
+    deployment, or an alias whose deployments are tried in the listed order.
+    """
+
+    deployments: list[EmbeddingDeployment] = Field(min_length=1)
+    aliases: dict[str, Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]] = Field(
+        default_factory=dict,
+        description="Name -> embedding deployment names, tried in order. A deployment that "
+        "fails (a timeout, a refused connection, 401, 403, 404, 413, 429 or 5xx, invalid JSON "
+        "or a wrong number of vectors) hands the request to the next, while an upstream 400 "
+        "or 422 goes back to the client. List only deployments of one model, because vectors "
+        "of different models cannot be compared.",
+    )
+
+    @field_validator("aliases")
+    @classmethod
+    def _check_aliases(
+        cls, value: dict[str, list[str]], info: ValidationInfo
+    ) -> dict[str, list[str]]:
+        # Runs after ``deployments`` (fields are validated in order).
+        deployments: list[EmbeddingDeployment] = info.data.get("deployments") or []
+        by_name = {d.name: d for d in deployments}
+        for alias, targets in value.items():
+            if alias in by_name:
+                raise ValueError(f"alias {alias!r} is also the name of an embedding deployment")
+            unknown = [name for name in targets if name not in by_name]
+            if unknown and by_name:
+                raise ValueError(
+                    f"alias {alias!r} lists {', '.join(map(repr, unknown))}, which is not an "
+                    f"embedding deployment; expected one of {', '.join(by_name)}"
+                )
+            sizes = {by_name[n].dimensions for n in targets if n in by_name} - {None}
+            if len(sizes) > 1:
+                raise ValueError(
+                    f"alias {alias!r} lists deployments with different dimensions "
+                    f"({', '.join(map(str, sorted(s for s in sizes if s is not None)))}); "
+                    "vectors of different models cannot be compared, so list one model only"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Embeddings:
+        seen: set[str] = set()
+        for deployment in self.deployments:
+            if deployment.name in seen:
+                raise ValueError(f"embedding deployment name {deployment.name!r} is used twice")
+            seen.add(deployment.name)
+        return self
+
+    def candidates(self, name: str) -> tuple[EmbeddingDeployment, ...] | None:
+        """Return the deployments that serve requests for ``name``, in order, or None."""
+        return self._candidates.get(name)
+
+    @property
+    def candidate_names(self) -> list[str]:
+        """The names that requests may use: deployments, then aliases."""
+        return list(self._candidates)
+
+    @cached_property
+    def _candidates(self) -> dict[str, tuple[EmbeddingDeployment, ...]]:
+        by_name = {d.name: d for d in self.deployments}
+        result: dict[str, tuple[EmbeddingDeployment, ...]] = {
+            name: (deployment,) for name, deployment in by_name.items()
+        }
+        for alias, targets in self.aliases.items():
+            result[alias] = tuple(by_name[name] for name in targets)
+        return result
+
+
 class Policy(StrictModel):
     version: Literal[1] = 1
     name: str = "default"
@@ -487,6 +715,11 @@ class Policy(StrictModel):
     outcomes: OutcomePolicy = OutcomePolicy()
     tenants: Tenants = Tenants()
     shadow: ShadowPolicy = ShadowPolicy()
+    embeddings: Embeddings | None = Field(
+        default=None,
+        description="Deployments of POST /v1/embeddings; without this section that endpoint "
+        "returns 404 for every model.",
+    )
 
     @field_validator("shadow")
     @classmethod
@@ -510,6 +743,28 @@ class Policy(StrictModel):
             )
         return value
 
+    @field_validator("embeddings")
+    @classmethod
+    def _check_local_embeddings(
+        cls, value: Embeddings | None, info: ValidationInfo
+    ) -> Embeddings | None:
+        # `tierwise serve` starts one local model server, on the port of the first local_model
+        # deployment, chat deployments first. Fields are validated in order, so ``tiers`` is
+        # known here.
+        tiers: dict[str, Tier] = info.data.get("tiers") or {}
+        local = [d for tier in tiers.values() for d in tier.deployments if d.local_model]
+        if value is None or not local:
+            return value
+        expected = local[0].api_base
+        for deployment in value.deployments:
+            if deployment.local_model and deployment.api_base != expected:
+                raise ValueError(
+                    f"local_model embedding deployment {deployment.name!r} has api_base "
+                    f"{deployment.api_base!r}, but the local model serves {expected!r} (the "
+                    f"api_base of chat deployment {local[0].name!r}); use the same api_base"
+                )
+        return value
+
     @model_validator(mode="after")
     def _check_names(self) -> Policy:
         seen: set[str] = set()
@@ -519,6 +774,13 @@ class Policy(StrictModel):
             if deployment.name in self.aliases:
                 raise ValueError(f"deployment name {deployment.name!r} is also a router alias")
             seen.add(deployment.name)
+        if self.embeddings is not None:
+            for name in (*(d.name for d in self.embeddings.deployments), *self.embeddings.aliases):
+                if name in seen or name in self.aliases:
+                    raise ValueError(
+                        f"embeddings name {name!r} is also a chat deployment or router alias; "
+                        "GET /v1/models lists both, so give it another name"
+                    )
         return self
 
     def ordered_tiers(self) -> tuple[tuple[str, Tier], ...]:
@@ -550,9 +812,43 @@ class Policy(StrictModel):
         """The smallest context window of any deployment, computed once per loaded policy."""
         return min(d.context_window for d in self.all_deployments())
 
+    def thresholds_for(self, alias: str) -> Mapping[str, float]:
+        """Return the routing thresholds of the router alias ``alias``.
+
+        They are the policy's ``routing.thresholds``, replaced by the alias's own for the
+        tiers that it sets.
+        """
+        return self._alias_thresholds.get(alias, self.routing.thresholds)
+
+    @cached_property
+    def _alias_thresholds(self) -> dict[str, dict[str, float]]:
+        return {
+            name: {**self.routing.thresholds, **alias.thresholds}
+            for name, alias in self.aliases.items()
+            if alias.thresholds
+        }
+
+    def alias_tiers(self, alias: str) -> list[str]:
+        """Return the policy's tiers from the alias's ``min_tier`` to its ``max_tier``, cheapest first."""
+        bounds = self.aliases[alias]
+        low = TIER_ORDER.index(bounds.min_tier) if bounds.min_tier is not None else 0
+        high = TIER_ORDER.index(bounds.max_tier) if bounds.max_tier is not None else len(TIER_ORDER) - 1
+        return [tier for tier, _ in self.ordered_tiers() if low <= TIER_ORDER.index(tier) <= high]
+
     def has_model(self, name: str) -> bool:
         """Whether ``name`` is a router alias or a deployment name of this policy."""
         return name in self.aliases or name in self._deployments_by_name
+
+    def embedding_candidates(self, name: str) -> tuple[EmbeddingDeployment, ...] | None:
+        """Return the embedding deployments that serve ``name``, in order, or None."""
+        return self.embeddings.candidates(name) if self.embeddings is not None else None
+
+    def local_model_deployments(self) -> list[Deployment | EmbeddingDeployment]:
+        """Chat and embedding deployments served by the local model, chat ones first."""
+        deployments: list[Deployment | EmbeddingDeployment] = [*self.all_deployments()]
+        if self.embeddings is not None:
+            deployments.extend(self.embeddings.deployments)
+        return [d for d in deployments if d.local_model]
 
     def find_deployment(self, name: str) -> tuple[str, Deployment] | None:
         """Return the tier and deployment named ``name``, or None."""

@@ -20,6 +20,7 @@ from router.policy.schema import TIER_ORDER, Deployment, Policy
 from router.routing.skips import (
     Skips,
     describe_capability,
+    describe_excluded_alias,
     describe_tier_skips,
     describe_unavailable_alias,
     describe_unavailable_model,
@@ -110,8 +111,9 @@ def decide(
     ``unavailable_reason``, when given, replaces ``is_available``: it returns why a deployment
     cannot be used (text a client may see) or None, and that text goes into the errors and
     the decision's reason.  Raises ``ContextTooLong``, ``UnsupportedParameter`` or
-    ``NoDeploymentAvailable`` when no deployment can serve the request.  The caller has
-    already checked that ``requested`` names an alias or a deployment.
+    ``NoDeploymentAvailable`` when no deployment can serve the request, and ``TierNotAllowed``
+    when ``min_tier`` or ``blocked_tiers`` leave none of the tiers that an alias may use.
+    The caller has already checked that ``requested`` names an alias or a deployment.
     """
     reason_of = unavailable_reason or _reason_from_flag(is_available)
     skips = Skips()
@@ -127,7 +129,15 @@ def decide(
             _raise_for(skips, needs, describe_unavailable_model(requested, tier, skips))
         return Decision(tier, (Candidate(tier, deployment),), "model requested by name", None)
 
-    excluded = _excluded_tiers(policy, min_tier, blocked_tiers)
+    alias = policy.aliases.get(requested)
+    max_tier = alias.max_tier if alias is not None else None
+    excluded = _excluded_tiers(policy, min_tier, blocked_tiers, max_tier)
+    if alias is not None:
+        # When the key's minimum tier or blocked tiers leave none of the alias's own tiers, a
+        # retry cannot succeed, so the client gets 403 rather than 503.
+        alias_tiers = policy.alias_tiers(requested)
+        if alias_tiers and all(tier in excluded for tier in alias_tiers):
+            raise TierNotAllowed(describe_excluded_alias(requested, alias_tiers, excluded))
     per_tier = {
         tier: [
             Candidate(tier, d)
@@ -162,7 +172,7 @@ def decide(
             unused = dict(sorted(unused.items(), key=lambda item: TIER_ORDER.index(item[0])))
             usable = at_or_above
 
-    chosen, reason = _choose_tier(usable, scores, policy.routing.thresholds, unused)
+    chosen, reason = _choose_tier(usable, scores, policy.thresholds_for(requested), unused)
     if floor_note is not None:
         reason = f"{reason}; {floor_note}"
     chain = list(per_tier[chosen])
@@ -242,13 +252,18 @@ def _first_adequate_tier(
 
 
 def _excluded_tiers(
-    policy: Policy, min_tier: str | None, blocked_tiers: frozenset[str]
+    policy: Policy,
+    min_tier: str | None,
+    blocked_tiers: frozenset[str],
+    max_tier: str | None = None,
 ) -> dict[str, str]:
     """Map each policy tier the request may not use to the reason, worded to follow "is"."""
     excluded: dict[str, str] = {}
     for tier, _ in policy.ordered_tiers():
         if min_tier is not None and TIER_ORDER.index(tier) < TIER_ORDER.index(min_tier):
             excluded[tier] = f"below the minimum tier {min_tier}"
+        elif max_tier is not None and TIER_ORDER.index(tier) > TIER_ORDER.index(max_tier):
+            excluded[tier] = f"above the alias's maximum tier {max_tier}"
         elif tier in blocked_tiers:
             excluded[tier] = "blocked for this API key"
     return excluded

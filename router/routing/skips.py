@@ -91,6 +91,29 @@ def describe_unavailable_alias(
     return " ".join(parts)
 
 
+def describe_excluded_alias(
+    requested: str, alias_tiers: Sequence[str], excluded: Mapping[str, str]
+) -> str:
+    """Return the 403 message for an alias whose own tiers the API key may not use.
+
+    ``alias_tiers`` lists the tiers within the alias's ``min_tier`` and ``max_tier``.
+    ``excluded`` maps each of them to why the request may not use it.
+    """
+    parts = [f"The model '{requested}' uses {_tier_list(alias_tiers)}, which this API key may not use."]
+    parts.extend(f"The {tier} tier is {excluded[tier]}." for tier in alias_tiers)
+    parts.append(
+        "Request a router alias that reaches a tier this key may use "
+        "(GET /v1/models shows each alias's min_tier and max_tier)."
+    )
+    return " ".join(parts)
+
+
+def _tier_list(tiers: Sequence[str]) -> str:
+    if len(tiers) == 1:
+        return f"only the {tiers[0]} tier"
+    return f"only the {', '.join(tiers[:-1])} and {tiers[-1]} tiers"
+
+
 def next_step(cause_count: int) -> str:
     """Return the closing sentence of a 503 message that states ``cause_count`` causes."""
     if cause_count == 0:

@@ -19,7 +19,7 @@ import structlog
 from router.errors import GatewayError
 from router.outcomes.log import OutcomeLog
 from router.outcomes.record import Outcome
-from router.policy.schema import Deployment, Policy
+from router.policy.schema import TIER_ORDER, Deployment, Policy
 from router.shadow.budget import ShadowBudget
 from router.shadow.job import (
     ShadowJobError,
@@ -85,15 +85,16 @@ class ShadowSampler:
         """Start a shadow job for this finished request when it is eligible and sampled.
 
         Eligible: served by one of ``shadow.tiers``, not from the cache, not streamed,
-        successful, the answer has text, and the tenant may use the reference and judge tiers
-        (a tenant's ``blocked_tiers`` keep its prompts away from those tiers here too).
+        successful, the response has text, and the tenant and the requested alias may use the
+        reference and judge tiers (a tenant's ``blocked_tiers`` and an alias's ``max_tier``
+        keep its prompts away from those tiers here too).
         """
         shadow = policy.shadow
         if not shadow.enabled or outcome.tier not in shadow.tiers or outcome.deployment is None:
             return
         if outcome.cache_hit or outcome.stream or outcome.status != 200:
             return
-        if _blocks_shadow_tiers(policy, outcome.tenant):
+        if _blocks_shadow_tiers(policy, outcome.tenant, outcome.requested_model):
             return
         served_answer = answer_text(completion)
         if served_answer is None or self._draw() >= shadow.sample_rate:
@@ -202,12 +203,23 @@ class ShadowSampler:
         log.warning("shadow_failed", request_id=request.request_id, tier=request.tier, error=kind)
 
 
-def _blocks_shadow_tiers(policy: Policy, tenant: str) -> bool:
-    """Tell whether ``tenant`` blocks the reference tier or the judge's tier."""
+def _blocks_shadow_tiers(policy: Policy, tenant: str, requested: str) -> bool:
+    """Return whether ``tenant`` or the alias ``requested`` keeps prompts from the shadow tiers.
+
+    The shadow tiers are the reference tier and the judge's tier. A tenant keeps its prompts
+    from the tiers in its ``blocked_tiers``. An alias keeps them from tiers above its
+    ``max_tier`` (an alias that keeps prompts on local models, say).
+    """
     entry = policy.tenants.entries.get(tenant)
-    if entry is None or not entry.blocked_tiers:
+    alias = policy.aliases.get(requested)
+    max_tier = alias.max_tier if alias is not None else None
+    if (entry is None or not entry.blocked_tiers) and max_tier is None:
         return False
     shadow = policy.shadow
     judge = policy.find_deployment(shadow.judge.deployment) if shadow.judge else None
     tiers = {shadow.reference_tier, judge[0] if judge else shadow.reference_tier}
-    return bool(tiers.intersection(entry.blocked_tiers))
+    if max_tier is not None and any(
+        TIER_ORDER.index(tier) > TIER_ORDER.index(max_tier) for tier in tiers
+    ):
+        return True
+    return entry is not None and bool(tiers.intersection(entry.blocked_tiers))

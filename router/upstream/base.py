@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
 
-from router.policy.schema import Deployment
+from router.policy.schema import Deployment, EmbeddingDeployment
 
 ErrorKind = Literal["context", "timeout", "connection", "server", "client", "stream"]
 
@@ -181,6 +181,15 @@ class Transport(Protocol):
         When ``seen`` is given, the response's headers to pass on are put into it before
         the first chunk is yielded.
         """
+        ...
+
+    async def embed(
+        self,
+        deployment: EmbeddingDeployment,
+        body: dict[str, Any],
+        seen: UpstreamHeaders | None = None,
+    ) -> dict[str, Any]:
+        """Send an embeddings request; return the response (``{"data": [...], ...}``) as a dict."""
         ...
 
     async def close(self) -> None: ...

@@ -7,10 +7,10 @@ deployments of the embedded default go through the direct path.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from router.policy.schema import Deployment
+from router.policy.schema import Deployment, EmbeddingDeployment
 from router.upstream.base import (
     MAX_PARAM_CHARS,
     RATE_LIMIT_PREFIX,
@@ -35,11 +35,17 @@ def _litellm() -> Any:
 
 
 class LitellmTransport:
+    def __init__(self) -> None:
+        self.propagate: Callable[[dict[str, str]], dict[str, str]] | None = None
+        """Returns a request's headers with trace context added; set when tracing is on."""
+
     async def close(self) -> None:
         return None
 
     @staticmethod
-    def _arguments(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    def _arguments(
+        deployment: Deployment | EmbeddingDeployment, body: dict[str, Any]
+    ) -> dict[str, Any]:
         arguments = {key: value for key, value in body.items() if key != "model"}
         arguments["model"] = deployment.model
         arguments["timeout"] = deployment.timeout_s
@@ -58,20 +64,43 @@ class LitellmTransport:
         self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
     ) -> dict[str, Any]:
         litellm = _litellm()
+        arguments = self._arguments(deployment, body)
+        if self.propagate is not None:
+            arguments["extra_headers"] = self.propagate({})
         try:
-            response = await litellm.acompletion(**self._arguments(deployment, body))
+            response = await litellm.acompletion(**arguments)
         except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
             raise _translate(litellm, exc) from None
         if seen is not None:
             _pass_on(response, seen)
         return response.model_dump(exclude_none=True)
 
+    async def embed(
+        self,
+        deployment: EmbeddingDeployment,
+        body: dict[str, Any],
+        seen: UpstreamHeaders | None = None,
+    ) -> dict[str, Any]:
+        """Send an embeddings request through ``litellm.aembedding``; return the response as a dict."""
+        litellm = _litellm()
+        try:
+            response = await litellm.aembedding(**self._arguments(deployment, body))
+        except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
+            raise _translate(litellm, exc) from None
+        if seen is not None:
+            _pass_on(response, seen)
+        result: dict[str, Any] = response.model_dump(exclude_none=True)
+        return result
+
     async def stream(
         self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         litellm = _litellm()
+        arguments = self._arguments(deployment, body)
+        if self.propagate is not None:
+            arguments["extra_headers"] = self.propagate({})
         try:
-            response = await litellm.acompletion(**self._arguments(deployment, body))
+            response = await litellm.acompletion(**arguments)
             if seen is not None:
                 _pass_on(response, seen)
             async for chunk in response:

@@ -161,6 +161,18 @@ def test_failed_requests_skipped(tmp_path: Path) -> None:
     assert log.counts.failed == 2
 
 
+def test_embeddings_records_skipped_apart(tmp_path: Path) -> None:
+    path = _write(tmp_path / "log.jsonl", [
+        _request("a", tier=None, endpoint="embeddings"), _feedback("a", 1.0, ts=101.0),
+        _request("b"), _feedback("b", 1.0, ts=101.0),
+    ])
+    log = scan_gateway_log([path])
+    assert [r.id for r in log.records] == ["b"]
+    assert log.counts.embeddings == 1
+    assert log.counts.failed == 0
+    assert "  1 embeddings requests skipped" in log.counts.summary_lines()
+
+
 def test_feedback_from_other_tenant_ignored(tmp_path: Path) -> None:
     path = _write(tmp_path / "log.jsonl", [
         _request("a"),

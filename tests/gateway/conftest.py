@@ -342,14 +342,18 @@ class Gateway:
 
 @asynccontextmanager
 async def open_gateway(
-    settings: Settings, scorer: Scorer | None, redis_client: redis.Redis | None
+    settings: Settings,
+    scorer: Scorer | None,
+    redis_client: redis.Redis | None,
+    tracer_provider: Any = None,
 ) -> AsyncIterator[Gateway]:
     """Build the app, run its lifespan, and yield it with an ASGI httpx client.
 
     App exceptions are not re-raised into the test (``raise_app_exceptions=False``), so a
-    test sees the HTTP response a real client would get.
+    test sees the HTTP response a real client would get. ``tracer_provider`` is passed to
+    ``create_app``.
     """
-    app = create_app(settings, scorer)
+    app = create_app(settings, scorer, tracer_provider)
     stream_start = redis_stream_tip(redis_client) if redis_client is not None else "0-0"
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with (

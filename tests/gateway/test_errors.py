@@ -276,13 +276,13 @@ async def test_chunked_body_over_limit_gets_413(kit: GatewayKit) -> None:
 
 async def test_unknown_path_gets_openai_404(kit: GatewayKit) -> None:
     async with kit.running() as gateway:
-        response = await gateway.client.post("/v1/embeddings", json={"input": "hi"})
+        response = await gateway.client.post("/v1/completions", json={"prompt": "hi"})
 
     assert response.status_code == 404
     assert response.json() == invalid(
-        "Unknown path /v1/embeddings. This gateway serves /v1/chat/completions, /v1/responses, "
-        "/v1/messages, /v1/messages/count_tokens, /v1/models, /v1/feedback, /v1/usage, "
-        "/metrics, /dashboard, /healthz and /readyz.",
+        "Unknown path /v1/completions. This gateway serves /v1/chat/completions, /v1/responses, "
+        "/v1/messages, /v1/messages/count_tokens, /v1/embeddings, /v1/models, /v1/feedback, "
+        "/v1/usage, /metrics, /dashboard, /healthz and /readyz.",
         code="not_found",
     )
 
@@ -297,7 +297,8 @@ async def test_unknown_path_gets_openai_404(kit: GatewayKit) -> None:
             " The client's base_url must not end in /v1 when the client adds /v1 itself.",
         ),
         ("/responses", " Set the client's base_url to end in /v1."),
-        ("/v1/embeddings", ""),
+        ("/embeddings", " Set the client's base_url to end in /v1."),
+        ("/v1/completions", ""),
     ],
 )
 async def test_unknown_path_advises_base_url(kit: GatewayKit, path: str, advice: str) -> None:

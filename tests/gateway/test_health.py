@@ -40,6 +40,7 @@ async def test_readyz_without_redis(kit: GatewayKit) -> None:
                    "rejected_edit": None},
         "classifier": {"version": "stub-1", "tiers": ["edge", "mid", "frontier"]},
         "available_deployments": {"edge": 1, "mid": 1, "frontier": 1},
+        "embeddings": None,
         "cooling_down": {},
         "in_flight": {},
         "redis": "not_configured",
@@ -117,7 +118,7 @@ async def test_models_lists_aliases_then_deployments(kit: GatewayKit) -> None:
         "created": created,
         "owned_by": "tierwise",
         "description": "Routed to the cheapest tier the classifier expects to answer well.",
-        "tierwise": {"kind": "router", "policy": "gateway-tests", "min_tier": "mid"},
+        "tierwise": {"kind": "router", "policy": "gateway-tests", "min_tier": "mid", "max_tier": None},
     }
     assert body["data"][4] == {
         "id": "frontier-large",

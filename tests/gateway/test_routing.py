@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from typing import Any
 
 import pytest
@@ -341,6 +343,121 @@ async def test_anthropic_tool_history_skips_toolless_tier(kit: GatewayKit) -> No
     assert kit.fakes["edge"].requests == []
 
 
+async def test_alias_max_tier_never_reaches_frontier(kit: GatewayKit) -> None:
+    document = policy_document(kit.base_urls)
+    document["aliases"]["auto-budget"] = {"max_tier": "mid"}
+    write_yaml(kit.policy_path, document)
+    kit.fakes["mid"].enqueue(Scenario.http_error(503, "Overloaded"))
+    async with kit.running(settings=kit.settings(), scorer=StubScorer(edge=0.1, mid=0.1)) as gateway:
+        failed = await gateway.chat(chat_body(model="auto-budget"))
+        served = await gateway.chat(chat_body(model="auto-budget"))
+        models = (await gateway.client.get("/v1/models")).json()
+
+    assert failed.status_code == 502
+    assert served.status_code == 200
+    assert served.headers["x-tierwise-tier"] == "mid"
+    assert kit.fakes["frontier"].requests == []
+    assert "auto-budget" in [model["id"] for model in models["data"]]
+
+
+def write_economy_policy(kit: GatewayKit, tenants: dict[str, Any]) -> None:
+    """Write the test policy with an alias bounded to mid and the given tenants section."""
+    document = policy_document(kit.base_urls)
+    document["aliases"]["auto-economy"] = {"max_tier": "mid"}
+    document["tenants"] = tenants
+    write_yaml(kit.policy_path, document)
+
+
+async def test_tenant_min_above_alias_max_gets_403(kit: GatewayKit) -> None:
+    key = f"sk-{uuid.uuid4().hex}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    write_economy_policy(kit, {"entries": {"premium": {"key_sha256": [digest],
+                                                       "min_tier": "frontier"}}})
+    async with kit.running(settings=kit.settings()) as gateway:
+        bounded = await gateway.chat(chat_body(model="auto-economy"), api_key=key)
+        unbounded = await gateway.chat(chat_body(model="auto"), api_key=key)
+        records = await gateway.request_records()
+
+    assert bounded.status_code == 403
+    error = bounded.json()["error"]
+    assert error["code"] == "tier_blocked"
+    assert error["message"].startswith(
+        "The model 'auto-economy' uses only the edge and mid tiers, which this API key may not use."
+    )
+    assert "x-should-retry" not in bounded.headers
+    assert [record["status"] for record in records] == [403, 200]
+    assert unbounded.headers["x-tierwise-tier"] == "frontier"
+    assert all(fake.requests == [] for tier, fake in kit.fakes.items() if tier != "frontier")
+
+
+async def test_header_above_alias_max_gets_400(kit: GatewayKit) -> None:
+    write_economy_policy(kit, {"allow_min_tier_header": True})
+    header = {"x-tierwise-min-tier": "frontier"}
+    async with kit.running(settings=kit.settings()) as gateway:
+        bounded = await gateway.chat(chat_body(model="auto-economy"), headers=header)
+        within = await gateway.chat(chat_body(model="auto-economy"),
+                                    headers={"x-tierwise-min-tier": "mid"})
+
+    assert bounded.status_code == 400
+    assert bounded.json()["error"] == {
+        "message": "The x-tierwise-min-tier header requests the frontier tier or above, but the "
+        "model 'auto-economy' never goes above the mid tier. Remove the header, or request a "
+        "router alias that reaches that tier (GET /v1/models shows each alias's max_tier).",
+        "type": "invalid_request_error",
+        "param": "x-tierwise-min-tier",
+        "code": "invalid_request",
+    }
+    assert within.status_code == 200
+    assert within.headers["x-tierwise-tier"] == "mid"
+    assert kit.fakes["frontier"].requests == []
+
+
+async def test_models_list_alias_max_tier(kit: GatewayKit) -> None:
+    write_economy_policy(kit, {})
+    async with kit.running(settings=kit.settings()) as gateway:
+        models = (await gateway.client.get("/v1/models")).json()
+
+    routers = {model["id"]: model["tierwise"] for model in models["data"]}
+    assert routers["auto-economy"]["max_tier"] == "mid"
+    assert routers["auto-economy"]["min_tier"] is None
+    assert routers["auto"]["max_tier"] is None
+
+
+async def test_alias_thresholds_route_more_to_cheaper_tiers(kit: GatewayKit) -> None:
+    document = policy_document(kit.base_urls)
+    document["aliases"]["auto-economy"] = {"thresholds": {"edge": 0.4}}
+    write_yaml(kit.policy_path, document)
+    body = {"temperature": 0}
+    async with kit.running(settings=kit.settings(), scorer=StubScorer(edge=0.5, mid=0.5)) as gateway:
+        economy = await gateway.chat(chat_body(model="auto-economy", **body))
+        default = await gateway.chat(chat_body(model="auto", **body))
+
+    assert economy.headers["x-tierwise-tier"] == "edge"
+    assert default.headers["x-tierwise-tier"] == "frontier"
+    # Each alias routes on its own, so the second request is no cache hit of the first.
+    assert default.headers["x-tierwise-cache"] == "miss"
+
+
+async def test_reloaded_alias_thresholds_skip_old_cache(kit: GatewayKit) -> None:
+    document = policy_document(kit.base_urls)
+    document["aliases"]["auto-economy"] = {"max_tier": "mid", "thresholds": {"edge": 0.4}}
+    write_yaml(kit.policy_path, document)
+    body = chat_body(model="auto-economy", temperature=0)
+    async with kit.running(settings=kit.settings(), scorer=StubScorer(edge=0.5, mid=0.5)) as gateway:
+        stored = await gateway.chat(body)
+        cached = await gateway.chat(body)
+        document["aliases"]["auto-economy"]["thresholds"] = {"edge": 0.6}
+        write_yaml(kit.policy_path, document)
+        assert gateway.runtime.policies.reload()
+        rerouted = await gateway.chat(body)
+
+    assert (stored.headers["x-tierwise-tier"], stored.headers["x-tierwise-cache"]) == ("edge", "miss")
+    assert (cached.headers["x-tierwise-tier"], cached.headers["x-tierwise-cache"]) == ("edge", "hit")
+    # The edge score 0.5 is now below the alias's threshold, so mid answers, not the cache.
+    assert rerouted.headers["x-tierwise-cache"] == "miss"
+    assert rerouted.headers["x-tierwise-tier"] == "mid"
+
+
 def write_local_edge_policy(kit: GatewayKit) -> None:
     """Write a policy whose edge deployment is a local model (served here by the edge fake)."""
     document = policy_document(kit.base_urls)
@@ -355,10 +472,12 @@ def write_local_edge_policy(kit: GatewayKit) -> None:
         ({"max_tokens": 7}, 7),
         ({"max_completion_tokens": 5}, 5),
         ({"max_completion_tokens": 5, "max_tokens": 7}, 5),
+        ({"max_completion_tokens": None, "max_tokens": 7}, 7),
+        ({"max_completion_tokens": None}, 256),
     ],
 )
 async def test_local_model_gets_limit_as_max_tokens(
-    kit: GatewayKit, limits: dict[str, int], expected_max_tokens: int
+    kit: GatewayKit, limits: dict[str, int | None], expected_max_tokens: int
 ) -> None:
     write_local_edge_policy(kit)
     async with kit.running(settings=kit.settings()) as gateway:
@@ -369,7 +488,62 @@ async def test_local_model_gets_limit_as_max_tokens(
     assert response.status_code == 200
     received = kit.fakes["edge"].requests[0].body
     assert received["max_tokens"] == expected_max_tokens
-    assert received.get("max_completion_tokens") == limits.get("max_completion_tokens")
+    assert "max_completion_tokens" not in received
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        ({}, 64),
+        ({"max_tokens": 7}, 7),
+        ({"max_completion_tokens": 5}, 5),
+        ({"max_completion_tokens": 5, "max_tokens": 7}, 5),
+        ({"max_completion_tokens": None, "max_tokens": 7}, 7),
+    ],
+)
+async def test_output_limit_param_renames_max_tokens(
+    kit: GatewayKit, limits: dict[str, int | None], expected: int
+) -> None:
+    document = policy_document(kit.base_urls)
+    document["tiers"]["mid"]["deployments"][0].update(
+        output_limit_param="max_completion_tokens", default_max_tokens=64)
+    write_yaml(kit.policy_path, document)
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(model="mid-medium", **limits))
+
+    assert response.status_code == 200
+    received = kit.fakes["mid"].requests[0].body
+    assert received["max_completion_tokens"] == expected
+    assert "max_tokens" not in received
+
+
+async def test_responses_limit_follows_output_limit_param(kit: GatewayKit) -> None:
+    # The Responses API's max_output_tokens becomes max_tokens, renamed for the deployment.
+    document = policy_document(kit.base_urls)
+    document["tiers"]["mid"]["deployments"][0]["output_limit_param"] = "max_completion_tokens"
+    write_yaml(kit.policy_path, document)
+    body = {"model": "mid-medium", "input": "Hello", "max_output_tokens": 16}
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.client.post(
+            "/v1/responses", json=body, headers={"authorization": "Bearer sk-test"})
+
+    assert response.status_code == 200
+    received = kit.fakes["mid"].requests[0].body
+    assert received["max_completion_tokens"] == 16
+    assert "max_tokens" not in received
+
+
+async def test_explicit_max_tokens_param_renames_max_completion_tokens(kit: GatewayKit) -> None:
+    document = policy_document(kit.base_urls)
+    document["tiers"]["mid"]["deployments"][0]["output_limit_param"] = "max_tokens"
+    write_yaml(kit.policy_path, document)
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(model="mid-medium", max_completion_tokens=5))
+
+    assert response.status_code == 200
+    received = kit.fakes["mid"].requests[0].body
+    assert received["max_tokens"] == 5
+    assert "max_completion_tokens" not in received
 
 
 async def test_hosted_model_keeps_max_completion_tokens(kit: GatewayKit) -> None:

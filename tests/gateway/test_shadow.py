@@ -315,6 +315,26 @@ async def test_shadow_respects_tenant_blocked_tiers(kit: GatewayKit, judge: Fake
     assert metric(gateway, "tierwise_shadow_sampled_total") == 0
 
 
+async def test_shadow_respects_alias_max_tier(kit: GatewayKit, judge: FakeUpstream) -> None:
+    import yaml
+
+    document = write_shadow_policy(kit, judge, shadow_on())
+    policy = yaml.safe_load(document.read_text())
+    policy["aliases"]["auto-local"] = {"max_tier": "edge"}
+    write_yaml(kit.policy_path, policy)
+    async with kit.running(settings=kit.settings()) as gateway:
+        local = await gateway.chat(chat_body("Keep this prompt on the edge.", model="auto-local"))
+        await gateway.runtime.shadow.wait_idle()
+        local_sampled = metric(gateway, "tierwise_shadow_sampled_total")
+        routed = await gateway.chat(chat_body("This one may be compared."))
+        await gateway.runtime.shadow.wait_idle()
+
+    assert local.status_code == routed.status_code == 200
+    assert local.headers["x-tierwise-tier"] == "edge"
+    assert local_sampled == 0
+    assert metric(gateway, "tierwise_shadow_sampled_total") == 1
+
+
 async def test_shadow_offer_never_raises(kit: GatewayKit, judge: FakeUpstream) -> None:
     from router.outcomes.record import Outcome
 

@@ -6,6 +6,7 @@ of one minute, and tenants have unique names, so their Redis keys are their own.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -19,7 +20,12 @@ import yaml
 
 from router.app import create_app
 from router.budgets import BudgetLedger
-from router.ratelimits import WINDOW_S, TokenRateLimiter, token_window_key
+from router.ratelimits import (
+    WINDOW_S,
+    TokenRateLimiter,
+    estimate_prompt_tokens,
+    token_window_key,
+)
 from router.redis_link import RedisLink
 from tests.gateway.conftest import (
     Gateway,
@@ -76,7 +82,8 @@ async def test_request_after_limit_gets_tokens_429(kit: GatewayKit) -> None:
     assert second.status_code == 429
     assert second.json() == {
         "error": {
-            "message": f"This API key's tenant has used {used} of its 1 tokens per minute. "
+            "message": f"This API key's tenant has used {used} of its 1 tokens per minute, "
+            "counting the estimated prompt tokens of its requests in flight. "
             "Retry after 23 s, when the next minute starts.",
             "type": "tokens",
             "param": None,
@@ -130,6 +137,53 @@ async def test_next_minute_admits_again(kit: GatewayKit) -> None:
 
     assert this_minute == [200, 429]
     assert next_minute == [200, 429]
+
+
+async def test_request_in_flight_counts_its_prompt_estimate(kit: GatewayKit) -> None:
+    # A 2,008-byte prompt is estimated at 506 tokens, over the limit of 100 on its own.
+    prompt = "Tell me about the weather today. " * 60 + "Please answer in detail too."
+    tenant = LimitedTenant.new()
+    write_token_policy(kit, tenant, 100, cache_enabled=False)
+    for fake in kit.fakes.values():
+        fake.enqueue(Scenario.pause(after_events=1, seconds=1.0))
+    async with limited_gateway(kit, tenant) as gateway:
+        slow = asyncio.create_task(
+            gateway.chat(chat_body(prompt, stream=True), api_key=tenant.api_key))
+        while not any(fake.requests for fake in kit.fakes.values()):
+            await asyncio.sleep(0.01)
+        during = await token_usage(gateway, tenant)
+        concurrent = await gateway.chat(chat_body(), api_key=tenant.api_key)
+        finished = await slow
+        after = await token_usage(gateway, tenant)
+        records = await gateway.request_records()
+
+    assert estimate_prompt_tokens([prompt], 1) == 506
+    assert during == {"limit": 100, "used": 506}
+    assert concurrent.status_code == 429
+    assert concurrent.json()["error"]["message"].startswith(
+        "This API key's tenant has used 506 of its 100 tokens per minute, counting the "
+        "estimated prompt tokens of its requests in flight."
+    )
+    assert finished.status_code == 200
+    assert parse_sse(finished.content).done
+    # The rejected request ends first, so its record comes first.
+    assert [record["status"] for record in records] == [429, 200]
+    # The estimate is taken back; the answer's own tokens count.
+    assert after == {"limit": 100, "used": tokens(records[1])}
+
+
+async def test_failed_request_takes_its_estimate_back(kit: GatewayKit) -> None:
+    tenant = LimitedTenant.new()
+    write_token_policy(kit, tenant, 100_000, cache_enabled=False)
+    for fake in kit.fakes.values():
+        fake.enqueue(Scenario.http_error(
+            400, "Invalid value for 'logit_bias'.", "invalid_request_error", param="logit_bias"))
+    async with limited_gateway(kit, tenant) as gateway:
+        failed = await gateway.chat(chat_body(), api_key=tenant.api_key)
+        usage = await token_usage(gateway, tenant)
+
+    assert failed.status_code == 400
+    assert usage == {"limit": 100_000, "used": 0}
 
 
 async def test_unlimited_tenant_has_no_token_usage(kit: GatewayKit) -> None:
@@ -278,3 +332,26 @@ async def test_json_answer_without_usage_counts_estimate(kit: GatewayKit, usage:
     assert records[0]["tokens_in"] > 0
     assert records[0]["tokens_out"] > 0
     assert records[0]["cost_usd"] > 0
+
+
+async def test_paused_redis_take_back_stays_at_zero(
+    private_redis: PrivateRedis,
+) -> None:
+    link = RedisLink(private_redis.url, timeout_s=0.2)
+    ledger = BudgetLedger(link)
+    limiter = TokenRateLimiter(ledger, clock=FakeClock())
+    try:
+        reservation = limiter.reserve("paused-release", 500)
+        await ledger.flush()
+        while_admitted = await limiter.used("paused-release")
+        private_redis.signal(signal.SIGSTOP)
+        # Redis contains the estimate, but the read falls back to this process's unsaved
+        # amounts, which contain only the take-back.
+        limiter.record("paused-release", 0, reservation)
+        after_take_back = await limiter.used("paused-release")
+        private_redis.signal(signal.SIGCONT)
+    finally:
+        await link.close()
+
+    assert while_admitted == 500
+    assert after_take_back == 0

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from router.errors import ContextTooLong, NoDeploymentAvailable, UnsupportedParameter
+from router.errors import (
+    ContextTooLong,
+    NoDeploymentAvailable,
+    TierNotAllowed,
+    UnsupportedParameter,
+)
 from router.policy.schema import Policy
 from router.routing.decide import RequestNeeds, decide
 
 
-def make_policy(**routing: object) -> Policy:
+def make_policy(aliases: dict[str, object] | None = None, **routing: object) -> Policy:
     def deployment(name: str, window: int, **capabilities: bool) -> dict[str, object]:
         return {
             "name": name,
@@ -22,7 +27,7 @@ def make_policy(**routing: object) -> Policy:
 
     return Policy.model_validate(
         {
-            "aliases": {"auto": {}, "auto-quality": {"min_tier": "mid"}},
+            "aliases": {"auto": {}, "auto-quality": {"min_tier": "mid"}, **(aliases or {})},
             "tiers": {
                 "edge": {"deployments": [deployment("small", 4096, tools=False, json_schema=False)]},
                 "mid": {"deployments": [deployment("medium", 32000)]},
@@ -66,6 +71,73 @@ def test_min_tier_alias_never_uses_edge() -> None:
         policy, {"edge": 1.0, "mid": 1.0}, SHORT, requested="auto-quality", min_tier="mid", **ALL_AVAILABLE
     )
     assert decision.tier == "mid"
+
+
+def test_max_tier_alias_stops_below_frontier() -> None:
+    policy = make_policy({"auto-budget": {"max_tier": "mid"}})
+    decision = decide(policy, {"edge": 0.1, "mid": 0.1}, SHORT, requested="auto-budget",
+                      **ALL_AVAILABLE)
+    # No tier met its threshold, so the most capable tier the alias may use takes it, and a
+    # failure does not escalate past it.
+    assert decision.tier == "mid"
+    assert names(decision) == ["medium"]
+    assert decision.reason == (
+        "frontier is the fallback tier but it is above the alias's maximum tier mid; no usable "
+        "tier met its threshold, so mid is used as the most capable usable tier"
+    )
+
+
+def test_max_tier_alias_with_its_tiers_down_names_the_bound() -> None:
+    policy = make_policy({"auto-budget": {"max_tier": "edge"}})
+    with pytest.raises(NoDeploymentAvailable) as caught:
+        decide(policy, {"edge": 0.9}, SHORT, requested="auto-budget",
+               is_available=lambda d: d.name != "small")
+    assert "above the alias's maximum tier edge" in caught.value.message
+
+
+def test_tenant_min_tier_above_alias_max_tier() -> None:
+    policy = make_policy({"auto-budget": {"max_tier": "mid"}})
+    with pytest.raises(TierNotAllowed) as caught:
+        decide(policy, {"edge": 0.9}, SHORT, requested="auto-budget", min_tier="frontier",
+               **ALL_AVAILABLE)
+    assert caught.value.status == 403
+    assert caught.value.message == (
+        "The model 'auto-budget' uses only the edge and mid tiers, which this API key may not "
+        "use. The edge tier is below the minimum tier frontier. The mid tier is below the "
+        "minimum tier frontier. Request a router alias that reaches a tier this key may use "
+        "(GET /v1/models shows each alias's min_tier and max_tier)."
+    )
+
+
+def test_blocked_tiers_cover_alias_tiers() -> None:
+    policy = make_policy({"auto-budget": {"max_tier": "mid"}})
+    with pytest.raises(TierNotAllowed) as caught:
+        decide(policy, {"edge": 0.9}, SHORT, requested="auto-quality",
+               blocked_tiers=frozenset({"mid", "frontier"}), **ALL_AVAILABLE)
+    assert caught.value.message.startswith(
+        "The model 'auto-quality' uses only the mid and frontier tiers, which this API key may "
+        "not use. The mid tier is blocked for this API key."
+    )
+
+
+def test_alias_tiers_down_stay_unavailable() -> None:
+    # Down deployments within the alias's own tiers are the gateway's problem, not the key's.
+    policy = make_policy({"auto-budget": {"max_tier": "mid"}})
+    with pytest.raises(NoDeploymentAvailable):
+        decide(policy, {"edge": 0.9}, SHORT, requested="auto-budget", min_tier="mid",
+               is_available=lambda d: d.name != "medium")
+
+
+def test_alias_thresholds_replace_the_policy_thresholds() -> None:
+    policy = make_policy({"auto-economy": {"thresholds": {"edge": 0.4}}})
+    scores = {"edge": 0.5, "mid": 0.65}
+    economy = decide(policy, scores, SHORT, requested="auto-economy", **ALL_AVAILABLE)
+    default = decide(policy, scores, SHORT, requested="auto", **ALL_AVAILABLE)
+    assert (economy.tier, default.tier) == ("edge", "mid")
+    assert economy.reason == "edge score 0.500 >= threshold 0.400"
+    # The tiers the alias does not name keep the policy's thresholds.
+    assert policy.thresholds_for("auto-economy") == {"edge": 0.4, "mid": 0.6}
+    assert policy.thresholds_for("auto") == {"edge": 0.7, "mid": 0.6}
 
 
 def test_escalation_can_be_turned_off() -> None:

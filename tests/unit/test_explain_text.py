@@ -185,3 +185,21 @@ def test_explain_tool_history_skips_toolless(
     assert any(line.startswith("decision    edge -> small") for line in plain)
     assert any(line.startswith("decision    mid -> medium") for line in with_tools)
     assert any(line.startswith("skipped     small:") for line in with_tools)
+
+
+def test_explain_applies_alias_bounds_and_thresholds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(UNSET_KEY, "set")
+    monkeypatch.setattr(classifiers, "load_default", FixedScorer)
+    path = write_policy(tmp_path / "policy.yaml")
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document["aliases"]["cheap"] = {"max_tier": "mid", "thresholds": {"mid": 0.9}}
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    lines = explain_routing("Prove it.", path, None, "cheap", 100, None).splitlines()
+
+    assert "score       mid        0.816   (>= 0.900 to choose)" in lines
+    assert "score       frontier   0.900   (above cheap's maximum tier mid)" in lines
+    [decision] = [line for line in lines if line.startswith("decision")]
+    assert decision.startswith("decision    mid -> medium (frontier is the fallback tier but it is "
+                               "above the alias's maximum tier mid;")

@@ -73,3 +73,47 @@ def test_category_floor_changes_read_as_sentences() -> None:
         "Legal prompts now start at the mid tier.",
         "Math prompts start at the frontier tier instead of mid.",
     ]
+
+
+def test_alias_bounds_and_thresholds_are_described() -> None:
+    old = {**BASE, "aliases": {"auto": {}, "cheap": {"thresholds": {"edge": 0.5}}}}
+    new = {**BASE, "aliases": {"auto": {"max_tier": "edge"},
+                               "cheap": {"min_tier": "edge", "thresholds": {"edge": 0.4}}}}
+    assert describe_changes(Policy.model_validate(old), Policy.model_validate(new)) == [
+        "Router alias 'auto' maximum tier changes from none to edge.",
+        "Router alias 'cheap' edge threshold changes from 0.500 to 0.400.",
+        "Router alias 'cheap' minimum tier changes from none to edge.",
+    ]
+
+
+def test_alias_threshold_removal_names_policy_value() -> None:
+    # The policy has an edge threshold of 0.7 and none for mid and frontier.
+    old = {**BASE, "aliases": {"cheap": {"thresholds": {"edge": 0.5, "frontier": 0.9}}}}
+    new = {**BASE, "aliases": {"cheap": {"thresholds": {"mid": 0.3}}}}
+    assert describe_changes(Policy.model_validate(old), Policy.model_validate(new)) == [
+        "Router alias 'cheap' edge threshold changes from 0.500 to the policy's 0.700.",
+        "Router alias 'cheap' frontier threshold changes from 0.900 to no threshold.",
+        "Router alias 'cheap' mid threshold changes from no threshold to 0.300.",
+    ]
+
+
+def test_embedding_changes_are_described() -> None:
+    def embedding(name: str, price: float) -> dict[str, object]:
+        return {"name": name, "model": f"openai/{name}", "api_base": "http://127.0.0.1:9/v1",
+                "price": {"input_per_million": price}}
+
+    first = {**BASE, "embeddings": {"deployments": [embedding("e1", 0.02)],
+                                    "aliases": {"embed": ["e1"]}}}
+    second = {**BASE, "embeddings": {"deployments": [embedding("e1", 0.05), embedding("e2", 0.1)],
+                                     "aliases": {"embed": ["e2", "e1"]}}}
+    none, one, two = (Policy.model_validate(document) for document in (BASE, first, second))
+
+    assert describe_changes(none, one) == [
+        "An embeddings section is added, so POST /v1/embeddings serves models."]
+    assert describe_changes(one, none) == [
+        "The embeddings section is removed, so POST /v1/embeddings serves no model."]
+    assert describe_changes(one, two) == [
+        "Embedding deployment 'e2' (openai/e2) is added.",
+        "Embedding deployment 'e1': price.input_per_million changes from 0.02 to 0.05.",
+        "Embeddings alias 'embed' changes from e1 to e2, e1.",
+    ]

@@ -75,7 +75,7 @@ def test_misspelled_key_is_rejected(tmp_path: Path) -> None:
         (
             f"{path}:10: tiers.edge.deployments.0.timout_s: unknown key; expected one of name, "
             "model, api_base, api_key_env, transport, price, context_window, capabilities, "
-            "local_model, default_max_tokens, timeout_s, connect_timeout_s, max_in_flight, weight (found 3)"
+            "local_model, default_max_tokens, output_limit_param, timeout_s, connect_timeout_s, max_in_flight, weight (found 3)"
         )
     ]
 
@@ -87,7 +87,7 @@ def test_misspelled_key_is_rejected(tmp_path: Path) -> None:
             "tenant:\n  require_key: true\n",
             (
                 "tenant: unknown key; expected one of version, name, aliases, tiers, routing, "
-                "cache, outcomes, tenants, shadow (found {'require_key': True})"
+                "cache, outcomes, tenants, shadow, embeddings (found {'require_key': True})"
             ),
         ),
         (
@@ -598,6 +598,90 @@ def test_problem_lines_for_readyz(tmp_path: Path) -> None:
 
     assert len(caught.value.problems) == 2
     assert problem_lines(caught.value) == [21, 22]
+
+
+def test_alias_bounds_and_thresholds_name_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "aliases:\n  auto: {}\n  cheap: {min_tier: mid, max_tier: edge}\n"
+                 "  loose:\n    thresholds: {edge: 1.5, top: 0.2}\n" + VALID)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    assert [problem.split(" (found")[0] for problem in caught.value.problems] == [
+        (f"{path}:3: aliases.cheap: min_tier 'mid' is above max_tier 'edge', so no tier is left "
+         "for this alias"),
+        f"{path}:5: aliases.loose.thresholds.edge: threshold must be between 0 and 1, got 1.5",
+        (f"{path}:5: aliases.loose.thresholds.top: unknown tier 'top'; expected one of edge, mid, "
+         "frontier"),
+    ]
+
+
+def test_alias_bounds_without_policy_tier(tmp_path: Path) -> None:
+    # The policy has only the edge and frontier tiers.
+    path = write(tmp_path, "aliases:\n  auto: {}\n  only-mid: {min_tier: mid, max_tier: mid}\n"
+                 "  above-all:\n    min_tier: frontier\n  below-mid: {max_tier: mid}\n" + VALID)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    assert caught.value.problems == [
+        (f"{path}:3: aliases.only-mid: min_tier 'mid' and max_tier 'mid' leave none of this "
+         "policy's tiers (edge, frontier), so every request for 'only-mid' would fail; change "
+         "the bound or add a tier within it"),
+    ]
+
+
+def test_local_model_rejects_max_completion_tokens(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace(
+        "        api_base: http://127.0.0.1:9/v1\n        price: {input_per_million: 0.1",
+        "        api_base: http://127.0.0.1:9/v1\n        local_model: true\n"
+        "        output_limit_param: max_completion_tokens\n"
+        "        price: {input_per_million: 0.1"))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    [problem] = caught.value.problems
+    assert problem.startswith(
+        f"{path}:9: tiers.edge.deployments.0.output_limit_param: the local model's server "
+        "(llama-cpp-python 0.3.36) reads only max_tokens, so with max_completion_tokens its "
+        "completions would have no output-token limit; remove output_limit_param or set it to "
+        "max_tokens"
+    )
+
+
+def test_cached_price_above_input_price_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace(
+        "{input_per_million: 5, output_per_million: 15}",
+        "{input_per_million: 5, output_per_million: 15, cached_input_per_million: 50}"))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    [problem] = caught.value.problems
+    assert problem.startswith(
+        f"{path}:15: tiers.frontier.deployments.0.price: cached_input_per_million (50) is above "
+        "input_per_million (5); providers charge less for input read from their prompt cache, "
+        "so one of the two prices is probably mistyped"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"api_base": "https://api.openai.com/v1"}, "max_completion_tokens"),
+        ({"api_base": "https://api.openai.com/v1", "transport": "litellm"}, None),
+        ({"api_base": "https://api.openai.com/v1", "output_limit_param": "max_tokens"},
+         "max_tokens"),
+        ({"api_base": "http://127.0.0.1:9/v1"}, None),
+        ({"api_base": "http://127.0.0.1:9/v1", "local_model": True}, "max_tokens"),
+        ({"model": "anthropic/claude", "api_base": None}, None),
+    ],
+)
+def test_output_limit_param_by_upstream(fields: dict[str, object], expected: str | None) -> None:
+    from router.policy.schema import Deployment
+
+    deployment = Deployment.model_validate({
+        "name": "d", "model": "openai/m", "price": {"input_per_million": 1, "output_per_million": 2},
+        "context_window": 8192, **fields,
+    })
+    assert deployment.sent_output_limit_param == expected
 
 
 def test_cached_input_price_changes_cost(tmp_path: Path) -> None:

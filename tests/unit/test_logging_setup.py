@@ -1,0 +1,88 @@
+"""Log lines of the standard library's loggers (uvicorn, OpenTelemetry, asyncio) look like the gateway's."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.stack import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+_EMIT = """
+import logging, sys
+from router.logging_setup import configure_logging
+configure_logging(sys.argv[1])
+logging.getLogger("opentelemetry.exporter").warning("export failed: %s", "connection refused")
+try:
+    1 / 0
+except ZeroDivisionError:
+    logging.getLogger("asyncio").exception("task failed")
+logging.getLogger("asyncio").info("below the level")
+"""
+
+
+def emit(log_format: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", _EMIT, log_format], capture_output=True, text=True, timeout=60,
+        cwd=REPO, check=True,
+    )
+    return result.stderr
+
+
+def test_standard_logging_renders_json() -> None:
+    lines = [json.loads(line) for line in emit("json").splitlines()]
+
+    assert [(line["logger"], line["level"], line["event"]) for line in lines] == [
+        ("opentelemetry.exporter", "warning", "export failed: connection refused"),
+        ("asyncio", "error", "task failed"),
+    ]
+    assert "ZeroDivisionError" in lines[1]["exception"]
+    assert all(line["timestamp"].endswith("Z") for line in lines)
+
+
+def test_standard_logging_renders_console() -> None:
+    output = emit("console")
+
+    assert "export failed: connection refused" in output
+    assert "ZeroDivisionError" in output
+    assert "below the level" not in output
+
+
+def test_serve_logs_uvicorn_warnings_as_json(tmp_path: Path) -> None:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TIERWISE_")}
+    env |= {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "TIERWISE_DATA_DIR": str(tmp_path)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "router", "serve", "--no-local-model", "--port", str(port),
+         "--log-format", "json"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            # uvicorn logs a warning for a request it cannot parse.
+            connection.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            connection.recv(1024)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]
+    warnings = [line for line in lines if line.get("logger", "").startswith("uvicorn")]
+    assert [line["event"] for line in warnings] == ["Invalid HTTP request received."]
+    assert warnings[0]["level"] == "warning"
