@@ -151,7 +151,10 @@ def main(argv: list[str] | None = None) -> None:
         config = LoadConfig(url=gateway.chat_url, stream=args.stream, concurrency=args.concurrency,
                             requests=10**7, warmup=300, time_limit_s=args.seconds + 3,
                             api_key="sk-bench-client", watch={"server": gateway.process.pid})
-        prompts, _ = load_prompts()
+        prompts, origin = load_prompts()
+        # Without the traffic mix (TIERWISE_SHARED_DATA unset outside the main checkout) the
+        # load is 7 short stand-in prompts, which cost the classifier less than real ones.
+        print(f"prompts: {origin}")
         results: list[LoadResult] = []
         load = _load_in_background(config, build_bodies(prompts, config), results)
         time.sleep(2.0)  # past the warm-up

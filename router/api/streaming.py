@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from router.api.disconnect import client_connected
 from router.cache.entries import encode_entry
 from router.errors import ServerShuttingDown, UpstreamFailed, UpstreamTimeout, sse_error_event
+from router.http_protocol import CoalescingTransport
 from router.routing.tokens import count_completion_tokens, count_prompt_tokens
 from router.upstream.base import UpstreamError
 from router.upstream.sse import DONE, KEEPALIVE, StreamAssembler, completion_to_chunks, encode_event
@@ -51,7 +52,17 @@ class RelayResponse(StreamingResponse):
     body, whose clean-up records the outcome as 499 and closes the upstream stream. An
     upstream that stays silent is noticed at the next keep-alive comment, at most
     ``keepalive_interval_s`` later. Under other ASGI servers Starlette's own watcher runs.
+
+    Under uvicorn the status line and headers are sent once the first body part is ready,
+    and a part that ends with ``final_suffix`` ends the response. ``tierwise serve`` joins
+    two writes that follow each other into one socket send (``router.http_protocol``), so
+    headers and first part leave together, and so do the last part and the end of the
+    chunked body.
     """
+
+    final_suffix: bytes | None = DONE
+    """Bytes that end the last part of the body, or None when no part is known to be last.
+    Nothing is sent after such a part, but the body iterator still runs to its end."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if client_connected(receive) is None:
@@ -60,14 +71,33 @@ class RelayResponse(StreamingResponse):
         # uvicorn's request cycle, whose flag is read directly for each chunk. The ASGI type
         # of receive is a plain callable, which has no __self__ for mypy.
         cycle: Any = receive.__self__  # type: ignore[attr-defined]
-        body = self.body_iterator
+        body = aiter(self.body_iterator)
+        start = {"type": "http.response.start", "status": self.status_code,
+                 "headers": self.raw_headers}
         try:
-            await send({"type": "http.response.start", "status": self.status_code,
-                        "headers": self.raw_headers})
-            async for chunk in body:
+            try:
+                chunk = await anext(body, _END)
+            except BaseException:
+                # The headers go out first, as they would have before the body was read.
+                await send(start)
+                raise
+            await send(start)
+            while chunk is not _END:
                 if cycle.disconnected:
                     break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                last = (self.final_suffix is not None and isinstance(chunk, bytes)
+                        and chunk.endswith(self.final_suffix))
+                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+                if last:
+                    if isinstance(cycle.transport, CoalescingTransport):
+                        # Sent now rather than after the outcome record and log line below.
+                        cycle.transport.flush()
+                    # The body's clean-up after its last part, such as the outcome record,
+                    # still runs. The relays of this module yield nothing after [DONE].
+                    async for _ in body:
+                        pass
+                    break
+                chunk = await anext(body, _END)
             else:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -76,6 +106,10 @@ class RelayResponse(StreamingResponse):
                 await aclose()
         if self.background is not None:
             await self.background()
+
+
+_END: Any = object()
+"""Marks the end of a response body for ``anext``."""
 
 
 def _response(body: AsyncIterator[bytes], extra_headers: dict[str, str]) -> StreamingResponse:
@@ -191,9 +225,11 @@ def stream_upstream(
         # The outcome is recorded only after [DONE] was sent, because a client that leaves
         # before [DONE] must treat the stream as cut.
         try:
+            # One part, so that the usage chunk and [DONE] leave in one write.
             if chat.include_usage:
-                yield encode_event(_usage_chunk(assembler, outcome))
-            yield DONE
+                yield encode_event(_usage_chunk(assembler, outcome)) + DONE
+            else:
+                yield DONE
         except (GeneratorExit, asyncio.CancelledError):
             _mark_cut(outcome, receive)
             raise

@@ -19,6 +19,7 @@ from fastapi import Request
 from starlette.responses import Response, StreamingResponse
 
 from router.api.chat import RecordingResponse, json_response, serve_chat
+from router.api.streaming import RelayResponse
 from router.errors import InvalidRequest
 
 # Headers of the OpenAI response that describe its body, which the translation replaces.
@@ -106,6 +107,9 @@ async def serve_translated(
     if isinstance(response, StreamingResponse):
         translator = open_translator(translation)
         response.body_iterator = _translated_events(response.body_iterator, translator)
+        if isinstance(response, RelayResponse):
+            # The translated events do not end with the chat stream's [DONE].
+            response.final_suffix = None
         return response
     # The translated response takes over the recording of the outcome. If translating
     # fails, the outcome is recorded here before the error propagates.

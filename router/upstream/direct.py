@@ -10,7 +10,7 @@ per call of 0.07 ms here against 0.16 ms through aiohttp, and 0.15 ms against 0.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -123,13 +123,20 @@ class DirectTransport:
                 )
             if seen is not None:
                 _pass_on(response, seen)
+            content = response.iter_chunks(deployment.timeout_s)
+            events = _parse_events(content)
             try:
                 if response.status >= 400:
                     retry_after_s = _retry_after(response)
                     raise _http_error(response.status, await response.read(), retry_after_s)
-                async for chunk in _parse_events(response.iter_chunks(deployment.timeout_s)):
+                async for chunk in events:
                     yield chunk
             finally:
+                # The parser returns at [DONE] without reading the body to its end. An async
+                # generator left open is closed by the event loop's finalizer hook instead,
+                # which costs a thread-safe wake-up of the loop and a task per stream.
+                await events.aclose()
+                await content.aclose()
                 response.release()
         except TimeoutError:
             raise UpstreamError("timeout", f"silent for {deployment.timeout_s} s") from None
@@ -137,7 +144,7 @@ class DirectTransport:
             raise UpstreamError("connection", _describe(exc, url)) from None
 
 
-async def _parse_events(content: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+async def _parse_events(content: AsyncIterator[bytes]) -> AsyncGenerator[dict[str, Any], None]:
     """Yield the JSON payload of each SSE ``data:`` line until ``[DONE]``.
 
     Raises UpstreamError for an invalid event, an error event, a line longer than
@@ -156,8 +163,13 @@ async def _parse_events(content: AsyncIterator[bytes]) -> AsyncIterator[dict[str
             data = b"".join(partial) + data
         lines = data.split(b"\n")
         last = lines.pop()
-        partial, partial_size = ([last], len(last)) if last else ([], 0)
+        if last:
+            partial, partial_size = [last], len(last)
+        elif partial:
+            partial, partial_size = [], 0
         for line in lines:
+            if not line:
+                continue  # the blank line after each event
             event = _decode_line(line)
             if event is _DONE:
                 return

@@ -23,7 +23,7 @@ import ssl
 import time
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -217,13 +217,20 @@ class _Connection(asyncio.Protocol):
         return None
 
     async def next_chunk(self, read_timeout: float | None = None) -> bytes | None:
-        """Return the next body bytes, or None once the response has ended.
+        """Return the body bytes received since the last call, or None once the body has ended.
 
         Raises TimeoutError when nothing arrives for ``read_timeout`` seconds.
         """
         while True:
             if self._chunks:
-                data = self._chunks.popleft()
+                # Everything already received goes out in one piece. A streamed response often
+                # arrives as one HTTP chunk per SSE event, and the SSE parser in direct.py
+                # took 50 µs for 24 such pieces against 36 µs for the same bytes in one piece.
+                if len(self._chunks) == 1:
+                    data = self._chunks.popleft()
+                else:
+                    data = b"".join(self._chunks)
+                    self._chunks.clear()
                 self._queued -= len(data)
                 if self._paused and self._queued <= PAUSE_ABOVE_BYTES // 2:
                     self._paused = False
@@ -307,7 +314,7 @@ class Response:
             data = self._decoder.decompress(data) + self._decoder.flush()
         return data
 
-    async def iter_chunks(self, read_timeout: float | None = None) -> AsyncIterator[bytes]:
+    async def iter_chunks(self, read_timeout: float | None = None) -> AsyncGenerator[bytes, None]:
         """Yield body bytes as they arrive; TimeoutError after ``read_timeout`` s of silence."""
         connection = self._connection
         assert connection is not None

@@ -7,15 +7,19 @@ cases cover framing, keep-alive, compression, TLS and failures rather than model
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Self
+from typing import Any, Self
 
 import pytest
 import trustme
 
+from router.policy.schema import Deployment
 from router.upstream import http1
+from router.upstream.direct import DirectTransport
 from router.upstream.http1 import (
     MAX_RESPONSE_HEADERS,
     BadResponse,
@@ -195,6 +199,15 @@ async def test_garbage_is_a_bad_response(pool: Http1Pool) -> None:
             await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
 
 
+async def test_chunks_already_received_come_as_one(pool: Http1Pool) -> None:
+    events = [b"data: {\"n\": %d}\n\n" % n for n in range(20)]
+    async with Server(keep_alive(chunked(*events))) as server:
+        reply = await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
+        await asyncio.sleep(0.2)  # let the whole body arrive before reading
+        pieces = [chunk async for chunk in reply.iter_chunks(5)]
+        assert pieces == [b"".join(events)]
+
+
 async def test_silent_stream_times_out_and_is_not_reused(pool: Http1Pool) -> None:
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
@@ -340,3 +353,33 @@ async def test_too_many_headers_is_bad_response(pool: Http1Pool) -> None:
     async with Server(keep_alive(response(b"{}", *many))) as server:
         with pytest.raises(BadResponse, match="more than"):
             await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
+
+
+async def test_direct_stream_closes_its_generators() -> None:
+    """A finished stream leaves no async generator for the event loop's finalizer hook."""
+    finalized: list[str] = []
+    firstiter, finalizer = sys.get_asyncgen_hooks()
+
+    def record(agen: Any) -> None:
+        finalized.append(agen.__qualname__)
+        if finalizer is not None:
+            finalizer(agen)
+
+    events = [b'data: {"choices": []}\n\n', b"data: [DONE]\n\n"]
+    transport = DirectTransport()
+    async with Server(keep_alive(chunked(*events))) as server:
+        deployment = Deployment.model_validate({
+            "name": "d", "model": "openai/m", "api_base": server.url.removesuffix("/chat/completions"),
+            "transport": "direct", "price": {"input_per_million": 1, "output_per_million": 1},
+            "context_window": 1000,
+        })
+        sys.set_asyncgen_hooks(firstiter, record)
+        try:
+            received = [chunk async for chunk in transport.stream(deployment, {"model": "m"})]
+            gc.collect()
+        finally:
+            sys.set_asyncgen_hooks(firstiter, finalizer)
+    await transport.close()
+
+    assert received == [{"choices": []}]
+    assert finalized == []
