@@ -87,6 +87,9 @@ def explain_routing(
         rule = f">= {threshold:.3f} to choose" if threshold is not None else "fallback tier"
         if max_tier is not None and TIER_ORDER.index(tier) > TIER_ORDER.index(max_tier):
             rule = f"above {model}'s maximum tier {max_tier}"
+        elif max_tier is not None and tier == policy.alias_tiers(model)[-1]:
+            # The most capable tier the alias may use takes what cheaper tiers did not.
+            rule = f"fallback tier of {model}"
         score = f"{scores[tier]:.3f}" if tier in scores else "-"
         lines.append(f"score       {tier:<9} {score:>6}   ({rule})")
     unscored = [tier for tier in policy.routing.thresholds if tier not in scorer.tiers]

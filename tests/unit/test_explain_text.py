@@ -198,7 +198,7 @@ def test_explain_applies_alias_bounds_and_thresholds(
     path.write_text(yaml.safe_dump(document), encoding="utf-8")
     lines = explain_routing("Prove it.", path, None, "cheap", 100, None).splitlines()
 
-    assert "score       mid        0.816   (>= 0.900 to choose)" in lines
+    assert "score       mid        0.816   (fallback tier of cheap)" in lines
     assert "score       frontier   0.900   (above cheap's maximum tier mid)" in lines
     [decision] = [line for line in lines if line.startswith("decision")]
     assert decision.startswith("decision    mid -> medium (frontier is the fallback tier but it is "
