@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from router.api.auth import TenantContext, identify
 from router.api.disconnect import client_connected, unless_client_leaves
 from router.api.internal_error import REQUEST_ID_STATE
-from router.api.schemas import ChatRequest, error_parameter, find_forbidden_parameter
+from router.api.schemas import ChatRequest, error_parameter, reject_forbidden_parameter
 from router.api.streaming import (
     CLIENT_CLOSED_REQUEST,
     SERVER_STOPPED,
@@ -475,14 +475,7 @@ def json_depth(value: Any) -> int:
 
 
 def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
-    forbidden = find_forbidden_parameter(body)
-    if forbidden is not None:
-        raise InvalidRequest(
-            f"The parameter '{forbidden}' cannot be set by clients; the gateway's policy chooses "
-            "the provider endpoint and credentials.",
-            param=forbidden,
-            code="unsupported_parameter",
-        )
+    reject_forbidden_parameter(body)
     try:
         chat = ChatRequest.model_validate(body)
     except ValidationError as exc:

@@ -35,7 +35,7 @@ from router.api.chat import (
     record_internal_error,
 )
 from router.api.disconnect import unless_client_leaves
-from router.api.schemas import find_forbidden_parameter
+from router.api.schemas import reject_forbidden_parameter
 from router.cache.entries import decode_embedding_entry, encode_entry
 from router.cache.keys import cache_key, embedding_scope
 from router.errors import (
@@ -233,14 +233,7 @@ def parse_embedding_request(body: dict[str, Any]) -> ParsedEmbeddingRequest:
 
     Raises InvalidRequest, with ``param`` naming the invalid parameter.
     """
-    forbidden = find_forbidden_parameter(body)
-    if forbidden is not None:
-        raise InvalidRequest(
-            f"The parameter '{forbidden}' cannot be set by clients; the gateway's policy chooses "
-            "the provider endpoint and credentials.",
-            param=forbidden,
-            code="unsupported_parameter",
-        )
+    reject_forbidden_parameter(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _invalid("model", "expected the name of an embedding model as a non-empty string")

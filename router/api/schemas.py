@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from router.errors import InvalidRequest
+
 # Body keys that litellm or provider SDKs would treat as connection settings.
 FORBIDDEN_PARAMETERS = frozenset(
     {
@@ -49,6 +51,18 @@ def find_forbidden_parameter(body: dict[str, Any]) -> str | None:
     """Return the first provider connection parameter set in ``body``, if any."""
     forbidden = FORBIDDEN_PARAMETERS.intersection(body)
     return min(forbidden) if forbidden else None
+
+
+def reject_forbidden_parameter(body: dict[str, Any]) -> None:
+    """Raise InvalidRequest when ``body`` sets a provider connection parameter."""
+    forbidden = find_forbidden_parameter(body)
+    if forbidden is not None:
+        raise InvalidRequest(
+            f"The parameter '{forbidden}' cannot be set by clients, because the gateway's policy "
+            "chooses the provider endpoint and credentials. Remove it from the request.",
+            param=forbidden,
+            code="unsupported_parameter",
+        )
 
 
 class Message(BaseModel):

@@ -29,8 +29,8 @@ def invalid(
 
 
 FORBIDDEN_MESSAGE = (
-    "The parameter '{0}' cannot be set by clients; the gateway's policy chooses the provider "
-    "endpoint and credentials."
+    "The parameter '{0}' cannot be set by clients, because the gateway's policy chooses the "
+    "provider endpoint and credentials. Remove it from the request."
 )
 
 # (case id, request body, expected status, expected error body)
