@@ -3,12 +3,11 @@
 :func:`to_response` translates a whole completion for ``POST /v1/responses``, and
 :mod:`router.api.responses_stream` builds the same objects while it translates a stream.
 
-Response mapping: the first choice's text and refusal become one ``message`` item, and each
-tool call a ``function_call`` item.  A ``length`` or ``content_filter`` finish makes the
-response ``incomplete``.
-
-NOTE: an upstream's ``reasoning_content`` is not returned, because the translation makes no
-``reasoning`` items.
+Response mapping: the first choice's ``reasoning_content`` (which DeepSeek, vLLM and
+llama.cpp servers send for reasoning models) becomes a ``reasoning`` item with a
+``reasoning_text`` part, its text and refusal one ``message`` item, and each tool call a
+``function_call`` item.  A ``length`` or ``content_filter`` finish makes the response
+``incomplete``.
 """
 
 from __future__ import annotations
@@ -31,6 +30,10 @@ def to_response(completion: dict[str, Any], translation: Translation) -> dict[st
     status, incomplete_reason = response_status(choice.get("finish_reason"))
 
     output: list[dict[str, Any]] = []
+    item_status = "completed" if status == "completed" else "incomplete"
+    reasoning = message.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning:
+        output.append(reasoning_item(reasoning, item_status))
     content: list[dict[str, Any]] = []
     text = content_text(message.get("content"))
     if text:
@@ -38,7 +41,6 @@ def to_response(completion: dict[str, Any], translation: Translation) -> dict[st
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal:
         content.append({"type": "refusal", "refusal": refusal})
-    item_status = "completed" if status == "completed" else "incomplete"
     if content:
         output.append(message_item(content, item_status))
     calls = message.get("tool_calls")
@@ -110,6 +112,20 @@ def message_item(content: list[dict[str, Any]], status: str) -> dict[str, Any]:
         "role": "assistant",
         "status": status,
         "content": content,
+    }
+
+
+def reasoning_item(text: str, status: str) -> dict[str, Any]:
+    """Build a ``reasoning`` item whose one ``reasoning_text`` part contains ``text``.
+
+    Its ``summary`` is empty, because chat completions carry no reasoning summary.
+    """
+    return {
+        "id": new_id("rs"),
+        "type": "reasoning",
+        "status": status,
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}],
     }
 
 

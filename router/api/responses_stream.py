@@ -6,6 +6,8 @@ chat chunks; :class:`StreamTranslator` turns them into the Responses events, eac
 
     response.created, response.in_progress
     response.output_item.added                               (per output item)
+      reasoning:     response.reasoning_text.delta ...
+                     response.reasoning_text.done
       message:       response.content_part.added
                      response.output_text.delta ... (or response.refusal.delta ...)
                      response.output_text.done (or response.refusal.done)
@@ -33,6 +35,7 @@ from router.api.responses_output import (
     message_item,
     new_id,
     output_text_part,
+    reasoning_item,
     response_object,
     response_status,
     responses_usage,
@@ -86,6 +89,9 @@ class StreamTranslator(SseTranslator):
             delta = choice.get("delta")
             if not isinstance(delta, dict):
                 delta = {}
+            reasoning = delta.get("reasoning_content")
+            if isinstance(reasoning, str) and reasoning:
+                events.extend(self._reasoning_delta(reasoning))
             text, refusal = delta.get("content"), delta.get("refusal")
             if isinstance(text, str) and text:
                 events.extend(self._text_delta("output_text", text))
@@ -160,6 +166,20 @@ class StreamTranslator(SseTranslator):
                                   content_index=len(content) - 1, delta=text, **extra))
         return events
 
+    def _reasoning_delta(self, text: str) -> list[bytes]:
+        """Append ``text`` to the open reasoning item, opening one first as needed."""
+        events: list[bytes] = []
+        if self._open is None or self._items[self._open]["type"] != "reasoning":
+            events.extend(self._close_item("completed"))
+            events.extend(self._add_item(reasoning_item("", "in_progress")))
+        index = self._open
+        assert index is not None
+        item = self._items[index]
+        item["content"][0]["text"] += text
+        events.append(self._event("response.reasoning_text.delta", item_id=item["id"],
+                                  output_index=index, content_index=0, delta=text))
+        return events
+
     def _call_delta(self, call: dict[str, Any]) -> list[bytes]:
         events: list[bytes] = []
         position = call.get("index", 0)
@@ -215,6 +235,10 @@ class StreamTranslator(SseTranslator):
         events: list[bytes] = []
         if item["type"] == "message":
             events.extend(self._close_part(index))
+        elif item["type"] == "reasoning":
+            events.append(self._event("response.reasoning_text.done", item_id=item["id"],
+                                      output_index=index, content_index=0,
+                                      text=item["content"][0]["text"]))
         else:
             events.append(self._event("response.function_call_arguments.done", item_id=item["id"],
                                       output_index=index, name=item["name"],

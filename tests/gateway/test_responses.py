@@ -1266,3 +1266,70 @@ def test_stream_translator_passes_keepalive() -> None:
 
     assert translator.translate(b": keep-alive\n\n") == b": keep-alive\n\n"
 
+
+
+def test_reasoning_content_becomes_reasoning_item() -> None:
+    translation = to_chat_body({"model": "auto", "input": PROMPT})
+    response = to_response(
+        completion({"content": "Paris.", "reasoning_content": "The capital of France..."}),
+        translation,
+    )
+
+    assert [item["type"] for item in response["output"]] == ["reasoning", "message"]
+    item = response["output"][0]
+    assert item["id"].startswith("rs_")
+    assert item["status"] == "completed"
+    assert item["summary"] == []
+    assert item["content"] == [{"type": "reasoning_text", "text": "The capital of France..."}]
+
+
+def test_stream_translator_reasoning_then_text() -> None:
+    translator = StreamTranslator(Translation({}))
+    events = translated(
+        translator,
+        openai_event({"role": "assistant", "reasoning_content": "Think"}),
+        openai_event({"reasoning_content": "ing."}),
+        openai_event({"content": "Done."}),
+        openai_event({}, finish="stop"),
+        b"data: [DONE]\n\n",
+    )
+
+    assert [name for name, _ in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert events[5][1]["text"] == "Thinking."
+    assert events[5][1]["item_id"] == events[2][1]["item"]["id"]
+    final = events[-1][1]["response"]
+    assert [item["type"] for item in final["output"]] == ["reasoning", "message"]
+    assert final["output"][0]["content"][0]["text"] == "Thinking."
+
+
+def test_reasoning_items_reach_openai_client(live: LiveStack) -> None:
+    client = live.client()
+    live.fakes["edge"].enqueue(Scenario.with_reasoning("First, recall the question."))
+    whole = client.responses.create(model="auto", input=PROMPT)
+    live.fakes["edge"].enqueue(Scenario.with_reasoning("First, recall the question."))
+    with client.responses.stream(model="auto", input=PROMPT) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+
+    for response in (whole, final):
+        reasoning = response.output[0]
+        assert reasoning.type == "reasoning"
+        assert reasoning.content is not None
+        assert reasoning.content[0].text == "First, recall the question."
+        assert response.output_text == SCRIPTED_ANSWER
+    assert "response.reasoning_text.delta" in kinds
