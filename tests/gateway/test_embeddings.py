@@ -603,6 +603,9 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str]] = [
     ("number user", {"input": "x", "user": 5}, "user"),
     ("missing model", {"model": None, "input": "x"}, "model"),
     ("connection parameter", {"input": "x", "api_base": "http://127.0.0.1:1"}, "api_base"),
+    ("upstream headers", {"input": "x", "headers": {"authorization": "Bearer other"}}, "headers"),
+    ("TLS check off", {"input": "x", "ssl_verify": False}, "ssl_verify"),
+    ("litellm retries", {"input": "x", "max_retries": 5}, "max_retries"),
 ]
 
 
@@ -658,3 +661,4 @@ async def test_tracing_covers_embeddings(
     assert (attempt.attributes or {})["gen_ai.usage.input_tokens"] > 0
     text = repr([(span.name, dict(span.attributes or {})) for span in spans.values()])
     assert "zebra-quartz" not in text
+
