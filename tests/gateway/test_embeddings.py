@@ -662,3 +662,36 @@ async def test_tracing_covers_embeddings(
     text = repr([(span.name, dict(span.attributes or {})) for span in spans.values()])
     assert "zebra-quartz" not in text
 
+
+@pytest.mark.parametrize("transport", ["direct", "litellm"])
+async def test_tracing_propagates_traceparent_upstream(
+    kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings, transport: str
+) -> None:
+    pytest.importorskip("opentelemetry.sdk.trace", reason="the otel extra is not installed")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tests.gateway.conftest import open_gateway
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    section = embeddings_section(model_server.base_url, fake.base_url)
+    section["deployments"][1]["transport"] = transport
+    write_policy(kit, model_server, fake, section=section)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    try:
+        async with open_gateway(kit.settings(tracing=True), StubScorer(), None, provider) as gateway:
+            response = await embed(gateway, {"model": FLAKY, "input": "a traced input"}, headers={
+                "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
+                "baggage": "user=zebra-quartz-7"})
+    finally:
+        provider.shutdown()
+
+    assert response.status_code == 200, response.text
+    attempt = next(span for span in exporter.get_finished_spans()
+                   if span.name.startswith("embeddings "))
+    sent = fake.headers[-1]
+    assert sent.get("traceparent") == f"00-{trace_id}-{attempt.context.span_id:016x}-01"
+    assert "baggage" not in sent

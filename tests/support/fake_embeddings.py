@@ -9,7 +9,8 @@ fail the way providers do::
         fake.enqueue("http_500", "forward")
         ...  # first request: HTTP 500; second: the real model's vectors
 
-Received bodies are kept in ``requests``, so a test can check what the gateway sent.
+Received bodies are kept in ``requests`` and their headers in ``headers``, so a test can check
+what the gateway sent.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class FakeEmbeddings:
     def __init__(self, forward_to: str) -> None:
         self.forward_to = forward_to.rstrip("/")
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        """The headers of each request in ``requests``, with lower-case names."""
         self._actions: deque[Action] = deque()
         self.default: Action = "forward"
         self._lock = threading.Lock()
@@ -54,6 +57,7 @@ class FakeEmbeddings:
         with self._lock:
             self._actions.clear()
             self.requests.clear()
+            self.headers.clear()
         self.default = "forward"
 
     def start(self) -> Self:
@@ -92,6 +96,7 @@ class FakeEmbeddings:
         body = await request.json()
         with self._lock:
             self.requests.append(body)
+            self.headers.append({name.lower(): value for name, value in request.headers.items()})
         action = self._next_action()
         if action == "http_400":
             return web.json_response(
