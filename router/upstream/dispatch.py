@@ -9,6 +9,8 @@ A ``client`` error (the request itself is wrong) ends the loop at once.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import random
 import time
 import weakref
@@ -192,7 +194,7 @@ class Dispatcher:
             self.upstream_headers = seen
             if self.health is not None:
                 self.health.succeeded(deployment.name)
-            return deployment, response
+            return deployment, _in_index_order(response)
         if last_error is not None and last_error.kind == "context":
             raise InvalidRequest(
                 "An input is longer than every eligible embedding deployment accepts. Shorten "
@@ -306,9 +308,19 @@ def _embedding_response_problem(response: Any, inputs: int) -> str | None:
     data = response["data"]
     if len(data) != inputs:
         return f"the upstream returned {len(data)} embeddings for {inputs} inputs"
+    if not all(isinstance(item, dict) for item in data):
+        return "the upstream returned an embedding that is not an object"
+    indexes = [item.get("index") for item in data]
+    # Without any index, the list order is the input order. With indexes, each input needs one.
+    if any(index is not None for index in indexes) and sorted(
+        index if type(index) is int else -1 for index in indexes
+    ) != list(range(inputs)):
+        return "the upstream returned embeddings whose indexes are not 0 to n-1, one per input"
     for item in data:
-        vector = item.get("embedding") if isinstance(item, dict) else None
+        vector = item.get("embedding")
         if isinstance(vector, str):
+            if not _is_float32_base64(vector):
+                return "the upstream returned a base64 embedding that is not float32 values"
             continue
         # llama.cpp returns one vector per token (a list of lists) when the model has no
         # pooling. Checking every element took about 40 µs per 1,000 numbers (timeit, 2 cores).
@@ -317,6 +329,30 @@ def _embedding_response_problem(response: Any, inputs: int) -> str | None:
         ):
             return "the upstream returned an embedding that is not one vector of numbers"
     return None
+
+
+def _is_float32_base64(text: str) -> bool:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return bool(raw) and len(raw) % 4 == 0
+
+
+def _in_index_order(response: dict[str, Any]) -> dict[str, Any]:
+    """Return ``response`` with its data sorted by index and every item's index set.
+
+    OpenAI's API returns the vectors in input order. openai-python 3.63 does not reorder
+    them, so a caller that reads ``data`` by position relies on that order.
+    """
+    data = response["data"]
+    if all(item.get("index") is None for item in data):
+        ordered = [{**item, "index": position} for position, item in enumerate(data)]
+    elif all(item["index"] == position for position, item in enumerate(data)):
+        return response
+    else:
+        ordered = sorted(data, key=lambda item: item["index"])
+    return {**response, "data": ordered}
 
 
 def _upstream_body(

@@ -298,7 +298,8 @@ async def test_cache_off_in_policy(
 # Failover and upstream errors.
 
 
-@pytest.mark.parametrize("fault", ["http_500", "http_429", "hang", "malformed_json", "wrong_count"])
+@pytest.mark.parametrize("fault", ["http_500", "http_429", "hang", "malformed_json", "wrong_count",
+                                   "duplicate_index", "invalid_base64"])
 async def test_failover_to_second_deployment(
     redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings, fault: Any
 ) -> None:
@@ -314,6 +315,43 @@ async def test_failover_to_second_deployment(
     assert [a["deployment"] for a in attempts] == [FLAKY, REAL]
     assert attempts[0]["error"] is not None
     assert attempts[1]["error"] is None
+
+
+async def test_vectors_sorted_by_index(
+    redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
+) -> None:
+    write_policy(redis_kit, model_server, fake)
+    inputs = ["The cat sat.", "Stock prices fell sharply.", "Rain is expected tomorrow."]
+    async with gateway_on(redis_kit) as gateway:
+        in_order = await embed(gateway, {"model": REAL, "input": inputs})
+        fake.enqueue("reversed")
+        reversed_upstream = await embed(gateway, {"model": FLAKY, "input": inputs})
+
+    assert reversed_upstream.status_code == 200, reversed_upstream.text
+    data = reversed_upstream.json()["data"]
+    assert [item["index"] for item in data] == [0, 1, 2]
+    for got, expected in zip(vectors(reversed_upstream), vectors(in_order), strict=True):
+        assert cosine(got, expected) > 0.999
+
+
+@pytest.mark.parametrize("requested", ["base64", "float"])
+async def test_base64_upstream_converted_once(
+    redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings, requested: str
+) -> None:
+    write_policy(redis_kit, model_server, fake)
+    async with gateway_on(redis_kit) as gateway:
+        floats = await embed(gateway, {"model": REAL, "input": "blue sky"})
+        fake.enqueue("base64")
+        response = await embed(gateway, {"model": FLAKY, "input": "blue sky",
+                                         "encoding_format": requested})
+
+    assert response.status_code == 200, response.text
+    vector = vectors(response)[0]
+    if requested == "base64":
+        assert isinstance(vector, str)
+        vector = decode_base64(vector)
+    assert len(vector) == EMBEDDING_DIMENSIONS
+    assert cosine(vector, vectors(floats)[0]) > 0.999
 
 
 async def test_every_deployment_failing_is_502(

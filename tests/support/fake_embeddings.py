@@ -16,6 +16,8 @@ what the gateway sent.
 from __future__ import annotations
 
 import asyncio
+import base64
+import struct
 import threading
 from collections import deque
 from typing import Any, Literal, Self
@@ -24,8 +26,12 @@ import aiohttp
 from aiohttp import web
 
 Action = Literal[
-    "forward", "http_400", "http_500", "http_429", "hang", "malformed_json", "wrong_count"
+    "forward", "http_400", "http_500", "http_429", "hang", "malformed_json", "wrong_count",
+    "reversed", "duplicate_index", "base64", "invalid_base64",
 ]
+"""What the next request gets. ``reversed`` sends the vectors in reverse order, each with its
+own index; ``duplicate_index`` gives every vector index 0; ``base64`` encodes the vectors as
+OpenAI does for encoding_format=base64; ``invalid_base64`` sends text that is not base64."""
 HANG_S = 8.0
 """Seconds that ``hang`` waits before it forwards the request, longer than the tests' timeout_s."""
 
@@ -120,6 +126,18 @@ class FakeEmbeddings:
         answer = await self._forward(body)
         if action == "wrong_count":
             answer["data"] = answer["data"][:-1]
+        if action == "reversed":
+            answer["data"] = answer["data"][::-1]
+        if action == "duplicate_index":
+            answer["data"] = [{**item, "index": 0} for item in answer["data"]]
+        if action == "base64":
+            answer["data"] = [
+                {**item, "embedding": base64.b64encode(
+                    struct.pack(f"<{len(item['embedding'])}f", *item["embedding"])).decode()}
+                for item in answer["data"]
+            ]
+        if action == "invalid_base64":
+            answer["data"] = [{**item, "embedding": "not base64!"} for item in answer["data"]]
         return web.json_response(answer, headers={"x-request-id": "fake-embeddings-req"})
 
     async def _forward(self, body: dict[str, Any]) -> dict[str, Any]:
