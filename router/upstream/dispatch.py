@@ -96,7 +96,7 @@ class Dispatcher:
                 raise
             except UpstreamError as exc:
                 attempt.latency_ms = (time.perf_counter() - started) * 1000
-                last_error = self._failed(attempt, exc)
+                last_error = self._failed(attempt, exc, body)
                 continue
             finally:
                 if release is not None:
@@ -142,7 +142,7 @@ class Dispatcher:
                 continue
             except UpstreamError as exc:
                 attempt.latency_ms = (time.perf_counter() - started) * 1000
-                last_error = self._failed(attempt, exc)
+                last_error = self._failed(attempt, exc, body)
                 await _close(stream)
                 continue
             finally:
@@ -184,7 +184,7 @@ class Dispatcher:
                 raise
             except UpstreamError as exc:
                 attempt.latency_ms = (time.perf_counter() - started) * 1000
-                last_error = self._failed(attempt, exc)
+                last_error = self._failed(attempt, exc, body)
                 continue
             attempt.latency_ms = (time.perf_counter() - started) * 1000
             problem = _embedding_response_problem(response, inputs)
@@ -223,7 +223,10 @@ class Dispatcher:
             return None
         return self.health.hold(deployment)
 
-    def _failed(self, attempt: Attempt, exc: UpstreamError) -> UpstreamError:
+    def _failed(
+        self, attempt: Attempt, exc: UpstreamError, body: dict[str, Any] | None = None
+    ) -> UpstreamError:
+        """Record a failed attempt and log it, with ``body``'s prompt text cut from the detail."""
         attempt.error = exc.kind
         self.failures.append(exc)
         if self.health is not None:
@@ -236,7 +239,7 @@ class Dispatcher:
             deployment=attempt.deployment,
             kind=exc.kind,
             status=exc.status,
-            detail=exc.message[:300],
+            detail=without_prompts(exc.message, body)[:300],
         )
         if exc.kind == "client":
             raise InvalidRequest(
@@ -245,6 +248,48 @@ class Dispatcher:
                 code="upstream_rejected",
             )
         return exc
+
+
+PROMPT_PLACEHOLDER = "[prompt]"
+MIN_REDACTED_LENGTH = 8
+"""Shorter prompt texts stay in log lines, because replacing them would also replace common
+words of the provider's own message."""
+
+
+def without_prompts(message: str, body: dict[str, Any] | None) -> str:
+    """Return a provider's error message with each prompt text of ``body`` replaced.
+
+    Providers quote inputs in error messages, and log lines must not contain prompts. The
+    texts are the embedding inputs and the messages' text content.
+    """
+    if body is None:
+        return message
+    # NOTE: only whole texts are replaced. A provider that quotes part of a prompt, or an
+    # escaped form of it, still gets that part into the log line.
+    texts = [text for text in _prompt_texts(body) if len(text) >= MIN_REDACTED_LENGTH]
+    for text in sorted(texts, key=len, reverse=True):
+        message = message.replace(text, PROMPT_PLACEHOLDER)
+    return message
+
+
+def _prompt_texts(body: dict[str, Any]) -> list[str]:
+    texts: list[str] = []
+    inputs = body.get("input")
+    if isinstance(inputs, str):
+        texts.append(inputs)
+    elif isinstance(inputs, list):
+        texts.extend(item for item in inputs if isinstance(item, str))
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts.extend(
+                part["text"] for part in content
+                if isinstance(part, dict) and isinstance(part.get("text"), str)
+            )
+    return texts
 
 
 def _busy_last(candidates: Sequence[Candidate], health: DeploymentHealth) -> Sequence[Candidate]:

@@ -354,6 +354,23 @@ async def test_base64_upstream_converted_once(
     assert cosine(vector, vectors(floats)[0]) > 0.999
 
 
+async def test_failed_attempt_log_omits_input(
+    redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
+) -> None:
+    write_policy(redis_kit, model_server, fake)
+    secret = "the input named zebra-quartz-7"
+    fake.enqueue("http_500_quoting_input")
+    with structlog.testing.capture_logs() as logs:
+        async with gateway_on(redis_kit) as gateway:
+            response = await embed(gateway, {"model": ALIAS, "input": [secret, "second input"]})
+
+    assert response.status_code == 200, response.text
+    failures = [line for line in logs if line["event"] == "upstream_failed"]
+    assert len(failures) == 1
+    assert failures[0]["detail"] == "cannot embed ['[prompt]', '[prompt]']"
+    assert "zebra-quartz" not in repr(logs)
+
+
 async def test_every_deployment_failing_is_502(
     redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
 ) -> None:

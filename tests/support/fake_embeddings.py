@@ -27,11 +27,12 @@ from aiohttp import web
 
 Action = Literal[
     "forward", "http_400", "http_500", "http_429", "hang", "malformed_json", "wrong_count",
-    "reversed", "duplicate_index", "base64", "invalid_base64",
+    "reversed", "duplicate_index", "base64", "invalid_base64", "http_500_quoting_input",
 ]
 """What the next request gets. ``reversed`` sends the vectors in reverse order, each with its
 own index; ``duplicate_index`` gives every vector index 0; ``base64`` encodes the vectors as
-OpenAI does for encoding_format=base64; ``invalid_base64`` sends text that is not base64."""
+OpenAI does for encoding_format=base64; ``invalid_base64`` sends text that is not base64;
+``http_500_quoting_input`` is an HTTP 500 whose message quotes the body's input."""
 HANG_S = 8.0
 """Seconds that ``hang`` waits before it forwards the request, longer than the tests' timeout_s."""
 
@@ -113,6 +114,11 @@ class FakeEmbeddings:
         if action == "http_500":
             return web.json_response(
                 {"error": {"message": "injected failure", "type": "server_error"}}, status=500
+            )
+        if action == "http_500_quoting_input":
+            return web.json_response(
+                {"error": {"message": f"cannot embed {body.get('input')}", "type": "server_error"}},
+                status=500,
             )
         if action == "http_429":
             return web.json_response(
