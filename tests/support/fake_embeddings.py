@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import struct
 import threading
 from collections import deque
@@ -28,11 +29,13 @@ from aiohttp import web
 Action = Literal[
     "forward", "http_400", "http_500", "http_429", "hang", "malformed_json", "wrong_count",
     "reversed", "duplicate_index", "base64", "invalid_base64", "http_500_quoting_input",
+    "nan",
 ]
 """What the next request gets. ``reversed`` sends the vectors in reverse order, each with its
 own index; ``duplicate_index`` gives every vector index 0; ``base64`` encodes the vectors as
 OpenAI does for encoding_format=base64; ``invalid_base64`` sends text that is not base64;
-``http_500_quoting_input`` is an HTTP 500 whose message quotes the body's input."""
+``http_500_quoting_input`` is an HTTP 500 whose message quotes the body's input; ``nan``
+sets each vector's first value to NaN, which Python's json module writes as a bare NaN."""
 HANG_S = 8.0
 """Seconds that ``hang`` waits before it forwards the request, longer than the tests' timeout_s."""
 
@@ -141,6 +144,10 @@ class FakeEmbeddings:
                 {**item, "embedding": base64.b64encode(
                     struct.pack(f"<{len(item['embedding'])}f", *item["embedding"])).decode()}
                 for item in answer["data"]
+            ]
+        if action == "nan":
+            answer["data"] = [
+                {**item, "embedding": [math.nan, *item["embedding"][1:]]} for item in answer["data"]
             ]
         if action == "invalid_base64":
             answer["data"] = [{**item, "embedding": "not base64!"} for item in answer["data"]]
