@@ -646,8 +646,8 @@ class Embeddings(StrictModel):
         description="Name -> embedding deployment names, tried in order. A deployment that "
         "fails (a timeout, a refused connection, 401, 403, 404, 413, 429 or 5xx, invalid JSON, "
         "or vectors that are missing, misnumbered or not numbers) hands the request to the "
-        "next, while an upstream 400 or 422 goes back to the client. List only deployments of one model, because vectors "
-        "of different models cannot be compared.",
+        "next, while an upstream 400 or 422 goes back to the client. List only deployments of "
+        "one model, because vectors of different models cannot be compared.",
     )
 
     @field_validator("aliases")
