@@ -59,6 +59,9 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
         cache_logger_on_first_use=True,
     )
     _route_standard_logging(renderer, max(numeric_level, logging.WARNING))
+    # Without this, warnings.warn() in a library prints plain text between the JSON lines.
+    # Captured, each warning is a "py.warnings" log record that the root handler renders.
+    logging.captureWarnings(True)
     # litellm logs request details (which can include prompts) at INFO and below.
     for noisy in ("LiteLLM", "litellm", "httpx", "LiteLLM Router", "LiteLLM Proxy"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

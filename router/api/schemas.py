@@ -21,7 +21,10 @@ from pydantic import (
 
 from router.errors import InvalidRequest
 
-# Body keys that litellm or provider SDKs would treat as connection settings.
+# Body keys that litellm or provider SDKs would treat as connection settings, credentials,
+# request headers, retries or fallbacks. litellm (1.110) reads the keyword arguments of
+# litellm.completion and litellm.embedding from the body's fields, so a key missing here
+# reaches litellm when a deployment uses the litellm transport.
 FORBIDDEN_PARAMETERS = frozenset(
     {
         "api_base",
@@ -43,6 +46,34 @@ FORBIDDEN_PARAMETERS = frozenset(
         "mock_response",
         "litellm_params",
         "proxy_server_request",
+        # litellm sends "headers" as request headers, so a client could replace the
+        # deployment's Authorization header.
+        "headers",
+        "provider_specific_header",
+        # "ssl_verify": false would turn off the check of the provider's TLS certificate.
+        "ssl_verify",
+        # Retries and fallbacks inside litellm, beyond the policy's.
+        "max_retries",
+        "fallbacks",
+        "context_window_fallback_dict",
+        "use_litellm_proxy",
+        "mock_delay",
+        "mock_timeout",
+        "mock_tool_calls",
+        # Credentials, and a path of a credentials file that litellm reads.
+        "client_id",
+        "client_secret",
+        "tenant_id",
+        "azure_username",
+        "azure_password",
+        "azure_scope",
+        "chatgpt_auth_file",
+        "aws_session_token",
+        "aws_role_name",
+        "aws_profile_name",
+        "aws_web_identity_token",
+        "aws_sts_endpoint",
+        "aws_bedrock_runtime_endpoint",
     }
 )
 

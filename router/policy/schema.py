@@ -644,10 +644,10 @@ class Embeddings(StrictModel):
     aliases: dict[str, Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]] = Field(
         default_factory=dict,
         description="Name -> embedding deployment names, tried in order. A deployment that "
-        "fails (a timeout, a refused connection, 401, 403, 404, 413, 429 or 5xx, invalid JSON "
-        "or a wrong number of vectors) hands the request to the next, while an upstream 400 "
-        "or 422 goes back to the client. List only deployments of one model, because vectors "
-        "of different models cannot be compared.",
+        "fails (a timeout, a refused connection, 401, 403, 404, 413, 429 or 5xx, invalid JSON, "
+        "or vectors that are missing, misnumbered or not numbers) hands the request to the "
+        "next, while an upstream 400 or 422 goes back to the client. List only deployments of "
+        "one model, because vectors of different models cannot be compared.",
     )
 
     @field_validator("aliases")

@@ -28,7 +28,8 @@ class UpstreamError(Exception):
 
     ``kind`` decides what the dispatcher does next: ``client`` errors go back to the caller,
     every other kind moves on to the next candidate deployment.  ``message`` is the
-    provider's text, which is logged but only reaches clients for ``client`` errors.
+    provider's text, which only reaches clients for ``client`` errors. The dispatcher logs it
+    with the request's prompt texts replaced (``dispatch.without_prompts``).
     """
 
     def __init__(

@@ -83,8 +83,11 @@ class LitellmTransport:
     ) -> dict[str, Any]:
         """Send an embeddings request through ``litellm.aembedding``; return the response as a dict."""
         litellm = _litellm()
+        arguments = self._arguments(deployment, body)
+        if self.propagate is not None:
+            arguments["extra_headers"] = self.propagate({})
         try:
-            response = await litellm.aembedding(**self._arguments(deployment, body))
+            response = await litellm.aembedding(**arguments)
         except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
             raise _translate(litellm, exc) from None
         if seen is not None:

@@ -298,7 +298,8 @@ async def test_cache_off_in_policy(
 # Failover and upstream errors.
 
 
-@pytest.mark.parametrize("fault", ["http_500", "http_429", "hang", "malformed_json", "wrong_count"])
+@pytest.mark.parametrize("fault", ["http_500", "http_429", "hang", "malformed_json", "wrong_count",
+                                   "duplicate_index", "invalid_base64"])
 async def test_failover_to_second_deployment(
     redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings, fault: Any
 ) -> None:
@@ -314,6 +315,79 @@ async def test_failover_to_second_deployment(
     assert [a["deployment"] for a in attempts] == [FLAKY, REAL]
     assert attempts[0]["error"] is not None
     assert attempts[1]["error"] is None
+
+
+async def test_vectors_sorted_by_index(
+    redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
+) -> None:
+    write_policy(redis_kit, model_server, fake)
+    inputs = ["The cat sat.", "Stock prices fell sharply.", "Rain is expected tomorrow."]
+    async with gateway_on(redis_kit) as gateway:
+        in_order = await embed(gateway, {"model": REAL, "input": inputs})
+        fake.enqueue("reversed")
+        reversed_upstream = await embed(gateway, {"model": FLAKY, "input": inputs})
+
+    assert reversed_upstream.status_code == 200, reversed_upstream.text
+    data = reversed_upstream.json()["data"]
+    assert [item["index"] for item in data] == [0, 1, 2]
+    for got, expected in zip(vectors(reversed_upstream), vectors(in_order), strict=True):
+        assert cosine(got, expected) > 0.999
+
+
+@pytest.mark.parametrize("requested", ["base64", "float"])
+async def test_base64_upstream_converted_once(
+    redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings, requested: str
+) -> None:
+    write_policy(redis_kit, model_server, fake)
+    async with gateway_on(redis_kit) as gateway:
+        floats = await embed(gateway, {"model": REAL, "input": "blue sky"})
+        fake.enqueue("base64")
+        response = await embed(gateway, {"model": FLAKY, "input": "blue sky",
+                                         "encoding_format": requested})
+
+    assert response.status_code == 200, response.text
+    vector = vectors(response)[0]
+    if requested == "base64":
+        assert isinstance(vector, str)
+        vector = decode_base64(vector)
+    assert len(vector) == EMBEDDING_DIMENSIONS
+    assert cosine(vector, vectors(floats)[0]) > 0.999
+
+
+async def test_failed_attempt_log_omits_input(
+    redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
+) -> None:
+    write_policy(redis_kit, model_server, fake)
+    secret = "the input named zebra-quartz-7"
+    fake.enqueue("http_500_quoting_input")
+    with structlog.testing.capture_logs() as logs:
+        async with gateway_on(redis_kit) as gateway:
+            response = await embed(gateway, {"model": ALIAS, "input": [secret, "second input"]})
+
+    assert response.status_code == 200, response.text
+    failures = [line for line in logs if line["event"] == "upstream_failed"]
+    assert len(failures) == 1
+    assert failures[0]["detail"] == "cannot embed ['[prompt]', '[prompt]']"
+    assert "zebra-quartz" not in repr(logs)
+
+
+async def test_nan_vector_fails_over(
+    redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
+) -> None:
+    # Only the litellm transport parses the bare NaN that the fake sends; the direct
+    # transport's JSON parser rejects it as invalid JSON.
+    section = embeddings_section(model_server.base_url, fake.base_url)
+    section["deployments"][1]["transport"] = "litellm"
+    write_policy(redis_kit, model_server, fake, section=section)
+    fake.enqueue("nan")
+    async with gateway_on(redis_kit) as gateway:
+        response = await embed(gateway, {"model": ALIAS, "input": "not a number"})
+        records = await gateway.request_records()
+
+    assert response.status_code == 200, response.text
+    assert response.headers["x-tierwise-model"] == REAL
+    assert all(isinstance(value, float) for value in vectors(response)[0])
+    assert [a["deployment"] for a in records[-1]["attempts"]] == [FLAKY, REAL]
 
 
 async def test_every_deployment_failing_is_502(
@@ -603,6 +677,9 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str]] = [
     ("number user", {"input": "x", "user": 5}, "user"),
     ("missing model", {"model": None, "input": "x"}, "model"),
     ("connection parameter", {"input": "x", "api_base": "http://127.0.0.1:1"}, "api_base"),
+    ("upstream headers", {"input": "x", "headers": {"authorization": "Bearer other"}}, "headers"),
+    ("TLS check off", {"input": "x", "ssl_verify": False}, "ssl_verify"),
+    ("litellm retries", {"input": "x", "max_retries": 5}, "max_retries"),
 ]
 
 
@@ -658,3 +735,37 @@ async def test_tracing_covers_embeddings(
     assert (attempt.attributes or {})["gen_ai.usage.input_tokens"] > 0
     text = repr([(span.name, dict(span.attributes or {})) for span in spans.values()])
     assert "zebra-quartz" not in text
+
+
+@pytest.mark.parametrize("transport", ["direct", "litellm"])
+async def test_tracing_propagates_traceparent_upstream(
+    kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings, transport: str
+) -> None:
+    pytest.importorskip("opentelemetry.sdk.trace", reason="the otel extra is not installed")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tests.gateway.conftest import open_gateway
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    section = embeddings_section(model_server.base_url, fake.base_url)
+    section["deployments"][1]["transport"] = transport
+    write_policy(kit, model_server, fake, section=section)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    try:
+        async with open_gateway(kit.settings(tracing=True), StubScorer(), None, provider) as gateway:
+            response = await embed(gateway, {"model": FLAKY, "input": "a traced input"}, headers={
+                "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
+                "baggage": "user=zebra-quartz-7"})
+    finally:
+        provider.shutdown()
+
+    assert response.status_code == 200, response.text
+    attempt = next(span for span in exporter.get_finished_spans()
+                   if span.name.startswith("embeddings "))
+    sent = fake.headers[-1]
+    assert sent.get("traceparent") == f"00-{trace_id}-{attempt.context.span_id:016x}-01"
+    assert "baggage" not in sent

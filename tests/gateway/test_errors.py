@@ -197,6 +197,19 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         )
         for name in ("api_base", "base_url", "api_key")
     ],
+    *[
+        (
+            f"forbidden_{name}",
+            chat_body(**{name: value}),
+            400,
+            invalid(FORBIDDEN_MESSAGE.format(name), name, "unsupported_parameter"),
+        )
+        for name, value in (
+            ("headers", {"authorization": "Bearer sk-client"}),
+            ("ssl_verify", False),
+            ("fallbacks", ["openai/other-model"]),
+        )
+    ],
 ]
 
 

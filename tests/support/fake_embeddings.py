@@ -9,12 +9,16 @@ fail the way providers do::
         fake.enqueue("http_500", "forward")
         ...  # first request: HTTP 500; second: the real model's vectors
 
-Received bodies are kept in ``requests``, so a test can check what the gateway sent.
+Received bodies are kept in ``requests`` and their headers in ``headers``, so a test can check
+what the gateway sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import math
+import struct
 import threading
 from collections import deque
 from typing import Any, Literal, Self
@@ -23,8 +27,15 @@ import aiohttp
 from aiohttp import web
 
 Action = Literal[
-    "forward", "http_400", "http_500", "http_429", "hang", "malformed_json", "wrong_count"
+    "forward", "http_400", "http_500", "http_429", "hang", "malformed_json", "wrong_count",
+    "reversed", "duplicate_index", "base64", "invalid_base64", "http_500_quoting_input",
+    "nan",
 ]
+"""What the next request gets. ``reversed`` sends the vectors in reverse order, each with its
+own index; ``duplicate_index`` gives every vector index 0; ``base64`` encodes the vectors as
+OpenAI does for encoding_format=base64; ``invalid_base64`` sends text that is not base64;
+``http_500_quoting_input`` is an HTTP 500 whose message quotes the body's input; ``nan``
+sets each vector's first value to NaN, which Python's json module writes as a bare NaN."""
 HANG_S = 8.0
 """Seconds that ``hang`` waits before it forwards the request, longer than the tests' timeout_s."""
 
@@ -33,6 +44,8 @@ class FakeEmbeddings:
     def __init__(self, forward_to: str) -> None:
         self.forward_to = forward_to.rstrip("/")
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        """The headers of each request in ``requests``, with lower-case names."""
         self._actions: deque[Action] = deque()
         self.default: Action = "forward"
         self._lock = threading.Lock()
@@ -54,6 +67,7 @@ class FakeEmbeddings:
         with self._lock:
             self._actions.clear()
             self.requests.clear()
+            self.headers.clear()
         self.default = "forward"
 
     def start(self) -> Self:
@@ -92,6 +106,7 @@ class FakeEmbeddings:
         body = await request.json()
         with self._lock:
             self.requests.append(body)
+            self.headers.append({name.lower(): value for name, value in request.headers.items()})
         action = self._next_action()
         if action == "http_400":
             return web.json_response(
@@ -102,6 +117,11 @@ class FakeEmbeddings:
         if action == "http_500":
             return web.json_response(
                 {"error": {"message": "injected failure", "type": "server_error"}}, status=500
+            )
+        if action == "http_500_quoting_input":
+            return web.json_response(
+                {"error": {"message": f"cannot embed {body.get('input')}", "type": "server_error"}},
+                status=500,
             )
         if action == "http_429":
             return web.json_response(
@@ -115,6 +135,22 @@ class FakeEmbeddings:
         answer = await self._forward(body)
         if action == "wrong_count":
             answer["data"] = answer["data"][:-1]
+        if action == "reversed":
+            answer["data"] = answer["data"][::-1]
+        if action == "duplicate_index":
+            answer["data"] = [{**item, "index": 0} for item in answer["data"]]
+        if action == "base64":
+            answer["data"] = [
+                {**item, "embedding": base64.b64encode(
+                    struct.pack(f"<{len(item['embedding'])}f", *item["embedding"])).decode()}
+                for item in answer["data"]
+            ]
+        if action == "nan":
+            answer["data"] = [
+                {**item, "embedding": [math.nan, *item["embedding"][1:]]} for item in answer["data"]
+            ]
+        if action == "invalid_base64":
+            answer["data"] = [{**item, "embedding": "not base64!"} for item in answer["data"]]
         return web.json_response(answer, headers={"x-request-id": "fake-embeddings-req"})
 
     async def _forward(self, body: dict[str, Any]) -> dict[str, Any]:

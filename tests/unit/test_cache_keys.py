@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from router.cache.entries import decode_entry, encode_entry
-from router.cache.keys import cache_key, is_cacheable, routing_scope
-from router.policy.schema import Policy
+from router.cache.keys import cache_key, embedding_scope, is_cacheable, routing_scope
+from router.policy.schema import EmbeddingDeployment, Policy
 
 BASE = {
     "model": "auto",
@@ -97,3 +97,36 @@ def test_entry_round_trip_and_unusable_entries() -> None:
     assert decode_entry(policy, encode_entry("gone", completion)) is None
     assert decode_entry(policy, b'{"id": "old-format", "choices": []}') is None
     assert decode_entry(policy, b"not json") is None
+
+
+EMBEDDER = {
+    "name": "embedder", "model": "openai/text-embedding-3-small",
+    "api_base": "http://127.0.0.1:9/v1", "price": {"input_per_million": 0.02},
+}
+
+
+def embedder_scope(model: str = "embed", **changes: object) -> str:
+    return embedding_scope(model, (EmbeddingDeployment.model_validate({**EMBEDDER, **changes}),))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": "openai/text-embedding-3-large"},
+        {"api_base": "http://127.0.0.1:10/v1"},
+        {"transport": "litellm"},
+        {"dimensions": 512},
+        {"accepts_dimensions": True},
+    ],
+)
+def test_embedding_scope_vector_settings(change: dict[str, object]) -> None:
+    assert embedder_scope(**change) != embedder_scope()
+
+
+def test_embedding_scope_keeps_prices_and_timeouts() -> None:
+    assert embedder_scope(price={"input_per_million": 1}) == embedder_scope()
+    assert embedder_scope(timeout_s=5) == embedder_scope()
+
+
+def test_embedding_scope_per_requested_name() -> None:
+    assert embedder_scope("embed") != embedder_scope("embedder")

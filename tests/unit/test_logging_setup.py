@@ -18,7 +18,7 @@ from tests.support.stack import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 _EMIT = """
-import logging, sys
+import logging, sys, warnings
 from router.logging_setup import configure_logging
 configure_logging(sys.argv[1])
 logging.getLogger("opentelemetry.exporter").warning("export failed: %s", "connection refused")
@@ -27,6 +27,7 @@ try:
 except ZeroDivisionError:
     logging.getLogger("asyncio").exception("task failed")
 logging.getLogger("asyncio").info("below the level")
+warnings.warn("an old parameter", DeprecationWarning)
 """
 
 
@@ -44,7 +45,9 @@ def test_standard_logging_renders_json() -> None:
     assert [(line["logger"], line["level"], line["event"]) for line in lines] == [
         ("opentelemetry.exporter", "warning", "export failed: connection refused"),
         ("asyncio", "error", "task failed"),
+        ("py.warnings", "warning", lines[2]["event"]),
     ]
+    assert "DeprecationWarning: an old parameter" in lines[2]["event"]
     assert "ZeroDivisionError" in lines[1]["exception"]
     assert all(line["timestamp"].endswith("Z") for line in lines)
 
