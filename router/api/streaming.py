@@ -24,6 +24,7 @@ from router.errors import ServerShuttingDown, UpstreamFailed, UpstreamTimeout, s
 from router.http_protocol import CoalescingTransport
 from router.routing.tokens import count_completion_tokens, count_prompt_tokens
 from router.upstream.base import UpstreamError
+from router.upstream.dispatch import without_prompts
 from router.upstream.sse import DONE, KEEPALIVE, StreamAssembler, completion_to_chunks, encode_event
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ def stream_upstream(
                 deployment=outcome.deployment.name if outcome.deployment else None,
                 kind=exc.kind,
                 status=exc.status,
-                detail=exc.message[:300],
+                detail=without_prompts(exc.message, {"messages": outcome.messages})[:300],
                 after_first_byte=True,
             )
             error = UpstreamTimeout("The model stopped answering.") if exc.kind == "timeout" else (

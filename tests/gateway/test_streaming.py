@@ -370,6 +370,23 @@ async def test_reasoning_deltas_are_relayed(kit: GatewayKit) -> None:
     assert sse.done
 
 
+async def test_stream_error_log_omits_prompt(
+    kit: GatewayKit, capfd: pytest.CaptureFixture[str]
+) -> None:
+    prompt = "Tell me about the project named zebra-quartz-7."
+    kit.fakes["edge"].enqueue(Scenario.stream_error(after_events=3, message=f"bad input: {prompt}"))
+    async with kit.running() as gateway:
+        response, _ = await stream(gateway, chat_body(prompt))
+
+    output = capfd.readouterr()
+    lines = [line for line in (output.out + output.err).splitlines() if "upstream_failed" in line]
+    assert response.status_code == 200
+    assert len(lines) == 1
+    assert "after_first_byte" in lines[0]
+    assert "[prompt]" in lines[0]
+    assert "zebra-quartz" not in output.out + output.err
+
+
 async def test_cut_stream_logs_upstream_failure(
     kit: GatewayKit, capfd: pytest.CaptureFixture[str]
 ) -> None:
