@@ -22,19 +22,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 from starlette.types import Receive
 
-from router.api.chat import (
-    admit,
-    check_tenant_limits,
+from router.api.admission import admit, check_tenant_limits, open_outcome, read_json_body
+from router.api.disconnect import unless_client_leaves
+from router.api.recording import (
     finish,
     headers,
     json_response,
-    open_outcome,
-    read_json_body,
     record_cancellation,
     record_gateway_error,
     record_internal_error,
 )
-from router.api.disconnect import unless_client_leaves
 from router.api.schemas import reject_forbidden_parameter
 from router.cache.entries import decode_embedding_entry, encode_entry
 from router.cache.keys import cache_key, embedding_scope

@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from router.api.admission import read_json_body
 from router.api.auth import tenant_of
-from router.api.chat import read_json_body
 from router.errors import InvalidRequest, RequestIdNotFound
 from router.runtime import Runtime
 

@@ -13,10 +13,11 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from router.api.admission import read_json_body
 from router.api.anthropic_format import render_error, to_chat_body, to_message
 from router.api.anthropic_stream import StreamTranslator
 from router.api.auth import identify
-from router.api.chat import check_model, read_json_body
+from router.api.chat import check_model
 from router.api.internal_error import REQUEST_ID_STATE, _log_internal_error
 from router.api.translated import serve_translated
 from router.errors import GatewayError

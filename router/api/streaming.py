@@ -127,7 +127,7 @@ def stream_cached(
     outcome: Outcome,
     receive: Receive | None = None,
 ) -> StreamingResponse:
-    from router.api.chat import finish, headers
+    from router.api.recording import finish, headers
 
     async def replay() -> AsyncIterator[bytes]:
         try:
@@ -154,7 +154,7 @@ def stream_upstream(
     cache_key: str | None,
     receive: Receive | None = None,
 ) -> StreamingResponse:
-    from router.api.chat import finish, headers
+    from router.api.recording import finish, headers
 
     outcome.first_byte_ms = (time.perf_counter() - outcome.started) * 1000
 

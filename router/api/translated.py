@@ -18,7 +18,8 @@ import orjson
 from fastapi import Request
 from starlette.responses import Response, StreamingResponse
 
-from router.api.chat import RecordingResponse, json_response, serve_chat
+from router.api.chat import serve_chat
+from router.api.recording import RecordingResponse, json_response
 from router.api.streaming import RelayResponse
 from router.errors import InvalidRequest
 

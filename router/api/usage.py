@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from router.api.admission import rate_limit_of, token_limit_of
 from router.api.auth import identify
-from router.api.chat import rate_limit_of, token_limit_of
 from router.runtime import Runtime
 
 router = APIRouter()

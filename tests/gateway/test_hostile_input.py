@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from router.api.chat import MAX_JSON_DEPTH, json_depth
+from router.api.admission import MAX_JSON_DEPTH, json_depth
 from router.app import create_app
 from router.http_protocol import GatewayHttpProtocol
 from router.outcomes.record import MAX_TOKEN_COUNT

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from router.api.chat import json_response
+from router.api.recording import json_response
 
 SCOPE = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
 

@@ -1,0 +1,224 @@
+"""The steps every model endpoint takes before it serves a request.
+
+The outcome record and the request id it is known by, the tenant, the JSON body, and the
+tenant's rate limits, token limit and budget.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from fastapi import Request
+from starlette.requests import ClientDisconnect
+
+from router.api.auth import TenantContext, identify
+from router.api.internal_error import REQUEST_ID_STATE
+from router.errors import (
+    ClientDisconnected,
+    InvalidRequest,
+    RequestTooLarge,
+    UnsupportedMediaType,
+)
+from router.outcomes.record import Outcome
+from router.policy.loader import LoadedPolicy
+from router.policy.schema import Policy
+from router.runtime import Runtime
+
+
+def open_outcome(
+    request: Request, runtime: Runtime, loaded: LoadedPolicy
+) -> tuple[Outcome, str | None, bool]:
+    """Start the outcome record of a request, with the request id it is known by.
+
+    Returns the record, the client's x-request-id when that id is unusable (``admit``
+    rejects it once the record exists), and whether the record keeps the client's id.
+    """
+    # An empty header counts as absent, so the request gets an id that feedback accepts.
+    sent_request_id = header(request, b"x-request-id") or None
+    keep_sent_id = runtime.settings.keep_client_request_ids
+    id_problem = None
+    if keep_sent_id and sent_request_id is not None and not _usable_request_id(sent_request_id):
+        # Rejected below, once the outcome record exists; the gateway's own id replaces it.
+        id_problem, keep_sent_id = sent_request_id, False
+    client_request_id = sent_request_id if keep_sent_id else None
+    # A replaced id stays in the record for tracing, cut to a sane length.
+    replaced_request_id = None if keep_sent_id or sent_request_id is None else sent_request_id[:256]
+    outcome = Outcome(
+        request_id=client_request_id or new_request_id(),
+        tenant="unidentified",
+        requested_model="",
+        policy_version=loaded.version,
+        classifier_version=getattr(runtime.scorer, "version", None),
+        stream=False,
+        client_request_id=replaced_request_id,
+    )
+    setattr(request.state, REQUEST_ID_STATE, outcome.request_id)
+    return outcome, id_problem, client_request_id is not None
+
+
+def admit(
+    request: Request,
+    runtime: Runtime,
+    policy: Policy,
+    outcome: Outcome,
+    id_problem: str | None,
+    client_id_kept: bool,
+) -> TenantContext:
+    """Reject an unusable x-request-id, identify the tenant and give the request its final id.
+
+    Raises InvalidRequest or AuthenticationFailed.
+    """
+    if id_problem is not None:
+        raise InvalidRequest(
+            f"The x-request-id header must be 1 to {MAX_REQUEST_ID_CHARS} printable ASCII "
+            f"characters; got {len(id_problem)} characters.",
+            param="x-request-id",
+        )
+    tenant = identify(request, policy)
+    outcome.tenant = tenant.name
+    if not client_id_kept and runtime.request_ids is not None:
+        # Only an id bound to the tenant can receive feedback (POST /v1/feedback).
+        outcome.request_id = runtime.request_ids.issue(tenant.name)
+        setattr(request.state, REQUEST_ID_STATE, outcome.request_id)
+    return tenant
+
+
+async def check_tenant_limits(
+    runtime: Runtime,
+    policy: Policy,
+    tenant: TenantContext,
+    outcome: Outcome,
+    estimate_tokens: Callable[[], int],
+) -> None:
+    """Count the request against the tenant's rate limits and check its token rate and budget.
+
+    Under a token limit, the admitted request's ``estimate_tokens()`` counts until ``finish``
+    replaces it with the tokens used (``router.ratelimits``).
+    Raises RequestRateExceeded, TokenRateExceeded or BudgetExceeded.
+    """
+    limit = rate_limit_of(tenant, policy)
+    if limit is not None:
+        await runtime.rate_limits.check(tenant.name, limit)
+    token_limit = token_limit_of(tenant.name, policy)
+    if token_limit is not None:
+        await runtime.token_limits.check(tenant.name, token_limit)
+        outcome.token_reservation = runtime.token_limits.reserve(tenant.name, estimate_tokens())
+    if tenant.config is not None:
+        await runtime.budgets.check(tenant.name, tenant.config.budget)
+
+
+def rate_limit_of(tenant: TenantContext, policy: Policy) -> int | None:
+    """Return the tenant's requests_per_minute, or the policy's default for unlisted keys."""
+    if tenant.config is not None:
+        return tenant.config.requests_per_minute
+    return policy.tenants.default_requests_per_minute
+
+
+def token_limit_of(tenant: str, policy: Policy) -> int | None:
+    """Return the tokens_per_minute of the tenant named ``tenant`` under ``policy``.
+
+    Takes the name rather than the tenant's context because ``finish`` has only the name.
+    Generated names (unlisted keys, ``anonymous``) never match a policy tenant's name.
+    """
+    config = policy.tenants.entries.get(tenant)
+    if config is not None:
+        return config.tokens_per_minute
+    return policy.tenants.default_tokens_per_minute
+
+
+async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
+    """Read and parse the body; raise RequestTooLarge, UnsupportedMediaType or InvalidRequest.
+
+    The body is read as it arrives and rejected once it passes ``limit``, so a chunked
+    upload without Content-Length cannot fill memory before the check. A client that
+    closes the connection before the whole body has arrived raises ClientDisconnected.
+    """
+    declared = header(request, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+    encoding = header(request, b"content-encoding")
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding '{encoding[:40]}' is not supported; send the JSON body uncompressed.",
+            param="content-encoding",
+        )
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+            parts.append(part)
+    except ClientDisconnect:
+        raise ClientDisconnected() from None
+    raw = parts[0] if len(parts) == 1 else b"".join(parts)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"The request body is not valid JSON ({exc.msg} at position {exc.pos}).",
+            code="invalid_json",
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    # orjson parses up to 1,024 levels but serialises only 255, and the gateway serialises
+    # the body again for the cache key and the upstream call. Counting brackets is cheap, so
+    # only bodies with that many brackets are walked.
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and json_depth(body) > MAX_JSON_DEPTH:
+        raise InvalidRequest(
+            f"The request body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep.",
+            code="invalid_json",
+        )
+    return body
+
+
+MAX_JSON_DEPTH = 128
+"""Deepest nesting of objects and arrays accepted in a request body."""
+
+
+def json_depth(value: Any) -> int:
+    """Return how many levels of objects and arrays ``value`` nests (0 for a scalar)."""
+    depth = 0
+    level = [value]
+    while level:
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            break
+        depth += 1
+        level = [
+            child
+            for container in containers
+            for child in (container.values() if isinstance(container, dict) else container)
+        ]
+    return depth
+
+
+def header(request: Request, name: bytes) -> str | None:
+    """Return the first value of header ``name`` (lower case, as ASGI servers send names).
+
+    ``request.headers.get`` raises and catches a KeyError for every absent header, which
+    costs more than this scan of the raw list.
+    """
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+MAX_REQUEST_ID_CHARS = 256
+"""Maximum length of a client request id that the gateway keeps as the request's own id."""
+
+
+def _usable_request_id(value: str) -> bool:
+    return len(value) <= MAX_REQUEST_ID_CHARS and value.isascii() and value.isprintable()
+
+
+def new_request_id() -> str:
+    """Return ``req-`` and 16 bytes of ``os.urandom`` in hex: the shape of ``uuid4().hex``, at
+    about a third of its cost (1.0 µs against 3.6 µs, timeit)."""
+    return f"req-{os.urandom(16).hex()}"
+
