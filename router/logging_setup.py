@@ -81,7 +81,7 @@ def _route_standard_logging(renderer: structlog.types.Processor, level: int) -> 
         ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            # A traceback becomes one "exception" string; the console renderer prints it itself.
+            # A traceback becomes one "exception" string. The console renderer prints it itself.
             *([] if isinstance(renderer, structlog.dev.ConsoleRenderer)
               else [structlog.processors.format_exc_info]),
             renderer,
