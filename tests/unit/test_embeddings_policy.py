@@ -247,3 +247,22 @@ def test_embedding_response_vectors_are_checked(vector: object, valid: bool) -> 
 
     problem = _embedding_response_problem({"data": [{"embedding": vector}]}, 1)
     assert (problem is None) is valid
+
+
+@pytest.mark.parametrize("repeat", [1, 20_000], ids=["short", "long-in-thread"])
+async def test_missing_usage_is_estimated(repeat: int) -> None:
+    from router.api.embeddings import (
+        THREADED_COUNT_CHARS,
+        _record_usage,
+        parse_embedding_request,
+    )
+    from router.outcomes.record import Outcome
+    from router.routing.tokens import count_text_tokens
+
+    texts = ["The quick brown fox jumps over the lazy dog. " * repeat, "a dog"]
+    parsed = parse_embedding_request({"model": "m", "input": texts})
+    outcome = Outcome("req-1", "tenant", "m", "v1", None, False)
+    await _record_usage(outcome, {"data": []}, parsed)
+
+    assert (sum(map(len, texts)) > THREADED_COUNT_CHARS) is (repeat > 1)
+    assert outcome.tokens_in == count_text_tokens(texts)
