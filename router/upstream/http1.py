@@ -276,6 +276,11 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimeoutError())
 
 
+MAX_BODY_BYTES = 256 * 1024 * 1024
+"""Longest response body that ``Response.read`` accepts. 2,048 vectors of 3,072 floats, the
+largest embeddings response of OpenAI's API, take about 125 MB as JSON."""
+
+
 class Response:
     """A response whose headers have arrived; the body is read with ``read`` or ``iter_chunks``."""
 
@@ -298,20 +303,36 @@ class Response:
         """Return every header as received, names in lower case; empty once the body is read."""
         return self._connection.headers if self._connection is not None else []
 
-    async def read(self) -> bytes:
+    async def read(self, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+        """Return the whole body, decoded; BadResponse when it is longer than ``max_bytes``.
+
+        The limit applies to the received and to the decompressed bytes, so neither a huge
+        body nor a small gzip bomb can fill the gateway's memory.
+        """
         connection = self._connection
         assert connection is not None
         try:
             data = connection.drain_now()
             if data is None:
                 parts = []
+                size = 0
                 while (chunk := await connection.next_chunk()) is not None:
+                    size += len(chunk)
+                    if size > max_bytes:
+                        # The rest of the body is never read, so the connection is not reused.
+                        connection.close()
+                        raise BadResponse(f"response body longer than {max_bytes} bytes")
                     parts.append(chunk)
                 data = b"".join(parts)
+            elif len(data) > max_bytes:
+                raise BadResponse(f"response body longer than {max_bytes} bytes")
         finally:
             self.release()
         if self._decoder is not None:
-            data = self._decoder.decompress(data) + self._decoder.flush()
+            data = self._decoder.decompress(data, max_bytes + 1)
+            if len(data) > max_bytes or self._decoder.unconsumed_tail:
+                raise BadResponse(f"decompressed response body longer than {max_bytes} bytes")
+            data += self._decoder.flush()
         return data
 
     async def iter_chunks(self, read_timeout: float | None = None) -> AsyncGenerator[bytes, None]:

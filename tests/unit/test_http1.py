@@ -142,6 +142,29 @@ async def test_gzip_body_is_decoded(pool: Http1Pool) -> None:
         assert await reply.read() == b'{"zipped": true}'
 
 
+@pytest.mark.parametrize("encoded", [False, True], ids=["plain", "gzip"])
+async def test_body_over_limit_is_bad_response(pool: Http1Pool, encoded: bool) -> None:
+    body = b"x" * 5000
+    answer = response(gzip.compress(body), "Content-Encoding: gzip") if encoded else response(body)
+    async with Server(keep_alive(answer)) as server:
+        reply = await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
+        with pytest.raises(BadResponse, match="longer than 4096 bytes"):
+            await reply.read(max_bytes=4096)
+        reply = await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
+        assert await reply.read(max_bytes=5000) == body
+
+
+async def test_chunked_body_over_limit_is_bad_response(pool: Http1Pool) -> None:
+    parts = [b"y" * 3000] * 3
+    async with Server(keep_alive(chunked(*parts))) as server:
+        reply = await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
+        with pytest.raises(BadResponse, match="longer than 4096 bytes"):
+            await reply.read(max_bytes=4096)
+        # A body read in full leaves a reusable connection, one cut short a closed one.
+        reply = await pool.post(server.url, b"{}", HEADERS, connect_timeout=5)
+        assert await reply.read() == b"".join(parts)
+
+
 async def test_connection_close_is_not_reused(pool: Http1Pool) -> None:
     async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
