@@ -29,8 +29,8 @@ def _orjson_dumps(event: dict[str, Any], **kwargs: Any) -> str:
     return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS, **kwargs).decode()
 
 
-def configure_logging(log_format: str = "auto", level: str = "info") -> None:
-    """Configure structlog and the standard library's root logger.
+def configure_logging(log_format: str = "auto", level: str = "info") -> bool:
+    """Configure structlog and the standard library's root logger; return whether lines are JSON.
 
     ``log_format`` is ``json``, ``console`` or ``auto`` (console when stderr is a terminal).
     """
@@ -65,6 +65,7 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     # litellm logs request details (which can include prompts) at INFO and below.
     for noisy in ("LiteLLM", "litellm", "httpx", "LiteLLM Router", "LiteLLM Proxy"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    return not use_console
 
 
 def _route_standard_logging(renderer: structlog.types.Processor, level: int) -> None:

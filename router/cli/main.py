@@ -121,8 +121,8 @@ def serve(
         overrides["classifier"] = classifier
     settings = _settings_or_exit(Settings, overrides)
     _exit_if_port_in_use(settings.host, settings.port)
-    configure_logging(settings.log_format, settings.log_level)
-    gateway = _build_or_exit(create_app, settings)
+    json_logs = configure_logging(settings.log_format, settings.log_level)
+    gateway = _build_or_exit(create_app, settings, json_logs)
     config = uvicorn.Config(
         gateway,
         host=settings.host,
@@ -215,7 +215,14 @@ def _exit_if_port_in_use(host: str, port: int) -> None:
             raise typer.Exit(2) from None
 
 
-def _build_or_exit(factory: Callable[[Settings], GatewayApp], settings: Settings) -> GatewayApp:
+def _build_or_exit(
+    factory: Callable[[Settings], GatewayApp], settings: Settings, json_logs: bool = False
+) -> GatewayApp:
+    """Build the gateway; on a bad policy or a missing tracing extra, report it and exit with 2.
+
+    With JSON logs the report is one ``gateway_start_failed`` line, so that a log pipeline
+    that parses every line also sees why the process exited.
+    """
     from router.policy.loader import PolicyError
 
     expected: tuple[type[Exception], ...] = (PolicyError,)
@@ -227,7 +234,12 @@ def _build_or_exit(factory: Callable[[Settings], GatewayApp], settings: Settings
     try:
         return factory(settings)
     except expected as exc:
-        typer.echo(str(exc), err=True)
+        if json_logs:
+            import structlog
+
+            structlog.get_logger("tierwise.cli").error("gateway_start_failed", error=str(exc))
+        else:
+            typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
 
 

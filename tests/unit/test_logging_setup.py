@@ -89,3 +89,20 @@ def test_serve_logs_uvicorn_warnings_as_json(tmp_path: Path) -> None:
     warnings = [line for line in lines if line.get("logger", "").startswith("uvicorn")]
     assert [line["event"] for line in warnings] == ["Invalid HTTP request received."]
     assert warnings[0]["level"] == "warning"
+
+
+def test_failed_start_is_one_json_line(tmp_path: Path) -> None:
+    policy = tmp_path / "bad.yaml"
+    policy.write_text("version: 1\ntiers: {}\n", encoding="utf-8")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TIERWISE_")}
+    env |= {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "TIERWISE_DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "router", "serve", "--no-local-model", "--port", str(free_port()),
+         "--policy", str(policy), "--log-format", "json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+    assert result.returncode == 2, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert [line["event"] for line in lines] == ["gateway_start_failed"]
+    assert f"{policy}:2: tiers" in lines[0]["error"]
