@@ -63,17 +63,7 @@ class LitellmTransport:
     async def complete(
         self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
     ) -> dict[str, Any]:
-        litellm = _litellm()
-        arguments = self._arguments(deployment, body)
-        if self.propagate is not None:
-            arguments["extra_headers"] = self.propagate({})
-        try:
-            response = await litellm.acompletion(**arguments)
-        except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
-            raise _translate(litellm, exc) from None
-        if seen is not None:
-            _pass_on(response, seen)
-        return response.model_dump(exclude_none=True)
+        return await self._call("acompletion", deployment, body, seen)
 
     async def embed(
         self,
@@ -82,12 +72,22 @@ class LitellmTransport:
         seen: UpstreamHeaders | None = None,
     ) -> dict[str, Any]:
         """Send an embeddings request through ``litellm.aembedding``; return the response as a dict."""
+        return await self._call("aembedding", deployment, body, seen)
+
+    async def _call(
+        self,
+        function: str,
+        deployment: Deployment | EmbeddingDeployment,
+        body: dict[str, Any],
+        seen: UpstreamHeaders | None,
+    ) -> dict[str, Any]:
+        """Call ``litellm.<function>`` for one non-streaming request; return the response as a dict."""
         litellm = _litellm()
         arguments = self._arguments(deployment, body)
         if self.propagate is not None:
             arguments["extra_headers"] = self.propagate({})
         try:
-            response = await litellm.aembedding(**arguments)
+            response = await getattr(litellm, function)(**arguments)
         except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
             raise _translate(litellm, exc) from None
         if seen is not None:
