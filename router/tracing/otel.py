@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -233,20 +233,7 @@ class TracedTransport:
         self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
     ) -> dict[str, Any]:
         span = self.tracing.start_attempt(deployment, stream=False)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            completion = await self.inner.complete(deployment, body, seen)
-        except BaseException as exc:
-            _attempt_failed(span, exc)
-            raise
-        else:
-            _note_response_model(span, completion)
-            finish_reasons: list[str] = []
-            _set_usage(span, _collect(completion, finish_reasons), finish_reasons)
-        finally:
-            otel_context.detach(token)
-            span.end()
-        return completion
+        return await _traced(span, self.inner.complete(deployment, body, seen))
 
     async def embed(
         self,
@@ -255,19 +242,7 @@ class TracedTransport:
         seen: UpstreamHeaders | None = None,
     ) -> dict[str, Any]:
         span = self.tracing.start_attempt(deployment, stream=False, operation="embeddings")
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            response = await self.inner.embed(deployment, body, seen)
-        except BaseException as exc:
-            _attempt_failed(span, exc)
-            raise
-        else:
-            _note_response_model(span, response)
-            _set_usage(span, response.get("usage") if isinstance(response, dict) else None, [])
-        finally:
-            otel_context.detach(token)
-            span.end()
-        return response
+        return await _traced(span, self.inner.embed(deployment, body, seen))
 
     async def stream(
         self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
@@ -306,6 +281,28 @@ class TracedTransport:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+async def _traced(span: Span, call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """Await one non-streaming upstream ``call`` with ``span`` current, then record and end it.
+
+    A completion's finish reasons and an embeddings response's usage go into the span the
+    same way, because an embeddings response has no choices.
+    """
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        response = await call
+    except BaseException as exc:
+        _attempt_failed(span, exc)
+        raise
+    else:
+        _note_response_model(span, response)
+        finish_reasons: list[str] = []
+        _set_usage(span, _collect(response, finish_reasons), finish_reasons)
+    finally:
+        otel_context.detach(token)
+        span.end()
+    return response
 
 
 def _note_response_model(span: Span, payload: Any) -> None:
