@@ -1,4 +1,4 @@
-"""How a model request ends: its outcome record, metrics and log line, and its response.
+"""The end of a model request: its outcome record, metrics and log line, and its response.
 
 ``finish`` writes the record, charges budgets and limits, counts metrics and logs one
 ``request`` line. ``RecordingResponse`` runs it once the body is sent, so the client does

@@ -221,7 +221,7 @@ def _build_or_exit(
     """Build the gateway; on a bad policy or a missing tracing extra, report it and exit with 2.
 
     With JSON logs the report is one ``gateway_start_failed`` line, so that a log pipeline
-    that parses every line also sees why the process exited.
+    that parses every line also records why the process exited.
     """
     from router.policy.loader import PolicyError
 

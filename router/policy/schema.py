@@ -590,7 +590,7 @@ class EmbeddingDeployment(UpstreamAccess, StrictModel):
     )
     api_base: str | None = None
     api_key_env: str | None = Field(
-        default=None, description="Environment variable that holds the provider key."
+        default=None, description="Environment variable that contains the provider key."
     )
     transport: Literal["auto", "direct", "litellm"] = "auto"
     price: EmbeddingPrice

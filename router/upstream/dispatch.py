@@ -478,8 +478,8 @@ def _describe_failures(failures: list[UpstreamError], attempts: list[Attempt]) -
     failed = [attempt for attempt in attempts if attempt.error not in (None, CANCELLED)]
     parts = []
     for attempt, failure in zip(failed, failures, strict=False):
-        what = f"HTTP {failure.status}" if failure.status else _FAILURE_WORDS.get(failure.kind, failure.kind)
-        parts.append(f"{attempt.deployment} ({what})")
+        cause = f"HTTP {failure.status}" if failure.status else _FAILURE_WORDS.get(failure.kind, failure.kind)
+        parts.append(f"{attempt.deployment} ({cause})")
     return ", ".join(dict.fromkeys(parts)) or "no deployment answered"
 
 

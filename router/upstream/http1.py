@@ -277,8 +277,9 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 
 
 MAX_BODY_BYTES = 256 * 1024 * 1024
-"""Longest response body that ``Response.read`` accepts. 2,048 vectors of 3,072 floats, the
-largest embeddings response of OpenAI's API, take about 125 MB as JSON."""
+"""Maximum length in bytes of a response body that ``Response.read`` accepts. 2,048 vectors
+of 3,072 floats, the largest embeddings response of OpenAI's API, take about 125 MB as JSON
+(an estimate at about 20 characters per number)."""
 
 
 class Response:

@@ -350,7 +350,7 @@ async def open_gateway(
     """Build the app, run its lifespan, and yield it with an ASGI httpx client.
 
     App exceptions are not re-raised into the test (``raise_app_exceptions=False``), so a
-    test sees the HTTP response a real client would get. ``tracer_provider`` is passed to
+    test gets the HTTP response a real client would get. ``tracer_provider`` is passed to
     ``create_app``.
     """
     app = create_app(settings, scorer, tracer_provider)

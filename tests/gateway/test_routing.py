@@ -457,7 +457,8 @@ async def test_reloaded_alias_thresholds_skip_old_cache(kit: GatewayKit) -> None
 
     assert (stored.headers["x-tierwise-tier"], stored.headers["x-tierwise-cache"]) == ("edge", "miss")
     assert (cached.headers["x-tierwise-tier"], cached.headers["x-tierwise-cache"]) == ("edge", "hit")
-    # The edge score 0.5 is now below the alias's threshold, so mid answers, not the cache.
+    # The edge score 0.5 is now below the alias's threshold, so the mid tier serves the
+    # request instead of the cache.
     assert rerouted.headers["x-tierwise-cache"] == "miss"
     assert rerouted.headers["x-tierwise-tier"] == "mid"
 

@@ -87,7 +87,7 @@ def test_max_tier_alias_stops_below_frontier() -> None:
     )
 
 
-def test_max_tier_alias_with_its_tiers_down_names_the_bound() -> None:
+def test_max_tier_alias_down_names_bound() -> None:
     policy = make_policy({"auto-budget": {"max_tier": "edge"}})
     with pytest.raises(NoDeploymentAvailable) as caught:
         decide(policy, {"edge": 0.9}, SHORT, requested="auto-budget",
