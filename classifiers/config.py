@@ -61,5 +61,3 @@ class TrainConfig:
             raise TrainingError(f"length prior must be in [0, 1], got {self.length_prior}")
         if self.min_sources < 1:
             raise TrainingError(f"min sources must be at least 1, got {self.min_sources}")
-
-

@@ -284,21 +284,3 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
 def _complete_answer(completion: dict[str, Any]) -> bool:
     choices = completion.get("choices") or []
     return bool(choices) and all(c.get("finish_reason") in ("stop", "tool_calls", "length") for c in choices)
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

@@ -166,4 +166,3 @@ def record_internal_error(runtime: Runtime, policy: Policy, outcome: Outcome) ->
     """
     outcome.error, outcome.status = GatewayError.default_code, GatewayError.status
     finish(runtime, policy, outcome)
-

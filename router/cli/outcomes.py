@@ -141,4 +141,3 @@ class _StopFlag:
 
     def is_set(self) -> bool:
         return self._set
-

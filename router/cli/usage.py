@@ -251,4 +251,3 @@ def _load_policy_or_exit(path: Path | None) -> Policy:
     except PolicyError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-

@@ -26,4 +26,3 @@ def test_evaluation_reports_each_fold() -> None:
     counted = [(done, total) for _, done, total in progress.calls if total is not None]
     assert counted == [(0, 3), (1, 3), (2, 3), (3, 3)]
     assert progress.calls[1][0].startswith("fold 1: training on ")
-

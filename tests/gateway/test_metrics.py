@@ -296,4 +296,3 @@ def test_grafana_dashboard_panels_are_complete() -> None:
         assert set(panel["gridPos"]) == {"h", "w", "x", "y"}
         if panel["type"] != "row":
             assert panel["targets"], f"panel {panel['title']!r} has no query"
-

@@ -490,4 +490,3 @@ def test_openai_client_stops_after_max_retries(kit: GatewayKit) -> None:
     # The first attempt and two retries, each waiting retry-after-ms, then the error.
     assert [r["status"] for r in live_records(kit, tenant)] == [200, 429, 429, 429]
     assert upstream_requests(kit) == 1
-

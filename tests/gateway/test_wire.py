@@ -719,4 +719,3 @@ def test_shutdown_records_cut_stream(kit: GatewayKit) -> None:
     assert b'"code":"server_shutdown"' in received
     assert b"[DONE]" not in received
     assert [(r["status"], r["error"]) for r in records] == [(503, "server_shutdown")]
-
