@@ -367,6 +367,18 @@ class EdgeModelServer:
             self._workdir = None
         self._port = None
 
+    async def wait_for_exit(self, poll_s: float = _PARENT_POLL_S) -> str:
+        """Wait until the started server exits, and return its exit code and output tail.
+
+        Polling reaps the child, so a crashed server leaves no zombie process. Returns at
+        once when no server runs.
+        """
+        while self._process is not None and self._process.poll() is None:
+            await asyncio.sleep(poll_s)
+        if self._process is None:
+            return "the llama.cpp server is not running"
+        return f"the llama.cpp server exited with code {self._process.returncode}; {self._log_tail()}"
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self

@@ -43,6 +43,7 @@ LOCAL_MODEL_CLIENT_REASONS: dict[str, str] = {
     "not_installed": f"{_LOCAL_MODEL_DOWN} (the edge extra is not installed)",
     "starting": "the local edge model is still starting",
     "failed": f"{_LOCAL_MODEL_DOWN} (it failed to start, and the gateway log has the cause)",
+    "exited": f"{_LOCAL_MODEL_DOWN} (it exited after it started, and the gateway log has the cause)",
 }
 
 
@@ -334,13 +335,22 @@ class Runtime:
             port=server.port,
             seconds=round(time.monotonic() - started, 1),
         )
+        self.extra["local_model_watch"] = asyncio.create_task(self._watch_local_model(server))
+
+    async def _watch_local_model(self, server: Any) -> None:
+        # A server that crashes after its start (a signal, a fault in llama.cpp) would
+        # otherwise stay "ready" while every edge request fails to connect.
+        reason = await server.wait_for_exit()
+        self.local_model_status = f"exited: {reason}"
+        self.local_model_state = "exited"
+        log.error("local_model_exited", reason=reason, fix="restart the gateway")
 
     async def stop(self) -> None:
         # Shadow jobs end first, while the outcome log and the transports still work.
         await self.shadow.stop()
         if self.distribution is not None:
             await self.distribution.stop()
-        for name in ("local_model_task", "secret_task"):
+        for name in ("local_model_task", "local_model_watch", "secret_task"):
             task = self.extra.pop(name, None)
             if task is not None:
                 task.cancel()

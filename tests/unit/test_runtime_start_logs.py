@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,10 +46,14 @@ class FakeEdgeServer:
         return True, "installed"
 
     async def start(self) -> None:
-        return None
+        self.exited = asyncio.Event()
 
     async def stop(self) -> None:
         return None
+
+    async def wait_for_exit(self) -> str:
+        await self.exited.wait()
+        return "the llama.cpp server exited with code -11; no server output"
 
 
 def write_policy(path: Path, *, local_model: bool = False, thresholds: dict[str, float] | None = None) -> Path:
@@ -131,6 +138,47 @@ async def test_local_model_ready_is_logged(
     assert ready[0]["seconds"] >= 0
     assert FakeEdgeServer.created[0]["model_dir"] == tmp_path / "models"
     assert FakeEdgeServer.created[0]["port"] == 18081
+
+
+async def test_local_model_exit_marks_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router.edge, "EdgeModelServer", FakeEdgeServer)
+    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
+    settings = make_settings(tmp_path, policy, local_model=True)
+    runtime = Runtime.build(settings, StubScorer())
+    runtime._start_local_model()
+    await runtime.extra["local_model_task"]
+    edge = runtime.policies.current.policy.local_model_deployments()[0]
+    assert runtime.is_available(edge)
+
+    with capture_logs() as logs:
+        runtime.extra["local_model"].exited.set()
+        await runtime.extra["local_model_watch"]
+
+    assert runtime.local_model_state == "exited"
+    assert not runtime.is_available(edge)
+    assert "exited with code -11" in (runtime.unavailable_reason(edge) or "")
+    assert "exited after it started" in (runtime.client_unavailable_reason(edge) or "")
+    exited = events(logs, "local_model_exited")
+    assert len(exited) == 1
+    assert exited[0]["log_level"] == "error"
+    assert "code -11" in exited[0]["reason"]
+
+
+async def test_edge_server_wait_for_exit_reports_code(tmp_path: Path) -> None:
+    server = EdgeModelServer(model_dir=tmp_path)
+    assert await server.wait_for_exit() == "the llama.cpp server is not running"
+
+    server._workdir = tmp_path
+    (tmp_path / "server.log").write_text("Segmentation fault\n")
+    command = [sys.executable, "-c", "raise SystemExit(3)"]
+    server._process = subprocess.Popen(command)  # noqa: ASYNC220 - the server holds a Popen
+    reason = await server.wait_for_exit(poll_s=0.01)
+
+    assert server._process.returncode == 3
+    assert "exited with code 3" in reason
+    assert "last server output: Segmentation fault" in reason
 
 
 async def test_moved_local_model_port_warns_on_reload(
