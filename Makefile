@@ -36,14 +36,23 @@ $(VENV)/bin/python:
 #
 # The edge extra compiles llama-cpp-python from source on first install (8.7 CPU-minutes for
 # 0.3.36, about 5 minutes on 2 idle cores); pip's wheel cache makes later installs take seconds.
+#
+# LLAMA_CMAKE_ARGS is passed to that build as CMAKE_ARGS, unless CMAKE_ARGS is set. The
+# default builds for any x86-64 CPU with AVX2 instead of the build machine's own features
+# (GGML_NATIVE). On an Intel Xeon virtual machine that reports AMX, a native build of
+# llama.cpp 0.3.36 crashed with a segmentation fault in ggml_backend_amx_mul_mat on its first
+# chat request. A wheel already in pip's cache is reused as it was built:
+# `pip cache remove llama_cpp_python` makes the next install compile again.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+
 $(VENV)/.installed-edge: pyproject.toml setup.py | $(VENV)/bin/python
 	@echo "== pip install -e '.[edge]' into $(VENV)"
-	$(PIP) install -e '.[edge]'
+	CMAKE_ARGS="$${CMAKE_ARGS:-$(LLAMA_CMAKE_ARGS)}" $(PIP) install -e '.[edge]'
 	touch $@
 
 $(VENV)/.installed-test-edge: pyproject.toml setup.py | $(VENV)/bin/python
 	@echo "== pip install -e '.[test,edge,otel]' into $(VENV)"
-	$(PIP) install -e '.[test,edge,otel]'
+	CMAKE_ARGS="$${CMAKE_ARGS:-$(LLAMA_CMAKE_ARGS)}" $(PIP) install -e '.[test,edge,otel]'
 	touch $@
 
 serve: $(VENV)/.installed-edge

@@ -17,6 +17,7 @@ Errors::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import runpy
@@ -447,6 +448,7 @@ class EdgeModelServer:
             while True:
                 self._raise_if_exited()
                 if await self._lists_model(session, url) and self._child_owns_port():
+                    await self._check_completion(session, deadline)
                     return
                 if time.monotonic() > deadline:
                     raise EdgeModelStartFailed(
@@ -464,6 +466,34 @@ class EdgeModelServer:
         owns = _process_listens_on(self._process.pid, self._port)
         # NOTE: without Linux's /proc the owner is unknown, and the listed id is the only check.
         return owns is None or owns
+
+    async def _check_completion(self, session: aiohttp.ClientSession, deadline: float) -> None:
+        """Raise EdgeModelStartFailed unless the server answers a one-token chat completion.
+
+        A llama.cpp build that crashes in inference (a CPU feature the build machine had, say)
+        still loads the model and lists it, so only a completion shows that it works.
+        """
+        url = f"{self.base_url}/chat/completions"
+        body = {"model": MODEL_ALIAS, "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 1, "temperature": 0}
+        timeout = aiohttp.ClientTimeout(total=max(deadline - time.monotonic(), 5.0))
+        try:
+            async with session.post(url, json=body, timeout=timeout) as response:
+                status = response.status
+                detail = (await response.text())[:300]
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            status, detail = None, f"{type(exc).__name__}: {exc}"
+        if status == 200:
+            return
+        if self._process is not None:
+            # A crashed server may not have been reaped yet when the connection drops.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(self._process.wait, 2.0)
+        self._raise_if_exited()
+        answer = f"HTTP {status}: {detail}" if status is not None else detail
+        raise EdgeModelStartFailed(
+            f"the llama.cpp server failed a one-token test completion ({answer}); {self._log_tail()}"
+        )
 
     async def _lists_model(self, session: aiohttp.ClientSession, url: str) -> bool:
         # Checking the listed id guards against another server that already owns the port.

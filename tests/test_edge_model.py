@@ -189,6 +189,69 @@ async def test_other_server_on_port_is_not_ready(unused_tcp_port: int) -> None:
         await runner.cleanup()
 
 
+# A stand-in for the llama.cpp server: lists the model, then answers a chat completion
+# with HTTP 500 ("error") or by dying of SIGSEGV ("crash"), as a broken build does.
+_BROKEN_SERVER_SCRIPT = """
+import json, os, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = json.dumps({"object": "list", "data": [{"id": sys.argv[2]}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        if sys.argv[3] == "crash":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = b'{"error": "llama_decode failed"}'
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected"),
+    [
+        ("crash", "^the llama.cpp server exited with code -11 before it was ready"),
+        ("error", r"^the llama.cpp server failed a one-token test completion \(HTTP 500: .*llama_decode failed"),
+    ],
+)
+async def test_failed_test_completion_fails_start(
+    unused_tcp_port: int, tmp_path: Path, behaviour: str, expected: str
+) -> None:
+    if not Path("/proc/net/tcp").is_file():
+        pytest.skip("no /proc/net/tcp on this system, so socket owners cannot be read")
+    server = EdgeModelServer(startup_timeout_s=20.0)
+    server._workdir = tmp_path
+    (tmp_path / "server.log").write_text("", encoding="utf-8")
+    server._process = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-c", _BROKEN_SERVER_SCRIPT, str(unused_tcp_port), MODEL_ALIAS, behaviour],
+    )
+    server._port = unused_tcp_port
+    try:
+        with pytest.raises(EdgeModelStartFailed, match=expected):
+            await server._wait_until_ready(time.monotonic())
+    finally:
+        server._workdir = None  # tmp_path belongs to pytest
+        await server.stop()
+
+
 def test_bind_error_names_port_hint(tmp_path: Path) -> None:
     # A child that exits with uvicorn's bind error, as when another process took the port
     # after start() checked it.
