@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -119,8 +120,11 @@ def serve(
         overrides["redis_url"] = redis_url
     if classifier is not None:
         overrides["classifier"] = classifier
-    settings = _settings_or_exit(Settings, overrides)
-    _exit_if_port_in_use(settings.host, settings.port)
+    # Known before the settings are valid, so that a start stopped by an invalid setting is
+    # reported in the same format as a start stopped later.
+    json_logs = log_format == "json" or (log_format not in ("console", "json") and not sys.stderr.isatty())
+    settings = _settings_or_exit(Settings, overrides, json_logs)
+    _exit_if_port_in_use(settings.host, settings.port, json_logs)
     json_logs = configure_logging(settings.log_format, settings.log_level)
     gateway = _build_or_exit(create_app, settings, json_logs)
     config = uvicorn.Config(
@@ -166,8 +170,21 @@ def _drain_logging_server_class() -> type:
     return DrainLoggingServer
 
 
-def _settings_or_exit(settings_class: Any, overrides: dict[str, object]) -> Any:
-    """Build the settings; on invalid values print one line per setting and exit with 2."""
+def _report_start_failure(message: str, json_logs: bool) -> None:
+    """Print why the gateway did not start: a ``gateway_start_failed`` line with JSON logs."""
+    if not json_logs:
+        typer.echo(message, err=True)
+        return
+    import structlog
+
+    from router.logging_setup import configure_logging
+
+    configure_logging("json")
+    structlog.get_logger("tierwise.cli").error("gateway_start_failed", error=message.removeprefix("error: "))
+
+
+def _settings_or_exit(settings_class: Any, overrides: dict[str, object], json_logs: bool = False) -> Any:
+    """Build the settings; on invalid values report one line per setting and exit with 2."""
     from pydantic import ValidationError
 
     try:
@@ -178,11 +195,11 @@ def _settings_or_exit(settings_class: Any, overrides: dict[str, object]) -> Any:
             name = f"TIERWISE_{field.upper()}"
             value = error.get("input")
             got = f" (got {value!r})" if isinstance(value, str | int | float) else ""
-            typer.echo(f"error: invalid {name}{got}: {error['msg']}", err=True)
+            _report_start_failure(f"error: invalid {name}{got}: {error['msg']}", json_logs)
         raise typer.Exit(2) from None
 
 
-def _exit_if_port_in_use(host: str, port: int) -> None:
+def _exit_if_port_in_use(host: str, port: int, json_logs: bool = False) -> None:
     """Exit with 2 when another process listens on ``host:port``.
 
     uvicorn binds only after the gateway has started (and logged gateway_started), so
@@ -206,11 +223,11 @@ def _exit_if_port_in_use(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 return  # uvicorn reports other bind errors with their reason.
-            typer.echo(
+            _report_start_failure(
                 f"error: {host}:{port} is already in use, so the gateway cannot listen there. "
                 "Stop the process that listens on it, or choose another port with --port "
                 "or TIERWISE_PORT.",
-                err=True,
+                json_logs,
             )
             raise typer.Exit(2) from None
 
@@ -234,12 +251,7 @@ def _build_or_exit(
     try:
         return factory(settings)
     except expected as exc:
-        if json_logs:
-            import structlog
-
-            structlog.get_logger("tierwise.cli").error("gateway_start_failed", error=str(exc))
-        else:
-            typer.echo(str(exc), err=True)
+        _report_start_failure(str(exc), json_logs)
         raise typer.Exit(2) from None
 
 

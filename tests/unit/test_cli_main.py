@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from importlib.metadata import version
 from pathlib import Path
@@ -73,7 +74,7 @@ def test_export_missing_redis_url_message(
 def test_serve_with_invalid_settings_prints_one_line_each() -> None:
     result = runner.invoke(
         main.app,
-        ["serve", "--no-local-model"],
+        ["serve", "--no-local-model", "--log-format", "console"],
         env={"TIERWISE_CACHE_NEAR_ENTRIES": "-1", "TIERWISE_MAX_BODY_BYTES": "x"},
     )
 
@@ -90,10 +91,41 @@ def test_serve_on_busy_port_exits_early() -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = runner.invoke(main.app, ["serve", "--no-local-model", "--port", str(port)])
+        result = runner.invoke(
+            main.app, ["serve", "--no-local-model", "--port", str(port), "--log-format", "console"]
+        )
 
     assert result.exit_code == 2
     message = " ".join(result.output.split())
     assert f"error: 127.0.0.1:{port} is already in use" in message
     assert "choose another port with --port or TIERWISE_PORT" in message
     assert "gateway_started" not in result.output
+
+
+def test_invalid_setting_is_json_line_with_json_logs() -> None:
+    result = runner.invoke(
+        main.app,
+        ["serve", "--no-local-model", "--log-format", "json"],
+        env={"TIERWISE_MAX_BODY_BYTES": "x"},
+    )
+
+    assert result.exit_code == 2
+    lines = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert [line["event"] for line in lines] == ["gateway_start_failed"]
+    assert lines[0]["level"] == "error"
+    assert lines[0]["error"].startswith("invalid TIERWISE_MAX_BODY_BYTES (got 'x')")
+
+
+def test_busy_port_is_json_line_with_json_logs() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = runner.invoke(
+            main.app, ["serve", "--no-local-model", "--port", str(port), "--log-format", "json"]
+        )
+
+    assert result.exit_code == 2
+    lines = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert [line["event"] for line in lines] == ["gateway_start_failed"]
+    assert f"127.0.0.1:{port} is already in use" in lines[0]["error"]
