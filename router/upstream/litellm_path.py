@@ -6,10 +6,13 @@ deployments of the embedded default go through the direct path.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from router.errors import UnsupportedParameter
 from router.policy.schema import Deployment, EmbeddingDeployment
 from router.upstream.base import (
     MAX_PARAM_CHARS,
@@ -46,6 +49,12 @@ class LitellmTransport:
     def _arguments(
         deployment: Deployment | EmbeddingDeployment, body: dict[str, Any]
     ) -> dict[str, Any]:
+        """Build litellm's keyword arguments: the body's parameters and the deployment's.
+
+        Raises:
+            UnsupportedParameter: the body sets one of litellm's own settings.
+        """
+        _reject_litellm_settings(body)
         arguments = {key: value for key, value in body.items() if key != "model"}
         arguments["model"] = deployment.model
         arguments["timeout"] = deployment.timeout_s
@@ -112,6 +121,54 @@ class LitellmTransport:
             raise
         except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
             raise _translate(litellm, exc) from None
+
+
+# Parameters of OpenAI's chat completions and embeddings APIs that litellm also lists among
+# its own settings. Clients may set them.
+# NOTE: litellm 1.110 keeps "metadata" for its own logging, and it sent no "user" to an
+# OpenAI-compatible api_base in a manual check, so neither reaches such a provider.
+_API_PARAMETERS = frozenset(
+    {"model", "messages", "input", "dimensions", "encoding_format", "metadata", "user", "stream"}
+)
+
+# Names in litellm.OPENAI_CHAT_COMPLETION_PARAMS that configure the OpenAI client, not the
+# request, so a client must not set them.
+_CLIENT_SETTINGS = frozenset({"timeout", "request_timeout", "default_headers", "deployment_id"})
+
+
+@functools.cache
+def litellm_settings() -> frozenset[str]:
+    """Return the body keys that litellm reads as its own settings, not as API parameters.
+
+    litellm takes every keyword argument of ``litellm.completion`` and ``litellm.embedding``
+    and every name in ``litellm.types.utils.all_litellm_params`` from the body's fields. Among
+    them are ``model_list`` (request another model at another api_base, with the
+    deployment's key), callback hosts and credential file paths. The set is read from the
+    installed litellm, so names that a new litellm version adds are rejected too.
+    """
+    litellm = _litellm()
+    from litellm.types.utils import all_litellm_params
+
+    names = set(all_litellm_params)
+    for function in (litellm.completion, litellm.embedding):
+        names.update(
+            name
+            for name, parameter in inspect.signature(function).parameters.items()
+            if parameter.kind is not inspect.Parameter.VAR_KEYWORD
+        )
+    openai_parameters = set(litellm.OPENAI_CHAT_COMPLETION_PARAMS) - _CLIENT_SETTINGS
+    return frozenset(names - openai_parameters - _API_PARAMETERS)
+
+
+def _reject_litellm_settings(body: dict[str, Any]) -> None:
+    settings = litellm_settings().intersection(body)
+    if settings:
+        name = min(settings)
+        raise UnsupportedParameter(
+            f"The parameter '{name}' is a setting of the gateway's litellm library, not an "
+            "OpenAI API parameter, so clients cannot set it. Remove it from the request.",
+            param=name,
+        )
 
 
 def _pass_on(response: Any, seen: UpstreamHeaders) -> None:
