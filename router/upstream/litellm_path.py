@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -212,8 +213,14 @@ def _one_value(name: str, value: str) -> tuple[str, str]:
 _RAW_PREFIX = "llm_provider-"
 
 
+# litellm puts its exception names before the provider's text, for example
+# "litellm.BadRequestError: OpenAIException - Invalid 'seed'" (litellm 1.110).
+_LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+: |\w+Error: |\w+Exception - )+")
+
+
 def _translate(litellm: Any, exc: Exception) -> UpstreamError:
-    message = str(getattr(exc, "message", "") or type(exc).__name__)
+    raw_message = str(getattr(exc, "message", "") or "")
+    message = _LITELLM_PREFIX.sub("", raw_message) or raw_message or type(exc).__name__
     if isinstance(exc, litellm.ContextWindowExceededError):
         return UpstreamError("context", message, 400)
     if isinstance(exc, litellm.Timeout):

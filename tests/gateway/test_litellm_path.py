@@ -165,3 +165,18 @@ async def test_metadata_not_string_map_gets_400(kit: GatewayKit, metadata: Any) 
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"].startswith("metadata")
     assert kit.fakes["edge"].requests == []
+
+
+async def test_litellm_rejection_message_is_providers(kit: GatewayKit) -> None:
+    write_litellm_policy(kit)
+    kit.fakes["edge"].enqueue(
+        Scenario.http_error(400, "Invalid 'seed': expected an integer.", "invalid_request_error",
+                            "invalid_type", param="seed")
+    )
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(seed=1))
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"] == (
+        "The model rejected the request: Invalid 'seed': expected an integer."
+    )
