@@ -116,8 +116,21 @@ class LitellmTransport:
             response = await litellm.acompletion(**arguments)
             if seen is not None:
                 _pass_on(response, seen)
+            # litellm ends a stream that carried no chunk (only [DONE], or a body that is not
+            # SSE at all) with a chunk it makes up: finish_reason "stop" and an empty delta.
+            # Chunks are held until one has a delta, so such a stream yields nothing and the
+            # dispatcher treats it as empty, as on the direct path.
+            chunks_before_delta: list[dict[str, Any]] | None = []
             async for chunk in response:
-                yield chunk.model_dump(exclude_none=True)
+                data = chunk.model_dump(exclude_none=True)
+                if chunks_before_delta is None:
+                    yield data
+                    continue
+                chunks_before_delta.append(data)
+                if _has_delta(data):
+                    for item in chunks_before_delta:
+                        yield item
+                    chunks_before_delta = None
         except UpstreamError:
             raise
         except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
@@ -170,6 +183,14 @@ def _reject_litellm_settings(body: dict[str, Any]) -> None:
             "OpenAI API parameter, so clients cannot set it. Remove it from the request.",
             param=name,
         )
+
+
+def _has_delta(chunk: dict[str, Any]) -> bool:
+    """Tell whether a stream chunk's choices carry a role, text, tool call or other delta."""
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return False
+    return any(isinstance(choice, dict) and choice.get("delta") for choice in choices)
 
 
 def _pass_on(response: Any, seen: UpstreamHeaders) -> None:

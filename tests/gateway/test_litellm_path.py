@@ -180,3 +180,22 @@ async def test_litellm_rejection_message_is_providers(kit: GatewayKit) -> None:
     assert response.json()["error"]["message"] == (
         "The model rejected the request: Invalid 'seed': expected an integer."
     )
+
+
+async def test_litellm_empty_stream_falls_back(kit: GatewayKit) -> None:
+    # litellm turns a stream without chunks into a made-up chunk with finish_reason "stop",
+    # which must not pass as an empty answer.
+    write_litellm_policy(kit)
+    kit.fakes["edge"].enqueue(Scenario.stream_of())
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(stream=True))
+        records = await gateway.request_records()
+
+    assert response.status_code == 200, response.text
+    assert response.headers["x-tierwise-tier"] == "mid"
+    chunks = [orjson.loads(event) for event in parse_sse(response.content).data[:-1]]
+    text = "".join(
+        choice["delta"].get("content") or "" for c in chunks for choice in c.get("choices", [])
+    )
+    assert text == SCRIPTED_ANSWER
+    assert [a["error"] for a in records[0]["attempts"]] == ["stream", None]
