@@ -139,8 +139,8 @@ class LitellmTransport:
 
 # Parameters of OpenAI's chat completions and embeddings APIs that litellm also lists among
 # its own settings. Clients may set them.
-# NOTE: litellm 1.110 keeps "metadata" for its own logging, and it sent no "user" to an
-# OpenAI-compatible api_base in a manual check, so neither reaches such a provider.
+# NOTE: litellm 1.110 keeps "metadata" for its own logging and sends "user" only for models
+# in OpenAI's catalog, so neither reaches another OpenAI-compatible server.
 _API_PARAMETERS = frozenset(
     {"model", "messages", "input", "dimensions", "encoding_format", "metadata", "user", "stream"}
 )
