@@ -158,6 +158,9 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
+    # OpenAI's API takes string keys and values. litellm reads metadata itself and fails on
+    # anything but an object.
+    metadata: dict[str, str] | None = None
 
     _replace_null_with_default = field_validator("stream", "n", mode="before")(
         classmethod(lambda cls, value, info: null_as_default(cls, value, info))

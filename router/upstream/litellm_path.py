@@ -6,10 +6,14 @@ deployments of the embedded default go through the direct path.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from router.errors import UnsupportedParameter
 from router.policy.schema import Deployment, EmbeddingDeployment
 from router.upstream.base import (
     MAX_PARAM_CHARS,
@@ -46,6 +50,12 @@ class LitellmTransport:
     def _arguments(
         deployment: Deployment | EmbeddingDeployment, body: dict[str, Any]
     ) -> dict[str, Any]:
+        """Build litellm's keyword arguments: the body's parameters and the deployment's.
+
+        Raises:
+            UnsupportedParameter: the body sets one of litellm's own settings.
+        """
+        _reject_litellm_settings(body)
         arguments = {key: value for key, value in body.items() if key != "model"}
         arguments["model"] = deployment.model
         arguments["timeout"] = deployment.timeout_s
@@ -106,12 +116,81 @@ class LitellmTransport:
             response = await litellm.acompletion(**arguments)
             if seen is not None:
                 _pass_on(response, seen)
+            # litellm ends a stream that carried no chunk (only [DONE], or a body that is not
+            # SSE at all) with a chunk it makes up: finish_reason "stop" and an empty delta.
+            # Chunks are held until one has a delta, so such a stream yields nothing and the
+            # dispatcher treats it as empty, as on the direct path.
+            chunks_before_delta: list[dict[str, Any]] | None = []
             async for chunk in response:
-                yield chunk.model_dump(exclude_none=True)
+                data = chunk.model_dump(exclude_none=True)
+                if chunks_before_delta is None:
+                    yield data
+                    continue
+                chunks_before_delta.append(data)
+                if _has_delta(data):
+                    for item in chunks_before_delta:
+                        yield item
+                    chunks_before_delta = None
         except UpstreamError:
             raise
         except Exception as exc:  # noqa: BLE001 - litellm raises many provider-specific types
             raise _translate(litellm, exc) from None
+
+
+# Parameters of OpenAI's chat completions and embeddings APIs that litellm also lists among
+# its own settings. Clients may set them.
+# NOTE: litellm 1.110 keeps "metadata" for its own logging and sends "user" only for models
+# in OpenAI's catalog, so neither reaches another OpenAI-compatible server.
+_API_PARAMETERS = frozenset(
+    {"model", "messages", "input", "dimensions", "encoding_format", "metadata", "user", "stream"}
+)
+
+# Names in litellm.OPENAI_CHAT_COMPLETION_PARAMS that configure the OpenAI client, not the
+# request, so a client must not set them.
+_CLIENT_SETTINGS = frozenset({"timeout", "request_timeout", "default_headers", "deployment_id"})
+
+
+@functools.cache
+def litellm_settings() -> frozenset[str]:
+    """Return the body keys that litellm reads as its own settings, not as API parameters.
+
+    litellm takes every keyword argument of ``litellm.completion`` and ``litellm.embedding``
+    and every name in ``litellm.types.utils.all_litellm_params`` from the body's fields. Among
+    them are ``model_list`` (request another model at another api_base, with the
+    deployment's key), callback hosts and credential file paths. The set is read from the
+    installed litellm, so names that a new litellm version adds are rejected too.
+    """
+    litellm = _litellm()
+    from litellm.types.utils import all_litellm_params
+
+    names = set(all_litellm_params)
+    for function in (litellm.completion, litellm.embedding):
+        names.update(
+            name
+            for name, parameter in inspect.signature(function).parameters.items()
+            if parameter.kind is not inspect.Parameter.VAR_KEYWORD
+        )
+    openai_parameters = set(litellm.OPENAI_CHAT_COMPLETION_PARAMS) - _CLIENT_SETTINGS
+    return frozenset(names - openai_parameters - _API_PARAMETERS)
+
+
+def _reject_litellm_settings(body: dict[str, Any]) -> None:
+    settings = litellm_settings().intersection(body)
+    if settings:
+        name = min(settings)
+        raise UnsupportedParameter(
+            f"The parameter '{name}' is a setting of the gateway's litellm library, not an "
+            "OpenAI API parameter, so clients cannot set it. Remove it from the request.",
+            param=name,
+        )
+
+
+def _has_delta(chunk: dict[str, Any]) -> bool:
+    """Tell whether a stream chunk's choices carry a role, text, tool call or other delta."""
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return False
+    return any(isinstance(choice, dict) and choice.get("delta") for choice in choices)
 
 
 def _pass_on(response: Any, seen: UpstreamHeaders) -> None:
@@ -155,8 +234,14 @@ def _one_value(name: str, value: str) -> tuple[str, str]:
 _RAW_PREFIX = "llm_provider-"
 
 
+# litellm puts its exception names before the provider's text, for example
+# "litellm.BadRequestError: OpenAIException - Invalid 'seed'" (litellm 1.110).
+_LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+: |\w+Error: |\w+Exception - )+")
+
+
 def _translate(litellm: Any, exc: Exception) -> UpstreamError:
-    message = str(getattr(exc, "message", "") or type(exc).__name__)
+    raw_message = str(getattr(exc, "message", "") or "")
+    message = _LITELLM_PREFIX.sub("", raw_message) or raw_message or type(exc).__name__
     if isinstance(exc, litellm.ContextWindowExceededError):
         return UpstreamError("context", message, 400)
     if isinstance(exc, litellm.Timeout):

@@ -91,9 +91,10 @@ async def test_deeply_nested_body_gets_400(kit: GatewayKit, depth: int) -> None:
 
 
 async def test_nesting_at_limit_is_served(kit: GatewayKit) -> None:
-    # The body object is one level, "metadata" adds MAX_JSON_DEPTH - 1 more.
+    # The body object is one level, the unknown parameter "nested" adds MAX_JSON_DEPTH - 1
+    # more. "metadata" cannot carry the lists, because it must be an object of strings.
     levels = MAX_JSON_DEPTH - 1
-    raw = orjson.dumps(chat_body())[:-1] + b', "metadata": ' + b"[" * levels + b"]" * levels + b"}"
+    raw = orjson.dumps(chat_body())[:-1] + b', "nested": ' + b"[" * levels + b"]" * levels + b"}"
     async with kit.running() as gateway:
         response = await gateway.chat(raw)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.gateway.conftest import GatewayKit, chat_body, parse_sse, policy_document, write_yaml
 from tests.support.recorded import SCRIPTED_ANSWER
@@ -97,3 +98,104 @@ async def test_litellm_rejection_keeps_param(kit: GatewayKit) -> None:
     assert response.json()["error"]["code"] == "upstream_rejected"
     assert response.json()["error"]["param"] == "top_logprobs"
     assert kit.fakes["mid"].requests == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_litellm_model_list_gets_400(kit: GatewayKit, stream: bool) -> None:
+    # litellm.completion sends a request with model_list to the listed deployment instead,
+    # with the gateway's key, so this body would reach another api_base.
+    write_litellm_policy(kit)
+    elsewhere = kit.base_urls["mid"]
+    model_list = [{"model_name": "openai/fake-edge",
+                   "litellm_params": {"model": "openai/other", "base_url": elsewhere}}]
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(stream=stream, model_list=model_list))
+        records = await gateway.request_records()
+
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": {
+            "message": "The parameter 'model_list' is a setting of the gateway's litellm "
+            "library, not an OpenAI API parameter, so clients cannot set it. Remove it from "
+            "the request.",
+            "type": "invalid_request_error",
+            "param": "model_list",
+            "code": "unsupported_parameter",
+        }
+    }
+    for fake in kit.fakes.values():
+        assert fake.requests == []
+    assert [record["status"] for record in records] == [400]
+
+
+@pytest.mark.parametrize(
+    "name", ["langfuse_host", "s3_endpoint_url", "openai_identity_token_file", "timeout", "tags"]
+)
+async def test_litellm_settings_get_400(kit: GatewayKit, name: str) -> None:
+    write_litellm_policy(kit)
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(**{name: "http://127.0.0.1:9/x"}))
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == name
+    assert kit.fakes["edge"].requests == []
+
+
+async def test_litellm_openai_parameters_pass(kit: GatewayKit) -> None:
+    write_litellm_policy(kit)
+    parameters = {"seed": 7, "stop": ["x"], "store": False, "service_tier": "auto",
+                  "metadata": {"trace": "t1"}, "user": "end-user-1", "n": 1}
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(**parameters))
+
+    assert response.status_code == 200, response.text
+    received = kit.fakes["edge"].requests[0].body
+    assert received["seed"] == 7
+    assert received["stop"] == ["x"]
+    assert received["service_tier"] == "auto"
+
+
+@pytest.mark.parametrize("metadata", [[1], "trace", {"trace": 1}])
+async def test_metadata_not_string_map_gets_400(kit: GatewayKit, metadata: Any) -> None:
+    # litellm reads metadata itself and raised on a list, which surfaced as a 502.
+    write_litellm_policy(kit)
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(metadata=metadata))
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"].startswith("metadata")
+    assert kit.fakes["edge"].requests == []
+
+
+async def test_litellm_rejection_message_is_providers(kit: GatewayKit) -> None:
+    write_litellm_policy(kit)
+    kit.fakes["edge"].enqueue(
+        Scenario.http_error(400, "Invalid 'seed': expected an integer.", "invalid_request_error",
+                            "invalid_type", param="seed")
+    )
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(seed=1))
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"] == (
+        "The model rejected the request: Invalid 'seed': expected an integer."
+    )
+
+
+async def test_litellm_empty_stream_falls_back(kit: GatewayKit) -> None:
+    # litellm turns a stream without chunks into a made-up chunk with finish_reason "stop",
+    # which must not pass as an empty answer.
+    write_litellm_policy(kit)
+    kit.fakes["edge"].enqueue(Scenario.stream_of())
+    async with kit.running(settings=kit.settings()) as gateway:
+        response = await gateway.chat(chat_body(stream=True))
+        records = await gateway.request_records()
+
+    assert response.status_code == 200, response.text
+    assert response.headers["x-tierwise-tier"] == "mid"
+    chunks = [orjson.loads(event) for event in parse_sse(response.content).data[:-1]]
+    text = "".join(
+        choice["delta"].get("content") or "" for c in chunks for choice in c.get("choices", [])
+    )
+    assert text == SCRIPTED_ANSWER
+    assert [a["error"] for a in records[0]["attempts"]] == ["stream", None]
