@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from router.api import (
     chat,
+    completions,
     dashboard,
     embeddings,
     feedback,
@@ -166,7 +167,8 @@ def create_app(
     app = GatewayApp(title="Tierwise", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
     for module in (
-        chat, messages, responses, embeddings, models, health, feedback, usage, metrics, dashboard
+        chat, completions, messages, responses, embeddings, models, health, feedback, usage, metrics,
+        dashboard,
     ):
         app.include_router(module.router)
     _add_error_handlers(app)
@@ -182,6 +184,7 @@ def create_app(
             "/v1/chat/completions": ChatRequest,
             "/v1/messages": MessagesRequest,
             "/v1/responses": ResponsesRequest,
+            completions.ENDPOINT: completions.CompletionRequest,
             "/v1/feedback": feedback.Feedback,
             embeddings.ENDPOINT: embeddings.EmbeddingRequest,
         },
@@ -202,7 +205,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             error: GatewayError = ModelNotFound(
                 f"Unknown path {request.url.path}. This gateway serves /v1/chat/completions, "
-                "/v1/responses, /v1/messages, /v1/messages/count_tokens, /v1/embeddings, /v1/models, "
+                "/v1/completions, /v1/responses, /v1/messages, /v1/messages/count_tokens, /v1/embeddings, /v1/models, "
                 "/v1/feedback, "
                 "/v1/usage, /metrics, /dashboard, /healthz and /readyz."
                 + _base_url_advice(app, request.url.path),

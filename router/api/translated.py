@@ -1,11 +1,12 @@
 """Serve another API's request on the chat-completion serving path.
 
-``POST /v1/messages`` and ``POST /v1/responses`` translate their request body into an OpenAI
-chat body, which :func:`router.api.chat.serve_chat` routes, caches, rate-limits, budgets and
-records exactly like a chat completion.  :func:`serve_translated` then translates the OpenAI
-response: the JSON completion with the endpoint's ``to_body`` function, and the SSE chunks
-with the endpoint's :class:`SseTranslator`.  The helpers at the end validate request fields
-for both translations.
+``POST /v1/messages``, ``POST /v1/responses`` and ``POST /v1/completions`` translate their
+request body into an OpenAI chat body, which :func:`router.api.chat.serve_chat` routes,
+caches, rate-limits, budgets and records exactly like a chat completion.
+:func:`serve_translated` then translates the OpenAI response: the JSON completion with the
+endpoint's ``to_body`` function, and the SSE chunks with the endpoint's
+:class:`SseTranslator`.  The helpers at the end validate request fields for the
+translations.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """OpenTelemetry spans for the chat endpoints and ``/v1/embeddings``.
 
-The traced paths are ``/v1/chat/completions``, ``/v1/messages``, ``/v1/responses`` and
-``/v1/embeddings`` (``TRACED_PATHS``).
+The traced paths are ``/v1/chat/completions``, ``/v1/completions``, ``/v1/messages``,
+``/v1/responses`` and ``/v1/embeddings`` (``TRACED_PATHS``).
 
 Installed by :func:`router.tracing.enable_tracing` only, so the request path of a gateway
 without tracing runs none of this. Installing wraps four runtime components and adds one
@@ -61,7 +61,7 @@ from router.upstream.litellm_path import LitellmTransport
 log = structlog.get_logger("tierwise.tracing")
 
 TRACED_PATHS = frozenset(
-    {"/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/embeddings"}
+    {"/v1/chat/completions", "/v1/completions", "/v1/messages", "/v1/responses", "/v1/embeddings"}
 )
 """Paths whose POST requests get a SERVER span; every other request passes untouched."""
 DEFAULT_SERVICE_NAME = "tierwise"

@@ -289,11 +289,12 @@ async def test_chunked_body_over_limit_gets_413(kit: GatewayKit) -> None:
 
 async def test_unknown_path_gets_openai_404(kit: GatewayKit) -> None:
     async with kit.running() as gateway:
-        response = await gateway.client.post("/v1/completions", json={"prompt": "hi"})
+        response = await gateway.client.post("/v1/images/generations", json={"prompt": "hi"})
 
     assert response.status_code == 404
     assert response.json() == invalid(
-        "Unknown path /v1/completions. This gateway serves /v1/chat/completions, /v1/responses, "
+        "Unknown path /v1/images/generations. This gateway serves /v1/chat/completions, "
+        "/v1/completions, /v1/responses, "
         "/v1/messages, /v1/messages/count_tokens, /v1/embeddings, /v1/models, /v1/feedback, "
         "/v1/usage, /metrics, /dashboard, /healthz and /readyz.",
         code="not_found",
@@ -311,7 +312,8 @@ async def test_unknown_path_gets_openai_404(kit: GatewayKit) -> None:
         ),
         ("/responses", " Set the client's base_url to end in /v1."),
         ("/embeddings", " Set the client's base_url to end in /v1."),
-        ("/v1/completions", ""),
+        ("/completions", " Set the client's base_url to end in /v1."),
+        ("/v1/audio/speech", ""),
     ],
 )
 async def test_unknown_path_advises_base_url(kit: GatewayKit, path: str, advice: str) -> None:
