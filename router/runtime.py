@@ -98,6 +98,8 @@ class Runtime:
     """Failures in a row and cooldowns of deployments, shared by every request."""
 
     def __post_init__(self) -> None:
+        # Kept apart from ``litellm``, which tracing wraps.
+        self.litellm_loader = self.litellm if isinstance(self.litellm, LitellmTransport) else None
         self.policies.on_reload = lambda _loaded: self._check_reloaded_policy()
         self.metrics = GatewayMetrics(lambda: gateway_state(self))
         self.dashboard = DashboardAggregates()
@@ -179,6 +181,9 @@ class Runtime:
         if self.redis is not None:
             await self._start_distribution(self.redis.url)
         self._start_local_model()
+        # /readyz waits for this import only; one that a reload starts must not take every
+        # replica out of the load balancer at once.
+        self.extra["litellm_import_at_start"] = self._preload_litellm()
         if self.redis is not None and not await self.redis.ping():
             from router.cli.redis_client import redact_url
 
@@ -199,7 +204,22 @@ class Runtime:
         self._log_tiers()
         self.warn_unscored_tiers()
 
+    def _preload_litellm(self) -> bool:
+        """Start importing litellm when a deployment of the current policy goes through it.
+
+        Returns whether litellm is being imported now.
+        """
+        policy = self.policies.current.policy
+        deployments: list[Any] = list(policy.all_deployments())
+        if policy.embeddings is not None:
+            deployments.extend(policy.embeddings.deployments)
+        if self.litellm_loader is not None and any(not d.uses_direct_path for d in deployments):
+            self.litellm_loader.preload()
+            return self.litellm_loader.loading
+        return False
+
     def _check_reloaded_policy(self) -> None:
+        self._preload_litellm()
         self.warn_unscored_tiers()
         self.warn_local_model_moved()
         policy = self.policies.current.policy

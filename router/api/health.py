@@ -27,6 +27,9 @@ async def readyz(request: Request) -> JSONResponse:
     ``waiting_for_redis`` until its Redis has answered one of these pings, so that a replica
     with a wrong Redis URL never receives traffic.
 
+    While litellm is imported for the policy's litellm deployments after a start (seconds),
+    it returns 503 with status ``loading_litellm``.
+
     A replica with no available deployment at all (no provider key set, the local model
     not running) returns 503 with status ``no_deployment_available``: every chat request
     would fail there, so the load balancer should send traffic elsewhere.
@@ -38,6 +41,10 @@ async def readyz(request: Request) -> JSONResponse:
     status = _readiness(redis_state, runtime)
     if not any(available.values()):
         status = "no_deployment_available"
+    loader = runtime.litellm_loader
+    if loader is not None and loader.loading and runtime.extra.get("litellm_import_at_start"):
+        # A request to a litellm deployment would wait for the import, up to seconds.
+        status = "loading_litellm"
     body: dict[str, Any] = {
         "status": status,
         "policy": {
@@ -58,7 +65,7 @@ async def readyz(request: Request) -> JSONResponse:
     if runtime.distribution is not None:
         # Versions published through Redis, including one that this replica rejected.
         body["published"] = runtime.distribution.status()
-    not_ready = status in ("waiting_for_redis", "no_deployment_available")
+    not_ready = status in ("waiting_for_redis", "no_deployment_available", "loading_litellm")
     return JSONResponse(body, status_code=503 if not_ready else 200)
 
 

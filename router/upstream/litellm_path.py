@@ -6,12 +6,16 @@ deployments of the embedded default go through the direct path.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+import structlog
 
 from router.errors import UnsupportedParameter
 from router.policy.schema import Deployment, EmbeddingDeployment
@@ -28,6 +32,8 @@ from router.upstream.base import (
 # Without this, importing litellm tries to download its model price map from the internet.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+log = structlog.get_logger("tierwise.upstream")
+
 
 def _litellm() -> Any:
     import litellm
@@ -38,10 +44,52 @@ def _litellm() -> Any:
     return litellm
 
 
+def _load_litellm() -> Any:
+    """Import and configure litellm, and list its settings; runs in a worker thread."""
+    started = time.monotonic()
+    litellm = _litellm()
+    litellm_settings()
+    log.info("litellm_imported", seconds=round(time.monotonic() - started, 2))
+    return litellm
+
+
 class LitellmTransport:
+    """Calls deployments that are not on the direct path through litellm.
+
+    Importing litellm takes seconds of CPU (5.3 s on a busy 2-core machine) and, done on the
+    event loop, would stall every request in flight. ``preload`` imports it in a worker
+    thread, and requests wait for that import instead of running their own.
+    """
+
     def __init__(self) -> None:
         self.propagate: Callable[[dict[str, str]], dict[str, str]] | None = None
         """Returns a request's headers with trace context added; set when tracing is on."""
+        self._module: Any = None
+        self._loading: asyncio.Task[Any] | None = None
+
+    @property
+    def loading(self) -> bool:
+        """Whether litellm is being imported in a worker thread now."""
+        return self._loading is not None and not self._loading.done()
+
+    def preload(self) -> None:
+        """Start importing litellm in a worker thread, unless it is imported or importing."""
+        if self._module is None and self._loading is None:
+            self._loading = asyncio.get_running_loop().create_task(asyncio.to_thread(_load_litellm))
+
+    async def _imported(self) -> Any:
+        if self._module is None:
+            self.preload()
+            assert self._loading is not None
+            try:
+                self._module = await asyncio.shield(self._loading)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                # A failed import is retried by the next request.
+                self._loading = None
+                raise
+        return self._module
 
     async def close(self) -> None:
         return None
@@ -92,7 +140,7 @@ class LitellmTransport:
         seen: UpstreamHeaders | None,
     ) -> dict[str, Any]:
         """Call ``litellm.<function>`` for one non-streaming request; return the response as a dict."""
-        litellm = _litellm()
+        litellm = await self._imported()
         arguments = self._arguments(deployment, body)
         if self.propagate is not None:
             arguments["extra_headers"] = self.propagate({})
@@ -108,7 +156,7 @@ class LitellmTransport:
     async def stream(
         self, deployment: Deployment, body: dict[str, Any], seen: UpstreamHeaders | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        litellm = _litellm()
+        litellm = await self._imported()
         arguments = self._arguments(deployment, body)
         if self.propagate is not None:
             arguments["extra_headers"] = self.propagate({})

@@ -7,6 +7,8 @@ usage, streaming shape, escalation and outcome records can be compared with the 
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import orjson
@@ -199,3 +201,83 @@ async def test_litellm_empty_stream_falls_back(kit: GatewayKit) -> None:
     )
     assert text == SCRIPTED_ANSWER
     assert [a["error"] for a in records[0]["attempts"]] == ["stream", None]
+
+
+async def test_litellm_imported_off_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.upstream import litellm_path
+
+    release = threading.Event()
+    sentinel = object()
+
+    def slow_import() -> object:
+        release.wait(10)
+        return sentinel
+
+    monkeypatch.setattr(litellm_path, "_load_litellm", slow_import)
+    transport = litellm_path.LitellmTransport()
+    transport.preload()
+    waiter = asyncio.create_task(transport._imported())
+    # The event loop keeps running while the import blocks its worker thread.
+    await asyncio.sleep(0.05)
+
+    assert transport.loading is True
+    assert waiter.done() is False
+    release.set()
+    assert await waiter is sentinel
+    assert transport.loading is False
+    assert await transport._imported() is sentinel
+
+
+async def test_failed_litellm_import_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.upstream import litellm_path
+
+    results: list[object] = [ImportError("broken install"), "module"]
+
+    def flaky_import() -> object:
+        result = results.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    monkeypatch.setattr(litellm_path, "_load_litellm", flaky_import)
+    transport = litellm_path.LitellmTransport()
+
+    with pytest.raises(ImportError, match="broken install"):
+        await transport._imported()
+    assert await transport._imported() == "module"
+
+
+async def test_readyz_waits_for_litellm_import(
+    kit: GatewayKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from router.upstream import litellm_path
+
+    release = threading.Event()
+    real_load = litellm_path._load_litellm
+
+    def held_import() -> object:
+        release.wait(10)
+        return real_load()
+
+    monkeypatch.setattr(litellm_path, "_load_litellm", held_import)
+    write_litellm_policy(kit)
+    async with kit.running(settings=kit.settings()) as gateway:
+        loading = await gateway.client.get("/readyz")
+        release.set()
+        chat = await gateway.chat(chat_body(temperature=0))
+        ready = await gateway.client.get("/readyz")
+
+    assert loading.status_code == 503
+    assert loading.json()["status"] == "loading_litellm"
+    assert chat.status_code == 200, chat.text
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+
+
+async def test_direct_policy_does_not_import_litellm(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        loader = gateway.runtime.litellm_loader
+
+    assert loader is not None
+    assert loader.loading is False
+    assert loader._loading is None
