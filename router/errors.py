@@ -107,6 +107,14 @@ class RequestTooLarge(GatewayError):
     default_code = "request_too_large"
 
 
+class RequestTimedOut(GatewayError):
+    """Raised when the request body did not arrive in full within the body timeout."""
+
+    status = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class UnsupportedMediaType(GatewayError):
     """Raised when the request body is compressed or otherwise not plain JSON."""
 

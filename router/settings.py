@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, description="Largest request body accepted; larger ones get 413."
     )
+    body_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds that a request body may take to arrive after its first part; a "
+        "slower one gets 408.",
+    )
     redis_timeout_s: float = Field(
         default=0.25,
         description="Timeout of one Redis call on the request path; a slower Redis counts as a "

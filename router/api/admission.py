@@ -6,19 +6,20 @@ tenant's rate limits, token limit and budget.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from fastapi import Request
-from starlette.requests import ClientDisconnect
 
 from router.api.auth import TenantContext, identify
 from router.api.internal_error import REQUEST_ID_STATE
 from router.errors import (
     ClientDisconnected,
     InvalidRequest,
+    RequestTimedOut,
     RequestTooLarge,
     UnsupportedMediaType,
 )
@@ -129,11 +130,13 @@ def token_limit_of(tenant: str, policy: Policy) -> int | None:
     return policy.tenants.default_tokens_per_minute
 
 
-async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
+async def read_json_body(request: Request, limit: int, timeout_s: float) -> dict[str, Any]:
     """Read and parse the body; raise RequestTooLarge, UnsupportedMediaType or InvalidRequest.
 
     The body is read as it arrives and rejected once it passes ``limit``, so a chunked
-    upload without Content-Length cannot fill memory before the check. A client that
+    upload without Content-Length cannot fill memory before the check. A body that is not
+    complete ``timeout_s`` seconds after its first part raises RequestTimedOut, so a client
+    that declares more bytes than it sends cannot hold the request open. A client that
     closes the connection before the whole body has arrived raises ClientDisconnected.
     """
     declared = header(request, b"content-length")
@@ -145,16 +148,36 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
             f"Content-Encoding '{encoding[:40]}' is not supported; send the JSON body uncompressed.",
             param="content-encoding",
         )
+    receive = request.receive
     parts: list[bytes] = []
     size = 0
-    try:
-        async for part in request.stream():
-            size += len(part)
-            if size > limit:
-                raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+    deadline: float | None = None
+    message = await receive()
+    while True:
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        part = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+        if part:
             parts.append(part)
-    except ClientDisconnect:
-        raise ClientDisconnected() from None
+        if not message.get("more_body", False):
+            break
+        # Most bodies arrive in the first message, so only a body in several parts pays for
+        # a timer.
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise RequestTimedOut(
+                f"The request body was not complete {timeout_s:g} s after it started: "
+                f"{size} bytes arrived. Send the whole body, with a Content-Length that "
+                "matches it."
+            ) from None
     raw = parts[0] if len(parts) == 1 else b"".join(parts)
     try:
         body = orjson.loads(raw)

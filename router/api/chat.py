@@ -75,7 +75,9 @@ async def serve_chat(
     outcome, id_problem, client_id_kept = open_outcome(request, runtime, loaded)
     try:
         tenant = admit(request, runtime, loaded.policy, outcome, id_problem, client_id_kept)
-        body = await read_json_body(request, runtime.settings.max_body_bytes)
+        body = await read_json_body(
+            request, runtime.settings.max_body_bytes, runtime.settings.body_timeout_s
+        )
         if translate is not None:
             body = translate(body)
         chat = parse_chat_request(body)

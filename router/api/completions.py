@@ -190,7 +190,8 @@ def to_completion(completion: dict[str, Any], translation: Translation) -> dict[
     choices = []
     for position, choice in enumerate(completion.get("choices") or []):
         choice = choice if isinstance(choice, dict) else {}
-        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        message = choice.get("message")
+        message = message if isinstance(message, dict) else {}
         text = content_text(message.get("content"))
         choices.append({
             "text": (translation.echo or "") + text,
@@ -238,7 +239,8 @@ class StreamTranslator(SseTranslator):
         for choice in chunk.get("choices") or []:
             if not isinstance(choice, dict):
                 continue
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            delta = choice.get("delta")
+            delta = delta if isinstance(delta, dict) else {}
             text = content_text(delta.get("content"))
             index = choice.get("index", 0)
             if self._echo is not None and index not in self._echoed:

@@ -109,7 +109,9 @@ async def create_embeddings(request: Request) -> Response:
     outcome.endpoint = ENDPOINT_LABEL
     try:
         tenant = admit(request, runtime, policy, outcome, id_problem, client_id_kept)
-        body = await read_json_body(request, runtime.settings.max_body_bytes)
+        body = await read_json_body(
+            request, runtime.settings.max_body_bytes, runtime.settings.body_timeout_s
+        )
         parsed = parse_embedding_request(body)
         outcome.requested_model = parsed.model
         if policy.outcomes.store_prompts:

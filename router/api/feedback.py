@@ -29,7 +29,9 @@ class Feedback(BaseModel):
 @router.post("/v1/feedback")
 async def post_feedback(request: Request) -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
-    body = await read_json_body(request, runtime.settings.max_body_bytes)
+    body = await read_json_body(
+        request, runtime.settings.max_body_bytes, runtime.settings.body_timeout_s
+    )
     try:
         feedback = Feedback.model_validate(body)
     except ValidationError as exc:

@@ -49,7 +49,9 @@ async def count_message_tokens(request: Request) -> Response:
     policy = runtime.policies.current.policy
     try:
         identify(request, policy)
-        body = await read_json_body(request, runtime.settings.max_body_bytes)
+        body = await read_json_body(
+            request, runtime.settings.max_body_bytes, runtime.settings.body_timeout_s
+        )
         # Counting needs no output limit, so a body without max_tokens is valid here.
         chat = to_chat_body({"max_tokens": 1, **body}).body
         check_model(policy, chat["model"])

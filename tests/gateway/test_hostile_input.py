@@ -3,7 +3,9 @@ upstreams that send bodies or usage figures no real model would."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,52 @@ async def test_endless_chunked_body_stops_at_limit(kit: GatewayKit) -> None:
     assert response.json()["error"]["code"] == "request_too_large"
     assert sent < 64
     assert [record["status"] for record in records] == [413]
+
+
+async def test_slow_body_gets_408(kit: GatewayKit) -> None:
+    kit.write_policy()
+
+    async def trickle() -> Any:
+        yield b'{"model": "auto", "messages": ['
+        await asyncio.sleep(1.0)
+        yield b'{"role": "user", "content": "hi"}]}'
+
+    async with kit.running(settings=kit.settings(body_timeout_s=0.2)) as gateway:
+        response = await gateway.client.post(
+            "/v1/chat/completions", content=trickle(), headers={"Content-Type": "application/json"}
+        )
+        records = await gateway.request_records()
+
+    assert response.status_code == 408
+    error = response.json()["error"]
+    assert error["code"] == "request_timeout"
+    assert error["type"] == "invalid_request_error"
+    assert "0.2 s after it started" in error["message"]
+    assert [record["status"] for record in records] == [408]
+
+
+def test_short_body_on_socket_gets_408(tmp_path: Path) -> None:
+    # A client that declares more bytes than it sends, on a real connection.
+    with FakeUpstream("fake-edge") as edge, FakeUpstream("fake-mid") as mid, \
+            FakeUpstream("fake-frontier") as frontier:
+        kit = GatewayKit(tmp_path, {"edge": edge, "mid": mid, "frontier": frontier})
+        kit.write_policy()
+        app = create_app(kit.settings(body_timeout_s=0.3), EDGE_SCORER)
+        with LiveGateway(app) as gateway:
+            with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as connection:
+                connection.sendall(
+                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                    b'{"model": "auto"'
+                )
+                reply = connection.recv(65536)
+
+    status_line, _, rest = reply.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 408 Request Timeout"
+    body = orjson.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["code"] == "request_timeout"
+    assert "16 bytes arrived" in body["error"]["message"]
+    assert not edge.requests
 
 
 async def test_compressed_body_gets_415(kit: GatewayKit) -> None:
