@@ -23,7 +23,7 @@ from router.cache.entries import encode_entry
 from router.errors import ServerShuttingDown, UpstreamFailed, UpstreamTimeout, sse_error_event
 from router.http_protocol import CoalescingTransport
 from router.routing.tokens import count_completion_tokens, count_prompt_tokens
-from router.upstream.base import UpstreamError
+from router.upstream.base import StreamEndedWithoutDone, UpstreamError
 from router.upstream.dispatch import without_prompts
 from router.upstream.sse import DONE, KEEPALIVE, StreamAssembler, completion_to_chunks, encode_event
 
@@ -175,24 +175,33 @@ def stream_upstream(
             if outcome.deployment is not None:
                 runtime.health.succeeded(outcome.deployment.name)
         except UpstreamError as exc:
-            outcome.error, outcome.status = f"stream_{exc.kind}", 502
-            if outcome.deployment is not None:
-                runtime.health.failed(outcome.deployment.name, exc, policy.routing.cooldown)
-            # The same fields as the dispatcher's upstream_failed line before the first byte.
-            log.warning(
-                "upstream_failed",
-                request_id=outcome.request_id,
-                tier=outcome.tier,
-                deployment=outcome.deployment.name if outcome.deployment else None,
-                kind=exc.kind,
-                status=exc.status,
-                detail=without_prompts(exc.message, {"messages": outcome.messages})[:300],
-                after_first_byte=True,
-            )
-            error = UpstreamTimeout("The model stopped answering.") if exc.kind == "timeout" else (
-                UpstreamFailed("The model's stream failed before the answer was complete.")
-            )
-            yield sse_error_event(error)
+            if isinstance(exc, StreamEndedWithoutDone) and assembler.finished:
+                # Every choice has its finish reason, so the answer is whole; some servers
+                # leave out [DONE].
+                complete = True
+                if outcome.deployment is not None:
+                    runtime.health.succeeded(outcome.deployment.name)
+                log.info("upstream_stream_without_done", request_id=outcome.request_id,
+                         deployment=outcome.deployment.name if outcome.deployment else None)
+            else:
+                outcome.error, outcome.status = f"stream_{exc.kind}", 502
+                if outcome.deployment is not None:
+                    runtime.health.failed(outcome.deployment.name, exc, policy.routing.cooldown)
+                # The same fields as the dispatcher's upstream_failed line before the first byte.
+                log.warning(
+                    "upstream_failed",
+                    request_id=outcome.request_id,
+                    tier=outcome.tier,
+                    deployment=outcome.deployment.name if outcome.deployment else None,
+                    kind=exc.kind,
+                    status=exc.status,
+                    detail=without_prompts(exc.message, {"messages": outcome.messages})[:300],
+                    after_first_byte=True,
+                )
+                error = UpstreamTimeout("The model stopped answering.") if exc.kind == "timeout" else (
+                    UpstreamFailed("The model's stream failed before the answer was complete.")
+                )
+                yield sse_error_event(error)
         except asyncio.CancelledError:
             _mark_cut(outcome, receive)
             if outcome.status != SERVER_STOPPED or not _withdraw_cancellation():

@@ -50,6 +50,14 @@ class UpstreamError(Exception):
         """The request parameter that the upstream's error body names, if any."""
 
 
+class StreamEndedWithoutDone(UpstreamError):
+    """Raised when a stream's body ended cleanly before its ``data: [DONE]`` event.
+
+    A stream whose every choice already has a finish reason is complete, so the relay serves
+    it as such; some OpenAI-compatible servers leave out ``[DONE]``.
+    """
+
+
 def classify_http_error(
     status: int, message: str, retry_after_s: float | None = None, param: str | None = None
 ) -> UpstreamError:

@@ -18,6 +18,7 @@ import orjson
 from router.policy.schema import Deployment, EmbeddingDeployment
 from router.upstream.base import (
     REQUEST_ID_HEADERS,
+    StreamEndedWithoutDone,
     UpstreamError,
     UpstreamHeaders,
     classify_http_error,
@@ -181,7 +182,7 @@ async def _parse_events(content: AsyncIterator[bytes]) -> AsyncGenerator[dict[st
         return
     if event is not None:
         yield event
-    raise UpstreamError("connection", "the upstream closed the stream before [DONE]")
+    raise StreamEndedWithoutDone("connection", "the upstream closed the stream before [DONE]")
 
 
 def _decode_line(raw_line: bytes) -> Any:

@@ -131,6 +131,49 @@ async def test_cut_stream_ends_with_error_event(kit: GatewayKit) -> None:
     assert len(kit.fakes["edge"].requests) == 2
 
 
+async def test_finished_stream_without_done_is_complete(kit: GatewayKit) -> None:
+    kit.fakes["edge"].enqueue(Scenario(omit_done=True))
+    async with kit.running() as gateway:
+        response, sse = await stream(
+            gateway, chat_body(temperature=0, stream_options={"include_usage": True})
+        )
+        records = await gateway.request_records()
+        again, again_sse = await stream(gateway, chat_body(temperature=0))
+
+    assert response.status_code == 200
+    assert sse.done
+    assert sse.errors == []
+    assert sse.text() == SCRIPTED_ANSWER
+    assert sse.finish_reasons() == {0: "stop"}
+    assert len(records) == 1
+    assert records[0]["status"] == 200
+    assert records[0]["error"] is None
+    assert records[0]["tokens_out"] > 0
+    # The whole answer was cached like any other.
+    assert again.headers["x-tierwise-cache"] == "hit"
+    assert again_sse.text() == SCRIPTED_ANSWER
+
+
+async def test_unfinished_stream_without_done_fails(kit: GatewayKit) -> None:
+    # A clean end of the body with no finish reason is a cut answer, not a whole one.
+    cut_chunks = [
+        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "fake-edge",
+         "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Half an"},
+                      "finish_reason": None}]},
+    ]
+    kit.fakes["edge"].enqueue(Scenario(chunks=tuple(cut_chunks), omit_done=True))
+    async with kit.running() as gateway:
+        response, sse = await stream(gateway, chat_body(temperature=0))
+        records = await gateway.request_records()
+
+    assert response.status_code == 200
+    assert not sse.done
+    assert sse.text() == "Half an"
+    assert sse.errors == [STREAM_FAILED]
+    assert records[0]["status"] == 502
+    assert records[0]["error"] == "stream_connection"
+
+
 async def test_first_event_error_escalates_to_mid(kit: GatewayKit) -> None:
     kit.fakes["edge"].enqueue(Scenario.stream_error(after_events=0))
     async with kit.running() as gateway:

@@ -359,6 +359,8 @@ class ReplayUpstream:
                 completion, self.options.chunk_tokens,
                 chat.include_usage and not scenario.ignore_include_usage, scenario.usage,
             )
+        if scenario.omit_done:
+            events = [event for event in events if event is not openai_wire.DONE_EVENT]
         response = web.StreamResponse(
             headers={"content-type": "text/event-stream", "cache-control": "no-cache", **headers}
         )

@@ -47,6 +47,7 @@ class Scenario:
             usage chunk, for servers that report odd counts.
         chunks: ``chat.completion.chunk`` payloads that a streaming request gets exactly as
             given, then ``[DONE]``, in place of the generated stream.
+        omit_done: end a stream cleanly without its ``data: [DONE]`` event, as some servers do.
 
     With status 200, ``body`` is sent as the whole JSON response of a non-streaming request,
     for servers that answer with something that is not a completion.
@@ -67,6 +68,7 @@ class Scenario:
     ignore_include_usage: bool = False
     usage: Mapping[str, Any] | None = None
     chunks: tuple[Mapping[str, Any], ...] | None = None
+    omit_done: bool = False
 
     @classmethod
     def replay(cls) -> Scenario:
