@@ -73,8 +73,8 @@ class GatewayLogCounts:
         requests = f"{self.requests} request{'' if self.requests == 1 else 's'}"
         files = f"{self.files} file{'' if self.files == 1 else 's'}"
         totals = f"outcome log: {requests} in {files}, {self.labelled} usable for training"
-        not_stored = ("labelled requests skipped because their prompt was not stored: the "
-                      "gateway stores prompts only when the policy sets outcomes.store_prompts: true")
+        not_stored = ("labelled requests skipped because their prompt was not stored (the "
+                      "gateway stores prompts only when the policy sets outcomes.store_prompts: true)")
         unmatched = ("labels ignored: their request is not in these files, "
                      "or belongs to another tenant")
         skipped = (
@@ -87,7 +87,8 @@ class GatewayLogCounts:
             (self.invalid_lines, "invalid lines or labels ignored"),
             (self.embeddings, "embeddings requests skipped"),
         )
-        return [totals] + [f"  {count} {text}" for count, text in skipped if count]
+        # "skipped: 1" reads right for every count, where "1 requests skipped" does not.
+        return [totals] + [f"  {text}: {count}" for count, text in skipped if count]
 
 
 @dataclass(slots=True)

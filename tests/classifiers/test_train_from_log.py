@@ -147,7 +147,10 @@ def test_missing_prompts_counted(tmp_path: Path) -> None:
     assert log.counts.unlabelled == 1
     assert log.counts.requests == 4
     summary = "\n".join(log.counts.summary_lines())
-    assert "2 labelled requests skipped because their prompt was not stored" in summary
+    assert (
+        "labelled requests skipped because their prompt was not stored (the gateway stores "
+        "prompts only when the policy sets outcomes.store_prompts: true): 2"
+    ) in summary
     assert "outcomes.store_prompts: true" in summary
 
 
@@ -170,7 +173,7 @@ def test_embeddings_records_skipped_apart(tmp_path: Path) -> None:
     assert [r.id for r in log.records] == ["b"]
     assert log.counts.embeddings == 1
     assert log.counts.failed == 0
-    assert "  1 embeddings requests skipped" in log.counts.summary_lines()
+    assert "  embeddings requests skipped: 1" in log.counts.summary_lines()
 
 
 def test_feedback_from_other_tenant_ignored(tmp_path: Path) -> None:
@@ -304,7 +307,7 @@ def test_train_outcomes_with_data(tmp_path: Path) -> None:
                                  "--out", str(out), "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert "outcome log: 81 requests in 1 file, 80 usable for training" in result.output
-    assert "1 labelled requests skipped because their prompt was not stored" in result.output
+    assert "outcomes.store_prompts: true): 1" in result.output
     scorer = load_artifact(out)
     scores = scorer.score([{"role": "user", "content": "write a formal proof about lemma 999"}])
     assert all(0.0 <= value <= 1.0 for value in scores.values())

@@ -292,7 +292,7 @@ def test_cronjob_without_stored_prompts_exits_cleanly(
     job = _run_cronjob(root, env)
 
     assert job.returncode == 0, job.stdout + job.stderr
-    assert "3 labelled requests skipped because their prompt was not stored" in job.stderr
+    assert "outcomes.store_prompts: true): 3" in job.stderr
     assert "retrain: the outcome log has no trainable rows yet" in job.stdout
     assert not (root / "classifier" / "latest").exists()
 
