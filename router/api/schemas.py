@@ -101,22 +101,35 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    # Checked in _check_content, whose messages name the part at fault; a union type would
+    # report "Input should be a valid string" for a list with a string in it.
+    content: Any = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
     name: str | None = None
 
     @model_validator(mode="after")
     def _check_content(self) -> Message:
-        if self.content is None and self.role in ("system", "developer", "user"):
+        content = self.content
+        if content is None and self.role in ("system", "developer", "user"):
             raise ValueError(f"a {self.role} message needs content (a string or a list of parts)")
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a tool message needs tool_call_id")
-        if isinstance(self.content, list):
-            for part in self.content:
-                if not isinstance(part.get("type"), str):
-                    # pydantic reports only ValueError (not TypeError) as a validation error.
+        if isinstance(content, list):
+            for index, part in enumerate(content):
+                # pydantic reports only ValueError (not TypeError) as a validation error.
+                if not isinstance(part, dict):
+                    raise ValueError(
+                        f"content[{index}] must be an object such as "
+                        '{"type": "text", "text": "..."}, not a bare value'
+                    )
+                kind = part.get("type")
+                if not isinstance(kind, str):
                     raise ValueError("each content part needs a string 'type'")
+                if kind == "text" and not isinstance(part.get("text"), str):
+                    raise ValueError(f"content[{index}] is a text part and needs a string 'text'")
+        elif content is not None and not isinstance(content, str):
+            raise ValueError("content must be a string or a list of content parts")
         for call in self.tool_calls or ():
             function = call.get("function")
             if function is None:

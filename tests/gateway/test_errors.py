@@ -162,6 +162,34 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         ),
     ),
     (
+        "content_part_bare_string",
+        {"model": "auto", "messages": [{"role": "user", "content": ["Hi"]}]},
+        400,
+        invalid(
+            "Invalid value for 'messages[0]': content[0] must be an object such as "
+            '{"type": "text", "text": "..."}, not a bare value.',
+            "messages[0]",
+        ),
+    ),
+    (
+        "text_part_without_text",
+        {"model": "auto", "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+        400,
+        invalid(
+            "Invalid value for 'messages[0]': content[0] is a text part and needs a string 'text'.",
+            "messages[0]",
+        ),
+    ),
+    (
+        "content_number",
+        {"model": "auto", "messages": [{"role": "user", "content": 5}]},
+        400,
+        invalid(
+            "Invalid value for 'messages[0]': content must be a string or a list of content parts.",
+            "messages[0]",
+        ),
+    ),
+    (
         "missing_model",
         {"messages": [{"role": "user", "content": "Hi"}]},
         400,
