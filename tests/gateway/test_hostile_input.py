@@ -86,14 +86,16 @@ def test_short_body_on_socket_gets_408(tmp_path: Path) -> None:
         kit = GatewayKit(tmp_path, {"edge": edge, "mid": mid, "frontier": frontier})
         kit.write_policy()
         app = create_app(kit.settings(body_timeout_s=0.3), EDGE_SCORER)
-        with LiveGateway(app) as gateway:
-            with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as connection:
-                connection.sendall(
-                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                    b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-                    b'{"model": "auto"'
-                )
-                reply = connection.recv(65536)
+        with (
+            LiveGateway(app) as gateway,
+            socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as connection,
+        ):
+            connection.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                b'{"model": "auto"'
+            )
+            reply = connection.recv(65536)
 
     status_line, _, rest = reply.partition(b"\r\n")
     assert status_line == b"HTTP/1.1 408 Request Timeout"
