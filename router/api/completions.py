@@ -76,7 +76,9 @@ class Translation:
 
 @router.post(ENDPOINT, response_model=None)
 async def create_completion(request: Request) -> Response:
-    return await serve_translated(request, to_chat_body, to_completion, StreamTranslator)
+    return await serve_translated(
+        request, to_chat_body, to_completion, StreamTranslator, {"messages": "prompt"}
+    )
 
 
 # Request translation ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from router.api.responses_format import ENDPOINT, to_chat_body
+from router.api.responses_format import CHAT_PARAMETERS, ENDPOINT, to_chat_body
 from router.api.responses_output import to_response
 from router.api.responses_stream import StreamTranslator
 from router.api.translated import serve_translated
@@ -25,4 +25,6 @@ router = APIRouter()
 
 @router.post(ENDPOINT, response_model=None)
 async def create_response(request: Request) -> Response:
-    return await serve_translated(request, to_chat_body, to_response, StreamTranslator)
+    return await serve_translated(
+        request, to_chat_body, to_response, StreamTranslator, CHAT_PARAMETERS
+    )

@@ -11,8 +11,9 @@ translations.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -22,7 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from router.api.chat import serve_chat
 from router.api.recording import RecordingResponse, json_response
 from router.api.streaming import RelayResponse
-from router.errors import InvalidRequest
+from router.errors import GatewayError, InvalidRequest
 
 # Headers of the OpenAI response that describe its body, which the translation replaces.
 _BODY_HEADERS = frozenset({"content-length", "content-type"})
@@ -87,12 +88,15 @@ async def serve_translated(
     translate: Callable[[dict[str, Any]], TranslationT],
     to_body: Callable[[dict[str, Any], TranslationT], dict[str, Any]],
     open_translator: Callable[[TranslationT], SseTranslator],
+    parameter_names: Mapping[str, str] | None = None,
 ) -> Response:
     """Serve ``request`` through :func:`serve_chat` with translated request and response.
 
     ``translate`` validates the endpoint's request body and returns its translation, whose
     ``body`` is served as a chat request.  ``to_body`` turns the chat completion into the
     endpoint's response body, and ``open_translator`` returns the translator of a stream.
+    ``parameter_names`` maps chat parameters to the endpoint's own names, for the errors
+    raised after the translation (see ``rename_parameters``).
     Raises GatewayError as ``serve_chat`` does; a request that fails validation never
     reaches ``to_body``.
     """
@@ -103,7 +107,13 @@ async def serve_translated(
         translations.append(translation)
         return translation.body
 
-    response = await serve_chat(request, chat_body)
+    try:
+        response = await serve_chat(request, chat_body)
+    except GatewayError as exc:
+        # An error raised before the translation finished already names the endpoint's fields.
+        if translations and parameter_names:
+            rename_parameters(exc, parameter_names)
+        raise
     # serve_chat returns a response only after chat_body has run.
     translation = translations[0]
     if isinstance(response, StreamingResponse):
@@ -144,6 +154,31 @@ async def _translated_events(
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def rename_parameters(error: GatewayError, names: Mapping[str, str]) -> None:
+    """Rename the chat parameters that ``error`` names to the endpoint's, in place.
+
+    ``param`` is renamed when its first name is a key of ``names``, without the chat
+    parameter's indexes (``messages[2]`` becomes ``input``), because the endpoint's items
+    need not map one to one onto chat messages. The message is edited where it quotes that
+    ``param``, and wherever it names a key that contains an underscore, such as
+    ``max_tokens``; plain words such as "messages" stay, because they are also prose.
+    """
+    param = error.param
+    if param is not None:
+        head = _PARAM_HEAD.match(param)
+        if head is not None and head.group(0) in names:
+            renamed = names[head.group(0)]
+            error.message = error.message.replace(f"'{param}'", f"'{renamed}'")
+            error.param = renamed
+    for chat_name, name in names.items():
+        if "_" in chat_name:
+            error.message = re.sub(rf"\b{re.escape(chat_name)}\b", name, error.message)
+    error.args = (error.message,)
+
+
+_PARAM_HEAD = re.compile(r"[A-Za-z_]+")
 
 
 # Request and response helpers ---------------------------------------------------------------

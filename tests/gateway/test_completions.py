@@ -20,7 +20,7 @@ from router.api.completions import (
     to_completion,
 )
 from router.errors import InvalidRequest
-from tests.gateway.conftest import new_api_key, read_file_records
+from tests.gateway.conftest import GatewayKit, new_api_key, read_file_records
 from tests.gateway.live_stack import LiveStack as BaseLiveStack
 from tests.gateway.live_stack import reset_live_stack, run_live_stack
 from tests.support.recorded import SCRIPTED_ANSWER
@@ -238,6 +238,21 @@ def test_invalid_request_is_400(live: LiveStack, body: dict[str, Any], param: st
     assert fragment in error["message"]
     assert response.headers["x-request-id"].startswith("req-")
     assert all(not fake.requests for fake in live.fakes.values())
+
+
+async def test_context_error_names_prompt(kit: GatewayKit) -> None:
+    windows = {"edge": 1024, "mid": 1024, "frontier": 2048}
+    async with kit.running(context_windows=windows) as gateway:
+        response = await gateway.client.post(
+            "/v1/completions",
+            json={"model": "auto", "prompt": "lorem " * 3000},
+            headers={"Authorization": f"Bearer {gateway.api_key}"},
+        )
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "prompt"
+    assert error["code"] == "context_length_exceeded"
 
 
 def test_unknown_model_is_404(live: LiveStack) -> None:

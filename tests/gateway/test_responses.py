@@ -14,9 +14,10 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from router.api.responses_format import Translation, to_chat_body
+from router.api.responses_format import CHAT_PARAMETERS, Translation, to_chat_body
 from router.api.responses_output import to_response
 from router.api.responses_stream import StreamTranslator
+from router.api.translated import rename_parameters
 from router.app import create_app
 from router.errors import InvalidRequest
 from tests.gateway.conftest import (
@@ -670,6 +671,33 @@ async def test_invalid_body_outcome_record(kit: GatewayKit) -> None:
     assert response.json()["error"]["param"] == "input"
     assert records[0]["status"] == 400
     assert records[0]["error"] == "invalid_request"
+
+
+async def test_context_error_names_responses_fields(kit: GatewayKit) -> None:
+    windows = {"edge": 1024, "mid": 1024, "frontier": 2048}
+    async with kit.running(context_windows=windows) as gateway:
+        response = await post_response(
+            gateway, {"model": "auto", "input": "lorem " * 3000, "max_output_tokens": 16}
+        )
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "input"
+    assert "lower max_output_tokens" in error["message"]
+    assert "max_tokens" not in error["message"]
+
+
+def test_rename_parameters_keeps_prose() -> None:
+    error = InvalidRequest(
+        "Invalid value for 'messages[2].content': the messages need max_tokens.",
+        param="messages[2].content",
+    )
+
+    rename_parameters(error, CHAT_PARAMETERS)
+
+    assert error.param == "input"
+    assert error.message == "Invalid value for 'input': the messages need max_output_tokens."
+    assert str(error) == error.message
 
 
 async def test_own_fault_is_fixed_500(kit: GatewayKit) -> None:
