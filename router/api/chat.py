@@ -29,7 +29,7 @@ from router.api.recording import (
     record_gateway_error,
     record_internal_error,
 )
-from router.api.schemas import ChatRequest, error_parameter, reject_forbidden_parameter
+from router.api.schemas import ChatRequest, invalid_request, reject_forbidden_parameter
 from router.api.streaming import (
     estimate_usage,
     stream_cached,
@@ -269,10 +269,7 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
     try:
         chat = ChatRequest.model_validate(body)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        param = error_parameter(error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise InvalidRequest(f"Invalid value for '{param}': {message}.", param=param) from None
+        raise invalid_request(exc) from None
     if chat.stream_options is not None and not chat.stream:
         # OpenAI's API rejects this combination too, so a client that works here works there.
         raise InvalidRequest(

@@ -31,7 +31,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import Response
 
-from router.api.schemas import error_parameter, null_as_default
+from router.api.schemas import invalid_request, null_as_default
 from router.api.translated import SseTranslator, content_text, serve_translated
 from router.errors import InvalidRequest
 from router.upstream.sse import KEEPALIVE
@@ -115,12 +115,7 @@ def _validate(body: dict[str, Any]) -> CompletionRequest:
     try:
         return CompletionRequest.model_validate(body)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        param = error_parameter(error["loc"])
-        if error["type"] == "missing":
-            raise InvalidRequest(f"Missing required parameter: '{param}'.", param=param) from None
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise InvalidRequest(f"Invalid value for '{param}': {message}.", param=param) from None
+        raise invalid_request(exc) from None
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -201,18 +196,23 @@ def to_completion(completion: dict[str, Any], translation: Translation) -> dict[
             "logprobs": None,
             "finish_reason": choice.get("finish_reason"),
         })
-    result: dict[str, Any] = {
-        "id": completion_id(completion.get("id")),
-        "object": "text_completion",
-        "created": completion.get("created"),
-        "model": completion.get("model"),
-        "choices": choices,
-    }
+    result = _text_completion(completion, choices)
     if completion.get("system_fingerprint") is not None:
         result["system_fingerprint"] = completion["system_fingerprint"]
     if completion.get("usage") is not None:
         result["usage"] = completion["usage"]
     return result
+
+
+def _text_completion(source: dict[str, Any], choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return a ``text_completion`` object or chunk with the id, time and model of ``source``."""
+    return {
+        "id": completion_id(source.get("id")),
+        "object": "text_completion",
+        "created": source.get("created"),
+        "model": source.get("model"),
+        "choices": choices,
+    }
 
 
 def completion_id(chat_id: Any) -> str:
@@ -255,13 +255,7 @@ class StreamTranslator(SseTranslator):
         usage = chunk.get("usage")
         if not choices and usage is None:
             return []
-        event: dict[str, Any] = {
-            "id": completion_id(chunk.get("id")),
-            "object": "text_completion",
-            "created": chunk.get("created"),
-            "model": chunk.get("model"),
-            "choices": choices,
-        }
+        event = _text_completion(chunk, choices)
         if usage is not None:
             event["usage"] = usage
         return [_data(event)]

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.api.admission import read_json_body
 from router.api.auth import tenant_of
-from router.errors import InvalidRequest, RequestIdNotFound
+from router.api.schemas import invalid_request
+from router.errors import RequestIdNotFound
 from router.runtime import Runtime
 
 router = APIRouter()
@@ -35,9 +36,7 @@ async def post_feedback(request: Request) -> dict[str, Any]:
     try:
         feedback = Feedback.model_validate(body)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        param = ".".join(str(p) for p in error["loc"]) or "body"
-        raise InvalidRequest(f"Invalid value for '{param}': {error['msg']}.", param=param) from None
+        raise invalid_request(exc) from None
     tenant = tenant_of(request, runtime.policies.current.policy)
     if runtime.request_ids is None or not runtime.request_ids.verify(feedback.request_id, tenant):
         # One message for unknown ids and other tenants' ids, so it reveals neither.

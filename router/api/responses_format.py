@@ -54,7 +54,7 @@ from pydantic import (
     model_validator,
 )
 
-from router.api.schemas import error_parameter, null_as_default
+from router.api.schemas import invalid_request, null_as_default
 from router.api.translated import compact_parts, invalid_value, required_string
 from router.errors import InvalidRequest
 
@@ -261,10 +261,7 @@ def _validate(body: dict[str, Any]) -> ResponsesRequest:
     try:
         return ResponsesRequest.model_validate(body)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        param = error_parameter(error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise InvalidRequest(f"Invalid value for '{param}': {message}.", param=param) from None
+        raise invalid_request(exc) from None
 
 
 def _instructions(instructions: str | None) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -242,6 +243,19 @@ def has_tool_messages(messages: Iterable[Any]) -> bool:
         if calls or role in ("tool", "function") or legacy_call is not None:
             return True
     return False
+
+
+def invalid_request(exc: ValidationError) -> InvalidRequest:
+    """Return the 400 for the first error of a request model's validation.
+
+    A missing field gets "Missing required parameter", as OpenAI's API words it.
+    """
+    error = exc.errors()[0]
+    param = error_parameter(error["loc"])
+    if error["type"] == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return InvalidRequest(f"Invalid value for '{param}': {message}.", param=param)
 
 
 def error_parameter(location: tuple[Any, ...]) -> str:

@@ -193,7 +193,7 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         "missing_model",
         {"messages": [{"role": "user", "content": "Hi"}]},
         400,
-        invalid("Invalid value for 'model': Field required.", "model"),
+        invalid("Missing required parameter: 'model'.", "model"),
     ),
     (
         "response_format_xml",

@@ -364,7 +364,10 @@ async def test_feedback_missing_score_is_400(kit: GatewayKit) -> None:
         )
 
     assert response.status_code == 400
-    assert response.json() == invalid_value_body("score", "Field required")
+    error = response.json()["error"]
+    assert error["message"] == "Missing required parameter: 'score'."
+    assert error["param"] == "score"
+    assert error["code"] == "invalid_request"
 
 
 @pytest.mark.parametrize("score", [0, 1])

@@ -293,7 +293,7 @@ INVALID_FEEDBACK: list[tuple[str, Any, str, str | None, str]] = [
     (
         "missing_request_id",
         {"score": 0.5},
-        "Invalid value for 'request_id': Field required.",
+        "Missing required parameter: 'request_id'.",
         "request_id",
         "invalid_request",
     ),
