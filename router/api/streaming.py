@@ -175,9 +175,9 @@ def stream_upstream(
             if outcome.deployment is not None:
                 runtime.health.succeeded(outcome.deployment.name)
         except UpstreamError as exc:
-            if isinstance(exc, StreamEndedWithoutDone) and assembler.finished:
-                # Every choice has its finish reason, so the answer is whole; some servers
-                # leave out [DONE].
+            if isinstance(exc, StreamEndedWithoutDone) and assembler.finished_all(chat.n):
+                # Each of the n choices has its finish reason, so the completion is whole.
+                # Some servers leave out [DONE].
                 complete = True
                 if outcome.deployment is not None:
                     runtime.health.succeeded(outcome.deployment.name)

@@ -97,6 +97,15 @@ class StreamAssembler:
         """Whether every choice seen so far has a finish reason."""
         return bool(self._choices) and all(c["finish"] for c in self._choices.values())
 
+    def finished_all(self, n: int) -> bool:
+        """Tell whether choices 0 to ``n - 1`` have each arrived with a finish reason.
+
+        ``finished`` alone passes a stream that never sent one of the ``n`` requested choices.
+        """
+        return self.finished and all(
+            index in self._choices and self._choices[index]["finish"] for index in range(n)
+        )
+
     def completion(self) -> dict[str, Any]:
         choices = []
         for index in sorted(self._choices):

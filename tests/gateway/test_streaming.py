@@ -174,6 +174,31 @@ async def test_unfinished_stream_without_done_fails(kit: GatewayKit) -> None:
     assert records[0]["error"] == "stream_connection"
 
 
+async def test_stream_without_done_missing_choice_fails(kit: GatewayKit) -> None:
+    # With n=2, a clean end after only choice 0 finished is a cut response, because choice 1
+    # never arrived.
+    head = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "fake-edge"}
+    one_choice = [
+        {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "A"},
+                              "finish_reason": None}]},
+        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    kit.fakes["edge"].enqueue(Scenario(chunks=tuple(one_choice), omit_done=True))
+    async with kit.running() as gateway:
+        response, sse = await stream(gateway, chat_body(temperature=0, n=2))
+        records = await gateway.request_records()
+        retry, retry_sse = await stream(gateway, chat_body(temperature=0, n=2))
+
+    assert response.status_code == 200
+    assert not sse.done
+    assert sse.errors == [STREAM_FAILED]
+    assert records[0]["status"] == 502
+    assert records[0]["error"] == "stream_connection"
+    # The one-choice completion was not cached for requests with n=2.
+    assert retry.headers["x-tierwise-cache"] == "miss"
+    assert retry_sse.finish_reasons() == {0: "stop", 1: "stop"}
+
+
 async def test_first_event_error_escalates_to_mid(kit: GatewayKit) -> None:
     kit.fakes["edge"].enqueue(Scenario.stream_error(after_events=0))
     async with kit.running() as gateway:
