@@ -81,8 +81,8 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         default=60.0,
         gt=0,
-        description="Seconds that a request body may take to arrive after its first part; a "
-        "slower one gets 408.",
+        description="Seconds that a request body may take to arrive after the request's "
+        "headers; a slower one gets 408.",
     )
     redis_timeout_s: float = Field(
         default=0.25,

@@ -135,8 +135,9 @@ async def read_json_body(request: Request, limit: int, timeout_s: float) -> dict
 
     The body is read as it arrives and rejected once it passes ``limit``, so a chunked
     upload without Content-Length cannot fill memory before the check. A body that is not
-    complete ``timeout_s`` seconds after its first part raises RequestTimedOut, so a client
-    that declares more bytes than it sends cannot hold the request open. A client that
+    complete ``timeout_s`` seconds after this call starts raises RequestTimedOut, so a client
+    that declares more bytes than it sends, or sends headers and no body, cannot hold the
+    request open. A client that
     closes the connection before the whole body has arrived raises ClientDisconnected.
     """
     declared = header(request, b"content-length")
@@ -151,9 +152,18 @@ async def read_json_body(request: Request, limit: int, timeout_s: float) -> dict
     receive = request.receive
     parts: list[bytes] = []
     size = 0
-    deadline: float | None = None
-    message = await receive()
+    # The deadline covers the first receive too, because a client may send headers and no body.
+    deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise RequestTimedOut(
+                f"The request body was not complete {timeout_s:g} s after the headers: "
+                f"{size} bytes arrived. Send the whole body, with a Content-Length that "
+                "matches it."
+            ) from None
         if message["type"] == "http.disconnect":
             raise ClientDisconnected()
         part = message.get("body", b"")
@@ -164,20 +174,6 @@ async def read_json_body(request: Request, limit: int, timeout_s: float) -> dict
             parts.append(part)
         if not message.get("more_body", False):
             break
-        # Most bodies arrive in the first message, so only a body in several parts pays for
-        # a timer.
-        loop = asyncio.get_running_loop()
-        if deadline is None:
-            deadline = loop.time() + timeout_s
-        try:
-            async with asyncio.timeout_at(deadline):
-                message = await receive()
-        except TimeoutError:
-            raise RequestTimedOut(
-                f"The request body was not complete {timeout_s:g} s after it started: "
-                f"{size} bytes arrived. Send the whole body, with a Content-Length that "
-                "matches it."
-            ) from None
     raw = parts[0] if len(parts) == 1 else b"".join(parts)
     try:
         body = orjson.loads(raw)
