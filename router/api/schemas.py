@@ -126,7 +126,7 @@ class Message(BaseModel):
                     )
                 kind = part.get("type")
                 if not isinstance(kind, str):
-                    raise ValueError("each content part needs a string 'type'")
+                    raise ValueError(f"content[{index}] needs a string 'type'")
                 if kind == "text" and not isinstance(part.get("text"), str):
                     raise ValueError(f"content[{index}] is a text part and needs a string 'text'")
         elif content is not None and not isinstance(content, str):

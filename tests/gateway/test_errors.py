@@ -157,7 +157,7 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         {"model": "auto", "messages": [{"role": "user", "content": [{"text": "Hi"}]}]},
         400,
         invalid(
-            "Invalid value for 'messages[0]': each content part needs a string 'type'.",
+            "Invalid value for 'messages[0]': content[0] needs a string 'type'.",
             "messages[0]",
         ),
     ),
