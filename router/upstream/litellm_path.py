@@ -53,6 +53,16 @@ def _load_litellm() -> Any:
     return litellm
 
 
+def _log_import_failure(loading: asyncio.Task[Any]) -> None:
+    """Log a failed import when it happens, not only when a request next awaits it."""
+    if loading.cancelled():
+        return
+    error = loading.exception()
+    if error is not None:
+        log.error("litellm_import_failed", error=f"{type(error).__name__}: {error}",
+                  effect="requests to litellm deployments fail until an import succeeds")
+
+
 class LitellmTransport:
     """Calls deployments that are not on the direct path through litellm.
 
@@ -76,6 +86,7 @@ class LitellmTransport:
         """Start importing litellm in a worker thread, unless it is imported or importing."""
         if self._module is None and self._loading is None:
             self._loading = asyncio.get_running_loop().create_task(asyncio.to_thread(_load_litellm))
+            self._loading.add_done_callback(_log_import_failure)
 
     async def _imported(self) -> Any:
         if self._module is None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from tests.gateway.conftest import GatewayKit, chat_body, parse_sse, policy_document, write_yaml
 from tests.support.recorded import SCRIPTED_ANSWER
@@ -245,6 +246,27 @@ async def test_failed_litellm_import_is_retried(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(ImportError, match="broken install"):
         await transport._imported()
     assert await transport._imported() == "module"
+
+
+async def test_failed_preload_is_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.upstream import litellm_path
+
+    def broken_import() -> object:
+        raise ImportError("broken install")
+
+    monkeypatch.setattr(litellm_path, "_load_litellm", broken_import)
+    transport = litellm_path.LitellmTransport()
+    with capture_logs() as logs:
+        transport.preload()
+        # No request awaits the import, which fails in its worker thread.
+        while transport.loading:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
+
+    failures = [entry for entry in logs if entry["event"] == "litellm_import_failed"]
+    assert len(failures) == 1
+    assert failures[0]["log_level"] == "error"
+    assert "broken install" in failures[0]["error"]
 
 
 async def test_readyz_waits_for_litellm_import(
