@@ -15,6 +15,7 @@ import orjson
 from fastapi import Request
 
 from router.api.auth import TenantContext, identify
+from router.api.body_deadlines import body_deadlines, is_deadline_cancellation
 from router.api.internal_error import REQUEST_ID_STATE
 from router.errors import (
     ClientDisconnected,
@@ -153,27 +154,30 @@ async def read_json_body(request: Request, limit: int, timeout_s: float) -> dict
     parts: list[bytes] = []
     size = 0
     # The deadline covers the first receive too, because a client may send headers and no body.
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        try:
-            async with asyncio.timeout_at(deadline):
-                message = await receive()
-        except TimeoutError:
-            raise RequestTimedOut(
-                f"The request body was not complete {timeout_s:g} s after the headers: "
-                f"{size} bytes arrived. Send the whole body, with a Content-Length that "
-                "matches it."
-            ) from None
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected()
-        part = message.get("body", b"")
-        size += len(part)
-        if size > limit:
-            raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-        if part:
-            parts.append(part)
-        if not message.get("more_body", False):
-            break
+    task = body_deadlines.start(timeout_s)
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected()
+            part = message.get("body", b"")
+            size += len(part)
+            if size > limit:
+                raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+            if part:
+                parts.append(part)
+            if not message.get("more_body", False):
+                break
+    except asyncio.CancelledError as exc:
+        if not is_deadline_cancellation(exc, task):
+            raise
+        raise RequestTimedOut(
+            f"The request body was not complete {timeout_s:g} s after the headers: "
+            f"{size} bytes arrived. Send the whole body, with a Content-Length that "
+            "matches it."
+        ) from None
+    finally:
+        body_deadlines.finish(task)
     raw = parts[0] if len(parts) == 1 else b"".join(parts)
     try:
         body = orjson.loads(raw)
