@@ -179,12 +179,21 @@ def _passed_on(dispatcher: Dispatcher, policy: Policy) -> UpstreamHeaders | None
 
 def check_model(policy: Policy, model: str) -> None:
     """Raise ModelNotFound unless ``model`` is a router alias or a deployment of ``policy``."""
-    if not policy.has_model(model):
+    if policy.has_model(model):
+        return
+    if policy.embedding_candidates(model) is not None:
+        # GET /v1/models lists embedding names too, so "does not exist" would mislead.
         raise ModelNotFound(
-            f"The model '{model}' does not exist on this gateway. "
-            "Use a router alias such as 'auto' or a model listed by GET /v1/models.",
+            f"The model '{model}' is an embedding model, which only POST /v1/embeddings "
+            "serves. Use a router alias such as 'auto' or a chat model listed by "
+            "GET /v1/models.",
             param="model",
         )
+    raise ModelNotFound(
+        f"The model '{model}' does not exist on this gateway. "
+        "Use a router alias such as 'auto' or a model listed by GET /v1/models.",
+        param="model",
+    )
 
 
 def route(

@@ -528,7 +528,11 @@ async def test_chat_model_is_not_an_embedding_model(
     assert error["param"] == "model"
     assert REAL in error["message"]
     assert chat.status_code == 404
-    assert error_of(chat)["code"] == "model_not_found"
+    chat_error = error_of(chat)
+    assert chat_error["code"] == "model_not_found"
+    assert chat_error["param"] == "model"
+    assert f"'{REAL}' is an embedding model" in chat_error["message"]
+    assert "POST /v1/embeddings" in chat_error["message"]
 
 
 async def test_policy_without_embeddings_explains(
