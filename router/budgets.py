@@ -127,13 +127,13 @@ class BudgetLedger:
         day, month = await self.spent(tenant)
         if budget.usd_per_day is not None and day >= budget.usd_per_day:
             raise BudgetExceeded(
-                "This API key has used its daily budget. It resets at 00:00 UTC; "
+                "This API key's tenant has used its daily budget. It resets at 00:00 UTC; "
                 "ask the gateway's operators to raise it."
             )
         if budget.usd_per_month is not None and month >= budget.usd_per_month:
             raise BudgetExceeded(
-                "This API key has used its monthly budget. It resets on the first day of the "
-                "month (UTC); ask the gateway's operators to raise it."
+                "This API key's tenant has used its monthly budget. It resets on the first "
+                "day of the month (UTC); ask the gateway's operators to raise it."
             )
 
     async def _stored(self, keys: list[str]) -> list[float]:

@@ -88,7 +88,7 @@ async def test_budget_exceeded_gets_429_and_usage_reports_spend(kit: GatewayKit,
     # The official OpenAI clients retry every 429 whose x-should-retry header is not "false".
     assert second.headers["x-should-retry"] == "false"
     assert second.json()["error"] == {
-        "message": "This API key has used its daily budget. It resets at 00:00 UTC; "
+        "message": "This API key's tenant has used its daily budget. It resets at 00:00 UTC; "
         "ask the gateway's operators to raise it.",
         "type": "insufficient_quota",
         "param": None,
