@@ -162,6 +162,10 @@ class LitellmTransport:
         if seen is not None:
             _pass_on(response, seen)
         result: dict[str, Any] = response.model_dump(exclude_none=True)
+        _drop_litellm_fields(result, "message")
+        if function == "aembedding" and isinstance(result.get("usage"), dict):
+            # litellm 1.110 adds completion_tokens: 0, which OpenAI's embeddings usage lacks.
+            result["usage"].pop("completion_tokens", None)
         return result
 
     async def stream(
@@ -182,6 +186,7 @@ class LitellmTransport:
             chunks_before_delta: list[dict[str, Any]] | None = []
             async for chunk in response:
                 data = chunk.model_dump(exclude_none=True)
+                _drop_litellm_fields(data, "delta")
                 if chunks_before_delta is None:
                     yield data
                     continue
@@ -242,6 +247,18 @@ def _reject_litellm_settings(body: dict[str, Any]) -> None:
             "OpenAI API parameter, so clients cannot set it. Remove it from the request.",
             param=name,
         )
+
+
+def _drop_litellm_fields(response: dict[str, Any], part: str) -> None:
+    """Remove the fields litellm adds to each choice's ``part`` (message or delta), in place.
+
+    litellm 1.110 adds ``provider_specific_fields`` (often empty), which OpenAI's API and the
+    direct path never return.
+    """
+    for choice in response.get("choices") or ():
+        if isinstance(choice, dict) and isinstance(choice.get(part), dict):
+            choice[part].pop("provider_specific_fields", None)
+    response.pop("provider_specific_fields", None)
 
 
 def _has_delta(chunk: dict[str, Any]) -> bool:

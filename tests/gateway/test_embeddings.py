@@ -458,6 +458,7 @@ async def test_litellm_path_embeds(
     assert response.status_code == 200, response.text
     assert [len(v) for v in vectors(response)] == [EMBEDDING_DIMENSIONS] * 2
     assert records[-1]["tokens_in"] > 0
+    assert set(response.json()["usage"]) == {"prompt_tokens", "total_tokens"}
 
 
 async def test_unset_key_makes_model_unavailable(

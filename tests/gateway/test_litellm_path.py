@@ -42,6 +42,8 @@ async def test_litellm_path_answers_json(kit: GatewayKit) -> None:
     assert kit.fakes["edge"].requests[0].body["model"] == "fake-edge"
     assert records[0]["tokens_out"] == body["usage"]["completion_tokens"]
     assert records[0]["cost_usd"] > 0
+    assert "provider_specific_fields" not in body
+    assert "provider_specific_fields" not in body["choices"][0]["message"]
 
 
 async def test_litellm_path_streams_with_one_usage_chunk(kit: GatewayKit) -> None:
@@ -63,6 +65,8 @@ async def test_litellm_path_streams_with_one_usage_chunk(kit: GatewayKit) -> Non
         choice["delta"].get("content") or "" for c in chunks for choice in c.get("choices", [])
     )
     assert text == SCRIPTED_ANSWER
+    deltas = [choice["delta"] for c in chunks for choice in c.get("choices", [])]
+    assert all("provider_specific_fields" not in delta for delta in deltas)
 
 
 async def test_litellm_context_error_escalates(kit: GatewayKit) -> None:
