@@ -91,6 +91,9 @@ def _parse_policy(text: str, path: Path) -> LoadedPolicy:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
+        if "<block end>" in problem or "mapping values are not allowed" in problem:
+            # PyYAML's words for a line indented more or less than its neighbours.
+            problem += " (check the indentation of this line and the lines above it)"
         raise PolicyError(path, [f"{where}: invalid YAML: {problem}"]) from None
     if not isinstance(data, dict):
         found = type(data).__name__ if data is not None else "an empty file"

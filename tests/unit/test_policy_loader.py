@@ -209,6 +209,22 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("version: 1\ntiers:\n  edge:\n    a: 1\n   b: 2\n", 5),
+        ("version: 1\ntiers:\n  edge:\n    a: 1\n      b: 2\n", 5),
+    ],
+)
+def test_bad_indentation_gets_a_hint(tmp_path: Path, text: str, line: int) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{path}:{line}: invalid YAML: ")
+    assert problem.endswith("(check the indentation of this line and the lines above it)")
+
+
 def test_empty_file_is_rejected(tmp_path: Path) -> None:
     path = write(tmp_path, "")
     with pytest.raises(PolicyError) as caught:
