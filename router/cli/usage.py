@@ -239,7 +239,19 @@ def usage_command(
     with redis_session(redis_url, redis_cluster) as client:
         rows = read_usage(client, tenant or listed_tenants(client, loaded, now, key_prefix),
                           loaded, now, key_prefix)
+    for row in rows:
+        if tenant and _unknown(row, loaded):
+            # A misspelt name would otherwise look like a tenant that spent nothing.
+            typer.echo(
+                f"warning: tenant '{row.tenant}' is not in the policy and has no spend this "
+                "month; check the name (without --tenant, every tenant is listed).",
+                err=True,
+            )
     typer.echo(format_json(rows, now) if as_json else format_table(rows, now))
+
+
+def _unknown(row: TenantUsage, policy: Policy) -> bool:
+    return row.tenant not in policy.tenants.entries and row.month_usd == 0 and row.day_usd == 0
 
 
 def _load_policy_or_exit(path: Path | None) -> Policy:

@@ -167,8 +167,12 @@ def test_usage_filters_by_tenant(
         client.close()
 
     assert result.exit_code == 0, result.output
-    rows = orjson.loads(result.output)["tenants"]
+    rows = orjson.loads(result.stdout)["tenants"]
     assert [row["tenant"] for row in rows] == [alpha, "nobody-spent-here"]
+    assert result.stderr == (
+        "warning: tenant 'nobody-spent-here' is not in the policy and has no spend this month; "
+        "check the name (without --tenant, every tenant is listed).\n"
+    )
     assert rows[0]["spend_usd"] == {"day": 0.25, "month": 1.5}
     assert rows[0]["used"] == {"day": 0.5, "month": 0.15}
     assert rows[1]["spend_usd"] == {"day": 0.0, "month": 0.0}
@@ -222,7 +226,7 @@ def test_usage_reads_key_prefix(usage_redis_url: str, tenant_names: dict[str, st
     rows = {row["tenant"]: row for row in orjson.loads(found.output)["tenants"]}
     assert rows[tenant]["spend_usd"] == {"day": 0.125, "month": 0.75}
     assert default_prefix.exit_code == 0, default_prefix.output
-    assert orjson.loads(default_prefix.output)["tenants"][0]["spend_usd"] == {
+    assert orjson.loads(default_prefix.stdout)["tenants"][0]["spend_usd"] == {
         "day": 0.0,
         "month": 0.0,
     }
