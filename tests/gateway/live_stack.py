@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import openai
 import pytest
 
 from router.app import create_app
-from tests.gateway.conftest import TIERS, GatewayKit, LiveGateway, StubScorer
+from tests.gateway.conftest import TIERS, GatewayKit, LiveGateway, StubScorer, new_api_key
 from tests.support.fake_upstream import FakeUpstream
 
 
@@ -27,6 +28,25 @@ class LiveStack:
     def root_url(self) -> str:
         """The gateway's address without a path."""
         return f"http://127.0.0.1:{self.gateway.port}"
+
+
+class OpenAIStack(LiveStack):
+    """A live stack for an OpenAI endpoint, tested with the official ``openai`` client."""
+
+    path = ""
+    """The endpoint's path below the client's ``base_url``, such as ``/responses``."""
+
+    def client(self, api_key: str | None = None) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=self.gateway.base_url,
+            api_key=api_key or new_api_key(),
+            max_retries=0,
+            timeout=15,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"{self.gateway.base_url}{self.path}"
 
 
 _Stack = TypeVar("_Stack", bound=LiveStack)

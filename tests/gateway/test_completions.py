@@ -21,25 +21,14 @@ from router.api.completions import (
 )
 from router.errors import InvalidRequest
 from tests.gateway.conftest import GatewayKit, new_api_key, read_file_records
-from tests.gateway.live_stack import LiveStack as BaseLiveStack
-from tests.gateway.live_stack import reset_live_stack, run_live_stack
+from tests.gateway.live_stack import OpenAIStack, reset_live_stack, run_live_stack
 from tests.support.recorded import SCRIPTED_ANSWER
 
 PROMPT = "Say hello in one short sentence."
 
 
-class LiveStack(BaseLiveStack):
-    def client(self, api_key: str | None = None) -> openai.OpenAI:
-        return openai.OpenAI(
-            base_url=self.gateway.base_url,
-            api_key=api_key or new_api_key(),
-            max_retries=0,
-            timeout=15,
-        )
-
-    @property
-    def url(self) -> str:
-        return f"{self.gateway.base_url}/completions"
+class LiveStack(OpenAIStack):
+    path = "/completions"
 
     def post(self, body: dict[str, Any]) -> httpx.Response:
         headers = {"Authorization": f"Bearer {new_api_key()}"}

@@ -31,8 +31,7 @@ from tests.gateway.conftest import (
     read_file_records,
     tenant_of_key,
 )
-from tests.gateway.live_stack import LiveStack as BaseLiveStack
-from tests.gateway.live_stack import reset_live_stack, run_live_stack, sse_events
+from tests.gateway.live_stack import OpenAIStack, reset_live_stack, run_live_stack, sse_events
 from tests.support.recorded import SCRIPTED_ANSWER
 from tests.support.scenario import Scenario, ToolCall
 
@@ -75,18 +74,8 @@ class Weather(BaseModel):
     degrees: int
 
 
-class LiveStack(BaseLiveStack):
-    def client(self, api_key: str | None = None) -> openai.OpenAI:
-        return openai.OpenAI(
-            base_url=self.gateway.base_url,
-            api_key=api_key or new_api_key(),
-            max_retries=0,
-            timeout=15,
-        )
-
-    @property
-    def url(self) -> str:
-        return f"{self.gateway.base_url}/responses"
+class LiveStack(OpenAIStack):
+    path = "/responses"
 
 
 @pytest.fixture(scope="module")
