@@ -1,7 +1,8 @@
 """A gateway served over HTTP for a whole test module, with one fake upstream per tier.
 
-The endpoints that translate another API (``/v1/messages``, ``/v1/responses``) are tested
-through their official clients against this stack; each module adds its own ``client()``.
+The endpoints that translate another API (``/v1/messages``, ``/v1/responses``,
+``/v1/completions``) are tested through their official clients against this stack.
+``OpenAIStack`` adds the ``openai`` client; the Anthropic tests add their own ``client()``.
 """
 
 from __future__ import annotations
