@@ -55,6 +55,10 @@ from router.upstream.dispatch import Dispatcher
 
 router = APIRouter()
 
+TRANSLATED_APIS = {"/v1/responses": "responses", "/v1/messages": "messages",
+                   "/v1/completions": "completions"}
+"""The ``api`` of the outcome record of each endpoint that translates its requests."""
+
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(request: Request) -> Response:
@@ -79,6 +83,7 @@ async def serve_chat(
             request, runtime.settings.max_body_bytes, runtime.settings.body_timeout_s
         )
         if translate is not None:
+            outcome.api = TRANSLATED_APIS.get(request.scope["path"])
             body = translate(body)
         chat = parse_chat_request(body)
         outcome.requested_model, outcome.stream = chat.model, chat.stream

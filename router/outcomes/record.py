@@ -62,6 +62,10 @@ class Outcome:
     endpoint: str | None = None
     """``embeddings`` for POST /v1/embeddings, written to the record as ``endpoint``; None for
     the chat endpoints, whose records have no such field."""
+    api: str | None = None
+    """``responses``, ``messages`` or ``completions`` for a request that came in through
+    that API and was served as a chat completion, written to the record as ``api``; None for
+    POST /v1/chat/completions, whose records have no such field."""
 
     def cost_usd(self) -> float:
         if self.cache_hit or self.deployment is None:
@@ -131,6 +135,8 @@ class Outcome:
         }
         if self.endpoint is not None:
             record["endpoint"] = self.endpoint
+        if self.api is not None:
+            record["api"] = self.api
         if self.prompt is not None:
             # The messages of a chat request, or the input of an embeddings request.
             record["messages" if self.endpoint is None else "input"] = self.prompt

@@ -494,6 +494,7 @@ async def test_outcome_record_and_tenant_from_x_api_key(kit: GatewayKit) -> None
     assert response.status_code == 200
     assert len(records) == 1
     record = records[0]
+    assert record["api"] == "messages"
     assert record["tenant"] == gateway.tenant
     assert record["requested_model"] == "auto"
     assert record["tier"] == "edge"

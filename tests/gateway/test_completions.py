@@ -190,6 +190,7 @@ def test_outcome_is_recorded(live: LiveStack) -> None:
             break
         time.sleep(0.1)
     assert len(records) == 1
+    assert records[0]["api"] == "completions"
     assert records[0]["tier"] == "edge"
     assert records[0]["status"] == 200
     assert records[0]["tokens_out"] > 0

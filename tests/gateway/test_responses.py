@@ -658,6 +658,7 @@ async def test_invalid_body_outcome_record(kit: GatewayKit) -> None:
 
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "input"
+    assert records[0]["api"] == "responses"
     assert records[0]["status"] == 400
     assert records[0]["error"] == "invalid_request"
 

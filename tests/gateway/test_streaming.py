@@ -56,6 +56,7 @@ async def test_stream_relays_chunks_and_done(kit: GatewayKit) -> None:
     assert records[0]["status"] == 200
     assert records[0]["tokens_out"] > 0
     assert records[0]["first_byte_ms"] is not None
+    assert "api" not in records[0]
 
 
 async def test_stream_usage_chunk_once_before_done(kit: GatewayKit) -> None:
