@@ -12,7 +12,9 @@ rejected with a 400 that names the parameter:
 
 - a ``prompt`` of several strings (a batch) or of token ids, because the gateway routes
   one text per request and has no tokenizer for the deployments it may choose;
-- a non-empty ``suffix`` (insertion), ``logprobs`` and a ``best_of`` other than ``n``.
+- a non-empty ``suffix`` (insertion), ``logprobs`` and a ``best_of`` other than ``n``;
+- the tool parameters of chat (``tools``, ``tool_choice``, ``functions`` and others), whose
+  tool calls a ``text_completion`` cannot carry.
 
 ``max_tokens`` keeps the legacy default of 16 tokens when it is absent or null.
 ``echo: true`` puts the prompt before each choice's text, in the first chunk of a stream.
@@ -84,6 +86,10 @@ async def create_completion(request: Request) -> Response:
 # Request translation ----------------------------------------------------------------------
 
 
+CHAT_ONLY_PARAMETERS = ("tools", "tool_choice", "functions", "function_call", "parallel_tool_calls")
+"""Chat parameters whose answer (a tool call) a ``text_completion`` has no place for."""
+
+
 def to_chat_body(body: dict[str, Any]) -> Translation:
     """Validate a legacy Completions request body and translate it.  Raises InvalidRequest."""
     if "messages" in body:
@@ -93,6 +99,12 @@ def to_chat_body(body: dict[str, Any]) -> Translation:
             param="messages",
             code="unsupported_parameter",
         )
+    for name in CHAT_ONLY_PARAMETERS:
+        if body.get(name) is not None:
+            raise _unsupported(
+                name, "a tool call has no place in a text completion. Send the request to "
+                "/v1/chat/completions"
+            )
     request = _validate(body)
     prompt = _prompt_text(request.prompt)
     _reject_unsupported(request)
