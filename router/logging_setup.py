@@ -29,12 +29,17 @@ def _orjson_dumps(event: dict[str, Any], **kwargs: Any) -> str:
     return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS, **kwargs).decode()
 
 
+def logs_are_json(log_format: str) -> bool:
+    """Tell whether ``log_format`` gives JSON lines: ``console`` and ``auto`` on a terminal do not."""
+    return not (log_format == "console" or (log_format == "auto" and sys.stderr.isatty()))
+
+
 def configure_logging(log_format: str = "auto", level: str = "info") -> bool:
     """Configure structlog and the standard library's root logger; return whether lines are JSON.
 
     ``log_format`` is ``json``, ``console`` or ``auto`` (console when stderr is a terminal).
     """
-    use_console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
+    use_console = not logs_are_json(log_format)
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer()
         if use_console

@@ -55,10 +55,6 @@ from router.upstream.dispatch import Dispatcher
 
 router = APIRouter()
 
-TRANSLATED_APIS = {"/v1/responses": "responses", "/v1/messages": "messages",
-                   "/v1/completions": "completions"}
-"""The ``api`` of the outcome record of each endpoint that translates its requests."""
-
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(request: Request) -> Response:
@@ -83,7 +79,8 @@ async def serve_chat(
             request, runtime.settings.max_body_bytes, runtime.settings.body_timeout_s
         )
         if translate is not None:
-            outcome.api = TRANSLATED_APIS.get(request.scope["path"])
+            # The last part of the path: responses, messages or completions.
+            outcome.api = request.scope["path"].rsplit("/", 1)[-1]
             body = translate(body)
         chat = parse_chat_request(body)
         outcome.requested_model, outcome.stream = chat.model, chat.stream

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -109,7 +108,7 @@ def serve(
 
     from router.app import create_app
     from router.http_protocol import GatewayHttpProtocol
-    from router.logging_setup import configure_logging
+    from router.logging_setup import configure_logging, logs_are_json
     from router.settings import Settings
 
     overrides: dict[str, object] = {"host": host, "port": port, "log_format": log_format}
@@ -122,7 +121,7 @@ def serve(
         overrides["classifier"] = classifier
     # Known before the settings are valid, so that a start stopped by an invalid setting is
     # reported in the same format as a start stopped later.
-    json_logs = log_format == "json" or (log_format not in ("console", "json") and not sys.stderr.isatty())
+    json_logs = logs_are_json(log_format)
     settings = _settings_or_exit(Settings, overrides, json_logs)
     _exit_if_port_in_use(settings.host, settings.port, json_logs)
     json_logs = configure_logging(settings.log_format, settings.log_level)
