@@ -468,7 +468,7 @@ class EdgeModelServer:
         return owns is None or owns
 
     async def _check_completion(self, session: aiohttp.ClientSession, deadline: float) -> None:
-        """Raise EdgeModelStartFailed unless the server answers a one-token chat completion.
+        """Raise EdgeModelStartFailed unless the server completes a one-token chat request.
 
         A llama.cpp build that crashes in inference (a CPU feature the build machine had, say)
         still loads the model and lists it, so only a completion shows that it works.
@@ -490,9 +490,9 @@ class EdgeModelServer:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 await asyncio.to_thread(self._process.wait, 2.0)
         self._raise_if_exited()
-        answer = f"HTTP {status}: {detail}" if status is not None else detail
+        failure = f"HTTP {status}: {detail}" if status is not None else detail
         raise EdgeModelStartFailed(
-            f"the llama.cpp server failed a one-token test completion ({answer}); {self._log_tail()}"
+            f"the llama.cpp server failed a one-token test completion ({failure}); {self._log_tail()}"
         )
 
     async def _lists_model(self, session: aiohttp.ClientSession, url: str) -> bool:

@@ -181,8 +181,8 @@ class Runtime:
         if self.redis is not None:
             await self._start_distribution(self.redis.url)
         self._start_local_model()
-        # /readyz waits for this import only; one that a reload starts must not take every
-        # replica out of the load balancer at once.
+        # /readyz waits for this import only. An import that a reload starts must not take
+        # every replica out of the load balancer at once.
         self.extra["litellm_import_at_start"] = self._preload_litellm()
         if self.redis is not None and not await self.redis.ping():
             from router.cli.redis_client import redact_url

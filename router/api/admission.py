@@ -138,8 +138,8 @@ async def read_json_body(request: Request, limit: int, timeout_s: float) -> dict
     upload without Content-Length cannot fill memory before the check. A body that is not
     complete ``timeout_s`` seconds after this call starts raises RequestTimedOut, so a client
     that declares more bytes than it sends, or sends headers and no body, cannot hold the
-    request open. A client that
-    closes the connection before the whole body has arrived raises ClientDisconnected.
+    request open. A client that closes the connection before the whole body has arrived
+    raises ClientDisconnected.
     """
     declared = header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

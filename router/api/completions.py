@@ -87,7 +87,7 @@ async def create_completion(request: Request) -> Response:
 
 
 CHAT_ONLY_PARAMETERS = ("tools", "tool_choice", "functions", "function_call", "parallel_tool_calls")
-"""Chat parameters whose answer (a tool call) a ``text_completion`` has no place for."""
+"""Chat parameters that let the model return a tool call, which a ``text_completion`` cannot carry."""
 
 
 def to_chat_body(body: dict[str, Any]) -> Translation:

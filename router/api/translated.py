@@ -163,7 +163,7 @@ def rename_parameters(error: GatewayError, names: Mapping[str, str]) -> None:
     parameter's indexes (``messages[2]`` becomes ``input``), because the endpoint's items
     need not map one to one onto chat messages. The message is edited where it quotes that
     ``param``, and wherever it names a key that contains an underscore, such as
-    ``max_tokens``; plain words such as "messages" stay, because they are also prose.
+    ``max_tokens``. Plain words such as "messages" stay, because they are also prose.
     """
     param = error.param
     if param is not None:

@@ -45,7 +45,7 @@ def _litellm() -> Any:
 
 
 def _load_litellm() -> Any:
-    """Import and configure litellm, and list its settings; runs in a worker thread."""
+    """Import and configure litellm and list its settings, in a worker thread."""
     started = time.monotonic()
     litellm = _litellm()
     litellm_settings()
@@ -66,7 +66,7 @@ def _log_import_failure(loading: asyncio.Task[Any]) -> None:
 class LitellmTransport:
     """Calls deployments that are not on the direct path through litellm.
 
-    Importing litellm takes seconds of CPU (5.3 s on a busy 2-core machine) and, done on the
+    Importing litellm takes seconds of CPU (2.8 to 5.3 s on a 2-core machine) and, done on the
     event loop, would stall every request in flight. ``preload`` imports it in a worker
     thread, and requests wait for that import instead of running their own.
     """
