@@ -167,8 +167,10 @@ class BudgetLedger:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
+            # asyncio.timeout, unlike wait_for on Python 3.11, starts no task for the wait.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), FLUSH_INTERVAL_S)
+                async with asyncio.timeout(FLUSH_INTERVAL_S):
+                    await self._stopping.wait()
             await self.flush()
 
     async def flush(self, last_chance: bool = False) -> None:

@@ -213,8 +213,10 @@ class OutcomeLog:
 
     async def _run(self) -> None:
         while not self._stopping:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), FLUSH_INTERVAL_S)
+            # asyncio.timeout, unlike wait_for on Python 3.11, starts no task for the wait.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_INTERVAL_S):
+                    await self._wakeup.wait()
             self._wakeup.clear()
             self._since_wakeup = 0
             await self.flush()
