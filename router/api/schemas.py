@@ -172,6 +172,24 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
+    # The sampling and tool parameters below are only checked, with OpenAI's types and
+    # ranges, and forwarded as sent: the direct path would pass a wrong type to a server that
+    # may ignore it, and litellm rejects some and passes others, so both paths check here.
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    # Checked in _check_stop and _check_tool_choice, whose messages name both allowed forms.
+    stop: Any = None
+    seed: int | None = None
+    user: str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    logit_bias: dict[str, float] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    store: bool | None = None
+    reasoning_effort: str | None = None
+    service_tier: str | None = None
     # OpenAI's API takes string keys and values. litellm reads metadata itself and fails on
     # anything but an object.
     metadata: dict[str, str] | None = None
@@ -185,6 +203,50 @@ class ChatRequest(BaseModel):
     def _check_response_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None and value.get("type") not in ("text", "json_object", "json_schema"):
             raise ValueError("response_format.type must be 'text', 'json_object' or 'json_schema'")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _check_tools(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for index, tool in enumerate(value or ()):
+            kind = tool.get("type")
+            if not isinstance(kind, str):
+                raise ValueError(f"tools[{index}] needs a string 'type', such as 'function'")
+            if kind != "function":
+                continue
+            function = tool.get("function")
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise ValueError(f"tools[{index}] is a function tool and needs 'function' with a string 'name'")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ValueError("stop must be a string or a list of strings")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _check_tool_choice(cls, value: Any) -> Any:
+        if value is None or value in ("none", "auto", "required"):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("tool_choice must be 'none', 'auto', 'required' or an object naming a tool")
+        if not isinstance(value.get("type"), str):
+            raise ValueError("a tool_choice object needs a string 'type', such as 'function'")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _check_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for token, bias in (value or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"logit_bias keys are token ids written as strings, not '{token}'")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"the bias of token {token} must be between -100 and 100")
         return value
 
     @property

@@ -205,6 +205,42 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
             "response_format",
         ),
     ),
+    *[
+        (
+            f"{name}_{index}",
+            chat_body(**{name: value}),
+            400,
+            invalid(f"Invalid value for '{param}': {message}", param),
+        )
+        for index, (name, value, param, message) in enumerate(
+            [
+                ("top_p", "high", "top_p", "Input should be a valid number."),
+                ("top_p", 1.5, "top_p", "Input should be less than or equal to 1."),
+                ("presence_penalty", -3, "presence_penalty", "Input should be greater than or equal to -2."),
+                ("frequency_penalty", "0", "frequency_penalty", "Input should be a valid number."),
+                ("stop", 5, "stop", "stop must be a string or a list of strings."),
+                ("stop", ["END", 1], "stop", "stop must be a string or a list of strings."),
+                ("seed", 1.5, "seed", "Input should be a valid integer."),
+                ("user", 42, "user", "Input should be a valid string."),
+                ("logprobs", 1, "logprobs", "Input should be a valid boolean."),
+                ("top_logprobs", 21, "top_logprobs", "Input should be less than or equal to 20."),
+                ("logit_bias", {"hello": 5}, "logit_bias",
+                 "logit_bias keys are token ids written as strings, not 'hello'."),
+                ("logit_bias", {"50256": -101}, "logit_bias",
+                 "the bias of token 50256 must be between -100 and 100."),
+                ("logit_bias", {"50256": "1"}, "logit_bias.50256", "Input should be a valid number."),
+                ("tool_choice", "any", "tool_choice",
+                 "tool_choice must be 'none', 'auto', 'required' or an object naming a tool."),
+                ("tool_choice", {"function": {"name": "f"}}, "tool_choice",
+                 "a tool_choice object needs a string 'type', such as 'function'."),
+                ("tools", [{"function": {"name": "f"}}], "tools",
+                 "tools[0] needs a string 'type', such as 'function'."),
+                ("tools", [{"type": "function", "function": {}}], "tools",
+                 "tools[0] is a function tool and needs 'function' with a string 'name'."),
+                ("parallel_tool_calls", "yes", "parallel_tool_calls", "Input should be a valid boolean."),
+            ]
+        )
+    ],
     (
         "unknown_model",
         chat_body(model="gpt-9"),
@@ -276,6 +312,36 @@ async def test_forbidden_parameter_is_never_forwarded(kit: GatewayKit) -> None:
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "custom_llm_provider"
     assert kit.fakes["edge"].requests == []
+
+
+VALID_SAMPLING_PARAMETERS: dict[str, Any] = {
+    "top_p": 0.5,
+    "presence_penalty": -2,
+    "frequency_penalty": 1.5,
+    "stop": ["END", "\n\n"],
+    "seed": 7,
+    "user": "user-1",
+    "logprobs": True,
+    "top_logprobs": 3,
+    "logit_bias": {"50256": -100},
+    "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
+    "tool_choice": {"type": "function", "function": {"name": "lookup"}},
+    "parallel_tool_calls": False,
+    "reasoning_effort": "low",
+    "top_k": 40,
+}
+
+
+async def test_checked_parameters_are_forwarded_as_sent(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        response = await gateway.chat(chat_body(**VALID_SAMPLING_PARAMETERS))
+        nulls = await gateway.chat(chat_body(stop=None, seed=None, user=None, tool_choice=None))
+
+    assert response.status_code == 200, response.text
+    assert nulls.status_code == 200, nulls.text
+    forwarded = kit.fakes["edge"].requests[0].body
+    for name, value in VALID_SAMPLING_PARAMETERS.items():
+        assert forwarded[name] == value, name
 
 
 async def test_body_over_limit_gets_413(kit: GatewayKit) -> None:

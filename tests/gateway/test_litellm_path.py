@@ -99,7 +99,7 @@ async def test_litellm_rejection_keeps_param(kit: GatewayKit) -> None:
                             param="top_logprobs")
     )
     async with kit.running(settings=kit.settings()) as gateway:
-        response = await gateway.chat(chat_body(logprobs=True, top_logprobs=50))
+        response = await gateway.chat(chat_body(logprobs=True, top_logprobs=15))
 
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "upstream_rejected"

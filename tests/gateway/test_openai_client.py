@@ -621,12 +621,12 @@ def test_upstream_rejection_keeps_param(live: LiveStack) -> None:
 
     with pytest.raises(openai.BadRequestError) as caught:
         live.client().chat.completions.create(
-            model="auto", messages=MESSAGES, logprobs=True, top_logprobs=50
+            model="auto", messages=MESSAGES, logprobs=True, top_logprobs=15
         )
 
     assert caught.value.param == "top_logprobs"
     assert caught.value.code == "upstream_rejected"
-    assert live.fakes["edge"].requests[0].body["top_logprobs"] == 50
+    assert live.fakes["edge"].requests[0].body["top_logprobs"] == 15
     assert live.fakes["mid"].requests == []
 
 
