@@ -43,8 +43,16 @@ LOCAL_MODEL_CLIENT_REASONS: dict[str, str] = {
     "not_installed": f"{_LOCAL_MODEL_DOWN} (the edge extra is not installed)",
     "starting": "the local edge model is still starting",
     "failed": f"{_LOCAL_MODEL_DOWN} (it failed to start, and the gateway log has the cause)",
-    "exited": f"{_LOCAL_MODEL_DOWN} (it exited after it started, and the gateway log has the cause)",
+    "restarting": f"{_LOCAL_MODEL_DOWN} (it exited and is restarting; the gateway log has the cause)",
 }
+# Waits before each restart of a local model server that exited; the last one repeats.
+LOCAL_MODEL_RESTART_DELAYS_S: tuple[float, ...] = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0)
+# A server that ran this long before it exited is restarted after the first delay again.
+LOCAL_MODEL_STABLE_S = 300.0
+
+
+def _restart_delay(restarts: int) -> float:
+    return LOCAL_MODEL_RESTART_DELAYS_S[min(restarts, len(LOCAL_MODEL_RESTART_DELAYS_S) - 1)]
 
 
 class Scorer(Protocol):
@@ -337,6 +345,14 @@ class Runtime:
         return f"change {port_field} in the policy {self.settings.policy}"
 
     async def _run_local_model(self, server: Any) -> None:
+        """Start the local model server, and start it again whenever it exits.
+
+        A failed first start is final: the extra, the model file or the port needs an
+        operator. A server that ran and then exited (a crash, the OOM killer) is restarted
+        after ``LOCAL_MODEL_RESTART_DELAYS_S``, so the edge tier comes back without a
+        gateway restart; the delay grows while restarts keep failing or the server keeps
+        exiting within ``LOCAL_MODEL_STABLE_S`` of its start.
+        """
         from router.edge import EdgeModelError
 
         started = time.monotonic()
@@ -347,6 +363,34 @@ class Runtime:
             self.local_model_state = "failed"
             log.warning("local_model_unavailable", reason=str(exc))
             return
+        self._local_model_ready(server, started)
+        restarts = 0
+        while True:
+            ran_from = time.monotonic()
+            reason = await server.wait_for_exit()
+            if time.monotonic() - ran_from >= LOCAL_MODEL_STABLE_S:
+                restarts = 0
+            # A server that crashes after its start (a signal, a fault in llama.cpp) would
+            # otherwise stay "ready" while every edge request fails to connect.
+            self.local_model_state = "restarting"
+            delay = _restart_delay(restarts)
+            self.local_model_status = f"exited, restarting in {delay:g} s: {reason}"
+            log.error("local_model_exited", reason=reason, restart_in_s=delay)
+            while True:
+                await asyncio.sleep(delay)
+                restarts += 1
+                started = time.monotonic()
+                try:
+                    await server.start()
+                    break
+                except EdgeModelError as exc:
+                    delay = _restart_delay(restarts)
+                    self.local_model_status = f"restart failed, trying again in {delay:g} s: {exc}"
+                    log.error("local_model_restart_failed", reason=str(exc), restarts=restarts,
+                              restart_in_s=delay)
+            self._local_model_ready(server, started, restarts=restarts)
+
+    def _local_model_ready(self, server: Any, started: float, *, restarts: int = 0) -> None:
         self.local_model_status = self.local_model_state = "ready"
         deployments = [d.name for d in self.policies.current.policy.local_model_deployments()]
         log.info(
@@ -354,23 +398,15 @@ class Runtime:
             deployments=deployments,
             port=server.port,
             seconds=round(time.monotonic() - started, 1),
+            **({"restarts": restarts} if restarts else {}),
         )
-        self.extra["local_model_watch"] = asyncio.create_task(self._watch_local_model(server))
-
-    async def _watch_local_model(self, server: Any) -> None:
-        # A server that crashes after its start (a signal, a fault in llama.cpp) would
-        # otherwise stay "ready" while every edge request fails to connect.
-        reason = await server.wait_for_exit()
-        self.local_model_status = f"exited: {reason}"
-        self.local_model_state = "exited"
-        log.error("local_model_exited", reason=reason, fix="restart the gateway")
 
     async def stop(self) -> None:
         # Shadow jobs end first, while the outcome log and the transports still work.
         await self.shadow.stop()
         if self.distribution is not None:
             await self.distribution.stop()
-        for name in ("local_model_task", "local_model_watch", "secret_task"):
+        for name in ("local_model_task", "secret_task"):
             task = self.extra.pop(name, None)
             if task is not None:
                 task.cancel()

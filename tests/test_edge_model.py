@@ -519,3 +519,47 @@ def test_server_stops_when_parent_killed() -> None:
         parent.wait(timeout=10)
         if child_pid and not _process_is_gone(child_pid):
             os.kill(child_pid, signal.SIGKILL)
+
+
+@requires_edge
+@pytest.mark.edge
+async def test_gateway_restarts_killed_local_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unused_tcp_port: int
+) -> None:
+    from router import runtime as runtime_module
+    from router.runtime import Runtime
+    from router.settings import Settings
+    from tests.gateway.conftest import StubScorer, policy_document, write_yaml
+
+    monkeypatch.setattr(runtime_module, "LOCAL_MODEL_RESTART_DELAYS_S", (0.1,))
+    api_base = f"http://127.0.0.1:{unused_tcp_port}/v1"
+    document = policy_document({"edge": api_base, "mid": "http://127.0.0.1:1/v1",
+                                "frontier": "http://127.0.0.1:1/v1"})
+    document["tiers"]["edge"]["deployments"][0]["local_model"] = True
+    policy = write_yaml(tmp_path / "policy.yaml", document)
+    settings = Settings(policy=policy, data_dir=tmp_path / "var", policy_reload_interval_s=0.0,
+                        local_model=True)
+    runtime = Runtime.build(settings, StubScorer())
+
+    async def state(expected: str) -> None:
+        async with asyncio.timeout(120):
+            while runtime.local_model_state != expected:
+                await asyncio.sleep(0.02)
+
+    runtime._start_local_model()
+    try:
+        await state("ready")
+        server = runtime.extra["local_model"]
+        first_pid = server._process.pid
+        os.kill(first_pid, signal.SIGKILL)
+        await state("restarting")
+        await state("ready")
+        assert server._process.pid != first_pid
+        async with httpx.AsyncClient(timeout=60) as client:
+            response = await client.post(f"{api_base}/chat/completions", json={
+                "model": MODEL_ALIAS, "messages": PROMPT, "max_tokens": MAX_TOKENS})
+        assert response.status_code == 200
+        assert response.json()["choices"][0]["message"]["content"]
+    finally:
+        await runtime.stop()
+    assert not _port_accepts(unused_tcp_port)

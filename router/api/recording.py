@@ -131,8 +131,8 @@ def record_gateway_error(
     outcome.error, outcome.status = exc.code, exc.status
     finish(runtime, policy, outcome)
     exc.set_request_id(outcome.request_id)
-    if isinstance(exc, NoDeploymentAvailable) and runtime.local_model_state != "starting":
-        # Only a local model that is still starting can make a retry succeed; a missing
+    if isinstance(exc, NoDeploymentAvailable) and runtime.local_model_state not in ("starting", "restarting"):
+        # Only a local model that is starting or restarting can make a retry succeed; a missing
         # key or a blocked tier needs an operator.  The official OpenAI clients retry
         # every 503 unless this header says otherwise.
         exc.headers = {**(exc.headers or {}), "x-should-retry": "false"}

@@ -13,6 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import router.edge
+import router.runtime
 from router.edge import EdgeModelServer, EdgeModelStartFailed
 from router.policy.loader import load_policy
 from router.runtime import Runtime
@@ -118,6 +119,12 @@ def test_unscored_tier_warns_on_reload(tmp_path: Path) -> None:
     assert [warning["tier"] for warning in warnings] == ["edge"]
 
 
+async def wait_for_state(runtime: Runtime, state: str) -> None:
+    async with asyncio.timeout(10):
+        while runtime.local_model_state != state:
+            await asyncio.sleep(0.005)
+
+
 async def test_local_model_ready_is_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -128,7 +135,8 @@ async def test_local_model_ready_is_logged(
     runtime = Runtime.build(settings, StubScorer())
     with capture_logs() as logs:
         runtime._start_local_model()
-        await runtime.extra["local_model_task"]
+        await wait_for_state(runtime, "ready")
+    await runtime.stop()
 
     ready = events(logs, "local_model_ready")
     assert runtime.local_model_state == "ready"
@@ -140,30 +148,88 @@ async def test_local_model_ready_is_logged(
     assert FakeEdgeServer.created[0]["port"] == 18081
 
 
-async def test_local_model_exit_marks_unavailable(
+async def test_local_model_exit_restarts_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(router.edge, "EdgeModelServer", FakeEdgeServer)
+    monkeypatch.setattr(router.runtime, "LOCAL_MODEL_RESTART_DELAYS_S", (0.2, 0.4))
     policy = write_policy(tmp_path / "policy.yaml", local_model=True)
     settings = make_settings(tmp_path, policy, local_model=True)
     runtime = Runtime.build(settings, StubScorer())
     runtime._start_local_model()
-    await runtime.extra["local_model_task"]
+    await wait_for_state(runtime, "ready")
     edge = runtime.policies.current.policy.local_model_deployments()[0]
     assert runtime.is_available(edge)
 
     with capture_logs() as logs:
         runtime.extra["local_model"].exited.set()
-        await runtime.extra["local_model_watch"]
+        await wait_for_state(runtime, "restarting")
+        # Until the new server is ready, edge deployments are unavailable with the cause.
+        assert not runtime.is_available(edge)
+        assert "exited with code -11" in (runtime.unavailable_reason(edge) or "")
+        assert "restarting in 0.2 s" in (runtime.unavailable_reason(edge) or "")
+        assert "exited and is restarting" in (runtime.client_unavailable_reason(edge) or "")
+        await wait_for_state(runtime, "ready")
+    await runtime.stop()
 
-    assert runtime.local_model_state == "exited"
-    assert not runtime.is_available(edge)
-    assert "exited with code -11" in (runtime.unavailable_reason(edge) or "")
-    assert "exited after it started" in (runtime.client_unavailable_reason(edge) or "")
+    assert runtime.extra.get("local_model_task") is None
     exited = events(logs, "local_model_exited")
     assert len(exited) == 1
     assert exited[0]["log_level"] == "error"
     assert "code -11" in exited[0]["reason"]
+    assert exited[0]["restart_in_s"] == 0.2
+    ready = events(logs, "local_model_ready")
+    assert [entry["restarts"] for entry in ready] == [1]
+
+
+class FlakyEdgeServer(FakeEdgeServer):
+    """Ready at the first start, fails the next two starts, then starts again."""
+
+    starts = 0
+
+    async def start(self) -> None:
+        FlakyEdgeServer.starts += 1
+        if FlakyEdgeServer.starts in (2, 3):
+            raise EdgeModelStartFailed("the llama.cpp server exited with code -9 before it was ready")
+        await super().start()
+
+
+async def test_failed_restart_is_retried_with_longer_delays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router.edge, "EdgeModelServer", FlakyEdgeServer)
+    monkeypatch.setattr(router.runtime, "LOCAL_MODEL_RESTART_DELAYS_S", (0.05, 0.1, 0.15))
+    FlakyEdgeServer.starts = 0
+    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
+    runtime = Runtime.build(make_settings(tmp_path, policy, local_model=True), StubScorer())
+    runtime._start_local_model()
+    await wait_for_state(runtime, "ready")
+
+    with capture_logs() as logs:
+        runtime.extra["local_model"].exited.set()
+        await wait_for_state(runtime, "restarting")
+        await wait_for_state(runtime, "ready")
+    await runtime.stop()
+
+    assert FlakyEdgeServer.starts == 4
+    failed = events(logs, "local_model_restart_failed")
+    assert [(entry["restarts"], entry["restart_in_s"]) for entry in failed] == [(1, 0.1), (2, 0.15)]
+    assert all("code -9" in entry["reason"] for entry in failed)
+    assert [entry["restarts"] for entry in events(logs, "local_model_ready")] == [3]
+
+
+async def test_failed_first_start_is_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router.edge, "EdgeModelServer", FlakyEdgeServer)
+    FlakyEdgeServer.starts = 1  # the next start is the failing second one
+    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
+    runtime = Runtime.build(make_settings(tmp_path, policy, local_model=True), StubScorer())
+    runtime._start_local_model()
+    await runtime.extra["local_model_task"]
+
+    assert runtime.local_model_state == "failed"
+    assert FlakyEdgeServer.starts == 2
 
 
 async def test_edge_server_wait_for_exit_reports_code(tmp_path: Path) -> None:
@@ -189,11 +255,12 @@ async def test_moved_local_model_port_warns_on_reload(
     settings = make_settings(tmp_path, policy, local_model=True)
     runtime = Runtime.build(settings, StubScorer())
     runtime._start_local_model()
-    await runtime.extra["local_model_task"]
+    await wait_for_state(runtime, "ready")
     text = policy.read_text().replace(EDGE_API_BASE, "http://127.0.0.1:18095/v1")
     policy.write_text(text)
     with capture_logs() as logs:
         runtime.policies.check_for_change()
+    await runtime.stop()
 
     moved = events(logs, "local_model_port_changed")
     assert len(moved) == 1
@@ -209,11 +276,12 @@ async def test_moved_local_model_port_warns_on_publish(
     settings = make_settings(tmp_path, policy, local_model=True)
     runtime = Runtime.build(settings, StubScorer())
     runtime._start_local_model()
-    await runtime.extra["local_model_task"]
+    await wait_for_state(runtime, "ready")
     published = tmp_path / "published.yaml"
     published.write_text(policy.read_text().replace(EDGE_API_BASE, "http://127.0.0.1:18096/v1"))
     with capture_logs() as logs:
         runtime.policies.use_published(load_policy(published))
+    await runtime.stop()
 
     moved = events(logs, "local_model_port_changed")
     assert len(moved) == 1
