@@ -318,10 +318,14 @@ class Runtime:
         # NOTE: one server is started, on the port of the first local_model deployment, and
         # a policy reload that changes the port takes effect only after a restart.
         port = urlsplit(local[0].api_base or "").port
+        # The server's context is the largest window the policy routes to it, so memory is
+        # not spent on tokens that routing never sends.
+        windows = [d.context_window for d in local if isinstance(d, Deployment)]
         server = EdgeModelServer(
             model_dir=self.settings.model_dir,
             port=port,
             port_hint=self._local_port_hint(local[0]),
+            **({"n_ctx": max(windows)} if windows else {}),
         )
         self.extra["local_model"] = server
         self.local_model_status = self.local_model_state = "starting"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import importlib.resources
-import inspect
 import json
 import re
 import shutil
@@ -24,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from router.edge import MODEL_ALIAS, MODEL_FILE, EdgeModelServer
+from router.edge import MODEL_ALIAS, MODEL_FILE
 from router.policy.loader import load_policy, parse_policy
 from router.settings import Settings
 
@@ -226,13 +225,17 @@ def test_edge_service_policy_matches_default() -> None:
     edge = expected["tiers"]["edge"]["deployments"][0]
     edge["api_base"] = "http://edge:8081/v1"
     edge["local_model"] = False
+    # What local_model: true implies for the bundled server, set explicitly.
+    edge["output_limit_param"] = "max_tokens"
+    edge["developer_role"] = "system"
     embed = expected["embeddings"]["deployments"][0]
     embed["api_base"] = "http://edge:8081/v1"
     embed["local_model"] = False
     policy = parse_policy(EDGE_SERVICE_POLICY.read_text(), EDGE_SERVICE_POLICY).policy
     assert _policy_fields(policy) == expected, (
         "deploy/policy-edge-service.yaml differs from policies/default.yaml in more than "
-        "the local deployments' api_base and local_model; copy the change over"
+        "the local deployments' api_base, local_model, output_limit_param and developer_role; "
+        "copy the change over"
     )
 
 
@@ -593,8 +596,6 @@ def test_compose_edge_context_matches_policy() -> None:
     n_ctx = int(command[command.index("--n_ctx") + 1])
     policy = parse_policy(EDGE_SERVICE_POLICY.read_text(), EDGE_SERVICE_POLICY).policy
     assert n_ctx == policy.tiers["edge"].deployments[0].context_window
-    # The gateway starts the same model with this context when it runs it itself.
-    assert n_ctx == inspect.signature(EdgeModelServer).parameters["n_ctx"].default
 
 
 def test_compose_edge_model_path_matches_package() -> None:

@@ -21,7 +21,7 @@ def test_check_example_quotes_real_line(tmp_path: Path) -> None:
     # The README's bad.yaml: the default policy with the edge context_window set to "lots".
     text = DEFAULT_POLICY.read_text(encoding="utf-8")
     (tmp_path / "bad.yaml").write_text(
-        text.replace("context_window: 8192", "context_window: lots", 1), encoding="utf-8"
+        text.replace("context_window: 2048", "context_window: lots", 1), encoding="utf-8"
     )
     result = tierwise("policy", "check", "bad.yaml", cwd=tmp_path)
     assert result.returncode == 1

@@ -97,6 +97,12 @@ def reject_forbidden_parameter(body: dict[str, Any]) -> None:
         )
 
 
+# The content part types of OpenAI's Chat Completions API. Routing reads them to pick a
+# deployment that can take the input, so a type outside this list is rejected rather than
+# sent to a server that may fail on it with a 5xx.
+CONTENT_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
+
+
 class Message(BaseModel):
     # Strict: the validated body is forwarded as sent, so "0.5" must not pass as a number.
     model_config = ConfigDict(extra="allow", strict=True)
@@ -127,6 +133,11 @@ class Message(BaseModel):
                 kind = part.get("type")
                 if not isinstance(kind, str):
                     raise ValueError(f"content[{index}] needs a string 'type'")
+                if kind not in CONTENT_PART_TYPES:
+                    raise ValueError(
+                        f"content[{index}] has the unknown type '{kind}'; the types are "
+                        f"{', '.join(sorted(CONTENT_PART_TYPES))}"
+                    )
                 if kind == "text" and not isinstance(part.get("text"), str):
                     raise ValueError(f"content[{index}] is a text part and needs a string 'text'")
         elif content is not None and not isinstance(content, str):

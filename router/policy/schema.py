@@ -239,6 +239,13 @@ class Deployment(UpstreamAccess, StrictModel):
         "reject max_tokens; max_tokens for the local model, whose server reads only that; "
         "otherwise the name the client used.",
     )
+    developer_role: Literal["auto", "developer", "system"] = Field(
+        default="auto",
+        description="The role under which messages of role developer are sent. auto: system "
+        "for the local model, whose server (llama-cpp-python 0.3.36) answers a developer "
+        "message with a 500; otherwise developer, as the client sent it. Set system for "
+        "servers that reject the developer role.",
+    )
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     max_in_flight: int | None = Field(
@@ -284,6 +291,13 @@ class Deployment(UpstreamAccess, StrictModel):
         if self.uses_direct_path and urlsplit(self.api_base or "").hostname == OPENAI_API_HOST:
             return "max_completion_tokens"
         return None
+
+    @cached_property
+    def developer_as_system(self) -> bool:
+        """Whether messages of role developer go upstream as role system."""
+        if self.developer_role == "auto":
+            return self.local_model
+        return self.developer_role == "system"
 
     def cost_usd(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float:
         """Return the USD cost of a call; ``tokens_cached`` of the ``tokens_in`` were cache reads."""

@@ -423,6 +423,11 @@ def _upstream_body(
 ) -> dict[str, Any]:
     upstream = dict(body)
     upstream["model"] = deployment.upstream_model if deployment.uses_direct_path else deployment.model
+    if deployment.developer_as_system:
+        upstream["messages"] = [
+            {**message, "role": "system"} if message.get("role") == "developer" else message
+            for message in upstream["messages"]
+        ]
     limit_param = deployment.sent_output_limit_param
     if limit_param == "max_tokens" and "max_completion_tokens" in upstream:
         # Some servers, the bundled llama.cpp server (llama-cpp-python 0.3.36) among them,

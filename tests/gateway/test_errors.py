@@ -181,6 +181,16 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         ),
     ),
     (
+        "content_part_unknown_type",
+        {"model": "auto", "messages": [{"role": "user", "content": [{"type": "bogus"}]}]},
+        400,
+        invalid(
+            "Invalid value for 'messages[0]': content[0] has the unknown type 'bogus'; the types "
+            "are file, image_url, input_audio, refusal, text.",
+            "messages[0]",
+        ),
+    ),
+    (
         "content_number",
         {"model": "auto", "messages": [{"role": "user", "content": 5}]},
         400,

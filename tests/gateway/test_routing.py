@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.gateway.conftest import (
     DEPLOYMENT_NAMES,
@@ -560,3 +561,42 @@ async def test_hosted_model_keeps_max_completion_tokens(kit: GatewayKit) -> None
     received = kit.fakes["mid"].requests[0].body
     assert received["max_completion_tokens"] == 5
     assert "max_tokens" not in received
+
+
+DEVELOPER_MESSAGES = [
+    {"role": "developer", "content": "Answer in one word."},
+    {"role": "user", "content": "Name a colour."},
+]
+
+
+@pytest.mark.parametrize(
+    ("deployment", "developer_role", "expected_role"),
+    [
+        ("edge-small", None, "system"),  # the local model, whose server rejects developer
+        ("mid-medium", None, "developer"),
+        ("mid-medium", "system", "system"),
+        ("edge-small", "developer", "developer"),
+    ],
+)
+async def test_developer_role_per_deployment(
+    kit: GatewayKit, deployment: str, developer_role: str | None, expected_role: str
+) -> None:
+    write_local_edge_policy(kit)
+    if developer_role is not None:
+        document = yaml.safe_load(kit.policy_path.read_text())
+        for tier in document["tiers"].values():
+            for entry in tier["deployments"]:
+                if entry["name"] == deployment:
+                    entry["developer_role"] = developer_role
+        write_yaml(kit.policy_path, document)
+    tier = "edge" if deployment == "edge-small" else "mid"
+    async with kit.running(settings=kit.settings()) as gateway:
+        gateway.runtime.local_model_state = "ready"
+        response = await gateway.chat(chat_body(model=deployment, messages=DEVELOPER_MESSAGES))
+        records = await gateway.request_records()
+
+    assert response.status_code == 200, response.text
+    received = kit.fakes[tier].requests[0].body["messages"]
+    assert [message["role"] for message in received] == [expected_role, "user"]
+    assert received[0]["content"] == "Answer in one word."
+    assert records[0]["status"] == 200

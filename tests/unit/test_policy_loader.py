@@ -75,7 +75,7 @@ def test_misspelled_key_is_rejected(tmp_path: Path) -> None:
         (
             f"{path}:10: tiers.edge.deployments.0.timout_s: unknown key; expected one of name, "
             "model, api_base, api_key_env, transport, price, context_window, capabilities, "
-            "local_model, default_max_tokens, output_limit_param, timeout_s, connect_timeout_s, max_in_flight, weight (found 3)"
+            "local_model, default_max_tokens, output_limit_param, developer_role, timeout_s, connect_timeout_s, max_in_flight, weight (found 3)"
         )
     ]
 

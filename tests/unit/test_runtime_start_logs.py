@@ -146,6 +146,9 @@ async def test_local_model_ready_is_logged(
     assert ready[0]["seconds"] >= 0
     assert FakeEdgeServer.created[0]["model_dir"] == tmp_path / "models"
     assert FakeEdgeServer.created[0]["port"] == 18081
+    # The server's context is the policy's context window for the local deployment.
+    edge = runtime.policies.current.policy.tiers["edge"].deployments[0]
+    assert FakeEdgeServer.created[0]["n_ctx"] == edge.context_window
 
 
 async def test_local_model_exit_restarts_it(
