@@ -52,6 +52,7 @@ async def readyz(request: Request) -> JSONResponse:
             "version": loaded.version,
             "last_reload_error": runtime.policies.last_error is not None,
             "rejected_edit": runtime.policies.rejected,
+            "file_error": runtime.policies.file_error,
         },
         "classifier": {"version": runtime.scorer.version, "tiers": list(runtime.scorer.tiers)},
         "available_deployments": available,

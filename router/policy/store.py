@@ -34,6 +34,8 @@ class PolicyStore:
         the file's line numbers, never the problems' text, which can quote the file's values."""
         self.published = False
         """True once a policy published through Redis replaced the file's policy."""
+        self.file_error: str | None = None
+        """Why the file cannot be read now (deleted, unreadable); the policy in use stays."""
         self._signature = self._file_signature()
         self._task: asyncio.Task[None] | None = None
         self.on_reload: Callable[[LoadedPolicy], None] | None = None
@@ -44,9 +46,20 @@ class PolicyStore:
         # two saves of equal size within one tick of the file system's coarse clock, change
         # neither.  Policy files are a few kilobytes, so reading one per interval is cheap.
         try:
-            return hashlib.sha256(self.path.read_bytes()).digest()
-        except OSError:
+            signature = hashlib.sha256(self.path.read_bytes()).digest()
+        except OSError as exc:
+            error = exc.strerror or type(exc).__name__
+            if self.file_error != error:
+                # Logged once per change: a file moved away by an editor's save comes back
+                # at the next check, a deleted one stays missing.
+                log.warning("policy_file_unreadable", path=str(self.path), error=error,
+                            effect="the policy in use keeps serving until the file is readable")
+            self.file_error = error
             return None
+        if self.file_error is not None:
+            log.info("policy_file_readable", path=str(self.path))
+            self.file_error = None
+        return signature
 
     def reload(self) -> bool:
         """Load the file again; return whether a new valid policy was swapped in."""

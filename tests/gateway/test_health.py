@@ -37,7 +37,7 @@ async def test_readyz_without_redis(kit: GatewayKit) -> None:
     assert response.json() == {
         "status": "ready",
         "policy": {"path": str(kit.policy_path), "version": version, "last_reload_error": False,
-                   "rejected_edit": None},
+                   "rejected_edit": None, "file_error": None},
         "classifier": {"version": "stub-1", "tiers": ["edge", "mid", "frontier"]},
         "available_deployments": {"edge": 1, "mid": 1, "frontier": 1},
         "embeddings": None,

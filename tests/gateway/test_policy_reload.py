@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from tests.gateway.conftest import (
     RELOAD_INTERVAL_S,
@@ -113,6 +115,43 @@ async def test_unreadable_yaml_keeps_old_policy(kit: GatewayKit) -> None:
     assert gateway.runtime.policies.current.version == version
     assert error is not None
     assert f"{kit.policy_path}:2: invalid YAML" in error
+
+
+async def test_deleted_policy_file_is_reported_and_old_policy_serves(kit: GatewayKit) -> None:
+    kit.write_policy()
+    text = kit.policy_path.read_text(encoding="utf-8")
+    settings = kit.settings(policy_reload_interval_s=RELOAD_INTERVAL_S)
+    with capture_logs() as logs:
+        async with kit.running(settings=settings) as gateway:
+            version = gateway.runtime.policies.current.version
+            kit.policy_path.unlink()
+
+            async def reports_missing() -> bool:
+                ready = (await gateway.client.get("/readyz")).json()
+                return ready["policy"]["file_error"] == "No such file or directory"
+
+            assert await eventually(reports_missing)
+            response = await gateway.chat(chat_body())
+            await asyncio.sleep(RELOAD_INTERVAL_S * 3)  # more checks while the file is missing
+            kit.policy_path.write_text(text, encoding="utf-8")
+
+            async def readable() -> bool:
+                return gateway.runtime.policies.file_error is None
+
+            assert await eventually(readable)
+            ready_after = (await gateway.client.get("/readyz")).json()
+
+    assert response.status_code == 200
+    assert gateway.runtime.policies.current.version == version
+    assert ready_after["policy"]["file_error"] is None
+    missing = [entry for entry in logs if entry["event"] == "policy_file_unreadable"]
+    assert len(missing) == 1
+    assert missing[0]["log_level"] == "warning"
+    assert missing[0]["path"] == str(kit.policy_path)
+    assert "keeps serving" in missing[0]["effect"]
+    assert [entry["event"] for entry in logs if entry["event"] == "policy_file_readable"] == [
+        "policy_file_readable"
+    ]
 
 
 async def test_non_utf8_edit_keeps_reloading(kit: GatewayKit) -> None:
