@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.responses import Response
 from starlette.routing import Match
@@ -51,6 +52,17 @@ if TYPE_CHECKING:
 log = structlog.get_logger("tierwise.app")
 
 CHAT_PATH = "/v1/chat/completions"
+# Response headers that a browser page may read from a cross-origin answer.
+CORS_EXPOSED_HEADERS = [
+    "x-request-id",
+    "x-tierwise-tier",
+    "x-tierwise-model",
+    "x-tierwise-score",
+    "x-tierwise-cost-usd",
+    "x-tierwise-cache",
+    "retry-after",
+    "retry-after-ms",
+]
 
 
 class GatewayApp(FastAPI):
@@ -173,6 +185,18 @@ def create_app(
         app.include_router(module.router)
     _add_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)
+    origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
+    if origins:
+        # Outermost, so that error responses carry the headers too. Browsers send keys as
+        # Authorization headers, not cookies, so credentials stay off.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
     if settings.tracing:
         # Imported only here, so a gateway without tracing loads no OpenTelemetry SDK.
         from router.tracing import enable_tracing

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         description="Seconds that a request body may take to arrive after the request's "
         "headers; a slower one gets 408.",
     )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins (such as https://app.example.com) whose browser "
+        "pages may call the API, or * for any origin; empty sends no CORS headers.",
+    )
     redis_timeout_s: float = Field(
         default=0.25,
         description="Timeout of one Redis call on the request path; a slower Redis counts as a "

@@ -1,0 +1,66 @@
+"""Browser access: CORS headers only for the origins that TIERWISE_CORS_ORIGINS lists."""
+
+from __future__ import annotations
+
+from tests.gateway.conftest import GatewayKit, chat_body
+
+ORIGIN = "http://localhost:3000"
+PREFLIGHT = {
+    "origin": ORIGIN,
+    "access-control-request-method": "POST",
+    "access-control-request-headers": "authorization, content-type",
+}
+
+
+async def test_cors_is_off_by_default(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        preflight = await gateway.client.options("/v1/chat/completions", headers=PREFLIGHT)
+        response = await gateway.client.post(
+            "/v1/chat/completions", json=chat_body(),
+            headers={"authorization": "Bearer sk-test", "origin": ORIGIN})
+
+    assert preflight.status_code == 405
+    assert response.status_code == 200
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_listed_origin_gets_cors_headers(kit: GatewayKit) -> None:
+    kit.write_policy()
+    settings = kit.settings(cors_origins=f"{ORIGIN}, https://app.example.com")
+    async with kit.running(settings=settings) as gateway:
+        preflight = await gateway.client.options("/v1/chat/completions", headers=PREFLIGHT)
+        response = await gateway.client.post(
+            "/v1/chat/completions", json=chat_body(),
+            headers={"authorization": "Bearer sk-test", "origin": ORIGIN})
+        models = await gateway.client.get(
+            "/v1/models", headers={"authorization": "Bearer sk-test", "origin": ORIGIN})
+        error = await gateway.client.post(
+            "/v1/chat/completions", json={"model": "auto"},
+            headers={"authorization": "Bearer sk-test", "origin": ORIGIN})
+        other = await gateway.client.post(
+            "/v1/chat/completions", json=chat_body(),
+            headers={"authorization": "Bearer sk-test", "origin": "https://evil.example"})
+
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    assert "access-control-allow-credentials" not in preflight.headers
+    for answer in (response, models, error):
+        assert answer.headers["access-control-allow-origin"] == ORIGIN
+    assert response.status_code == 200
+    exposed = response.headers["access-control-expose-headers"].lower()
+    assert "x-tierwise-tier" in exposed
+    assert "x-request-id" in exposed
+    assert error.status_code == 400
+    assert other.status_code == 200
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_any_origin(kit: GatewayKit) -> None:
+    kit.write_policy()
+    async with kit.running(settings=kit.settings(cors_origins="*")) as gateway:
+        preflight = await gateway.client.options("/v1/embeddings", headers=PREFLIGHT)
+
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "*"
