@@ -15,7 +15,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PIP := $(VENV)/bin/pip
-REDIS_PORT ?= 6379
+# The tests' own Redis, on a port of its own so that they never write to a development Redis.
+REDIS_PORT ?= 6399
 # Extra arguments for pytest, for example `make test PYTEST_ARGS='-k cache -x'`.
 PYTEST_ARGS ?=
 

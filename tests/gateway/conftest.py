@@ -6,7 +6,7 @@ and runs the app in-process (``kit.running(...)``, httpx over ASGI, lifespan inc
 as a live uvicorn server (:class:`LiveGateway`) for the official ``openai`` client.
 
 Redis tests use the server at ``$TIERWISE_TEST_REDIS_URL`` (default
-``redis://127.0.0.1:6379/15``); ``make test`` starts one.  Tests share that database with
+``redis://127.0.0.1:6399/15``); ``make test`` starts one.  Tests share that database with
 other runs, so each gateway uses a fresh API key (its own tenant, hence its own cache keys)
 and reads back only the outcome records of its tenant that were added after it started.
 """
@@ -43,7 +43,7 @@ from tests.support.fake_upstream import FakeUpstream
 from tests.support.redis_check import require_redis
 
 REDIS_URL_ENV = "TIERWISE_TEST_REDIS_URL"
-DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6399/15"
 TIERS: tuple[str, ...] = ("edge", "mid", "frontier")
 
 # Public deployment names and prices (USD per million tokens, input and output) of the test

@@ -2,7 +2,7 @@
 Redis Cluster started for the session.
 
 These tests use database 14 of the Redis at ``$TIERWISE_TEST_REDIS_URL`` (default
-``redis://127.0.0.1:6379``), so they never meet the gateway tests' database 15.  Streams
+``redis://127.0.0.1:6399``), so they never meet the gateway tests' database 15.  Streams
 get a unique key per test, so that concurrent runs of the suite do not read each other's
 entries.
 """

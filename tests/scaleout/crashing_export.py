@@ -4,7 +4,7 @@
 third file was renamed into place); ``--crash-before rename`` kills it before the Nth rename
 (after the temporary file was written and fsynced).
 
-Example: python -m tests.scaleout.crashing_export --redis-url redis://127.0.0.1:6379/14
+Example: python -m tests.scaleout.crashing_export --redis-url redis://127.0.0.1:6399/14
     --stream tw-test:x:outcomes --out /tmp/export --batch 10 --crash-before ack --crash-at 3
 """
 

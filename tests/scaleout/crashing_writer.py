@@ -3,7 +3,7 @@
 The process emits ``--delivered`` records and flushes them to the stream, emits
 ``--spooled`` more without flushing, prints the spool folder, and kills itself.
 
-Example: python -m tests.scaleout.crashing_writer --redis-url redis://127.0.0.1:6379/14
+Example: python -m tests.scaleout.crashing_writer --redis-url redis://127.0.0.1:6399/14
     --prefix tw-test-1 --spool /tmp/spool --delivered 5 --spooled 7
 """
 

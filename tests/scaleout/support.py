@@ -15,7 +15,7 @@ import orjson
 import redis
 
 SCALEOUT_DB = 14
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6399"
 
 
 def scaleout_redis_url() -> str:

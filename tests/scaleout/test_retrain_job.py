@@ -7,7 +7,7 @@ subprocesses, and finally the CronJob's own shell script, taken from the manifes
 the real ``tierwise`` on PATH.
 
 These tests use database 9 of the Redis at ``$TIERWISE_TEST_REDIS_URL`` (default
-``redis://127.0.0.1:6379``) and a key prefix of their own, deleted afterwards.
+``redis://127.0.0.1:6399``) and a key prefix of their own, deleted afterwards.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def test_finish_completes_open_counter() -> None:
 
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
-    base = os.environ.get("TIERWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    base = os.environ.get("TIERWISE_TEST_REDIS_URL", "redis://127.0.0.1:6399/15")
     url = base.rsplit("/", 1)[0] + f"/{PROGRESS_REDIS_DB}"
     require_redis(url, "the export backlog test needs database 11 of the test Redis")
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
