@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from router.routing.category import CATEGORIES
 
@@ -137,6 +138,18 @@ def _is_host_name(host: str) -> bool:
         pass
     labels = host.removesuffix(".").split(".")
     return all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def nested_value_error(message: str, location: tuple[str | int, ...], found: object) -> PydanticCustomError:
+    """Return a validation error about the value at ``location`` inside the validated field.
+
+    A field validator's error is reported at the field itself, with the whole field as its
+    input. The policy loader reads ``policy_location`` and ``policy_found`` from the error's
+    context, so it names the nested key and line and shows ``found``, not the field's repr.
+    """
+    return PydanticCustomError(
+        "value_error", message, {"policy_location": location, "policy_found": found}
+    )
 
 
 def _checked_api_base(value: str | None) -> str | None:
@@ -756,12 +769,14 @@ class Policy(StrictModel):
         if value is None or not local:
             return value
         expected = local[0].api_base
-        for deployment in value.deployments:
+        for index, deployment in enumerate(value.deployments):
             if deployment.local_model and deployment.api_base != expected:
-                raise ValueError(
-                    f"local_model embedding deployment {deployment.name!r} has api_base "
-                    f"{deployment.api_base!r}, but the local model serves {expected!r} (the "
-                    f"api_base of chat deployment {local[0].name!r}); use the same api_base"
+                raise nested_value_error(
+                    f"local_model embedding deployment {deployment.name!r} must use the api_base "
+                    f"of the local model, {expected!r}, which chat deployment {local[0].name!r} "
+                    "sets, because `tierwise serve` starts one local model server",
+                    ("deployments", index, "api_base"),
+                    deployment.api_base,
                 )
         return value
 

@@ -167,8 +167,12 @@ embeddings:
       price: {input_per_million: 0}
 """
     [problem] = load(tmp_path, CHAT_TIERS + local).problems
-    assert ":12: embeddings: local_model embedding deployment 'local-embed' has api_base " in problem
-    assert "http://127.0.0.1:8081/v1" in problem
+    assert problem.endswith(
+        ":15: embeddings.deployments.0.api_base: local_model embedding deployment "
+        "'local-embed' must use the api_base of the local model, 'http://127.0.0.1:8081/v1', "
+        "which chat deployment 'small' sets, because `tierwise serve` starts one local model "
+        "server (found 'http://127.0.0.1:8082/v1')"
+    )
 
 
 def test_invalid_api_base(tmp_path: Path) -> None:
