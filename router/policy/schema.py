@@ -621,6 +621,13 @@ class EmbeddingDeployment(UpstreamAccess, StrictModel):
         "OpenAI's text-embedding-3 models do. Without it, only requests without dimensions or "
         "with dimensions equal to `dimensions` reach the deployment.",
     )
+    accepts_token_ids: bool | None = Field(
+        default=None,
+        description="Whether the model takes token arrays (lists of token ids) as input, as "
+        "OpenAI's embedding models do. Unset means true, except on local_model deployments, "
+        "because the server of llama-cpp-python 0.3.36 takes only strings. Requests with "
+        "token arrays reach only the deployments that take them.",
+    )
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
 
@@ -633,6 +640,13 @@ class EmbeddingDeployment(UpstreamAccess, StrictModel):
     @classmethod
     def _check_local_model_address(cls, value: bool, info: ValidationInfo) -> bool:
         return _checked_local_model(value, info)
+
+    @property
+    def takes_token_ids(self) -> bool:
+        """Whether requests whose input is token arrays may reach this deployment."""
+        if self.accepts_token_ids is not None:
+            return self.accepts_token_ids
+        return not self.local_model
 
     def cost_usd(self, tokens_in: int, tokens_out: int = 0, tokens_cached: int = 0) -> float:
         """Return the USD cost of embedding ``tokens_in`` tokens; the other counts are unused."""
