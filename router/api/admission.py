@@ -182,10 +182,7 @@ async def read_json_body(request: Request, limit: int, timeout_s: float) -> dict
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"The request body is not valid JSON ({exc.msg} at position {exc.pos}).",
-            code="invalid_json",
-        ) from None
+        raise _invalid_json(raw, exc) from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     # orjson parses up to 1,024 levels but serialises only 255, and the gateway serialises
@@ -197,6 +194,27 @@ async def read_json_body(request: Request, limit: int, timeout_s: float) -> dict
             code="invalid_json",
         )
     return body
+
+
+def _invalid_json(raw: bytes, exc: orjson.JSONDecodeError) -> InvalidRequest:
+    """Return the 400 for a body that orjson rejected.
+
+    orjson 3.13 checks the encoding before parsing and reports invalid UTF-8 as "str is not
+    valid UTF-8: surrogates not allowed" at position 0, so the bytes are decoded again here to
+    find the first invalid one.
+    """
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as decode_error:
+        return InvalidRequest(
+            f"The request body is not valid UTF-8 (invalid byte at position {decode_error.start}). "
+            "Encode the JSON body as UTF-8.",
+            code="invalid_json",
+        )
+    return InvalidRequest(
+        f"The request body is not valid JSON ({exc.msg} at position {exc.pos}).",
+        code="invalid_json",
+    )
 
 
 MAX_JSON_DEPTH = 128

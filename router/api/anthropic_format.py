@@ -43,10 +43,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from starlette.responses import Response
 
-from router.api.schemas import error_parameter
+from router.api.schemas import error_parameter, invalid_request
 from router.api.translated import compact_parts, content_text, invalid_value, required_string
 from router.errors import GatewayError, InvalidRequest
 from router.outcomes.record import valid_token_count
@@ -147,6 +154,11 @@ class MessageParam(BaseModel):
     role: Literal["user", "assistant"]
     content: str | list[dict[str, Any]]
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _check_content_form(cls, value: Any) -> Any:
+        return require_string_or_list(value, "content", "content blocks")
+
 
 class MessagesRequest(BaseModel):
     """The fields of an Anthropic Messages request, with Anthropic's value ranges."""
@@ -173,6 +185,22 @@ class MessagesRequest(BaseModel):
     inference_geo: str | None = None
     speed: str | None = None
     cache_control: dict[str, Any] | None = None
+
+    @field_validator("system", mode="before")
+    @classmethod
+    def _check_system_form(cls, value: Any) -> Any:
+        return None if value is None else require_string_or_list(value, "system", "text blocks")
+
+
+def require_string_or_list(value: Any, name: str, items: str) -> Any:
+    """Return ``value`` if it is a string or a list, or raise ValueError naming both forms.
+
+    A ``str | list`` field alone would report only its first branch: "Input should be a
+    valid string". pydantic turns a ValueError, not a TypeError, into a 400.
+    """
+    if not isinstance(value, str | list):
+        raise ValueError(f"{name} must be a string or a list of {items}")  # noqa: TRY004
+    return value
 
 
 @dataclass(frozen=True)
@@ -230,8 +258,7 @@ def _validate(body: dict[str, Any]) -> MessagesRequest:
                 param=param,
                 code="unsupported_parameter",
             ) from None
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise InvalidRequest(f"Invalid value for '{param}': {message}.", param=param) from None
+        raise invalid_request(exc) from None
 
 
 def _system_messages(system: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:

@@ -43,9 +43,7 @@ def identify(request: Request, policy: Policy) -> TenantContext:
     tenants = policy.tenants
     if not token:
         if tenants.require_key:
-            raise AuthenticationFailed(
-                "Missing API key. Send it as 'Authorization: Bearer KEY' (or 'x-api-key: KEY').", code="missing_api_key"
-            )
+            raise _missing_key_error(request)
         return TenantContext(ANONYMOUS_TENANT)
     digest = hashlib.sha256(token.encode()).hexdigest()
     name = tenants.tenant_for_digest(digest) if tenants.entries else None
@@ -57,6 +55,22 @@ def identify(request: Request, policy: Policy) -> TenantContext:
             "Check the key, or ask the gateway's operators for one."
         )
     return TenantContext("key-" + digest[:16])
+
+
+def _missing_key_error(request: Request) -> AuthenticationFailed:
+    """Return the 401 for a request without a usable key, naming a non-Bearer Authorization header."""
+    header = request.headers.get("authorization")
+    if header and header.partition(" ")[0].lower() != "bearer":
+        # The message does not repeat the scheme, because in a header that contains a bare key
+        # the first word is the key.
+        return AuthenticationFailed(
+            "The Authorization header does not use the Bearer scheme. Send the API key as "
+            "'Authorization: Bearer KEY' (or as 'x-api-key: KEY' without an Authorization header).",
+            code="missing_api_key",
+        )
+    return AuthenticationFailed(
+        "Missing API key. Send it as 'Authorization: Bearer KEY' (or 'x-api-key: KEY').", code="missing_api_key"
+    )
 
 
 def tenant_of(request: Request, policy: Policy | None = None) -> str:

@@ -196,8 +196,8 @@ async def _serve(
 def _candidates(policy: Policy, parsed: ParsedEmbeddingRequest) -> tuple[EmbeddingDeployment, ...]:
     """Return the deployments that may serve the request, in order.
 
-    Raises ModelNotFound for an unknown model and UnsupportedParameter when no deployment
-    returns vectors of the requested ``dimensions``.
+    Raises ModelNotFound for an unknown model, and UnsupportedParameter when no deployment
+    returns vectors of the requested ``dimensions`` or accepts the token arrays in the input.
     """
     if policy.embeddings is None:
         raise ModelNotFound(
@@ -224,6 +224,15 @@ def _candidates(policy: Policy, parsed: ParsedEmbeddingRequest) -> tuple[Embeddi
             f"{parsed.dimensions} dimensions. Remove 'dimensions' from the request.",
             param="dimensions",
         )
+    if parsed.token_ids:
+        eligible = tuple(d for d in eligible if d.takes_token_ids)
+        if not eligible:
+            raise UnsupportedParameter(
+                f"The model '{parsed.model}' takes only strings as input, not token arrays, "
+                "because none of its deployments accepts token ids. Send the text as a string "
+                "or a list of strings.",
+                param="input",
+            )
     return eligible
 
 

@@ -131,6 +131,8 @@ class ResponsesRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1)
+    # Checked first in _check_input_form, whose messages name both allowed forms. The union
+    # alone reports only its first branch: "Input should be a valid string".
     input: str | list[dict[str, Any]]
     instructions: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -156,6 +158,19 @@ class ResponsesRequest(BaseModel):
     _replace_null_with_default = field_validator("stream", mode="before")(
         classmethod(lambda cls, value, info: null_as_default(cls, value, info))
     )
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _check_input_form(cls, value: Any) -> Any:
+        if not isinstance(value, str | list):
+            raise ValueError("input must be a string or a list of input items")
+        for index, item in enumerate(value if isinstance(value, list) else ()):
+            if not isinstance(item, dict):
+                raise ValueError(
+                    f"input[{index}] must be an input item object such as "
+                    '{"role": "user", "content": "..."}, not a bare value'
+                )
+        return value
 
     @field_validator("metadata")
     @classmethod

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from router.cli.help_format import hide_flag_placeholders
 from router.cli.outcomes import outcomes_app
 from router.cli.policy import policy_app
 from router.cli.publish import publish_classifier_command, publish_policy_command
@@ -17,6 +18,8 @@ from router.cli.usage import usage_command
 if TYPE_CHECKING:
     from router.app import GatewayApp
     from router.settings import Settings
+
+hide_flag_placeholders()
 
 app = typer.Typer(
     name="tierwise",

@@ -319,13 +319,16 @@ def _sequence_items(node: yaml.Node | None) -> list[yaml.Node]:
 
 
 def _describe(error: Any, root: yaml.Node | None, path: Path) -> str:
-    location = [part for part in error["loc"] if not _is_validator_name(part)]
+    # An error from schema.nested_value_error names a value inside the validated field.
+    context = error.get("ctx") or {}
+    nested_location = list(context.get("policy_location", ()))
+    location = [part for part in error["loc"] if not _is_validator_name(part)] + nested_location
     is_key_error = bool(location) and location[-1] == "[key]"
     if is_key_error:
         location = location[:-1]
     line = _line_of(root, location, key_line=is_key_error)
     key = ".".join(str(part) for part in location) or "(top level)"
-    found = error.get("input")
+    found = context["policy_found"] if "policy_found" in context else error.get("input")
     found_text = _short(found) if error["type"] != "missing" else "nothing"
     if "key_sha256" in location and error["type"] != "missing" and not _looks_like_digest(found):
         # An operator may paste the API key itself here, and problems reach the log.

@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from router.routing.category import CATEGORIES
 
@@ -137,6 +138,18 @@ def _is_host_name(host: str) -> bool:
         pass
     labels = host.removesuffix(".").split(".")
     return all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def nested_value_error(message: str, location: tuple[str | int, ...], found: object) -> PydanticCustomError:
+    """Return a validation error about the value at ``location`` inside the validated field.
+
+    A field validator's error is reported at the field itself, with the whole field as its
+    input. The policy loader reads ``policy_location`` and ``policy_found`` from the error's
+    context, so it names the nested key and line and shows ``found``, not the field's repr.
+    """
+    return PydanticCustomError(
+        "value_error", message, {"policy_location": location, "policy_found": found}
+    )
 
 
 def _checked_api_base(value: str | None) -> str | None:
@@ -622,6 +635,13 @@ class EmbeddingDeployment(UpstreamAccess, StrictModel):
         "OpenAI's text-embedding-3 models do. Without it, only requests without dimensions or "
         "with dimensions equal to `dimensions` reach the deployment.",
     )
+    accepts_token_ids: bool | None = Field(
+        default=None,
+        description="Whether the model takes token arrays (lists of token ids) as input, as "
+        "OpenAI's embedding models do. Unset means true, except on local_model deployments, "
+        "because the server of llama-cpp-python 0.3.36 takes only strings. Requests with "
+        "token arrays reach only the deployments that take them.",
+    )
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
 
@@ -634,6 +654,13 @@ class EmbeddingDeployment(UpstreamAccess, StrictModel):
     @classmethod
     def _check_local_model_address(cls, value: bool, info: ValidationInfo) -> bool:
         return _checked_local_model(value, info)
+
+    @property
+    def takes_token_ids(self) -> bool:
+        """Whether requests whose input is token arrays may reach this deployment."""
+        if self.accepts_token_ids is not None:
+            return self.accepts_token_ids
+        return not self.local_model
 
     def cost_usd(self, tokens_in: int, tokens_out: int = 0, tokens_cached: int = 0) -> float:
         """Return the USD cost of embedding ``tokens_in`` tokens; the other counts are unused."""
@@ -770,12 +797,14 @@ class Policy(StrictModel):
         if value is None or not local:
             return value
         expected = local[0].api_base
-        for deployment in value.deployments:
+        for index, deployment in enumerate(value.deployments):
             if deployment.local_model and deployment.api_base != expected:
-                raise ValueError(
-                    f"local_model embedding deployment {deployment.name!r} has api_base "
-                    f"{deployment.api_base!r}, but the local model serves {expected!r} (the "
-                    f"api_base of chat deployment {local[0].name!r}); use the same api_base"
+                raise nested_value_error(
+                    f"local_model embedding deployment {deployment.name!r} must use the api_base "
+                    f"of the local model, {expected!r}, which chat deployment {local[0].name!r} "
+                    "sets, because `tierwise serve` starts one local model server",
+                    ("deployments", index, "api_base"),
+                    deployment.api_base,
                 )
         return value
 

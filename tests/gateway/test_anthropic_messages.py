@@ -390,7 +390,7 @@ def test_missing_max_tokens_is_400(live: LiveStack) -> None:
         "type": "error",
         "error": {
             "type": "invalid_request_error",
-            "message": "Invalid value for 'max_tokens': Field required.",
+            "message": "Missing required parameter: 'max_tokens'.",
         },
     }
 
@@ -753,6 +753,29 @@ def test_streaming_asks_for_usage() -> None:
             {"messages": []},
             "messages",
             "Invalid value for 'messages': List should have at least 1 item after validation, not 0.",
+        ),
+        (
+            {"messages": [{"role": "user"}]},
+            "messages[0].content",
+            "Missing required parameter: 'messages[0].content'.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": 5}]},
+            "messages[0].content",
+            (
+                "Invalid value for 'messages[0].content': content must be a string or a list "
+                "of content blocks."
+            ),
+        ),
+        (
+            {"system": 5},
+            "system",
+            "Invalid value for 'system': system must be a string or a list of text blocks.",
+        ),
+        (
+            {"tools": [{"name": "lookup"}]},
+            "tools[0].input_schema",
+            "Missing required parameter: 'tools[0].input_schema'.",
         ),
         (
             {"messages": [{"role": "system", "content": "x"}]},

@@ -447,6 +447,31 @@ async def test_upstream_rejection_is_400(
     assert [a["deployment"] for a in records[-1]["attempts"]] == [FLAKY]
 
 
+async def test_token_arrays_skip_string_only_deployments(
+    redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
+) -> None:
+    section = embeddings_section(model_server.base_url, fake.base_url, accepts_token_ids=False)
+    write_policy(redis_kit, model_server, fake, section=section)
+    fake.default = "http_500"
+    async with gateway_on(redis_kit) as gateway:
+        rejected = await embed(gateway, {"model": REAL, "input": [[1, 2, 3]]})
+        failed = await embed(gateway, {"model": ALIAS, "input": [[1, 2, 3]]})
+        records = await gateway.request_records()
+    assert rejected.status_code == 400
+    assert error_of(rejected) == {
+        "message": f"The model '{REAL}' takes only strings as input, not token arrays, because "
+        "none of its deployments accepts token ids. Send the text as a string or a list of "
+        "strings.",
+        "type": "invalid_request_error",
+        "param": "input",
+        "code": "unsupported_parameter",
+    }
+    assert records[0]["attempts"] == []
+    # The alias tries only the deployment that takes token ids.
+    assert failed.status_code == 502
+    assert [a["deployment"] for a in records[1]["attempts"]] == [FLAKY]
+
+
 async def test_litellm_path_embeds(
     redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
 ) -> None:

@@ -54,6 +54,16 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         ),
     ),
     (
+        "invalid_utf8",
+        b'{"model":"auto","messages":[{"role":"user","content":"\xff\xfe"}]}',
+        400,
+        invalid(
+            "The request body is not valid UTF-8 (invalid byte at position 54). "
+            "Encode the JSON body as UTF-8.",
+            code="invalid_json",
+        ),
+    ),
+    (
         "json_array",
         [chat_body()],
         400,

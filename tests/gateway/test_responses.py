@@ -663,6 +663,21 @@ async def test_invalid_body_outcome_record(kit: GatewayKit) -> None:
     assert records[0]["error"] == "invalid_request"
 
 
+async def test_number_input_gets_openai_error(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        response = await post_response(gateway, {"model": "auto", "input": 5})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "message": "Invalid value for 'input': input must be a string or a list of input items.",
+            "type": "invalid_request_error",
+            "param": "input",
+            "code": "invalid_request",
+        }
+    }
+
+
 async def test_context_error_names_responses_fields(kit: GatewayKit) -> None:
     windows = {"edge": 1024, "mid": 1024, "frontier": 2048}
     async with kit.running(context_windows=windows) as gateway:
@@ -901,7 +916,20 @@ def test_json_schema_format_translation() -> None:
         (
             {"input": None},
             "input",
-            "Invalid value for 'input': Input should be a valid string.",
+            "Invalid value for 'input': input must be a string or a list of input items.",
+        ),
+        (
+            {"input": 5},
+            "input",
+            "Invalid value for 'input': input must be a string or a list of input items.",
+        ),
+        (
+            {"input": [{"role": "user", "content": "Hi"}, "Hi"]},
+            "input",
+            (
+                "Invalid value for 'input': input[1] must be an input item object such as "
+                '{"role": "user", "content": "..."}, not a bare value.'
+            ),
         ),
         (
             {"max_output_tokens": 0},

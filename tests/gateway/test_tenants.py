@@ -47,6 +47,42 @@ async def test_missing_and_wrong_keys_get_401(kit: GatewayKit) -> None:
     assert right.status_code == 200
 
 
+async def test_non_bearer_authorization_gets_401(kit: GatewayKit) -> None:
+    key = f"sk-team-a-{uuid.uuid4().hex}"
+    write_tenant_policy(kit, {"require_key": True, "entries": {"team-a": {"key_sha256": [digest(key)]}}})
+    async with kit.running(settings=kit.settings()) as gateway:
+        basic = await gateway.client.post(
+            "/v1/chat/completions", json=chat_body(), headers={"Authorization": "Basic abc"}
+        )
+        bare_key = await gateway.client.post(
+            "/v1/chat/completions", json=chat_body(), headers={"Authorization": key}
+        )
+        messages = await gateway.client.post(
+            "/v1/messages",
+            json={"model": "auto", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]},
+            headers={"Authorization": "Basic abc"},
+        )
+    expected = (
+        "The Authorization header does not use the Bearer scheme. Send the API key as "
+        "'Authorization: Bearer KEY' (or as 'x-api-key: KEY' without an Authorization header)."
+    )
+    assert basic.status_code == 401
+    assert basic.json()["error"] == {
+        "message": expected,
+        "type": "authentication_error",
+        "param": None,
+        "code": "missing_api_key",
+    }
+    assert bare_key.status_code == 401
+    assert bare_key.json()["error"]["message"] == expected
+    assert key not in bare_key.text
+    assert messages.status_code == 401
+    assert messages.json() == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": expected},
+    }
+
+
 async def test_tenant_min_tier_and_blocked_tier_apply(kit: GatewayKit) -> None:
     key = f"sk-{uuid.uuid4().hex}"
     entries = {"premium": {"key_sha256": [digest(key)], "blocked_tiers": ["edge"], "min_tier": "mid"}}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -129,3 +131,28 @@ def test_busy_port_is_json_line_with_json_logs() -> None:
     lines = [json.loads(line) for line in result.output.strip().splitlines()]
     assert [line["event"] for line in lines] == ["gateway_start_failed"]
     assert f"127.0.0.1:{port} is already in use" in lines[0]["error"]
+
+
+def command_paths(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Return the argument lists that reach ``command`` and each of its subcommands."""
+    paths = [path]
+    for name, child in getattr(command, "commands", {}).items():
+        if not child.hidden:
+            paths.extend(command_paths(child, (*path, name)))
+    return paths
+
+
+def test_flags_show_no_value_placeholder() -> None:
+    root = typer.main.get_command(mounted_app())
+    paths = command_paths(root)
+    assert ("serve",) in paths
+    for path in paths:
+        result = runner.invoke(mounted_app(), [*path, "--help"], terminal_width=200)
+        assert result.exit_code == 0, path
+        assert "<bool>" not in result.output, path
+    root_help = runner.invoke(mounted_app(), ["--help"], terminal_width=200).output
+    assert re.search(r"--version +Print the installed Tierwise version", root_help)
+    assert re.search(r"--help +Show this message and exit", root_help)
+    serve_help = runner.invoke(mounted_app(), ["serve", "--help"], terminal_width=200).output
+    assert re.search(r"--local-model +--no-local-model +Start the local edge model", serve_help)
+    assert re.search(r"--port +<int> +TCP port to listen on", serve_help)

@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from router.api.embeddings import MAX_INPUTS, convert_vectors, parse_embedding_request
-from router.errors import InvalidRequest
+from router.api.embeddings import (
+    MAX_INPUTS,
+    _candidates,
+    convert_vectors,
+    parse_embedding_request,
+)
+from router.errors import InvalidRequest, UnsupportedParameter
 from router.policy.loader import PolicyError, load_policy
 from router.settings import BUNDLED_POLICY
 
@@ -83,6 +88,46 @@ def test_bundled_policy_embeds_with_local_model() -> None:
     assert local
     assert local[0].api_base == chat_local[0].api_base
     assert policy.local_model_deployments() == [*chat_local, *local]
+
+
+def test_token_ids_default_by_local_model(tmp_path: Path) -> None:
+    local = """\
+    - name: local-embed
+      model: openai/local
+      api_base: http://127.0.0.1:8081/v1
+      local_model: true
+      price: {input_per_million: 0}
+    - name: local-tokens
+      model: openai/local
+      api_base: http://127.0.0.1:8081/v1
+      local_model: true
+      accepts_token_ids: true
+      price: {input_per_million: 0}
+  aliases:"""
+    path = tmp_path / "policy.yaml"
+    path.write_text(CHAT_TIERS + EMBEDDINGS.replace("  aliases:", local, 1))
+    policy = load_policy(path).policy
+    assert policy.embeddings is not None
+    takes = {d.name: d.takes_token_ids for d in policy.embeddings.deployments}
+    assert takes == {"embed-a": True, "embed-b": True, "local-embed": False, "local-tokens": True}
+
+
+def test_bundled_policy_rejects_token_arrays() -> None:
+    policy = load_policy(BUNDLED_POLICY).policy
+    for token_input in ([[1, 2, 3]], [1, 2, 3]):
+        parsed = parse_embedding_request({"model": "smollm2-135m-embed-local", "input": token_input})
+        with pytest.raises(UnsupportedParameter) as raised:
+            _candidates(policy, parsed)
+        assert raised.value.status == 400
+        assert raised.value.param == "input"
+        assert raised.value.code == "unsupported_parameter"
+        assert raised.value.message == (
+            "The model 'smollm2-135m-embed-local' takes only strings as input, not token "
+            "arrays, because none of its deployments accepts token ids. Send the text as a "
+            "string or a list of strings."
+        )
+    strings = parse_embedding_request({"model": "smollm2-135m-embed-local", "input": ["x"]})
+    assert [d.name for d in _candidates(policy, strings)] == ["smollm2-135m-embed-local"]
 
 
 def test_policy_without_embeddings_has_none(tmp_path: Path) -> None:
@@ -167,8 +212,12 @@ embeddings:
       price: {input_per_million: 0}
 """
     [problem] = load(tmp_path, CHAT_TIERS + local).problems
-    assert ":12: embeddings: local_model embedding deployment 'local-embed' has api_base " in problem
-    assert "http://127.0.0.1:8081/v1" in problem
+    assert problem.endswith(
+        ":15: embeddings.deployments.0.api_base: local_model embedding deployment "
+        "'local-embed' must use the api_base of the local model, 'http://127.0.0.1:8081/v1', "
+        "which chat deployment 'small' sets, because `tierwise serve` starts one local model "
+        "server (found 'http://127.0.0.1:8082/v1')"
+    )
 
 
 def test_invalid_api_base(tmp_path: Path) -> None:
