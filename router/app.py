@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("tierwise.app")
 
 CHAT_PATH = "/v1/chat/completions"
-# Response headers that a browser page may read from a cross-origin answer.
+# Response headers that a browser page may read from a cross-origin response.
 CORS_EXPOSED_HEADERS = [
     "x-request-id",
     "x-tierwise-tier",

@@ -351,11 +351,11 @@ class Runtime:
     async def _run_local_model(self, server: Any) -> None:
         """Start the local model server, and start it again whenever it exits.
 
-        A failed first start is final: the extra, the model file or the port needs an
-        operator. A server that ran and then exited (a crash, the OOM killer) is restarted
-        after ``LOCAL_MODEL_RESTART_DELAYS_S``, so the edge tier comes back without a
-        gateway restart; the delay grows while restarts keep failing or the server keeps
-        exiting within ``LOCAL_MODEL_STABLE_S`` of its start.
+        A failed first start is final, because the extra, the model file or the port needs
+        an operator. A server that ran and then exited (a crash, the OOM killer) is started
+        again after ``LOCAL_MODEL_RESTART_DELAYS_S``, so the edge tier comes back without a
+        gateway restart. The delay grows while restarts fail or the server exits again
+        within ``LOCAL_MODEL_STABLE_S`` of its start.
         """
         from router.edge import EdgeModelError
 

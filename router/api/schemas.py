@@ -183,9 +183,9 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
-    # The sampling and tool parameters below are only checked, with OpenAI's types and
-    # ranges, and forwarded as sent: the direct path would pass a wrong type to a server that
-    # may ignore it, and litellm rejects some and passes others, so both paths check here.
+    # The sampling and tool parameters below are checked against OpenAI's types and ranges,
+    # then forwarded as sent. Without the check, the direct path would pass a wrong type to a
+    # server that may ignore it, while litellm rejects some values itself.
     top_p: float | None = Field(default=None, ge=0, le=1)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)

@@ -35,7 +35,7 @@ class PolicyStore:
         self.published = False
         """True once a policy published through Redis replaced the file's policy."""
         self.file_error: str | None = None
-        """Why the file cannot be read now (deleted, unreadable); the policy in use stays."""
+        """The reason the file cannot be read now (deleted, unreadable), or None."""
         self._signature = self._file_signature()
         self._task: asyncio.Task[None] | None = None
         self.on_reload: Callable[[LoadedPolicy], None] | None = None
