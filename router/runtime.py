@@ -126,7 +126,17 @@ class Runtime:
     def unavailable_reason(self, deployment: Deployment | EmbeddingDeployment) -> str | None:
         if deployment.local_model and self.local_model_status != "ready":
             return self.local_model_status
+        import_error = self._litellm_import_error(deployment)
+        if import_error is not None:
+            return f"litellm failed to import: {import_error}"
         return deployment.loaded_unavailable_reason
+
+    def _litellm_import_error(self, deployment: Deployment | EmbeddingDeployment) -> str | None:
+        """Return why litellm failed to import, for a deployment on the litellm path."""
+        loader = self.litellm_loader
+        if loader is None or loader.import_error is None or deployment.uses_direct_path:
+            return None
+        return loader.import_error
 
     def is_available(self, deployment: Deployment | EmbeddingDeployment) -> bool:
         return self.unavailable_reason(deployment) is None
@@ -141,6 +151,8 @@ class Runtime:
         """
         if deployment.local_model and self.local_model_state != "ready":
             return LOCAL_MODEL_CLIENT_REASONS.get(self.local_model_state, _LOCAL_MODEL_DOWN)
+        if self._litellm_import_error(deployment) is not None:
+            return "the gateway failed to import litellm, which calls this deployment (see its log)"
         return deployment.loaded_unavailable_reason
 
     @classmethod

@@ -53,16 +53,6 @@ def _load_litellm() -> Any:
     return litellm
 
 
-def _log_import_failure(loading: asyncio.Task[Any]) -> None:
-    """Log a failed import when it happens, not only when a request next awaits it."""
-    if loading.cancelled():
-        return
-    error = loading.exception()
-    if error is not None:
-        log.error("litellm_import_failed", error=f"{type(error).__name__}: {error}",
-                  effect="requests to litellm deployments fail until an import succeeds")
-
-
 class LitellmTransport:
     """Calls deployments that are not on the direct path through litellm.
 
@@ -76,6 +66,9 @@ class LitellmTransport:
         """Returns a request's headers with trace context added; set when tracing is on."""
         self._module: Any = None
         self._loading: asyncio.Task[Any] | None = None
+        self.import_error: str | None = None
+        """The error of the last failed import, until an import succeeds; its deployments
+        are unavailable meanwhile."""
 
     @property
     def loading(self) -> bool:
@@ -86,7 +79,23 @@ class LitellmTransport:
         """Start importing litellm in a worker thread, unless it is imported or importing."""
         if self._module is None and self._loading is None:
             self._loading = asyncio.get_running_loop().create_task(asyncio.to_thread(_load_litellm))
-            self._loading.add_done_callback(_log_import_failure)
+            self._loading.add_done_callback(self._import_done)
+
+    def _import_done(self, loading: asyncio.Task[Any]) -> None:
+        """Record and log a failed import when it happens, not when a request awaits it."""
+        if loading.cancelled():
+            return
+        error = loading.exception()
+        if error is None:
+            self.import_error = None
+            return
+        self.import_error = f"{type(error).__name__}: {error}"
+        if self._loading is loading:
+            # The next preload (a policy reload) or request tries the import again.
+            self._loading = None
+        log.error("litellm_import_failed", error=self.import_error,
+                  effect="deployments on the litellm path are unavailable until an import "
+                  "succeeds; the import is tried again when the policy is reloaded")
 
     async def _imported(self) -> Any:
         if self._module is None:
@@ -96,10 +105,12 @@ class LitellmTransport:
                 self._module = await asyncio.shield(self._loading)
             except asyncio.CancelledError:
                 raise
-            except BaseException:
+            except Exception as exc:  # noqa: BLE001 - any import failure fails this deployment
                 # A failed import is retried by the next request.
                 self._loading = None
-                raise
+                raise UpstreamError(
+                    "server", f"litellm failed to import: {type(exc).__name__}: {exc}"
+                ) from None
         return self._module
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
+from router.upstream.base import UpstreamError
 from tests.gateway.conftest import GatewayKit, chat_body, parse_sse, policy_document, write_yaml
 from tests.support.recorded import SCRIPTED_ANSWER
 from tests.support.scenario import Scenario, context_length_error
@@ -247,9 +248,10 @@ async def test_failed_litellm_import_is_retried(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(litellm_path, "_load_litellm", flaky_import)
     transport = litellm_path.LitellmTransport()
 
-    with pytest.raises(ImportError, match="broken install"):
+    with pytest.raises(UpstreamError, match="litellm failed to import: ImportError: broken install"):
         await transport._imported()
     assert await transport._imported() == "module"
+    assert transport.import_error is None
 
 
 async def test_failed_preload_is_logged(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -271,6 +273,41 @@ async def test_failed_preload_is_logged(monkeypatch: pytest.MonkeyPatch) -> None
     assert len(failures) == 1
     assert failures[0]["log_level"] == "error"
     assert "broken install" in failures[0]["error"]
+    assert transport.import_error == "ImportError: broken install"
+    assert transport.loading is False
+
+
+async def test_failed_import_makes_litellm_deployments_unavailable(
+    kit: GatewayKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from router.upstream import litellm_path
+
+    def broken_import() -> object:
+        raise ImportError("broken install")
+
+    monkeypatch.setattr(litellm_path, "_load_litellm", broken_import)
+    document: dict[str, Any] = policy_document(kit.base_urls)
+    # Edge and mid go through litellm; frontier stays on the direct path.
+    for tier in ("edge", "mid"):
+        document["tiers"][tier]["deployments"][0]["transport"] = "litellm"
+    write_yaml(kit.policy_path, document)
+    async with kit.running(settings=kit.settings()) as gateway:
+        loader = gateway.runtime.litellm_loader
+        assert loader is not None
+        while loader.loading:
+            await asyncio.sleep(0.01)
+        ready = await gateway.client.get("/readyz")
+        routed = await gateway.chat(chat_body(temperature=0))
+        named = await gateway.chat(chat_body(model="mid-medium"))
+
+    assert ready.status_code == 200
+    assert ready.json()["available_deployments"] == {"edge": 0, "mid": 0, "frontier": 1}
+    assert routed.status_code == 200, routed.text
+    assert routed.headers["x-tierwise-tier"] == "frontier"
+    assert named.status_code == 503
+    message = named.json()["error"]["message"]
+    assert "the gateway failed to import litellm" in message
+    assert "broken install" not in message
 
 
 async def test_readyz_waits_for_litellm_import(
