@@ -52,16 +52,29 @@ if TYPE_CHECKING:
 log = structlog.get_logger("tierwise.app")
 
 CHAT_PATH = "/v1/chat/completions"
-# Response headers that a browser page may read from a cross-origin answer.
+# Response headers that a browser page may read from a cross-origin response. The official
+# clients (openai-python 3.63 and anthropic 2.17 checked) read x-should-retry and the
+# retry-after headers to decide on retries, and Anthropic's reads request-id, which
+# /v1/messages sends.
 CORS_EXPOSED_HEADERS = [
     "x-request-id",
+    "request-id",
     "x-tierwise-tier",
     "x-tierwise-model",
     "x-tierwise-score",
     "x-tierwise-cost-usd",
     "x-tierwise-cache",
+    "x-tierwise-upstream-request-id",
+    "x-should-retry",
     "retry-after",
     "retry-after-ms",
+    # OpenAI's rate-limit headers, which the gateway passes on from the deployment.
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
 ]
 
 
