@@ -466,16 +466,21 @@ def _with_text_content(message: dict[str, Any]) -> dict[str, Any]:
 
     The local model's server (llama-cpp-python 0.3.36) returns a 500 for content sent as a
     list of parts, text parts included, in every role, while OpenAI's API accepts them.
-    Content with parts of other types is left as sent.
+    An assistant's refusal parts count as text, because they are its earlier output. Content
+    with parts of other types is left as sent.
     """
     content = message.get("content")
     if not isinstance(content, list) or not content:
         return message
     texts: list[str] = []
     for part in content:
-        if not isinstance(part, dict) or part.get("type") != "text":
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "refusal" and isinstance(part.get("refusal"), str):
+            texts.append(part["refusal"])
+        else:
             return message
-        texts.append(part["text"])
     return {**message, "content": "\n".join(texts)}
 
 

@@ -607,6 +607,8 @@ TEXT_PART_MESSAGES = [
     {"role": "user", "content": [{"type": "text", "text": "Name a"}, {"type": "text", "text": "colour."}]},
     {"role": "assistant", "content": [{"type": "text", "text": "Red."}]},
     {"role": "user", "content": "Another one."},
+    {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot."}]},
+    {"role": "user", "content": "Why?"},
 ]
 
 
@@ -614,7 +616,10 @@ TEXT_PART_MESSAGES = [
     ("deployment", "expected_contents"),
     [
         # The local model's server returns a 500 for any list of content parts.
-        ("edge-small", ["Answer in one word.", "Name a\ncolour.", "Red.", "Another one."]),
+        (
+            "edge-small",
+            ["Answer in one word.", "Name a\ncolour.", "Red.", "Another one.", "I cannot.", "Why?"],
+        ),
         ("mid-medium", [message["content"] for message in TEXT_PART_MESSAGES]),
     ],
 )
