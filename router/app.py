@@ -198,7 +198,10 @@ def create_app(
         app.include_router(module.router)
     _add_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)
-    origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
+    # A browser's Origin header never ends in "/", while a URL copied from the address bar
+    # does, and Starlette compares origins as exact strings.
+    origins = [origin.strip().rstrip("/") for origin in settings.cors_origins.split(",")]
+    origins = [origin for origin in origins if origin]
     if origins:
         # Outermost, so that error responses carry the headers too. Browsers send keys as
         # Authorization headers, not cookies, so credentials stay off.

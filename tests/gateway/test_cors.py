@@ -86,3 +86,13 @@ async def test_passed_headers_are_exposed(kit: GatewayKit) -> None:
     assert "x-should-retry" in exposed
     # Sent by /v1/messages, where Anthropic's clients look for the request id.
     assert "request-id" in exposed
+
+
+async def test_origin_with_trailing_slash(kit: GatewayKit) -> None:
+    kit.write_policy()
+    settings = kit.settings(cors_origins=f" {ORIGIN}/ ,")
+    async with kit.running(settings=settings) as gateway:
+        preflight = await gateway.client.options("/v1/chat/completions", headers=PREFLIGHT)
+
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == ORIGIN
