@@ -437,15 +437,23 @@ class EdgeModelServer:
     def _spawn(self, model_path: Path, port: int) -> None:
         # Uvicorn writes one access line per request to stdout, which is discarded. Errors
         # go to stderr, which is kept in a file so that a failed start can quote them.
-        self._workdir = Path(tempfile.mkdtemp(prefix="tierwise-edge-"))
-        with (self._workdir / "server.log").open("wb") as stderr_file:
-            self._process = subprocess.Popen(
-                self._server_command(model_path, port),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr_file,
-                env=_child_environment(),
-            )
+        try:
+            self._workdir = Path(tempfile.mkdtemp(prefix="tierwise-edge-"))
+            with (self._workdir / "server.log").open("wb") as stderr_file:
+                self._process = subprocess.Popen(
+                    self._server_command(model_path, port),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr_file,
+                    env=_child_environment(),
+                )
+        except OSError as exc:
+            # Raised as the start error that callers handle, so that a full temporary
+            # folder fails this start and a later restart can still succeed.
+            raise EdgeModelStartFailed(
+                f"failed to start the llama.cpp server: {exc}; check that "
+                f"{tempfile.gettempdir()} is writable and has free space"
+            ) from exc
         self._port = port
 
     async def _wait_until_ready(self, started: float) -> None:

@@ -249,6 +249,20 @@ async def test_edge_server_wait_for_exit_reports_code(tmp_path: Path) -> None:
     assert reason == "the llama.cpp server exited with code 3"
 
 
+def test_edge_server_spawn_error_is_start_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(**_: Any) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(router.edge.tempfile, "mkdtemp", full_disk)
+    server = EdgeModelServer(model_dir=tmp_path)
+
+    # The restart loop retries EdgeModelStartFailed; another error would end the loop.
+    with pytest.raises(EdgeModelStartFailed, match="No space left on device"):
+        server._spawn(tmp_path / "model.gguf", 8123)
+
+
 async def test_edge_server_wait_for_exit_names_signal(tmp_path: Path) -> None:
     server = EdgeModelServer(model_dir=tmp_path)
     server._workdir = tmp_path
