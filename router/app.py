@@ -52,16 +52,29 @@ if TYPE_CHECKING:
 log = structlog.get_logger("tierwise.app")
 
 CHAT_PATH = "/v1/chat/completions"
-# Response headers that a browser page may read from a cross-origin response.
+# Response headers that a browser page may read from a cross-origin response. The official
+# clients (openai-python 3.63 and anthropic 2.17 checked) read x-should-retry and the
+# retry-after headers to decide on retries, and Anthropic's reads request-id, which
+# /v1/messages sends.
 CORS_EXPOSED_HEADERS = [
     "x-request-id",
+    "request-id",
     "x-tierwise-tier",
     "x-tierwise-model",
     "x-tierwise-score",
     "x-tierwise-cost-usd",
     "x-tierwise-cache",
+    "x-tierwise-upstream-request-id",
+    "x-should-retry",
     "retry-after",
     "retry-after-ms",
+    # OpenAI's rate-limit headers, which the gateway passes on from the deployment.
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
 ]
 
 
@@ -185,7 +198,10 @@ def create_app(
         app.include_router(module.router)
     _add_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)
-    origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
+    # A browser's Origin header never ends in "/", while a URL copied from the address bar
+    # does, and Starlette compares origins as exact strings.
+    origins = [origin.strip().rstrip("/") for origin in settings.cors_origins.split(",")]
+    origins = [origin for origin in origins if origin]
     if origins:
         # Outermost, so that error responses carry the headers too. Browsers send keys as
         # Authorization headers, not cookies, so credentials stay off.

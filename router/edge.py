@@ -369,16 +369,24 @@ class EdgeModelServer:
         self._port = None
 
     async def wait_for_exit(self, poll_s: float = _PARENT_POLL_S) -> str:
-        """Wait until the started server exits, and return its exit code and output tail.
+        """Wait until the started server exits, and return its exit code or signal.
 
         Polling reaps the child, so a crashed server leaves no zombie process. Returns at
-        once when no server runs.
+        once when no server runs. The server's output is left out, because the result is
+        logged, and once the server has served requests its errors can quote their prompts.
         """
         while self._process is not None and self._process.poll() is None:
             await asyncio.sleep(poll_s)
         if self._process is None:
             return "the llama.cpp server is not running"
-        return f"the llama.cpp server exited with code {self._process.returncode}; {self._log_tail()}"
+        code = self._process.returncode
+        if code < 0:
+            try:
+                cause = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                cause = f"was killed by signal {-code}"
+            return f"the llama.cpp server {cause} (exit code {code})"
+        return f"the llama.cpp server exited with code {code}"
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -429,15 +437,23 @@ class EdgeModelServer:
     def _spawn(self, model_path: Path, port: int) -> None:
         # Uvicorn writes one access line per request to stdout, which is discarded. Errors
         # go to stderr, which is kept in a file so that a failed start can quote them.
-        self._workdir = Path(tempfile.mkdtemp(prefix="tierwise-edge-"))
-        with (self._workdir / "server.log").open("wb") as stderr_file:
-            self._process = subprocess.Popen(
-                self._server_command(model_path, port),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr_file,
-                env=_child_environment(),
-            )
+        try:
+            self._workdir = Path(tempfile.mkdtemp(prefix="tierwise-edge-"))
+            with (self._workdir / "server.log").open("wb") as stderr_file:
+                self._process = subprocess.Popen(
+                    self._server_command(model_path, port),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr_file,
+                    env=_child_environment(),
+                )
+        except OSError as exc:
+            # Raised as the start error that callers handle, so that a full temporary
+            # folder fails this start and a later restart can still succeed.
+            raise EdgeModelStartFailed(
+                f"failed to start the llama.cpp server: {exc}; check that "
+                f"{tempfile.gettempdir()} is writable and has free space"
+            ) from exc
         self._port = port
 
     async def _wait_until_ready(self, started: float) -> None:

@@ -120,6 +120,9 @@ class Message(BaseModel):
         content = self.content
         if content is None and self.role in ("system", "developer", "user"):
             raise ValueError(f"a {self.role} message needs content (a string or a list of parts)")
+        # An empty list carries no input, and the local model's server returns a 500 for it.
+        if content == [] and self.role in ("system", "developer", "user"):
+            raise ValueError(f"a {self.role} message needs at least one content part")
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a tool message needs tool_call_id")
         if isinstance(content, list):

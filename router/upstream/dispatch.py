@@ -428,6 +428,8 @@ def _upstream_body(
             {**message, "role": "system"} if message.get("role") == "developer" else message
             for message in upstream["messages"]
         ]
+    if deployment.local_model:
+        upstream["messages"] = [_with_text_content(message) for message in upstream["messages"]]
     limit_param = deployment.sent_output_limit_param
     if limit_param == "max_tokens" and "max_completion_tokens" in upstream:
         # Some servers, the bundled llama.cpp server (llama-cpp-python 0.3.36) among them,
@@ -457,6 +459,29 @@ def _upstream_body(
         upstream.pop("stream", None)
         upstream.pop("stream_options", None)
     return upstream
+
+
+def _with_text_content(message: dict[str, Any]) -> dict[str, Any]:
+    """Join content that consists only of text parts into one string, newline-separated.
+
+    The local model's server (llama-cpp-python 0.3.36) returns a 500 for content sent as a
+    list of parts, text parts included, in every role, while OpenAI's API accepts them.
+    An assistant's refusal parts count as text, because they are its earlier output. Content
+    with parts of other types is left as sent.
+    """
+    content = message.get("content")
+    if not isinstance(content, list) or not content:
+        return message
+    texts: list[str] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "refusal" and isinstance(part.get("refusal"), str):
+            texts.append(part["refusal"])
+        else:
+            return message
+    return {**message, "content": "\n".join(texts)}
 
 
 def _is_completion(completion: Any) -> bool:

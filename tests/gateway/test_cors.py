@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.gateway.conftest import GatewayKit, chat_body
+from tests.support.scenario import Scenario
 
 ORIGIN = "http://localhost:3000"
 PREFLIGHT = {
@@ -64,3 +65,34 @@ async def test_any_origin(kit: GatewayKit) -> None:
 
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == "*"
+
+
+async def test_passed_headers_are_exposed(kit: GatewayKit) -> None:
+    kit.write_policy()
+    upstream_headers = {"x-ratelimit-remaining-requests": "9", "x-request-id": "req_upstream_1"}
+    kit.fakes["edge"].enqueue(Scenario(headers=upstream_headers))
+    async with kit.running(settings=kit.settings(cors_origins=ORIGIN)) as gateway:
+        response = await gateway.client.post(
+            "/v1/chat/completions", json=chat_body(),
+            headers={"authorization": "Bearer sk-test", "origin": ORIGIN})
+
+    assert response.status_code == 200, response.text
+    exposed = {name.strip() for name in response.headers["access-control-expose-headers"].split(",")}
+    assert response.headers["x-ratelimit-remaining-requests"] == "9"
+    assert "x-ratelimit-remaining-requests" in exposed
+    assert response.headers["x-tierwise-upstream-request-id"] == "req_upstream_1"
+    assert "x-tierwise-upstream-request-id" in exposed
+    # Sent with 429s that a retry cannot fix, such as an exceeded budget.
+    assert "x-should-retry" in exposed
+    # Sent by /v1/messages, where Anthropic's clients look for the request id.
+    assert "request-id" in exposed
+
+
+async def test_origin_with_trailing_slash(kit: GatewayKit) -> None:
+    kit.write_policy()
+    settings = kit.settings(cors_origins=f" {ORIGIN}/ ,")
+    async with kit.running(settings=settings) as gateway:
+        preflight = await gateway.client.options("/v1/chat/completions", headers=PREFLIGHT)
+
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == ORIGIN

@@ -163,6 +163,15 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         ),
     ),
     (
+        "content_empty_list",
+        {"model": "auto", "messages": [{"role": "user", "content": []}]},
+        400,
+        invalid(
+            "Invalid value for 'messages[0]': a user message needs at least one content part.",
+            "messages[0]",
+        ),
+    ),
+    (
         "content_part_without_type",
         {"model": "auto", "messages": [{"role": "user", "content": [{"text": "Hi"}]}]},
         400,

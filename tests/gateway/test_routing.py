@@ -600,3 +600,57 @@ async def test_developer_role_per_deployment(
     assert [message["role"] for message in received] == [expected_role, "user"]
     assert received[0]["content"] == "Answer in one word."
     assert records[0]["status"] == 200
+
+
+TEXT_PART_MESSAGES = [
+    {"role": "developer", "content": [{"type": "text", "text": "Answer in one word."}]},
+    {"role": "user", "content": [{"type": "text", "text": "Name a"}, {"type": "text", "text": "colour."}]},
+    {"role": "assistant", "content": [{"type": "text", "text": "Red."}]},
+    {"role": "user", "content": "Another one."},
+    {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot."}]},
+    {"role": "user", "content": "Why?"},
+]
+
+
+@pytest.mark.parametrize(
+    ("deployment", "expected_contents"),
+    [
+        # The local model's server returns a 500 for any list of content parts.
+        (
+            "edge-small",
+            ["Answer in one word.", "Name a\ncolour.", "Red.", "Another one.", "I cannot.", "Why?"],
+        ),
+        ("mid-medium", [message["content"] for message in TEXT_PART_MESSAGES]),
+    ],
+)
+async def test_text_parts_per_deployment(
+    kit: GatewayKit, deployment: str, expected_contents: list[Any]
+) -> None:
+    write_local_edge_policy(kit)
+    tier = "edge" if deployment == "edge-small" else "mid"
+    async with kit.running(settings=kit.settings()) as gateway:
+        gateway.runtime.local_model_state = "ready"
+        response = await gateway.chat(chat_body(model=deployment, messages=TEXT_PART_MESSAGES))
+
+    assert response.status_code == 200, response.text
+    received = kit.fakes[tier].requests[0].body["messages"]
+    assert [message["content"] for message in received] == expected_contents
+
+
+async def test_local_model_keeps_image_parts(kit: GatewayKit) -> None:
+    write_local_edge_policy(kit)
+    document = yaml.safe_load(kit.policy_path.read_text())
+    document["tiers"]["edge"]["deployments"][0]["capabilities"] = {"vision": True}
+    write_yaml(kit.policy_path, document)
+    content = [
+        {"type": "text", "text": "Describe this."},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    ]
+    async with kit.running(settings=kit.settings()) as gateway:
+        gateway.runtime.local_model_state = "ready"
+        response = await gateway.chat(
+            chat_body(model="edge-small", messages=[{"role": "user", "content": content}])
+        )
+
+    assert response.status_code == 200, response.text
+    assert kit.fakes["edge"].requests[0].body["messages"][0]["content"] == content

@@ -240,14 +240,39 @@ async def test_edge_server_wait_for_exit_reports_code(tmp_path: Path) -> None:
     assert await server.wait_for_exit() == "the llama.cpp server is not running"
 
     server._workdir = tmp_path
-    (tmp_path / "server.log").write_text("Segmentation fault\n")
+    (tmp_path / "server.log").write_text("ValidationError: 'input': 'a user prompt'\n")
     command = [sys.executable, "-c", "raise SystemExit(3)"]
     server._process = subprocess.Popen(command)  # noqa: ASYNC220 - the server holds a Popen
     reason = await server.wait_for_exit(poll_s=0.01)
 
     assert server._process.returncode == 3
-    assert "exited with code 3" in reason
-    assert "last server output: Segmentation fault" in reason
+    assert reason == "the llama.cpp server exited with code 3"
+
+
+def test_edge_server_spawn_error_is_start_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(**_: Any) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(router.edge.tempfile, "mkdtemp", full_disk)
+    server = EdgeModelServer(model_dir=tmp_path)
+
+    # The restart loop retries EdgeModelStartFailed; another error would end the loop.
+    with pytest.raises(EdgeModelStartFailed, match="No space left on device"):
+        server._spawn(tmp_path / "model.gguf", 8123)
+
+
+async def test_edge_server_wait_for_exit_names_signal(tmp_path: Path) -> None:
+    server = EdgeModelServer(model_dir=tmp_path)
+    server._workdir = tmp_path
+    (tmp_path / "server.log").write_text("ValidationError: 'input': 'a user prompt'\n")
+    command = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+    server._process = subprocess.Popen(command)  # noqa: ASYNC220 - the server holds a Popen
+    reason = await server.wait_for_exit(poll_s=0.01)
+
+    assert server._process.returncode == -9
+    assert reason == "the llama.cpp server was killed by SIGKILL (exit code -9)"
 
 
 async def test_moved_local_model_port_warns_on_reload(
