@@ -109,9 +109,9 @@ test: $(VENV)/.installed-test-edge
 	echo "== pytest with TIERWISE_TEST_REDIS_URL=$$TIERWISE_TEST_REDIS_URL"
 	status=0
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) || status=$$?
-	# pytest exits 5 when it collected no tests; that is not a test failure.
+	# pytest exits 5 when it collected no tests, as after a mistyped -k or path in
+	# PYTEST_ARGS; that fails too, so a typo cannot pass for a green run.
 	if [ "$$status" = 5 ]; then
-		echo "pytest collected no tests"
-		status=0
+		echo "pytest collected no tests; check PYTEST_ARGS" >&2
 	fi
 	exit "$$status"
