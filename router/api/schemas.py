@@ -138,7 +138,7 @@ class Message(BaseModel):
                     raise ValueError(f"content[{index}] needs a string 'type'")
                 if kind not in CONTENT_PART_TYPES:
                     raise ValueError(
-                        f"content[{index}] has the unknown type '{kind}'; the types are "
+                        f"content[{index}] has an unknown type '{kind}'. The types are "
                         f"{', '.join(sorted(CONTENT_PART_TYPES))}"
                     )
                 if kind == "text" and not isinstance(part.get("text"), str):

@@ -423,13 +423,11 @@ def _upstream_body(
 ) -> dict[str, Any]:
     upstream = dict(body)
     upstream["model"] = deployment.upstream_model if deployment.uses_direct_path else deployment.model
-    if deployment.developer_as_system:
+    if deployment.developer_as_system or deployment.local_model:
         upstream["messages"] = [
-            {**message, "role": "system"} if message.get("role") == "developer" else message
+            _adapted_message(message, deployment.developer_as_system, deployment.local_model)
             for message in upstream["messages"]
         ]
-    if deployment.local_model:
-        upstream["messages"] = [_with_text_content(message) for message in upstream["messages"]]
     limit_param = deployment.sent_output_limit_param
     if limit_param == "max_tokens" and "max_completion_tokens" in upstream:
         # Some servers, the bundled llama.cpp server (llama-cpp-python 0.3.36) among them,
@@ -459,6 +457,15 @@ def _upstream_body(
         upstream.pop("stream", None)
         upstream.pop("stream_options", None)
     return upstream
+
+
+def _adapted_message(
+    message: dict[str, Any], developer_as_system: bool, join_text: bool
+) -> dict[str, Any]:
+    """Return ``message`` with role developer as system and text parts joined, as asked."""
+    if developer_as_system and message.get("role") == "developer":
+        message = {**message, "role": "system"}
+    return _with_text_content(message) if join_text else message
 
 
 def _with_text_content(message: dict[str, Any]) -> dict[str, Any]:

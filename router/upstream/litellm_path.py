@@ -106,7 +106,8 @@ class LitellmTransport:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any import failure fails this deployment
-                # A failed import is retried by the next request.
+                # The request fails over to the next deployment. The next preload (a policy
+                # reload) or a request to a litellm deployment tries the import again.
                 self._loading = None
                 raise UpstreamError(
                     "server", f"litellm failed to import: {type(exc).__name__}: {exc}"

@@ -204,7 +204,7 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         {"model": "auto", "messages": [{"role": "user", "content": [{"type": "bogus"}]}]},
         400,
         invalid(
-            "Invalid value for 'messages[0]': content[0] has the unknown type 'bogus'; the types "
+            "Invalid value for 'messages[0]': content[0] has an unknown type 'bogus'. The types "
             "are file, image_url, input_audio, refusal, text.",
             "messages[0]",
         ),

@@ -125,6 +125,17 @@ async def wait_for_state(runtime: Runtime, state: str) -> None:
             await asyncio.sleep(0.005)
 
 
+def start_local_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server_class: type = FakeEdgeServer
+) -> tuple[Runtime, Path]:
+    """Return a runtime whose policy has a local edge model, started on ``server_class``, and the policy."""
+    monkeypatch.setattr(router.edge, "EdgeModelServer", server_class)
+    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
+    runtime = Runtime.build(make_settings(tmp_path, policy, local_model=True), StubScorer())
+    runtime._start_local_model()
+    return runtime, policy
+
+
 async def test_local_model_ready_is_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,12 +165,8 @@ async def test_local_model_ready_is_logged(
 async def test_local_model_exit_restarts_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(router.edge, "EdgeModelServer", FakeEdgeServer)
     monkeypatch.setattr(router.runtime, "LOCAL_MODEL_RESTART_DELAYS_S", (0.2, 0.4))
-    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
-    settings = make_settings(tmp_path, policy, local_model=True)
-    runtime = Runtime.build(settings, StubScorer())
-    runtime._start_local_model()
+    runtime, _ = start_local_model(tmp_path, monkeypatch)
     await wait_for_state(runtime, "ready")
     edge = runtime.policies.current.policy.local_model_deployments()[0]
     assert runtime.is_available(edge)
@@ -197,15 +204,12 @@ class FlakyEdgeServer(FakeEdgeServer):
         await super().start()
 
 
-async def test_failed_restart_is_retried_with_longer_delays(
+async def test_failed_restart_waits_longer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(router.edge, "EdgeModelServer", FlakyEdgeServer)
     monkeypatch.setattr(router.runtime, "LOCAL_MODEL_RESTART_DELAYS_S", (0.05, 0.1, 0.15))
     FlakyEdgeServer.starts = 0
-    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
-    runtime = Runtime.build(make_settings(tmp_path, policy, local_model=True), StubScorer())
-    runtime._start_local_model()
+    runtime, _ = start_local_model(tmp_path, monkeypatch, FlakyEdgeServer)
     await wait_for_state(runtime, "ready")
 
     with capture_logs() as logs:
@@ -224,11 +228,8 @@ async def test_failed_restart_is_retried_with_longer_delays(
 async def test_failed_first_start_is_not_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(router.edge, "EdgeModelServer", FlakyEdgeServer)
     FlakyEdgeServer.starts = 1  # the next start is the failing second one
-    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
-    runtime = Runtime.build(make_settings(tmp_path, policy, local_model=True), StubScorer())
-    runtime._start_local_model()
+    runtime, _ = start_local_model(tmp_path, monkeypatch, FlakyEdgeServer)
     await runtime.extra["local_model_task"]
 
     assert runtime.local_model_state == "failed"
@@ -278,11 +279,7 @@ async def test_edge_server_wait_for_exit_names_signal(tmp_path: Path) -> None:
 async def test_moved_local_model_port_warns_on_reload(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(router.edge, "EdgeModelServer", FakeEdgeServer)
-    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
-    settings = make_settings(tmp_path, policy, local_model=True)
-    runtime = Runtime.build(settings, StubScorer())
-    runtime._start_local_model()
+    runtime, policy = start_local_model(tmp_path, monkeypatch)
     await wait_for_state(runtime, "ready")
     text = policy.read_text().replace(EDGE_API_BASE, "http://127.0.0.1:18095/v1")
     policy.write_text(text)
@@ -299,11 +296,7 @@ async def test_moved_local_model_port_warns_on_reload(
 async def test_moved_local_model_port_warns_on_publish(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(router.edge, "EdgeModelServer", FakeEdgeServer)
-    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
-    settings = make_settings(tmp_path, policy, local_model=True)
-    runtime = Runtime.build(settings, StubScorer())
-    runtime._start_local_model()
+    runtime, policy = start_local_model(tmp_path, monkeypatch)
     await wait_for_state(runtime, "ready")
     published = tmp_path / "published.yaml"
     published.write_text(policy.read_text().replace(EDGE_API_BASE, "http://127.0.0.1:18096/v1"))
