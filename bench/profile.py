@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -58,7 +59,8 @@ def record(pid: int, seconds: float, out: Path, native: bool = False) -> None:
 
     ``native`` adds the C frames (uvloop, httptools, orjson, the kernel's entry points).
     """
-    py_spy = shutil.which("py-spy")
+    # A venv's scripts are not on PATH unless the venv is activated.
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
         raise SystemExit("error: py-spy not found; install it with `pip install py-spy`")
     argv = ["taskset", "-c", str(CLIENT_CPU), py_spy, "record", "--pid", str(pid),
