@@ -784,8 +784,8 @@ def test_streaming_asks_for_usage() -> None:
         ),
         (
             {"tool_choice": {"type": "tool"}},
-            "tool_choice",
-            "Invalid value for 'tool_choice': a tool_choice of type 'tool' needs 'name'.",
+            "tool_choice.name",
+            "Missing required parameter: 'tool_choice.name'.",
         ),
         (
             {"tools": [{"type": "web_search_20250305", "name": "web_search"}]},
@@ -796,9 +796,50 @@ def test_streaming_asks_for_usage() -> None:
             ),
         ),
         (
-            {"messages": [{"role": "user", "content": [{"text": "no type"}]}]},
-            "messages[0].content[0]",
-            "Invalid value for 'messages[0].content[0]': each content block needs a string 'type'.",
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"text": "b"}]}]},
+            "messages[0].content[1].type",
+            "Invalid value for 'messages[0].content[1].type': each content block needs a string 'type'.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, "b"]}]},
+            "messages[0].content[1]",
+            (
+                "Invalid value for 'messages[0].content[1]': expected a content block object such "
+                'as {"type": "text", "text": "..."}.'
+            ),
+        ),
+        (
+            {"messages": [{"role": "assistant", "content": [{"type": "text", "text": 5}]}]},
+            "messages[0].content[0].text",
+            "Invalid value for 'messages[0].content[0].text': expected a string.",
+        ),
+        (
+            {"system": [{"type": "text", "text": "a"}, "b"]},
+            "system[1]",
+            (
+                "Invalid value for 'system[1]': expected a content block object such as "
+                '{"type": "text", "text": "..."}.'
+            ),
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"text": "x"}]}],
+                    }
+                ]
+            },
+            "messages[0].content[0].content[0].type",
+            (
+                "Invalid value for 'messages[0].content[0].content[0].type': each content block "
+                "needs a string 'type'."
+            ),
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image"}]}]},
+            "messages[0].content[0].source",
+            "Invalid value for 'messages[0].content[0].source': an image block needs a 'source' object.",
         ),
         (
             {"messages": [{"role": "user", "content": []}]},
