@@ -90,7 +90,7 @@ STOP_REASONS = {
 class ToolParam(BaseModel):
     """A client tool; ``cache_control`` and other hints are accepted and dropped."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     name: str = Field(min_length=1)
     description: str | None = None
@@ -108,7 +108,7 @@ class ToolParam(BaseModel):
 
 
 class ToolChoice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
@@ -122,27 +122,27 @@ class ToolChoice(BaseModel):
 
 
 class Metadata(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     user_id: str | None = None
 
 
 class Thinking(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     type: str
     budget_tokens: int | None = None
 
 
 class OutputFormat(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
     type: Literal["json_schema"]
     json_schema: dict[str, Any] = Field(alias="schema")
 
 
 class OutputConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     format: OutputFormat | None = None
     # NOTE: effort has no OpenAI-compatible counterpart that servers agree on, so it is ignored.
@@ -150,7 +150,7 @@ class OutputConfig(BaseModel):
 
 
 class MessageParam(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     role: Literal["user", "assistant"]
     # A list of Any, so that a bare value in it gets the translation's error, which names its
@@ -166,7 +166,10 @@ class MessageParam(BaseModel):
 class MessagesRequest(BaseModel):
     """The fields of an Anthropic Messages request, with Anthropic's value ranges."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict, like every model of this request: Anthropic's API rejects "5" for max_tokens
+    # and "true" for stream, so pydantic must not convert them. A float such as 5.0 is
+    # rejected for an integer field too.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(min_length=1)
     messages: list[MessageParam] = Field(min_length=1)

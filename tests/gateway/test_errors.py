@@ -103,6 +103,42 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         invalid("Invalid value for 'stream': Input should be a valid boolean.", "stream"),
     ),
     (
+        "stream_string_true",
+        chat_body(stream="true"),
+        400,
+        invalid("Invalid value for 'stream': Input should be a valid boolean.", "stream"),
+    ),
+    (
+        "max_tokens_numeric_string",
+        chat_body(max_tokens="5"),
+        400,
+        invalid("Invalid value for 'max_tokens': Input should be a valid integer.", "max_tokens"),
+    ),
+    (
+        "max_completion_tokens_float",
+        chat_body(max_completion_tokens=5.0),
+        400,
+        invalid(
+            "Invalid value for 'max_completion_tokens': Input should be a valid integer.",
+            "max_completion_tokens",
+        ),
+    ),
+    (
+        "n_float",
+        chat_body(n=1.0),
+        400,
+        invalid("Invalid value for 'n': Input should be a valid integer.", "n"),
+    ),
+    (
+        "include_usage_string",
+        chat_body(stream=True, stream_options={"include_usage": "true"}),
+        400,
+        invalid(
+            "Invalid value for 'stream_options.include_usage': Input should be a valid boolean.",
+            "stream_options.include_usage",
+        ),
+    ),
+    (
         "temperature_above_two",
         chat_body(temperature=2.5),
         400,
