@@ -53,6 +53,7 @@ from pydantic import (
 )
 from starlette.responses import Response
 
+from router.api.message_checks import MissingField
 from router.api.schemas import error_parameter, invalid_request
 from router.api.translated import compact_parts, content_text, invalid_value, required_string
 from router.errors import GatewayError, InvalidRequest
@@ -89,7 +90,7 @@ STOP_REASONS = {
 class ToolParam(BaseModel):
     """A client tool; ``cache_control`` and other hints are accepted and dropped."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     name: str = Field(min_length=1)
     description: str | None = None
@@ -107,7 +108,7 @@ class ToolParam(BaseModel):
 
 
 class ToolChoice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
@@ -116,32 +117,32 @@ class ToolChoice(BaseModel):
     @model_validator(mode="after")
     def _check_name(self) -> ToolChoice:
         if self.type == "tool" and not self.name:
-            raise ValueError("a tool_choice of type 'tool' needs 'name'")
+            raise MissingField(("name",))
         return self
 
 
 class Metadata(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     user_id: str | None = None
 
 
 class Thinking(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     type: str
     budget_tokens: int | None = None
 
 
 class OutputFormat(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
     type: Literal["json_schema"]
     json_schema: dict[str, Any] = Field(alias="schema")
 
 
 class OutputConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     format: OutputFormat | None = None
     # NOTE: effort has no OpenAI-compatible counterpart that servers agree on, so it is ignored.
@@ -149,10 +150,12 @@ class OutputConfig(BaseModel):
 
 
 class MessageParam(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     role: Literal["user", "assistant"]
-    content: str | list[dict[str, Any]]
+    # A list of Any, so that a bare value in it gets the translation's error, which names its
+    # index, and not the union's "Input should be a valid string".
+    content: str | list[Any]
 
     @field_validator("content", mode="before")
     @classmethod
@@ -163,12 +166,15 @@ class MessageParam(BaseModel):
 class MessagesRequest(BaseModel):
     """The fields of an Anthropic Messages request, with Anthropic's value ranges."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict, like every model of this request: Anthropic's API rejects "5" for max_tokens
+    # and "true" for stream, so pydantic must not convert them. A float such as 5.0 is
+    # rejected for an integer field too.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(min_length=1)
     messages: list[MessageParam] = Field(min_length=1)
     max_tokens: int = Field(ge=1)
-    system: str | list[dict[str, Any]] | None = None
+    system: str | list[Any] | None = None
     stop_sequences: list[str] | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -261,7 +267,7 @@ def _validate(body: dict[str, Any]) -> MessagesRequest:
         raise invalid_request(exc) from None
 
 
-def _system_messages(system: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+def _system_messages(system: str | list[Any] | None) -> list[dict[str, Any]]:
     if system is None:
         return []
     if isinstance(system, str):
@@ -280,7 +286,7 @@ def _conversation(messages: list[MessageParam]) -> list[dict[str, Any]]:
     return result
 
 
-def _user_messages(content: str | list[dict[str, Any]], position: int) -> list[dict[str, Any]]:
+def _user_messages(content: str | list[Any], position: int) -> list[dict[str, Any]]:
     """Translate one user turn: its tool results first, then one user message."""
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
@@ -306,7 +312,7 @@ def _user_messages(content: str | list[dict[str, Any]], position: int) -> list[d
     return tool_messages
 
 
-def _assistant_message(content: str | list[dict[str, Any]], position: int) -> dict[str, Any]:
+def _assistant_message(content: str | list[Any], position: int) -> dict[str, Any]:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
     texts: list[str] = []
@@ -400,14 +406,16 @@ def _apply_tool_choice(chat: dict[str, Any], choice: ToolChoice) -> None:
 
 
 def _block_type(block: Any, where: str) -> str:
-    kind = block.get("type") if isinstance(block, dict) else None
+    if not isinstance(block, dict):
+        raise invalid_value(where, 'expected a content block object such as {"type": "text", "text": "..."}')
+    kind = block.get("type")
     if not isinstance(kind, str):
-        raise invalid_value(where, "each content block needs a string 'type'")
+        raise invalid_value(f"{where}.type", "each content block needs a string 'type'")
     return kind
 
 
-def _text(block: dict[str, Any], where: str) -> str:
-    if block.get("type") != "text":
+def _text(block: Any, where: str) -> str:
+    if _block_type(block, where) != "text":
         raise invalid_value(f"{where}.type", "expected a text block")
     text = block.get("text")
     if not isinstance(text, str):

@@ -505,9 +505,12 @@ def _echo(request: ResponsesRequest) -> dict[str, Any]:
 
 
 def _part_type(part: Any, where: str) -> str:
-    kind = part.get("type") if isinstance(part, dict) else None
+    if not isinstance(part, dict):
+        raise invalid_value(where, "expected a content part object such as "
+                            '{"type": "input_text", "text": "..."}')
+    kind = part.get("type")
     if not isinstance(kind, str):
-        raise invalid_value(where, "each content part needs a string 'type'")
+        raise invalid_value(f"{where}.type", "each content part needs a string 'type'")
     return kind
 
 

@@ -20,6 +20,12 @@ from pydantic import (
     model_validator,
 )
 
+from router.api.message_checks import (
+    InvalidField,
+    MissingField,
+    check_message,
+    check_tool_calls,
+)
 from router.errors import InvalidRequest
 
 # Body keys that litellm or provider SDKs would treat as connection settings, credentials,
@@ -97,18 +103,12 @@ def reject_forbidden_parameter(body: dict[str, Any]) -> None:
         )
 
 
-# The content part types of OpenAI's Chat Completions API. Routing reads them to pick a
-# deployment that can take the input, so a type outside this list is rejected rather than
-# sent to a server that may fail on it with a 5xx.
-CONTENT_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
-
-
 class Message(BaseModel):
     # Strict: the validated body is forwarded as sent, so "0.5" must not pass as a number.
     model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    # Checked in _check_content, whose messages name the part at fault; a union type would
+    # Checked in _check_content, whose errors name the part at fault; a union type would
     # report "Input should be a valid string" for a list with a string in it.
     content: Any = None
     tool_calls: list[dict[str, Any]] | None = None
@@ -117,43 +117,8 @@ class Message(BaseModel):
 
     @model_validator(mode="after")
     def _check_content(self) -> Message:
-        content = self.content
-        if content is None and self.role in ("system", "developer", "user"):
-            raise ValueError(f"a {self.role} message needs content (a string or a list of parts)")
-        # An empty list carries no input, and the local model's server returns a 500 for it.
-        if content == [] and self.role in ("system", "developer", "user"):
-            raise ValueError(f"a {self.role} message needs at least one content part")
-        if self.role == "tool" and not self.tool_call_id:
-            raise ValueError("a tool message needs tool_call_id")
-        if isinstance(content, list):
-            for index, part in enumerate(content):
-                # pydantic reports only ValueError (not TypeError) as a validation error.
-                if not isinstance(part, dict):
-                    raise ValueError(
-                        f"content[{index}] must be an object such as "
-                        '{"type": "text", "text": "..."}, not a bare value'
-                    )
-                kind = part.get("type")
-                if not isinstance(kind, str):
-                    raise ValueError(f"content[{index}] needs a string 'type'")
-                if kind not in CONTENT_PART_TYPES:
-                    raise ValueError(
-                        f"content[{index}] has an unknown type '{kind}'. The types are "
-                        f"{', '.join(sorted(CONTENT_PART_TYPES))}"
-                    )
-                if kind == "text" and not isinstance(part.get("text"), str):
-                    raise ValueError(f"content[{index}] is a text part and needs a string 'text'")
-        elif content is not None and not isinstance(content, str):
-            raise ValueError("content must be a string or a list of content parts")
-        for call in self.tool_calls or ():
-            function = call.get("function")
-            if function is None:
-                continue
-            if not isinstance(function, dict):
-                raise ValueError("a tool call's 'function' must be an object with 'name' and 'arguments'")
-            for key in ("name", "arguments"):
-                if key in function and not isinstance(function[key], str):
-                    raise ValueError(f"a tool call's 'function.{key}' must be a string")
+        check_message(self.role, self.content, self.tool_call_id)
+        check_tool_calls(self.tool_calls)
         return self
 
 
@@ -216,7 +181,7 @@ class ChatRequest(BaseModel):
     @classmethod
     def _check_response_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None and value.get("type") not in ("text", "json_object", "json_schema"):
-            raise ValueError("response_format.type must be 'text', 'json_object' or 'json_schema'")
+            raise InvalidField(("type",), "expected 'text', 'json_object' or 'json_schema'")
         return value
 
     @field_validator("tools")
@@ -224,13 +189,21 @@ class ChatRequest(BaseModel):
     def _check_tools(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
         for index, tool in enumerate(value or ()):
             kind = tool.get("type")
+            if kind is None:
+                raise MissingField((index, "type"))
             if not isinstance(kind, str):
-                raise ValueError(f"tools[{index}] needs a string 'type', such as 'function'")
+                raise InvalidField((index, "type"), "expected a string, such as 'function'")
             if kind != "function":
                 continue
             function = tool.get("function")
-            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-                raise ValueError(f"tools[{index}] is a function tool and needs 'function' with a string 'name'")
+            if function is None:
+                raise MissingField((index, "function"))
+            if not isinstance(function, dict):
+                raise InvalidField((index, "function"), "expected an object with a string 'name'")
+            if function.get("name") is None:
+                raise MissingField((index, "function", "name"))
+            if not isinstance(function["name"], str):
+                raise InvalidField((index, "function", "name"), "expected a string")
         return value
 
     @field_validator("stop")
@@ -249,8 +222,10 @@ class ChatRequest(BaseModel):
             return value
         if not isinstance(value, dict):
             raise ValueError("tool_choice must be 'none', 'auto', 'required' or an object naming a tool")
-        if not isinstance(value.get("type"), str):
-            raise ValueError("a tool_choice object needs a string 'type', such as 'function'")
+        if value.get("type") is None:
+            raise MissingField(("type",))
+        if not isinstance(value["type"], str):
+            raise InvalidField(("type",), "expected a string, such as 'function'")
         return value
 
     @field_validator("logit_bias")
@@ -260,7 +235,7 @@ class ChatRequest(BaseModel):
             if not token.isdigit():
                 raise ValueError(f"logit_bias keys are token ids written as strings, not '{token}'")
             if not -100 <= bias <= 100:
-                raise ValueError(f"the bias of token {token} must be between -100 and 100")
+                raise InvalidField((token,), "expected a bias from -100 to 100")
         return value
 
     @property
@@ -324,13 +299,22 @@ def has_tool_messages(messages: Iterable[Any]) -> bool:
 def invalid_request(exc: ValidationError) -> InvalidRequest:
     """Return the 400 for the first error of a request model's validation.
 
-    A missing field gets "Missing required parameter", as OpenAI's API words it.
+    A missing field gets "Missing required parameter", as OpenAI's API words it. An
+    InvalidField raised by a validator adds its path to pydantic's location, so ``param``
+    names the field inside the validated object, such as ``messages[0].content[1].type``.
     """
     error = exc.errors()[0]
-    param = error_parameter(error["loc"])
-    if error["type"] == "missing":
+    location = tuple(error["loc"])
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, InvalidField):
+        location += cause.location
+    param = error_parameter(location)
+    if error["type"] == "missing" or isinstance(cause, MissingField):
         return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
-    message = str(error["msg"]).removeprefix("Value error, ")
+    if isinstance(cause, InvalidField):
+        message = cause.reason
+    else:
+        message = str(error["msg"]).removeprefix("Value error, ")
     return InvalidRequest(f"Invalid value for '{param}': {message}.", param=param)
 
 

@@ -318,8 +318,19 @@ def _sequence_items(node: yaml.Node | None) -> list[yaml.Node]:
     return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
+# pydantic's messages for a value of the wrong container type, which name Python types and
+# the schema's class names, in the words of a YAML file.
+_CONTAINER_MESSAGES = {
+    "model_type": "expected a mapping of keys and values",
+    "model_attributes_type": "expected a mapping of keys and values",
+    "dict_type": "expected a mapping of keys and values",
+    "list_type": "expected a list",
+}
+
+
 def _describe(error: Any, root: yaml.Node | None, path: Path) -> str:
-    # An error from schema.nested_value_error names a value inside the validated field.
+    # An error from schema.nested_value_error or nested_missing_error names a value inside
+    # the validated field or model.
     context = error.get("ctx") or {}
     nested_location = list(context.get("policy_location", ()))
     location = [part for part in error["loc"] if not _is_validator_name(part)] + nested_location
@@ -333,7 +344,10 @@ def _describe(error: Any, root: yaml.Node | None, path: Path) -> str:
     if "key_sha256" in location and error["type"] != "missing" and not _looks_like_digest(found):
         # An operator may paste the API key itself here, and problems reach the log.
         found_text = "a value not shown, because it may be the API key itself"
-    message = error["msg"].removeprefix("Value error, ")
+    message = _CONTAINER_MESSAGES.get(error["type"]) or error["msg"].removeprefix("Value error, ")
+    if "policy_location" in context and "policy_found" not in context and error["type"] != "missing":
+        # The validator's message already quotes the value.
+        return f"{path}:{line}: {key}: {message}"
     if error["type"] == "extra_forbidden":
         known = _known_keys(location[:-1])
         if known:
@@ -413,5 +427,14 @@ def _child(node: yaml.Node | None, part: Any, at_key: bool = False) -> yaml.Node
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    """Describe a found value in a few words: a scalar as written, a mapping by its keys."""
+    if isinstance(value, dict):
+        text = f"a mapping with keys {', '.join(map(str, value))}" if value else "an empty mapping"
+    elif isinstance(value, list) and any(isinstance(item, dict | list) for item in value):
+        text = f"a list of {len(value)} items"
+    elif isinstance(value, bool) or value is None:
+        # As YAML spells them, not Python's True and None.
+        text = orjson.dumps(value).decode()
+    else:
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

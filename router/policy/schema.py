@@ -59,10 +59,11 @@ class Price(StrictModel):
     def _cached_input_not_dearer(self) -> Price:
         cached = self.cached_input_per_million
         if cached is not None and cached > self.input_per_million:
-            raise ValueError(
-                f"cached_input_per_million ({cached:g}) is above input_per_million "
-                f"({self.input_per_million:g}); providers charge less for input read from their "
-                "prompt cache, so one of the two prices is probably mistyped"
+            raise nested_value_error(
+                f"{cached:g} is above input_per_million ({self.input_per_million:g}); providers "
+                "charge less for input read from their prompt cache, so one of the two prices "
+                "is probably mistyped",
+                ("cached_input_per_million",),
             )
         return self
 
@@ -140,16 +141,29 @@ def _is_host_name(host: str) -> bool:
     return all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
-def nested_value_error(message: str, location: tuple[str | int, ...], found: object) -> PydanticCustomError:
-    """Return a validation error about the value at ``location`` inside the validated field.
+_FOUND_IN_MESSAGE = object()
 
-    A field validator's error is reported at the field itself, with the whole field as its
-    input. The policy loader reads ``policy_location`` and ``policy_found`` from the error's
-    context, so it names the nested key and line and shows ``found``, not the field's repr.
+
+def nested_value_error(
+    message: str, location: tuple[str | int, ...], found: object = _FOUND_IN_MESSAGE
+) -> PydanticCustomError:
+    """Return a validation error about the value at ``location`` inside the validated object.
+
+    A field or model validator's error is reported at the field or model itself, with the
+    whole mapping as its input. The policy loader reads ``policy_location`` and
+    ``policy_found`` from the error's context, so it names the nested key and its line and
+    shows ``found``, not the mapping. Leave out ``found`` when ``message`` quotes the value.
+    A location that ends in ``"[key]"`` names a mapping key, whose own line is reported.
     """
-    return PydanticCustomError(
-        "value_error", message, {"policy_location": location, "policy_found": found}
-    )
+    context: dict[str, object] = {"policy_location": location}
+    if found is not _FOUND_IN_MESSAGE:
+        context["policy_found"] = found
+    return PydanticCustomError("value_error", message, context)
+
+
+def nested_missing_error(message: str, location: tuple[str | int, ...]) -> PydanticCustomError:
+    """Return a validation error about a key missing at ``location`` inside the validated object."""
+    return PydanticCustomError("missing", message, {"policy_location": location})
 
 
 def _checked_api_base(value: str | None) -> str | None:
@@ -400,9 +414,10 @@ class Alias(StrictModel):
             and self.max_tier is not None
             and TIER_ORDER.index(self.min_tier) > TIER_ORDER.index(self.max_tier)
         ):
-            raise ValueError(
-                f"min_tier {self.min_tier!r} is above max_tier {self.max_tier!r}, so no tier "
-                "is left for this alias"
+            raise nested_value_error(
+                f"{self.min_tier!r} is above max_tier {self.max_tier!r}, so no tier is left "
+                "for this alias",
+                ("min_tier",),
             )
         return self
 
@@ -541,9 +556,10 @@ class Tenants(StrictModel):
             for digest in tenant.key_sha256:
                 owner = owners.setdefault(digest, name)
                 if owner != name:
-                    raise ValueError(
+                    raise nested_value_error(
                         f"key digest {digest!r} is listed under tenants {owner!r} and {name!r}; "
-                        "an API key belongs to one tenant, so remove it from one of them"
+                        "an API key belongs to one tenant, so remove it from one of them",
+                        ("entries", name, "key_sha256", tenant.key_sha256.index(digest)),
                     )
         return self
 
@@ -595,9 +611,10 @@ class ShadowPolicy(StrictModel):
     @model_validator(mode="after")
     def _check_reference(self) -> ShadowPolicy:
         if self.reference_tier in self.tiers:
-            raise ValueError(
-                f"reference_tier {self.reference_tier!r} is also in tiers; the reference must "
-                "be a tier that the shadowed requests were not served by"
+            raise nested_value_error(
+                f"{self.reference_tier!r} is also in tiers ({', '.join(self.tiers)}); the "
+                "reference must be a tier that the shadowed requests were not served by",
+                ("reference_tier",),
             )
         return self
 
@@ -701,28 +718,38 @@ class Embeddings(StrictModel):
         by_name = {d.name: d for d in deployments}
         for alias, targets in value.items():
             if alias in by_name:
-                raise ValueError(f"alias {alias!r} is also the name of an embedding deployment")
-            unknown = [name for name in targets if name not in by_name]
-            if unknown and by_name:
-                raise ValueError(
-                    f"alias {alias!r} lists {', '.join(map(repr, unknown))}, which is not an "
-                    f"embedding deployment; expected one of {', '.join(by_name)}"
+                raise nested_value_error(
+                    f"alias {alias!r} is also the name of an embedding deployment; give the "
+                    "alias another name",
+                    (alias, "[key]"),
                 )
+            for index, target in enumerate(targets):
+                if target not in by_name and by_name:
+                    raise nested_value_error(
+                        f"{target!r} is not an embedding deployment; expected one of "
+                        f"{', '.join(by_name)}",
+                        (alias, index),
+                    )
             sizes = {by_name[n].dimensions for n in targets if n in by_name} - {None}
             if len(sizes) > 1:
-                raise ValueError(
+                raise nested_value_error(
                     f"alias {alias!r} lists deployments with different dimensions "
                     f"({', '.join(map(str, sorted(s for s in sizes if s is not None)))}); "
-                    "vectors of different models cannot be compared, so list one model only"
+                    "vectors of different models cannot be compared, so list one model only",
+                    (alias, "[key]"),
                 )
         return value
 
     @model_validator(mode="after")
     def _check_names(self) -> Embeddings:
         seen: set[str] = set()
-        for deployment in self.deployments:
+        for index, deployment in enumerate(self.deployments):
             if deployment.name in seen:
-                raise ValueError(f"embedding deployment name {deployment.name!r} is used twice")
+                raise nested_value_error(
+                    f"embedding deployment name {deployment.name!r} is used twice; give each "
+                    "deployment its own name",
+                    ("deployments", index, "name"),
+                )
             seen.add(deployment.name)
         return self
 
@@ -769,18 +796,22 @@ class Policy(StrictModel):
         tiers: dict[str, Tier] = info.data.get("tiers") or {}
         names = [d.name for tier in tiers.values() for d in tier.deployments]
         if value.judge is not None and value.judge.deployment not in names:
-            raise ValueError(
-                f"judge.deployment {value.judge.deployment!r} is not a deployment of this "
-                f"policy; expected one of {', '.join(names)}"
+            raise nested_value_error(
+                f"{value.judge.deployment!r} is not a deployment of this policy; expected one "
+                f"of {', '.join(names)}",
+                ("judge", "deployment"),
             )
         if value.enabled and value.judge is None:
-            raise ValueError(
-                "judge is missing; set judge.deployment to a deployment of this policy"
+            raise nested_missing_error(
+                "an enabled shadow section needs a judge; set judge.deployment to a deployment "
+                "of this policy",
+                ("judge",),
             )
         if value.enabled and value.reference_tier not in tiers:
-            raise ValueError(
-                f"reference_tier {value.reference_tier!r} has no deployments in this policy; "
-                f"expected one of {', '.join(tiers)}"
+            raise nested_value_error(
+                f"{value.reference_tier!r} has no deployments in this policy; expected one of "
+                f"{', '.join(tiers)}",
+                ("reference_tier",),
             )
         return value
 
@@ -811,18 +842,36 @@ class Policy(StrictModel):
     @model_validator(mode="after")
     def _check_names(self) -> Policy:
         seen: set[str] = set()
-        for deployment in self.all_deployments():
-            if deployment.name in seen:
-                raise ValueError(f"deployment name {deployment.name!r} is used twice")
-            if deployment.name in self.aliases:
-                raise ValueError(f"deployment name {deployment.name!r} is also a router alias")
-            seen.add(deployment.name)
+        for tier, config in self.ordered_tiers():
+            for index, deployment in enumerate(config.deployments):
+                location: tuple[str | int, ...] = ("tiers", tier, "deployments", index, "name")
+                if deployment.name in seen:
+                    raise nested_value_error(
+                        f"deployment name {deployment.name!r} is used twice; give each "
+                        "deployment its own name",
+                        location,
+                    )
+                if deployment.name in self.aliases:
+                    raise nested_value_error(
+                        f"deployment name {deployment.name!r} is also a router alias; GET "
+                        "/v1/models lists every name once, so give the deployment another name",
+                        location,
+                    )
+                seen.add(deployment.name)
         if self.embeddings is not None:
-            for name in (*(d.name for d in self.embeddings.deployments), *self.embeddings.aliases):
+            embedding_names: list[tuple[str, tuple[str | int, ...]]] = [
+                (d.name, ("embeddings", "deployments", index, "name"))
+                for index, d in enumerate(self.embeddings.deployments)
+            ]
+            embedding_names += [
+                (alias, ("embeddings", "aliases", alias, "[key]")) for alias in self.embeddings.aliases
+            ]
+            for name, location in embedding_names:
                 if name in seen or name in self.aliases:
-                    raise ValueError(
+                    raise nested_value_error(
                         f"embeddings name {name!r} is also a chat deployment or router alias; "
-                        "GET /v1/models lists both, so give it another name"
+                        "GET /v1/models lists every name once, so give it another name",
+                        location,
                     )
         return self
 

@@ -395,6 +395,32 @@ def test_missing_max_tokens_is_400(live: LiveStack) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("max_tokens", "5", "Invalid value for 'max_tokens': Input should be a valid integer."),
+        ("stream", "true", "Invalid value for 'stream': Input should be a valid boolean."),
+        ("temperature", "0.5", "Invalid value for 'temperature': Input should be a valid number."),
+    ],
+)
+def test_string_scalar_is_400(live: LiveStack, field: str, value: str, expected: str) -> None:
+    body = {"model": "auto", "max_tokens": 256, "messages": MESSAGES, field: value}
+    response = httpx.post(
+        f"{live.root_url}/v1/messages",
+        json=body,
+        headers={"x-api-key": new_api_key(), "anthropic-version": "2023-06-01"},
+        timeout=15,
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": expected},
+    }
+    assert response.headers["request-id"].startswith("req-")
+    assert live.fakes["edge"].requests == []
+
+
 def test_invalid_json_is_400(live: LiveStack) -> None:
     response = httpx.post(
         f"{live.root_url}/v1/messages",
@@ -784,8 +810,8 @@ def test_streaming_asks_for_usage() -> None:
         ),
         (
             {"tool_choice": {"type": "tool"}},
-            "tool_choice",
-            "Invalid value for 'tool_choice': a tool_choice of type 'tool' needs 'name'.",
+            "tool_choice.name",
+            "Missing required parameter: 'tool_choice.name'.",
         ),
         (
             {"tools": [{"type": "web_search_20250305", "name": "web_search"}]},
@@ -796,9 +822,50 @@ def test_streaming_asks_for_usage() -> None:
             ),
         ),
         (
-            {"messages": [{"role": "user", "content": [{"text": "no type"}]}]},
-            "messages[0].content[0]",
-            "Invalid value for 'messages[0].content[0]': each content block needs a string 'type'.",
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"text": "b"}]}]},
+            "messages[0].content[1].type",
+            "Invalid value for 'messages[0].content[1].type': each content block needs a string 'type'.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, "b"]}]},
+            "messages[0].content[1]",
+            (
+                "Invalid value for 'messages[0].content[1]': expected a content block object such "
+                'as {"type": "text", "text": "..."}.'
+            ),
+        ),
+        (
+            {"messages": [{"role": "assistant", "content": [{"type": "text", "text": 5}]}]},
+            "messages[0].content[0].text",
+            "Invalid value for 'messages[0].content[0].text': expected a string.",
+        ),
+        (
+            {"system": [{"type": "text", "text": "a"}, "b"]},
+            "system[1]",
+            (
+                "Invalid value for 'system[1]': expected a content block object such as "
+                '{"type": "text", "text": "..."}.'
+            ),
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"text": "x"}]}],
+                    }
+                ]
+            },
+            "messages[0].content[0].content[0].type",
+            (
+                "Invalid value for 'messages[0].content[0].content[0].type': each content block "
+                "needs a string 'type'."
+            ),
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image"}]}]},
+            "messages[0].content[0].source",
+            "Invalid value for 'messages[0].content[0].source': an image block needs a 'source' object.",
         ),
         (
             {"messages": [{"role": "user", "content": []}]},
@@ -844,6 +911,47 @@ def test_invalid_requests(fields: dict[str, Any], param: str, message: str) -> N
     assert error.param == param
     assert error.message == message
     assert error.status == 400
+
+
+# The request models are strict: no string, float or boolean passes as an integer, no string
+# as a number or a boolean, and no number as a string.
+@pytest.mark.parametrize(
+    ("fields", "param", "expected"),
+    [
+        ({"max_tokens": "5"}, "max_tokens", "a valid integer"),
+        ({"max_tokens": 5.0}, "max_tokens", "a valid integer"),
+        ({"max_tokens": True}, "max_tokens", "a valid integer"),
+        ({"temperature": "0.5"}, "temperature", "a valid number"),
+        ({"top_p": "1"}, "top_p", "a valid number"),
+        ({"top_k": "3"}, "top_k", "a valid integer"),
+        ({"top_k": 3.0}, "top_k", "a valid integer"),
+        ({"stream": "true"}, "stream", "a valid boolean"),
+        ({"stream": 1}, "stream", "a valid boolean"),
+        ({"model": 5}, "model", "a valid string"),
+        ({"stop_sequences": [1]}, "stop_sequences[0]", "a valid string"),
+        ({"service_tier": 1}, "service_tier", "a valid string"),
+        ({"metadata": {"user_id": 5}}, "metadata.user_id", "a valid string"),
+        ({"thinking": {"type": "enabled", "budget_tokens": "1024"}}, "thinking.budget_tokens",
+         "a valid integer"),
+        ({"tool_choice": {"type": "auto", "disable_parallel_tool_use": "true"}},
+         "tool_choice.disable_parallel_tool_use", "a valid boolean"),
+        ({"tools": [{"name": "f", "input_schema": {}, "description": 5}]}, "tools[0].description",
+         "a valid string"),
+    ],
+)
+def test_scalar_fields_are_strict(fields: dict[str, Any], param: str, expected: str) -> None:
+    error = translation_error(**fields)
+
+    assert error.param == param
+    assert error.message == f"Invalid value for '{param}': Input should be {expected}."
+    assert error.status == 400
+
+
+def test_integer_temperature_is_accepted() -> None:
+    body = translate(temperature=1, top_p=1)
+
+    assert body["temperature"] == 1
+    assert body["top_p"] == 1
 
 
 # Response translation ---------------------------------------------------------------------

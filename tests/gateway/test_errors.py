@@ -103,6 +103,42 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         invalid("Invalid value for 'stream': Input should be a valid boolean.", "stream"),
     ),
     (
+        "stream_string_true",
+        chat_body(stream="true"),
+        400,
+        invalid("Invalid value for 'stream': Input should be a valid boolean.", "stream"),
+    ),
+    (
+        "max_tokens_numeric_string",
+        chat_body(max_tokens="5"),
+        400,
+        invalid("Invalid value for 'max_tokens': Input should be a valid integer.", "max_tokens"),
+    ),
+    (
+        "max_completion_tokens_float",
+        chat_body(max_completion_tokens=5.0),
+        400,
+        invalid(
+            "Invalid value for 'max_completion_tokens': Input should be a valid integer.",
+            "max_completion_tokens",
+        ),
+    ),
+    (
+        "n_float",
+        chat_body(n=1.0),
+        400,
+        invalid("Invalid value for 'n': Input should be a valid integer.", "n"),
+    ),
+    (
+        "include_usage_string",
+        chat_body(stream=True, stream_options={"include_usage": "true"}),
+        400,
+        invalid(
+            "Invalid value for 'stream_options.include_usage': Input should be a valid boolean.",
+            "stream_options.include_usage",
+        ),
+    ),
+    (
         "temperature_above_two",
         chat_body(temperature=2.5),
         400,
@@ -140,8 +176,9 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         {"model": "auto", "messages": [{"role": "user", "content": None}]},
         400,
         invalid(
-            "Invalid value for 'messages[0]': a user message needs content (a string or a list of parts).",
-            "messages[0]",
+            "Invalid value for 'messages[0].content': a user message needs content (a string or a "
+            "list of parts).",
+            "messages[0].content",
         ),
     ),
     (
@@ -159,7 +196,16 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         {"model": "auto", "messages": [{"role": "tool", "content": "42"}]},
         400,
         invalid(
-            "Invalid value for 'messages[0]': a tool message needs tool_call_id.", "messages[0]"
+            "Missing required parameter: 'messages[0].tool_call_id'.", "messages[0].tool_call_id"
+        ),
+    ),
+    (
+        "tool_message_empty_id",
+        {"model": "auto", "messages": [{"role": "tool", "content": "42", "tool_call_id": ""}]},
+        400,
+        invalid(
+            "Invalid value for 'messages[0].tool_call_id': expected a non-empty string.",
+            "messages[0].tool_call_id",
         ),
     ),
     (
@@ -167,8 +213,8 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         {"model": "auto", "messages": [{"role": "user", "content": []}]},
         400,
         invalid(
-            "Invalid value for 'messages[0]': a user message needs at least one content part.",
-            "messages[0]",
+            "Invalid value for 'messages[0].content': a user message needs at least one content part.",
+            "messages[0].content",
         ),
     ),
     (
@@ -176,8 +222,8 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         {"model": "auto", "messages": [{"role": "user", "content": [{"text": "Hi"}]}]},
         400,
         invalid(
-            "Invalid value for 'messages[0]': content[0] needs a string 'type'.",
-            "messages[0]",
+            "Missing required parameter: 'messages[0].content[0].type'.",
+            "messages[0].content[0].type",
         ),
     ),
     (
@@ -185,9 +231,9 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         {"model": "auto", "messages": [{"role": "user", "content": ["Hi"]}]},
         400,
         invalid(
-            "Invalid value for 'messages[0]': content[0] must be an object such as "
+            "Invalid value for 'messages[0].content[0]': expected an object such as "
             '{"type": "text", "text": "..."}, not a bare value.',
-            "messages[0]",
+            "messages[0].content[0]",
         ),
     ),
     (
@@ -195,8 +241,8 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         {"model": "auto", "messages": [{"role": "user", "content": [{"type": "text"}]}]},
         400,
         invalid(
-            "Invalid value for 'messages[0]': content[0] is a text part and needs a string 'text'.",
-            "messages[0]",
+            "Missing required parameter: 'messages[0].content[0].text'.",
+            "messages[0].content[0].text",
         ),
     ),
     (
@@ -204,9 +250,9 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         {"model": "auto", "messages": [{"role": "user", "content": [{"type": "bogus"}]}]},
         400,
         invalid(
-            "Invalid value for 'messages[0]': content[0] has an unknown type 'bogus'. The types "
-            "are file, image_url, input_audio, refusal, text.",
-            "messages[0]",
+            "Invalid value for 'messages[0].content[0].type': unknown content part type 'bogus'. "
+            "The types are file, image_url, input_audio, refusal, text.",
+            "messages[0].content[0].type",
         ),
     ),
     (
@@ -214,8 +260,60 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         {"model": "auto", "messages": [{"role": "user", "content": 5}]},
         400,
         invalid(
-            "Invalid value for 'messages[0]': content must be a string or a list of content parts.",
-            "messages[0]",
+            "Invalid value for 'messages[0].content': expected a string or a list of content parts.",
+            "messages[0].content",
+        ),
+    ),
+    *[
+        (
+            f"content_part_{index}",
+            {"model": "auto", "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": role, "content": [{"type": "text", "text": "Look:"}, part]},
+            ]},
+            400,
+            invalid(message, param),
+        )
+        for index, (role, part, param, message) in enumerate(
+            [
+                ("user", {"type": 5}, "messages[1].content[1].type",
+                 "Invalid value for 'messages[1].content[1].type': expected a string, such as 'text'."),
+                ("user", {"type": "text", "text": 5}, "messages[1].content[1].text",
+                 "Invalid value for 'messages[1].content[1].text': expected a string."),
+                ("user", {"type": "image_url"}, "messages[1].content[1].image_url",
+                 "Missing required parameter: 'messages[1].content[1].image_url'."),
+                ("user", {"type": "image_url", "image_url": "https://example.com/cat.png"},
+                 "messages[1].content[1].image_url",
+                 "Invalid value for 'messages[1].content[1].image_url': expected an object."),
+                ("user", {"type": "image_url", "image_url": {"detail": "low"}},
+                 "messages[1].content[1].image_url.url",
+                 "Missing required parameter: 'messages[1].content[1].image_url.url'."),
+                ("user", {"type": "image_url", "image_url": {"url": 5}},
+                 "messages[1].content[1].image_url.url",
+                 "Invalid value for 'messages[1].content[1].image_url.url': expected a string."),
+                ("user", {"type": "input_audio", "input_audio": {"data": "UklGRg=="}},
+                 "messages[1].content[1].input_audio.format",
+                 "Missing required parameter: 'messages[1].content[1].input_audio.format'."),
+                ("user", {"type": "file", "file": "report.pdf"}, "messages[1].content[1].file",
+                 "Invalid value for 'messages[1].content[1].file': expected an object."),
+                ("assistant", {"type": "refusal"}, "messages[1].content[1].refusal",
+                 "Missing required parameter: 'messages[1].content[1].refusal'."),
+            ]
+        )
+    ],
+    (
+        "tool_call_function_string",
+        {"model": "auto", "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}},
+                {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": {}}},
+            ]},
+        ]},
+        400,
+        invalid(
+            "Invalid value for 'messages[1].tool_calls[1].function.arguments': expected a string.",
+            "messages[1].tool_calls[1].function.arguments",
         ),
     ),
     (
@@ -229,9 +327,9 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         chat_body(response_format={"type": "xml"}),
         400,
         invalid(
-            "Invalid value for 'response_format': response_format.type must be 'text', 'json_object' or "
+            "Invalid value for 'response_format.type': expected 'text', 'json_object' or "
             "'json_schema'.",
-            "response_format",
+            "response_format.type",
         ),
     ),
     *[
@@ -255,18 +353,36 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
                 ("top_logprobs", 21, "top_logprobs", "Input should be less than or equal to 20."),
                 ("logit_bias", {"hello": 5}, "logit_bias",
                  "logit_bias keys are token ids written as strings, not 'hello'."),
-                ("logit_bias", {"50256": -101}, "logit_bias",
-                 "the bias of token 50256 must be between -100 and 100."),
+                ("logit_bias", {"50256": -101}, "logit_bias.50256",
+                 "expected a bias from -100 to 100."),
                 ("logit_bias", {"50256": "1"}, "logit_bias.50256", "Input should be a valid number."),
                 ("tool_choice", "any", "tool_choice",
                  "tool_choice must be 'none', 'auto', 'required' or an object naming a tool."),
-                ("tool_choice", {"function": {"name": "f"}}, "tool_choice",
-                 "a tool_choice object needs a string 'type', such as 'function'."),
-                ("tools", [{"function": {"name": "f"}}], "tools",
-                 "tools[0] needs a string 'type', such as 'function'."),
-                ("tools", [{"type": "function", "function": {}}], "tools",
-                 "tools[0] is a function tool and needs 'function' with a string 'name'."),
+                ("tool_choice", {"type": 5, "function": {"name": "f"}}, "tool_choice.type",
+                 "expected a string, such as 'function'."),
+                ("tools", [{"type": 5, "function": {"name": "f"}}], "tools[0].type",
+                 "expected a string, such as 'function'."),
+                ("tools", [{"type": "function", "function": []}], "tools[0].function",
+                 "expected an object with a string 'name'."),
+                ("tools", [{"type": "function", "function": {"name": 5}}], "tools[0].function.name",
+                 "expected a string."),
                 ("parallel_tool_calls", "yes", "parallel_tool_calls", "Input should be a valid boolean."),
+            ]
+        )
+    ],
+    *[
+        (
+            f"{name}_missing_{index}",
+            chat_body(**{name: value}),
+            400,
+            invalid(f"Missing required parameter: '{param}'.", param),
+        )
+        for index, (name, value, param) in enumerate(
+            [
+                ("tool_choice", {"function": {"name": "f"}}, "tool_choice.type"),
+                ("tools", [{"function": {"name": "f"}}], "tools[0].type"),
+                ("tools", [{"type": "function"}], "tools[0].function"),
+                ("tools", [{"type": "function", "function": {}}], "tools[0].function.name"),
             ]
         )
     ],

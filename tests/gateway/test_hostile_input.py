@@ -175,8 +175,11 @@ async def test_tool_call_function_not_object_gets_400(kit: GatewayKit, function:
 
     assert response.status_code == 400
     error = response.json()["error"]
-    assert error["param"] == "messages[1]"
-    assert "'function' must be an object" in error["message"]
+    assert error["param"] == "messages[1].tool_calls[0].function"
+    assert error["message"] == (
+        "Invalid value for 'messages[1].tool_calls[0].function': expected an object with "
+        "'name' and 'arguments'."
+    )
 
 
 async def test_tool_call_arguments_not_string_gets_400(kit: GatewayKit) -> None:
@@ -192,7 +195,11 @@ async def test_tool_call_arguments_not_string_gets_400(kit: GatewayKit) -> None:
         response = await gateway.chat(body)
 
     assert response.status_code == 400
-    assert "'function.arguments' must be a string" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert error["param"] == "messages[1].tool_calls[0].function.arguments"
+    assert error["message"] == (
+        "Invalid value for 'messages[1].tool_calls[0].function.arguments': expected a string."
+    )
 
 
 @pytest.mark.parametrize(

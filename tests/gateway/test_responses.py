@@ -958,9 +958,27 @@ def test_json_schema_format_translation() -> None:
             ),
         ),
         (
-            {"input": [{"role": "user", "content": [{"text": "no type"}]}]},
-            "input[0].content[0]",
-            "Invalid value for 'input[0].content[0]': each content part needs a string 'type'.",
+            {"input": [{"role": "user", "content": [{"type": "input_text", "text": "a"}, {"text": "b"}]}]},
+            "input[0].content[1].type",
+            "Invalid value for 'input[0].content[1].type': each content part needs a string 'type'.",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_text", "text": "a"}, "b"]}]},
+            "input[0].content[1]",
+            (
+                "Invalid value for 'input[0].content[1]': expected a content part object such as "
+                '{"type": "input_text", "text": "..."}.'
+            ),
+        ),
+        (
+            {"input": [{"role": "assistant", "content": [{"type": "output_text"}]}]},
+            "input[0].content[0].text",
+            "Invalid value for 'input[0].content[0].text': expected a string.",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image"}]}]},
+            "input[0].content[0].image_url",
+            "Invalid value for 'input[0].content[0].image_url': expected a non-empty string.",
         ),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},

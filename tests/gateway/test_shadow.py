@@ -426,11 +426,20 @@ def test_verdict_parser_cases() -> None:
     [
         (
             {"enabled": True, "judge": {"deployment": "missing"}},
-            "shadow: judge.deployment 'missing' is not a deployment of this policy",
+            ("shadow.judge.deployment: 'missing' is not a deployment of this policy; expected "
+            "one of "),
         ),
-        ({"enabled": True}, "shadow: judge is missing"),
+        (
+            {"enabled": True},
+            ("shadow.judge: an enabled shadow section needs a judge; set judge.deployment to a "
+            "deployment of this policy (found nothing)"),
+        ),
         ({"sample_rate": 1.5}, "shadow.sample_rate: Input should be less than or equal to 1"),
-        ({"tiers": ["edge", "frontier"]}, "shadow: reference_tier 'frontier' is also in tiers"),
+        (
+            {"tiers": ["edge", "frontier"]},
+            ("shadow.reference_tier: 'frontier' is also in tiers (edge, frontier); the reference "
+            "must be a tier that the shadowed requests were not served by"),
+        ),
         ({"concurrency": 0}, "shadow.concurrency: Input should be greater than 0"),
     ],
 )
@@ -448,6 +457,7 @@ def test_shadow_policy_validation(
 
     (problem,) = raised.value.problems
     assert expected in problem
+    assert "{" not in problem
     line = int(problem.split(":")[1])
     assert line > shadow_line
 

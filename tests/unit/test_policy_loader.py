@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 from starlette.requests import Request
+from typer.testing import CliRunner
 
 from router.api.auth import identify
+from router.cli import main
 from router.policy.loader import PolicyError, load_policy
-from router.policy.schema import Tenants
+from router.policy.schema import Policy, Tenants
 from router.settings import BUNDLED_POLICY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,7 +90,7 @@ def test_misspelled_key_is_rejected(tmp_path: Path) -> None:
             "tenant:\n  require_key: true\n",
             (
                 "tenant: unknown key; expected one of version, name, aliases, tiers, routing, "
-                "cache, outcomes, tenants, shadow, embeddings (found {'require_key': True})"
+                "cache, outcomes, tenants, shadow, embeddings (found a mapping with keys require_key)"
             ),
         ),
         (
@@ -270,7 +273,7 @@ def test_local_model_needs_loopback_port(tmp_path: Path, api_base: str) -> None:
             f"{path}:8: tiers.edge.deployments.0.local_model: a local_model deployment needs "
             "api_base http://127.0.0.1:PORT/v1 with an explicit port, because `tierwise serve` "
             f"starts the local edge model on 127.0.0.1 at that port, but api_base is '{api_base}' "
-            "(found True)"
+            "(found true)"
         )
     ]
 
@@ -329,8 +332,154 @@ def test_shared_key_digest_is_rejected(tmp_path: Path) -> None:
 def test_shared_key_digest_fails_schema() -> None:
     digest = "a" * 64
     entries = {"team-a": {"key_sha256": [digest]}, "team-b": {"key_sha256": [digest]}}
-    with pytest.raises(ValidationError, match="listed under tenants 'team-a' and 'team-b'"):
+    with pytest.raises(ValidationError, match="listed under tenants 'team-a' and 'team-b'") as caught:
         Tenants.model_validate({"entries": entries})
+
+    [error] = caught.value.errors()
+    assert error["ctx"]["policy_location"] == ("entries", "team-b", "key_sha256", 0)
+
+
+def policy_data(**sections: object) -> dict[str, object]:
+    data: dict[str, object] = yaml.safe_load(VALID)
+    data.update(sections)
+    return data
+
+
+EMBEDDING = {"model": "openai/embed", "api_base": "http://127.0.0.1:9/v1", "price": {"input_per_million": 0}}
+
+
+# The loader finds these with their YAML lines before the schema runs, so they are checked
+# here on the schema alone. Each error names the key at fault, not the whole mapping.
+@pytest.mark.parametrize(
+    ("data", "location", "message"),
+    [
+        (
+            policy_data(aliases={"auto": {}, "big": {}}),
+            ("tiers", "frontier", "deployments", 0, "name"),
+            ("deployment name 'big' is also a router alias; GET /v1/models lists every name once, "
+            "so give the deployment another name"),
+        ),
+        (
+            policy_data(embeddings={"deployments": [{"name": "big", **EMBEDDING}]}),
+            ("embeddings", "deployments", 0, "name"),
+            ("embeddings name 'big' is also a chat deployment or router alias; GET /v1/models "
+            "lists every name once, so give it another name"),
+        ),
+        (
+            policy_data(embeddings={
+                "deployments": [{"name": "vec", **EMBEDDING}], "aliases": {"auto": ["vec"]},
+            }),
+            ("embeddings", "aliases", "auto", "[key]"),
+            ("embeddings name 'auto' is also a chat deployment or router alias; GET /v1/models "
+            "lists every name once, so give it another name"),
+        ),
+        (
+            policy_data(embeddings={
+                "deployments": [{"name": "vec", **EMBEDDING}, {"name": "vec", **EMBEDDING}],
+            }),
+            ("embeddings", "deployments", 1, "name"),
+            "embedding deployment name 'vec' is used twice; give each deployment its own name",
+        ),
+        (
+            policy_data(embeddings={
+                "deployments": [{"name": "vec", **EMBEDDING}], "aliases": {"vec": ["vec"]},
+            }),
+            ("embeddings", "aliases", "vec", "[key]"),
+            "alias 'vec' is also the name of an embedding deployment; give the alias another name",
+        ),
+        (
+            policy_data(embeddings={
+                "deployments": [{"name": "vec", **EMBEDDING}], "aliases": {"v": ["vec", "nope"]},
+            }),
+            ("embeddings", "aliases", "v", 1),
+            "'nope' is not an embedding deployment; expected one of vec",
+        ),
+    ],
+    ids=["deployment-is-alias", "embedding-is-deployment", "embedding-alias-is-alias",
+         "embedding-twice", "embedding-alias-is-embedding", "embedding-alias-unknown-target"],
+)
+def test_schema_errors_name_the_key(
+    data: dict[str, object], location: tuple[object, ...], message: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Policy.model_validate(data)
+
+    [error] = caught.value.errors()
+    assert error["msg"] == message
+    assert (*error["loc"], *error["ctx"]["policy_location"]) == location
+
+
+SHADOW_JUDGE_BIG = "  judge: {deployment: big}\n"
+
+
+# Each problem names the key at fault and its line, never a Python repr of the mapping
+# around it. The command prints every problem on its own line after the file's header.
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (
+            "aliases:\n  auto: {}\n  cheap: {min_tier: frontier, max_tier: edge}\n" + VALID,
+            ("3: aliases.cheap.min_tier: 'frontier' is above max_tier 'edge', so no tier is left "
+            "for this alias"),
+        ),
+        (
+            "aliases:\n  auto: {}\n  big: {}\n" + VALID,
+            ("15: tiers.frontier.deployments.0.name: deployment name 'big' is also a router alias; "
+            "GET /v1/models lists every name once, so give the deployment another name"),
+        ),
+        (
+            VALID.replace("output_per_million: 15}", "output_per_million: 15, "
+                          "cached_input_per_million: 6}"),
+            ("15: tiers.frontier.deployments.0.price.cached_input_per_million: 6 is above "
+            "input_per_million (5); providers charge less for input read from their prompt "
+            "cache, so one of the two prices is probably mistyped"),
+        ),
+        (
+            VALID + "shadow:\n  judge: {deployment: nobody}\n",
+            ("18: shadow.judge.deployment: 'nobody' is not a deployment of this policy; expected "
+            "one of small, big"),
+        ),
+        (
+            VALID + "shadow:\n  enabled: true\n",
+            ("18: shadow.judge: an enabled shadow section needs a judge; set judge.deployment to "
+            "a deployment of this policy (found nothing)"),
+        ),
+        (
+            VALID + "shadow:\n  enabled: true\n  tiers: [edge]\n  reference_tier: mid\n"
+            + SHADOW_JUDGE_BIG,
+            ("20: shadow.reference_tier: 'mid' has no deployments in this policy; expected one "
+            "of edge, frontier"),
+        ),
+        (
+            VALID + "shadow:\n  tiers: [edge, frontier]\n",
+            ("18: shadow.reference_tier: 'frontier' is also in tiers (edge, frontier); the "
+            "reference must be a tier that the shadowed requests were not served by"),
+        ),
+        (
+            VALID + "routing:\n  cooldown: [1]\n",
+            "18: routing.cooldown: expected a mapping of keys and values (found [1])",
+        ),
+        (
+            VALID + "shadow:\n  tiers: {edge: 1}\n",
+            "18: shadow.tiers: expected a list (found a mapping with keys edge)",
+        ),
+        (
+            VALID + "tiers_extra:\n  edge: {deployments: []}\n",
+            ("18: tiers_extra: unknown key; expected one of version, name, aliases, tiers, "
+            "routing, cache, outcomes, tenants, shadow, embeddings (found a mapping with keys "
+            "edge)"),
+        ),
+    ],
+    ids=["alias-bounds", "deployment-is-alias", "cached-price", "judge-unknown",
+         "judge-missing", "reference-tier-absent", "reference-tier-shadowed",
+         "cooldown-list", "shadow-tiers-mapping", "unknown-key-mapping"],
+)
+def test_policy_check_names_key_not_mapping(tmp_path: Path, edit: str, problem: str) -> None:
+    path = write(tmp_path, edit)
+    result = CliRunner().invoke(main.app, ["policy", "check", str(path)])
+
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [f"invalid policy {path}:", f"  {path}:{problem}"]
 
 
 @pytest.mark.parametrize(
@@ -414,7 +563,7 @@ def test_rate_limit_loads(tmp_path: Path, field: str) -> None:
         ("0", "Input should be greater than 0 (found 0)"),
         ("-5", "Input should be greater than 0 (found -5)"),
         # YAML reads these as a bool, a float and strings, none of which is a count.
-        ("true", "Input should be a valid integer (found True)"),
+        ("true", "Input should be a valid integer (found true)"),
         ("1.5", "Input should be a valid integer (found 1.5)"),
         ("60.0", "Input should be a valid integer (found 60.0)"),
         ("'60'", "Input should be a valid integer (found '60')"),
@@ -601,7 +750,7 @@ def test_default_rate_limit_names_the_line(tmp_path: Path, field: str) -> None:
         load_policy(path)
 
     assert caught.value.problems == [
-        f"{path}:18: tenants.default_{field}: Input should be a valid integer (found True)"
+        f"{path}:18: tenants.default_{field}: Input should be a valid integer (found true)"
     ]
 
 
@@ -623,7 +772,7 @@ def test_alias_bounds_and_thresholds_name_the_line(tmp_path: Path) -> None:
         load_policy(path)
 
     assert [problem.split(" (found")[0] for problem in caught.value.problems] == [
-        (f"{path}:3: aliases.cheap: min_tier 'mid' is above max_tier 'edge', so no tier is left "
+        (f"{path}:3: aliases.cheap.min_tier: 'mid' is above max_tier 'edge', so no tier is left "
          "for this alias"),
         f"{path}:5: aliases.loose.thresholds.edge: threshold must be between 0 and 1, got 1.5",
         (f"{path}:5: aliases.loose.thresholds.top: unknown tier 'top'; expected one of edge, mid, "
@@ -670,12 +819,11 @@ def test_cached_price_above_input_price_names_the_line(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
 
-    [problem] = caught.value.problems
-    assert problem.startswith(
-        f"{path}:15: tiers.frontier.deployments.0.price: cached_input_per_million (50) is above "
+    assert caught.value.problems == [
+        (f"{path}:15: tiers.frontier.deployments.0.price.cached_input_per_million: 50 is above "
         "input_per_million (5); providers charge less for input read from their prompt cache, "
-        "so one of the two prices is probably mistyped"
-    )
+        "so one of the two prices is probably mistyped")
+    ]
 
 
 @pytest.mark.parametrize(
