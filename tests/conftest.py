@@ -1,6 +1,8 @@
 """Shared pytest configuration: the upstream fixtures live in tests/support/fixtures.py."""
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,13 @@ from tests.support.fixtures import (  # noqa: F401 (imported so pytest registers
     replay_upstream_factory,
     replay_upstreams,
     shared_data,
+)
+
+# Subprocesses that the tests start (`python -m router`, the `tierwise` script) import this
+# checkout, also where the editable install points at another one, as from a git worktree.
+_CHECKOUT = str(Path(__file__).resolve().parent.parent)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    path for path in (_CHECKOUT, os.environ.get("PYTHONPATH")) if path
 )
 
 
