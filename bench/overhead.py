@@ -30,11 +30,11 @@ import orjson
 from bench.harness import CLIENT_CPU, REPO_ROOT, RESULTS_DIR, memory_kb, pin_self
 from bench.loadgen import LoadConfig, LoadResult, build_bodies, run
 from bench.prompts import load_prompts
-from bench.targets import Target, start_litellm, start_mock, start_tierwise
+from bench.targets import Target, start_floor, start_litellm, start_mock, start_tierwise
 
 MODES = (("json", False), ("stream", True))
 CONCURRENCY = (1, 16, 64)
-TARGETS = ("direct", "baseline", "tierwise", "litellm")
+TARGETS = ("direct", "floor", "baseline", "tierwise", "litellm")
 STREAM_CHUNKS = 20
 # Every target gets an Authorization header, because LiteLLM's proxy requires its master key;
 # Tierwise derives the tenant from it and the mock ignores it.
@@ -91,6 +91,7 @@ def _gateway(name: str, mock: Target, setup: Setup) -> Iterator[Target]:
         "direct": lambda: mock,
         "tierwise": lambda: start_tierwise(workdir, mock_base, checkout=setup.checkout),
         "litellm": lambda: start_litellm(workdir, mock_base),
+        "floor": lambda: start_floor(workdir, mock_base),
     }
     if setup.baseline is not None:
         baseline = setup.baseline
@@ -209,7 +210,7 @@ def render_tables(summary: dict[str, dict[str, Any]], targets: tuple[str, ...]) 
                 f"| {_fmt(cell['p99_ms'])} | {_fmt(cell['ttfb_p50_ms'])} | {_fmt(cell['rps'], 0)} "
                 f"| {_fmt(cell['server_cpu_ms'])} | {_fmt(added)} |"
             )
-    for reference in ("litellm", "baseline"):
+    for reference in ("litellm", "baseline", "floor"):
         if "tierwise" in targets and reference in targets:
             lines += ["", *_ratio_table(summary, reference)]
     return "\n".join(lines)
@@ -242,7 +243,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="300 requests per cell instead of 1,500.")
     parser.add_argument("--targets", default="direct,tierwise,litellm",
-                        help="Comma-separated subset of direct,baseline,tierwise,litellm.")
+                        help="Comma-separated subset of direct,floor,baseline,tierwise,litellm.")
     parser.add_argument("--checkout", type=Path, default=REPO_ROOT,
                         help="Tierwise source tree of the target 'tierwise'; this checkout by default.")
     parser.add_argument("--baseline-checkout", type=Path, default=None,

@@ -111,6 +111,17 @@ def start_tierwise(
     return target
 
 
+def start_floor(workdir: Path, mock_base: str) -> Target:
+    """Start the bare pass-through of ``bench.floor_proxy`` on the server core."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.floor_proxy", "--port", str(port), "--upstream", mock_base]
+    process = ManagedProcess("floor", argv, workdir / "floor.log", SERVER_CPU, cwd=REPO_ROOT).start()
+    base = f"http://127.0.0.1:{port}"
+    target = Target("floor", process, f"{base}/v1/chat/completions", f"{base}/ready")
+    target.startup_s = process.wait_ready(target.ready_url)
+    return target
+
+
 def ensure_litellm_venv() -> Path:
     """Create bench/.venv-litellm with ``litellm[proxy]`` once; return its ``litellm`` command.
 
