@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import re
 import runpy
 import shutil
 import signal
@@ -85,8 +86,19 @@ _CHILD_ENV_NAMES = frozenset(
 _CHILD_ENV_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_", "GGML_")
 # The value of the state column ("st") of /proc/net/tcp for a socket in the LISTEN state.
 _TCP_LISTEN = "0A"
-# How often the child checks that the gateway process is still its parent, in seconds.
+# How often the child checks that the gateway process is still its parent, and how often
+# `EdgeModelServer.wait_for_exit` polls where Linux's pidfd_open is missing, in seconds.
 _PARENT_POLL_S = 1.0
+# Each server's temporary folder is named after the gateway process that owns it, so that a
+# later gateway can tell the folders of killed gateways from those of running ones.
+WORKDIR_PREFIX = "tierwise-edge-"
+_WORKDIR_NAME = re.compile(rf"^{WORKDIR_PREFIX}(\d+)-[a-z0-9_]+$")
+# llama-cpp-python 0.3.36 has no health route, so GET /health returns 404. Its event loop
+# sends that 404 at once, also while a completion runs in its thread pool. GET /v1/models
+# instead waits for the model lock that every completion holds (measured on 2 shared cores:
+# /health answered within 9 ms during a 22 s completion of a 1,730-token prompt, and
+# /v1/models waited until the completion ended). Any HTTP response counts as alive.
+_LIVENESS_PATH = "/health"
 # How long an orphaned child waits for its own graceful shutdown before it exits hard.
 _ORPHAN_GRACE_S = 10.0
 
@@ -317,6 +329,40 @@ class EdgeModelServer:
         """The model id the server lists under ``/v1/models``."""
         return MODEL_ALIAS
 
+    @property
+    def pid(self) -> int | None:
+        """The process id of the started server, or None before `start` and after `stop`."""
+        return self._process.pid if self._process is not None else None
+
+    def kill(self) -> None:
+        """Send SIGKILL to the running server; `wait_for_exit` then returns.
+
+        SIGKILL also ends a process stopped by SIGSTOP, which SIGTERM would not reach until
+        it continues. The process is left for `wait_for_exit` or `stop` to reap.
+        """
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+
+    async def responds(self, timeout_s: float) -> bool:
+        """Return whether the server's HTTP event loop sends a response within ``timeout_s``.
+
+        The probe does not wait for the model, so a server busy with a long completion
+        responds, while a stopped or hung process does not (see ``_LIVENESS_PATH``).
+        """
+        if self._port is None:
+            return False
+        url = f"http://{HOST}:{self._port}{_LIVENESS_PATH}"
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url) as response,
+            ):
+                await response.read()
+        except (TimeoutError, aiohttp.ClientError):
+            return False
+        return True
+
     async def start(self) -> None:
         """Copy the model if needed, start the server, and wait until it responds.
 
@@ -371,12 +417,15 @@ class EdgeModelServer:
     async def wait_for_exit(self, poll_s: float = _PARENT_POLL_S) -> str:
         """Wait until the started server exits, and return its exit code or signal.
 
-        Polling reaps the child, so a crashed server leaves no zombie process. Returns at
-        once when no server runs. The server's output is left out, because the result is
-        logged, and once the server has served requests its errors can quote their prompts.
+        On Linux 5.3 and later, a pidfd wakes this wait as soon as the process exits, and
+        elsewhere it polls every ``poll_s`` seconds. Either way the child is reaped, so a
+        crashed server leaves no zombie process. Returns at once when no server runs. The
+        server's output is left out, because the result is logged, and once the server has
+        served requests its errors can quote their prompts.
         """
-        while self._process is not None and self._process.poll() is None:
-            await asyncio.sleep(poll_s)
+        process = self._process
+        if process is not None and process.poll() is None:
+            await _wait_for_process(process, poll_s)
         if self._process is None:
             return "the llama.cpp server is not running"
         code = self._process.returncode
@@ -438,7 +487,7 @@ class EdgeModelServer:
         # Uvicorn writes one access line per request to stdout, which is discarded. Errors
         # go to stderr, which is kept in a file so that a failed start can quote them.
         try:
-            self._workdir = Path(tempfile.mkdtemp(prefix="tierwise-edge-"))
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
             with (self._workdir / "server.log").open("wb") as stderr_file:
                 self._process = subprocess.Popen(
                     self._server_command(model_path, port),
@@ -551,6 +600,78 @@ class EdgeModelServer:
         if not text:
             return "no server output"
         return f"last server output: {text[-_LOG_TAIL_CHARS:]}"
+
+
+async def _wait_for_process(process: subprocess.Popen[bytes], poll_s: float) -> None:
+    """Wait until ``process`` exits, and reap it."""
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):
+        # No pidfd_open (not Linux, or a kernel older than 5.3), or the process is reaped.
+        while process.poll() is None:
+            await asyncio.sleep(poll_s)
+        return
+    try:
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def mark_exited() -> None:
+            # A pidfd becomes readable once its process has exited, and stays readable.
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(pidfd, mark_exited)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(pidfd)
+    finally:
+        os.close(pidfd)
+    process.wait()  # returns at once, because the process has exited
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_orphaned_workdirs(folder: Path | None = None) -> int:
+    """Remove the server folders in ``folder`` whose gateway process is gone; return how many.
+
+    ``folder`` defaults to the temporary folder. A gateway killed with SIGKILL cannot
+    remove its server's folder, and its child server stops within a second or two without
+    removing it either. Only folders named ``tierwise-edge-PID-*`` after a process that no
+    longer exists are removed, so a running gateway keeps its folder.
+    """
+    # NOTE: the owner is looked up by pid in this process's pid namespace, so a folder that
+    # a gateway in another container wrote to a shared temporary folder may look orphaned.
+    parent = folder if folder is not None else Path(tempfile.gettempdir())
+    removed = 0
+    try:
+        candidates = list(parent.iterdir())
+    except OSError as exc:
+        log.warning("edge_model.workdir_scan_failed", folder=str(parent), error=str(exc))
+        return 0
+    for candidate in candidates:
+        match = _WORKDIR_NAME.match(candidate.name)
+        if match is None or not candidate.is_dir() or candidate.is_symlink():
+            continue
+        if _process_exists(int(match.group(1))):
+            continue
+        try:
+            shutil.rmtree(candidate)
+        except OSError as exc:
+            log.warning("edge_model.workdir_remove_failed", folder=str(candidate), error=str(exc))
+            continue
+        removed += 1
+    if removed:
+        log.info("edge_model.orphaned_workdirs_removed", count=removed, folder=str(parent))
+    return removed
 
 
 def _stop_when_orphaned(parent_pid: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -16,6 +15,12 @@ from router.cache.memory import MemoryCache
 from router.cache.redis_store import RedisCache
 from router.dashboard.aggregates import DashboardAggregates
 from router.dashboard.evaluation import EvaluationReport
+from router.local_model import (
+    LOCAL_MODEL_CLIENT_REASONS,
+    LOCAL_MODEL_DOWN,
+    retry_after_s,
+    supervise,
+)
 from router.metrics import GatewayMetrics, gateway_state
 from router.outcomes.log import OutcomeLog
 from router.policy.schema import Deployment, EmbeddingDeployment
@@ -35,25 +40,6 @@ if TYPE_CHECKING:
     from router.distribution.watcher import DistributionWatcher
 
 log = structlog.get_logger("tierwise.runtime")
-
-_LOCAL_MODEL_DOWN = "the local edge model is not running"
-LOCAL_MODEL_CLIENT_REASONS: dict[str, str] = {
-    "not_started": f"{_LOCAL_MODEL_DOWN} (it starts with `tierwise serve`)",
-    "disabled": f"{_LOCAL_MODEL_DOWN} (disabled by --no-local-model or TIERWISE_LOCAL_MODEL=false)",
-    "not_installed": f"{_LOCAL_MODEL_DOWN} (the edge extra is not installed)",
-    "starting": "the local edge model is still starting",
-    "failed": f"{_LOCAL_MODEL_DOWN} (it failed to start, and the gateway log has the cause)",
-    "restarting": f"{_LOCAL_MODEL_DOWN} (it exited and is restarting; the gateway log has the cause)",
-}
-# Waits before each restart of a local model server that exited; the last one repeats.
-LOCAL_MODEL_RESTART_DELAYS_S: tuple[float, ...] = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0)
-# A server that ran this long before it exited is restarted after the first delay again.
-LOCAL_MODEL_STABLE_S = 300.0
-
-
-def _restart_delay(restarts: int) -> float:
-    return LOCAL_MODEL_RESTART_DELAYS_S[min(restarts, len(LOCAL_MODEL_RESTART_DELAYS_S) - 1)]
-
 
 class Scorer(Protocol):
     version: str
@@ -88,6 +74,8 @@ class Runtime:
     """The reason deployments marked ``local_model`` are unavailable, or "ready"."""
     local_model_state: str = "not_started"
     """A key of ``LOCAL_MODEL_CLIENT_REASONS``, or "ready"; clients see only its text."""
+    local_model_serving_at: float | None = None
+    """Monotonic time by which a starting or restarting local model should serve, or None."""
     extra: dict[str, Any] = field(default_factory=dict)
     request_ids: RequestIdSigner | None = None
     """Issues and checks tenant-bound request ids; set by ``start``."""
@@ -150,7 +138,7 @@ class Runtime:
         fixed text per state instead. The gateway log has the details.
         """
         if deployment.local_model and self.local_model_state != "ready":
-            return LOCAL_MODEL_CLIENT_REASONS.get(self.local_model_state, _LOCAL_MODEL_DOWN)
+            return LOCAL_MODEL_CLIENT_REASONS.get(self.local_model_state, LOCAL_MODEL_DOWN)
         if self._litellm_import_error(deployment) is not None:
             return "the gateway failed to import litellm, which calls this deployment (see its log)"
         return deployment.loaded_unavailable_reason
@@ -342,7 +330,7 @@ class Runtime:
         self.extra["local_model"] = server
         self.local_model_status = self.local_model_state = "starting"
         # The model loads in the background, so the gateway serves the other tiers at once.
-        self.extra["local_model_task"] = asyncio.create_task(self._run_local_model(server))
+        self.extra["local_model_task"] = asyncio.create_task(supervise(self, server))
 
     def _local_port_hint(self, deployment: Deployment | EmbeddingDeployment) -> str:
         """Return how to configure another local model port, worded to end the busy-port error."""
@@ -360,62 +348,20 @@ class Runtime:
             )
         return f"change {port_field} in the policy {self.settings.policy}"
 
-    async def _run_local_model(self, server: Any) -> None:
-        """Start the local model server, and start it again whenever it exits.
+    def local_model_stopped(self) -> bool:
+        """Return whether the started local model server is down: exited, killed or restarting.
 
-        A failed first start is final, because the extra, the model file or the port needs
-        an operator. A server that ran and then exited (a crash, the OOM killer) is started
-        again after ``LOCAL_MODEL_RESTART_DELAYS_S``, so the edge tier comes back without a
-        gateway restart. The delay grows while restarts fail or the server exits again
-        within ``LOCAL_MODEL_STABLE_S`` of its start.
+        A request that fails at a local_model deployment then failed because of the stopped
+        process, not the deployment, so it does not count toward the deployment's cooldown.
         """
-        from router.edge import EdgeModelError
+        server = self.extra.get("local_model")
+        if server is None:
+            return False
+        return self.local_model_state != "ready" or not server.running
 
-        started = time.monotonic()
-        try:
-            await server.start()
-        except EdgeModelError as exc:
-            self.local_model_status = f"failed to start: {exc}"
-            self.local_model_state = "failed"
-            log.warning("local_model_unavailable", reason=str(exc))
-            return
-        self._local_model_ready(server, started)
-        restarts = 0
-        while True:
-            ran_from = time.monotonic()
-            reason = await server.wait_for_exit()
-            if time.monotonic() - ran_from >= LOCAL_MODEL_STABLE_S:
-                restarts = 0
-            # A server that crashes after its start (a signal, a fault in llama.cpp) would
-            # otherwise stay "ready" while every edge request fails to connect.
-            self.local_model_state = "restarting"
-            delay = _restart_delay(restarts)
-            self.local_model_status = f"exited, restarting in {delay:g} s: {reason}"
-            log.error("local_model_exited", reason=reason, restart_in_s=delay)
-            while True:
-                await asyncio.sleep(delay)
-                restarts += 1
-                started = time.monotonic()
-                try:
-                    await server.start()
-                    break
-                except EdgeModelError as exc:
-                    delay = _restart_delay(restarts)
-                    self.local_model_status = f"restart failed, trying again in {delay:g} s: {exc}"
-                    log.error("local_model_restart_failed", reason=str(exc), restarts=restarts,
-                              restart_in_s=delay)
-            self._local_model_ready(server, started, restarts=restarts)
-
-    def _local_model_ready(self, server: Any, started: float, *, restarts: int = 0) -> None:
-        self.local_model_status = self.local_model_state = "ready"
-        deployments = [d.name for d in self.policies.current.policy.local_model_deployments()]
-        log.info(
-            "local_model_ready",
-            deployments=deployments,
-            port=server.port,
-            seconds=round(time.monotonic() - started, 1),
-            **({"restarts": restarts} if restarts else {}),
-        )
+    def local_model_retry_after_s(self) -> float | None:
+        """Return the seconds until the local model should serve again, or None if it will not."""
+        return retry_after_s(self)
 
     async def stop(self) -> None:
         # Shadow jobs end first, while the outcome log and the transports still work.

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import structlog
+import structlog.testing
 
 from router import edge
 from router.edge import (
@@ -437,6 +438,33 @@ async def test_chat_completion_openai_client(edge_server: EdgeModelServer) -> No
 
 @requires_edge
 @pytest.mark.edge
+async def test_busy_server_answers_liveness_probe(edge_server: EdgeModelServer) -> None:
+    # About 1,000 prompt tokens, which the model reads in seconds; the numbers keep earlier
+    # prompts out of llama.cpp's prompt cache.
+    long_prompt = " ".join(f"Line {n}: the quick brown fox jumps over the lazy dog." for n in range(80))
+    body = {"model": MODEL_ALIAS, "messages": [{"role": "user", "content": long_prompt}],
+            "max_tokens": 64}
+    async with httpx.AsyncClient(timeout=300) as client:
+        completion = asyncio.create_task(
+            client.post(f"{edge_server.base_url}/chat/completions", json=body)
+        )
+        await asyncio.sleep(0.5)  # lets the server take the request
+        answered_while_busy = []
+        while not completion.done():
+            answered = await edge_server.responds(2.0)
+            if not completion.done():
+                answered_while_busy.append(answered)
+            await asyncio.sleep(0.2)
+        response = await completion
+
+    assert response.status_code == 200
+    assert response.json()["usage"]["prompt_tokens"] > 500
+    assert answered_while_busy, "the completion ended before the first probe"
+    assert all(answered_while_busy)
+
+
+@requires_edge
+@pytest.mark.edge
 async def test_stop_ends_process_and_frees_port() -> None:
     server = EdgeModelServer(startup_timeout_s=120.0)
     await server.start()
@@ -526,12 +554,12 @@ def test_server_stops_when_parent_killed() -> None:
 async def test_gateway_restarts_killed_local_model(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unused_tcp_port: int
 ) -> None:
-    from router import runtime as runtime_module
+    from router import local_model as local_model_module
     from router.runtime import Runtime
     from router.settings import Settings
     from tests.gateway.conftest import StubScorer, policy_document, write_yaml
 
-    monkeypatch.setattr(runtime_module, "LOCAL_MODEL_RESTART_DELAYS_S", (0.1,))
+    monkeypatch.setattr(local_model_module, "LOCAL_MODEL_RESTART_DELAYS_S", (0.1,))
     api_base = f"http://127.0.0.1:{unused_tcp_port}/v1"
     document = policy_document({"edge": api_base, "mid": "http://127.0.0.1:1/v1",
                                 "frontier": "http://127.0.0.1:1/v1"})
@@ -563,3 +591,53 @@ async def test_gateway_restarts_killed_local_model(
     finally:
         await runtime.stop()
     assert not _port_accepts(unused_tcp_port)
+
+
+@requires_edge
+@pytest.mark.edge
+async def test_gateway_kills_stopped_local_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unused_tcp_port: int
+) -> None:
+    from router import local_model as local_model_module
+    from router.runtime import Runtime
+    from router.settings import Settings
+    from tests.gateway.conftest import StubScorer, policy_document, write_yaml
+
+    monkeypatch.setattr(local_model_module, "LOCAL_MODEL_RESTART_DELAYS_S", (0.1,))
+    monkeypatch.setattr(local_model_module, "LOCAL_MODEL_PROBE_INTERVAL_S", 0.2)
+    monkeypatch.setattr(local_model_module, "LOCAL_MODEL_PROBE_TIMEOUT_S", 0.5)
+    api_base = f"http://127.0.0.1:{unused_tcp_port}/v1"
+    document = policy_document({"edge": api_base, "mid": "http://127.0.0.1:1/v1",
+                                "frontier": "http://127.0.0.1:1/v1"})
+    document["tiers"]["edge"]["deployments"][0]["local_model"] = True
+    policy = write_yaml(tmp_path / "policy.yaml", document)
+    settings = Settings(policy=policy, data_dir=tmp_path / "var", policy_reload_interval_s=0.0,
+                        local_model=True)
+    runtime = Runtime.build(settings, StubScorer())
+
+    async def state(expected: str) -> None:
+        async with asyncio.timeout(120):
+            while runtime.local_model_state != expected:
+                await asyncio.sleep(0.02)
+
+    runtime._start_local_model()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await state("ready")
+            server = runtime.extra["local_model"]
+            stopped_pid = server.pid
+            os.kill(stopped_pid, signal.SIGSTOP)
+            await state("unresponsive")
+            await state("ready")
+        assert server.pid != stopped_pid
+        assert _process_is_gone(stopped_pid)
+        async with httpx.AsyncClient(timeout=60) as client:
+            response = await client.post(f"{api_base}/chat/completions", json={
+                "model": MODEL_ALIAS, "messages": PROMPT, "max_tokens": MAX_TOKENS})
+        assert response.status_code == 200
+        assert response.json()["choices"][0]["message"]["content"]
+    finally:
+        await runtime.stop()
+    [unresponsive] = [entry for entry in logs if entry["event"] == "local_model_unresponsive"]
+    assert unresponsive["pid"] == stopped_pid
+    assert unresponsive["failed_probes"] == 3

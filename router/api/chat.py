@@ -141,7 +141,8 @@ async def _serve(
 
     decision = route(runtime, policy, body, chat, outcome, tenant, hint)
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id,
-                            health=runtime.health, policy=policy)
+                            health=runtime.health, policy=policy,
+                            local_model_stopped=runtime.local_model_stopped)
     if chat.stream:
         served, first_chunk, rest = await unless_client_leaves(
             receive, dispatcher.open_stream(decision.candidates, body)

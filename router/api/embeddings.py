@@ -168,7 +168,8 @@ async def _serve(
             "Retry later, or ask the gateway's operators to fix these causes."
         )
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id,
-                            health=runtime.health, policy=policy)
+                            health=runtime.health, policy=policy,
+                            local_model_stopped=runtime.local_model_stopped)
     deployment, response = await unless_client_leaves(
         receive, dispatcher.embed(available, body, parsed.inputs)
     )

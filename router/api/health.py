@@ -33,6 +33,9 @@ async def readyz(request: Request) -> JSONResponse:
     A replica with no available deployment at all (no provider key set, the local model
     not running) returns 503 with status ``no_deployment_available``: every chat request
     would fail there, so the load balancer should send traffic elsewhere.
+
+    When the policy has ``local_model`` deployments, ``local_model`` gives the state of the
+    local model server.
     """
     runtime: Runtime = request.app.state.runtime
     loaded = runtime.policies.current
@@ -63,6 +66,10 @@ async def readyz(request: Request) -> JSONResponse:
         "cache": runtime.cache.backend,
         "outcomes": runtime.outcomes.backend,
     }
+    if loaded.policy.local_model_deployments():
+        # "ready", or the key in LOCAL_MODEL_CLIENT_REASONS (router/local_model.py) of the
+        # reason why the local model's deployments are unavailable.
+        body["local_model"] = runtime.local_model_state
     if runtime.distribution is not None:
         # Versions published through Redis, including one that this replica rejected.
         body["published"] = runtime.distribution.status()

@@ -23,6 +23,7 @@ from router.errors import (
     GatewayError,
     NoDeploymentAvailable,
     ServerShuttingDown,
+    retry_after_headers,
 )
 from router.outcomes.record import Outcome
 from router.policy.schema import Policy
@@ -131,11 +132,18 @@ def record_gateway_error(
     outcome.error, outcome.status = exc.code, exc.status
     finish(runtime, policy, outcome)
     exc.set_request_id(outcome.request_id)
-    if isinstance(exc, NoDeploymentAvailable) and runtime.local_model_state not in ("starting", "restarting"):
-        # Only a local model that is starting or restarting can make a retry succeed; a missing
-        # key or a blocked tier needs an operator.  The official OpenAI clients retry
-        # every 503 unless this header says otherwise.
-        exc.headers = {**(exc.headers or {}), "x-should-retry": "false"}
+    if isinstance(exc, NoDeploymentAvailable):
+        wait = runtime.local_model_retry_after_s()
+        if wait is None:
+            # Only a local model that is starting or restarting can make a retry succeed, but a
+            # missing key or a blocked tier needs an operator.  The official OpenAI clients
+            # retry every 503 unless this header says otherwise.
+            exc.headers = {**(exc.headers or {}), "x-should-retry": "false"}
+        else:
+            # The openai Python SDK (3.63) waits this long before it retries. It does not retry
+            # after a wait above 120 s, and a restart delay (60 s at most) plus a start (up to
+            # its 60 s start-up timeout) stays within that.
+            exc.headers = {**(exc.headers or {}), **retry_after_headers(wait)}
 
 
 def record_cancellation(

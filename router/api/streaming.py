@@ -185,8 +185,16 @@ def stream_upstream(
                          deployment=outcome.deployment.name if outcome.deployment else None)
             else:
                 outcome.error, outcome.status = f"stream_{exc.kind}", 502
-                if outcome.deployment is not None:
-                    runtime.health.failed(outcome.deployment.name, exc, policy.routing.cooldown)
+                deployment = outcome.deployment
+                # A stream that broke because the local model server stopped does not count
+                # toward the deployment's cooldown, as in the dispatcher.
+                stopped = (
+                    deployment is not None
+                    and deployment.local_model
+                    and runtime.local_model_stopped()
+                )
+                if deployment is not None and not stopped:
+                    runtime.health.failed(deployment.name, exc, policy.routing.cooldown)
                 # The same fields as the dispatcher's upstream_failed line before the first byte.
                 log.warning(
                     "upstream_failed",

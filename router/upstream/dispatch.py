@@ -24,6 +24,7 @@ import structlog
 from router.errors import (
     GatewayError,
     InvalidRequest,
+    NoDeploymentAvailable,
     UpstreamFailed,
     UpstreamRateLimited,
     UpstreamTimeout,
@@ -33,7 +34,7 @@ from router.policy.schema import Cooldown, Deployment, EmbeddingDeployment, Poli
 from router.routing.balance import weighted_first
 from router.routing.decide import Candidate
 from router.upstream.base import Transport, UpstreamError, UpstreamHeaders
-from router.upstream.health import DeploymentHealth
+from router.upstream.health import COUNTED_KINDS, DeploymentHealth
 
 log = structlog.get_logger("tierwise.dispatch")
 
@@ -43,6 +44,11 @@ CANCELLED = "cancelled"
 
 EMBEDDINGS_TIER = "embeddings"
 """The ``tier`` of an embeddings request's attempts, which no tier serves."""
+
+LOCAL_MODEL_STOPPED = (
+    "The local edge model stopped while it served this request, and the gateway is restarting "
+    "it. Retry the request after the wait in the Retry-After header."
+)
 
 
 @dataclass
@@ -73,6 +79,11 @@ class Dispatcher:
     policy: Policy | None = None
     """The policy that serves the request: its cooldown settings, weighted tiers and in-flight
     limits apply. None means the default cooldown and neither of the others."""
+    local_model_stopped: Callable[[], bool] | None = None
+    """Returns whether the gateway's local model server is down. A failure of a
+    ``local_model`` deployment while it is down does not count toward the deployment's
+    cooldown, and when every attempt failed that way the request gets a 503 to retry."""
+    _failures_of_stopped_model: int = field(default=0, init=False)
 
     def transport_for(self, deployment: Deployment | EmbeddingDeployment) -> Transport:
         return self.direct if deployment.uses_direct_path else self.litellm
@@ -97,7 +108,7 @@ class Dispatcher:
                 raise
             except UpstreamError as exc:
                 attempt.latency_ms = (time.perf_counter() - started) * 1000
-                last_error = self._failed(attempt, exc, body)
+                last_error = self._failed(attempt, candidate.deployment, exc, body)
                 continue
             finally:
                 if release is not None:
@@ -105,13 +116,13 @@ class Dispatcher:
             attempt.latency_ms = (time.perf_counter() - started) * 1000
             if not _is_completion(completion):
                 problem = UpstreamError("server", "the upstream returned a body without choices")
-                last_error = self._failed(attempt, problem)
+                last_error = self._failed(attempt, candidate.deployment, problem)
                 continue
             self.upstream_headers = seen
             if self.health is not None:
                 self.health.succeeded(candidate.deployment.name)
             return candidate, completion
-        raise _final_error(last_error, self.failures, self.attempts)
+        raise self._final_error(last_error)
 
     async def open_stream(
         self, candidates: tuple[Candidate, ...], body: dict[str, Any]
@@ -139,11 +150,13 @@ class Dispatcher:
                 attempt.error = CANCELLED
                 raise
             except StopAsyncIteration:
-                last_error = self._failed(attempt, UpstreamError("stream", "empty stream"))
+                last_error = self._failed(
+                    attempt, candidate.deployment, UpstreamError("stream", "empty stream")
+                )
                 continue
             except UpstreamError as exc:
                 attempt.latency_ms = (time.perf_counter() - started) * 1000
-                last_error = self._failed(attempt, exc, body)
+                last_error = self._failed(attempt, candidate.deployment, exc, body)
                 await _close(stream)
                 continue
             finally:
@@ -156,7 +169,7 @@ class Dispatcher:
             if release is not None:
                 stream = _holding(stream, release)
             return candidate, first, stream
-        raise _final_error(last_error, self.failures, self.attempts)
+        raise self._final_error(last_error)
 
     async def embed(
         self, candidates: Sequence[EmbeddingDeployment], body: dict[str, Any], inputs: int
@@ -185,12 +198,12 @@ class Dispatcher:
                 raise
             except UpstreamError as exc:
                 attempt.latency_ms = (time.perf_counter() - started) * 1000
-                last_error = self._failed(attempt, exc, body)
+                last_error = self._failed(attempt, deployment, exc, body)
                 continue
             attempt.latency_ms = (time.perf_counter() - started) * 1000
             problem = _embedding_response_problem(response, inputs)
             if problem is not None:
-                last_error = self._failed(attempt, UpstreamError("server", problem))
+                last_error = self._failed(attempt, deployment, UpstreamError("server", problem))
                 continue
             self.upstream_headers = seen
             if self.health is not None:
@@ -203,7 +216,7 @@ class Dispatcher:
                 param="input",
                 code="context_length_exceeded",
             )
-        raise _final_error(last_error, self.failures, self.attempts)
+        raise self._final_error(last_error)
 
     def _ordered(self, candidates: tuple[Candidate, ...]) -> Sequence[Candidate]:
         # Cooling deployments go to the end first, so that the weighted draw picks among the
@@ -225,12 +238,24 @@ class Dispatcher:
         return self.health.hold(deployment)
 
     def _failed(
-        self, attempt: Attempt, exc: UpstreamError, body: dict[str, Any] | None = None
+        self,
+        attempt: Attempt,
+        deployment: Deployment | EmbeddingDeployment,
+        exc: UpstreamError,
+        body: dict[str, Any] | None = None,
     ) -> UpstreamError:
         """Record a failed attempt and log it, with ``body``'s prompt text cut from the detail."""
         attempt.error = exc.kind
         self.failures.append(exc)
-        if self.health is not None:
+        stopped = (
+            deployment.local_model
+            and exc.kind in COUNTED_KINDS
+            and self.local_model_stopped is not None
+            and self.local_model_stopped()
+        )
+        if stopped:
+            self._failures_of_stopped_model += 1
+        elif self.health is not None:
             cooldown = self.policy.routing.cooldown if self.policy is not None else _DEFAULT_COOLDOWN
             self.health.failed(attempt.deployment, exc, cooldown)
         log.warning(
@@ -241,6 +266,7 @@ class Dispatcher:
             kind=exc.kind,
             status=exc.status,
             detail=without_prompts(exc.message, body)[:300],
+            **({"local_model_stopped": True} if stopped else {}),
         )
         if exc.kind == "client":
             raise InvalidRequest(
@@ -249,6 +275,11 @@ class Dispatcher:
                 code="upstream_rejected",
             )
         return exc
+
+    def _final_error(self, last_error: UpstreamError | None) -> GatewayError:
+        if self.failures and self._failures_of_stopped_model == len(self.failures):
+            return NoDeploymentAvailable(LOCAL_MODEL_STOPPED)
+        return _final_error(last_error, self.failures, self.attempts)
 
 
 PROMPT_PLACEHOLDER = "[prompt]"

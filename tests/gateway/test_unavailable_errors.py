@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -124,6 +125,58 @@ async def test_starting_local_model_may_be_retried(kit: GatewayKit) -> None:
     assert response.status_code == 503
     assert "still starting" in response.json()["error"]["message"]
     assert "x-should-retry" not in response.headers
+    # No start has been timed yet, so the wait is the expected start time.
+    assert response.headers["retry-after"] == "5"
+    assert response.headers["retry-after-ms"] == "5000"
+
+
+async def test_restarting_local_model_sends_wait(kit: GatewayKit) -> None:
+    write_edge_only_policy(kit, local_model=True)
+    async with kit.running(settings=kit.settings()) as gateway:
+        gateway.runtime.local_model_state = "restarting"
+        gateway.runtime.local_model_serving_at = time.monotonic() + 30.0
+        response = await gateway.chat(chat_body(model="auto"))
+
+    assert response.status_code == 503
+    assert "(it exited and is restarting; the gateway log has the cause)" in (
+        response.json()["error"]["message"]
+    )
+    assert "x-should-retry" not in response.headers
+    assert 1 <= int(response.headers["retry-after"]) <= 30
+    assert 1 <= int(response.headers["retry-after-ms"]) <= 30_000
+
+
+async def test_unresponsive_local_model_is_named(kit: GatewayKit) -> None:
+    write_edge_only_policy(kit, local_model=True)
+    async with kit.running(settings=kit.settings()) as gateway:
+        gateway.runtime.local_model_state = "unresponsive"
+        gateway.runtime.local_model_status = "killed, restarting in 1 s: no response to 3 probes"
+        gateway.runtime.local_model_serving_at = time.monotonic() + 4.0
+        response = await gateway.chat(chat_body(model="edge-small"))
+        ready = await gateway.client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == error_503(
+        "The model 'edge-small' (edge tier) is unavailable because the local edge model is not "
+        "running (it stopped responding, was killed and is restarting; the gateway log has the "
+        f"cause). {ONE_CAUSE}"
+    )
+    assert "x-should-retry" not in response.headers
+    assert 1 <= int(response.headers["retry-after"]) <= 4
+    assert ready.status_code == 503
+    assert ready.json()["local_model"] == "unresponsive"
+    assert ready.json()["available_deployments"]["edge"] == 0
+
+
+async def test_failed_local_model_sends_no_wait(kit: GatewayKit) -> None:
+    write_edge_only_policy(kit, local_model=True)
+    async with kit.running(settings=kit.settings()) as gateway:
+        gateway.runtime.local_model_state = "failed"
+        response = await gateway.chat(chat_body(model="edge-small"))
+
+    assert response.status_code == 503
+    assert response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in response.headers
 
 
 def test_next_step_matches_cause_count() -> None:

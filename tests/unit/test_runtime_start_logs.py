@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import router.edge
+import router.local_model
 import router.runtime
 from router.edge import EdgeModelServer, EdgeModelStartFailed
 from router.policy.loader import load_policy
@@ -40,6 +43,7 @@ class FakeEdgeServer:
     def __init__(self, **options: Any) -> None:
         self.options = options
         self.port = self.requested_port = options["port"]
+        self.kills = 0
         FakeEdgeServer.created.append(options)
 
     @staticmethod
@@ -48,13 +52,30 @@ class FakeEdgeServer:
 
     async def start(self) -> None:
         self.exited = asyncio.Event()
+        self.killed = False
+        self.pid = 4242
+        self.load_time_s = 2.5
 
     async def stop(self) -> None:
         return None
 
+    @property
+    def running(self) -> bool:
+        return not self.exited.is_set()
+
     async def wait_for_exit(self) -> str:
         await self.exited.wait()
+        if self.killed:
+            return "the llama.cpp server was killed by SIGKILL (exit code -9)"
         return "the llama.cpp server exited with code -11; no server output"
+
+    async def responds(self, timeout_s: float) -> bool:
+        return True
+
+    def kill(self) -> None:
+        self.kills += 1
+        self.killed = True
+        self.exited.set()
 
 
 def write_policy(path: Path, *, local_model: bool = False, thresholds: dict[str, float] | None = None) -> Path:
@@ -165,7 +186,7 @@ async def test_local_model_ready_is_logged(
 async def test_local_model_exit_restarts_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(router.runtime, "LOCAL_MODEL_RESTART_DELAYS_S", (0.2, 0.4))
+    monkeypatch.setattr(router.local_model, "LOCAL_MODEL_RESTART_DELAYS_S", (0.2, 0.4))
     runtime, _ = start_local_model(tmp_path, monkeypatch)
     await wait_for_state(runtime, "ready")
     edge = runtime.policies.current.policy.local_model_deployments()[0]
@@ -207,7 +228,7 @@ class FlakyEdgeServer(FakeEdgeServer):
 async def test_failed_restart_waits_longer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(router.runtime, "LOCAL_MODEL_RESTART_DELAYS_S", (0.05, 0.1, 0.15))
+    monkeypatch.setattr(router.local_model, "LOCAL_MODEL_RESTART_DELAYS_S", (0.05, 0.1, 0.15))
     FlakyEdgeServer.starts = 0
     runtime, _ = start_local_model(tmp_path, monkeypatch, FlakyEdgeServer)
     await wait_for_state(runtime, "ready")
@@ -377,3 +398,262 @@ async def test_unreachable_redis_names_address(tmp_path: Path) -> None:
     assert warning["redis"] == f"redis://127.0.0.1:{port}/3"
     assert "hunter2" not in str(warning)
     assert "Check --redis-url (or REDIS_URL)" in warning["hint"]
+
+
+class HangingEdgeServer(FakeEdgeServer):
+    """Returns the results in ``answers`` from the liveness probe, then True once they run out."""
+
+    answers: ClassVar[list[bool]] = []
+    probes = 0
+
+    async def responds(self, timeout_s: float) -> bool:
+        HangingEdgeServer.probes += 1
+        return HangingEdgeServer.answers.pop(0) if HangingEdgeServer.answers else True
+
+
+def fast_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(router.local_model, "LOCAL_MODEL_PROBE_INTERVAL_S", 0.01)
+    monkeypatch.setattr(router.local_model, "LOCAL_MODEL_PROBE_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(router.local_model, "LOCAL_MODEL_PROBE_FAILURES", 3)
+    monkeypatch.setattr(router.local_model, "LOCAL_MODEL_RESTART_DELAYS_S", (0.2,))
+
+
+async def test_unresponsive_local_model_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast_probes(monkeypatch)
+    HangingEdgeServer.answers = [False, False, False]
+    HangingEdgeServer.probes = 0
+    runtime, _ = start_local_model(tmp_path, monkeypatch, HangingEdgeServer)
+    edge = runtime.policies.current.policy.local_model_deployments()[0]
+
+    with capture_logs() as logs:
+        await wait_for_state(runtime, "unresponsive")
+        assert not runtime.is_available(edge)
+        assert "stopped responding, was killed and is restarting" in (
+            runtime.client_unavailable_reason(edge) or ""
+        )
+        assert runtime.local_model_stopped()
+        wait = runtime.local_model_retry_after_s()
+        assert wait is not None
+        assert wait >= 1.0
+        await wait_for_state(runtime, "ready")
+    server = runtime.extra["local_model"]
+    await runtime.stop()
+
+    assert server.kills == 1
+    [unresponsive] = events(logs, "local_model_unresponsive")
+    assert unresponsive["log_level"] == "error"
+    assert unresponsive["pid"] == 4242
+    assert unresponsive["failed_probes"] == 3
+    assert unresponsive["silent_s"] >= 0
+    assert unresponsive["probe_timeout_s"] == 0.05
+    # The kill is the supervisor's own, so it is not logged as an exit as well.
+    assert events(logs, "local_model_exited") == []
+    # The first start, then the restart after the kill.
+    assert [entry.get("restarts") for entry in events(logs, "local_model_ready")] == [None, 1]
+
+
+async def test_answered_probe_resets_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast_probes(monkeypatch)
+    HangingEdgeServer.answers = [False, False, True, False, False, True, False, False]
+    HangingEdgeServer.probes = 0
+    runtime, _ = start_local_model(tmp_path, monkeypatch, HangingEdgeServer)
+
+    with capture_logs() as logs:
+        await wait_for_state(runtime, "ready")
+        async with asyncio.timeout(10):
+            while HangingEdgeServer.probes < 12:
+                await asyncio.sleep(0.01)
+        state = runtime.local_model_state
+    server = runtime.extra["local_model"]
+    await runtime.stop()
+
+    assert state == "ready"
+    assert server.kills == 0
+    assert events(logs, "local_model_unresponsive") == []
+
+
+async def test_restarted_local_model_clears_cooldown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from router.upstream.base import UpstreamError
+
+    monkeypatch.setattr(router.local_model, "LOCAL_MODEL_RESTART_DELAYS_S", (0.05,))
+    runtime, _ = start_local_model(tmp_path, monkeypatch)
+    await wait_for_state(runtime, "ready")
+    policy = runtime.policies.current.policy
+    edge = policy.local_model_deployments()[0]
+    for _ in range(policy.routing.cooldown.after_failures):
+        runtime.health.failed(edge.name, UpstreamError("timeout", "timed out"), policy.routing.cooldown)
+    assert edge.name in runtime.health.cooling()
+
+    runtime.extra["local_model"].exited.set()
+    await wait_for_state(runtime, "restarting")
+    await wait_for_state(runtime, "ready")
+    await runtime.stop()
+
+    assert runtime.health.cooling() == {}
+
+
+async def test_retry_after_follows_restart_delay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router.local_model, "LOCAL_MODEL_RESTART_DELAYS_S", (30.0,))
+    runtime, _ = start_local_model(tmp_path, monkeypatch)
+    await wait_for_state(runtime, "ready")
+    assert runtime.local_model_retry_after_s() is None
+
+    runtime.extra["local_model"].exited.set()
+    # Exited but not yet noticed: the first restart delay plus the measured start.
+    assert runtime.local_model_retry_after_s() == 32.5
+    await wait_for_state(runtime, "restarting")
+    wait = runtime.local_model_retry_after_s()
+    await runtime.stop()
+
+    # The 30 s delay plus the 2.5 s that the last start took, less the time since the exit.
+    assert wait is not None
+    assert 1.0 <= wait <= 32.5
+
+
+def test_retry_after_by_state(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
+    runtime = Runtime.build(make_settings(tmp_path, policy), StubScorer())
+
+    for state in ("not_started", "disabled", "not_installed", "failed", "ready"):
+        runtime.local_model_state = state
+        assert runtime.local_model_retry_after_s() is None, state
+    runtime.local_model_state = "starting"
+    assert runtime.local_model_retry_after_s() == router.local_model.LOCAL_MODEL_EXPECTED_START_S
+    # A start that takes longer than expected gets a wait of 1 s.
+    runtime.local_model_serving_at = 0.0
+    assert runtime.local_model_retry_after_s() == 1.0
+    assert not runtime.local_model_stopped()  # no server was started
+
+
+async def test_wait_for_exit_wakes_without_polling(tmp_path: Path) -> None:
+    server = EdgeModelServer(model_dir=tmp_path)
+    command = [sys.executable, "-c", "import time; time.sleep(3600)"]
+    server._process = subprocess.Popen(command)  # noqa: ASYNC220 - the server holds a Popen
+    # With an hour between polls, only the pidfd can end this wait.
+    waiting = asyncio.create_task(server.wait_for_exit(poll_s=3600))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    server.kill()
+    async with asyncio.timeout(30):
+        reason = await waiting
+
+    assert reason == "the llama.cpp server was killed by SIGKILL (exit code -9)"
+    assert server.running is False
+
+
+async def test_wait_for_exit_cancel_keeps_process(tmp_path: Path) -> None:
+    server = EdgeModelServer(model_dir=tmp_path)
+    command = [sys.executable, "-c", "import time; time.sleep(3600)"]
+    server._process = subprocess.Popen(command)  # noqa: ASYNC220 - the server holds a Popen
+    waiting = asyncio.create_task(server.wait_for_exit(poll_s=3600))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+    assert server.running is True
+    server.kill()
+    assert await server.wait_for_exit() == "the llama.cpp server was killed by SIGKILL (exit code -9)"
+
+
+async def test_probe_fails_for_stopped_process(tmp_path: Path, unused_tcp_port: int) -> None:
+    # http.server replaces the llama.cpp server, and it also returns 404 for GET /health at once.
+    command = [sys.executable, "-m", "http.server", str(unused_tcp_port), "--bind", "127.0.0.1"]
+    server = EdgeModelServer(model_dir=tmp_path)
+    server._process = subprocess.Popen(  # noqa: ASYNC220 - the server holds a Popen
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    server._port = unused_tcp_port
+    try:
+        async with asyncio.timeout(30):
+            while not await server.responds(1.0):
+                await asyncio.sleep(0.05)
+        server._process.send_signal(signal.SIGSTOP)
+        stopped = await server.responds(0.5)
+        server._process.send_signal(signal.SIGCONT)
+        continued = await server.responds(5.0)
+        server._process.send_signal(signal.SIGSTOP)
+        server.kill()  # SIGKILL ends a stopped process too
+        reason = await server.wait_for_exit()
+    finally:
+        await server.stop()
+
+    assert stopped is False
+    assert continued is True
+    assert reason == "the llama.cpp server was killed by SIGKILL (exit code -9)"
+
+
+def test_spawn_names_folder_after_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(router.edge.tempfile, "tempdir", str(tmp_path))
+    server = EdgeModelServer(model_dir=tmp_path)
+    monkeypatch.setattr(
+        server, "_server_command", lambda model_path, port: [sys.executable, "-c", "pass"]
+    )
+    server._spawn(tmp_path / "model.gguf", 8123)
+    assert server._process is not None
+    server._process.wait()
+
+    assert server._workdir is not None
+    assert server._workdir.parent == tmp_path
+    assert server._workdir.name.startswith(f"tierwise-edge-{os.getpid()}-")
+    assert router.edge.remove_orphaned_workdirs(tmp_path) == 0
+    assert server._workdir.is_dir()
+
+
+def pid_of_finished_process() -> int:
+    """Return the pid of a process that has exited and been reaped."""
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    return int(finished.stdout)
+
+
+def test_orphaned_workdirs_are_removed(tmp_path: Path) -> None:
+    gone_pid = pid_of_finished_process()
+    orphaned = tmp_path / f"tierwise-edge-{gone_pid}-ab12_x9"
+    orphaned.mkdir()
+    (orphaned / "server.log").write_text("output of a server whose gateway was killed\n")
+    live = tmp_path / f"tierwise-edge-{os.getpid()}-cd34"
+    live.mkdir()
+    unowned = tmp_path / "tierwise-edge-qc59su4e"  # named by an earlier version: no pid
+    unowned.mkdir()
+    not_a_folder = tmp_path / f"tierwise-edge-{gone_pid}-ef56"
+    not_a_folder.write_text("")
+    other = tmp_path / f"other-{gone_pid}-gh78"
+    other.mkdir()
+
+    with capture_logs() as logs:
+        removed = router.edge.remove_orphaned_workdirs(tmp_path)
+
+    assert removed == 1
+    assert not orphaned.exists()
+    assert live.is_dir()
+    assert unowned.is_dir()
+    assert not_a_folder.is_file()
+    assert other.is_dir()
+    [entry] = events(logs, "edge_model.orphaned_workdirs_removed")
+    assert entry["count"] == 1
+    assert entry["folder"] == str(tmp_path)
+
+
+async def test_supervisor_removes_orphaned_workdirs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router.edge.tempfile, "tempdir", str(tmp_path))
+    orphaned = tmp_path / f"tierwise-edge-{pid_of_finished_process()}-ab12"
+    orphaned.mkdir()
+
+    with capture_logs() as logs:
+        runtime, _ = start_local_model(tmp_path, monkeypatch)
+        await wait_for_state(runtime, "ready")
+    await runtime.stop()
+
+    assert not orphaned.exists()
+    assert [entry["count"] for entry in events(logs, "edge_model.orphaned_workdirs_removed")] == [1]
