@@ -39,6 +39,11 @@ OPENAI_API_HOST = "api.openai.com"
 OPENAI_COMPATIBLE_PREFIXES = ("openai/", "hosted_vllm/", "openai_like/", "llamafile/", "lm_studio/")
 
 
+# Upper bound of the token counts in the routing settings, the largest signed 64-bit integer.
+# orjson, which hashes these settings into the routing version, raises above 2**64 - 1.
+MAX_TOKEN_COUNT = 2**63 - 1
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -248,7 +253,7 @@ class Deployment(UpstreamAccess, StrictModel):
     )
     transport: Literal["auto", "direct", "litellm"] = "auto"
     price: Price
-    context_window: int = Field(gt=0)
+    context_window: int = Field(gt=0, le=MAX_TOKEN_COUNT)
     capabilities: Capabilities = Capabilities()
     local_model: bool = Field(
         default=False,
@@ -257,6 +262,7 @@ class Deployment(UpstreamAccess, StrictModel):
     default_max_tokens: int | None = Field(
         default=None,
         gt=0,
+        le=MAX_TOKEN_COUNT,
         description="max_tokens sent when the request sets none; base models otherwise "
         "generate until their context is full.",
     )

@@ -1097,10 +1097,15 @@ def test_local_model_address_names_api_base(tmp_path: Path, text: str, problem: 
             VALID + "aliases:\n  cheap: {max_tier: low}\n",
             "18: aliases.cheap.max_tier: unknown tier 'low'; expected one of edge, mid, frontier",
         ),
+        (
+            VALID.replace("context_window: 4096", "context_window: 10000000000000000000000"),
+            ("9: tiers.edge.deployments.0.context_window: must be at most 9223372036854775807 "
+             "(found 10000000000000000000000)"),
+        ),
     ],
     ids=["bool", "int-from-float", "float", "ge", "le", "finite", "string-from-number",
          "string-from-list", "empty-string", "empty-mapping", "literal", "literal-number",
-         "literal-huge-number", "literal-tier"],
+         "literal-huge-number", "literal-tier", "huge-token-count"],
 )
 def test_schema_errors_in_plain_words(tmp_path: Path, text: str, problem: str) -> None:
     path = write(tmp_path, text)
