@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import re
-import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
 import orjson
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from router.policy.problems import describe_error, line_of
 from router.policy.schema import Policy
 
 
@@ -108,7 +107,7 @@ def _parse_policy(text: str, path: Path) -> LoadedPolicy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(path, [_describe(error, root, path) for error in exc.errors()]) from None
+        raise PolicyError(path, [describe_error(error, root, path) for error in exc.errors()]) from None
     empty_aliases = _aliases_without_tiers(policy, root, path)
     if empty_aliases:
         raise PolicyError(path, empty_aliases)
@@ -292,7 +291,7 @@ def _aliases_without_tiers(policy: Policy, root: yaml.Node | None, path: Path) -
         bounds = [f"{field} '{value}'" for field, value in
                   (("min_tier", alias.min_tier), ("max_tier", alias.max_tier)) if value is not None]
         verb = "leave" if len(bounds) == 2 else "leaves"
-        line = _line_of(root, ["aliases", name])
+        line = line_of(root, ["aliases", name])
         problems.append(
             f"{path}:{line}: aliases.{name}: {' and '.join(bounds)} {verb} none of this "
             f"policy's tiers ({tiers}), so every request for '{name}' would fail; change the "
@@ -316,125 +315,3 @@ def _mapping_items(node: yaml.Node | None) -> list[tuple[str, yaml.Node]]:
 
 def _sequence_items(node: yaml.Node | None) -> list[yaml.Node]:
     return list(node.value) if isinstance(node, yaml.SequenceNode) else []
-
-
-# pydantic's messages for a value of the wrong container type, which name Python types and
-# the schema's class names, in the words of a YAML file.
-_CONTAINER_MESSAGES = {
-    "model_type": "expected a mapping of keys and values",
-    "model_attributes_type": "expected a mapping of keys and values",
-    "dict_type": "expected a mapping of keys and values",
-    "list_type": "expected a list",
-}
-
-
-def _describe(error: Any, root: yaml.Node | None, path: Path) -> str:
-    # An error from schema.nested_value_error or nested_missing_error names a value inside
-    # the validated field or model.
-    context = error.get("ctx") or {}
-    nested_location = list(context.get("policy_location", ()))
-    location = [part for part in error["loc"] if not _is_validator_name(part)] + nested_location
-    is_key_error = bool(location) and location[-1] == "[key]"
-    if is_key_error:
-        location = location[:-1]
-    line = _line_of(root, location, key_line=is_key_error)
-    key = ".".join(str(part) for part in location) or "(top level)"
-    found = context["policy_found"] if "policy_found" in context else error.get("input")
-    found_text = _short(found) if error["type"] != "missing" else "nothing"
-    if "key_sha256" in location and error["type"] != "missing" and not _looks_like_digest(found):
-        # An operator may paste the API key itself here, and problems reach the log.
-        found_text = "a value not shown, because it may be the API key itself"
-    message = _CONTAINER_MESSAGES.get(error["type"]) or error["msg"].removeprefix("Value error, ")
-    if "policy_location" in context and "policy_found" not in context and error["type"] != "missing":
-        # The validator's message already quotes the value.
-        return f"{path}:{line}: {key}: {message}"
-    if error["type"] == "extra_forbidden":
-        known = _known_keys(location[:-1])
-        if known:
-            message = f"unknown key; expected one of {', '.join(known)}"
-    if error["type"] != "missing" and re.search(rf"got {re.escape(found_text)}(?![\w.])", message):
-        # The validator's message already quotes the value.
-        return f"{path}:{line}: {key}: {message}"
-    return f"{path}:{line}: {key}: {message} (found {found_text})"
-
-
-def _known_keys(location: list[Any]) -> list[str]:
-    """Return the keys that the schema allows in the mapping at ``location``, or none."""
-    annotation: Any = Policy
-    for part in location:
-        annotation = _without_none(annotation)
-        if get_origin(annotation) is dict:
-            annotation = get_args(annotation)[1]
-        elif get_origin(annotation) is list:
-            annotation = get_args(annotation)[0]
-        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            field = annotation.model_fields.get(str(part))
-            if field is None:
-                return []
-            annotation = field.annotation
-        else:
-            return []
-    annotation = _without_none(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return list(annotation.model_fields)
-    return []
-
-
-def _without_none(annotation: Any) -> Any:
-    if get_origin(annotation) in (Union, types.UnionType):
-        members = [arg for arg in get_args(annotation) if arg is not type(None)]
-        if len(members) == 1:
-            return members[0]
-    return annotation
-
-
-def _looks_like_digest(value: Any) -> bool:
-    return isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value) is not None
-
-
-def _is_validator_name(part: Any) -> bool:
-    # pydantic puts the branch name of a Literal/union check into the location.
-    return isinstance(part, str) and part.startswith(("literal[", "function-"))
-
-
-def _line_of(node: yaml.Node | None, location: list[Any], key_line: bool = False) -> int:
-    """1-based line of the deepest YAML node that ``location`` reaches.
-
-    With ``key_line`` the last step stops at the mapping key instead of its value.
-    """
-    line = node.start_mark.line + 1 if node is not None else 1
-    for position, part in enumerate(location):
-        at_key = key_line and position == len(location) - 1
-        child = _child(node, part, at_key)
-        if child is None:
-            break
-        node = child
-        line = node.start_mark.line + 1
-    return line
-
-
-def _child(node: yaml.Node | None, part: Any, at_key: bool = False) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if key_node.value == str(part):
-                # A scalar's own line is its key's line; nested nodes start on the next line.
-                if at_key or isinstance(value_node, yaml.ScalarNode):
-                    return key_node
-                return value_node
-    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        return node.value[part]
-    return None
-
-
-def _short(value: Any) -> str:
-    """Describe a found value in a few words: a scalar as written, a mapping by its keys."""
-    if isinstance(value, dict):
-        text = f"a mapping with keys {', '.join(map(str, value))}" if value else "an empty mapping"
-    elif isinstance(value, list) and any(isinstance(item, dict | list) for item in value):
-        text = f"a list of {len(value)} items"
-    elif isinstance(value, bool) or value is None:
-        # As YAML spells them, not Python's True and None.
-        text = orjson.dumps(value).decode()
-    else:
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

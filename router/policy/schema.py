@@ -39,6 +39,11 @@ OPENAI_API_HOST = "api.openai.com"
 OPENAI_COMPATIBLE_PREFIXES = ("openai/", "hosted_vllm/", "openai_like/", "llamafile/", "lm_studio/")
 
 
+# Upper bound of the token counts in the routing settings, the largest signed 64-bit integer.
+# orjson, which hashes these settings into the routing version, raises above 2**64 - 1.
+MAX_TOKEN_COUNT = 2**63 - 1
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -172,19 +177,20 @@ def _checked_api_base(value: str | None) -> str | None:
     return value
 
 
-def _checked_local_model(value: bool, info: ValidationInfo) -> bool:
-    # api_base is declared first, so info.data has it unless it was invalid and reported.
-    if not value or "api_base" not in info.data:
-        return value
-    api_base = info.data["api_base"]
-    address = urlsplit(api_base or "")
+def _check_local_model_api_base(local_model: bool, api_base: str | None) -> None:
+    """Raise a validation error at ``api_base`` unless a local_model deployment has a usable one."""
+    if not local_model:
+        return
+    needs = (
+        f"a local_model deployment needs api_base http://{LOCAL_MODEL_HOST}:PORT/v1 with an "
+        "explicit port, because `tierwise serve` starts the local edge model on "
+        f"{LOCAL_MODEL_HOST} at that port"
+    )
+    if api_base is None:
+        raise nested_missing_error(needs, ("api_base",))
+    address = urlsplit(api_base)
     if address.hostname != LOCAL_MODEL_HOST or address.port is None:
-        raise ValueError(
-            f"a local_model deployment needs api_base http://{LOCAL_MODEL_HOST}:PORT/v1 with "
-            "an explicit port, because `tierwise serve` starts the local edge model on "
-            f"{LOCAL_MODEL_HOST} at that port, but api_base is {api_base!r}"
-        )
-    return value
+        raise nested_value_error(needs, ("api_base",), api_base)
 
 
 class UpstreamAccess:
@@ -247,7 +253,7 @@ class Deployment(UpstreamAccess, StrictModel):
     )
     transport: Literal["auto", "direct", "litellm"] = "auto"
     price: Price
-    context_window: int = Field(gt=0)
+    context_window: int = Field(gt=0, le=MAX_TOKEN_COUNT)
     capabilities: Capabilities = Capabilities()
     local_model: bool = Field(
         default=False,
@@ -256,6 +262,7 @@ class Deployment(UpstreamAccess, StrictModel):
     default_max_tokens: int | None = Field(
         default=None,
         gt=0,
+        le=MAX_TOKEN_COUNT,
         description="max_tokens sent when the request sets none; base models otherwise "
         "generate until their context is full.",
     )
@@ -291,10 +298,11 @@ class Deployment(UpstreamAccess, StrictModel):
     def _check_api_base(cls, value: str | None) -> str | None:
         return _checked_api_base(value)
 
-    @field_validator("local_model")
-    @classmethod
-    def _check_local_model_address(cls, value: bool, info: ValidationInfo) -> bool:
-        return _checked_local_model(value, info)
+    @model_validator(mode="after")
+    def _check_local_model_address(self) -> Deployment:
+        # A model validator, so that the error names api_base, the value to change.
+        _check_local_model_api_base(self.local_model, self.api_base)
+        return self
 
     @field_validator("output_limit_param")
     @classmethod
@@ -363,7 +371,7 @@ def _check_tier_name(tier: str) -> str:
 
 def _check_threshold(threshold: float) -> float:
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+        raise ValueError("threshold must be between 0 and 1")
     return threshold
 
 
@@ -667,10 +675,11 @@ class EmbeddingDeployment(UpstreamAccess, StrictModel):
     def _check_api_base(cls, value: str | None) -> str | None:
         return _checked_api_base(value)
 
-    @field_validator("local_model")
-    @classmethod
-    def _check_local_model_address(cls, value: bool, info: ValidationInfo) -> bool:
-        return _checked_local_model(value, info)
+    @model_validator(mode="after")
+    def _check_local_model_address(self) -> EmbeddingDeployment:
+        # A model validator, so that the error names api_base, the value to change.
+        _check_local_model_api_base(self.local_model, self.api_base)
+        return self
 
     @property
     def takes_token_ids(self) -> bool:

@@ -434,13 +434,13 @@ def test_verdict_parser_cases() -> None:
             ("shadow.judge: an enabled shadow section needs a judge; set judge.deployment to a "
             "deployment of this policy (found nothing)"),
         ),
-        ({"sample_rate": 1.5}, "shadow.sample_rate: Input should be less than or equal to 1"),
+        ({"sample_rate": 1.5}, "shadow.sample_rate: must be at most 1 (found 1.5)"),
         (
             {"tiers": ["edge", "frontier"]},
             ("shadow.reference_tier: 'frontier' is also in tiers (edge, frontier); the reference "
             "must be a tier that the shadowed requests were not served by"),
         ),
-        ({"concurrency": 0}, "shadow.concurrency: Input should be greater than 0"),
+        ({"concurrency": 0}, "shadow.concurrency: must be greater than 0 (found 0)"),
     ],
 )
 def test_shadow_policy_validation(

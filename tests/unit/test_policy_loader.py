@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from typer.testing import CliRunner
 
@@ -65,8 +66,7 @@ def test_wrong_type_names_line_key_and_found_value(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
     assert caught.value.problems == [
-        (f"{path}:9: tiers.edge.deployments.0.context_window: Input should be a valid integer, "
-         "unable to parse string as an integer (found 'lots')")
+        f"{path}:9: tiers.edge.deployments.0.context_window: expected a whole number (found 'lots')"
     ]
 
 
@@ -76,7 +76,8 @@ def test_misspelled_key_is_rejected(tmp_path: Path) -> None:
         load_policy(path)
     assert caught.value.problems == [
         (
-            f"{path}:10: tiers.edge.deployments.0.timout_s: unknown key; expected one of name, "
+            f"{path}:10: tiers.edge.deployments.0.timout_s: unknown key; did you mean "
+            "'timeout_s'? Expected one of name, "
             "model, api_base, api_key_env, transport, price, context_window, capabilities, "
             "local_model, default_max_tokens, output_limit_param, developer_role, timeout_s, connect_timeout_s, max_in_flight, weight (found 3)"
         )
@@ -89,20 +90,23 @@ def test_misspelled_key_is_rejected(tmp_path: Path) -> None:
         (
             "tenant:\n  require_key: true\n",
             (
-                "tenant: unknown key; expected one of version, name, aliases, tiers, routing, "
+                "tenant: unknown key; did you mean 'tenants'? Expected one of version, name, "
+                "aliases, tiers, routing, "
                 "cache, outcomes, tenants, shadow, embeddings (found a mapping with keys require_key)"
             ),
         ),
         (
             "tenants:\n  entries:\n    team-a:\n      budget: {usd_per_dya: 5}\n",
             (
-                "tenants.entries.team-a.budget.usd_per_dya: unknown key; expected one of "
+                "tenants.entries.team-a.budget.usd_per_dya: unknown key; did you mean "
+                "'usd_per_day'? Expected one of "
                 "usd_per_day, usd_per_month (found 5)"
             ),
         ),
         (
             "shadow:\n  judge: {deployment: big, max_token: 3}\n",
-            "shadow.judge.max_token: unknown key; expected one of deployment, max_tokens (found 3)",
+            ("shadow.judge.max_token: unknown key; did you mean 'max_tokens'? Expected one of "
+             "deployment, max_tokens (found 3)"),
         ),
     ],
     ids=["top-level", "in-dict-of-models", "in-optional-model"],
@@ -115,21 +119,12 @@ def test_unknown_key_lists_known_keys(tmp_path: Path, edit: str, expected: str) 
     assert caught.value.problems[0].split(": ", 1)[1] == expected
 
 
-def test_missing_key_says_found_nothing(tmp_path: Path) -> None:
-    path = write(tmp_path, VALID.replace("        context_window: 4096\n", ""))
-    with pytest.raises(PolicyError) as caught:
-        load_policy(path)
-    assert caught.value.problems == [
-        f"{path}:5: tiers.edge.deployments.0.context_window: Field required (found nothing)"
-    ]
-
-
 def test_unknown_tier_name_is_rejected(tmp_path: Path) -> None:
     path = write(tmp_path, VALID.replace("  frontier:", "  premium:"))
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
     assert caught.value.problems == [
-        f"{path}:10: tiers.premium: Input should be 'edge', 'mid' or 'frontier' (found 'premium')"
+        f"{path}:10: tiers.premium: unknown tier 'premium'; expected one of edge, mid, frontier"
     ]
 
 
@@ -138,7 +133,7 @@ def test_threshold_out_of_range_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
     assert caught.value.problems == [
-        f"{path}:18: routing.thresholds.edge: threshold must be between 0 and 1, got 1.5"
+        f"{path}:18: routing.thresholds.edge: threshold must be between 0 and 1 (found 1.5)"
     ]
 
 
@@ -149,9 +144,9 @@ def test_threshold_error_names_its_own_line(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
     assert caught.value.problems == [
-        f"{path}:20: routing.thresholds.mid: threshold must be between 0 and 1, got 5.0 (found 5)",
+        f"{path}:20: routing.thresholds.mid: threshold must be between 0 and 1 (found 5)",
         (f"{path}:21: routing.thresholds.premium: unknown tier 'premium'; expected one of edge, "
-         "mid, frontier (found 'premium')"),
+         "mid, frontier"),
     ]
 
 
@@ -270,10 +265,9 @@ def test_local_model_needs_loopback_port(tmp_path: Path, api_base: str) -> None:
         load_policy(path)
     assert caught.value.problems == [
         (
-            f"{path}:8: tiers.edge.deployments.0.local_model: a local_model deployment needs "
+            f"{path}:7: tiers.edge.deployments.0.api_base: a local_model deployment needs "
             "api_base http://127.0.0.1:PORT/v1 with an explicit port, because `tierwise serve` "
-            f"starts the local edge model on 127.0.0.1 at that port, but api_base is '{api_base}' "
-            "(found true)"
+            f"starts the local edge model on 127.0.0.1 at that port (found '{api_base}')"
         )
     ]
 
@@ -465,9 +459,9 @@ SHADOW_JUDGE_BIG = "  judge: {deployment: big}\n"
         ),
         (
             VALID + "tiers_extra:\n  edge: {deployments: []}\n",
-            ("18: tiers_extra: unknown key; expected one of version, name, aliases, tiers, "
-            "routing, cache, outcomes, tenants, shadow, embeddings (found a mapping with keys "
-            "edge)"),
+            ("17: tiers_extra: unknown key; did you mean 'tiers'? Expected one of version, "
+            "name, aliases, tiers, routing, cache, outcomes, tenants, shadow, embeddings (found "
+            "a mapping with keys edge)"),
         ),
     ],
     ids=["alias-bounds", "deployment-is-alias", "cached-price", "judge-unknown",
@@ -560,14 +554,14 @@ def test_rate_limit_loads(tmp_path: Path, field: str) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("0", "Input should be greater than 0 (found 0)"),
-        ("-5", "Input should be greater than 0 (found -5)"),
+        ("0", "must be greater than 0 (found 0)"),
+        ("-5", "must be greater than 0 (found -5)"),
         # YAML reads these as a bool, a float and strings, none of which is a count.
-        ("true", "Input should be a valid integer (found true)"),
-        ("1.5", "Input should be a valid integer (found 1.5)"),
-        ("60.0", "Input should be a valid integer (found 60.0)"),
-        ("'60'", "Input should be a valid integer (found '60')"),
-        ("lots", "Input should be a valid integer (found 'lots')"),
+        ("true", "expected a whole number (found true)"),
+        ("1.5", "expected a whole number (found 1.5)"),
+        ("60.0", "expected a whole number (found 60.0)"),
+        ("'60'", "expected a whole number without quotes (found '60')"),
+        ("lots", "expected a whole number (found 'lots')"),
     ],
 )
 @pytest.mark.parametrize("field", RATE_FIELDS)
@@ -598,8 +592,7 @@ def test_reserved_tenant_name_is_rejected(tmp_path: Path, name: str) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
     assert caught.value.problems == [
-        (f"{path}:19: tenants.entries.{name}: tenant name '{name}' {RESERVED_ADVICE} "
-         f"(found '{name}')")
+        f"{path}:19: tenants.entries.{name}: tenant name '{name}' {RESERVED_ADVICE}"
     ]
 
 
@@ -702,8 +695,8 @@ def test_invalid_weight_and_balance_name_the_line(tmp_path: Path) -> None:
         load_policy(path)
 
     assert caught.value.problems == [
-        f"{path}:11: tiers.edge.deployments.0.weight: Input should be greater than 0 (found 0)",
-        f"{path}:4: tiers.edge.balance: Input should be 'ordered' or 'weighted' (found 'random')",
+        f"{path}:11: tiers.edge.deployments.0.weight: must be greater than 0 (found 0)",
+        f"{path}:4: tiers.edge.balance: expected one of ordered, weighted (found 'random')",
     ]
 
 
@@ -713,9 +706,8 @@ def test_negative_cooldown_names_the_line(tmp_path: Path) -> None:
         load_policy(path)
 
     assert caught.value.problems == [
-        (f"{path}:18: routing.cooldown.after_failures: Input should be greater than or equal to 0 "
-         "(found -1)"),
-        f"{path}:18: routing.cooldown.seconds: Input should be greater than 0 (found 0)",
+        f"{path}:18: routing.cooldown.after_failures: must be at least 0 (found -1)",
+        f"{path}:18: routing.cooldown.seconds: must be greater than 0 (found 0)",
     ]
 
 
@@ -750,7 +742,7 @@ def test_default_rate_limit_names_the_line(tmp_path: Path, field: str) -> None:
         load_policy(path)
 
     assert caught.value.problems == [
-        f"{path}:18: tenants.default_{field}: Input should be a valid integer (found true)"
+        f"{path}:18: tenants.default_{field}: expected a whole number (found true)"
     ]
 
 
@@ -774,7 +766,7 @@ def test_alias_bounds_and_thresholds_name_the_line(tmp_path: Path) -> None:
     assert [problem.split(" (found")[0] for problem in caught.value.problems] == [
         (f"{path}:3: aliases.cheap.min_tier: 'mid' is above max_tier 'edge', so no tier is left "
          "for this alias"),
-        f"{path}:5: aliases.loose.thresholds.edge: threshold must be between 0 and 1, got 1.5",
+        f"{path}:5: aliases.loose.thresholds.edge: threshold must be between 0 and 1",
         (f"{path}:5: aliases.loose.thresholds.top: unknown tier 'top'; expected one of edge, mid, "
          "frontier"),
     ]
@@ -880,3 +872,244 @@ def test_unbounded_nesting_is_policy_error(tmp_path: Path, text: str) -> None:
 
     assert len(raised.value.problems) == 1
     assert raised.value.problems[0].startswith(f"{path}: ")
+
+
+def required_keys(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) -> set[str]:
+    """Return ``Model.field`` for every required field of ``model`` and the models it contains."""
+    seen = set() if seen is None else seen
+    if model in seen:
+        return set()
+    seen.add(model)
+    found: set[str] = set()
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            found.add(f"{model.__name__}.{name}")
+        for nested in nested_models(field.annotation):
+            found |= required_keys(nested, seen)
+    return found
+
+
+def nested_models(annotation: object) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in nested_models(arg)]
+
+
+EMBEDDING_ITEM = "embeddings:\n  deployments:\n    - name: vec\n      model: openai/embed\n" \
+    "      price: {input_per_million: 0}\n"
+
+# Each row removes one required key: the schema field, the policy text, and the problem
+# after the file name. VALID's edge deployment starts at line 5 and its price is at line 8.
+MISSING_KEYS = [
+    ("Policy.tiers", "version: 1\nname: x\n", "1: missing required top-level key 'tiers'"),
+    (
+        "Tier.deployments",
+        VALID.replace("  frontier:\n", "  mid:\n    balance: ordered\n  frontier:\n"),
+        "10: tiers.mid: missing required key 'deployments'",
+    ),
+    (
+        "Deployment.name",
+        VALID.replace("      - name: small\n        model:", "      - model:"),
+        "5: tiers.edge.deployments.0: missing required key 'name'",
+    ),
+    (
+        "Deployment.model",
+        VALID.replace("        model: openai/small\n", ""),
+        "5: tiers.edge.deployments.0: missing required key 'model'",
+    ),
+    (
+        "Deployment.price",
+        VALID.replace("        price: {input_per_million: 0.1, output_per_million: 0.2}\n", ""),
+        "5: tiers.edge.deployments.0: missing required key 'price'",
+    ),
+    (
+        "Deployment.context_window",
+        VALID.replace("        context_window: 4096\n", ""),
+        "5: tiers.edge.deployments.0: missing required key 'context_window'",
+    ),
+    (
+        "Price.input_per_million",
+        VALID.replace("{input_per_million: 0.1, output_per_million: 0.2}", "{output_per_million: 0.2}"),
+        "8: tiers.edge.deployments.0.price: missing required key 'input_per_million'",
+    ),
+    (
+        "Price.output_per_million",
+        # A block mapping: the problem names the line of its key, not of its first entry.
+        VALID.replace("price: {input_per_million: 0.1, output_per_million: 0.2}",
+                      "price:\n          input_per_million: 0.1"),
+        "8: tiers.edge.deployments.0.price: missing required key 'output_per_million'",
+    ),
+    (
+        "ShadowJudge.deployment",
+        VALID + "shadow:\n  judge:\n    max_tokens: 5\n",
+        "18: shadow.judge: missing required key 'deployment'",
+    ),
+    (
+        "Embeddings.deployments",
+        VALID + "embeddings:\n  aliases: {}\n",
+        "17: embeddings: missing required key 'deployments'",
+    ),
+    (
+        "EmbeddingDeployment.name",
+        VALID + EMBEDDING_ITEM.replace("    - name: vec\n      model:", "    - model:"),
+        "19: embeddings.deployments.0: missing required key 'name'",
+    ),
+    (
+        "EmbeddingDeployment.model",
+        VALID + EMBEDDING_ITEM.replace("      model: openai/embed\n", ""),
+        "19: embeddings.deployments.0: missing required key 'model'",
+    ),
+    (
+        "EmbeddingDeployment.price",
+        VALID + EMBEDDING_ITEM.replace("      price: {input_per_million: 0}\n", ""),
+        "19: embeddings.deployments.0: missing required key 'price'",
+    ),
+    (
+        "EmbeddingPrice.input_per_million",
+        VALID + EMBEDDING_ITEM.replace("{input_per_million: 0}", "{}"),
+        "21: embeddings.deployments.0.price: missing required key 'input_per_million'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("field", "text", "problem"), MISSING_KEYS, ids=[row[0] for row in MISSING_KEYS])
+def test_missing_required_key_names_section(
+    tmp_path: Path, field: str, text: str, problem: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    assert caught.value.problems == [f"{path}:{problem}"]
+
+
+def test_missing_key_table_covers_schema() -> None:
+    assert {row[0] for row in MISSING_KEYS} == required_keys(Policy)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            VALID + "routing:\n  cooldwn:\n    seconds: 3\n",
+            ("18: routing.cooldwn: unknown key; did you mean 'cooldown'? Expected one of "
+             "thresholds, escalate_on_error, cooldown, category_floors (found a mapping with "
+             "keys seconds)"),
+        ),
+        (
+            VALID + "cache:\n  enabled: true\n  layers:\n    - memory\n",
+            ("19: cache.layers: unknown key; expected one of enabled, ttl_s, max_entries, "
+             "cache_nonzero_temperature (found ['memory'])"),
+        ),
+        (
+            VALID.replace("  frontier:", "  fronteir:"),
+            ("10: tiers.fronteir: unknown tier 'fronteir'; did you mean 'frontier'? Expected "
+             "one of edge, mid, frontier"),
+        ),
+    ],
+    ids=["block-mapping-close-match", "block-list-no-match", "tier-close-match"],
+)
+def test_unknown_key_names_its_own_line(tmp_path: Path, text: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    assert caught.value.problems == [f"{path}:{problem}"]
+
+
+LOCAL_MODEL_ADVICE = (
+    "a local_model deployment needs api_base http://127.0.0.1:PORT/v1 with an explicit port, "
+    "because `tierwise serve` starts the local edge model on 127.0.0.1 at that port"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            LOCAL_EDGE.replace("        api_base: API_BASE\n", ""),
+            f"5: tiers.edge.deployments.0.api_base: {LOCAL_MODEL_ADVICE} (found nothing)",
+        ),
+        (
+            VALID + EMBEDDING_ITEM.replace(
+                "      price:", "      api_base: http://10.0.0.5:8081/v1\n      local_model: true\n"
+                "      price:"
+            ),
+            (f"21: embeddings.deployments.0.api_base: {LOCAL_MODEL_ADVICE} "
+             "(found 'http://10.0.0.5:8081/v1')"),
+        ),
+    ],
+    ids=["chat-without-api-base", "embedding-remote-api-base"],
+)
+def test_local_model_address_names_api_base(tmp_path: Path, text: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    assert caught.value.problems == [f"{path}:{problem}"]
+
+
+# One bad policy per pydantic error type that a policy can cause, each with the plain message
+# that replaces pydantic's.
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (VALID + "cache:\n  enabled: maybe\n", "18: cache.enabled: expected true or false (found 'maybe')"),
+        (VALID + "cache:\n  ttl_s: 1.5\n", "18: cache.ttl_s: expected a whole number (found 1.5)"),
+        (
+            VALID.replace("input_per_million: 0.1", "input_per_million: cheap"),
+            "8: tiers.edge.deployments.0.price.input_per_million: expected a number (found 'cheap')",
+        ),
+        (
+            VALID.replace("input_per_million: 0.1", "input_per_million: -1"),
+            "8: tiers.edge.deployments.0.price.input_per_million: must be at least 0 (found -1)",
+        ),
+        (VALID + "shadow:\n  sample_rate: 2\n", "18: shadow.sample_rate: must be at most 1 (found 2)"),
+        (
+            VALID + "routing:\n  cooldown: {seconds: .inf}\n",
+            "18: routing.cooldown.seconds: expected a finite number, not .inf or .nan (found .inf)",
+        ),
+        (
+            VALID.replace("name: small", "name: 5"),
+            ("5: tiers.edge.deployments.0.name: expected a string; YAML reads this value as a "
+             "number or boolean, so put it in quotes (found 5)"),
+        ),
+        (
+            VALID.replace("name: small", "name: [a]"),
+            "5: tiers.edge.deployments.0.name: expected a string (found ['a'])",
+        ),
+        (
+            VALID.replace("name: small", "name: ''"),
+            "5: tiers.edge.deployments.0.name: must not be empty (found '')",
+        ),
+        ("version: 1\ntiers: {}\n", "2: tiers: must not be empty (found an empty mapping)"),
+        (
+            VALID.replace("        context_window: 4096", "        context_window: 4096\n"
+                          "        transport: fast"),
+            "10: tiers.edge.deployments.0.transport: expected one of auto, direct, litellm (found 'fast')",
+        ),
+        (VALID.replace("version: 1", "version: 2"), "1: version: expected 1 (found 2)"),
+        (
+            VALID.replace("version: 1", "version: 100000000000000000000000000000"),
+            "1: version: expected 1 (found 100000000000000000000000000000)",
+        ),
+        (
+            VALID + "aliases:\n  cheap: {max_tier: low}\n",
+            "18: aliases.cheap.max_tier: unknown tier 'low'; expected one of edge, mid, frontier",
+        ),
+        (
+            VALID.replace("context_window: 4096", "context_window: 10000000000000000000000"),
+            ("9: tiers.edge.deployments.0.context_window: must be at most 9223372036854775807 "
+             "(found 10000000000000000000000)"),
+        ),
+    ],
+    ids=["bool", "int-from-float", "float", "ge", "le", "finite", "string-from-number",
+         "string-from-list", "empty-string", "empty-mapping", "literal", "literal-number",
+         "literal-huge-number", "literal-tier", "huge-token-count"],
+)
+def test_schema_errors_in_plain_words(tmp_path: Path, text: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    assert caught.value.problems == [f"{path}:{problem}"]
