@@ -45,7 +45,9 @@ MAX_TOKEN_COUNT = 2**63 - 1
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No .inf or .nan: an infinite price, timeout or budget would reach cost sums, asyncio
+    # timeouts and Redis as a value that none of them treats as "no limit".
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Price(StrictModel):

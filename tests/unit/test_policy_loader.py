@@ -735,6 +735,22 @@ def test_infinite_weight_rejected(tmp_path: Path) -> None:
     assert ": tiers.edge.deployments.0.weight: " in caught.value.problems[0]
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("input_per_million: 0.1,", "input_per_million: .inf,", "tiers.edge.deployments.0.price.input_per_million"),
+        ("context_window: 4096", "context_window: 4096\n        timeout_s: .nan", "tiers.edge.deployments.0.timeout_s"),
+    ],
+    ids=["price", "timeout"],
+)
+def test_non_finite_number_rejected(tmp_path: Path, old: str, new: str, key: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        load_policy(write(tmp_path, VALID.replace(old, new, 1)))
+
+    assert len(caught.value.problems) == 1
+    assert f": {key}: expected a finite number" in caught.value.problems[0]
+
+
 @pytest.mark.parametrize("field", RATE_FIELDS)
 def test_default_rate_limit_names_the_line(tmp_path: Path, field: str) -> None:
     path = write(tmp_path, VALID + f"tenants:\n  default_{field}: true\n")
