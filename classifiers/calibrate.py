@@ -372,6 +372,12 @@ def calibrate(
 
     if split not in ("auto", "own", "kfold"):
         raise _fail(f"--split must be auto, own or kfold, got {split!r}")
+    if target_quality is not None and target_quality <= 0:
+        raise _fail(f"invalid --target-quality {target_quality:g}: give a share of "
+                    "always-frontier quality above 0, such as 0.95")
+    if budget_per_1k is not None and budget_per_1k < 0:
+        raise _fail(f"invalid --budget-per-1k {budget_per_1k:g}: give 0 or more USD per 1,000 "
+                    "requests")
     try:
         floors = dict(load_policy(policy).policy.routing.category_floors)
         mapping = parse_tier_map(tier_map) or None

@@ -156,6 +156,9 @@ def train(
     """
     from classifiers.trainer import TrainRequest, run_training
 
+    if not 0 <= holdout < 1:
+        raise _fail(f"invalid --holdout {holdout:g}: give the fraction of rows to hold out, "
+                    "at least 0 and below 1, such as 0.2")
     compared = _compared_model(compare_with, require_no_worse, tolerance)
     # The gateway rows are written to a temporary file because they contain prompts, which
     # must not end up beside the artifact.

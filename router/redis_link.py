@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as redis_asyncio
 import structlog
+from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisClusterException, RedisError
 
 log = structlog.get_logger("tierwise.redis")
@@ -58,6 +59,24 @@ class CircuitBreaker:
         if self.consecutive_failures == self.failures_to_open:
             self.open_until = time.monotonic() + self.reset_after_s
             log.warning("redis_circuit_open", error=type(error).__name__)
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ValueError when redis-py cannot parse ``url``.
+
+    The message leaves the URL out, because the URL can contain a password.
+    """
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        reason = str(exc)
+        if reason.startswith("Port"):
+            # urllib quotes the text it read as the port, which is the password when the
+            # host is missing from redis://USER:PASSWORD@HOST.
+            reason = "the port is not a number from 0 to 65535"
+        raise ValueError(
+            f"{reason}; give a URL such as redis://HOST:6379/0, rediss:// for TLS or unix://PATH"
+        ) from None
 
 
 def connect(url: str, timeout_s: float, cluster: bool) -> Any:

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIERWISE_", extra="ignore")
 
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
-    port: int = Field(default=8080, description="TCP port to listen on.")
+    port: int = Field(default=8080, ge=1, le=65535, description="TCP port to listen on.")
     policy: Path = Field(
         default=BUNDLED_POLICY,
         description="Policy YAML file; the bundled default policy when unset (policies/default.yaml "
@@ -147,6 +147,15 @@ class Settings(BaseSettings):
         description="JSON report of `tierwise evaluate --json` whose cost-quality curve the "
         "dashboard shows.",
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value:
+            from router.redis_link import check_redis_url
+
+            check_redis_url(value)
+        return value
 
     @field_validator("redis_key_prefix")
     @classmethod

@@ -12,12 +12,16 @@ from router.runtime import Runtime
 router = APIRouter()
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"])
+# One route per method: FastAPI gives both methods of one route the same operationId, and
+# OpenAPI requires every operationId to be unique.
+@router.get("/healthz")
+@router.head("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.api_route("/readyz", methods=["GET", "HEAD"])
+@router.get("/readyz")
+@router.head("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     """Ready when a policy and a classifier are loaded; Redis trouble only degrades it.
 

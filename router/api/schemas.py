@@ -313,6 +313,9 @@ def invalid_request(exc: ValidationError) -> InvalidRequest:
         return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
     if isinstance(cause, InvalidField):
         message = cause.reason
+    elif error["type"] in ("model_type", "dict_type"):
+        # pydantic writes "a valid dictionary or instance of StreamOptions", naming a Python class.
+        message = "Input should be a JSON object"
     else:
         message = str(error["msg"]).removeprefix("Value error, ")
     return InvalidRequest(f"Invalid value for '{param}': {message}.", param=param)

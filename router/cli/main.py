@@ -185,6 +185,10 @@ def _report_start_failure(message: str, json_logs: bool) -> None:
     structlog.get_logger("tierwise.cli").error("gateway_start_failed", error=message.removeprefix("error: "))
 
 
+_UNQUOTED_SETTINGS = frozenset({"redis_url", "feedback_secret"})
+"""Settings whose value a start failure never prints, because it can contain a password."""
+
+
 def _settings_or_exit(settings_class: Any, overrides: dict[str, object], json_logs: bool = False) -> Any:
     """Build the settings; on invalid values report one line per setting and exit with 2."""
     from pydantic import ValidationError
@@ -196,7 +200,8 @@ def _settings_or_exit(settings_class: Any, overrides: dict[str, object], json_lo
             field = str(error["loc"][0]) if error["loc"] else "settings"
             name = f"TIERWISE_{field.upper()}"
             value = error.get("input")
-            got = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+            shown = isinstance(value, str | int | float) and field not in _UNQUOTED_SETTINGS
+            got = f" (got {value!r})" if shown else ""
             _report_start_failure(f"error: invalid {name}{got}: {error['msg']}", json_logs)
         raise typer.Exit(2) from None
 
@@ -237,11 +242,12 @@ def _exit_if_port_in_use(host: str, port: int, json_logs: bool = False) -> None:
 def _build_or_exit(
     factory: Callable[[Settings], GatewayApp], settings: Settings, json_logs: bool = False
 ) -> GatewayApp:
-    """Build the gateway; on a bad policy or a missing tracing extra, report it and exit with 2.
+    """Build the gateway; on a bad policy, bad classifier or missing tracing extra, exit with 2.
 
     With JSON logs the report is one ``gateway_start_failed`` line, so that a log pipeline
     that parses every line also records why the process exited.
     """
+    from classifiers import ArtifactError
     from router.policy.loader import PolicyError
 
     expected: tuple[type[Exception], ...] = (PolicyError,)
@@ -252,6 +258,9 @@ def _build_or_exit(
         expected += (TracingUnavailable,)
     try:
         return factory(settings)
+    except ArtifactError as exc:
+        _report_start_failure(f"error: cannot load the classifier: {exc}", json_logs)
+        raise typer.Exit(2) from None
     except expected as exc:
         _report_start_failure(str(exc), json_logs)
         raise typer.Exit(2) from None

@@ -32,7 +32,7 @@ ClusterOption = Annotated[
 def redis_session(url: str | None, cluster: bool) -> Iterator[Any]:
     """Yield a client of the Redis at ``url`` (a Redis Cluster when ``cluster``).
 
-    A missing URL ends the command with exit code 2.  A Redis error, while connecting or
+    A missing or unparsable URL ends the command with exit code 2.  A Redis error, while connecting or
     inside the ``with`` block, prints one line without the URL's credentials and ends the
     command with exit code 1.
     """
@@ -42,6 +42,14 @@ def redis_session(url: str | None, cluster: bool) -> Iterator[Any]:
         raise typer.Exit(2)
     import redis
     from redis.exceptions import RedisClusterException
+
+    from router.redis_link import check_redis_url
+
+    try:
+        check_redis_url(url)
+    except ValueError as exc:
+        typer.echo(f"error: invalid --redis-url: {exc}", err=True)
+        raise typer.Exit(2) from None
 
     # A cluster client connects while it is built, so building it can fail too.
     errors = (redis.RedisError, RedisClusterException)

@@ -87,6 +87,37 @@ def test_calibrate_without_tier_map_keeps_tiers(tmp_path: Path) -> None:
     assert "--tiers" not in message
 
 
+@pytest.mark.parametrize("holdout", ["1", "2", "-0.5"])
+def test_train_rejects_holdout_out_of_range(tmp_path: Path, holdout: str) -> None:
+    # 1 and above held out every row, which ended in a misleading "no record has an outcome"
+    # error, and a negative value held out no row and printed nothing about it.
+    data = _labelled_file(tmp_path / "mine.jsonl")
+    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "model"),
+                                 "--holdout", holdout])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert f"invalid --holdout {holdout}: give the fraction of rows to hold out" in message
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--target-quality", "0", "invalid --target-quality 0: give a share of always-frontier"),
+        ("--target-quality", "-1", "invalid --target-quality -1: give a share of always-frontier"),
+        ("--budget-per-1k", "-1", "invalid --budget-per-1k -1: give 0 or more USD per 1,000 requests"),
+    ],
+)
+def test_calibrate_rejects_invalid_goal(tmp_path: Path, option: str, value: str, expected: str) -> None:
+    data = _labelled_file(tmp_path / "mine.jsonl")
+    out = tmp_path / "policy.yaml"
+    result = runner.invoke(calibrate_app, ["--data", str(data), option, value,
+                                           "--policy", str(DEFAULT_POLICY), "--out", str(out)])
+    assert result.exit_code == 2
+    assert expected in " ".join(result.output.split())
+    assert not out.exists()
+
+
 def test_no_holdout_says_so(tmp_path: Path) -> None:
     data = _labelled_file(tmp_path / "mine.jsonl")
     result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "model"),

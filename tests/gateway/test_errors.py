@@ -367,6 +367,10 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
                 ("tools", [{"type": "function", "function": {"name": 5}}], "tools[0].function.name",
                  "expected a string."),
                 ("parallel_tool_calls", "yes", "parallel_tool_calls", "Input should be a valid boolean."),
+                ("messages", ["Hello"], "messages[0]", "Input should be a JSON object."),
+                ("stream_options", "usage", "stream_options", "Input should be a JSON object."),
+                ("response_format", "json", "response_format", "Input should be a JSON object."),
+                ("metadata", "tag", "metadata", "Input should be a JSON object."),
             ]
         )
     ],

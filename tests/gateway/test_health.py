@@ -28,6 +28,32 @@ async def test_healthz_is_ok(kit: GatewayKit) -> None:
     assert response.json() == {"status": "ok"}
 
 
+async def test_probes_answer_head(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        health = await gateway.client.head("/healthz")
+        ready = await gateway.client.head("/readyz")
+
+    assert health.status_code == 200
+    assert ready.status_code == 200
+    assert health.content == b""
+
+
+async def test_openapi_operation_ids_are_unique(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        response = await gateway.client.get("/openapi.json")
+
+    assert response.status_code == 200
+    operation_ids = [
+        operation["operationId"]
+        for path_item in response.json()["paths"].values()
+        for operation in path_item.values()
+    ]
+    duplicates = sorted({name for name in operation_ids if operation_ids.count(name) > 1})
+    assert duplicates == []
+    assert "healthz_healthz_head" in operation_ids
+    assert "readyz_readyz_get" in operation_ids
+
+
 async def test_readyz_without_redis(kit: GatewayKit) -> None:
     async with kit.running() as gateway:
         response = await gateway.client.get("/readyz")

@@ -133,6 +133,74 @@ def test_busy_port_is_json_line_with_json_logs() -> None:
     assert f"127.0.0.1:{port} is already in use" in lines[0]["error"]
 
 
+@pytest.mark.parametrize(
+    ("port", "expected"),
+    [
+        ("99999", "invalid TIERWISE_PORT (got 99999): Input should be less than or equal to 65535"),
+        ("0", "invalid TIERWISE_PORT (got 0): Input should be greater than or equal to 1"),
+    ],
+)
+def test_serve_rejects_port_out_of_range(port: str, expected: str) -> None:
+    # Under uvloop, port 99999 listened on 34463 (99999 - 65536), and port 0 takes a random
+    # free port, while the gateway_started line names the port given.
+    result = runner.invoke(
+        main.app, ["serve", "--no-local-model", "--port", port, "--log-format", "console"]
+    )
+
+    assert result.exit_code == 2
+    assert expected in result.output
+    assert "gateway_started" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://user:hunter2@127.0.0.1:6379/0", "Redis URL must specify one of the following schemes"),
+        ("redis://user:hunter2/0", "the port is not a number from 0 to 65535"),
+    ],
+)
+def test_serve_rejects_unparsable_redis_url(url: str, reason: str) -> None:
+    result = runner.invoke(
+        main.app,
+        ["serve", "--no-local-model", "--log-format", "json"],
+        env={"REDIS_URL": url, "TIERWISE_REDIS_URL": None},
+    )
+
+    assert result.exit_code == 2
+    lines = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert [line["event"] for line in lines] == ["gateway_start_failed"]
+    assert lines[0]["error"].startswith("invalid TIERWISE_REDIS_URL: ")
+    assert reason in lines[0]["error"]
+    assert "redis://HOST:6379/0" in lines[0]["error"]
+    assert "hunter2" not in result.output
+
+
+def test_serve_with_missing_classifier_exits_early(tmp_path: Path) -> None:
+    result = runner.invoke(
+        main.app,
+        ["serve", "--no-local-model", "--classifier", str(tmp_path), "--log-format", "console"],
+    )
+
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert f"error: cannot load the classifier: {tmp_path}/model.json: file not found" in message
+    assert "Traceback" not in result.output
+    assert "gateway_started" not in result.output
+
+
+def test_usage_rejects_unparsable_redis_url() -> None:
+    result = runner.invoke(
+        mounted_app(), ["usage", "--redis-url", "http://user:hunter2@127.0.0.1:6379/0"]
+    )
+
+    assert result.exit_code == 2
+    assert "error: invalid --redis-url: Redis URL must specify one of the following schemes" in (
+        result.output
+    )
+    assert "hunter2" not in result.output
+    assert "Traceback" not in result.output
+
+
 def command_paths(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Return the argument lists that reach ``command`` and each of its subcommands."""
     paths = [path]
