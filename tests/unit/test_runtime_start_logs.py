@@ -643,6 +643,36 @@ def test_orphaned_workdirs_are_removed(tmp_path: Path) -> None:
     assert entry["folder"] == str(tmp_path)
 
 
+def test_workdir_with_impossible_pid_is_kept(tmp_path: Path) -> None:
+    # Any user can create such a folder in a shared temporary folder. os.kill raises
+    # OverflowError for a pid beyond a C long, which must not stop the local model's start.
+    foreign = tmp_path / f"tierwise-edge-{'9' * 30}-ab12"
+    foreign.mkdir()
+    orphaned = tmp_path / f"tierwise-edge-{pid_of_finished_process()}-cd34"
+    orphaned.mkdir()
+
+    removed = router.edge.remove_orphaned_workdirs(tmp_path)
+
+    assert removed == 1
+    assert foreign.is_dir()
+    assert not orphaned.exists()
+
+
+async def test_supervisor_starts_beside_impossible_pid_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router.edge.tempfile, "tempdir", str(tmp_path))
+    (tmp_path / f"tierwise-edge-{'9' * 30}-ab12").mkdir()
+
+    runtime, _ = start_local_model(tmp_path, monkeypatch)
+    try:
+        await wait_for_state(runtime, "ready")
+    finally:
+        await runtime.stop()
+
+    assert runtime.local_model_state == "ready"
+
+
 async def test_supervisor_removes_orphaned_workdirs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
