@@ -43,6 +43,7 @@ class FakeEdgeServer:
     def __init__(self, **options: Any) -> None:
         self.options = options
         self.port = self.requested_port = options["port"]
+        self.n_ctx = options.get("n_ctx", 8192)
         self.kills = 0
         FakeEdgeServer.created.append(options)
 
@@ -312,6 +313,27 @@ async def test_moved_local_model_port_warns_on_reload(
     assert len(moved) == 1
     assert moved[0]["running_port"] == 18081
     assert moved[0]["policy_port"] == 18095
+
+
+async def test_larger_local_context_warns_on_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, policy = start_local_model(tmp_path, monkeypatch)
+    await wait_for_state(runtime, "ready")
+    text = policy.read_text()
+    policy.write_text(text.replace("context_window: 32768", "context_window: 65536", 1))
+    with capture_logs() as larger_logs:
+        runtime.policies.check_for_change()
+    policy.write_text(text.replace("context_window: 32768", "context_window: 4096", 1))
+    with capture_logs() as smaller_logs:
+        runtime.policies.check_for_change()
+    await runtime.stop()
+
+    [changed] = events(larger_logs, "local_model_context_changed")
+    assert changed["running_n_ctx"] == 32768
+    assert changed["policy_context_window"] == 65536
+    # A smaller window only leaves part of the server's context unused.
+    assert events(smaller_logs, "local_model_context_changed") == []
 
 
 async def test_moved_local_model_port_warns_on_publish(
