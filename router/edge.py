@@ -661,7 +661,13 @@ def remove_orphaned_workdirs(folder: Path | None = None) -> int:
         match = _WORKDIR_NAME.match(candidate.name)
         if match is None or not candidate.is_dir() or candidate.is_symlink():
             continue
-        if _process_exists(int(match.group(1))):
+        try:
+            owner_exists = _process_exists(int(match.group(1)))
+        except OverflowError:
+            # os.kill takes a C long, so no process has this pid and no gateway named the
+            # folder. Another user can create such a folder in a shared temporary folder.
+            continue
+        if owner_exists:
             continue
         try:
             shutil.rmtree(candidate)

@@ -222,10 +222,18 @@ class TierNotAllowed(GatewayError):
 
 
 class NoDeploymentAvailable(GatewayError):
-    """Raised when no tier has a deployment that can serve the request."""
+    """Raised when no tier has a deployment that can serve the request.
+
+    ``local_model_down`` is true when a local model deployment that could serve the request
+    was down, so that a start or restart of the local model can make a retry succeed.
+    """
 
     status = 503
     default_code = "no_deployment_available"
+
+    def __init__(self, message: str, *, local_model_down: bool = False) -> None:
+        super().__init__(message)
+        self.local_model_down = local_model_down
 
 
 class ServerShuttingDown(GatewayError):

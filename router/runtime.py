@@ -230,6 +230,7 @@ class Runtime:
         self._preload_litellm()
         self.warn_unscored_tiers()
         self.warn_local_model_moved()
+        self.warn_local_model_context_changed()
         policy = self.policies.current.policy
         cooldowns_on = policy.routing.cooldown.after_failures > 0
         names = {d.name for d in policy.all_deployments()}
@@ -298,6 +299,32 @@ class Runtime:
             cluster=self.settings.redis_cluster,
         )
         await self.distribution.start()
+
+    def warn_local_model_context_changed(self) -> None:
+        """Log a warning when the policy routes longer conversations than the local model holds.
+
+        The server's context (``n_ctx``) is set when the gateway starts it and is kept by its
+        restarts, so a larger ``context_window`` takes effect only with a gateway restart.
+        """
+        server = self.extra.get("local_model")
+        if server is None:
+            return
+        windows = [
+            d.context_window
+            for d in self.policies.current.policy.local_model_deployments()
+            if isinstance(d, Deployment)
+        ]
+        if not windows or max(windows) <= server.n_ctx:
+            return
+        log.warning(
+            "local_model_context_changed",
+            running_n_ctx=server.n_ctx,
+            policy_context_window=max(windows),
+            effect="until the gateway restarts, the local model rejects conversations longer "
+            "than its running context, which then fall over to the next tier or get a 400 "
+            "context_length_exceeded",
+            fix="restart the gateway, or put the running context window back into the policy",
+        )
 
     def _start_local_model(self) -> None:
         local = self.policies.current.policy.local_model_deployments()

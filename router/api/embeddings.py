@@ -165,7 +165,8 @@ async def _serve(
         reasons = "; ".join(f"{d.name}: {runtime.client_unavailable_reason(d)}" for d in candidates)
         raise NoDeploymentAvailable(
             f"No deployment can serve the embedding model '{parsed.model}' now ({reasons}). "
-            "Retry later, or ask the gateway's operators to fix these causes."
+            "Retry later, or ask the gateway's operators to fix these causes.",
+            local_model_down=any(d.local_model for d in candidates),
         )
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id,
                             health=runtime.health, policy=policy,

@@ -133,11 +133,12 @@ def record_gateway_error(
     finish(runtime, policy, outcome)
     exc.set_request_id(outcome.request_id)
     if isinstance(exc, NoDeploymentAvailable):
-        wait = runtime.local_model_retry_after_s()
+        wait = runtime.local_model_retry_after_s() if exc.local_model_down else None
         if wait is None:
-            # Only a local model that is starting or restarting can make a retry succeed, but a
-            # missing key or a blocked tier needs an operator.  The official OpenAI clients
-            # retry every 503 unless this header says otherwise.
+            # Only a local model that is starting or restarting can make a retry succeed, and
+            # only when it could serve the request, but a missing key, a blocked tier, a context
+            # window or a capability needs an operator.  The official OpenAI clients retry every
+            # 503 unless this header says otherwise.
             exc.headers = {**(exc.headers or {}), "x-should-retry": "false"}
         else:
             # The openai Python SDK (3.63) waits this long before it retries. It does not retry

@@ -299,7 +299,8 @@ def has_tool_messages(messages: Iterable[Any]) -> bool:
 def invalid_request(exc: ValidationError) -> InvalidRequest:
     """Return the 400 for the first error of a request model's validation.
 
-    A missing field gets "Missing required parameter", as OpenAI's API words it. An
+    A missing field gets "Missing required parameter" and the code
+    ``missing_required_parameter``, as OpenAI's API words them. An
     InvalidField raised by a validator adds its path to pydantic's location, so ``param``
     names the field inside the validated object, such as ``messages[0].content[1].type``.
     """
@@ -310,7 +311,11 @@ def invalid_request(exc: ValidationError) -> InvalidRequest:
         location += cause.location
     param = error_parameter(location)
     if error["type"] == "missing" or isinstance(cause, MissingField):
-        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
+        return InvalidRequest(
+            f"Missing required parameter: '{param}'.",
+            param=param,
+            code="missing_required_parameter",
+        )
     if isinstance(cause, InvalidField):
         message = cause.reason
     elif error["type"] in ("model_type", "dict_type"):

@@ -293,6 +293,7 @@ def _eligible(
     unavailable = reason_of(deployment)
     if unavailable is not None:  # an empty reason still means unavailable
         skips.add(deployment.name, "unavailable", unavailable)
+        skips.local_model_down = skips.local_model_down or deployment.local_model
         return False
     return True
 
@@ -303,7 +304,7 @@ def _raise_for(skips: Skips, needs: RequestNeeds, unavailable_message: str) -> N
     # fix in the gateway.
     reasons = set(skips.codes.values())
     if "unavailable" in reasons:
-        raise NoDeploymentAvailable(unavailable_message)
+        raise NoDeploymentAvailable(unavailable_message, local_model_down=skips.local_model_down)
     if "context" in reasons:
         raise ContextTooLong(
             f"The conversation needs about {needs.prompt_tokens} tokens plus the requested "

@@ -22,6 +22,8 @@ class Skips:
     """Deployment name -> ``unavailable``, ``capability:<parameter>`` or ``context``."""
     details: dict[str, str] = field(default_factory=dict)
     """Deployment name -> why it is unavailable; empty when the caller gave no reason."""
+    local_model_down: bool = False
+    """Whether a ``local_model`` deployment was skipped as unavailable, not as unfit."""
 
     def add(self, name: str, code: str, detail: str = "") -> None:
         self.codes[name] = code

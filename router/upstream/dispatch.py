@@ -278,7 +278,7 @@ class Dispatcher:
 
     def _final_error(self, last_error: UpstreamError | None) -> GatewayError:
         if self.failures and self._failures_of_stopped_model == len(self.failures):
-            return NoDeploymentAvailable(LOCAL_MODEL_STOPPED)
+            return NoDeploymentAvailable(LOCAL_MODEL_STOPPED, local_model_down=True)
         return _final_error(last_error, self.failures, self.attempts)
 
 

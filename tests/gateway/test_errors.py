@@ -21,8 +21,12 @@ from tests.gateway.conftest import (
 
 
 def invalid(
-    message: str, param: str | None = None, code: str = "invalid_request"
+    message: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
+    if code is None:
+        # OpenAI's API gives a missing field its own code.
+        missing = message.startswith("Missing required parameter")
+        code = "missing_required_parameter" if missing else "invalid_request"
     return {
         "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}
     }

@@ -367,7 +367,7 @@ async def test_feedback_missing_score_is_400(kit: GatewayKit) -> None:
     error = response.json()["error"]
     assert error["message"] == "Missing required parameter: 'score'."
     assert error["param"] == "score"
-    assert error["code"] == "invalid_request"
+    assert error["code"] == "missing_required_parameter"
 
 
 @pytest.mark.parametrize("score", [0, 1])

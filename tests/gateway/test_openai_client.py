@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,7 +61,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     fakes = {tier: FakeUpstream(f"fake-{tier}").start() for tier in TIERS}
     kit = GatewayKit(tmp_path_factory.mktemp("openai-client"), fakes)
     try:
-        kit.write_policy(capabilities={"edge": {"json_schema": False}}, timeout_s=5.0)
+        # The mid tier also takes audio and file parts, which policies leave off by default.
+        kit.write_policy(
+            capabilities={"edge": {"json_schema": False}, "mid": {"audio": True, "files": True}},
+            timeout_s=5.0,
+        )
         app = create_app(kit.settings(keepalive_interval_s=0.1), StubScorer())
         with LiveGateway(app) as gateway:
             yield LiveStack(gateway, fakes, kit)
@@ -653,3 +658,84 @@ def test_overloaded_upstreams_pass_retry_after(live: LiveStack) -> None:
     assert caught.value.code == "upstream_error"
     assert caught.value.response.headers["retry-after"] == "3"
     assert caught.value.response.headers["retry-after-ms"] == "3000"
+
+
+# Message forms that OpenAI's Chat Completions API accepts, as the openai SDK sends them. The
+# gateway's content-part and tool-call checks must pass each one through unchanged.
+PNG_DATA_URL = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
+WAV_BASE64 = base64.b64encode(b"RIFF\x24\x00\x00\x00WAVEfmt ").decode()
+PDF_DATA_URL = "data:application/pdf;base64," + base64.b64encode(b"%PDF-1.4\n").decode()
+WEATHER_CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+}
+USER_TURN = {"role": "user", "content": "Say hello in one short sentence."}
+VALID_MESSAGES: dict[str, list[dict[str, Any]]] = {
+    "image_url_with_detail": [{"role": "user", "content": [
+        {"type": "text", "text": "Describe it."},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "high"}},
+    ]}],
+    "input_audio": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": WAV_BASE64, "format": "wav"}},
+    ]}],
+    "image_base64_data_url": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": PNG_DATA_URL}}]}
+    ],
+    "file_with_file_id": [
+        {"role": "user", "content": [{"type": "file", "file": {"file_id": "file-abc123"}}]}
+    ],
+    "file_with_file_data": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_data": PDF_DATA_URL, "filename": "a.pdf"}},
+    ]}],
+    "assistant_refusal_part": [
+        USER_TURN,
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot."}]},
+        USER_TURN,
+    ],
+    "assistant_text_parts": [
+        USER_TURN, {"role": "assistant", "content": [{"type": "text", "text": "Hi."}]}, USER_TURN
+    ],
+    "tool_calls_with_null_content": [
+        USER_TURN,
+        {"role": "assistant", "content": None, "tool_calls": [WEATHER_CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "Sunny"}]},
+    ],
+    "tool_calls_without_content": [
+        USER_TURN,
+        {"role": "assistant", "tool_calls": [WEATHER_CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"},
+    ],
+    "custom_tool_call": [
+        USER_TURN,
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_2", "type": "custom", "custom": {"name": "grep", "input": "hello"}},
+        ]},
+        {"role": "tool", "tool_call_id": "call_2", "content": "no match"},
+    ],
+    "developer_and_names": [
+        {"role": "developer", "content": [{"type": "text", "text": "Be brief."}], "name": "ops"},
+        {"role": "user", "content": "Say hello.", "name": "bob"},
+    ],
+    "audio_in_assistant_history": [
+        USER_TURN,
+        {"role": "assistant", "content": None, "audio": {"id": "audio_abc123"}},
+        USER_TURN,
+    ],
+    "legacy_function_call": [
+        USER_TURN,
+        {"role": "assistant", "content": None,
+         "function_call": {"name": "get_weather", "arguments": "{}"}},
+        {"role": "function", "name": "get_weather", "content": "Sunny"},
+    ],
+}
+
+
+@pytest.mark.parametrize("case", list(VALID_MESSAGES))
+def test_valid_message_forms_pass_through(live: LiveStack, case: str) -> None:
+    messages = VALID_MESSAGES[case]
+    completion = live.client().chat.completions.create(model="auto", messages=messages)
+
+    assert completion.choices[0].message.content
+    [request] = [r for fake in live.fakes.values() for r in fake.requests]
+    assert request.body["messages"] == messages

@@ -295,7 +295,7 @@ INVALID_FEEDBACK: list[tuple[str, Any, str, str | None, str]] = [
         {"score": 0.5},
         "Missing required parameter: 'request_id'.",
         "request_id",
-        "invalid_request",
+        "missing_required_parameter",
     ),
     (
         "empty_request_id",

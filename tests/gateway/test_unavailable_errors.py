@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from router.routing.skips import Skips, describe_unavailable_model, next_step
-from tests.gateway.conftest import GatewayKit, chat_body, policy_document, write_yaml
+from tests.gateway.conftest import (
+    ALL_CAPABILITIES,
+    GatewayKit,
+    chat_body,
+    policy_document,
+    write_yaml,
+)
 
 UNSET_KEY = "TIERWISE_TEST_UNSET_KEY"
 KEY_MISSING = f"is unavailable because environment variable {UNSET_KEY} is not set"
@@ -166,6 +172,29 @@ async def test_unresponsive_local_model_is_named(kit: GatewayKit) -> None:
     assert ready.status_code == 503
     assert ready.json()["local_model"] == "unresponsive"
     assert ready.json()["available_deployments"]["edge"] == 0
+
+
+async def test_restart_wait_only_for_local_model_requests(kit: GatewayKit) -> None:
+    # Requests that the local model cannot serve, even once it runs, need an operator, so
+    # its restart must not make the OpenAI clients retry them.
+    write_edge_only_policy(kit, local_model=True, capabilities=ALL_CAPABILITIES | {"tools": False})
+    tool = {"type": "function", "function": {"name": "get_weather"}}
+    async with kit.running(settings=kit.settings()) as gateway:
+        gateway.runtime.local_model_state = "restarting"
+        gateway.runtime.local_model_serving_at = time.monotonic() + 30.0
+        named = await gateway.chat(chat_body(model="mid-medium"))
+        too_long = await gateway.chat(chat_body("word " * 2000, model="auto"))
+        with_tools = await gateway.chat(chat_body(model="auto", tools=[tool]))
+        local = await gateway.chat(chat_body(model="auto"))
+
+    for response in (named, too_long, with_tools):
+        assert response.status_code == 503
+        assert response.headers["x-should-retry"] == "false"
+        assert "retry-after" not in response.headers
+        assert "retry-after-ms" not in response.headers
+    assert local.status_code == 503
+    assert "x-should-retry" not in local.headers
+    assert 1 <= int(local.headers["retry-after"]) <= 30
 
 
 async def test_failed_local_model_sends_no_wait(kit: GatewayKit) -> None:

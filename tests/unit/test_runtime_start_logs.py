@@ -43,6 +43,7 @@ class FakeEdgeServer:
     def __init__(self, **options: Any) -> None:
         self.options = options
         self.port = self.requested_port = options["port"]
+        self.n_ctx = options.get("n_ctx", 8192)
         self.kills = 0
         FakeEdgeServer.created.append(options)
 
@@ -312,6 +313,27 @@ async def test_moved_local_model_port_warns_on_reload(
     assert len(moved) == 1
     assert moved[0]["running_port"] == 18081
     assert moved[0]["policy_port"] == 18095
+
+
+async def test_larger_local_context_warns_on_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, policy = start_local_model(tmp_path, monkeypatch)
+    await wait_for_state(runtime, "ready")
+    text = policy.read_text()
+    policy.write_text(text.replace("context_window: 32768", "context_window: 65536", 1))
+    with capture_logs() as larger_logs:
+        runtime.policies.check_for_change()
+    policy.write_text(text.replace("context_window: 32768", "context_window: 4096", 1))
+    with capture_logs() as smaller_logs:
+        runtime.policies.check_for_change()
+    await runtime.stop()
+
+    [changed] = events(larger_logs, "local_model_context_changed")
+    assert changed["running_n_ctx"] == 32768
+    assert changed["policy_context_window"] == 65536
+    # A smaller window only leaves part of the server's context unused.
+    assert events(smaller_logs, "local_model_context_changed") == []
 
 
 async def test_moved_local_model_port_warns_on_publish(
@@ -641,6 +663,36 @@ def test_orphaned_workdirs_are_removed(tmp_path: Path) -> None:
     [entry] = events(logs, "edge_model.orphaned_workdirs_removed")
     assert entry["count"] == 1
     assert entry["folder"] == str(tmp_path)
+
+
+def test_workdir_with_impossible_pid_is_kept(tmp_path: Path) -> None:
+    # Any user can create such a folder in a shared temporary folder. os.kill raises
+    # OverflowError for a pid beyond a C long, which must not stop the local model's start.
+    foreign = tmp_path / f"tierwise-edge-{'9' * 30}-ab12"
+    foreign.mkdir()
+    orphaned = tmp_path / f"tierwise-edge-{pid_of_finished_process()}-cd34"
+    orphaned.mkdir()
+
+    removed = router.edge.remove_orphaned_workdirs(tmp_path)
+
+    assert removed == 1
+    assert foreign.is_dir()
+    assert not orphaned.exists()
+
+
+async def test_supervisor_starts_beside_impossible_pid_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router.edge.tempfile, "tempdir", str(tmp_path))
+    (tmp_path / f"tierwise-edge-{'9' * 30}-ab12").mkdir()
+
+    runtime, _ = start_local_model(tmp_path, monkeypatch)
+    try:
+        await wait_for_state(runtime, "ready")
+    finally:
+        await runtime.stop()
+
+    assert runtime.local_model_state == "ready"
 
 
 async def test_supervisor_removes_orphaned_workdirs(
