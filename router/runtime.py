@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -391,26 +391,30 @@ class Runtime:
         return retry_after_s(self)
 
     async def stop(self) -> None:
+        """Stop the background work, flush the outcome log and close every connection.
+
+        A step that raises is logged and the next steps still run, so that the outcome
+        records queued in memory reach their store whatever failed before them.
+        """
         # Shadow jobs end first, while the outcome log and the transports still work.
-        await self.shadow.stop()
+        await _stop_step("shadow", self.shadow.stop())
         if self.distribution is not None:
-            await self.distribution.stop()
+            await _stop_step("distribution", self.distribution.stop())
         for name in ("local_model_task", "secret_task"):
             task = self.extra.pop(name, None)
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _stop_step(name, task)
         server = self.extra.pop("local_model", None)
         if server is not None:
-            await server.stop()
-        await self.policies.stop()
-        await self.outcomes.stop()
-        await self.budgets.stop()
-        await self.direct.close()
-        await self.cache.close()
+            await _stop_step("local_model", server.stop())
+        await _stop_step("policies", self.policies.stop())
+        await _stop_step("outcomes", self.outcomes.stop())
+        await _stop_step("budgets", self.budgets.stop())
+        await _stop_step("direct", self.direct.close())
+        await _stop_step("cache", self.cache.close())
         if self.redis is not None:
-            await self.redis.close()
+            await _stop_step("redis", self.redis.close())
 
     def _log_tiers(self) -> None:
         for tier, config in self.policies.current.policy.ordered_tiers():
@@ -430,6 +434,20 @@ class Runtime:
             else:
                 log.warning("deployment_unavailable", endpoint="embeddings",
                             deployment=embedding.name, reason=reason)
+
+
+async def _stop_step(name: str, step: Awaitable[Any]) -> None:
+    """Await one step of ``Runtime.stop``; log an exception instead of raising it."""
+    try:
+        await step
+    except asyncio.CancelledError:
+        # A background task that stop() cancelled ends this way; a cancellation of stop()
+        # itself propagates.
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    except Exception as exc:  # noqa: BLE001 - the remaining steps must still run
+        log.error("shutdown_step_failed", step=name, error=type(exc).__name__, detail=str(exc)[:300])
 
 
 def load_scorer(settings: Settings) -> Scorer:

@@ -709,3 +709,37 @@ async def test_supervisor_removes_orphaned_workdirs(
 
     assert not orphaned.exists()
     assert [entry["count"] for entry in events(logs, "edge_model.orphaned_workdirs_removed")] == [1]
+
+
+async def test_stop_continues_after_failed_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, _ = start_local_model(tmp_path, monkeypatch)
+    await wait_for_state(runtime, "ready")
+
+    async def broken_supervisor() -> None:
+        raise OverflowError("signed integer is greater than maximum")
+
+    async def broken_stop() -> None:
+        raise OSError("no such process")
+
+    runtime.extra["local_model_task"].cancel()
+    runtime.extra["local_model_task"] = asyncio.create_task(broken_supervisor())
+    await asyncio.sleep(0)  # the task fails before stop() cancels it
+    runtime.extra["local_model"].stop = broken_stop
+    flushed: list[bool] = []
+    original_stop = runtime.outcomes.stop
+
+    async def recorded_stop() -> None:
+        flushed.append(True)
+        await original_stop()
+
+    monkeypatch.setattr(runtime.outcomes, "stop", recorded_stop)
+    with capture_logs() as logs:
+        await runtime.stop()
+
+    assert flushed == [True]
+    failed = events(logs, "shutdown_step_failed")
+    assert [line["step"] for line in failed] == ["local_model_task", "local_model"]
+    assert failed[0]["error"] == "OverflowError"
+    assert failed[1]["error"] == "OSError"
