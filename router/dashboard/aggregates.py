@@ -25,6 +25,9 @@ class Tally:
 
     requests: int = 0
     errors: int = 0
+    """Requests that failed on the gateway's or an upstream's side (status 500 and above)."""
+    rejected: int = 0
+    """Requests with a client error (status 400 to 499): invalid, unauthorised, over a limit."""
     cache_hits: int = 0
     cost_usd: float = 0.0
     baseline_cost_usd: float = 0.0
@@ -35,7 +38,10 @@ class Tally:
     def add(self, record: Mapping[str, Any]) -> None:
         """Add one outcome record (``Outcome.as_record``)."""
         self.requests += 1
-        if record["error"] is not None or record["status"] >= 400:
+        status = record["status"]
+        if 400 <= status < 500:
+            self.rejected += 1
+        elif record["error"] is not None or status >= 500:
             self.errors += 1
         if record["cache_hit"]:
             self.cache_hits += 1
@@ -51,11 +57,12 @@ class Tally:
 
         The hit rate counts cache hits among answered requests (those without an error).
         """
-        # A rejected request could not have been a hit, so it is left out of the rate.
-        answered = self.requests - self.errors
+        # A failed or rejected request could not have been a hit, so it is left out of the rate.
+        answered = self.requests - self.errors - self.rejected
         return {
             "requests": self.requests,
             "errors": self.errors,
+            "rejected": self.rejected,
             "cache_hits": self.cache_hits,
             "cache_hit_rate": self.cache_hits / answered if answered else None,
             "cost_usd": self.cost_usd,

@@ -135,7 +135,9 @@ async def test_dashboard_data_totals_and_minutes(kit: GatewayKit) -> None:
     assert data["classifier"] == {"version": "stub-1"}
     assert data["redis"] == "not_configured"
     assert totals["requests"] == 4
-    assert totals["errors"] == 1
+    # The unknown model's 404 is the client's error, not a failure.
+    assert totals["errors"] == 0
+    assert totals["rejected"] == 1
     assert totals["by_tier"] == {"mid": 2, "frontier": 1, "none": 1}
     assert totals["cache_hits"] == 1
     assert totals["cache_hit_rate"] == pytest.approx(1 / 3)
@@ -456,7 +458,8 @@ def test_dashboard_renders_in_chromium(
 
     assert 'data-loaded="true"' in dom
     assert element_text(dom, "stat-requests") == str(sent.requests)
-    assert element_text(dom, "stat-errors").startswith("1 error (")
+    assert element_text(dom, "stat-errors").startswith("0 errors (")
+    assert element_text(dom, "stat-errors").endswith(", 1 rejected (4xx)")
     assert element_text(dom, "stat-cache") != "–"
     assert element_text(dom, "stat-savings").startswith("$")
     for tier, count in sent.by_tier.items():

@@ -311,7 +311,10 @@
   function fillCards(totals) {
     setText("stat-requests", count(totals.requests));
     const errorShare = totals.requests ? totals.errors / totals.requests : null;
-    setText("stat-errors", count(totals.errors) + (totals.errors === 1 ? " error (" : " errors (") + percent(errorShare) + ")");
+    // Client errors (4xx) are counted apart, so that bad requests do not read as failures.
+    const rejected = totals.rejected || 0;
+    setText("stat-errors", count(totals.errors) + (totals.errors === 1 ? " error (" : " errors (") + percent(errorShare) + "), "
+      + count(rejected) + " rejected (4xx)");
     setText("stat-cost", usd(totals.cost_usd));
     setText("stat-tokens", count(totals.tokens_in) + " tokens in, " + count(totals.tokens_out) + " out");
     setText("stat-baseline", usd(totals.baseline_cost_usd));
