@@ -453,9 +453,14 @@ class Routing(StrictModel):
     )
 
 
+# 100 years: beyond any useful cache lifetime, and within what Redis's SET EX accepts and
+# what a cache entry's expiry (milliseconds in 8 bytes) can store.
+MAX_CACHE_TTL_S = 3_155_760_000
+
+
 class CachePolicy(StrictModel):
     enabled: bool = True
-    ttl_s: int = Field(default=3600, gt=0)
+    ttl_s: int = Field(default=3600, gt=0, le=MAX_CACHE_TTL_S)
     max_entries: int = Field(default=10_000, gt=0, description="In-process cache size.")
     cache_nonzero_temperature: bool = False
 

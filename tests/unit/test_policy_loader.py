@@ -735,6 +735,14 @@ def test_infinite_weight_rejected(tmp_path: Path) -> None:
     assert ": tiers.edge.deployments.0.weight: " in caught.value.problems[0]
 
 
+def test_cache_ttl_above_limit_rejected(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError) as caught:
+        load_policy(write(tmp_path, VALID + "cache:\n  ttl_s: 100000000000000000\n"))
+
+    assert len(caught.value.problems) == 1
+    assert ": cache.ttl_s: must be at most 3155760000" in caught.value.problems[0]
+
+
 @pytest.mark.parametrize(
     ("old", "new", "key"),
     [
