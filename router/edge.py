@@ -402,6 +402,9 @@ class EdgeModelServer:
         if process is not None:
             if process.poll() is None:
                 process.terminate()
+                # A stopped (SIGSTOP) server acts on SIGTERM only once it runs again.
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGCONT)
                 try:
                     await asyncio.to_thread(process.wait, self.stop_grace_s)
                 except subprocess.TimeoutExpired:

@@ -743,3 +743,27 @@ async def test_stop_continues_after_failed_step(
     assert [line["step"] for line in failed] == ["local_model_task", "local_model"]
     assert failed[0]["error"] == "OverflowError"
     assert failed[1]["error"] == "OSError"
+
+
+async def test_edge_server_stop_ends_stopped_process(tmp_path: Path) -> None:
+    server = EdgeModelServer(model_dir=tmp_path)
+    server.stop_grace_s = 30.0
+    # Like uvicorn in the llama.cpp server, the child handles SIGTERM itself, so a stopped
+    # child would act on it only after SIGCONT.
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)  # noqa: ASYNC220
+    server._process = process
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"ready\n"
+    process.send_signal(signal.SIGSTOP)
+
+    with capture_logs() as logs:
+        await asyncio.wait_for(server.stop(), timeout=10)
+
+    # SIGTERM took effect without the SIGKILL that follows the grace period.
+    assert process.returncode == 0
+    assert events(logs, "edge_model.kill") == []
+    process.stdout.close()
