@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -549,30 +550,40 @@ def test_server_stops_when_parent_killed() -> None:
             os.kill(child_pid, signal.SIGKILL)
 
 
-@requires_edge
-@pytest.mark.edge
-async def test_gateway_restarts_killed_local_model(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unused_tcp_port: int
-) -> None:
-    from router import local_model as local_model_module
+def _local_model_runtime(tmp_path: Path, port: int) -> tuple[Any, str]:
+    """Return a runtime whose edge deployment is the local model on ``port``, and its api_base."""
     from router.runtime import Runtime
     from router.settings import Settings
     from tests.gateway.conftest import StubScorer, policy_document, write_yaml
 
-    monkeypatch.setattr(local_model_module, "LOCAL_MODEL_RESTART_DELAYS_S", (0.1,))
-    api_base = f"http://127.0.0.1:{unused_tcp_port}/v1"
+    api_base = f"http://127.0.0.1:{port}/v1"
     document = policy_document({"edge": api_base, "mid": "http://127.0.0.1:1/v1",
                                 "frontier": "http://127.0.0.1:1/v1"})
     document["tiers"]["edge"]["deployments"][0]["local_model"] = True
     policy = write_yaml(tmp_path / "policy.yaml", document)
     settings = Settings(policy=policy, data_dir=tmp_path / "var", policy_reload_interval_s=0.0,
                         local_model=True)
-    runtime = Runtime.build(settings, StubScorer())
+    return Runtime.build(settings, StubScorer()), api_base
+
+
+async def _wait_for_state(runtime: Any, expected: str) -> None:
+    async with asyncio.timeout(120):
+        while runtime.local_model_state != expected:
+            await asyncio.sleep(0.02)
+
+
+@requires_edge
+@pytest.mark.edge
+async def test_gateway_restarts_killed_local_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unused_tcp_port: int
+) -> None:
+    from router import local_model as local_model_module
+
+    monkeypatch.setattr(local_model_module, "LOCAL_MODEL_RESTART_DELAYS_S", (0.1,))
+    runtime, api_base = _local_model_runtime(tmp_path, unused_tcp_port)
 
     async def state(expected: str) -> None:
-        async with asyncio.timeout(120):
-            while runtime.local_model_state != expected:
-                await asyncio.sleep(0.02)
+        await _wait_for_state(runtime, expected)
 
     runtime._start_local_model()
     try:
@@ -599,26 +610,14 @@ async def test_gateway_kills_stopped_local_model(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unused_tcp_port: int
 ) -> None:
     from router import local_model as local_model_module
-    from router.runtime import Runtime
-    from router.settings import Settings
-    from tests.gateway.conftest import StubScorer, policy_document, write_yaml
 
     monkeypatch.setattr(local_model_module, "LOCAL_MODEL_RESTART_DELAYS_S", (0.1,))
     monkeypatch.setattr(local_model_module, "LOCAL_MODEL_PROBE_INTERVAL_S", 0.2)
     monkeypatch.setattr(local_model_module, "LOCAL_MODEL_PROBE_TIMEOUT_S", 0.5)
-    api_base = f"http://127.0.0.1:{unused_tcp_port}/v1"
-    document = policy_document({"edge": api_base, "mid": "http://127.0.0.1:1/v1",
-                                "frontier": "http://127.0.0.1:1/v1"})
-    document["tiers"]["edge"]["deployments"][0]["local_model"] = True
-    policy = write_yaml(tmp_path / "policy.yaml", document)
-    settings = Settings(policy=policy, data_dir=tmp_path / "var", policy_reload_interval_s=0.0,
-                        local_model=True)
-    runtime = Runtime.build(settings, StubScorer())
+    runtime, api_base = _local_model_runtime(tmp_path, unused_tcp_port)
 
     async def state(expected: str) -> None:
-        async with asyncio.timeout(120):
-            while runtime.local_model_state != expected:
-                await asyncio.sleep(0.02)
+        await _wait_for_state(runtime, expected)
 
     runtime._start_local_model()
     try:
