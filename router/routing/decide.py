@@ -132,32 +132,33 @@ def decide(
     alias = policy.aliases.get(requested)
     max_tier = alias.max_tier if alias is not None else None
     excluded = _excluded_tiers(policy, min_tier, blocked_tiers, max_tier)
-    if alias is not None:
+    if alias is not None and excluded:
         # When the key's minimum tier or blocked tiers leave none of the alias's own tiers, a
         # retry cannot succeed, so the client gets 403 rather than 503.
         alias_tiers = policy.alias_tiers(requested)
         if alias_tiers and all(tier in excluded for tier in alias_tiers):
             raise TierNotAllowed(describe_excluded_alias(requested, alias_tiers, excluded))
-    per_tier = {
-        tier: [
-            Candidate(tier, d)
-            for d in tier_config.deployments
-            if _eligible(d, needs, reason_of, skips)
-        ]
-        for tier, tier_config in policy.ordered_tiers()
-        if tier not in excluded
-    }
-    usable = [tier for tier, candidates in per_tier.items() if candidates]
-    if not usable:
-        in_scope = [(tier, c.deployments) for tier, c in policy.ordered_tiers() if tier in per_tier]
-        _raise_for(skips, needs, describe_unavailable_alias(requested, in_scope, excluded, skips))
+    per_tier: dict[str, list[Candidate]] = {}
+    usable: list[str] = []
     # Each tier the request could not use, mapped to a clause that follows "but".
     unused: dict[str, str] = {}
     for tier, tier_config in policy.ordered_tiers():
         if tier in excluded:
             unused[tier] = f"it is {excluded[tier]}"
-        elif not per_tier[tier]:
+            continue
+        candidates = [
+            Candidate(tier, d)
+            for d in tier_config.deployments
+            if _eligible(d, needs, reason_of, skips)
+        ]
+        per_tier[tier] = candidates
+        if candidates:
+            usable.append(tier)
+        else:
             unused[tier] = describe_tier_skips(tier_config.deployments, skips)
+    if not usable:
+        in_scope = [(tier, c.deployments) for tier, c in policy.ordered_tiers() if tier in per_tier]
+        _raise_for(skips, needs, describe_unavailable_alias(requested, in_scope, excluded, skips))
     floor = policy.routing.category_floors.get(category) if category is not None else None
     floor_note = None
     if floor is not None:
@@ -259,6 +260,8 @@ def _excluded_tiers(
 ) -> dict[str, str]:
     """Map each policy tier the request may not use to the reason, worded to follow "is"."""
     excluded: dict[str, str] = {}
+    if min_tier is None and max_tier is None and not blocked_tiers:
+        return excluded
     for tier, _ in policy.ordered_tiers():
         if min_tier is not None and TIER_ORDER.index(tier) < TIER_ORDER.index(min_tier):
             excluded[tier] = f"below the minimum tier {min_tier}"

@@ -64,3 +64,16 @@ def test_numbers_counted_only_with_digits() -> None:
 def test_structure_keeps_feature_order() -> None:
     for messages in ([], "text", [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]):
         assert tuple(view_conversation(messages).structure) == STRUCTURAL_FEATURES
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=1200), st.sampled_from([None, [], "calls"]))
+def test_single_message_view_matches_general(text: str, tool_calls: object) -> None:
+    message: dict[str, object] = {"role": "user", "content": text}
+    if tool_calls is not None:
+        message["tool_calls"] = tool_calls
+    fast = view_conversation([message])
+    # A tuple of messages takes the general path.
+    general = view_conversation((message,))
+    assert fast.segments == general.segments
+    assert fast.structure == general.structure
