@@ -52,7 +52,8 @@ def count_images(messages: Iterable[Any]) -> int:
 def count_prompt_tokens(messages: list[Any], fits_below: int) -> int:
     """Count prompt tokens, exactly when the cheap upper bound reaches ``fits_below``."""
     if len(messages) == 1:
-        # The usual request, one message with string content, without the generators below.
+        # Most requests are one message with string content, which this counts without the
+        # generators below. It returns the same bound as they would.
         message = messages[0]
         if type(message) is dict:
             content = message.get("content")
