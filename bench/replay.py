@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NON_COMMERCIAL_MARK = "CC-BY-NC"
+# The API key of requests and feedback posts. A policy with tenants.require_key must list it,
+# and other policies treat an unlisted key as a tenant of its own.
+DEFAULT_API_KEY = "replay-bench"
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,12 +242,13 @@ async def send_all(
     concurrency: int,
     stream: bool,
     timeout_s: float,
+    api_key: str = DEFAULT_API_KEY,
 ) -> list[Result]:
     """Send every prompt with at most ``concurrency`` requests in flight; keep the prompt order."""
     import openai
 
     client = openai.AsyncOpenAI(
-        base_url=base_url, api_key="replay-bench", max_retries=0, timeout=timeout_s
+        base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s
     )
     limit = asyncio.Semaphore(concurrency)
     try:
@@ -260,6 +264,7 @@ async def send_feedback(
     results: Sequence[Result],
     deployments: dict[str, DeploymentView],
     correctness: Correctness,
+    api_key: str = DEFAULT_API_KEY,
 ) -> int:
     """Rate each successful, uncached request with its model's recorded correctness.
 
@@ -280,7 +285,7 @@ async def send_feedback(
         score = correctness.score(result.id, model) if model else None
         if score is not None:
             ratings.append({"request_id": result.request_id, "score": float(score)})
-    headers = {"authorization": "Bearer replay-bench"}
+    headers = {"authorization": f"Bearer {api_key}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30.0) as client:
         replies = [await client.post("/feedback", json=rating) for rating in ratings]
     return sum(reply.status_code == 200 for reply in replies)
@@ -417,6 +422,12 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
         help="policy YAML the running gateway serves (needed with --base-url)",
     )
     parser.add_argument(
+        "--api-key",
+        default=DEFAULT_API_KEY,
+        help="API key sent to the gateway, for a policy with tenants.require_key"
+        f" (default: {DEFAULT_API_KEY!r}, which such a policy must list)",
+    )
+    parser.add_argument(
         "--thresholds", help="with --start-stack: routing thresholds, e.g. edge=0.7,mid=0.6"
     )
     parser.add_argument(
@@ -524,13 +535,14 @@ def run(
             concurrency=args.concurrency,
             stream=args.stream,
             timeout_s=args.timeout,
+            api_key=args.api_key,
         )
     )
     summary = summarize(results, deployments, correctness)
     summary["wall_time_s"] = time.perf_counter() - started
     if args.feedback:
         summary["feedback_accepted"] = asyncio.run(
-            send_feedback(base_url, results, deployments, correctness)
+            send_feedback(base_url, results, deployments, correctness, args.api_key)
         )
         print(f"feedback: {summary['feedback_accepted']} ratings accepted", flush=True)
     print_report(summary)

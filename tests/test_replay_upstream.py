@@ -704,6 +704,32 @@ def test_bench_prompt_filters(bench: Any, shared_data: Path, correctness: Any) -
     assert all(len(p.text) <= 200 for p in prompts)
 
 
+def test_bench_api_key_option(bench: Any, shared_data: Path, correctness: Any) -> None:
+    assert bench.parse_args(["--start-stack"]).api_key == "replay-bench"
+    args = bench.parse_args(["--start-stack", "--api-key", "team-key"])
+    prompts = bench.load_prompts(shared_data, correctness, count=2, seed=7)
+
+    with ReplayUpstream(MISTRAL) as upstream:
+        results = asyncio.run(
+            bench.send_all(
+                upstream.base_url,
+                prompts,
+                model=MISTRAL,
+                concurrency=1,
+                stream=False,
+                timeout_s=30.0,
+                api_key=args.api_key,
+            )
+        )
+        received = upstream.requests
+
+    assert [result.error for result in results] == [None, None]
+    assert [request.headers["authorization"] for request in received] == [
+        "Bearer team-key",
+        "Bearer team-key",
+    ]
+
+
 def test_bench_summary_costs_and_quality(bench: Any) -> None:
     from tests.support.correctness import Correctness
 

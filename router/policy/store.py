@@ -110,12 +110,22 @@ class PolicyStore:
             log.info("policy_follows_published", version=self.current.version)
 
     def check_for_change(self) -> None:
-        if self.published:
-            return
         signature = self._file_signature()
-        if signature is not None and signature != self._signature:
-            self._signature = signature
-            self.reload()
+        if signature is None or signature == self._signature:
+            return
+        self._signature = signature
+        if self.published:
+            # Logged once per edit, because an operator who edits the file on one replica
+            # after a rollout would otherwise see no effect and no reason.
+            log.warning(
+                "policy_file_change_ignored",
+                path=str(self.path),
+                serving=self.current.version,
+                reason="this gateway serves the policy published through Redis",
+                fix="publish the edited file with `tierwise policy publish`",
+            )
+            return
+        self.reload()
 
     async def _watch(self) -> None:
         while True:

@@ -58,6 +58,10 @@ class ShadowSampler:
         self.is_available = is_available
         self._draw = draw
         self._tasks: set[asyncio.Task[None]] = set()
+        # Budget skips since the first one was logged; None while jobs fit in the budget.
+        # Once the day's budget is spent every sampled request is skipped, so only the
+        # first skip of a run is logged and the rest are counted.
+        self._unlogged_budget_skips: int | None = None
 
     @property
     def running(self) -> int:
@@ -148,17 +152,11 @@ class ShadowSampler:
             return
         reservation = await self.budget.reserve(plan.estimated_usd, shadow.budget_usd_per_day)
         if reservation is None:
-            self.metrics.skipped_budget.inc()
-            log.info(
-                "shadow_skipped_budget",
-                request_id=request.request_id,
-                estimated_usd=round(plan.estimated_usd, 8),
-                budget_usd_per_day=shadow.budget_usd_per_day,
-                hint="a budget below one job's estimate skips every job"
-                if plan.estimated_usd > shadow.budget_usd_per_day
-                else None,
-            )
+            self._skip_for_budget(request, plan.estimated_usd, shadow.budget_usd_per_day)
             return
+        if self._unlogged_budget_skips is not None:
+            log.info("shadow_budget_available", skipped_since_logged=self._unlogged_budget_skips)
+            self._unlogged_budget_skips = None
         try:
             async with asyncio.timeout(shadow.timeout_s):
                 result = await run_job(request, plan, Dispatcher(self.direct, self.litellm))
@@ -173,6 +171,31 @@ class ShadowSampler:
             return
         await self.budget.settle(reservation, result.cost_usd)
         self._finish(request, result)
+
+    def _skip_for_budget(
+        self, request: ShadowRequest, estimated_usd: float, cap_usd: float
+    ) -> None:
+        """Count a job that the day's budget (or an unreachable Redis) does not admit.
+
+        Only the first skip of a run of skips is logged. The next job that fits logs
+        ``shadow_budget_available`` with the number of skips in between.
+        """
+        self.metrics.skipped_budget.inc()
+        if self._unlogged_budget_skips is not None:
+            self._unlogged_budget_skips += 1
+            return
+        self._unlogged_budget_skips = 0
+        log.info(
+            "shadow_skipped_budget",
+            request_id=request.request_id,
+            estimated_usd=round(estimated_usd, 8),
+            budget_usd_per_day=cap_usd,
+            hint="a budget below one job's estimate skips every job"
+            if estimated_usd > cap_usd
+            else None,
+            effect="later skips are counted in tierwise_shadow_skipped_budget_total, not logged,"
+            " until a job fits in the budget again",
+        )
 
     def _finish(self, request: ShadowRequest, result: ShadowResult) -> None:
         self.outcomes.emit(result.record)

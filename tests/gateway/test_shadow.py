@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from classifiers.outcomes import read_gateway_log
 from router.policy.loader import PolicyError, parse_policy
@@ -194,6 +195,26 @@ async def test_shadow_budget_exhausted_skips(kit: GatewayKit, judge: FakeUpstrea
     assert shadow_records(records) == []
     assert metric(gateway, "tierwise_shadow_sampled_total") == 3
     assert metric(gateway, "tierwise_shadow_skipped_budget_total") == 3
+
+
+async def test_shadow_budget_skips_logged_once(kit: GatewayKit, judge: FakeUpstream) -> None:
+    write_shadow_policy(kit, judge, shadow_on(budget_usd_per_day=0.0))
+    async with kit.running(settings=kit.settings()) as gateway:
+        with capture_logs() as skipped_logs:
+            await send_and_settle(gateway, count=3)
+        write_shadow_policy(kit, judge, shadow_on(budget_usd_per_day=5.0))
+        assert gateway.runtime.policies.reload()
+        with capture_logs() as resumed_logs:
+            await send_and_settle(gateway, count=2)
+
+    skip_lines = [e for e in skipped_logs if e["event"] == "shadow_skipped_budget"]
+    assert len(skip_lines) == 1
+    assert skip_lines[0]["budget_usd_per_day"] == 0.0
+    assert metric(gateway, "tierwise_shadow_skipped_budget_total") == 3
+    available_lines = [e for e in resumed_logs if e["event"] == "shadow_budget_available"]
+    assert len(available_lines) == 1
+    assert available_lines[0]["skipped_since_logged"] == 2
+    assert len(judge.requests) == 2
 
 
 async def test_shadow_budget_shared_in_redis(

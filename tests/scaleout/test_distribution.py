@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from classifiers import load_artifact
 from router.distribution import (
@@ -451,9 +452,15 @@ def test_published_policy_stops_file_reload(tmp_path: Path) -> None:
 
     store.use_published(published)
     shutil.copy(write_test_policy(tmp_path / "edited.yaml", edge_threshold=0.5), path)
-    store.check_for_change()
+    with capture_logs() as logs:
+        store.check_for_change()
+        store.check_for_change()
 
     assert store.current.version == published.version
+    ignored = [entry for entry in logs if entry["event"] == "policy_file_change_ignored"]
+    assert len(ignored) == 1
+    assert ignored[0]["path"] == str(path)
+    assert ignored[0]["serving"] == published.version
 
 
 async def test_file_matching_published_policy_stops_reload(
