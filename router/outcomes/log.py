@@ -102,6 +102,8 @@ class OutcomeLog:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._write_failed = False
+        # Set by flush(last_chance=True) for the Redis calls of that flush only.
+        self._last_chance = False
 
     @property
     def backend(self) -> str:
@@ -184,15 +186,17 @@ class OutcomeLog:
         """Let the writer finish its flush, deliver what is left, and close the files.
 
         The writer is not cancelled, because a cancel during a Redis call would leave its
-        reply unknown.  A segment that Redis does not have in full stays in the spool folder
-        for the next process.
+        reply unknown.  The last flush tries Redis even while the circuit breaker is open,
+        because an outage that ended moments ago would otherwise leave every record in the
+        spool.  A segment that Redis does not have in full stays in the spool folder for the
+        next process that starts on it.
         """
         if self._task is not None:
             self._stopping = True
             self._wakeup.set()
             await self._task
             self._task = None
-        await self.flush()
+        await self.flush(last_chance=True)
         await self._close_segments()
         if self._unspooled:
             # Neither the spool folder nor Redis took these records, and memory ends here.
@@ -207,9 +211,20 @@ class OutcomeLog:
             else:
                 await asyncio.to_thread(segment.fsync)
                 segment.close()
+                if self.link is not None:
+                    self._log_kept(segment)
         for orphan in self._orphans:
+            self._log_kept(orphan)
             orphan.close()
         self._orphans = []
+
+    def _log_kept(self, segment: Segment) -> None:
+        log.warning(
+            "outcome_spool_kept", segment=segment.name, undelivered_bytes=segment.undelivered,
+            dir=str(self.spool_dir),
+            reason="Redis did not take these records; the next gateway started on this spool "
+            "folder delivers them",
+        )  # fmt: skip
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -221,15 +236,22 @@ class OutcomeLog:
             self._since_wakeup = 0
             await self.flush()
 
-    async def flush(self) -> None:
-        """Deliver new lines (or write failed ones to the file) and fsync off the event loop."""
+    async def flush(self, last_chance: bool = False) -> None:
+        """Deliver new lines (or write failed ones to the file) and fsync off the event loop.
+
+        ``last_chance`` calls Redis even while the circuit breaker is open.
+        """
         async with self._flush_lock:
-            if self.link is None:
-                await self._write_unspooled_to_file()
-            else:
-                await self._deliver_own()
-                await self._deliver_orphans()
-                await self._send_unspooled()
+            self._last_chance = last_chance
+            try:
+                if self.link is None:
+                    await self._write_unspooled_to_file()
+                else:
+                    await self._deliver_own()
+                    await self._deliver_orphans()
+                    await self._send_unspooled()
+            finally:
+                self._last_chance = False
             await self._sync()
 
     async def _sync(self) -> None:
@@ -337,4 +359,4 @@ class OutcomeLog:
 
     async def _call(self, operation: Any, default: Any) -> Any:
         assert self.link is not None
-        return await self.link.call(operation, default)
+        return await self.link.call(operation, default, last_chance=self._last_chance)

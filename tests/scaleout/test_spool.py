@@ -191,3 +191,21 @@ async def test_delivered_segment_is_rotated(
     assert rotated != first
     assert request_ids(redis_client, prefix) == [f"req-{n}" for n in range(4)]
     assert spool_files(spool) == []
+
+
+async def test_stop_delivers_while_breaker_open(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    # Redis responds again, but the breaker still counts the failures of an outage that has
+    # just ended, as at a SIGTERM shortly after Redis came back.
+    link = RedisLink(redis_url, 5.0)
+    spool = tmp_path / "spool"
+    outcomes = OutcomeLog(tmp_path / "outcomes.jsonl", link, spool, prefix)
+    outcomes.start()
+    for _ in range(3):
+        link.breaker.record_failure(TimeoutError())
+    outcomes.emit(outcome_record("req-1"))
+    await outcomes.stop()
+
+    assert request_ids(redis_client, prefix) == ["req-1"]
+    assert spool_files(spool) == []
