@@ -131,10 +131,16 @@ class OutcomeLog:
                 self._write_failed = True
                 log.error("outcome_write_failed", path=str(self._target_dir()), error=str(exc))
         else:
-            self._write_failed = False
+            self._note_write_recovered()
         self._since_wakeup += 1
         if self._since_wakeup >= FLUSH_BATCH:
             self._wakeup.set()
+
+    def _note_write_recovered(self) -> None:
+        if self._write_failed:
+            log.info("outcome_write_recovered", path=str(self._target_dir()),
+                     records_waiting=len(self._unspooled))  # fmt: skip
+        self._write_failed = False
 
     def _target_dir(self) -> Path:
         return self.spool_dir if self.link is not None else self.path.parent
@@ -356,6 +362,8 @@ class OutcomeLog:
             self._own_segment().append(b"".join(lines))
         except OSError:
             self._unspooled = lines + self._unspooled
+        else:
+            self._note_write_recovered()
 
     async def _call(self, operation: Any, default: Any) -> Any:
         assert self.link is not None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import resource
 import subprocess
 import sys
 import uuid
@@ -209,3 +211,29 @@ async def test_stop_delivers_while_breaker_open(
 
     assert request_ids(redis_client, prefix) == ["req-1"]
     assert spool_files(spool) == []
+
+
+async def test_file_after_partial_write_stays_parseable(tmp_path: Path) -> None:
+    # RLIMIT_FSIZE simulates a full disk: the write that crosses it stops part-way, later
+    # ones fail with EFBIG (Python ignores SIGXFSZ), as writes to a full file system do.
+    path = tmp_path / "outcomes.jsonl"
+    outcomes = OutcomeLog(path, None)
+    outcomes.emit(outcome_record("req-1"))
+    size = path.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 20, hard))
+    try:
+        outcomes.emit(outcome_record("req-2"))
+        outcomes.emit(outcome_record("req-3"))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    torn_size = path.stat().st_size
+    outcomes.emit(outcome_record("req-4"))
+    await outcomes.stop()
+
+    assert torn_size == size + 20
+    parsed = []
+    for line in path.read_bytes().splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            parsed.append(orjson.loads(line)["request_id"])
+    assert sorted(parsed) == ["req-1", "req-2", "req-3", "req-4"]
