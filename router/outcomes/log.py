@@ -116,6 +116,11 @@ class OutcomeLog:
         pending = sum(segment.undelivered for segment in [*segments, *self._orphans])
         return pending + sum(len(line) for line in self._unspooled)
 
+    @property
+    def unwritten_records(self) -> int:
+        """Records held only in memory, because the local write failed and no store took them yet."""
+        return len(self._unspooled)
+
     def emit(self, record: dict[str, Any]) -> None:
         """Append ``record`` to the local file with one write().
 
