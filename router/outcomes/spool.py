@@ -158,4 +158,17 @@ def _lock_existing(path: Path) -> Segment | None:
     except BlockingIOError:
         os.close(fd)
         return None
-    return Segment(path, fd, written=os.fstat(fd).st_size)
+    status = os.fstat(fd)
+    if not _names_inode(path, status):
+        # Its owner delivered and deleted it between our open() and flock().
+        os.close(fd)
+        return None
+    return Segment(path, fd, written=status.st_size)
+
+
+def _names_inode(path: Path, status: os.stat_result) -> bool:
+    try:
+        current = path.stat()
+    except FileNotFoundError:
+        return False
+    return (current.st_dev, current.st_ino) == (status.st_dev, status.st_ino)

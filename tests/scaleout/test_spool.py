@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import resource
 import subprocess
 import sys
@@ -237,3 +238,21 @@ async def test_file_after_partial_write_stays_parseable(tmp_path: Path) -> None:
         with contextlib.suppress(orjson.JSONDecodeError):
             parsed.append(orjson.loads(line)["request_id"])
     assert sorted(parsed) == ["req-1", "req-2", "req-3", "req-4"]
+
+
+def test_claim_skips_segment_retired_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The owner delivers, deletes and unlocks its segment between our open() and flock().
+    # Claiming that file would send it again from offset 0, whose key the owner deletes too.
+    segment = tmp_path / "outcomes-20260101T000000-000000000000.jsonl"
+    segment.write_bytes(orjson.dumps(outcome_record("req-1")) + b"\n")
+    real_flock = fcntl.flock
+
+    def flock_after_retire(fd: int, operation: int) -> None:
+        segment.unlink(missing_ok=True)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr("router.outcomes.spool.fcntl.flock", flock_after_retire)
+
+    assert claim_orphans(tmp_path, None) == []
