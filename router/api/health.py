@@ -38,6 +38,10 @@ async def readyz(request: Request) -> JSONResponse:
     not running) returns 503 with status ``no_deployment_available``: every chat request
     would fail there, so the load balancer should send traffic elsewhere.
 
+    While outcome records wait in memory because the local file did not take them (a full or
+    read-only data folder) and Redis is not configured or does not answer, it returns 503
+    with status ``outcome_log_unwritable``.
+
     When the policy has ``local_model`` deployments, ``local_model`` gives the state of the
     local model server.
     """
@@ -46,6 +50,10 @@ async def readyz(request: Request) -> JSONResponse:
     redis_state = await _redis_state(runtime)
     available = _available_deployments(runtime)
     status = _readiness(redis_state, runtime)
+    if runtime.outcomes.unwritten_records and redis_state != "ok":
+        # Those records are lost if the process stops now, so traffic should go elsewhere.
+        # With Redis answering, the writer sends them to the stream within 0.2 s.
+        status = "outcome_log_unwritable"
     if not any(available.values()):
         status = "no_deployment_available"
     loader = runtime.litellm_loader
@@ -77,7 +85,9 @@ async def readyz(request: Request) -> JSONResponse:
     if runtime.distribution is not None:
         # Versions published through Redis, including one that this replica rejected.
         body["published"] = runtime.distribution.status()
-    not_ready = status in ("waiting_for_redis", "no_deployment_available", "loading_litellm")
+    not_ready = status in (
+        "waiting_for_redis", "no_deployment_available", "loading_litellm", "outcome_log_unwritable"
+    )
     return JSONResponse(body, status_code=503 if not_ready else 200)
 
 

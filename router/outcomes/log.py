@@ -102,6 +102,8 @@ class OutcomeLog:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._write_failed = False
+        # Set by flush(last_chance=True) for the Redis calls of that flush only.
+        self._last_chance = False
 
     @property
     def backend(self) -> str:
@@ -113,6 +115,11 @@ class OutcomeLog:
         segments = [self._segment] if self.link is not None and self._segment else []
         pending = sum(segment.undelivered for segment in [*segments, *self._orphans])
         return pending + sum(len(line) for line in self._unspooled)
+
+    @property
+    def unwritten_records(self) -> int:
+        """Records held only in memory, because the local write failed and no store took them yet."""
+        return len(self._unspooled)
 
     def emit(self, record: dict[str, Any]) -> None:
         """Append ``record`` to the local file with one write().
@@ -129,10 +136,16 @@ class OutcomeLog:
                 self._write_failed = True
                 log.error("outcome_write_failed", path=str(self._target_dir()), error=str(exc))
         else:
-            self._write_failed = False
+            self._note_write_recovered()
         self._since_wakeup += 1
         if self._since_wakeup >= FLUSH_BATCH:
             self._wakeup.set()
+
+    def _note_write_recovered(self) -> None:
+        if self._write_failed:
+            log.info("outcome_write_recovered", path=str(self._target_dir()),
+                     records_waiting=len(self._unspooled))  # fmt: skip
+        self._write_failed = False
 
     def _target_dir(self) -> Path:
         return self.spool_dir if self.link is not None else self.path.parent
@@ -184,15 +197,17 @@ class OutcomeLog:
         """Let the writer finish its flush, deliver what is left, and close the files.
 
         The writer is not cancelled, because a cancel during a Redis call would leave its
-        reply unknown.  A segment that Redis does not have in full stays in the spool folder
-        for the next process.
+        reply unknown.  The last flush tries Redis even while the circuit breaker is open,
+        because an outage that ended moments ago would otherwise leave every record in the
+        spool.  A segment that Redis does not have in full stays in the spool folder for the
+        next process that starts on it.
         """
         if self._task is not None:
             self._stopping = True
             self._wakeup.set()
             await self._task
             self._task = None
-        await self.flush()
+        await self.flush(last_chance=True)
         await self._close_segments()
         if self._unspooled:
             # Neither the spool folder nor Redis took these records, and memory ends here.
@@ -207,9 +222,20 @@ class OutcomeLog:
             else:
                 await asyncio.to_thread(segment.fsync)
                 segment.close()
+                if self.link is not None:
+                    self._log_kept(segment)
         for orphan in self._orphans:
+            self._log_kept(orphan)
             orphan.close()
         self._orphans = []
+
+    def _log_kept(self, segment: Segment) -> None:
+        log.warning(
+            "outcome_spool_kept", segment=segment.name, undelivered_bytes=segment.undelivered,
+            dir=str(self.spool_dir),
+            reason="Redis did not take these records; the next gateway started on this spool "
+            "folder delivers them",
+        )  # fmt: skip
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -221,15 +247,22 @@ class OutcomeLog:
             self._since_wakeup = 0
             await self.flush()
 
-    async def flush(self) -> None:
-        """Deliver new lines (or write failed ones to the file) and fsync off the event loop."""
+    async def flush(self, last_chance: bool = False) -> None:
+        """Deliver new lines (or write failed ones to the file) and fsync off the event loop.
+
+        ``last_chance`` calls Redis even while the circuit breaker is open.
+        """
         async with self._flush_lock:
-            if self.link is None:
-                await self._write_unspooled_to_file()
-            else:
-                await self._deliver_own()
-                await self._deliver_orphans()
-                await self._send_unspooled()
+            self._last_chance = last_chance
+            try:
+                if self.link is None:
+                    await self._write_unspooled_to_file()
+                else:
+                    await self._deliver_own()
+                    await self._deliver_orphans()
+                    await self._send_unspooled()
+            finally:
+                self._last_chance = False
             await self._sync()
 
     async def _sync(self) -> None:
@@ -334,7 +367,9 @@ class OutcomeLog:
             self._own_segment().append(b"".join(lines))
         except OSError:
             self._unspooled = lines + self._unspooled
+        else:
+            self._note_write_recovered()
 
     async def _call(self, operation: Any, default: Any) -> Any:
         assert self.link is not None
-        return await self.link.call(operation, default)
+        return await self.link.call(operation, default, last_chance=self._last_chance)

@@ -15,7 +15,6 @@ Delivered bytes are tracked per segment as a byte offset, at record boundaries; 
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import time
@@ -42,6 +41,8 @@ class Segment:
     delivered: int = 0
     exclusive: bool = True
     """Whether only this process appends, so a failed append may be truncated away."""
+    torn: bool = False
+    """Whether an append stopped part-way and its bytes could not be truncated away."""
 
     @property
     def name(self) -> str:
@@ -55,19 +56,40 @@ class Segment:
         """Append ``data`` with one write() in the normal case; raises OSError (e.g. disk full).
 
         After a write that stopped part-way, an exclusive segment is truncated back to its
-        last complete line, so that the next line does not start inside a torn one.
+        last complete line, so that the next line does not start inside a torn one.  A shared
+        file cannot be truncated, because another process may have appended since, so the
+        next append ends the torn line with a newline first.
+
+        NOTE: a line that another process appends to a shared file right after the torn bytes
+        still joins them, and a reader gets one invalid line in place of that record.
         """
+        if self.torn:
+            data = self._newline_after_torn_tail() + data
         view = memoryview(data)
         try:
             while view:
                 count = os.write(self.fd, view)
                 view = view[count:]
         except OSError:
-            if self.exclusive and len(view) < len(data):
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self.fd, self.written)
+            if len(view) < len(data):
+                self.torn = not (self.exclusive and self._truncate_to_written())
             raise
+        self.torn = False
         self.written += len(data)
+
+    def _truncate_to_written(self) -> bool:
+        try:
+            os.ftruncate(self.fd, self.written)
+        except OSError:
+            return False
+        return True
+
+    def _newline_after_torn_tail(self) -> bytes:
+        # The torn bytes are in the file now, so ``written`` counts them to stay a file offset.
+        self.written = os.fstat(self.fd).st_size
+        if self.written == 0 or os.pread(self.fd, 1, self.written - 1) == b"\n":
+            return b""
+        return b"\n"
 
     def fsync(self) -> None:
         os.fsync(self.fd)
@@ -136,4 +158,17 @@ def _lock_existing(path: Path) -> Segment | None:
     except BlockingIOError:
         os.close(fd)
         return None
-    return Segment(path, fd, written=os.fstat(fd).st_size)
+    status = os.fstat(fd)
+    if not _names_inode(path, status):
+        # Its owner delivered and deleted it between our open() and flock().
+        os.close(fd)
+        return None
+    return Segment(path, fd, written=status.st_size)
+
+
+def _names_inode(path: Path, status: os.stat_result) -> bool:
+    try:
+        current = path.stat()
+    except FileNotFoundError:
+        return False
+    return (current.st_dev, current.st_ino) == (status.st_dev, status.st_ino)

@@ -92,6 +92,23 @@ async def test_readyz_is_503_when_no_deployment_can_serve(kit: GatewayKit) -> No
     assert chat.status_code == 503
 
 
+async def test_readyz_is_503_while_outcomes_unwritable(kit: GatewayKit) -> None:
+    # A file where the outcome log's folder should be makes every write of the log fail.
+    blocked = kit.tmp_path / "blocked"
+    blocked.write_text("not a folder", encoding="utf-8")
+    kit.write_policy()
+    settings = kit.settings(outcomes_path=blocked / "outcomes.jsonl")
+    async with kit.running(settings=settings) as gateway:
+        before = await gateway.client.get("/readyz")
+        chat = await gateway.chat(chat_body())
+        after = await gateway.client.get("/readyz")
+
+    assert before.status_code == 200
+    assert chat.status_code == 200
+    assert after.status_code == 503
+    assert after.json()["status"] == "outcome_log_unwritable"
+
+
 async def test_readyz_with_redis(redis_kit: GatewayKit) -> None:
     async with redis_kit.running(use_redis=True) as gateway:
         response = await gateway.client.get("/readyz")

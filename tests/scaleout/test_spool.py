@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import resource
 import subprocess
 import sys
 import uuid
@@ -191,3 +194,65 @@ async def test_delivered_segment_is_rotated(
     assert rotated != first
     assert request_ids(redis_client, prefix) == [f"req-{n}" for n in range(4)]
     assert spool_files(spool) == []
+
+
+async def test_stop_delivers_while_breaker_open(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    # Redis responds again, but the breaker still counts the failures of an outage that has
+    # just ended, as at a SIGTERM shortly after Redis came back.
+    link = RedisLink(redis_url, 5.0)
+    spool = tmp_path / "spool"
+    outcomes = OutcomeLog(tmp_path / "outcomes.jsonl", link, spool, prefix)
+    outcomes.start()
+    for _ in range(3):
+        link.breaker.record_failure(TimeoutError())
+    outcomes.emit(outcome_record("req-1"))
+    await outcomes.stop()
+
+    assert request_ids(redis_client, prefix) == ["req-1"]
+    assert spool_files(spool) == []
+
+
+async def test_file_after_partial_write_stays_parseable(tmp_path: Path) -> None:
+    # RLIMIT_FSIZE simulates a full disk: the write that crosses it stops part-way, later
+    # ones fail with EFBIG (Python ignores SIGXFSZ), as writes to a full file system do.
+    path = tmp_path / "outcomes.jsonl"
+    outcomes = OutcomeLog(path, None)
+    outcomes.emit(outcome_record("req-1"))
+    size = path.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 20, hard))
+    try:
+        outcomes.emit(outcome_record("req-2"))
+        outcomes.emit(outcome_record("req-3"))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    torn_size = path.stat().st_size
+    outcomes.emit(outcome_record("req-4"))
+    await outcomes.stop()
+
+    assert torn_size == size + 20
+    parsed = []
+    for line in path.read_bytes().splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            parsed.append(orjson.loads(line)["request_id"])
+    assert sorted(parsed) == ["req-1", "req-2", "req-3", "req-4"]
+
+
+def test_claim_skips_segment_retired_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The owner delivers, deletes and unlocks its segment between our open() and flock().
+    # Claiming that file would send it again from offset 0, whose key the owner deletes too.
+    segment = tmp_path / "outcomes-20260101T000000-000000000000.jsonl"
+    segment.write_bytes(orjson.dumps(outcome_record("req-1")) + b"\n")
+    real_flock = fcntl.flock
+
+    def flock_after_retire(fd: int, operation: int) -> None:
+        segment.unlink(missing_ok=True)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr("router.outcomes.spool.fcntl.flock", flock_after_retire)
+
+    assert claim_orphans(tmp_path, None) == []
