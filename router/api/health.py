@@ -39,8 +39,8 @@ async def readyz(request: Request) -> JSONResponse:
     would fail there, so the load balancer should send traffic elsewhere.
 
     While outcome records wait in memory because the local file did not take them (a full or
-    read-only data folder) and Redis is not configured or does not answer, it returns 503
-    with status ``outcome_log_unwritable``.
+    read-only data folder), or the file could not be opened, and Redis is not configured or
+    does not answer, it returns 503 with status ``outcome_log_unwritable``.
 
     When the policy has ``local_model`` deployments, ``local_model`` gives the state of the
     local model server.
@@ -50,9 +50,11 @@ async def readyz(request: Request) -> JSONResponse:
     redis_state = await _redis_state(runtime)
     available = _available_deployments(runtime)
     status = _readiness(redis_state, runtime)
-    if runtime.outcomes.unwritten_records and redis_state != "ok":
-        # Those records are lost if the process stops now, so traffic should go elsewhere.
-        # With Redis answering, the writer sends them to the stream within 0.2 s.
+    outcomes = runtime.outcomes
+    if (outcomes.unwritten_records or not outcomes.file_usable) and redis_state != "ok":
+        # Those records, or the records of the next requests, are lost if the process stops
+        # now, so traffic should go elsewhere. With Redis answering, the writer sends them to
+        # the stream within 0.2 s.
         status = "outcome_log_unwritable"
     if not any(available.values()):
         status = "no_deployment_available"

@@ -121,6 +121,11 @@ class OutcomeLog:
         """Records held only in memory, because the local write failed and no store took them yet."""
         return len(self._unspooled)
 
+    @property
+    def file_usable(self) -> bool:
+        """Whether the local file (or, with Redis, the spool segment) is open for records."""
+        return self._segment is not None
+
     def emit(self, record: dict[str, Any]) -> None:
         """Append ``record`` to the local file with one write().
 
@@ -168,8 +173,11 @@ class OutcomeLog:
         """Open the local file, claim spool segments of dead processes, start the writer."""
         if self._task is not None:
             return
-        with contextlib.suppress(OSError):
-            self._own_segment()  # emit logs the error if the folder stays unusable
+        try:
+            self._own_segment()
+        except OSError as exc:
+            # emit() tries again for each record and keeps the records in memory meanwhile.
+            log.error("outcome_file_unusable", path=str(self._target_dir()), error=str(exc))
         if self.link is not None:
             self._adopt_legacy_spool()
             own = self._segment.path if self._segment else None

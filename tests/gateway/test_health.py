@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from classifiers.artifact import DEFAULT_DIR
 from tests.gateway.conftest import GatewayKit, chat_body, policy_document, write_yaml
@@ -103,10 +104,33 @@ async def test_readyz_is_503_while_outcomes_unwritable(kit: GatewayKit) -> None:
         chat = await gateway.chat(chat_body())
         after = await gateway.client.get("/readyz")
 
-    assert before.status_code == 200
+    # The file could not be opened at start, so the first request's record had nowhere to go.
+    assert before.status_code == 503
+    assert before.json()["status"] == "outcome_log_unwritable"
     assert chat.status_code == 200
     assert after.status_code == 503
     assert after.json()["status"] == "outcome_log_unwritable"
+
+
+async def test_readyz_recovers_when_outcome_folder_appears(kit: GatewayKit) -> None:
+    blocked = kit.tmp_path / "blocked"
+    blocked.write_text("not a folder", encoding="utf-8")
+    kit.write_policy()
+    settings = kit.settings(outcomes_path=blocked / "outcomes.jsonl")
+    with capture_logs() as logs:
+        async with kit.running(settings=settings) as gateway:
+            before = await gateway.client.get("/readyz")
+            blocked.unlink()
+            chat = await gateway.chat(chat_body())
+            after = await gateway.client.get("/readyz")
+
+    assert before.status_code == 503
+    assert chat.status_code == 200
+    assert after.status_code == 200
+    assert (blocked / "outcomes.jsonl").exists()
+    unusable = [line for line in logs if line["event"] == "outcome_file_unusable"]
+    assert len(unusable) == 1
+    assert unusable[0]["path"] == str(blocked)
 
 
 async def test_readyz_with_redis(redis_kit: GatewayKit) -> None:
