@@ -22,10 +22,12 @@ class PolicyError(Exception):
     expected and what was found.
     """
 
-    def __init__(self, path: Path, problems: list[str]) -> None:
+    def __init__(self, path: Path, problems: list[str], message: str | None = None) -> None:
         self.path = path
         self.problems = problems
-        super().__init__(f"invalid policy {path}:\n" + "\n".join(f"  {p}" for p in problems))
+        if message is None:
+            message = f"invalid policy {path}:\n" + "\n".join(f"  {p}" for p in problems)
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,12 @@ def load_policy(path: Path) -> LoadedPolicy:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PolicyError(path, [f"{path}: cannot read the file: {exc.strerror}"]) from None
+        # The file's content is not at fault, so the message does not call the policy invalid.
+        raise PolicyError(
+            path,
+            [f"{path}: cannot read the file: {exc.strerror}"],
+            f"cannot read the policy file {path}: {exc.strerror}",
+        ) from None
     except UnicodeDecodeError:
         raise PolicyError(path, [_invalid_utf8_problem(path)]) from None
     return parse_policy(text, path)
