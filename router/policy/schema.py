@@ -290,7 +290,7 @@ class Deployment(UpstreamAccess, StrictModel):
         "tries the deployment only after every other candidate, as for a cooldown.",
     )
     weight: float = Field(
-        default=1.0, gt=0, allow_inf_nan=False,
+        default=1.0, gt=0,
         description="In a tier with `balance: weighted`, this deployment's share of the "
         "requests that try it first, relative to the tier's other weights.",
     )
@@ -393,7 +393,7 @@ class Cooldown(StrictModel):
     )
     # Finite, because /readyz reports the seconds left as JSON, which has no infinity.
     seconds: float = Field(
-        default=30.0, gt=0, allow_inf_nan=False,
+        default=30.0, gt=0,
         description="How long requests try the deployment only after every other candidate.",
     )
 
