@@ -123,13 +123,6 @@ def view_conversation(messages: Any) -> ConversationView:
     ``messages`` is a list of OpenAI chat message dicts.  A plain string counts as one
     user message, and any other value that is not a list as an empty conversation.
     """
-    single = _single_user_text(messages)
-    if single is not None:
-        # The usual request: one user message with string content, whose view needs no
-        # turn search and no context segments.
-        capped = _cap_last(single)
-        return ConversationView([(capped, 1.0)] if capped else [],
-                                _structure([Turn("user", single)], single, capped))
     turns = [_to_turn(m) for m in _coerce_messages(messages)]
     last_index = _last_user_index(turns)
     last = turns[last_index] if last_index is not None else Turn("user", "")
@@ -138,23 +131,6 @@ def view_conversation(messages: Any) -> ConversationView:
     segments.extend(_context_segments(turns, last_index))
     segments = [(text, weight) for text, weight in segments if text]
     return ConversationView(segments, _structure(turns, last.text, capped))
-
-
-def _single_user_text(messages: Any) -> str | None:
-    """Return the content of a conversation of one user message without tool calls, else None.
-
-    ``view_conversation`` gives such a conversation the same view on its general path.
-    """
-    if type(messages) is not list or len(messages) != 1:
-        return None
-    message = messages[0]
-    if type(message) is not dict or message.get("role") != "user":
-        return None
-    content = message.get("content")
-    tool_calls = message.get("tool_calls")
-    if type(content) is not str or (isinstance(tool_calls, list) and tool_calls):
-        return None
-    return content
 
 
 def structural_vector(view: ConversationView) -> list[float]:

@@ -51,16 +51,6 @@ def count_images(messages: Iterable[Any]) -> int:
 
 def count_prompt_tokens(messages: list[Any], fits_below: int) -> int:
     """Count prompt tokens, exactly when the cheap upper bound reaches ``fits_below``."""
-    if len(messages) == 1:
-        # Most requests are one message with string content, which this counts without the
-        # generators below. It returns the same bound as they would.
-        message = messages[0]
-        if type(message) is dict:
-            content = message.get("content")
-            if type(content) is str and not isinstance(message.get("tool_calls"), list):
-                upper_bound = len(content.encode()) + TOKENS_PER_MESSAGE
-                if upper_bound < fits_below:
-                    return upper_bound
     texts = list(message_texts(messages))
     overhead = TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_IMAGE * count_images(messages)
     upper_bound = sum(len(text.encode()) for text in texts) + overhead

@@ -68,12 +68,12 @@ def test_structure_keeps_feature_order() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=1200), st.sampled_from([None, [], "calls"]))
-def test_single_message_view_matches_general(text: str, tool_calls: object) -> None:
+def test_single_message_view_ignores_container(text: str, tool_calls: object) -> None:
     message: dict[str, object] = {"role": "user", "content": text}
     if tool_calls is not None:
         message["tool_calls"] = tool_calls
-    fast = view_conversation([message])
-    # A tuple of messages takes the general path.
-    general = view_conversation((message,))
-    assert fast.segments == general.segments
-    assert fast.structure == general.structure
+    as_list = view_conversation([message])
+    # A tuple of messages must give the view of the same list.
+    as_tuple = view_conversation((message,))
+    assert as_list.segments == as_tuple.segments
+    assert as_list.structure == as_tuple.structure
