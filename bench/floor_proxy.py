@@ -1,4 +1,4 @@
-"""The least a Python pass-through gateway can cost: the benchmark target ``floor``.
+"""The minimum cost of a Python pass-through gateway: the benchmark target ``floor``.
 
 A bare ASGI application on the same server stack as ``tierwise serve`` (uvicorn with uvloop
 and the gateway's HTTP protocol) and the same upstream client (``router.upstream.http1``).

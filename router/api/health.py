@@ -40,7 +40,7 @@ async def readyz(request: Request) -> JSONResponse:
 
     While outcome records wait in memory because the local file did not take them (a full or
     read-only data folder), or the file could not be opened, and Redis is not configured or
-    does not answer, it returns 503 with status ``outcome_log_unwritable``.
+    does not respond, it returns 503 with status ``outcome_log_unwritable``.
 
     When the policy has ``local_model`` deployments, ``local_model`` gives the state of the
     local model server.
@@ -53,7 +53,7 @@ async def readyz(request: Request) -> JSONResponse:
     outcomes = runtime.outcomes
     if (outcomes.unwritten_records or not outcomes.file_usable) and redis_state != "ok":
         # Those records, or the records of the next requests, are lost if the process stops
-        # now, so traffic should go elsewhere. With Redis answering, the writer sends them to
+        # now, so traffic should go elsewhere. While Redis responds, the writer sends them to
         # the stream within 0.2 s.
         status = "outcome_log_unwritable"
     if not any(available.values()):

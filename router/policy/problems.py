@@ -143,7 +143,7 @@ def _unknown_key_message(location: list[Any]) -> str:
 def _literal_message(
     location: list[Any], is_key_error: bool, found: Any, pydantic_expected: str
 ) -> tuple[str, bool]:
-    """Describe a value or mapping key that is none of a Literal's values."""
+    """Describe a value or mapping key that matches none of a Literal's values."""
     values = _literal_values(location, is_key_error)
     if not values:
         return f"expected {pydantic_expected}", False
