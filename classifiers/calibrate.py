@@ -361,7 +361,12 @@ def calibrate(
     The policy's category floors apply to each held-out row as in the gateway, unless
     --ignore-floors is given.
 
-    Example: tierwise calibrate --data var/data/routerbench.jsonl --tier-map
+    Thresholds suit the classifier they were chosen for, so pass --classifier with the
+    folder of the one the gateway serves. Without it, classifiers are trained on the data's
+    training rows and the thresholds fit them.
+
+    Example: tierwise calibrate --data var/data/routerbench.jsonl --classifier
+    classifiers/default --tier-map
     edge=mistralai/mistral-7b-chat,mid=mistralai/mixtral-8x7b-chat,frontier=gpt-4-1106-preview
     --target-quality 0.95 --policy policies/default.yaml --out var/policy.yaml
     """
@@ -445,6 +450,14 @@ def _print_result(chosen: Outcome, grid: Grid, mode: str, rows: int, from_artifa
         console.print(escape(floor_note))
     for line in report_lines(chosen, grid):
         console.print(escape(line))
+    if not from_artifact:
+        console.print(CROSS_FIT_NOTE)
+
+
+CROSS_FIT_NOTE = (
+    "note: these thresholds fit classifiers trained here on the data's training rows, not "
+    "the classifier a gateway serves; pass --classifier with that classifier's folder "
+    "(classifiers/default for the bundled model) to choose thresholds for it")
 
 
 def _fail(message: str) -> typer.Exit:

@@ -321,9 +321,30 @@ def invalid_request(exc: ValidationError) -> InvalidRequest:
     elif error["type"] in ("model_type", "dict_type"):
         # pydantic writes "a valid dictionary or instance of StreamOptions", naming a Python class.
         message = "Input should be a JSON object"
+    elif error["type"] in ("too_short", "too_long"):
+        # pydantic writes "List should have at least 1 item after validation, not 0".
+        message = _length_message(error)
     else:
         message = str(error["msg"]).removeprefix("Value error, ")
     return InvalidRequest(f"Invalid value for '{param}': {message}.", param=param)
+
+
+def _length_message(error: Any) -> str:
+    """Word a list length error as "expected at least 2 items (found 1)"."""
+    context = error.get("ctx", {})
+    if error["type"] == "too_short":
+        bound, limit = "at least", context.get("min_length")
+    else:
+        bound, limit = "at most", context.get("max_length")
+    noun = "item" if limit == 1 else "items"
+    message = f"expected {bound} {limit} {noun}"
+
+    found = context.get("actual_length")
+    if found == 0:
+        return f"{message} (found an empty list)"
+    if found is not None:
+        return f"{message} (found {found})"
+    return message
 
 
 def error_parameter(location: tuple[Any, ...]) -> str:

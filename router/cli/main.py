@@ -202,7 +202,9 @@ def _settings_or_exit(settings_class: Any, overrides: dict[str, object], json_lo
             value = error.get("input")
             shown = isinstance(value, str | int | float) and field not in _UNQUOTED_SETTINGS
             got = f" (got {value!r})" if shown else ""
-            _report_start_failure(f"error: invalid {name}{got}: {error['msg']}", json_logs)
+            # A field validator's ValueError reaches pydantic's message as "Value error, ...".
+            reason = str(error["msg"]).removeprefix("Value error, ")
+            _report_start_failure(f"error: invalid {name}{got}: {reason}", json_logs)
         raise typer.Exit(2) from None
 
 

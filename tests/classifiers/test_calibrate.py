@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from classifiers.calibrate import (
+    CROSS_FIT_NOTE,
     CalibrationError,
     lowest_tiers,
     pick,
@@ -227,6 +228,7 @@ def test_cli_writes_a_calibrated_policy(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "held-out rows: 50 (own split)" in result.output
     assert "tier mix: edge" in result.output
+    assert " ".join(result.output.split()).count(CROSS_FIT_NOTE) == 1
     thresholds = load_policy(out).policy.routing.thresholds
     assert set(thresholds) == {"edge", "mid"}
     assert "comments kept" in result.output
@@ -234,6 +236,17 @@ def test_cli_writes_a_calibrated_policy(tmp_path: Path) -> None:
                                          "--budget-per-1k", "1", "--policy", str(DEFAULT_POLICY)])
     assert both.exit_code == 2
     assert "exactly one" in both.output
+
+
+def test_cli_with_classifier_omits_note(tmp_path: Path) -> None:
+    data = tmp_path / "rows.jsonl"
+    _write_generated(data)
+    bundled = Path(__file__).resolve().parents[2] / "classifiers" / "default"
+
+    lines = _calibrate_lines(data, DEFAULT_POLICY, "--classifier", str(bundled))
+
+    assert lines[0].startswith("held-out rows: 50 (")
+    assert not any(line.startswith("note: these thresholds fit") for line in lines)
 
 
 def _calibrate_lines(data: Path, policy: Path, *options: str) -> list[str]:

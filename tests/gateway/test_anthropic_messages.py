@@ -778,7 +778,7 @@ def test_streaming_asks_for_usage() -> None:
         (
             {"messages": []},
             "messages",
-            "Invalid value for 'messages': List should have at least 1 item after validation, not 0.",
+            "Invalid value for 'messages': expected at least 1 item (found an empty list).",
         ),
         (
             {"messages": [{"role": "user"}]},

@@ -171,7 +171,7 @@ INVALID_REQUESTS: list[tuple[str, Any, int, dict[str, Any]]] = [
         {"model": "auto", "messages": []},
         400,
         invalid(
-            "Invalid value for 'messages': List should have at least 1 item after validation, not 0.",
+            "Invalid value for 'messages': expected at least 1 item (found an empty list).",
             "messages",
         ),
     ),

@@ -170,6 +170,7 @@ def test_serve_rejects_unparsable_redis_url(url: str, reason: str) -> None:
     lines = [json.loads(line) for line in result.output.strip().splitlines()]
     assert [line["event"] for line in lines] == ["gateway_start_failed"]
     assert lines[0]["error"].startswith("invalid TIERWISE_REDIS_URL: ")
+    assert "Value error" not in lines[0]["error"]
     assert reason in lines[0]["error"]
     assert "redis://HOST:6379/0" in lines[0]["error"]
     assert "hunter2" not in result.output
