@@ -131,8 +131,20 @@ def token_limit_of(tenant: str, policy: Policy) -> int | None:
     return policy.tenants.default_tokens_per_minute
 
 
+# Media types that a browser sends cross-site without a CORS preflight. If the gateway
+# accepted them, any web page that a user opens could send paid requests through a gateway
+# that the user's machine reaches, whatever TIERWISE_CORS_ORIGINS allows. A request without
+# Content-Type is accepted.
+BROWSER_SIMPLE_MEDIA_TYPES = frozenset(
+    {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
+)
+
+
 async def read_json_body(request: Request, limit: int, timeout_s: float) -> dict[str, Any]:
     """Read and parse the body; raise RequestTooLarge, UnsupportedMediaType or InvalidRequest.
+
+    A body sent as one of ``BROWSER_SIMPLE_MEDIA_TYPES`` or with a Content-Encoding raises
+    UnsupportedMediaType before it is read.
 
     The body is read as it arrives and rejected once it passes ``limit``, so a chunked
     upload without Content-Length cannot fill memory before the check. A body that is not
@@ -144,6 +156,15 @@ async def read_json_body(request: Request, limit: int, timeout_s: float) -> dict
     declared = header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+    content_type = header(request, b"content-type")
+    if content_type is not None:
+        media_type = content_type.partition(";")[0].strip().lower()
+        if media_type in BROWSER_SIMPLE_MEDIA_TYPES:
+            raise UnsupportedMediaType(
+                f"Content-Type '{media_type[:40]}' is not supported; send the body as "
+                "application/json.",
+                param="content-type",
+            )
     encoding = header(request, b"content-encoding")
     if encoding is not None and encoding.strip().lower() not in ("", "identity"):
         raise UnsupportedMediaType(

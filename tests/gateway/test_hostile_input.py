@@ -123,6 +123,59 @@ async def test_compressed_body_gets_415(kit: GatewayKit) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "Multipart/Form-Data; boundary=x"],
+)
+async def test_browser_form_content_type_gets_415(kit: GatewayKit, content_type: str) -> None:
+    """A web page can send these types cross-site without a preflight, so they never reach a model."""
+    async with kit.running() as gateway:
+        response = await gateway.chat(
+            orjson.dumps(chat_body()),
+            headers={"Content-Type": content_type, "Origin": "https://page.example"},
+        )
+        records = await gateway.request_records()
+
+    media_type = content_type.partition(";")[0].lower()
+    assert response.status_code == 415
+    assert response.json() == {
+        "error": {
+            "message": f"Content-Type '{media_type}' is not supported; send the body as application/json.",
+            "type": "invalid_request_error",
+            "param": "content-type",
+            "code": "unsupported_media_type",
+        }
+    }
+    assert all(not fake.requests for fake in kit.fakes.values())
+    assert [record["status"] for record in records] == [415]
+
+
+async def test_body_without_content_type_is_accepted(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        response = await gateway.client.post(
+            "/v1/chat/completions",
+            content=orjson.dumps(chat_body()),
+            headers={"Authorization": f"Bearer {gateway.api_key}"},
+        )
+
+    assert response.status_code == 200
+
+
+async def test_messages_text_plain_gets_anthropic_415(kit: GatewayKit) -> None:
+    body = {"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    async with kit.running() as gateway:
+        response = await gateway.client.post(
+            "/v1/messages",
+            content=orjson.dumps(body),
+            headers={"Content-Type": "text/plain", "x-api-key": gateway.api_key},
+        )
+
+    assert response.status_code == 415
+    assert response.json()["type"] == "error"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert "Content-Type 'text/plain'" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 300, 1000])
 async def test_deeply_nested_body_gets_400(kit: GatewayKit, depth: int) -> None:
     nested: Any = 1
