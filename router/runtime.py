@@ -23,6 +23,7 @@ from router.local_model import (
 )
 from router.metrics import GatewayMetrics, gateway_state
 from router.outcomes.log import OutcomeLog
+from router.policy.loader import LoadedPolicy, deployment_field_problem
 from router.policy.schema import Deployment, EmbeddingDeployment
 from router.policy.store import PolicyStore
 from router.ratelimits import RateLimiter, TokenRateLimiter
@@ -342,8 +343,9 @@ class Runtime:
             self.local_model_state = "not_installed"
             return
         # The policy validator requires an explicit port in every local_model api_base.
-        # NOTE: one server is started, on the port of the first local_model deployment, and
-        # a policy reload that changes the port takes effect only after a restart.
+        # One server is started, on the port of the first local_model deployment. An edit of
+        # the policy file that changes the port is rejected while it runs, because the port
+        # changes only with a restart.
         port = urlsplit(local[0].api_base or "").port
         # The server's context is the largest window the policy routes to it, so memory is
         # not spent on tokens that routing never sends.
@@ -355,9 +357,30 @@ class Runtime:
             **({"n_ctx": max(windows)} if windows else {}),
         )
         self.extra["local_model"] = server
+        self.policies.check_reload = self._local_model_reload_problems
         self.local_model_status = self.local_model_state = "starting"
         # The model loads in the background, so the gateway serves the other tiers at once.
         self.extra["local_model_task"] = asyncio.create_task(supervise(self, server))
+
+    def _local_model_reload_problems(self, loaded: LoadedPolicy) -> list[str]:
+        """Return a problem when an edited policy file moves the local model to another port.
+
+        The running model keeps its port until the gateway restarts, so such an edit would
+        send the local deployments' requests to whatever listens on the new port. A policy
+        published through Redis is applied anyway and only logs ``local_model_port_changed``.
+        """
+        server = self.extra.get("local_model")
+        if server is None:
+            return []
+        for deployment in loaded.policy.local_model_deployments():
+            if urlsplit(deployment.api_base or "").port != server.requested_port:
+                message = (
+                    f"the local model runs on port {server.requested_port} until the gateway "
+                    f"restarts; keep port {server.requested_port} here, or restart the gateway "
+                    "to move the model"
+                )
+                return [deployment_field_problem(loaded, deployment.name, "api_base", message)]
+        return []
 
     def _local_port_hint(self, deployment: Deployment | EmbeddingDeployment) -> str:
         """Return how to configure another local model port, worded to end the busy-port error."""

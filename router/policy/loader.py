@@ -279,6 +279,31 @@ def _embedding_name_problems(root: yaml.Node | None, path: Path) -> list[str]:
     return problems
 
 
+def deployment_field_problem(loaded: LoadedPolicy, name: str, field: str, message: str) -> str:
+    """Return ``message`` as a problem at the line of ``field`` of deployment ``name``.
+
+    Reads ``loaded``'s file again, because a loaded policy keeps no YAML nodes. Falls back to
+    line 1 when the file changed since and no longer has that deployment.
+    """
+    try:
+        root = yaml.compose(loaded.path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        root = None
+    lists = [
+        (f"tiers.{tier}.deployments", _value_of(tier_node, "deployments"))
+        for tier, tier_node in _mapping_items(_value_of(root, "tiers"))
+    ]
+    lists.append(("embeddings.deployments", _value_of(_value_of(root, "embeddings"), "deployments")))
+    for prefix, node in lists:
+        for index, deployment in enumerate(_sequence_items(node)):
+            name_node = _value_of(deployment, "name")
+            if isinstance(name_node, yaml.ScalarNode) and name_node.value == name:
+                value = _value_of(deployment, field) or deployment
+                return (f"{loaded.path}:{value.start_mark.line + 1}: {prefix}.{index}.{field}: "
+                        f"{message}")
+    return f"{loaded.path}:1: deployment '{name}': {message}"
+
+
 def _mapping_key_nodes(node: yaml.Node | None) -> list[tuple[yaml.ScalarNode, yaml.Node]]:
     if not isinstance(node, yaml.MappingNode):
         return []

@@ -40,6 +40,9 @@ class PolicyStore:
         self._task: asyncio.Task[None] | None = None
         self.on_reload: Callable[[LoadedPolicy], None] | None = None
         """Called with each policy that a file reload or a published version swaps in."""
+        self.check_reload: Callable[[LoadedPolicy], list[str]] | None = None
+        """Returns the problems that keep a valid edit of the file from applying to this
+        process, in the loader's ``file:line: ...`` form. An edit with problems is rejected."""
 
     def _file_signature(self) -> bytes | None:
         # A digest of the content rather than (mtime, size): copies that keep timestamps, and
@@ -65,6 +68,9 @@ class PolicyStore:
         """Load the file again; return whether a new valid policy was swapped in."""
         try:
             loaded = load_policy(self.path)
+            problems = self.check_reload(loaded) if self.check_reload is not None else []
+            if problems:
+                raise PolicyError(self.path, problems)
         except PolicyError as exc:
             self.last_error = str(exc)
             self.rejected = {

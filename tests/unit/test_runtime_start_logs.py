@@ -298,21 +298,37 @@ async def test_edge_server_wait_for_exit_names_signal(tmp_path: Path) -> None:
     assert reason == "the llama.cpp server was killed by SIGKILL (exit code -9)"
 
 
-async def test_moved_local_model_port_warns_on_reload(
+async def test_moved_local_model_port_edit_is_rejected(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runtime, policy = start_local_model(tmp_path, monkeypatch)
     await wait_for_state(runtime, "ready")
-    text = policy.read_text().replace(EDGE_API_BASE, "http://127.0.0.1:18095/v1")
-    policy.write_text(text)
+    serving = runtime.policies.current.version
+    text = policy.read_text()
+    line = text[: text.index(EDGE_API_BASE)].count("\n") + 1
+    policy.write_text(text.replace(EDGE_API_BASE, "http://127.0.0.1:18095/v1"))
     with capture_logs() as logs:
         runtime.policies.check_for_change()
+    rejected_version = runtime.policies.current.version
+    rejected = runtime.policies.rejected
+    # Another edit that keeps the running port applies again.
+    policy.write_text(text.replace("context_window: 32768", "context_window: 16384", 1))
+    runtime.policies.check_for_change()
     await runtime.stop()
 
-    moved = events(logs, "local_model_port_changed")
-    assert len(moved) == 1
-    assert moved[0]["running_port"] == 18081
-    assert moved[0]["policy_port"] == 18095
+    assert rejected_version == serving
+    assert events(logs, "local_model_port_changed") == []
+    [reload_rejected] = events(logs, "policy_reload_rejected")
+    expected = (
+        f"{policy}:{line}: tiers.edge.deployments.0.api_base: the local model runs on port "
+        "18081 until the gateway restarts; keep port 18081 here, or restart the gateway to "
+        "move the model"
+    )
+    assert reload_rejected["problems"] == [expected]
+    assert rejected is not None
+    assert rejected["lines"] == [line]
+    assert runtime.policies.current.version != serving
+    assert runtime.policies.rejected is None
 
 
 async def test_larger_local_context_warns_on_reload(
