@@ -20,6 +20,12 @@ Request mapping:
 - ``system`` (a string or text blocks) becomes one system message; blocks are joined with a
   blank line.  ``cache_control`` on any block is accepted and dropped.
 - ``text`` and ``image`` blocks become OpenAI content parts; a base64 image becomes a data URL.
+- ``document`` blocks: a ``base64`` PDF becomes a ``file`` part with a data URL and a file
+  name, a ``text`` source a text part, and a ``content`` source its text and image parts.
+  ``title`` and ``context`` become text before the document.  ``url`` and ``file`` sources
+  and enabled ``citations`` are rejected: the gateway fetches no URLs, stores no files, and
+  a chat completion returns no citations.  In a ``tool_result`` the document's text joins
+  the tool message and a PDF moves to the user message, as images do.
 - ``tool_use`` blocks become the assistant's ``tool_calls``; each ``tool_result`` becomes a
   ``tool`` message (text only, prefixed ``Error: `` when ``is_error``).  OpenAI tool messages
   carry no images, so images in tool results move to a user message after the tool messages.
@@ -73,6 +79,11 @@ ERROR_TYPES = {
     429: "rate_limit_error",
     504: "timeout_error",
 }
+
+# A PDF document's file name, made from its title, is cut to this many characters, the
+# name limit of common file systems. NOTE: the limit that providers apply to chat file
+# names is not known, so this one is a guess.
+MAX_FILENAME_CHARS = 255
 
 # OpenAI finish_reason -> Anthropic stop_reason.
 STOP_REASONS = {
@@ -305,6 +316,8 @@ def _user_messages(content: str | list[Any], position: int) -> list[dict[str, An
             parts.append({"type": "text", "text": _text(block, where)})
         elif kind == "image":
             parts.append(_image_part(block, where))
+        elif kind == "document":
+            parts.extend(_document_parts(block, where))
         else:
             raise _unsupported_block(kind, where)
     if parts:
@@ -334,11 +347,14 @@ def _assistant_message(content: str | list[Any], position: int) -> dict[str, Any
 
 
 def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Return the tool message of a tool_result block and the image parts it carried."""
+    """Return the tool message of a tool_result block and the image and file parts it carried.
+
+    A chat tool message carries text only, so the caller moves those parts to a user message.
+    """
     tool_use_id = required_string(block, "tool_use_id", where)
     content = block.get("content", "")
     texts: list[str] = []
-    images: list[dict[str, Any]] = []
+    moved: list[dict[str, Any]] = []
     if isinstance(content, str):
         texts.append(content)
     elif isinstance(content, list):
@@ -348,15 +364,23 @@ def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], lis
             if kind == "text":
                 texts.append(_text(item, item_where))
             elif kind == "image":
-                images.append(_image_part(item, item_where))
+                moved.append(_image_part(item, item_where))
+            elif kind == "document":
+                for part in _document_parts(item, item_where):
+                    if part["type"] == "text":
+                        texts.append(part["text"])
+                    else:
+                        moved.append(part)
             else:
                 raise _unsupported_block(kind, item_where)
     else:
-        raise invalid_value(f"{where}.content", "expected a string or a list of text and image blocks")
+        raise invalid_value(
+            f"{where}.content", "expected a string or a list of text, image and document blocks"
+        )
     text = "\n".join(texts)
     if block.get("is_error") is True:
         text = f"Error: {text}"
-    return {"role": "tool", "tool_call_id": tool_use_id, "content": text}, images
+    return {"role": "tool", "tool_call_id": tool_use_id, "content": text}, moved
 
 
 def _tool_call(block: dict[str, Any], where: str) -> dict[str, Any]:
@@ -387,6 +411,135 @@ def _image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
     else:
         raise invalid_value(f"{where}.source.type", f"expected 'base64' or 'url', got {kind!r}")
     return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _document_parts(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """Translate a document block into chat content parts.
+
+    A ``text`` source and a ``content`` source become text parts, and a ``base64`` PDF a
+    ``file`` part with a data URL. ``title`` and ``context`` become a text part before the
+    document. ``url`` and ``file`` sources are rejected because the gateway fetches no URLs
+    and stores no files, and enabled citations because a chat completion returns none.
+    """
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise invalid_value(f"{where}.source", "a document block needs a 'source' object")
+    _check_citations(block.get("citations"), f"{where}.citations")
+    title = _optional_string(block, "title", where)
+    context = _optional_string(block, "context", where)
+    source_where = f"{where}.source"
+    kind = source.get("type")
+    if kind == "base64":
+        _require_media_type(source, "application/pdf", source_where)
+        data = required_string(source, "data", source_where)
+        file = {"filename": _pdf_filename(title), "file_data": f"data:application/pdf;base64,{data}"}
+        body = [{"type": "file", "file": file}]
+    elif kind == "text":
+        _require_media_type(source, "text/plain", source_where)
+        body = [{"type": "text", "text": required_string(source, "data", source_where)}]
+    elif kind == "content":
+        body = _source_content_parts(source.get("content"), f"{source_where}.content")
+    elif kind == "url":
+        raise _unsupported_source(
+            kind, source_where, "the gateway fetches no URLs, so send the PDF as a 'base64' source"
+        )
+    elif kind == "file":
+        raise _unsupported_source(
+            kind, source_where, "the gateway stores no files, so send the PDF as a 'base64' "
+            "source or the text as a 'text' source"
+        )
+    else:
+        raise invalid_value(
+            f"{source_where}.type", f"expected 'base64', 'text' or 'content', got {kind!r}"
+        )
+    header = _document_header(title, context)
+    if header is None:
+        return body
+    if body[0]["type"] == "text":
+        # One text part keeps the title next to the text it names.
+        return [{"type": "text", "text": f"{header}\n\n{body[0]['text']}"}, *body[1:]]
+    return [{"type": "text", "text": header}, *body]
+
+
+def _check_citations(citations: Any, where: str) -> None:
+    if citations is None:
+        return
+    if not isinstance(citations, dict):
+        raise invalid_value(where, "expected an object such as {\"enabled\": false}")
+    enabled = citations.get("enabled")
+    if enabled is None or enabled is False:
+        return
+    if enabled is not True:
+        raise invalid_value(f"{where}.enabled", "expected a boolean")
+    raise InvalidRequest(
+        f"The parameter '{where}.enabled' is not supported on {ENDPOINT}: the gateway serves "
+        "the request as a chat completion, which returns no citations. Remove 'citations' or "
+        "set 'enabled' to false.",
+        param=f"{where}.enabled",
+        code="unsupported_parameter",
+    )
+
+
+def _require_media_type(source: dict[str, Any], expected: str, where: str) -> None:
+    media_type = required_string(source, "media_type", where)
+    if media_type != expected:
+        raise invalid_value(
+            f"{where}.media_type",
+            f"expected '{expected}' for a '{source['type']}' source, got {media_type!r}",
+        )
+
+
+def _source_content_parts(content: Any, where: str) -> list[dict[str, Any]]:
+    """Translate the ``content`` of a content source, a string or text and image blocks."""
+    if isinstance(content, str) and content:
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list) or not content:
+        raise invalid_value(where, "expected a non-empty string or a list of text and image blocks")
+    parts: list[dict[str, Any]] = []
+    for index, block in enumerate(content):
+        block_where = f"{where}[{index}]"
+        kind = _block_type(block, block_where)
+        if kind == "text":
+            parts.append({"type": "text", "text": _text(block, block_where)})
+        elif kind == "image":
+            parts.append(_image_part(block, block_where))
+        else:
+            raise invalid_value(f"{block_where}.type", f"expected 'text' or 'image', got {kind!r}")
+    return parts
+
+
+def _document_header(title: str | None, context: str | None) -> str | None:
+    lines = []
+    if title:
+        lines.append(f"Document title: {title}")
+    if context:
+        lines.append(f"Document context: {context}")
+    return "\n".join(lines) or None
+
+
+def _pdf_filename(title: str | None) -> str:
+    """Return a file name for a PDF document: its title without path separators, or a default."""
+    if not title:
+        return "document.pdf"
+    name = "".join("_" if char in "/\\" or not char.isprintable() else char for char in title)
+    name = name.strip()[:MAX_FILENAME_CHARS - 4] or "document"
+    return name if name.lower().endswith(".pdf") else f"{name}.pdf"
+
+
+def _optional_string(block: dict[str, Any], key: str, where: str) -> str | None:
+    value = block.get(key)
+    if value is not None and not isinstance(value, str):
+        raise invalid_value(f"{where}.{key}", "expected a string")
+    return value
+
+
+def _unsupported_source(kind: str, where: str, reason: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"The document source type '{kind}' at '{where}' is not supported on {ENDPOINT}: "
+        f"{reason}.",
+        param=f"{where}.type",
+        code="unsupported_parameter",
+    )
 
 
 def _function_tool(tool: ToolParam) -> dict[str, Any]:
@@ -426,7 +579,7 @@ def _text(block: Any, where: str) -> str:
 def _unsupported_block(kind: str, where: str) -> InvalidRequest:
     return InvalidRequest(
         f"The content block type '{kind}' at '{where}' is not supported on {ENDPOINT}. "
-        "Send text, image, tool_use (assistant) or tool_result (user) blocks.",
+        "Send text, image, document (user), tool_use (assistant) or tool_result (user) blocks.",
         param=f"{where}.type",
         code="unsupported_parameter",
     )

@@ -32,6 +32,14 @@ _REQUIRED_PART_FIELDS: dict[str, tuple[tuple[tuple[str, ...], type], ...]] = {
 
 _TYPE_NAMES: dict[type, str] = {str: "a string", dict: "an object"}
 
+# Prefixes that make litellm 1.110 (OpenAIGPTConfig.contains_pdf_url) treat a file part's
+# file_id as a URL and download it before it calls the provider.
+URL_FILE_ID_PREFIXES = ("https://", "http://", "www.")
+URL_FILE_ID_REASON = (
+    "a URL is not a file id, and the gateway fetches no URLs, so send the file's content as "
+    "'file_data'"
+)
+
 
 class InvalidField(ValueError):
     """A validation error about a field inside the object that a pydantic validator checks.
@@ -99,6 +107,13 @@ def check_content_part(part: Any, location: tuple[str | int, ...]) -> None:
             raise MissingField((*location, *path))
         if not isinstance(value, expected):
             raise InvalidField((*location, *path), f"expected {_TYPE_NAMES[expected]}")
+    if kind == "file" and is_url_file_id(part["file"].get("file_id")):
+        raise InvalidField((*location, "file", "file_id"), URL_FILE_ID_REASON)
+
+
+def is_url_file_id(file_id: Any) -> bool:
+    """Return whether ``file_id`` is a URL, which the litellm path would download."""
+    return isinstance(file_id, str) and file_id.lower().startswith(URL_FILE_ID_PREFIXES)
 
 
 def check_tool_calls(tool_calls: list[dict[str, Any]] | None) -> None:

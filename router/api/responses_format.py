@@ -7,8 +7,8 @@ Responses events with :mod:`router.api.responses_stream`.
 
 The gateway stores no responses.  ``store`` is accepted and ignored, and a request that
 refers to stored state is rejected: ``previous_response_id``, ``conversation``, ``prompt``
-(a stored prompt), ``background: true``, ``item_reference`` input items, and images or files
-given by ``file_id``.
+(a stored prompt), ``background: true``, ``item_reference`` input items, and images given
+by ``file_id``.
 
 Request mapping:
 
@@ -16,7 +16,11 @@ Request mapping:
   one user message.
 - Message items keep their role (user, system, developer or assistant).  ``input_text`` and
   ``output_text`` parts become text, ``input_image`` an ``image_url`` part, ``input_file``
-  with ``file_data`` a ``file`` part, and an assistant's ``refusal`` part its ``refusal``.
+  a ``file`` part with its ``file_id``, or its ``file_data`` and ``filename``, and an
+  assistant's ``refusal`` part its ``refusal``.  A ``file_id`` names a file uploaded to the
+  upstream provider and is forwarded unchanged, as ``/v1/chat/completions`` forwards it.
+  ``file_url``, and a ``file_id`` that is a URL, are rejected: the chat part has no URL,
+  and litellm would download one given as ``file_id``.
 - ``function_call`` items become ``tool_calls`` of an assistant message: calls that follow
   an assistant message or another call join that message.  A ``function_call_output``
   becomes a ``tool`` message.  ``reasoning`` items are dropped, because only the provider
@@ -54,6 +58,7 @@ from pydantic import (
     model_validator,
 )
 
+from router.api.message_checks import URL_FILE_ID_REASON, is_url_file_id
 from router.api.schemas import invalid_request, null_as_default
 from router.api.translated import compact_parts, invalid_value, required_string
 from router.errors import InvalidRequest
@@ -367,20 +372,40 @@ def _image_part(part: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _file_part(part: dict[str, Any], where: str) -> dict[str, Any]:
-    if part.get("file_id") is not None:
-        raise _unsupported_field(f"{where}.file_id", "the gateway stores no files, so send the "
-                                 "file's content as 'file_data'")
+    """Translate an ``input_file`` part into the chat ``file`` part that chat forwards.
+
+    The chat part carries the file as ``file_id`` or as ``file_data`` with an optional
+    ``filename``. It has no URL and no detail level, so ``file_url`` and a ``detail`` other
+    than ``auto`` are rejected.
+    """
     if part.get("file_url") is not None:
-        raise _unsupported_field(f"{where}.file_url", "the gateway fetches no URLs, so send the "
-                                 "file's content as 'file_data'")
-    if part.get("file_data") is None:
-        raise invalid_value(f"{where}.file_data", "the gateway stores no files and fetches no "
-                            "URLs, so send the file's content as 'file_data'")
-    file = {"file_data": required_string(part, "file_data", where)}
-    filename = part.get("filename")
-    if filename is not None:
+        raise _unsupported_field(f"{where}.file_url", "a chat file part has no URL and the "
+                                 "gateway fetches no URLs, so send the file's content as "
+                                 "'file_data' or an uploaded file's 'file_id'")
+    has_id = part.get("file_id") is not None
+    has_data = part.get("file_data") is not None
+    if has_id and has_data:
+        raise invalid_value(f"{where}.file_id", "send either 'file_id' or 'file_data', not both")
+    if not has_id and not has_data:
+        raise invalid_value(f"{where}.file_data", "an input_file part needs 'file_data' (the "
+                            "file's content) or 'file_id' (an uploaded file)")
+    _check_file_detail(part.get("detail"), f"{where}.detail")
+    key = "file_id" if has_id else "file_data"
+    file = {key: required_string(part, key, where)}
+    if is_url_file_id(file.get("file_id")):
+        raise invalid_value(f"{where}.file_id", URL_FILE_ID_REASON)
+    if part.get("filename") is not None:
         file["filename"] = required_string(part, "filename", where)
     return {"type": "file", "file": file}
+
+
+def _check_file_detail(detail: Any, param: str) -> None:
+    if detail is None or detail == "auto":
+        return
+    if detail not in ("low", "high"):
+        raise invalid_value(param, "expected 'auto', 'low' or 'high'")
+    raise _unsupported_field(param, "a chat file part has no detail level, so leave it unset "
+                             "or 'auto'")
 
 
 def _tool_call(item: dict[str, Any], where: str) -> dict[str, Any]:

@@ -50,7 +50,11 @@ def count_images(messages: Iterable[Any]) -> int:
 
 
 def count_prompt_tokens(messages: list[Any], fits_below: int) -> int:
-    """Count prompt tokens, exactly when the cheap upper bound reaches ``fits_below``."""
+    """Count prompt tokens, exactly when the cheap upper bound reaches ``fits_below``.
+
+    NOTE: a ``file`` part counts 0 tokens. Its ``file_data`` is encoded bytes, not prompt
+    text, and the gateway does not extract a PDF's text, so the count is low for files.
+    """
     texts = list(message_texts(messages))
     overhead = TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_IMAGE * count_images(messages)
     upper_bound = sum(len(text.encode()) for text in texts) + overhead

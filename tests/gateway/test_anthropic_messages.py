@@ -50,6 +50,9 @@ OPENAI_WEATHER_TOOL: dict[str, Any] = {
         "description": "Current weather for a city.",
     },
 }
+TEXT_SOURCE: dict[str, Any] = {"type": "text", "media_type": "text/plain", "data": "Q3 revenue rose."}
+PDF_SOURCE: dict[str, Any] = {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}
+PDF_DATA_URL = "data:application/pdf;base64,JVBERi0="
 UNKNOWN_MODEL_MESSAGE = (
     "The model 'claude-9' does not exist on this gateway. Use a router alias such as 'auto' "
     "or a model listed by GET /v1/models."
@@ -717,6 +720,103 @@ def test_tool_result_with_image_and_error() -> None:
     assert len(result) == 5
 
 
+def user_content(*blocks: dict[str, Any]) -> Any:
+    """Translate one user message of ``blocks`` and return the chat message's content."""
+    [message] = translate(messages=[{"role": "user", "content": list(blocks)}])["messages"]
+    return message["content"]
+
+
+def test_text_document_becomes_text() -> None:
+    document = {"type": "document", "source": TEXT_SOURCE, "citations": {"enabled": False}}
+
+    assert user_content(document) == "Q3 revenue rose."
+
+
+def test_document_title_and_context_precede_text() -> None:
+    document = {
+        "type": "document",
+        "source": TEXT_SOURCE,
+        "title": "Report",
+        "context": "From finance.",
+        "citations": None,
+    }
+
+    assert user_content(document, {"type": "text", "text": "Why?"}) == [
+        {"type": "text", "text": "Document title: Report\nDocument context: From finance.\n\nQ3 revenue rose."},
+        {"type": "text", "text": "Why?"},
+    ]
+
+
+def test_pdf_document_becomes_file_part() -> None:
+    document = {"type": "document", "source": PDF_SOURCE, "cache_control": {"type": "ephemeral"}}
+
+    assert user_content(document) == [
+        {"type": "file", "file": {"filename": "document.pdf", "file_data": PDF_DATA_URL}}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("title", "filename"),
+    [
+        ("Q3 report", "Q3 report.pdf"),
+        ("q3.PDF", "q3.PDF"),
+        ("../etc/passwd", ".._etc_passwd.pdf"),
+        ("a\nb", "a_b.pdf"),
+        ("  ", "document.pdf"),
+        ("x" * 300, "x" * 251 + ".pdf"),
+    ],
+)
+def test_pdf_filename_from_title(title: str, filename: str) -> None:
+    content = user_content({"type": "document", "source": PDF_SOURCE, "title": title})
+
+    assert content[-1]["file"]["filename"] == filename
+
+
+def test_content_document_keeps_text_and_images() -> None:
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    source = {"type": "content", "content": [{"type": "text", "text": "Page one."}, image]}
+
+    assert user_content({"type": "document", "source": source, "context": "Scan."}) == [
+        {"type": "text", "text": "Document context: Scan.\n\nPage one."},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+    ]
+
+
+def test_image_content_document_gets_title_part() -> None:
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    source = {"type": "content", "content": [image]}
+
+    assert user_content({"type": "document", "source": source, "title": "Chart"}) == [
+        {"type": "text", "text": "Document title: Chart"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+    ]
+
+
+def test_tool_result_documents_split_text_and_pdf() -> None:
+    messages = [
+        {"role": "user", "content": "Fetch it."},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "fetch", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [
+            {"type": "text", "text": "Found two files."},
+            {"type": "document", "source": TEXT_SOURCE, "title": "Notes"},
+            {"type": "document", "source": PDF_SOURCE},
+        ]}]},
+    ]
+
+    result = translate(messages=messages)["messages"]
+
+    assert result[2] == {
+        "role": "tool",
+        "tool_call_id": "t1",
+        "content": "Found two files.\nDocument title: Notes\n\nQ3 revenue rose.",
+    }
+    assert result[3] == {
+        "role": "user",
+        "content": [{"type": "file", "file": {"filename": "document.pdf", "file_data": PDF_DATA_URL}}],
+    }
+    assert len(result) == 4
+
+
 @pytest.mark.parametrize(
     ("choice", "expected"),
     [
@@ -890,12 +990,132 @@ def test_streaming_asks_for_usage() -> None:
             "Invalid value for 'messages[0].content[0].tool_use_id': expected a non-empty string.",
         ),
         (
-            {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
+            {"messages": [{"role": "assistant", "content": [{"type": "document", "source": {}}]}]},
             "messages[0].content[0].type",
             (
                 "The content block type 'document' at 'messages[0].content[0]' is not supported "
-                "on /v1/messages. Send text, image, tool_use (assistant) or tool_result (user) "
-                "blocks."
+                "on /v1/messages. Send text, image, document (user), tool_use (assistant) or "
+                "tool_result (user) blocks."
+            ),
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "document"}]}]},
+            "messages[0].content[0].source",
+            "Invalid value for 'messages[0].content[0].source': a document block needs a 'source' object.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
+            "messages[0].content[0].source.type",
+            (
+                "Invalid value for 'messages[0].content[0].source.type': expected 'base64', "
+                "'text' or 'content', got None."
+            ),
+        ),
+        (
+            {"messages": [{"role": "user", "content": [
+                {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}
+            ]}]},
+            "messages[0].content[0].source.type",
+            (
+                "The document source type 'url' at 'messages[0].content[0].source' is not "
+                "supported on /v1/messages: the gateway fetches no URLs, so send the PDF as a "
+                "'base64' source."
+            ),
+        ),
+        (
+            {"messages": [{"role": "user", "content": [
+                {"type": "document", "source": {"type": "file", "file_id": "file_011"}}
+            ]}]},
+            "messages[0].content[0].source.type",
+            (
+                "The document source type 'file' at 'messages[0].content[0].source' is not "
+                "supported on /v1/messages: the gateway stores no files, so send the PDF as a "
+                "'base64' source or the text as a 'text' source."
+            ),
+        ),
+        (
+            {"messages": [{"role": "user", "content": [
+                {"type": "document", "source": TEXT_SOURCE, "citations": {"enabled": True}}
+            ]}]},
+            "messages[0].content[0].citations.enabled",
+            (
+                "The parameter 'messages[0].content[0].citations.enabled' is not supported on "
+                "/v1/messages: the gateway serves the request as a chat completion, which returns "
+                "no citations. Remove 'citations' or set 'enabled' to false."
+            ),
+        ),
+        (
+            {"messages": [{"role": "user", "content": [
+                {"type": "document", "source": TEXT_SOURCE, "citations": {"enabled": "yes"}}
+            ]}]},
+            "messages[0].content[0].citations.enabled",
+            "Invalid value for 'messages[0].content[0].citations.enabled': expected a boolean.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [
+                {"type": "document", "source": TEXT_SOURCE, "citations": True}
+            ]}]},
+            "messages[0].content[0].citations",
+            (
+                "Invalid value for 'messages[0].content[0].citations': expected an object such as "
+                '{"enabled": false}.'
+            ),
+        ),
+        (
+            {"messages": [{"role": "user", "content": [
+                {"type": "document", "source": TEXT_SOURCE, "title": 5}
+            ]}]},
+            "messages[0].content[0].title",
+            "Invalid value for 'messages[0].content[0].title': expected a string.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [
+                {"type": "document", "source": {**TEXT_SOURCE, "media_type": "text/html"}}
+            ]}]},
+            "messages[0].content[0].source.media_type",
+            (
+                "Invalid value for 'messages[0].content[0].source.media_type': expected "
+                "'text/plain' for a 'text' source, got 'text/html'."
+            ),
+        ),
+        (
+            {"messages": [{"role": "user", "content": [
+                {"type": "document", "source": {"type": "base64", "media_type": "application/pdf"}}
+            ]}]},
+            "messages[0].content[0].source.data",
+            "Invalid value for 'messages[0].content[0].source.data': expected a non-empty string.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [
+                {"type": "document", "source": {"type": "content", "content": []}}
+            ]}]},
+            "messages[0].content[0].source.content",
+            (
+                "Invalid value for 'messages[0].content[0].source.content': expected a non-empty "
+                "string or a list of text and image blocks."
+            ),
+        ),
+        (
+            {"messages": [{"role": "user", "content": [
+                {"type": "document", "source": {"type": "content", "content": [
+                    {"type": "text", "text": "a"}, {"type": "document", "source": TEXT_SOURCE}
+                ]}}
+            ]}]},
+            "messages[0].content[0].source.content[1].type",
+            (
+                "Invalid value for 'messages[0].content[0].source.content[1].type': expected "
+                "'text' or 'image', got 'document'."
+            ),
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [
+                {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}
+            ]}]}]},
+            "messages[0].content[0].content[0].source.type",
+            (
+                "The document source type 'url' at 'messages[0].content[0].content[0].source' is "
+                "not supported on /v1/messages: the gateway fetches no URLs, so send the PDF as a "
+                "'base64' source."
             ),
         ),
         (

@@ -853,6 +853,28 @@ def test_refusal_and_file_parts() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("input_file", "chat_file"),
+    [
+        ({"file_id": "file-1"}, {"file_id": "file-1"}),
+        ({"file_id": "file-1", "filename": "a.pdf"}, {"file_id": "file-1", "filename": "a.pdf"}),
+        ({"file_data": "data:application/pdf;base64,JVBE"}, {"file_data": "data:application/pdf;base64,JVBE"}),
+        ({"file_id": "file-1", "file_url": None, "detail": "auto"}, {"file_id": "file-1"}),
+        ({"file_id": "file-1", "detail": None, "file_data": None}, {"file_id": "file-1"}),
+    ],
+)
+def test_input_file_becomes_file_part(input_file: dict[str, Any], chat_file: dict[str, Any]) -> None:
+    content = [{"type": "input_text", "text": "Read it."}, {"type": "input_file", **input_file}]
+    messages = translate(input=[{"role": "user", "content": content}])["messages"]
+
+    assert messages == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Read it."}, {"type": "file", "file": chat_file}],
+        }
+    ]
+
+
 def test_options_map_to_chat_names() -> None:
     body = translate(
         reasoning={"effort": "low", "summary": "auto"},
@@ -990,20 +1012,67 @@ def test_json_schema_format_translation() -> None:
             ),
         ),
         (
-            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
-            "input[0].content[0].file_id",
-            (
-                "The parameter 'input[0].content[0].file_id' is not supported on /v1/responses: "
-                "the gateway stores no files, so send the file's content as 'file_data'."
-            ),
-        ),
-        (
             {"input": [{"role": "user", "content": [{"type": "input_file", "file_url": "u"}]}]},
             "input[0].content[0].file_url",
             (
                 "The parameter 'input[0].content[0].file_url' is not supported on /v1/responses: "
-                "the gateway fetches no URLs, so send the file's content as 'file_data'."
+                "a chat file part has no URL and the gateway fetches no URLs, so send the file's "
+                "content as 'file_data' or an uploaded file's 'file_id'."
             ),
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_file", "filename": "a.pdf"}]}]},
+            "input[0].content[0].file_data",
+            (
+                "Invalid value for 'input[0].content[0].file_data': an input_file part needs "
+                "'file_data' (the file's content) or 'file_id' (an uploaded file)."
+            ),
+        ),
+        (
+            {"input": [{"role": "user", "content": [
+                {"type": "input_file", "file_id": "f", "file_data": "data:application/pdf;base64,JVBE"}
+            ]}]},
+            "input[0].content[0].file_id",
+            "Invalid value for 'input[0].content[0].file_id': send either 'file_id' or 'file_data', not both.",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": 5}]}]},
+            "input[0].content[0].file_id",
+            "Invalid value for 'input[0].content[0].file_id': expected a non-empty string.",
+        ),
+        (
+            {"input": [{"role": "user", "content": [
+                {"type": "input_file", "file_id": "f", "filename": ""}
+            ]}]},
+            "input[0].content[0].filename",
+            "Invalid value for 'input[0].content[0].filename': expected a non-empty string.",
+        ),
+        (
+            {"input": [{"role": "user", "content": [
+                {"type": "input_file", "file_id": "http://169.254.169.254/latest"}
+            ]}]},
+            "input[0].content[0].file_id",
+            (
+                "Invalid value for 'input[0].content[0].file_id': a URL is not a file id, and the "
+                "gateway fetches no URLs, so send the file's content as 'file_data'."
+            ),
+        ),
+        (
+            {"input": [{"role": "user", "content": [
+                {"type": "input_file", "file_id": "f", "detail": "low"}
+            ]}]},
+            "input[0].content[0].detail",
+            (
+                "The parameter 'input[0].content[0].detail' is not supported on /v1/responses: a "
+                "chat file part has no detail level, so leave it unset or 'auto'."
+            ),
+        ),
+        (
+            {"input": [{"role": "user", "content": [
+                {"type": "input_file", "file_id": "f", "detail": "max"}
+            ]}]},
+            "input[0].content[0].detail",
+            "Invalid value for 'input[0].content[0].detail': expected 'auto', 'low' or 'high'.",
         ),
         (
             {"input": [{"role": "user", "content": [{"type": "input_audio", "data": "x"}]}]},
@@ -1091,10 +1160,9 @@ def test_invalid_requests(fields: dict[str, Any], param: str, message: str) -> N
     assert error.status == 400
 
 
-@pytest.mark.parametrize("part_type", ["input_image", "input_file"])
-def test_file_id_unsupported_parameter(part_type: str) -> None:
+def test_image_file_id_unsupported_parameter() -> None:
     error = translation_error(
-        input=[{"role": "user", "content": [{"type": part_type, "file_id": "file-1"}]}]
+        input=[{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]
     )
 
     assert error.code == "unsupported_parameter"
