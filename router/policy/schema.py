@@ -634,6 +634,40 @@ class ShadowPolicy(StrictModel):
         return self
 
 
+# Bounds of the local model's liveness probe. The supervisor reads these settings before each
+# probe, so a reload applies them after the wait under way, at most MAX_PROBE_INTERVAL_S later.
+# Below 0.1 s, probes would run back to back. A busy server responded within 9 ms during a 22 s
+# completion on 2 shared cores, so a timeout of 0.1 s still covers a loaded machine.
+MIN_PROBE_S = 0.1
+MAX_PROBE_INTERVAL_S = 60
+MAX_PROBE_TIMEOUT_S = 60
+# A probe starts at most every 60 s, so 100 failed probes find a hung server within 100 minutes,
+# and more would leave the edge tier down for longer.
+MAX_PROBE_FAILURES = 100
+
+
+class LocalModelPolicy(StrictModel):
+    """Liveness probe of the local edge model server that `tierwise serve` starts.
+
+    The deployments served by that server set ``local_model: true``. A server that fails
+    ``probe_failures`` probes in a row is killed and started again.
+    """
+
+    probe_interval_s: float = Field(
+        default=5.0, ge=MIN_PROBE_S, le=MAX_PROBE_INTERVAL_S,
+        description="Seconds from the start of one liveness probe (GET /health) to the next.",
+    )
+    probe_timeout_s: float = Field(
+        default=3.0, ge=MIN_PROBE_S, le=MAX_PROBE_TIMEOUT_S,
+        description="Seconds a probe waits for the server's response before it counts as failed.",
+    )
+    # Strict, because YAML's `true` would otherwise load as 1 failure.
+    probe_failures: int = Field(
+        default=3, ge=1, le=MAX_PROBE_FAILURES, strict=True,
+        description="Failed probes in a row after which the server is killed and restarted.",
+    )
+
+
 class EmbeddingPrice(StrictModel):
     """Price in USD per million input tokens; embedding models produce no output tokens."""
 
@@ -799,6 +833,7 @@ class Policy(StrictModel):
     outcomes: OutcomePolicy = OutcomePolicy()
     tenants: Tenants = Tenants()
     shadow: ShadowPolicy = ShadowPolicy()
+    local_model: LocalModelPolicy = LocalModelPolicy()
     embeddings: Embeddings | None = Field(
         default=None,
         description="Deployments of POST /v1/embeddings; without this section that endpoint "
