@@ -36,14 +36,11 @@ LOCAL_MODEL_RETRYABLE_STATES = frozenset({"starting", "restarting", "unresponsiv
 LOCAL_MODEL_RESTART_DELAYS_S: tuple[float, ...] = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0)
 # A server that ran this long before it exited is restarted after the first delay again.
 LOCAL_MODEL_STABLE_S = 300.0
-# The liveness probe: every LOCAL_MODEL_PROBE_INTERVAL_S seconds, a request that must get a
-# response within LOCAL_MODEL_PROBE_TIMEOUT_S. After LOCAL_MODEL_PROBE_FAILURES failures in a
-# row, the server is killed and restarted, 13 to 18 s after it stopped responding. A server
+# The liveness probe's interval, timeout and failures in a row come from the policy's
+# ``local_model`` section (router.policy.schema.LocalModelPolicy). With the defaults (5 s, 3 s,
+# 3 failures) a server is killed and restarted 13 to 18 s after it stopped responding. A server
 # busy with a completion still responds within milliseconds (see router/edge.py), so the
 # timeout only has to cover a slow event loop on a loaded machine.
-LOCAL_MODEL_PROBE_INTERVAL_S = 5.0
-LOCAL_MODEL_PROBE_TIMEOUT_S = 3.0
-LOCAL_MODEL_PROBE_FAILURES = 3
 # How long a start is expected to take before the server has been timed once: the model
 # load and the one-token test completion took 4.8 s on 2 busy cores.
 LOCAL_MODEL_EXPECTED_START_S = 5.0
@@ -136,21 +133,27 @@ async def supervise(runtime: Runtime, server: Any) -> None:
 async def _watch(runtime: Runtime, server: Any) -> tuple[str, bool]:
     """Wait until the server exits, probing it meanwhile, and kill it when it stops responding.
 
+    The probe settings are read from the current policy at each probe, so a policy reload
+    changes them for the running server without restarting it. A new interval applies from
+    the end of the wait under way.
+
     Returns the reason the server ended and whether this function killed it.
     """
     exit_task = asyncio.create_task(server.wait_for_exit())
     failures = 0
     silent_since = 0.0
-    next_probe = time.monotonic() + LOCAL_MODEL_PROBE_INTERVAL_S
+    probe = runtime.policies.current.policy.local_model
+    next_probe = time.monotonic() + probe.probe_interval_s
     try:
         while True:
             wait_s = max(0.0, next_probe - time.monotonic())
             done, _ = await asyncio.wait({exit_task}, timeout=wait_s)
             if done:
                 return exit_task.result(), False
+            probe = runtime.policies.current.policy.local_model
             probe_started = time.monotonic()
-            next_probe = probe_started + LOCAL_MODEL_PROBE_INTERVAL_S
-            if await server.responds(LOCAL_MODEL_PROBE_TIMEOUT_S):
+            next_probe = probe_started + probe.probe_interval_s
+            if await server.responds(probe.probe_timeout_s):
                 failures = 0
                 continue
             if exit_task.done():
@@ -158,7 +161,7 @@ async def _watch(runtime: Runtime, server: Any) -> tuple[str, bool]:
             if failures == 0:
                 silent_since = probe_started
             failures += 1
-            if failures < LOCAL_MODEL_PROBE_FAILURES:
+            if failures < probe.probe_failures:
                 continue
             silent_s = round(time.monotonic() - silent_since, 1)
             runtime.local_model_state = "unresponsive"
@@ -168,7 +171,7 @@ async def _watch(runtime: Runtime, server: Any) -> tuple[str, bool]:
                 pid=server.pid,
                 silent_s=silent_s,
                 failed_probes=failures,
-                probe_timeout_s=LOCAL_MODEL_PROBE_TIMEOUT_S,
+                probe_timeout_s=probe.probe_timeout_s,
             )
             server.kill()
             await exit_task

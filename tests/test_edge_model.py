@@ -550,8 +550,13 @@ def test_server_stops_when_parent_killed() -> None:
             os.kill(child_pid, signal.SIGKILL)
 
 
-def _local_model_runtime(tmp_path: Path, port: int) -> tuple[Any, str]:
-    """Return a runtime whose edge deployment is the local model on ``port``, and its api_base."""
+def _local_model_runtime(
+    tmp_path: Path, port: int, probe: dict[str, float] | None = None
+) -> tuple[Any, str]:
+    """Return a runtime whose edge deployment is the local model on ``port``, and its api_base.
+
+    ``probe`` is the policy's ``local_model`` section, the liveness probe's settings.
+    """
     from router.runtime import Runtime
     from router.settings import Settings
     from tests.gateway.conftest import StubScorer, policy_document, write_yaml
@@ -560,6 +565,8 @@ def _local_model_runtime(tmp_path: Path, port: int) -> tuple[Any, str]:
     document = policy_document({"edge": api_base, "mid": "http://127.0.0.1:1/v1",
                                 "frontier": "http://127.0.0.1:1/v1"})
     document["tiers"]["edge"]["deployments"][0]["local_model"] = True
+    if probe is not None:
+        document["local_model"] = probe
     policy = write_yaml(tmp_path / "policy.yaml", document)
     settings = Settings(policy=policy, data_dir=tmp_path / "var", policy_reload_interval_s=0.0,
                         local_model=True)
@@ -612,9 +619,8 @@ async def test_gateway_kills_stopped_local_model(
     from router import local_model as local_model_module
 
     monkeypatch.setattr(local_model_module, "LOCAL_MODEL_RESTART_DELAYS_S", (0.1,))
-    monkeypatch.setattr(local_model_module, "LOCAL_MODEL_PROBE_INTERVAL_S", 0.2)
-    monkeypatch.setattr(local_model_module, "LOCAL_MODEL_PROBE_TIMEOUT_S", 0.5)
-    runtime, api_base = _local_model_runtime(tmp_path, unused_tcp_port)
+    probe = {"probe_interval_s": 0.2, "probe_timeout_s": 0.5, "probe_failures": 3}
+    runtime, api_base = _local_model_runtime(tmp_path, unused_tcp_port, probe)
 
     async def state(expected: str) -> None:
         await _wait_for_state(runtime, expected)

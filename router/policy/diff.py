@@ -20,6 +20,9 @@ def describe_changes(old: Policy, new: Policy) -> list[str]:
     changes += _section_changes("cache", old.cache.model_dump(), new.cache.model_dump())
     changes += _section_changes("outcomes", old.outcomes.model_dump(), new.outcomes.model_dump())
     changes += _section_changes("shadow", old.shadow.model_dump(), new.shadow.model_dump())
+    changes += _section_changes(
+        "local_model", old.local_model.model_dump(), new.local_model.model_dump()
+    )
     changes += _tenant_changes(old, new)
     changes += _embedding_changes(old, new)
     return changes

@@ -104,10 +104,18 @@ def _plain_message(
         error_type == "int_parsing_size" and _literal_values(location, is_key_error)
     ):
         return _literal_message(location, is_key_error, found, str(context.get("expected", "")))
+    if _is_number_too_large(error_type, found):
+        bound = _upper_bound(location)
+        if bound is not None:
+            return f"must be at most {_number(bound)}", False
+        return _SCALAR_MESSAGES["int_parsing_size"], False
     if error_type in _SCALAR_MESSAGES:
         message = _SCALAR_MESSAGES[error_type]
         if error_type == "string_type" and isinstance(found, bool | int | float):
             message += "; YAML reads this value as a number or boolean, so put it in quotes"
+        elif error_type in ("int_type", "int_parsing") and _is_exponent_text(found):
+            # YAML 1.1, which PyYAML reads, takes 1e30 without a dot for a string.
+            message += f" written in digits; YAML reads {found} as a string"
         elif error_type == "int_type" and _is_number_text(found):
             # Strict fields reject numbers written in quotes, which YAML reads as strings.
             message += " without quotes"
@@ -121,6 +129,34 @@ def _plain_message(
         return _unknown_key_message(location), False
     message = error["msg"].removeprefix("Value error, ")
     return message, isinstance(found, str) and repr(found) in message
+
+
+def _is_number_too_large(error_type: str, found: Any) -> bool:
+    """Return whether pydantic rejected ``found`` only because it does not fit the field's type.
+
+    A whole number beyond a double's range (10**400) fails a float field as "not a number",
+    and a float beyond 64 bits (1.0e+30) fails a lax integer field as too large.
+    """
+    if error_type == "int_parsing_size":
+        return True
+    return error_type == "float_type" and isinstance(found, int) and not isinstance(found, bool)
+
+
+def _upper_bound(location: list[Any]) -> Any:
+    """Return the schema's upper bound (``le``) of the number at ``location``, or None."""
+    if not location:
+        return None
+    parent = _annotation_at(location[:-1])
+    if not (isinstance(parent, type) and issubclass(parent, BaseModel)):
+        return None
+    field = parent.model_fields.get(str(location[-1]))
+    if field is None:
+        return None
+    for constraint in field.metadata:
+        bound = getattr(constraint, "le", None)
+        if bound is not None:
+            return bound
+    return None
 
 
 def _too_short_message(error_type: str, min_length: int) -> str:
@@ -227,7 +263,17 @@ def _is_number_text(value: Any) -> bool:
     return isinstance(value, str)
 
 
+def _is_exponent_text(value: Any) -> bool:
+    return isinstance(value, str) and _EXPONENT_TEXT.fullmatch(value.strip()) is not None
+
+
+_EXPONENT_TEXT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
+
+
 def _number(value: Any) -> str:
+    # Whole-number bounds of float fields (MAX_BUDGET_USD) read better in digits than as 1e+12.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return str(int(value))
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from router.routing.category import CATEGORIES
+from router.upstream.http1 import MAX_BODY_BYTES
 
 TIER_ORDER: tuple[str, ...] = ("edge", "mid", "frontier")
 # The address the local edge model server listens on (router.edge.HOST).
@@ -43,6 +44,35 @@ OPENAI_COMPATIBLE_PREFIXES = ("openai/", "hosted_vllm/", "openai_like/", "llamaf
 # orjson, which hashes these settings into the routing version, raises above 2**64 - 1.
 MAX_TOKEN_COUNT = 2**63 - 1
 
+# Upper bound of requests_per_minute. Redis counts a tenant's requests with INCR, whose counter
+# is a signed 64-bit integer, so no count can exceed a larger limit.
+MAX_REQUESTS_PER_MINUTE = 2**63 - 1
+# Upper bound of tokens_per_minute. Token counts are doubles (Python floats, and INCRBYFLOAT in
+# Redis), which hold whole numbers exactly only up to 2**53.
+MAX_TOKENS_PER_MINUTE = 2**53
+# Upper bound of budgets in USD. Spend is summed in doubles (Python floats, and INCRBYFLOAT in
+# Redis), which add amounts of a cent exactly only below 2**53 cents, about 9e13 USD.
+MAX_BUDGET_USD = 10**12
+# Upper bound of prices in USD per million tokens: 1 USD per token, over 1,000 times the
+# dearest price in litellm 1.110.2's cost map (600 for o1-pro output). A cost is tokens times
+# price, so with at most MAX_TOKEN_COUNT tokens it stays finite. An infinite cost (from a price
+# of 1.7e308) made Redis reject the spend write, and that tenant's spend was lost without a log
+# line.
+MAX_PRICE_PER_MILLION = 10**6
+# Upper bound of timeouts and cooldowns in seconds: one day, as router.errors.MAX_RETRY_AFTER_S.
+# asyncio accepts any finite timeout, so this bound catches typos such as milliseconds written
+# as seconds. A request that still waits after a day keeps its client, its max_in_flight slot
+# and its upstream socket busy for nothing.
+MAX_DURATION_S = 86_400
+# Upper bound of requests under way at once (max_in_flight, shadow concurrency). On the direct
+# path (HTTP/1.1) each uses its own upstream socket, and Linux limits a process to fs.nr_open
+# open files, 1,048,576 by default, so a larger limit is never reached.
+MAX_IN_FLIGHT = 2**20
+# Upper bound of a deployment's weight. Weights are relative, so weights up to a million give
+# any share down to one request in a million. The draw divides by the largest weight, so no
+# finite weight overflows it, and the bound only catches typos.
+MAX_WEIGHT = 10**6
+
 
 class StrictModel(BaseModel):
     # No .inf or .nan: an infinite price, timeout or budget would reach cost sums, asyncio
@@ -53,11 +83,12 @@ class StrictModel(BaseModel):
 class Price(StrictModel):
     """Prices in USD per million tokens."""
 
-    input_per_million: float = Field(ge=0)
-    output_per_million: float = Field(ge=0)
+    input_per_million: float = Field(ge=0, le=MAX_PRICE_PER_MILLION)
+    output_per_million: float = Field(ge=0, le=MAX_PRICE_PER_MILLION)
     cached_input_per_million: float | None = Field(
         default=None,
         ge=0,
+        le=MAX_PRICE_PER_MILLION,
         description="Price of input tokens that the provider read from its prompt cache "
         "(usage.prompt_tokens_details.cached_tokens); without it they cost input_per_million.",
     )
@@ -282,15 +313,15 @@ class Deployment(UpstreamAccess, StrictModel):
         "message with a 500; otherwise developer, as the client sent it. Set system for "
         "servers that reject the developer role.",
     )
-    timeout_s: float = Field(default=60.0, gt=0)
-    connect_timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0, le=MAX_DURATION_S)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=MAX_DURATION_S)
     max_in_flight: int | None = Field(
-        default=None, gt=0, strict=True,
+        default=None, gt=0, le=MAX_IN_FLIGHT, strict=True,
         description="Requests this gateway process sends the deployment at once before it "
         "tries the deployment only after every other candidate, as for a cooldown.",
     )
     weight: float = Field(
-        default=1.0, gt=0,
+        default=1.0, gt=0, le=MAX_WEIGHT,
         description="In a tier with `balance: weighted`, this deployment's share of the "
         "requests that try it first, relative to the tier's other weights.",
     )
@@ -383,17 +414,22 @@ def _check_category(category: str) -> str:
     return category
 
 
+# Upper bound of cooldown.after_failures. A deployment that fails 1,000 requests in a row is
+# down, and a larger count only delays the cooldown that exists to skip it. 0 turns cooldowns off.
+MAX_COOLDOWN_FAILURES = 1_000
+
+
 class Cooldown(StrictModel):
     """Settings of the cooldown that moves a failing deployment behind the others (``router/upstream/health.py``)."""
 
     after_failures: int = Field(
-        default=3, ge=0,
+        default=3, ge=0, le=MAX_COOLDOWN_FAILURES,
         description="Failures in a row (timeouts, refused connections, 5xx, 429, 401, 403, 404, "
         "413, broken streams) that start a cooldown; 0 turns cooldowns off.",
     )
     # Finite, because /readyz reports the seconds left as JSON, which has no infinity.
     seconds: float = Field(
-        default=30.0, gt=0,
+        default=30.0, gt=0, le=MAX_DURATION_S,
         description="How long requests try the deployment only after every other candidate.",
     )
 
@@ -456,12 +492,18 @@ class Routing(StrictModel):
 # 100 years: beyond any useful cache lifetime, and within what Redis's SET EX accepts and
 # what a cache entry's expiry (milliseconds in 8 bytes) can store.
 MAX_CACHE_TTL_S = 3_155_760_000
+# Upper bound of the in-process cache's entries. An entry with a one-word completion takes about
+# 630 bytes (key, response and dict slot; tracemalloc on CPython 3.11), so a billion entries
+# need over 600 GB, and a larger value sets no limit at all.
+MAX_CACHE_ENTRIES = 10**9
 
 
 class CachePolicy(StrictModel):
     enabled: bool = True
     ttl_s: int = Field(default=3600, gt=0, le=MAX_CACHE_TTL_S)
-    max_entries: int = Field(default=10_000, gt=0, description="In-process cache size.")
+    max_entries: int = Field(
+        default=10_000, gt=0, le=MAX_CACHE_ENTRIES, description="In-process cache size."
+    )
     cache_nonzero_temperature: bool = False
 
 
@@ -472,8 +514,8 @@ class OutcomePolicy(StrictModel):
 class Budget(StrictModel):
     """Spending limits in USD; a tenant over either limit gets 429 until the period ends (UTC)."""
 
-    usd_per_day: float | None = Field(default=None, gt=0)
-    usd_per_month: float | None = Field(default=None, gt=0)
+    usd_per_day: float | None = Field(default=None, gt=0, le=MAX_BUDGET_USD)
+    usd_per_month: float | None = Field(default=None, gt=0, le=MAX_BUDGET_USD)
 
 
 def _check_key_digest(digest: str) -> str:
@@ -497,6 +539,7 @@ class Tenant(StrictModel):
     requests_per_minute: int | None = Field(
         default=None,
         gt=0,
+        le=MAX_REQUESTS_PER_MINUTE,
         strict=True,
         description="Maximum requests per UTC minute, counted across the replicas that share "
         "Redis. Further requests get 429 until the minute ends.",
@@ -504,6 +547,7 @@ class Tenant(StrictModel):
     tokens_per_minute: int | None = Field(
         default=None,
         gt=0,
+        le=MAX_TOKENS_PER_MINUTE,
         strict=True,
         description="Maximum prompt and completion tokens per UTC minute of the answers that "
         "deployments gave (cache hits count none), across the replicas that share Redis. Once "
@@ -544,6 +588,7 @@ class Tenants(StrictModel):
     default_requests_per_minute: int | None = Field(
         default=None,
         gt=0,
+        le=MAX_REQUESTS_PER_MINUTE,
         strict=True,
         description="requests_per_minute of every API key the policy does not list, each key "
         "counted on its own, and of requests without a key, counted together.",
@@ -551,6 +596,7 @@ class Tenants(StrictModel):
     default_tokens_per_minute: int | None = Field(
         default=None,
         gt=0,
+        le=MAX_TOKENS_PER_MINUTE,
         strict=True,
         description="tokens_per_minute of every API key the policy does not list, counted as "
         "default_requests_per_minute is.",
@@ -592,7 +638,9 @@ class ShadowJudge(StrictModel):
     """The deployment that grades a served answer against the reference answer."""
 
     deployment: str = Field(min_length=1, description="Name of a deployment of this policy.")
-    max_tokens: int = Field(default=16, gt=0, description="Output limit of the judge's verdict.")
+    max_tokens: int = Field(
+        default=16, gt=0, le=MAX_TOKEN_COUNT, description="Output limit of the judge's verdict."
+    )
 
 
 class ShadowPolicy(StrictModel):
@@ -612,12 +660,14 @@ class ShadowPolicy(StrictModel):
     reference_tier: TierName = "frontier"
     judge: ShadowJudge | None = None
     budget_usd_per_day: float = Field(
-        default=5.0, ge=0, description="Cap on reference and judge spend per UTC day, in USD."
+        default=5.0, ge=0, le=MAX_BUDGET_USD, description="Cap on reference and judge spend per UTC day, in USD."
     )
     concurrency: int = Field(
-        default=2, gt=0, description="Shadow jobs in flight at most; more are dropped."
+        default=2, gt=0, le=MAX_IN_FLIGHT, description="Shadow jobs in flight at most; more are dropped."
     )
-    timeout_s: float = Field(default=120.0, gt=0, description="Limit of one whole shadow job.")
+    timeout_s: float = Field(
+        default=120.0, gt=0, le=MAX_DURATION_S, description="Limit of one whole shadow job."
+    )
     store_prompts: bool = Field(
         default=False,
         description="Keep the judge's messages (which contain the user's prompt) in the label record.",
@@ -634,10 +684,51 @@ class ShadowPolicy(StrictModel):
         return self
 
 
+# Upper bound of an embedding deployment's dimensions. The direct path reads at most
+# MAX_BODY_BYTES of an upstream response, and each number of a JSON vector takes at least 2
+# bytes ("0,"), so longer vectors can never arrive. Cache keys hash this value with orjson,
+# which raises above 2**64 - 1, and that failed every request of the deployment with a 500.
+MAX_EMBEDDING_DIMENSIONS = MAX_BODY_BYTES // 2
+
+
+# Bounds of the local model's liveness probe. The supervisor reads these settings before each
+# probe, so a reload applies them after the wait under way, at most MAX_PROBE_INTERVAL_S later.
+# Below 0.1 s, probes would run back to back. A busy server responded within 9 ms during a 22 s
+# completion on 2 shared cores, so a timeout of 0.1 s still covers a loaded machine.
+MIN_PROBE_S = 0.1
+MAX_PROBE_INTERVAL_S = 60
+MAX_PROBE_TIMEOUT_S = 60
+# A probe starts at most every 60 s, so 100 failed probes find a hung server within 100 minutes,
+# and more would leave the edge tier down for longer.
+MAX_PROBE_FAILURES = 100
+
+
+class LocalModelPolicy(StrictModel):
+    """Liveness probe of the local edge model server that `tierwise serve` starts.
+
+    The deployments served by that server set ``local_model: true``. A server that fails
+    ``probe_failures`` probes in a row is killed and started again.
+    """
+
+    probe_interval_s: float = Field(
+        default=5.0, ge=MIN_PROBE_S, le=MAX_PROBE_INTERVAL_S,
+        description="Seconds from the start of one liveness probe (GET /health) to the next.",
+    )
+    probe_timeout_s: float = Field(
+        default=3.0, ge=MIN_PROBE_S, le=MAX_PROBE_TIMEOUT_S,
+        description="Seconds a probe waits for the server's response before it counts as failed.",
+    )
+    # Strict, because YAML's `true` would otherwise load as 1 failure.
+    probe_failures: int = Field(
+        default=3, ge=1, le=MAX_PROBE_FAILURES, strict=True,
+        description="Failed probes in a row after which the server is killed and restarted.",
+    )
+
+
 class EmbeddingPrice(StrictModel):
     """Price in USD per million input tokens; embedding models produce no output tokens."""
 
-    input_per_million: float = Field(ge=0)
+    input_per_million: float = Field(ge=0, le=MAX_PRICE_PER_MILLION)
 
 
 class EmbeddingDeployment(UpstreamAccess, StrictModel):
@@ -658,7 +749,7 @@ class EmbeddingDeployment(UpstreamAccess, StrictModel):
         description="Served by the local edge model that `tierwise serve` starts (the edge extra).",
     )
     dimensions: int | None = Field(
-        default=None, gt=0, strict=True,
+        default=None, gt=0, le=MAX_EMBEDDING_DIMENSIONS, strict=True,
         description="Length of the vectors the model returns for a request without dimensions.",
     )
     accepts_dimensions: bool = Field(
@@ -674,8 +765,8 @@ class EmbeddingDeployment(UpstreamAccess, StrictModel):
         "because the server of llama-cpp-python 0.3.36 takes only strings. Requests with "
         "token arrays reach only the deployments that take them.",
     )
-    timeout_s: float = Field(default=60.0, gt=0)
-    connect_timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0, le=MAX_DURATION_S)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=MAX_DURATION_S)
 
     @field_validator("api_base")
     @classmethod
@@ -799,6 +890,7 @@ class Policy(StrictModel):
     outcomes: OutcomePolicy = OutcomePolicy()
     tenants: Tenants = Tenants()
     shadow: ShadowPolicy = ShadowPolicy()
+    local_model: LocalModelPolicy = LocalModelPolicy()
     embeddings: Embeddings | None = Field(
         default=None,
         description="Deployments of POST /v1/embeddings; without this section that endpoint "
@@ -808,8 +900,11 @@ class Policy(StrictModel):
     @field_validator("shadow")
     @classmethod
     def _check_shadow(cls, value: ShadowPolicy, info: ValidationInfo) -> ShadowPolicy:
-        # Runs after ``tiers`` (fields are validated in order), so the tiers are known here.
-        tiers: dict[str, Tier] = info.data.get("tiers") or {}
+        # Runs after ``tiers`` (fields are validated in order), so the tiers are known here
+        # unless they are invalid, which is reported already.
+        if "tiers" not in info.data:
+            return value
+        tiers: dict[str, Tier] = info.data["tiers"]
         names = [d.name for tier in tiers.values() for d in tier.deployments]
         if value.judge is not None and value.judge.deployment not in names:
             raise nested_value_error(

@@ -487,8 +487,8 @@ SHADOW_PRICED = {
     "name": "priced",
     "model": "openai/priced",
     "api_base": "http://127.0.0.1:9/v1",
-    "price": {"input_per_million": 1_000_000, "output_per_million": 2_000_000,
-              "cached_input_per_million": 100_000},
+    "price": {"input_per_million": 500_000, "output_per_million": 1_000_000,
+              "cached_input_per_million": 50_000},
     "context_window": 32000,
 }
 
@@ -496,18 +496,18 @@ SHADOW_PRICED = {
 @pytest.mark.parametrize(
     ("usage", "expected_usd"),
     [
-        ({"prompt_tokens": 10, "completion_tokens": 1}, 12.0),
+        ({"prompt_tokens": 10, "completion_tokens": 1}, 6.0),
         ({"prompt_tokens": 10, "completion_tokens": 1,
-          "prompt_tokens_details": {"cached_tokens": 4}}, 8.4),
+          "prompt_tokens_details": {"cached_tokens": 4}}, 4.2),
         ({"prompt_tokens": 10, "completion_tokens": 1,
-          "prompt_tokens_details": {"cached_tokens": "4 tokens"}}, 12.0),
+          "prompt_tokens_details": {"cached_tokens": "4 tokens"}}, 6.0),
         ({"prompt_tokens": 10, "completion_tokens": 1,
-          "prompt_tokens_details": {"cached_tokens": {"text": 4}}}, 12.0),
+          "prompt_tokens_details": {"cached_tokens": {"text": 4}}}, 6.0),
         ({"prompt_tokens": 10, "completion_tokens": 1,
-          "prompt_tokens_details": {"cached_tokens": 10**30}}, 12.0),
-        ({"prompt_tokens": "ten", "completion_tokens": 1}, 2.0),
-        ({"prompt_tokens": 10**30, "completion_tokens": 1}, 2.0),
-        ({"prompt_tokens": -10, "completion_tokens": 1}, 2.0),
+          "prompt_tokens_details": {"cached_tokens": 10**30}}, 6.0),
+        ({"prompt_tokens": "ten", "completion_tokens": 1}, 1.0),
+        ({"prompt_tokens": 10**30, "completion_tokens": 1}, 1.0),
+        ({"prompt_tokens": -10, "completion_tokens": 1}, 1.0),
     ],
 )
 def test_shadow_call_cost_takes_valid_counts_only(usage: dict[str, Any], expected_usd: float) -> None:

@@ -13,9 +13,10 @@ from router.routing.decide import Candidate
 def candidate(tier: str, name: str, weight: float = 1.0) -> Candidate:
     deployment = Deployment(
         name=name, model=f"openai/{name}", api_base="http://127.0.0.1:9/v1",
-        price=Price(input_per_million=1, output_per_million=1), context_window=4096, weight=weight,
+        price=Price(input_per_million=1, output_per_million=1), context_window=4096,
     )
-    return Candidate(tier, deployment)
+    # model_copy skips validation, so weights above the schema's MAX_WEIGHT reach the draw too.
+    return Candidate(tier, deployment.model_copy(update={"weight": weight}))
 
 
 CHAIN = (

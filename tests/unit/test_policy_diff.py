@@ -117,3 +117,11 @@ def test_embedding_changes_are_described() -> None:
         "Embedding deployment 'e1': price.input_per_million changes from 0.02 to 0.05.",
         "Embeddings alias 'embed' changes from e1 to e2, e1.",
     ]
+
+
+def test_local_model_probe_changes_are_described() -> None:
+    changed = {**BASE, "local_model": {"probe_interval_s": 2, "probe_failures": 5}}
+    assert describe_changes(Policy.model_validate(BASE), Policy.model_validate(changed)) == [
+        "Setting 'local_model': probe_failures changes from 3 to 5.",
+        "Setting 'local_model': probe_interval_s changes from 5.0 to 2.0.",
+    ]

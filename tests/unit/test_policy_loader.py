@@ -91,8 +91,8 @@ def test_misspelled_key_is_rejected(tmp_path: Path) -> None:
             "tenant:\n  require_key: true\n",
             (
                 "tenant: unknown key; did you mean 'tenants'? Expected one of version, name, "
-                "aliases, tiers, routing, "
-                "cache, outcomes, tenants, shadow, embeddings (found a mapping with keys require_key)"
+                "aliases, tiers, routing, cache, outcomes, tenants, shadow, local_model, "
+                "embeddings (found a mapping with keys require_key)"
             ),
         ),
         (
@@ -460,8 +460,8 @@ SHADOW_JUDGE_BIG = "  judge: {deployment: big}\n"
         (
             VALID + "tiers_extra:\n  edge: {deployments: []}\n",
             ("17: tiers_extra: unknown key; did you mean 'tiers'? Expected one of version, "
-            "name, aliases, tiers, routing, cache, outcomes, tenants, shadow, embeddings (found "
-            "a mapping with keys edge)"),
+            "name, aliases, tiers, routing, cache, outcomes, tenants, shadow, local_model, "
+            "embeddings (found a mapping with keys edge)"),
         ),
     ],
     ids=["alias-bounds", "deployment-is-alias", "cached-price", "judge-unknown",

@@ -79,11 +79,20 @@ class FakeEdgeServer:
         self.exited.set()
 
 
-def write_policy(path: Path, *, local_model: bool = False, thresholds: dict[str, float] | None = None) -> Path:
+def write_policy(
+    path: Path,
+    *,
+    local_model: bool = False,
+    thresholds: dict[str, float] | None = None,
+    probe: dict[str, float] | None = None,
+) -> Path:
+    """Write a test policy; ``probe`` is its ``local_model`` section (the liveness probe)."""
     urls = {tier: f"http://127.0.0.1:1/{tier}" for tier in ("edge", "mid", "frontier")}
     urls["edge"] = EDGE_API_BASE
     document = policy_document(urls, thresholds=thresholds)
     document["tiers"]["edge"]["deployments"][0]["local_model"] = local_model
+    if probe is not None:
+        document["local_model"] = probe
     return write_yaml(path, document)
 
 
@@ -148,11 +157,14 @@ async def wait_for_state(runtime: Runtime, state: str) -> None:
 
 
 def start_local_model(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server_class: type = FakeEdgeServer
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    server_class: type = FakeEdgeServer,
+    probe: dict[str, float] | None = None,
 ) -> tuple[Runtime, Path]:
     """Return a runtime whose policy has a local edge model, started on ``server_class``, and the policy."""
     monkeypatch.setattr(router.edge, "EdgeModelServer", server_class)
-    policy = write_policy(tmp_path / "policy.yaml", local_model=True)
+    policy = write_policy(tmp_path / "policy.yaml", local_model=True, probe=probe)
     runtime = Runtime.build(make_settings(tmp_path, policy, local_model=True), StubScorer())
     runtime._start_local_model()
     return runtime, policy
@@ -449,20 +461,21 @@ class HangingEdgeServer(FakeEdgeServer):
         return HangingEdgeServer.answers.pop(0) if HangingEdgeServer.answers else True
 
 
-def fast_probes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(router.local_model, "LOCAL_MODEL_PROBE_INTERVAL_S", 0.01)
-    monkeypatch.setattr(router.local_model, "LOCAL_MODEL_PROBE_TIMEOUT_S", 0.05)
-    monkeypatch.setattr(router.local_model, "LOCAL_MODEL_PROBE_FAILURES", 3)
+# The shortest probe interval and timeout that the policy allows.
+FAST_PROBES = {"probe_interval_s": 0.1, "probe_timeout_s": 0.1, "probe_failures": 3}
+
+
+def fast_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(router.local_model, "LOCAL_MODEL_RESTART_DELAYS_S", (0.2,))
 
 
 async def test_unresponsive_local_model_is_killed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fast_probes(monkeypatch)
+    fast_restarts(monkeypatch)
     HangingEdgeServer.answers = [False, False, False]
     HangingEdgeServer.probes = 0
-    runtime, _ = start_local_model(tmp_path, monkeypatch, HangingEdgeServer)
+    runtime, _ = start_local_model(tmp_path, monkeypatch, HangingEdgeServer, FAST_PROBES)
     edge = runtime.policies.current.policy.local_model_deployments()[0]
 
     with capture_logs() as logs:
@@ -485,7 +498,7 @@ async def test_unresponsive_local_model_is_killed(
     assert unresponsive["pid"] == 4242
     assert unresponsive["failed_probes"] == 3
     assert unresponsive["silent_s"] >= 0
-    assert unresponsive["probe_timeout_s"] == 0.05
+    assert unresponsive["probe_timeout_s"] == 0.1
     # The kill is the supervisor's own, so it is not logged as an exit as well.
     assert events(logs, "local_model_exited") == []
     # The first start, then the restart after the kill.
@@ -495,10 +508,10 @@ async def test_unresponsive_local_model_is_killed(
 async def test_answered_probe_resets_failures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fast_probes(monkeypatch)
+    fast_restarts(monkeypatch)
     HangingEdgeServer.answers = [False, False, True, False, False, True, False, False]
     HangingEdgeServer.probes = 0
-    runtime, _ = start_local_model(tmp_path, monkeypatch, HangingEdgeServer)
+    runtime, _ = start_local_model(tmp_path, monkeypatch, HangingEdgeServer, FAST_PROBES)
 
     with capture_logs() as logs:
         await wait_for_state(runtime, "ready")
@@ -512,6 +525,122 @@ async def test_answered_probe_resets_failures(
     assert state == "ready"
     assert server.kills == 0
     assert events(logs, "local_model_unresponsive") == []
+
+
+class ProbeRecordingEdgeServer(FakeEdgeServer):
+    """Records the timeout of each liveness probe, returns ``answer`` from it, counts starts."""
+
+    timeouts: ClassVar[list[float]] = []
+    answer: ClassVar[bool] = True
+    starts = 0
+
+    async def start(self) -> None:
+        ProbeRecordingEdgeServer.starts += 1
+        await super().start()
+
+    async def responds(self, timeout_s: float) -> bool:
+        ProbeRecordingEdgeServer.timeouts.append(timeout_s)
+        return ProbeRecordingEdgeServer.answer
+
+
+def reset_probe_recorder(*, answer: bool) -> None:
+    ProbeRecordingEdgeServer.timeouts = []
+    ProbeRecordingEdgeServer.answer = answer
+    ProbeRecordingEdgeServer.starts = 0
+
+
+async def wait_for_probes(count: int) -> None:
+    async with asyncio.timeout(10):
+        while len(ProbeRecordingEdgeServer.timeouts) < count:
+            await asyncio.sleep(0.01)
+
+
+def test_probe_defaults_match_docs(tmp_path: Path) -> None:
+    policy = load_policy(write_policy(tmp_path / "policy.yaml", local_model=True)).policy
+    assert policy.local_model.probe_interval_s == 5.0
+    assert policy.local_model.probe_timeout_s == 3.0
+    assert policy.local_model.probe_failures == 3
+
+
+async def test_reload_applies_probe_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reset_probe_recorder(answer=True)
+    runtime, policy = start_local_model(
+        tmp_path, monkeypatch, ProbeRecordingEdgeServer, FAST_PROBES
+    )
+    await wait_for_state(runtime, "ready")
+    await wait_for_probes(1)
+
+    write_policy(policy, local_model=True, probe=FAST_PROBES | {"probe_timeout_s": 0.2})
+    with capture_logs() as logs:
+        runtime.policies.check_for_change()
+        async with asyncio.timeout(10):
+            while ProbeRecordingEdgeServer.timeouts[-1] != 0.2:
+                await asyncio.sleep(0.01)
+    server = runtime.extra["local_model"]
+    state = runtime.local_model_state
+    await runtime.stop()
+
+    assert len(events(logs, "policy_reloaded")) == 1
+    assert ProbeRecordingEdgeServer.timeouts[0] == 0.1
+    # The running server keeps serving: it was started once and never killed.
+    assert state == "ready"
+    assert ProbeRecordingEdgeServer.starts == 1
+    assert server.kills == 0
+    assert events(logs, "local_model_ready") == []
+
+
+async def test_reload_lowers_probe_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast_restarts(monkeypatch)
+    reset_probe_recorder(answer=False)
+    patient = FAST_PROBES | {"probe_failures": 100}
+    runtime, policy = start_local_model(tmp_path, monkeypatch, ProbeRecordingEdgeServer, patient)
+    await wait_for_state(runtime, "ready")
+    await wait_for_probes(4)
+    # Four failed probes, below the 100 that the policy allows.
+    assert runtime.local_model_state == "ready"
+
+    write_policy(policy, local_model=True, probe=FAST_PROBES)
+    with capture_logs() as logs:
+        runtime.policies.check_for_change()
+        await wait_for_state(runtime, "unresponsive")
+    server = runtime.extra["local_model"]
+    await runtime.stop()
+
+    assert server.kills == 1
+    [unresponsive] = events(logs, "local_model_unresponsive")
+    assert unresponsive["failed_probes"] >= 4
+    assert unresponsive["failed_probes"] < 100
+
+
+async def test_reload_rejects_invalid_probe_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reset_probe_recorder(answer=True)
+    runtime, policy = start_local_model(
+        tmp_path, monkeypatch, ProbeRecordingEdgeServer, FAST_PROBES
+    )
+    await wait_for_state(runtime, "ready")
+    version = runtime.policies.current.version
+
+    write_policy(policy, local_model=True, probe=FAST_PROBES | {"probe_interval_s": 0.0})
+    with capture_logs() as logs:
+        runtime.policies.check_for_change()
+        count = len(ProbeRecordingEdgeServer.timeouts)
+        await wait_for_probes(count + 2)
+    await runtime.stop()
+
+    [rejected] = events(logs, "policy_reload_rejected")
+    [problem] = rejected["problems"]
+    assert problem.endswith(
+        ": local_model.probe_interval_s: must be at least 0.1 (found 0.0)"
+    )
+    assert runtime.policies.current.version == version
+    assert runtime.policies.current.policy.local_model.probe_interval_s == 0.1
+    assert set(ProbeRecordingEdgeServer.timeouts) == {0.1}
 
 
 async def test_restarted_local_model_clears_cooldown(
