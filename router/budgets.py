@@ -21,6 +21,7 @@ from collections import defaultdict
 from typing import Any
 
 import structlog
+from redis.exceptions import ResponseError
 
 from router.errors import BudgetExceeded
 from router.policy.schema import Budget
@@ -218,7 +219,25 @@ class BudgetLedger:
                     arguments += [repr(batch[key]), self._ttl_s[key]]
                 marker = f"{tag}:ledger-writer:{self._writer_id}"
                 pipe.eval(WRITE_ONCE_SCRIPT, 1 + len(keys), marker, *keys, *arguments)
-            await pipe.execute()
+            results = await pipe.execute(raise_on_error=False)
+            transient: ResponseError | None = None
+            for keys, result in zip(groups.values(), results, strict=True):
+                if not isinstance(result, ResponseError):
+                    continue
+                message = str(result.args[0]) if result.args else ""
+                if not message.startswith(REJECTED_COUNTER_ERRORS):
+                    transient = transient or result  # OOM, BUSY, READONLY: retried
+                    continue
+                # The script wrote nothing, and a retry would be rejected again.
+                log.error(
+                    "spend_write_rejected",
+                    keys=keys,
+                    amounts_usd=[batch[key] for key in keys],
+                    error=message,
+                    effect="these amounts are not counted in the tenants' budgets or usage",
+                )
+            if transient is not None:
+                raise transient
             return True
 
         written = False
@@ -253,6 +272,10 @@ def _hash_tag(key: str) -> str:
     return key[: end + 1] if key.startswith("{") and end > 0 else key
 
 
+# Errors of WRITE_ONCE_SCRIPT that a retry cannot fix: its own checks, and a counter key
+# that holds another type.
+REJECTED_COUNTER_ERRORS = ("counter ", "amount ", "WRONGTYPE")
+
 WRITER_MARK_TTL_S = 3600
 """Lifetime of a writer's last sequence number per hash tag: far longer than the few seconds
 between a timed-out write that Redis applies late and its retry."""
@@ -260,10 +283,27 @@ between a timed-out write that Redis applies late and its retry."""
 WRITE_ONCE_SCRIPT = """
 -- KEYS[1]: the writer's last applied sequence number for this hash tag; KEYS[2..]: counters.
 -- ARGV: sequence number, marker TTL, then an amount and a TTL per counter.
+-- Every counter is checked before the first write, because Redis does not undo the writes
+-- of a script that fails part way, and a batch marked as applied is never retried.
 local sequence = tonumber(ARGV[1])
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 if last >= sequence then
   return 0
+end
+for i = 2, #KEYS do
+  local stored = redis.call('GET', KEYS[i])
+  local total = tonumber(stored or '0')
+  local amount = tonumber(ARGV[2 * i - 1])
+  if total == nil then
+    return redis.error_reply('counter ' .. KEYS[i] .. ' does not contain a number')
+  end
+  if amount == nil then
+    return redis.error_reply('amount ' .. ARGV[2 * i - 1] .. ' for ' .. KEYS[i] .. ' is not a number')
+  end
+  total = total + amount
+  if total ~= total or total == math.huge or total == -math.huge then
+    return redis.error_reply('counter ' .. KEYS[i] .. ' would not be a finite number')
+  end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 for i = 2, #KEYS do

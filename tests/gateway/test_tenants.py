@@ -183,6 +183,48 @@ async def test_shutdown_flush_ignores_open_breaker(
         redis_client.delete(day_key, month_key)
 
 
+async def test_rejected_spend_write_is_logged_not_retried(
+    redis_url: str, redis_client: Any
+) -> None:
+    from structlog.testing import capture_logs
+
+    from router.budgets import BudgetLedger, period_keys
+    from router.redis_link import RedisLink
+
+    prefix = f"tw-ledger-{uuid.uuid4().hex[:8]}"
+    broken_day, broken_month = period_keys("broken", prefix=prefix)
+    infinite_day, infinite_month = period_keys("infinite", prefix=prefix)
+    good_day, good_month = period_keys("good", prefix=prefix)
+    redis_client.set(broken_day, "not a number")
+    link = RedisLink(redis_url, 1.0)
+    ledger = BudgetLedger(link, prefix)
+    try:
+        with capture_logs() as logs:
+            ledger.record("broken", 0.25)
+            ledger.record("infinite", float("inf"))
+            ledger.record("good", 0.5)
+            await ledger.flush()
+            # The next batch of a fixed counter is written again.
+            redis_client.delete(broken_day)
+            ledger.record("broken", 0.125)
+            await ledger.flush()
+        await ledger.stop()
+        await link.close()
+
+        rejected = [entry for entry in logs if entry["event"] == "spend_write_rejected"]
+        assert [entry["amounts_usd"] for entry in rejected] == [[0.25, 0.25], [float("inf")] * 2]
+        assert "does not contain a number" in rejected[0]["error"]
+        assert "would not be a finite number" in rejected[1]["error"]
+        assert redis_client.get(broken_day) == b"0.125"
+        assert float(redis_client.get(broken_month)) == 0.125
+        assert redis_client.get(infinite_day) is None
+        assert float(redis_client.get(good_day)) == 0.5
+        assert float(redis_client.get(good_month)) == 0.5
+        assert link.breaker.consecutive_failures == 0
+    finally:
+        redis_client.delete(broken_day, broken_month, infinite_day, infinite_month, good_day, good_month)
+
+
 async def test_stop_keeps_inflight_spend() -> None:
     import asyncio
 
