@@ -226,7 +226,7 @@ class BudgetLedger:
                     continue
                 message = str(result.args[0]) if result.args else ""
                 if not message.startswith(REJECTED_COUNTER_ERRORS):
-                    transient = transient or result  # OOM, BUSY, READONLY: retried
+                    transient = transient or result  # such as OOM, BUSY or READONLY, so retried
                     continue
                 # The script wrote nothing, and a retry would be rejected again.
                 log.error(
@@ -272,8 +272,8 @@ def _hash_tag(key: str) -> str:
     return key[: end + 1] if key.startswith("{") and end > 0 else key
 
 
-# Errors of WRITE_ONCE_SCRIPT that a retry cannot fix: its own checks, and a counter key
-# that holds another type.
+# Errors of WRITE_ONCE_SCRIPT that a retry cannot fix. They come from its own checks, or from a
+# counter key that contains another type.
 REJECTED_COUNTER_ERRORS = ("counter ", "amount ", "WRONGTYPE")
 
 WRITER_MARK_TTL_S = 3600
