@@ -205,3 +205,17 @@ async def test_stream_hit_of_plain_json_answer(redis_kit: GatewayKit) -> None:
 
     assert streamed.headers["x-tierwise-cache"] == "hit"
     assert parse_sse(streamed.content).text() == "Paris."
+
+
+async def test_memory_cache_keeps_no_content_filter_stop(kit: GatewayKit) -> None:
+    kit.fakes["edge"].enqueue(Scenario.stream_of(
+        chunk(role="assistant", content="Par"),
+        chunk(finish="content_filter"),
+    ))
+    async with kit.running() as gateway:
+        assert gateway.runtime.cache.backend == "memory"
+        await gateway.chat(STREAM)
+        again = await gateway.chat(BASE)
+
+    assert again.headers["x-tierwise-cache"] == "miss"
+    assert len(kit.fakes["edge"].requests) == 2
