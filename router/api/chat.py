@@ -35,6 +35,7 @@ from router.api.streaming import (
     stream_cached,
     stream_upstream,
 )
+from router.cache.answers import is_whole_answer, replays_as_stream
 from router.cache.entries import decode_entry, encode_entry
 from router.cache.keys import cache_key, is_cacheable, routing_scope
 from router.errors import (
@@ -129,7 +130,8 @@ async def _serve(
         key = cache_key(outcome.tenant, scope, body)
         cached = await runtime.cache.get(key)
         entry = decode_entry(policy, cached) if cached is not None else None
-        if entry is not None:
+        # A stream is served from an entry only when the replayed chunks carry all of it.
+        if entry is not None and (not chat.stream or replays_as_stream(entry[2])):
             outcome.tier, outcome.deployment, completion = entry
             outcome.cache_hit = True
             outcome.messages = body["messages"]
@@ -162,7 +164,7 @@ async def _serve(
         outcome.set_usage(usage)
     else:
         estimate_usage(outcome, chat, completion)
-    if key is not None and _complete_answer(completion):
+    if key is not None and is_whole_answer(completion, chat.n):
         await runtime.cache.set(key, encode_entry(served.deployment.name, completion),
                                 policy.cache.ttl_s)
     if policy.shadow.enabled:
@@ -291,7 +293,3 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         )
     return chat
 
-
-def _complete_answer(completion: dict[str, Any]) -> bool:
-    choices = completion.get("choices") or []
-    return bool(choices) and all(c.get("finish_reason") in ("stop", "tool_calls", "length") for c in choices)

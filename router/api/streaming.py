@@ -19,6 +19,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from router.api.disconnect import client_connected
+from router.cache.answers import is_whole_answer
 from router.cache.entries import encode_entry
 from router.errors import ServerShuttingDown, UpstreamFailed, UpstreamTimeout, sse_error_event
 from router.http_protocol import CoalescingTransport
@@ -228,12 +229,8 @@ def stream_upstream(
             await batches.aclose()
             _account(assembler, chat, outcome)
             served = outcome.deployment
-            if complete and cache_key is not None and assembler.finished and served is not None:
-                completion = assembler.completion()
-                # A non-streamed replay of this answer must carry usage like any other.
-                completion["usage"] = completion.get("usage") or _usage_of(outcome)
-                await runtime.cache.set(cache_key, encode_entry(served.name, completion),
-                                        policy.cache.ttl_s)
+            if complete and cache_key is not None and served is not None:
+                await _store(runtime, policy, cache_key, served.name, assembler, chat, outcome)
             if not complete:
                 finish(runtime, policy, outcome)
         if stopped:
@@ -255,6 +252,24 @@ def stream_upstream(
             finish(runtime, policy, outcome)
 
     return _response(relay(), headers(outcome, decision))
+
+
+async def _store(
+    runtime: Runtime,
+    policy: Policy,
+    cache_key: str,
+    deployment: str,
+    assembler: StreamAssembler,
+    chat: ChatRequest,
+    outcome: Outcome,
+) -> None:
+    """Store the completion assembled from a stream, if it is a whole answer and lost no delta field."""
+    completion = assembler.completion()
+    if assembler.dropped_fields or not is_whole_answer(completion, chat.n):
+        return
+    # A non-streamed replay of this answer must carry usage like any other.
+    completion["usage"] = completion.get("usage") or _usage_of(outcome)
+    await runtime.cache.set(cache_key, encode_entry(deployment, completion), policy.cache.ttl_s)
 
 
 def _withdraw_cancellation() -> bool:

@@ -23,6 +23,9 @@ def encode_event(payload: dict[str, Any]) -> bytes:
 # each chunk.
 _CHUNK_ONLY_FIELDS = frozenset({"object", "choices", "usage", "obfuscation"})
 
+# Delta fields that StreamAssembler joins into the completion's message.
+_ASSEMBLED_DELTA_FIELDS = frozenset({"role", "content", "reasoning_content", "refusal", "tool_calls"})
+
 
 class StreamAssembler:
     """Accumulates chunks into the equivalent non-streaming completion.
@@ -35,6 +38,9 @@ class StreamAssembler:
     def __init__(self) -> None:
         self.head: dict[str, Any] = {}
         self.usage: dict[str, Any] | None = None
+        self.dropped_fields: set[str] = set()
+        """Names of delta fields with a value that the completion leaves out, such as
+        ``audio``, ``annotations`` or ``function_call``."""
         self._choices: dict[int, dict[str, Any]] = {}
 
     def add(self, chunk: dict[str, Any]) -> None:
@@ -54,6 +60,10 @@ class StreamAssembler:
                 "logprobs": None,
             }
         delta = choice.get("delta") or {}
+        self.dropped_fields.update(
+            name for name, value in delta.items()
+            if name not in _ASSEMBLED_DELTA_FIELDS and value not in (None, "", [], {})
+        )
         if delta.get("content"):
             state["content"].append(delta["content"])
         if delta.get("reasoning_content"):
