@@ -41,6 +41,11 @@ def _litellm() -> Any:
     litellm.telemetry = False
     litellm.suppress_debug_info = True
     litellm.drop_params = False
+    # The gateway fails over between deployments itself, so each attempt sends one request.
+    # litellm 1.110's OpenAI embedding call replaces max_retries=0 with this default
+    # (`max_retries or litellm.DEFAULT_MAX_RETRIES`), so the OpenAI SDK retried a timed-out
+    # embedding twice, taking three timeouts.
+    litellm.DEFAULT_MAX_RETRIES = 0
     return litellm
 
 

@@ -317,6 +317,24 @@ async def test_failover_to_second_deployment(
     assert attempts[1]["error"] is None
 
 
+async def test_litellm_timeout_sends_one_request(
+    redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
+) -> None:
+    # The OpenAI SDK under litellm retries a timed-out embedding unless told not to.
+    section = embeddings_section(model_server.base_url, fake.base_url)
+    section["deployments"][1]["transport"] = "litellm"
+    write_policy(redis_kit, model_server, fake, section=section)
+    fake.enqueue("hang")
+    async with gateway_on(redis_kit) as gateway:
+        response = await embed(gateway, {"model": ALIAS, "input": "one"})
+        records = await gateway.request_records()
+
+    assert response.status_code == 200, response.text
+    assert response.headers["x-tierwise-model"] == REAL
+    assert len(fake.requests) == 1
+    assert [a["deployment"] for a in records[-1]["attempts"]] == [FLAKY, REAL]
+
+
 async def test_vectors_sorted_by_index(
     redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
 ) -> None:
