@@ -24,7 +24,10 @@ hide_flag_placeholders()
 app = typer.Typer(
     name="tierwise",
     help="Tierwise: an OpenAI-compatible gateway that routes each request to the cheapest "
-    "adequate model tier.\n\nExample: tierwise serve --port 8080",
+    "adequate model tier.\n\nExit status of every command: 0 on success, 1 when an operation "
+    "failed (such as an unreachable Redis), 2 on invalid input or usage (an unknown option, an "
+    "invalid policy, data file or artifact, or an invalid setting at start). classifier train "
+    "also exits with 3 and 4; its help says when.\n\nExample: tierwise serve --port 8080",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from router.policy.diff import describe_changes
 from router.policy.schema import Policy
 
@@ -117,3 +119,18 @@ def test_embedding_changes_are_described() -> None:
         "Embedding deployment 'e1': price.input_per_million changes from 0.02 to 0.05.",
         "Embeddings alias 'embed' changes from e1 to e2, e1.",
     ]
+
+
+def test_diff_command_invalid_policy_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from router.cli.main import app
+    from router.settings import BUNDLED_POLICY
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("tiers: 5\n", encoding="utf-8")
+
+    result = CliRunner().invoke(app, ["policy", "diff", str(BUNDLED_POLICY), str(broken)])
+
+    assert result.exit_code == 2
+    assert result.output.startswith(f"invalid policy {broken}:")
