@@ -396,7 +396,9 @@ def test_cronjob_mounts_gateway_policy() -> None:
     )
     assert mounts["policy"] == str(Path(gateway_policy).parent)
     assert volumes["policy"]["configMap"]["name"] == MANIFESTS["ConfigMap"]["metadata"]["name"]
-    assert f"--policy {gateway_policy}" in pod["containers"][0]["command"][-1]
+    script = pod["containers"][0]["command"][-1]
+    assert f"\npolicy={gateway_policy}\n" in script
+    assert '--policy "$policy"' in script
 
 
 def test_retrain_script_adds_labelled_files(tmp_path: Path) -> None:
