@@ -456,8 +456,8 @@ def _labelled_dict(record: LabelledPrompt) -> dict[str, Any]:
 def _numbered_lines(path: Path, strict: bool = True) -> Iterator[tuple[int, str]]:
     """Yield the number and text of each non-blank line of ``path``.
 
-    A line that is not UTF-8 raises OutcomesError when ``strict``; otherwise its invalid
-    bytes become U+FFFD, so that the caller can count the line as invalid.
+    A line that is not UTF-8 raises OutcomesError when ``strict``. Otherwise its invalid
+    bytes become U+FFFD and the caller parses the rest.
     """
     try:
         handle = path.open("rb")

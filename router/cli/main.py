@@ -258,7 +258,8 @@ def _policy_problems(path: Path) -> list[str]:
 def _classifier_problems(path: Path) -> list[str]:
     """Return the report of a classifier artifact that does not load, or nothing when it loads.
 
-    Loading takes about 20 ms for the bundled model's size, and the gateway loads it again.
+    The gateway loads it again. For an artifact the size of the bundled model (1.6 MB),
+    one load took about 20 ms in one timing run, so checking twice costs little.
     """
     try:
         from classifiers import ArtifactError, load_artifact
