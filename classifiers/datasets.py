@@ -627,12 +627,20 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
             return list(csv.DictReader(handle))
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found; check the --source folder") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not UTF-8 text; expected the file as its repository "
+                           "publishes it") from None
 
 
 def _read_json_list(path: Path) -> list[dict[str, Any]]:
     """Read a JSON file whose top level is a list of objects."""
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found; check the --source folder") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not UTF-8 text; expected the file as its repository "
+                           "publishes it") from None
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}); expected "
                            "the file as its repository publishes it") from None
@@ -643,15 +651,22 @@ def _read_json_list(path: Path) -> list[dict[str, Any]]:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     records = []
-    with path.open(encoding="utf-8") as handle:
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found; check the --source folder") from None
+    with handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise DatasetError(f"{path}:{line_number}: the line is not UTF-8 text") from None
             except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}: line {line_number}: invalid JSON ({exc.msg})") from None
+                raise DatasetError(f"{path}:{line_number}: the line is not valid JSON "
+                                   f"({exc.msg} at column {exc.colno})") from None
             if not isinstance(record, dict):
-                raise DatasetError(f"{path}: line {line_number}: expected a JSON object")
+                raise DatasetError(f"{path}:{line_number}: the line is not a JSON object")
             records.append(record)
     return records

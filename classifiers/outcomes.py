@@ -185,7 +185,7 @@ def read_outcomes(
         for line_no, raw in _numbered_lines(Path(path)):
             try:
                 records.append(_parse_record(raw, tier_map))
-            except (ValueError, TypeError, KeyError) as exc:
+            except (ValueError, TypeError) as exc:
                 raise OutcomesError(f"{path}:{line_no}: {exc}") from None
     return records
 
@@ -399,7 +399,7 @@ def _log_rows(path: Path) -> Iterator[object]:
     if path.suffix == ".parquet":
         yield from _parquet_rows(path)
         return
-    for _, raw in _numbered_lines(path):
+    for _, raw in _numbered_lines(path, strict=False):
         try:
             yield json.loads(raw)
         except ValueError:
@@ -453,37 +453,71 @@ def _labelled_dict(record: LabelledPrompt) -> dict[str, Any]:
             "source": record.source}
 
 
-def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+def _numbered_lines(path: Path, strict: bool = True) -> Iterator[tuple[int, str]]:
+    """Yield the number and text of each non-blank line of ``path``.
+
+    A line that is not UTF-8 raises OutcomesError when ``strict``. Otherwise its invalid
+    bytes become U+FFFD and the caller parses the rest.
+    """
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as exc:
         raise OutcomesError(f"{path}: cannot open ({exc.strerror})") from None
     with handle:
         for line_no, line in enumerate(handle, start=1):
-            if line.strip():
-                yield line_no, line
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                if strict:
+                    raise OutcomesError(f"{path}:{line_no}: the line is not UTF-8 text") from None
+                text = line.decode("utf-8", "replace")
+            if text.strip():
+                yield line_no, text
 
 
 def _parse_record(raw: str, tier_map: Mapping[str, str] | None) -> LabelledPrompt:
-    record = json.loads(raw)
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the line is not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(record, dict):
-        raise TypeError("record is not a JSON object")
+        raise TypeError(f"the line is a JSON {_json_type(record)}, not an object")
     messages = _conversation(record)
     if not messages:
-        raise ValueError("record has neither 'messages' nor 'prompt'")
-    outcomes = record.get("outcomes")
+        raise ValueError("the record lacks the field 'messages' (or 'prompt')")
+    if "outcomes" not in record:
+        raise ValueError("the record lacks the field 'outcomes' (an object of model -> "
+                         "{quality, cost_usd})")
+    outcomes = record["outcomes"]
     if not isinstance(outcomes, dict):
-        raise TypeError("field 'outcomes' must be an object of model -> {quality, ...}")
+        raise TypeError("the field 'outcomes' must be an object of model -> {quality, cost_usd}, "
+                        f"not a JSON {_json_type(outcomes)}")
     prompt = LabelledPrompt(id=str(record.get("id", "")), messages=messages,
                             split=record.get("split"), source=record.get("source"))
     for key, outcome in outcomes.items():
         tier = _tier_of(key, tier_map)
         if tier is None:
             continue
-        prompt.quality[tier] = float(outcome["quality"])
+        if not isinstance(outcome, dict) or "quality" not in outcome:
+            raise ValueError(f"the outcome {key!r} lacks the field 'quality'")
+        prompt.quality[tier] = _number(outcome["quality"], f"outcomes.{key}.quality")
         if outcome.get("cost_usd") is not None:
-            prompt.cost[tier] = float(outcome["cost_usd"])
+            prompt.cost[tier] = _number(outcome["cost_usd"], f"outcomes.{key}.cost_usd")
     return prompt
+
+
+def _number(value: Any, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"the field {name!r} must be a number, got {json.dumps(value)[:40]}"
+        ) from None
+
+
+def _json_type(value: object) -> str:
+    names = {list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
 
 
 def _tier_of(key: str, tier_map: Mapping[str, str] | None) -> str | None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from classifiers.artifact import save_artifact
 from classifiers.comparison import check_comparable, compare_models, without_curves
+from classifiers.config import TrainingError
 from classifiers.outcomes import (
     LabelledPrompt,
     conversation_key,
@@ -126,6 +127,8 @@ def heldout_metrics(model: TierModel, test: Sequence[LabelledPrompt],
 def run_training(request: TrainRequest, progress: Progress = silent) -> TrainReport:
     """Train on ``request.data``, save the artifact and model card, and report metrics."""
     progress(f"reading {len(request.data)} file(s)", done=0, total=3)
+    # Read before fitting, so that an invalid file fails the command before the slow part.
+    evaluations = [summarise_evaluation(path) for path in request.evaluations]
     raw_records = read_outcomes(request.data, request.tier_map or None)
     input_counts = _count_by_group(raw_records)
     records = imply_tiers(merge_duplicates(raw_records), request.implied)
@@ -154,7 +157,7 @@ def run_training(request: TrainRequest, progress: Progress = silent) -> TrainRep
     if comparison is not None:
         info["comparison"] = comparison | {"result": without_curves(comparison["result"])}
     info["training"]["rows"]["input"] = input_counts
-    info["evaluations"] = [summarise_evaluation(path) for path in request.evaluations]
+    info["evaluations"] = evaluations
     artifact = save_artifact(request.out, version=version, tiers=list(model.tiers),
                              weights=model.export(), ngram_max=request.config.ngram_max,
                              extra=info)
@@ -165,8 +168,20 @@ def run_training(request: TrainRequest, progress: Progress = silent) -> TrainRep
 
 
 def summarise_evaluation(path: Path) -> dict[str, Any]:
-    """Return the headline numbers of an ``evaluate --json`` file, without the curves."""
-    result = json.loads(path.read_text(encoding="utf-8"))
+    """Return the headline numbers of an ``evaluate --json`` file, without the curves.
+
+    Raises TrainingError when the file is not a JSON object, OSError when it cannot be read.
+    """
+    expected = "give a file that `tierwise evaluate --json` wrote"
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise TrainingError(f"--evaluation {path}: not valid JSON ({exc.msg} at line "
+                            f"{exc.lineno}, column {exc.colno}); {expected}") from None
+    except UnicodeDecodeError:
+        raise TrainingError(f"--evaluation {path}: not UTF-8 text; {expected}") from None
+    if not isinstance(result, dict):
+        raise TrainingError(f"--evaluation {path}: not a JSON object; {expected}")
     summary = {key: result.get(key) for key in ("command", "mode", "seed", "rows_scored", "tiers")}
     summary["name"] = path.stem
     for table in ("routellm", "cost_quality"):

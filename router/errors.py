@@ -11,6 +11,7 @@ and OpenAI error ``type``, and ``render_error`` turns it into OpenAI's body
     ├── AuthenticationFailed          401 authentication_error
     ├── ModelNotFound                 404 invalid_request_error, code model_not_found
     ├── RequestIdNotFound             404 invalid_request_error, code request_id_not_found
+    ├── RequestNotAnswered            409 invalid_request_error, code request_not_answered
     ├── RequestTooLarge               413 invalid_request_error
     ├── ClientDisconnected            499 (the client left before the response; never sent)
     ├── BudgetExceeded                429 insufficient_quota
@@ -97,6 +98,14 @@ class RequestIdNotFound(GatewayError):
     status = 404
     error_type = "invalid_request_error"
     default_code = "request_id_not_found"
+
+
+class RequestNotAnswered(GatewayError):
+    """Raised when feedback names a request that ended in an error response, not an answer."""
+
+    status = 409
+    error_type = "invalid_request_error"
+    default_code = "request_not_answered"
 
 
 class RequestTooLarge(GatewayError):

@@ -13,6 +13,10 @@ The secret comes from the first of these sources that provides one:
 
 A client that sends its own ``x-request-id`` keeps it, and feedback then rejects that id unless
 it carries a valid MAC, because the gateway cannot tell which tenant sent a foreign id.
+
+A request that ends in an error response gets its id re-signed as unanswered: the same random
+part with a MAC over a different message. Feedback tells such an id apart from an unknown one
+without storing anything, and rejects it, because no answer exists to rate.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ _RANDOM_BYTES = 16
 _MAC_BYTES = 8
 _ID_LENGTH = len(PREFIX) + 2 * (_RANDOM_BYTES + _MAC_BYTES)
 _HEX_DIGITS = frozenset("0123456789abcdef")
+_UNANSWERED = b"unanswered\0"
+"""MAC domain of the ids of requests that ended in an error response."""
 SECRET_FILE_NAME = "feedback.secret"
 MAX_RETIRED_SECRETS = 3
 SECRET_CHECK_S = 10.0
@@ -74,23 +80,43 @@ class RequestIdSigner:
 
     def verify(self, request_id: str, tenant: str) -> bool:
         """Tell whether ``request_id`` was issued to ``tenant`` under this secret."""
+        return self._verify(request_id, tenant, b"")
+
+    def mark_unanswered(self, request_id: str, tenant: str) -> str:
+        """Return ``request_id`` re-signed as the id of a request that got no answer.
+
+        Returns ``request_id`` unchanged unless it was issued to ``tenant``, such as a
+        client's own id, which feedback rejects anyway.
+        """
+        if not self.verify(request_id, tenant):
+            return request_id
+        random_hex = request_id[len(PREFIX) : len(PREFIX) + 2 * _RANDOM_BYTES]
+        return f"{PREFIX}{random_hex}{self._mac(random_hex, tenant, domain=_UNANSWERED)}"
+
+    def verify_unanswered(self, request_id: str, tenant: str) -> bool:
+        """Tell whether ``request_id`` is an id of ``tenant`` marked by ``mark_unanswered``."""
+        return self._verify(request_id, tenant, _UNANSWERED)
+
+    def _verify(self, request_id: str, tenant: str, domain: bytes) -> bool:
         if len(request_id) != _ID_LENGTH or not request_id.startswith(PREFIX):
             return False
         body = request_id[len(PREFIX) :]
         if not _HEX_DIGITS.issuperset(body):
             return False
         random_hex, mac = body[: 2 * _RANDOM_BYTES], body[2 * _RANDOM_BYTES :]
-        if hmac.compare_digest(mac, self._mac(random_hex, tenant)):
+        if hmac.compare_digest(mac, self._mac(random_hex, tenant, domain=domain)):
             return True
         return any(
-            hmac.compare_digest(mac, self._mac(random_hex, tenant, keyed))
+            hmac.compare_digest(mac, self._mac(random_hex, tenant, keyed, domain))
             for keyed in self._retired
         )
 
-    def _mac(self, random_hex: str, tenant: str, keyed: Any = None) -> str:
+    def _mac(self, random_hex: str, tenant: str, keyed: Any = None, domain: bytes = b"") -> str:
         # The NUL byte separates the parts, so no (random, tenant) pair encodes like another.
+        # A domain starts with a letter that is no hex digit, so no domain's message encodes
+        # like an issued id's, which starts with the random hex.
         state = (keyed or self._keyed).copy()
-        state.update(random_hex.encode() + b"\0" + tenant.encode())
+        state.update(domain + random_hex.encode() + b"\0" + tenant.encode())
         return state.hexdigest()
 
 

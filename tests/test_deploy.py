@@ -306,13 +306,18 @@ def test_cronjob_exports_then_trains() -> None:
 
 
 def _run_retrain_script(
-    tmp_path: Path, *, with_records: bool, train_status: int = 0, labelled: int = 0
+    tmp_path: Path,
+    *,
+    with_records: bool,
+    train_status: int = 0,
+    labelled: int = 0,
+    publish_status: int = 0,
 ) -> tuple[int, list[str]]:
     """Run the CronJob's script under /bin/sh with a stand-in ``tierwise`` command.
 
     The stand-in records its arguments. Its export writes one JSONL file when
     ``with_records`` is set, and its train creates the output folder and exits with
-    ``train_status``. ``labelled`` files are placed under ``labelled/`` on the volume first.
+    ``train_status``, and its publish exits with ``publish_status``. ``labelled`` files are placed under ``labelled/`` on the volume first.
     """
     script = _pod_spec("CronJob")["containers"][0]["command"][-1]
     root = tmp_path / "volume"
@@ -334,12 +339,14 @@ def _run_retrain_script(
         'if [ "$1 $2" = "classifier train" ]; then\n'
         '  for last; do :; done; mkdir -p "$last"; exit "$TRAIN_STATUS"\n'
         "fi\n"
+        'if [ "$1 $2" = "classifier publish" ]; then exit "$PUBLISH_STATUS"; fi\n'
     )
     fake.chmod(0o755)
     env = {
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "WITH_RECORDS": "1" if with_records else "",
         "TRAIN_STATUS": str(train_status),
+        "PUBLISH_STATUS": str(publish_status),
     }
     result = subprocess.run(
         ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30, check=False
@@ -368,7 +375,30 @@ def test_retrain_script_trains_and_publishes(tmp_path: Path) -> None:
     assert latest.is_symlink()
     assert (classifier_dir / latest.readlink()).is_dir()
     assert calls[1].endswith(str(latest.readlink()))
-    assert calls[2] == f"classifier publish {classifier_dir / latest.readlink()}"
+    assert calls[2] == (
+        f"classifier publish {classifier_dir / latest.readlink()} --policy /etc/tierwise/policy.yaml"
+    )
+
+
+def test_retrain_script_keeps_latest_when_publish_fails(tmp_path: Path) -> None:
+    status, calls = _run_retrain_script(tmp_path, with_records=True, publish_status=2)
+    assert status == 2
+    assert calls[2].startswith("classifier publish ")
+    assert not (tmp_path / "volume" / "classifier" / "latest").exists()
+
+
+def test_cronjob_mounts_gateway_policy() -> None:
+    pod = _pod_spec("CronJob")
+    mounts = {mount["name"]: mount["mountPath"] for mount in pod["containers"][0]["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    gateway_policy = next(
+        env["value"] for env in _gateway_container()["env"] if env["name"] == "TIERWISE_POLICY"
+    )
+    assert mounts["policy"] == str(Path(gateway_policy).parent)
+    assert volumes["policy"]["configMap"]["name"] == MANIFESTS["ConfigMap"]["metadata"]["name"]
+    script = pod["containers"][0]["command"][-1]
+    assert f"\npolicy={gateway_policy}\n" in script
+    assert '--policy "$policy"' in script
 
 
 def test_retrain_script_adds_labelled_files(tmp_path: Path) -> None:

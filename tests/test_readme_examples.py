@@ -24,7 +24,7 @@ def test_check_example_quotes_real_line(tmp_path: Path) -> None:
         text.replace("context_window: 2048", "context_window: lots", 1), encoding="utf-8"
     )
     result = tierwise("policy", "check", "bad.yaml", cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     error_line = next(line.strip() for line in result.stderr.splitlines() if "lots" in line)
     assert error_line in README
 

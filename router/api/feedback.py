@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from router.api.admission import read_json_body
 from router.api.auth import tenant_of
 from router.api.schemas import invalid_request
-from router.errors import RequestIdNotFound
+from router.errors import RequestIdNotFound, RequestNotAnswered
 from router.runtime import Runtime
 
 router = APIRouter()
@@ -38,6 +38,18 @@ async def post_feedback(request: Request) -> dict[str, Any]:
     except ValidationError as exc:
         raise invalid_request(exc) from None
     tenant = tenant_of(request, runtime.policies.current.policy)
+    if runtime.request_ids is not None and runtime.request_ids.verify_unanswered(
+        feedback.request_id, tenant
+    ):
+        # Rejected rather than recorded: the request ended in an error response (rate limit,
+        # budget, invalid request, failed upstreams), so no answer exists that the score
+        # could rate, and training and `policy simulate` skip failed requests anyway.
+        # Accepting it would tell the client that a label counted when it never does.
+        raise RequestNotAnswered(
+            f"The request '{feedback.request_id}' ended in an error response, so it has no "
+            "answer to rate; send feedback for requests that returned an answer.",
+            param="request_id",
+        )
     if runtime.request_ids is None or not runtime.request_ids.verify(feedback.request_id, tenant):
         # One message for unknown ids and other tenants' ids, so it reveals neither.
         raise RequestIdNotFound(

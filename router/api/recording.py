@@ -128,8 +128,14 @@ def json_response(payload: dict[str, Any], response_headers: dict[str, str],
 def record_gateway_error(
     runtime: Runtime, policy: Policy, outcome: Outcome, exc: GatewayError
 ) -> None:
-    """Record a request that ends with ``exc``, and set the headers its response carries."""
+    """Record a request that ends with ``exc``, and set the headers its response carries.
+
+    The request id is re-signed as unanswered first, so that the record and the response
+    carry the id that ``POST /v1/feedback`` rejects.
+    """
     outcome.error, outcome.status = exc.code, exc.status
+    if runtime.request_ids is not None:
+        outcome.request_id = runtime.request_ids.mark_unanswered(outcome.request_id, outcome.tenant)
     finish(runtime, policy, outcome)
     exc.set_request_id(outcome.request_id)
     if isinstance(exc, NoDeploymentAvailable):

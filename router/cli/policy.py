@@ -22,7 +22,7 @@ policy_app = typer.Typer(
 def check(
     files: Annotated[list[Path], typer.Argument(help="Policy YAML files to validate.")],
 ) -> None:
-    """Validate policy files; exit 1 when any is invalid.
+    """Validate policy files; exit 2 when any is invalid.
 
     Example: tierwise policy check policies/default.yaml policies/examples/*.yaml
     """
@@ -43,7 +43,7 @@ def check(
         embedding_count = f"; embeddings: {len(embeddings.deployments)}" if embeddings else ""
         typer.echo(f"{path}: valid (version {loaded.version}; tiers: {tiers}{embedding_count})")
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(2)
 
 
 @policy_app.command("explain")
@@ -85,7 +85,7 @@ def diff(
     old: Annotated[Path, typer.Argument(help="The current policy file.")],
     new: Annotated[Path, typer.Argument(help="The proposed policy file.")],
 ) -> None:
-    """Describe the changes from OLD to NEW in sentences; exit 1 when either is invalid.
+    """Describe the changes from OLD to NEW in sentences; exit 2 when either is invalid.
 
     Example: tierwise policy diff policies/default.yaml proposed.yaml
     """
@@ -96,7 +96,7 @@ def diff(
         before, after = load_policy(old), load_policy(new)
     except PolicyError as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     changes = describe_changes(before.policy, after.policy)
     if not changes:
         typer.echo("The policies route identically: no differences.")
@@ -129,6 +129,10 @@ def simulate_command(
 
     A progress bar is drawn on standard error when it is a terminal, unless --quiet is given.
 
+    Exits with code 2 when a policy is invalid or a line of the log is not an outcome record
+    (the message names the file and line), and with code 1 when the log has no routed
+    request to simulate.
+
     Example: tierwise policy simulate --policy proposed.yaml --outcomes var/outcomes.jsonl --against policies/default.yaml
     """
     from router.cli.progress import bars_enabled, progress_bars
@@ -140,7 +144,7 @@ def simulate_command(
         old = load_policy(against).policy if against is not None else None
     except PolicyError as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     with progress_bars(bars_enabled(quiet)) as bars:
         records, feedback = _read_outcomes_or_exit(outcomes, bars)
         policies = {"proposed": new} | ({"current": old} if old is not None else {})
@@ -184,14 +188,18 @@ def simulate_command(
 def _read_outcomes_or_exit(
     outcomes: Path, bars: Bars
 ) -> tuple[list[dict[str, Any]], dict[FeedbackKey, float]]:
-    from router.policy.simulate import load_records
+    from router.policy.simulate import OutcomeFileError, load_records
 
     reading = bars.add(f"read {outcomes.name}")
     try:
         records, feedback = load_records(outcomes)
-    except (OSError, ValueError) as exc:
-        typer.echo(f"cannot read outcome records from {outcomes}: {exc}", err=True)
-        raise typer.Exit(1) from None
+    except OutcomeFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        typer.echo(f"error: cannot read outcome records from {outcomes}: {reason}", err=True)
+        raise typer.Exit(2) from None
     bars.update(reading, len(records), total=len(records))
     if not records:
         typer.echo(f"{outcomes} has no routed request records with scores; nothing to simulate.")

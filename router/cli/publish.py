@@ -37,6 +37,14 @@ def publish_classifier_command(
     directory: Annotated[
         Path, typer.Argument(help="Artifact folder with model.json, its weights and MODEL_CARD.md.")
     ],
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="Policy YAML file of the gateways; the classifier must score every tier that "
+            "its thresholds name. Without it, and with no policy published in Redis, the "
+            "bundled default policy is checked."
+        ),
+    ] = None,
     redis_url: RedisUrlOption = None,
     keep: KeepOption = 5,
     key_prefix: KeyPrefixOption = "tw",
@@ -47,39 +55,77 @@ def publish_classifier_command(
     The version is the one in model.json.  Publishing a version that is already stored
     with the same files makes it current again (a rollback).
 
-    Example: tierwise classifier publish var/model --redis-url redis://127.0.0.1:6379/0
+    A gateway rejects a classifier that does not score every tier named by the thresholds
+    of the policy it serves.  So the classifier is checked against the published policy,
+    and against --policy FILE when given.  When neither exists, it is checked against the
+    bundled default policy, which gateways serve without TIERWISE_POLICY.  Pass --policy
+    with the gateways' own policy file when they run another one.
+
+    Example: tierwise classifier publish var/model --policy policies/default.yaml --redis-url redis://127.0.0.1:6379/0
     """
-    from router.distribution import (
-        BundleError,
-        DistributionKeys,
-        VerificationError,
-        classifier_bundle,
-        verify_classifier,
-    )
+    from router.distribution import BundleError, DistributionKeys, classifier_bundle
 
     try:
         bundle = classifier_bundle(directory)
     except BundleError as exc:
         raise _fail(str(exc), 2) from None
+    if policy is not None:
+        local_tiers = _local_threshold_tiers(policy)
+        _verify_classifier_or_exit(directory, bundle, local_tiers, f"the policy {policy}")
     keys = DistributionKeys(key_prefix)
     with redis_session(redis_url, redis_cluster) as client:
-        required_tiers = _published_threshold_tiers(client, keys)
-        try:
-            verify_classifier(bundle, required_tiers)
-        except VerificationError as exc:
-            raise _fail(f"{directory}: {exc}", 2) from None
-        _publish(client, bundle, keep, keys)
-    from router.policy.schema import TIER_ORDER
+        published = _published_threshold_tiers(client, keys)
+        if published is not None:
+            version, tiers = published
+            _verify_classifier_or_exit(directory, bundle, tiers, f"the published policy {version}")
+        elif policy is None:
+            from router.settings import BUNDLED_POLICY
 
-    scored = _classifier_tiers(bundle)
-    if not required_tiers and set(scored) != set(TIER_ORDER):
-        # Gateways on their own policy files check the pairing only when it arrives.
-        typer.echo(
-            f"warning: no policy is published, so this classifier (tiers {', '.join(scored)}) was "
-            "not checked against one; a gateway whose policy has a threshold for another tier "
-            "rejects it and logs published_version_rejected",
-            err=True,
-        )
+            _verify_classifier_or_exit(
+                directory, bundle, _local_threshold_tiers(BUNDLED_POLICY),
+                f"the bundled default policy {BUNDLED_POLICY}",
+                ". No policy is published and --policy is not given, so the bundled default "
+                "policy was checked; when the gateways serve another policy file, pass it "
+                "with --policy",
+            )
+        _publish(client, bundle, keep, keys)
+
+
+def _local_threshold_tiers(path: Path) -> list[str]:
+    """Return the threshold tiers of the policy file ``path``; exit with 2 when it is invalid."""
+    from router.distribution.verify import threshold_tiers
+    from router.policy.loader import PolicyError, load_policy
+
+    try:
+        return threshold_tiers(load_policy(path))
+    except PolicyError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+def _verify_classifier_or_exit(
+    directory: Path, bundle: Any, tiers: list[str], policy: str, hint: str = ""
+) -> None:
+    """Run the gateway's check of ``bundle`` against a policy's threshold ``tiers``.
+
+    A failure ends the command with exit code 2.  The message names ``policy``, the policy
+    checked, and ends with ``hint`` when given.
+    """
+    from router.distribution import VerificationError, verify_classifier
+
+    try:
+        verify_classifier(bundle, tiers)
+    except VerificationError as exc:
+        scored = _classifier_tiers(bundle)
+        missing = sorted(set(tiers) - set(scored))
+        if not missing:
+            raise _fail(f"{directory}: {exc}", 2) from None
+        raise _fail(
+            f"{directory}: the classifier scores the tiers {', '.join(scored)}, but the "
+            f"thresholds of {policy} also name {', '.join(missing)}, so gateways that serve "
+            "that policy would reject it. Publish a classifier that scores those tiers, or "
+            f"remove their thresholds from the policy first{hint}",
+            2,
+        ) from None
 
 
 def publish_policy_command(
@@ -146,18 +192,23 @@ def _publish(client: Any, bundle: Any, keep: int, keys: Any) -> None:
         typer.echo(f"deleted old versions: {', '.join(result.removed)}")
 
 
-def _published_threshold_tiers(client: Any, keys: Any) -> list[str]:
-    """Return the threshold tiers of the published policy, or [] when none is published."""
+def _published_threshold_tiers(client: Any, keys: Any) -> tuple[str, list[str]] | None:
+    """Return the version and threshold tiers of the published policy, or None when none is.
+
+    A published policy that fails verification counts as none, because gateways keep their
+    last good policy then.
+    """
     from router.distribution import BundleError, VerificationError, verify_policy
     from router.distribution.publish import published_version
     from router.distribution.verify import threshold_tiers
 
     try:
         bundle = published_version(client, keys, "policy")
-        return threshold_tiers(verify_policy(bundle)) if bundle is not None else []
+        if bundle is None:
+            return None
+        return bundle.version, threshold_tiers(verify_policy(bundle))
     except (BundleError, VerificationError):
-        # Gateways keep their last good policy when the published one is broken.
-        return []
+        return None
 
 
 def _published_classifier(client: Any, keys: Any) -> tuple[str, list[str]] | None:

@@ -226,14 +226,14 @@ def usage_command(
     """
     if not redis_url:
         typer.echo(NO_REDIS_MESSAGE, err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(2)
     if not key_prefix or PREFIX_FORBIDDEN.intersection(key_prefix):
         typer.echo(
             f"Invalid --key-prefix {key_prefix!r}: use the gateways' TIERWISE_REDIS_KEY_PREFIX, "
             "which contains none of * ? [ ] \\ { }.",
             err=True,
         )
-        raise typer.Exit(1)
+        raise typer.Exit(2)
     loaded = _load_policy_or_exit(policy)
     now = time.time()
     with redis_session(redis_url, redis_cluster) as client:
@@ -262,4 +262,4 @@ def _load_policy_or_exit(path: Path | None) -> Policy:
         return load_policy(path or BUNDLED_POLICY).policy
     except PolicyError as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None

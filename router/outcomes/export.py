@@ -181,8 +181,24 @@ class JsonlFormat:
             os.fsync(handle.fileno())
 
     def read_ids(self, path: Path) -> set[str]:
-        lines = path.read_bytes().splitlines()
-        return {str(orjson.loads(line)["stream_id"]) for line in lines if line}
+        ids: set[str] = set()
+        for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+            if not line:
+                continue
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict) or "stream_id" not in row:
+                # Exported files are written whole and renamed into place, so such a line
+                # comes from another writer or an edit.
+                raise ExportError(
+                    f"{path}:{number}: the line is not an exported record with a stream_id; "
+                    "repair the line or move the file out of the output folder, then run the "
+                    "export again"
+                )
+            ids.add(str(row["stream_id"]))
+        return ids
 
 
 class ParquetFormat:

@@ -9,6 +9,7 @@ quality figure covers the requests whose simulated tier equals the logged one.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,6 +43,14 @@ class SimulationResult:
         return self.tiers[tier] / self.requests if self.requests else 0.0
 
 
+class OutcomeFileError(ValueError):
+    """Raised when a line of an outcome file is not a record; the message names file and line."""
+
+
+class _InvalidLine(Exception):
+    """Raised for one line of an outcome file; load_records adds the file and line number."""
+
+
 def load_records(path: Path) -> tuple[list[dict[str, Any]], dict[FeedbackKey, float]]:
     """Read routed request records and the feedback score per (tenant, request id).
 
@@ -52,26 +61,62 @@ def load_records(path: Path) -> tuple[list[dict[str, Any]], dict[FeedbackKey, fl
     counts only for a request of the same tenant, because a client may send any request id
     in its own header.  A client's feedback wins over a shadow label; otherwise the latest
     record of a kind wins.
+
+    Raises OutcomeFileError for a line that is not a JSON object, or a feedback record
+    without a request id or a numeric score, and OSError when a file cannot be read.
     """
     requests: list[dict[str, Any]] = []
     feedback: dict[FeedbackKey, float] = {}
     from_client: set[FeedbackKey] = set()
     files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
-    lines = (line for file in files for line in file.read_bytes().splitlines())
-    for line in lines:
-        if not line.strip():
-            continue
-        record = orjson.loads(line)
-        if record.get("type") == "feedback" and record.get("score") is not None:
-            key = (record.get("tenant"), record["request_id"])
-            is_shadow = record.get("source") == "shadow"
-            if not (is_shadow and key in from_client):
-                feedback[key] = float(record["score"])
-            if not is_shadow:
-                from_client.add(key)
-        elif record.get("type") == "request" and _usable(record):
-            requests.append(record)
+    for file in files:
+        for number, line in enumerate(file.read_bytes().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = _parse_line(line)
+                if record.get("type") == "feedback" and record.get("score") is not None:
+                    key, score = _feedback_of(record)
+                    is_shadow = record.get("source") == "shadow"
+                    if not (is_shadow and key in from_client):
+                        feedback[key] = score
+                    if not is_shadow:
+                        from_client.add(key)
+                elif record.get("type") == "request" and _usable(record):
+                    requests.append(record)
+            except _InvalidLine as exc:
+                raise OutcomeFileError(f"{file}:{number}: {exc}") from None
     return requests, feedback
+
+
+def _parse_line(line: bytes) -> dict[str, Any]:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise _InvalidLine(_json_problem(line)) from None
+    if not isinstance(record, dict):
+        raise _InvalidLine("the line is not a JSON object")
+    return record
+
+
+def _json_problem(line: bytes) -> str:
+    """Describe why ``line`` does not parse, in the standard library's words."""
+    try:
+        json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "the line is not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return f"the line is not valid JSON ({exc.msg} at column {exc.colno})"
+    return "the line is not valid JSON"
+
+
+def _feedback_of(record: dict[str, Any]) -> tuple[FeedbackKey, float]:
+    if "request_id" not in record:
+        raise _InvalidLine("the feedback record lacks the field 'request_id'")
+    score = record["score"]
+    if isinstance(score, bool) or not isinstance(score, int | float):
+        raise _InvalidLine(f"the feedback record's field 'score' must be a number, got {score!r:.40}")
+    return (record.get("tenant"), record["request_id"]), float(score)
 
 
 def _usable(record: dict[str, Any]) -> bool:

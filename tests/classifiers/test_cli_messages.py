@@ -149,3 +149,59 @@ def test_pgr_at_half_strong_calls() -> None:
     worst = routellm_metrics(np.array([1.0, 1.0, 0.0, 0.0]), weak, strong)
     assert perfect["pgr50"] == pytest.approx(1.0)
     assert worst["pgr50"] == pytest.approx(0.0)
+
+
+def _with_bad_line(path: Path, line: bytes) -> Path:
+    """Write the first row of ``_labelled_file`` and then ``line``, as line 2."""
+    first = _labelled_file(path).read_bytes().splitlines()[0]
+    path.write_bytes(first + b"\n" + line + b"\n")
+    return path
+
+
+def _data_commands(data: Path, tmp_path: Path) -> dict[str, tuple[object, list[str]]]:
+    return {
+        "train": (app, ["train", "--data", str(data), "--out", str(tmp_path / "model")]),
+        "evaluate": (evaluate_app, ["--data", str(data)]),
+        "calibrate": (calibrate_app, ["--data", str(data), "--target-quality", "0.9",
+                                      "--policy", str(DEFAULT_POLICY),
+                                      "--out", str(tmp_path / "policy.yaml")]),
+    }
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "calibrate"])
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"not json", "the line is not valid JSON (Expecting value at column 1)"),
+        (b'{"prompt": "x"}', "the record lacks the field 'outcomes'"),
+        (b'{"prompt": "x", "outcomes": {"edge": {}}}', "the outcome 'edge' lacks the field 'quality'"),
+        (b'{"prompt": "x\xff"}', "the line is not UTF-8 text"),
+    ],
+)
+def test_data_commands_name_file_and_line(
+    tmp_path: Path, command: str, line: bytes, expected: str
+) -> None:
+    data = _with_bad_line(tmp_path / "broken.jsonl", line)
+    typer_app, arguments = _data_commands(data, tmp_path)[command]
+
+    result = runner.invoke(typer_app, arguments)  # type: ignore[arg-type]
+
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert f"error: {data}:2: {expected}" in " ".join(result.output.split())
+    assert not (tmp_path / "model").exists()
+
+
+def test_train_names_invalid_evaluation_file(tmp_path: Path) -> None:
+    data = _labelled_file(tmp_path / "mine.jsonl")
+    evaluation = tmp_path / "evaluation.json"
+    evaluation.write_text("not json\n", encoding="utf-8")
+
+    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "model"),
+                                 "--tiers", "edge,mid", "--evaluation", str(evaluation)])
+
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert (f"error: --evaluation {evaluation}: not valid JSON (Expecting value at line 1, "
+            "column 1)") in message
+    assert not (tmp_path / "model").exists()

@@ -541,3 +541,31 @@ def test_missing_folder_error_names_repository(tmp_path: Path) -> None:
     assert "folder not found" in message
     assert "https://github.com/openai/grade-school-math" in message
     assert "grade_school_math/data/test.jsonl" in message
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"not json", ":2: the line is not valid JSON (Expecting value at column 1)"),
+        (b"[1]", ":2: the line is not a JSON object"),
+        (b'{"question": "\xff"}', ":2: the line is not UTF-8 text"),
+    ],
+)
+def test_import_names_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: bytes, expected: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from classifiers.cli import app
+
+    monkeypatch.setenv("TIERWISE_SHARED_DATA", str(tmp_path))
+    folder = _write_gsm8k(tmp_path)
+    test_file = folder / "grade_school_math/data/test.jsonl"
+    test_file.write_bytes(test_file.read_bytes().splitlines()[0] + b"\n" + line + b"\n")
+
+    result = CliRunner().invoke(app, ["import-data", "gsm8k-openai", "--source", str(folder),
+                                      "--out", str(tmp_path / "out.jsonl")])
+
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert f"error: {test_file}{expected}" in " ".join(result.output.split())

@@ -57,16 +57,39 @@ def test_read_without_map_keeps_keys(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("record", "message"), [
-    ({"outcomes": {}}, "neither 'messages' nor 'prompt'"),
-    ({"prompt": "x", "outcomes": []}, "field 'outcomes' must be an object"),
-    ({"prompt": "x", "outcomes": {"edge": {}}}, "'quality'"),
-    ([1, 2], "record is not a JSON object"),
+    ({"outcomes": {}}, "the record lacks the field 'messages' (or 'prompt')"),
+    ({"prompt": "x"}, ("the record lacks the field 'outcomes' (an object of model -> "
+                      "{quality, cost_usd})")),
+    ({"prompt": "x", "outcomes": []}, ("the field 'outcomes' must be an object of model -> "
+                                      "{quality, cost_usd}, not a JSON array")),
+    ({"prompt": "x", "outcomes": {"edge": {}}}, "the outcome 'edge' lacks the field 'quality'"),
+    ({"prompt": "x", "outcomes": {"edge": 1}}, "the outcome 'edge' lacks the field 'quality'"),
+    ({"prompt": "x", "outcomes": {"edge": {"quality": "high"}}},
+     "the field 'outcomes.edge.quality' must be a number, got \"high\""),
+    ([1, 2], "the line is a JSON array, not an object"),
 ])
 def test_read_names_file_and_line_of_bad_record(tmp_path: Path, record: object,
                                                 message: str) -> None:
     path = _write(tmp_path / "bad.jsonl", [{"prompt": "ok", "outcomes": {}}, record])
-    with pytest.raises(OutcomesError, match=rf"bad.jsonl:2: .*{message}"):
+    with pytest.raises(OutcomesError) as raised:
         read_outcomes([path])
+    assert str(raised.value) == f"{path}:2: {message}"
+
+
+def test_read_names_line_that_is_not_json(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "ok", "outcomes": {}}\n\nnot json\n', encoding="utf-8")
+    with pytest.raises(OutcomesError) as raised:
+        read_outcomes([path])
+    assert str(raised.value) == f"{path}:3: the line is not valid JSON (Expecting value at column 1)"
+
+
+def test_read_names_line_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"prompt": "ok", "outcomes": {}}\n\xff\xfe\n')
+    with pytest.raises(OutcomesError) as raised:
+        read_outcomes([path])
+    assert str(raised.value) == f"{path}:2: the line is not UTF-8 text"
 
 
 def test_merge_unites_labels_and_keeps_test_split(tmp_path: Path) -> None:

@@ -211,6 +211,16 @@ def test_invalid_lines_counted_not_raised(tmp_path: Path) -> None:
     assert log.counts.invalid_lines == 3
 
 
+def test_non_utf8_log_line_counted_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    lines = [json.dumps(_request("a")).encode(), json.dumps(_feedback("a", 1.0, ts=1.0)).encode(),
+             b'{"type": "req\xff']
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    log = scan_gateway_log([path])
+    assert [r.id for r in log.records] == ["a"]
+    assert log.counts.invalid_lines == 1
+
+
 def test_unmatched_feedback_counted(tmp_path: Path) -> None:
     path = _write(tmp_path / "log.jsonl", [_feedback("elsewhere", 1.0, ts=1.0)])
     log = scan_gateway_log([path])

@@ -106,6 +106,32 @@ def test_secret_file_is_created_once_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_signer_marks_unanswered_ids() -> None:
+    signer = RequestIdSigner(b"secret")
+    request_id = signer.issue("tenant-a")
+
+    unanswered = signer.mark_unanswered(request_id, "tenant-a")
+
+    assert ISSUED_ID.match(unanswered)
+    assert unanswered[:36] == request_id[:36]
+    assert unanswered != request_id
+    assert signer.verify_unanswered(unanswered, "tenant-a")
+    assert not signer.verify(unanswered, "tenant-a")
+    assert not signer.verify_unanswered(request_id, "tenant-a")
+    assert not signer.verify_unanswered(unanswered, "tenant-b")
+    assert signer.mark_unanswered("client-7", "tenant-a") == "client-7"
+    assert signer.mark_unanswered(request_id, "tenant-b") == request_id
+
+
+def test_unanswered_ids_survive_secret_change() -> None:
+    signer = RequestIdSigner(b"first")
+    unanswered = signer.mark_unanswered(signer.issue("tenant-a"), "tenant-a")
+
+    signer.adopt(b"second")
+
+    assert signer.verify_unanswered(unanswered, "tenant-a")
+
+
 # The endpoint -------------------------------------------------------------------------------
 
 
@@ -385,3 +411,59 @@ async def test_feedback_integer_score_is_accepted(kit: GatewayKit, score: int) -
     assert [r["type"] for r in records] == ["request", "feedback"]
     assert records[1]["score"] == score
     assert records[1]["label"] == "checked"
+
+
+def not_answered_body(request_id: str) -> dict[str, Any]:
+    message = (
+        f"The request '{request_id}' ended in an error response, so it has no answer to rate; "
+        "send feedback for requests that returned an answer."
+    )
+    return {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": "request_id",
+            "code": "request_not_answered",
+        }
+    }
+
+
+async def test_feedback_for_rate_limited_request_is_409(kit: GatewayKit) -> None:
+    from tests.gateway.test_rate_limits import LimitedTenant, limited_gateway, write_limit_policy
+
+    tenant = LimitedTenant.new()
+    write_limit_policy(kit, tenant, 1, cache_enabled=False)
+    async with limited_gateway(kit, tenant) as gateway:
+        answered = await gateway.chat(chat_body(), api_key=tenant.api_key)
+        limited = await gateway.chat(chat_body(), api_key=tenant.api_key)
+        limited_id = limited.headers["x-request-id"]
+        rejected = await send_feedback(gateway, limited_id, tenant.api_key)
+        accepted = await send_feedback(gateway, answered.headers["x-request-id"], tenant.api_key)
+        records = await gateway.records()
+
+    assert limited.status_code == 429
+    assert ISSUED_ID.match(limited_id)
+    assert rejected.status_code == 409
+    assert rejected.json() == not_answered_body(limited_id)
+    assert accepted.status_code == 200
+    # The record of the limited request carries the id that its response returned.
+    assert [(r["type"], r["request_id"], r.get("status")) for r in records] == [
+        ("request", answered.headers["x-request-id"], 200),
+        ("request", limited_id, 429),
+        ("feedback", answered.headers["x-request-id"], None),
+    ]
+
+
+async def test_feedback_for_invalid_request_is_409(kit: GatewayKit) -> None:
+    async with kit.running() as gateway:
+        invalid = await gateway.chat({"model": "auto", "messages": []})
+        request_id = invalid.headers["x-request-id"]
+        response = await send_feedback(gateway, request_id, gateway.api_key)
+        other_tenant = await send_feedback(gateway, request_id, new_api_key())
+
+    assert invalid.status_code == 400
+    assert response.status_code == 409
+    assert response.json() == not_answered_body(request_id)
+    # Another tenant learns nothing about the id.
+    assert other_tenant.status_code == 404
+    assert other_tenant.json() == not_found_body(request_id)

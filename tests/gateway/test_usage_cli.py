@@ -182,7 +182,7 @@ def test_usage_filters_by_tenant(
 def test_usage_without_redis_points_at_endpoint() -> None:
     result = run_usage()
 
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert NO_REDIS_MESSAGE in result.output
     assert "GET /v1/usage" in result.output
 
@@ -202,7 +202,7 @@ def test_usage_invalid_policy_is_reported(tmp_path: Path, usage_redis_url: str) 
 
     result = run_usage("--redis-url", usage_redis_url, "--policy", str(broken))
 
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert f"invalid policy {broken}" in result.output
 
 
@@ -235,7 +235,7 @@ def test_usage_reads_key_prefix(usage_redis_url: str, tenant_names: dict[str, st
 def test_usage_rejects_pattern_prefix() -> None:
     result = run_usage("--redis-url", "redis://127.0.0.1:1/0", "--key-prefix", "tw*")
 
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.startswith("Invalid --key-prefix 'tw*': ")
 
 

@@ -13,8 +13,10 @@ import redis
 
 from router.distribution import DistributionKeys
 from router.policy.loader import load_policy
+from router.settings import BUNDLED_POLICY
 from tests.scaleout.support import exclusive_default_namespace, make_artifact
 from tests.scaleout.test_distribution import write_test_policy
+from tests.support.fixtures import REPLAY_STACK, TierUpstream, write_policy
 from tests.support.recorded import repo_root
 
 KEYS = DistributionKeys()
@@ -70,15 +72,21 @@ def test_publish_policy_stores_text(
     assert manifest["origin"] == "policy.yaml"
 
 
+def write_edge_threshold_policy(path: Path) -> Path:
+    """Write a valid policy whose only threshold is the edge tier's."""
+    upstreams = [TierUpstream(spec, f"http://127.0.0.1:9/{spec.tier}/v1") for spec in REPLAY_STACK]
+    return write_policy(path, upstreams, thresholds={"edge": 0.7})
+
+
 def test_publish_policy_rejects_unscored_tier(
     redis_url: str, default_namespace: None, tmp_path: Path
 ) -> None:
     artifact = make_artifact(tmp_path / "two-tiers", "cli-two", tiers=("edge", "frontier"))
-    published = run_cli("classifier", "publish", str(artifact), "--redis-url", redis_url)
-    assert published.returncode == 0
-    # No policy is published yet, so the missing mid tier can only be warned about.
-    assert published.stderr.startswith("warning: no policy is published, so this classifier "
-                                       "(tiers edge, frontier) was not checked against one")
+    edge_only = write_edge_threshold_policy(tmp_path / "edge-only.yaml")
+    published = run_cli(
+        "classifier", "publish", str(artifact), "--policy", str(edge_only), "--redis-url", redis_url
+    )
+    assert published.returncode == 0, published.stderr
     path = write_test_policy(tmp_path / "policy.yaml")
 
     result = run_cli("policy", "publish", str(path), "--redis-url", redis_url)
@@ -87,6 +95,74 @@ def test_publish_policy_rejects_unscored_tier(
     assert result.stderr.startswith(f"error: {path}: the thresholds name tiers ['mid']")
     assert "The published classifier is cli-two, so publish one that scores those tiers" in (
         " ".join(result.stderr.split()))
+
+
+def test_publish_classifier_checks_policy_option(
+    redis_url: str, redis_client: redis.Redis, default_namespace: None, tmp_path: Path
+) -> None:
+    artifact = make_artifact(tmp_path / "two-tiers", "cli-two", tiers=("edge", "frontier"))
+    path = write_test_policy(tmp_path / "policy.yaml")
+
+    result = run_cli(
+        "classifier", "publish", str(artifact), "--policy", str(path), "--redis-url", redis_url
+    )
+
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert message.startswith(
+        f"error: {artifact}: the classifier scores the tiers edge, frontier, but the thresholds "
+        f"of the policy {path} also name mid, so gateways that serve that policy would reject it."
+    )
+    assert redis_client.get(KEYS.current("classifier")) is None
+
+
+def test_publish_classifier_checks_published_policy(
+    redis_url: str, redis_client: redis.Redis, default_namespace: None, tmp_path: Path
+) -> None:
+    published_policy = write_test_policy(tmp_path / "policy.yaml")
+    assert run_cli("policy", "publish", str(published_policy), "--redis-url", redis_url).returncode == 0
+    version = load_policy(published_policy).version
+    artifact = make_artifact(tmp_path / "two-tiers", "cli-two", tiers=("edge", "frontier"))
+    # The local policy passes, but gateways serve the published one.
+    edge_only = write_edge_threshold_policy(tmp_path / "edge-only.yaml")
+
+    result = run_cli(
+        "classifier", "publish", str(artifact), "--policy", str(edge_only), "--redis-url", redis_url
+    )
+
+    assert result.returncode == 2
+    assert f"the thresholds of the published policy {version} also name mid" in (
+        " ".join(result.stderr.split()))
+    assert redis_client.get(KEYS.current("classifier")) is None
+
+
+def test_publish_classifier_without_policy_checks_default(
+    redis_url: str, redis_client: redis.Redis, default_namespace: None, tmp_path: Path
+) -> None:
+    artifact = make_artifact(tmp_path / "two-tiers", "cli-two", tiers=("edge", "frontier"))
+
+    result = run_cli("classifier", "publish", str(artifact), "--redis-url", redis_url)
+
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert f"the thresholds of the bundled default policy {BUNDLED_POLICY} also name mid" in message
+    assert message.endswith(
+        "when the gateways serve another policy file, pass it with --policy"
+    )
+    assert redis_client.get(KEYS.current("classifier")) is None
+
+
+def test_publish_classifier_invalid_policy_option(redis_url: str, tmp_path: Path) -> None:
+    artifact = make_artifact(tmp_path / "model", "cli-1")
+    path = tmp_path / "broken.yaml"
+    path.write_text("tiers: 5\n", encoding="utf-8")
+
+    result = run_cli(
+        "classifier", "publish", str(artifact), "--policy", str(path), "--redis-url", redis_url
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: invalid policy {path}:")
 
 
 def test_publish_corrupt_classifier_fails(redis_url: str, tmp_path: Path) -> None:

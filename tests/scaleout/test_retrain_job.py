@@ -42,6 +42,7 @@ from tests.support.redis_check import require_redis
 
 RETRAIN_DB = 9
 CRONJOB = repo_root() / "deploy" / "k8s" / "cronjob.yaml"
+CONFIGMAP = repo_root() / "deploy" / "k8s" / "configmap.yaml"
 TIERWISE = Path(sys.executable).with_name("tierwise")
 GATEWAY_PROMPTS = 60
 CACHE_HITS = 5
@@ -130,16 +131,23 @@ def _exported_rows(folder: Path) -> list[dict[str, Any]]:
             for line in path.read_bytes().splitlines() if line]
 
 
-def _cronjob_script(root: Path) -> str:
+def _cronjob_script(root: Path, policy: Path) -> str:
+    """Return the CronJob's script with its volume at ``root`` and its policy at ``policy``."""
     manifest = yaml.safe_load(CRONJOB.read_text(encoding="utf-8"))
     container = manifest["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     script = str(container["command"][-1])
     assert "root=/var/lib/tierwise" in script
+    assert "policy=/etc/tierwise/policy.yaml" in script
+    script = script.replace("policy=/etc/tierwise/policy.yaml", f"policy={policy}")
     return script.replace("root=/var/lib/tierwise", f"root={root}")
 
 
 def _run_cronjob(root: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["/bin/sh", "-c", _cronjob_script(root)], env=env, cwd=root,
+    # The ConfigMap's policy, which the job mounts at /etc/tierwise/policy.yaml.
+    configmap = yaml.safe_load(CONFIGMAP.read_text(encoding="utf-8"))
+    policy = root / "policy.yaml"
+    policy.write_text(configmap["data"]["policy.yaml"], encoding="utf-8")
+    return subprocess.run(["/bin/sh", "-c", _cronjob_script(root, policy)], env=env, cwd=root,
                           capture_output=True, text=True, timeout=300, check=False)
 
 

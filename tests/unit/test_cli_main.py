@@ -73,10 +73,17 @@ def test_export_missing_redis_url_message(
     assert "Missing Redis URL: give --redis-url, or set TIERWISE_REDIS_URL or REDIS_URL." in result.output
 
 
+def free_port() -> int:
+    """Return a port that no process listened on a moment ago, for the port check to pass."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def test_serve_with_invalid_settings_prints_one_line_each() -> None:
     result = runner.invoke(
         main.app,
-        ["serve", "--no-local-model", "--log-format", "console"],
+        ["serve", "--no-local-model", "--port", str(free_port()), "--log-format", "console"],
         env={"TIERWISE_CACHE_NEAR_ENTRIES": "-1", "TIERWISE_MAX_BODY_BYTES": "x"},
     )
 
@@ -107,7 +114,7 @@ def test_serve_on_busy_port_exits_early() -> None:
 def test_invalid_setting_is_json_line_with_json_logs() -> None:
     result = runner.invoke(
         main.app,
-        ["serve", "--no-local-model", "--log-format", "json"],
+        ["serve", "--no-local-model", "--port", str(free_port()), "--log-format", "json"],
         env={"TIERWISE_MAX_BODY_BYTES": "x"},
     )
 
@@ -162,7 +169,7 @@ def test_serve_rejects_port_out_of_range(port: str, expected: str) -> None:
 def test_serve_rejects_unparsable_redis_url(url: str, reason: str) -> None:
     result = runner.invoke(
         main.app,
-        ["serve", "--no-local-model", "--log-format", "json"],
+        ["serve", "--no-local-model", "--port", str(free_port()), "--log-format", "json"],
         env={"REDIS_URL": url, "TIERWISE_REDIS_URL": None},
     )
 
@@ -225,3 +232,69 @@ def test_flags_show_no_value_placeholder() -> None:
     serve_help = runner.invoke(mounted_app(), ["serve", "--help"], terminal_width=200).output
     assert re.search(r"--local-model +--no-local-model +Start the local edge model", serve_help)
     assert re.search(r"--port +<int> +TCP port to listen on", serve_help)
+
+
+def test_serve_reports_every_start_problem(tmp_path: Path) -> None:
+    policy = tmp_path / "broken.yaml"
+    policy.write_text("tiers: 5\n", encoding="utf-8")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = runner.invoke(
+            main.app,
+            ["serve", "--no-local-model", "--port", str(port), "--policy", str(policy),
+             "--classifier", str(tmp_path), "--log-format", "console"],
+            env={"TIERWISE_MAX_BODY_BYTES": "x"},
+        )  # fmt: skip
+
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("error: invalid TIERWISE_MAX_BODY_BYTES (got 'x')")
+    assert lines[1:3] == [
+        f"invalid policy {policy}:",
+        f"  {policy}:1: tiers: expected a mapping of keys and values (found 5)",
+    ]
+    assert lines[3].startswith(f"error: cannot load the classifier: {tmp_path}/model.json")
+    assert lines[4].startswith(f"error: 127.0.0.1:{port} is already in use")
+    assert len(lines) == 5
+
+
+def test_serve_reports_policy_and_port_as_json_lines(tmp_path: Path) -> None:
+    policy = tmp_path / "broken.yaml"
+    policy.write_text("tiers: 5\n", encoding="utf-8")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = runner.invoke(
+            main.app,
+            ["serve", "--no-local-model", "--port", str(port), "--policy", str(policy),
+             "--log-format", "json"],
+        )  # fmt: skip
+
+    assert result.exit_code == 2
+    lines = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert [line["event"] for line in lines] == ["gateway_start_failed"] * 2
+    assert lines[0]["error"].startswith(f"invalid policy {policy}:\n")
+    assert lines[1]["error"].startswith(f"127.0.0.1:{port} is already in use")
+
+
+def test_serve_skips_port_check_for_invalid_port(tmp_path: Path) -> None:
+    policy = tmp_path / "broken.yaml"
+    policy.write_text("tiers: 5\n", encoding="utf-8")
+
+    result = runner.invoke(
+        main.app,
+        ["serve", "--no-local-model", "--port", "0", "--policy", str(policy),
+         "--log-format", "console"],
+    )  # fmt: skip
+
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines[0] == (
+        "error: invalid TIERWISE_PORT (got 0): Input should be greater than or equal to 1"
+    )
+    assert lines[1] == f"invalid policy {policy}:"
+    assert "already in use" not in result.output

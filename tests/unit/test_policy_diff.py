@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from router.policy.diff import describe_changes
 from router.policy.schema import Policy
 
@@ -125,3 +127,18 @@ def test_local_model_probe_changes_are_described() -> None:
         "Setting 'local_model': probe_failures changes from 3 to 5.",
         "Setting 'local_model': probe_interval_s changes from 5.0 to 2.0.",
     ]
+
+
+def test_diff_command_invalid_policy_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from router.cli.main import app
+    from router.settings import BUNDLED_POLICY
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("tiers: 5\n", encoding="utf-8")
+
+    result = CliRunner().invoke(app, ["policy", "diff", str(BUNDLED_POLICY), str(broken)])
+
+    assert result.exit_code == 2
+    assert result.output.startswith(f"invalid policy {broken}:")

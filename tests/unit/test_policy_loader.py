@@ -472,7 +472,7 @@ def test_policy_check_names_key_not_mapping(tmp_path: Path, edit: str, problem: 
     path = write(tmp_path, edit)
     result = CliRunner().invoke(main.app, ["policy", "check", str(path)])
 
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.splitlines() == [f"invalid policy {path}:", f"  {path}:{problem}"]
 
 
@@ -480,7 +480,7 @@ def test_policy_check_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "missing.yaml"
     result = CliRunner().invoke(main.app, ["policy", "check", str(path)])
 
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.splitlines() == [
         f"cannot read the policy file {path}: No such file or directory"
     ]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from router.cli.main import app
 from router.policy.schema import Policy
-from router.policy.simulate import load_records, simulate
+from router.policy.simulate import OutcomeFileError, load_records, simulate
 
 POLICY = {
     "tiers": {
@@ -174,3 +175,73 @@ def test_simulate_command_counts_records_without_category(tmp_path: Path) -> Non
     unfloored = runner.invoke(app, ["policy", "simulate", "--policy", str(plain), "--outcomes", str(log)])
     assert unfloored.exit_code == 0, unfloored.output
     assert "no prompt category" not in unfloored.output
+
+
+INVALID_LINES = [
+    (b"not json", "the line is not valid JSON (Expecting value at column 1)"),
+    (b"[1, 2]", "the line is not a JSON object"),
+    (b'{"type": "request", "x": "\xff"}', "the line is not UTF-8 text"),
+    (b'{"type": "feedback", "score": 0.5}', "the feedback record lacks the field 'request_id'"),
+    (b'{"type": "feedback", "request_id": "a", "score": "good"}',
+     "the feedback record's field 'score' must be a number, got 'good'"),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), INVALID_LINES)
+def test_load_records_names_file_and_line(tmp_path: Path, line: bytes, expected: str) -> None:
+    log = write_log(tmp_path / "log.jsonl")
+    log.write_bytes(log.read_bytes() + b"\n" + line + b"\n")
+
+    with pytest.raises(OutcomeFileError) as raised:
+        load_records(log)
+
+    assert str(raised.value) == f"{log}:8: {expected}"
+
+
+def test_simulate_command_invalid_line_exits_2(tmp_path: Path) -> None:
+    import yaml
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(POLICY))
+    log = write_log(tmp_path / "log.jsonl")
+    log.write_bytes(log.read_bytes() + b"not json\n")
+
+    result = CliRunner().invoke(
+        app, ["policy", "simulate", "--policy", str(policy), "--outcomes", str(log)]
+    )
+
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+    assert result.output == (
+        f"error: {log}:7: the line is not valid JSON (Expecting value at column 1)\n"
+    )
+
+
+def test_simulate_command_missing_log_exits_2(tmp_path: Path) -> None:
+    import yaml
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(POLICY))
+    log = tmp_path / "absent.jsonl"
+
+    result = CliRunner().invoke(
+        app, ["policy", "simulate", "--policy", str(policy), "--outcomes", str(log)]
+    )
+
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: cannot read outcome records from {log}: No such file or directory\n"
+    )
+
+
+def test_simulate_command_invalid_policy_exits_2(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tiers: 5\n")
+    log = write_log(tmp_path / "log.jsonl")
+
+    result = CliRunner().invoke(
+        app, ["policy", "simulate", "--policy", str(policy), "--outcomes", str(log)]
+    )
+
+    assert result.exit_code == 2
+    assert result.output.startswith(f"invalid policy {policy}:")
