@@ -13,11 +13,15 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from router.api.admission import (
+    OFFLOAD_BODY_BYTES,
     admit,
     check_tenant_limits,
     header,
     open_outcome,
-    read_json_body,
+    parse_json_body,
+    read_body,
+    run_off_loop,
+    token_limit_of,
 )
 from router.api.auth import TenantContext
 from router.api.disconnect import unless_client_leaves
@@ -76,25 +80,28 @@ async def serve_chat(
     outcome, id_problem, client_id_kept = open_outcome(request, runtime, loaded)
     try:
         tenant = admit(request, runtime, loaded.policy, outcome, id_problem, client_id_kept)
-        body = await read_json_body(
+        raw = await read_body(
             request, runtime.settings.max_body_bytes, runtime.settings.body_timeout_s
         )
-        if translate is not None:
-            # The last part of the path: responses, messages or completions.
-            outcome.api = request.scope["path"].rsplit("/", 1)[-1]
-            body = translate(body)
-        chat = parse_chat_request(body)
+        path = request.scope["path"]
+        # A big body's parsing, validation, cache key and classification run in a worker
+        # thread, so that the event loop keeps serving other requests meanwhile.
+        off_loop = len(raw) > OFFLOAD_BODY_BYTES
+        if off_loop:
+            body, chat = await run_off_loop(_parse, raw, translate, outcome, path)
+        else:
+            body, chat = _parse(raw, translate, outcome, path)
         outcome.requested_model, outcome.stream = chat.model, chat.stream
         if loaded.policy.outcomes.store_prompts:
             outcome.prompt = body["messages"]
         # Before the cache lookup, so that a cache hit counts as a request too.
-        messages = body["messages"]
-        await check_tenant_limits(
-            runtime, loaded.policy, tenant, outcome,
-            lambda: estimate_prompt_tokens(message_texts(messages), len(messages)),
-        )
+        estimate_tokens: Callable[[], int] = partial(_estimate_tokens, body["messages"])
+        if off_loop and token_limit_of(tenant.name, loaded.policy) is not None:
+            estimate_tokens = partial(int, await run_off_loop(estimate_tokens))
+        await check_tenant_limits(runtime, loaded.policy, tenant, outcome, estimate_tokens)
         hint = header(request, b"x-tierwise-min-tier")
-        return await _serve(runtime, loaded, body, chat, outcome, tenant, hint, request.receive)
+        return await _serve(runtime, loaded, body, chat, outcome, tenant, hint, request.receive,
+                            off_loop)
     except GatewayError as exc:
         record_gateway_error(runtime, loaded.policy, outcome, exc)
         raise
@@ -108,6 +115,25 @@ async def serve_chat(
         raise
 
 
+def _estimate_tokens(messages: list[dict[str, Any]]) -> int:
+    return estimate_prompt_tokens(message_texts(messages), len(messages))
+
+
+def _parse(
+    raw: bytes,
+    translate: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    outcome: Outcome,
+    path: str,
+) -> tuple[dict[str, Any], ChatRequest]:
+    """Parse, translate and validate a request body; return the chat body and its model."""
+    body = parse_json_body(raw)
+    if translate is not None:
+        # The last part of the path: responses, messages or completions.
+        outcome.api = path.rsplit("/", 1)[-1]
+        body = translate(body)
+    return body, parse_chat_request(body)
+
+
 async def _serve(
     runtime: Runtime,
     loaded: LoadedPolicy,
@@ -117,6 +143,7 @@ async def _serve(
     tenant: TenantContext,
     min_tier_hint: str | None,
     receive: Receive,
+    off_loop: bool = False,
 ) -> Response:
     policy = loaded.policy
     # Checked before the cache, so that a hit never serves a request that routing rejects.
@@ -127,7 +154,10 @@ async def _serve(
         # The key is known before routing, so a hit costs no classification.
         classifier = outcome.classifier_version if chat.model in policy.aliases else None
         scope = routing_scope(chat.model, loaded.routing_version, classifier, hint)
-        key = cache_key(outcome.tenant, scope, body)
+        if off_loop:
+            key = await run_off_loop(cache_key, outcome.tenant, scope, body)
+        else:
+            key = cache_key(outcome.tenant, scope, body)
         cached = await runtime.cache.get(key)
         entry = decode_entry(policy, cached) if cached is not None else None
         # A stream is served from an entry only when the replayed chunks carry all of it.
@@ -141,7 +171,10 @@ async def _serve(
             return json_response(completion, headers(outcome, None),
                                  on_sent=partial(finish, runtime, policy, outcome), outcome=outcome)
 
-    decision = route(runtime, policy, body, chat, outcome, tenant, hint)
+    if off_loop:
+        decision = await run_off_loop(route, runtime, policy, body, chat, outcome, tenant, hint)
+    else:
+        decision = route(runtime, policy, body, chat, outcome, tenant, hint)
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id,
                             health=runtime.health, policy=policy,
                             local_model_stopped=runtime.local_model_stopped)

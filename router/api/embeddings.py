@@ -22,7 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 from starlette.types import Receive
 
-from router.api.admission import admit, check_tenant_limits, open_outcome, read_json_body
+from router.api.admission import (
+    OFFLOAD_BODY_BYTES,
+    admit,
+    check_tenant_limits,
+    open_outcome,
+    parse_json_body,
+    read_body,
+    run_off_loop,
+)
 from router.api.disconnect import unless_client_leaves
 from router.api.recording import (
     finish,
@@ -109,10 +117,16 @@ async def create_embeddings(request: Request) -> Response:
     outcome.endpoint = ENDPOINT_LABEL
     try:
         tenant = admit(request, runtime, policy, outcome, id_problem, client_id_kept)
-        body = await read_json_body(
+        raw = await read_body(
             request, runtime.settings.max_body_bytes, runtime.settings.body_timeout_s
         )
-        parsed = parse_embedding_request(body)
+        # A big body is parsed, checked and hashed for the cache key in a worker thread, so
+        # that the event loop keeps serving other requests meanwhile.
+        off_loop = len(raw) > OFFLOAD_BODY_BYTES
+        if off_loop:
+            body, parsed = await run_off_loop(_parse, raw)
+        else:
+            body, parsed = _parse(raw)
         outcome.requested_model = parsed.model
         if policy.outcomes.store_prompts:
             outcome.prompt = body["input"]
@@ -121,7 +135,7 @@ async def create_embeddings(request: Request) -> Response:
             runtime, policy, tenant, outcome,
             lambda: estimate_prompt_tokens(parsed.texts, 0) + parsed.token_ids,
         )
-        return await _serve(runtime, policy, body, parsed, outcome, request.receive)
+        return await _serve(runtime, policy, body, parsed, outcome, request.receive, off_loop)
     except GatewayError as exc:
         record_gateway_error(runtime, policy, outcome, exc)
         raise
@@ -135,6 +149,11 @@ async def create_embeddings(request: Request) -> Response:
         raise
 
 
+def _parse(raw: bytes) -> tuple[dict[str, Any], ParsedEmbeddingRequest]:
+    body = parse_json_body(raw)
+    return body, parse_embedding_request(body)
+
+
 async def _serve(
     runtime: Runtime,
     policy: Policy,
@@ -142,6 +161,7 @@ async def _serve(
     parsed: ParsedEmbeddingRequest,
     outcome: Outcome,
     receive: Receive,
+    off_loop: bool = False,
 ) -> Response:
     # Resolved before the cache lookup, so that a hit never serves a request that would be
     # rejected (an unknown model or an unsupported ``dimensions``).
@@ -150,7 +170,11 @@ async def _serve(
     if policy.cache.enabled:
         scope = embedding_scope(parsed.model, candidates)
         # A missing encoding_format means float, so both forms share one entry.
-        key = cache_key(outcome.tenant, scope, {**body, "encoding_format": parsed.encoding_format})
+        keyed_body = {**body, "encoding_format": parsed.encoding_format}
+        if off_loop:
+            key = await run_off_loop(cache_key, outcome.tenant, scope, keyed_body)
+        else:
+            key = cache_key(outcome.tenant, scope, keyed_body)
         cached = await runtime.cache.get(key)
         entry = decode_embedding_entry(candidates, cached) if cached is not None else None
         if entry is not None:

@@ -13,7 +13,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from router.api.admission import read_json_body
+from router.api.admission import OFFLOAD_BODY_BYTES, parse_json_body, read_body, run_off_loop
 from router.api.anthropic_format import render_error, to_chat_body, to_message
 from router.api.anthropic_stream import StreamTranslator
 from router.api.auth import identify
@@ -21,6 +21,7 @@ from router.api.chat import check_model
 from router.api.internal_error import REQUEST_ID_STATE, _log_internal_error
 from router.api.translated import serve_translated
 from router.errors import GatewayError
+from router.policy.schema import Policy
 from router.routing.tokens import count_prompt_tokens, count_text_tokens
 
 router = APIRouter()
@@ -49,18 +50,30 @@ async def count_message_tokens(request: Request) -> Response:
     policy = runtime.policies.current.policy
     try:
         identify(request, policy)
-        body = await read_json_body(
+        raw = await read_body(
             request, runtime.settings.max_body_bytes, runtime.settings.body_timeout_s
         )
-        # Counting needs no output limit, so a body without max_tokens is valid here.
-        chat = to_chat_body({"max_tokens": 1, **body}).body
-        check_model(policy, chat["model"])
+        if len(raw) > OFFLOAD_BODY_BYTES:
+            tokens = await run_off_loop(_count_tokens, raw, policy)
+        else:
+            tokens = _count_tokens(raw, policy)
     except GatewayError as exc:
         return render_error(exc)
+    return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")
+
+
+def _count_tokens(raw: bytes, policy: Policy) -> int:
+    """Translate an Anthropic Messages body and count its input tokens.
+
+    Raises InvalidRequest or ModelNotFound.
+    """
+    # Counting needs no output limit, so a body without max_tokens is valid here.
+    chat = to_chat_body({"max_tokens": 1, **parse_json_body(raw)}).body
+    check_model(policy, chat["model"])
     tokens = count_prompt_tokens(chat["messages"], fits_below=0)
     if chat.get("tools"):
         tokens += count_text_tokens([orjson.dumps(chat["tools"]).decode()])
-    return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")
+    return tokens
 
 
 def _with_request_id(response: Response) -> Response:

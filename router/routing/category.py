@@ -132,9 +132,22 @@ def _last_user_text(messages: Sequence[Any]) -> str:
         if isinstance(content, str):
             return content
         if isinstance(content, list):
-            return " ".join(_part_text(part) for part in content)
+            return _head_of_parts(content)
         return ""
     return ""
+
+
+def _head_of_parts(parts: list[Any]) -> str:
+    """Join the text of content parts with spaces, stopping once ``SCAN_CHARS`` are joined."""
+    texts: list[str] = []
+    length = 0
+    for part in parts:
+        text = _part_text(part)
+        texts.append(text)
+        length += len(text) + 1
+        if length > SCAN_CHARS:
+            break
+    return " ".join(texts)
 
 
 def _field(message: Any, name: str) -> Any:

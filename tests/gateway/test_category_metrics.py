@@ -97,6 +97,19 @@ def test_prompt_category_uses_last_user_message() -> None:
     assert prompt_category(messages) == "math"
 
 
+@pytest.mark.parametrize("part_chars", [1, 7, SCAN_CHARS - 1, SCAN_CHARS, SCAN_CHARS + 1])
+def test_prompt_category_parts_match_joined_text(part_chars: int) -> None:
+    words = "solve the integral of x, then " * 200
+    texts = [words[start:start + part_chars] for start in range(0, 3 * SCAN_CHARS, part_chars)]
+    texts.append("def main(): pass")
+    parts: list[Any] = [{"type": "text", "text": text} for text in texts]
+    parts.insert(1, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}})
+
+    joined = " ".join(part.get("text", "") for part in parts)
+
+    assert prompt_category([{"role": "user", "content": parts}]) == categorize_text(joined)
+
+
 def test_prompt_category_without_user_text() -> None:
     image_only = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
 
