@@ -45,7 +45,7 @@ def _litellm() -> Any:
     # litellm 1.110's OpenAI embedding call replaces max_retries=0 with this default
     # (`max_retries or litellm.DEFAULT_MAX_RETRIES`), so the OpenAI SDK retried a timed-out
     # embedding twice, taking three timeouts.
-    litellm.DEFAULT_MAX_RETRIES = 0
+    litellm.DEFAULT_MAX_RETRIES = 0  # type: ignore[misc]  # Final in litellm, read at each call
     return litellm
 
 
