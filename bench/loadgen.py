@@ -23,6 +23,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -186,16 +187,30 @@ def _session(config: LoadConfig) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, headers=headers, timeout=timeout)
 
 
-async def run_load(config: LoadConfig, bodies: list[bytes], target: str = "") -> LoadResult:
-    """Warm up, then run the measured phase and return its figures."""
+async def run_load(
+    config: LoadConfig,
+    bodies: list[bytes],
+    target: str = "",
+    before_measure: Callable[[], None] | None = None,
+    after_measure: Callable[[], None] | None = None,
+) -> LoadResult:
+    """Warm up, then run the measured phase and return its figures.
+
+    ``before_measure`` and ``after_measure`` run with no request in flight, right before
+    and after the measured phase (``bench.instructions`` resets and dumps its counters there).
+    """
     async with _session(config) as session:
         await _phase(session, config, bodies, 0, config.warmup, None)
+        if before_measure is not None:
+            before_measure()
         tally = _Tally()
         cpu_before = {name: cpu_seconds(pid) for name, pid in config.watch.items()}
         own_before = time.process_time()
         started = time.perf_counter()
         await _phase(session, config, bodies, config.warmup, config.requests, tally)
         wall = time.perf_counter() - started
+        if after_measure is not None:
+            after_measure()
         own_cpu = time.process_time() - own_before
         cpu_after = {name: cpu_seconds(pid) for name, pid in config.watch.items()}
     completed = len(tally.latencies)
@@ -219,13 +234,20 @@ async def run_load(config: LoadConfig, bodies: list[bytes], target: str = "") ->
     )
 
 
-def run(config: LoadConfig, bodies: list[bytes], target: str = "") -> LoadResult:
+def run(
+    config: LoadConfig,
+    bodies: list[bytes],
+    target: str = "",
+    before_measure: Callable[[], None] | None = None,
+    after_measure: Callable[[], None] | None = None,
+) -> LoadResult:
     """Run ``run_load`` on a fresh event loop (uvloop when installed)."""
+    load = run_load(config, bodies, target, before_measure, after_measure)
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(run_load(config, bodies, target))
-    return uvloop.run(run_load(config, bodies, target))
+        return asyncio.run(load)
+    return uvloop.run(load)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -6,21 +6,33 @@ one process, as in the tests, keep separate counts.  Label values come from the 
 categories, never from free client input: a requested model that the policy does not know
 is counted as ``unknown``.
 
-Per-request cost is a few dictionary look-ups and counter increments, because the label
-children of each (tier, model) pair and each request label set are bound once and reused.
+Per-request cost is a few dictionary look-ups and additions to plain Python numbers, which a
+collector turns into metric families only when ``/metrics`` is scraped.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import os
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from router.routing.category import CATEGORIES
 from router.shadow.metrics import ShadowMetrics
@@ -97,111 +109,94 @@ class _StateCollector(Collector):
         yield cooling
 
 
-@dataclass(frozen=True, slots=True)
-class _DeploymentSeries:
-    """Label children bound to one (tier, model) pair."""
+class _Histogram:
+    """Bucket counts and sum of one histogram series, kept in plain Python numbers."""
 
-    latency: Any
-    first_byte: Any
-    tokens_in: Any
-    tokens_out: Any
-    cost: Any
-    baseline: Any
-    cache_hits: Any
+    __slots__ = ("bounds", "counts", "created", "total")
+
+    def __init__(self, bounds: tuple[float, ...], created: float) -> None:
+        self.bounds = bounds
+        """Upper bounds, the last one +Inf."""
+        self.counts = [0] * len(bounds)
+        """Observations per bucket, not cumulative."""
+        self.total = 0.0
+        self.created = created
+
+    def observe(self, value: float) -> None:
+        # The first bucket whose bound is >= value, as prometheus_client's Histogram.observe
+        # picks it. NaN falls in no bucket but is added to the sum, as there.
+        if value <= self.bounds[-1]:
+            self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            running += count
+            buckets.append((floatToGoString(bound), running))
+        return buckets
+
+
+class _Count:
+    """One counter series: its running total and the time it was first counted."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self, created: float) -> None:
+        self.value: float = 0
+        self.created = created
+
+
+class _DeploymentSeries:
+    """The histograms and counters of one (tier, model) pair, created together."""
+
+    __slots__ = ("baseline", "cache_hits", "cost", "created", "first_byte", "latency",
+                 "tokens_in", "tokens_out")
+
+    def __init__(self, created: float) -> None:
+        self.created = created
+        self.latency = _Histogram(_LATENCY_BOUNDS, created)
+        self.first_byte = _Histogram(_LATENCY_BOUNDS, created)
+        self.tokens_in: float = 0
+        self.tokens_out: float = 0
+        self.cost = 0.0
+        self.baseline = 0.0
+        self.cache_hits = 0
+
+
+_LATENCY_BOUNDS = (*LATENCY_BUCKETS_S, math.inf)
+_SCORE_BOUNDS = (*SCORE_BUCKETS, math.inf)
+# prometheus_client 0.26 reads the same variable, so the _created series appear or not as
+# they do for its own metrics (its disable_created_metrics() call is not followed).
+_USE_CREATED = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in (
+    "true", "1", "t",
+)
 
 
 class GatewayMetrics:
-    """The gateway's Prometheus metrics in their own registry; see :meth:`observe`."""
+    """The gateway's Prometheus metrics in their own registry (see :meth:`observe`).
+
+    ``observe`` runs once per request, so it adds to plain Python numbers, and a collector
+    turns them into metric families when ``/metrics`` is scraped. prometheus_client's own
+    ``Counter.inc`` and ``Histogram.observe`` take a lock per call and loop over the buckets
+    in Python. Both ``observe`` and a scrape run on the event loop's thread.
+    """
 
     def __init__(self, read_state: Callable[[], GatewayState] | None = None) -> None:
         self.registry = CollectorRegistry()
-        self._define_request_metrics()
-        self._define_money_metrics()
+        self._series: dict[tuple[str, str], _DeploymentSeries] = {}
+        self._requests: dict[tuple[str, ...], _Count] = {}
+        self._errors: dict[str, _Count] = {}
+        self._fallbacks: dict[tuple[str, ...], _Count] = {}
+        self._scores: dict[str, _Histogram] = {}
+        self._routed: dict[tuple[str, ...], _Count] = {}
+        self._savings = 0.0
+        self.registry.register(_RequestCollector(self))
         self.shadow = ShadowMetrics(self.registry)
         if read_state is not None:
             self.registry.register(_StateCollector(read_state))
         ProcessCollector(registry=self.registry)
-        self._series: dict[tuple[str, str], _DeploymentSeries] = {}
-        self._request_children: dict[tuple[str, ...], Any] = {}
-        self._error_children: dict[str, Any] = {}
-        self._fallback_children: dict[tuple[str, str], Any] = {}
-        self._score_children: dict[str, Any] = {}
-        self._routed_children: dict[tuple[str, str], Any] = {}
-
-    def _define_request_metrics(self) -> None:
-        registry = self.registry
-        self.requests = Counter(
-            "tierwise_requests",
-            "Chat completion requests by served tier and model, status class, cache result "
-            "and requested model (router alias or deployment name).",
-            ["tier", "model", "status_class", "cache", "requested_model"],
-            registry=registry,
-        )
-        self.errors = Counter(
-            "tierwise_errors", "Failed requests by error code.", ["code"], registry=registry
-        )
-        self.latency = Histogram(
-            "tierwise_request_duration_seconds",
-            "Time from request arrival to the outcome record (the end of the stream for streams).",
-            ["tier", "model"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
-        )
-        self.first_byte = Histogram(
-            "tierwise_time_to_first_byte_seconds",
-            "Time from request arrival to the first upstream chunk of a streamed answer.",
-            ["tier", "model"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
-        )
-        self.cache_hits = Counter(
-            "tierwise_cache_hits", "Requests answered from the response cache.",
-            ["tier", "model"], registry=registry,
-        )
-        self.scores = Histogram(
-            "tierwise_classifier_score",
-            "Classifier P(adequate) of each tier head for requests to a router alias.",
-            ["tier"],
-            buckets=SCORE_BUCKETS,
-            registry=registry,
-        )
-        self.routed = Counter(
-            "tierwise_routed_requests",
-            "Requests that were given a tier, by tier and prompt category (a fixed set of "
-            "topics from keyword rules on the last user message).",
-            ["tier", "category"],
-            registry=registry,
-        )
-        self.fallbacks = Counter(
-            "tierwise_fallbacks",
-            "Escalations from a failed deployment's tier to the next candidate's tier.",
-            ["from_tier", "to_tier"],
-            registry=registry,
-        )
-
-    def _define_money_metrics(self) -> None:
-        registry = self.registry
-        self.tokens = Counter(
-            "tierwise_tokens", "Tokens by direction (input or output).",
-            ["tier", "model", "type"], registry=registry,
-        )
-        self.cost = Counter(
-            "tierwise_cost_usd", "Cost at the policy's prices, in USD (cache hits cost 0).",
-            ["tier", "model"], registry=registry,
-        )
-        self.baseline = Counter(
-            "tierwise_baseline_cost_usd",
-            "What the same tokens would have cost on the frontier tier's first deployment, in USD.",
-            ["tier", "model"],
-            registry=registry,
-        )
-        # A gauge, not a counter: a fallback to a pricier deployment makes one request's
-        # savings negative, and counters must never decrease.
-        self.savings = Gauge(
-            "tierwise_savings_usd",
-            "Baseline cost minus actual cost since the process started, in USD.",
-            registry=registry,
-        )
 
     def observe(
         self, record: Mapping[str, Any], policy: Policy, category: str | None = None
@@ -216,79 +211,168 @@ class GatewayMetrics:
         status: int = record["status"]
         cache = "hit" if record["cache_hit"] else "miss"
         requested = _requested_label(record["requested_model"], policy)
-        self._request_child(tier, model, f"{status // 100}xx", cache, requested).inc()
+        _count(self._requests, (tier, model, f"{status // 100}xx", cache, requested))
         if record["tier"] is not None:
-            self._routed_child(record["tier"], category).inc()
+            # Any value outside the fixed set is counted as "other", so the series stay bounded.
+            _count(self._routed, (record["tier"], category if category in CATEGORIES else "other"))
         if record["error"] is not None or status >= 400:
-            self._error_child(record["error"] or f"http_{status}").inc()
-        self._observe_deployment(self._series_for(tier, model), record)
+            _count(self._errors, record["error"] or f"http_{status}")
+        self._observe_deployment(tier, model, record)
         if record["scores"]:
             self._observe_scores(record["scores"])
         attempts = record["attempts"]
         if len(attempts) > 1:
-            self._observe_fallbacks(attempts)
+            for failed, following in itertools.pairwise(attempts):
+                _count(self._fallbacks, (failed["tier"], following["tier"]))
 
-    def _observe_deployment(self, series: _DeploymentSeries, record: Mapping[str, Any]) -> None:
+    def _observe_deployment(self, tier: str, model: str, record: Mapping[str, Any]) -> None:
+        series = self._series.get((tier, model))
+        if series is None:
+            series = self._series[(tier, model)] = _DeploymentSeries(time.time())
         series.latency.observe(record["latency_ms"] / 1000)
         if record["first_byte_ms"] is not None:
             series.first_byte.observe(record["first_byte_ms"] / 1000)
         if record["cache_hit"]:
-            series.cache_hits.inc()
-        series.tokens_in.inc(record["tokens_in"])
-        series.tokens_out.inc(record["tokens_out"])
+            series.cache_hits += 1
+        series.tokens_in += record["tokens_in"]
+        series.tokens_out += record["tokens_out"]
         cost, baseline = record["cost_usd"], record["baseline_cost_usd"]
-        series.cost.inc(cost)
-        series.baseline.inc(baseline)
-        self.savings.inc(baseline - cost)
+        series.cost += cost
+        series.baseline += baseline
+        self._savings += baseline - cost
 
     def _observe_scores(self, scores: Mapping[str, float]) -> None:
         for tier, score in scores.items():
-            child = self._score_children.get(tier)
-            if child is None:
-                child = self._score_children[tier] = self.scores.labels(tier)
-            child.observe(score)
+            histogram = self._scores.get(tier)
+            if histogram is None:
+                histogram = self._scores[tier] = _Histogram(_SCORE_BOUNDS, time.time())
+            histogram.observe(score)
 
-    def _observe_fallbacks(self, attempts: list[Mapping[str, Any]]) -> None:
-        for failed, following in itertools.pairwise(attempts):
-            key = (failed["tier"], following["tier"])
-            child = self._fallback_children.get(key)
-            if child is None:
-                child = self._fallback_children[key] = self.fallbacks.labels(*key)
-            child.inc()
 
-    def _request_child(self, *labels: str) -> Any:
-        child = self._request_children.get(labels)
-        if child is None:
-            child = self._request_children[labels] = self.requests.labels(*labels)
-        return child
+def _count(series: dict[Any, _Count], key: Any) -> None:
+    entry = series.get(key)
+    if entry is None:
+        entry = series[key] = _Count(time.time())
+    entry.value += 1
 
-    def _routed_child(self, tier: str, category: str | None) -> Any:
-        # Any value outside the fixed set is counted as "other", so the series stay bounded.
-        label = category if category in CATEGORIES else "other"
-        child = self._routed_children.get((tier, label))
-        if child is None:
-            child = self._routed_children[(tier, label)] = self.routed.labels(tier, label)
-        return child
 
-    def _error_child(self, code: str) -> Any:
-        child = self._error_children.get(code)
-        if child is None:
-            child = self._error_children[code] = self.errors.labels(code)
-        return child
+class _RequestCollector(Collector):
+    """A collector that builds the metric families of a ``GatewayMetrics`` at scrape time.
 
-    def _series_for(self, tier: str, model: str) -> _DeploymentSeries:
-        series = self._series.get((tier, model))
-        if series is None:
-            series = self._series[(tier, model)] = _DeploymentSeries(
-                latency=self.latency.labels(tier, model),
-                first_byte=self.first_byte.labels(tier, model),
-                tokens_in=self.tokens.labels(tier, model, "input"),
-                tokens_out=self.tokens.labels(tier, model, "output"),
-                cost=self.cost.labels(tier, model),
-                baseline=self.baseline.labels(tier, model),
-                cache_hits=self.cache_hits.labels(tier, model),
+    The families, their order, names, help texts and samples are those that
+    prometheus_client's ``Counter``, ``Histogram`` and ``Gauge`` gave before: a counter
+    series has ``_total`` and ``_created``, and a histogram series has its buckets,
+    ``_count``, ``_sum`` and ``_created``.
+    """
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterator[Metric]:
+        # Without samples: the registry reads only the names, to reject duplicates.
+        return iter(self._families(empty=True))
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families(empty=False))
+
+    def _families(self, empty: bool) -> list[Metric]:
+        m = self._metrics
+        series = {} if empty else m._series
+        requests = _counter(
+            "tierwise_requests",
+            "Chat completion requests by served tier and model, status class, cache result "
+            "and requested model (router alias or deployment name).",
+            ["tier", "model", "status_class", "cache", "requested_model"],
+            {} if empty else m._requests,
+        )
+        errors = _counter(
+            "tierwise_errors", "Failed requests by error code.", ["code"],
+            {} if empty else {(code,): entry for code, entry in m._errors.items()},
+        )
+        latency = _histogram(
+            "tierwise_request_duration_seconds",
+            "Time from request arrival to the outcome record (the end of the stream for streams).",
+            ["tier", "model"], {key: s.latency for key, s in series.items()},
+        )
+        first_byte = _histogram(
+            "tierwise_time_to_first_byte_seconds",
+            "Time from request arrival to the first upstream chunk of a streamed answer.",
+            ["tier", "model"], {key: s.first_byte for key, s in series.items()},
+        )
+        cache_hits = _counter(
+            "tierwise_cache_hits", "Requests answered from the response cache.", ["tier", "model"],
+            {key: _value(s.cache_hits, s.created) for key, s in series.items()},
+        )
+        scores = _histogram(
+            "tierwise_classifier_score",
+            "Classifier P(adequate) of each tier head for requests to a router alias.",
+            ["tier"], {} if empty else {(tier,): h for tier, h in m._scores.items()},
+        )
+        routed = _counter(
+            "tierwise_routed_requests",
+            "Requests that were given a tier, by tier and prompt category (a fixed set of "
+            "topics from keyword rules on the last user message).",
+            ["tier", "category"], {} if empty else m._routed,
+        )
+        fallbacks = _counter(
+            "tierwise_fallbacks",
+            "Escalations from a failed deployment's tier to the next candidate's tier.",
+            ["from_tier", "to_tier"], {} if empty else m._fallbacks,
+        )
+        tokens = _counter(
+            "tierwise_tokens", "Tokens by direction (input or output).", ["tier", "model", "type"],
+            {
+                (*key, direction): _value(value, s.created)
+                for key, s in series.items()
+                for direction, value in (("input", s.tokens_in), ("output", s.tokens_out))
+            },
+        )
+        cost = _counter(
+            "tierwise_cost_usd", "Cost at the policy's prices, in USD (cache hits cost 0).",
+            ["tier", "model"], {key: _value(s.cost, s.created) for key, s in series.items()},
+        )
+        baseline = _counter(
+            "tierwise_baseline_cost_usd",
+            "What the same tokens would have cost on the frontier tier's first deployment, in USD.",
+            ["tier", "model"], {key: _value(s.baseline, s.created) for key, s in series.items()},
+        )
+        # A gauge, not a counter: a fallback to a pricier deployment makes one request's
+        # savings negative, and counters must never decrease.
+        savings = GaugeMetricFamily(
+            "tierwise_savings_usd",
+            "Baseline cost minus actual cost since the process started, in USD.",
+            value=None if empty else m._savings,
+        )
+        return [requests, errors, latency, first_byte, cache_hits, scores, routed, fallbacks,
+                tokens, cost, baseline, savings]
+
+
+def _value(value: float, created: float) -> _Count:
+    entry = _Count(created)
+    entry.value = value
+    return entry
+
+
+def _counter(
+    name: str, documentation: str, labels: list[str], series: Mapping[tuple[str, ...], _Count]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, entry in series.items():
+        family.add_metric(list(key), entry.value, created=entry.created if _USE_CREATED else None)
+    return family
+
+
+def _histogram(
+    name: str, documentation: str, labels: list[str], series: Mapping[tuple[str, ...], _Histogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=labels)
+    for key, histogram in series.items():
+        family.add_metric(list(key), histogram.cumulative(), histogram.total)
+        if _USE_CREATED:
+            family.samples.append(
+                Sample(f"{name}_created", dict(zip(labels, key, strict=True)), histogram.created)
             )
-        return series
+    return family
 
 
 def _requested_label(requested: str, policy: Policy) -> str:

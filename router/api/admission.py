@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import orjson
 from fastapi import Request
 
-from router.api.auth import TenantContext, identify
+from router.api.auth import TenantContext, header, identify
 from router.api.body_deadlines import body_deadlines, is_deadline_cancellation
 from router.api.internal_error import REQUEST_ID_STATE
 from router.errors import (
@@ -54,8 +54,11 @@ def open_outcome(
     client_request_id = sent_request_id if keep_sent_id else None
     # A replaced id stays in the record for tracing, cut to a sane length.
     replaced_request_id = None if keep_sent_id or sent_request_id is None else sent_request_id[:256]
+    # With a signer, admit() replaces this id with one bound to the tenant, so the random
+    # id is made there only when the request fails before the tenant is known.
+    signed_later = client_request_id is None and runtime.request_ids is not None
     outcome = Outcome(
-        request_id=client_request_id or new_request_id(),
+        request_id=client_request_id or ("" if signed_later else new_request_id()),
         tenant="unidentified",
         requested_model="",
         policy_version=loaded.version,
@@ -63,7 +66,8 @@ def open_outcome(
         stream=False,
         client_request_id=replaced_request_id,
     )
-    setattr(request.state, REQUEST_ID_STATE, outcome.request_id)
+    if not signed_later:
+        setattr(request.state, REQUEST_ID_STATE, outcome.request_id)
     return outcome, id_problem, client_request_id is not None
 
 
@@ -77,15 +81,22 @@ def admit(
 ) -> TenantContext:
     """Reject an unusable x-request-id, identify the tenant and give the request its final id.
 
-    Raises InvalidRequest or AuthenticationFailed.
+    Raises InvalidRequest or AuthenticationFailed. The outcome has a request id on return and
+    when this raises.
     """
-    if id_problem is not None:
-        raise InvalidRequest(
-            f"The x-request-id header must be 1 to {MAX_REQUEST_ID_CHARS} printable ASCII "
-            f"characters; got {len(id_problem)} characters.",
-            param="x-request-id",
-        )
-    tenant = identify(request, policy)
+    try:
+        if id_problem is not None:
+            raise InvalidRequest(
+                f"The x-request-id header must be 1 to {MAX_REQUEST_ID_CHARS} printable ASCII "
+                f"characters; got {len(id_problem)} characters.",
+                param="x-request-id",
+            )
+        tenant = identify(request, policy)
+    except BaseException:
+        if not outcome.request_id:
+            outcome.request_id = new_request_id()
+            setattr(request.state, REQUEST_ID_STATE, outcome.request_id)
+        raise
     outcome.tenant = tenant.name
     if not client_id_kept and runtime.request_ids is not None:
         # Only an id bound to the tenant can receive feedback (POST /v1/feedback).
@@ -328,18 +339,6 @@ def json_depth(value: Any) -> int:
             if type(child) is dict or type(child) is list
         ]
     return depth
-
-
-def header(request: Request, name: bytes) -> str | None:
-    """Return the first value of header ``name`` (lower case, as ASGI servers send names).
-
-    ``request.headers.get`` raises and catches a KeyError for every absent header, which
-    costs more than this scan of the raw list.
-    """
-    for key, value in request.scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
 
 
 MAX_REQUEST_ID_CHARS = 256

@@ -26,12 +26,24 @@ class TenantContext:
     """The policy's entry for this tenant, when the key matched one."""
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """Return the first value of header ``name`` (lower case, as ASGI servers send names).
+
+    ``request.headers`` builds Starlette's ``Headers`` and its ``get`` raises and catches a
+    KeyError for every absent header, which costs more than this scan of the raw list.
+    """
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 def bearer_token(request: Request) -> str | None:
     """Return the API key from ``Authorization: Bearer``, or from ``x-api-key`` as Anthropic clients send it."""
-    header = request.headers.get("authorization")
-    if not header:
-        return request.headers.get("x-api-key") or None
-    scheme, _, token = header.partition(" ")
+    authorization = header(request, b"authorization")
+    if not authorization:
+        return header(request, b"x-api-key") or None
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer":
         return None
     return token.strip() or None

@@ -10,6 +10,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
@@ -880,6 +881,14 @@ class Embeddings(StrictModel):
         return result
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A deployment that may serve a request, with the tier it belongs to."""
+
+    tier: str
+    deployment: Deployment
+
+
 class Policy(StrictModel):
     version: Literal[1] = 1
     name: str = "default"
@@ -993,6 +1002,17 @@ class Policy(StrictModel):
     @cached_property
     def _ordered_tiers(self) -> tuple[tuple[str, Tier], ...]:
         return tuple((name, self.tiers[name]) for name in TIER_ORDER if name in self.tiers)
+
+    def tier_candidates(self, tier: str) -> tuple[Candidate, ...]:
+        """Return the deployments of ``tier`` as routing candidates, built once per loaded policy."""
+        return self._tier_candidates[tier]
+
+    @cached_property
+    def _tier_candidates(self) -> dict[str, tuple[Candidate, ...]]:
+        return {
+            name: tuple(Candidate(name, deployment) for deployment in tier.deployments)
+            for name, tier in self.tiers.items()
+        }
 
     def all_deployments(self) -> list[Deployment]:
         return [d for _, tier in self.ordered_tiers() for d in tier.deployments]

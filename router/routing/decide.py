@@ -16,7 +16,7 @@ from router.errors import (
     TierNotAllowed,
     UnsupportedParameter,
 )
-from router.policy.schema import TIER_ORDER, Deployment, Policy
+from router.policy.schema import TIER_ORDER, Candidate, Deployment, Policy
 from router.routing.skips import (
     Skips,
     describe_capability,
@@ -27,7 +27,11 @@ from router.routing.skips import (
 )
 
 
-@dataclass(frozen=True)
+# RequestNeeds and Decision are built for every request. They are not frozen, because a
+# frozen dataclass's __init__ sets each field through object.__setattr__, which made them
+# 3 to 4 times slower to build (timeit: 4.5 against 1.2 µs for RequestNeeds with nine
+# arguments, on a shared 2-core VM). Nothing changes them after they are built.
+@dataclass(slots=True)
 class RequestNeeds:
     """The capabilities and context a deployment needs to serve the request."""
 
@@ -72,13 +76,7 @@ class RequestNeeds:
         return self.prompt_tokens + reserved <= deployment.context_window
 
 
-@dataclass(frozen=True)
-class Candidate:
-    tier: str
-    deployment: Deployment
-
-
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     """The chosen tier and the ordered deployments to try, the first one preferred."""
 
@@ -147,9 +145,9 @@ def decide(
             unused[tier] = f"it is {excluded[tier]}"
             continue
         candidates = [
-            Candidate(tier, d)
-            for d in tier_config.deployments
-            if _eligible(d, needs, reason_of, skips)
+            candidate
+            for candidate in policy.tier_candidates(tier)
+            if _eligible(candidate.deployment, needs, reason_of, skips)
         ]
         per_tier[tier] = candidates
         if candidates:

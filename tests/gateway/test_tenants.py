@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from typing import Any
 
@@ -45,6 +46,26 @@ async def test_missing_and_wrong_keys_get_401(kit: GatewayKit) -> None:
     assert wrong.json()["error"] == GENERIC_401
     assert "sk-wrong" not in wrong.text
     assert right.status_code == 200
+
+
+async def test_rejected_key_gets_request_id(kit: GatewayKit) -> None:
+    key = f"sk-team-a-{uuid.uuid4().hex}"
+    write_tenant_policy(kit, {"require_key": True, "entries": {"team-a": {"key_sha256": [digest(key)]}}})
+    async with kit.running(settings=kit.settings()) as gateway:
+        wrong = await gateway.chat(chat_body(), api_key="sk-wrong-key-1234")
+        bad_id = await gateway.chat(chat_body(), api_key=key, headers={"x-request-id": "x" * 300})
+        right = await gateway.chat(chat_body(), api_key=key)
+        records = await gateway.records()
+
+    # A request rejected before its tenant is known gets an unsigned id, which feedback
+    # rejects. An admitted one gets an id signed for its tenant.
+    assert wrong.status_code == 401
+    assert re.fullmatch(r"req-[0-9a-f]{32}", wrong.headers["x-request-id"])
+    assert bad_id.status_code == 400
+    assert re.fullmatch(r"req-[0-9a-f]{32}", bad_id.headers["x-request-id"])
+    assert re.fullmatch(r"req-[0-9a-f]{48}", right.headers["x-request-id"])
+    recorded = [record["request_id"] for record in records]
+    assert recorded == [response.headers["x-request-id"] for response in (wrong, bad_id, right)]
 
 
 async def test_non_bearer_authorization_gets_401(kit: GatewayKit) -> None:

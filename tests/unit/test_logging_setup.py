@@ -1,4 +1,5 @@
-"""Log lines of the standard library's loggers (uvicorn, OpenTelemetry, asyncio) look like the gateway's."""
+"""Log lines of the standard library's loggers (uvicorn, OpenTelemetry, asyncio) look like the gateway's,
+and the timestamps of both."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 
+from router.logging_setup import IsoUtcTimestamper
 from tests.support.stack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,3 +110,26 @@ def test_failed_start_is_one_json_line(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
     assert [line["event"] for line in lines] == ["gateway_start_failed"]
     assert f"{policy}:2: tiers" in lines[0]["error"]
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [1_700_000_000.0, 1_700_000_000.25, 1_700_000_000.123456, 1_700_000_059.9999996, 0.5e-6, 86_399.0000004],
+)
+def test_timestamper_matches_datetime_isoformat(instant: float) -> None:
+    expected = datetime.fromtimestamp(instant, tz=UTC).isoformat().replace("+00:00", "Z")
+
+    stamped = IsoUtcTimestamper(clock=lambda: instant)(None, "info", {})
+
+    assert stamped["timestamp"] == expected
+
+
+def test_timestamper_formats_each_second() -> None:
+    instants = iter([100.5, 100.75, 101.0, 100.25])
+    stamper = IsoUtcTimestamper(clock=lambda: next(instants))
+
+    stamps = [stamper(None, "info", {})["timestamp"] for _ in range(4)]
+
+    # The clock may step back (an NTP correction), and the second is formatted again then.
+    assert stamps == ["1970-01-01T00:01:40.500000Z", "1970-01-01T00:01:40.750000Z",
+                      "1970-01-01T00:01:41Z", "1970-01-01T00:01:40.250000Z"]
