@@ -111,7 +111,7 @@ async def serve_chat(
             raise
         raise stopped from None
     except Exception:
-        record_internal_error(runtime, loaded.policy, outcome)
+        record_internal_error(runtime, loaded.policy, outcome, request.state)
         raise
 
 
