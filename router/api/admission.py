@@ -278,6 +278,17 @@ async def run_off_loop(function: Callable[..., T], *args: Any) -> T:
     return await loop.run_in_executor(_PARSE_EXECUTOR, call)
 
 
+async def run_for_body(large_body: bool, function: Callable[..., T], *args: Any) -> T:
+    """Return ``function(*args)``, run by ``run_off_loop`` when ``large_body`` is set.
+
+    ``large_body`` tells whether the request body exceeded ``OFFLOAD_BODY_BYTES``, so that
+    the step's time grows with a body that can block the event loop for too long.
+    """
+    if large_body:
+        return await run_off_loop(function, *args)
+    return function(*args)
+
+
 def _without_collection(function: Callable[..., T], *args: Any) -> T:
     """Call ``function(*args)`` with the cyclic garbage collector turned off.
 

@@ -20,6 +20,7 @@ from router.api.admission import (
     open_outcome,
     parse_json_body,
     read_body,
+    run_for_body,
     run_off_loop,
     token_limit_of,
 )
@@ -86,22 +87,18 @@ async def serve_chat(
         path = request.scope["path"]
         # A big body's parsing, validation, cache key and classification run in a worker
         # thread, so that the event loop keeps serving other requests meanwhile.
-        off_loop = len(raw) > OFFLOAD_BODY_BYTES
-        if off_loop:
-            body, chat = await run_off_loop(_parse, raw, translate, outcome, path)
-        else:
-            body, chat = _parse(raw, translate, outcome, path)
+        outcome.large_body = len(raw) > OFFLOAD_BODY_BYTES
+        body, chat = await run_for_body(outcome.large_body, _parse, raw, translate, outcome, path)
         outcome.requested_model, outcome.stream = chat.model, chat.stream
         if loaded.policy.outcomes.store_prompts:
             outcome.prompt = body["messages"]
         # Before the cache lookup, so that a cache hit counts as a request too.
         estimate_tokens: Callable[[], int] = partial(_estimate_tokens, body["messages"])
-        if off_loop and token_limit_of(tenant.name, loaded.policy) is not None:
+        if outcome.large_body and token_limit_of(tenant.name, loaded.policy) is not None:
             estimate_tokens = partial(int, await run_off_loop(estimate_tokens))
         await check_tenant_limits(runtime, loaded.policy, tenant, outcome, estimate_tokens)
         hint = header(request, b"x-tierwise-min-tier")
-        return await _serve(runtime, loaded, body, chat, outcome, tenant, hint, request.receive,
-                            off_loop)
+        return await _serve(runtime, loaded, body, chat, outcome, tenant, hint, request.receive)
     except GatewayError as exc:
         record_gateway_error(runtime, loaded.policy, outcome, exc)
         raise
@@ -111,7 +108,7 @@ async def serve_chat(
             raise
         raise stopped from None
     except Exception:
-        record_internal_error(runtime, loaded.policy, outcome)
+        record_internal_error(runtime, loaded.policy, outcome, request.state)
         raise
 
 
@@ -143,7 +140,6 @@ async def _serve(
     tenant: TenantContext,
     min_tier_hint: str | None,
     receive: Receive,
-    off_loop: bool = False,
 ) -> Response:
     policy = loaded.policy
     # Checked before the cache, so that a hit never serves a request that routing rejects.
@@ -154,10 +150,7 @@ async def _serve(
         # The key is known before routing, so a hit costs no classification.
         classifier = outcome.classifier_version if chat.model in policy.aliases else None
         scope = routing_scope(chat.model, loaded.routing_version, classifier, hint)
-        if off_loop:
-            key = await run_off_loop(cache_key, outcome.tenant, scope, body)
-        else:
-            key = cache_key(outcome.tenant, scope, body)
+        key = await run_for_body(outcome.large_body, cache_key, outcome.tenant, scope, body)
         cached = await runtime.cache.get(key)
         entry = decode_entry(policy, cached) if cached is not None else None
         # A stream is served from an entry only when the replayed chunks carry all of it.
@@ -171,10 +164,9 @@ async def _serve(
             return json_response(completion, headers(outcome, None),
                                  on_sent=partial(finish, runtime, policy, outcome), outcome=outcome)
 
-    if off_loop:
-        decision = await run_off_loop(route, runtime, policy, body, chat, outcome, tenant, hint)
-    else:
-        decision = route(runtime, policy, body, chat, outcome, tenant, hint)
+    decision = await run_for_body(
+        outcome.large_body, route, runtime, policy, body, chat, outcome, tenant, hint
+    )
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id,
                             health=runtime.health, policy=policy,
                             local_model_stopped=runtime.local_model_stopped)
@@ -196,7 +188,7 @@ async def _serve(
     if usage and isinstance(usage, dict):
         outcome.set_usage(usage)
     else:
-        estimate_usage(outcome, chat, completion)
+        await run_for_body(outcome.large_body, estimate_usage, outcome, chat, completion)
     if key is not None and is_whole_answer(completion, chat.n):
         await runtime.cache.set(key, encode_entry(served.deployment.name, completion),
                                 policy.cache.ttl_s)

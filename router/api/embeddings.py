@@ -145,7 +145,7 @@ async def create_embeddings(request: Request) -> Response:
             raise
         raise stopped from None
     except Exception:
-        record_internal_error(runtime, policy, outcome)
+        record_internal_error(runtime, policy, outcome, request.state)
         raise
 
 

@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from router.api.admission import token_limit_of
 from router.api.disconnect import client_connected
+from router.api.internal_error import REQUEST_ID_STATE
 from router.api.streaming import CLIENT_CLOSED_REQUEST, SERVER_STOPPED
 from router.errors import (
     GatewayError,
@@ -61,6 +62,7 @@ def finish(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
         status=outcome.status,
         error=outcome.error,
         fallbacks=max(0, len(outcome.attempts) - 1),
+        **({"issued_request_id": outcome.issued_request_id} if outcome.issued_request_id else {}),
     )
 
 
@@ -134,8 +136,7 @@ def record_gateway_error(
     carry the id that ``POST /v1/feedback`` rejects.
     """
     outcome.error, outcome.status = exc.code, exc.status
-    if runtime.request_ids is not None:
-        outcome.request_id = runtime.request_ids.mark_unanswered(outcome.request_id, outcome.tenant)
+    mark_unanswered(runtime, outcome)
     finish(runtime, policy, outcome)
     exc.set_request_id(outcome.request_id)
     if isinstance(exc, NoDeploymentAvailable):
@@ -164,6 +165,7 @@ def record_cancellation(
     further cancellation is still pending (uncancel() above 0), which the caller re-raises.
     """
     outcome.error, outcome.status = "server_shutdown", SERVER_STOPPED
+    mark_unanswered(runtime, outcome)
     finish(runtime, policy, outcome)
     task = asyncio.current_task()
     if task is None or task.uncancel() > 0:
@@ -173,11 +175,30 @@ def record_cancellation(
     return stopped
 
 
-def record_internal_error(runtime: Runtime, policy: Policy, outcome: Outcome) -> None:
+def record_internal_error(
+    runtime: Runtime, policy: Policy, outcome: Outcome, request_state: Any
+) -> None:
     """Record the gateway's own fault, before the exception propagates.
 
-    InternalErrorMiddleware renders the fixed 500 response, and the record keeps only the
-    fixed code, never the exception text.
+    InternalErrorMiddleware renders the fixed 500 response with the request id stored in
+    ``request_state`` (the request's ``state``), which this sets to the re-signed id. The
+    record keeps only the fixed code, never the exception text.
     """
     outcome.error, outcome.status = GatewayError.default_code, GatewayError.status
+    mark_unanswered(runtime, outcome)
+    setattr(request_state, REQUEST_ID_STATE, outcome.request_id)
     finish(runtime, policy, outcome)
+
+
+def mark_unanswered(runtime: Runtime, outcome: Outcome) -> None:
+    """Re-sign the request id of ``outcome`` as the id of a request that got no answer.
+
+    The gateway logged the request under its issued id until now, so the ``request`` log
+    line names that id as ``issued_request_id``.
+    """
+    if runtime.request_ids is None:
+        return
+    resigned = runtime.request_ids.mark_unanswered(outcome.request_id, outcome.tenant)
+    if resigned != outcome.request_id:
+        outcome.issued_request_id = outcome.request_id
+        outcome.request_id = resigned

@@ -18,6 +18,7 @@ import structlog
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from router.api.admission import run_for_body
 from router.api.disconnect import client_connected
 from router.cache.answers import is_whole_answer
 from router.cache.entries import encode_entry
@@ -227,7 +228,7 @@ def stream_upstream(
             # closed while it waits at a yield, where the inner generator would otherwise
             # wait for garbage collection.
             await batches.aclose()
-            _account(assembler, chat, outcome)
+            await _account(assembler, chat, outcome)
             served = outcome.deployment
             if complete and cache_key is not None and served is not None:
                 await _store(runtime, policy, cache_key, served.name, assembler, chat, outcome)
@@ -336,11 +337,11 @@ def _usage_of(outcome: Outcome) -> dict[str, int]:
     }
 
 
-def _account(assembler: StreamAssembler, chat: ChatRequest, outcome: Outcome) -> None:
+async def _account(assembler: StreamAssembler, chat: ChatRequest, outcome: Outcome) -> None:
     if assembler.usage and isinstance(assembler.usage, dict):
         outcome.set_usage(assembler.usage)
         return
-    estimate_usage(outcome, chat, assembler.completion())
+    await run_for_body(outcome.large_body, estimate_usage, outcome, chat, assembler.completion())
 
 
 def estimate_usage(outcome: Outcome, chat: ChatRequest, completion: dict[str, Any]) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from router.upstream.sse import STREAMED_MESSAGE_FIELDS
+
 # Finish reasons of a whole answer. "length" is one too, because the output-token limit that
 # cut it is part of the cache key. The deprecated "function_call" is left out.
 CACHED_FINISH_REASONS = frozenset({"stop", "tool_calls", "length"})
 
-# Message fields that ``router.upstream.sse.completion_to_chunks`` replays as deltas.
-REPLAYED_MESSAGE_FIELDS = frozenset({"role", "content", "reasoning_content", "refusal", "tool_calls"})
 
 
 def is_whole_answer(completion: dict[str, Any], choices_requested: int) -> bool:
@@ -50,7 +50,7 @@ def replays_as_stream(completion: dict[str, Any]) -> bool:
         if content is not None and not isinstance(content, str):
             return False
         if any(_is_set(value) for name, value in message.items()
-               if name not in REPLAYED_MESSAGE_FIELDS):
+               if name not in STREAMED_MESSAGE_FIELDS):
             return False
     return True
 

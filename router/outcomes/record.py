@@ -53,6 +53,14 @@ class Outcome:
     prompt: Any = None
     client_request_id: str | None = None
     """The client's own x-request-id when the gateway issued another id in its place."""
+    large_body: bool = False
+    """Whether the request body exceeded ``router.api.admission.OFFLOAD_BODY_BYTES``, so that
+    the steps whose time grows with the body run in the parsing thread; never written to
+    the record."""
+    issued_request_id: str | None = None
+    """The id issued at admission, when an error response re-signed ``request_id`` as
+    unanswered (``router.request_ids``); the log lines written before the error carry it.
+    Never written to the record."""
     token_reservation: TokenReservation | None = None
     """Prompt tokens estimated at admission and counted against the tenant's token limit
     until the request ends (``router.ratelimits``); never written to the record."""

@@ -79,7 +79,27 @@ def describe_error(error: ErrorDetails, root: yaml.Node | None, path: Path) -> s
     if "key_sha256" in location and error["type"] != "missing" and not _looks_like_digest(found):
         # An operator may paste the API key itself here, and problems reach the log.
         found_text = "a value not shown, because it may be the API key itself"
-    return f"{path}:{line}: {key}: {message} (found {found_text})"
+    return f"{path}:{line}: {key}: {message} (found {found_text}){_local_model_hint(location, found)}"
+
+
+def _local_model_hint(location: list[Any], found: Any) -> str:
+    """Return a sentence that tells the two ``local_model`` keys apart, or "".
+
+    The top-level ``local_model`` section holds the liveness probe settings, while a
+    deployment's ``local_model: true`` marks a deployment that the local model serves.
+    """
+    if location == ["local_model"] and isinstance(found, bool):
+        return (
+            ". The top-level local_model section sets the local model's liveness probe "
+            "(probe_interval_s, probe_timeout_s, probe_failures). To mark a deployment that the "
+            "local model serves, set local_model: true on that deployment"
+        )
+    if len(location) > 1 and location[-1] == "local_model" and isinstance(found, dict):
+        return (
+            ". A deployment's local_model is true or false, and the probe settings belong in "
+            "the top-level local_model section"
+        )
+    return ""
 
 
 def _missing_key_problem(location: list[Any], root: yaml.Node | None, path: Path) -> str:

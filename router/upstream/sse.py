@@ -23,8 +23,13 @@ def encode_event(payload: dict[str, Any]) -> bytes:
 # each chunk.
 _CHUNK_ONLY_FIELDS = frozenset({"object", "choices", "usage", "obfuscation"})
 
-# Delta fields that StreamAssembler joins into the completion's message.
-_ASSEMBLED_DELTA_FIELDS = frozenset({"role", "content", "reasoning_content", "refusal", "tool_calls"})
+# Text fields of the model's reasoning, which streams send in pieces like the content.
+# DeepSeek and llama.cpp name it reasoning_content, OpenRouter names it reasoning.
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+# Message fields that StreamAssembler joins from deltas and completion_to_chunks replays as
+# deltas.
+STREAMED_MESSAGE_FIELDS = frozenset({"role", "content", "refusal", "tool_calls", *REASONING_FIELDS})
 
 
 class StreamAssembler:
@@ -56,18 +61,19 @@ class StreamAssembler:
         state = self._choices.get(index)
         if state is None:
             state = self._choices[index] = {
-                "content": [], "reasoning": [], "refusal": [], "tools": {}, "finish": None,
-                "logprobs": None,
+                "content": [], "reasoning": {name: [] for name in REASONING_FIELDS},
+                "refusal": [], "tools": {}, "finish": None, "logprobs": None,
             }
         delta = choice.get("delta") or {}
         self.dropped_fields.update(
             name for name, value in delta.items()
-            if name not in _ASSEMBLED_DELTA_FIELDS and value not in (None, "", [], {})
+            if name not in STREAMED_MESSAGE_FIELDS and value not in (None, "", [], {})
         )
         if delta.get("content"):
             state["content"].append(delta["content"])
-        if delta.get("reasoning_content"):
-            state["reasoning"].append(delta["reasoning_content"])
+        for name in REASONING_FIELDS:
+            if delta.get(name):
+                state["reasoning"][name].append(delta[name])
         if delta.get("refusal"):
             state["refusal"].append(delta["refusal"])
         for call in delta.get("tool_calls") or ():
@@ -121,8 +127,9 @@ class StreamAssembler:
         for index in sorted(self._choices):
             state = self._choices[index]
             message: dict[str, Any] = {"role": "assistant", "content": "".join(state["content"])}
-            if state["reasoning"]:
-                message["reasoning_content"] = "".join(state["reasoning"])
+            for name, pieces in state["reasoning"].items():
+                if pieces:
+                    message[name] = "".join(pieces)
             if state["refusal"]:
                 message["refusal"] = "".join(state["refusal"])
             if state["tools"]:
@@ -174,8 +181,9 @@ def _choice_chunks(head: dict[str, Any], choice: dict[str, Any]) -> list[dict[st
     index = choice.get("index", 0)
     message = choice.get("message") or {}
     deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
-    if message.get("reasoning_content"):
-        deltas.append({"reasoning_content": message["reasoning_content"]})
+    for name in REASONING_FIELDS:
+        if message.get(name):
+            deltas.append({name: message[name]})
     if message.get("content"):
         deltas.append({"content": message["content"]})
     if message.get("refusal"):

@@ -8,6 +8,7 @@ response body and the same upstream request.
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -15,8 +16,10 @@ from typing import Any
 import orjson
 import pytest
 
-from router.api import admission, chat, embeddings, messages
+from router.api import admission, chat, embeddings, messages, streaming
+from router.routing import tokens
 from tests.gateway.conftest import GatewayKit, StubScorer
+from tests.support.scenario import Scenario
 
 MODULES_WITH_THRESHOLD = (admission, chat, embeddings, messages)
 EDGE_SCORER = StubScorer(edge=0.99, mid=0.99, frontier=0.99)
@@ -175,3 +178,30 @@ async def test_parsing_thread_pauses_garbage_collector() -> None:
     with pytest.raises(ValueError, match="parse failed"):
         await admission.run_off_loop(fail)
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_usage_estimate_runs_in_thread(
+    kit: GatewayKit, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    # Without usage from the upstream (llama.cpp streams none), the gateway counts the
+    # prompt's tokens itself, which takes as long as the classification of a big body.
+    counted_in: list[str] = []
+
+    def count_prompt_tokens(messages: list[Any], fits_below: int) -> int:
+        counted_in.append(threading.current_thread().name)
+        return tokens.count_prompt_tokens(messages, fits_below)
+
+    monkeypatch.setattr(streaming, "count_prompt_tokens", count_prompt_tokens)
+    for module in MODULES_WITH_THRESHOLD:
+        monkeypatch.setattr(module, "OFFLOAD_BODY_BYTES", 0)
+    kit.fakes["edge"].set_default(Scenario(usage={}, ignore_include_usage=True))
+    body = {"model": "auto", "messages": _many_messages(3), "stream": stream}
+    async with kit.running(scorer=EDGE_SCORER, cache_enabled=False) as gateway:
+        response = await gateway.chat(body)
+        records = await gateway.request_records()
+
+    assert response.status_code == 200
+    assert records[0]["tokens_in"] > 0
+    assert len(counted_in) == 1
+    assert counted_in[0].startswith("tierwise-parse")

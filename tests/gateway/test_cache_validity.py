@@ -219,3 +219,37 @@ async def test_memory_cache_keeps_no_content_filter_stop(kit: GatewayKit) -> Non
 
     assert again.headers["x-tierwise-cache"] == "miss"
     assert len(kit.fakes["edge"].requests) == 2
+
+
+async def test_streamed_reasoning_field_is_cached(redis_kit: GatewayKit) -> None:
+    # OpenRouter streams the model's reasoning as ``reasoning``, not ``reasoning_content``.
+    redis_kit.fakes["edge"].enqueue(Scenario.stream_of(
+        chunk(role="assistant", reasoning="The capital "),
+        chunk(reasoning="is Paris."),
+        chunk(content="Paris."),
+        chunk(finish="stop"),
+    ))
+    async with redis_kit.running(use_redis=True) as gateway:
+        await gateway.chat(STREAM)
+        again = await gateway.chat(BASE)
+
+    assert again.headers["x-tierwise-cache"] == "hit"
+    message = again.json()["choices"][0]["message"]
+    assert message["content"] == "Paris."
+    assert message["reasoning"] == "The capital is Paris."
+    assert len(redis_kit.fakes["edge"].requests) == 1
+
+
+async def test_json_reasoning_field_replays_as_stream(redis_kit: GatewayKit) -> None:
+    redis_kit.fakes["edge"].enqueue(Scenario(body=completion(
+        {"content": "Paris.", "reasoning": "The capital is Paris."})))
+    async with redis_kit.running(use_redis=True) as gateway:
+        await gateway.chat(BASE)
+        streamed = await gateway.chat(STREAM)
+
+    assert streamed.headers["x-tierwise-cache"] == "hit"
+    deltas = [choice["delta"] for payload in parse_sse(streamed.content).payloads
+              for choice in payload["choices"]]
+    assert "".join(delta.get("reasoning", "") for delta in deltas) == "The capital is Paris."
+    assert "".join(delta.get("content", "") for delta in deltas) == "Paris."
+    assert len(redis_kit.fakes["edge"].requests) == 1

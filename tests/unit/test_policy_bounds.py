@@ -350,3 +350,31 @@ def test_every_numeric_setting_is_in_table() -> None:
         if name not in BOUNDED_ELSEWHERE
     }
     assert names - tested == set()
+
+
+def test_local_model_flag_at_top_level_is_explained(tmp_path: Path) -> None:
+    text = policy_text().replace(
+        "local_model:\n  probe_interval_s: 5\n  probe_timeout_s: 3\n  probe_failures: 3\n",
+        "local_model: true\n",
+    )
+
+    with pytest.raises(PolicyError) as caught:
+        load_policy(write(tmp_path, text))
+
+    message = str(caught.value)
+    assert "local_model: expected a mapping of keys and values (found true)" in message
+    assert "set local_model: true on that deployment" in message
+
+
+def test_probe_settings_on_deployment_are_explained(tmp_path: Path) -> None:
+    text = policy_text().replace(
+        "        weight: 1\n",
+        "        weight: 1\n        local_model:\n          probe_interval_s: 5\n",
+    )
+
+    with pytest.raises(PolicyError) as caught:
+        load_policy(write(tmp_path, text))
+
+    message = str(caught.value)
+    assert "tiers.edge.deployments.0.local_model: expected true or false" in message
+    assert "the probe settings belong in the top-level local_model section" in message
