@@ -164,9 +164,7 @@ async def read_json_body(request: Request, limit: int, timeout_s: float) -> dict
     ``OFFLOAD_BODY_BYTES`` is parsed in the worker thread of ``run_off_loop``.
     """
     raw = await read_body(request, limit, timeout_s)
-    if len(raw) > OFFLOAD_BODY_BYTES:
-        return await run_off_loop(parse_json_body, raw)
-    return parse_json_body(raw)
+    return await run_for_body(len(raw) > OFFLOAD_BODY_BYTES, parse_json_body, raw)
 
 
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:

@@ -29,7 +29,7 @@ from router.api.admission import (
     open_outcome,
     parse_json_body,
     read_body,
-    run_off_loop,
+    run_for_body,
 )
 from router.api.disconnect import unless_client_leaves
 from router.api.recording import (
@@ -123,10 +123,7 @@ async def create_embeddings(request: Request) -> Response:
         # A big body is parsed, checked and hashed for the cache key in a worker thread, so
         # that the event loop keeps serving other requests meanwhile.
         off_loop = len(raw) > OFFLOAD_BODY_BYTES
-        if off_loop:
-            body, parsed = await run_off_loop(_parse, raw)
-        else:
-            body, parsed = _parse(raw)
+        body, parsed = await run_for_body(off_loop, _parse, raw)
         outcome.requested_model = parsed.model
         if policy.outcomes.store_prompts:
             outcome.prompt = body["input"]
@@ -171,10 +168,7 @@ async def _serve(
         scope = embedding_scope(parsed.model, candidates)
         # A missing encoding_format means float, so both forms share one entry.
         keyed_body = {**body, "encoding_format": parsed.encoding_format}
-        if off_loop:
-            key = await run_off_loop(cache_key, outcome.tenant, scope, keyed_body)
-        else:
-            key = cache_key(outcome.tenant, scope, keyed_body)
+        key = await run_for_body(off_loop, cache_key, outcome.tenant, scope, keyed_body)
         cached = await runtime.cache.get(key)
         entry = decode_embedding_entry(candidates, cached) if cached is not None else None
         if entry is not None:

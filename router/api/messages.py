@@ -13,7 +13,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from router.api.admission import OFFLOAD_BODY_BYTES, parse_json_body, read_body, run_off_loop
+from router.api.admission import OFFLOAD_BODY_BYTES, parse_json_body, read_body, run_for_body
 from router.api.anthropic_format import render_error, to_chat_body, to_message
 from router.api.anthropic_stream import StreamTranslator
 from router.api.auth import identify
@@ -53,10 +53,7 @@ async def count_message_tokens(request: Request) -> Response:
         raw = await read_body(
             request, runtime.settings.max_body_bytes, runtime.settings.body_timeout_s
         )
-        if len(raw) > OFFLOAD_BODY_BYTES:
-            tokens = await run_off_loop(_count_tokens, raw, policy)
-        else:
-            tokens = _count_tokens(raw, policy)
+        tokens = await run_for_body(len(raw) > OFFLOAD_BODY_BYTES, _count_tokens, raw, policy)
     except GatewayError as exc:
         return render_error(exc)
     return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")

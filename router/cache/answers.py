@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from router.upstream.sse import STREAMED_MESSAGE_FIELDS
+from router.upstream.sse import STREAMED_MESSAGE_FIELDS, is_set
 
 # Finish reasons of a whole answer. "length" is one too, because the output-token limit that
 # cut it is part of the cache key. The deprecated "function_call" is left out.
 CACHED_FINISH_REASONS = frozenset({"stop", "tool_calls", "length"})
-
 
 
 def is_whole_answer(completion: dict[str, Any], choices_requested: int) -> bool:
@@ -49,7 +48,7 @@ def replays_as_stream(completion: dict[str, Any]) -> bool:
         content = message.get("content")
         if content is not None and not isinstance(content, str):
             return False
-        if any(_is_set(value) for name, value in message.items()
+        if any(is_set(value) for name, value in message.items()
                if name not in STREAMED_MESSAGE_FIELDS):
             return False
     return True
@@ -58,10 +57,5 @@ def replays_as_stream(completion: dict[str, Any]) -> bool:
 def _has_output(message: dict[str, Any]) -> bool:
     """Tell whether an answer's message has text, a refusal, tool calls or audio."""
     return any(
-        _is_set(message.get(name)) for name in ("content", "refusal", "tool_calls", "audio")
+        is_set(message.get(name)) for name in ("content", "refusal", "tool_calls", "audio")
     )
-
-
-def _is_set(value: Any) -> bool:
-    """Tell whether ``value`` is more than a null or an empty string, list or object."""
-    return value is not None and value != "" and value != [] and value != {}

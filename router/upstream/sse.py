@@ -32,6 +32,11 @@ REASONING_FIELDS = ("reasoning_content", "reasoning")
 STREAMED_MESSAGE_FIELDS = frozenset({"role", "content", "refusal", "tool_calls", *REASONING_FIELDS})
 
 
+def is_set(value: Any) -> bool:
+    """Tell whether a message field's ``value`` is more than a null or an empty string, list or object."""
+    return value is not None and value != "" and value != [] and value != {}
+
+
 class StreamAssembler:
     """Accumulates chunks into the equivalent non-streaming completion.
 
@@ -67,7 +72,7 @@ class StreamAssembler:
         delta = choice.get("delta") or {}
         self.dropped_fields.update(
             name for name, value in delta.items()
-            if name not in STREAMED_MESSAGE_FIELDS and value not in (None, "", [], {})
+            if name not in STREAMED_MESSAGE_FIELDS and is_set(value)
         )
         if delta.get("content"):
             state["content"].append(delta["content"])
