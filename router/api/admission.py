@@ -279,8 +279,8 @@ async def run_off_loop(function: Callable[..., T], *args: Any) -> T:
 async def run_for_body(large_body: bool, function: Callable[..., T], *args: Any) -> T:
     """Return ``function(*args)``, run by ``run_off_loop`` when ``large_body`` is set.
 
-    ``large_body`` tells whether the request body exceeded ``OFFLOAD_BODY_BYTES``, so that
-    the step's time grows with a body that can block the event loop for too long.
+    ``large_body`` is whether the request body exceeded ``OFFLOAD_BODY_BYTES``. Callers pass
+    steps whose time grows with the body, which would block the event loop for too long.
     """
     if large_body:
         return await run_off_loop(function, *args)
