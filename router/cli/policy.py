@@ -129,9 +129,11 @@ def simulate_command(
 
     A progress bar is drawn on standard error when it is a terminal, unless --quiet is given.
 
-    Exits with code 2 when a policy is invalid or a line of the log is not an outcome record
-    (the message names the file and line), and with code 1 when the log has no routed
-    request to simulate.
+    Lines of other record types (embeddings, shadow, or an unknown type) are skipped.
+    Exits with code 2 when a policy is invalid or the log cannot be read. It does the same
+    for a line that is not a JSON object, or a feedback record without a request id or a
+    numeric score, and the message names the file and line. Exits with code 1 when the log
+    has no routed request to simulate.
 
     Example: tierwise policy simulate --policy proposed.yaml --outcomes var/outcomes.jsonl --against policies/default.yaml
     """

@@ -217,6 +217,22 @@ def test_simulate_command_invalid_line_exits_2(tmp_path: Path) -> None:
     )
 
 
+def test_simulate_command_other_records_exit_1(tmp_path: Path) -> None:
+    import yaml
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(POLICY))
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b'{"x": 1}\n{"type": "shadow", "request_id": "a"}\n')
+
+    result = CliRunner().invoke(
+        app, ["policy", "simulate", "--policy", str(policy), "--outcomes", str(log)]
+    )
+
+    assert result.exit_code == 1
+    assert "has no routed request records with scores" in result.output
+
+
 def test_simulate_command_missing_log_exits_2(tmp_path: Path) -> None:
     import yaml
 
