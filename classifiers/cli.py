@@ -73,7 +73,7 @@ def import_data(
     source: Annotated[Path | None, typer.Option(
         help="Source folder (default: its folder under TIERWISE_SHARED_DATA).")] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Output JSONL file (default: var/data/NAME.jsonl in the checkout that holds the classifiers package, whatever the current folder).")] = None,
+        help="Output JSONL file (default: var/data/NAME.jsonl in the current folder).")] = None,
 ) -> None:
     """Convert a public data set into labelled-outcomes JSONL.
 

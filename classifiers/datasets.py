@@ -38,8 +38,10 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-# Converted files default to var/, which git ignores.
-DEFAULT_OUT_DIR = Path(__file__).resolve().parent.parent / "var" / "data"
+# Converted files default to var/data in the current folder, where the other commands'
+# examples read them, and which git ignores in a checkout. A path beside the package would be
+# inside site-packages for an installed wheel.
+DEFAULT_OUT_DIR = Path("var") / "data"
 _TRUE = frozenset({"true", "1", "1.0"})
 
 # RouterDC's train/test split of RouterBench's 0-shot data, in sorted file-name order.

@@ -569,3 +569,22 @@ def test_import_names_file_and_line(
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit)
     assert f"error: {test_file}{expected}" in " ".join(result.output.split())
+
+
+def test_import_data_default_out_is_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from classifiers.cli import app
+
+    monkeypatch.setenv("TIERWISE_SHARED_DATA", str(tmp_path))
+    folder = _write_gsm8k(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+
+    result = CliRunner().invoke(app, ["import-data", "gsm8k-openai", "--source", str(folder)])
+
+    assert result.exit_code == 0, result.output
+    assert (work / "var" / "data" / "gsm8k-openai.jsonl").is_file()
