@@ -122,7 +122,7 @@ def _comparable(payload: Any) -> Any:
     """Drop the response fields that differ between any two requests: ids and times."""
     if isinstance(payload, dict):
         return {key: _comparable(value) for key, value in payload.items()
-                if key not in ("id", "created", "created_at")}
+                if key not in ("id", "created", "created_at", "completed_at")}
     if isinstance(payload, list):
         return [_comparable(item) for item in payload]
     return payload
