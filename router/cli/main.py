@@ -208,7 +208,7 @@ def _settings_or_exit(settings_class: Any, overrides: dict[str, object], json_lo
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "settings"
             invalid_fields.add(field)
-            problems.append(_setting_problem(field, error))
+            problems.append(_setting_problem(field, error, field in overrides))
     if settings is not None:
         policy, classifier, host, port = (
             settings.policy, settings.classifier, settings.host, settings.port
@@ -234,8 +234,12 @@ def _settings_or_exit(settings_class: Any, overrides: dict[str, object], json_lo
     return settings
 
 
-def _setting_problem(field: str, error: Any) -> str:
+def _setting_problem(field: str, error: Any, has_option: bool) -> str:
+    # The value of a setting with a command-line option came from the option or its
+    # environment variable, and the option's value does not tell which.
     name = f"TIERWISE_{field.upper()}"
+    if has_option:
+        name = f"--{field.replace('_', '-')} / {name}"
     value = error.get("input")
     shown = isinstance(value, str | int | float) and field not in _UNQUOTED_SETTINGS
     got = f" (got {value!r})" if shown else ""

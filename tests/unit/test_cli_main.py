@@ -143,8 +143,8 @@ def test_busy_port_is_json_line_with_json_logs() -> None:
 @pytest.mark.parametrize(
     ("port", "expected"),
     [
-        ("99999", "invalid TIERWISE_PORT (got 99999): Input should be less than or equal to 65535"),
-        ("0", "invalid TIERWISE_PORT (got 0): Input should be greater than or equal to 1"),
+        ("99999", "invalid --port / TIERWISE_PORT (got 99999): Input should be less than or equal to 65535"),
+        ("0", "invalid --port / TIERWISE_PORT (got 0): Input should be greater than or equal to 1"),
     ],
 )
 def test_serve_rejects_port_out_of_range(port: str, expected: str) -> None:
@@ -176,7 +176,7 @@ def test_serve_rejects_unparsable_redis_url(url: str, reason: str) -> None:
     assert result.exit_code == 2
     lines = [json.loads(line) for line in result.output.strip().splitlines()]
     assert [line["event"] for line in lines] == ["gateway_start_failed"]
-    assert lines[0]["error"].startswith("invalid TIERWISE_REDIS_URL: ")
+    assert lines[0]["error"].startswith("invalid --redis-url / TIERWISE_REDIS_URL: ")
     assert "Value error" not in lines[0]["error"]
     assert reason in lines[0]["error"]
     assert "redis://HOST:6379/0" in lines[0]["error"]
@@ -294,7 +294,7 @@ def test_serve_skips_port_check_for_invalid_port(tmp_path: Path) -> None:
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert lines[0] == (
-        "error: invalid TIERWISE_PORT (got 0): Input should be greater than or equal to 1"
+        "error: invalid --port / TIERWISE_PORT (got 0): Input should be greater than or equal to 1"
     )
     assert lines[1] == f"invalid policy {policy}:"
     assert "already in use" not in result.output
