@@ -241,8 +241,8 @@ def _setting_problem(field: str, error: Any, has_option: bool) -> str:
     if has_option:
         name = f"--{field.replace('_', '-')} / {name}"
     value = error.get("input")
-    shown = isinstance(value, str | int | float) and field not in _UNQUOTED_SETTINGS
-    got = f" (got {value!r})" if shown else ""
+    printable = isinstance(value, str | int | float) and field not in _UNQUOTED_SETTINGS
+    got = f" (got {value!r})" if printable else ""
     # A field validator's ValueError reaches pydantic's message as "Value error, ...".
     reason = str(error["msg"]).removeprefix("Value error, ")
     return f"error: invalid {name}{got}: {reason}"

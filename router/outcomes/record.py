@@ -54,8 +54,8 @@ class Outcome:
     client_request_id: str | None = None
     """The client's own x-request-id when the gateway issued another id in its place."""
     large_body: bool = False
-    """Whether the request body exceeded ``router.api.admission.OFFLOAD_BODY_BYTES``, so that
-    the steps whose time grows with the body run in the parsing thread; never written to
+    """Whether the request body exceeded ``router.api.admission.OFFLOAD_BODY_BYTES``. The
+    steps whose time grows with the body then run in the parsing thread. Never written to
     the record."""
     issued_request_id: str | None = None
     """The id issued at admission, when an error response re-signed ``request_id`` as

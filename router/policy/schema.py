@@ -494,8 +494,8 @@ class Routing(StrictModel):
 # what a cache entry's expiry (milliseconds in 8 bytes) can store.
 MAX_CACHE_TTL_S = 3_155_760_000
 # Upper bound of the in-process cache's entries. An entry with a one-word completion takes about
-# 630 bytes (key, response and dict slot; tracemalloc on CPython 3.11), so a billion entries
-# need over 600 GB, and a larger value sets no limit at all.
+# 630 bytes for its key, response and dict slot (tracemalloc on CPython 3.11). A billion entries
+# need over 600 GB, so a larger value would set no limit at all.
 MAX_CACHE_ENTRIES = 10**9
 
 

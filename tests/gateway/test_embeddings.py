@@ -320,7 +320,8 @@ async def test_failover_to_second_deployment(
 async def test_litellm_timeout_sends_one_request(
     redis_kit: GatewayKit, model_server: EdgeModelServer, fake: FakeEmbeddings
 ) -> None:
-    # The OpenAI SDK under litellm retries a timed-out embedding unless told not to.
+    # litellm 1.110 hands its OpenAI embedding call litellm's default max_retries in place of 0,
+    # and the OpenAI SDK then retries a timed-out embedding.
     section = embeddings_section(model_server.base_url, fake.base_url)
     section["deployments"][1]["transport"] = "litellm"
     write_policy(redis_kit, model_server, fake, section=section)
