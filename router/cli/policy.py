@@ -162,6 +162,10 @@ def simulate_command(
     for tier in tiers:
         cells = "".join(f"{r.share(tier):>14.1%}" for r in results.values())
         typer.echo(f"{tier + ' share':<16}{cells}")
+    unroutable = any(r.unroutable for r in results.values())
+    if unroutable:
+        cells = "".join(f"{r.unroutable / r.requests:>14.1%}" for r in results.values())
+        typer.echo(f"{'unroutable':<16}{cells}")
     typer.echo(f"{'cost USD':<16}" + "".join(f"{r.cost_usd:>14.6f}" for r in results.values()))
     quality = "".join(
         f"{r.quality:>14.3f}" if r.quality is not None else f"{'-':>14}" for r in results.values()
@@ -173,6 +177,12 @@ def simulate_command(
         "quality: mean feedback score of the rated requests, those with feedback whose simulated "
         "tier is the tier that answered; columns with different rated requests are not comparable"
     )
+    if unroutable:
+        counts = ", ".join(f"{name} {r.unroutable}" for name, r in results.items())
+        typer.echo(
+            f"unroutable: requests that no deployment of the policy can take, such as a prompt "
+            f"longer than every context window ({counts}); the cost leaves them out"
+        )
     # Records written before the gateway recorded a prompt category have none.
     without_category = sum(record.get("category") is None for record in records)
     floored = [name for name, candidate in policies.items() if candidate.routing.category_floors]

@@ -118,6 +118,46 @@ def test_simulate_command_warns_about_tier_growth(tmp_path: Path) -> None:
     assert "WARNING: the edge tier would take 100.0% of requests instead of 33.3% (+66.7 percentage points)." in result.output
 
 
+def test_simulate_command_shows_unroutable_requests(tmp_path: Path) -> None:
+    import yaml
+
+    log = write_log(tmp_path / "log.jsonl")
+    current = tmp_path / "current.yaml"
+    current.write_text(yaml.safe_dump(POLICY))
+    # Every logged prompt has 1,000 tokens, more than any context window of this policy.
+    small = {
+        **POLICY,
+        "tiers": {
+            tier: {"deployments": [{**spec["deployments"][0], "context_window": 500}]}
+            for tier, spec in POLICY["tiers"].items()
+        },
+    }
+    proposed = tmp_path / "proposed.yaml"
+    proposed.write_text(yaml.safe_dump(small))
+
+    result = CliRunner().invoke(
+        app,
+        ["policy", "simulate", "--policy", str(proposed), "--outcomes", str(log), "--against", str(current)],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "unroutable              100.0%          0.0%" in result.output
+    assert "(proposed 3, current 0); the cost leaves them out" in result.output
+
+
+def test_simulate_command_without_unroutable_row(tmp_path: Path) -> None:
+    import yaml
+
+    log = write_log(tmp_path / "log.jsonl")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(POLICY))
+
+    result = CliRunner().invoke(app, ["policy", "simulate", "--policy", str(policy), "--outcomes", str(log)])
+
+    assert result.exit_code == 0, result.output
+    assert "unroutable" not in result.output
+
+
 FLOORED = {**POLICY, "routing": {"thresholds": {"edge": 0.7, "mid": 0.6}, "category_floors": {"math": "mid"}}}
 
 
