@@ -395,6 +395,8 @@ def calibrate(
         keep, quality, cost = matrices(rows)
         if not keep.any():
             raise missing_values_error(rows)
+        scored = [row for row, kept in zip(rows, keep, strict=True) if kept]
+        overlap = _trained_sources(classifier, scored)
         categories: list[str] = []
         lowest = None
         if floors and not ignore_floors:
@@ -413,7 +415,7 @@ def calibrate(
         floor_note = floors_ignored_line(floors)
     else:
         floor_note = None
-    _print_result(chosen, grid, mode, int(keep.sum()), classifier is not None, floor_note)
+    _print_result(chosen, grid, mode, int(keep.sum()), classifier is not None, floor_note, overlap)
     if out is not None:
         note = "comments kept" if kept_comments else "rewritten with yaml.safe_dump, comments dropped"
         _console.print(f"wrote {out} ({note})")
@@ -440,11 +442,28 @@ def floors_ignored_line(floors: Mapping[str, str]) -> str:
             "these figures show")
 
 
+def _trained_sources(classifier: Path | None, rows: Sequence[LabelledPrompt]) -> dict[str, int]:
+    """Count the scored rows per source set that the ``classifier`` artifact was trained on."""
+    if classifier is None:
+        return {}
+    from classifiers import load_artifact
+    from classifiers.comparison import trained_sources_in
+
+    return trained_sources_in(load_artifact(classifier), rows)
+
+
 def _print_result(chosen: Outcome, grid: Grid, mode: str, rows: int, from_artifact: bool,
-                  floor_note: str | None) -> None:
+                  floor_note: str | None, overlap: Mapping[str, int]) -> None:
     console = Console(soft_wrap=True)
     console.print(f"held-out rows: {rows} ({escape(mode)})")
-    if from_artifact:
+    if overlap:
+        sets = ", ".join(f"{source} ({count} rows)" for source, count in sorted(overlap.items()))
+        console.print(escape(
+            f"warning: the classifier was trained on the sets of some scored rows: {sets}. "
+            "Its scores there fit labels it has seen, so on new traffic these thresholds "
+            "probably reach a lower quality than printed; calibrate on a labelled file of "
+            "another set"))
+    elif from_artifact:
         console.print("note: these rows must not have been in the classifier's training data")
     if floor_note is not None:
         console.print(escape(floor_note))
