@@ -437,11 +437,14 @@ def _failed(request: Mapping[str, Any]) -> bool:
 def _from_gateway(record: dict[str, Any], score: float) -> LabelledPrompt:
     tier = str(record.get("tier"))
     cost = record.get("cost_usd")
+    # A cache hit's record has cost_usd 0, which is the cache's price, not the tier's.
+    if record.get("cache_hit") or not isinstance(cost, int | float):
+        cost = None
     return LabelledPrompt(
         id=str(record["request_id"]),
         messages=_conversation(record),
         quality={tier: score},
-        cost={tier: float(cost)} if isinstance(cost, int | float) else {},
+        cost={tier: float(cost)} if cost is not None else {},
         source=GATEWAY_SOURCE,
     )
 

@@ -134,6 +134,22 @@ def test_hit_label_rates_stored_tier(tmp_path: Path) -> None:
     assert log.counts.labelled == 1
 
 
+def test_hit_row_has_no_cost(tmp_path: Path) -> None:
+    # The gateway logs cost_usd 0 for a hit, which is not what the tier costs.
+    path = _write(tmp_path / "log.jsonl", [
+        _request("a", "first question", cache_hit=True, cost_usd=0.0, tier="mid"),
+        _request("b", "second question", cost_usd=0.002, tier="mid"),
+        _feedback("a", 1.0, ts=101.0),
+        _feedback("b", 1.0, ts=102.0),
+    ])
+
+    log = scan_gateway_log([path])
+
+    assert [r.id for r in log.records] == ["a", "b"]
+    assert log.records[0].cost == {}
+    assert log.records[1].cost == {"mid": 0.002}
+
+
 def test_missing_prompts_counted(tmp_path: Path) -> None:
     path = _write(tmp_path / "log.jsonl", [
         _request("a", prompt=None), _feedback("a", 1.0, ts=101.0),
