@@ -320,9 +320,9 @@ def held_out_scores(records: Sequence[LabelledPrompt], classifier: Path | None, 
 
 def _artifact_scores(records: list[LabelledPrompt], classifier: Path,
                      use_split: bool | None) -> tuple[list[LabelledPrompt], np.ndarray, str]:
-    from classifiers import load_artifact
+    from classifiers.comparison import load_compared_model
 
-    scorer = load_artifact(classifier)
+    scorer = load_compared_model(str(classifier))
     test = [r for r in records if r.split == "test"]
     rows = test if (use_split is not False and test) else records
     scores = np.array([[scorer.score(r.messages).get(t, np.nan) for t in TIERS] for r in rows])
@@ -336,8 +336,9 @@ def calibrate(
     tier_map: Annotated[list[str] | None, typer.Option(
         help="TIER=MODEL, repeatable or comma-separated; without it outcome keys are tiers.")] = None,
     classifier: Annotated[Path | None, typer.Option(
-        help="Score with this artifact instead of cross-fitting; its training data must not "
-             "include the scored rows.")] = None,
+        help="Score with this artifact folder, or 'bundled' for the model shipped in the "
+             "package, instead of cross-fitting; its training data must not include the "
+             "scored rows.")] = None,
     target_quality: Annotated[float | None, typer.Option(
         help="Share of always-frontier mean quality to reach at the lowest cost.")] = None,
     budget_per_1k: Annotated[float | None, typer.Option(
@@ -446,10 +447,9 @@ def _trained_sources(classifier: Path | None, rows: Sequence[LabelledPrompt]) ->
     """Count the scored rows per source set that the ``classifier`` artifact was trained on."""
     if classifier is None:
         return {}
-    from classifiers import load_artifact
-    from classifiers.comparison import trained_sources_in
+    from classifiers.comparison import load_compared_model, trained_sources_in
 
-    return trained_sources_in(load_artifact(classifier), rows)
+    return trained_sources_in(load_compared_model(str(classifier)), rows)
 
 
 def _print_result(chosen: Outcome, grid: Grid, mode: str, rows: int, from_artifact: bool,
@@ -476,7 +476,7 @@ def _print_result(chosen: Outcome, grid: Grid, mode: str, rows: int, from_artifa
 CROSS_FIT_NOTE = (
     "note: these thresholds fit classifiers trained here on the data's training rows, not "
     "the classifier a gateway serves; pass --classifier with that classifier's folder "
-    "(classifiers/default for the bundled model) to choose thresholds for it")
+    "(bundled for the model shipped in the package) to choose thresholds for it")
 
 
 def _fail(message: str) -> typer.Exit:

@@ -265,6 +265,17 @@ def test_cli_warns_about_trained_sets(tmp_path: Path) -> None:
     assert not any(line.startswith("note: these rows must not") for line in lines)
 
 
+def test_cli_classifier_bundled_keyword(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "rows.jsonl"
+    _write_generated(data)
+    # No folder named bundled exists here, so only the keyword can find the model.
+    monkeypatch.chdir(tmp_path)
+
+    lines = _calibrate_lines(data, DEFAULT_POLICY, "--classifier", "bundled")
+
+    assert lines[0] == "held-out rows: 50 (the file's test split, scored by bundled)"
+
+
 def test_cli_notes_unknown_sets(tmp_path: Path) -> None:
     data = tmp_path / "rows.jsonl"
     _write_generated(data)
