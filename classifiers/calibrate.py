@@ -320,9 +320,9 @@ def held_out_scores(records: Sequence[LabelledPrompt], classifier: Path | None, 
 
 def _artifact_scores(records: list[LabelledPrompt], classifier: Path,
                      use_split: bool | None) -> tuple[list[LabelledPrompt], np.ndarray, str]:
-    from classifiers import load_artifact
+    from classifiers.comparison import load_compared_model
 
-    scorer = load_artifact(classifier)
+    scorer = load_compared_model(str(classifier))
     test = [r for r in records if r.split == "test"]
     rows = test if (use_split is not False and test) else records
     scores = np.array([[scorer.score(r.messages).get(t, np.nan) for t in TIERS] for r in rows])
@@ -336,8 +336,9 @@ def calibrate(
     tier_map: Annotated[list[str] | None, typer.Option(
         help="TIER=MODEL, repeatable or comma-separated; without it outcome keys are tiers.")] = None,
     classifier: Annotated[Path | None, typer.Option(
-        help="Score with this artifact instead of cross-fitting; its training data must not "
-             "include the scored rows.")] = None,
+        help="Score with this artifact folder, or 'bundled' for the model shipped in the "
+             "package, instead of cross-fitting; its training data must not include the "
+             "scored rows.")] = None,
     target_quality: Annotated[float | None, typer.Option(
         help="Share of always-frontier mean quality to reach at the lowest cost.")] = None,
     budget_per_1k: Annotated[float | None, typer.Option(
@@ -395,6 +396,8 @@ def calibrate(
         keep, quality, cost = matrices(rows)
         if not keep.any():
             raise missing_values_error(rows)
+        scored = [row for row, kept in zip(rows, keep, strict=True) if kept]
+        overlap = _trained_sources(classifier, scored)
         categories: list[str] = []
         lowest = None
         if floors and not ignore_floors:
@@ -413,7 +416,7 @@ def calibrate(
         floor_note = floors_ignored_line(floors)
     else:
         floor_note = None
-    _print_result(chosen, grid, mode, int(keep.sum()), classifier is not None, floor_note)
+    _print_result(chosen, grid, mode, int(keep.sum()), classifier is not None, floor_note, overlap)
     if out is not None:
         note = "comments kept" if kept_comments else "rewritten with yaml.safe_dump, comments dropped"
         _console.print(f"wrote {out} ({note})")
@@ -440,11 +443,27 @@ def floors_ignored_line(floors: Mapping[str, str]) -> str:
             "these figures show")
 
 
+def _trained_sources(classifier: Path | None, rows: Sequence[LabelledPrompt]) -> dict[str, int]:
+    """Count the scored rows per source set that the ``classifier`` artifact was trained on."""
+    if classifier is None:
+        return {}
+    from classifiers.comparison import load_compared_model, trained_sources_in
+
+    return trained_sources_in(load_compared_model(str(classifier)), rows)
+
+
 def _print_result(chosen: Outcome, grid: Grid, mode: str, rows: int, from_artifact: bool,
-                  floor_note: str | None) -> None:
+                  floor_note: str | None, overlap: Mapping[str, int]) -> None:
     console = Console(soft_wrap=True)
     console.print(f"held-out rows: {rows} ({escape(mode)})")
-    if from_artifact:
+    if overlap:
+        sets = ", ".join(f"{source} ({count} rows)" for source, count in sorted(overlap.items()))
+        console.print(escape(
+            f"warning: the classifier was trained on the sets of some scored rows: {sets}. "
+            "Its scores there fit labels it has seen, so on new traffic these thresholds "
+            "probably reach a lower quality than printed; calibrate on a labelled file of "
+            "another set"))
+    elif from_artifact:
         console.print("note: these rows must not have been in the classifier's training data")
     if floor_note is not None:
         console.print(escape(floor_note))
@@ -457,7 +476,7 @@ def _print_result(chosen: Outcome, grid: Grid, mode: str, rows: int, from_artifa
 CROSS_FIT_NOTE = (
     "note: these thresholds fit classifiers trained here on the data's training rows, not "
     "the classifier a gateway serves; pass --classifier with that classifier's folder "
-    "(classifiers/default for the bundled model) to choose thresholds for it")
+    "(bundled for the model shipped in the package) to choose thresholds for it")
 
 
 def _fail(message: str) -> typer.Exit:

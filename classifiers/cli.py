@@ -315,8 +315,8 @@ def evaluate(
         help="TIER=A+B: where TIER is unlabelled, label it with the minimum quality of tiers "
              "A and B; repeatable.")] = None,
     model: Annotated[Path | None, typer.Option(
-        help="Score with this fixed artifact instead of training; the rows must not be in its "
-             "training data.")] = None,
+        help="Score with this fixed artifact folder, or 'bundled' for the model shipped in the "
+             "package, instead of training; the rows must not be in its training data.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write all metrics as JSON.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of the curves (needs matplotlib).")] = None,
 ) -> None:
@@ -325,7 +325,8 @@ def evaluate(
     Example: tierwise evaluate --data var/data/routellm-mmlu.jsonl --tiers mid,frontier
     --tier-map mid=mistralai/Mixtral-8x7B-Instruct-v0.1 --tier-map frontier=gpt-4-1106-preview
     """
-    from classifiers.artifact import ArtifactError, load_artifact
+    from classifiers.artifact import ArtifactError
+    from classifiers.comparison import load_compared_model
     from classifiers.evaluation import evaluate_records
     from classifiers.outcomes import imply_tiers, read_outcomes
     from classifiers.report import check_plotting, print_evaluation, write_plot
@@ -346,7 +347,7 @@ def evaluate(
         config = TrainConfig(c=c, struct_weight=struct_weight, source_power=source_power,
                              min_sources=min_sources, length_prior=length_prior, solver=solver,
                              source_intercepts=source_intercepts)
-        scorer = load_artifact(model) if model is not None else None
+        scorer = load_compared_model(str(model)) if model is not None else None
         with progress_bar(_console) as progress:
             result = evaluate_records(records, _split_names(tiers), folds=folds, seed=seed,
                                       use_split=use_split, config=config, extra_train=extras,

@@ -22,7 +22,7 @@ from typing import Any
 
 from classifiers.artifact import DEFAULT_DIR, load_artifact
 from classifiers.config import TrainConfig, TrainingError
-from classifiers.outcomes import LabelledPrompt
+from classifiers.outcomes import LabelledPrompt, source_group
 from classifiers.scorer import Scorer
 
 BUNDLED = "bundled"
@@ -102,15 +102,17 @@ def compare_models(test: Sequence[LabelledPrompt], tiers: Sequence[str], new: Sc
 def trained_sources_in(compared: Scorer, test: Sequence[LabelledPrompt]) -> dict[str, int]:
     """Count the held-out rows per source that the compared model was trained on.
 
-    The compared model's model.json lists the sources of its input rows. Held-out rows from
-    those sets were probably in its training data, so its figures there are optimistic.
+    The compared model's model.json lists the source groups of its input rows (the part of
+    ``source`` before ``/``, such as ``routellm-mmlu``). Held-out rows from those sets were
+    probably in its training data, so its figures there are optimistic.
     """
     training = (getattr(compared, "metadata", None) or {}).get("training") or {}
     seen = set((training.get("rows") or {}).get("input") or {})
     counts: dict[str, int] = {}
     for row in test:
-        if row.source is not None and row.source in seen:
-            counts[row.source] = counts.get(row.source, 0) + 1
+        group = source_group(row)
+        if row.source is not None and group in seen:
+            counts[group] = counts.get(group, 0) + 1
     return counts
 
 

@@ -67,6 +67,11 @@ class GatewayLogCounts:
     """Lines that are not JSON objects, and labels without a request id or a score in [0, 1]."""
     embeddings: int = 0
     """Embeddings requests, which have no conversation to route."""
+    averaged: int = 0
+    """Labelled requests whose conversation and tier repeat an earlier labelled request's.
+
+    Each is counted in ``labelled`` too, and its score is averaged into the earlier row.
+    """
 
     def summary_lines(self) -> list[str]:
         """Return one line for the totals and one for each kind of record that was skipped."""
@@ -77,6 +82,8 @@ class GatewayLogCounts:
                       "gateway stores prompts only when the policy sets outcomes.store_prompts: true)")
         unmatched = ("labels ignored: their request is not in these files, "
                      "or belongs to another tenant")
+        averaged = ("labelled requests averaged into the row of an earlier request with the "
+                    "same conversation and tier")
         skipped = (
             (self.cache_hits, "cache hits skipped without client feedback or a shadow score"),
             (self.failed, "failed or unrouted requests skipped"),
@@ -86,6 +93,7 @@ class GatewayLogCounts:
             (self.unscored_shadow, "shadow records ignored without a score"),
             (self.invalid_lines, "invalid lines or labels ignored"),
             (self.embeddings, "embeddings requests skipped"),
+            (self.averaged, averaged),
         )
         # "skipped: 1" reads right for every count, where "1 requests skipped" does not.
         return [totals] + [f"  {text}: {count}" for count, text in skipped if count]
@@ -245,7 +253,8 @@ def scan_gateway_log(paths: Iterable[str | Path]) -> GatewayLog:
     answered (a tier and no error status), has a label, and its record contains the
     conversation.  A cache hit names the tier whose answer was stored, so a label on a hit
     rates that tier; hits without a label are counted apart.  The gateway stores the conversation only when the
-    policy sets ``outcomes.store_prompts: true``.
+    policy sets ``outcomes.store_prompts: true``.  Labelled requests with the same
+    conversation and tier become one row, whose quality is the mean of their scores.
 
     Raises OutcomesError for a path that does not exist or a file that cannot be opened.
     Lines that are not JSON objects are counted as invalid, not raised, so that one torn
@@ -350,8 +359,9 @@ class _LogScanner:
 
     def result(self) -> GatewayLog:
         self.counts.requests = len(self.requests)
-        records = [prompt for (_, rid), request in self.requests.items()
-                   if (prompt := self._labelled(rid, request)) is not None]
+        labelled = [prompt for (_, rid), request in self.requests.items()
+                    if (prompt := self._labelled(rid, request)) is not None]
+        records = self._average_repeats(labelled)
         request_ids = {rid for _, rid in self.requests}
         self.counts.unmatched_labels += sum(
             not self._has_request(label.tenant, rid, request_ids)
@@ -379,6 +389,31 @@ class _LogScanner:
             return None
         counts.labelled += 1
         return _from_gateway(request, label.score)
+
+    def _average_repeats(self, prompts: list[LabelledPrompt]) -> list[LabelledPrompt]:
+        """Merge rows of one conversation and tier into the first, with the mean score.
+
+        A cache hit repeats the request whose answer it copied, and popular prompts recur,
+        so several users can rate one tier's answer to the same conversation.  Training
+        merges rows with the same conversation and keeps one label per tier, so without
+        this step the last rating would replace the others.
+        """
+        rows: dict[tuple[bytes, str], LabelledPrompt] = {}
+        scores: dict[tuple[bytes, str], list[float]] = {}
+        for prompt in prompts:
+            tier, score = next(iter(prompt.quality.items()))
+            key = (conversation_key(prompt), tier)
+            if key not in rows:
+                rows[key] = prompt
+                scores[key] = [score]
+                continue
+            self.counts.averaged += 1
+            scores[key].append(score)
+            if not rows[key].cost:
+                rows[key].cost = prompt.cost
+        for key, row in rows.items():
+            row.quality = {key[1]: sum(scores[key]) / len(scores[key])}
+        return list(rows.values())
 
     def _has_request(self, tenant: str | None, rid: str, request_ids: set[str]) -> bool:
         """Tell whether a label of ``tenant`` for ``rid`` has a request it can join."""
@@ -437,11 +472,14 @@ def _failed(request: Mapping[str, Any]) -> bool:
 def _from_gateway(record: dict[str, Any], score: float) -> LabelledPrompt:
     tier = str(record.get("tier"))
     cost = record.get("cost_usd")
+    # A cache hit's record has cost_usd 0, which is the cache's price, not the tier's.
+    if record.get("cache_hit") or not isinstance(cost, int | float):
+        cost = None
     return LabelledPrompt(
         id=str(record["request_id"]),
         messages=_conversation(record),
         quality={tier: score},
-        cost={tier: float(cost)} if isinstance(cost, int | float) else {},
+        cost={tier: float(cost)} if cost is not None else {},
         source=GATEWAY_SOURCE,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -118,11 +119,22 @@ def simulate_command(
             "that answered."
         ),
     ] = None,
+    classifier_version: Annotated[
+        str | None,
+        typer.Option(
+            help="Replay only the requests that this classifier version scored, as "
+            "`/readyz` and model.json name it; all requests when unset."
+        ),
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Draw no progress bar, even on a terminal.")
     ] = False,
 ) -> None:
     """Replay logged traffic through a policy and print tier mix, cost and known quality.
+
+    The replay reuses the scores that the serving classifier logged, and it prints that
+    classifier's version. A policy's thresholds suit one classifier, so a log that spans a
+    classifier rollout gets a warning; --classifier-version keeps one version's requests.
 
     Every deployment counts as available, as if every provider key were set, so a request
     logged while a tier was unavailable may be simulated on that tier.
@@ -149,6 +161,8 @@ def simulate_command(
         raise typer.Exit(2) from None
     with progress_bars(bars_enabled(quiet)) as bars:
         records, feedback = _read_outcomes_or_exit(outcomes, bars)
+        if classifier_version is not None:
+            records = _records_of_version(records, classifier_version)
         policies = {"proposed": new} | ({"current": old} if old is not None else {})
         results = {
             name: _simulate_counting(candidate, records, feedback, bars, name)
@@ -158,10 +172,15 @@ def simulate_command(
     rated = sum((record.get("tenant"), record["request_id"]) in feedback for record in records)
     typer.echo(f"{len(records)} routed requests in the log, {rated} of them with feedback "
                "(cache hits and failed requests are left out)")
+    typer.echo(_classifier_versions_line(records))
     typer.echo(f"{'':<16}" + "".join(f"{name:>14}" for name in results))
     for tier in tiers:
         cells = "".join(f"{r.share(tier):>14.1%}" for r in results.values())
         typer.echo(f"{tier + ' share':<16}{cells}")
+    unroutable = any(r.unroutable for r in results.values())
+    if unroutable:
+        cells = "".join(f"{r.unroutable / r.requests:>14.1%}" for r in results.values())
+        typer.echo(f"{'unroutable':<16}{cells}")
     typer.echo(f"{'cost USD':<16}" + "".join(f"{r.cost_usd:>14.6f}" for r in results.values()))
     quality = "".join(
         f"{r.quality:>14.3f}" if r.quality is not None else f"{'-':>14}" for r in results.values()
@@ -173,6 +192,12 @@ def simulate_command(
         "quality: mean feedback score of the rated requests, those with feedback whose simulated "
         "tier is the tier that answered; columns with different rated requests are not comparable"
     )
+    if unroutable:
+        counts = ", ".join(f"{name} {r.unroutable}" for name, r in results.items())
+        typer.echo(
+            f"unroutable: requests that no deployment of the policy can take, such as a prompt "
+            f"longer than every context window ({counts}); the cost leaves them out"
+        )
     # Records written before the gateway recorded a prompt category have none.
     without_category = sum(record.get("category") is None for record in records)
     floored = [name for name, candidate in policies.items() if candidate.routing.category_floors]
@@ -185,6 +210,33 @@ def simulate_command(
     if "current" in results:
         for warning in tier_shift_warnings(results["proposed"], results["current"], tiers):
             typer.echo(warning)
+
+
+def _records_of_version(records: list[dict[str, Any]], version: str) -> list[dict[str, Any]]:
+    """Keep the records scored by classifier ``version``; exit with 1 when there are none."""
+    matching = [record for record in records if record.get("classifier_version") == version]
+    if not matching:
+        found = sorted({str(record.get("classifier_version")) for record in records})
+        typer.echo(f"error: no routed request in the log was scored by classifier {version}; "
+                   f"the log has {', '.join(found) or 'none'}", err=True)
+        raise typer.Exit(1)
+    return matching
+
+
+def _classifier_versions_line(records: list[dict[str, Any]]) -> str:
+    """Describe which classifier versions computed the logged scores that simulate replays.
+
+    Thresholds suit the scores of one classifier, so a log that spans a rollout, or a
+    policy calibrated for a newer classifier, gives figures that the gateway would not reach.
+    """
+    versions = Counter(str(record.get("classifier_version") or "unknown") for record in records)
+    listed = ", ".join(f"{version} ({count})" for version, count in sorted(versions.items()))
+    if len(versions) == 1:
+        return (f"scores logged by classifier {listed}; the simulation reuses them, so its "
+                "figures hold for a policy whose thresholds were chosen for that classifier")
+    return (f"WARNING: scores logged by {len(versions)} classifier versions: {listed}. The "
+            "thresholds of a policy suit one classifier's scores, so pass --classifier-version "
+            "to replay the requests that one of them scored")
 
 
 def _read_outcomes_or_exit(

@@ -28,6 +28,8 @@ KeyPrefixOption = Annotated[
         help="Key prefix of the gateways; versions are stored under the hash tag {PREFIX}.",
     ),
 ]
+BUNDLED_CLASSIFIER = "bundled"
+"""The name that ``classifier publish`` reads as the bundled model, as ``train --compare-with`` does."""
 KeepOption = Annotated[
     int, typer.Option(help="Stored versions to keep; older ones are deleted, never the current.")
 ]
@@ -35,7 +37,11 @@ KeepOption = Annotated[
 
 def publish_classifier_command(
     directory: Annotated[
-        Path, typer.Argument(help="Artifact folder with model.json, its weights and MODEL_CARD.md.")
+        Path,
+        typer.Argument(
+            help="Artifact folder with model.json, its weights and MODEL_CARD.md, or "
+            f"'{BUNDLED_CLASSIFIER}' for the model shipped in the package."
+        ),
     ],
     policy: Annotated[
         Path | None,
@@ -53,7 +59,8 @@ def publish_classifier_command(
     """Verify a classifier artifact, store it in Redis, and make every gateway serve it.
 
     The version is the one in model.json.  Publishing a version that is already stored
-    with the same files makes it current again (a rollback).
+    with the same files makes it current again (a rollback).  'bundled' publishes the model
+    shipped in the package, wherever the package is installed, to roll back to it.
 
     A gateway rejects a classifier that does not score every tier named by the thresholds
     of the policy it serves.  So the classifier is checked against the published policy,
@@ -65,6 +72,10 @@ def publish_classifier_command(
     """
     from router.distribution import BundleError, DistributionKeys, classifier_bundle
 
+    if str(directory) == BUNDLED_CLASSIFIER:
+        from classifiers.artifact import DEFAULT_DIR
+
+        directory = DEFAULT_DIR
     try:
         bundle = classifier_bundle(directory)
     except BundleError as exc:

@@ -249,6 +249,44 @@ def test_cli_with_classifier_omits_note(tmp_path: Path) -> None:
     assert not any(line.startswith("note: these thresholds fit") for line in lines)
 
 
+def test_cli_warns_about_trained_sets(tmp_path: Path) -> None:
+    data = tmp_path / "rows.jsonl"
+    _write_generated(data)
+    # The bundled model was trained on every routellm-mmlu row.
+    rows = [json.loads(line) | {"source": "routellm-mmlu/anatomy"}
+            for line in data.read_text().splitlines()]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    bundled = Path(__file__).resolve().parents[2] / "classifiers" / "default"
+
+    lines = _calibrate_lines(data, DEFAULT_POLICY, "--classifier", str(bundled))
+
+    assert lines[1].startswith("warning: the classifier was trained on the sets of some scored "
+                               "rows: routellm-mmlu (50 rows).")
+    assert not any(line.startswith("note: these rows must not") for line in lines)
+
+
+def test_cli_classifier_bundled_keyword(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "rows.jsonl"
+    _write_generated(data)
+    # No folder named bundled exists here, so only the keyword can find the model.
+    monkeypatch.chdir(tmp_path)
+
+    lines = _calibrate_lines(data, DEFAULT_POLICY, "--classifier", "bundled")
+
+    assert lines[0] == "held-out rows: 50 (the file's test split, scored by bundled)"
+
+
+def test_cli_notes_unknown_sets(tmp_path: Path) -> None:
+    data = tmp_path / "rows.jsonl"
+    _write_generated(data)
+    bundled = Path(__file__).resolve().parents[2] / "classifiers" / "default"
+
+    lines = _calibrate_lines(data, DEFAULT_POLICY, "--classifier", str(bundled))
+
+    assert lines[1] == "note: these rows must not have been in the classifier's training data"
+    assert not any(line.startswith("warning:") for line in lines)
+
+
 def _calibrate_lines(data: Path, policy: Path, *options: str) -> list[str]:
     result = CliRunner().invoke(calibrate_app, ["--data", str(data), "--target-quality", "0.9",
                                                 "--policy", str(policy), *options])

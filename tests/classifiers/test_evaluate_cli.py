@@ -151,6 +151,24 @@ def test_evaluate_fixed_model_scores_all_rows(tmp_path: Path) -> None:
     assert "prompt-length" in metrics["cost_quality"]
 
 
+def test_evaluate_bundled_model_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from classifiers import load_default
+
+    data = tmp_path / "rows.jsonl"
+    _write_generated(data, ("edge", "mid", "frontier"), rows=60)
+    out = tmp_path / "result.json"
+    # No folder named bundled exists here, so only the keyword can find the model.
+    monkeypatch.chdir(tmp_path)
+
+    result = runner.invoke(evaluate_app, ["--data", str(data), "--model", "bundled",
+                                          "--split", "kfold", "--json", str(out)])
+
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["mode"] == f"all rows, fixed model {load_default().version}"
+    assert metrics["rows_scored"] == 60
+
+
 def test_evaluate_fixed_model_rejects_unknown_tier(tmp_path: Path) -> None:
     data = tmp_path / "two.jsonl"
     _write_generated(data, ("weak", "strong"), rows=30)

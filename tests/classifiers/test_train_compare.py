@@ -332,6 +332,24 @@ def test_warns_when_compared_model_saw_heldout_sets(tmp_path: Path) -> None:
     assert load_artifact(tmp_path / "night").metadata["comparison"]["overlap"] == {"gsm8k": 60}
 
 
+def test_warns_for_heldout_subsets_of_seen_set(tmp_path: Path) -> None:
+    # import-data writes sources such as routellm-mmlu/anatomy, and model.json counts the
+    # input rows by the part before the slash.
+    seen = _with_source(_write_rows(tmp_path / "seen.jsonl", ("weak", "strong"), seed=11),
+                        "mmlu/anatomy")
+    assert _train(tmp_path, "previous", seen, ("weak", "strong")).exit_code == 0
+    data = _with_source(_write_rows(tmp_path / "night.jsonl", ("weak", "strong")), "mmlu/virology")
+
+    result = _train(tmp_path, "night", data, ("weak", "strong"),
+                    "--compare-with", str(tmp_path / "previous"))
+
+    assert result.exit_code == 0, result.output
+    message = _one_line(result.output)
+    assert "warning: the compared model was trained on the sets of some held-out rows" in message
+    assert "mmlu (60 rows)" in message
+    assert load_artifact(tmp_path / "night").metadata["comparison"]["overlap"] == {"mmlu": 60}
+
+
 def test_no_warning_for_unseen_heldout_sets(tmp_path: Path, previous_two: Path) -> None:
     data = _write_rows(tmp_path / "night.jsonl", ("weak", "strong"))
 

@@ -134,6 +134,61 @@ def test_hit_label_rates_stored_tier(tmp_path: Path) -> None:
     assert log.counts.labelled == 1
 
 
+def test_hit_row_has_no_cost(tmp_path: Path) -> None:
+    # The gateway logs cost_usd 0 for a hit, which is not what the tier costs.
+    path = _write(tmp_path / "log.jsonl", [
+        _request("a", "first question", cache_hit=True, cost_usd=0.0, tier="mid"),
+        _request("b", "second question", cost_usd=0.002, tier="mid"),
+        _feedback("a", 1.0, ts=101.0),
+        _feedback("b", 1.0, ts=102.0),
+    ])
+
+    log = scan_gateway_log([path])
+
+    assert [r.id for r in log.records] == ["a", "b"]
+    assert log.records[0].cost == {}
+    assert log.records[1].cost == {"mid": 0.002}
+
+
+def test_repeated_conversation_scores_averaged(tmp_path: Path) -> None:
+    # b is a cache hit of a, and c sends the same question again. Each answer was rated.
+    path = _write(tmp_path / "log.jsonl", [
+        _request("a", "what is 2+2?", cost_usd=0.002),
+        _request("b", "what is 2+2?", cache_hit=True, cost_usd=0.0),
+        _request("c", "what is 2+2?", cost_usd=0.002),
+        _request("d", "what is 2+2?", tier="mid", cost_usd=0.02),
+        _feedback("a", 1.0, ts=101.0),
+        _feedback("b", 0.0, ts=102.0),
+        _feedback("c", 0.5, ts=103.0),
+        _feedback("d", 1.0, ts=104.0),
+    ])
+
+    log = scan_gateway_log([path])
+
+    assert [r.id for r in log.records] == ["a", "d"]
+    assert log.records[0].quality == {"edge": 0.5}
+    assert log.records[0].cost == {"edge": 0.002}
+    assert log.records[1].quality == {"mid": 1.0}
+    assert log.counts.labelled == 4
+    assert log.counts.averaged == 2
+    assert ("  labelled requests averaged into the row of an earlier request with the same "
+            "conversation and tier: 2") in log.counts.summary_lines()
+
+
+def test_averaged_row_takes_cost_of_miss(tmp_path: Path) -> None:
+    path = _write(tmp_path / "log.jsonl", [
+        _request("a", "hello", cache_hit=True, cost_usd=0.0),
+        _request("b", "hello", cost_usd=0.002),
+        _feedback("a", 1.0, ts=101.0),
+        _feedback("b", 1.0, ts=102.0),
+    ])
+
+    log = scan_gateway_log([path])
+
+    assert [r.id for r in log.records] == ["a"]
+    assert log.records[0].cost == {"edge": 0.002}
+
+
 def test_missing_prompts_counted(tmp_path: Path) -> None:
     path = _write(tmp_path / "log.jsonl", [
         _request("a", prompt=None), _feedback("a", 1.0, ts=101.0),

@@ -55,6 +55,24 @@ def test_publish_classifier_then_roll_back(
     assert redis_client.get(KEYS.current("classifier")) == b"cli-1"
 
 
+def test_publish_bundled_outside_checkout(
+    redis_url: str, redis_client: redis.Redis, default_namespace: None, tmp_path: Path
+) -> None:
+    from classifiers.artifact import load_default
+
+    # The folder classifiers/default exists only in a checkout, so the keyword must not
+    # depend on the current folder.
+    result = subprocess.run(
+        [sys.executable, "-m", "router", "classifier", "publish", "bundled", "--redis-url", redis_url],
+        check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+
+    version = load_default().version
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"classifier {version}: stored and published")
+    assert redis_client.get(KEYS.current("classifier")) == version.encode()
+
+
 def test_publish_policy_stores_text(
     redis_url: str, redis_client: redis.Redis, default_namespace: None, tmp_path: Path
 ) -> None:

@@ -188,8 +188,11 @@ async def test_gateway_log_trains_and_publishes(
         assert all(0.0 <= value <= 1.0 for value in scores.values())
     card = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
     inputs = card["training"]["rows"]["input"]
-    # Input rows are counted as read, before repeated conversations are merged.
-    assert inputs[GATEWAY_SOURCE] == GATEWAY_PROMPTS + CACHE_HITS
+    # A rated hit's score is averaged into the row of the request whose answer it copied,
+    # so the log gives one input row per served prompt.
+    assert (f"labelled requests averaged into the row of an earlier request with the same "
+            f"conversation and tier: {CACHE_HITS}") in trained.stderr
+    assert inputs[GATEWAY_SOURCE] == GATEWAY_PROMPTS
     assert inputs["gsm8k-openai"] == len(gsm8k_records) - GATEWAY_PROMPTS
     assert GATEWAY_SOURCE in (model_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Janet" not in (model_dir / "model.json").read_text(encoding="utf-8")

@@ -118,6 +118,118 @@ def test_simulate_command_warns_about_tier_growth(tmp_path: Path) -> None:
     assert "WARNING: the edge tier would take 100.0% of requests instead of 33.3% (+66.7 percentage points)." in result.output
 
 
+def test_simulate_command_shows_unroutable_requests(tmp_path: Path) -> None:
+    import yaml
+
+    log = write_log(tmp_path / "log.jsonl")
+    current = tmp_path / "current.yaml"
+    current.write_text(yaml.safe_dump(POLICY))
+    # Every logged prompt has 1,000 tokens, more than any context window of this policy.
+    small = {
+        **POLICY,
+        "tiers": {
+            tier: {"deployments": [{**spec["deployments"][0], "context_window": 500}]}
+            for tier, spec in POLICY["tiers"].items()
+        },
+    }
+    proposed = tmp_path / "proposed.yaml"
+    proposed.write_text(yaml.safe_dump(small))
+
+    result = CliRunner().invoke(
+        app,
+        ["policy", "simulate", "--policy", str(proposed), "--outcomes", str(log), "--against", str(current)],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "unroutable              100.0%          0.0%" in result.output
+    assert "(proposed 3, current 0); the cost leaves them out" in result.output
+
+
+def test_simulate_command_without_unroutable_row(tmp_path: Path) -> None:
+    import yaml
+
+    log = write_log(tmp_path / "log.jsonl")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(POLICY))
+
+    result = CliRunner().invoke(app, ["policy", "simulate", "--policy", str(policy), "--outcomes", str(log)])
+
+    assert result.exit_code == 0, result.output
+    assert "unroutable" not in result.output
+
+
+def write_two_version_log(path: Path) -> Path:
+    rows = [
+        {**record("a", 0.9, 0.9, "edge"), "classifier_version": "v1"},
+        {**record("b", 0.5, 0.65, "mid"), "classifier_version": "v2"},
+        {**record("c", 0.1, 0.1, "frontier"), "classifier_version": "v2"},
+    ]
+    path.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    return path
+
+
+def test_simulate_command_names_classifier_version(tmp_path: Path) -> None:
+    import yaml
+
+    log = write_log(tmp_path / "log.jsonl")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(POLICY))
+
+    result = CliRunner().invoke(app, ["policy", "simulate", "--policy", str(policy), "--outcomes", str(log)])
+
+    assert result.exit_code == 0, result.output
+    assert "scores logged by classifier unknown (3); the simulation reuses them" in result.output
+
+
+def test_simulate_command_warns_about_versions(tmp_path: Path) -> None:
+    import yaml
+
+    log = write_two_version_log(tmp_path / "log.jsonl")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(POLICY))
+
+    result = CliRunner().invoke(app, ["policy", "simulate", "--policy", str(policy), "--outcomes", str(log)])
+
+    assert result.exit_code == 0, result.output
+    assert "WARNING: scores logged by 2 classifier versions: v1 (1), v2 (2)." in result.output
+    assert "3 routed requests in the log" in result.output
+
+
+def test_simulate_command_keeps_one_version(tmp_path: Path) -> None:
+    import yaml
+
+    log = write_two_version_log(tmp_path / "log.jsonl")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(POLICY))
+
+    result = CliRunner().invoke(
+        app,
+        ["policy", "simulate", "--policy", str(policy), "--outcomes", str(log), "--classifier-version", "v2"],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "2 routed requests in the log" in result.output
+    assert "scores logged by classifier v2 (2)" in result.output
+    assert "edge share                0.0%" in result.output
+    assert "WARNING" not in result.output
+
+
+def test_simulate_command_unknown_version_exits_1(tmp_path: Path) -> None:
+    import yaml
+
+    log = write_two_version_log(tmp_path / "log.jsonl")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(POLICY))
+
+    result = CliRunner().invoke(
+        app,
+        ["policy", "simulate", "--policy", str(policy), "--outcomes", str(log), "--classifier-version", "v3"],
+    )
+
+    assert result.exit_code == 1
+    assert "no routed request in the log was scored by classifier v3; the log has v1, v2" in result.output
+
+
 FLOORED = {**POLICY, "routing": {"thresholds": {"edge": 0.7, "mid": 0.6}, "category_floors": {"math": "mid"}}}
 
 
