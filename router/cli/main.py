@@ -12,7 +12,14 @@ import typer
 from router.cli.help_format import hide_flag_placeholders
 from router.cli.outcomes import outcomes_app
 from router.cli.policy import policy_app
-from router.cli.publish import publish_classifier_command, publish_policy_command
+from router.cli.publish import (
+    classifier_versions_command,
+    policy_versions_command,
+    publish_classifier_command,
+    publish_policy_command,
+    rollback_classifier_command,
+    rollback_policy_command,
+)
 from router.cli.usage import usage_command
 
 if TYPE_CHECKING:
@@ -35,6 +42,8 @@ app = typer.Typer(
 app.add_typer(policy_app, name="policy")
 app.add_typer(outcomes_app, name="outcomes")
 policy_app.command("publish")(publish_policy_command)
+policy_app.command("versions")(policy_versions_command)
+policy_app.command("rollback")(rollback_policy_command)
 app.command("usage")(usage_command)
 
 
@@ -45,6 +54,8 @@ def _mount_classifier_commands() -> None:
     except ImportError:
         return
     classifier_app.command("publish")(publish_classifier_command)
+    classifier_app.command("versions")(classifier_versions_command)
+    classifier_app.command("rollback")(rollback_classifier_command)
     app.add_typer(classifier_app, name="classifier")
     # Plain commands, because a sub-app's usage line shows "COMMAND [ARGS]..." although
     # neither of these has subcommands.

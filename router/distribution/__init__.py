@@ -22,7 +22,15 @@ content hash the policy loader computes; a classifier's is the ``version`` in it
 
 from router.distribution.bundle import Bundle, BundleError, classifier_bundle, policy_bundle
 from router.distribution.keys import DistributionKeys
-from router.distribution.publish import PublishError, PublishResult, publish_bundle, store_bundle
+from router.distribution.publish import (
+    PublishError,
+    PublishResult,
+    StoredVersion,
+    publish_bundle,
+    store_bundle,
+    stored_bundle,
+    stored_versions,
+)
 from router.distribution.verify import VerificationError, verify_classifier, verify_policy
 from router.distribution.watcher import DistributionWatcher
 
@@ -33,11 +41,14 @@ __all__ = [
     "DistributionWatcher",
     "PublishError",
     "PublishResult",
+    "StoredVersion",
     "VerificationError",
     "classifier_bundle",
     "policy_bundle",
     "publish_bundle",
     "store_bundle",
+    "stored_bundle",
+    "stored_versions",
     "verify_classifier",
     "verify_policy",
 ]

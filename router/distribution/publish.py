@@ -39,6 +39,20 @@ class PublishResult:
     """Old versions deleted to keep the newest ``keep``."""
 
 
+@dataclass(frozen=True)
+class StoredVersion:
+    """One stored version of a kind, as ``stored_versions`` lists it."""
+
+    version: str
+    stored_at: str
+    """When the version was first stored (ISO 8601, from its manifest), or empty when unreadable."""
+    made_current_at: datetime
+    """When a publish last made it current."""
+    origin: str
+    digest: str
+    current: bool
+
+
 def store_bundle(
     client: redis.Redis, bundle: Bundle, keys: DistributionKeys
 ) -> tuple[bool, str | None]:
@@ -129,6 +143,44 @@ def published_version(client: redis.Redis, keys: DistributionKeys, kind: Kind) -
     version = _text(client.get(keys.current(kind)))
     if version is None:
         return None
+    return stored_bundle(client, keys, kind, version)
+
+
+def stored_versions(client: redis.Redis, keys: DistributionKeys, kind: Kind) -> list[StoredVersion]:
+    """Return the stored versions of ``kind``, the one made current last first."""
+    current = _text(client.get(keys.current(kind)))
+    listed: Any = client.zrange(keys.versions(kind), 0, -1, desc=True, withscores=True)
+    pipe = client.pipeline(transaction=False)
+    for version, _ in listed:
+        pipe.hget(keys.version(kind, _text(version)), MANIFEST_FIELD)
+    manifests = pipe.execute() if listed else []
+    result = []
+    for (version, score), raw in zip(listed, manifests, strict=True):
+        try:
+            manifest = json.loads(raw) if raw is not None else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            manifest = {}
+        if not isinstance(manifest, dict):
+            manifest = {}
+        name = _text(version)
+        result.append(StoredVersion(
+            version=name,
+            stored_at=str(manifest.get("published_at", "")),
+            made_current_at=datetime.fromtimestamp(score / 1000, UTC),
+            origin=str(manifest.get("origin", "")),
+            digest=str(manifest.get("digest", "")),
+            current=name == current,
+        ))
+    return result
+
+
+def stored_bundle(
+    client: redis.Redis, keys: DistributionKeys, kind: Kind, version: str
+) -> Bundle | None:
+    """Return the stored bundle of ``kind`` at ``version``, or None when it is not stored.
+
+    Raises BundleError when the stored files do not match their manifest.
+    """
     fields: Any = client.hgetall(keys.version(kind, version))
     return Bundle.from_hash(kind, version, fields) if fields else None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -213,3 +214,110 @@ def test_publish_missing_folder_fails(redis_url: str, tmp_path: Path) -> None:
     assert result.stderr == (
         f"error: {tmp_path / 'none' / 'model.json'}: cannot read the file (No such file or directory)\n"
     )
+
+
+def test_versions_then_rollback_by_name(
+    redis_url: str, redis_client: redis.Redis, default_namespace: None, tmp_path: Path
+) -> None:
+    first = make_artifact(tmp_path / "first", "cli-1")
+    second = make_artifact(tmp_path / "second", "cli-2", seed=1)
+    assert run_cli("classifier", "publish", str(first), "--redis-url", redis_url).returncode == 0
+    assert run_cli("classifier", "publish", str(second), "--redis-url", redis_url).returncode == 0
+    # The folders are gone, as on a machine that only has Redis.
+    shutil.rmtree(first)
+    shutil.rmtree(second)
+
+    before = run_cli("classifier", "versions", "--redis-url", redis_url)
+    rollback = run_cli("classifier", "rollback", "cli-1", "--redis-url", redis_url)
+    after = run_cli("classifier", "versions", "--redis-url", redis_url)
+
+    assert before.returncode == 0, before.stderr
+    lines = before.stdout.splitlines()
+    assert lines[0] == "classifier versions, the one made current last first (* = current):"
+    assert lines[1].startswith("* cli-2  made current ")
+    assert lines[2].startswith("  cli-1  made current ")
+    assert lines[2].endswith("  from first")
+    assert rollback.returncode == 0, rollback.stderr
+    assert rollback.stdout.startswith("classifier cli-1: already stored; made current")
+    assert "previous cli-2" in rollback.stdout
+    assert redis_client.get(KEYS.current("classifier")) == b"cli-1"
+    assert [line[:7] for line in after.stdout.splitlines()[1:]] == ["* cli-1", "  cli-2"]
+
+
+def test_versions_when_none_is_stored(redis_url: str, default_namespace: None) -> None:
+    result = run_cli("policy", "versions", "--redis-url", redis_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "No policy version is stored under the prefix 'tw'.\n"
+
+
+def test_rollback_unknown_version_names_the_stored_ones(
+    redis_url: str, default_namespace: None, tmp_path: Path
+) -> None:
+    artifact = make_artifact(tmp_path / "model", "cli-1")
+    assert run_cli("classifier", "publish", str(artifact), "--redis-url", redis_url).returncode == 0
+
+    unknown = run_cli("classifier", "rollback", "cli-0", "--redis-url", redis_url)
+    invalid = run_cli("classifier", "rollback", "../cli-1", "--redis-url", redis_url)
+
+    assert unknown.returncode == 2
+    assert unknown.stderr == (
+        "error: classifier version 'cli-0' not found under the prefix 'tw'. Stored versions: "
+        "cli-1. To serve a deleted version, publish its artifact folder again\n"
+    )
+    assert invalid.returncode == 2
+    assert invalid.stderr.startswith("error: invalid version '../cli-1': use 1 to 128 letters")
+
+
+def test_rollback_classifier_checks_published_policy(
+    redis_url: str, redis_client: redis.Redis, default_namespace: None, tmp_path: Path
+) -> None:
+    two_tiers = make_artifact(tmp_path / "two-tiers", "cli-two", tiers=("edge", "frontier"))
+    three_tiers = make_artifact(tmp_path / "three-tiers", "cli-three")
+    edge_only = write_edge_threshold_policy(tmp_path / "edge-only.yaml")
+    assert run_cli("policy", "publish", str(edge_only), "--redis-url", redis_url).returncode == 0
+    assert run_cli("classifier", "publish", str(two_tiers), "--redis-url", redis_url).returncode == 0
+    assert run_cli("classifier", "publish", str(three_tiers), "--redis-url", redis_url).returncode == 0
+    # Gateways now serve a policy with a mid threshold, which cli-two does not score.
+    policy = write_test_policy(tmp_path / "policy.yaml")
+    assert run_cli("policy", "publish", str(policy), "--redis-url", redis_url).returncode == 0
+
+    result = run_cli("classifier", "rollback", "cli-two", "--redis-url", redis_url)
+
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert message.startswith(
+        "error: classifier version cli-two: the classifier scores the tiers edge, frontier, but "
+        f"the thresholds of the published policy {load_policy(policy).version} also name mid"
+    )
+    assert redis_client.get(KEYS.current("classifier")) == b"cli-three"
+
+
+def test_rollback_policy_by_version(
+    redis_url: str, redis_client: redis.Redis, default_namespace: None, tmp_path: Path
+) -> None:
+    first = write_test_policy(tmp_path / "first.yaml", edge_threshold=0.7)
+    second = write_test_policy(tmp_path / "second.yaml", edge_threshold=0.8)
+    first_version = load_policy(first).version
+    for path in (first, second):
+        assert run_cli("policy", "publish", str(path), "--redis-url", redis_url).returncode == 0
+    first.unlink()
+
+    result = run_cli("policy", "rollback", first_version, "--redis-url", redis_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"policy {first_version}: already stored; made current")
+    assert redis_client.get(KEYS.current("policy")) == first_version.encode()
+
+
+def test_rollback_damaged_version_fails(
+    redis_url: str, redis_client: redis.Redis, default_namespace: None, tmp_path: Path
+) -> None:
+    artifact = make_artifact(tmp_path / "model", "cli-1")
+    assert run_cli("classifier", "publish", str(artifact), "--redis-url", redis_url).returncode == 0
+    redis_client.hset(KEYS.version("classifier", "cli-1"), "file:MODEL_CARD.md", b"edited")
+
+    result = run_cli("classifier", "rollback", "cli-1", "--redis-url", redis_url)
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: the stored classifier version cli-1 is invalid: ")
