@@ -258,3 +258,19 @@ def test_files_capability_rejects_non_booleans(tmp_path: Path, value: str, found
         f"(found {found})"
     )
     assert caught.value.problems == [problem]
+
+
+@pytest.mark.parametrize(
+    "policy_file", ["policies/default.yaml", "policies/examples/three-tier-cloud.yaml"]
+)
+def test_shipped_policies_send_pdf_to_mid(policy_file: str) -> None:
+    root = Path(__file__).resolve().parents[2]
+    policy = load_policy(root / policy_file).policy
+
+    decision = decide(policy, {"edge": 0.99, "mid": 0.99}, pdf_needs(40),
+                      requested="auto", is_available=lambda d: True)
+
+    assert decision.tier == "mid"
+    assert decision.candidates[0].deployment.name == "gpt-4o-mini"
+    [edge] = policy.tiers["edge"].deployments
+    assert decision.skipped == {edge.name: "capability:messages:file"}
