@@ -54,7 +54,12 @@ from router.policy.schema import TIER_ORDER, Policy
 from router.ratelimits import estimate_prompt_tokens
 from router.routing.category import prompt_category
 from router.routing.decide import Decision, RequestNeeds, decide, highest_tier
-from router.routing.tokens import count_prompt_tokens, message_texts
+from router.routing.tokens import (
+    count_attachment_tokens,
+    count_file_tokens,
+    count_prompt_tokens,
+    message_texts,
+)
 from router.runtime import Runtime
 from router.upstream.base import UpstreamHeaders
 from router.upstream.dispatch import Dispatcher
@@ -113,7 +118,8 @@ async def serve_chat(
 
 
 def _estimate_tokens(messages: list[dict[str, Any]]) -> int:
-    return estimate_prompt_tokens(message_texts(messages), len(messages))
+    text_tokens = estimate_prompt_tokens(message_texts(messages), len(messages))
+    return text_tokens + count_attachment_tokens(messages)
 
 
 def _parse(
@@ -253,8 +259,12 @@ def route(
     # the response.
     outcome.messages = body["messages"]
     part_types = chat.content_part_types
+    # Counted once, because a PDF's page count reads all its bytes.
+    file_tokens = count_file_tokens(body["messages"]) if "file" in part_types else 0
     needs = RequestNeeds(
-        prompt_tokens=count_prompt_tokens(body["messages"], fits_below=policy.smallest_context_window),
+        prompt_tokens=count_prompt_tokens(
+            body["messages"], fits_below=policy.smallest_context_window, file_tokens=file_tokens
+        ),
         max_output_tokens=chat.output_token_limit,
         # The deprecated ``functions`` parameter needs tool support just as ``tools`` does.
         tools=bool(chat.tools or body.get("functions")),
@@ -264,6 +274,7 @@ def route(
         images="image_url" in part_types,
         audio="input_audio" in part_types,
         files="file" in part_types,
+        file_tokens=file_tokens,
     )
     decision = decide(
         policy,

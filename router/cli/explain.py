@@ -14,7 +14,7 @@ from router.policy.loader import PolicyError, load_policy
 from router.policy.schema import TIER_ORDER, Deployment
 from router.routing.category import prompt_category
 from router.routing.decide import RequestNeeds, decide, highest_tier
-from router.routing.tokens import count_prompt_tokens
+from router.routing.tokens import count_file_tokens, count_prompt_tokens
 from router.settings import BUNDLED_POLICY
 
 
@@ -65,10 +65,20 @@ def explain_routing(
             raise typer.BadParameter(f"the policy has no tenant {tenant!r}; its tenants: {known}",
                                      param_hint="--tenant")
     scores = scorer.score(messages) if alias is not None else {}
-    tokens = count_prompt_tokens(messages, fits_below=0)
+    file_tokens = count_file_tokens(messages)
+    tokens = count_prompt_tokens(messages, fits_below=0, file_tokens=file_tokens)
     category = prompt_category(messages)
-    # As at the gateway, a tool-call history goes only to deployments with ``tools``.
-    needs = RequestNeeds(prompt_tokens=tokens, tool_messages=has_tool_messages(messages))
+    part_types = _content_part_types(messages)
+    # As at the gateway, a tool-call history goes only to deployments with ``tools``, and
+    # image, audio and file parts only to deployments with their capability.
+    needs = RequestNeeds(
+        prompt_tokens=tokens,
+        tool_messages=has_tool_messages(messages),
+        images="image_url" in part_types,
+        audio="input_audio" in part_types,
+        files="file" in part_types,
+        file_tokens=file_tokens,
+    )
     lines = [f"policy      {loaded.path} (version {loaded.version})", f"classifier  {scorer.version}"]
     if tenant_config is not None:
         blocked = ", ".join(tenant_config.blocked_tiers) or "none"
@@ -78,7 +88,11 @@ def explain_routing(
     if callable(features):
         shown = ", ".join(f"{k}={_number(v)}" for k, v in features(messages).items())
         lines.append(f"features    {shown}")
-    lines.append(f"tokens      {tokens} prompt tokens (cl100k count)")
+    if part_types & {"image_url", "file"}:
+        lines.append(f"tokens      {tokens} prompt tokens (cl100k count, with estimates for "
+                     "images and files)")
+    else:
+        lines.append(f"tokens      {tokens} prompt tokens (cl100k count)")
     floor = policy.routing.category_floors.get(category)
     lines.append(f"category    {category}" + (f" (starts at the {floor} tier)" if floor else ""))
     max_tier = alias.max_tier if alias is not None else None
@@ -134,6 +148,17 @@ def explain_routing(
         f"cost        ${cost:.6f} expected for {tokens} prompt + {expected_output_tokens} output tokens"
     )
     return "\n".join(lines)
+
+
+def _content_part_types(messages: list[Any]) -> set[str]:
+    """Return the ``type`` of every content part in ``messages``, read from an unvalidated file."""
+    return {
+        part["type"]
+        for message in messages
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, dict) and isinstance(part.get("type"), str)
+    }
 
 
 def _number(value: Any) -> str:

@@ -108,6 +108,9 @@ class Price(StrictModel):
 
 
 class Capabilities(StrictModel):
+    # Strict, so that a value such as "no" or 0 is an error rather than read as a flag.
+    model_config = ConfigDict(strict=True)
+
     tools: bool = True
     json_schema: bool = True
     n: bool = True

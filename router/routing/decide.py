@@ -25,6 +25,7 @@ from router.routing.skips import (
     describe_unavailable_alias,
     describe_unavailable_model,
 )
+from router.routing.tokens import TOKENS_PER_PDF_PAGE
 
 
 # RequestNeeds and Decision are built for every request. They are not frozen, because a
@@ -46,6 +47,8 @@ class RequestNeeds:
     images: bool = False
     audio: bool = False
     files: bool = False
+    file_tokens: int = 0
+    """The part of ``prompt_tokens`` estimated for ``file`` parts (``estimate_file_tokens``)."""
 
     def missing_capability(self, deployment: Deployment) -> str | None:
         """Return the request parameter that ``deployment`` cannot honour, or None.
@@ -299,6 +302,22 @@ def _eligible(
     return True
 
 
+def _context_message(needs: RequestNeeds) -> str:
+    if not needs.file_tokens:
+        return (
+            f"The conversation needs about {needs.prompt_tokens} tokens plus the requested "
+            "output, which exceeds the context window of every deployment that could serve it. "
+            "Shorten the conversation or lower max_tokens."
+        )
+    return (
+        f"The conversation needs about {needs.prompt_tokens} tokens plus the requested output, "
+        f"{needs.file_tokens} of them estimated for its files ({TOKENS_PER_PDF_PAGE} per PDF "
+        "page, else one per byte), which exceeds the context window of every deployment that "
+        "could serve it. Send fewer or smaller files, shorten the conversation or lower "
+        "max_tokens."
+    )
+
+
 def _raise_for(skips: Skips, needs: RequestNeeds, unavailable_message: str) -> NoReturn:
     # A deployment that is down but large and capable enough outranks the other reasons:
     # with it running, the request would have been served, so the client learns what to
@@ -307,12 +326,7 @@ def _raise_for(skips: Skips, needs: RequestNeeds, unavailable_message: str) -> N
     if "unavailable" in reasons:
         raise NoDeploymentAvailable(unavailable_message, local_model_down=skips.local_model_down)
     if "context" in reasons:
-        raise ContextTooLong(
-            f"The conversation needs about {needs.prompt_tokens} tokens plus the requested "
-            "output, which exceeds the context window of every deployment that could serve it. "
-            "Shorten the conversation or lower max_tokens.",
-            param="messages",
-        )
+        raise ContextTooLong(_context_message(needs), param="messages")
     capabilities = sorted(r.split(":", 1)[1] for r in reasons if r.startswith("capability:"))
     if capabilities:
         missing = capabilities[0]

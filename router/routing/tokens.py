@@ -3,12 +3,17 @@
 Exact counting with tiktoken costs time on long prompts, so ``count_prompt_tokens`` first
 takes the UTF-8 byte length, an upper bound of the cl100k token count, and only encodes
 when that bound does not already fit the smallest window in question.
+
+Images and files are not text, so they count as estimates: a fixed count per image, and
+for a file part its PDF page count or its decoded size (``estimate_file_tokens``).
 """
 
 from __future__ import annotations
 
+import binascii
 import importlib.util
 import os
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -16,9 +21,23 @@ from typing import Any
 
 # Per-message framing tokens and an image's cost, from OpenAI's published counting rules
 # (gpt-4 family: 3 tokens per message; a low-detail image is 85 tokens, a high-detail
-# 512 px tile 170).  Images are counted at a conservative 1,000 tokens each.
+# 512 px tile 170).  Images are counted at 1,000 tokens each, an estimate.
+# NOTE: the high-detail rule scales an image to fit 2048 px, then its short side to 768 px,
+# so a tall image takes 8 tiles, 1,445 tokens, and the count is low for it.
 TOKENS_PER_MESSAGE = 4
 TOKENS_PER_IMAGE = 1000
+
+# Estimated tokens of one PDF page. Anthropic's PDF support page (docs.claude.com) gives
+# about 7,000 tokens for a 3-page PDF, because each page goes to the model as its extracted
+# text and as an image. OpenAI's file inputs guide describes the same two parts.
+TOKENS_PER_PDF_PAGE = 3000
+# A page object's dictionary entry. The lookahead leaves out ``/Pages``, the page tree's nodes.
+_PDF_PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![A-Za-z0-9])")
+# The header is searched for in the first 1,024 bytes, because some files put other data
+# before it. 1,368 base64 characters decode to 1,026 bytes, and the count is a multiple of 4,
+# so they decode on their own.
+_PDF_HEADER = b"%PDF-"
+_HEADER_BASE64_CHARS = 1368
 
 
 def message_texts(messages: Iterable[Any]) -> Iterable[str]:
@@ -40,23 +59,102 @@ def message_texts(messages: Iterable[Any]) -> Iterable[str]:
                 yield str(function.get("arguments", ""))
 
 
-def count_images(messages: Iterable[Any]) -> int:
-    count = 0
+def _content_parts(messages: Iterable[Any]) -> Iterable[Any]:
     for message in messages:
         content = message.get("content") if isinstance(message, dict) else message.content
         if isinstance(content, list):
-            count += sum(1 for part in content if part.get("type") == "image_url")
-    return count
+            yield from content
 
 
-def count_prompt_tokens(messages: list[Any], fits_below: int) -> int:
+def count_attachment_tokens(messages: Iterable[Any], *, files: bool = True) -> int:
+    """Estimate the tokens of the image parts of ``messages``, and of the file parts unless
+    ``files`` is False."""
+    tokens = 0
+    for part in _content_parts(messages):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "image_url":
+            tokens += TOKENS_PER_IMAGE
+        elif kind == "file" and files:
+            tokens += estimate_file_tokens(part.get("file"))
+    return tokens
+
+
+def count_file_tokens(messages: Iterable[Any]) -> int:
+    """Estimate the tokens of the ``file`` parts of ``messages`` (``estimate_file_tokens``)."""
+    return sum(
+        estimate_file_tokens(part.get("file"))
+        for part in _content_parts(messages)
+        if isinstance(part, dict) and part.get("type") == "file"
+    )
+
+
+def estimate_file_tokens(file: Any) -> int:
+    """Estimate the prompt tokens of a chat ``file`` part's ``file`` object.
+
+    A PDF counts ``TOKENS_PER_PDF_PAGE`` per page object in its bytes. The bytes are only
+    searched for page objects, never parsed. Other files count their decoded length in bytes,
+    an upper bound of a text file's cl100k tokens. A PDF whose page objects are all inside
+    compressed object streams, which this search cannot see, counts its length too.
+    """
+    if not isinstance(file, dict):
+        return 0
+    data = file.get("file_data")
+    if not isinstance(data, str):
+        # NOTE: a file_id names a file stored with the provider, whose size the gateway
+        # cannot see, so it counts as one PDF page however long the file is.
+        return TOKENS_PER_PDF_PAGE if file.get("file_id") else 0
+    media_type, payload, is_base64 = _split_data_url(data)
+    if not is_base64:
+        return len(payload.encode())
+    size = _decoded_base64_length(payload)
+    if media_type != "application/pdf" and not _starts_like_pdf(payload):
+        return size
+    try:
+        content = binascii.a2b_base64(payload)
+    except binascii.Error:
+        return size
+    pages = sum(1 for _ in _PDF_PAGE_OBJECT.finditer(content))
+    return pages * TOKENS_PER_PDF_PAGE if pages else size
+
+
+def _split_data_url(data: str) -> tuple[str, str, bool]:
+    """Split ``file_data`` into its media type, payload and whether the payload is base64.
+
+    Text that is not a data URL is taken as bare base64 of unknown media type.
+    """
+    if not data.startswith("data:"):
+        return "", data, True
+    header, separator, payload = data.partition(",")
+    if not separator:
+        return "", data, True
+    parameters = header[len("data:"):].split(";")
+    media_type = parameters[0].strip().lower()
+    is_base64 = any(parameter.strip().lower() == "base64" for parameter in parameters[1:])
+    return media_type, payload, is_base64
+
+
+def _decoded_base64_length(payload: str) -> int:
+    return len(payload) * 3 // 4 - payload[-2:].count("=")
+
+
+def _starts_like_pdf(payload: str) -> bool:
+    try:
+        head = binascii.a2b_base64(payload[:_HEADER_BASE64_CHARS])
+    except binascii.Error:
+        return False
+    return _PDF_HEADER in head
+
+
+def count_prompt_tokens(messages: list[Any], fits_below: int, file_tokens: int | None = None) -> int:
     """Count prompt tokens, exactly when the cheap upper bound reaches ``fits_below``.
 
-    NOTE: a ``file`` part counts 0 tokens. Its ``file_data`` is encoded bytes, not prompt
-    text, and the gateway does not extract a PDF's text, so the count is low for files.
+    Images and files add their estimates (``count_attachment_tokens``). ``file_tokens``, when
+    given, replaces the estimate of the file parts, for a caller that has already made it.
     """
     texts = list(message_texts(messages))
-    overhead = TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_IMAGE * count_images(messages)
+    overhead = TOKENS_PER_MESSAGE * len(messages) + count_attachment_tokens(
+        messages, files=file_tokens is None
+    ) + (file_tokens or 0)
     upper_bound = sum(len(text.encode()) for text in texts) + overhead
     if upper_bound < fits_below:
         return upper_bound

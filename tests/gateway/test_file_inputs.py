@@ -20,7 +20,7 @@ import pytest
 from classifiers.conversation import view_conversation
 from router.api.anthropic_format import to_chat_body as anthropic_chat_body
 from router.app import create_app
-from router.routing.tokens import count_prompt_tokens
+from router.routing.tokens import TOKENS_PER_PDF_PAGE, count_prompt_tokens
 from tests.gateway.conftest import (
     TIERS,
     GatewayKit,
@@ -31,17 +31,18 @@ from tests.gateway.conftest import (
     write_yaml,
 )
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.pdf import build_pdf
 
 anthropic = pytest.importorskip(
     "anthropic", reason="the anthropic client is in the test extra: pip install -e '.[test]'"
 )
 
 TRANSPORTS = ["direct", "litellm"]
-PDF_BYTES = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"
+PDF_BYTES = build_pdf(1)
 PDF_BASE64 = base64.b64encode(PDF_BYTES).decode()
 PDF_DATA_URL = f"data:application/pdf;base64,{PDF_BASE64}"
-# A PDF whose base64 text would be far more tokens than the test policy's context window.
-LARGE_PDF_BASE64 = base64.b64encode(PDF_BYTES * 4000).decode()
+# Two pages, estimated at 6,000 tokens: more than the 4,096-token window of the small stack.
+TWO_PAGE_PDF_BASE64 = base64.b64encode(build_pdf(2)).decode()
 DOCUMENT_TEXT = "The launch moved from March to May because the supplier was late."
 
 
@@ -404,31 +405,34 @@ def test_count_tokens_reads_document_text(live: Stack) -> None:
         model="auto", messages=[{"role": "user", "content": "Summarize it."}]
     )
     with_text = client.messages.count_tokens(**count_request(text_document_request(DOCUMENT_TEXT * 20)))
-    with_pdf = client.messages.count_tokens(**count_request(pdf_request(LARGE_PDF_BASE64)))
+    with_pdf = client.messages.count_tokens(**count_request(pdf_request(TWO_PAGE_PDF_BASE64)))
 
     # Twenty copies of a sentence of 13 cl100k tokens.
     assert with_text.input_tokens - plain.input_tokens >= 200
-    assert with_pdf.input_tokens == plain.input_tokens
+    assert with_pdf.input_tokens == plain.input_tokens + 2 * TOKENS_PER_PDF_PAGE
 
 
-def test_pdf_bytes_fit_small_context(tmp_path: Path) -> None:
-    # The PDF's base64 text has 272,000 characters, and the window is 1,024 tokens.
-    with run_stack(tmp_path, "direct", context_window=1024) as stack:
-        message = stack.anthropic().messages.create(**pdf_request(LARGE_PDF_BASE64))
+def test_pdf_pages_exceed_small_context(tmp_path: Path) -> None:
+    with run_stack(tmp_path, "direct", context_window=4096) as stack:
+        one_page = stack.anthropic().messages.create(**pdf_request(PDF_BASE64))
         with pytest.raises(anthropic.BadRequestError) as caught:
-            stack.anthropic().messages.create(**text_document_request(DOCUMENT_TEXT * 200))
+            stack.anthropic().messages.create(**pdf_request(TWO_PAGE_PDF_BASE64))
+        upstream_requests = stack.upstream_requests()
 
-    assert message.stop_reason == "end_turn"
+    assert one_page.stop_reason == "end_turn"
     assert "exceeds the context window" in caught.value.body["error"]["message"]
+    assert "6000 of them estimated for its files" in caught.value.body["error"]["message"]
+    assert upstream_requests == 1
 
 
-def test_prompt_tokens_skip_pdf_data() -> None:
-    pdf_messages = anthropic_chat_body(pdf_request(LARGE_PDF_BASE64)).body["messages"]
+def test_prompt_tokens_count_pdf_pages() -> None:
+    pdf_messages = anthropic_chat_body(pdf_request(TWO_PAGE_PDF_BASE64)).body["messages"]
     text_messages = anthropic_chat_body(text_document_request(DOCUMENT_TEXT)).body["messages"]
     plain = [{"role": "user", "content": "Summarize it."}]
+    plain_tokens = count_prompt_tokens(plain, fits_below=0)
 
-    assert count_prompt_tokens(pdf_messages, fits_below=0) == count_prompt_tokens(plain, fits_below=0)
-    assert count_prompt_tokens(text_messages, fits_below=0) > count_prompt_tokens(plain, fits_below=0)
+    assert count_prompt_tokens(pdf_messages, fits_below=0) == plain_tokens + 2 * TOKENS_PER_PDF_PAGE
+    assert count_prompt_tokens(text_messages, fits_below=0) > plain_tokens
 
 
 def test_classifier_reads_document_text_only() -> None:

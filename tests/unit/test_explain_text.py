@@ -12,6 +12,8 @@ import yaml
 
 import classifiers
 from router.cli.explain import explain_routing
+from router.routing.tokens import TOKENS_PER_PDF_PAGE
+from tests.support.pdf import pdf_data_url
 
 UNSET_KEY = "TIERWISE_TEST_EXPLAIN_UNSET_KEY"
 
@@ -203,3 +205,28 @@ def test_explain_applies_alias_bounds_and_thresholds(
     [decision] = [line for line in lines if line.startswith("decision")]
     assert decision.startswith("decision    mid -> medium (frontier is the fallback tier but it is "
                                "above the alias's maximum tier mid;")
+
+
+def test_explain_counts_pdf_and_skips_edge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(UNSET_KEY, "sk-test")
+    monkeypatch.setattr(classifiers, "load_default", FixedScorer)
+    path = write_policy(tmp_path / "policy.yaml")
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document["tiers"]["mid"]["deployments"][0]["capabilities"] = {"files": True}
+    document["tiers"]["frontier"]["deployments"][0]["capabilities"] = {"files": True}
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    content = [
+        {"type": "text", "text": "Summarize the file."},
+        {"type": "file", "file": {"filename": "plan.pdf", "file_data": pdf_data_url(2)}},
+    ]
+    messages = tmp_path / "messages.json"
+    messages.write_text(json.dumps([{"role": "user", "content": content}]), encoding="utf-8")
+
+    lines = explain_routing(None, path, messages, "auto", 100, None).splitlines()
+
+    [tokens] = [line for line in lines if line.startswith("tokens")]
+    assert tokens.endswith("prompt tokens (cl100k count, with estimates for images and files)")
+    assert int(tokens.split()[1]) > 2 * TOKENS_PER_PDF_PAGE
+    assert "skipped     small: capability:messages:file" in lines
+    [decision] = [line for line in lines if line.startswith("decision")]
+    assert decision.startswith("decision    mid -> medium")
