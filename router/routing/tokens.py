@@ -14,6 +14,7 @@ import binascii
 import importlib.util
 import os
 import re
+import zlib
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +34,15 @@ TOKENS_PER_IMAGE = 1000
 TOKENS_PER_PDF_PAGE = 3000
 # A page object's dictionary entry. The lookahead leaves out ``/Pages``, the page tree's nodes.
 _PDF_PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![A-Za-z0-9])")
+# PDF 1.5 and later can store objects, pages included, in zlib-compressed object streams
+# (``/Type /ObjStm``), which a search of the raw bytes does not find. The PDF manuals in
+# Debian's libtasn1-doc and shared-mime-info packages keep all their pages in them. Those
+# streams are inflated and searched too, at most _PDF_INFLATE_LIMIT bytes per file, so a
+# small stream that inflates to gigabytes costs no more than that.
+_PDF_STREAM_DATA = re.compile(rb"stream\r?\n")
+_PDF_OBJECT_STREAM = re.compile(rb"/Type\s*/ObjStm(?![A-Za-z0-9])")
+_PDF_DICTIONARY_LOOKBACK = 1024
+_PDF_INFLATE_LIMIT = 8 * 1024 * 1024
 # The header is searched for in the first 1,024 bytes, because some files put other data
 # before it. 1,368 base64 characters decode to 1,026 bytes, and the count is a multiple of 4,
 # so they decode on their own.
@@ -91,10 +101,9 @@ def count_file_tokens(messages: Iterable[Any]) -> int:
 def estimate_file_tokens(file: Any) -> int:
     """Estimate the prompt tokens of a chat ``file`` part's ``file`` object.
 
-    A PDF counts ``TOKENS_PER_PDF_PAGE`` per page object in its bytes. The bytes are only
-    searched for page objects, never parsed. Other files count their decoded length in bytes,
-    an upper bound of a text file's cl100k tokens. A PDF whose page objects are all inside
-    compressed object streams, which this search cannot see, counts its length too.
+    A PDF counts ``TOKENS_PER_PDF_PAGE`` per page object (``count_pdf_pages``). Other files
+    count their decoded length in bytes, an upper bound of a text file's cl100k tokens. A PDF
+    in which no page object is found counts its length too.
     """
     if not isinstance(file, dict):
         return 0
@@ -113,8 +122,35 @@ def estimate_file_tokens(file: Any) -> int:
         content = binascii.a2b_base64(payload)
     except binascii.Error:
         return size
-    pages = sum(1 for _ in _PDF_PAGE_OBJECT.finditer(content))
+    pages = count_pdf_pages(content)
     return pages * TOKENS_PER_PDF_PAGE if pages else size
+
+
+def count_pdf_pages(content: bytes) -> int:
+    """Count the page objects of a PDF, in its bytes and in its compressed object streams.
+
+    Nothing is parsed: the bytes are searched, and each stream whose dictionary names
+    ``/Type /ObjStm`` and ``/FlateDecode`` is inflated and searched the same way.
+    """
+    pages = sum(1 for _ in _PDF_PAGE_OBJECT.finditer(content))
+    budget = _PDF_INFLATE_LIMIT
+    view = memoryview(content)
+    for match in _PDF_STREAM_DATA.finditer(content):
+        start = match.start()
+        dictionary = content[max(0, start - _PDF_DICTIONARY_LOOKBACK):start]
+        # The stream's own dictionary follows the last "obj" keyword before its data.
+        dictionary = dictionary[dictionary.rfind(b"obj") + 1:]
+        if b"/FlateDecode" not in dictionary or not _PDF_OBJECT_STREAM.search(dictionary):
+            continue
+        try:
+            inflated = zlib.decompressobj().decompress(view[match.end():], budget)
+        except zlib.error:
+            continue
+        pages += sum(1 for _ in _PDF_PAGE_OBJECT.finditer(inflated))
+        budget -= len(inflated)
+        if budget <= 0:
+            break
+    return pages
 
 
 def _split_data_url(data: str) -> tuple[str, str, bool]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,15 @@ from router.policy.schema import Policy
 from router.ratelimits import estimate_prompt_tokens
 from router.routing.decide import RequestNeeds, decide
 from router.routing.tokens import (
+    _PDF_INFLATE_LIMIT,
     TOKENS_PER_IMAGE,
     TOKENS_PER_PDF_PAGE,
     count_file_tokens,
+    count_pdf_pages,
     count_prompt_tokens,
     estimate_file_tokens,
 )
-from tests.support.pdf import build_pdf, pdf_data_url
+from tests.support.pdf import build_compressed_pdf, build_pdf, pdf_data_url
 from tests.unit.test_policy_loader import VALID, write
 
 PROMPT = "Summarize the file."
@@ -74,11 +77,35 @@ def test_text_file_counts_its_bytes() -> None:
 
 
 def test_pdf_without_page_objects_counts_bytes() -> None:
-    # Page objects inside a compressed object stream are not visible to the search.
+    # An object stream without /FlateDecode is not inflated, so no page is found.
     content = b"%PDF-1.5\n1 0 obj << /Type /ObjStm /N 40 >> stream\nx\x9c\x03\x00endstream\n"
     file_data = "data:application/pdf;base64," + base64_text(content)
 
     assert estimate_file_tokens({"file_data": file_data}) == len(content)
+
+
+def test_pages_in_object_streams_count() -> None:
+    content = build_compressed_pdf(7)
+    file_data = "data:application/pdf;base64," + base64_text(content)
+
+    assert b"/Type /Page " not in content
+    assert estimate_file_tokens({"file_data": file_data}) == 7 * TOKENS_PER_PDF_PAGE
+
+
+def test_object_stream_inflation_is_bounded() -> None:
+    # 12 bytes per page object: 400 MiB of them compress to about 1 MB.
+    page = b"/Type /Page "
+    packed = zlib.compress(page * (400 * 1024 * 1024 // len(page)), 9)
+    content = (b"%PDF-1.5\n4 0 obj << /Type /ObjStm /Filter /FlateDecode >>\nstream\n"
+               + packed + b"\nendstream\nendobj\n")
+
+    assert count_pdf_pages(content) == _PDF_INFLATE_LIMIT // len(page)
+
+
+def test_corrupt_object_stream_is_skipped() -> None:
+    content = build_pdf(2) + b"9 0 obj << /Type /ObjStm /Filter /FlateDecode >>\nstream\nnot zlib\nendstream\n"
+
+    assert count_pdf_pages(content) == 2
 
 
 def test_page_tree_nodes_are_not_pages() -> None:
