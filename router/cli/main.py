@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from router.cli.help_format import hide_flag_placeholders
+from router.cli.help_format import hide_flag_placeholders, reflow_help_paragraphs
 from router.cli.outcomes import outcomes_app
 from router.cli.policy import policy_app
 from router.cli.publish import (
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from router.settings import Settings
 
 hide_flag_placeholders()
+reflow_help_paragraphs()
 
 app = typer.Typer(
     name="tierwise",

@@ -234,6 +234,23 @@ def test_flags_show_no_value_placeholder() -> None:
     assert re.search(r"--port +<int> +TCP port to listen on", serve_help)
 
 
+def test_help_paragraphs_reflow() -> None:
+    # The second paragraph of `outcomes export`'s docstring breaks its source lines after
+    # "a killed export can be" and before "--flush-interval".
+    result = runner.invoke(mounted_app(), ["outcomes", "export", "--help"], env={"COLUMNS": "200"})
+
+    assert "a killed export can be restarted with the same --group" in result.output
+    assert "--batch of them or --flush-interval has passed" in result.output
+
+
+def test_help_keeps_marked_paragraph_lines() -> None:
+    from typer import rich_utils
+
+    text = rich_utils._fix_linebreaks(["one\ntwo", "\bkept\nlines"], "rich")
+
+    assert text == "one two\n\n\bkept\nlines"
+
+
 def test_serve_reports_every_start_problem(tmp_path: Path) -> None:
     policy = tmp_path / "broken.yaml"
     policy.write_text("tiers: 5\n", encoding="utf-8")
