@@ -55,7 +55,11 @@ def explain(
         typer.Option(envvar="TIERWISE_POLICY", help="Policy YAML file; the bundled default when unset."),
     ] = None,
     messages: Annotated[
-        Path | None, typer.Option(help="A JSON file with an OpenAI messages list, instead of PROMPT.")
+        Path | None,
+        typer.Option(
+            help="A JSON file with a Chat Completions messages list, instead of PROMPT; it is "
+            "checked as /v1/chat/completions checks it."
+        ),
     ] = None,
     model: Annotated[str, typer.Option(help="The requested model or router alias.")] = "auto",
     expected_output_tokens: Annotated[
