@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from router.policy.simulate import FeedbackKey, SimulationResult
 
 policy_app = typer.Typer(
-    help="Check and inspect policy files.\n\nExample: tierwise policy check policies/default.yaml",
+    help="Check and inspect policy files, and publish them to gateways through Redis.\n\nExample: tierwise policy check policies/default.yaml",
     no_args_is_help=True,
 )
 
