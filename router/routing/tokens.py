@@ -228,7 +228,7 @@ def _inflate(data: memoryview, limit: int) -> bytes | None:
     Returns None when the data is not zlib. The input goes in chunks that double from
     4 KiB, because a ``decompress`` call copies all the input after the stream's end into
     ``unused_data``. One call per stream on the rest of the file took 1.4 s for a 3 MiB
-    file of 33,000 small streams.
+    file of 33,000 small streams, on a 2-core virtual machine.
     """
     inflater = zlib.decompressobj()
     output: list[bytes] = []
