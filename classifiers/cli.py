@@ -50,7 +50,8 @@ SourceInterceptsOption = Annotated[bool, typer.Option(
     help="Fit one intercept per source group, so the other columns learn differences "
          "within a data set; the artifact stores their weighted mean.")]
 
-app = typer.Typer(help="Train the prompt classifier and convert public routing data.",
+app = typer.Typer(help="Train the prompt classifier, convert public routing data, and publish "
+                  "artifacts to gateways through Redis.",
                   no_args_is_help=True)
 # soft_wrap keeps each error on one line, whatever the terminal width.
 _console = Console(stderr=True, soft_wrap=True)

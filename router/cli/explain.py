@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
-from router.api.schemas import has_tool_messages
+from router.api.schemas import ChatRequest, has_tool_messages, invalid_request
 from router.errors import GatewayError
 from router.policy.loader import PolicyError, load_policy
 from router.policy.schema import TIER_ORDER, Deployment
@@ -26,10 +27,28 @@ def _read_messages(prompt: str | None, messages_file: Path | None) -> list[dict[
             raise typer.BadParameter(f"cannot read messages from {messages_file}: {exc}") from None
         if not isinstance(messages, list) or not messages:
             raise typer.BadParameter(f"{messages_file} must hold a non-empty JSON list of messages")
+        _check_chat_messages(messages, messages_file)
         return messages
     if not prompt:
         raise typer.BadParameter("give a PROMPT or --messages FILE")
     return [{"role": "user", "content": prompt}]
+
+
+def _check_chat_messages(messages: list[Any], messages_file: Path) -> None:
+    """Raise BadParameter for messages that /v1/chat/completions rejects with a 400.
+
+    Without this check, a part type that routing does not read, such as a Responses
+    ``input_file`` or an Anthropic ``document``, would be routed as if it were absent.
+    """
+    try:
+        ChatRequest.model_validate({"model": "auto", "messages": messages})
+    except ValidationError as exc:
+        message = invalid_request(exc).message
+        raise typer.BadParameter(
+            f"{messages_file}: {message} The file must hold Chat Completions messages, as "
+            "/v1/chat/completions takes them.",
+            param_hint="--messages",
+        ) from None
 
 
 def explain_routing(

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from router.policy.simulate import FeedbackKey, SimulationResult
 
 policy_app = typer.Typer(
-    help="Check and inspect policy files.\n\nExample: tierwise policy check policies/default.yaml",
+    help="Check and inspect policy files, and publish them to gateways through Redis.\n\nExample: tierwise policy check policies/default.yaml",
     no_args_is_help=True,
 )
 
@@ -55,7 +55,11 @@ def explain(
         typer.Option(envvar="TIERWISE_POLICY", help="Policy YAML file; the bundled default when unset."),
     ] = None,
     messages: Annotated[
-        Path | None, typer.Option(help="A JSON file with an OpenAI messages list, instead of PROMPT.")
+        Path | None,
+        typer.Option(
+            help="A JSON file with a Chat Completions messages list, instead of PROMPT; it is "
+            "checked as /v1/chat/completions checks it."
+        ),
     ] = None,
     model: Annotated[str, typer.Option(help="The requested model or router alias.")] = "auto",
     expected_output_tokens: Annotated[

@@ -12,6 +12,7 @@ Invalid input ends with a one-line error and exit code 2, a Redis failure with e
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -307,9 +308,17 @@ def _print_versions(kind: Kind, redis_url: str | None, key_prefix: str, cluster:
         made_current = stored.made_current_at.isoformat(timespec="seconds")
         typer.echo(
             f"{marker} {stored.version:<{width}}  made current {made_current}  "
-            f"stored {stored.stored_at[:19] or '?'}  digest {stored.digest[:12] or '?'}  "
+            f"stored {_seconds(stored.stored_at)}  digest {stored.digest[:12] or '?'}  "
             f"from {stored.origin or '?'}"
         )
+
+
+def _seconds(iso_time: str) -> str:
+    """Return an ISO 8601 time to the second with its UTC offset, as "made current" is shown."""
+    try:
+        return datetime.fromisoformat(iso_time).isoformat(timespec="seconds")
+    except ValueError:
+        return iso_time or "?"
 
 
 def rollback_classifier_command(

@@ -11,6 +11,7 @@ for a file part its PDF page count or its decoded size (``estimate_file_tokens``
 from __future__ import annotations
 
 import binascii
+import bisect
 import importlib.util
 import os
 import re
@@ -43,6 +44,13 @@ _PDF_STREAM_DATA = re.compile(rb"stream\r?\n")
 _PDF_OBJECT_STREAM = re.compile(rb"/Type\s*/ObjStm(?![A-Za-z0-9])")
 _PDF_DICTIONARY_LOOKBACK = 1024
 _PDF_INFLATE_LIMIT = 8 * 1024 * 1024
+_PDF_INFLATE_FIRST_CHUNK = 4 * 1024
+# An indirect object's header, such as ``12 0 obj``, so that each page is known by the
+# number of the object that contains it.
+_PDF_OBJ_KEYWORD = re.compile(rb"obj(?![A-Za-z0-9])")
+_PDF_OBJECT_HEADER = re.compile(rb"(?<![0-9])([0-9]+)\s+[0-9]+\s+obj$")
+_PDF_STREAM_COUNT = re.compile(rb"/N\s+([0-9]+)")
+_PDF_STREAM_FIRST = re.compile(rb"/First\s+([0-9]+)")
 # The header is searched for in the first 1,024 bytes, because some files put other data
 # before it. 1,368 base64 characters decode to 1,026 bytes, and the count is a multiple of 4,
 # so they decode on their own.
@@ -130,9 +138,12 @@ def count_pdf_pages(content: bytes) -> int:
     """Count the page objects of a PDF, in its bytes and in its compressed object streams.
 
     Nothing is parsed: the bytes are searched, and each stream whose dictionary names
-    ``/Type /ObjStm`` and ``/FlateDecode`` is inflated and searched the same way.
+    ``/Type /ObjStm`` and ``/FlateDecode`` is inflated and searched the same way. A page
+    counts once per object number, because a PDF saved with incremental updates appends a
+    new copy of each changed page under its old number.
     """
-    pages = sum(1 for _ in _PDF_PAGE_OBJECT.finditer(content))
+    numbered: set[int] = set()
+    unnumbered = _find_plain_pages(content, numbered)
     budget = _PDF_INFLATE_LIMIT
     view = memoryview(content)
     for match in _PDF_STREAM_DATA.finditer(content):
@@ -142,15 +153,98 @@ def count_pdf_pages(content: bytes) -> int:
         dictionary = dictionary[dictionary.rfind(b"obj") + 1:]
         if b"/FlateDecode" not in dictionary or not _PDF_OBJECT_STREAM.search(dictionary):
             continue
-        try:
-            inflated = zlib.decompressobj().decompress(view[match.end():], budget)
-        except zlib.error:
+        inflated = _inflate(view[match.end():], budget)
+        if inflated is None:
             continue
-        pages += sum(1 for _ in _PDF_PAGE_OBJECT.finditer(inflated))
+        unnumbered += _find_stream_pages(inflated, dictionary, numbered)
         budget -= len(inflated)
         if budget <= 0:
             break
-    return pages
+    return len(numbered) + unnumbered
+
+
+def _find_plain_pages(content: bytes, numbered: set[int]) -> int:
+    """Add the numbers of the page objects in ``content`` to ``numbered``.
+
+    Returns the count of page dictionaries found before any ``N G obj`` header.
+    """
+    pages = [match.start() for match in _PDF_PAGE_OBJECT.finditer(content)]
+    if not pages:
+        return 0
+    # A search for the literal keyword is fast, and the number before it is read from the
+    # few bytes in front, because a pattern that starts with digits is tried at every byte.
+    starts: list[int] = []
+    numbers: list[int] = []
+    for match in _PDF_OBJ_KEYWORD.finditer(content):
+        header = _PDF_OBJECT_HEADER.search(content, max(0, match.start() - 48), match.end())
+        if header is not None:
+            starts.append(match.start())
+            numbers.append(int(header.group(1)))
+    unnumbered = 0
+    for position in pages:
+        index = bisect.bisect_right(starts, position) - 1
+        if index < 0:
+            unnumbered += 1
+        else:
+            numbered.add(numbers[index])
+    return unnumbered
+
+
+def _find_stream_pages(inflated: bytes, dictionary: bytes, numbered: set[int]) -> int:
+    """Add the numbers of the page objects of an inflated object stream to ``numbered``.
+
+    The stream starts with ``/N`` pairs of an object number and its offset from ``/First``.
+    Returns the count of pages whose number that header does not give, such as all the
+    pages of a stream whose header does not parse.
+    """
+    pages = [match.start() for match in _PDF_PAGE_OBJECT.finditer(inflated)]
+    if not pages:
+        return 0
+    count_match = _PDF_STREAM_COUNT.search(dictionary)
+    first_match = _PDF_STREAM_FIRST.search(dictionary)
+    if count_match is None or first_match is None:
+        return len(pages)
+    count, first = int(count_match.group(1)), int(first_match.group(1))
+    fields = inflated[:first].split()
+    if count == 0 or len(fields) < 2 * count or not all(field.isdigit() for field in fields):
+        return len(pages)
+    numbers = [int(field) for field in fields[0:2 * count:2]]
+    starts = [first + int(field) for field in fields[1:2 * count:2]]
+    if starts != sorted(starts):
+        return len(pages)
+    unnumbered = 0
+    for position in pages:
+        index = bisect.bisect_right(starts, position) - 1
+        if index < 0:
+            unnumbered += 1
+        else:
+            numbered.add(numbers[index])
+    return unnumbered
+
+
+def _inflate(data: memoryview, limit: int) -> bytes | None:
+    """Inflate the zlib stream at the start of ``data`` to at most ``limit`` bytes.
+
+    Returns None when the data is not zlib. The input goes in chunks that double from
+    4 KiB, because a ``decompress`` call copies all the input after the stream's end into
+    ``unused_data``. One call per stream on the rest of the file took 1.4 s for a 3 MiB
+    file of 33,000 small streams, on a 2-core virtual machine.
+    """
+    inflater = zlib.decompressobj()
+    output: list[bytes] = []
+    size = 0
+    offset = 0
+    chunk = _PDF_INFLATE_FIRST_CHUNK
+    try:
+        while offset < len(data) and not inflater.eof and size < limit:
+            piece = inflater.decompress(data[offset:offset + chunk], limit - size)
+            output.append(piece)
+            size += len(piece)
+            offset += chunk
+            chunk *= 2
+    except zlib.error:
+        return None
+    return b"".join(output)
 
 
 def _split_data_url(data: str) -> tuple[str, str, bool]:

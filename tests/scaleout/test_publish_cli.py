@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -237,6 +238,8 @@ def test_versions_then_rollback_by_name(
     assert lines[1].startswith("* cli-2  made current ")
     assert lines[2].startswith("  cli-1  made current ")
     assert lines[2].endswith("  from first")
+    # Both times carry the UTC offset.
+    assert re.search(r"made current \S+\+00:00  stored \S+\+00:00  digest ", lines[1])
     assert rollback.returncode == 0, rollback.stderr
     assert rollback.stdout.startswith("classifier cli-1: already stored; made current")
     assert "previous cli-2" in rollback.stdout

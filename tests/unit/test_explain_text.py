@@ -230,3 +230,26 @@ def test_explain_counts_pdf_and_skips_edge(tmp_path: Path, monkeypatch: pytest.M
     assert "skipped     small: capability:messages:file" in lines
     [decision] = [line for line in lines if line.startswith("decision")]
     assert decision.startswith("decision    mid -> medium")
+
+
+@pytest.mark.parametrize(
+    ("part", "reported"),
+    [
+        ({"type": "input_file", "file_data": "JVBERi0xLjQK"}, "unknown content part type 'input_file'"),
+        ({"type": "document", "source": {"type": "text", "data": "x"}}, "unknown content part type 'document'"),
+        ({"type": "file", "file": {"file_id": "https://example.com/a.pdf"}}, "a URL is not a file id"),
+    ],
+    ids=["responses-input-file", "anthropic-document", "url-file-id"],
+)
+def test_explain_rejects_invalid_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, part: dict[str, Any], reported: str
+) -> None:
+    monkeypatch.setattr(classifiers, "load_default", FixedScorer)
+    messages = tmp_path / "messages.json"
+    messages.write_text(json.dumps([{"role": "user", "content": [part]}]), encoding="utf-8")
+
+    with pytest.raises(typer.BadParameter) as raised:
+        explain_routing(None, write_policy(tmp_path / "policy.yaml"), messages, "auto", 100, None)
+
+    assert reported in str(raised.value)
+    assert "messages[0].content[0]" in str(raised.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import random
 import zlib
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,53 @@ def test_object_stream_inflation_is_bounded() -> None:
                + packed + b"\nendstream\nendobj\n")
 
     assert count_pdf_pages(content) == _PDF_INFLATE_LIMIT // len(page)
+
+
+def test_incremental_update_counts_page_once() -> None:
+    # An incremental update appends a new copy of each changed object under its old number.
+    update = b"".join(
+        f"{number} 0 obj\n<< /Type /Page /Parent 2 0 R /Rotate 90 >>\nendobj\n".encode()
+        for number in (3, 4, 5)
+    )
+
+    assert count_pdf_pages(build_pdf(3) + update) == 3
+
+
+def test_update_of_compressed_page_counts_once() -> None:
+    # build_compressed_pdf numbers its pages from 3; object 9 is the fourth page.
+    update = b"9 0 obj\n<< /Type /Page /Parent 2 0 R /Rotate 90 >>\nendobj\n"
+
+    assert count_pdf_pages(build_compressed_pdf(7) + update) == 7
+
+
+def test_new_page_in_update_counts() -> None:
+    update = b"40 0 obj\n<< /Type /Page /Parent 2 0 R >>\nendobj\n"
+
+    assert count_pdf_pages(build_pdf(3) + update) == 4
+
+
+def test_object_stream_without_header_counts_each_page() -> None:
+    packed = zlib.compress(b"<< /Type /Page >>\n<< /Type /Page >>\n")
+    content = (b"%PDF-1.5\n4 0 obj << /Type /ObjStm /Filter /FlateDecode >>\nstream\n"
+               + packed + b"\nendstream\nendobj\n")
+
+    assert count_pdf_pages(content) == 2
+
+
+def test_long_object_stream_inflates_whole() -> None:
+    # About 750 kB of compressed filler puts the pages far past the first input chunk.
+    filler = base64_text(random.Random(7).randbytes(750_000)).encode()
+    body = filler + b"\n<< /Type /Page >>\n<< /Type /Page >>\n"
+    header = f"3 {len(filler) + 1} 4 {len(filler) + 19} ".encode()
+    packed = zlib.compress(header + body)
+    content = (
+        f"%PDF-1.5\n5 0 obj << /Type /ObjStm /N 2 /First {len(header)} /Filter /FlateDecode "
+        f"/Length {len(packed)} >>\nstream\n".encode()
+        + packed + b"\nendstream\nendobj\n"
+    )
+
+    assert len(packed) > 500_000
+    assert count_pdf_pages(content) == 2
 
 
 def test_corrupt_object_stream_is_skipped() -> None:
