@@ -214,7 +214,12 @@ def _publish(client: Any, bundle: Any, keep: int, keys: Any) -> None:
         result = publish_bundle(client, bundle, keys, keep=keep)
     except PublishError as exc:
         raise _fail(str(exc), 2) from None
-    action = "stored and published" if result.stored else "already stored; made current"
+    if result.stored:
+        action = "stored and published"
+    elif result.previous == result.version:
+        action = "already stored and current; announced again"
+    else:
+        action = "already stored; made current"
     typer.echo(
         f"{result.kind} {result.version}: {action} (digest {result.digest[:12]}, "
         f"previous {result.previous or 'none'}). Gateways apply it within a few seconds."
@@ -299,7 +304,8 @@ def _print_versions(kind: Kind, redis_url: str | None, key_prefix: str, cluster:
     with redis_session(redis_url, cluster) as client:
         versions = stored_versions(client, keys, kind)
     if not versions:
-        typer.echo(f"No {kind} version is stored under the prefix {key_prefix!r}.")
+        typer.echo(f"No {kind} version is stored under the prefix {key_prefix!r}. Check that "
+                   "--key-prefix is the gateways' TIERWISE_REDIS_KEY_PREFIX.")
         return
     typer.echo(f"{kind} versions, the one made current last first (* = current):")
     width = max(len(stored.version) for stored in versions)
@@ -397,7 +403,9 @@ def _stored_or_exit(client: Any, keys: Any, kind: Kind, version: str) -> Any:
         raise _fail(f"the stored {kind} version {version} is invalid: {exc}", 1) from None
     if bundle is None:
         names = [stored.version for stored in stored_versions(client, keys, kind)]
-        listed = f"Stored versions: {', '.join(names)}" if names else "No version is stored"
+        listed = (f"Stored versions: {', '.join(names)}" if names else
+                  f"No version is stored; check that --key-prefix ({keys.namespace!r}) is the "
+                  "gateways' TIERWISE_REDIS_KEY_PREFIX")
         raise _fail(
             f"{kind} version {version!r} not found under the prefix {keys.namespace!r}. "
             f"{listed}. To serve a deleted version, publish its "

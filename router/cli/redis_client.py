@@ -37,8 +37,8 @@ def redis_session(url: str | None, cluster: bool) -> Iterator[Any]:
     command with exit code 1.
     """
     if not url:
-        typer.echo("Missing Redis URL: give --redis-url, or set TIERWISE_REDIS_URL or REDIS_URL.",
-                   err=True)
+        typer.echo("error: missing Redis URL: give --redis-url, or set TIERWISE_REDIS_URL or "
+                   "REDIS_URL.", err=True)
         raise typer.Exit(2)
     import redis
     from redis.exceptions import RedisClusterException

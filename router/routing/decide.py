@@ -127,7 +127,7 @@ def decide(
                 "Request a router alias such as 'auto', or another model from GET /v1/models."
             )
         if not _eligible(deployment, needs, reason_of, skips):
-            _raise_for(skips, needs, describe_unavailable_model(requested, tier, skips))
+            _raise_for(skips, needs, describe_unavailable_model(requested, tier, skips), requested)
         return Decision(tier, (Candidate(tier, deployment),), "model requested by name", None)
 
     alias = policy.aliases.get(requested)
@@ -318,7 +318,13 @@ def _context_message(needs: RequestNeeds) -> str:
     )
 
 
-def _raise_for(skips: Skips, needs: RequestNeeds, unavailable_message: str) -> NoReturn:
+def _raise_for(
+    skips: Skips, needs: RequestNeeds, unavailable_message: str, requested_model: str | None = None
+) -> NoReturn:
+    """Raise the error for a request that no deployment can serve.
+
+    ``requested_model`` is the deployment name the client requested, or None for an alias.
+    """
     # A deployment that is down but large and capable enough outranks the other reasons:
     # with it running, the request would have been served, so the client learns what to
     # fix in the gateway.
@@ -330,9 +336,16 @@ def _raise_for(skips: Skips, needs: RequestNeeds, unavailable_message: str) -> N
     capabilities = sorted(r.split(":", 1)[1] for r in reasons if r.startswith("capability:"))
     if capabilities:
         missing = capabilities[0]
-        raise UnsupportedParameter(
-            f"No available deployment supports {describe_capability(missing)} of this request. "
-            "Remove it, or add a deployment that supports it to the policy.",
-            param=missing.split(":", 1)[0],
-        )
+        if requested_model is not None:
+            message = (
+                f"The model '{requested_model}' does not support {describe_capability(missing)} "
+                "of this request. Remove it, or request a router alias such as 'auto' or another "
+                "model from GET /v1/models."
+            )
+        else:
+            message = (
+                f"No available deployment supports {describe_capability(missing)} of this "
+                "request. Remove it, or add a deployment that supports it to the policy."
+            )
+        raise UnsupportedParameter(message, param=missing.split(":", 1)[0])
     raise NoDeploymentAvailable(unavailable_message)

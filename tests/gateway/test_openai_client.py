@@ -38,8 +38,8 @@ WEATHER_TOOL: ChatCompletionFunctionToolParam = {
     },
 }
 NO_JSON_SCHEMA_MESSAGE = (
-    "No available deployment supports the 'response_format' parameter of this request. "
-    "Remove it, or add a deployment that supports it to the policy."
+    "The model 'edge-small' does not support the 'response_format' parameter of this request. "
+    "Remove it, or request a router alias such as 'auto' or another model from GET /v1/models."
 )
 
 

@@ -251,7 +251,10 @@ def test_versions_when_none_is_stored(redis_url: str, default_namespace: None) -
     result = run_cli("policy", "versions", "--redis-url", redis_url)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "No policy version is stored under the prefix 'tw'.\n"
+    assert result.stdout == (
+        "No policy version is stored under the prefix 'tw'. Check that --key-prefix is the "
+        "gateways' TIERWISE_REDIS_KEY_PREFIX.\n"
+    )
 
 
 def test_rollback_unknown_version_names_the_stored_ones(
@@ -324,3 +327,33 @@ def test_rollback_damaged_version_fails(
 
     assert result.returncode == 1
     assert result.stderr.startswith("error: the stored classifier version cli-1 is invalid: ")
+
+
+def test_rollback_with_wrong_prefix_names_it(
+    redis_url: str, default_namespace: None, tmp_path: Path
+) -> None:
+    artifact = make_artifact(tmp_path / "model", "cli-1")
+    assert run_cli("classifier", "publish", str(artifact), "--redis-url", redis_url).returncode == 0
+
+    result = run_cli(
+        "classifier", "rollback", "cli-1", "--key-prefix", "tw-missing", "--redis-url", redis_url
+    )
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: classifier version 'cli-1' not found under the prefix 'tw-missing'. No version is "
+        "stored; check that --key-prefix ('tw-missing') is the gateways' "
+        "TIERWISE_REDIS_KEY_PREFIX. To serve a deleted version, publish its artifact folder again\n"
+    )
+
+
+def test_publish_current_version_says_so(
+    redis_url: str, default_namespace: None, tmp_path: Path
+) -> None:
+    artifact = make_artifact(tmp_path / "model", "cli-1")
+    assert run_cli("classifier", "publish", str(artifact), "--redis-url", redis_url).returncode == 0
+
+    again = run_cli("classifier", "rollback", "cli-1", "--redis-url", redis_url)
+
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("classifier cli-1: already stored and current; announced again")

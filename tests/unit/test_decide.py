@@ -186,8 +186,9 @@ def test_tool_messages_on_named_model_names_them() -> None:
         decide(make_policy(), {}, needs, requested="small", **ALL_AVAILABLE)
     assert caught.value.param == "messages"
     assert caught.value.message == (
-        "No available deployment supports the tool-call history in the messages of this "
-        "request. Remove it, or add a deployment that supports it to the policy."
+        "The model 'small' does not support the tool-call history in the messages of this "
+        "request. Remove it, or request a router alias such as 'auto' or another model from "
+        "GET /v1/models."
     )
 
 
@@ -197,8 +198,8 @@ def test_unsupported_parameter_on_named_model_names_it() -> None:
         decide(make_policy(), {}, needs, requested="small", **ALL_AVAILABLE)
     assert caught.value.param == "response_format"
     assert caught.value.message == (
-        "No available deployment supports the 'response_format' parameter of this request. "
-        "Remove it, or add a deployment that supports it to the policy."
+        "The model 'small' does not support the 'response_format' parameter of this request. "
+        "Remove it, or request a router alias such as 'auto' or another model from GET /v1/models."
     )
 
 
