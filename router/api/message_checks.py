@@ -107,8 +107,27 @@ def check_content_part(part: Any, location: tuple[str | int, ...]) -> None:
             raise MissingField((*location, *path))
         if not isinstance(value, expected):
             raise InvalidField((*location, *path), f"expected {_TYPE_NAMES[expected]}")
-    if kind == "file" and is_url_file_id(part["file"].get("file_id")):
-        raise InvalidField((*location, "file", "file_id"), URL_FILE_ID_REASON)
+    if kind == "file":
+        _check_file(part["file"], (*location, "file"))
+
+
+def _check_file(file: dict[str, Any], location: tuple[str | int, ...]) -> None:
+    """Raise InvalidField for a file part's ``file`` object without a usable file.
+
+    The file travels as ``file_data`` (its content) or ``file_id`` (a file uploaded to the
+    provider). Without either, no deployment gets anything to read, and the size estimate
+    that routing uses would count nothing.
+    """
+    for key in ("file_data", "file_id", "filename"):
+        if file.get(key) is not None and not isinstance(file[key], str):
+            raise InvalidField((*location, key), "expected a string")
+    if file.get("file_data") is None and file.get("file_id") is None:
+        raise InvalidField(
+            (*location, "file_data"),
+            "a file part needs 'file_data' (the file's content) or 'file_id' (an uploaded file)",
+        )
+    if is_url_file_id(file.get("file_id")):
+        raise InvalidField((*location, "file_id"), URL_FILE_ID_REASON)
 
 
 def is_url_file_id(file_id: Any) -> bool:

@@ -214,6 +214,31 @@ def test_chat_url_file_id_is_400(live: Stack, file_id: str) -> None:
     assert live.upstream_requests() == 0
 
 
+@pytest.mark.parametrize(
+    ("file", "param", "reason"),
+    [
+        ({}, "file_data",
+         "a file part needs 'file_data' (the file's content) or 'file_id' (an uploaded file)"),
+        ({"filename": "a.pdf"}, "file_data",
+         "a file part needs 'file_data' (the file's content) or 'file_id' (an uploaded file)"),
+        ({"file_data": 5}, "file_data", "expected a string"),
+        ({"file_id": ["file-1"]}, "file_id", "expected a string"),
+        ({"file_id": "file-1", "filename": 3}, "filename", "expected a string"),
+    ],
+)
+def test_chat_file_without_usable_file_is_400(
+    live: Stack, file: dict[str, Any], param: str, reason: str
+) -> None:
+    messages: list[Any] = [{"role": "user", "content": [{"type": "file", "file": file}]}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        live.openai().chat.completions.create(model="auto", messages=messages)
+
+    body: Any = caught.value.body
+    assert caught.value.param == f"messages[0].content[0].file.{param}"
+    assert body["message"] == f"Invalid value for 'messages[0].content[0].file.{param}': {reason}."
+    assert live.upstream_requests() == 0
+
+
 # /v1/messages -------------------------------------------------------------------------------
 
 
