@@ -9,7 +9,8 @@ the same.
 Typer 0.29.2 also keeps the line breaks of a command's docstring after its first paragraph,
 so in an 80-column terminal each source line wraps on its own and the text is ragged.
 :func:`reflow_help_paragraphs` joins those lines, as Typer already does for the first
-paragraph and for option help. A paragraph that starts with ``\b`` keeps its line breaks.
+paragraph and for option help. A paragraph that starts with ``\b`` keeps its line breaks,
+and an ``Example:`` command is broken into lines with `` \\`` continuations.
 """
 
 from __future__ import annotations
@@ -58,9 +59,65 @@ def reflow_help_paragraphs() -> None:
     def join_lines(paragraphs: list[str], markup_mode: Any) -> str:
         if markup_mode == "markdown":
             return fix_linebreaks(paragraphs, markup_mode)
-        joined = [paragraph if paragraph.startswith("\b") else paragraph.replace("\n", " ")
-                  for paragraph in paragraphs]
-        return "\n\n".join(joined)
+        return "\n\n".join(_reflow(paragraph) for paragraph in paragraphs)
 
     setattr(join_lines, _PATCHED_ATTRIBUTE, True)
     rich_utils._fix_linebreaks = join_lines
+
+
+EXAMPLE_PREFIX = "Example:"
+EXAMPLE_LINE_WIDTH = 70
+"""Maximum line length of a command in an ``Example:`` paragraph, so that it fits 80 columns."""
+
+
+def _reflow(paragraph: str) -> str:
+    """Join a paragraph's lines, or lay out an ``Example:`` command on lines of its own."""
+    if paragraph.startswith("\b"):
+        return paragraph
+    if paragraph.startswith(EXAMPLE_PREFIX):
+        return f"{EXAMPLE_PREFIX}\n\n" + format_example(paragraph[len(EXAMPLE_PREFIX):])
+    return paragraph.replace("\n", " ")
+
+
+def format_example(command: str, width: int = EXAMPLE_LINE_WIDTH) -> str:
+    """Break a shell command into lines of at most ``width`` characters, joined by `` \\``.
+
+    Lines break only at spaces outside quotes, so the printed lines paste into a shell as
+    the same command. A word longer than ``width`` gets a line of its own, which the
+    terminal may still wrap.
+    """
+    lines: list[str] = []
+    line = ""
+    for word in _shell_words(command):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = "    " + word
+        else:
+            line = f"{line} {word}" if line else word
+    if line:
+        lines.append(line)
+    return " \\\n".join(lines)
+
+
+def _shell_words(command: str) -> list[str]:
+    """Split ``command`` at runs of white space outside single and double quotes."""
+    words: list[str] = []
+    current: list[str] = []
+    quote = ""
+    for char in command:
+        if quote:
+            current.append(char)
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+            current.append(char)
+        elif char.isspace():
+            if current:
+                words.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if current:
+        words.append("".join(current))
+    return words

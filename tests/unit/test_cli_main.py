@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import socket
 from importlib.metadata import version
 from pathlib import Path
@@ -15,6 +16,7 @@ import typer
 from typer.testing import CliRunner
 
 from router.cli import main
+from router.cli.help_format import EXAMPLE_LINE_WIDTH, format_example
 from router.cli.redis_client import redis_failure_message
 
 runner = CliRunner()
@@ -251,6 +253,32 @@ def test_help_keeps_marked_paragraph_lines() -> None:
     text = rich_utils._fix_linebreaks(["one\ntwo", "\bkept\nlines"], "rich")
 
     assert text == "one two\n\n\bkept\nlines"
+
+
+def test_examples_fit_80_columns_and_paste() -> None:
+    command = ("tierwise calibrate --data var/data/routerbench.jsonl --target-quality 0.95 "
+               "--tier-map edge=mistralai/mistral-7b-chat,frontier=gpt-4-1106-preview "
+               "--policy 'my policy.yaml' --note \"a b  c\"")
+
+    text = format_example(command)
+
+    lines = text.split(" \\\n")
+    assert len(lines) > 1
+    assert all(len(line) <= EXAMPLE_LINE_WIDTH for line in lines)
+    assert shlex.split(text.replace(" \\\n", " ")) == shlex.split(command)
+    assert "--policy 'my policy.yaml'" in text
+    assert '--note "a b  c"' in text
+
+
+def test_help_example_lines_break_between_words() -> None:
+    result = runner.invoke(mounted_app(), ["classifier", "publish", "--help"], env={"COLUMNS": "80"})
+
+    example = [line.strip() for line in result.output.split("Example:")[1].splitlines()]
+    command = [line for line in example if line][:2]
+    assert command == [
+        "tierwise classifier publish var/model --policy policies/default.yaml \\",
+        "--redis-url redis://127.0.0.1:6379/0",
+    ]
 
 
 def test_serve_reports_every_start_problem(tmp_path: Path) -> None:
