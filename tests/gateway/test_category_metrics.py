@@ -86,6 +86,26 @@ def test_categorize_reads_only_message_start() -> None:
     assert categorize_text(prompt) == "other"
 
 
+@pytest.mark.parametrize(
+    ("prompt", "category"),
+    [
+        # The Kelvin sign lowercases to an ASCII "k".
+        ("\u212aubernetes pods keep restarting", "code"),
+        # Letters outside a-z split words, as the pattern [a-z]+ does.
+        ("café equation: résumé", "math"),
+        ("\u00e9crire un poème", "chat"),
+        # A lone surrogate (valid in a Python str, not in UTF-8) must not raise.
+        ("\ud800 hello there", "chat"),
+        # Math notation after the first digit or symbol of the text.
+        ("a 1 then x \\frac{1}{2} later", "math"),
+        ("version 2 of the draft, then 3 - 4", "math"),
+        ("version 2 of the plan and 3 items", "chat"),
+    ],
+)
+def test_categorize_non_ascii_and_notation(prompt: str, category: str) -> None:
+    assert categorize_text(prompt) == category
+
+
 def test_prompt_category_uses_last_user_message() -> None:
     messages = [
         {"role": "system", "content": "You write legal contracts."},
