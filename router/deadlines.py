@@ -84,3 +84,6 @@ body_deadlines = Deadlines("tierwise: request body deadline passed")
 
 upstream_deadlines = Deadlines("tierwise: upstream deadline passed")
 """The deadlines of the direct path's upstream calls, up to the response headers or body."""
+
+keepalive_deadlines = Deadlines("tierwise: keep-alive interval passed")
+"""The waits of streamed responses for the upstream's next event, which end with a keep-alive."""

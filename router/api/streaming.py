@@ -22,6 +22,7 @@ from router.api.admission import run_for_body
 from router.api.disconnect import client_connected
 from router.cache.answers import is_whole_answer
 from router.cache.entries import encode_entry
+from router.deadlines import keepalive_deadlines
 from router.errors import ServerShuttingDown, UpstreamFailed, UpstreamTimeout, sse_error_event
 from router.http_protocol import CoalescingTransport
 from router.routing.tokens import count_completion_tokens, count_prompt_tokens
@@ -389,11 +390,19 @@ async def _with_keepalive(
     try:
         while True:
             if queue.empty():
-                # asyncio.timeout does not wrap get() in a new task, as wait_for does on Python 3.11.
+                # The shared timer of keepalive_deadlines, not wait_for, which starts a task per
+                # call on Python 3.11, nor asyncio.timeout, which arms a timer per wait.
+                silent = False
+                waiter = keepalive_deadlines.start(interval)
                 try:
-                    async with asyncio.timeout(interval):
-                        kind, value = await queue.get()
-                except TimeoutError:
+                    kind, value = await queue.get()
+                except asyncio.CancelledError as exc:
+                    if not keepalive_deadlines.expired(exc, waiter):
+                        raise
+                    silent = True
+                finally:
+                    keepalive_deadlines.finish(waiter)
+                if silent:
                     yield None
                     continue
             else:
