@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from router.api.admission import run_for_body
 from router.api.disconnect import client_connected
+from router.api.spsc_queue import SpscQueue
 from router.cache.answers import is_whole_answer
 from router.cache.entries import encode_entry
 from router.deadlines import keepalive_deadlines
@@ -373,7 +374,7 @@ async def _with_keepalive(
     upstream connection. Waiting on the queue, by contrast, can be cancelled safely.
     """
     interval = runtime.settings.keepalive_interval_s
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=64)
+    queue: SpscQueue[tuple[str, Any]] = SpscQueue(maxsize=64)
 
     async def pump() -> None:
         try:
