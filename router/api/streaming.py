@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import structlog
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -307,19 +308,16 @@ def _client_events(batch: list[dict[str, Any]], assembler: StreamAssembler) -> b
     events = []
     for chunk in batch:
         assembler.add(chunk)
-        event = _client_chunk(chunk)
-        if event is not None:
-            events.append(encode_event(event))
-    return b"".join(events)
-
-
-def _client_chunk(chunk: dict[str, Any]) -> dict[str, Any] | None:
-    """Return the chunk as the client sees it: usage is removed and sent once at the end."""
-    if "usage" not in chunk:
-        return chunk
-    if not chunk.get("choices"):
-        return None
-    return {key: value for key, value in chunk.items() if key != "usage"}
+        # Usage goes to the client once, at the end: a usage chunk without choices is left
+        # out, and one with choices is sent without its usage.
+        if "usage" not in chunk:
+            events.append(chunk)
+        elif chunk.get("choices"):
+            events.append({key: value for key, value in chunk.items() if key != "usage"})
+    if not events:
+        return b""
+    # The same bytes as encode_event per chunk, with orjson.dumps called from C by map().
+    return b"data: " + b"\n\ndata: ".join(map(orjson.dumps, events)) + b"\n\n"
 
 
 def _usage_chunk(assembler: StreamAssembler, outcome: Outcome) -> dict[str, Any]:
