@@ -41,6 +41,12 @@ _MATH_PATTERN = re.compile(r"[∫∑√π≤≥≠∞^]|\d ?[-+*/=<>] ?\d|\\(?:f
 # pattern is tried only from the first such character.
 _MATH_START = re.compile(r"[∫∑√π≤≥≠∞^\d\\]")
 _DIGIT = re.compile(r"\d")
+# On ASCII text _MATH_PATTERN's symbols reduce to "^", and "\d ?[-+*/=<>] ?\d" matches where
+# the text translated with _DIGITS_AND_OPERATORS (digits to "0", the operators to "+", every
+# other byte unchanged) matches _DIGIT_OPERATOR_DIGIT.  No other byte becomes a "0", a "+"
+# or a space, so the two find the same places.
+_DIGITS_AND_OPERATORS = bytes.maketrans(b"0123456789-*/=<>", b"0000000000++++++")
+_DIGIT_OPERATOR_DIGIT = re.compile(rb"0 ?\+ ?0")
 
 
 def _keywords(words: str) -> frozenset[str]:
@@ -118,12 +124,13 @@ def categorize_text(text: str) -> str:
     if any(map(head.__contains__, _CODE_MARKERS)):
         return "code"
     # "surrogatepass" encodes a lone surrogate as three bytes of 0x80 and up, not an error.
-    words = head.encode("utf-8", "surrogatepass").translate(_LETTERS_ONLY).split()
+    encoded = head.encode("utf-8", "surrogatepass")
+    words = encoded.translate(_LETTERS_ONLY).split()
     # One set intersection finds the few keywords present; only those are then counted.
     found = _ALL_KEYWORDS.intersection(words)
     # A "how many" or "how much" question with a number in it is a word problem.
     word_problem = ("how many" in head or "how much" in head) and _DIGIT.search(head)
-    math_like = word_problem or _has_math_notation(head)
+    math_like = word_problem or _has_math_notation(head, encoded)
     if not found and not math_like:
         return "chat" if len(words) <= CHAT_MAX_WORDS else "other"
     counts = dict.fromkeys(_ORDER, 0)
@@ -134,7 +141,13 @@ def categorize_text(text: str) -> str:
     return max(_ORDER, key=counts.__getitem__)
 
 
-def _has_math_notation(head: str) -> bool:
+def _has_math_notation(head: str, encoded: bytes) -> bool:
+    """Tell whether ``_MATH_PATTERN`` matches ``head``, whose UTF-8 bytes are ``encoded``."""
+    if head.isascii():
+        # One character is found by memchr, so "\\" is looked for before "\\frac" and "\\sqrt".
+        if b"^" in encoded or (b"\\" in encoded and (b"\\frac" in encoded or b"\\sqrt" in encoded)):
+            return True
+        return _DIGIT_OPERATOR_DIGIT.search(encoded.translate(_DIGITS_AND_OPERATORS)) is not None
     start = _MATH_START.search(head)
     return start is not None and _MATH_PATTERN.search(head, start.start()) is not None
 

@@ -100,6 +100,16 @@ def test_categorize_reads_only_message_start() -> None:
         ("a 1 then x \\frac{1}{2} later", "math"),
         ("version 2 of the draft, then 3 - 4", "math"),
         ("version 2 of the plan and 3 items", "chat"),
+        # ASCII text takes the byte checks, other text the patterns: both find the same.
+        ("what is 12 /3 exactly", "math"),
+        ("what is 12 / 3 exactly", "math"),
+        ("what is 12  / 3 exactly", "chat"),
+        ("dates like 2024-05 and x^y", "math"),
+        ("a path like c:\\sqrtdir", "math"),
+        ("a path like c:\\sqr", "chat"),
+        ("what is 12 / 3 exactly, café", "math"),
+        ("what is 12  / 3 exactly, café", "chat"),
+        ("٣ + ٤ in arabic digits", "math"),
     ],
 )
 def test_categorize_non_ascii_and_notation(prompt: str, category: str) -> None:
