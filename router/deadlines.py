@@ -6,7 +6,7 @@ way costs 0.6 µs. Both figures are 200,000 reads timed with ``time.process_time
 Intel Xeon virtual machine. Here each await adds its task and deadline to
 a dict, and one timer, due at the earliest deadline, cancels the tasks that are late.
 
-Each ``Deadlines`` holds at most one deadline per task, so a task must ``finish`` one
+Each ``Deadlines`` keeps at most one deadline per task, so a task must ``finish`` one
 deadline before it starts the next one on the same instance.
 """
 
@@ -18,8 +18,8 @@ import asyncio
 class Deadlines:
     """The deadlines in progress on one event loop, and the timer that ends late awaits.
 
-    ``cancel_message`` is the message of the cancellations that this instance makes, by
-    which ``expired`` tells them from other cancellations.
+    ``cancel_message`` is the message of the cancellations that this instance makes.
+    ``expired`` compares it to distinguish them from other cancellations.
     """
 
     def __init__(self, cancel_message: str) -> None:

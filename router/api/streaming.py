@@ -389,8 +389,9 @@ async def _with_keepalive(
     try:
         while True:
             if queue.empty():
-                # The shared timer of keepalive_deadlines, not wait_for, which starts a task per
-                # call on Python 3.11, nor asyncio.timeout, which arms a timer per wait.
+                # keepalive_deadlines bounds the wait with one timer per event loop, because
+                # wait_for starts a task per call on Python 3.11 and asyncio.timeout arms a
+                # timer per wait.
                 silent = False
                 waiter = keepalive_deadlines.start(interval)
                 try:

@@ -91,8 +91,8 @@ class DirectTransport:
         url, headers = self._target(deployment, path)
         if self.propagate is not None:
             headers = self.propagate(headers)
-        # One shared timer per event loop bounds the call, not asyncio.timeout, which costs
-        # a timer per request (see router.deadlines).
+        # upstream_deadlines bounds the call with one timer per event loop, because
+        # asyncio.timeout arms and cancels a timer per call (see router.deadlines).
         task = upstream_deadlines.start(deployment.timeout_s)
         try:
             try:
