@@ -19,8 +19,8 @@ import orjson
 from fastapi import Request
 
 from router.api.auth import TenantContext, header, identify
-from router.api.body_deadlines import body_deadlines, is_deadline_cancellation
 from router.api.internal_error import REQUEST_ID_STATE
+from router.deadlines import body_deadlines
 from router.errors import (
     ClientDisconnected,
     InvalidRequest,
@@ -217,7 +217,7 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
             if not message.get("more_body", False):
                 break
     except asyncio.CancelledError as exc:
-        if not is_deadline_cancellation(exc, task):
+        if not body_deadlines.expired(exc, task):
             raise
         raise RequestTimedOut(
             f"The request body was not complete {timeout_s:g} s after the headers: "

@@ -88,6 +88,9 @@ def headers(outcome: Outcome, decision: Decision | None) -> dict[str, str]:
 class RecordingResponse(Response):
     """A JSON response that runs ``on_sent`` once its body is sent, or sending failed.
 
+    The status is 200, and Content-Length and Content-Type are set from the body, so
+    ``headers`` must contain neither.
+
     A served request's outcome record, metrics and log line are written by ``on_sent``,
     so the client does not wait for them.  uvicorn's ``send`` writes to the socket
     without yielding, so no other request runs between the body and ``on_sent``.
@@ -98,7 +101,17 @@ class RecordingResponse(Response):
     def __init__(self, content: bytes, headers: dict[str, str],
                  on_sent: Callable[[], None] | None = None,
                  outcome: Outcome | None = None) -> None:
-        super().__init__(content, headers=headers)
+        # What Starlette's Response.__init__ sets for a 200 with these headers and a bytes
+        # body, without its checks for a Content-Length or Content-Type in ``headers``
+        # (timeit: 1.5 µs against 2.5 µs). The callers' headers never contain either.
+        self.status_code = 200
+        self.background = None
+        self.body = content
+        self.raw_headers = [
+            *[(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()],
+            (b"content-length", str(len(content)).encode("latin-1")),
+            (b"content-type", b"application/json"),
+        ]
         self.on_sent = on_sent
         self.outcome = outcome
         """The record that ``on_sent`` writes, marked 499 when the client left first."""

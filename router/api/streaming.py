@@ -14,14 +14,17 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import structlog
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from router.api.admission import run_for_body
 from router.api.disconnect import client_connected
+from router.api.spsc_queue import SpscQueue
 from router.cache.answers import is_whole_answer
 from router.cache.entries import encode_entry
+from router.deadlines import keepalive_deadlines
 from router.errors import ServerShuttingDown, UpstreamFailed, UpstreamTimeout, sse_error_event
 from router.http_protocol import CoalescingTransport
 from router.routing.tokens import count_completion_tokens, count_prompt_tokens
@@ -305,19 +308,16 @@ def _client_events(batch: list[dict[str, Any]], assembler: StreamAssembler) -> b
     events = []
     for chunk in batch:
         assembler.add(chunk)
-        event = _client_chunk(chunk)
-        if event is not None:
-            events.append(encode_event(event))
-    return b"".join(events)
-
-
-def _client_chunk(chunk: dict[str, Any]) -> dict[str, Any] | None:
-    """Return the chunk as the client sees it: usage is removed and sent once at the end."""
-    if "usage" not in chunk:
-        return chunk
-    if not chunk.get("choices"):
-        return None
-    return {key: value for key, value in chunk.items() if key != "usage"}
+        # Usage goes to the client once, at the end: a usage chunk without choices is left
+        # out, and one with choices is sent without its usage.
+        if "usage" not in chunk:
+            events.append(chunk)
+        elif chunk.get("choices"):
+            events.append({key: value for key, value in chunk.items() if key != "usage"})
+    if not events:
+        return b""
+    # The same bytes as encode_event per chunk, with orjson.dumps called from C by map().
+    return b"data: " + b"\n\ndata: ".join(map(orjson.dumps, events)) + b"\n\n"
 
 
 def _usage_chunk(assembler: StreamAssembler, outcome: Outcome) -> dict[str, Any]:
@@ -372,7 +372,7 @@ async def _with_keepalive(
     upstream connection. Waiting on the queue, by contrast, can be cancelled safely.
     """
     interval = runtime.settings.keepalive_interval_s
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=64)
+    queue: SpscQueue[tuple[str, Any]] = SpscQueue(maxsize=64)
 
     async def pump() -> None:
         try:
@@ -389,11 +389,20 @@ async def _with_keepalive(
     try:
         while True:
             if queue.empty():
-                # asyncio.timeout does not wrap get() in a new task, as wait_for does on Python 3.11.
+                # keepalive_deadlines bounds the wait with one timer per event loop, because
+                # wait_for starts a task per call on Python 3.11 and asyncio.timeout arms a
+                # timer per wait.
+                silent = False
+                waiter = keepalive_deadlines.start(interval)
                 try:
-                    async with asyncio.timeout(interval):
-                        kind, value = await queue.get()
-                except TimeoutError:
+                    kind, value = await queue.get()
+                except asyncio.CancelledError as exc:
+                    if not keepalive_deadlines.expired(exc, waiter):
+                        raise
+                    silent = True
+                finally:
+                    keepalive_deadlines.finish(waiter)
+                if silent:
                     yield None
                     continue
             else:

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from router.deadlines import upstream_deadlines
 from router.policy.schema import Deployment, EmbeddingDeployment
 from router.upstream.base import (
     REQUEST_ID_HEADERS,
@@ -90,8 +91,11 @@ class DirectTransport:
         url, headers = self._target(deployment, path)
         if self.propagate is not None:
             headers = self.propagate(headers)
+        # upstream_deadlines bounds the call with one timer per event loop, because
+        # asyncio.timeout arms and cancels a timer per call (see router.deadlines).
+        task = upstream_deadlines.start(deployment.timeout_s)
         try:
-            async with asyncio.timeout(deployment.timeout_s):
+            try:
                 response = await self._pool.post(
                     url, orjson.dumps(body), headers, connect_timeout=deployment.connect_timeout_s
                 )
@@ -99,6 +103,12 @@ class DirectTransport:
                     _pass_on(response, seen)
                 retry_after_s = _retry_after(response)
                 payload = await response.read()
+            except asyncio.CancelledError as exc:
+                if not upstream_deadlines.expired(exc, task):
+                    raise
+                raise TimeoutError from None
+            finally:
+                upstream_deadlines.finish(task)
             if response.status >= 400:
                 raise _http_error(response.status, payload, retry_after_s)
             return orjson.loads(payload)
@@ -118,10 +128,17 @@ class DirectTransport:
         if self.propagate is not None:
             headers = self.propagate(headers)
         try:
-            async with asyncio.timeout(deployment.timeout_s):
+            task = upstream_deadlines.start(deployment.timeout_s)
+            try:
                 response = await self._pool.post(
                     url, orjson.dumps(body), headers, connect_timeout=deployment.connect_timeout_s
                 )
+            except asyncio.CancelledError as exc:
+                if not upstream_deadlines.expired(exc, task):
+                    raise
+                raise TimeoutError from None
+            finally:
+                upstream_deadlines.finish(task)
             if seen is not None:
                 _pass_on(response, seen)
             content = response.iter_chunks(deployment.timeout_s)

@@ -70,19 +70,21 @@ class StreamAssembler:
                 "refusal": [], "tools": {}, "finish": None, "logprobs": None,
             }
         delta = choice.get("delta") or {}
-        self.dropped_fields.update(
-            name for name, value in delta.items()
-            if name not in STREAMED_MESSAGE_FIELDS and is_set(value)
-        )
-        if delta.get("content"):
-            state["content"].append(delta["content"])
-        for name in REASONING_FIELDS:
-            if delta.get(name):
-                state["reasoning"][name].append(delta[name])
-        if delta.get("refusal"):
-            state["refusal"].append(delta["refusal"])
-        for call in delta.get("tool_calls") or ():
-            self._add_tool_call(state["tools"], call)
+        # One pass over the delta's few fields, each field kept in its own list, so the
+        # order of the fields within a delta does not matter.
+        for name, value in delta.items():
+            if name not in STREAMED_MESSAGE_FIELDS:
+                if is_set(value):
+                    self.dropped_fields.add(name)
+            elif not value or name == "role":
+                continue
+            elif name == "content" or name == "refusal":
+                state[name].append(value)
+            elif name == "tool_calls":
+                for call in value:
+                    self._add_tool_call(state["tools"], call)
+            else:
+                state["reasoning"][name].append(value)
         logprobs = choice.get("logprobs")
         if logprobs:
             self._add_logprobs(state, logprobs)

@@ -57,6 +57,7 @@ COUNTED = [
     "naïve café — résumé, ÉCOLE and Straße",
     "😀 emoji 😀 emoji text",
     "word " * 300,
+    "I a_b _ __ A1 1 9x\tTAB\nNEW\x0bvt\x0cff\rCR\x00nul MiXeD_Case!!x y-z a.b",
 ]
 
 
@@ -75,6 +76,19 @@ def test_columns_match_hashing_vectorizer_counts(n_features: int, ngram_max: int
         values, counts = np.unique(columns, return_counts=True)
         assert values.tolist() == expected.indices.tolist(), text
         assert counts.tolist() == expected.data.tolist(), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_ascii_columns_match_hashing_vectorizer(text: str) -> None:
+    vectorizer = HashingVectorizer(
+        n_features=2**10, token_pattern=TOKEN_PATTERN, ngram_range=(1, 2),
+        alternate_sign=False, norm=None,
+    )
+    expected = vectorizer.transform([text])
+    values, counts = np.unique(TermHasher(2**10, 2).columns(text), return_counts=True)
+    assert values.tolist() == expected.indices.tolist()
+    assert counts.tolist() == expected.data.tolist()
 
 
 @pytest.mark.parametrize("n_features", [1, 3, 1000, 2**10, 2**17, 2**31 - 1, 2**31, 2**31 + 5, 2**40])

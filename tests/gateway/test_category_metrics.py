@@ -86,6 +86,36 @@ def test_categorize_reads_only_message_start() -> None:
     assert categorize_text(prompt) == "other"
 
 
+@pytest.mark.parametrize(
+    ("prompt", "category"),
+    [
+        # The Kelvin sign lowercases to an ASCII "k".
+        ("\u212aubernetes pods keep restarting", "code"),
+        # Letters outside a-z split words, as the pattern [a-z]+ does.
+        ("café equation: résumé", "math"),
+        ("\u00e9crire un poème", "chat"),
+        # A lone surrogate (valid in a Python str, not in UTF-8) must not raise.
+        ("\ud800 hello there", "chat"),
+        # Math notation after the first digit or symbol of the text.
+        ("a 1 then x \\frac{1}{2} later", "math"),
+        ("version 2 of the draft, then 3 - 4", "math"),
+        ("version 2 of the plan and 3 items", "chat"),
+        # ASCII text takes the byte checks, other text the patterns: both find the same.
+        ("what is 12 /3 exactly", "math"),
+        ("what is 12 / 3 exactly", "math"),
+        ("what is 12  / 3 exactly", "chat"),
+        ("dates like 2024-05 and x^y", "math"),
+        ("a path like c:\\sqrtdir", "math"),
+        ("a path like c:\\sqr", "chat"),
+        ("what is 12 / 3 exactly, café", "math"),
+        ("what is 12  / 3 exactly, café", "chat"),
+        ("٣ + ٤ in arabic digits", "math"),
+    ],
+)
+def test_categorize_non_ascii_and_notation(prompt: str, category: str) -> None:
+    assert categorize_text(prompt) == category
+
+
 def test_prompt_category_uses_last_user_message() -> None:
     messages = [
         {"role": "system", "content": "You write legal contracts."},

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from starlette.responses import Response
 
 from router.api.recording import json_response
 
@@ -49,3 +50,21 @@ def test_callback_runs_once() -> None:
     response.run_on_sent()
 
     assert calls == [1]
+
+
+def test_headers_match_starlette_response() -> None:
+    headers = {
+        "x-request-id": "req-1",
+        "x-tierwise-tier": "edge",
+        "x-tierwise-cost-usd": "0.00001300",
+        "x-ratelimit-remaining-tokens": "9000",
+    }
+    body = b'{"id":"x"}'
+
+    response = json_response({"id": "x"}, headers)
+    expected = Response(body, headers=headers, media_type="application/json")
+
+    assert response.body == expected.body
+    assert response.status_code == expected.status_code == 200
+    assert response.raw_headers == expected.raw_headers
+    assert response.background is None

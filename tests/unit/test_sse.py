@@ -123,3 +123,27 @@ def test_streamed_logprobs_are_concatenated() -> None:
         "content": [token_logprob("Hel"), token_logprob("lo")],
         "refusal": None,
     }
+
+
+def test_delta_fields_assemble_in_any_order() -> None:
+    head = {"id": "c", "created": 1, "model": "m"}
+    deltas = [
+        {"audio": {"id": "a1"}, "content": "Hel", "role": "assistant", "reasoning": "r1"},
+        {"refusal": "", "reasoning_content": "t1", "content": "lo", "annotations": []},
+        {"reasoning": "r2", "function_call": None, "refusal": "no", "content": None},
+    ]
+    assembler = StreamAssembler()
+    for delta in deltas:
+        assembler.add({**head, "choices": [{"index": 0, "delta": delta}]})
+    assembler.add({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+
+    message = assembler.completion()["choices"][0]["message"]
+    assert message == {
+        "role": "assistant",
+        "content": "Hello",
+        "reasoning_content": "t1",
+        "reasoning": "r1r2",
+        "refusal": "no",
+    }
+    # Only fields with a value count as dropped: the empty list and the null do not.
+    assert assembler.dropped_fields == {"audio"}

@@ -1,4 +1,4 @@
-"""The shared timer that ends request-body reads past their deadline."""
+"""The shared timer that ends awaits past their deadline."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ import asyncio
 
 import pytest
 
-from router.api.body_deadlines import BodyDeadlines, is_deadline_cancellation
+from router.deadlines import Deadlines
 
 
-async def read(deadlines: BodyDeadlines, timeout_s: float, wait_s: float) -> str:
+async def read(deadlines: Deadlines, timeout_s: float, wait_s: float) -> str:
     task = deadlines.start(timeout_s)
     try:
         await asyncio.sleep(wait_s)
         return "read"
     except asyncio.CancelledError as exc:
-        if not is_deadline_cancellation(exc, task):
+        if not deadlines.expired(exc, task):
             raise
         return "timed out"
     finally:
@@ -23,7 +23,7 @@ async def read(deadlines: BodyDeadlines, timeout_s: float, wait_s: float) -> str
 
 
 async def test_only_late_reads_end() -> None:
-    deadlines = BodyDeadlines()
+    deadlines = Deadlines("test deadline passed")
 
     results = await asyncio.gather(
         read(deadlines, timeout_s=0.05, wait_s=5.0),
@@ -32,20 +32,20 @@ async def test_only_late_reads_end() -> None:
     )
 
     assert results == ["timed out", "read", "timed out"]
-    assert deadlines._reads == {}
+    assert deadlines._deadlines == {}
 
 
 async def test_finished_read_is_not_cancelled() -> None:
-    deadlines = BodyDeadlines()
+    deadlines = Deadlines("test deadline passed")
 
     assert await read(deadlines, timeout_s=0.05, wait_s=0.0) == "read"
     # The timer still fires at the old deadline and finds no read.
     await asyncio.sleep(0.1)
-    assert deadlines._reads == {}
+    assert deadlines._deadlines == {}
 
 
 async def test_other_cancellation_is_kept() -> None:
-    deadlines = BodyDeadlines()
+    deadlines = Deadlines("test deadline passed")
     reader = asyncio.create_task(read(deadlines, timeout_s=5.0, wait_s=5.0))
     await asyncio.sleep(0.01)
     reader.cancel()
@@ -55,7 +55,7 @@ async def test_other_cancellation_is_kept() -> None:
 
 
 async def test_later_deadline_does_not_delay_earlier() -> None:
-    deadlines = BodyDeadlines()
+    deadlines = Deadlines("test deadline passed")
     slow = asyncio.create_task(read(deadlines, timeout_s=30.0, wait_s=60.0))
     await asyncio.sleep(0.01)
 
@@ -63,3 +63,16 @@ async def test_later_deadline_does_not_delay_earlier() -> None:
     slow.cancel()
     with pytest.raises(asyncio.CancelledError):
         await slow
+
+
+async def test_other_instance_cancellation_is_kept() -> None:
+    deadlines = Deadlines("test deadline passed")
+    other = Deadlines("other deadline passed")
+    task = other.start(0.05)
+    try:
+        with pytest.raises(asyncio.CancelledError) as raised:
+            await asyncio.sleep(5.0)
+        assert not deadlines.expired(raised.value, task)
+        assert other.expired(raised.value, task)
+    finally:
+        other.finish(task)
