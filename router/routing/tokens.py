@@ -180,14 +180,7 @@ def _find_plain_pages(content: bytes, numbered: set[int]) -> int:
         if header is not None:
             starts.append(match.start())
             numbers.append(int(header.group(1)))
-    unnumbered = 0
-    for position in pages:
-        index = bisect.bisect_right(starts, position) - 1
-        if index < 0:
-            unnumbered += 1
-        else:
-            numbered.add(numbers[index])
-    return unnumbered
+    return _number_pages(pages, starts, numbers, numbered)
 
 
 def _find_stream_pages(inflated: bytes, dictionary: bytes, numbered: set[int]) -> int:
@@ -212,6 +205,17 @@ def _find_stream_pages(inflated: bytes, dictionary: bytes, numbered: set[int]) -
     starts = [first + int(field) for field in fields[1:2 * count:2]]
     if starts != sorted(starts):
         return len(pages)
+    return _number_pages(pages, starts, numbers, numbered)
+
+
+def _number_pages(
+    pages: list[int], starts: list[int], numbers: list[int], numbered: set[int]
+) -> int:
+    """Add to ``numbered`` the number of the object that contains each page position.
+
+    ``starts`` are the sorted positions where the objects ``numbers`` begin. Returns the
+    count of pages before the first object, which have no number.
+    """
     unnumbered = 0
     for position in pages:
         index = bisect.bisect_right(starts, position) - 1
