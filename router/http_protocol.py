@@ -100,6 +100,11 @@ class CoalescingTransport:
         self._pending = None
         self._transport.abort()
 
+    def is_closing(self) -> bool:
+        # Defined here, not passed on by __getattr__, because uvicorn calls it for every
+        # response, and a lookup that reaches __getattr__ first builds an AttributeError.
+        return self._transport.is_closing()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 

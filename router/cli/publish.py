@@ -11,6 +11,7 @@ Invalid input ends with a one-line error and exit code 2, a Redis failure with e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime
 from pathlib import Path
@@ -78,7 +79,8 @@ def publish_classifier_command(
     """
     from router.distribution import BundleError, DistributionKeys, classifier_bundle
 
-    if str(directory) == BUNDLED_CLASSIFIER:
+    bundled = str(directory) == BUNDLED_CLASSIFIER
+    if bundled:
         from classifiers.artifact import DEFAULT_DIR
 
         directory = DEFAULT_DIR
@@ -86,6 +88,10 @@ def publish_classifier_command(
         bundle = classifier_bundle(directory)
     except BundleError as exc:
         raise _fail(str(exc), 2) from None
+    if bundled:
+        # The origin that `versions` shows: the package's folder name, "default", would not
+        # tell a reader that the bundled model was published.
+        bundle = dataclasses.replace(bundle, origin=BUNDLED_CLASSIFIER)
     if policy is not None:
         local_tiers = _local_threshold_tiers(policy)
         _verify_classifier_or_exit(str(directory), bundle, local_tiers, f"the policy {policy}")

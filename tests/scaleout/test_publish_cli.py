@@ -73,6 +73,8 @@ def test_publish_bundled_outside_checkout(
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"classifier {version}: stored and published")
     assert redis_client.get(KEYS.current("classifier")) == version.encode()
+    manifest = json.loads(redis_client.hget(KEYS.version("classifier", version), "manifest") or b"")
+    assert manifest["origin"] == "bundled"
 
 
 def test_publish_policy_stores_text(

@@ -134,6 +134,8 @@ async def test_other_methods_reach_the_wrapped_transport() -> None:
     assert transport.get_extra_info("peername") == ("127.0.0.1", 5000)
     assert transport.is_closing() is False
     assert transport.get_write_buffer_size() == 7
+    inner.closing = True
+    assert transport.is_closing() is True
 
 
 async def test_connection_lost_calls_back_once() -> None:
