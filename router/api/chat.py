@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Callable, Collection
+from functools import cache, partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -98,12 +98,15 @@ async def serve_chat(
         if loaded.policy.outcomes.store_prompts:
             outcome.prompt = body["messages"]
         # Before the cache lookup, so that a cache hit counts as a request too.
-        estimate_tokens: Callable[[], int] = partial(_estimate_tokens, body["messages"])
+        file_tokens = _file_token_counter(body["messages"], chat.content_part_types)
+        estimate_tokens: Callable[[], int] = partial(_estimate_tokens, body["messages"], file_tokens)
         if outcome.large_body and token_limit_of(tenant.name, loaded.policy) is not None:
             estimate_tokens = partial(int, await run_off_loop(estimate_tokens))
         await check_tenant_limits(runtime, loaded.policy, tenant, outcome, estimate_tokens)
         hint = header(request, b"x-tierwise-min-tier")
-        return await _serve(runtime, loaded, body, chat, outcome, tenant, hint, request.receive)
+        return await _serve(
+            runtime, loaded, body, chat, outcome, tenant, hint, request.receive, file_tokens
+        )
     except GatewayError as exc:
         record_gateway_error(runtime, loaded.policy, outcome, exc)
         raise
@@ -117,9 +120,26 @@ async def serve_chat(
         raise
 
 
-def _estimate_tokens(messages: list[dict[str, Any]]) -> int:
+def _file_token_counter(
+    messages: list[dict[str, Any]], part_types: Collection[str]
+) -> Callable[[], int]:
+    """Return a function that estimates the tokens of the file parts once, then repeats it.
+
+    The token-rate reservation and routing both need the estimate, and a PDF's reads all
+    its bytes.
+    """
+    if "file" not in part_types:
+        return _no_file_tokens
+    return cache(partial(count_file_tokens, messages))
+
+
+def _no_file_tokens() -> int:
+    return 0
+
+
+def _estimate_tokens(messages: list[dict[str, Any]], file_tokens: Callable[[], int]) -> int:
     text_tokens = estimate_prompt_tokens(message_texts(messages), len(messages))
-    return text_tokens + count_attachment_tokens(messages)
+    return text_tokens + count_attachment_tokens(messages, files=False) + file_tokens()
 
 
 def _parse(
@@ -146,6 +166,7 @@ async def _serve(
     tenant: TenantContext,
     min_tier_hint: str | None,
     receive: Receive,
+    file_tokens: Callable[[], int],
 ) -> Response:
     policy = loaded.policy
     # Checked before the cache, so that a hit never serves a request that routing rejects.
@@ -171,7 +192,7 @@ async def _serve(
                                  on_sent=partial(finish, runtime, policy, outcome), outcome=outcome)
 
     decision = await run_for_body(
-        outcome.large_body, route, runtime, policy, body, chat, outcome, tenant, hint
+        outcome.large_body, route, runtime, policy, body, chat, outcome, file_tokens, tenant, hint
     )
     dispatcher = Dispatcher(runtime.direct, runtime.litellm, outcome.attempts, outcome.request_id,
                             health=runtime.health, policy=policy,
@@ -238,6 +259,7 @@ def route(
     body: dict[str, Any],
     chat: ChatRequest,
     outcome: Outcome,
+    file_tokens: Callable[[], int],
     tenant: TenantContext | None = None,
     header_min_tier: str | None = None,
 ) -> Decision:
@@ -245,6 +267,7 @@ def route(
 
     The caller has checked that the policy has ``chat.model`` (``check_model``) and that
     ``header_min_tier`` is an allowed ``x-tierwise-min-tier`` value (``_allowed_hint``).
+    ``file_tokens`` returns the estimate of the file parts (``_file_token_counter``).
     """
     alias = policy.aliases.get(chat.model)
     if alias is not None:
@@ -259,11 +282,11 @@ def route(
     # the response.
     outcome.messages = body["messages"]
     part_types = chat.content_part_types
-    # Counted once, because a PDF's page count reads all its bytes.
-    file_tokens = count_file_tokens(body["messages"]) if "file" in part_types else 0
+    prompt_file_tokens = file_tokens()
     needs = RequestNeeds(
         prompt_tokens=count_prompt_tokens(
-            body["messages"], fits_below=policy.smallest_context_window, file_tokens=file_tokens
+            body["messages"], fits_below=policy.smallest_context_window,
+            file_tokens=prompt_file_tokens,
         ),
         max_output_tokens=chat.output_token_limit,
         # The deprecated ``functions`` parameter needs tool support just as ``tools`` does.
@@ -274,7 +297,7 @@ def route(
         images="image_url" in part_types,
         audio="input_audio" in part_types,
         files="file" in part_types,
-        file_tokens=file_tokens,
+        file_tokens=prompt_file_tokens,
     )
     decision = decide(
         policy,

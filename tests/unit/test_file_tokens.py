@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from router.api.chat import _estimate_tokens
+from router.api.chat import _estimate_tokens, _file_token_counter
 from router.errors import ContextTooLong, UnsupportedParameter
 from router.policy.loader import PolicyError, load_policy
 from router.policy.schema import Policy
@@ -216,14 +216,35 @@ def test_files_in_several_messages_add_up() -> None:
 def test_token_rate_estimate_counts_attachments() -> None:
     messages = file_messages({"file_data": pdf_data_url(4)}, IMAGE_PART)
     text_estimate = estimate_prompt_tokens([PROMPT], 1)
+    file_tokens = _file_token_counter(messages, {"text", "file", "image_url"})
 
-    assert _estimate_tokens(messages) == text_estimate + 4 * TOKENS_PER_PDF_PAGE + TOKENS_PER_IMAGE
+    assert _estimate_tokens(messages, file_tokens) == (
+        text_estimate + 4 * TOKENS_PER_PDF_PAGE + TOKENS_PER_IMAGE
+    )
+
+
+def test_file_estimate_runs_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[object] = []
+
+    def counting(messages: list[Any]) -> int:
+        calls.append(messages)
+        return count_file_tokens(messages)
+
+    monkeypatch.setattr("router.api.chat.count_file_tokens", counting)
+    messages = file_messages({"file_data": pdf_data_url(2)})
+    file_tokens = _file_token_counter(messages, {"text", "file"})
+
+    assert file_tokens() == 2 * TOKENS_PER_PDF_PAGE
+    assert file_tokens() == 2 * TOKENS_PER_PDF_PAGE
+    assert len(calls) == 1
 
 
 def test_token_rate_estimate_without_attachments() -> None:
     messages = [{"role": "user", "content": PROMPT}]
 
-    assert _estimate_tokens(messages) == estimate_prompt_tokens([PROMPT], 1)
+    file_tokens = _file_token_counter(messages, set())
+
+    assert _estimate_tokens(messages, file_tokens) == estimate_prompt_tokens([PROMPT], 1)
 
 
 # Routing -------------------------------------------------------------------------------------
