@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
-from router.api.schemas import ChatRequest, has_tool_messages, invalid_request
+from router.api.schemas import ChatRequest, invalid_request
 from router.errors import GatewayError
 from router.policy.loader import PolicyError, load_policy
 from router.policy.schema import TIER_ORDER, Deployment
@@ -19,7 +19,10 @@ from router.routing.tokens import count_file_tokens, count_prompt_tokens
 from router.settings import BUNDLED_POLICY
 
 
-def _read_messages(prompt: str | None, messages_file: Path | None) -> list[dict[str, Any]]:
+def _read_messages(
+    prompt: str | None, messages_file: Path | None
+) -> tuple[list[dict[str, Any]], ChatRequest]:
+    """Return the messages to explain, and the chat request that the gateway would validate."""
     if messages_file is not None:
         try:
             messages = json.loads(messages_file.read_text(encoding="utf-8"))
@@ -27,21 +30,21 @@ def _read_messages(prompt: str | None, messages_file: Path | None) -> list[dict[
             raise typer.BadParameter(f"cannot read messages from {messages_file}: {exc}") from None
         if not isinstance(messages, list) or not messages:
             raise typer.BadParameter(f"{messages_file} must hold a non-empty JSON list of messages")
-        _check_chat_messages(messages, messages_file)
-        return messages
+        return messages, _validate_chat_messages(messages, messages_file)
     if not prompt:
         raise typer.BadParameter("give a PROMPT or --messages FILE")
-    return [{"role": "user", "content": prompt}]
+    messages = [{"role": "user", "content": prompt}]
+    return messages, ChatRequest.model_validate({"model": "auto", "messages": messages})
 
 
-def _check_chat_messages(messages: list[Any], messages_file: Path) -> None:
-    """Raise BadParameter for messages that /v1/chat/completions rejects with a 400.
+def _validate_chat_messages(messages: list[Any], messages_file: Path) -> ChatRequest:
+    """Validate ``messages`` as /v1/chat/completions does; raise BadParameter where it gives a 400.
 
     Without this check, a part type that routing does not read, such as a Responses
     ``input_file`` or an Anthropic ``document``, would be routed as if it were absent.
     """
     try:
-        ChatRequest.model_validate({"model": "auto", "messages": messages})
+        return ChatRequest.model_validate({"model": "auto", "messages": messages})
     except ValidationError as exc:
         message = invalid_request(exc).message
         raise typer.BadParameter(
@@ -62,7 +65,7 @@ def explain_routing(
 ) -> str:
     from classifiers import load_artifact, load_default
 
-    messages = _read_messages(prompt, messages_file)
+    messages, chat = _read_messages(prompt, messages_file)
     try:
         loaded = load_policy(policy_path or BUNDLED_POLICY)
     except PolicyError as exc:
@@ -87,12 +90,12 @@ def explain_routing(
     file_tokens = count_file_tokens(messages)
     tokens = count_prompt_tokens(messages, fits_below=0, file_tokens=file_tokens)
     category = prompt_category(messages)
-    part_types = _content_part_types(messages)
+    part_types = chat.content_part_types
     # As at the gateway, a tool-call history goes only to deployments with ``tools``, and
     # image, audio and file parts only to deployments with their capability.
     needs = RequestNeeds(
         prompt_tokens=tokens,
-        tool_messages=has_tool_messages(messages),
+        tool_messages=chat.has_tool_messages,
         images="image_url" in part_types,
         audio="input_audio" in part_types,
         files="file" in part_types,
@@ -167,17 +170,6 @@ def explain_routing(
         f"cost        ${cost:.6f} expected for {tokens} prompt + {expected_output_tokens} output tokens"
     )
     return "\n".join(lines)
-
-
-def _content_part_types(messages: list[Any]) -> set[str]:
-    """Return the ``type`` of every content part in ``messages``, read from an unvalidated file."""
-    return {
-        part["type"]
-        for message in messages
-        if isinstance(message, dict) and isinstance(message.get("content"), list)
-        for part in message["content"]
-        if isinstance(part, dict) and isinstance(part.get("type"), str)
-    }
 
 
 def _number(value: Any) -> str:
