@@ -31,6 +31,12 @@ def run_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def publish_ok(kind: str, path: Path, redis_url: str) -> None:
+    """Publish ``path`` as ``kind`` ("classifier" or "policy") and check that it succeeded."""
+    result = run_cli(kind, "publish", str(path), "--redis-url", redis_url)
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.fixture
 def default_namespace(redis_client: redis.Redis) -> Iterator[None]:
     """The gateways' own ``{tw}`` keys, held exclusively and empty."""
@@ -142,7 +148,7 @@ def test_publish_classifier_checks_published_policy(
     redis_url: str, redis_client: redis.Redis, default_namespace: None, tmp_path: Path
 ) -> None:
     published_policy = write_test_policy(tmp_path / "policy.yaml")
-    assert run_cli("policy", "publish", str(published_policy), "--redis-url", redis_url).returncode == 0
+    publish_ok("policy", published_policy, redis_url)
     version = load_policy(published_policy).version
     artifact = make_artifact(tmp_path / "two-tiers", "cli-two", tiers=("edge", "frontier"))
     # The local policy passes, but gateways serve the published one.
@@ -224,8 +230,8 @@ def test_versions_then_rollback_by_name(
 ) -> None:
     first = make_artifact(tmp_path / "first", "cli-1")
     second = make_artifact(tmp_path / "second", "cli-2", seed=1)
-    assert run_cli("classifier", "publish", str(first), "--redis-url", redis_url).returncode == 0
-    assert run_cli("classifier", "publish", str(second), "--redis-url", redis_url).returncode == 0
+    publish_ok("classifier", first, redis_url)
+    publish_ok("classifier", second, redis_url)
     # The folders are gone, as on a machine that only has Redis.
     shutil.rmtree(first)
     shutil.rmtree(second)
@@ -263,7 +269,7 @@ def test_rollback_unknown_version_names_the_stored_ones(
     redis_url: str, default_namespace: None, tmp_path: Path
 ) -> None:
     artifact = make_artifact(tmp_path / "model", "cli-1")
-    assert run_cli("classifier", "publish", str(artifact), "--redis-url", redis_url).returncode == 0
+    publish_ok("classifier", artifact, redis_url)
 
     unknown = run_cli("classifier", "rollback", "cli-0", "--redis-url", redis_url)
     invalid = run_cli("classifier", "rollback", "../cli-1", "--redis-url", redis_url)
@@ -283,12 +289,12 @@ def test_rollback_classifier_checks_published_policy(
     two_tiers = make_artifact(tmp_path / "two-tiers", "cli-two", tiers=("edge", "frontier"))
     three_tiers = make_artifact(tmp_path / "three-tiers", "cli-three")
     edge_only = write_edge_threshold_policy(tmp_path / "edge-only.yaml")
-    assert run_cli("policy", "publish", str(edge_only), "--redis-url", redis_url).returncode == 0
-    assert run_cli("classifier", "publish", str(two_tiers), "--redis-url", redis_url).returncode == 0
-    assert run_cli("classifier", "publish", str(three_tiers), "--redis-url", redis_url).returncode == 0
+    publish_ok("policy", edge_only, redis_url)
+    publish_ok("classifier", two_tiers, redis_url)
+    publish_ok("classifier", three_tiers, redis_url)
     # Gateways now serve a policy with a mid threshold, which cli-two does not score.
     policy = write_test_policy(tmp_path / "policy.yaml")
-    assert run_cli("policy", "publish", str(policy), "--redis-url", redis_url).returncode == 0
+    publish_ok("policy", policy, redis_url)
 
     result = run_cli("classifier", "rollback", "cli-two", "--redis-url", redis_url)
 
@@ -308,7 +314,7 @@ def test_rollback_policy_by_version(
     second = write_test_policy(tmp_path / "second.yaml", edge_threshold=0.8)
     first_version = load_policy(first).version
     for path in (first, second):
-        assert run_cli("policy", "publish", str(path), "--redis-url", redis_url).returncode == 0
+        publish_ok("policy", path, redis_url)
     first.unlink()
 
     result = run_cli("policy", "rollback", first_version, "--redis-url", redis_url)
@@ -322,7 +328,7 @@ def test_rollback_damaged_version_fails(
     redis_url: str, redis_client: redis.Redis, default_namespace: None, tmp_path: Path
 ) -> None:
     artifact = make_artifact(tmp_path / "model", "cli-1")
-    assert run_cli("classifier", "publish", str(artifact), "--redis-url", redis_url).returncode == 0
+    publish_ok("classifier", artifact, redis_url)
     redis_client.hset(KEYS.version("classifier", "cli-1"), "file:MODEL_CARD.md", b"edited")
 
     result = run_cli("classifier", "rollback", "cli-1", "--redis-url", redis_url)
@@ -335,7 +341,7 @@ def test_rollback_with_wrong_prefix_names_it(
     redis_url: str, default_namespace: None, tmp_path: Path
 ) -> None:
     artifact = make_artifact(tmp_path / "model", "cli-1")
-    assert run_cli("classifier", "publish", str(artifact), "--redis-url", redis_url).returncode == 0
+    publish_ok("classifier", artifact, redis_url)
 
     result = run_cli(
         "classifier", "rollback", "cli-1", "--key-prefix", "tw-missing", "--redis-url", redis_url
@@ -353,7 +359,7 @@ def test_publish_current_version_says_so(
     redis_url: str, default_namespace: None, tmp_path: Path
 ) -> None:
     artifact = make_artifact(tmp_path / "model", "cli-1")
-    assert run_cli("classifier", "publish", str(artifact), "--redis-url", redis_url).returncode == 0
+    publish_ok("classifier", artifact, redis_url)
 
     again = run_cli("classifier", "rollback", "cli-1", "--redis-url", redis_url)
 
